@@ -1,0 +1,191 @@
+//! The `plumb` command line: arguments resolved into checked values in one step, the work
+//! handed to the library, results printed for people (colour on a terminal) or machines
+//! (`--output json`). Exit codes: 0 ok or no difference, 1 invalid or different, 2 error.
+
+mod diff;
+mod emit;
+mod report;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::source;
+use crate::spec::{self, Rendered};
+
+/// What a command found, as an exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Valid, or no difference.
+    Ok,
+    /// Invalid, or different.
+    Found,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "plumb",
+    version,
+    about = "Keep environments in step with a git repository.",
+    after_help = "Exit codes: 0 ok or no difference, 1 invalid or different, 2 error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a config repository: documents, overlays, schemas, references.
+    #[command(after_help = "Examples:
+  plumb validate --repo example-repo
+  plumb validate --repo . --rev origin/main --env production
+  plumb validate --repo . --output json")]
+    Validate {
+        #[command(flatten)]
+        at: RepoArgs,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Print an environment's desired state: merged, validated, secrets masked.
+    #[command(after_help = "Examples:
+  plumb render --env production --repo example-repo
+  plumb render --env staging --service twikit-backend --repo example-repo --output json
+  plumb render --env production --repo . --rev v1.4.2")]
+    Render {
+        #[command(flatten)]
+        at: RepoArgs,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// How to print the result (`text` is YAML).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Show what changes between two revisions, per environment and service — no cluster needed.
+    #[command(after_help = "Examples:
+  plumb diff --repo . --from origin/main --to HEAD
+  plumb diff --repo . --from main --to feature --env production --output markdown")]
+    Diff {
+        /// The repository (or the config folder inside it).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// The revision before the change (a branch, tag or commit).
+        #[arg(long)]
+        from: String,
+        /// The revision after the change.
+        #[arg(long)]
+        to: String,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Write plumb's JSON Schemas, for editors and CI.
+    #[command(after_help = "Example:
+  plumb schemas --out schemas")]
+    Schemas {
+        /// The folder to write into.
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RepoArgs {
+    /// The repository (or the config folder inside it).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Read this revision from git's object database instead of the files on disk.
+    #[arg(long)]
+    rev: Option<String>,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// For machines.
+    Json,
+    /// For a pull-request comment (`diff` only).
+    Markdown,
+}
+
+/// Runs the command line and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Found) => ExitCode::from(1),
+        Err(e) => {
+            let _ = writeln!(anstream::stderr(), "{}error:{} {e:#}", report::ERROR.render(), report::ERROR.render_reset());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<Outcome> {
+    let mut out = anstream::stdout().lock();
+    match command {
+        Command::Validate { at, env, output } => {
+            let rendered = render(&at, env.as_deref())?;
+            report::validation(&mut out, &rendered, output)?;
+            Ok(if rendered.is_valid() { Outcome::Ok } else { Outcome::Found })
+        }
+        Command::Render { at, env, service, output } => {
+            let rendered = render(&at, Some(&env))?;
+            if !rendered.is_valid() {
+                report::validation(&mut anstream::stderr().lock(), &rendered, Format::Text)?;
+                return Ok(Outcome::Found);
+            }
+            let desired = &rendered.environments[&env];
+            let mut value = desired.to_masked_json();
+            if let Some(service) = service {
+                let Some(one) = value["services"].get(&service).cloned() else {
+                    anyhow::bail!("environment `{env}` has no enabled service named `{service}`");
+                };
+                value = one;
+            }
+            match output {
+                Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?,
+                Format::Text | Format::Markdown => write!(out, "{}", emit::yaml(&value))?,
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Diff { repo, from, to, env, output } => {
+            let before = render(&RepoArgs { repo: repo.clone(), rev: Some(from.clone()) }, env.as_deref())?;
+            let after = render(&RepoArgs { repo, rev: Some(to.clone()) }, env.as_deref())?;
+            diff::print(&mut out, &before, &after, (&from, &to), output)
+        }
+        Command::Schemas { out: dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            for (name, schema) in spec::schema::generate() {
+                let path = dir.join(name);
+                std::fs::write(&path, format!("{}\n", serde_json::to_string_pretty(&schema)?))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                writeln!(out, "wrote {}", path.display())?;
+            }
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+fn render(at: &RepoArgs, env: Option<&str>) -> anyhow::Result<Rendered> {
+    let tree = source::open(&at.repo, at.rev.as_deref())?;
+    let rendered = spec::render(tree.as_ref(), env)
+        .with_context(|| format!("cannot read the repository at {}", at.repo.display()))?;
+    Ok(rendered)
+}

@@ -1,0 +1,223 @@
+//! A read-only view of a repository's files at one revision.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid, Repository};
+
+/// Why repository content could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The directory does not exist or cannot be read.
+    #[error("cannot read {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--rev` was given but the directory is not in a git repository.
+    #[error("{path} is not inside a git repository")]
+    NotARepository {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: git2::Error,
+    },
+    /// The revision does not name a commit.
+    #[error("revision `{rev}` does not name a commit in {path}")]
+    Revision {
+        /// The revision as given.
+        rev: String,
+        /// The repository.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: git2::Error,
+    },
+    /// Reading the object database failed.
+    #[error("cannot read `{path}` from commit {commit}")]
+    Object {
+        /// The file.
+        path: String,
+        /// The commit.
+        commit: Oid,
+        /// The cause.
+        #[source]
+        source: git2::Error,
+    },
+    /// A symbolic link, which plumb does not follow: it could point outside the repository.
+    #[error("`{0}` is a symbolic link; plumb reads only regular files from a config repository")]
+    Symlink(String),
+}
+
+/// The files of a repository at one revision. Paths are `/`-separated and relative to the
+/// repository root (or the config folder inside it).
+pub trait Tree {
+    /// The regular files directly inside `dir`, by name, sorted; empty when `dir` is absent.
+    fn list(&self, dir: &str) -> Result<Vec<String>, SourceError>;
+    /// At most `limit + 1` bytes of `path` (enough for the reader to tell it is too large), or
+    /// `None` when the file is absent.
+    fn read(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>, SourceError>;
+    /// The revision, for messages: a commit id, or `None` for a working directory.
+    fn commit(&self) -> Option<Oid>;
+}
+
+/// Opens `dir` as it is on disk, or at `rev` from its git object database.
+pub fn open(dir: &Path, rev: Option<&str>) -> Result<Box<dyn Tree>, SourceError> {
+    match rev {
+        None => {
+            fs::metadata(dir).map_err(|source| SourceError::Io { path: dir.to_owned(), source })?;
+            Ok(Box::new(WorkTree { root: dir.to_owned() }))
+        }
+        Some(rev) => Ok(Box::new(GitTree::open(dir, rev)?)),
+    }
+}
+
+/// A directory on disk.
+pub struct WorkTree {
+    root: PathBuf,
+}
+
+impl Tree for WorkTree {
+    fn list(&self, dir: &str) -> Result<Vec<String>, SourceError> {
+        let path = self.root.join(dir);
+        let entries = match fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(SourceError::Io { path, source }),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| SourceError::Io { path: path.clone(), source })?;
+            let kind = entry.file_type().map_err(|source| SourceError::Io { path: entry.path(), source })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if kind.is_symlink() {
+                return Err(SourceError::Symlink(format!("{dir}/{name}")));
+            }
+            if kind.is_file() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn read(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>, SourceError> {
+        let full = self.root.join(path);
+        match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.file_type().is_symlink() => return Err(SourceError::Symlink(path.to_owned())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(SourceError::Io { path: full, source }),
+        }
+        let file = fs::File::open(&full).map_err(|source| SourceError::Io { path: full.clone(), source })?;
+        let mut bytes = Vec::new();
+        file.take(limit as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| SourceError::Io { path: full, source })?;
+        Ok(Some(bytes))
+    }
+
+    fn commit(&self) -> Option<Oid> {
+        None
+    }
+}
+
+/// A commit's tree, read from the object database without a checkout.
+pub struct GitTree {
+    repo: Repository,
+    commit: Oid,
+    tree: Oid,
+    /// The folder inside the repository the config lives in (`""` for the root).
+    prefix: String,
+}
+
+impl GitTree {
+    /// Opens the repository containing `dir` at `rev`; paths are then relative to `dir`.
+    pub fn open(dir: &Path, rev: &str) -> Result<GitTree, SourceError> {
+        let repo = Repository::discover(dir).map_err(|source| SourceError::NotARepository { path: dir.to_owned(), source })?;
+        let (commit, tree) = repo
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map(|c| (c.id(), c.tree_id()))
+            .map_err(|source| SourceError::Revision { rev: rev.to_owned(), path: dir.to_owned(), source })?;
+        let prefix = match repo.workdir() {
+            Some(workdir) => {
+                let dir = fs::canonicalize(dir).map_err(|source| SourceError::Io { path: dir.to_owned(), source })?;
+                let workdir = fs::canonicalize(workdir).map_err(|source| SourceError::Io { path: workdir.to_owned(), source })?;
+                dir.strip_prefix(&workdir).map(|p| p.to_string_lossy().replace('\\', "/")).unwrap_or_default()
+            }
+            None => String::new(),
+        };
+        Ok(GitTree { repo, commit, tree, prefix })
+    }
+
+    fn full(&self, path: &str) -> String {
+        match (self.prefix.as_str(), path) {
+            ("", p) => p.to_owned(),
+            (prefix, "") => prefix.to_owned(),
+            (prefix, p) => format!("{prefix}/{p}"),
+        }
+    }
+
+    fn object_error(&self, path: &str, source: git2::Error) -> SourceError {
+        SourceError::Object { path: path.to_owned(), commit: self.commit, source }
+    }
+
+    /// The tree entry at `path`, or `None` when absent.
+    fn entry(&self, path: &str) -> Result<Option<(ObjectType, i32, Oid)>, SourceError> {
+        let tree = self.repo.find_tree(self.tree).map_err(|e| self.object_error(path, e))?;
+        let full = self.full(path);
+        if full.is_empty() {
+            return Ok(Some((ObjectType::Tree, 0o040000, self.tree)));
+        }
+        match tree.get_path(Path::new(&full)) {
+            Ok(entry) => Ok(entry.kind().map(|k| (k, entry.filemode(), entry.id()))),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(self.object_error(path, e)),
+        }
+    }
+}
+
+const SYMLINK_MODE: i32 = 0o120000;
+
+impl Tree for GitTree {
+    fn list(&self, dir: &str) -> Result<Vec<String>, SourceError> {
+        let Some((ObjectType::Tree, _, id)) = self.entry(dir)? else {
+            return Ok(Vec::new());
+        };
+        let tree = self.repo.find_tree(id).map_err(|e| self.object_error(dir, e))?;
+        let mut names = Vec::new();
+        for entry in tree.iter() {
+            let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
+            if entry.filemode() == SYMLINK_MODE {
+                return Err(SourceError::Symlink(format!("{dir}/{name}")));
+            }
+            if entry.kind() == Some(ObjectType::Blob) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn read(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>, SourceError> {
+        match self.entry(path)? {
+            Some((_, SYMLINK_MODE, _)) => Err(SourceError::Symlink(path.to_owned())),
+            Some((ObjectType::Blob, _, id)) => {
+                let blob = self.repo.find_blob(id).map_err(|e| self.object_error(path, e))?;
+                let content = blob.content();
+                Ok(Some(content[..content.len().min(limit + 1)].to_vec()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn commit(&self) -> Option<Oid> {
+        Some(self.commit)
+    }
+}

@@ -1,0 +1,255 @@
+//! Rules a schema cannot state: what the environment's target needs and can run, references
+//! between fields and services (ports, dependencies and their cycles), and ports that would
+//! collide on one host. Each problem is located at the line that causes it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use indexmap::IndexMap;
+
+use super::diagnostic::{Diagnostic, closest};
+use super::load::Loaded;
+use super::model::environment::Environment;
+use super::model::service::{HealthCheck, Strategy};
+use super::model::{Name, Service, Target};
+use super::node::{Node, Path, Step};
+use super::render::Desired;
+
+/// Checks one rendered service against its environment's target.
+pub fn service(service: &Service, node: &Node, target: &Target, out: &mut Vec<Diagnostic>) {
+    let root = Path::default();
+    let at = |path: &Path| node.locate(&path.0).0.at.clone();
+
+    let workload = target.workload_field();
+    let has_workload = match workload {
+        "command" => service.command.is_some(),
+        _ => service.image.is_some(),
+    };
+    if !has_workload {
+        out.push(
+            Diagnostic::new(&node.at, format!("the {} target runs services from `{workload}`, which `{}` does not set", target.name(), service.name))
+                .path(&root.key(workload))
+                .hint(format!("set `{workload}` in services/{}.yaml or in this environment's overlay", service.name)),
+        );
+    }
+
+    if !target.supports(&service.strategy) {
+        let path = root.key("strategy");
+        out.push(
+            Diagnostic::new(&at(&path), format!("the {} target cannot run the {} strategy", target.name(), service.strategy.name()))
+                .path(&path)
+                .hint("blue-green and canary move traffic through a proxy: set the target's `proxy`, or use `recreate` or `rolling`"),
+        );
+    }
+
+    match &service.strategy {
+        Strategy::Canary(canary) => {
+            let mut last = 0;
+            for (i, step) in canary.steps.iter().enumerate() {
+                if step.weight <= last {
+                    let path = root.key("strategy").key("canary").key("steps").join(Step::Index(i)).key("weight");
+                    out.push(
+                        Diagnostic::new(&at(&path), format!("canary weights must increase: {} follows {last}", step.weight))
+                            .path(&path),
+                    );
+                }
+                last = step.weight;
+            }
+        }
+        Strategy::Rolling(rolling) if rolling.max_surge == 0 && rolling.max_unavailable == 0 => {
+            let path = root.key("strategy").key("rolling");
+            out.push(
+                Diagnostic::new(&at(&path), "a rolling update with `maxSurge: 0` and `maxUnavailable: 0` can never make progress")
+                    .path(&path)
+                    .hint("allow at least one surge or one unavailable copy"),
+            );
+        }
+        _ => {}
+    }
+
+    unique_names(node, "ports", service.ports.iter().map(|p| p.name.as_str()), out);
+    unique_names(node, "env", service.env.iter().map(|e| e.name.as_str()), out);
+    unique_names(node, "healthChecks", service.health_checks.iter().map(|h| h.name.as_str()), out);
+
+    let mut numbers = HashMap::new();
+    for (i, port) in service.ports.iter().enumerate() {
+        let path = root.key("ports").join(Step::Index(i)).key("port");
+        if let Some(first) = numbers.insert((port.port, port.protocol), port.name.as_str()) {
+            out.push(Diagnostic::new(&at(&path), format!("port {} is declared twice (also as `{first}`)", port.port)).path(&path));
+        }
+        if u32::from(port.port) + u32::from(target.port_offset()) > u32::from(u16::MAX) {
+            out.push(
+                Diagnostic::new(&at(&path), format!("port {} plus the target's port offset {} is above 65535", port.port, target.port_offset()))
+                    .path(&path),
+            );
+        }
+    }
+
+    for (i, check) in service.health_checks.iter().enumerate() {
+        check_port_reference(service, check, node, i, out);
+    }
+}
+
+fn check_port_reference(service: &Service, check: &HealthCheck, node: &Node, index: usize, out: &mut Vec<Diagnostic>) {
+    let (probe, port) = match (&check.http, &check.tcp) {
+        (Some(http), _) => ("http", &http.port),
+        (_, Some(tcp)) => ("tcp", &tcp.port),
+        _ => return,
+    };
+    let path = Path::default().key("healthChecks").join(Step::Index(index)).key(probe);
+    let names = || service.ports.iter().map(|p| p.name.as_str());
+    match port {
+        None if service.ports.is_empty() => out.push(
+            Diagnostic::new(&node.locate(&path.0).0.at, format!("health check `{}` needs a port, and the service declares none", check.name))
+                .path(&path)
+                .hint("declare the service's `ports`, or give the check a `port`"),
+        ),
+        Some(text) if text.0.parse::<u16>().is_err() && !names().any(|n| n == text.0) => {
+            let path = path.key("port");
+            let mut d = Diagnostic::new(&node.locate(&path.0).0.at, format!("health check `{}` names port `{}`, which the service does not declare", check.name, text.0))
+                .path(&path);
+            if let Some(k) = closest(&text.0, names()) {
+                d = d.hint(format!("did you mean `{k}`?"));
+            }
+            out.push(d);
+        }
+        _ => {}
+    }
+}
+
+/// Items of a named list must have distinct names, or overlays could not address them.
+fn unique_names<'a>(node: &Node, list: &str, names: impl Iterator<Item = &'a str>, out: &mut Vec<Diagnostic>) {
+    let mut seen = HashMap::new();
+    for (i, name) in names.enumerate() {
+        if let Some(first) = seen.insert(name, i) {
+            let path = Path::default().key(list).join(Step::Index(i)).key("name");
+            out.push(
+                Diagnostic::new(&node.locate(&path.0).0.at, format!("`{name}` appears twice in `{list}` (also item {first})"))
+                    .path(&path)
+                    .hint(format!("items of `{list}` are matched by name when overlays merge; names must be unique")),
+            );
+        }
+    }
+}
+
+/// Checks an environment's services together: dependencies and host ports.
+pub fn environment(
+    environment: &Environment,
+    services: &BTreeMap<Name, Service>,
+    invalid: &BTreeSet<String>,
+    documents: &BTreeMap<String, Node>,
+    env: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    let located = |service: &str, path: &Path| documents.get(service).map(|n| n.locate(&path.0).0.at.clone());
+    for (name, service) in services {
+        for (i, dependency) in service.depends_on.iter().enumerate() {
+            let path = Path::default().key("dependsOn").join(Step::Index(i));
+            let Some(at) = located(name.as_str(), &path) else { continue };
+            let message = if !documents.contains_key(dependency.as_str()) {
+                format!("`{name}` depends on `{dependency}`, which is not a service")
+            } else if !services.contains_key(dependency) && !invalid.contains(dependency.as_str()) {
+                format!("`{name}` depends on `{dependency}`, which is disabled in {env}")
+            } else {
+                continue;
+            };
+            out.push(Diagnostic::new(&at, message).path(&path).environment(env));
+        }
+    }
+    if let Some(cycle) = dependency_cycle(services) {
+        let first = &cycle[0];
+        let at = located(first.as_str(), &Path::default().key("dependsOn")).unwrap_or_else(|| documents[first.as_str()].at.clone());
+        let chain = cycle.iter().map(Name::as_str).chain([first.as_str()]).collect::<Vec<_>>().join(" → ");
+        out.push(
+            Diagnostic::new(&at, format!("services depend on each other in a cycle: {chain}"))
+                .path(&Path::default().key("dependsOn"))
+                .hint("remove one of these dependencies")
+                .environment(env),
+        );
+    }
+    if environment.target.shares_host_ports() {
+        let mut taken: HashMap<u32, &Name> = HashMap::new();
+        for (name, service) in services {
+            for (i, port) in service.ports.iter().enumerate() {
+                let host_port = u32::from(port.port) + u32::from(environment.target.port_offset());
+                if let Some(other) = taken.insert(host_port, name) {
+                    let path = Path::default().key("ports").join(Step::Index(i)).key("port");
+                    if let Some(at) = located(name.as_str(), &path) {
+                        out.push(
+                            Diagnostic::new(&at, format!("port {host_port} is also used by `{other}` on the same host"))
+                                .path(&path)
+                                .environment(env),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The first cycle in the `dependsOn` graph, in dependency order.
+fn dependency_cycle(services: &BTreeMap<Name, Service>) -> Option<Vec<Name>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    let mut marks: HashMap<&Name, Mark> = HashMap::new();
+    for start in services.keys() {
+        if marks.contains_key(start) {
+            continue;
+        }
+        // Iterative depth-first search: (service, index of the next dependency to visit).
+        let mut stack: Vec<(&Name, usize)> = vec![(start, 0)];
+        marks.insert(start, Mark::Visiting);
+        while let Some((name, next)) = stack.last_mut() {
+            let deps = &services[*name].depends_on;
+            if *next == deps.len() {
+                marks.insert(name, Mark::Done);
+                stack.pop();
+                continue;
+            }
+            let dep = &deps[*next];
+            *next += 1;
+            let Some((dep, _)) = services.get_key_value(dep) else { continue };
+            match marks.get(dep) {
+                Some(Mark::Visiting) => {
+                    let from = stack.iter().position(|(n, _)| *n == dep).expect("a visiting service is on the stack");
+                    return Some(stack[from..].iter().map(|(n, _)| (*n).clone()).collect());
+                }
+                Some(Mark::Done) => {}
+                None => {
+                    marks.insert(dep, Mark::Visiting);
+                    stack.push((dep, 0));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Environments on the local target share the machine: the same address and port may not
+/// be used by two of them.
+pub fn shared_ports(environments: &IndexMap<String, Desired>, loaded: &Loaded, out: &mut Vec<Diagnostic>) {
+    let mut taken: HashMap<(String, u32), (&str, &Name)> = HashMap::new();
+    for (env, desired) in environments {
+        let Target::Local(local) = &desired.target else { continue };
+        for (name, service) in &desired.services {
+            for (i, port) in service.ports.iter().enumerate() {
+                let host_port = u32::from(port.port) + u32::from(local.port_offset);
+                let Some((other_env, other)) = taken.insert((local.address.clone(), host_port), (env, name)) else { continue };
+                if other_env == env {
+                    continue;
+                }
+                let path = Path::default().key("ports").join(Step::Index(i)).key("port");
+                if let Some(node) = loaded.services.get(name.as_str()) {
+                    out.push(
+                        Diagnostic::new(&node.locate(&path.0).0.at, format!("port {host_port} on {} is used by `{other}` in {other_env} too", local.address))
+                            .path(&path)
+                            .hint("give the local environments different `portOffset`s")
+                            .environment(env),
+                    );
+                }
+            }
+        }
+    }
+}

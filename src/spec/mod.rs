@@ -1,0 +1,16 @@
+//! The repository format: reading documents (`yaml`, `load`), merging overlays (`merge`),
+//! checking them (`schema`, `check`) and producing the typed desired state of each environment
+//! (`render`). No I/O beyond reading the tree it is given.
+
+mod check;
+pub mod diagnostic;
+pub mod load;
+pub mod merge;
+pub mod model;
+pub mod node;
+pub mod render;
+pub mod schema;
+pub mod yaml;
+
+pub use diagnostic::Diagnostic;
+pub use render::{Desired, Rendered, render};

@@ -1,0 +1,181 @@
+//! The `Environment` document: where an environment runs, how it syncs, and the overlays it
+//! lays over the services. It does not merge overlays (see `merge`).
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::scalar::Name;
+use super::service::Strategy;
+use super::{ApiVersion, EnvironmentKind};
+
+/// An environment: its target, its sync policy and its changes to the services.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "plumb Environment")]
+pub struct Environment {
+    /// Always `plumb/v1`.
+    pub api_version: ApiVersion,
+    /// Always `Environment`.
+    pub kind: EnvironmentKind,
+    /// The environment's name; the file must be `environments/<name>.yaml`.
+    pub name: Name,
+    /// What the environment is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where the environment's services run.
+    pub target: Target,
+    /// When and how the agent applies changes.
+    #[serde(default)]
+    pub sync: SyncPolicy,
+    /// Overlays by service name: any part of a service document, merged over it by the rules
+    /// in the format reference.
+    #[serde(default)]
+    #[schemars(schema_with = "overlays_schema")]
+    pub services: IndexMap<Name, serde_json::Value>,
+}
+
+fn overlays_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "propertyNames": { "pattern": Name::PATTERN },
+        "additionalProperties": {
+            "type": "object",
+            "description": "Any part of a service document. Maps merge, lists replace (but `ports`, `env` and `healthChecks` merge by `name`), `null` removes, `$patch: delete` removes a named-list item, `$patch: replace` replaces instead of merging."
+        }
+    })
+}
+
+/// Where an environment runs: exactly one of `local`, `compose`, `kubernetes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Target {
+    /// Processes on the agent's own machine, each behind plumb's router.
+    Local(LocalTarget),
+    /// Containers on a Docker Engine.
+    Compose(ComposeTarget),
+    /// Objects in a Kubernetes namespace.
+    Kubernetes(KubernetesTarget),
+}
+
+impl Target {
+    /// The target's name as written in documents.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Local(_) => "local",
+            Target::Compose(_) => "compose",
+            Target::Kubernetes(_) => "kubernetes",
+        }
+    }
+
+    /// Whether this target can run `strategy`. Blue-green and canary need a way to move
+    /// traffic; a Compose target configured without a proxy has none.
+    pub fn supports(&self, strategy: &Strategy) -> bool {
+        match (self, strategy) {
+            (_, Strategy::Recreate(_) | Strategy::Rolling(_)) => true,
+            (Target::Compose(c), _) => c.proxy != Proxy::None,
+            (Target::Local(_) | Target::Kubernetes(_), _) => true,
+        }
+    }
+
+    /// Whether services share one host's ports, so two services may not publish the same one.
+    pub fn shares_host_ports(&self) -> bool {
+        !matches!(self, Target::Kubernetes(_))
+    }
+
+    /// The workload field this target starts services from.
+    pub fn workload_field(&self) -> &'static str {
+        match self {
+            Target::Local(_) => "command",
+            Target::Compose(_) | Target::Kubernetes(_) => "image",
+        }
+    }
+
+    /// What is added to every declared port on this target.
+    pub fn port_offset(&self) -> u16 {
+        match self {
+            Target::Local(l) => l.port_offset,
+            _ => 0,
+        }
+    }
+}
+
+/// Settings of the local target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalTarget {
+    /// The address the routers listen on.
+    #[serde(default = "loopback")]
+    pub address: String,
+    /// Added to every service port, so several environments can share one machine.
+    #[serde(default)]
+    pub port_offset: u16,
+}
+
+fn loopback() -> String {
+    "127.0.0.1".into()
+}
+
+/// Settings of the Compose target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComposeTarget {
+    /// The Compose project name; defaults to the environment's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<Name>,
+    /// The Docker Engine to drive (`unix://`, `tcp://`, `ssh://`); defaults to `DOCKER_HOST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
+    /// What moves traffic between versions.
+    #[serde(default)]
+    pub proxy: Proxy,
+}
+
+/// The proxy in front of a Compose service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Proxy {
+    /// plumb's own router.
+    #[default]
+    Plumb,
+    /// An nginx container whose upstreams plumb writes and reloads.
+    Nginx,
+    /// None: only recreate and rolling are possible.
+    None,
+}
+
+/// Settings of the Kubernetes target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesTarget {
+    /// The namespace the environment's objects live in.
+    pub namespace: Name,
+    /// The kubeconfig context; in-cluster configuration when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+}
+
+/// When and how the agent applies changes to an environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncPolicy {
+    /// Apply new commits as soon as they are authenticated; `false` waits for `plumb sync`.
+    #[serde(default = "yes")]
+    pub automatic: bool,
+    /// Put back what was changed on the target by hand.
+    #[serde(default = "yes")]
+    pub self_heal: bool,
+    /// Remove what the repository no longer declares.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        SyncPolicy { automatic: true, self_heal: true, prune: false }
+    }
+}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,422 @@
+//! The `Service` document: one workload, how it is deployed, checked, migrated and configured.
+//! Only the shape and defaults live here; rules that span fields or documents are in `check`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::scalar::{Duration, Name, Quantity, Text};
+use super::{ApiVersion, ServiceKind};
+
+/// A service: its workload, ports, health checks, deployment strategy, migration hook and
+/// application configuration. Environments change any of it through overlays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "plumb Service")]
+pub struct Service {
+    /// Always `plumb/v1`.
+    pub api_version: ApiVersion,
+    /// Always `Service`.
+    pub kind: ServiceKind,
+    /// The service's name; the file must be `services/<name>.yaml`.
+    pub name: Name,
+    /// What the service is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `false` leaves the service out of an environment (and retires it there).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The container image, for the `compose` and `kubernetes` targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The program and its arguments: what the `local` target runs, and the container command
+    /// elsewhere. `${PORT}` is replaced by the port the process must listen on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub command: Option<Vec<String>>,
+    /// The directory the process starts in, relative to the target's state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// How many copies run.
+    #[serde(default = "one")]
+    #[schemars(range(max = 1000))]
+    pub replicas: u32,
+    /// The ports the service answers on. A named list: overlays merge items by `name`.
+    #[serde(default)]
+    pub ports: Vec<Port>,
+    /// CPU and memory for each copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Environment variables. A named list: overlays merge items by `name`.
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    /// Checks that decide whether a copy is healthy. A named list: overlays merge by `name`.
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+    /// How a new version replaces the running one.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// How long a rollout may take before it fails and is rolled back.
+    #[serde(default = "ten_minutes")]
+    pub progress_deadline: Duration,
+    /// A command run once per commit and environment before traffic moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<Migration>,
+    /// The application's own configuration, validated against its JSON Schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<AppConfig>,
+    /// Services that must be deployed and healthy first.
+    #[serde(default)]
+    pub depends_on: Vec<Name>,
+    /// Labels added to everything plumb creates for the service.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+fn ten_minutes() -> Duration {
+    Duration::secs(600)
+}
+
+/// A port the service answers on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Port {
+    /// The port's name, referred to by health checks.
+    pub name: Name,
+    /// The stable port clients use (the router's or the published one).
+    #[schemars(range(min = 1))]
+    pub port: u16,
+    /// The port the process listens on, when it differs (containers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_port: Option<u16>,
+    /// `TCP` (default) or `UDP`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// A transport protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    TCP,
+    /// UDP.
+    UDP,
+}
+
+/// CPU and memory for each copy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// What each copy is guaranteed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Amounts>,
+    /// What each copy may not exceed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Amounts>,
+}
+
+/// An amount of CPU and memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Amounts {
+    /// CPUs: `250m`, `0.5`, `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory: `256Mi`, `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+}
+
+/// An environment variable. Its value may be encrypted (`ENC[...]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    /// The variable's name.
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub name: String,
+    /// Its value.
+    pub value: Text,
+}
+
+/// A check that decides whether a copy is healthy: exactly one of `http`, `tcp`, `exec`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {"required": ["http"]}, {"required": ["tcp"]}, {"required": ["exec"]}
+]))]
+pub struct HealthCheck {
+    /// The check's name.
+    pub name: Name,
+    /// An HTTP request that must answer with the expected status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheck>,
+    /// A TCP connection that must be accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpCheck>,
+    /// A command that must exit with status 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecCheck>,
+    /// How long one attempt may take.
+    #[serde(default = "two_seconds")]
+    pub timeout: Duration,
+    /// Time between attempts.
+    #[serde(default = "five_seconds")]
+    pub interval: Duration,
+    /// Time to wait before the first attempt.
+    #[serde(default)]
+    pub initial_delay: Duration,
+    /// Consecutive successes that make a copy healthy.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub success_threshold: u32,
+    /// Consecutive failures that make a copy unhealthy.
+    #[serde(default = "three")]
+    #[schemars(range(min = 1))]
+    pub failure_threshold: u32,
+}
+
+fn two_seconds() -> Duration {
+    Duration::secs(2)
+}
+fn five_seconds() -> Duration {
+    Duration::secs(5)
+}
+fn three() -> u32 {
+    3
+}
+
+/// An HTTP health check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpCheck {
+    /// The path requested.
+    #[schemars(regex(pattern = r"^/"))]
+    pub path: String,
+    /// The port's name (or number); defaults to the service's first port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Text>,
+    /// The status that means healthy.
+    #[serde(default = "ok")]
+    #[schemars(range(min = 100, max = 599))]
+    pub status: u16,
+}
+
+fn ok() -> u16 {
+    200
+}
+
+/// A TCP health check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpCheck {
+    /// The port's name (or number); defaults to the service's first port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Text>,
+}
+
+/// A command health check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecCheck {
+    /// The program and its arguments.
+    #[schemars(length(min = 1))]
+    pub command: Vec<String>,
+}
+
+/// How a new version replaces the running one: exactly one of the four strategies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Strategy {
+    /// Stop every old copy, then start the new ones.
+    Recreate(Recreate),
+    /// Replace copies in batches.
+    Rolling(Rolling),
+    /// Start the new version beside the old, check it, switch all traffic at once, keep the old
+    /// version for instant switch-back.
+    BlueGreen(BlueGreen),
+    /// Move traffic to the new version in steps, promoting only while it stays healthy.
+    Canary(Canary),
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Strategy::Recreate(Recreate {})
+    }
+}
+
+impl Strategy {
+    /// The strategy's name as written in documents.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Recreate(_) => "recreate",
+            Strategy::Rolling(_) => "rolling",
+            Strategy::BlueGreen(_) => "blueGreen",
+            Strategy::Canary(_) => "canary",
+        }
+    }
+}
+
+/// Settings of the recreate strategy (none).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recreate {}
+
+/// Settings of the rolling strategy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rolling {
+    /// Copies replaced at a time.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub batch_size: u32,
+    /// Copies that may be unavailable during the rollout.
+    #[serde(default)]
+    pub max_unavailable: u32,
+    /// Copies that may run above `replicas` during the rollout.
+    #[serde(default = "one")]
+    pub max_surge: u32,
+}
+
+/// Settings of the blue-green strategy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BlueGreen {
+    /// Time the new version runs, healthy, before traffic switches.
+    #[serde(default)]
+    pub warmup: Duration,
+    /// Time given to requests in flight on the old version after the switch.
+    #[serde(default)]
+    pub switchover: Duration,
+    /// How long the old version is kept running for an instant switch-back.
+    #[serde(default = "ten_minutes")]
+    pub keep_old_version: Duration,
+}
+
+/// Settings of the canary strategy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Canary {
+    /// Traffic steps, in increasing weight; full promotion follows the last step.
+    #[schemars(length(min = 1))]
+    pub steps: Vec<CanaryStep>,
+    /// The share of successful requests (non-5xx), in percent, the canary must keep.
+    #[serde(default = "ninety_five")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub success_threshold: f64,
+    /// Requests the canary must have answered before its success rate is judged.
+    #[serde(default = "twenty")]
+    pub min_requests: u32,
+}
+
+fn ninety_five() -> f64 {
+    95.0
+}
+fn twenty() -> u32 {
+    20
+}
+
+/// One canary step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryStep {
+    /// Percentage of traffic sent to the new version.
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: u8,
+    /// How long the step is held and analysed.
+    #[serde(default)]
+    pub pause: Duration,
+}
+
+/// A migration hook.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Migration {
+    /// The program and its arguments, run once per commit and environment.
+    #[schemars(length(min = 1))]
+    pub command: Vec<String>,
+    /// Run when a rollout that migrated is rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub rollback_command: Option<Vec<String>>,
+    /// How long the migration may run before it is killed and the rollout fails.
+    #[serde(default = "five_minutes")]
+    pub timeout: Duration,
+}
+
+fn five_minutes() -> Duration {
+    Duration::secs(300)
+}
+
+/// The application's configuration: values, the schema they must satisfy, the file they are
+/// written to and how the running process learns of a change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppConfig {
+    /// A JSON Schema in the repository (a path from its root) the values must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Where the rendered file is written, relative to the process's working directory.
+    #[serde(default = "config_file")]
+    pub file: String,
+    /// The file's format.
+    #[serde(default)]
+    pub format: ConfigFormat,
+    /// How a running process learns of a change.
+    #[serde(default)]
+    pub reload: Reload,
+    /// The signal sent when `reload` is `signal`.
+    #[serde(default)]
+    pub signal: Signal,
+    /// The values. Strings written `ENC[...]` are encrypted.
+    #[serde(default)]
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+fn config_file() -> String {
+    "config.json".into()
+}
+
+/// A configuration file format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigFormat {
+    /// JSON.
+    #[default]
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// How a running process learns that its configuration changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Reload {
+    /// The process is restarted (through the service's strategy).
+    #[default]
+    Restart,
+    /// The file is rewritten and the process sent `signal`.
+    Signal,
+    /// The file is rewritten; the process watches it.
+    Watch,
+}
+
+/// A signal a process can be sent to reload.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Signal {
+    /// SIGHUP.
+    #[default]
+    SIGHUP,
+    /// SIGUSR1.
+    SIGUSR1,
+    /// SIGUSR2.
+    SIGUSR2,
+}

@@ -1,0 +1,201 @@
+//! The document tree every plumb file is read into: JSON-shaped values that remember the file,
+//! line and column they came from, so that an error found after overlays are merged still points
+//! at the line an engineer wrote. It does not parse (see `yaml`) and knows no document kinds.
+
+use std::fmt;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+/// Where a value was written: a file of the repository, a 1-based line and a 1-based column.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Origin {
+    /// Path of the file, relative to the repository root.
+    pub file: Arc<str>,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column, in characters.
+    pub column: u32,
+}
+
+impl Origin {
+    /// The start of `file`, for errors about a whole file.
+    pub fn file(file: &Arc<str>) -> Self {
+        Origin { file: file.clone(), line: 1, column: 1 }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// A value and where it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// The value.
+    pub kind: Kind,
+    /// Where the value starts.
+    pub at: Origin,
+}
+
+/// A member of a map: the key's own position is kept to point at misspelt keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    /// Where the key was written.
+    pub key_at: Origin,
+    /// The value.
+    pub value: Node,
+}
+
+/// The JSON data model; YAML-only features (anchors, tags) are resolved while parsing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    /// `null`, `~` or nothing.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// An integer that fits in 64 bits.
+    Int(i64),
+    /// Any other number.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping with string keys, in the order written.
+    Map(IndexMap<String, Member>),
+}
+
+impl Node {
+    /// A node of `kind` at `at`.
+    pub fn new(kind: Kind, at: Origin) -> Self {
+        Node { kind, at }
+    }
+
+    /// The members, when this is a map.
+    pub fn as_map(&self) -> Option<&IndexMap<String, Member>> {
+        match &self.kind {
+            Kind::Map(map) => Some(map),
+            _ => None,
+        }
+    }
+
+    /// The string, when this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value under `key`, when this is a map that has it.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.as_map()?.get(key).map(|m| &m.value)
+    }
+
+    /// The JSON value, without positions.
+    pub fn to_json(&self) -> Value {
+        match &self.kind {
+            Kind::Null => Value::Null,
+            Kind::Bool(b) => Value::Bool(*b),
+            Kind::Int(i) => Value::from(*i),
+            Kind::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Kind::Str(s) => Value::String(s.clone()),
+            Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            Kind::Map(map) => {
+                Value::Object(map.iter().map(|(k, m)| (k.clone(), m.value.to_json())).collect())
+            }
+        }
+    }
+
+    /// The node a JSON path leads to, and the origin of the key that leads to it, if any.
+    /// Stops at the deepest node that exists, so a path into a missing member still finds its
+    /// parent.
+    pub fn locate<'a>(&'a self, path: &[Step]) -> (&'a Node, Option<&'a Origin>) {
+        let mut node = self;
+        let mut key_at = None;
+        for step in path {
+            let next = match (&node.kind, step) {
+                (Kind::Map(map), Step::Key(k)) => map.get(k.as_str()).map(|m| (&m.value, Some(&m.key_at))),
+                (Kind::Seq(items), Step::Index(i)) => items.get(*i).map(|n| (n, None)),
+                _ => None,
+            };
+            match next {
+                Some((n, k)) => {
+                    node = n;
+                    key_at = k;
+                }
+                None => break,
+            }
+        }
+        (node, key_at)
+    }
+}
+
+/// One step of a path into a document.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Step {
+    /// A member of a map.
+    Key(String),
+    /// An item of a sequence.
+    Index(usize),
+}
+
+/// A path into a document, printed as a JSONPath (`$.strategy.canary.steps[1].weight`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Path(pub Vec<Step>);
+
+impl Path {
+    /// This path with one more step.
+    pub fn join(&self, step: Step) -> Path {
+        let mut steps = self.0.clone();
+        steps.push(step);
+        Path(steps)
+    }
+
+    /// This path with one more key.
+    pub fn key(&self, key: &str) -> Path {
+        self.join(Step::Key(key.to_owned()))
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("$")?;
+        for step in &self.0 {
+            match step {
+                Step::Index(i) => write!(f, "[{i}]")?,
+                Step::Key(k) if is_identifier(k) => write!(f, ".{k}")?,
+                Step::Key(k) => write!(f, "[{}]", Value::String(k.clone()))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_identifier(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_print_as_jsonpath() {
+        let path = Path(vec![
+            Step::Key("strategy".into()),
+            Step::Key("canary".into()),
+            Step::Key("steps".into()),
+            Step::Index(1),
+            Step::Key("a.b".into()),
+        ]);
+        assert_eq!(path.to_string(), r#"$.strategy.canary.steps[1]["a.b"]"#);
+        assert_eq!(Path::default().to_string(), "$");
+    }
+}

@@ -1,0 +1,284 @@
+//! Rendering: the desired state of each environment, from the repository's service defaults,
+//! the service documents and the environment's overlays, merged, checked against plumb's
+//! schemas and the applications' own, and typed. Every problem is collected; an environment
+//! with any is not rendered.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::check;
+use super::diagnostic::{Diagnostic, closest, consolidate};
+use super::load::Loaded;
+use super::merge::merge;
+use super::model::environment::SyncPolicy;
+use super::model::scalar::{is_encrypted, mask};
+use super::model::{Environment, Name, Service, Target};
+use super::node::{Kind, Node, Path, Step};
+use super::schema::{BUILTIN, Schema};
+use super::yaml::{self, Limits};
+use crate::source::{SourceError, Tree};
+
+/// The desired state of one environment at one commit.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Desired {
+    /// The environment.
+    pub environment: Name,
+    /// The commit rendered, when read from git.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Where its services run.
+    pub target: Target,
+    /// How the agent applies it.
+    pub sync: SyncPolicy,
+    /// Its enabled services, by name, merged and validated.
+    pub services: BTreeMap<Name, Service>,
+}
+
+impl Desired {
+    /// The JSON form with every encrypted value masked, for showing to people.
+    pub fn to_masked_json(&self) -> Value {
+        let mut value = serde_json::to_value(self).expect("desired state serializes");
+        if let Some(Value::Object(services)) = value.get_mut("services") {
+            for service in services.values_mut() {
+                if let Value::Object(fields) = service {
+                    fields.shift_remove("apiVersion");
+                    fields.shift_remove("kind");
+                }
+            }
+        }
+        mask_encrypted(&mut value);
+        value
+    }
+}
+
+/// Replaces every encrypted string in `value` by its mask.
+pub fn mask_encrypted(value: &mut Value) {
+    match value {
+        Value::String(s) if is_encrypted(s) => *s = mask(s),
+        Value::Array(items) => items.iter_mut().for_each(mask_encrypted),
+        Value::Object(map) => map.values_mut().for_each(mask_encrypted),
+        _ => {}
+    }
+}
+
+/// The outcome of rendering a repository.
+pub struct Rendered {
+    /// The environments rendered without problems, in promotion order.
+    pub environments: IndexMap<String, Desired>,
+    /// Every problem found, sorted and folded across environments.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The text of every file read, for showing the lines diagnostics point at.
+    pub sources: HashMap<Arc<str>, Arc<str>>,
+}
+
+impl Rendered {
+    /// Whether the repository is valid.
+    pub fn is_valid(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+}
+
+/// Reads and renders `tree`: every environment, or only `only` (whose name must exist).
+pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, SourceError> {
+    let limits = Limits::default();
+    let loaded = Loaded::read(tree, limits)?;
+    let mut diagnostics = loaded.diagnostics.clone();
+    let mut schemas = AppSchemas::default();
+    let mut environments = IndexMap::new();
+    if let Some(only) = only {
+        if !loaded.environments.iter().any(|(name, _)| name == only) {
+            let known: Vec<&str> = loaded.environments.iter().map(|(n, _)| n.as_str()).collect();
+            let mut d = Diagnostic::new(&super::node::Origin::file(&Arc::from(super::load::REPOSITORY_FILE)), format!("no environment named `{only}`"));
+            d = match closest(only, known.iter().copied()) {
+                Some(k) => d.hint(format!("did you mean `{k}`?")),
+                None => d.hint(format!("the environments are: {}", known.join(", "))),
+            };
+            diagnostics.push(d);
+        }
+    }
+    for (name, node) in &loaded.environments {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let mut found = Vec::new();
+        let desired = render_environment(&loaded, name, node, tree, limits, &mut schemas, &mut found)?;
+        if let Some(desired) = desired.filter(|_| found.is_empty()) {
+            environments.insert(name.clone(), desired);
+        }
+        diagnostics.extend(found);
+    }
+    if only.is_none() {
+        check::shared_ports(&environments, &loaded, &mut diagnostics);
+    }
+    Ok(Rendered { environments, diagnostics: consolidate(diagnostics), sources: loaded.sources })
+}
+
+fn render_environment(
+    loaded: &Loaded,
+    name: &str,
+    node: &Node,
+    tree: &dyn Tree,
+    limits: Limits,
+    schemas: &mut AppSchemas,
+    out: &mut Vec<Diagnostic>,
+) -> Result<Option<Desired>, SourceError> {
+    let json = node.to_json();
+    let before = out.len();
+    BUILTIN.environment.check(node, &json, out);
+    if out.len() > before {
+        return Ok(None);
+    }
+    let environment: Environment = match typed(node, &json) {
+        Ok(e) => e,
+        Err(d) => {
+            out.push(d);
+            return Ok(None);
+        }
+    };
+    let overlays = node.get("services").and_then(Node::as_map);
+    if let Some(overlays) = overlays {
+        for (service, member) in overlays {
+            check_overlay(loaded, service, member, out);
+        }
+    }
+    let mut services = BTreeMap::new();
+    let mut invalid = BTreeSet::new();
+    for (service, base) in &loaded.services {
+        let mut merged = match loaded.service_defaults() {
+            Some(defaults) => merge(defaults, base, "", out),
+            None => base.clone(),
+        };
+        // The service's own name and kind are never inherited from defaults.
+        if let (Kind::Map(m), Kind::Map(b)) = (&mut merged.kind, &base.kind) {
+            for key in ["apiVersion", "kind", "name"] {
+                if let Some(member) = b.get(key) {
+                    m.insert(key.to_owned(), member.clone());
+                }
+            }
+        }
+        if let Some(overlay) = overlays.and_then(|o| o.get(service.as_str())) {
+            if overlay.value.as_map().is_some() {
+                merged = merge(&merged, &overlay.value, "", out);
+            }
+        }
+        if merged.get("enabled").is_some_and(|e| e.kind == Kind::Bool(false)) {
+            continue;
+        }
+        let merged_json = merged.to_json();
+        let before = out.len();
+        BUILTIN.service.check(&merged, &merged_json, out);
+        check_app_config(&merged, tree, limits, schemas, out)?;
+        let typed = if out.len() == before { typed::<Service>(&merged, &merged_json).map_err(|d| out.push(d)).ok() } else { None };
+        if let Some(typed) = typed {
+            check::service(&typed, &merged, &environment.target, out);
+            services.insert(typed.name.clone(), typed);
+        } else {
+            invalid.insert(service.clone());
+        }
+        out[before..].iter_mut().for_each(|d| d.environments = vec![name.to_owned()]);
+    }
+    check::environment(&environment, &services, &invalid, &loaded.services, name, out);
+    Ok(Some(Desired {
+        environment: environment.name,
+        commit: loaded.commit.map(|c| c.to_string()),
+        target: environment.target,
+        sync: environment.sync,
+        services,
+    }))
+}
+
+/// An overlay must name a known service and may not rename it.
+fn check_overlay(loaded: &Loaded, service: &str, member: &super::node::Member, out: &mut Vec<Diagnostic>) {
+    let path = Path::default().key("services").key(service);
+    if !loaded.services.contains_key(service) {
+        let mut d = Diagnostic::new(&member.key_at, format!("overlay for unknown service `{service}`")).path(&path);
+        if let Some(k) = closest(service, loaded.services.keys().map(String::as_str)) {
+            d = d.hint(format!("did you mean `{k}`?"));
+        } else {
+            d = d.hint("declare the service in services/ first; an overlay only changes a service");
+        }
+        out.push(d);
+        return;
+    }
+    if let Some(map) = member.value.as_map() {
+        for key in ["apiVersion", "kind", "name"] {
+            if let Some(m) = map.get(key) {
+                out.push(
+                    Diagnostic::new(&m.key_at, format!("an overlay cannot change `{key}`"))
+                        .path(&path.key(key))
+                        .hint("remove it from the overlay"),
+                );
+            }
+        }
+    }
+}
+
+/// Deserializes a schema-checked document; a remaining error still names its path.
+fn typed<T: serde::de::DeserializeOwned>(node: &Node, json: &Value) -> Result<T, Diagnostic> {
+    serde_path_to_error::deserialize(json).map_err(|e| {
+        let path = Path(
+            e.path()
+                .iter()
+                .filter_map(|s| match s {
+                    serde_path_to_error::Segment::Seq { index } => Some(Step::Index(*index)),
+                    serde_path_to_error::Segment::Map { key } => Some(Step::Key(key.clone())),
+                    _ => None,
+                })
+                .collect(),
+        );
+        let (found, _) = node.locate(&path.0);
+        Diagnostic::new(&found.at, e.inner().to_string()).path(&path)
+    })
+}
+
+/// Application schemas, read and compiled once per path.
+#[derive(Default)]
+struct AppSchemas(HashMap<String, Result<Arc<Schema>, String>>);
+
+/// Checks a service's configuration values against the application's schema. Works on the
+/// merged tree, so the values are checked even when another part of the service is invalid.
+fn check_app_config(merged: &Node, tree: &dyn Tree, limits: Limits, schemas: &mut AppSchemas, out: &mut Vec<Diagnostic>) -> Result<(), SourceError> {
+    let Some(config) = merged.get("config") else { return Ok(()) };
+    let Some(schema_node) = config.get("schema") else { return Ok(()) };
+    let Some(path) = schema_node.as_str() else { return Ok(()) };
+    if !schemas.0.contains_key(path) {
+        let compiled = load_app_schema(tree, path, limits)?;
+        schemas.0.insert(path.to_owned(), compiled);
+    }
+    match &schemas.0[path] {
+        Err(message) => out.push(Diagnostic::new(&schema_node.at, message.clone()).path(&Path::default().key("config").key("schema"))),
+        Ok(schema) => {
+            let values_path = Path::default().key("config").key("values");
+            let values_node = config.get("values").cloned().unwrap_or_else(|| Node::new(Kind::Map(IndexMap::new()), config.at.clone()));
+            let before = out.len();
+            schema.check(&values_node, &values_node.to_json(), out);
+            for d in &mut out[before..] {
+                let inner = d.path.take().unwrap_or_default();
+                d.path = Some(format!("{values_path}{}", inner.trim_start_matches('$')));
+                if d.hint.is_none() {
+                    d.hint = Some(format!("the application's schema is {path}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_app_schema(tree: &dyn Tree, path: &str, limits: Limits) -> Result<Result<Arc<Schema>, String>, SourceError> {
+    let Some(bytes) = tree.read(path, limits.max_bytes)? else {
+        return Ok(Err(format!("the application schema `{path}` does not exist in the repository")));
+    };
+    let file: Arc<str> = Arc::from(path);
+    let document = match yaml::parse(&file, &bytes, limits) {
+        Ok(node) => node.to_json(),
+        Err(e) => return Ok(Err(format!("the application schema cannot be read: {e}"))),
+    };
+    Ok(Schema::compile(&document)
+        .map(Arc::new)
+        .map_err(|e| format!("the application schema `{path}` is not a valid JSON Schema: {e}")))
+}

@@ -1,0 +1,467 @@
+//! Reading one YAML file into a [`Node`] tree, within limits that hostile input cannot get past:
+//! size, nesting depth, nodes after alias expansion (alias bombs), text encoding. Scalars follow
+//! the YAML 1.2 core schema, so `yes`, `no`, `on` and `off` stay strings. It does not know which
+//! document a file holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use indexmap::map::Entry;
+use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
+
+use super::node::{Kind, Member, Node, Origin};
+
+/// The limits a file is read within. The defaults are documented in `docs/format.md`.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest file, in bytes.
+    pub max_bytes: usize,
+    /// Deepest nesting of sequences and maps.
+    pub max_depth: usize,
+    /// Most nodes in a document, counting every copy an alias makes.
+    pub max_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bytes: 1 << 20, max_depth: 64, max_nodes: 100_000 }
+    }
+}
+
+/// Why a file could not be read as a YAML document.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{at}: {message}")]
+pub struct YamlError {
+    /// Where reading stopped.
+    pub at: Origin,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+/// Reads `bytes`, the content of `file`, as a single YAML document.
+pub fn parse(file: &Arc<str>, bytes: &[u8], limits: Limits) -> Result<Node, YamlError> {
+    let fail = |at: Origin, message: String, hint: Option<&str>| YamlError {
+        at,
+        message,
+        hint: hint.map(str::to_owned),
+    };
+    if bytes.len() > limits.max_bytes {
+        return Err(fail(
+            Origin::file(file),
+            format!("file is {} bytes, more than the limit of {} bytes", bytes.len(), limits.max_bytes),
+            Some("split the document, or move large data out of the config repository"),
+        ));
+    }
+    if let Some(offset) = bytes.iter().position(|&b| b == 0) {
+        return Err(fail(
+            origin_of_offset(file, bytes, offset),
+            "file holds a NUL byte: it looks binary, not YAML".into(),
+            Some("only YAML text files belong in this folder"),
+        ));
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            return Err(fail(
+                origin_of_offset(file, bytes, e.valid_up_to()),
+                "file is not valid UTF-8".into(),
+                Some("save the file as UTF-8"),
+            ));
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    Builder { file, limits, stack: Vec::new(), anchors: HashMap::new(), nodes: 0, root: None }
+        .run(text)
+}
+
+/// The position of a byte offset, for errors found before the parser runs.
+fn origin_of_offset(file: &Arc<str>, bytes: &[u8], offset: usize) -> Origin {
+    let before = &bytes[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    Origin { file: file.clone(), line: line as u32, column: column as u32 }
+}
+
+/// A sequence or map being built.
+struct Frame {
+    at: Origin,
+    anchor: usize,
+    /// Nodes in this collection so far, itself included.
+    size: usize,
+    body: Body,
+}
+
+enum Body {
+    Seq(Vec<Node>),
+    Map {
+        members: IndexMap<String, Member>,
+        key: Option<(String, Origin)>,
+        /// Maps named by `<<` merge keys, applied when the map ends (explicit keys win).
+        merges: Vec<Node>,
+    },
+}
+
+struct Builder<'f> {
+    file: &'f Arc<str>,
+    limits: Limits,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, (Node, usize)>,
+    nodes: usize,
+    root: Option<Node>,
+}
+
+impl Builder<'_> {
+    fn run(mut self, text: &str) -> Result<Node, YamlError> {
+        let mut parser = Parser::new_from_str(text);
+        let mut documents = 0;
+        while let Some(event) = parser.next_event() {
+            let (event, span) = event.map_err(|e| YamlError {
+                at: self.origin_of_marker(e.marker().line(), e.marker().col()),
+                message: format!("invalid YAML: {}", e.info()),
+                hint: None,
+            })?;
+            match event {
+                Event::DocumentStart(_) => {
+                    documents += 1;
+                    if documents > 1 {
+                        return Err(self.error(span, "a second YAML document in one file", Some("put each document in a file of its own")));
+                    }
+                }
+                Event::Scalar(value, style, anchor, tag) => {
+                    if self.expects_key() {
+                        self.push_key(value.into_owned(), span);
+                    } else {
+                        let kind = self.scalar(&value, style, tag.as_deref(), span)?;
+                        self.count(1, span)?;
+                        self.push_value(Node::new(kind, self.origin(span)), anchor, 1)?;
+                    }
+                }
+                Event::Alias(id) => {
+                    if self.expects_key() {
+                        return Err(self.error(span, "an alias cannot be used as a key", None));
+                    }
+                    let Some((node, size)) = self.anchors.get(&id).cloned() else {
+                        return Err(self.error(span, "alias to an anchor that is not complete here", Some("an alias may only refer to an anchor defined earlier, outside the alias itself")));
+                    };
+                    self.count(size, span)?;
+                    self.push_value(node, 0, size)?;
+                }
+                Event::SequenceStart(anchor, tag) => self.open(span, anchor, tag.as_deref(), "seq", Body::Seq(Vec::new()))?,
+                Event::MappingStart(anchor, tag) => self.open(
+                    span,
+                    anchor,
+                    tag.as_deref(),
+                    "map",
+                    Body::Map { members: IndexMap::new(), key: None, merges: Vec::new() },
+                )?,
+                Event::SequenceEnd | Event::MappingEnd => self.close()?,
+                Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
+            }
+        }
+        Ok(self.root.unwrap_or_else(|| Node::new(Kind::Null, Origin::file(self.file))))
+    }
+
+    fn origin(&self, span: Span) -> Origin {
+        self.origin_of_marker(span.start.line(), span.start.col())
+    }
+
+    fn origin_of_marker(&self, line: usize, col: usize) -> Origin {
+        Origin { file: self.file.clone(), line: line.max(1) as u32, column: col as u32 + 1 }
+    }
+
+    fn error(&self, span: Span, message: &str, hint: Option<&str>) -> YamlError {
+        YamlError { at: self.origin(span), message: message.to_owned(), hint: hint.map(str::to_owned) }
+    }
+
+    fn count(&mut self, nodes: usize, span: Span) -> Result<(), YamlError> {
+        self.nodes += nodes;
+        if self.nodes > self.limits.max_nodes {
+            return Err(YamlError {
+                at: self.origin(span),
+                message: format!("document expands to more than {} values", self.limits.max_nodes),
+                hint: Some("aliases that copy large anchors multiply a document's size; write the values out or shrink them".into()),
+            });
+        }
+        Ok(())
+    }
+
+    fn expects_key(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame { body: Body::Map { key: None, .. }, .. }))
+    }
+
+    fn open(&mut self, span: Span, anchor: usize, tag: Option<&Tag>, expected: &str, body: Body) -> Result<(), YamlError> {
+        if self.expects_key() {
+            return Err(self.error(span, "a key must be a plain value, not a sequence or a map", None));
+        }
+        if let Some(tag) = tag {
+            if !(tag.is_yaml_core_schema() && tag.suffix == expected) {
+                return Err(self.error(span, &format!("unsupported tag `{tag}`"), Some("plumb documents use plain YAML values without tags")));
+            }
+        }
+        if self.stack.len() >= self.limits.max_depth {
+            return Err(self.error(span, &format!("nesting deeper than {} levels", self.limits.max_depth), None));
+        }
+        self.count(1, span)?;
+        let at = self.origin(span);
+        self.stack.push(Frame { at, anchor, size: 1, body });
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), YamlError> {
+        let frame = self.stack.pop().expect("the parser balances collection events");
+        let kind = match frame.body {
+            Body::Seq(items) => Kind::Seq(items),
+            Body::Map { mut members, merges, .. } => {
+                for source in merges {
+                    let maps = match source.kind {
+                        Kind::Seq(items) => items,
+                        _ => vec![source],
+                    };
+                    for map in maps {
+                        let Kind::Map(entries) = map.kind else {
+                            return Err(YamlError { at: map.at, message: "a `<<` merge key must name a map or a list of maps".into(), hint: None });
+                        };
+                        for (key, member) in entries {
+                            members.entry(key).or_insert(member);
+                        }
+                    }
+                }
+                Kind::Map(members)
+            }
+        };
+        self.push_value(Node::new(kind, frame.at), frame.anchor, frame.size)
+    }
+
+    fn push_key(&mut self, key: String, span: Span) {
+        let at = self.origin(span);
+        if let Some(Frame { body: Body::Map { key: pending, .. }, .. }) = self.stack.last_mut() {
+            *pending = Some((key, at));
+        }
+    }
+
+    /// Adds a finished value to the collection being built, or makes it the root.
+    fn push_value(&mut self, node: Node, anchor: usize, size: usize) -> Result<(), YamlError> {
+        if anchor > 0 {
+            self.anchors.insert(anchor, (node.clone(), size));
+        }
+        let Some(parent) = self.stack.last_mut() else {
+            self.root = Some(node);
+            return Ok(());
+        };
+        parent.size += size;
+        match &mut parent.body {
+            Body::Seq(items) => items.push(node),
+            Body::Map { members, key, merges } => {
+                let (key, key_at) = key.take().expect("a value in a map follows its key");
+                if key == "<<" {
+                    merges.push(node);
+                    return Ok(());
+                }
+                match members.entry(key) {
+                    Entry::Occupied(first) => {
+                        let message = format!("duplicate key `{}` (first written at line {})", first.key(), first.get().key_at.line);
+                        return Err(YamlError { at: key_at, message, hint: Some("remove one of them".into()) });
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(Member { key_at, value: node });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scalar(&self, value: &str, style: ScalarStyle, tag: Option<&Tag>, span: Span) -> Result<Kind, YamlError> {
+        let resolved = match tag {
+            Some(tag) if tag.is_yaml_core_schema() => match tag.suffix.as_str() {
+                "str" => Some(Kind::Str(value.to_owned())),
+                "null" | "bool" | "int" | "float" => {
+                    let kind = resolve_plain(value);
+                    let ok = matches!(
+                        (tag.suffix.as_str(), &kind),
+                        ("null", Kind::Null) | ("bool", Kind::Bool(_)) | ("int", Kind::Int(_)) | ("float", Kind::Float(_) | Kind::Int(_))
+                    );
+                    if !ok {
+                        return Err(self.error(span, &format!("`{value}` is not a valid `{tag}`"), None));
+                    }
+                    Some(kind)
+                }
+                _ => None,
+            },
+            Some(tag) if tag.handle == "!" && tag.suffix.is_empty() => Some(Kind::Str(value.to_owned())),
+            Some(_) => None,
+            None if style == ScalarStyle::Plain => Some(resolve_plain(value)),
+            None => Some(Kind::Str(value.to_owned())),
+        };
+        let Some(kind) = resolved else {
+            let tag = tag.map(ToString::to_string).unwrap_or_default();
+            return Err(self.error(span, &format!("unsupported tag `{tag}`"), Some("plumb documents use plain YAML values without tags")));
+        };
+        if let Kind::Float(f) = kind {
+            if !f.is_finite() {
+                return Err(self.error(span, "infinite and NaN numbers are not supported", Some("quote the value to keep it as a string")));
+            }
+        }
+        Ok(kind)
+    }
+}
+
+/// Resolves a plain (unquoted) scalar by the YAML 1.2 core schema.
+fn resolve_plain(value: &str) -> Kind {
+    match value {
+        "" | "~" | "null" | "Null" | "NULL" => return Kind::Null,
+        "true" | "True" | "TRUE" => return Kind::Bool(true),
+        "false" | "False" | "FALSE" => return Kind::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Kind::Float(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Kind::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Kind::Float(f64::NAN),
+        _ => {}
+    }
+    let (sign, digits) = match value.as_bytes()[0] {
+        b'-' => (-1, &value[1..]),
+        b'+' => (1, &value[1..]),
+        _ => (1, value),
+    };
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return match value.parse::<i64>() {
+            Ok(i) => Kind::Int(i),
+            Err(_) => Kind::Float(value.parse().unwrap_or(f64::INFINITY)),
+        };
+    }
+    let radix = |prefix: &str, radix: u32| {
+        value
+            .strip_prefix(prefix)
+            .filter(|d| !d.is_empty())
+            .and_then(|d| i64::from_str_radix(d, radix).ok())
+    };
+    if let Some(i) = radix("0x", 16).or_else(|| radix("0o", 8)) {
+        return Kind::Int(i);
+    }
+    if is_float(digits) {
+        if let Ok(f) = value.parse::<f64>() {
+            return Kind::Float(f * if sign < 0 && f > 0.0 { -1.0 } else { 1.0 });
+        }
+    }
+    Kind::Str(value.to_owned())
+}
+
+/// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?` without the sign.
+fn is_float(s: &str) -> bool {
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (mantissa, None),
+    };
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match frac {
+        Some(f) => digits(int) && digits(f) && !(int.is_empty() && f.is_empty()),
+        None => !int.is_empty() && digits(int),
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && digits(e)
+    });
+    mantissa_ok && exponent_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read(text: &str) -> Result<Node, YamlError> {
+        parse(&Arc::from("t.yaml"), text.as_bytes(), Limits::default())
+    }
+
+    #[test]
+    fn core_schema_scalars() {
+        let node = read("a: yes\nb: 0x1f\nc: 1.5e3\nd: ~\ne: '1'\nf: -7\ng: True\nh: .5\ni: 1.2.3\n").unwrap();
+        assert_eq!(
+            node.to_json(),
+            json!({"a": "yes", "b": 31, "c": 1500.0, "d": null, "e": "1", "f": -7, "g": true, "h": 0.5, "i": "1.2.3"})
+        );
+    }
+
+    #[test]
+    fn positions_are_one_based() {
+        let node = read("top:\n  inner: 3\n").unwrap();
+        let map = node.get("top").unwrap().as_map().unwrap();
+        let member = &map["inner"];
+        assert_eq!((member.key_at.line, member.key_at.column), (2, 3));
+        assert_eq!((member.value.at.line, member.value.at.column), (2, 10));
+    }
+
+    #[test]
+    fn merge_keys_yield_to_explicit_keys() {
+        let node = read("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n").unwrap();
+        assert_eq!(node.get("other").unwrap().to_json(), json!({"y": 3, "x": 1}));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_with_both_lines() {
+        let err = read("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(err.at.line, 3);
+        assert!(err.message.contains("first written at line 1"), "{}", err.message);
+    }
+
+    #[test]
+    fn alias_bombs_stop_at_the_node_limit() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"].windows(2).map(|w| (w[0], w[1])) {
+            text.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        let err = read(&text).unwrap_err();
+        assert!(err.message.contains("expands to more than"), "{}", err.message);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let block: String = (0..100).map(|depth| format!("{}a:\n", "  ".repeat(depth))).collect();
+        let err = read(&block).unwrap_err();
+        assert!(err.message.contains("nesting deeper than 64"), "{}", err.message);
+        // The scanner refuses very deep flow collections on its own, before a tree is built.
+        let flow = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(read(&flow).is_err());
+    }
+
+    #[test]
+    fn binary_and_non_utf8_files_are_refused_with_a_position() {
+        let err = parse(&Arc::from("b.yaml"), b"a: 1\nb: \xff\xfe\n", Limits::default()).unwrap_err();
+        assert_eq!((err.at.line, err.at.column, err.message.as_str()), (2, 4, "file is not valid UTF-8"));
+        let err = parse(&Arc::from("b.yaml"), b"a: \x00", Limits::default()).unwrap_err();
+        assert!(err.message.contains("NUL byte"));
+    }
+
+    #[test]
+    fn oversized_files_are_refused_before_parsing() {
+        let limits = Limits { max_bytes: 10, ..Limits::default() };
+        let err = parse(&Arc::from("big.yaml"), b"a: 123456789012", limits).unwrap_err();
+        assert!(err.message.contains("more than the limit of 10 bytes"));
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let err = read("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.message.starts_with("invalid YAML"), "{}", err.message);
+        assert!(err.at.line >= 1);
+    }
+
+    #[test]
+    fn one_document_per_file() {
+        let err = read("a: 1\n---\nb: 2\n").unwrap_err();
+        assert!(err.message.contains("second YAML document"));
+    }
+
+    #[test]
+    fn unknown_tags_are_refused() {
+        assert!(read("a: !custom 1\n").unwrap_err().message.contains("unsupported tag"));
+        assert_eq!(read("a: !!str 12\n").unwrap().to_json(), json!({"a": "12"}));
+    }
+}
