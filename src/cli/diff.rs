@@ -105,7 +105,8 @@ fn markdown(out: &mut dyn Write, diffs: &[EnvironmentDiff], revs: (&str, &str)) 
             }
             writeln!(out, "| field | before | after |\n|---|---|---|")?;
             for c in &service.changes {
-                writeln!(out, "| `{}` | {} | {} |", c.path, value_cell(c.before.as_ref()), value_cell(c.after.as_ref()))?;
+                let note = if c.before == c.after { " (changed)" } else { "" };
+                writeln!(out, "| `{}` | {} | {}{note} |", c.path, value_cell(c.before.as_ref()), value_cell(c.after.as_ref()))?;
             }
             writeln!(out)?;
         }

@@ -36,11 +36,11 @@ pub fn validation(out: &mut dyn Write, rendered: &Rendered, format: Format) -> s
             .sources
             .get(d.file.as_str())
             .and_then(|text| text.lines().nth(d.line.saturating_sub(1) as usize));
-        if let Some(line) = line {
+        if let Some((line, column)) = line.and_then(|l| excerpt(l, d.column as usize)) {
             let number = d.line.to_string();
             let pad = " ".repeat(number.len());
             writeln!(out, "{}{number} |{} {line}", DIM.render(), DIM.render_reset())?;
-            let caret = " ".repeat(d.column.saturating_sub(1) as usize);
+            let caret = " ".repeat(column.saturating_sub(1));
             writeln!(out, "{}{pad} |{} {caret}{}^{}", DIM.render(), DIM.render_reset(), ERROR.render(), ERROR.render_reset())?;
         }
         if let Some(hint) = &d.hint {
@@ -58,4 +58,25 @@ pub fn validation(out: &mut dyn Write, rendered: &Rendered, format: Format) -> s
         let n = rendered.diagnostics.len();
         writeln!(out, "{}invalid:{} {n} problem{}", ERROR.render(), ERROR.render_reset(), if n == 1 { "" } else { "s" })
     }
+}
+
+/// At most 100 characters of `line` around `column`, and the column within them; `None` for
+/// lines with control characters, which a terminal should not be sent.
+fn excerpt(line: &str, column: usize) -> Option<(String, usize)> {
+    if line.chars().any(|c| c.is_control() && c != '\t') {
+        return None;
+    }
+    let chars: Vec<char> = line.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
+    let start = column.saturating_sub(60).min(chars.len());
+    let end = (start + 100).min(chars.len());
+    let mut text: String = chars[start..end].iter().collect();
+    let mut column = column - start;
+    if start > 0 {
+        text.insert(0, '…');
+        column += 1;
+    }
+    if end < chars.len() {
+        text.push('…');
+    }
+    Some((text, column))
 }

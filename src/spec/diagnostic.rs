@@ -116,9 +116,15 @@ pub fn consolidate(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
 
 /// Finds the known name closest to a misspelt one, for "did you mean" hints.
 pub fn closest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_lowercase();
     known
         .into_iter()
-        .map(|k| (edit_distance(&word.to_lowercase(), &k.to_lowercase()), k))
+        .map(|k| {
+            let lower = k.to_lowercase();
+            // An abbreviation (`prod` for `production`) counts as a near miss.
+            let distance = if word.len() >= 3 && lower.starts_with(&word) { 1 } else { edit_distance(&word, &lower) };
+            (distance, k)
+        })
         .filter(|(d, k)| *d <= (k.len().max(word.len()) / 3).max(1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
@@ -149,6 +155,7 @@ mod tests {
         assert_eq!(closest("replcas", known), Some("replicas"));
         assert_eq!(closest("healthcheck", known), Some("healthChecks"));
         assert_eq!(closest("volumes", known), None);
+        assert_eq!(closest("prod", ["development", "production"]), Some("production"));
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl Loaded {
             return Ok(None);
         };
         let file: Arc<str> = Arc::from(path);
-        if let Ok(text) = std::str::from_utf8(&bytes) {
+        if let Ok(text) = std::str::from_utf8(&bytes).map_err(drop).and_then(|t| if bytes.len() <= limits.max_bytes { Ok(t) } else { Err(()) }) {
             self.sources.insert(file.clone(), Arc::from(text));
         }
         match yaml::parse(&file, &bytes, limits) {

@@ -13,4 +13,4 @@ pub mod schema;
 pub mod yaml;
 
 pub use diagnostic::Diagnostic;
-pub use render::{Desired, Rendered, render};
+pub use render::{Desired, RenderError, Rendered, render};

@@ -83,8 +83,24 @@ impl Rendered {
     }
 }
 
+/// Why a repository could not be rendered at all (as opposed to being invalid).
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// Its files could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The environment asked for does not exist.
+    #[error("no environment named `{name}`: {hint}")]
+    UnknownEnvironment {
+        /// The name asked for.
+        name: String,
+        /// The names that exist, or the nearest one.
+        hint: String,
+    },
+}
+
 /// Reads and renders `tree`: every environment, or only `only` (whose name must exist).
-pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, SourceError> {
+pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderError> {
     let limits = Limits::default();
     let loaded = Loaded::read(tree, limits)?;
     let mut diagnostics = loaded.diagnostics.clone();
@@ -93,12 +109,11 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, SourceErr
     if let Some(only) = only {
         if !loaded.environments.iter().any(|(name, _)| name == only) {
             let known: Vec<&str> = loaded.environments.iter().map(|(n, _)| n.as_str()).collect();
-            let mut d = Diagnostic::new(&super::node::Origin::file(&Arc::from(super::load::REPOSITORY_FILE)), format!("no environment named `{only}`"));
-            d = match closest(only, known.iter().copied()) {
-                Some(k) => d.hint(format!("did you mean `{k}`?")),
-                None => d.hint(format!("the environments are: {}", known.join(", "))),
+            let hint = match closest(only, known.iter().copied()) {
+                Some(k) => format!("did you mean `{k}`?"),
+                None => format!("the environments are: {}", known.join(", ")),
             };
-            diagnostics.push(d);
+            return Err(RenderError::UnknownEnvironment { name: only.to_owned(), hint });
         }
     }
     for (name, node) in &loaded.environments {
@@ -176,7 +191,8 @@ fn render_environment(
         let typed = if out.len() == before { typed::<Service>(&merged, &merged_json).map_err(|d| out.push(d)).ok() } else { None };
         if let Some(typed) = typed {
             check::service(&typed, &merged, &environment.target, out);
-            services.insert(typed.name.clone(), typed);
+            let key = Name::parse(service).expect("document file names are checked when read");
+            services.insert(key, typed);
         } else {
             invalid.insert(service.clone());
         }

@@ -51,7 +51,7 @@ pub fn parse(file: &Arc<str>, bytes: &[u8], limits: Limits) -> Result<Node, Yaml
     if bytes.len() > limits.max_bytes {
         return Err(fail(
             Origin::file(file),
-            format!("file is {} bytes, more than the limit of {} bytes", bytes.len(), limits.max_bytes),
+            format!("file is larger than the limit of {} bytes", limits.max_bytes),
             Some("split the document, or move large data out of the config repository"),
         ));
     }
@@ -443,7 +443,7 @@ mod tests {
     fn oversized_files_are_refused_before_parsing() {
         let limits = Limits { max_bytes: 10, ..Limits::default() };
         let err = parse(&Arc::from("big.yaml"), b"a: 123456789012", limits).unwrap_err();
-        assert!(err.message.contains("more than the limit of 10 bytes"));
+        assert!(err.message.contains("larger than the limit of 10 bytes"));
     }
 
     #[test]

@@ -1,1 +1,8 @@
+//! plumb's integration tests: one binary, real files, real git repositories, the real `plumb`
+//! executable.
 
+mod cli;
+mod golden;
+mod harness;
+mod hostile;
+mod schemas;

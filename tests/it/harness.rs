@@ -1,0 +1,114 @@
+//! Test fixtures: a temporary git repository built in-process, and running the `plumb` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use git2::{Repository, Signature, Time};
+
+/// The repository root of this project.
+pub fn project() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temporary git repository whose commits are made with git2 at pinned times.
+pub struct TestRepo {
+    dir: tempfile::TempDir,
+    repo: Repository,
+    clock: i64,
+}
+
+impl TestRepo {
+    /// An empty repository.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let repo = Repository::init(dir.path()).expect("git init");
+        TestRepo { dir, repo, clock: 1_700_000_000 }
+    }
+
+    /// A repository whose first commit holds a copy of `example-repo/`.
+    pub fn example() -> Self {
+        let repo = TestRepo::new();
+        copy_dir(&project().join("example-repo"), repo.path());
+        repo
+    }
+
+    /// The work tree.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file of the work tree.
+    pub fn write(&self, path: &str, text: &str) -> &Self {
+        let full = self.path().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text).unwrap();
+        self
+    }
+
+    /// Rewrites a file of the work tree, replacing `from` (which must occur) with `to`.
+    pub fn edit(&self, path: &str, from: &str, to: &str) -> &Self {
+        let full = self.path().join(path);
+        let text = std::fs::read_to_string(&full).unwrap();
+        assert!(text.contains(from), "{path} does not contain {from:?}");
+        std::fs::write(full, text.replacen(from, to, 1)).unwrap();
+        self
+    }
+
+    /// Commits every file of the work tree and returns the commit id.
+    pub fn commit(&mut self, message: &str) -> String {
+        let mut index = self.repo.index().unwrap();
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+        index.update_all(["*"], None).unwrap();
+        index.write().unwrap();
+        let tree = self.repo.find_tree(index.write_tree().unwrap()).unwrap();
+        self.clock += 60;
+        let who = Signature::new("Test Engineer", "engineer@example.com", &Time::new(self.clock, 0)).unwrap();
+        let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        self.repo.commit(Some("HEAD"), &who, &who, message, &tree, &parents).unwrap().to_string()
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// What a run of `plumb` printed and returned.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `plumb` binary with `args`, without colour.
+pub fn plumb(args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_plumb"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("plumb runs");
+    Run {
+        code: output.status.code().expect("plumb exits"),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+/// Compares `actual` with the golden file at `path`; `PLUMB_BLESS=1` rewrites the file.
+pub fn golden(path: &Path, actual: &str) {
+    if std::env::var_os("PLUMB_BLESS").is_some() {
+        std::fs::write(path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
+    assert_eq!(actual, expected, "output differs from {} (PLUMB_BLESS=1 rewrites it)", path.display());
+}
