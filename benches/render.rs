@@ -1,1 +1,182 @@
-fn main(){}
+//! Load + merge + validate of synthetic repositories (1,000 and 10,000 services × 3
+//! environments), in-process and as a `plumb validate` process, beside `kubectl kustomize` on an
+//! equivalent base + overlays tree (one Deployment per service, one strategic-merge patch per
+//! service and environment). Prints wall times, peak memory and the ratio.
+//!
+//! Run: `cargo bench --bench render` (set `PLUMB_BENCH_SIZES=1000` to skip the large size).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use plumb::source::WorkTree;
+
+const ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
+const APP_SCHEMAS: usize = 10;
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("PLUMB_BENCH_SIZES")
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|_| vec![1_000, 10_000]);
+    let kustomize = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    println!(
+        "size      | in-process median | plumb validate (process) | peak RSS  | kubectl kustomize ×3 | peak RSS  | ratio"
+    );
+    for n in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        write_plumb_repo(&dir.path().join("plumb"), n);
+        write_kustomize_tree(&dir.path().join("kustomize"), n);
+
+        let runs = if n <= 1_000 { 15 } else { 3 };
+        let mut times: Vec<Duration> = (0..runs)
+            .map(|_| {
+                let tree = WorkTree::new(dir.path().join("plumb"));
+                let start = Instant::now();
+                let rendered = plumb::spec::render(&tree, None).unwrap();
+                let elapsed = start.elapsed();
+                assert!(
+                    rendered.is_valid(),
+                    "synthetic repository is valid: {:?}",
+                    rendered.diagnostics.first()
+                );
+                assert_eq!(rendered.environments.len(), 3);
+                elapsed
+            })
+            .collect();
+        times.sort();
+        let in_process = times[times.len() / 2];
+
+        let repo = dir.path().join("plumb");
+        let (plumb_time, plumb_rss) = measure(
+            Command::new(env!("CARGO_BIN_EXE_plumb"))
+                .args(["validate", "--repo"])
+                .arg(&repo),
+        );
+        let peer = kustomize.then(|| {
+            let mut total = Duration::ZERO;
+            let mut rss = 0;
+            for env in ENVIRONMENTS {
+                let (t, r) = measure(
+                    Command::new("kubectl")
+                        .arg("kustomize")
+                        .arg(dir.path().join("kustomize/overlays").join(env)),
+                );
+                total += t;
+                rss = rss.max(r);
+            }
+            (total, rss)
+        });
+        let (peer_time, peer_rss, ratio) = match peer {
+            Some((t, r)) => (
+                format!("{t:.2?}"),
+                format!("{} MiB", r / 1024),
+                format!("{:.1}×", t.as_secs_f64() / plumb_time.as_secs_f64()),
+            ),
+            None => ("kubectl absent".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{n:>5} × 3 | {:>16.2?} | {:>24.2?} | {:>5} MiB | {peer_time:>20} | {peer_rss:>9} | {ratio}",
+            in_process,
+            plumb_time,
+            plumb_rss / 1024
+        );
+    }
+}
+
+/// Runs a command to completion; its wall time and peak resident memory in KiB.
+fn measure(command: &mut Command) -> (Duration, i64) {
+    let start = Instant::now();
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("command starts");
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; `usage` is a valid, writable rusage.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let elapsed = start.elapsed();
+    assert_eq!(pid, child.id() as libc::pid_t);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{command:?} failed"
+    );
+    (elapsed, usage.ru_maxrss)
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn write_plumb_repo(root: &Path, n: usize) {
+    write(
+        &root.join("plumb.yaml"),
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [development, staging, production]\nserviceDefaults:\n  progressDeadline: 10m\n",
+    );
+    for s in 0..APP_SCHEMAS {
+        write(
+            &root.join(format!("schemas/app-{s}.json")),
+            r#"{"type": "object", "required": ["port", "database"], "properties": {"port": {"type": "integer"}, "logLevel": {"enum": ["debug", "info", "warn"]}, "database": {"type": "object", "properties": {"host": {"type": "string"}, "pool": {"type": "integer", "maximum": 500}}}, "features": {"type": "object", "additionalProperties": {"type": "boolean"}}}}"#,
+        );
+    }
+    for i in 0..n {
+        let text = format!(
+            "apiVersion: plumb/v1\nkind: Service\nname: svc-{i}\nimage: registry.example.com/svc-{i}:1.0.{i}\nreplicas: 2\nports:\n  - {{name: http, port: 8080}}\nenv:\n  - {{name: LOG_FORMAT, value: json}}\n  - {{name: SERVICE_ID, value: \"{i}\"}}\nhealthChecks:\n  - name: ready\n    http: {{path: /health}}\nstrategy:\n  rolling: {{maxSurge: 1}}\nconfig:\n  schema: schemas/app-{}.json\n  values:\n    port: 8080\n    logLevel: info\n    database: {{host: db-{i}.internal, pool: 10}}\n    features: {{a: true, b: false}}\n",
+            i % APP_SCHEMAS
+        );
+        write(&root.join(format!("services/svc-{i}.yaml")), &text);
+    }
+    for (e, env) in ENVIRONMENTS.iter().enumerate() {
+        let mut text = format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: {env}\ntarget:\n  kubernetes: {{namespace: {env}}}\nservices:\n"
+        );
+        for i in 0..n {
+            writeln!(
+                text,
+                "  svc-{i}:\n    replicas: {}\n    env:\n      - {{name: ENVIRONMENT, value: {env}}}\n    config:\n      values:\n        logLevel: {}\n        database: {{pool: {}}}",
+                e + 1,
+                if e == 0 { "debug" } else { "warn" },
+                10 * (e + 1)
+            )
+            .unwrap();
+        }
+        write(&root.join(format!("environments/{env}.yaml")), &text);
+    }
+}
+
+fn write_kustomize_tree(root: &Path, n: usize) {
+    let mut kustomization =
+        String::from("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n");
+    for i in 0..n {
+        writeln!(kustomization, "  - svc-{i}.yaml").unwrap();
+        let text = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: svc-{i}\nspec:\n  replicas: 2\n  strategy:\n    type: RollingUpdate\n    rollingUpdate: {{maxSurge: 1}}\n  selector:\n    matchLabels: {{app: svc-{i}}}\n  template:\n    metadata:\n      labels: {{app: svc-{i}}}\n      annotations:\n        config/logLevel: info\n        config/database-pool: \"10\"\n    spec:\n      containers:\n        - name: app\n          image: registry.example.com/svc-{i}:1.0.{i}\n          ports:\n            - {{name: http, containerPort: 8080, protocol: TCP}}\n          env:\n            - {{name: LOG_FORMAT, value: json}}\n            - {{name: SERVICE_ID, value: \"{i}\"}}\n          readinessProbe:\n            httpGet: {{path: /health, port: http}}\n"
+        );
+        write(&root.join(format!("base/svc-{i}.yaml")), &text);
+    }
+    write(&root.join("base/kustomization.yaml"), &kustomization);
+    for (e, env) in ENVIRONMENTS.iter().enumerate() {
+        let mut k = String::from(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../base\npatches:\n",
+        );
+        let mut patches = String::new();
+        for i in 0..n {
+            writeln!(
+                patches,
+                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: svc-{i}\nspec:\n  replicas: {}\n  template:\n    metadata:\n      annotations:\n        config/logLevel: {}\n        config/database-pool: \"{}\"\n    spec:\n      containers:\n        - name: app\n          env:\n            - {{name: ENVIRONMENT, value: {env}}}",
+                e + 1,
+                if e == 0 { "debug" } else { "warn" },
+                10 * (e + 1)
+            )
+            .unwrap();
+        }
+        k.push_str("  - path: patches.yaml\n");
+        write(&root.join(format!("overlays/{env}/kustomization.yaml")), &k);
+        write(&root.join(format!("overlays/{env}/patches.yaml")), &patches);
+    }
+}

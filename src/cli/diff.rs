@@ -17,7 +17,13 @@ const CALLOUT: Style = AnsiColor::Yellow.on_default().bold();
 
 /// Prints the difference between two rendered revisions; invalid revisions are reported
 /// instead (a pull request that breaks the repository is itself the finding).
-pub fn print(out: &mut dyn Write, before: &Rendered, after: &Rendered, revs: (&str, &str), format: Format) -> anyhow::Result<Outcome> {
+pub fn print(
+    out: &mut dyn Write,
+    before: &Rendered,
+    after: &Rendered,
+    revs: (&str, &str),
+    format: Format,
+) -> anyhow::Result<Outcome> {
     for (rendered, rev) in [(before, revs.0), (after, revs.1)] {
         if !rendered.is_valid() {
             if format == Format::Json {
@@ -33,7 +39,11 @@ pub fn print(out: &mut dyn Write, before: &Rendered, after: &Rendered, revs: (&s
     let diffs: Vec<EnvironmentDiff> = diff::environments(&before.environments, &after.environments);
     let changed = diffs.iter().any(|d| !d.is_empty());
     match format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&json!({"valid": true, "changed": changed, "environments": diffs}))?)?,
+        Format::Json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json!({"valid": true, "changed": changed, "environments": diffs}))?
+        )?,
         Format::Markdown => markdown(out, &diffs, revs)?,
         Format::Text => text(out, &diffs)?,
     }
@@ -43,7 +53,13 @@ pub fn print(out: &mut dyn Write, before: &Rendered, after: &Rendered, revs: (&s
 fn text(out: &mut dyn Write, diffs: &[EnvironmentDiff]) -> std::io::Result<()> {
     for env in diffs {
         if env.is_empty() {
-            writeln!(out, "{}{}{}: no change", HEAD.render(), env.environment, HEAD.render_reset())?;
+            writeln!(
+                out,
+                "{}{}{}: no change",
+                HEAD.render(),
+                env.environment,
+                HEAD.render_reset()
+            )?;
             continue;
         }
         writeln!(out, "{}{}{}", HEAD.render(), env.environment, HEAD.render_reset())?;
@@ -52,7 +68,14 @@ fn text(out: &mut dyn Write, diffs: &[EnvironmentDiff]) -> std::io::Result<()> {
         }
         for service in &env.services {
             let impact = serde_json::to_value(service.impact).expect("an impact serializes");
-            writeln!(out, "  {}{}{} ({})", HEAD.render(), service.service, HEAD.render_reset(), impact.as_str().unwrap_or_default())?;
+            writeln!(
+                out,
+                "  {}{}{} ({})",
+                HEAD.render(),
+                service.service,
+                HEAD.render_reset(),
+                impact.as_str().unwrap_or_default()
+            )?;
             for h in &service.highlights {
                 writeln!(out, "    {}! {h}{}", CALLOUT.render(), CALLOUT.render_reset())?;
             }
@@ -66,8 +89,22 @@ fn text(out: &mut dyn Write, diffs: &[EnvironmentDiff]) -> std::io::Result<()> {
 
 fn line(out: &mut dyn Write, indent: &str, c: &Change) -> std::io::Result<()> {
     match (&c.before, &c.after) {
-        (None, Some(a)) => writeln!(out, "{indent}{}+ {}: {}{}", ADDED.render(), c.path, show(Some(a)), ADDED.render_reset()),
-        (Some(b), None) => writeln!(out, "{indent}{}- {}: {}{}", REMOVED.render(), c.path, show(Some(b)), REMOVED.render_reset()),
+        (None, Some(a)) => writeln!(
+            out,
+            "{indent}{}+ {}: {}{}",
+            ADDED.render(),
+            c.path,
+            show(Some(a)),
+            ADDED.render_reset()
+        ),
+        (Some(b), None) => writeln!(
+            out,
+            "{indent}{}- {}: {}{}",
+            REMOVED.render(),
+            c.path,
+            show(Some(b)),
+            REMOVED.render_reset()
+        ),
         (b, a) => writeln!(
             out,
             "{indent}~ {}: {}{}{} → {}{}{}{}",
@@ -96,7 +133,12 @@ fn markdown(out: &mut dyn Write, diffs: &[EnvironmentDiff], revs: (&str, &str)) 
         }
         for service in &env.services {
             let impact = serde_json::to_value(service.impact).expect("an impact serializes");
-            writeln!(out, "**{}** — {}\n", service.service, impact.as_str().unwrap_or_default())?;
+            writeln!(
+                out,
+                "**{}** — {}\n",
+                service.service,
+                impact.as_str().unwrap_or_default()
+            )?;
             for h in &service.highlights {
                 writeln!(out, "> ⚠️ {}", escape(h))?;
             }
@@ -106,7 +148,13 @@ fn markdown(out: &mut dyn Write, diffs: &[EnvironmentDiff], revs: (&str, &str)) 
             writeln!(out, "| field | before | after |\n|---|---|---|")?;
             for c in &service.changes {
                 let note = if c.before == c.after { " (changed)" } else { "" };
-                writeln!(out, "| `{}` | {} | {}{note} |", c.path, value_cell(c.before.as_ref()), value_cell(c.after.as_ref()))?;
+                writeln!(
+                    out,
+                    "| `{}` | {} | {}{note} |",
+                    c.path,
+                    value_cell(c.before.as_ref()),
+                    value_cell(c.after.as_ref())
+                )?;
             }
             writeln!(out)?;
         }
@@ -115,7 +163,12 @@ fn markdown(out: &mut dyn Write, diffs: &[EnvironmentDiff], revs: (&str, &str)) 
 }
 
 fn cell(c: &Change) -> String {
-    format!("`{}`: {} → {}", c.path, value_cell(c.before.as_ref()), value_cell(c.after.as_ref()))
+    format!(
+        "`{}`: {} → {}",
+        c.path,
+        value_cell(c.before.as_ref()),
+        value_cell(c.after.as_ref())
+    )
 }
 
 fn value_cell(v: Option<&serde_json::Value>) -> String {

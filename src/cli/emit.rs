@@ -98,16 +98,24 @@ fn inline(value: &Value) -> String {
 
 fn string(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.chars().all(|c| c.is_alphanumeric() || " _-./@${}()+=,<>:".contains(c))
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || " _-./@${}()+=,<>:".contains(c))
         && !s.starts_with([' ', '-', '{', '}', '$', '@', '<', '>', ':', ',', '.'])
         && !s.ends_with([' ', ':'])
         && !s.contains(": ")
         && !s.contains(" #")
         && s.parse::<f64>().is_err()
-        && !matches!(s.to_ascii_lowercase().as_str(), "null" | "true" | "false" | "~" | "yes" | "no" | "on" | "off")
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "null" | "true" | "false" | "~" | "yes" | "no" | "on" | "off"
+        )
         && !s.starts_with("0x")
         && !s.starts_with("0o");
-    if plain { s.to_owned() } else { Value::String(s.to_owned()).to_string() }
+    if plain {
+        s.to_owned()
+    } else {
+        Value::String(s.to_owned()).to_string()
+    }
 }
 
 #[cfg(test)]
@@ -124,7 +132,9 @@ mod tests {
             "m": [{"n": {"o": 1}}], "twikit:": "key:", "p": "0x1f", "q": "yes"
         });
         let text = yaml(&value);
-        let back = parse(&"t.yaml".into(), text.as_bytes(), Limits::default()).unwrap().to_json();
+        let back = parse(&"t.yaml".into(), text.as_bytes(), Limits::default())
+            .unwrap()
+            .to_json();
         assert_eq!(back, value, "{text}");
     }
 }

@@ -131,7 +131,12 @@ pub fn main() -> ExitCode {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Found) => ExitCode::from(1),
         Err(e) => {
-            let _ = writeln!(anstream::stderr(), "{}error:{} {e:#}", report::ERROR.render(), report::ERROR.render_reset());
+            let _ = writeln!(
+                anstream::stderr(),
+                "{}error:{} {e:#}",
+                report::ERROR.render(),
+                report::ERROR.render_reset()
+            );
             ExitCode::from(2)
         }
     }
@@ -143,9 +148,18 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Validate { at, env, output } => {
             let rendered = render(&at, env.as_deref())?;
             report::validation(&mut out, &rendered, output)?;
-            Ok(if rendered.is_valid() { Outcome::Ok } else { Outcome::Found })
+            Ok(if rendered.is_valid() {
+                Outcome::Ok
+            } else {
+                Outcome::Found
+            })
         }
-        Command::Render { at, env, service, output } => {
+        Command::Render {
+            at,
+            env,
+            service,
+            output,
+        } => {
             let rendered = render(&at, Some(&env))?;
             if !rendered.is_valid() {
                 report::validation(&mut anstream::stderr().lock(), &rendered, Format::Text)?;
@@ -165,9 +179,27 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
-        Command::Diff { repo, from, to, env, output } => {
-            let before = render(&RepoArgs { repo: repo.clone(), rev: Some(from.clone()) }, env.as_deref())?;
-            let after = render(&RepoArgs { repo, rev: Some(to.clone()) }, env.as_deref())?;
+        Command::Diff {
+            repo,
+            from,
+            to,
+            env,
+            output,
+        } => {
+            let before = render(
+                &RepoArgs {
+                    repo: repo.clone(),
+                    rev: Some(from.clone()),
+                },
+                env.as_deref(),
+            )?;
+            let after = render(
+                &RepoArgs {
+                    repo,
+                    rev: Some(to.clone()),
+                },
+                env.as_deref(),
+            )?;
             diff::print(&mut out, &before, &after, (&from, &to), output)
         }
         Command::Schemas { out: dir } => {

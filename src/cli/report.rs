@@ -28,7 +28,11 @@ pub fn validation(out: &mut dyn Write, rendered: &Rendered, format: Format) -> s
             })).collect::<Vec<_>>(),
             "diagnostics": rendered.diagnostics,
         });
-        return writeln!(out, "{}", serde_json::to_string_pretty(&report).expect("a report serializes"));
+        return writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        );
     }
     for d in &rendered.diagnostics {
         writeln!(out, "{}error:{} {d}", ERROR.render(), ERROR.render_reset())?;
@@ -41,7 +45,14 @@ pub fn validation(out: &mut dyn Write, rendered: &Rendered, format: Format) -> s
             let pad = " ".repeat(number.len());
             writeln!(out, "{}{number} |{} {line}", DIM.render(), DIM.render_reset())?;
             let caret = " ".repeat(column.saturating_sub(1));
-            writeln!(out, "{}{pad} |{} {caret}{}^{}", DIM.render(), DIM.render_reset(), ERROR.render(), ERROR.render_reset())?;
+            writeln!(
+                out,
+                "{}{pad} |{} {caret}{}^{}",
+                DIM.render(),
+                DIM.render_reset(),
+                ERROR.render(),
+                ERROR.render_reset()
+            )?;
         }
         if let Some(hint) = &d.hint {
             writeln!(out, "  {}hint:{} {hint}", HINT.render(), HINT.render_reset())?;
@@ -53,10 +64,22 @@ pub fn validation(out: &mut dyn Write, rendered: &Rendered, format: Format) -> s
             .iter()
             .map(|(name, d)| format!("{name} ({} services, {})", d.services.len(), d.target.name()))
             .collect();
-        writeln!(out, "{}valid:{} {}", GOOD.render(), GOOD.render_reset(), summary.join(", "))
+        writeln!(
+            out,
+            "{}valid:{} {}",
+            GOOD.render(),
+            GOOD.render_reset(),
+            summary.join(", ")
+        )
     } else {
         let n = rendered.diagnostics.len();
-        writeln!(out, "{}invalid:{} {n} problem{}", ERROR.render(), ERROR.render_reset(), if n == 1 { "" } else { "s" })
+        writeln!(
+            out,
+            "{}invalid:{} {n} problem{}",
+            ERROR.render(),
+            ERROR.render_reset(),
+            if n == 1 { "" } else { "s" }
+        )
     }
 }
 

@@ -80,8 +80,14 @@ pub struct Change {
 /// Compares the environments present on either side, in the order of `after` then `before`.
 /// An environment present on one side only is compared with an empty one.
 pub fn environments(before: &IndexMap<String, Desired>, after: &IndexMap<String, Desired>) -> Vec<EnvironmentDiff> {
-    let names: Vec<&String> = after.keys().chain(before.keys().filter(|k| !after.contains_key(*k))).collect();
-    names.into_iter().map(|name| environment(name, before.get(name), after.get(name))).collect()
+    let names: Vec<&String> = after
+        .keys()
+        .chain(before.keys().filter(|k| !after.contains_key(*k)))
+        .collect();
+    names
+        .into_iter()
+        .map(|name| environment(name, before.get(name), after.get(name)))
+        .collect()
 }
 
 /// Compares one environment's desired states.
@@ -91,17 +97,32 @@ pub fn environment(name: &str, before: Option<&Desired>, after: Option<&Desired>
     let field = |v: &Option<Value>, key: &str| v.as_ref().and_then(|v| v.get(key)).cloned();
     let mut settings = Vec::new();
     for key in ["target", "sync"] {
-        compare(key, field(&before, key).as_ref(), field(&after, key).as_ref(), &mut settings);
+        compare(
+            key,
+            field(&before, key).as_ref(),
+            field(&after, key).as_ref(),
+            &mut settings,
+        );
     }
     let empty = Map::new();
-    let services = |v: &Option<Value>| v.as_ref().and_then(|v| v.get("services")).and_then(Value::as_object).cloned().unwrap_or_else(|| empty.clone());
+    let services = |v: &Option<Value>| {
+        v.as_ref()
+            .and_then(|v| v.get("services"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_else(|| empty.clone())
+    };
     let (before_services, after_services) = (services(&before), services(&after));
     let names: BTreeSet<&String> = before_services.keys().chain(after_services.keys()).collect();
     let services = names
         .into_iter()
         .filter_map(|name| service(name, before_services.get(name), after_services.get(name)))
         .collect();
-    EnvironmentDiff { environment: name.to_owned(), settings, services }
+    EnvironmentDiff {
+        environment: name.to_owned(),
+        settings,
+        services,
+    }
 }
 
 fn service(name: &str, before: Option<&Value>, after: Option<&Value>) -> Option<ServiceDiff> {
@@ -113,13 +134,23 @@ fn service(name: &str, before: Option<&Value>, after: Option<&Value>) -> Option<
     let mut highlights = Vec::new();
     for field in ["image", "command"] {
         if let Some(c) = changes.iter().find(|c| c.path == field) {
-            highlights.push(format!("{field}: {} → {}", show(c.before.as_ref()), show(c.after.as_ref())));
+            highlights.push(format!(
+                "{field}: {} → {}",
+                show(c.before.as_ref()),
+                show(c.after.as_ref())
+            ));
         }
     }
-    let strategy = |v: Option<&Value>| v.and_then(|v| v.get("strategy")).and_then(Value::as_object).and_then(|m| m.keys().next().cloned());
+    let strategy = |v: Option<&Value>| {
+        v.and_then(|v| v.get("strategy"))
+            .and_then(Value::as_object)
+            .and_then(|m| m.keys().next().cloned())
+    };
     match (strategy(before), strategy(after)) {
         (Some(b), Some(a)) if a != b => highlights.push(format!("strategy: {b} → {a}")),
-        (Some(s), Some(_)) if changes.iter().any(|c| c.path.starts_with("strategy.")) => highlights.push(format!("strategy: {s} settings change")),
+        (Some(s), Some(_)) if changes.iter().any(|c| c.path.starts_with("strategy.")) => {
+            highlights.push(format!("strategy: {s} settings change"))
+        }
         _ => {}
     }
     let impact = match (before, after) {
@@ -127,22 +158,45 @@ fn service(name: &str, before: Option<&Value>, after: Option<&Value>) -> Option<
         (_, None) => Impact::Delete,
         (Some(_), Some(after)) => impact(&changes, after),
     };
-    Some(ServiceDiff { service: name.to_owned(), impact, highlights, changes })
+    Some(ServiceDiff {
+        service: name.to_owned(),
+        impact,
+        highlights,
+        changes,
+    })
 }
 
 /// What changed fields do to a running service.
 fn impact(changes: &[Change], after: &Value) -> Impact {
     let top = |c: &Change| c.path.split(['.', '[']).next().unwrap_or_default().to_owned();
     let fields: BTreeSet<String> = changes.iter().map(top).collect();
-    let descriptive = ["description", "labels", "strategy", "progressDeadline", "migration", "dependsOn", "healthChecks", "enabled"];
+    let descriptive = [
+        "description",
+        "labels",
+        "strategy",
+        "progressDeadline",
+        "migration",
+        "dependsOn",
+        "healthChecks",
+        "enabled",
+    ];
     let mut impact = Impact::Settings;
     for field in &fields {
         let this = match field.as_str() {
             "replicas" => Impact::Scale,
             "config" => {
-                let only_values = changes.iter().filter(|c| top(c) == "config").all(|c| c.path.starts_with("config.values"));
-                let reload: Option<Reload> = after.pointer("/config/reload").and_then(|r| serde_json::from_value(r.clone()).ok());
-                if only_values && reload.is_some_and(|r| r != Reload::Restart) { Impact::Reload } else { Impact::Rollout }
+                let only_values = changes
+                    .iter()
+                    .filter(|c| top(c) == "config")
+                    .all(|c| c.path.starts_with("config.values"));
+                let reload: Option<Reload> = after
+                    .pointer("/config/reload")
+                    .and_then(|r| serde_json::from_value(r.clone()).ok());
+                if only_values && reload.is_some_and(|r| r != Reload::Restart) {
+                    Impact::Reload
+                } else {
+                    Impact::Rollout
+                }
             }
             f if descriptive.contains(&f) => Impact::Settings,
             _ => Impact::Rollout,
@@ -161,7 +215,12 @@ fn keyed(service: &Value) -> Value {
             if let Some(Value::Array(items)) = fields.get(*list) {
                 let map: Map<String, Value> = items
                     .iter()
-                    .map(|item| (item.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(), item.clone()))
+                    .map(|item| {
+                        (
+                            item.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                            item.clone(),
+                        )
+                    })
                     .collect();
                 fields.insert((*list).to_owned(), Value::Object(map));
             }
@@ -179,7 +238,11 @@ fn compare(path: &str, before: Option<&Value>, after: Option<&Value>, out: &mut 
             }
         }
         (b, a) if b == a => {}
-        (b, a) => out.push(Change { path: path.to_owned(), before: b.map(masked), after: a.map(masked) }),
+        (b, a) => out.push(Change {
+            path: path.to_owned(),
+            before: b.map(masked),
+            after: a.map(masked),
+        }),
     }
 }
 

@@ -70,8 +70,11 @@ pub trait Tree {
 pub fn open(dir: &Path, rev: Option<&str>) -> Result<Box<dyn Tree>, SourceError> {
     match rev {
         None => {
-            fs::metadata(dir).map_err(|source| SourceError::Io { path: dir.to_owned(), source })?;
-            Ok(Box::new(WorkTree { root: dir.to_owned() }))
+            fs::metadata(dir).map_err(|source| SourceError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+            Ok(Box::new(WorkTree::new(dir)))
         }
         Some(rev) => Ok(Box::new(GitTree::open(dir, rev)?)),
     }
@@ -80,6 +83,13 @@ pub fn open(dir: &Path, rev: Option<&str>) -> Result<Box<dyn Tree>, SourceError>
 /// A directory on disk.
 pub struct WorkTree {
     root: PathBuf,
+}
+
+impl WorkTree {
+    /// The files under `root` as they are on disk.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        WorkTree { root: root.into() }
+    }
 }
 
 impl Tree for WorkTree {
@@ -92,8 +102,14 @@ impl Tree for WorkTree {
         };
         let mut names = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|source| SourceError::Io { path: path.clone(), source })?;
-            let kind = entry.file_type().map_err(|source| SourceError::Io { path: entry.path(), source })?;
+            let entry = entry.map_err(|source| SourceError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let kind = entry.file_type().map_err(|source| SourceError::Io {
+                path: entry.path(),
+                source,
+            })?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if kind.is_symlink() {
                 return Err(SourceError::Symlink(format!("{dir}/{name}")));
@@ -114,7 +130,10 @@ impl Tree for WorkTree {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(SourceError::Io { path: full, source }),
         }
-        let file = fs::File::open(&full).map_err(|source| SourceError::Io { path: full.clone(), source })?;
+        let file = fs::File::open(&full).map_err(|source| SourceError::Io {
+            path: full.clone(),
+            source,
+        })?;
         let mut bytes = Vec::new();
         file.take(limit as u64 + 1)
             .read_to_end(&mut bytes)
@@ -139,21 +158,41 @@ pub struct GitTree {
 impl GitTree {
     /// Opens the repository containing `dir` at `rev`; paths are then relative to `dir`.
     pub fn open(dir: &Path, rev: &str) -> Result<GitTree, SourceError> {
-        let repo = Repository::discover(dir).map_err(|source| SourceError::NotARepository { path: dir.to_owned(), source })?;
+        let repo = Repository::discover(dir).map_err(|source| SourceError::NotARepository {
+            path: dir.to_owned(),
+            source,
+        })?;
         let (commit, tree) = repo
             .revparse_single(rev)
             .and_then(|o| o.peel_to_commit())
             .map(|c| (c.id(), c.tree_id()))
-            .map_err(|source| SourceError::Revision { rev: rev.to_owned(), path: dir.to_owned(), source })?;
+            .map_err(|source| SourceError::Revision {
+                rev: rev.to_owned(),
+                path: dir.to_owned(),
+                source,
+            })?;
         let prefix = match repo.workdir() {
             Some(workdir) => {
-                let dir = fs::canonicalize(dir).map_err(|source| SourceError::Io { path: dir.to_owned(), source })?;
-                let workdir = fs::canonicalize(workdir).map_err(|source| SourceError::Io { path: workdir.to_owned(), source })?;
-                dir.strip_prefix(&workdir).map(|p| p.to_string_lossy().replace('\\', "/")).unwrap_or_default()
+                let dir = fs::canonicalize(dir).map_err(|source| SourceError::Io {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+                let workdir = fs::canonicalize(workdir).map_err(|source| SourceError::Io {
+                    path: workdir.to_owned(),
+                    source,
+                })?;
+                dir.strip_prefix(&workdir)
+                    .map(|p| p.to_string_lossy().replace('\\', "/"))
+                    .unwrap_or_default()
             }
             None => String::new(),
         };
-        Ok(GitTree { repo, commit, tree, prefix })
+        Ok(GitTree {
+            repo,
+            commit,
+            tree,
+            prefix,
+        })
     }
 
     fn full(&self, path: &str) -> String {
@@ -165,7 +204,11 @@ impl GitTree {
     }
 
     fn object_error(&self, path: &str, source: git2::Error) -> SourceError {
-        SourceError::Object { path: path.to_owned(), commit: self.commit, source }
+        SourceError::Object {
+            path: path.to_owned(),
+            commit: self.commit,
+            source,
+        }
     }
 
     /// The tree entry at `path`, or `None` when absent.

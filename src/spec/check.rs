@@ -26,9 +26,19 @@ pub fn service(service: &Service, node: &Node, target: &Target, out: &mut Vec<Di
     };
     if !has_workload {
         out.push(
-            Diagnostic::new(&node.at, format!("the {} target runs services from `{workload}`, which `{}` does not set", target.name(), service.name))
-                .path(&root.key(workload))
-                .hint(format!("set `{workload}` in services/{}.yaml or in this environment's overlay", service.name)),
+            Diagnostic::new(
+                &node.at,
+                format!(
+                    "the {} target runs services from `{workload}`, which `{}` does not set",
+                    target.name(),
+                    service.name
+                ),
+            )
+            .path(&root.key(workload))
+            .hint(format!(
+                "set `{workload}` in services/{}.yaml or in this environment's overlay",
+                service.name
+            )),
         );
     }
 
@@ -46,10 +56,18 @@ pub fn service(service: &Service, node: &Node, target: &Target, out: &mut Vec<Di
             let mut last = 0;
             for (i, step) in canary.steps.iter().enumerate() {
                 if step.weight <= last {
-                    let path = root.key("strategy").key("canary").key("steps").join(Step::Index(i)).key("weight");
+                    let path = root
+                        .key("strategy")
+                        .key("canary")
+                        .key("steps")
+                        .join(Step::Index(i))
+                        .key("weight");
                     out.push(
-                        Diagnostic::new(&at(&path), format!("canary weights must increase: {} follows {last}", step.weight))
-                            .path(&path),
+                        Diagnostic::new(
+                            &at(&path),
+                            format!("canary weights must increase: {} follows {last}", step.weight),
+                        )
+                        .path(&path),
                     );
                 }
                 last = step.weight;
@@ -58,9 +76,12 @@ pub fn service(service: &Service, node: &Node, target: &Target, out: &mut Vec<Di
         Strategy::Rolling(rolling) if rolling.max_surge == 0 && rolling.max_unavailable == 0 => {
             let path = root.key("strategy").key("rolling");
             out.push(
-                Diagnostic::new(&at(&path), "a rolling update with `maxSurge: 0` and `maxUnavailable: 0` can never make progress")
-                    .path(&path)
-                    .hint("allow at least one surge or one unavailable copy"),
+                Diagnostic::new(
+                    &at(&path),
+                    "a rolling update with `maxSurge: 0` and `maxUnavailable: 0` can never make progress",
+                )
+                .path(&path)
+                .hint("allow at least one surge or one unavailable copy"),
             );
         }
         _ => {}
@@ -68,18 +89,36 @@ pub fn service(service: &Service, node: &Node, target: &Target, out: &mut Vec<Di
 
     unique_names(node, "ports", service.ports.iter().map(|p| p.name.as_str()), out);
     unique_names(node, "env", service.env.iter().map(|e| e.name.as_str()), out);
-    unique_names(node, "healthChecks", service.health_checks.iter().map(|h| h.name.as_str()), out);
+    unique_names(
+        node,
+        "healthChecks",
+        service.health_checks.iter().map(|h| h.name.as_str()),
+        out,
+    );
 
     let mut numbers = HashMap::new();
     for (i, port) in service.ports.iter().enumerate() {
         let path = root.key("ports").join(Step::Index(i)).key("port");
         if let Some(first) = numbers.insert((port.port, port.protocol), port.name.as_str()) {
-            out.push(Diagnostic::new(&at(&path), format!("port {} is declared twice (also as `{first}`)", port.port)).path(&path));
+            out.push(
+                Diagnostic::new(
+                    &at(&path),
+                    format!("port {} is declared twice (also as `{first}`)", port.port),
+                )
+                .path(&path),
+            );
         }
         if u32::from(port.port) + u32::from(target.port_offset()) > u32::from(u16::MAX) {
             out.push(
-                Diagnostic::new(&at(&path), format!("port {} plus the target's port offset {} is above 65535", port.port, target.port_offset()))
-                    .path(&path),
+                Diagnostic::new(
+                    &at(&path),
+                    format!(
+                        "port {} plus the target's port offset {} is above 65535",
+                        port.port,
+                        target.port_offset()
+                    ),
+                )
+                .path(&path),
             );
         }
     }
@@ -99,14 +138,26 @@ fn check_port_reference(service: &Service, check: &HealthCheck, node: &Node, ind
     let names = || service.ports.iter().map(|p| p.name.as_str());
     match port {
         None if service.ports.is_empty() => out.push(
-            Diagnostic::new(&node.locate(&path.0).0.at, format!("health check `{}` needs a port, and the service declares none", check.name))
-                .path(&path)
-                .hint("declare the service's `ports`, or give the check a `port`"),
+            Diagnostic::new(
+                &node.locate(&path.0).0.at,
+                format!(
+                    "health check `{}` needs a port, and the service declares none",
+                    check.name
+                ),
+            )
+            .path(&path)
+            .hint("declare the service's `ports`, or give the check a `port`"),
         ),
         Some(text) if text.0.parse::<u16>().is_err() && !names().any(|n| n == text.0) => {
             let path = path.key("port");
-            let mut d = Diagnostic::new(&node.locate(&path.0).0.at, format!("health check `{}` names port `{}`, which the service does not declare", check.name, text.0))
-                .path(&path);
+            let mut d = Diagnostic::new(
+                &node.locate(&path.0).0.at,
+                format!(
+                    "health check `{}` names port `{}`, which the service does not declare",
+                    check.name, text.0
+                ),
+            )
+            .path(&path);
             if let Some(k) = closest(&text.0, names()) {
                 d = d.hint(format!("did you mean `{k}`?"));
             }
@@ -123,9 +174,14 @@ fn unique_names<'a>(node: &Node, list: &str, names: impl Iterator<Item = &'a str
         if let Some(first) = seen.insert(name, i) {
             let path = Path::default().key(list).join(Step::Index(i)).key("name");
             out.push(
-                Diagnostic::new(&node.locate(&path.0).0.at, format!("`{name}` appears twice in `{list}` (also item {first})"))
-                    .path(&path)
-                    .hint(format!("items of `{list}` are matched by name when overlays merge; names must be unique")),
+                Diagnostic::new(
+                    &node.locate(&path.0).0.at,
+                    format!("`{name}` appears twice in `{list}` (also item {first})"),
+                )
+                .path(&path)
+                .hint(format!(
+                    "items of `{list}` are matched by name when overlays merge; names must be unique"
+                )),
             );
         }
     }
@@ -144,7 +200,9 @@ pub fn environment(
     for (name, service) in services {
         for (i, dependency) in service.depends_on.iter().enumerate() {
             let path = Path::default().key("dependsOn").join(Step::Index(i));
-            let Some(at) = located(name.as_str(), &path) else { continue };
+            let Some(at) = located(name.as_str(), &path) else {
+                continue;
+            };
             let message = if !documents.contains_key(dependency.as_str()) {
                 format!("`{name}` depends on `{dependency}`, which is not a service")
             } else if !services.contains_key(dependency) && !invalid.contains(dependency.as_str()) {
@@ -157,8 +215,14 @@ pub fn environment(
     }
     if let Some(cycle) = dependency_cycle(services) {
         let first = &cycle[0];
-        let at = located(first.as_str(), &Path::default().key("dependsOn")).unwrap_or_else(|| documents[first.as_str()].at.clone());
-        let chain = cycle.iter().map(Name::as_str).chain([first.as_str()]).collect::<Vec<_>>().join(" → ");
+        let at = located(first.as_str(), &Path::default().key("dependsOn"))
+            .unwrap_or_else(|| documents[first.as_str()].at.clone());
+        let chain = cycle
+            .iter()
+            .map(Name::as_str)
+            .chain([first.as_str()])
+            .collect::<Vec<_>>()
+            .join(" → ");
         out.push(
             Diagnostic::new(&at, format!("services depend on each other in a cycle: {chain}"))
                 .path(&Path::default().key("dependsOn"))
@@ -175,9 +239,12 @@ pub fn environment(
                     let path = Path::default().key("ports").join(Step::Index(i)).key("port");
                     if let Some(at) = located(name.as_str(), &path) {
                         out.push(
-                            Diagnostic::new(&at, format!("port {host_port} is also used by `{other}` on the same host"))
-                                .path(&path)
-                                .environment(env),
+                            Diagnostic::new(
+                                &at,
+                                format!("port {host_port} is also used by `{other}` on the same host"),
+                            )
+                            .path(&path)
+                            .environment(env),
                         );
                     }
                 }
@@ -210,10 +277,15 @@ fn dependency_cycle(services: &BTreeMap<Name, Service>) -> Option<Vec<Name>> {
             }
             let dep = &deps[*next];
             *next += 1;
-            let Some((dep, _)) = services.get_key_value(dep) else { continue };
+            let Some((dep, _)) = services.get_key_value(dep) else {
+                continue;
+            };
             match marks.get(dep) {
                 Some(Mark::Visiting) => {
-                    let from = stack.iter().position(|(n, _)| *n == dep).expect("a visiting service is on the stack");
+                    let from = stack
+                        .iter()
+                        .position(|(n, _)| *n == dep)
+                        .expect("a visiting service is on the stack");
                     return Some(stack[from..].iter().map(|(n, _)| (*n).clone()).collect());
                 }
                 Some(Mark::Done) => {}
@@ -232,21 +304,31 @@ fn dependency_cycle(services: &BTreeMap<Name, Service>) -> Option<Vec<Name>> {
 pub fn shared_ports(environments: &IndexMap<String, Desired>, loaded: &Loaded, out: &mut Vec<Diagnostic>) {
     let mut taken: HashMap<(String, u32), (&str, &Name)> = HashMap::new();
     for (env, desired) in environments {
-        let Target::Local(local) = &desired.target else { continue };
+        let Target::Local(local) = &desired.target else {
+            continue;
+        };
         for (name, service) in &desired.services {
             for (i, port) in service.ports.iter().enumerate() {
                 let host_port = u32::from(port.port) + u32::from(local.port_offset);
-                let Some((other_env, other)) = taken.insert((local.address.clone(), host_port), (env, name)) else { continue };
+                let Some((other_env, other)) = taken.insert((local.address.clone(), host_port), (env, name)) else {
+                    continue;
+                };
                 if other_env == env {
                     continue;
                 }
                 let path = Path::default().key("ports").join(Step::Index(i)).key("port");
                 if let Some(node) = loaded.services.get(name.as_str()) {
                     out.push(
-                        Diagnostic::new(&node.locate(&path.0).0.at, format!("port {host_port} on {} is used by `{other}` in {other_env} too", local.address))
-                            .path(&path)
-                            .hint("give the local environments different `portOffset`s")
-                            .environment(env),
+                        Diagnostic::new(
+                            &node.locate(&path.0).0.at,
+                            format!(
+                                "port {host_port} on {} is used by `{other}` in {other_env} too",
+                                local.address
+                            ),
+                        )
+                        .path(&path)
+                        .hint("give the local environments different `portOffset`s")
+                        .environment(env),
                     );
                 }
             }

@@ -122,7 +122,11 @@ pub fn closest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Opti
         .map(|k| {
             let lower = k.to_lowercase();
             // An abbreviation (`prod` for `production`) counts as a near miss.
-            let distance = if word.len() >= 3 && lower.starts_with(&word) { 1 } else { edit_distance(&word, &lower) };
+            let distance = if word.len() >= 3 && lower.starts_with(&word) {
+                1
+            } else {
+                edit_distance(&word, &lower)
+            };
             (distance, k)
         })
         .filter(|(d, k)| *d <= (k.len().max(word.len()) / 3).max(1))
@@ -160,7 +164,11 @@ mod tests {
 
     #[test]
     fn the_same_problem_in_several_environments_is_reported_once() {
-        let at = Origin { file: "services/api.yaml".into(), line: 3, column: 5 };
+        let at = Origin {
+            file: "services/api.yaml".into(),
+            line: 3,
+            column: 5,
+        };
         let d = |env: &str| Diagnostic::new(&at, "bad").environment(env);
         let folded = consolidate(vec![d("staging"), d("production")]);
         assert_eq!(folded.len(), 1);

@@ -56,8 +56,11 @@ impl Loaded {
         match loaded.document(tree, REPOSITORY_FILE, limits)? {
             Some(node) => loaded.read_repository(node),
             None => loaded.diagnostics.push(
-                Diagnostic::new(&Origin::file(&Arc::from(REPOSITORY_FILE)), "no plumb.yaml: this is not a plumb config repository")
-                    .hint("point --repo at the folder holding plumb.yaml, services/ and environments/"),
+                Diagnostic::new(
+                    &Origin::file(&Arc::from(REPOSITORY_FILE)),
+                    "no plumb.yaml: this is not a plumb config repository",
+                )
+                .hint("point --repo at the folder holding plumb.yaml, services/ and environments/"),
             ),
         }
         let service_files = yaml_files(tree, SERVICES_DIR)?;
@@ -90,7 +93,13 @@ impl Loaded {
             return Ok(None);
         };
         let file: Arc<str> = Arc::from(path);
-        if let Ok(text) = std::str::from_utf8(&bytes).map_err(drop).and_then(|t| if bytes.len() <= limits.max_bytes { Ok(t) } else { Err(()) }) {
+        if let Ok(text) = std::str::from_utf8(&bytes).map_err(drop).and_then(|t| {
+            if bytes.len() <= limits.max_bytes {
+                Ok(t)
+            } else {
+                Err(())
+            }
+        }) {
             self.sources.insert(file.clone(), Arc::from(text));
         }
         match yaml::parse(&file, &bytes, limits) {
@@ -103,12 +112,19 @@ impl Loaded {
     }
 
     /// Reads a service or environment document, whose `name` must match its file name.
-    fn named_document(&mut self, tree: &dyn Tree, stem: &str, path: &str, limits: Limits) -> Result<Option<Node>, SourceError> {
+    fn named_document(
+        &mut self,
+        tree: &dyn Tree,
+        stem: &str,
+        path: &str,
+        limits: Limits,
+    ) -> Result<Option<Node>, SourceError> {
         let Some(node) = self.document(tree, path, limits)? else {
             return Ok(None);
         };
         if let Err(message) = Name::parse(stem) {
-            self.diagnostics.push(Diagnostic::new(&node.at, format!("file name: {message}")).hint("rename the file"));
+            self.diagnostics
+                .push(Diagnostic::new(&node.at, format!("file name: {message}")).hint("rename the file"));
             return Ok(None);
         }
         if let Some(name) = node.get("name") {
@@ -182,7 +198,10 @@ fn yaml_files(tree: &dyn Tree, dir: &str) -> Result<Vec<(String, String)>, Sourc
         .into_iter()
         .filter(|name| !name.starts_with('.'))
         .filter_map(|name| {
-            let stem = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml"))?.to_owned();
+            let stem = name
+                .strip_suffix(".yaml")
+                .or_else(|| name.strip_suffix(".yml"))?
+                .to_owned();
             Some((stem, format!("{dir}/{name}")))
         })
         .collect())

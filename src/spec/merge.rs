@@ -36,7 +36,9 @@ pub fn merge(base: &Node, overlay: &Node, field: &str, errors: &mut Vec<Diagnost
             }
             let mut members = base_members.clone();
             if let Some(union) = UNIONS.iter().find(|u| u.field == field) {
-                let chosen = overlay_members.iter().any(|(k, m)| union.members.contains(&k.as_str()) && m.value.kind != Kind::Null);
+                let chosen = overlay_members
+                    .iter()
+                    .any(|(k, m)| union.members.contains(&k.as_str()) && m.value.kind != Kind::Null);
                 if chosen {
                     members.retain(|k, _| !union.members.contains(&k.as_str()) || overlay_members.contains_key(k));
                 }
@@ -51,11 +53,19 @@ pub fn merge(base: &Node, overlay: &Node, field: &str, errors: &mut Vec<Diagnost
                 }
                 let child = child_field(field, key);
                 let value = match members.get(key) {
-                    Some(existing) if NAMED_LISTS.contains(&child.as_str()) => merge_named(&existing.value, &member.value, &child, errors),
+                    Some(existing) if NAMED_LISTS.contains(&child.as_str()) => {
+                        merge_named(&existing.value, &member.value, &child, errors)
+                    }
                     Some(existing) => merge(&existing.value, &member.value, &child, errors),
                     None => strip(&member.value),
                 };
-                members.insert(key.clone(), Member { key_at: member.key_at.clone(), value });
+                members.insert(
+                    key.clone(),
+                    Member {
+                        key_at: member.key_at.clone(),
+                        value,
+                    },
+                );
             }
             Node::new(Kind::Map(members), base.at.clone())
         }
@@ -64,7 +74,11 @@ pub fn merge(base: &Node, overlay: &Node, field: &str, errors: &mut Vec<Diagnost
 }
 
 fn child_field(field: &str, key: &str) -> String {
-    if field.is_empty() { key.to_owned() } else { format!("{field}.{key}") }
+    if field.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{field}.{key}")
+    }
 }
 
 /// Merges a named list item by item.
@@ -77,12 +91,15 @@ fn merge_named(base: &Node, overlay: &Node, field: &str, errors: &mut Vec<Diagno
     for item in overlay_items {
         let Some(name) = item.get("name").and_then(Node::as_str) else {
             errors.push(
-                Diagnostic::new(&item.at, format!("an item of `{field}` in an overlay has no `name`"))
-                    .hint(format!("items of `{field}` are merged by name: give each one its `name`")),
+                Diagnostic::new(&item.at, format!("an item of `{field}` in an overlay has no `name`")).hint(format!(
+                    "items of `{field}` are merged by name: give each one its `name`"
+                )),
             );
             continue;
         };
-        let found = items.iter().position(|i| i.get("name").and_then(Node::as_str) == Some(name));
+        let found = items
+            .iter()
+            .position(|i| i.get("name").and_then(Node::as_str) == Some(name));
         match (directive(item, errors), found) {
             (Some(Directive::Delete), Some(i)) => {
                 items.remove(i);

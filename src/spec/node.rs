@@ -22,7 +22,11 @@ pub struct Origin {
 impl Origin {
     /// The start of `file`, for errors about a whole file.
     pub fn file(file: &Arc<str>) -> Self {
-        Origin { file: file.clone(), line: 1, column: 1 }
+        Origin {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+        }
     }
 }
 
@@ -105,9 +109,7 @@ impl Node {
             Kind::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
             Kind::Str(s) => Value::String(s.clone()),
             Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
-            Kind::Map(map) => {
-                Value::Object(map.iter().map(|(k, m)| (k.clone(), m.value.to_json())).collect())
-            }
+            Kind::Map(map) => Value::Object(map.iter().map(|(k, m)| (k.clone(), m.value.to_json())).collect()),
         }
     }
 
@@ -178,7 +180,9 @@ impl fmt::Display for Path {
 
 fn is_identifier(key: &str) -> bool {
     let mut chars = key.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 

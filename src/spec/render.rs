@@ -113,7 +113,10 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderErr
                 Some(k) => format!("did you mean `{k}`?"),
                 None => format!("the environments are: {}", known.join(", ")),
             };
-            return Err(RenderError::UnknownEnvironment { name: only.to_owned(), hint });
+            return Err(RenderError::UnknownEnvironment {
+                name: only.to_owned(),
+                hint,
+            });
         }
     }
     for (name, node) in &loaded.environments {
@@ -130,7 +133,11 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderErr
     if only.is_none() {
         check::shared_ports(&environments, &loaded, &mut diagnostics);
     }
-    Ok(Rendered { environments, diagnostics: consolidate(diagnostics), sources: loaded.sources })
+    Ok(Rendered {
+        environments,
+        diagnostics: consolidate(diagnostics),
+        sources: loaded.sources,
+    })
 }
 
 fn render_environment(
@@ -188,7 +195,11 @@ fn render_environment(
         let before = out.len();
         BUILTIN.service.check(&merged, &merged_json, out);
         check_app_config(&merged, tree, limits, schemas, out)?;
-        let typed = if out.len() == before { typed::<Service>(&merged, &merged_json).map_err(|d| out.push(d)).ok() } else { None };
+        let typed = if out.len() == before {
+            typed::<Service>(&merged, &merged_json).map_err(|d| out.push(d)).ok()
+        } else {
+            None
+        };
         if let Some(typed) = typed {
             check::service(&typed, &merged, &environment.target, out);
             let key = Name::parse(service).expect("document file names are checked when read");
@@ -196,7 +207,9 @@ fn render_environment(
         } else {
             invalid.insert(service.clone());
         }
-        out[before..].iter_mut().for_each(|d| d.environments = vec![name.to_owned()]);
+        out[before..]
+            .iter_mut()
+            .for_each(|d| d.environments = vec![name.to_owned()]);
     }
     check::environment(&environment, &services, &invalid, &loaded.services, name, out);
     Ok(Some(Desired {
@@ -258,19 +271,35 @@ struct AppSchemas(HashMap<String, Result<Arc<Schema>, String>>);
 
 /// Checks a service's configuration values against the application's schema. Works on the
 /// merged tree, so the values are checked even when another part of the service is invalid.
-fn check_app_config(merged: &Node, tree: &dyn Tree, limits: Limits, schemas: &mut AppSchemas, out: &mut Vec<Diagnostic>) -> Result<(), SourceError> {
-    let Some(config) = merged.get("config") else { return Ok(()) };
-    let Some(schema_node) = config.get("schema") else { return Ok(()) };
-    let Some(path) = schema_node.as_str() else { return Ok(()) };
+fn check_app_config(
+    merged: &Node,
+    tree: &dyn Tree,
+    limits: Limits,
+    schemas: &mut AppSchemas,
+    out: &mut Vec<Diagnostic>,
+) -> Result<(), SourceError> {
+    let Some(config) = merged.get("config") else {
+        return Ok(());
+    };
+    let Some(schema_node) = config.get("schema") else {
+        return Ok(());
+    };
+    let Some(path) = schema_node.as_str() else {
+        return Ok(());
+    };
     if !schemas.0.contains_key(path) {
         let compiled = load_app_schema(tree, path, limits)?;
         schemas.0.insert(path.to_owned(), compiled);
     }
     match &schemas.0[path] {
-        Err(message) => out.push(Diagnostic::new(&schema_node.at, message.clone()).path(&Path::default().key("config").key("schema"))),
+        Err(message) => out
+            .push(Diagnostic::new(&schema_node.at, message.clone()).path(&Path::default().key("config").key("schema"))),
         Ok(schema) => {
             let values_path = Path::default().key("config").key("values");
-            let values_node = config.get("values").cloned().unwrap_or_else(|| Node::new(Kind::Map(IndexMap::new()), config.at.clone()));
+            let values_node = config
+                .get("values")
+                .cloned()
+                .unwrap_or_else(|| Node::new(Kind::Map(IndexMap::new()), config.at.clone()));
             let before = out.len();
             schema.check(&values_node, &values_node.to_json(), out);
             for d in &mut out[before..] {
@@ -287,7 +316,9 @@ fn check_app_config(merged: &Node, tree: &dyn Tree, limits: Limits, schemas: &mu
 
 fn load_app_schema(tree: &dyn Tree, path: &str, limits: Limits) -> Result<Result<Arc<Schema>, String>, SourceError> {
     let Some(bytes) = tree.read(path, limits.max_bytes)? else {
-        return Ok(Err(format!("the application schema `{path}` does not exist in the repository")));
+        return Ok(Err(format!(
+            "the application schema `{path}` does not exist in the repository"
+        )));
     };
     let file: Arc<str> = Arc::from(path);
     let document = match yaml::parse(&file, &bytes, limits) {

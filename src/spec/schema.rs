@@ -13,8 +13,8 @@ use schemars::generate::SchemaSettings;
 use serde_json::Value;
 
 use super::diagnostic::{Diagnostic, closest};
-use super::model::{Environment, Repository, Service, UNIONS};
 use super::model::scalar::is_encrypted;
+use super::model::{Environment, Repository, Service, UNIONS};
 use super::node::{Kind, Node, Path, Step};
 
 /// plumb's schemas, by the file name they are published under in `schemas/`.
@@ -28,7 +28,9 @@ pub fn generate() -> Vec<(&'static str, Value)> {
 
 /// The JSON Schema (draft 2020-12) of `T`.
 pub fn schema_of<T: JsonSchema>() -> Value {
-    let schema = SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<T>();
+    let schema = SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>();
     schema.to_value()
 }
 
@@ -84,7 +86,11 @@ impl Schema {
                 }
                 // A collection starts at its first member; its key's line reads better.
                 let collection = matches!(found.kind, Kind::Map(_) | Kind::Seq(_));
-                let at = if f.about_key || collection { key_at.unwrap_or(&found.at) } else { &found.at };
+                let at = if f.about_key || collection {
+                    key_at.unwrap_or(&found.at)
+                } else {
+                    &found.at
+                };
                 let mut d = Diagnostic::new(at, f.message).path(&f.path);
                 let hint = match &f.misspelt {
                     Some(word) => closest(word, self.vocabulary.iter().map(String::as_str))
@@ -126,7 +132,13 @@ struct Finding {
 
 impl Finding {
     fn at(path: Path, message: String) -> Self {
-        Finding { path, about_key: false, message, hint: None, misspelt: None }
+        Finding {
+            path,
+            about_key: false,
+            message,
+            hint: None,
+            misspelt: None,
+        }
     }
 }
 
@@ -163,14 +175,23 @@ fn explain(error: &ValidationError, out: &mut Vec<Finding>) {
             out.push(Finding::at(path, format!("missing required field `{name}`")));
         }
         ValidationErrorKind::Type { kind } => {
-            out.push(Finding::at(path, format!("expected {}, found {}", expected(kind), type_name(error.instance()))));
+            out.push(Finding::at(
+                path,
+                format!("expected {}, found {}", expected(kind), type_name(error.instance())),
+            ));
         }
         ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
             explain_alternatives(error, &path, context, out);
         }
         ValidationErrorKind::Enum { options } => {
-            let options: Vec<String> = options.as_array().map(|o| o.iter().map(|v| v.to_string()).collect()).unwrap_or_default();
-            out.push(Finding::at(path, format!("{} is not one of {}", error.instance(), options.join(", "))));
+            let options: Vec<String> = options
+                .as_array()
+                .map(|o| o.iter().map(|v| v.to_string()).collect())
+                .unwrap_or_default();
+            out.push(Finding::at(
+                path,
+                format!("{} is not one of {}", error.instance(), options.join(", ")),
+            ));
         }
         ValidationErrorKind::OneOfMultipleValid { .. } => {
             out.push(union_finding(path, error.instance(), "set only one of"));
@@ -189,7 +210,12 @@ fn explain(error: &ValidationError, out: &mut Vec<Finding>) {
 /// A value matched none of a `oneOf`/`anyOf`. When exactly one alternative fits its shape
 /// (its errors are all deeper than the value itself), its errors are the ones to show: a
 /// canary step weight of 150 is reported as such, not as "matches no strategy".
-fn explain_alternatives(error: &ValidationError, path: &Path, context: &[Vec<ValidationError<'static>>], out: &mut Vec<Finding>) {
+fn explain_alternatives(
+    error: &ValidationError,
+    path: &Path,
+    context: &[Vec<ValidationError<'static>>],
+    out: &mut Vec<Finding>,
+) {
     let here = error.instance_path();
     let shaped: Vec<_> = context
         .iter()
@@ -217,13 +243,25 @@ fn explain_alternatives(error: &ValidationError, path: &Path, context: &[Vec<Val
 /// A finding for a value that must hold exactly one member of a union (`strategy`, a health
 /// check's probe, `target`).
 fn union_finding(path: Path, instance: &Value, verb: &str) -> Finding {
-    let keys: Vec<&str> = instance.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+    let keys: Vec<&str> = instance
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
     let union = UNIONS.iter().find(|u| keys.iter().any(|k| u.members.contains(k)));
     match union {
         Some(u) => {
             let set: Vec<&str> = keys.iter().copied().filter(|k| u.members.contains(k)).collect();
-            let list = u.members.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ");
-            let found = if set.is_empty() { "none".into() } else { set.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ") };
+            let list = u
+                .members
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let found = if set.is_empty() {
+                "none".into()
+            } else {
+                set.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+            };
             // Point at the member that conflicts: the last one set.
             let (path, about_key) = match set.last() {
                 Some(last) if set.len() > 1 => (path.key(last), true),
@@ -235,9 +273,18 @@ fn union_finding(path: Path, instance: &Value, verb: &str) -> Finding {
             f
         }
         None => {
-            let expected = UNIONS.iter().find(|u| path.0.last() == Some(&Step::Key(u.field.into())));
+            let expected = UNIONS
+                .iter()
+                .find(|u| path.0.last() == Some(&Step::Key(u.field.into())));
             let message = match expected {
-                Some(u) => format!("{verb} {}", u.members.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")),
+                Some(u) => format!(
+                    "{verb} {}",
+                    u.members
+                        .iter()
+                        .map(|m| format!("`{m}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 None => format!("{} matches none of the allowed forms", type_name(instance)),
             };
             Finding::at(path, message)
@@ -248,7 +295,11 @@ fn union_finding(path: Path, instance: &Value, verb: &str) -> Finding {
 fn expected(kind: &TypeKind) -> String {
     match kind {
         TypeKind::Single(t) => a_type(&t.to_string()),
-        TypeKind::Multiple(set) => set.iter().map(|t| a_type(&t.to_string())).collect::<Vec<_>>().join(" or "),
+        TypeKind::Multiple(set) => set
+            .iter()
+            .map(|t| a_type(&t.to_string()))
+            .collect::<Vec<_>>()
+            .join(" or "),
     }
 }
 

@@ -25,7 +25,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 1 << 20, max_depth: 64, max_nodes: 100_000 }
+        Limits {
+            max_bytes: 1 << 20,
+            max_depth: 64,
+            max_nodes: 100_000,
+        }
     }
 }
 
@@ -73,8 +77,15 @@ pub fn parse(file: &Arc<str>, bytes: &[u8], limits: Limits) -> Result<Node, Yaml
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    Builder { file, limits, stack: Vec::new(), anchors: HashMap::new(), nodes: 0, root: None }
-        .run(text)
+    Builder {
+        file,
+        limits,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        nodes: 0,
+        root: None,
+    }
+    .run(text)
 }
 
 /// The position of a byte offset, for errors found before the parser runs.
@@ -83,7 +94,11 @@ fn origin_of_offset(file: &Arc<str>, bytes: &[u8], offset: usize) -> Origin {
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
     let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
-    Origin { file: file.clone(), line: line as u32, column: column as u32 }
+    Origin {
+        file: file.clone(),
+        line: line as u32,
+        column: column as u32,
+    }
 }
 
 /// A sequence or map being built.
@@ -128,7 +143,11 @@ impl Builder<'_> {
                 Event::DocumentStart(_) => {
                     documents += 1;
                     if documents > 1 {
-                        return Err(self.error(span, "a second YAML document in one file", Some("put each document in a file of its own")));
+                        return Err(self.error(
+                            span,
+                            "a second YAML document in one file",
+                            Some("put each document in a file of its own"),
+                        ));
                     }
                 }
                 Event::Scalar(value, style, anchor, tag) => {
@@ -145,24 +164,36 @@ impl Builder<'_> {
                         return Err(self.error(span, "an alias cannot be used as a key", None));
                     }
                     let Some((node, size)) = self.anchors.get(&id).cloned() else {
-                        return Err(self.error(span, "alias to an anchor that is not complete here", Some("an alias may only refer to an anchor defined earlier, outside the alias itself")));
+                        return Err(self.error(
+                            span,
+                            "alias to an anchor that is not complete here",
+                            Some("an alias may only refer to an anchor defined earlier, outside the alias itself"),
+                        ));
                     };
                     self.count(size, span)?;
                     self.push_value(node, 0, size)?;
                 }
-                Event::SequenceStart(anchor, tag) => self.open(span, anchor, tag.as_deref(), "seq", Body::Seq(Vec::new()))?,
+                Event::SequenceStart(anchor, tag) => {
+                    self.open(span, anchor, tag.as_deref(), "seq", Body::Seq(Vec::new()))?
+                }
                 Event::MappingStart(anchor, tag) => self.open(
                     span,
                     anchor,
                     tag.as_deref(),
                     "map",
-                    Body::Map { members: IndexMap::new(), key: None, merges: Vec::new() },
+                    Body::Map {
+                        members: IndexMap::new(),
+                        key: None,
+                        merges: Vec::new(),
+                    },
                 )?,
                 Event::SequenceEnd | Event::MappingEnd => self.close()?,
                 Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
             }
         }
-        Ok(self.root.unwrap_or_else(|| Node::new(Kind::Null, Origin::file(self.file))))
+        Ok(self
+            .root
+            .unwrap_or_else(|| Node::new(Kind::Null, Origin::file(self.file))))
     }
 
     fn origin(&self, span: Span) -> Origin {
@@ -170,11 +201,19 @@ impl Builder<'_> {
     }
 
     fn origin_of_marker(&self, line: usize, col: usize) -> Origin {
-        Origin { file: self.file.clone(), line: line.max(1) as u32, column: col as u32 + 1 }
+        Origin {
+            file: self.file.clone(),
+            line: line.max(1) as u32,
+            column: col as u32 + 1,
+        }
     }
 
     fn error(&self, span: Span, message: &str, hint: Option<&str>) -> YamlError {
-        YamlError { at: self.origin(span), message: message.to_owned(), hint: hint.map(str::to_owned) }
+        YamlError {
+            at: self.origin(span),
+            message: message.to_owned(),
+            hint: hint.map(str::to_owned),
+        }
     }
 
     fn count(&mut self, nodes: usize, span: Span) -> Result<(), YamlError> {
@@ -183,31 +222,60 @@ impl Builder<'_> {
             return Err(YamlError {
                 at: self.origin(span),
                 message: format!("document expands to more than {} values", self.limits.max_nodes),
-                hint: Some("aliases that copy large anchors multiply a document's size; write the values out or shrink them".into()),
+                hint: Some(
+                    "aliases that copy large anchors multiply a document's size; write the values out or shrink them"
+                        .into(),
+                ),
             });
         }
         Ok(())
     }
 
     fn expects_key(&self) -> bool {
-        matches!(self.stack.last(), Some(Frame { body: Body::Map { key: None, .. }, .. }))
+        matches!(
+            self.stack.last(),
+            Some(Frame {
+                body: Body::Map { key: None, .. },
+                ..
+            })
+        )
     }
 
-    fn open(&mut self, span: Span, anchor: usize, tag: Option<&Tag>, expected: &str, body: Body) -> Result<(), YamlError> {
+    fn open(
+        &mut self,
+        span: Span,
+        anchor: usize,
+        tag: Option<&Tag>,
+        expected: &str,
+        body: Body,
+    ) -> Result<(), YamlError> {
         if self.expects_key() {
             return Err(self.error(span, "a key must be a plain value, not a sequence or a map", None));
         }
         if let Some(tag) = tag {
             if !(tag.is_yaml_core_schema() && tag.suffix == expected) {
-                return Err(self.error(span, &format!("unsupported tag `{tag}`"), Some("plumb documents use plain YAML values without tags")));
+                return Err(self.error(
+                    span,
+                    &format!("unsupported tag `{tag}`"),
+                    Some("plumb documents use plain YAML values without tags"),
+                ));
             }
         }
         if self.stack.len() >= self.limits.max_depth {
-            return Err(self.error(span, &format!("nesting deeper than {} levels", self.limits.max_depth), None));
+            return Err(self.error(
+                span,
+                &format!("nesting deeper than {} levels", self.limits.max_depth),
+                None,
+            ));
         }
         self.count(1, span)?;
         let at = self.origin(span);
-        self.stack.push(Frame { at, anchor, size: 1, body });
+        self.stack.push(Frame {
+            at,
+            anchor,
+            size: 1,
+            body,
+        });
         Ok(())
     }
 
@@ -215,7 +283,9 @@ impl Builder<'_> {
         let frame = self.stack.pop().expect("the parser balances collection events");
         let kind = match frame.body {
             Body::Seq(items) => Kind::Seq(items),
-            Body::Map { mut members, merges, .. } => {
+            Body::Map {
+                mut members, merges, ..
+            } => {
                 for source in merges {
                     let maps = match source.kind {
                         Kind::Seq(items) => items,
@@ -223,7 +293,11 @@ impl Builder<'_> {
                     };
                     for map in maps {
                         let Kind::Map(entries) = map.kind else {
-                            return Err(YamlError { at: map.at, message: "a `<<` merge key must name a map or a list of maps".into(), hint: None });
+                            return Err(YamlError {
+                                at: map.at,
+                                message: "a `<<` merge key must name a map or a list of maps".into(),
+                                hint: None,
+                            });
                         };
                         for (key, member) in entries {
                             members.entry(key).or_insert(member);
@@ -238,7 +312,11 @@ impl Builder<'_> {
 
     fn push_key(&mut self, key: String, span: Span) {
         let at = self.origin(span);
-        if let Some(Frame { body: Body::Map { key: pending, .. }, .. }) = self.stack.last_mut() {
+        if let Some(Frame {
+            body: Body::Map { key: pending, .. },
+            ..
+        }) = self.stack.last_mut()
+        {
             *pending = Some((key, at));
         }
     }
@@ -263,8 +341,16 @@ impl Builder<'_> {
                 }
                 match members.entry(key) {
                     Entry::Occupied(first) => {
-                        let message = format!("duplicate key `{}` (first written at line {})", first.key(), first.get().key_at.line);
-                        return Err(YamlError { at: key_at, message, hint: Some("remove one of them".into()) });
+                        let message = format!(
+                            "duplicate key `{}` (first written at line {})",
+                            first.key(),
+                            first.get().key_at.line
+                        );
+                        return Err(YamlError {
+                            at: key_at,
+                            message,
+                            hint: Some("remove one of them".into()),
+                        });
                     }
                     Entry::Vacant(slot) => {
                         slot.insert(Member { key_at, value: node });
@@ -283,7 +369,10 @@ impl Builder<'_> {
                     let kind = resolve_plain(value);
                     let ok = matches!(
                         (tag.suffix.as_str(), &kind),
-                        ("null", Kind::Null) | ("bool", Kind::Bool(_)) | ("int", Kind::Int(_)) | ("float", Kind::Float(_) | Kind::Int(_))
+                        ("null", Kind::Null)
+                            | ("bool", Kind::Bool(_))
+                            | ("int", Kind::Int(_))
+                            | ("float", Kind::Float(_) | Kind::Int(_))
                     );
                     if !ok {
                         return Err(self.error(span, &format!("`{value}` is not a valid `{tag}`"), None));
@@ -299,11 +388,19 @@ impl Builder<'_> {
         };
         let Some(kind) = resolved else {
             let tag = tag.map(ToString::to_string).unwrap_or_default();
-            return Err(self.error(span, &format!("unsupported tag `{tag}`"), Some("plumb documents use plain YAML values without tags")));
+            return Err(self.error(
+                span,
+                &format!("unsupported tag `{tag}`"),
+                Some("plumb documents use plain YAML values without tags"),
+            ));
         };
         if let Kind::Float(f) = kind {
             if !f.is_finite() {
-                return Err(self.error(span, "infinite and NaN numbers are not supported", Some("quote the value to keep it as a string")));
+                return Err(self.error(
+                    span,
+                    "infinite and NaN numbers are not supported",
+                    Some("quote the value to keep it as a string"),
+                ));
             }
         }
         Ok(kind)
@@ -414,7 +511,10 @@ mod tests {
     #[test]
     fn alias_bombs_stop_at_the_node_limit() {
         let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
-        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"].windows(2).map(|w| (w[0], w[1])) {
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .windows(2)
+            .map(|w| (w[0], w[1]))
+        {
             text.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
         }
         let err = read(&text).unwrap_err();
@@ -434,14 +534,20 @@ mod tests {
     #[test]
     fn binary_and_non_utf8_files_are_refused_with_a_position() {
         let err = parse(&Arc::from("b.yaml"), b"a: 1\nb: \xff\xfe\n", Limits::default()).unwrap_err();
-        assert_eq!((err.at.line, err.at.column, err.message.as_str()), (2, 4, "file is not valid UTF-8"));
+        assert_eq!(
+            (err.at.line, err.at.column, err.message.as_str()),
+            (2, 4, "file is not valid UTF-8")
+        );
         let err = parse(&Arc::from("b.yaml"), b"a: \x00", Limits::default()).unwrap_err();
         assert!(err.message.contains("NUL byte"));
     }
 
     #[test]
     fn oversized_files_are_refused_before_parsing() {
-        let limits = Limits { max_bytes: 10, ..Limits::default() };
+        let limits = Limits {
+            max_bytes: 10,
+            ..Limits::default()
+        };
         let err = parse(&Arc::from("big.yaml"), b"a: 123456789012", limits).unwrap_err();
         assert!(err.message.contains("larger than the limit of 10 bytes"));
     }

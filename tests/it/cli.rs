@@ -15,14 +15,23 @@ fn the_example_repository_is_valid() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("production (2 services, local)"), "{}", run.stdout);
 
-    let json: Value = serde_json::from_str(&plumb(&["validate", "--repo", &example(), "--output", "json"]).stdout).unwrap();
+    let json: Value =
+        serde_json::from_str(&plumb(&["validate", "--repo", &example(), "--output", "json"]).stdout).unwrap();
     assert_eq!(json["valid"], true);
     assert_eq!(json["environments"].as_array().unwrap().len(), 3);
 }
 
 #[test]
 fn render_shows_production_overrides_with_secrets_masked() {
-    let run = plumb(&["render", "--env", "production", "--repo", &example(), "--output", "json"]);
+    let run = plumb(&[
+        "render",
+        "--env",
+        "production",
+        "--repo",
+        &example(),
+        "--output",
+        "json",
+    ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let desired: Value = serde_json::from_str(&run.stdout).unwrap();
     let backend = &desired["services"]["twikit-backend"];
@@ -30,12 +39,23 @@ fn render_shows_production_overrides_with_secrets_masked() {
     assert_eq!(backend["strategy"]["blueGreen"]["keepOldVersion"], "30m");
     assert_eq!(backend["config"]["values"]["env"], "production");
     assert_eq!(backend["config"]["values"]["database"]["pool"]["max"], 50);
-    assert_eq!(backend["config"]["values"]["database"]["port"], 5432, "base values stay");
+    assert_eq!(
+        backend["config"]["values"]["database"]["port"], 5432,
+        "base values stay"
+    );
     assert_eq!(backend["config"]["values"]["database"]["password"], "<encrypted:age>");
     assert_eq!(desired["sync"]["automatic"], false);
     assert!(!run.stdout.contains("ENC["), "no ciphertext in the output");
 
-    let text = plumb(&["render", "--env", "production", "--repo", &example(), "--service", "twikit-worker"]);
+    let text = plumb(&[
+        "render",
+        "--env",
+        "production",
+        "--repo",
+        &example(),
+        "--service",
+        "twikit-worker",
+    ]);
     assert_eq!(text.code, 0, "{}", text.stderr);
     assert!(text.stdout.contains("replicas: 3\n"), "{}", text.stdout);
 }
@@ -63,7 +83,12 @@ fn revisions_are_read_from_the_object_database_not_the_work_tree() {
     let run = plumb(&["validate", "--repo", dir, "--rev", &bad[..12], "--env", "production"]);
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("environments/production.yaml:"), "{}", run.stdout);
-    assert!(run.stdout.contains("$.replicas: expected an integer, found the string \"many\""), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("$.replicas: expected an integer, found the string \"many\""),
+        "{}",
+        run.stdout
+    );
     let run = plumb(&["validate", "--repo", dir]);
     assert_eq!(run.code, 1, "the work tree has no services now");
 }
@@ -74,9 +99,19 @@ fn errors_that_are_not_findings_exit_2() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("/nonexistent/plumb-repo"), "{}", run.stderr);
     let repo = TestRepo::example();
-    let run = plumb(&["validate", "--repo", repo.path().to_str().unwrap(), "--rev", "no-such-branch"]);
+    let run = plumb(&[
+        "validate",
+        "--repo",
+        repo.path().to_str().unwrap(),
+        "--rev",
+        "no-such-branch",
+    ]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("revision `no-such-branch` does not name a commit"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("revision `no-such-branch` does not name a commit"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -17,7 +17,12 @@ fn every_merge_rule_matches_its_golden_case() {
     for case in cases {
         let read = |name: &str| {
             let path = case.join(name);
-            parse(&Arc::from(path.to_string_lossy().as_ref()), &std::fs::read(&path).unwrap(), Limits::default()).unwrap()
+            parse(
+                &Arc::from(path.to_string_lossy().as_ref()),
+                &std::fs::read(&path).unwrap(),
+                Limits::default(),
+            )
+            .unwrap()
         };
         let mut errors = Vec::new();
         let merged = merge(&read("base.yaml"), &read("overlay.yaml"), "", &mut errors);
@@ -32,8 +37,14 @@ fn merged_values_keep_the_line_that_wrote_them() {
     let overlay = parse(&Arc::from("overlay.yaml"), b"a:\n  c: 3\n", Limits::default()).unwrap();
     let merged = merge(&base, &overlay, "", &mut Vec::new());
     let a = merged.get("a").unwrap();
-    assert_eq!((&*a.get("b").unwrap().at.file, a.get("b").unwrap().at.line), ("base.yaml", 2));
-    assert_eq!((&*a.get("c").unwrap().at.file, a.get("c").unwrap().at.line), ("overlay.yaml", 2));
+    assert_eq!(
+        (&*a.get("b").unwrap().at.file, a.get("b").unwrap().at.line),
+        ("base.yaml", 2)
+    );
+    assert_eq!(
+        (&*a.get("c").unwrap().at.file, a.get("c").unwrap().at.line),
+        ("overlay.yaml", 2)
+    );
 }
 
 #[test]
@@ -51,13 +62,31 @@ fn a_pull_request_diff_calls_out_images_strategies_and_config_keys() {
     repo.edit("services/twikit-backend.yaml", "backend:1.4.2", "backend:1.5.0")
         .edit("environments/staging.yaml", "level: info", "level: debug")
         .edit("environments/staging.yaml", "pause: 5m", "pause: 10m")
-        .edit("environments/production.yaml", "blueGreen:\n        warmup: 1m\n        switchover: 30s\n        keepOldVersion: 30m", "canary:\n        steps: [{weight: 5, pause: 10m}, {weight: 50, pause: 10m}]")
-        .edit("environments/production.yaml", "pool: {min: 10, max: 50}", "pool: {min: 10, max: 80}")
-        .edit("environments/production.yaml", "ENC[age,YWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSBwcm9kdWN0aW9u]", "ENC[age,cm90YXRlZCBwcm9kdWN0aW9uIHBhc3N3b3Jk]")
-        .edit("environments/development.yaml", "twikit-worker:\n    strategy:", "twikit-worker:\n    replicas: 2\n    strategy:");
+        .edit(
+            "environments/production.yaml",
+            "blueGreen:\n        warmup: 1m\n        switchover: 30s\n        keepOldVersion: 30m",
+            "canary:\n        steps: [{weight: 5, pause: 10m}, {weight: 50, pause: 10m}]",
+        )
+        .edit(
+            "environments/production.yaml",
+            "pool: {min: 10, max: 50}",
+            "pool: {min: 10, max: 80}",
+        )
+        .edit(
+            "environments/production.yaml",
+            "ENC[age,YWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSBwcm9kdWN0aW9u]",
+            "ENC[age,cm90YXRlZCBwcm9kdWN0aW9uIHBhc3N3b3Jk]",
+        )
+        .edit(
+            "environments/development.yaml",
+            "twikit-worker:\n    strategy:",
+            "twikit-worker:\n    replicas: 2\n    strategy:",
+        );
     repo.commit("Release 1.5.0");
     let dir = repo.path().to_str().unwrap();
-    let run = plumb(&["diff", "--repo", dir, "--from", "HEAD~1", "--to", "HEAD", "--output", "markdown"]);
+    let run = plumb(&[
+        "diff", "--repo", dir, "--from", "HEAD~1", "--to", "HEAD", "--output", "markdown",
+    ]);
     assert_eq!(run.code, 1, "a change exits 1: {}", run.stderr);
     assert!(!run.stdout.contains("cm90YXRl"), "ciphertexts are never printed");
     golden(&project().join("tests/fixtures/diff.expected.md"), &run.stdout);

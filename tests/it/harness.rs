@@ -22,7 +22,11 @@ impl TestRepo {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let repo = Repository::init(dir.path()).expect("git init");
-        TestRepo { dir, repo, clock: 1_700_000_000 }
+        TestRepo {
+            dir,
+            repo,
+            clock: 1_700_000_000,
+        }
     }
 
     /// A repository whose first commit holds a copy of `example-repo/`.
@@ -65,7 +69,10 @@ impl TestRepo {
         let who = Signature::new("Test Engineer", "engineer@example.com", &Time::new(self.clock, 0)).unwrap();
         let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
         let parents: Vec<&git2::Commit> = parent.iter().collect();
-        self.repo.commit(Some("HEAD"), &who, &who, message, &tree, &parents).unwrap().to_string()
+        self.repo
+            .commit(Some("HEAD"), &who, &who, message, &tree, &parents)
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -110,5 +117,10 @@ pub fn golden(path: &Path, actual: &str) {
         return;
     }
     let expected = std::fs::read_to_string(path).unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
-    assert_eq!(actual, expected, "output differs from {} (PLUMB_BLESS=1 rewrites it)", path.display());
+    assert_eq!(
+        actual,
+        expected,
+        "output differs from {} (PLUMB_BLESS=1 rewrites it)",
+        path.display()
+    );
 }

@@ -6,8 +6,12 @@ use crate::harness::{TestRepo, plumb};
 #[test]
 fn hostile_files_are_refused_with_positions_and_never_hang() {
     let repo = TestRepo::example();
-    let mut bomb = String::from("apiVersion: plumb/v1\nkind: Service\nname: bomb\na: &a [x, x, x, x, x, x, x, x, x, x]\n");
-    for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h", "i"].windows(2).map(|w| (w[0], w[1])) {
+    let mut bomb =
+        String::from("apiVersion: plumb/v1\nkind: Service\nname: bomb\na: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+    {
         bomb.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
     }
     repo.write("services/bomb.yaml", &bomb);
@@ -16,7 +20,10 @@ fn hostile_files_are_refused_with_positions_and_never_hang() {
     repo.write("services/huge.yaml", &format!("a: \"{}\"\n", "x".repeat(2 << 20)));
     std::fs::write(repo.path().join("services/binary.yaml"), b"\x7fELF\x02\x01\x01\x00\x00").unwrap();
     std::fs::write(repo.path().join("services/latin1.yaml"), b"name: caf\xe9\n").unwrap();
-    repo.write("services/dup.yaml", "apiVersion: plumb/v1\nkind: Service\nname: dup\nname: dup\n");
+    repo.write(
+        "services/dup.yaml",
+        "apiVersion: plumb/v1\nkind: Service\nname: dup\nname: dup\n",
+    );
 
     let run = plumb(&["validate", "--repo", repo.path().to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
@@ -30,7 +37,11 @@ fn hostile_files_are_refused_with_positions_and_never_hang() {
         "services/latin1.yaml:1:10: file is not valid UTF-8",
         "services/dup.yaml:4:1: duplicate key `name` (first written at line 3)",
     ] {
-        assert!(run.stdout.contains(expected), "missing {expected:?} in:\n{}", &run.stdout[..run.stdout.len().min(4000)]);
+        assert!(
+            run.stdout.contains(expected),
+            "missing {expected:?} in:\n{}",
+            &run.stdout[..run.stdout.len().min(4000)]
+        );
     }
     for line in run.stdout.lines() {
         assert!(line.chars().count() < 300, "a printed line is cut to a readable length");
@@ -44,5 +55,9 @@ fn symbolic_links_are_not_followed() {
     std::os::unix::fs::symlink("/etc/passwd", repo.path().join("services/passwd.yaml")).unwrap();
     let run = plumb(&["validate", "--repo", repo.path().to_str().unwrap()]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("`services/passwd.yaml` is a symbolic link"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("`services/passwd.yaml` is a symbolic link"),
+        "{}",
+        run.stderr
+    );
 }

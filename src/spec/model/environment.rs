@@ -172,7 +172,11 @@ pub struct SyncPolicy {
 
 impl Default for SyncPolicy {
     fn default() -> Self {
-        SyncPolicy { automatic: true, self_heal: true, prune: false }
+        SyncPolicy {
+            automatic: true,
+            self_heal: true,
+            prune: false,
+        }
     }
 }
 

@@ -31,9 +31,18 @@ pub struct Union {
 
 /// Every union of the format.
 pub const UNIONS: &[Union] = &[
-    Union { field: "strategy", members: &["recreate", "rolling", "blueGreen", "canary"] },
-    Union { field: "healthChecks[]", members: &["http", "tcp", "exec"] },
-    Union { field: "target", members: &["local", "compose", "kubernetes"] },
+    Union {
+        field: "strategy",
+        members: &["recreate", "rolling", "blueGreen", "canary"],
+    },
+    Union {
+        field: "healthChecks[]",
+        members: &["http", "tcp", "exec"],
+    },
+    Union {
+        field: "target",
+        members: &["local", "compose", "kubernetes"],
+    },
 ];
 
 /// The format version every document declares.

@@ -21,13 +21,16 @@ impl Name {
     /// Checks `s` and wraps it.
     pub fn parse(s: &str) -> Result<Name, String> {
         let ok = (1..=63).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-');
         if ok {
             Ok(Name(s.to_owned()))
         } else {
-            Err(format!("`{s}` is not a valid name: use lowercase letters, digits and `-`, at most 63 characters"))
+            Err(format!(
+                "`{s}` is not a valid name: use lowercase letters, digits and `-`, at most 63 characters"
+            ))
         }
     }
 
@@ -104,7 +107,10 @@ impl Duration {
                 _ => return Err(bad()),
             };
             rest = &rest[unit..];
-            total = number.checked_mul(millis).and_then(|n| total.checked_add(n)).ok_or_else(bad)?;
+            total = number
+                .checked_mul(millis)
+                .and_then(|n| total.checked_add(n))
+                .ok_or_else(bad)?;
         }
         Ok(Duration(std::time::Duration::from_millis(total)))
     }
@@ -116,7 +122,13 @@ impl fmt::Display for Duration {
         if ms == 0 {
             return f.write_str("0s");
         }
-        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+            ("ms", 1),
+        ] {
             if ms >= size {
                 write!(f, "{}{unit}", ms / size)?;
                 ms %= size;
@@ -165,7 +177,9 @@ impl<'de> Deserialize<'de> for Text {
             serde_json::Value::String(s) => Ok(Text(s)),
             serde_json::Value::Number(n) => Ok(Text(n.to_string())),
             serde_json::Value::Bool(b) => Ok(Text(b.to_string())),
-            other => Err(serde::de::Error::custom(format!("expected a string, number or boolean, found {other}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a string, number or boolean, found {other}"
+            ))),
         }
     }
 }
