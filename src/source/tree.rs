@@ -3,6 +3,7 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use git2::{ObjectType, Oid, Repository};
 
@@ -56,7 +57,7 @@ pub enum SourceError {
 
 /// The files of a repository at one revision. Paths are `/`-separated and relative to the
 /// repository root (or the config folder inside it).
-pub trait Tree {
+pub trait Tree: Sync {
     /// The regular files directly inside `dir`, by name, sorted; empty when `dir` is absent.
     fn list(&self, dir: &str) -> Result<Vec<String>, SourceError>;
     /// At most `limit + 1` bytes of `path` (enough for the reader to tell it is too large), or
@@ -148,7 +149,8 @@ impl Tree for WorkTree {
 
 /// A commit's tree, read from the object database without a checkout.
 pub struct GitTree {
-    repo: Repository,
+    /// Behind a lock: libgit2 handles may move between threads but not be shared.
+    repo: Mutex<Repository>,
     commit: Oid,
     tree: Oid,
     /// The folder inside the repository the config lives in (`""` for the root).
@@ -188,7 +190,7 @@ impl GitTree {
             None => String::new(),
         };
         Ok(GitTree {
-            repo,
+            repo: Mutex::new(repo),
             commit,
             tree,
             prefix,
@@ -213,7 +215,8 @@ impl GitTree {
 
     /// The tree entry at `path`, or `None` when absent.
     fn entry(&self, path: &str) -> Result<Option<(ObjectType, i32, Oid)>, SourceError> {
-        let tree = self.repo.find_tree(self.tree).map_err(|e| self.object_error(path, e))?;
+        let repo = self.repo.lock().expect("the lock is never poisoned");
+        let tree = repo.find_tree(self.tree).map_err(|e| self.object_error(path, e))?;
         let full = self.full(path);
         if full.is_empty() {
             return Ok(Some((ObjectType::Tree, 0o040000, self.tree)));
@@ -233,7 +236,8 @@ impl Tree for GitTree {
         let Some((ObjectType::Tree, _, id)) = self.entry(dir)? else {
             return Ok(Vec::new());
         };
-        let tree = self.repo.find_tree(id).map_err(|e| self.object_error(dir, e))?;
+        let repo = self.repo.lock().expect("the lock is never poisoned");
+        let tree = repo.find_tree(id).map_err(|e| self.object_error(dir, e))?;
         let mut names = Vec::new();
         for entry in tree.iter() {
             let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
@@ -252,7 +256,8 @@ impl Tree for GitTree {
         match self.entry(path)? {
             Some((_, SYMLINK_MODE, _)) => Err(SourceError::Symlink(path.to_owned())),
             Some((ObjectType::Blob, _, id)) => {
-                let blob = self.repo.find_blob(id).map_err(|e| self.object_error(path, e))?;
+                let repo = self.repo.lock().expect("the lock is never poisoned");
+                let blob = repo.find_blob(id).map_err(|e| self.object_error(path, e))?;
                 let content = blob.content();
                 Ok(Some(content[..content.len().min(limit + 1)].to_vec()))
             }

@@ -104,7 +104,7 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderErr
     let limits = Limits::default();
     let loaded = Loaded::read(tree, limits)?;
     let mut diagnostics = loaded.diagnostics.clone();
-    let mut schemas = AppSchemas::default();
+    let schemas = AppSchemas::default();
     let mut environments = IndexMap::new();
     if let Some(only) = only {
         if !loaded.environments.iter().any(|(name, _)| name == only) {
@@ -119,12 +119,31 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderErr
             });
         }
     }
-    for (name, node) in &loaded.environments {
-        if only.is_some_and(|o| o != name) {
-            continue;
-        }
-        let mut found = Vec::new();
-        let desired = render_environment(&loaded, name, node, tree, limits, &mut schemas, &mut found)?;
+    // Environments render on their own threads: they share only read-only documents and the
+    // cache of compiled application schemas.
+    let selected: Vec<&(String, Node)> = loaded
+        .environments
+        .iter()
+        .filter(|(name, _)| only.is_none_or(|o| o == name))
+        .collect();
+    let results: Vec<Result<(Option<Desired>, Vec<Diagnostic>), SourceError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = selected
+            .iter()
+            .map(|(name, node)| {
+                let (loaded, schemas) = (&loaded, &schemas);
+                scope.spawn(move || {
+                    let mut found = Vec::new();
+                    render_environment(loaded, name, node, tree, limits, schemas, &mut found).map(|d| (d, found))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rendering does not panic"))
+            .collect()
+    });
+    for ((name, _), result) in selected.into_iter().zip(results) {
+        let (desired, found) = result?;
         if let Some(desired) = desired.filter(|_| found.is_empty()) {
             environments.insert(name.clone(), desired);
         }
@@ -146,7 +165,7 @@ fn render_environment(
     node: &Node,
     tree: &dyn Tree,
     limits: Limits,
-    schemas: &mut AppSchemas,
+    schemas: &AppSchemas,
     out: &mut Vec<Diagnostic>,
 ) -> Result<Option<Desired>, SourceError> {
     let json = node.to_json();
@@ -267,7 +286,19 @@ fn typed<T: serde::de::DeserializeOwned>(node: &Node, json: &Value) -> Result<T,
 
 /// Application schemas, read and compiled once per path.
 #[derive(Default)]
-struct AppSchemas(HashMap<String, Result<Arc<Schema>, String>>);
+struct AppSchemas(std::sync::Mutex<HashMap<String, Result<Arc<Schema>, String>>>);
+
+impl AppSchemas {
+    /// The compiled schema at `path`, reading it on first use.
+    fn get(&self, tree: &dyn Tree, path: &str, limits: Limits) -> Result<Result<Arc<Schema>, String>, SourceError> {
+        let mut cache = self.0.lock().expect("the lock is never poisoned");
+        if !cache.contains_key(path) {
+            let compiled = load_app_schema(tree, path, limits)?;
+            cache.insert(path.to_owned(), compiled);
+        }
+        Ok(cache[path].clone())
+    }
+}
 
 /// Checks a service's configuration values against the application's schema. Works on the
 /// merged tree, so the values are checked even when another part of the service is invalid.
@@ -275,7 +306,7 @@ fn check_app_config(
     merged: &Node,
     tree: &dyn Tree,
     limits: Limits,
-    schemas: &mut AppSchemas,
+    schemas: &AppSchemas,
     out: &mut Vec<Diagnostic>,
 ) -> Result<(), SourceError> {
     let Some(config) = merged.get("config") else {
@@ -287,11 +318,7 @@ fn check_app_config(
     let Some(path) = schema_node.as_str() else {
         return Ok(());
     };
-    if !schemas.0.contains_key(path) {
-        let compiled = load_app_schema(tree, path, limits)?;
-        schemas.0.insert(path.to_owned(), compiled);
-    }
-    match &schemas.0[path] {
+    match &schemas.get(tree, path, limits)? {
         Err(message) => out
             .push(Diagnostic::new(&schema_node.at, message.clone()).path(&Path::default().key("config").key("schema"))),
         Ok(schema) => {

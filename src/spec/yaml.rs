@@ -26,9 +26,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_bytes: 1 << 20,
+            max_bytes: 8 << 20,
             max_depth: 64,
-            max_nodes: 100_000,
+            max_nodes: 500_000,
         }
     }
 }
