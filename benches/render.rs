@@ -3,7 +3,8 @@
 //! equivalent base + overlays tree (one Deployment per service, one strategic-merge patch per
 //! service and environment). Prints wall times, peak memory and the ratio.
 //!
-//! Run: `cargo bench --bench render` (set `PLUMB_BENCH_SIZES=1000` to skip the large size).
+//! Run: `cargo bench --bench render` (`PLUMB_BENCH_SIZES=1000` for one size,
+//! `PLUMB_BENCH_NO_PEER=1` to skip kustomize, which takes minutes per environment at 10,000).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -19,10 +20,11 @@ fn main() {
     let sizes: Vec<usize> = std::env::var("PLUMB_BENCH_SIZES")
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|_| vec![1_000, 10_000]);
-    let kustomize = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let kustomize = std::env::var_os("PLUMB_BENCH_NO_PEER").is_none()
+        && Command::new("kubectl")
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|o| o.status.success());
     println!(
         "size      | in-process median | plumb validate (process) | peak RSS  | kubectl kustomize ×3 | peak RSS  | ratio"
     );
@@ -76,7 +78,7 @@ fn main() {
                 format!("{} MiB", r / 1024),
                 format!("{:.1}×", t.as_secs_f64() / plumb_time.as_secs_f64()),
             ),
-            None => ("kubectl absent".into(), "-".into(), "-".into()),
+            None => ("not run".into(), "-".into(), "-".into()),
         };
         println!(
             "{n:>5} × 3 | {:>16.2?} | {:>24.2?} | {:>5} MiB | {peer_time:>20} | {peer_rss:>9} | {ratio}",
