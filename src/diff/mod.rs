@@ -247,8 +247,8 @@ fn compare(path: &str, before: Option<&Value>, after: Option<&Value>, out: &mut 
 }
 
 fn join(path: &str, key: &str) -> String {
-    let parent = path.rsplit('.').next().unwrap_or_default();
-    if NAMED_LISTS.contains(&parent) && !path.contains('.') {
+    // Named lists sit at the top of a service and were keyed by name (see `keyed`).
+    if NAMED_LISTS.contains(&path) {
         format!("{path}[{key}]")
     } else if path.is_empty() {
         key.to_owned()

@@ -213,7 +213,7 @@ fn render_environment(
         let merged_json = merged.to_json();
         let before = out.len();
         BUILTIN.service.check(&merged, &merged_json, out);
-        check_app_config(&merged, tree, limits, schemas, out)?;
+        check_app_config(&merged, &merged_json, tree, limits, schemas, out)?;
         let typed = if out.len() == before {
             typed::<Service>(&merged, &merged_json).map_err(|d| out.push(d)).ok()
         } else {
@@ -304,6 +304,7 @@ impl AppSchemas {
 /// merged tree, so the values are checked even when another part of the service is invalid.
 fn check_app_config(
     merged: &Node,
+    merged_json: &Value,
     tree: &dyn Tree,
     limits: Limits,
     schemas: &AppSchemas,
@@ -323,12 +324,12 @@ fn check_app_config(
             .push(Diagnostic::new(&schema_node.at, message.clone()).path(&Path::default().key("config").key("schema"))),
         Ok(schema) => {
             let values_path = Path::default().key("config").key("values");
-            let values_node = config
-                .get("values")
-                .cloned()
-                .unwrap_or_else(|| Node::new(Kind::Map(IndexMap::new()), config.at.clone()));
+            let empty = Node::new(Kind::Map(IndexMap::new()), config.at.clone());
+            let values_node = config.get("values").unwrap_or(&empty);
+            let no_values = Value::Object(serde_json::Map::new());
+            let values = merged_json.pointer("/config/values").unwrap_or(&no_values);
             let before = out.len();
-            schema.check(&values_node, &values_node.to_json(), out);
+            schema.check(values_node, values, out);
             for d in &mut out[before..] {
                 let inner = d.path.take().unwrap_or_default();
                 d.path = Some(format!("{values_path}{}", inner.trim_start_matches('$')));
