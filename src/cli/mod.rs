@@ -5,6 +5,7 @@
 mod diff;
 mod emit;
 mod report;
+mod verify;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -89,6 +90,33 @@ enum Command {
         /// Only this environment.
         #[arg(long)]
         env: Option<String>,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Authenticate commits against the repository's signing policy (`openpgp-policy.toml`).
+    #[command(
+        after_help = "Every commit from the trust root (exclusive) to the revision must be signed by someone
+its parent's policy authorizes. Exit 0 when authenticated, 1 when refused.
+
+Examples:
+  plumb verify --repo . --trust-root v1.0.0 --rev HEAD
+  plumb verify --repo . --trust-root origin/main --rev HEAD --output json
+  plumb verify --repo . --policy-file initial-policy.toml"
+    )]
+    Verify {
+        /// The repository.
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// The commit trusted without checking (a revision), where authentication starts.
+        #[arg(long, conflicts_with = "policy_file", required_unless_present = "policy_file")]
+        trust_root: Option<String>,
+        /// Instead of a trust root commit: a policy that judges the repository's first commits.
+        #[arg(long)]
+        policy_file: Option<PathBuf>,
+        /// The revision to authenticate.
+        #[arg(long, default_value = "HEAD")]
+        rev: String,
         /// How to print the result.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         output: Format,
@@ -202,6 +230,20 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             )?;
             diff::print(&mut out, &before, &after, (&from, &to), output)
         }
+        Command::Verify {
+            repo,
+            trust_root,
+            policy_file,
+            rev,
+            output,
+        } => verify::run(
+            &mut out,
+            &repo,
+            trust_root.as_deref(),
+            policy_file.as_deref(),
+            &rev,
+            output,
+        ),
         Command::Schemas { out: dir } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             for (name, schema) in spec::schema::generate() {

@@ -1,7 +1,13 @@
-//! Where repository content comes from: a working directory, or a commit read straight from a
-//! git object database (no checkout). Fetching remotes arrives with the git source; this module
-//! never interprets what it reads.
+//! Where repository content comes from: a working directory, a commit of a local repository, or
+//! a bare cache of a remote brought up to date by fetching only the tracked refs. Trees are read
+//! straight from the object database (no checkout). This module never interprets what it reads.
 
+mod cache;
+mod known_hosts;
+mod remote;
 mod tree;
 
+pub use cache::{Cache, Fetched, TrackedRef};
+pub use known_hosts::{HostKey, check as check_host_key};
+pub use remote::{Auth, Remote, Timeouts};
 pub use tree::{GitTree, SourceError, Tree, WorkTree, open};

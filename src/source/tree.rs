@@ -50,6 +50,31 @@ pub enum SourceError {
         #[source]
         source: git2::Error,
     },
+    /// A fetch failed: the network, the remote, or credentials.
+    #[error("cannot fetch from {url}")]
+    Fetch {
+        /// The remote, without credentials.
+        url: String,
+        /// The cause.
+        #[source]
+        source: git2::Error,
+    },
+    /// A fetch took longer than its deadline and was cancelled.
+    #[error("fetching from {url} took longer than {after:?} and was cancelled")]
+    Timeout {
+        /// The remote, without credentials.
+        url: String,
+        /// The deadline.
+        after: std::time::Duration,
+    },
+    /// A tracked ref does not exist on the remote.
+    #[error("{url} has no ref `{reference}`")]
+    MissingRef {
+        /// The ref.
+        reference: String,
+        /// The remote, without credentials.
+        url: String,
+    },
     /// A symbolic link, which plumb does not follow: it could point outside the repository.
     #[error("`{0}` is a symbolic link; plumb reads only regular files from a config repository")]
     Symlink(String),
@@ -194,6 +219,24 @@ impl GitTree {
             commit,
             tree,
             prefix,
+        })
+    }
+
+    /// The tree of `commit` in `repo`, with paths relative to `folder` (`""` for the root).
+    pub fn at(repo: Repository, commit: Oid, folder: &str) -> Result<GitTree, SourceError> {
+        let tree = repo
+            .find_commit(commit)
+            .map(|c| c.tree_id())
+            .map_err(|source| SourceError::Object {
+                path: folder.to_owned(),
+                commit,
+                source,
+            })?;
+        Ok(GitTree {
+            repo: Mutex::new(repo),
+            commit,
+            tree,
+            prefix: folder.trim_matches('/').to_owned(),
         })
     }
 

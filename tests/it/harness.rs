@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use git2::{Repository, Signature, Time};
+use sequoia_openpgp::types::HashAlgorithm;
+
+use crate::keys::TestKey;
 
 /// The repository root of this project.
 pub fn project() -> PathBuf {
@@ -60,6 +63,40 @@ impl TestRepo {
 
     /// Commits every file of the work tree and returns the commit id.
     pub fn commit(&mut self, message: &str) -> String {
+        self.commit_with(message, |_, _| None)
+    }
+
+    /// Commits every file of the work tree, signed by `key` at the commit's time.
+    pub fn commit_signed(&mut self, message: &str, key: &TestKey) -> String {
+        self.commit_with(message, |data, time| Some(key.sign(data, time, HashAlgorithm::SHA512)))
+    }
+
+    /// The time the next commit will carry.
+    pub fn next_time(&self) -> i64 {
+        self.clock + 60
+    }
+
+    /// Commits every file of the work tree on the current branch; `sign` gets the commit's
+    /// payload and time and returns the armored signature to attach, if any.
+    pub fn commit_with(&mut self, message: &str, sign: impl FnOnce(&[u8], i64) -> Option<String>) -> String {
+        let parents: Vec<String> = self.head().into_iter().collect();
+        self.commit_on(message, &parents, sign)
+    }
+
+    /// The commit the current branch points to.
+    pub fn head(&self) -> Option<String> {
+        let commit = self.repo.head().ok()?.peel_to_commit().ok()?;
+        Some(commit.id().to_string())
+    }
+
+    /// Commits every file of the work tree with the given parents and moves the current branch
+    /// to it (a merge with two parents; a rewrite with an older parent).
+    pub fn commit_on(
+        &mut self,
+        message: &str,
+        parents: &[String],
+        sign: impl FnOnce(&[u8], i64) -> Option<String>,
+    ) -> String {
         let mut index = self.repo.index().unwrap();
         index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
         index.update_all(["*"], None).unwrap();
@@ -67,12 +104,41 @@ impl TestRepo {
         let tree = self.repo.find_tree(index.write_tree().unwrap()).unwrap();
         self.clock += 60;
         let who = Signature::new("Test Engineer", "engineer@example.com", &Time::new(self.clock, 0)).unwrap();
-        let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        let parents: Vec<git2::Commit> = parents
+            .iter()
+            .map(|p| self.repo.find_commit(git2::Oid::from_str(p).unwrap()).unwrap())
+            .collect();
+        let parents: Vec<&git2::Commit> = parents.iter().collect();
+        let buffer = self
+            .repo
+            .commit_create_buffer(&who, &who, message, &tree, &parents)
+            .unwrap();
+        let payload = buffer.as_str().unwrap().to_owned();
+        let id = match sign(payload.as_bytes(), self.clock) {
+            Some(signature) => self.repo.commit_signed(&payload, &signature, None).unwrap(),
+            None => self
+                .repo
+                .odb()
+                .unwrap()
+                .write(git2::ObjectType::Commit, payload.as_bytes())
+                .unwrap(),
+        };
+        self.set_branch(&id.to_string());
+        id.to_string()
+    }
+
+    /// Moves the current branch to `commit` (a force-push, a reset).
+    pub fn set_branch(&self, commit: &str) {
+        let head = self.repo.find_reference("HEAD").unwrap();
+        let branch = head.symbolic_target().unwrap().expect("HEAD names a branch").to_owned();
         self.repo
-            .commit(Some("HEAD"), &who, &who, message, &tree, &parents)
-            .unwrap()
-            .to_string()
+            .reference(&branch, git2::Oid::from_str(commit).unwrap(), true, "test")
+            .unwrap();
+    }
+
+    /// The underlying repository.
+    pub fn git(&self) -> &Repository {
+        &self.repo
     }
 }
 

@@ -5,4 +5,6 @@ mod cli;
 mod golden;
 mod harness;
 mod hostile;
+mod keys;
 mod schemas;
+mod trust;

@@ -1,0 +1,50 @@
+//! Values that must never reach a log line, an error message or a `Debug` dump: tokens, webhook
+//! secrets, passphrases. The only way to the clear text is [`Secret::expose`], so every use is
+//! easy to find.
+
+use std::fmt;
+
+/// A string kept out of every `Debug` and `Display` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The clear text, for the one call that needs it (an HMAC key, a credential).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the value is empty (an unset environment variable, say).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Secret;
+
+    #[test]
+    fn never_printed() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?} {secret}"), "Secret(<redacted>) <redacted>");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+}

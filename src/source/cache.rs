@@ -1,0 +1,219 @@
+//! A bare clone of one remote, kept in the agent's state directory and brought up to date by
+//! fetching only the tracked refs. Trees are read from it straight out of the object database.
+//! A cache that is deleted or corrupted is rebuilt from the remote: it holds nothing that cannot
+//! be fetched again.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use git2::{AutotagOption, ErrorClass, FetchOptions, Oid, Repository};
+
+use super::remote::{self, Remote};
+use super::{GitTree, SourceError};
+
+/// A ref followed on the remote: a branch (`main`, `refs/heads/main`) or a tag (`refs/tags/v1`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackedRef(String);
+
+impl TrackedRef {
+    /// A branch name or a full ref name.
+    pub fn new(name: &str) -> Self {
+        if name.starts_with("refs/") {
+            TrackedRef(name.to_owned())
+        } else {
+            TrackedRef(format!("refs/heads/{name}"))
+        }
+    }
+
+    /// The full ref name, as on the remote and in the cache.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TrackedRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What one fetch brought.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// Each tracked ref: the commit it pointed to before the fetch (if any) and after.
+    pub heads: Vec<(TrackedRef, Option<Oid>, Oid)>,
+    /// Objects received (0 when nothing was new).
+    pub objects: usize,
+    /// Bytes received.
+    pub bytes: usize,
+    /// Whether the cache had to be rebuilt first.
+    pub rebuilt: bool,
+}
+
+/// A bare clone of a remote.
+pub struct Cache {
+    dir: PathBuf,
+    remote: Remote,
+    repo: Repository,
+}
+
+/// libgit2's network timeouts are process-wide; set them under one lock.
+static NETWORK_OPTIONS: Mutex<()> = Mutex::new(());
+
+impl Cache {
+    /// Opens the cache in `dir`, creating (or re-creating, when unreadable) an empty bare
+    /// repository there. Nothing is fetched yet.
+    pub fn open(dir: &Path, remote: Remote) -> Result<Cache, SourceError> {
+        let repo = match Repository::open_bare(dir) {
+            Ok(repo) => repo,
+            Err(_) => rebuild(dir)?,
+        };
+        Ok(Cache {
+            dir: dir.to_owned(),
+            remote,
+            repo,
+        })
+    }
+
+    /// The remote this cache follows.
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    /// Fetches `refs` from the remote, force-updating the cache's copies: whether a move is a
+    /// fast-forward is for the caller (trust) to judge, with the old value in hand.
+    pub fn fetch(&mut self, refs: &[TrackedRef]) -> Result<Fetched, SourceError> {
+        let mut rebuilt = false;
+        if !self.dir.join("HEAD").is_file() {
+            self.repo = rebuild(&self.dir)?;
+            rebuilt = true;
+        }
+        let before: Vec<Option<Oid>> = refs.iter().map(|r| self.head(r)).collect();
+        let (objects, bytes) = match self.fetch_once(refs) {
+            Ok(stats) => stats,
+            Err(SourceError::Fetch { source, .. }) if !rebuilt && is_local_damage(&source) => {
+                tracing::warn!(dir = %self.dir.display(), error = %source, "Rebuilding a damaged repository cache.");
+                self.repo = rebuild(&self.dir)?;
+                rebuilt = true;
+                self.fetch_once(refs)?
+            }
+            Err(e) => return Err(e),
+        };
+        let mut heads = Vec::with_capacity(refs.len());
+        for (tracked, before) in refs.iter().zip(before) {
+            let after = self.head(tracked).ok_or_else(|| SourceError::MissingRef {
+                reference: tracked.name().to_owned(),
+                url: self.remote.display_url(),
+            })?;
+            heads.push((tracked.clone(), if rebuilt { None } else { before }, after));
+        }
+        Ok(Fetched {
+            heads,
+            objects,
+            bytes,
+            rebuilt,
+        })
+    }
+
+    fn fetch_once(&mut self, refs: &[TrackedRef]) -> Result<(usize, usize), SourceError> {
+        let timeouts = self.remote.timeouts;
+        {
+            let _guard = NETWORK_OPTIONS.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: libgit2 reads these process-wide integers when it opens a connection;
+            // writes are serialised by the lock above.
+            unsafe {
+                git2::opts::set_server_connect_timeout_in_milliseconds(millis(timeouts.connect))
+                    .and_then(|_| git2::opts::set_server_timeout_in_milliseconds(millis(timeouts.idle)))
+                    .map_err(|source| self.fetch_error(source))?;
+            }
+        }
+        let timed_out = Cell::new(false);
+        let deadline = Instant::now() + timeouts.total;
+        let mut options = FetchOptions::new();
+        options
+            .remote_callbacks(remote::callbacks(&self.remote, deadline, &timed_out))
+            .download_tags(AutotagOption::None);
+        let refspecs: Vec<String> = refs.iter().map(|r| format!("+{0}:{0}", r.name())).collect();
+        let mut anonymous = self
+            .repo
+            .remote_anonymous(&self.remote.url)
+            .map_err(|source| self.fetch_error(source))?;
+        let result = anonymous.fetch(&refspecs, Some(&mut options), None);
+        if timed_out.get() {
+            return Err(SourceError::Timeout {
+                url: self.remote.display_url(),
+                after: timeouts.total,
+            });
+        }
+        result.map_err(|source| self.fetch_error(source))?;
+        let stats = anonymous.stats();
+        Ok((stats.received_objects(), stats.received_bytes()))
+    }
+
+    /// The commit `tracked` points to in the cache, if it was fetched.
+    pub fn head(&self, tracked: &TrackedRef) -> Option<Oid> {
+        let reference = self.repo.find_reference(tracked.name()).ok()?;
+        reference.peel_to_commit().ok().map(|c| c.id())
+    }
+
+    /// The cache's repository, for authentication and history walks.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The files of `commit` under `folder` (`""` for the root).
+    pub fn tree(&self, commit: Oid, folder: &str) -> Result<GitTree, SourceError> {
+        let repo = Repository::open_bare(&self.dir).map_err(|source| SourceError::NotARepository {
+            path: self.dir.clone(),
+            source,
+        })?;
+        GitTree::at(repo, commit, folder)
+    }
+
+    fn fetch_error(&self, source: git2::Error) -> SourceError {
+        SourceError::Fetch {
+            url: self.remote.display_url(),
+            source,
+        }
+    }
+}
+
+fn millis(d: std::time::Duration) -> i32 {
+    d.as_millis().min(i32::MAX as u128) as i32
+}
+
+/// Whether a fetch failed because of the cache itself rather than the network or the remote.
+fn is_local_damage(e: &git2::Error) -> bool {
+    matches!(
+        e.class(),
+        ErrorClass::Odb
+            | ErrorClass::Object
+            | ErrorClass::Repository
+            | ErrorClass::Reference
+            | ErrorClass::Index
+            | ErrorClass::Zlib
+            | ErrorClass::Indexer
+            | ErrorClass::Filesystem
+            | ErrorClass::Config
+    )
+}
+
+/// Removes whatever is in `dir` and initialises an empty bare repository there.
+fn rebuild(dir: &Path) -> Result<Repository, SourceError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(SourceError::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    }
+    Repository::init_bare(dir).map_err(|source| SourceError::NotARepository {
+        path: dir.to_owned(),
+        source,
+    })
+}

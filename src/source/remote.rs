@@ -1,0 +1,211 @@
+//! Where a config repository is fetched from and how plumb proves who it is to the host and
+//! checks who the host is: a token over HTTPS, a key over SSH with `known_hosts` checking, nothing
+//! for `file://` URLs and local paths.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
+
+use super::known_hosts::{self, HostKey};
+use crate::secret::Secret;
+
+/// A repository to fetch.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    /// `https://…`, `ssh://…` or `user@host:path`, `file://…`, `git://…`, or a local path.
+    pub url: String,
+    /// How to authenticate.
+    pub auth: Auth,
+    /// Limits on every network operation.
+    pub timeouts: Timeouts,
+}
+
+impl Remote {
+    /// A remote needing no credentials (`file://`, a local path, an anonymous server).
+    pub fn anonymous(url: impl Into<String>) -> Self {
+        Remote {
+            url: url.into(),
+            auth: Auth::None,
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// The URL with any password or token removed, for messages.
+    pub fn display_url(&self) -> String {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return self.url.clone();
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}@{host}{path}")
+            }
+            None => self.url.clone(),
+        }
+    }
+
+    /// The SSH port named in an `ssh://host:port/` URL.
+    fn ssh_port(&self) -> Option<u16> {
+        let rest = self.url.strip_prefix("ssh://")?;
+        let authority = rest.split('/').next()?;
+        let host = authority.rsplit('@').next()?;
+        host.rsplit_once(':')?.1.parse().ok()
+    }
+}
+
+/// Credentials for a remote.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// No credentials.
+    None,
+    /// HTTPS basic authentication with a token as the password (GitHub, GitLab, Gitea, Bitbucket
+    /// all accept this form).
+    Token {
+        /// The user name the host expects (`x-access-token`, `oauth2`, the account name…).
+        username: String,
+        /// The token.
+        token: Secret,
+    },
+    /// An SSH key; the host's key must be listed in `known_hosts`.
+    Ssh {
+        /// The private key file.
+        private_key: PathBuf,
+        /// Its passphrase, when it has one.
+        passphrase: Option<Secret>,
+        /// The OpenSSH `known_hosts` file the host's key must be listed in.
+        known_hosts: PathBuf,
+        /// Accept a host that `known_hosts` does not list (trust on first use). Off unless the
+        /// operator turns it on; a *different* key for a listed host is refused regardless.
+        accept_unknown_hosts: bool,
+    },
+}
+
+/// Limits on network operations.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Establishing a connection.
+    pub connect: Duration,
+    /// Waiting for the server to send anything.
+    pub idle: Duration,
+    /// One whole fetch.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
+            total: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Builds the callbacks for one network operation: credentials tried once (libgit2 would loop on
+/// a wrong password), host keys checked, and the operation cancelled at `deadline`.
+pub(super) fn callbacks<'a>(remote: &'a Remote, deadline: Instant, timed_out: &'a Cell<bool>) -> RemoteCallbacks<'a> {
+    let mut callbacks = RemoteCallbacks::new();
+    let attempts = Cell::new(0);
+    callbacks.credentials(move |url, username, allowed| {
+        attempts.set(attempts.get() + 1);
+        if attempts.get() > 1 {
+            return Err(git2::Error::from_str(&format!(
+                "{url} refused the configured credentials"
+            )));
+        }
+        match &remote.auth {
+            Auth::Token { username, token } if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
+                Cred::userpass_plaintext(username, token.expose())
+            }
+            Auth::Ssh {
+                private_key,
+                passphrase,
+                ..
+            } if allowed.contains(CredentialType::SSH_KEY) => Cred::ssh_key(
+                username.unwrap_or("git"),
+                None,
+                private_key,
+                passphrase.as_ref().map(Secret::expose),
+            ),
+            _ => Err(git2::Error::from_str(&format!(
+                "{url} asks for credentials ({allowed:?}) that are not configured for this repository"
+            ))),
+        }
+    });
+    callbacks.certificate_check(move |cert, host| {
+        let Some(hostkey) = cert.as_hostkey() else {
+            // TLS: libgit2 has already checked the chain against the system's CA store.
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        let Auth::Ssh {
+            known_hosts: path,
+            accept_unknown_hosts,
+            ..
+        } = &remote.auth
+        else {
+            return Err(git2::Error::from_str(
+                "an SSH remote needs an `ssh` key and a `known_hosts` file",
+            ));
+        };
+        let key = hostkey
+            .hostkey()
+            .ok_or_else(|| git2::Error::from_str("the SSH host did not present a raw host key"))?;
+        let listed = std::fs::read_to_string(path)
+            .map_err(|e| git2::Error::from_str(&format!("cannot read known_hosts file {}: {e}", path.display())))?;
+        match known_hosts::check(&listed, host, remote.ssh_port(), key) {
+            HostKey::Known => Ok(CertificateCheckStatus::CertificateOk),
+            HostKey::Unknown if *accept_unknown_hosts => {
+                tracing::warn!(
+                    host,
+                    "Accepted an SSH host key not listed in known_hosts (trust on first use)."
+                );
+                Ok(CertificateCheckStatus::CertificateOk)
+            }
+            HostKey::Unknown => Err(git2::Error::from_str(&format!(
+                "the SSH host {host} is not listed in {}; add its key (ssh-keyscan) after checking it",
+                path.display()
+            ))),
+            HostKey::Mismatch => Err(git2::Error::from_str(&format!(
+                "the SSH host key of {host} differs from the one listed in {} — refusing to connect",
+                path.display()
+            ))),
+            HostKey::Revoked => Err(git2::Error::from_str(&format!(
+                "the SSH host key of {host} is marked @revoked in {}",
+                path.display()
+            ))),
+        }
+    });
+    callbacks.transfer_progress(move |_| {
+        let within = Instant::now() < deadline;
+        timed_out.set(!within);
+        within
+    });
+    callbacks.sideband_progress(move |_| {
+        let within = Instant::now() < deadline;
+        timed_out.set(!within);
+        within
+    });
+    callbacks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_url_hides_tokens() {
+        let remote = Remote::anonymous("https://bot:ghp_secret@github.com/acme/config.git");
+        assert_eq!(remote.display_url(), "https://bot@github.com/acme/config.git");
+        assert_eq!(
+            Remote::anonymous("ssh://git@host:2222/acme/config.git").ssh_port(),
+            Some(2222)
+        );
+        assert_eq!(
+            Remote::anonymous("file:///srv/config").display_url(),
+            "file:///srv/config"
+        );
+    }
+}

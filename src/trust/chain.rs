@@ -1,0 +1,249 @@
+//! Authenticating a range of history: every commit from an authenticated one up to a new head,
+//! each by its parent's policy. A commit with several parents needs one authenticated parent
+//! whose policy accepts it (sequoia-git's rule), so merges of outside work are fine as long as the
+//! merge itself is signed by someone the policy trusts.
+
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+
+use git2::{Oid, Repository, Sort};
+use sequoia_openpgp::cert::Cert;
+use sequoia_openpgp::packet::signature::subpacket::SubpacketTag;
+use sequoia_openpgp::types::SignatureType;
+use sequoia_openpgp::{Fingerprint, Packet};
+
+use super::policy::{Capability, POLICY_FILE, Policy};
+use super::signature::{self, SignatureError};
+use super::{CommitReport, Outcome, Refusal, Report, TrustError, TrustRoot};
+
+/// Policies by the id of the blob they were read from (`Oid::ZERO_SHA1` for an absent file).
+struct Policies<'r> {
+    repo: &'r Repository,
+    parsed: HashMap<Oid, Result<Rc<Policy>, String>>,
+}
+
+impl<'r> Policies<'r> {
+    fn blob_of(&self, commit: Oid) -> Result<Oid, git2::Error> {
+        let tree = self.repo.find_commit(commit)?.tree()?;
+        Ok(tree
+            .get_name(POLICY_FILE)
+            .map(|e| e.id())
+            .unwrap_or_else(|| Oid::ZERO_SHA1))
+    }
+
+    fn get(&mut self, blob: Oid) -> Result<Rc<Policy>, String> {
+        if let Some(parsed) = self.parsed.get(&blob) {
+            return parsed.clone();
+        }
+        let parsed = if blob.is_zero() {
+            Ok(Rc::new(Policy::default()))
+        } else {
+            self.repo
+                .find_blob(blob)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    std::str::from_utf8(b.content())
+                        .map(str::to_owned)
+                        .map_err(|e| e.to_string())
+                })
+                .and_then(|text| Policy::parse(&text).map_err(|e| e.to_string()))
+                .map(Rc::new)
+        };
+        self.parsed.insert(blob, parsed.clone());
+        parsed
+    }
+}
+
+/// Authenticates every commit between `root` and `head`; see [`super::authenticate`].
+pub(super) fn authenticate(repo: &Repository, root: &TrustRoot, head: Oid) -> Result<Report, TrustError> {
+    let git = |source| TrustError::Git { commit: head, source };
+    let mut report = Report {
+        head,
+        commits: Vec::new(),
+        refusal: None,
+    };
+    let mut policies = Policies {
+        repo,
+        parsed: HashMap::new(),
+    };
+    let mut authenticated: BTreeSet<Oid> = BTreeSet::new();
+    let mut walk = repo.revwalk().map_err(git)?;
+    walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE).map_err(git)?;
+    walk.push(head).map_err(git)?;
+    match root {
+        TrustRoot::Commit(root) => {
+            if *root == head {
+                return Ok(report);
+            }
+            if !repo.graph_descendant_of(head, *root).map_err(git)? {
+                let refusal = if repo.graph_descendant_of(*root, head).map_err(git)? {
+                    Refusal::Rollback { trusted: *root }
+                } else {
+                    Refusal::HistoryRewritten { trusted: *root }
+                };
+                report.refusal = Some((head, refusal));
+                return Ok(report);
+            }
+            authenticated.insert(*root);
+            walk.hide(*root).map_err(git)?;
+        }
+        TrustRoot::Policy(_) => {}
+    }
+    let range: Vec<Oid> = walk.collect::<Result<_, _>>().map_err(git)?;
+
+    // A certificate revoked as compromised anywhere in the range voids all its signatures, even
+    // those judged by an older policy that predates the revocation.
+    let mut blobs = BTreeSet::new();
+    for &commit in &range {
+        blobs.insert(policies.blob_of(commit).map_err(git)?);
+    }
+    let mut hard_revoked = BTreeSet::new();
+    if let TrustRoot::Policy(policy) = root {
+        hard_revoked.extend(signature::hard_revocations(policy.certs()));
+    }
+    for blob in blobs {
+        if let Ok(policy) = policies.get(blob) {
+            hard_revoked.extend(signature::hard_revocations(policy.certs()));
+        }
+    }
+
+    for &id in &range {
+        let commit = repo.find_commit(id).map_err(git)?;
+        let mut parent_policies: Vec<(Oid, Rc<Policy>)> = Vec::new();
+        let mut parent_error = None;
+        for parent in commit.parent_ids().filter(|p| authenticated.contains(p)) {
+            match policies.blob_of(parent).map_err(git).map(|b| policies.get(b))? {
+                Ok(policy) => parent_policies.push((parent, policy)),
+                Err(reason) => parent_error = Some(Refusal::BadPolicy { commit: parent, reason }),
+            }
+        }
+        if let (TrustRoot::Policy(root_policy), 0) = (root, commit.parent_count()) {
+            parent_policies.push((Oid::ZERO_SHA1, Rc::new(root_policy.clone())));
+        }
+        let outcome = if parent_policies.is_empty() {
+            Outcome::Refused(parent_error.unwrap_or(Refusal::ParentRefused))
+        } else {
+            let own_blob = policies.blob_of(id).map_err(git)?;
+            match policies.get(own_blob) {
+                Err(reason) => Outcome::Refused(Refusal::BadPolicy { commit: id, reason }),
+                Ok(own) => judge(repo, id, &parent_policies, &own, &hard_revoked),
+            }
+        };
+        if let Outcome::Authenticated { .. } = outcome {
+            authenticated.insert(id);
+        }
+        report.commits.push(CommitReport {
+            id,
+            summary: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
+            outcome,
+        });
+    }
+    if !authenticated.contains(&head) {
+        report.refusal = Some(root_cause(repo, &report, head));
+    }
+    Ok(report)
+}
+
+/// Judges commit `id` by each authenticated parent's policy in turn; one acceptance suffices.
+fn judge(
+    repo: &Repository,
+    id: Oid,
+    parents: &[(Oid, Rc<Policy>)],
+    own: &Policy,
+    hard_revoked: &BTreeSet<Fingerprint>,
+) -> Outcome {
+    let (signature, data) = match repo.extract_signature(&id, None) {
+        Ok((signature, data)) => (signature, data),
+        Err(_) => return Outcome::Refused(Refusal::Signature(SignatureError::Unsigned)),
+    };
+    let mut refusal = None;
+    for (_, policy) in parents {
+        if policy.commit_goodlist.contains(&id.to_string()) {
+            return Outcome::Authenticated {
+                signer: "(goodlisted by the parent's policy)".to_owned(),
+                fingerprint: None,
+            };
+        }
+        let certs = updated_certs(policy, own);
+        let signer = match signature::verify(&signature, &data, certs.iter(), hard_revoked) {
+            Ok(signer) => signer,
+            Err(e) => {
+                refusal.get_or_insert(Refusal::Signature(e));
+                continue;
+            }
+        };
+        let mut changes = vec![(Capability::SignCommit, "signs a commit".to_owned())];
+        changes.extend(policy.changes_to(own));
+        let mut missing = None;
+        for (name, user) in policy.holders(&signer.fingerprint) {
+            let lacking = changes.iter().find(|(needed, _)| !user.capabilities.contains(needed));
+            match lacking {
+                None => {
+                    return Outcome::Authenticated {
+                        signer: name.to_owned(),
+                        fingerprint: Some(signer.fingerprint.clone()),
+                    };
+                }
+                Some((capability, change)) => {
+                    missing.get_or_insert(Refusal::NotAuthorized {
+                        signer: name.to_owned(),
+                        capability: *capability,
+                        change: change.clone(),
+                    });
+                }
+            }
+        }
+        if let Some(missing) = missing {
+            refusal = Some(missing);
+        }
+    }
+    Outcome::Refused(refusal.unwrap_or(Refusal::ParentRefused))
+}
+
+/// The parent's certificates, refreshed with what the commit's own policy adds to them (a new
+/// expiry, a new subkey) — but never with revocations, which would let a commit revoke the key
+/// that judges it. New certificates are not taken from the commit: only the parent vouches.
+fn updated_certs(parent: &Policy, own: &Policy) -> Vec<Cert> {
+    parent
+        .certs()
+        .map(|cert| {
+            let Some(update) = own.certs().find(|c| c.fingerprint() == cert.fingerprint()) else {
+                return cert.clone();
+            };
+            let packets = update.clone().into_packets().filter(|packet| {
+                !matches!(packet, Packet::Signature(sig) if matches!(
+                    sig.typ(),
+                    SignatureType::KeyRevocation | SignatureType::SubkeyRevocation | SignatureType::CertificationRevocation
+                ) || sig.subpacket(SubpacketTag::ReasonForRevocation).is_some())
+            });
+            match Cert::from_packets(packets) {
+                Ok(update) => cert.clone().merge_public(update).unwrap_or_else(|_| cert.clone()),
+                Err(_) => cert.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The refusal to report for a head that was not authenticated: the oldest refused commit on
+/// its first-parent line, which is what the engineer has to fix.
+fn root_cause(repo: &Repository, report: &Report, head: Oid) -> (Oid, Refusal) {
+    let refused: HashMap<Oid, &Refusal> = report
+        .commits
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            Outcome::Refused(r) => Some((c.id, r)),
+            _ => None,
+        })
+        .collect();
+    let mut cause = (head, Refusal::ParentRefused);
+    let mut at = Some(head);
+    while let Some(id) = at {
+        match refused.get(&id) {
+            Some(refusal) if **refusal != Refusal::ParentRefused => cause = (id, (*refusal).clone()),
+            Some(_) => {}
+            None => break,
+        }
+        at = repo.find_commit(id).ok().and_then(|c| c.parent_id(0).ok());
+    }
+    cause
+}

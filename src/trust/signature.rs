@@ -1,0 +1,189 @@
+//! Checking one commit's OpenPGP signature against the certificates of a policy, at the time the
+//! signature was made: a key that expired later still vouches for what it signed before; a key
+//! revoked as retired stops vouching from its revocation on; a key revoked as compromised never
+//! vouches again. Each failure is told apart, so the refusal says what to fix.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use sequoia_openpgp::cert::Cert;
+use sequoia_openpgp::cert::amalgamation::ValidAmalgamation as _;
+use sequoia_openpgp::packet::Signature;
+use sequoia_openpgp::parse::Parse;
+use sequoia_openpgp::policy::{HashAlgoSecurity, Policy as _, StandardPolicy};
+use sequoia_openpgp::types::{RevocationStatus, RevocationType};
+use sequoia_openpgp::{Fingerprint, KeyHandle, Packet, PacketPile};
+
+/// Who made a good signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signer {
+    /// The primary key's fingerprint.
+    pub fingerprint: Fingerprint,
+    /// When the signature was made.
+    pub time: SystemTime,
+}
+
+/// Why a signature does not vouch for a commit.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The commit carries no signature.
+    #[error("the commit is not signed")]
+    Unsigned,
+    /// The signature cannot be parsed, or lacks its creation time.
+    #[error("the signature is malformed: {0}")]
+    Malformed(String),
+    /// The signature uses an algorithm too weak to trust (SHA-1, MD5…).
+    #[error("the signature uses {0}, which is too weak to trust")]
+    WeakAlgorithm(String),
+    /// No certificate of the policy holds the signing key.
+    #[error("the signing key {0} is not in the parent commit's signing policy")]
+    UnknownSigner(String),
+    /// The key had expired when the signature was made.
+    #[error("certificate {0} had expired when the commit was signed")]
+    Expired(Fingerprint),
+    /// The key is revoked: always when compromised, or from its date on when retired.
+    #[error("certificate {fingerprint} is revoked{}", if *.hard { " (compromised: every signature is void)" } else { " since before the commit was signed" })]
+    Revoked {
+        /// The certificate.
+        fingerprint: Fingerprint,
+        /// A hard revocation voids even signatures made before it.
+        hard: bool,
+    },
+    /// The certificate was not usable at signing time for another reason (not yet valid, no
+    /// signing-capable key, a weak self-signature).
+    #[error("certificate {fingerprint} could not sign at that time: {reason}")]
+    UnusableCertificate {
+        /// The certificate.
+        fingerprint: Fingerprint,
+        /// Sequoia's explanation.
+        reason: String,
+    },
+    /// The signature does not match the commit: it was altered after signing.
+    #[error("the signature by {0} does not match the commit's content")]
+    BadSignature(Fingerprint),
+}
+
+/// Verifies `signature` (armored, as git stores it) over `data` against `certs`. `hard_revoked`
+/// lists certificates revoked as compromised anywhere in the history being checked, which voids
+/// their signatures even where the parent's policy does not yet know of the revocation.
+pub fn verify<'a>(
+    signature: &[u8],
+    data: &[u8],
+    certs: impl Iterator<Item = &'a Cert> + Clone,
+    hard_revoked: &BTreeSet<Fingerprint>,
+) -> Result<Signer, SignatureError> {
+    let policy = StandardPolicy::new();
+    let signatures = parse(signature)?;
+    let mut first_error = None;
+    for sig in &signatures {
+        match verify_one(&policy, sig, data, certs.clone(), hard_revoked) {
+            Ok(signer) => return Ok(signer),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or(SignatureError::Unsigned))
+}
+
+fn parse(signature: &[u8]) -> Result<Vec<Signature>, SignatureError> {
+    let pile = PacketPile::from_bytes(signature).map_err(|e| SignatureError::Malformed(e.to_string()))?;
+    let signatures: Vec<Signature> = pile
+        .into_children()
+        .filter_map(|packet| match packet {
+            Packet::Signature(sig) => Some(sig),
+            _ => None,
+        })
+        .collect();
+    if signatures.is_empty() {
+        return Err(SignatureError::Malformed("no signature packet".to_owned()));
+    }
+    Ok(signatures)
+}
+
+fn verify_one<'a>(
+    policy: &StandardPolicy,
+    sig: &Signature,
+    data: &[u8],
+    mut certs: impl Iterator<Item = &'a Cert>,
+    hard_revoked: &BTreeSet<Fingerprint>,
+) -> Result<Signer, SignatureError> {
+    let time = sig
+        .signature_creation_time()
+        .ok_or_else(|| SignatureError::Malformed("no creation time".to_owned()))?;
+    if policy.signature(sig, HashAlgoSecurity::CollisionResistance).is_err() {
+        return Err(SignatureError::WeakAlgorithm(sig.hash_algo().to_string()));
+    }
+    let issuers: Vec<KeyHandle> = sig.get_issuers();
+    let cert = certs
+        .find(|cert| {
+            cert.keys()
+                .any(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
+        })
+        .ok_or_else(|| {
+            SignatureError::UnknownSigner(
+                issuers
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "(none)".into()),
+            )
+        })?;
+    let fingerprint = cert.fingerprint();
+    if hard_revoked.contains(&fingerprint) {
+        return Err(SignatureError::Revoked {
+            fingerprint,
+            hard: true,
+        });
+    }
+    let unusable = |reason: String| SignatureError::UnusableCertificate {
+        fingerprint: fingerprint.clone(),
+        reason,
+    };
+    // Revocation is judged before validity: sequoia refuses a revoked certificate's binding too,
+    // and "revoked" is the more useful reason.
+    if let RevocationStatus::Revoked(revocations) = cert.revocation_status(policy, time) {
+        let hard = revocations.iter().any(|r| is_hard(r));
+        return Err(SignatureError::Revoked { fingerprint, hard });
+    }
+    let valid = cert.with_policy(policy, time).map_err(|e| unusable(e.to_string()))?;
+    if valid.alive().is_err() {
+        return Err(SignatureError::Expired(fingerprint));
+    }
+    let key = valid
+        .keys()
+        .for_signing()
+        .find(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
+        .ok_or_else(|| unusable("the signing key is not a valid signing key of the certificate".to_owned()))?;
+    if let RevocationStatus::Revoked(revocations) = key.revocation_status() {
+        let hard = revocations.iter().any(|r| is_hard(r));
+        return Err(SignatureError::Revoked { fingerprint, hard });
+    }
+    if key.alive().is_err() {
+        return Err(SignatureError::Expired(fingerprint));
+    }
+    sig.verify_message(key.key(), data)
+        .map_err(|_| SignatureError::BadSignature(fingerprint.clone()))?;
+    Ok(Signer { fingerprint, time })
+}
+
+/// Whether a revocation voids every signature, past ones included: compromised keys, and
+/// revocations that give no reason (OpenPGP's conservative reading).
+pub fn is_hard(revocation: &Signature) -> bool {
+    match revocation.reason_for_revocation() {
+        Some((reason, _)) => reason.revocation_type() == RevocationType::Hard,
+        None => true,
+    }
+}
+
+/// The certificates among `certs` that carry a hard revocation (at any time).
+pub fn hard_revocations<'a>(certs: impl Iterator<Item = &'a Cert>) -> impl Iterator<Item = Fingerprint> {
+    let policy = StandardPolicy::new();
+    certs
+        .filter(move |cert| match cert.revocation_status(&policy, None) {
+            RevocationStatus::Revoked(revocations) => revocations.iter().any(|r| is_hard(r)),
+            _ => false,
+        })
+        .map(|cert| cert.fingerprint())
+        .collect::<Vec<_>>()
+        .into_iter()
+}
