@@ -66,9 +66,10 @@ impl Cache {
     /// Opens the cache in `dir`, creating (or re-creating, when unreadable) an empty bare
     /// repository there. Nothing is fetched yet.
     pub fn open(dir: &Path, remote: Remote) -> Result<Cache, SourceError> {
-        let repo = match Repository::open_bare(dir) {
-            Ok(repo) => repo,
-            Err(_) => rebuild(dir)?,
+        let newest = generations(dir).pop();
+        let repo = match newest.as_ref().map(|(_, path)| Repository::open_bare(path)) {
+            Some(Ok(repo)) => repo,
+            _ => rebuild(dir, newest.map_or(0, |(n, _)| n + 1))?,
         };
         Ok(Cache {
             dir: dir.to_owned(),
@@ -86,8 +87,8 @@ impl Cache {
     /// fast-forward is for the caller (trust) to judge, with the old value in hand.
     pub fn fetch(&mut self, refs: &[TrackedRef]) -> Result<Fetched, SourceError> {
         let mut rebuilt = false;
-        if !self.dir.join("HEAD").is_file() {
-            self.repo = rebuild(&self.dir)?;
+        if !self.repo.path().join("HEAD").is_file() {
+            self.rebuild()?;
             rebuilt = true;
         }
         let before: Vec<Option<Oid>> = refs.iter().map(|r| self.head(r)).collect();
@@ -95,7 +96,7 @@ impl Cache {
             Ok(stats) => stats,
             Err(SourceError::Fetch { source, .. }) if !rebuilt && is_local_damage(&source) => {
                 tracing::warn!(dir = %self.dir.display(), error = %source, "Rebuilding a damaged repository cache.");
-                self.repo = rebuild(&self.dir)?;
+                self.rebuild()?;
                 rebuilt = true;
                 self.fetch_once(refs)?
             }
@@ -115,6 +116,15 @@ impl Cache {
             bytes,
             rebuilt,
         })
+    }
+
+    /// Starts the cache over in a new generation folder. A new path, not the old one emptied:
+    /// libgit2 keeps pack files mapped process-wide by path, so a handle still open on the
+    /// damaged cache (a tree being read) would make a new pack of the same name read as the old.
+    fn rebuild(&mut self) -> Result<(), SourceError> {
+        let next = generations(&self.dir).last().map_or(0, |(n, _)| n + 1);
+        self.repo = rebuild(&self.dir, next)?;
+        Ok(())
     }
 
     fn fetch_once(&mut self, refs: &[TrackedRef]) -> Result<(usize, usize), SourceError> {
@@ -165,8 +175,8 @@ impl Cache {
 
     /// The files of `commit` under `folder` (`""` for the root).
     pub fn tree(&self, commit: Oid, folder: &str) -> Result<GitTree, SourceError> {
-        let repo = Repository::open_bare(&self.dir).map_err(|source| SourceError::NotARepository {
-            path: self.dir.clone(),
+        let repo = Repository::open_bare(self.repo.path()).map_err(|source| SourceError::NotARepository {
+            path: self.repo.path().to_owned(),
             source,
         })?;
         GitTree::at(repo, commit, folder)
@@ -200,20 +210,30 @@ fn is_local_damage(e: &git2::Error) -> bool {
     )
 }
 
-/// Removes whatever is in `dir` and initialises an empty bare repository there.
-fn rebuild(dir: &Path) -> Result<Repository, SourceError> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(SourceError::Io {
-                path: dir.to_owned(),
-                source,
-            });
+/// The generation folders (`repo-<n>`) in `dir`, oldest first.
+fn generations(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let n = name.to_str()?.strip_prefix("repo-")?.parse().ok()?;
+            Some((n, entry.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Initialises an empty bare repository as generation `n` in `dir` and removes every other
+/// generation (open handles on them keep working until dropped).
+fn rebuild(dir: &Path, n: u64) -> Result<Repository, SourceError> {
+    for (_, old) in generations(dir) {
+        if let Err(source) = std::fs::remove_dir_all(&old) {
+            return Err(SourceError::Io { path: old, source });
         }
     }
-    Repository::init_bare(dir).map_err(|source| SourceError::NotARepository {
-        path: dir.to_owned(),
-        source,
-    })
+    let path = dir.join(format!("repo-{n}"));
+    Repository::init_bare(&path).map_err(|source| SourceError::NotARepository { path, source })
 }

@@ -7,4 +7,5 @@ mod harness;
 mod hostile;
 mod keys;
 mod schemas;
+mod source;
 mod trust;

@@ -1,0 +1,191 @@
+//! Fetching into a bare cache from real remotes: a local path, `file://`, and a `git daemon` on
+//! loopback; incremental fetches; caches that are deleted or damaged; timeouts.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use plumb::source::{Cache, Remote, SourceError, Timeouts, TrackedRef, Tree};
+
+use crate::harness::TestRepo;
+
+fn main_ref(repo: &TestRepo) -> TrackedRef {
+    let head = repo.git().find_reference("HEAD").unwrap();
+    TrackedRef::new(head.symbolic_target().unwrap().unwrap())
+}
+
+#[test]
+fn fetches_a_local_path_and_reads_the_tree_without_a_checkout() {
+    let mut upstream = TestRepo::example();
+    let first = upstream.commit("Example");
+    let cache_dir = tempfile::tempdir().unwrap();
+    let tracked = main_ref(&upstream);
+    let mut cache = Cache::open(
+        &cache_dir.path().join("repo"),
+        Remote::anonymous(upstream.path().to_str().unwrap()),
+    )
+    .unwrap();
+    let fetched = cache.fetch(std::slice::from_ref(&tracked)).unwrap();
+    assert_eq!(fetched.heads.len(), 1);
+    assert_eq!(fetched.heads[0].1, None);
+    assert_eq!(fetched.heads[0].2.to_string(), first);
+    assert!(fetched.objects > 5, "{fetched:?}");
+
+    let tree = cache.tree(fetched.heads[0].2, "").unwrap();
+    assert!(
+        tree.list("services")
+            .unwrap()
+            .contains(&"twikit-backend.yaml".to_owned())
+    );
+    let rendered = plumb::spec::render(&tree, Some("production")).unwrap();
+    assert!(rendered.is_valid());
+
+    // One new commit: only its objects travel.
+    upstream.edit("environments/production.yaml", "replicas: 3", "replicas: 4");
+    let second = upstream.commit("Scale production");
+    let fetched = cache.fetch(std::slice::from_ref(&tracked)).unwrap();
+    assert_eq!(fetched.heads[0].1.map(|o| o.to_string()), Some(first));
+    assert_eq!(fetched.heads[0].2.to_string(), second);
+    assert!(
+        fetched.objects <= 4,
+        "an incremental fetch received {} objects",
+        fetched.objects
+    );
+
+    // Nothing new: nothing received.
+    let fetched = cache.fetch(std::slice::from_ref(&tracked)).unwrap();
+    assert_eq!(fetched.objects, 0);
+}
+
+#[test]
+fn a_deleted_or_damaged_cache_is_rebuilt() {
+    let mut upstream = TestRepo::example();
+    let head = upstream.commit("Example");
+    let url = format!("file://{}", upstream.path().display());
+    let tracked = main_ref(&upstream);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let dir = cache_dir.path().join("repo");
+    let mut cache = Cache::open(&dir, Remote::anonymous(&url)).unwrap();
+    cache.fetch(std::slice::from_ref(&tracked)).unwrap();
+
+    std::fs::remove_dir_all(&dir).unwrap();
+    let fetched = cache.fetch(std::slice::from_ref(&tracked)).unwrap();
+    assert!(fetched.rebuilt);
+    assert_eq!(fetched.heads[0].2.to_string(), head);
+
+    // Garbage over every object file and the ref: the next open or fetch starts over.
+    let generation = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    for pack in std::fs::read_dir(generation.join("objects/pack")).unwrap() {
+        std::fs::write(pack.unwrap().path(), b"garbage").unwrap();
+    }
+    std::fs::write(generation.join("HEAD"), b"garbage").unwrap();
+    let mut cache = Cache::open(&dir, Remote::anonymous(&url)).unwrap();
+    let fetched = cache.fetch(std::slice::from_ref(&tracked)).unwrap();
+    assert_eq!(fetched.heads[0].2.to_string(), head);
+    assert!(
+        cache
+            .tree(fetched.heads[0].2, "")
+            .unwrap()
+            .read("plumb.yaml", 1 << 20)
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn a_missing_ref_is_named() {
+    let mut upstream = TestRepo::example();
+    upstream.commit("Example");
+    let cache_dir = tempfile::tempdir().unwrap();
+    let mut cache = Cache::open(cache_dir.path(), Remote::anonymous(upstream.path().to_str().unwrap())).unwrap();
+    let error = cache.fetch(&[TrackedRef::new("release")]).unwrap_err();
+    assert!(matches!(error, SourceError::MissingRef { .. }), "{error:?}");
+    assert!(error.to_string().contains("has no ref `refs/heads/release`"), "{error}");
+}
+
+/// A `git daemon` serving one repository on a free loopback port.
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn serve(base: &std::path::Path) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("git")
+            .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, port }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn fetches_over_the_git_protocol_from_a_real_daemon() {
+    let mut upstream = TestRepo::example();
+    let first = upstream.commit("Example");
+    let daemon = Daemon::serve(upstream.path());
+    let url = format!("git://127.0.0.1:{}/", daemon.port);
+    let tracked = main_ref(&upstream);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let mut cache = Cache::open(cache_dir.path(), Remote::anonymous(&url)).unwrap();
+    let fetched = cache.fetch(std::slice::from_ref(&tracked)).unwrap();
+    assert_eq!(fetched.heads[0].2.to_string(), first);
+
+    upstream.write("README.md", "new\n");
+    let second = upstream.commit("Another");
+    let fetched = cache.fetch(std::slice::from_ref(&tracked)).unwrap();
+    assert_eq!(fetched.heads[0].2.to_string(), second);
+    assert!(fetched.objects <= 3, "{fetched:?}");
+}
+
+#[test]
+fn a_silent_server_times_out() {
+    // Fault injection: a listener that accepts and never answers, which no real git server does
+    // on demand.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let held = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let _ = finished.recv_timeout(Duration::from_secs(30));
+        drop(stream);
+    });
+    let remote = Remote {
+        timeouts: Timeouts {
+            connect: Duration::from_millis(500),
+            idle: Duration::from_millis(500),
+            total: Duration::from_secs(3),
+        },
+        ..Remote::anonymous(format!("git://127.0.0.1:{port}/repo"))
+    };
+    let cache_dir = tempfile::tempdir().unwrap();
+    let mut cache = Cache::open(cache_dir.path(), remote).unwrap();
+    let started = Instant::now();
+    let error = cache.fetch(&[TrackedRef::new("main")]).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(error, SourceError::Fetch { .. } | SourceError::Timeout { .. }),
+        "{error:?}"
+    );
+    done.send(()).unwrap();
+    held.join().unwrap();
+    assert!(took < Duration::from_secs(4), "the fetch hung for {took:?}");
+}
