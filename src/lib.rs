@@ -1,16 +1,20 @@
 //! plumb keeps environments in step with a git repository.
 //!
 //! The modules follow one reconcile's data flow:
+//! - [`trigger`] decides when to fetch: polling, cron schedules, webhooks;
 //! - [`source`] fetches a repository into a bare cache and reads its files at a revision;
 //! - [`trust`] authenticates the commits between a trust root and a new head against the
 //!   repository's signing policy;
 //! - [`spec`] owns the repository format: documents, overlays, validation, the desired state;
 //! - [`diff`] compares desired states and says what changes;
+//! - [`agent`] wires them into long-running workers;
 //! - [`cli`] turns command lines into calls of the above, and results into text and exit codes.
 
+pub mod agent;
 pub mod cli;
 pub mod diff;
 pub mod secret;
 pub mod source;
 pub mod spec;
+pub mod trigger;
 pub mod trust;

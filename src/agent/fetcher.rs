@@ -1,0 +1,164 @@
+//! The single fetch worker of one repository: waits for its doorbell or its timer, fetches the
+//! tracked refs into the cache, authenticates each moved head, and hands the decisions on. One
+//! worker per repository keeps fetches ordered; rings during a fetch coalesce into the next one.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use git2::Oid;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::source::{Cache, Remote, SourceError, TrackedRef};
+use crate::trigger::{Bell, Reason, Timer};
+use crate::trust::{Decision, StateError, TrustRoot, TrustState};
+
+/// What one fetch found for one tracked ref.
+#[derive(Debug)]
+pub struct Update {
+    /// The ref.
+    pub reference: TrackedRef,
+    /// Its head after the fetch.
+    pub head: Oid,
+    /// Whether that head may be applied.
+    pub decision: Decision,
+}
+
+/// The outcome of one fetch, as the worker reports it.
+#[derive(Debug)]
+pub struct Fetch {
+    /// What triggered it.
+    pub reason: Reason,
+    /// When the worker started it (for latency measurements).
+    pub started: Instant,
+    /// Each tracked ref's decision, or why the fetch failed.
+    pub result: Result<Vec<Update>, FetchError>,
+}
+
+/// Why a fetch produced no decisions.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Fetching failed (network, remote, credentials, timeout).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The trust state could not be read or written, or history could not be walked.
+    #[error(transparent)]
+    Trust(#[from] StateError),
+}
+
+/// Fetches and authenticates one repository.
+pub struct Fetcher {
+    cache: Cache,
+    refs: Vec<TrackedRef>,
+    root: TrustRoot,
+    state: TrustState,
+}
+
+impl Fetcher {
+    /// A fetcher keeping its cache and trust state under `dir`.
+    pub fn open(dir: PathBuf, remote: Remote, refs: Vec<TrackedRef>, root: TrustRoot) -> Result<Fetcher, FetchError> {
+        std::fs::create_dir_all(&dir).map_err(|source| SourceError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let cache = Cache::open(&dir.join("cache"), remote)?;
+        let state = TrustState::load(&dir.join("trust.json"))?;
+        Ok(Fetcher {
+            cache,
+            refs,
+            root,
+            state,
+        })
+    }
+
+    /// The cache, for reading trees of authenticated commits.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Fetches every tracked ref and decides on each head (blocking: git and OpenPGP work).
+    pub fn fetch(&mut self) -> Result<Vec<Update>, FetchError> {
+        let fetched = self.cache.fetch(&self.refs)?;
+        let mut updates = Vec::with_capacity(fetched.heads.len());
+        for (reference, _, head) in fetched.heads {
+            let decision = self
+                .state
+                .decide(self.cache.repository(), &self.root, reference.name(), head)?;
+            match &decision {
+                Decision::Authenticated(report) => {
+                    tracing::info!(reference = %reference, commit = %head, commits = report.commits.len(), "Authenticated a new head.")
+                }
+                Decision::Refused(report) => {
+                    if let Some((culprit, refusal)) = &report.refusal {
+                        tracing::warn!(reference = %reference, commit = %head, culprit = %culprit, kind = refusal.kind(), reason = %refusal, "Refused a new head; what runs keeps running.")
+                    }
+                }
+                Decision::Unchanged | Decision::AlreadyRefused(_) => {}
+            }
+            updates.push(Update {
+                reference,
+                head,
+                decision,
+            });
+        }
+        Ok(updates)
+    }
+
+    /// Runs until `cancel`: fetches when the doorbell rings or the timer fires, and sends each
+    /// outcome to `out`.
+    pub async fn run(mut self, mut bell: Bell, mut timer: Timer, out: mpsc::Sender<Fetch>, cancel: CancellationToken) {
+        loop {
+            let next = timer.next(chrono::Utc::now());
+            let reason = tokio::select! {
+                _ = cancel.cancelled() => return,
+                rung = bell.wait() => match rung {
+                    Some(reason) => reason,
+                    None => return,
+                },
+                reason = wait(next) => reason,
+            };
+            let started = Instant::now();
+            let (back, result) = match tokio::task::spawn_blocking(move || {
+                let result = self.fetch();
+                (self, result)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(panic) => {
+                    tracing::error!(error = %panic, "The fetch worker panicked.");
+                    return;
+                }
+            };
+            self = back;
+            match &result {
+                Ok(_) => timer.succeeded(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Fetch failed; backing off.");
+                    timer.failed(None);
+                }
+            }
+            if out
+                .send(Fetch {
+                    reason,
+                    started,
+                    result,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+async fn wait(next: Option<(std::time::Duration, Reason)>) -> Reason {
+    match next {
+        Some((delay, reason)) => {
+            tokio::time::sleep(delay).await;
+            reason
+        }
+        None => std::future::pending().await,
+    }
+}
