@@ -3,14 +3,14 @@
 //! A cache that is deleted or corrupted is rebuilt from the remote: it holds nothing that cannot
 //! be fetched again.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use git2::{AutotagOption, ErrorClass, FetchOptions, Oid, Repository};
 
-use super::remote::{self, Remote};
+use super::remote::{self, Interruption, Remote};
 use super::{GitTree, SourceError};
 
 /// A ref followed on the remote: a branch (`main`, `refs/heads/main`) or a tag (`refs/tags/v1`).
@@ -139,11 +139,11 @@ impl Cache {
                     .map_err(|source| self.fetch_error(source))?;
             }
         }
-        let timed_out = Cell::new(false);
+        let interrupted = RefCell::new(None);
         let deadline = Instant::now() + timeouts.total;
         let mut options = FetchOptions::new();
         options
-            .remote_callbacks(remote::callbacks(&self.remote, deadline, &timed_out))
+            .remote_callbacks(remote::callbacks(&self.remote, deadline, &interrupted))
             .download_tags(AutotagOption::None);
         let refspecs: Vec<String> = refs.iter().map(|r| format!("+{0}:{0}", r.name())).collect();
         let mut anonymous = self
@@ -151,11 +151,21 @@ impl Cache {
             .remote_anonymous(&self.remote.url)
             .map_err(|source| self.fetch_error(source))?;
         let result = anonymous.fetch(&refspecs, Some(&mut options), None);
-        if timed_out.get() {
-            return Err(SourceError::Timeout {
-                url: self.remote.display_url(),
-                after: timeouts.total,
-            });
+        drop(options);
+        match interrupted.into_inner() {
+            Some(Interruption::TimedOut) => {
+                return Err(SourceError::Timeout {
+                    url: self.remote.display_url(),
+                    after: timeouts.total,
+                });
+            }
+            Some(Interruption::HostKey(reason) | Interruption::Credentials(reason)) if result.is_err() => {
+                return Err(SourceError::Refused {
+                    url: self.remote.display_url(),
+                    reason,
+                });
+            }
+            _ => {}
         }
         result.map_err(|source| self.fetch_error(source))?;
         let stats = anonymous.stats();

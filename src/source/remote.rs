@@ -2,7 +2,7 @@
 //! checks who the host is: a token over HTTPS, a key over SSH with `known_hosts` checking, nothing
 //! for `file://` URLs and local paths.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -104,16 +104,40 @@ impl Default for Timeouts {
     }
 }
 
+/// Why plumb itself stopped a network operation; libgit2 replaces a callback's message with a
+/// generic one, so the reason travels beside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Interruption {
+    /// The deadline passed.
+    TimedOut,
+    /// The host's key was refused.
+    HostKey(String),
+    /// The host refused the credentials, or asked for ones not configured.
+    Credentials(String),
+}
+
 /// Builds the callbacks for one network operation: credentials tried once (libgit2 would loop on
 /// a wrong password), host keys checked, and the operation cancelled at `deadline`.
-pub(super) fn callbacks<'a>(remote: &'a Remote, deadline: Instant, timed_out: &'a Cell<bool>) -> RemoteCallbacks<'a> {
+pub(super) fn callbacks<'a>(
+    remote: &'a Remote,
+    deadline: Instant,
+    interrupted: &'a RefCell<Option<Interruption>>,
+) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
-    let attempts = Cell::new(0);
-    callbacks.credentials(move |url, username, allowed| {
-        attempts.set(attempts.get() + 1);
-        if attempts.get() > 1 {
-            return Err(git2::Error::from_str(&format!(
-                "{url} refused the configured credentials"
+    let stop = move |why: Interruption| {
+        let message = match &why {
+            Interruption::TimedOut => "deadline passed".to_owned(),
+            Interruption::HostKey(m) | Interruption::Credentials(m) => m.clone(),
+        };
+        *interrupted.borrow_mut() = Some(why);
+        git2::Error::from_str(&message)
+    };
+    let mut attempts = 0;
+    callbacks.credentials(move |_url, username, allowed| {
+        attempts += 1;
+        if attempts > 1 {
+            return Err(stop(Interruption::Credentials(
+                "the host refused the configured credentials".to_owned(),
             )));
         }
         match &remote.auth {
@@ -130,9 +154,9 @@ pub(super) fn callbacks<'a>(remote: &'a Remote, deadline: Instant, timed_out: &'
                 private_key,
                 passphrase.as_ref().map(Secret::expose),
             ),
-            _ => Err(git2::Error::from_str(&format!(
-                "{url} asks for credentials ({allowed:?}) that are not configured for this repository"
-            ))),
+            _ => Err(stop(Interruption::Credentials(format!(
+                "the host asks for credentials ({allowed:?}) that are not configured for this repository"
+            )))),
         }
     });
     callbacks.certificate_check(move |cert, host| {
@@ -150,11 +174,20 @@ pub(super) fn callbacks<'a>(remote: &'a Remote, deadline: Instant, timed_out: &'
                 "an SSH remote needs an `ssh` key and a `known_hosts` file",
             ));
         };
-        let key = hostkey
-            .hostkey()
-            .ok_or_else(|| git2::Error::from_str("the SSH host did not present a raw host key"))?;
-        let listed = std::fs::read_to_string(path)
-            .map_err(|e| git2::Error::from_str(&format!("cannot read known_hosts file {}: {e}", path.display())))?;
+        let Some(key) = hostkey.hostkey() else {
+            return Err(stop(Interruption::HostKey(
+                "the SSH host did not present a raw host key".to_owned(),
+            )));
+        };
+        let listed = match std::fs::read_to_string(path) {
+            Ok(listed) => listed,
+            Err(e) => {
+                return Err(stop(Interruption::HostKey(format!(
+                    "cannot read known_hosts file {}: {e}",
+                    path.display()
+                ))));
+            }
+        };
         match known_hosts::check(&listed, host, remote.ssh_port(), key) {
             HostKey::Known => Ok(CertificateCheckStatus::CertificateOk),
             HostKey::Unknown if *accept_unknown_hosts => {
@@ -164,30 +197,29 @@ pub(super) fn callbacks<'a>(remote: &'a Remote, deadline: Instant, timed_out: &'
                 );
                 Ok(CertificateCheckStatus::CertificateOk)
             }
-            HostKey::Unknown => Err(git2::Error::from_str(&format!(
+            HostKey::Unknown => Err(stop(Interruption::HostKey(format!(
                 "the SSH host {host} is not listed in {}; add its key (ssh-keyscan) after checking it",
                 path.display()
-            ))),
-            HostKey::Mismatch => Err(git2::Error::from_str(&format!(
-                "the SSH host key of {host} differs from the one listed in {} — refusing to connect",
+            )))),
+            HostKey::Mismatch => Err(stop(Interruption::HostKey(format!(
+                "the SSH host key of {host} differs from the one listed in {}; refusing to connect",
                 path.display()
-            ))),
-            HostKey::Revoked => Err(git2::Error::from_str(&format!(
+            )))),
+            HostKey::Revoked => Err(stop(Interruption::HostKey(format!(
                 "the SSH host key of {host} is marked @revoked in {}",
                 path.display()
-            ))),
+            )))),
         }
     });
-    callbacks.transfer_progress(move |_| {
+    let within = move || {
         let within = Instant::now() < deadline;
-        timed_out.set(!within);
+        if !within {
+            *interrupted.borrow_mut() = Some(Interruption::TimedOut);
+        }
         within
-    });
-    callbacks.sideband_progress(move |_| {
-        let within = Instant::now() < deadline;
-        timed_out.set(!within);
-        within
-    });
+    };
+    callbacks.transfer_progress(move |_| within());
+    callbacks.sideband_progress(move |_| within());
     callbacks
 }
 

@@ -67,6 +67,14 @@ pub enum SourceError {
         /// The deadline.
         after: std::time::Duration,
     },
+    /// plumb refused to go on: the host's key is not trusted, or credentials are wrong or missing.
+    #[error("refused to fetch from {url}: {reason}")]
+    Refused {
+        /// The remote, without credentials.
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// A tracked ref does not exist on the remote.
     #[error("{url} has no ref `{reference}`")]
     MissingRef {

@@ -8,6 +8,8 @@ mod hostile;
 mod http;
 mod keys;
 mod schemas;
+mod smart_http;
 mod source;
+mod ssh;
 mod trust;
 mod webhook;
