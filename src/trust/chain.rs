@@ -149,7 +149,7 @@ fn judge(
     repo: &Repository,
     id: Oid,
     parents: &[(Oid, Rc<Policy>)],
-    own: &Policy,
+    own: &Rc<Policy>,
     hard_revoked: &BTreeSet<Fingerprint>,
 ) -> Outcome {
     let (signature, data) = match repo.extract_signature(&id, None) {
@@ -164,8 +164,16 @@ fn judge(
                 fingerprint: None,
             };
         }
-        let certs = updated_certs(policy, own);
-        let signer = match signature::verify(&signature, &data, certs.iter(), hard_revoked) {
+        // Most commits leave the policy alone: then the parent's certificates serve as they are.
+        let unchanged = Rc::ptr_eq(policy, own);
+        let updated;
+        let certs: Vec<&Cert> = if unchanged {
+            policy.certs().collect()
+        } else {
+            updated = updated_certs(policy, own);
+            updated.iter().collect()
+        };
+        let signer = match signature::verify(&signature, &data, certs.iter().copied(), hard_revoked) {
             Ok(signer) => signer,
             Err(e) => {
                 refusal.get_or_insert(Refusal::Signature(e));
@@ -173,7 +181,9 @@ fn judge(
             }
         };
         let mut changes = vec![(Capability::SignCommit, "signs a commit".to_owned())];
-        changes.extend(policy.changes_to(own));
+        if !unchanged {
+            changes.extend(policy.changes_to(own));
+        }
         let mut missing = None;
         for (name, user) in policy.holders(&signer.fingerprint) {
             let lacking = changes.iter().find(|(needed, _)| !user.capabilities.contains(needed));

@@ -84,11 +84,6 @@ impl TestKey {
         String::from_utf8(self.cert.armored().to_vec().unwrap()).unwrap()
     }
 
-    /// The certificate with its secret keys, armored (for `gpg --import`).
-    pub fn secret(&self) -> String {
-        String::from_utf8(self.cert.as_tsk().armored().to_vec().unwrap()).unwrap()
-    }
-
     /// An armored detached signature over `data`, made at `unix` with `hash`.
     pub fn sign(&self, data: &[u8], unix: i64, hash: HashAlgorithm) -> String {
         let policy = StandardPolicy::new();

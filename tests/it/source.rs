@@ -2,6 +2,7 @@
 //! loopback; incremental fetches; caches that are deleted or damaged; timeouts.
 
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -119,6 +120,7 @@ impl Daemon {
             .arg(base)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("git daemon starts");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -131,8 +133,10 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// `git daemon` runs `git-daemon` as a child: stop the whole process group.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill(2) on the group this test created; no memory is involved.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
         let _ = self.child.wait();
     }
 }
