@@ -10,8 +10,8 @@ mod http;
 
 use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,14 @@ fn main() {
         cache.fetch(&tracked).unwrap();
         let mirror = dir.path().join(format!("mirror-{}", name.trim_end_matches("://")));
         git(&["init", "-q", "--bare", mirror.to_str().unwrap()]);
-        git(&["-C", mirror.to_str().unwrap(), "fetch", "-q", &url, "+refs/heads/main:refs/heads/main"]);
+        git(&[
+            "-C",
+            mirror.to_str().unwrap(),
+            "fetch",
+            "-q",
+            &url,
+            "+refs/heads/main:refs/heads/main",
+        ]);
 
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for round in 0..rounds {
@@ -59,7 +66,14 @@ fn main() {
             ours.push(start.elapsed());
             assert_eq!(Some(fetched.heads[0].2), head);
             let start = Instant::now();
-            git(&["-C", mirror.to_str().unwrap(), "fetch", "-q", &url, "+refs/heads/main:refs/heads/main"]);
+            git(&[
+                "-C",
+                mirror.to_str().unwrap(),
+                "fetch",
+                "-q",
+                &url,
+                "+refs/heads/main:refs/heads/main",
+            ]);
             theirs.push(start.elapsed());
         }
         let (ours, theirs) = (median(ours), median(theirs));
@@ -109,8 +123,15 @@ fn commit(repo: &Repository, parent: Option<Oid>, i: usize) -> Oid {
     let who = Signature::new("Bench", "bench@example.com", &Time::new(1_700_000_000 + i as i64, 0)).unwrap();
     let parents: Vec<git2::Commit> = parent.iter().map(|p| repo.find_commit(*p).unwrap()).collect();
     let parents: Vec<&git2::Commit> = parents.iter().collect();
-    repo.commit(Some("refs/heads/main"), &who, &who, &format!("Change {i}"), &tree, &parents)
-        .unwrap()
+    repo.commit(
+        Some("refs/heads/main"),
+        &who,
+        &who,
+        &format!("Change {i}"),
+        &tree,
+        &parents,
+    )
+    .unwrap()
 }
 
 struct Daemon {
@@ -194,7 +215,10 @@ fn webhook_latency(dir: &Path, upstream: &Path, rounds: usize) {
         mac.update(body);
         let headers = [
             ("X-GitHub-Event", "push".to_owned()),
-            ("X-Hub-Signature-256", format!("sha256={}", hex::encode(mac.finalize().into_bytes()))),
+            (
+                "X-Hub-Signature-256",
+                format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+            ),
         ];
         let mut latencies = Vec::with_capacity(rounds);
         for _ in 0..rounds {

@@ -27,7 +27,10 @@ fn main() {
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|_| vec![1_000, 10_000]);
     let gnupg = std::env::var_os("PLUMB_BENCH_NO_PEER").is_none()
-        && Command::new("gpg").arg("--version").output().is_ok_and(|o| o.status.success());
+        && Command::new("gpg")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
     println!("commits | plumb in-process   | plumb verify (process) | git verify-commit (GnuPG) | ratio (in-process)");
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
@@ -116,7 +119,8 @@ fn build_chain(dir: &Path, key: &TestKey, n: usize) -> (Oid, Vec<Oid>) {
         parent = Some(id);
         commits.push(id);
     }
-    repo.reference("refs/heads/main", parent.unwrap(), true, "bench").unwrap();
+    repo.reference("refs/heads/main", parent.unwrap(), true, "bench")
+        .unwrap();
     repo.set_head("refs/heads/main").unwrap();
     let root = commits.remove(0);
     (root, commits)

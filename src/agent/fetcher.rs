@@ -44,6 +44,9 @@ pub enum FetchError {
     /// The trust state could not be read or written, or history could not be walked.
     #[error(transparent)]
     Trust(#[from] StateError),
+    /// The fetch panicked; the worker goes on.
+    #[error("the fetch panicked (a bug: please report it)")]
+    Panicked,
 }
 
 /// Fetches and authenticates one repository.
@@ -119,14 +122,17 @@ impl Fetcher {
             };
             let started = Instant::now();
             let (back, result) = match tokio::task::spawn_blocking(move || {
-                let result = self.fetch();
+                // A panic (a bug in plumb or a library) fails this fetch, not the repository's
+                // worker: the next trigger tries again.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fetch()))
+                    .unwrap_or_else(|_| Err(FetchError::Panicked));
                 (self, result)
             })
             .await
             {
                 Ok(done) => done,
-                Err(panic) => {
-                    tracing::error!(error = %panic, "The fetch worker panicked.");
+                Err(e) => {
+                    tracing::error!(error = %e, "The fetch worker stopped.");
                     return;
                 }
             };

@@ -82,12 +82,14 @@ fn to_json(report: &Report) -> serde_json::Value {
         .commits
         .iter()
         .map(|c| match &c.outcome {
-            CommitOutcome::Authenticated { signer, fingerprint } => json!({
+            CommitOutcome::Authenticated {
+                signer, fingerprint, ..
+            } => json!({
                 "commit": c.id.to_string(),
                 "summary": c.summary,
                 "authenticated": true,
                 "signer": signer,
-                "fingerprint": fingerprint.as_ref().map(|f| f.to_hex()),
+                "fingerprint": fingerprint.to_hex(),
             }),
             CommitOutcome::Refused(refusal) => json!({
                 "commit": c.id.to_string(),

@@ -1,7 +1,8 @@
 //! SSH host key checking against an OpenSSH `known_hosts` file, so a fetch over SSH never talks
-//! to a host it cannot identify. Plain (`host,host2`), bracketed (`[host]:2222`) and hashed
-//! (`|1|salt|hash`) patterns are understood; `@revoked` lines refuse a key outright; `@cert-authority`
-//! lines and negated or wildcard patterns are not supported and never match.
+//! to a host it cannot identify. Plain (`host,host2`), bracketed (`[host]:2222`), wildcard
+//! (`*.example.com`, `10.0.0.?`), negated (`!bastion`) and hashed (`|1|salt|hash`) patterns are
+//! understood; `@revoked` lines refuse a key wherever they appear; `@cert-authority` lines are
+//! not supported and never match.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
@@ -22,37 +23,56 @@ pub enum HostKey {
 /// Checks `key` (the raw wire-format host key) offered by `host` (a name, with `port` when it is
 /// not 22) against the text of a `known_hosts` file.
 pub fn check(known_hosts: &str, host: &str, port: Option<u16>, key: &[u8]) -> HostKey {
-    let name = match port {
-        Some(port) if port != 22 => format!("[{host}]:{port}"),
-        _ => host.to_owned(),
-    };
-    let mut listed = false;
+    let name = host_name(host, port);
+    let mut entries = Vec::new();
     for line in known_hosts.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let mut fields = line.split_whitespace();
-        let mut first = fields.next().unwrap_or_default();
-        let marker = first.strip_prefix('@');
+        let mut patterns = fields.next().unwrap_or_default();
+        let marker = patterns.strip_prefix('@');
         if marker.is_some() {
-            first = fields.next().unwrap_or_default();
+            patterns = fields.next().unwrap_or_default();
         }
         let (Some(_kind), Some(encoded)) = (fields.next(), fields.next()) else {
             continue;
         };
-        if !patterns_match(first, &name) {
-            continue;
-        }
-        let same_key = decode_base64(encoded).is_some_and(|listed_key| listed_key == key);
-        match marker {
-            Some("revoked") if same_key => return HostKey::Revoked,
-            Some(_) => continue,
-            None if same_key => return HostKey::Known,
-            None => listed = true,
+        if patterns_match(patterns, &name) {
+            let same_key = decode_base64(encoded).is_some_and(|listed| listed == key);
+            entries.push((marker, same_key));
         }
     }
-    if listed { HostKey::Mismatch } else { HostKey::Unknown }
+    // A revocation wins wherever it is written.
+    if entries.iter().any(|&(marker, same)| marker == Some("revoked") && same) {
+        return HostKey::Revoked;
+    }
+    let plain: Vec<bool> = entries
+        .iter()
+        .filter(|(m, _)| m.is_none())
+        .map(|&(_, same)| same)
+        .collect();
+    if plain.contains(&true) {
+        HostKey::Known
+    } else if plain.is_empty() {
+        HostKey::Unknown
+    } else {
+        HostKey::Mismatch
+    }
+}
+
+/// The name `known_hosts` uses for a host: bracketed with the port when it is not 22.
+pub fn host_name(host: &str, port: Option<u16>) -> String {
+    match port {
+        Some(port) if port != 22 => format!("[{host}]:{port}"),
+        _ => host.to_owned(),
+    }
+}
+
+/// A `known_hosts` line for `host` with `key` of `kind` (`ssh-ed25519`…).
+pub fn line(host: &str, port: Option<u16>, kind: &str, key: &[u8]) -> String {
+    format!("{} {kind} {}\n", host_name(host, port), encode_base64(key))
 }
 
 fn patterns_match(patterns: &str, name: &str) -> bool {
@@ -69,7 +89,44 @@ fn patterns_match(patterns: &str, name: &str) -> bool {
         mac.update(name.as_bytes());
         return mac.verify_slice(&hash).is_ok();
     }
-    patterns.split(',').any(|pattern| pattern == name)
+    let mut matched = false;
+    for pattern in patterns.split(',') {
+        match pattern.strip_prefix('!') {
+            Some(negated) if glob(negated.as_bytes(), name.as_bytes()) => return false,
+            Some(_) => {}
+            None => matched |= glob(pattern.as_bytes(), name.as_bytes()),
+        }
+    }
+    matched
+}
+
+/// OpenSSH's pattern syntax: `*` any run of characters, `?` one character.
+fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.split_first(), name.split_first()) {
+        (None, None) => true,
+        (Some((b'*', rest)), _) => glob(rest, name) || (!name.is_empty() && glob(pattern, &name[1..])),
+        (Some((b'?', rest)), Some((_, tail))) => glob(rest, tail),
+        (Some((p, rest)), Some((n, tail))) if p.eq_ignore_ascii_case(n) => glob(rest, tail),
+        _ => false,
+    }
+}
+
+fn encode_base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    while out.len() % 4 != 0 {
+        out.push('=');
+    }
+    out
 }
 
 /// Standard base64 with padding, as `known_hosts` writes it.
@@ -126,39 +183,38 @@ mod tests {
         let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(&salt).unwrap();
         mac.update(b"git.example.com");
         let hash = mac.finalize().into_bytes();
-        let hashed = format!("|1|{}|{} ssh-ed25519 {KEY}\n", encode(&salt), encode(&hash));
+        let hashed = format!(
+            "|1|{}|{} ssh-ed25519 {KEY}\n",
+            encode_base64(&salt),
+            encode_base64(&hash)
+        );
         assert_eq!(check(&hashed, "git.example.com", None, &key()), HostKey::Known);
         assert_eq!(check(&hashed, "git.example.org", None, &key()), HostKey::Unknown);
     }
 
     #[test]
-    fn revoked_keys_are_refused() {
-        let file = format!("@revoked * ssh-ed25519 {KEY}\n@revoked git.example.com ssh-ed25519 {KEY}\n");
+    fn revoked_keys_are_refused_wherever_listed() {
+        let file = format!("git.example.com ssh-ed25519 {KEY}\n@revoked * ssh-ed25519 {KEY}\n");
         assert_eq!(check(&file, "git.example.com", None, &key()), HostKey::Revoked);
+        let file = format!("@revoked other.example.com ssh-ed25519 {KEY}\ngit.example.com ssh-ed25519 {KEY}\n");
+        assert_eq!(check(&file, "git.example.com", None, &key()), HostKey::Known);
     }
 
-    fn encode(bytes: &[u8]) -> String {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
-            for i in 0..=chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            }
-        }
-        while out.len() % 4 != 0 {
-            out.push('=');
-        }
-        out
+    #[test]
+    fn wildcards_and_negation() {
+        let file = format!("*.example.com,!bastion.example.com ssh-ed25519 {KEY}\n10.0.0.? ssh-ed25519 {KEY}\n");
+        assert_eq!(check(&file, "git.example.com", None, &key()), HostKey::Known);
+        assert_eq!(check(&file, "bastion.example.com", None, &key()), HostKey::Unknown);
+        assert_eq!(check(&file, "10.0.0.7", None, &key()), HostKey::Known);
+        assert_eq!(check(&file, "10.0.0.17", None, &key()), HostKey::Unknown);
+        let recorded = line("git.example.org", Some(2222), "ssh-ed25519", &key());
+        assert_eq!(check(&recorded, "git.example.org", Some(2222), &key()), HostKey::Known);
     }
 
     #[test]
     fn base64_round_trip() {
         for bytes in [&b""[..], b"a", b"ab", b"abc", b"abcd"] {
-            assert_eq!(decode_base64(&encode(bytes)).unwrap(), bytes);
+            assert_eq!(decode_base64(&encode_base64(bytes)).unwrap(), bytes);
         }
     }
 }

@@ -32,17 +32,19 @@ impl Remote {
         }
     }
 
-    /// The URL with any password or token removed, for messages.
+    /// The URL without credentials, for messages: no user or token for HTTP (tokens are often
+    /// written as the user), the user alone for SSH.
     pub fn display_url(&self) -> String {
         let Some((scheme, rest)) = self.url.split_once("://") else {
             return self.url.clone();
         };
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         match authority.rsplit_once('@') {
-            Some((userinfo, host)) => {
+            Some((userinfo, host)) if scheme == "ssh" => {
                 let user = userinfo.split(':').next().unwrap_or_default();
                 format!("{scheme}://{user}@{host}{path}")
             }
+            Some((_, host)) => format!("{scheme}://{host}{path}"),
             None => self.url.clone(),
         }
     }
@@ -181,6 +183,7 @@ pub(super) fn callbacks<'a>(
         };
         let listed = match std::fs::read_to_string(path) {
             Ok(listed) => listed,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && *accept_unknown_hosts => String::new(),
             Err(e) => {
                 return Err(stop(Interruption::HostKey(format!(
                     "cannot read known_hosts file {}: {e}",
@@ -191,10 +194,22 @@ pub(super) fn callbacks<'a>(
         match known_hosts::check(&listed, host, remote.ssh_port(), key) {
             HostKey::Known => Ok(CertificateCheckStatus::CertificateOk),
             HostKey::Unknown if *accept_unknown_hosts => {
-                tracing::warn!(
-                    host,
-                    "Accepted an SSH host key not listed in known_hosts (trust on first use)."
-                );
+                // Trust on first use: the key is recorded, so every later connection is checked
+                // against it like any listed key.
+                let kind = hostkey.hostkey_type().map_or("unknown", |t| t.name());
+                let entry = known_hosts::line(host, remote.ssh_port(), kind, key);
+                let recorded = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+                    .and_then(|mut file| std::io::Write::write_all(&mut file, entry.as_bytes()));
+                if let Err(e) = recorded {
+                    return Err(stop(Interruption::HostKey(format!(
+                        "cannot record the key of {host} in {}: {e}",
+                        path.display()
+                    ))));
+                }
+                tracing::warn!(host, known_hosts = %path.display(), "Trusted and recorded an SSH host key seen for the first time.");
                 Ok(CertificateCheckStatus::CertificateOk)
             }
             HostKey::Unknown => Err(stop(Interruption::HostKey(format!(
@@ -230,7 +245,9 @@ mod tests {
     #[test]
     fn display_url_hides_tokens() {
         let remote = Remote::anonymous("https://bot:ghp_secret@github.com/acme/config.git");
-        assert_eq!(remote.display_url(), "https://bot@github.com/acme/config.git");
+        assert_eq!(remote.display_url(), "https://github.com/acme/config.git");
+        let token_as_user = Remote::anonymous("https://ghp_secret@github.com/acme/config.git");
+        assert_eq!(token_as_user.display_url(), "https://github.com/acme/config.git");
         assert_eq!(
             Remote::anonymous("ssh://git@host:2222/acme/config.git").ssh_port(),
             Some(2222)

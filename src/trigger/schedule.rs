@@ -1,6 +1,8 @@
 //! Cron schedules in the syntax people write: five fields (`*/5 * * * *`, `0 9 * * MON-FRI`),
 //! day-of-week numbers from 0 (Sunday) to 7 (Sunday again), and the `@hourly`-style shorthands.
-//! The `cron` crate wants a seconds field first and numbers Sunday as 1; this module translates.
+//! The `cron` crate wants a seconds field first, numbers Sunday as 1, and fires only when both
+//! day-of-month and day-of-week match; this module translates, and keeps cron's usual rule that
+//! a schedule restricting both days fires when *either* matches.
 
 use std::str::FromStr;
 
@@ -10,7 +12,8 @@ use chrono::{DateTime, Utc};
 #[derive(Clone, Debug)]
 pub struct Schedule {
     text: String,
-    inner: cron::Schedule,
+    /// One schedule, or two (day-of-month only, day-of-week only) fired at the earlier.
+    inner: Vec<cron::Schedule>,
 }
 
 /// Why a cron expression was refused.
@@ -33,15 +36,26 @@ impl Schedule {
         };
         let trimmed = expression.trim();
         let translated = if trimmed.starts_with('@') {
-            trimmed.to_owned()
+            vec![trimmed.to_owned()]
         } else {
             let fields: Vec<&str> = trimmed.split_whitespace().collect();
             let [minute, hour, day, month, weekday] = fields[..] else {
                 return Err(error(format!("it has {} fields", fields.len())));
             };
-            format!("0 {minute} {hour} {day} {month} {}", weekdays(weekday).map_err(error)?)
+            let weekday = weekdays(weekday).map_err(error)?;
+            if day != "*" && weekday != "*" {
+                vec![
+                    format!("0 {minute} {hour} {day} {month} *"),
+                    format!("0 {minute} {hour} * {month} {weekday}"),
+                ]
+            } else {
+                vec![format!("0 {minute} {hour} {day} {month} {weekday}")]
+            }
         };
-        let inner = cron::Schedule::from_str(&translated).map_err(|e| error(e.to_string()))?;
+        let inner = translated
+            .iter()
+            .map(|t| cron::Schedule::from_str(t).map_err(|e| error(e.to_string())))
+            .collect::<Result<_, _>>()?;
         Ok(Schedule {
             text: trimmed.to_owned(),
             inner,
@@ -50,7 +64,7 @@ impl Schedule {
 
     /// The first time strictly after `after` the schedule fires, if it ever does again.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.inner.after(&after).next()
+        self.inner.iter().filter_map(|s| s.after(&after).next()).min()
     }
 
     /// The expression as written.
@@ -77,6 +91,8 @@ fn weekdays(field: &str) -> Result<String, String> {
                 None => (item, None),
             };
             let range = match range.split_once('-') {
+                // cron counts Sunday as the first day: a range up to Sunday-as-7 is split.
+                Some((from, "7")) if step.is_none() && from != "0" => format!("{}-SAT,SUN", name(from)?),
                 Some((from, to)) => format!("{}-{}", name(from)?, name(to)?),
                 None => name(range)?,
             };

@@ -25,6 +25,27 @@ pub enum TrustRoot {
     Policy(Policy),
 }
 
+impl TrustRoot {
+    /// A stable name for this root, to notice when the configuration changes it.
+    pub fn identity(&self) -> String {
+        match self {
+            TrustRoot::Commit(id) => format!("commit:{id}"),
+            TrustRoot::Policy(policy) => {
+                let users: Vec<String> = policy
+                    .users
+                    .iter()
+                    .map(|(name, user)| {
+                        let capabilities: Vec<&str> = user.capabilities.iter().map(|c| c.name()).collect();
+                        let certs: Vec<String> = user.certs.iter().map(|c| c.fingerprint().to_hex()).collect();
+                        format!("{name}={}:{}", capabilities.join("+"), certs.join("+"))
+                    })
+                    .collect();
+                format!("policy:{}", users.join(","))
+            }
+        }
+    }
+}
+
 /// Why a commit was refused. Each variant has a bounded [`Refusal::kind`] for metric labels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -38,6 +59,13 @@ pub enum Refusal {
         capability: Capability,
         /// What the commit does that needs it.
         change: String,
+    },
+    /// The signature is dated well before its parent's: it was backdated.
+    Backdated {
+        /// When the commit says it was signed.
+        signed: std::time::SystemTime,
+        /// When its parent was signed.
+        parent_signed: std::time::SystemTime,
     },
     /// A policy file on the way cannot be parsed.
     BadPolicy {
@@ -76,6 +104,7 @@ impl Refusal {
             Refusal::Signature(SignatureError::UnusableCertificate { .. }) => "unusable_certificate",
             Refusal::Signature(SignatureError::BadSignature(_)) => "bad_signature",
             Refusal::NotAuthorized { .. } => "not_authorized",
+            Refusal::Backdated { .. } => "backdated_signature",
             Refusal::BadPolicy { .. } => "bad_policy",
             Refusal::ParentRefused => "parent_refused",
             Refusal::HistoryRewritten { .. } => "history_rewritten",
@@ -96,6 +125,13 @@ impl fmt::Display for Refusal {
                 f,
                 "`{signer}` may not do this: the commit {change}, which needs {capability} in the parent's policy"
             ),
+            Refusal::Backdated { signed, parent_signed } => {
+                let seconds = parent_signed.duration_since(*signed).unwrap_or_default().as_secs();
+                write!(
+                    f,
+                    "the signature is dated {seconds} s before its parent's: it was backdated"
+                )
+            }
             Refusal::BadPolicy { commit, reason } => {
                 write!(f, "the signing policy of {commit} is unreadable: {reason}")
             }
@@ -119,8 +155,10 @@ pub enum Outcome {
     Authenticated {
         /// The policy's name for the signer.
         signer: String,
-        /// The signer's certificate (`None` for a goodlisted commit).
-        fingerprint: Option<sequoia_openpgp::Fingerprint>,
+        /// The signer's certificate.
+        fingerprint: sequoia_openpgp::Fingerprint,
+        /// When the signature was made.
+        signed: std::time::SystemTime,
     },
     /// No parent's policy accepted it.
     Refused(Refusal),
@@ -158,6 +196,18 @@ impl Report {
 /// Why authentication could not be carried out at all (as opposed to a refusal).
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
+    /// The range holds more commits than plumb authenticates at once.
+    #[error("more than {commits} commits to authenticate; move the trust root closer to the head")]
+    TooMuchHistory {
+        /// The limit.
+        commits: usize,
+    },
+    /// The range holds more distinct signing policies than plumb reads at once.
+    #[error("more than {policies} distinct signing policies to read; move the trust root closer to the head")]
+    TooManyPolicies {
+        /// The limit.
+        policies: usize,
+    },
     /// The repository could not be read.
     #[error("cannot read the history of {commit}")]
     Git {

@@ -101,10 +101,15 @@ pub struct User {
 pub struct Policy {
     /// The format version (0).
     pub version: i64,
-    /// Commits declared good despite failing authentication (set by auditors).
+    /// Commits an auditor declared good despite failing authentication. Changing the list needs
+    /// `audit`; plumb does not yet accept goodlisted commits (sequoia-git does, for commits
+    /// signed by keys later revoked as compromised).
     pub commit_goodlist: BTreeSet<String>,
     /// The users, by name.
     pub users: BTreeMap<String, User>,
+    /// Every certificate once, copies listed under several users merged (so a revocation
+    /// carried by any copy counts).
+    merged: Vec<Cert>,
 }
 
 /// Why a policy file could not be read.
@@ -157,10 +162,27 @@ impl Policy {
                 .collect();
             users.insert(name, User { capabilities, certs });
         }
+        let mut merged: Vec<Cert> = Vec::new();
+        for cert in users.values().flat_map(|u| u.certs.iter()) {
+            match merged.iter_mut().find(|c| c.fingerprint() == cert.fingerprint()) {
+                Some(known) => {
+                    let combined = known
+                        .clone()
+                        .merge_public(cert.clone())
+                        .map_err(|e| PolicyError::Keyring {
+                            user: "(several users)".to_owned(),
+                            reason: e.to_string(),
+                        })?;
+                    *known = combined;
+                }
+                None => merged.push(cert.clone()),
+            }
+        }
         Ok(Policy {
             version: file.version,
             commit_goodlist: file.commit_goodlist,
             users,
+            merged,
         })
     }
 
@@ -174,11 +196,7 @@ impl Policy {
 
     /// Every certificate of the policy, each once.
     pub fn certs(&self) -> impl Iterator<Item = &Cert> {
-        let mut seen = BTreeSet::new();
-        self.users
-            .values()
-            .flat_map(|u| u.certs.iter())
-            .filter(move |c| seen.insert(c.fingerprint()))
+        self.merged.iter()
     }
 
     /// The capabilities a signer needs to turn `self` (the parent's policy) into `next`, beyond
@@ -217,21 +235,23 @@ impl Policy {
                 needs.push((Capability::RetireUser, format!("removes {removed} from `{name}`")));
                 needs.push((removed, format!("removes {removed} from `{name}`")));
             }
-            keyring_changes(name, &before.certs, &after.certs, &mut needs);
+            keyring_changes(name, &before.certs, after, &mut needs);
         }
         needs
     }
 }
 
-/// Certificates added need `add_user`, removed need `retire_user`; a certificate may grow (new
-/// subkeys, an extended expiry) freely, but dropping its own signatures needs `retire_user`.
-fn keyring_changes(name: &str, before: &[Cert], after: &[Cert], needs: &mut Vec<(Capability, String)>) {
+/// Certificates added need `add_user` and every capability of the user they are added to (a
+/// certificate added to a user gains that user's powers); removed need `retire_user`; a
+/// certificate may grow (new subkeys, an extended expiry) freely, but dropping its own
+/// signatures needs `retire_user`.
+fn keyring_changes(name: &str, before: &[Cert], user: &User, needs: &mut Vec<(Capability, String)>) {
+    let after = &user.certs;
     for cert in after {
         if !before.iter().any(|c| c.fingerprint() == cert.fingerprint()) {
-            needs.push((
-                Capability::AddUser,
-                format!("adds certificate {} to `{name}`", cert.fingerprint()),
-            ));
+            let change = format!("adds certificate {} to `{name}`", cert.fingerprint());
+            needs.push((Capability::AddUser, change.clone()));
+            needs.extend(user.capabilities.iter().map(|&c| (c, change.clone())));
         }
     }
     for cert in before {

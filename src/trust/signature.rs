@@ -63,27 +63,32 @@ pub enum SignatureError {
     BadSignature(Fingerprint),
 }
 
-/// Verifies `signature` (armored, as git stores it) over `data` against `certs`. `hard_revoked`
-/// lists certificates revoked as compromised anywhere in the history being checked, which voids
-/// their signatures even where the parent's policy does not yet know of the revocation.
+/// Verifies `signature` (armored, as git stores it) over `data` against `certs`, and returns
+/// every signer whose signature is good (a commit may carry several). `hard_revoked` lists
+/// certificates and keys revoked as compromised anywhere in the history being checked, which
+/// voids their signatures even where the parent's policy does not yet know of the revocation.
 pub fn verify<'a>(
     signature: &[u8],
     data: &[u8],
     certs: impl Iterator<Item = &'a Cert> + Clone,
     hard_revoked: &BTreeSet<Fingerprint>,
-) -> Result<Signer, SignatureError> {
+) -> Result<Vec<Signer>, SignatureError> {
     let policy = StandardPolicy::new();
     let signatures = parse(signature)?;
+    let mut signers = Vec::new();
     let mut first_error = None;
     for sig in &signatures {
         match verify_one(&policy, sig, data, certs.clone(), hard_revoked) {
-            Ok(signer) => return Ok(signer),
+            Ok(signer) => signers.push(signer),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
         }
     }
-    Err(first_error.unwrap_or(SignatureError::Unsigned))
+    match (signers.is_empty(), first_error) {
+        (false, _) => Ok(signers),
+        (true, e) => Err(e.unwrap_or(SignatureError::Unsigned)),
+    }
 }
 
 fn parse(signature: &[u8]) -> Result<Vec<Signature>, SignatureError> {
@@ -101,11 +106,14 @@ fn parse(signature: &[u8]) -> Result<Vec<Signature>, SignatureError> {
     Ok(signatures)
 }
 
+/// Tries every certificate holding one of the signature's issuer keys: a certificate may list
+/// someone else's key without a binding (anyone may add packets to a certificate), and that must
+/// not shadow the certificate the key really belongs to.
 fn verify_one<'a>(
     policy: &StandardPolicy,
     sig: &Signature,
     data: &[u8],
-    mut certs: impl Iterator<Item = &'a Cert>,
+    certs: impl Iterator<Item = &'a Cert>,
     hard_revoked: &BTreeSet<Fingerprint>,
 ) -> Result<Signer, SignatureError> {
     let time = sig
@@ -115,19 +123,37 @@ fn verify_one<'a>(
         return Err(SignatureError::WeakAlgorithm(sig.hash_algo().to_string()));
     }
     let issuers: Vec<KeyHandle> = sig.get_issuers();
-    let cert = certs
-        .find(|cert| {
-            cert.keys()
-                .any(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
-        })
-        .ok_or_else(|| {
-            SignatureError::UnknownSigner(
-                issuers
-                    .first()
-                    .map(ToString::to_string)
-                    .unwrap_or_else(|| "(none)".into()),
-            )
-        })?;
+    let mut first_error = None;
+    for cert in certs.filter(|cert| {
+        cert.keys()
+            .any(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
+    }) {
+        match verify_with(policy, sig, time, &issuers, data, cert, hard_revoked) {
+            Ok(signer) => return Ok(signer),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| {
+        SignatureError::UnknownSigner(
+            issuers
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "(none)".into()),
+        )
+    }))
+}
+
+fn verify_with(
+    policy: &StandardPolicy,
+    sig: &Signature,
+    time: SystemTime,
+    issuers: &[KeyHandle],
+    data: &[u8],
+    cert: &Cert,
+    hard_revoked: &BTreeSet<Fingerprint>,
+) -> Result<Signer, SignatureError> {
     let fingerprint = cert.fingerprint();
     if hard_revoked.contains(&fingerprint) {
         return Err(SignatureError::Revoked {
@@ -149,11 +175,18 @@ fn verify_one<'a>(
     if valid.alive().is_err() {
         return Err(SignatureError::Expired(fingerprint));
     }
+    // Only keys bound to the certificate at signing time count.
     let key = valid
         .keys()
         .for_signing()
         .find(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
         .ok_or_else(|| unusable("the signing key is not a valid signing key of the certificate".to_owned()))?;
+    if hard_revoked.contains(&key.key().fingerprint()) {
+        return Err(SignatureError::Revoked {
+            fingerprint,
+            hard: true,
+        });
+    }
     if let RevocationStatus::Revoked(revocations) = key.revocation_status() {
         let hard = revocations.iter().any(|r| is_hard(r));
         return Err(SignatureError::Revoked { fingerprint, hard });
@@ -175,15 +208,23 @@ pub fn is_hard(revocation: &Signature) -> bool {
     }
 }
 
-/// The certificates among `certs` that carry a hard revocation (at any time).
-pub fn hard_revocations<'a>(certs: impl Iterator<Item = &'a Cert>) -> impl Iterator<Item = Fingerprint> {
+/// The certificates and keys among `certs` that carry a hard revocation (at any time): primary
+/// keys revoked with their certificate, and subkeys revoked on their own.
+pub fn hard_revocations<'a>(certs: impl Iterator<Item = &'a Cert>) -> Vec<Fingerprint> {
     let policy = StandardPolicy::new();
-    certs
-        .filter(move |cert| match cert.revocation_status(&policy, None) {
-            RevocationStatus::Revoked(revocations) => revocations.iter().any(|r| is_hard(r)),
-            _ => false,
-        })
-        .map(|cert| cert.fingerprint())
-        .collect::<Vec<_>>()
-        .into_iter()
+    let mut revoked = Vec::new();
+    for cert in certs {
+        if let RevocationStatus::Revoked(revocations) = cert.revocation_status(&policy, None) {
+            if revocations.iter().any(|r| is_hard(r)) {
+                revoked.push(cert.fingerprint());
+            }
+        }
+        for subkey in cert.keys().subkeys() {
+            let hard = subkey.self_revocations().any(|r| is_hard(r));
+            if hard {
+                revoked.push(subkey.key().fingerprint());
+            }
+        }
+    }
+    revoked
 }

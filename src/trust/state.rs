@@ -52,7 +52,18 @@ pub enum Decision {
 /// The anchors of every tracked ref of one repository, persisted in one file.
 pub struct TrustState {
     path: PathBuf,
-    anchors: BTreeMap<String, Anchor>,
+    file: StateFile,
+}
+
+/// The file: the trust root the anchors grew from, and the anchors.
+#[derive(Default, Serialize, Deserialize)]
+struct StateFile {
+    /// [`TrustRoot::identity`] of the root configured when the anchors were recorded.
+    #[serde(default)]
+    root: String,
+    /// By ref name.
+    #[serde(default)]
+    refs: BTreeMap<String, Anchor>,
 }
 
 /// Why the state file could not be read or written.
@@ -83,12 +94,12 @@ pub enum StateError {
 impl TrustState {
     /// Loads the state from `path`; an absent file is a fresh state.
     pub fn load(path: &Path) -> Result<TrustState, StateError> {
-        let anchors = match std::fs::read(path) {
+        let file = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
                 path: path.to_owned(),
                 reason: e.to_string(),
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
             Err(source) => {
                 return Err(StateError::Io {
                     path: path.to_owned(),
@@ -98,13 +109,13 @@ impl TrustState {
         };
         Ok(TrustState {
             path: path.to_owned(),
-            anchors,
+            file,
         })
     }
 
     /// The anchor of `reference`.
     pub fn anchor(&self, reference: &str) -> Anchor {
-        self.anchors.get(reference).cloned().unwrap_or_default()
+        self.file.refs.get(reference).cloned().unwrap_or_default()
     }
 
     /// Decides whether `head`, just fetched for `reference`, may be applied: authenticates the
@@ -117,6 +128,18 @@ impl TrustState {
         reference: &str,
         head: Oid,
     ) -> Result<Decision, StateError> {
+        // The operator moved the trust root (after a compromise, say): what was authenticated
+        // from the old one no longer counts.
+        let identity = root.identity();
+        if self.file.root != identity {
+            if !self.file.refs.is_empty() {
+                tracing::warn!(path = %self.path.display(), "The trust root changed; authenticating again from the new one.");
+            }
+            self.file = StateFile {
+                root: identity,
+                refs: BTreeMap::new(),
+            };
+        }
         let anchor = self.anchor(reference);
         let head_hex = head.to_string();
         if anchor.authenticated.as_deref() == Some(&head_hex) {
@@ -136,7 +159,7 @@ impl TrustState {
             None => root.clone(),
         };
         let report = authenticate(repo, &start, head)?;
-        let entry = self.anchors.entry(reference.to_owned()).or_default();
+        let entry = self.file.refs.entry(reference.to_owned()).or_default();
         let decision = match &report.refusal {
             None => {
                 entry.authenticated = Some(head_hex);
@@ -164,9 +187,16 @@ impl TrustState {
         };
         let temporary = self.path.with_extension("json.tmp");
         let mut file = std::fs::File::create(&temporary).map_err(io)?;
-        let bytes = serde_json::to_vec_pretty(&self.anchors).expect("anchors serialize");
+        let bytes = serde_json::to_vec_pretty(&self.file).expect("the state serializes");
         file.write_all(&bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
-        std::fs::rename(&temporary, &self.path).map_err(io)
+        std::fs::rename(&temporary, &self.path).map_err(io)?;
+        // The rename itself reaches the disk only with its directory.
+        let directory = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(directory).and_then(|d| d.sync_all()).map_err(io)
     }
 }

@@ -71,6 +71,11 @@ impl TestRepo {
         self.commit_with(message, |data, time| Some(key.sign(data, time, HashAlgorithm::SHA512)))
     }
 
+    /// Moves the clock forward, as if time passed between commits.
+    pub fn advance(&mut self, seconds: i64) {
+        self.clock += seconds;
+    }
+
     /// The time the next commit will carry.
     pub fn next_time(&self) -> i64 {
         self.clock + 60

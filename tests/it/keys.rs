@@ -79,6 +79,61 @@ impl TestKey {
         }
     }
 
+    /// This key with its signing subkey revoked as compromised at `unix`.
+    pub fn subkey_compromised(&self, unix: i64) -> TestKey {
+        let mut signer = self.primary_signer();
+        let subkey = self
+            .cert
+            .keys()
+            .subkeys()
+            .next()
+            .expect("a signing subkey")
+            .key()
+            .clone();
+        let revocation = SubkeyRevocationBuilder::new()
+            .set_signature_creation_time(at(unix))
+            .unwrap()
+            .set_reason_for_revocation(ReasonForRevocation::KeyCompromised, b"test")
+            .unwrap()
+            .build(&mut signer, &self.cert, &subkey, None)
+            .unwrap();
+        TestKey {
+            name: self.name.clone(),
+            cert: self.cert.clone().insert_packets(revocation).unwrap().0,
+        }
+    }
+
+    /// This key with a new user ID self-signed at `unix` (a fresher self-signature).
+    pub fn with_user_id(&self, user_id: &str, unix: i64) -> TestKey {
+        let mut signer = self.primary_signer();
+        let user_id = sequoia_openpgp::packet::UserID::from(user_id);
+        let binding = user_id
+            .bind(
+                &mut signer,
+                &self.cert,
+                SignatureBuilder::new(SignatureType::PositiveCertification)
+                    .set_signature_creation_time(at(unix))
+                    .unwrap(),
+            )
+            .unwrap();
+        let packets: Vec<Packet> = vec![user_id.into(), binding.into()];
+        TestKey {
+            name: self.name.clone(),
+            cert: self.cert.clone().insert_packets(packets).unwrap().0,
+        }
+    }
+
+    fn primary_signer(&self) -> sequoia_openpgp::crypto::KeyPair {
+        self.cert
+            .primary_key()
+            .key()
+            .clone()
+            .parts_into_secret()
+            .unwrap()
+            .into_keypair()
+            .unwrap()
+    }
+
     /// The public certificate, armored.
     pub fn public(&self) -> String {
         String::from_utf8(self.cert.armored().to_vec().unwrap()).unwrap()
@@ -113,13 +168,23 @@ impl TestKey {
 
 /// An `openpgp-policy.toml` granting each key the listed capabilities.
 pub fn policy(users: &[(&TestKey, &[&str])]) -> String {
+    let entries: Vec<(&str, &[&str], Vec<&TestKey>)> = users
+        .iter()
+        .map(|(key, caps)| (key.name.as_str(), *caps, vec![*key]))
+        .collect();
+    policy_entries(&entries)
+}
+
+/// An `openpgp-policy.toml` with named users, each with capabilities and certificates.
+pub fn policy_entries(users: &[(&str, &[&str], Vec<&TestKey>)]) -> String {
     let mut text = String::from("version = 0\ncommit_goodlist = []\n");
-    for (key, capabilities) in users {
-        text.push_str(&format!("\n[authorization.{}]\n", key.name));
+    for (name, capabilities, keys) in users {
+        text.push_str(&format!("\n[authorization.{name}]\n"));
         for capability in *capabilities {
             text.push_str(&format!("{capability} = true\n"));
         }
-        text.push_str(&format!("keyring = \"\"\"\n{}\"\"\"\n", key.public()));
+        let keyring: String = keys.iter().map(|k| k.public()).collect();
+        text.push_str(&format!("keyring = \"\"\"\n{keyring}\"\"\"\n"));
     }
     text
 }

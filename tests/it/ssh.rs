@@ -137,8 +137,18 @@ fn unknown_and_changed_host_keys_are_refused() {
     let message = format!("{:#}", anyhow::Error::from(unknown));
     assert!(message.contains("is not listed in"), "{message}");
 
-    // Trust on first use, when configured, accepts a host that is not listed…
-    assert_eq!(fetch(sshd.remote(repo.path(), "", true), &reference).unwrap(), head);
+    // Trust on first use, when configured, accepts a host that is not listed and records its
+    // key, so later connections are checked against it…
+    let tofu = sshd.remote(repo.path(), "", true);
+    assert_eq!(fetch(tofu.clone(), &reference).unwrap(), head);
+    let Auth::Ssh { known_hosts, .. } = &tofu.auth else {
+        unreachable!()
+    };
+    assert_eq!(
+        std::fs::read_to_string(known_hosts).unwrap(),
+        sshd.known_hosts_line("host_key.pub")
+    );
+    assert_eq!(fetch(tofu, &reference).unwrap(), head);
 
     // …but never a listed host presenting another key.
     let other = sshd.known_hosts_line("client_key.pub");

@@ -3,10 +3,11 @@
 
 use git2::Oid;
 use plumb::trust::{self, Decision, Outcome, Policy, TrustRoot, TrustState};
+use sequoia_openpgp::Packet;
 use sequoia_openpgp::types::HashAlgorithm;
 
 use crate::harness::{TestRepo, plumb};
-use crate::keys::{ALL, TestKey, policy};
+use crate::keys::{ALL, TestKey, policy, policy_entries};
 
 const POLICY: &str = "openpgp-policy.toml";
 
@@ -16,6 +17,8 @@ const POLICY: &str = "openpgp-policy.toml";
 struct Fixture {
     repo: TestRepo,
     root: String,
+    /// When the root commit was made and signed.
+    root_time: i64,
     alice: TestKey,
     bob: TestKey,
     carol: TestKey,
@@ -49,6 +52,7 @@ impl Fixture {
         Fixture {
             repo,
             root,
+            root_time,
             alice,
             bob,
             carol,
@@ -379,4 +383,146 @@ fn verify_command_reports_each_commit_and_exits_by_verdict() {
         "{}",
         missing.stderr
     );
+}
+
+#[test]
+fn a_key_listed_under_another_user_does_not_shadow_its_owner() {
+    // `ci` may only sign commits; its certificate also carries neal's signing subkey, unbound
+    // (anyone may add packets to a certificate). `ci` sorts first, but neal still signs as neal.
+    let mut repo = TestRepo::new();
+    let neal = TestKey::new("neal");
+    let ci = TestKey::new("ci");
+    let stolen = neal.cert.keys().subkeys().next().unwrap().key().clone();
+    let ci_with_stolen = TestKey {
+        name: "ci".to_owned(),
+        cert: ci
+            .cert
+            .clone()
+            .insert_packets(vec![Packet::from(stolen.clone())])
+            .unwrap()
+            .0,
+    };
+    let signers: &[&str] = &["sign_commit"];
+    let text = policy(&[(&ci_with_stolen, signers), (&neal, ALL)]);
+    let parsed = Policy::parse(&text).unwrap();
+    assert!(
+        parsed.users["ci"].certs[0]
+            .keys()
+            .any(|k| k.key().fingerprint() == stolen.fingerprint()),
+        "the policy really lists neal's subkey under ci"
+    );
+    repo.write(POLICY, &text);
+    let root = repo.commit_signed("Policy", &neal);
+    repo.write("README.md", "by neal\n");
+    let head = repo.commit_signed("Neal signs", &neal);
+    let report = trust::authenticate(
+        repo.git(),
+        &TrustRoot::Commit(Oid::from_str(&root).unwrap()),
+        Oid::from_str(&head).unwrap(),
+    )
+    .unwrap();
+    assert!(report.is_authenticated(), "{:?}", report.refusal);
+    let Outcome::Authenticated { signer, .. } = &report.commits[0].outcome else {
+        panic!()
+    };
+    assert_eq!(signer, "neal");
+}
+
+#[test]
+fn a_retired_key_stays_retired() {
+    // Dave's key was retired 30 s after the root. He cannot sign with a backdated signature…
+    let mut f = Fixture::new();
+    f.repo.advance(3600);
+    f.touch(1);
+    f.repo.commit_signed("Alice, an hour later", &f.alice.clone());
+    let dave = f.dave.clone();
+    let revoked_at = f.root_time + 30;
+    f.touch(2);
+    let backdated = f.repo.commit_with("Dave, backdated", |data, _| {
+        Some(dave.sign(data, revoked_at - 10, HashAlgorithm::SHA512))
+    });
+    assert_eq!(refusal_kind(&f.authenticate(&backdated)), Some("backdated_signature"));
+
+    // …nor bring the key back with a fresher self-signature in the commit's own policy.
+    let mut f = Fixture::new();
+    let refreshed = f.dave.with_user_id("Dave Again <dave@example.com>", f.repo.next_time());
+    let signers: &[&str] = &["sign_commit"];
+    f.repo.write(
+        POLICY,
+        &policy(&[(&f.alice, ALL), (&f.bob, signers), (&refreshed, signers)]),
+    );
+    let head = f.repo.commit_signed("Dave refreshes his key", &refreshed);
+    let report = f.authenticate(&head);
+    let Some((_, trust::Refusal::Signature(trust::SignatureError::Revoked { hard, .. }))) = report.refusal else {
+        panic!("{:?}", report.refusal)
+    };
+    assert!(!hard);
+}
+
+#[test]
+fn a_compromised_subkey_voids_signatures_made_before_its_revocation() {
+    let mut f = Fixture::new();
+    f.touch(1);
+    let by_alice = f.repo.commit_signed("Alice signs", &f.alice.clone());
+    let compromised = f.alice.subkey_compromised(f.repo.next_time());
+    let signers: &[&str] = &["sign_commit"];
+    f.repo.write(POLICY, &policy(&[(&compromised, ALL), (&f.bob, signers)]));
+    let head = f
+        .repo
+        .commit_signed("Bob publishes alice's subkey revocation", &f.bob.clone());
+    let report = f.authenticate(&head);
+    let (culprit, refusal) = report.refusal.unwrap();
+    assert_eq!((culprit.to_string(), refusal.kind()), (by_alice, "revoked_key"));
+}
+
+#[test]
+fn adding_a_certificate_to_a_user_needs_that_users_capabilities() {
+    let mut f = Fixture::new();
+    let admin: &[&str] = &["sign_commit", "add_user"];
+    let bob_admin = policy_entries(&[("alice", ALL, vec![&f.alice]), ("bob", admin, vec![&f.bob])]);
+    f.repo.write(POLICY, &bob_admin);
+    f.repo.commit_signed("Alice makes bob an admin", &f.alice.clone());
+    // Bob may add users, but slipping his own key under alice would give him audit and more.
+    let grab = policy_entries(&[("alice", ALL, vec![&f.alice, &f.mallory]), ("bob", admin, vec![&f.bob])]);
+    f.repo.write(POLICY, &grab);
+    let head = f.repo.commit_signed("Bob adds a key under alice", &f.bob.clone());
+    let report = f.authenticate(&head);
+    let Some((_, trust::Refusal::NotAuthorized { signer, capability, .. })) = report.refusal else {
+        panic!("{:?}", report.refusal)
+    };
+    assert_eq!(signer, "bob");
+    assert_ne!(capability.name(), "add_user");
+}
+
+#[test]
+fn a_trusted_commit_missing_from_the_remote_means_rewritten_history() {
+    let f = Fixture::new();
+    let gone = Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap();
+    let report = trust::authenticate(f.repo.git(), &TrustRoot::Commit(gone), Oid::from_str(&f.root).unwrap()).unwrap();
+    assert_eq!(refusal_kind(&report), Some("history_rewritten"));
+}
+
+#[test]
+fn a_new_trust_root_starts_over() {
+    let mut f = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trust.json");
+    let reference = "refs/heads/main";
+    f.touch(1);
+    let first = f.repo.commit_signed("First", &f.alice.clone());
+    let old_root = TrustRoot::Commit(Oid::from_str(&f.root).unwrap());
+    let mut state = TrustState::load(&path).unwrap();
+    let decided = state.decide(f.repo.git(), &old_root, reference, Oid::from_str(&first).unwrap());
+    assert!(matches!(decided.unwrap(), Decision::Authenticated(_)));
+    // The operator moves the root to `first` itself: the anchor from the old root is dropped,
+    // and the same head is simply the new root.
+    let new_root = TrustRoot::Commit(Oid::from_str(&first).unwrap());
+    let mut state = TrustState::load(&path).unwrap();
+    let Decision::Authenticated(report) = state
+        .decide(f.repo.git(), &new_root, reference, Oid::from_str(&first).unwrap())
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(report.commits.is_empty());
 }
