@@ -4,7 +4,8 @@
 //! service and environment). Prints wall times, peak memory and the ratio.
 //!
 //! Run: `cargo bench --bench render` (`PLUMB_BENCH_SIZES=1000` for one size,
-//! `PLUMB_BENCH_NO_PEER=1` to skip kustomize, which takes minutes per environment at 10,000).
+//! `PLUMB_BENCH_NO_PEER=1` to skip kustomize, which takes minutes per environment at 10,000;
+//! `PLUMB_BENCH_WRITE=DIR` to write the 1,000-service repository and stop).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -17,6 +18,12 @@ const ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
 const APP_SCHEMAS: usize = 10;
 
 fn main() {
+    // `PLUMB_BENCH_WRITE=DIR` writes the 1,000-service repository to DIR and stops, for profiling
+    // a single `plumb validate` (callgrind counts instructions where wall times are noisy).
+    if let Some(dir) = std::env::var_os("PLUMB_BENCH_WRITE") {
+        write_plumb_repo(Path::new(&dir), 1_000);
+        return;
+    }
     let sizes: Vec<usize> = std::env::var("PLUMB_BENCH_SIZES")
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|_| vec![1_000, 10_000]);

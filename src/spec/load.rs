@@ -72,15 +72,21 @@ impl Loaded {
             ));
             return Ok(loaded);
         }
-        for (stem, path) in service_files {
-            if let Some(node) = loaded.named_document(tree, &stem, &path, limits)? {
-                loaded.services.insert(stem, node);
-            }
-        }
+        // Every document is parsed in one pass over all cores; results come back in order.
+        let services_count = service_files.len();
+        let all: Vec<(String, String)> = service_files.into_iter().chain(environment_files).collect();
+        let mut parsed = parse_all(tree, &all, limits)?.into_iter();
         let mut environments = BTreeMap::new();
-        for (stem, path) in environment_files {
-            if let Some(node) = loaded.named_document(tree, &stem, &path, limits)? {
-                environments.insert(stem, node);
+        for (i, (stem, _)) in all.into_iter().enumerate() {
+            let node = loaded.named_document(&stem, parsed.next().flatten());
+            match node {
+                Some(node) if i < services_count => {
+                    loaded.services.insert(stem, node);
+                }
+                Some(node) => {
+                    environments.insert(stem, node);
+                }
+                None => {}
             }
         }
         loaded.order_environments(environments);
@@ -89,43 +95,32 @@ impl Loaded {
 
     /// Reads and parses one file; a parse error becomes a diagnostic.
     fn document(&mut self, tree: &dyn Tree, path: &str, limits: Limits) -> Result<Option<Node>, SourceError> {
-        let Some(bytes) = tree.read(path, limits.max_bytes)? else {
-            return Ok(None);
-        };
-        let file: Arc<str> = Arc::from(path);
-        if let Ok(text) = std::str::from_utf8(&bytes).map_err(drop).and_then(|t| {
-            if bytes.len() <= limits.max_bytes {
-                Ok(t)
-            } else {
-                Err(())
-            }
-        }) {
-            self.sources.insert(file.clone(), Arc::from(text));
+        let parsed = parse_file(tree, path, limits)?;
+        Ok(self.accept(parsed))
+    }
+
+    /// Keeps a parsed file's text for messages, and its tree or its parse error.
+    fn accept(&mut self, parsed: Option<Parsed>) -> Option<Node> {
+        let parsed = parsed?;
+        if let Some(text) = parsed.text {
+            self.sources.insert(parsed.file, text);
         }
-        match yaml::parse(&file, &bytes, limits) {
-            Ok(node) => Ok(Some(node)),
-            Err(e) => {
-                self.diagnostics.push(e.into());
-                Ok(None)
+        match parsed.node {
+            Ok(node) => Some(node),
+            Err(diagnostic) => {
+                self.diagnostics.push(diagnostic);
+                None
             }
         }
     }
 
-    /// Reads a service or environment document, whose `name` must match its file name.
-    fn named_document(
-        &mut self,
-        tree: &dyn Tree,
-        stem: &str,
-        path: &str,
-        limits: Limits,
-    ) -> Result<Option<Node>, SourceError> {
-        let Some(node) = self.document(tree, path, limits)? else {
-            return Ok(None);
-        };
+    /// A service or environment document, whose `name` must match its file name.
+    fn named_document(&mut self, stem: &str, parsed: Option<Parsed>) -> Option<Node> {
+        let node = self.accept(parsed)?;
         if let Err(message) = Name::parse(stem) {
             self.diagnostics
                 .push(Diagnostic::new(&node.at, format!("file name: {message}")).hint("rename the file"));
-            return Ok(None);
+            return None;
         }
         if let Some(name) = node.get("name") {
             if name.as_str().is_some_and(|n| n != stem) {
@@ -136,7 +131,7 @@ impl Loaded {
                 );
             }
         }
-        Ok(Some(node))
+        Some(node)
     }
 
     fn read_repository(&mut self, node: Node) {
@@ -205,4 +200,61 @@ fn yaml_files(tree: &dyn Tree, dir: &str) -> Result<Vec<(String, String)>, Sourc
             Some((stem, format!("{dir}/{name}")))
         })
         .collect())
+}
+
+/// A file read and parsed, not yet recorded.
+struct Parsed {
+    file: Arc<str>,
+    /// The text, when it is UTF-8 within the size limit (kept for error excerpts).
+    text: Option<Arc<str>>,
+    node: Result<Node, Diagnostic>,
+}
+
+/// Reads and parses one file; `None` when it is absent.
+fn parse_file(tree: &dyn Tree, path: &str, limits: Limits) -> Result<Option<Parsed>, SourceError> {
+    let Some(bytes) = tree.read(path, limits.max_bytes)? else {
+        return Ok(None);
+    };
+    let file: Arc<str> = Arc::from(path);
+    let text = std::str::from_utf8(&bytes)
+        .ok()
+        .filter(|_| bytes.len() <= limits.max_bytes)
+        .map(Arc::from);
+    let node = yaml::parse(&file, &bytes, limits).map_err(Diagnostic::from);
+    Ok(Some(Parsed { file, text, node }))
+}
+
+/// Reads and parses `files` on every core, returning results in the same order.
+fn parse_all(tree: &dyn Tree, files: &[(String, String)], limits: Limits) -> Result<Vec<Option<Parsed>>, SourceError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len().max(1));
+    // Worker `w` takes files w, w + workers, …: large and small files spread evenly.
+    let results: Vec<Result<Vec<Option<Parsed>>, SourceError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                scope.spawn(move || {
+                    files
+                        .iter()
+                        .skip(w)
+                        .step_by(workers)
+                        .map(|(_, path)| parse_file(tree, path, limits))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("parsing does not panic"))
+            .collect()
+    });
+    let mut parts = Vec::with_capacity(workers);
+    for part in results {
+        parts.push(part?.into_iter());
+    }
+    let mut all = Vec::with_capacity(files.len());
+    for i in 0..files.len() {
+        all.push(parts[i % workers].next().expect("each worker parsed its share"));
+    }
+    Ok(all)
 }

@@ -24,52 +24,68 @@ pub const DIRECTIVE: &str = "$patch";
 /// Merges `overlay` over `base`, a service document (or a fragment of one at `field`, in the
 /// path notation of [`UNIONS`]: `""` for a whole service).
 pub fn merge(base: &Node, overlay: &Node, field: &str, errors: &mut Vec<Diagnostic>) -> Node {
-    match (&base.kind, &overlay.kind) {
-        (Kind::Map(base_members), Kind::Map(overlay_members)) => {
-            match directive(overlay, errors) {
-                Some(Directive::Replace) => return strip(overlay),
-                Some(Directive::Delete) => errors.push(
-                    Diagnostic::new(&overlay.at, "`$patch: delete` only removes an item of a named list")
-                        .hint("to remove a key, set it to `null`"),
-                ),
-                None => {}
+    let mut merged = base.clone();
+    merge_into(&mut merged, overlay, field, errors);
+    merged
+}
+
+/// Merges `overlay` over `base` in place: nothing of `base` is copied, which matters for
+/// repositories of thousands of services.
+pub fn merge_into(base: &mut Node, overlay: &Node, field: &str, errors: &mut Vec<Diagnostic>) {
+    let (Kind::Map(_), Kind::Map(overlay_members)) = (&base.kind, &overlay.kind) else {
+        *base = strip(overlay);
+        return;
+    };
+    match directive(overlay, errors) {
+        Some(Directive::Replace) => {
+            *base = strip(overlay);
+            return;
+        }
+        Some(Directive::Delete) => errors.push(
+            Diagnostic::new(&overlay.at, "`$patch: delete` only removes an item of a named list")
+                .hint("to remove a key, set it to `null`"),
+        ),
+        None => {}
+    }
+    let Kind::Map(members) = &mut base.kind else {
+        unreachable!("checked above")
+    };
+    if let Some(union) = UNIONS.iter().find(|u| u.field == field) {
+        let chosen = overlay_members
+            .iter()
+            .any(|(k, m)| union.members.contains(&k.as_str()) && m.value.kind != Kind::Null);
+        if chosen {
+            members.retain(|k, _| !union.members.contains(&k.as_str()) || overlay_members.contains_key(k));
+        }
+    }
+    for (key, member) in overlay_members {
+        if key == DIRECTIVE {
+            continue;
+        }
+        if member.value.kind == Kind::Null {
+            members.shift_remove(key);
+            continue;
+        }
+        let child = child_field(field, key);
+        match members.get_mut(key) {
+            Some(existing) => {
+                if NAMED_LISTS.contains(&child.as_str()) {
+                    merge_named(&mut existing.value, &member.value, &child, errors);
+                } else {
+                    merge_into(&mut existing.value, &member.value, &child, errors);
+                }
+                existing.key_at = member.key_at.clone();
             }
-            let mut members = base_members.clone();
-            if let Some(union) = UNIONS.iter().find(|u| u.field == field) {
-                let chosen = overlay_members
-                    .iter()
-                    .any(|(k, m)| union.members.contains(&k.as_str()) && m.value.kind != Kind::Null);
-                if chosen {
-                    members.retain(|k, _| !union.members.contains(&k.as_str()) || overlay_members.contains_key(k));
-                }
-            }
-            for (key, member) in overlay_members {
-                if key == DIRECTIVE {
-                    continue;
-                }
-                if member.value.kind == Kind::Null {
-                    members.shift_remove(key);
-                    continue;
-                }
-                let child = child_field(field, key);
-                let value = match members.get(key) {
-                    Some(existing) if NAMED_LISTS.contains(&child.as_str()) => {
-                        merge_named(&existing.value, &member.value, &child, errors)
-                    }
-                    Some(existing) => merge(&existing.value, &member.value, &child, errors),
-                    None => strip(&member.value),
-                };
+            None => {
                 members.insert(
                     key.clone(),
                     Member {
                         key_at: member.key_at.clone(),
-                        value,
+                        value: strip(&member.value),
                     },
                 );
             }
-            Node::new(Kind::Map(members), base.at.clone())
         }
-        _ => strip(overlay),
     }
 }
 
@@ -81,13 +97,13 @@ fn child_field(field: &str, key: &str) -> String {
     }
 }
 
-/// Merges a named list item by item.
-fn merge_named(base: &Node, overlay: &Node, field: &str, errors: &mut Vec<Diagnostic>) -> Node {
-    let (Kind::Seq(base_items), Kind::Seq(overlay_items)) = (&base.kind, &overlay.kind) else {
-        return strip(overlay);
+/// Merges a named list item by item, in place.
+fn merge_named(base: &mut Node, overlay: &Node, field: &str, errors: &mut Vec<Diagnostic>) {
+    let (Kind::Seq(items), Kind::Seq(overlay_items)) = (&mut base.kind, &overlay.kind) else {
+        *base = strip(overlay);
+        return;
     };
     let item_field = format!("{field}[]");
-    let mut items = base_items.clone();
     for item in overlay_items {
         let Some(name) = item.get("name").and_then(Node::as_str) else {
             errors.push(
@@ -106,11 +122,10 @@ fn merge_named(base: &Node, overlay: &Node, field: &str, errors: &mut Vec<Diagno
             }
             (Some(Directive::Delete), None) => {}
             (Some(Directive::Replace), Some(i)) => items[i] = strip(item),
-            (_, Some(i)) => items[i] = merge(&items[i], item, &item_field, errors),
+            (_, Some(i)) => merge_into(&mut items[i], item, &item_field, errors),
             (_, None) => items.push(strip(item)),
         }
     }
-    Node::new(Kind::Seq(items), base.at.clone())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::check;
 use super::diagnostic::{Diagnostic, closest, consolidate};
 use super::load::Loaded;
-use super::merge::merge;
+use super::merge::{merge, merge_into};
 use super::model::environment::SyncPolicy;
 use super::model::scalar::{is_encrypted, mask};
 use super::model::{Environment, Name, Service, Target};
@@ -204,7 +204,7 @@ fn render_environment(
         }
         if let Some(overlay) = overlays.and_then(|o| o.get(service.as_str())) {
             if overlay.value.as_map().is_some() {
-                merged = merge(&merged, &overlay.value, "", out);
+                merge_into(&mut merged, &overlay.value, "", out);
             }
         }
         if merged.get("enabled").is_some_and(|e| e.kind == Kind::Bool(false)) {

@@ -76,6 +76,11 @@ impl Schema {
     /// at the line that wrote the offending value. Encrypted values are skipped: they are only
     /// checked once decrypted.
     pub fn check(&self, node: &Node, json: &Value, out: &mut Vec<Diagnostic>) {
+        // Most documents are valid: the boolean check is several times cheaper than collecting
+        // errors, which is only worth doing when there are some.
+        if self.validator.is_valid(json) {
+            return;
+        }
         for error in self.validator.iter_errors(json) {
             let mut findings = Vec::new();
             explain(&error, &mut findings);
