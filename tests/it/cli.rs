@@ -94,6 +94,41 @@ fn revisions_are_read_from_the_object_database_not_the_work_tree() {
 }
 
 #[test]
+fn a_config_folder_inside_a_larger_repository_is_read_at_a_revision() {
+    let mut repo = TestRepo::new();
+    let example = crate::harness::project().join("example-repo");
+    let config = repo.path().join("deploy/config");
+    std::fs::create_dir_all(&config).unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .args(["plumb.yaml", "services", "environments", "schemas"].map(|e| example.join(e)))
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    repo.write("src/main.rs", "fn main() {}\n");
+    let commit = repo.commit("Application and its deployment config");
+    std::fs::remove_dir_all(repo.path().join("deploy/config/services")).unwrap();
+    let folder = repo.path().join("deploy/config");
+    let folder = folder.to_str().unwrap();
+    let run = plumb(&[
+        "render",
+        "--repo",
+        folder,
+        "--rev",
+        &commit,
+        "--env",
+        "production",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["commit"], commit.as_str());
+    assert!(json["services"]["twikit-backend"].is_object(), "{}", run.stdout);
+}
+
+#[test]
 fn errors_that_are_not_findings_exit_2() {
     let run = plumb(&["validate", "--repo", "/nonexistent/plumb-repo"]);
     assert_eq!(run.code, 2);
