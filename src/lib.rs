@@ -7,12 +7,14 @@
 //!   repository's signing policy;
 //! - [`spec`] owns the repository format: documents, overlays, validation, the desired state;
 //! - [`diff`] compares desired states and says what changes;
+//! - [`ledger`] records every deployment attempt in a hash-chained SQLite journal;
 //! - [`agent`] wires them into long-running workers;
 //! - [`cli`] turns command lines into calls of the above, and results into text and exit codes.
 
 pub mod agent;
 pub mod cli;
 pub mod diff;
+pub mod ledger;
 pub mod secret;
 pub mod source;
 pub mod spec;

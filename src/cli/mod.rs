@@ -4,6 +4,7 @@
 
 mod diff;
 mod emit;
+mod ledger;
 mod report;
 mod verify;
 
@@ -121,6 +122,27 @@ Examples:
         #[arg(long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Show the deployment attempts recorded in the ledger for an environment.
+    #[command(after_help = "Examples:
+  plumb history --env production --state /var/lib/plumb
+  plumb history --env staging --limit 5 --output json")]
+    History {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// The agent's state directory.
+        #[arg(long, env = "PLUMB_STATE", default_value = ".plumb")]
+        state: PathBuf,
+        /// At most this many attempts, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Audit the ledger.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Write plumb's JSON Schemas, for editors and CI.
     #[command(after_help = "Example:
   plumb schemas --out schemas")]
@@ -128,6 +150,19 @@ Examples:
         /// The folder to write into.
         #[arg(long, default_value = "schemas")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the ledger's hash chain: exit 0 when intact, 1 when an entry was altered or removed.
+    Verify {
+        /// The agent's state directory.
+        #[arg(long, env = "PLUMB_STATE", default_value = ".plumb")]
+        state: PathBuf,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
     },
 }
 
@@ -244,6 +279,13 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             &rev,
             output,
         ),
+        Command::History {
+            env,
+            state,
+            limit,
+            output,
+        } => ledger::history(&mut out, &state, &env, limit, output),
+        Command::Audit(AuditCommand::Verify { state, output }) => ledger::verify(&mut out, &state, output),
         Command::Schemas { out: dir } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             for (name, schema) in spec::schema::generate() {

@@ -7,6 +7,7 @@ mod harness;
 mod hostile;
 mod http;
 mod keys;
+mod ledger;
 mod schemas;
 mod smart_http;
 mod source;

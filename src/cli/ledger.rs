@@ -1,0 +1,105 @@
+//! `plumb history` and `plumb audit verify`: reading the ledger in the state directory.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::{Format, Outcome};
+use crate::ledger::{self, Ledger};
+
+/// The ledger file inside a state directory.
+pub fn path(state: &Path) -> std::path::PathBuf {
+    state.join("ledger.sqlite")
+}
+
+fn open(state: &Path) -> anyhow::Result<Ledger> {
+    let file = path(state);
+    anyhow::ensure!(
+        file.is_file(),
+        "no ledger at {}: nothing was deployed with this state directory",
+        file.display()
+    );
+    Ok(Ledger::open(&file)?)
+}
+
+/// Prints the attempts in `environment`, newest first.
+pub fn history(
+    out: &mut dyn Write,
+    state: &Path,
+    environment: &str,
+    limit: usize,
+    output: Format,
+) -> anyhow::Result<Outcome> {
+    let ledger = open(state)?;
+    let records = ledger.history(environment, limit)?;
+    if output == Format::Json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
+        return Ok(Outcome::Ok);
+    }
+    if records.is_empty() {
+        writeln!(out, "no attempts recorded for `{environment}`")?;
+    }
+    for record in &records {
+        let result = match &record.outcome {
+            None => "unfinished".to_owned(),
+            Some(ledger::Outcome::Succeeded) => "succeeded".to_owned(),
+            Some(ledger::Outcome::RolledBack(reason)) => format!("rolled back: {reason}"),
+            Some(ledger::Outcome::Failed(reason)) => format!("failed: {reason}"),
+        };
+        let commit = record.attempt.commit.get(..12).unwrap_or(&record.attempt.commit);
+        let signer = record.attempt.signer.as_deref().unwrap_or("unknown signer");
+        writeln!(
+            out,
+            "#{} {} {commit} ({signer}, {}): {result}",
+            record.id, record.started, record.attempt.strategy
+        )?;
+        for step in &record.steps {
+            let state = match &step.error {
+                None => "running".to_owned(),
+                Some(None) => "ok".to_owned(),
+                Some(Some(error)) => format!("failed: {error}"),
+            };
+            writeln!(out, "    {} {}: {state}", step.started, step.name)?;
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Checks the ledger's hash chain; exit 1 when it was tampered with.
+pub fn verify(out: &mut dyn Write, state: &Path, output: Format) -> anyhow::Result<Outcome> {
+    let ledger = open(state)?;
+    let result = ledger
+        .verify()
+        .with_context(|| format!("cannot read {}", path(state).display()))?;
+    match (result, output) {
+        (Ok((entries, head)), Format::Json) => {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({ "intact": true, "entries": entries, "head": head })
+            )?;
+            Ok(Outcome::Ok)
+        }
+        (Ok((entries, head)), _) => {
+            writeln!(out, "intact: {entries} entries, newest hash {head}")?;
+            writeln!(
+                out,
+                "(keep the newest hash elsewhere: it also proves no entry was cut off the end)"
+            )?;
+            Ok(Outcome::Ok)
+        }
+        (Err(tamper), Format::Json) => {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({ "intact": false, "entry": tamper.seq, "reason": tamper.reason })
+            )?;
+            Ok(Outcome::Found)
+        }
+        (Err(tamper), _) => {
+            writeln!(out, "TAMPERED: {tamper}")?;
+            Ok(Outcome::Found)
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The ledger: an embedded SQLite file (WAL) in the state directory recording every deployment
+//! attempt, each step with its times, rollback points and failed commits. It is an append-only
+//! journal whose entries are hash-chained, so editing or deleting an entry in the middle is
+//! detected by [`Ledger::verify`]; the newest hash, kept elsewhere, also detects a truncated
+//! tail. The ledger never decides anything: it records, and answers questions about the record.
+
+mod journal;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub use journal::{Entry, Tamper};
+
+/// Why the ledger could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// Opening or creating the file failed.
+    #[error("cannot open the ledger {path}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A read or write failed.
+    #[error("the ledger {path} failed")]
+    Sql {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// An attempt id that the ledger does not hold.
+    #[error("the ledger has no attempt {0}")]
+    UnknownAttempt(i64),
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result", content = "reason")]
+pub enum Outcome {
+    /// Applied and healthy: the commit becomes the environment's rollback point.
+    Succeeded,
+    /// Failed, and the environment was restored to its rollback point; the commit is marked
+    /// failed and not retried until the head moves.
+    RolledBack(String),
+    /// Failed, and could not be restored: a person must look.
+    Failed(String),
+}
+
+/// What a new attempt is about.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The environment.
+    pub environment: String,
+    /// The commit being applied.
+    pub commit: String,
+    /// Who signed it (the policy's name), when known.
+    pub signer: Option<String>,
+    /// The strategy, or `"mixed"` when services differ.
+    pub strategy: String,
+    /// The plan, summarised (per service: what changes).
+    pub plan: Value,
+}
+
+/// One attempt as recorded, with its steps.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttemptRecord {
+    /// Its id.
+    pub id: i64,
+    /// When it started (RFC 3339, UTC).
+    pub started: String,
+    /// What it was about.
+    #[serde(flatten)]
+    pub attempt: Attempt,
+    /// Each step, in order.
+    pub steps: Vec<StepRecord>,
+    /// How it ended, `None` while running (or if the agent died mid-way).
+    pub outcome: Option<Outcome>,
+    /// When it ended.
+    pub finished: Option<String>,
+}
+
+/// One step of an attempt.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepRecord {
+    /// What the step does (`start green`, `switch traffic`…).
+    pub name: String,
+    /// When it started.
+    pub started: String,
+    /// When it ended, and how.
+    pub finished: Option<String>,
+    /// `None` while running; `Ok` or the error.
+    pub error: Option<Option<String>>,
+}
+
+/// The ledger of one agent.
+pub struct Ledger {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl Ledger {
+    /// Opens (creating when absent) the ledger file at `path`.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        let open = |source| LedgerError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let conn = Connection::open(path).map_err(open)?;
+        // WAL lets readers (the API, `plumb history`) run beside the writer; FULL makes each
+        // committed step survive power loss, which crash recovery relies on.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open)?;
+        journal::create(&conn).map_err(open)?;
+        Ok(Ledger {
+            path: path.to_owned(),
+            conn,
+        })
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> LedgerError {
+        LedgerError::Sql {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Records the start of an attempt, before anything is changed; returns its id.
+    pub fn begin(&mut self, attempt: &Attempt) -> Result<i64, LedgerError> {
+        let body = serde_json::to_value(attempt).expect("an attempt serializes");
+        let entry =
+            journal::append(&mut self.conn, &attempt.environment, "attempt", None, &body).map_err(|e| self.sql(e))?;
+        Ok(entry.seq)
+    }
+
+    /// Records that `step` of `attempt` starts; call before taking it.
+    pub fn step_started(&mut self, attempt: i64, step: &str) -> Result<(), LedgerError> {
+        let environment = self.environment_of(attempt)?;
+        journal::append(
+            &mut self.conn,
+            &environment,
+            "step",
+            Some(attempt),
+            &json!({ "step": step }),
+        )
+        .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Records that `step` of `attempt` ended, with its error if it failed.
+    pub fn step_finished(&mut self, attempt: i64, step: &str, error: Option<&str>) -> Result<(), LedgerError> {
+        let environment = self.environment_of(attempt)?;
+        let body = json!({ "step": step, "error": error });
+        journal::append(&mut self.conn, &environment, "step_done", Some(attempt), &body).map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Records how `attempt` ended. A success makes its commit the rollback point; a failure
+    /// marks its commit failed.
+    pub fn finish(&mut self, attempt: i64, outcome: &Outcome) -> Result<(), LedgerError> {
+        let environment = self.environment_of(attempt)?;
+        let body = serde_json::to_value(outcome).expect("an outcome serializes");
+        journal::append(&mut self.conn, &environment, "outcome", Some(attempt), &body).map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    fn environment_of(&self, attempt: i64) -> Result<String, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT environment FROM entries WHERE seq = ?1 AND kind = 'attempt'",
+                params![attempt],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?
+            .ok_or(LedgerError::UnknownAttempt(attempt))
+    }
+
+    /// The commit of the environment's newest successful attempt: where a rollback goes.
+    pub fn rollback_point(&self, environment: &str) -> Result<Option<String>, LedgerError> {
+        let newest = self
+            .conn
+            .query_row(
+                "SELECT a.body FROM entries o JOIN entries a ON a.seq = o.attempt
+                 WHERE o.environment = ?1 AND o.kind = 'outcome' AND json_extract(o.body, '$.result') = 'succeeded'
+                 ORDER BY o.seq DESC LIMIT 1",
+                params![environment],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(newest.and_then(|body| serde_json::from_str::<Attempt>(&body).ok().map(|a| a.commit)))
+    }
+
+    /// Whether `commit` failed in `environment` (and so is not retried until the head moves).
+    pub fn is_failed(&self, environment: &str, commit: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM entries o JOIN entries a ON a.seq = o.attempt
+                 WHERE o.environment = ?1 AND o.kind = 'outcome' AND json_extract(o.body, '$.result') != 'succeeded'
+                 AND json_extract(a.body, '$.commit') = ?2)",
+                params![environment, commit],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The attempts in `environment`, newest first, at most `limit`.
+    pub fn history(&self, environment: &str, limit: usize) -> Result<Vec<AttemptRecord>, LedgerError> {
+        let attempts: Vec<(i64, String, String)> = self
+            .conn
+            .prepare(
+                "SELECT seq, at, body FROM entries WHERE environment = ?1 AND kind = 'attempt'
+                 ORDER BY seq DESC LIMIT ?2",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![environment, limit as i64], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })?
+                    .collect()
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut records = Vec::with_capacity(attempts.len());
+        for (id, started, body) in attempts {
+            let attempt: Attempt = serde_json::from_str(&body).map_err(|e| {
+                self.sql(rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                ))
+            })?;
+            let mut record = AttemptRecord {
+                id,
+                started,
+                attempt,
+                steps: Vec::new(),
+                outcome: None,
+                finished: None,
+            };
+            let events: Vec<(String, String, String)> = self
+                .conn
+                .prepare("SELECT kind, at, body FROM entries WHERE attempt = ?1 ORDER BY seq")
+                .and_then(|mut statement| {
+                    statement
+                        .query_map(params![id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                        .collect()
+                })
+                .map_err(|e| self.sql(e))?;
+            for (kind, at, body) in events {
+                let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                match kind.as_str() {
+                    "step" => record.steps.push(StepRecord {
+                        name: body["step"].as_str().unwrap_or_default().to_owned(),
+                        started: at,
+                        finished: None,
+                        error: None,
+                    }),
+                    "step_done" => {
+                        let name = body["step"].as_str().unwrap_or_default();
+                        if let Some(step) = record.steps.iter_mut().rev().find(|s| s.name == name) {
+                            step.finished = Some(at);
+                            step.error = Some(body["error"].as_str().map(str::to_owned));
+                        }
+                    }
+                    "outcome" => {
+                        record.outcome = serde_json::from_value(body).ok();
+                        record.finished = Some(at);
+                    }
+                    _ => {}
+                }
+            }
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    /// Walks the whole journal checking every hash; returns the number of entries and the
+    /// newest hash (publish it elsewhere to detect a truncated tail).
+    pub fn verify(&self) -> Result<Result<(usize, String), Tamper>, LedgerError> {
+        journal::verify(&self.conn).map_err(|e| self.sql(e))
+    }
+}
