@@ -7,6 +7,7 @@
 //!   repository's signing policy;
 //! - [`spec`] owns the repository format: documents, overlays, validation, the desired state;
 //! - [`diff`] compares desired states and says what changes;
+//! - [`health`] probes deployed slots (HTTP, TCP, exec) with thresholds and deadlines;
 //! - [`ledger`] records every deployment attempt in a hash-chained SQLite journal;
 //! - [`agent`] wires them into long-running workers;
 //! - [`cli`] turns command lines into calls of the above, and results into text and exit codes.
@@ -14,6 +15,7 @@
 pub mod agent;
 pub mod cli;
 pub mod diff;
+pub mod health;
 pub mod ledger;
 pub mod secret;
 pub mod source;

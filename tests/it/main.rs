@@ -4,6 +4,7 @@
 mod cli;
 mod golden;
 mod harness;
+mod health;
 mod hostile;
 mod http;
 mod keys;
