@@ -9,6 +9,7 @@
 //! - [`diff`] compares desired states and says what changes;
 //! - [`health`] probes deployed slots (HTTP, TCP, exec) with thresholds and deadlines;
 //! - [`ledger`] records every deployment attempt in a hash-chained SQLite journal;
+//! - [`router`] splits a service's HTTP traffic between two slots by weight and counts answers;
 //! - [`agent`] wires them into long-running workers;
 //! - [`cli`] turns command lines into calls of the above, and results into text and exit codes.
 
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod diff;
 pub mod health;
 pub mod ledger;
+pub mod router;
 pub mod secret;
 pub mod source;
 pub mod spec;

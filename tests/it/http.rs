@@ -9,11 +9,27 @@ pub struct Response {
     pub body: String,
 }
 
+/// Sends `GET path` to `addr` and reads the whole response.
+#[allow(dead_code)]
+pub async fn get(addr: std::net::SocketAddr, path: &str) -> Response {
+    send(addr, "GET", path, &[], b"").await
+}
+
 /// Sends `POST path` with `headers` and `body` to `addr` and reads the whole response.
 pub async fn post(addr: std::net::SocketAddr, path: &str, headers: &[(&str, String)], body: &[u8]) -> Response {
+    send(addr, "POST", path, headers, body).await
+}
+
+async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Response {
     let mut stream = TcpStream::connect(addr).await.expect("the server accepts");
     let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     for (name, value) in headers {
