@@ -10,6 +10,7 @@
 //! - [`health`] probes deployed slots (HTTP, TCP, exec) with thresholds and deadlines;
 //! - [`ledger`] records every deployment attempt in a hash-chained SQLite journal;
 //! - [`router`] splits a service's HTTP traffic between two slots by weight and counts answers;
+//! - [`target`] runs environments: for now the local target's supervised processes;
 //! - [`agent`] wires them into long-running workers;
 //! - [`cli`] turns command lines into calls of the above, and results into text and exit codes.
 
@@ -22,5 +23,6 @@ pub mod router;
 pub mod secret;
 pub mod source;
 pub mod spec;
+pub mod target;
 pub mod trigger;
 pub mod trust;

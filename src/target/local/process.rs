@@ -1,0 +1,215 @@
+//! One supervised replica: a child process in its own process group, its output appended to a
+//! log file, restarted with backoff when it exits on its own, stopped with SIGTERM and, after a
+//! grace period, SIGKILL to the whole group (so shells do not leave orphans behind).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::logs::LogFile;
+
+/// How to run a replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// Environment variables, on top of a minimal inherited set.
+    pub env: Vec<(String, String)>,
+    /// The working directory.
+    pub dir: Option<PathBuf>,
+    /// Where stdout and stderr go.
+    pub log: PathBuf,
+}
+
+/// Restart policy.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// The first wait before a restart.
+    pub first: Duration,
+    /// The longest wait.
+    pub max: Duration,
+    /// A run this long resets the wait to `first`.
+    pub reset_after: Duration,
+    /// Between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(10),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a replica is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Running as this process id.
+    Running {
+        /// The process id (also its process group id).
+        pid: u32,
+        /// How many times it was restarted.
+        restarts: u32,
+    },
+    /// Exited; waiting to be restarted.
+    Backoff {
+        /// How it exited.
+        exit: String,
+        /// How many times it was restarted.
+        restarts: u32,
+    },
+    /// Could not be started at all (no such program…).
+    Failed(String),
+    /// Stopped on request.
+    Stopped,
+}
+
+/// A supervised replica.
+pub struct Replica {
+    state: watch::Receiver<State>,
+    stop: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Replica {
+    /// Starts the process and supervises it until [`Replica::stop`].
+    pub fn start(spec: Spec, backoff: Backoff) -> Replica {
+        let (tx, state) = watch::channel(State::Backoff {
+            exit: "not started".to_owned(),
+            restarts: 0,
+        });
+        let stop = CancellationToken::new();
+        let done = tokio::spawn(supervise(Arc::new(spec), backoff, tx, stop.clone()));
+        Replica { state, stop, done }
+    }
+
+    /// What the replica is doing now.
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    /// Waits until the replica's state satisfies `f` (a test, or a deploy waiting for start).
+    pub async fn wait_for(&mut self, f: impl Fn(&State) -> bool) -> State {
+        let found = self.state.wait_for(|s| f(s)).await.map(|s| s.clone());
+        found.unwrap_or_else(|_| self.state())
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL after the grace period) and the supervision.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.done.await;
+    }
+}
+
+async fn supervise(spec: Arc<Spec>, backoff: Backoff, state: watch::Sender<State>, stop: CancellationToken) {
+    let mut restarts = 0u32;
+    let mut wait = backoff.first;
+    loop {
+        let log = match LogFile::open(&spec.log) {
+            Ok(log) => log,
+            Err(e) => {
+                let _ = state.send(State::Failed(format!("cannot open log {}: {e}", spec.log.display())));
+                return;
+            }
+        };
+        let mut child = match spawn(&spec, &log) {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = state.send(State::Failed(e));
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        let _ = state.send(State::Running { pid, restarts });
+        let started = tokio::time::Instant::now();
+        let exit = tokio::select! {
+            exit = child.wait() => exit,
+            _ = stop.cancelled() => {
+                terminate(&mut child, pid, backoff.grace).await;
+                let _ = state.send(State::Stopped);
+                return;
+            }
+        };
+        let exit = match exit {
+            Ok(status) => status.to_string(),
+            Err(e) => e.to_string(),
+        };
+        log.note(&format!("plumb: the process exited ({exit}); restarting in {wait:?}"));
+        let _ = state.send(State::Backoff {
+            exit: exit.clone(),
+            restarts,
+        });
+        if started.elapsed() >= backoff.reset_after {
+            wait = backoff.first;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => {
+                let _ = state.send(State::Stopped);
+                return;
+            }
+        }
+        wait = (wait * 2).min(backoff.max);
+        restarts += 1;
+    }
+}
+
+fn spawn(spec: &Spec, log: &LogFile) -> Result<tokio::process::Child, String> {
+    let Some((program, args)) = spec.command.split_first() else {
+        return Err("the command is empty".to_owned());
+    };
+    let (stdout, stderr) = log.handles().map_err(|e| format!("cannot open log: {e}"))?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(inherited())
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0);
+    if let Some(dir) = &spec.dir {
+        command.current_dir(dir);
+    }
+    command
+        .spawn()
+        .map_err(|e| format!("cannot start `{}`: {e}", spec.command.join(" ")))
+}
+
+/// The agent's variables a service may rely on; nothing else leaks (no secrets of the agent).
+fn inherited() -> impl Iterator<Item = (String, String)> {
+    ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER"]
+        .into_iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
+}
+
+/// SIGTERM to the process group, SIGKILL after `grace`.
+async fn terminate(child: &mut tokio::process::Child, pid: u32, grace: Duration) {
+    signal_group(pid, libc::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        signal_group(pid, libc::SIGKILL);
+        let _ = child.wait().await;
+    }
+    // Whatever the leader left behind in its group goes too.
+    signal_group(pid, libc::SIGKILL);
+}
+
+/// Sends `signal` to the process group `pgid`.
+pub(super) fn signal_group(pgid: u32, signal: i32) {
+    if pgid == 0 {
+        return;
+    }
+    // SAFETY: kill(2) with a negative id signals a process group this supervisor created.
+    unsafe {
+        libc::kill(-(pgid as i32), signal);
+    }
+}
