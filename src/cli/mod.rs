@@ -4,6 +4,7 @@
 
 mod diff;
 mod emit;
+mod example_app;
 mod ledger;
 mod report;
 mod verify;
@@ -143,6 +144,9 @@ Examples:
     /// Audit the ledger.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// A small HTTP service the example repository runs on the local target (listens on $PORT).
+    #[command(hide = true)]
+    ExampleApp,
     /// Write plumb's JSON Schemas, for editors and CI.
     #[command(after_help = "Example:
   plumb schemas --out schemas")]
@@ -286,6 +290,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             output,
         } => ledger::history(&mut out, &state, &env, limit, output),
         Command::Audit(AuditCommand::Verify { state, output }) => ledger::verify(&mut out, &state, output),
+        Command::ExampleApp => example_app::run().map(|()| Outcome::Ok),
         Command::Schemas { out: dir } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             for (name, schema) in spec::schema::generate() {

@@ -9,6 +9,7 @@ mod hostile;
 mod http;
 mod keys;
 mod ledger;
+mod local;
 mod process;
 mod router;
 mod schemas;

@@ -1,5 +1,8 @@
-//! The `local` target's parts: replicas as supervised child processes with their output in
-//! rotating log files.
+//! The `local` target: each replica a supervised child process with its output in rotating log
+//! files, each service port behind a built-in router that splits traffic between two slots.
 
 pub mod logs;
 pub mod process;
+mod runtime;
+
+pub use runtime::{LiveSlot, LocalRuntime, RuntimeError, Slot};

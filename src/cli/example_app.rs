@@ -1,0 +1,44 @@
+//! `plumb example-app`: a small HTTP service for the example repository and the tests, so the
+//! local target has something real to run on any machine. It listens on `$PORT`, answers `/`
+//! with who it is, and `/health` with 200 — or 503 when `EXAMPLE_HEALTH=fail`, to rehearse a
+//! failed rollout.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::http::StatusCode;
+
+/// Serves until killed.
+pub fn run() -> anyhow::Result<()> {
+    let port: u16 = std::env::var("PORT")
+        .context("PORT is not set")?
+        .parse()
+        .context("PORT is not a port number")?;
+    let identity = format!(
+        "{} {} {}\n",
+        std::env::var("PLUMB_SERVICE").unwrap_or_else(|_| "example".to_owned()),
+        std::env::var("PLUMB_VERSION").unwrap_or_default(),
+        std::env::var("PLUMB_SLOT").unwrap_or_default(),
+    );
+    let healthy = std::env::var("EXAMPLE_HEALTH").map_or(true, |v| v != "fail");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(move || async move { identity }))
+            .route(
+                "/health",
+                axum::routing::get(move || async move {
+                    if healthy {
+                        (StatusCode::OK, "ok\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n")
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .with_context(|| format!("cannot listen on port {port}"))?;
+        println!("listening on 127.0.0.1:{port}");
+        axum::serve(listener, app).await.context("serving")
+    })
+}

@@ -1,0 +1,403 @@
+//! The local target's primitives over one environment: deploy a version of a service into a
+//! slot (its replicas as supervised processes on ports of their own), route the service's stable
+//! ports between slots by weight (one built-in router per port), retire a slot, resolve its
+//! health checks, and observe what runs. Strategies are built on these, elsewhere.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::process::{Backoff, Replica, Spec, State};
+use crate::health::Check;
+use crate::router::{Backend, Router};
+use crate::spec::model::Service;
+use crate::spec::model::scalar::is_encrypted;
+
+/// One of a service's two slots: the running version and the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    /// The first slot.
+    Blue,
+    /// The second slot.
+    Green,
+}
+
+impl Slot {
+    /// The other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Blue => Slot::Green,
+            Slot::Green => Slot::Blue,
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
+}
+
+/// Why a primitive failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The service has no command to run (the local target runs commands, not images).
+    #[error("service `{0}` has no `command`: the local target runs a command for each replica")]
+    NoCommand(String),
+    /// A value is still encrypted; decryption is not available yet.
+    #[error("service `{service}`: the value of `{variable}` is encrypted, and this plumb cannot decrypt it yet")]
+    Encrypted {
+        /// The service.
+        service: String,
+        /// The variable.
+        variable: String,
+    },
+    /// No free port could be found for a replica.
+    #[error("no free port for a replica of `{service}`")]
+    NoPort {
+        /// The service.
+        service: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stable port cannot be listened on.
+    #[error("service `{service}` cannot listen on {addr}: another process holds it")]
+    Bind {
+        /// The service.
+        service: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The address in the environment's target is not an IP address.
+    #[error("`{0}` is not an IP address")]
+    Address(String),
+}
+
+/// What runs in one slot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LiveSlot {
+    /// The version deployed (the caller's identifier: a commit and a digest of the spec).
+    pub version: String,
+    /// Each replica's state.
+    pub replicas: Vec<String>,
+    /// The slot's share of traffic.
+    pub weight: u32,
+}
+
+struct SlotRuntime {
+    version: String,
+    replicas: Vec<(Replica, BTreeMap<String, u16>)>,
+    checks: Vec<crate::spec::model::service::HealthCheck>,
+    env: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct ServiceRuntime {
+    routers: BTreeMap<String, Router>,
+    slots: BTreeMap<Slot, SlotRuntime>,
+    weights: BTreeMap<Slot, u32>,
+}
+
+/// The local runtime of one environment.
+pub struct LocalRuntime {
+    environment: String,
+    address: IpAddr,
+    port_offset: u16,
+    logs: PathBuf,
+    backoff: Backoff,
+    services: Mutex<BTreeMap<String, ServiceRuntime>>,
+    cancel: CancellationToken,
+}
+
+impl LocalRuntime {
+    /// A runtime for `environment`, its routers on `address` (ports shifted by `port_offset`),
+    /// its replicas' logs under `state/logs/<environment>/`.
+    pub fn new(
+        environment: &str,
+        address: &str,
+        port_offset: u16,
+        state: &std::path::Path,
+        backoff: Backoff,
+    ) -> Result<LocalRuntime, RuntimeError> {
+        Ok(LocalRuntime {
+            environment: environment.to_owned(),
+            address: address.parse().map_err(|_| RuntimeError::Address(address.to_owned()))?,
+            port_offset,
+            logs: state.join("logs").join(environment),
+            backoff,
+            services: Mutex::new(BTreeMap::new()),
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    /// Where a replica's log lives.
+    pub fn log_path(&self, service: &str, slot: Slot, replica: usize) -> PathBuf {
+        self.logs.join(service).join(format!("{}-{replica}.log", slot.name()))
+    }
+
+    /// Starts `version` of `service` in `slot` (replacing whatever ran there), without sending
+    /// it traffic. The stable ports' routers are created on first use.
+    pub async fn deploy(&self, service: &Service, slot: Slot, version: &str) -> Result<(), RuntimeError> {
+        let name = service.name.as_str().to_owned();
+        let command = service
+            .command
+            .clone()
+            .ok_or_else(|| RuntimeError::NoCommand(name.clone()))?;
+        let mut base_env = Vec::new();
+        for variable in &service.env {
+            if is_encrypted(&variable.value.0) {
+                return Err(RuntimeError::Encrypted {
+                    service: name.clone(),
+                    variable: variable.name.clone(),
+                });
+            }
+            base_env.push((variable.name.clone(), variable.value.0.clone()));
+        }
+        base_env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.clone()));
+        base_env.push(("PLUMB_SERVICE".to_owned(), name.clone()));
+        base_env.push(("PLUMB_SLOT".to_owned(), slot.name().to_owned()));
+        base_env.push(("PLUMB_VERSION".to_owned(), version.to_owned()));
+
+        let mut services = self.services.lock().await;
+        let runtime = services.entry(name.clone()).or_default();
+        for port in &service.ports {
+            if !runtime.routers.contains_key(port.name.as_str()) {
+                let addr = SocketAddr::new(self.address, port.port.saturating_add(self.port_offset));
+                let router = Router::bind(addr, self.cancel.child_token())
+                    .await
+                    .map_err(|e| RuntimeError::Bind {
+                        service: name.clone(),
+                        addr,
+                        source: e.source,
+                    })?;
+                runtime.routers.insert(port.name.as_str().to_owned(), router);
+            }
+        }
+        if let Some(old) = runtime.slots.remove(&slot) {
+            stop_all(old).await;
+        }
+        let mut replicas = Vec::new();
+        for index in 0..service.replicas.max(1) as usize {
+            let mut ports = BTreeMap::new();
+            let mut env = base_env.clone();
+            for (i, port) in service.ports.iter().enumerate() {
+                let free = free_port().map_err(|source| RuntimeError::NoPort {
+                    service: name.clone(),
+                    source,
+                })?;
+                if i == 0 {
+                    env.push(("PORT".to_owned(), free.to_string()));
+                }
+                let variable = port.name.as_str().to_uppercase().replace('-', "_");
+                env.push((format!("PLUMB_PORT_{variable}"), free.to_string()));
+                ports.insert(port.name.as_str().to_owned(), free);
+            }
+            env.push(("PLUMB_REPLICA".to_owned(), index.to_string()));
+            let spec = Spec {
+                command: command.iter().map(|arg| expand(arg, &env)).collect(),
+                env,
+                dir: service.working_dir.as_ref().map(PathBuf::from),
+                log: self.log_path(&name, slot, index),
+            };
+            replicas.push((Replica::start(spec, self.backoff), ports));
+        }
+        runtime.slots.insert(
+            slot,
+            SlotRuntime {
+                version: version.to_owned(),
+                replicas,
+                checks: service.health_checks.clone(),
+                env: base_env,
+            },
+        );
+        runtime.weights.entry(slot).or_insert(0);
+        reroute(runtime);
+        Ok(())
+    }
+
+    /// Sets the traffic weights of `service`'s slots (absent slots get 0); atomic per port.
+    pub async fn route(&self, service: &str, weights: &[(Slot, u32)]) {
+        let mut services = self.services.lock().await;
+        if let Some(runtime) = services.get_mut(service) {
+            runtime.weights = weights.iter().copied().collect();
+            reroute(runtime);
+        }
+    }
+
+    /// Takes `slot` of `service` out of traffic and stops its replicas.
+    pub async fn retire(&self, service: &str, slot: Slot) {
+        let mut services = self.services.lock().await;
+        let Some(runtime) = services.get_mut(service) else {
+            return;
+        };
+        runtime.weights.remove(&slot);
+        let old = runtime.slots.remove(&slot);
+        reroute(runtime);
+        drop(services);
+        if let Some(old) = old {
+            stop_all(old).await;
+        }
+    }
+
+    /// The health checks of `service`'s `slot`, one set per replica, aimed at its own ports.
+    pub async fn checks(&self, service: &str, slot: Slot) -> Vec<Check> {
+        let services = self.services.lock().await;
+        let Some(runtime) = services.get(service).and_then(|s| s.slots.get(&slot)) else {
+            return Vec::new();
+        };
+        let mut checks = Vec::new();
+        for (index, (_, ports)) in runtime.replicas.iter().enumerate() {
+            let first = ports.values().next().copied();
+            let resolve = |name: Option<&str>| {
+                let port = match name {
+                    None => first,
+                    Some(name) => ports.get(name).copied().or_else(|| name.parse().ok()),
+                }?;
+                Some(SocketAddr::new([127, 0, 0, 1].into(), port))
+            };
+            for spec in &runtime.checks {
+                if let Some(mut check) = Check::from_spec(spec, resolve, &runtime.env) {
+                    check.name = format!("{}#{index}", check.name);
+                    checks.push(check);
+                }
+            }
+        }
+        checks
+    }
+
+    /// What runs: per service, per slot.
+    pub async fn observe(&self) -> BTreeMap<String, BTreeMap<Slot, LiveSlot>> {
+        let services = self.services.lock().await;
+        services
+            .iter()
+            .map(|(name, runtime)| {
+                let slots = runtime
+                    .slots
+                    .iter()
+                    .map(|(slot, s)| {
+                        let replicas = s.replicas.iter().map(|(r, _)| describe(&r.state())).collect();
+                        let weight = runtime.weights.get(slot).copied().unwrap_or(0);
+                        (
+                            *slot,
+                            LiveSlot {
+                                version: s.version.clone(),
+                                replicas,
+                                weight,
+                            },
+                        )
+                    })
+                    .collect();
+                (name.clone(), slots)
+            })
+            .collect()
+    }
+
+    /// The router of `service`'s port `port`, for traffic counters.
+    pub async fn router(&self, service: &str, port: &str) -> Option<Router> {
+        self.services.lock().await.get(service)?.routers.get(port).cloned()
+    }
+
+    /// Stops every replica and router.
+    pub async fn shutdown(&self) {
+        let mut services = self.services.lock().await;
+        for (_, mut runtime) in std::mem::take(&mut *services) {
+            for (_, slot) in std::mem::take(&mut runtime.slots) {
+                stop_all(slot).await;
+            }
+        }
+        self.cancel.cancel();
+    }
+}
+
+fn describe(state: &State) -> String {
+    match state {
+        State::Running { restarts, .. } if *restarts > 0 => format!("running (restarted {restarts}×)"),
+        State::Running { .. } => "running".to_owned(),
+        State::Backoff { exit, .. } => format!("restarting after {exit}"),
+        State::Failed(reason) => format!("failed: {reason}"),
+        State::Stopped => "stopped".to_owned(),
+    }
+}
+
+/// Points every port's router at the slots' replicas with the current weights.
+fn reroute(runtime: &ServiceRuntime) {
+    for (port, router) in &runtime.routers {
+        let backends = runtime
+            .slots
+            .iter()
+            .map(|(slot, s)| Backend {
+                slot: slot.name().to_owned(),
+                weight: runtime.weights.get(slot).copied().unwrap_or(0),
+                replicas: s
+                    .replicas
+                    .iter()
+                    .filter_map(|(_, ports)| ports.get(port))
+                    .map(|p| SocketAddr::new([127, 0, 0, 1].into(), *p))
+                    .collect(),
+            })
+            .collect();
+        router.route(backends);
+    }
+}
+
+async fn stop_all(slot: SlotRuntime) {
+    for (replica, _) in slot.replicas {
+        replica.stop().await;
+    }
+}
+
+/// `${NAME}` in a command argument replaced by the replica's variable `NAME` (no shell is
+/// involved); unknown names are left as written, as Kubernetes does.
+fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                let name = &after[..end];
+                match env.iter().rev().find(|(k, _)| k == name) {
+                    Some((_, value)) => out.push_str(value),
+                    None => out.push_str(&rest[start..start + 3 + end]),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    #[test]
+    fn variables_in_arguments() {
+        let env = vec![("PORT".to_owned(), "4100".to_owned())];
+        assert_eq!(expand("--port=${PORT}", &env), "--port=4100");
+        assert_eq!(expand("${PORT}${PORT}", &env), "41004100");
+        assert_eq!(expand("${HOME_DIR}/x", &env), "${HOME_DIR}/x");
+        assert_eq!(expand("${unterminated", &env), "${unterminated");
+    }
+}
+
+/// A port nobody listens on now (the process binds it right after).
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

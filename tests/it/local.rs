@@ -1,0 +1,101 @@
+//! The local target's primitives with real processes (`plumb example-app`) behind the real
+//! router: deploy into a slot, health, switch traffic, retire, observe.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use plumb::health::wait_healthy;
+use plumb::spec::model::Service;
+use plumb::target::local::process::Backoff;
+use plumb::target::local::{LocalRuntime, Slot};
+
+use crate::http::get;
+
+/// A one-service repository whose service runs `plumb example-app` on stable port `port`.
+fn service(port: u16, health: &str) -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let full = dir.path().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text).unwrap();
+    };
+    write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
+    );
+    write(
+        "environments/dev.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\n",
+    );
+    write(
+        "services/api.yaml",
+        &format!(
+            "apiVersion: plumb/v1\nkind: Service\nname: api\ncommand: [{:?}, example-app]\nreplicas: 2\n\
+             ports:\n  - {{name: http, port: {port}}}\nenv:\n  - {{name: EXAMPLE_HEALTH, value: {health}}}\n\
+             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 60\n",
+            env!("CARGO_BIN_EXE_plumb")
+        ),
+    );
+    let rendered = plumb::spec::render(&plumb::source::WorkTree::new(dir.path()), Some("dev")).unwrap();
+    assert!(rendered.is_valid(), "{:?}", rendered.diagnostics);
+    rendered.environments["dev"].services.values().next().unwrap().clone()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_check_switch_and_retire_slots() {
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
+    let stable = format!("127.0.0.1:{port}").parse().unwrap();
+
+    runtime.deploy(&service(port, "ok"), Slot::Blue, "v1").await.unwrap();
+    let checks = runtime.checks("api", Slot::Blue).await;
+    assert_eq!(checks.len(), 2, "one check per replica");
+    wait_healthy(&checks, Duration::from_secs(20)).await.unwrap();
+    runtime.route("api", &[(Slot::Blue, 100)]).await;
+    assert_eq!(get(stable, "/").await.body, "api v1 blue\n");
+
+    // Green starts beside blue without traffic, then takes all of it at once.
+    runtime.deploy(&service(port, "ok"), Slot::Green, "v2").await.unwrap();
+    wait_healthy(&runtime.checks("api", Slot::Green).await, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(get(stable, "/").await.body, "api v1 blue\n");
+    runtime.route("api", &[(Slot::Green, 100), (Slot::Blue, 0)]).await;
+    for _ in 0..4 {
+        assert_eq!(get(stable, "/").await.body, "api v2 green\n");
+    }
+    let live = runtime.observe().await;
+    assert_eq!(live["api"][&Slot::Blue].weight, 0);
+    assert_eq!(live["api"][&Slot::Green].version, "v2");
+    assert_eq!(live["api"][&Slot::Green].replicas, ["running", "running"]);
+
+    // Switch back is the same flip; then blue is retired for good.
+    runtime.route("api", &[(Slot::Blue, 100), (Slot::Green, 0)]).await;
+    assert_eq!(get(stable, "/").await.body, "api v1 blue\n");
+    runtime.retire("api", Slot::Green).await;
+    assert!(!runtime.observe().await["api"].contains_key(&Slot::Green));
+    let log = std::fs::read_to_string(runtime.log_path("api", Slot::Blue, 0)).unwrap();
+    assert!(log.contains("listening on 127.0.0.1:"), "{log}");
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_version_is_seen_before_it_gets_traffic() {
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
+    runtime
+        .deploy(&service(port, "fail"), Slot::Green, "bad")
+        .await
+        .unwrap();
+    let error = wait_healthy(&runtime.checks("api", Slot::Green).await, Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("answered 503"), "{error}");
+    runtime.shutdown().await;
+}
