@@ -9,6 +9,7 @@
 //! - [`diff`] compares desired states and says what changes;
 //! - [`health`] probes deployed slots (HTTP, TCP, exec) with thresholds and deadlines;
 //! - [`ledger`] records every deployment attempt in a hash-chained SQLite journal;
+//! - [`rollout`] runs a strategy over a target's primitives, recording each step;
 //! - [`router`] splits a service's HTTP traffic between two slots by weight and counts answers;
 //! - [`target`] runs environments: for now the local target's supervised processes;
 //! - [`agent`] wires them into long-running workers;
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod diff;
 pub mod health;
 pub mod ledger;
+pub mod rollout;
 pub mod router;
 pub mod secret;
 pub mod source;

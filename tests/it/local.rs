@@ -5,6 +5,8 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use plumb::health::wait_healthy;
+use plumb::ledger::{Attempt, Ledger, Outcome};
+use plumb::rollout::{Rollout, RolloutError};
 use plumb::spec::model::Service;
 use plumb::target::local::process::Backoff;
 use plumb::target::local::{LocalRuntime, Slot};
@@ -13,6 +15,11 @@ use crate::http::get;
 
 /// A one-service repository whose service runs `plumb example-app` on stable port `port`.
 fn service(port: u16, health: &str) -> Service {
+    service_with(port, health, "recreate: {}")
+}
+
+/// The same, with a strategy (YAML, inline).
+fn service_with(port: u16, health: &str, strategy: &str) -> Service {
     let dir = tempfile::tempdir().unwrap();
     let write = |path: &str, text: &str| {
         let full = dir.path().join(path);
@@ -32,7 +39,8 @@ fn service(port: u16, health: &str) -> Service {
         &format!(
             "apiVersion: plumb/v1\nkind: Service\nname: api\ncommand: [{:?}, example-app]\nreplicas: 2\n\
              ports:\n  - {{name: http, port: {port}}}\nenv:\n  - {{name: EXAMPLE_HEALTH, value: {health}}}\n\
-             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 60\n",
+             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 60\n\
+             strategy:\n  {strategy}\nprogressDeadline: 20s\n",
             env!("CARGO_BIN_EXE_plumb")
         ),
     );
@@ -97,5 +105,97 @@ async fn an_unhealthy_version_is_seen_before_it_gets_traffic() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("answered 503"), "{error}");
+    runtime.shutdown().await;
+}
+
+fn attempt(version: &str) -> Attempt {
+    Attempt {
+        environment: "dev".to_owned(),
+        commit: version.to_owned(),
+        signer: Some("alice".to_owned()),
+        strategy: "blueGreen".to_owned(),
+        plan: serde_json::json!({ "api": "rollout" }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_switches_when_healthy_and_never_when_not() {
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let stable = format!("127.0.0.1:{port}").parse().unwrap();
+    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
+    let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let strategy = "blueGreen: {keepOldVersion: 0s}";
+
+    // First version: nothing runs yet, so it lands in blue and takes the traffic.
+    let first = ledger.begin(&attempt("v1")).unwrap();
+    let mut rollout = Rollout {
+        runtime: &runtime,
+        ledger: &mut ledger,
+        attempt: first,
+    };
+    let live = rollout
+        .run(&service_with(port, "ok", strategy), "v1", None)
+        .await
+        .unwrap();
+    ledger.finish(first, &Outcome::Succeeded).unwrap();
+    assert_eq!(live, Slot::Blue);
+    assert_eq!(get(stable, "/").await.body, "api v1 blue\n");
+
+    // A healthy second version: green, switched, blue retired.
+    let second = ledger.begin(&attempt("v2")).unwrap();
+    let mut rollout = Rollout {
+        runtime: &runtime,
+        ledger: &mut ledger,
+        attempt: second,
+    };
+    let live = rollout
+        .run(&service_with(port, "ok", strategy), "v2", Some(live))
+        .await
+        .unwrap();
+    ledger.finish(second, &Outcome::Succeeded).unwrap();
+    assert_eq!(live, Slot::Green);
+    assert_eq!(get(stable, "/").await.body, "api v2 green\n");
+    assert!(!runtime.observe().await["api"].contains_key(&Slot::Blue));
+
+    // An unhealthy third version never receives a request, and is retired.
+    let router = runtime.router("api", "http").await.unwrap();
+    router.reset_stats();
+    let third = ledger.begin(&attempt("v3")).unwrap();
+    let mut rollout = Rollout {
+        runtime: &runtime,
+        ledger: &mut ledger,
+        attempt: third,
+    };
+    let error = rollout
+        .run(&service_with(port, "fail", strategy), "v3", Some(live))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RolloutError::Unhealthy { .. }), "{error}");
+    ledger.finish(third, &Outcome::RolledBack(error.to_string())).unwrap();
+    assert_eq!(get(stable, "/").await.body, "api v2 green\n");
+    assert_eq!(
+        router.stats().get("blue").map(|s| s.requests),
+        None,
+        "v3 (blue) got no traffic"
+    );
+    assert!(!runtime.observe().await["api"].contains_key(&Slot::Blue));
+
+    let history = ledger.history("dev", 10).unwrap();
+    let steps: Vec<(String, bool)> = history[0]
+        .steps
+        .iter()
+        .map(|s| (s.name.clone(), matches!(s.error, Some(Some(_)))))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("start v3 in blue".to_owned(), false),
+            ("health of blue".to_owned(), true),
+            ("retire blue".to_owned(), false)
+        ]
+    );
+    assert_eq!(ledger.rollback_point("dev").unwrap().as_deref(), Some("v2"));
+    assert!(ledger.is_failed("dev", "v3").unwrap());
     runtime.shutdown().await;
 }

@@ -1,0 +1,158 @@
+//! Strategies over the local target's primitives, each step written to the ledger before it is
+//! taken and after it ends. So far: blue-green and recreate for one service. Not yet: rolling,
+//! canary, migrations, and resuming a rollout an agent crash interrupted.
+
+use std::time::Duration;
+
+use crate::health::wait_healthy;
+use crate::ledger::{Ledger, LedgerError};
+use crate::spec::model::Service;
+use crate::spec::model::service::{BlueGreen, Strategy};
+use crate::target::local::{LocalRuntime, RuntimeError, Slot};
+
+/// Why a rollout stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    /// The new version did not become healthy; traffic never left the old one, and the new
+    /// slot was retired.
+    #[error("the new version of `{service}` is unhealthy; traffic stays on the running version: {reason}")]
+    Unhealthy {
+        /// The service.
+        service: String,
+        /// The health failure.
+        reason: String,
+    },
+    /// A target primitive failed.
+    #[error(transparent)]
+    Target(#[from] RuntimeError),
+    /// The ledger could not record a step: nothing more is done unrecorded.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The service's strategy is not one this module runs yet.
+    #[error("the `{0}` strategy is not available on the local target yet")]
+    Unsupported(&'static str),
+}
+
+/// One rollout of one service, recorded under ledger attempt `attempt`.
+pub struct Rollout<'a> {
+    /// Where it runs.
+    pub runtime: &'a LocalRuntime,
+    /// Where its steps are recorded.
+    pub ledger: &'a mut Ledger,
+    /// The ledger attempt.
+    pub attempt: i64,
+}
+
+impl Rollout<'_> {
+    /// Rolls `version` of `service` out by its strategy, from `live` (the slot serving now, if
+    /// any). Returns the slot serving afterwards.
+    pub async fn run(&mut self, service: &Service, version: &str, live: Option<Slot>) -> Result<Slot, RolloutError> {
+        match &service.strategy {
+            Strategy::BlueGreen(settings) => self.blue_green(service, version, live, settings).await,
+            Strategy::Recreate(_) => self.recreate(service, version, live).await,
+            other => Err(RolloutError::Unsupported(other.name())),
+        }
+    }
+
+    async fn blue_green(
+        &mut self,
+        service: &Service,
+        version: &str,
+        live: Option<Slot>,
+        settings: &BlueGreen,
+    ) -> Result<Slot, RolloutError> {
+        let name = service.name.as_str();
+        let next = live.map_or(Slot::Blue, Slot::other);
+        self.step(&format!("start {version} in {}", next.name()), async {
+            self.runtime
+                .deploy(service, next, version)
+                .await
+                .map_err(RolloutError::from)
+        })
+        .await?;
+        if !settings.warmup.0.is_zero() {
+            self.step(&format!("warm up for {:?}", settings.warmup.0), async {
+                tokio::time::sleep(settings.warmup.0).await;
+                Ok(())
+            })
+            .await?;
+        }
+        let healthy = self.health(service, next).await;
+        if let Err(e) = healthy {
+            self.step(&format!("retire {}", next.name()), async {
+                self.runtime.retire(name, next).await;
+                Ok(())
+            })
+            .await?;
+            return Err(e);
+        }
+        let mut weights = vec![(next, 100)];
+        weights.extend(live.map(|l| (l, 0)));
+        self.step(&format!("switch traffic to {}", next.name()), async {
+            self.runtime.route(name, &weights).await;
+            Ok(())
+        })
+        .await?;
+        if let Some(old) = live {
+            let keep = settings.keep_old_version.0 + settings.switchover.0;
+            self.step(&format!("keep {} for switch-back ({keep:?})", old.name()), async {
+                tokio::time::sleep(keep).await;
+                Ok(())
+            })
+            .await?;
+            self.step(&format!("retire {}", old.name()), async {
+                self.runtime.retire(name, old).await;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(next)
+    }
+
+    async fn recreate(&mut self, service: &Service, version: &str, live: Option<Slot>) -> Result<Slot, RolloutError> {
+        let name = service.name.as_str();
+        let slot = live.unwrap_or(Slot::Blue);
+        self.step(&format!("replace {} with {version}", slot.name()), async {
+            self.runtime
+                .deploy(service, slot, version)
+                .await
+                .map_err(RolloutError::from)
+        })
+        .await?;
+        self.health(service, slot).await?;
+        self.step(&format!("route traffic to {}", slot.name()), async {
+            self.runtime.route(name, &[(slot, 100)]).await;
+            Ok(())
+        })
+        .await?;
+        Ok(slot)
+    }
+
+    async fn health(&mut self, service: &Service, slot: Slot) -> Result<(), RolloutError> {
+        let checks = self.runtime.checks(service.name.as_str(), slot).await;
+        let deadline: Duration = service.progress_deadline.0;
+        self.step(&format!("health of {}", slot.name()), async {
+            wait_healthy(&checks, deadline)
+                .await
+                .map_err(|e| RolloutError::Unhealthy {
+                    service: service.name.as_str().to_owned(),
+                    reason: e.to_string(),
+                })
+        })
+        .await
+    }
+
+    /// Records `name` as started, runs it, records how it ended.
+    async fn step<T>(
+        &mut self,
+        name: &str,
+        action: impl std::future::Future<Output = Result<T, RolloutError>>,
+    ) -> Result<T, RolloutError> {
+        let attempt = self.attempt;
+        tokio::task::block_in_place(|| self.ledger.step_started(attempt, name))?;
+        let result = action.await;
+        let error = result.as_ref().err().map(ToString::to_string);
+        tokio::task::block_in_place(|| self.ledger.step_finished(attempt, name, error.as_deref()))?;
+        result
+    }
+}
