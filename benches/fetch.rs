@@ -7,16 +7,15 @@
 
 #[path = "../tests/it/http.rs"]
 mod http;
+#[path = "../tests/it/servers.rs"]
+mod servers;
 
 use std::collections::BTreeSet;
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository, Signature, Time};
-use hmac::{Hmac, KeyInit, Mac};
 use plumb::agent::Fetcher;
 use plumb::secret::Secret;
 use plumb::source::{Cache, Remote, TrackedRef};
@@ -36,7 +35,7 @@ fn main() {
         head = Some(commit(&repo, head, i));
     }
     println!("built {commits} commits in {:.1} s", started.elapsed().as_secs_f64());
-    let daemon = Daemon::serve(dir.path());
+    let daemon = servers::Daemon::serve(dir.path());
 
     println!("transport | plumb fetch (median) | git fetch (median) | ratio");
     for (name, url) in [
@@ -134,41 +133,6 @@ fn commit(repo: &Repository, parent: Option<Oid>, i: usize) -> Oid {
     .unwrap()
 }
 
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Daemon {
-    fn serve(base: &Path) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("git")
-            .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .arg(base)
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon { child, port }
-    }
-}
-
-impl Drop for Daemon {
-    /// `git daemon` runs `git-daemon` as a child: stop the whole process group.
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the group this test created; no memory is involved.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
 /// POSTs signed GitHub push webhooks and measures until the fetch worker starts the fetch.
 fn webhook_latency(dir: &Path, upstream: &Path, rounds: usize) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -211,14 +175,10 @@ fn webhook_latency(dir: &Path, upstream: &Path, rounds: usize) {
         tokio::spawn(fetcher.run(bell, timer, tx, cancel.clone()));
 
         let body = br#"{"ref":"refs/heads/main"}"#;
-        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(b"bench-secret").unwrap();
-        mac.update(body);
+        let signature = servers::hmac_sha256_hex("bench-secret", body);
         let headers = [
             ("X-GitHub-Event", "push".to_owned()),
-            (
-                "X-Hub-Signature-256",
-                format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
-            ),
+            ("X-Hub-Signature-256", format!("sha256={signature}")),
         ];
         let mut latencies = Vec::with_capacity(rounds);
         for _ in 0..rounds {

@@ -52,15 +52,7 @@ impl TestKey {
 
     /// This key with a revocation made at `unix`: hard (compromised) or soft (retired).
     pub fn revoked(&self, hard: bool, unix: i64) -> TestKey {
-        let mut signer = self
-            .cert
-            .primary_key()
-            .key()
-            .clone()
-            .parts_into_secret()
-            .unwrap()
-            .into_keypair()
-            .unwrap();
+        let mut signer = self.primary_signer();
         let reason = if hard {
             ReasonForRevocation::KeyCompromised
         } else {

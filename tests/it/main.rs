@@ -13,6 +13,7 @@ mod local;
 mod process;
 mod router;
 mod schemas;
+mod servers;
 mod smart_http;
 mod source;
 mod ssh;

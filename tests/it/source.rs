@@ -1,14 +1,13 @@
 //! Fetching into a bare cache from real remotes: a local path, `file://`, and a `git daemon` on
 //! loopback; incremental fetches; caches that are deleted or damaged; timeouts.
 
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use plumb::source::{Cache, Remote, SourceError, Timeouts, TrackedRef, Tree};
 
 use crate::harness::TestRepo;
+use crate::servers::Daemon;
 
 fn main_ref(repo: &TestRepo) -> TrackedRef {
     let head = repo.git().find_reference("HEAD").unwrap();
@@ -102,43 +101,6 @@ fn a_missing_ref_is_named() {
     let error = cache.fetch(&[TrackedRef::new("release")]).unwrap_err();
     assert!(matches!(error, SourceError::MissingRef { .. }), "{error:?}");
     assert!(error.to_string().contains("has no ref `refs/heads/release`"), "{error}");
-}
-
-/// A `git daemon` serving one repository on a free loopback port.
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Daemon {
-    fn serve(base: &std::path::Path) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("git")
-            .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .arg(base)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("git daemon starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon { child, port }
-    }
-}
-
-impl Drop for Daemon {
-    /// `git daemon` runs `git-daemon` as a child: stop the whole process group.
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the group this test created; no memory is involved.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -6,19 +6,18 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
 use plumb::agent::{Fetch, Fetcher};
 use plumb::secret::Secret;
 use plumb::source::{Remote, TrackedRef};
 use plumb::trigger::webhook::{self, Provider, Receiver, Receivers};
 use plumb::trigger::{Bell, Doorbell, Poll, Reason, Timer, doorbell};
 use plumb::trust::{Decision, TrustRoot};
-use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::TestRepo;
 use crate::http::post;
+use crate::servers::hmac_sha256_hex;
 use crate::keys::{ALL, TestKey, policy};
 
 const SECRET: &str = "webhook-s3cret";
@@ -123,7 +122,7 @@ impl Setup {
             ("X-GitHub-Event", "push".to_owned()),
             (
                 "X-Hub-Signature-256",
-                format!("sha256={}", sign(SECRET, body.as_bytes())),
+                format!("sha256={}", hmac_sha256_hex(SECRET, body.as_bytes())),
             ),
         ];
         post(self.addr, "/hooks/config", &headers, body.as_bytes()).await
@@ -136,11 +135,6 @@ impl Drop for Setup {
     }
 }
 
-fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_push_is_fetched_and_authenticated_an_unsigned_one_refused_once() {
@@ -188,8 +182,8 @@ async fn a_signed_push_is_fetched_and_authenticated_an_unsigned_one_refused_once
 async fn requests_that_prove_nothing_are_refused() {
     let s = Setup::new().await;
     let body = format!(r#"{{"ref":"{}"}}"#, s.reference);
-    let good = format!("sha256={}", sign(SECRET, body.as_bytes()));
-    let wrong = format!("sha256={}", sign("guess", body.as_bytes()));
+    let good = format!("sha256={}", hmac_sha256_hex(SECRET, body.as_bytes()));
+    let wrong = format!("sha256={}", hmac_sha256_hex("guess", body.as_bytes()));
     let push = |signature: Option<String>| {
         let mut headers = vec![("X-GitHub-Event", "push".to_owned())];
         headers.extend(signature.map(|s| ("X-Hub-Signature-256", s)));
@@ -233,7 +227,7 @@ async fn requests_that_prove_nothing_are_refused() {
             "/hooks/config",
             push(Some(format!(
                 "sha256={}",
-                sign(SECRET, br#"{"ref":"refs/heads/feature"}"#)
+                hmac_sha256_hex(SECRET, br#"{"ref":"refs/heads/feature"}"#)
             ))),
             br#"{"ref":"refs/heads/feature"}"#.to_vec(),
             200,
@@ -244,7 +238,7 @@ async fn requests_that_prove_nothing_are_refused() {
             "/hooks/config",
             vec![
                 ("X-GitHub-Event", "ping".to_owned()),
-                ("X-Hub-Signature-256", format!("sha256={}", sign(SECRET, b"{}"))),
+                ("X-Hub-Signature-256", format!("sha256={}", hmac_sha256_hex(SECRET, b"{}"))),
             ],
             b"{}".to_vec(),
             200,
