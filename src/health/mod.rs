@@ -96,9 +96,30 @@ pub enum Unhealthy {
 /// its failure threshold, or when `deadline` passes. Checks run concurrently.
 pub async fn wait_healthy(checks: &[Check], deadline: Duration) -> Result<(), Unhealthy> {
     let until = Instant::now() + deadline;
-    let runs = checks.iter().map(|check| run(check, until, deadline));
-    let results = join_all(runs).await;
-    results.into_iter().collect::<Result<Vec<()>, Unhealthy>>().map(drop)
+    let mut runs: Vec<_> = checks
+        .iter()
+        .map(|check| Box::pin(run(check, until, deadline)))
+        .collect();
+    let mut passed = vec![false; runs.len()];
+    // The first failure ends the wait at once: the rollout need not sit out the deadline.
+    std::future::poll_fn(|cx| {
+        for (i, run) in runs.iter_mut().enumerate() {
+            if passed[i] {
+                continue;
+            }
+            match run.as_mut().poll(cx) {
+                std::task::Poll::Ready(Ok(())) => passed[i] = true,
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => {}
+            }
+        }
+        if passed.iter().all(|p| *p) {
+            std::task::Poll::Ready(Ok(()))
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Probes once per check; the result of a single health round (for drift and status).

@@ -134,19 +134,29 @@ impl Probe {
                         reason: "is empty".to_owned(),
                     });
                 };
-                let status = tokio::process::Command::new(program)
+                // Like the replica it checks: a minimal environment (none of the agent's
+                // secrets), its own process group so a timeout kills what it started too.
+                let mut child = tokio::process::Command::new(program)
                     .args(args)
+                    .env_clear()
+                    .envs(crate::target::local::process::inherited())
                     .envs(env.iter().map(|(k, v)| (k, v)))
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
+                    .process_group(0)
                     .kill_on_drop(true)
-                    .status()
-                    .await
+                    .spawn()
                     .map_err(|e| ProbeError::Exec {
                         command: shown.clone(),
                         reason: format!("cannot start: {e}"),
                     })?;
+                let group = GroupGuard(child.id().unwrap_or_default());
+                let status = child.wait().await.map_err(|e| ProbeError::Exec {
+                    command: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+                drop(group);
                 if status.success() {
                     Ok(())
                 } else {
@@ -165,4 +175,13 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, ProbeError> {
         addr,
         reason: e.to_string(),
     })
+}
+
+/// Kills a probe's process group when the probe ends or is abandoned at its timeout.
+struct GroupGuard(u32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        crate::target::local::process::signal_group(self.0, libc::SIGKILL);
+    }
 }

@@ -118,9 +118,9 @@ impl Ledger {
         let conn = Connection::open(path).map_err(open)?;
         // WAL lets readers (the API, `plumb history`) run beside the writer; FULL makes each
         // committed step survive power loss, which crash recovery relies on.
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open)?;
         journal::create(&conn).map_err(open)?;
         Ok(Ledger {
             path: path.to_owned(),

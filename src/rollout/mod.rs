@@ -129,7 +129,7 @@ impl Rollout<'_> {
     }
 
     async fn health(&mut self, service: &Service, slot: Slot) -> Result<(), RolloutError> {
-        let checks = self.runtime.checks(service.name.as_str(), slot).await;
+        let checks = self.runtime.checks(service.name.as_str(), slot).await?;
         let deadline: Duration = service.progress_deadline.0;
         self.step(&format!("health of {}", slot.name()), async {
             wait_healthy(&checks, deadline)
@@ -148,11 +148,12 @@ impl Rollout<'_> {
         name: &str,
         action: impl std::future::Future<Output = Result<T, RolloutError>>,
     ) -> Result<T, RolloutError> {
-        let attempt = self.attempt;
-        tokio::task::block_in_place(|| self.ledger.step_started(attempt, name))?;
+        // Ledger writes are short (one small transaction each) and must happen in order around
+        // the step, so they run inline.
+        self.ledger.step_started(self.attempt, name)?;
         let result = action.await;
         let error = result.as_ref().err().map(ToString::to_string);
-        tokio::task::block_in_place(|| self.ledger.step_finished(attempt, name, error.as_deref()))?;
+        self.ledger.step_finished(self.attempt, name, error.as_deref())?;
         result
     }
 }

@@ -56,7 +56,8 @@ impl SlotStats {
 
     /// The mean latency; `None` before any request.
     pub fn mean_latency(&self) -> Option<Duration> {
-        (self.requests > 0).then(|| self.latency_total / self.requests as u32)
+        (self.requests > 0)
+            .then(|| Duration::from_nanos((self.latency_total.as_nanos() / self.requests as u128) as u64))
     }
 }
 

@@ -102,6 +102,19 @@ async fn a_deadline_ends_a_check_that_never_passes() {
 }
 
 #[tokio::test]
+async fn one_failing_check_ends_the_wait_at_once() {
+    let addr = serve().await;
+    let started = Instant::now();
+    let checks = [
+        check(http(addr, "/sick"), 1, 1),
+        check(http(addr, "/warming"), 1_000, 1_000),
+    ];
+    let error = wait_healthy(&checks, Duration::from_secs(30)).await.unwrap_err();
+    assert!(matches!(error, Unhealthy::Failing { .. }), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn exec_checks_and_timeouts() {
     let run = |command: &[&str]| Probe::Exec {
         command: command.iter().map(|s| s.to_string()).collect(),

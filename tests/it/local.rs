@@ -39,7 +39,7 @@ fn service_with(port: u16, health: &str, strategy: &str) -> Service {
         &format!(
             "apiVersion: plumb/v1\nkind: Service\nname: api\ncommand: [{:?}, example-app]\nreplicas: 2\n\
              ports:\n  - {{name: http, port: {port}}}\nenv:\n  - {{name: EXAMPLE_HEALTH, value: {health}}}\n\
-             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 60\n\
+             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 200\n\
              strategy:\n  {strategy}\nprogressDeadline: 20s\n",
             env!("CARGO_BIN_EXE_plumb")
         ),
@@ -61,7 +61,7 @@ async fn deploy_check_switch_and_retire_slots() {
     let stable = format!("127.0.0.1:{port}").parse().unwrap();
 
     runtime.deploy(&service(port, "ok"), Slot::Blue, "v1").await.unwrap();
-    let checks = runtime.checks("api", Slot::Blue).await;
+    let checks = runtime.checks("api", Slot::Blue).await.unwrap();
     assert_eq!(checks.len(), 2, "one check per replica");
     wait_healthy(&checks, Duration::from_secs(20)).await.unwrap();
     runtime.route("api", &[(Slot::Blue, 100)]).await;
@@ -69,9 +69,12 @@ async fn deploy_check_switch_and_retire_slots() {
 
     // Green starts beside blue without traffic, then takes all of it at once.
     runtime.deploy(&service(port, "ok"), Slot::Green, "v2").await.unwrap();
-    wait_healthy(&runtime.checks("api", Slot::Green).await, Duration::from_secs(20))
-        .await
-        .unwrap();
+    wait_healthy(
+        &runtime.checks("api", Slot::Green).await.unwrap(),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
     assert_eq!(get(stable, "/").await.body, "api v1 blue\n");
     runtime.route("api", &[(Slot::Green, 100), (Slot::Blue, 0)]).await;
     for _ in 0..4 {
@@ -101,9 +104,12 @@ async fn an_unhealthy_version_is_seen_before_it_gets_traffic() {
         .deploy(&service(port, "fail"), Slot::Green, "bad")
         .await
         .unwrap();
-    let error = wait_healthy(&runtime.checks("api", Slot::Green).await, Duration::from_secs(20))
-        .await
-        .unwrap_err();
+    let error = wait_healthy(
+        &runtime.checks("api", Slot::Green).await.unwrap(),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap_err();
     assert!(error.to_string().contains("answered 503"), "{error}");
     runtime.shutdown().await;
 }

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::TestRepo;
 use crate::http::post;
-use crate::servers::hmac_sha256_hex;
 use crate::keys::{ALL, TestKey, policy};
+use crate::servers::hmac_sha256_hex;
 
 const SECRET: &str = "webhook-s3cret";
 const BODY_LIMIT: usize = 64 * 1024;
@@ -135,7 +135,6 @@ impl Drop for Setup {
     }
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_push_is_fetched_and_authenticated_an_unsigned_one_refused_once() {
     let mut s = Setup::new().await;
@@ -238,7 +237,10 @@ async fn requests_that_prove_nothing_are_refused() {
             "/hooks/config",
             vec![
                 ("X-GitHub-Event", "ping".to_owned()),
-                ("X-Hub-Signature-256", format!("sha256={}", hmac_sha256_hex(SECRET, b"{}"))),
+                (
+                    "X-Hub-Signature-256",
+                    format!("sha256={}", hmac_sha256_hex(SECRET, b"{}")),
+                ),
             ],
             b"{}".to_vec(),
             200,

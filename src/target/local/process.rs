@@ -10,7 +10,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::logs::LogFile;
+use super::logs::{KEEP, LogFile, MAX_BYTES};
+
+/// How often a running replica's log size is checked for rotation.
+const ROTATION_CHECK: Duration = Duration::from_secs(30);
 
 /// How to run a replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,11 +75,22 @@ pub enum State {
     Stopped,
 }
 
-/// A supervised replica.
+/// A supervised replica. Dropping it without [`Replica::stop`] kills its process group at once.
 pub struct Replica {
     state: watch::Receiver<State>,
     stop: CancellationToken,
-    done: tokio::task::JoinHandle<()>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if self.done.is_some() {
+            self.stop.cancel();
+            if let State::Running { pid, .. } = *self.state.borrow() {
+                signal_group(pid, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 impl Replica {
@@ -88,7 +102,11 @@ impl Replica {
         });
         let stop = CancellationToken::new();
         let done = tokio::spawn(supervise(Arc::new(spec), backoff, tx, stop.clone()));
-        Replica { state, stop, done }
+        Replica {
+            state,
+            stop,
+            done: Some(done),
+        }
     }
 
     /// What the replica is doing now.
@@ -103,9 +121,11 @@ impl Replica {
     }
 
     /// Stops the process (SIGTERM, then SIGKILL after the grace period) and the supervision.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        let _ = self.done.await;
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
     }
 }
 
@@ -130,14 +150,25 @@ async fn supervise(spec: Arc<Spec>, backoff: Backoff, state: watch::Sender<State
         let pid = child.id().unwrap_or_default();
         let _ = state.send(State::Running { pid, restarts });
         let started = tokio::time::Instant::now();
-        let exit = tokio::select! {
-            exit = child.wait() => exit,
-            _ = stop.cancelled() => {
-                terminate(&mut child, pid, backoff.grace).await;
-                let _ = state.send(State::Stopped);
-                return;
+        let mut rotation = tokio::time::interval(ROTATION_CHECK);
+        let exit = loop {
+            tokio::select! {
+                exit = child.wait() => break exit,
+                _ = rotation.tick() => {
+                    if let Err(e) = log.rotate_if_larger(MAX_BYTES, KEEP) {
+                        tracing::warn!(log = %spec.log.display(), error = %e, "Cannot rotate a replica's log.");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    terminate(&mut child, pid, backoff.grace).await;
+                    let _ = state.send(State::Stopped);
+                    return;
+                }
             }
         };
+        // What the leader left behind in its group (a server started by a shell) would hold the
+        // port the restart needs.
+        signal_group(pid, libc::SIGKILL);
         let exit = match exit {
             Ok(status) => status.to_string(),
             Err(e) => e.to_string(),
@@ -186,7 +217,7 @@ fn spawn(spec: &Spec, log: &LogFile) -> Result<tokio::process::Child, String> {
 }
 
 /// The agent's variables a service may rely on; nothing else leaks (no secrets of the agent).
-fn inherited() -> impl Iterator<Item = (String, String)> {
+pub fn inherited() -> impl Iterator<Item = (String, String)> {
     ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER"]
         .into_iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
@@ -204,7 +235,7 @@ async fn terminate(child: &mut tokio::process::Child, pid: u32, grace: Duration)
 }
 
 /// Sends `signal` to the process group `pgid`.
-pub(super) fn signal_group(pgid: u32, signal: i32) {
+pub fn signal_group(pgid: u32, signal: i32) {
     if pgid == 0 {
         return;
     }

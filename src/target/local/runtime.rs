@@ -81,6 +81,14 @@ pub enum RuntimeError {
     /// The address in the environment's target is not an IP address.
     #[error("`{0}` is not an IP address")]
     Address(String),
+    /// A health check names a port the service does not declare.
+    #[error("service `{service}`: health check `{check}` names a port the service does not declare")]
+    UnknownPort {
+        /// The service.
+        service: String,
+        /// The check.
+        check: String,
+    },
 }
 
 /// What runs in one slot.
@@ -96,9 +104,31 @@ pub struct LiveSlot {
 
 struct SlotRuntime {
     version: String,
-    replicas: Vec<(Replica, BTreeMap<String, u16>)>,
+    replicas: Vec<ReplicaRuntime>,
     checks: Vec<crate::spec::model::service::HealthCheck>,
+}
+
+struct ReplicaRuntime {
+    replica: Replica,
+    /// Per declared port, in declaration order: its name, its stable number, the replica's own.
+    ports: Vec<(String, u16, u16)>,
+    /// The replica's environment (exec health checks see the same).
     env: Vec<(String, String)>,
+}
+
+impl ReplicaRuntime {
+    /// The replica's own port for a port named (or numbered) as the service declares it;
+    /// `None` names the first declared port.
+    fn port(&self, name: Option<&str>) -> Option<u16> {
+        match name {
+            None => self.ports.first().map(|p| p.2),
+            Some(name) => self
+                .ports
+                .iter()
+                .find(|(n, stable, _)| n == name || name.parse() == Ok(*stable))
+                .map(|p| p.2),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -168,6 +198,17 @@ impl LocalRuntime {
         base_env.push(("PLUMB_SLOT".to_owned(), slot.name().to_owned()));
         base_env.push(("PLUMB_VERSION".to_owned(), version.to_owned()));
 
+        // The old replicas of the slot stop without the lock held: their grace periods must not
+        // stall other services' routing.
+        let old = self
+            .services
+            .lock()
+            .await
+            .get_mut(&name)
+            .and_then(|r| r.slots.remove(&slot));
+        if let Some(old) = old {
+            stop_all(old).await;
+        }
         let mut services = self.services.lock().await;
         let runtime = services.entry(name.clone()).or_default();
         for port in &service.ports {
@@ -183,15 +224,13 @@ impl LocalRuntime {
                 runtime.routers.insert(port.name.as_str().to_owned(), router);
             }
         }
-        if let Some(old) = runtime.slots.remove(&slot) {
-            stop_all(old).await;
-        }
         let mut replicas = Vec::new();
+        let mut taken = std::collections::BTreeSet::new();
         for index in 0..service.replicas.max(1) as usize {
-            let mut ports = BTreeMap::new();
+            let mut ports = Vec::new();
             let mut env = base_env.clone();
             for (i, port) in service.ports.iter().enumerate() {
-                let free = free_port().map_err(|source| RuntimeError::NoPort {
+                let free = free_port(&mut taken).map_err(|source| RuntimeError::NoPort {
                     service: name.clone(),
                     source,
                 })?;
@@ -200,7 +239,7 @@ impl LocalRuntime {
                 }
                 let variable = port.name.as_str().to_uppercase().replace('-', "_");
                 env.push((format!("PLUMB_PORT_{variable}"), free.to_string()));
-                ports.insert(port.name.as_str().to_owned(), free);
+                ports.push((port.name.as_str().to_owned(), port.port, free));
             }
             env.push(("PLUMB_REPLICA".to_owned(), index.to_string()));
             let spec = Spec {
@@ -209,7 +248,12 @@ impl LocalRuntime {
                 dir: service.working_dir.as_ref().map(PathBuf::from),
                 log: self.log_path(&name, slot, index),
             };
-            replicas.push((Replica::start(spec, self.backoff), ports));
+            let replica_env = spec.env.clone();
+            replicas.push(ReplicaRuntime {
+                replica: Replica::start(spec, self.backoff),
+                ports,
+                env: replica_env,
+            });
         }
         runtime.slots.insert(
             slot,
@@ -217,10 +261,10 @@ impl LocalRuntime {
                 version: version.to_owned(),
                 replicas,
                 checks: service.health_checks.clone(),
-                env: base_env,
             },
         );
-        runtime.weights.entry(slot).or_insert(0);
+        // A new version takes traffic only when a strategy routes it there.
+        runtime.weights.insert(slot, 0);
         reroute(runtime);
         Ok(())
     }
@@ -249,30 +293,31 @@ impl LocalRuntime {
         }
     }
 
-    /// The health checks of `service`'s `slot`, one set per replica, aimed at its own ports.
-    pub async fn checks(&self, service: &str, slot: Slot) -> Vec<Check> {
+    /// The health checks of `service`'s `slot`, one set per replica, aimed at its own ports
+    /// (never at the stable port, which would reach the slot serving now).
+    pub async fn checks(&self, service: &str, slot: Slot) -> Result<Vec<Check>, RuntimeError> {
         let services = self.services.lock().await;
         let Some(runtime) = services.get(service).and_then(|s| s.slots.get(&slot)) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let mut checks = Vec::new();
-        for (index, (_, ports)) in runtime.replicas.iter().enumerate() {
-            let first = ports.values().next().copied();
+        for (index, replica) in runtime.replicas.iter().enumerate() {
             let resolve = |name: Option<&str>| {
-                let port = match name {
-                    None => first,
-                    Some(name) => ports.get(name).copied().or_else(|| name.parse().ok()),
-                }?;
-                Some(SocketAddr::new([127, 0, 0, 1].into(), port))
+                replica
+                    .port(name)
+                    .map(|port| SocketAddr::new([127, 0, 0, 1].into(), port))
             };
             for spec in &runtime.checks {
-                if let Some(mut check) = Check::from_spec(spec, resolve, &runtime.env) {
-                    check.name = format!("{}#{index}", check.name);
-                    checks.push(check);
-                }
+                let mut check =
+                    Check::from_spec(spec, resolve, &replica.env).ok_or_else(|| RuntimeError::UnknownPort {
+                        service: service.to_owned(),
+                        check: spec.name.as_str().to_owned(),
+                    })?;
+                check.name = format!("{}#{index}", check.name);
+                checks.push(check);
             }
         }
-        checks
+        Ok(checks)
     }
 
     /// What runs: per service, per slot.
@@ -285,7 +330,7 @@ impl LocalRuntime {
                     .slots
                     .iter()
                     .map(|(slot, s)| {
-                        let replicas = s.replicas.iter().map(|(r, _)| describe(&r.state())).collect();
+                        let replicas = s.replicas.iter().map(|r| describe(&r.replica.state())).collect();
                         let weight = runtime.weights.get(slot).copied().unwrap_or(0);
                         (
                             *slot,
@@ -341,8 +386,8 @@ fn reroute(runtime: &ServiceRuntime) {
                 replicas: s
                     .replicas
                     .iter()
-                    .filter_map(|(_, ports)| ports.get(port))
-                    .map(|p| SocketAddr::new([127, 0, 0, 1].into(), *p))
+                    .filter_map(|r| r.port(Some(port)))
+                    .map(|p| SocketAddr::new([127, 0, 0, 1].into(), p))
                     .collect(),
             })
             .collect();
@@ -350,9 +395,15 @@ fn reroute(runtime: &ServiceRuntime) {
     }
 }
 
+/// Stops every replica of a slot, concurrently (each may take its grace period).
 async fn stop_all(slot: SlotRuntime) {
-    for (replica, _) in slot.replicas {
-        replica.stop().await;
+    let stopping: Vec<_> = slot
+        .replicas
+        .into_iter()
+        .map(|r| tokio::spawn(r.replica.stop()))
+        .collect();
+    for stop in stopping {
+        let _ = stop.await;
     }
 }
 
@@ -397,7 +448,13 @@ mod tests {
     }
 }
 
-/// A port nobody listens on now (the process binds it right after).
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A port nobody listens on now (the process binds it right after), not among `taken` (the
+/// ports already handed out in this deploy).
+fn free_port(taken: &mut std::collections::BTreeSet<u16>) -> std::io::Result<u16> {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if taken.insert(port) {
+            return Ok(port);
+        }
+    }
 }
