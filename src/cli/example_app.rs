@@ -1,7 +1,7 @@
 //! `plumb example-app`: a small HTTP service for the example repository and the tests, so the
 //! local target has something real to run on any machine. It listens on `$PORT`, answers `/`
-//! with who it is, and `/health` with 200 — or 503 when `EXAMPLE_HEALTH=fail`, to rehearse a
-//! failed rollout.
+//! with who it is (or 500 when `EXAMPLE_ROOT=fail`, to rehearse a failing canary), and `/health`
+//! with 200 (or 503 when `EXAMPLE_HEALTH=fail`, to rehearse a failed rollout).
 
 use std::net::SocketAddr;
 
@@ -21,10 +21,20 @@ pub fn run() -> anyhow::Result<()> {
         std::env::var("PLUMB_SLOT").unwrap_or_default(),
     );
     let healthy = std::env::var("EXAMPLE_HEALTH").map_or(true, |v| v != "fail");
+    let serving = std::env::var("EXAMPLE_ROOT").map_or(true, |v| v != "fail");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let app = axum::Router::new()
-            .route("/", axum::routing::get(move || async move { identity }))
+            .route(
+                "/",
+                axum::routing::get(move || async move {
+                    if serving {
+                        (StatusCode::OK, identity)
+                    } else {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "failing\n".to_owned())
+                    }
+                }),
+            )
             .route(
                 "/health",
                 axum::routing::get(move || async move {

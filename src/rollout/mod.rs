@@ -1,6 +1,8 @@
 //! Strategies over the local target's primitives, each step written to the ledger before it is
-//! taken and after it ends. So far: blue-green and recreate for one service. Not yet: rolling,
-//! canary, migrations, and resuming a rollout an agent crash interrupted.
+//! taken and after it ends. So far: blue-green, canary and recreate for one service. Not yet:
+//! rolling, migrations, and resuming a rollout an agent crash interrupted.
+
+mod canary;
 
 use std::time::Duration;
 
@@ -20,6 +22,15 @@ pub enum RolloutError {
         /// The service.
         service: String,
         /// The health failure.
+        reason: String,
+    },
+    /// Canary analysis failed: the new version answered badly or failed a health check while
+    /// taking part of the traffic; all traffic went back to the running version.
+    #[error("the canary of `{service}` failed; all traffic is back on the running version: {reason}")]
+    Analysis {
+        /// The service.
+        service: String,
+        /// What the analysis saw.
         reason: String,
     },
     /// A target primitive failed.
@@ -49,6 +60,7 @@ impl Rollout<'_> {
     pub async fn run(&mut self, service: &Service, version: &str, live: Option<Slot>) -> Result<Slot, RolloutError> {
         match &service.strategy {
             Strategy::BlueGreen(settings) => self.blue_green(service, version, live, settings).await,
+            Strategy::Canary(settings) => self.canary(service, version, live, settings).await,
             Strategy::Recreate(_) => self.recreate(service, version, live).await,
             other => Err(RolloutError::Unsupported(other.name())),
         }

@@ -20,6 +20,11 @@ fn service(port: u16, health: &str) -> Service {
 
 /// The same, with a strategy (YAML, inline).
 fn service_with(port: u16, health: &str, strategy: &str) -> Service {
+    service_env(port, &[("EXAMPLE_HEALTH", health)], strategy)
+}
+
+/// The same, with `env` for the example app.
+fn service_env(port: u16, env: &[(&str, &str)], strategy: &str) -> Service {
     let dir = tempfile::tempdir().unwrap();
     let write = |path: &str, text: &str| {
         let full = dir.path().join(path);
@@ -38,10 +43,14 @@ fn service_with(port: u16, health: &str, strategy: &str) -> Service {
         "services/api.yaml",
         &format!(
             "apiVersion: plumb/v1\nkind: Service\nname: api\ncommand: [{:?}, example-app]\nreplicas: 2\n\
-             ports:\n  - {{name: http, port: {port}}}\nenv:\n  - {{name: EXAMPLE_HEALTH, value: {health}}}\n\
+             ports:\n  - {{name: http, port: {port}}}\nenv:\n{env}\
              healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 200\n\
              strategy:\n  {strategy}\nprogressDeadline: 20s\n",
-            env!("CARGO_BIN_EXE_plumb")
+            env!("CARGO_BIN_EXE_plumb"),
+            env = env
+                .iter()
+                .map(|(k, v)| format!("  - {{name: {k}, value: {v}}}\n"))
+                .collect::<String>(),
         ),
     );
     let rendered = plumb::spec::render(&plumb::source::WorkTree::new(dir.path()), Some("dev")).unwrap();
@@ -203,5 +212,100 @@ async fn blue_green_switches_when_healthy_and_never_when_not() {
     );
     assert_eq!(ledger.rollback_point("dev").unwrap().as_deref(), Some("v2"));
     assert!(ledger.is_failed("dev", "v3").unwrap());
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let stable: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
+    let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let strategy =
+        "canary: {steps: [{weight: 20, pause: 1s}, {weight: 50, pause: 1s}], minRequests: 5, successThreshold: 95}";
+    let good = || service_env(port, &[("EXAMPLE_HEALTH", "ok")], strategy);
+
+    // Nothing serves yet: the first version simply starts.
+    let first = ledger.begin(&attempt("v1")).unwrap();
+    let live = Rollout {
+        runtime: &runtime,
+        ledger: &mut ledger,
+        attempt: first,
+    }
+    .run(&good(), "v1", None)
+    .await
+    .unwrap();
+
+    // Clients keep calling the stable port throughout.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let traffic = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !stop.is_cancelled() {
+                answers.push(get(stable, "/").await.body);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            answers
+        })
+    };
+
+    let second = ledger.begin(&attempt("v2")).unwrap();
+    let live = Rollout {
+        runtime: &runtime,
+        ledger: &mut ledger,
+        attempt: second,
+    }
+    .run(&good(), "v2", Some(live))
+    .await
+    .unwrap();
+    assert_eq!(live, Slot::Green);
+
+    // v3 answers 500 on `/` while its health check passes: the analysis catches it.
+    let bad = service_env(port, &[("EXAMPLE_HEALTH", "ok"), ("EXAMPLE_ROOT", "fail")], strategy);
+    let third = ledger.begin(&attempt("v3")).unwrap();
+    let error = Rollout {
+        runtime: &runtime,
+        ledger: &mut ledger,
+        attempt: third,
+    }
+    .run(&bad, "v3", Some(live))
+    .await
+    .unwrap_err();
+    assert!(matches!(error, RolloutError::Analysis { .. }), "{error}");
+    assert!(error.to_string().contains("success rate 0.0%"), "{error}");
+    stop.cancel();
+    let answers = traffic.await.unwrap();
+    assert_eq!(get(stable, "/").await.body, "api v2 green\n");
+    assert!(
+        !runtime.observe().await["api"].contains_key(&Slot::Blue),
+        "the canary slot is retired"
+    );
+
+    // While v2 was a canary, both versions served; nothing but v1, v2 and v3's failures answered.
+    assert!(answers.iter().any(|a| a == "api v1 blue\n") && answers.iter().any(|a| a == "api v2 green\n"));
+    assert!(
+        answers
+            .iter()
+            .all(|a| a == "api v1 blue\n" || a == "api v2 green\n" || a == "failing\n"),
+        "{answers:?}"
+    );
+    let steps: Vec<String> = ledger.history("dev", 1).unwrap()[0]
+        .steps
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "start v3 in blue",
+            "health of blue",
+            "shift 20% to blue",
+            "analyse 20% for 1s",
+            "abort: all traffic back to green",
+            "retire blue"
+        ]
+    );
     runtime.shutdown().await;
 }

@@ -347,6 +347,15 @@ impl LocalRuntime {
             .collect()
     }
 
+    /// The routers of every port of `service`.
+    pub async fn routers(&self, service: &str) -> Vec<Router> {
+        let services = self.services.lock().await;
+        services
+            .get(service)
+            .map(|s| s.routers.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The router of `service`'s port `port`, for traffic counters.
     pub async fn router(&self, service: &str, port: &str) -> Option<Router> {
         self.services.lock().await.get(service)?.routers.get(port).cloned()

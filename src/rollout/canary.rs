@@ -1,0 +1,133 @@
+//! Canary: the new version takes a growing share of traffic, step by step; each step is held for
+//! its pause while the router counts the new slot's answers. The rollout aborts — all traffic
+//! back to the running version, the new slot retired — as soon as the new slot has answered
+//! `minRequests` requests with a success rate under the threshold, or fails a health check.
+//! A step that saw fewer requests than `minRequests` passes: nobody was served badly.
+
+use std::time::Duration;
+
+use super::{Rollout, RolloutError};
+use crate::health::probe_all;
+use crate::spec::model::Service;
+use crate::spec::model::service::Canary;
+use crate::target::local::{LocalRuntime, Slot};
+
+/// How often a step's counters and health are looked at during its pause.
+const ANALYSIS_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Rollout<'_> {
+    pub(super) async fn canary(
+        &mut self,
+        service: &Service,
+        version: &str,
+        live: Option<Slot>,
+        settings: &Canary,
+    ) -> Result<Slot, RolloutError> {
+        let Some(live) = live else {
+            // Nothing serves yet: there is no old version to compare with or fall back to.
+            return self.recreate(service, version, None).await;
+        };
+        let name = service.name.as_str();
+        let next = live.other();
+        self.step(&format!("start {version} in {}", next.name()), async {
+            self.runtime
+                .deploy(service, next, version)
+                .await
+                .map_err(RolloutError::from)
+        })
+        .await?;
+        if let Err(e) = self.health(service, next).await {
+            self.abort(name, live, next).await?;
+            return Err(e);
+        }
+        for step in &settings.steps {
+            let weight = u32::from(step.weight.min(100));
+            self.step(&format!("shift {weight}% to {}", next.name()), async {
+                self.runtime.route(name, &[(next, weight), (live, 100 - weight)]).await;
+                for router in self.runtime.routers(name).await {
+                    router.reset_stats();
+                }
+                Ok(())
+            })
+            .await?;
+            let runtime = self.runtime;
+            let verdict = self
+                .step(&format!("analyse {weight}% for {:?}", step.pause.0), async {
+                    analyse(runtime, service, next, step.pause.0, settings).await
+                })
+                .await;
+            if let Err(e) = verdict {
+                self.abort(name, live, next).await?;
+                return Err(e);
+            }
+        }
+        self.step(&format!("promote {}", next.name()), async {
+            self.runtime.route(name, &[(next, 100), (live, 0)]).await;
+            Ok(())
+        })
+        .await?;
+        self.step(&format!("retire {}", live.name()), async {
+            self.runtime.retire(name, live).await;
+            Ok(())
+        })
+        .await?;
+        Ok(next)
+    }
+
+    /// All traffic back to `live`, `next` retired.
+    async fn abort(&mut self, name: &str, live: Slot, next: Slot) -> Result<(), RolloutError> {
+        self.step(&format!("abort: all traffic back to {}", live.name()), async {
+            self.runtime.route(name, &[(live, 100), (next, 0)]).await;
+            Ok(())
+        })
+        .await?;
+        self.step(&format!("retire {}", next.name()), async {
+            self.runtime.retire(name, next).await;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Watches the new slot for `pause`: its success rate on every port, and its health.
+async fn analyse(
+    runtime: &LocalRuntime,
+    service: &Service,
+    slot: Slot,
+    pause: Duration,
+    settings: &Canary,
+) -> Result<(), RolloutError> {
+    let name = service.name.as_str();
+    let until = tokio::time::Instant::now() + pause;
+    let checks = runtime.checks(name, slot).await?;
+    loop {
+        for router in runtime.routers(name).await {
+            let Some(stats) = router.stats().get(slot.name()).cloned() else {
+                continue;
+            };
+            let rate = stats.success_rate().unwrap_or(1.0) * 100.0;
+            if stats.requests >= u64::from(settings.min_requests) && rate < settings.success_threshold {
+                return Err(RolloutError::Analysis {
+                    service: name.to_owned(),
+                    reason: format!(
+                        "success rate {rate:.1}% over {} requests is under {}%",
+                        stats.requests, settings.success_threshold
+                    ),
+                });
+            }
+        }
+        for (check, result) in probe_all(&checks).await {
+            if let Err(e) = result {
+                return Err(RolloutError::Analysis {
+                    service: name.to_owned(),
+                    reason: format!("health check `{check}` failed: {e}"),
+                });
+            }
+        }
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        tokio::time::sleep(ANALYSIS_INTERVAL.min(until - now)).await;
+    }
+}
