@@ -174,6 +174,66 @@ impl Ledger {
         Ok(())
     }
 
+    /// Records that `service`'s migration for the attempt's commit starts (before running it).
+    pub fn migration_started(&mut self, attempt: i64, service: &str) -> Result<(), LedgerError> {
+        let (environment, commit) = self.attempt_key(attempt)?;
+        let body = json!({ "service": service, "commit": commit, "state": "started" });
+        journal::append(&mut self.conn, &environment, "migration", Some(attempt), &body).map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Records how `service`'s migration for the attempt's commit ended.
+    pub fn migration_finished(&mut self, attempt: i64, service: &str, error: Option<&str>) -> Result<(), LedgerError> {
+        let (environment, commit) = self.attempt_key(attempt)?;
+        let state = if error.is_some() { "failed" } else { "succeeded" };
+        let body = json!({ "service": service, "commit": commit, "state": state, "error": error });
+        journal::append(&mut self.conn, &environment, "migration", Some(attempt), &body).map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// The last recorded state of `service`'s migration for `commit` in `environment`:
+    /// `started` (interrupted, if nothing followed), `succeeded` or `failed`.
+    pub fn migration_state(
+        &self,
+        environment: &str,
+        service: &str,
+        commit: &str,
+    ) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT json_extract(body, '$.state') FROM entries
+                 WHERE environment = ?1 AND kind = 'migration'
+                 AND json_extract(body, '$.service') = ?2 AND json_extract(body, '$.commit') = ?3
+                 ORDER BY seq DESC LIMIT 1",
+                params![environment, service, commit],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The environment and commit of an attempt.
+    pub fn attempt_key(&self, attempt: i64) -> Result<(String, String), LedgerError> {
+        let body: String = self
+            .conn
+            .query_row(
+                "SELECT body FROM entries WHERE seq = ?1 AND kind = 'attempt'",
+                params![attempt],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?
+            .ok_or(LedgerError::UnknownAttempt(attempt))?;
+        let attempt: Attempt = serde_json::from_str(&body).map_err(|e| {
+            self.sql(rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            ))
+        })?;
+        Ok((attempt.environment, attempt.commit))
+    }
+
     fn environment_of(&self, attempt: i64) -> Result<String, LedgerError> {
         self.conn
             .query_row(

@@ -1,6 +1,7 @@
 //! Strategies over the local target's primitives, each step written to the ledger before it is
-//! taken and after it ends. So far: blue-green, canary and recreate for one service. Not yet:
-//! rolling, migrations, and resuming a rollout an agent crash interrupted.
+//! taken and after it ends. So far: blue-green, canary and recreate for one service, with its
+//! migration hook run once per commit. Not yet: rolling, and resuming a rollout an agent crash
+//! interrupted.
 
 mod canary;
 
@@ -39,6 +40,23 @@ pub enum RolloutError {
     /// The ledger could not record a step: nothing more is done unrecorded.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The migration hook failed or timed out; nothing else was changed.
+    #[error("the migration of `{service}` failed: {reason}")]
+    Migration {
+        /// The service.
+        service: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A migration for this commit started earlier and never reported an end (the agent
+    /// stopped mid-way): running it again could apply it twice, so a person must look.
+    #[error(
+        "the migration of `{service}` for this commit was interrupted earlier; check the database, then record it (not yet possible from the CLI)"
+    )]
+    MigrationInterrupted {
+        /// The service.
+        service: String,
+    },
     /// The service's strategy is not one this module runs yet.
     #[error("the `{0}` strategy is not available on the local target yet")]
     Unsupported(&'static str),
@@ -57,13 +75,82 @@ pub struct Rollout<'a> {
 impl Rollout<'_> {
     /// Rolls `version` of `service` out by its strategy, from `live` (the slot serving now, if
     /// any). Returns the slot serving afterwards.
+    ///
+    /// The service's migration hook runs first, once per commit and environment: a commit whose
+    /// migration succeeded before (an earlier attempt, another service's retry) skips it. When
+    /// the rollout then fails, the hook's rollback command runs.
     pub async fn run(&mut self, service: &Service, version: &str, live: Option<Slot>) -> Result<Slot, RolloutError> {
-        match &service.strategy {
+        if let Strategy::Rolling(_) = service.strategy {
+            return Err(RolloutError::Unsupported("rolling"));
+        }
+        let migrated = self.migrate(service).await?;
+        let result = match &service.strategy {
             Strategy::BlueGreen(settings) => self.blue_green(service, version, live, settings).await,
             Strategy::Canary(settings) => self.canary(service, version, live, settings).await,
             Strategy::Recreate(_) => self.recreate(service, version, live).await,
-            other => Err(RolloutError::Unsupported(other.name())),
+            Strategy::Rolling(_) => unreachable!("refused above"),
+        };
+        if result.is_err() && migrated {
+            self.unmigrate(service).await?;
         }
+        result
+    }
+
+    /// Runs the migration hook unless it already succeeded for this commit; returns whether
+    /// it ran now.
+    async fn migrate(&mut self, service: &Service) -> Result<bool, RolloutError> {
+        let Some(migration) = &service.migration else {
+            return Ok(false);
+        };
+        let name = service.name.as_str();
+        let (environment, commit) = self.ledger.attempt_key(self.attempt)?;
+        match self.ledger.migration_state(&environment, name, &commit)?.as_deref() {
+            Some("succeeded") => return Ok(false),
+            Some("started") => {
+                return Err(RolloutError::MigrationInterrupted {
+                    service: name.to_owned(),
+                });
+            }
+            _ => {}
+        }
+        self.ledger.migration_started(self.attempt, name)?;
+        let job = format!("migration-{}", commit.get(..12).unwrap_or(&commit));
+        let result = self
+            .step(&format!("migrate {name}"), async {
+                self.runtime
+                    .run_job(service, &job, &migration.command, migration.timeout.0)
+                    .await
+                    .map_err(|reason| RolloutError::Migration {
+                        service: name.to_owned(),
+                        reason,
+                    })
+            })
+            .await;
+        let error = result.as_ref().err().map(ToString::to_string);
+        self.ledger.migration_finished(self.attempt, name, error.as_deref())?;
+        result.map(|()| true)
+    }
+
+    /// Runs the migration hook's rollback command, when it has one.
+    async fn unmigrate(&mut self, service: &Service) -> Result<(), RolloutError> {
+        let Some(command) = service.migration.as_ref().and_then(|m| m.rollback_command.clone()) else {
+            return Ok(());
+        };
+        let name = service.name.as_str();
+        let timeout = service
+            .migration
+            .as_ref()
+            .map_or(Duration::from_secs(300), |m| m.timeout.0);
+        self.step(&format!("roll back the migration of {name}"), async {
+            self.runtime
+                .run_job(service, "migration-rollback", &command, timeout)
+                .await
+                .map_err(|reason| RolloutError::Migration {
+                    service: name.to_owned(),
+                    reason,
+                })
+        })
+        .await
     }
 
     async fn blue_green(

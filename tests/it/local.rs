@@ -20,11 +20,11 @@ fn service(port: u16, health: &str) -> Service {
 
 /// The same, with a strategy (YAML, inline).
 fn service_with(port: u16, health: &str, strategy: &str) -> Service {
-    service_env(port, &[("EXAMPLE_HEALTH", health)], strategy)
+    service_env(port, &[("EXAMPLE_HEALTH", health)], strategy, "")
 }
 
 /// The same, with `env` for the example app.
-fn service_env(port: u16, env: &[(&str, &str)], strategy: &str) -> Service {
+fn service_env(port: u16, env: &[(&str, &str)], strategy: &str, extra: &str) -> Service {
     let dir = tempfile::tempdir().unwrap();
     let write = |path: &str, text: &str| {
         let full = dir.path().join(path);
@@ -45,7 +45,7 @@ fn service_env(port: u16, env: &[(&str, &str)], strategy: &str) -> Service {
             "apiVersion: plumb/v1\nkind: Service\nname: api\ncommand: [{:?}, example-app]\nreplicas: 2\n\
              ports:\n  - {{name: http, port: {port}}}\nenv:\n{env}\
              healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 200\n\
-             strategy:\n  {strategy}\nprogressDeadline: 20s\n",
+             strategy:\n  {strategy}\nprogressDeadline: 20s\n{extra}",
             env!("CARGO_BIN_EXE_plumb"),
             env = env
                 .iter()
@@ -224,7 +224,7 @@ async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
     let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
     let strategy =
         "canary: {steps: [{weight: 20, pause: 1s}, {weight: 50, pause: 1s}], minRequests: 5, successThreshold: 95}";
-    let good = || service_env(port, &[("EXAMPLE_HEALTH", "ok")], strategy);
+    let good = || service_env(port, &[("EXAMPLE_HEALTH", "ok")], strategy, "");
 
     // Nothing serves yet: the first version simply starts.
     let first = ledger.begin(&attempt("v1")).unwrap();
@@ -263,7 +263,12 @@ async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
     assert_eq!(live, Slot::Green);
 
     // v3 answers 500 on `/` while its health check passes: the analysis catches it.
-    let bad = service_env(port, &[("EXAMPLE_HEALTH", "ok"), ("EXAMPLE_ROOT", "fail")], strategy);
+    let bad = service_env(
+        port,
+        &[("EXAMPLE_HEALTH", "ok"), ("EXAMPLE_ROOT", "fail")],
+        strategy,
+        "",
+    );
     let third = ledger.begin(&attempt("v3")).unwrap();
     let error = Rollout {
         runtime: &runtime,
@@ -307,5 +312,83 @@ async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
             "retire blue"
         ]
     );
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_once_per_commit_and_roll_back_with_the_rollout() {
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
+    let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let journal = state.path().join("migrations.txt");
+    let hook = |command: &str, timeout: &str| {
+        format!(
+            "migration:\n  command: [sh, -c, {command:?}]\n  rollbackCommand: [sh, -c, \"echo down >> $JOURNAL\"]\n  timeout: {timeout}\n"
+        )
+    };
+    let journal_value = journal.to_str().unwrap();
+    let make = |health: &str, command: &str, timeout: &str| {
+        service_env(
+            port,
+            &[("EXAMPLE_HEALTH", health), ("JOURNAL", journal_value)],
+            "blueGreen: {keepOldVersion: 0s}",
+            &hook(command, timeout),
+        )
+    };
+    let up = "echo up >> $JOURNAL";
+    let read = || std::fs::read_to_string(&journal).unwrap_or_default();
+    let mut roll = async |commit: &str, service: &Service, live: Option<Slot>| {
+        let id = ledger.begin(&attempt(commit)).unwrap();
+        let result = Rollout {
+            runtime: &runtime,
+            ledger: &mut ledger,
+            attempt: id,
+        }
+        .run(service, commit, live)
+        .await;
+        (id, result)
+    };
+
+    let (_, first) = roll("c1", &make("ok", up, "10s"), None).await;
+    let live = first.unwrap();
+    assert_eq!(read(), "up\n");
+    // The same commit again (a retry, a second trigger): the migration does not run twice.
+    let (_, again) = roll("c1", &make("ok", up, "10s"), Some(live)).await;
+    let live = again.unwrap();
+    assert_eq!(read(), "up\n");
+
+    // A new commit whose version is unhealthy: migrated, then rolled back with it.
+    let (_, failed) = roll("c2", &make("fail", up, "10s"), Some(live)).await;
+    assert!(matches!(failed, Err(RolloutError::Unhealthy { .. })), "{failed:?}");
+    assert_eq!(read(), "up\nup\ndown\n");
+
+    // A migration that hangs is killed at its timeout, and nothing is deployed.
+    let started = std::time::Instant::now();
+    let (_, hung) = roll("c3", &make("ok", "sleep 30", "300ms"), Some(live)).await;
+    let Err(RolloutError::Migration { reason, .. }) = hung else {
+        panic!("{hung:?}")
+    };
+    assert!(reason.contains("did not finish within 300ms"), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(runtime.observe().await["api"].len(), 1, "only the running slot");
+    drop(roll);
+
+    // An interrupted migration (started, never finished: the agent died) is not run again.
+    let id = ledger.begin(&attempt("c4")).unwrap();
+    ledger.migration_started(id, "api").unwrap();
+    let retry = ledger.begin(&attempt("c4")).unwrap();
+    let interrupted = Rollout {
+        runtime: &runtime,
+        ledger: &mut ledger,
+        attempt: retry,
+    }
+    .run(&make("ok", up, "10s"), "c4", Some(live))
+    .await;
+    assert!(
+        matches!(interrupted, Err(RolloutError::MigrationInterrupted { .. })),
+        "{interrupted:?}"
+    );
+    assert_eq!(read(), "up\nup\ndown\n");
     runtime.shutdown().await;
 }

@@ -244,3 +244,30 @@ pub fn signal_group(pgid: u32, signal: i32) {
         libc::kill(-(pgid as i32), signal);
     }
 }
+
+/// Runs a one-off job (a migration) to completion within `timeout`; on timeout its whole
+/// process group is killed. Output goes to `spec.log`.
+pub async fn run_job(spec: &Spec, timeout: Duration) -> Result<(), String> {
+    let log = LogFile::open(&spec.log).map_err(|e| format!("cannot open log {}: {e}", spec.log.display()))?;
+    let mut child = spawn(spec, &log)?;
+    let pid = child.id().unwrap_or_default();
+    let result = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("`{}` {status}", spec.command.join(" "))),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            signal_group(pid, libc::SIGKILL);
+            let _ = child.wait().await;
+            Err(format!(
+                "`{}` did not finish within {timeout:?} and was killed",
+                spec.command.join(" ")
+            ))
+        }
+    };
+    signal_group(pid, libc::SIGKILL);
+    log.note(&format!(
+        "plumb: the job ended: {}",
+        result.as_ref().map_or_else(|e| e.as_str(), |()| "ok")
+    ));
+    result
+}

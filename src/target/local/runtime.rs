@@ -269,6 +269,37 @@ impl LocalRuntime {
         Ok(())
     }
 
+    /// Runs a one-off job of `service` (a migration) with the service's environment, named
+    /// `job` in its log file's name, to completion within `timeout`.
+    pub async fn run_job(
+        &self,
+        service: &Service,
+        job: &str,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<(), String> {
+        let name = service.name.as_str();
+        let mut env = Vec::new();
+        for variable in &service.env {
+            if is_encrypted(&variable.value.0) {
+                return Err(format!(
+                    "the value of `{}` is encrypted, and this plumb cannot decrypt it yet",
+                    variable.name
+                ));
+            }
+            env.push((variable.name.clone(), variable.value.0.clone()));
+        }
+        env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.clone()));
+        env.push(("PLUMB_SERVICE".to_owned(), name.to_owned()));
+        let spec = Spec {
+            command: command.iter().map(|arg| expand(arg, &env)).collect(),
+            env,
+            dir: service.working_dir.as_ref().map(PathBuf::from),
+            log: self.logs.join(name).join(format!("{job}.log")),
+        };
+        super::process::run_job(&spec, timeout).await
+    }
+
     /// Sets the traffic weights of `service`'s slots (absent slots get 0); atomic per port.
     pub async fn route(&self, service: &str, weights: &[(Slot, u32)]) {
         let mut services = self.services.lock().await;
