@@ -1,0 +1,140 @@
+//! Blue-green on the local target with real processes (`plumb example-app`) and the real router:
+//! the time of a whole rollout (start the new slot, health, switch, retire the old), and the
+//! switch-back time (from the flip of the weights to the first answer from the old slot).
+//! Prints p50 and p95.
+//!
+//! Run: `cargo bench --bench rollout` (`PLUMB_BENCH_ROUNDS=20`).
+
+#[path = "../tests/it/http.rs"]
+#[allow(dead_code)]
+mod http;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use plumb::ledger::{Attempt, Ledger};
+use plumb::rollout::Rollout;
+use plumb::spec::model::Service;
+use plumb::target::local::LocalRuntime;
+use plumb::target::local::process::Backoff;
+
+fn main() {
+    let rounds: usize = std::env::var("PLUMB_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(rounds));
+}
+
+async fn run(rounds: usize) {
+    let state = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stable: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let service = service(state.path(), port);
+    let local = LocalRuntime::new("bench", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
+    let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+
+    let mut live = None;
+    let (mut rollouts, mut switch_backs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let version = format!("v{round}");
+        let attempt = ledger
+            .begin(&Attempt {
+                environment: "bench".to_owned(),
+                commit: version.clone(),
+                signer: None,
+                strategy: "blueGreen".to_owned(),
+                plan: serde_json::json!({}),
+            })
+            .unwrap();
+        let started = Instant::now();
+        let slot = Rollout {
+            runtime: &local,
+            ledger: &mut ledger,
+            attempt,
+        }
+        .run(&service, &version, live)
+        .await
+        .unwrap();
+        rollouts.push(started.elapsed());
+        assert_eq!(
+            http::get(stable, "/").await.body,
+            format!("api {version} {}\n", slot.name())
+        );
+        live = Some(slot);
+
+        // Switch-back drill: a second slot with the same version, flip to it, flip back.
+        let other = slot.other();
+        local.deploy(&service, other, "previous").await.unwrap();
+        plumb::health::wait_healthy(&local.checks("api", other).await.unwrap(), Duration::from_secs(20))
+            .await
+            .unwrap();
+        local.route("api", &[(other, 100), (slot, 0)]).await;
+        assert!(http::get(stable, "/").await.body.contains("previous"));
+        let flipped = Instant::now();
+        local.route("api", &[(slot, 100), (other, 0)]).await;
+        let answer = http::get(stable, "/").await.body;
+        switch_backs.push(flipped.elapsed());
+        assert_eq!(answer, format!("api {version} {}\n", slot.name()));
+        local.retire("api", other).await;
+    }
+    local.shutdown().await;
+    println!(
+        "blue-green rollout (start, health, switch, retire): p50 {:.1} ms, p95 {:.1} ms over {rounds}",
+        ms(percentile(&mut rollouts, 0.5)),
+        ms(percentile(&mut rollouts, 0.95))
+    );
+    println!(
+        "switch-back (weights flipped → first answer from the old slot): p50 {:.3} ms, p95 {:.3} ms",
+        ms(percentile(&mut switch_backs, 0.5)),
+        ms(percentile(&mut switch_backs, 0.95))
+    );
+}
+
+fn service(dir: &std::path::Path, port: u16) -> Service {
+    let repo = dir.join("repo");
+    let write = |path: &str, text: String| {
+        let full = repo.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text).unwrap();
+    };
+    write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [bench]\n".to_owned(),
+    );
+    write(
+        "environments/bench.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: bench\ntarget:\n  local: {}\n".to_owned(),
+    );
+    write(
+        "services/api.yaml",
+        format!(
+            "apiVersion: plumb/v1\nkind: Service\nname: api\ncommand: [{:?}, example-app]\nreplicas: 2\n\
+             ports:\n  - {{name: http, port: {port}}}\n\
+             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    interval: 20ms\n    failureThreshold: 500\n\
+             strategy:\n  blueGreen: {{keepOldVersion: 0s}}\n",
+            env!("CARGO_BIN_EXE_plumb")
+        ),
+    );
+    let rendered = plumb::spec::render(&plumb::source::WorkTree::new(&repo), Some("bench")).unwrap();
+    assert!(rendered.is_valid(), "{:?}", rendered.diagnostics);
+    rendered.environments["bench"].services.values().next().unwrap().clone()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(times: &mut [Duration], p: f64) -> Duration {
+    times.sort();
+    times[((times.len() as f64 - 1.0) * p).round() as usize]
+}
