@@ -61,31 +61,21 @@ impl Rollout<'_> {
                 return Err(e);
             }
         }
-        self.step(&format!("promote {}", next.name()), async {
-            self.runtime.route(name, &[(next, 100), (live, 0)]).await;
-            Ok(())
-        })
-        .await?;
-        self.step(&format!("retire {}", live.name()), async {
-            self.runtime.retire(name, live).await;
-            Ok(())
-        })
-        .await?;
+        self.route(&format!("promote {}", next.name()), name, &[(next, 100), (live, 0)])
+            .await?;
+        self.retire(name, live).await?;
         Ok(next)
     }
 
     /// All traffic back to `live`, `next` retired.
     async fn abort(&mut self, name: &str, live: Slot, next: Slot) -> Result<(), RolloutError> {
-        self.step(&format!("abort: all traffic back to {}", live.name()), async {
-            self.runtime.route(name, &[(live, 100), (next, 0)]).await;
-            Ok(())
-        })
+        self.route(
+            &format!("abort: all traffic back to {}", live.name()),
+            name,
+            &[(live, 100), (next, 0)],
+        )
         .await?;
-        self.step(&format!("retire {}", next.name()), async {
-            self.runtime.retire(name, next).await;
-            Ok(())
-        })
-        .await
+        self.retire(name, next).await
     }
 }
 

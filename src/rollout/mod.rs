@@ -178,20 +178,13 @@ impl Rollout<'_> {
         }
         let healthy = self.health(service, next).await;
         if let Err(e) = healthy {
-            self.step(&format!("retire {}", next.name()), async {
-                self.runtime.retire(name, next).await;
-                Ok(())
-            })
-            .await?;
+            self.retire(name, next).await?;
             return Err(e);
         }
         let mut weights = vec![(next, 100)];
         weights.extend(live.map(|l| (l, 0)));
-        self.step(&format!("switch traffic to {}", next.name()), async {
-            self.runtime.route(name, &weights).await;
-            Ok(())
-        })
-        .await?;
+        self.route(&format!("switch traffic to {}", next.name()), name, &weights)
+            .await?;
         if let Some(old) = live {
             let keep = settings.keep_old_version.0 + settings.switchover.0;
             self.step(&format!("keep {} for switch-back ({keep:?})", old.name()), async {
@@ -199,11 +192,7 @@ impl Rollout<'_> {
                 Ok(())
             })
             .await?;
-            self.step(&format!("retire {}", old.name()), async {
-                self.runtime.retire(name, old).await;
-                Ok(())
-            })
-            .await?;
+            self.retire(name, old).await?;
         }
         Ok(next)
     }
@@ -219,11 +208,8 @@ impl Rollout<'_> {
         })
         .await?;
         self.health(service, slot).await?;
-        self.step(&format!("route traffic to {}", slot.name()), async {
-            self.runtime.route(name, &[(slot, 100)]).await;
-            Ok(())
-        })
-        .await?;
+        self.route(&format!("route traffic to {}", slot.name()), name, &[(slot, 100)])
+            .await?;
         Ok(slot)
     }
 
@@ -237,6 +223,26 @@ impl Rollout<'_> {
                     service: service.name.as_str().to_owned(),
                     reason: e.to_string(),
                 })
+        })
+        .await
+    }
+
+    /// A recorded step that sets `service`'s traffic weights.
+    async fn route(&mut self, step: &str, service: &str, weights: &[(Slot, u32)]) -> Result<(), RolloutError> {
+        let runtime = self.runtime;
+        self.step(step, async {
+            runtime.route(service, weights).await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A recorded step that retires `slot` of `service`.
+    async fn retire(&mut self, service: &str, slot: Slot) -> Result<(), RolloutError> {
+        let runtime = self.runtime;
+        self.step(&format!("retire {}", slot.name()), async {
+            runtime.retire(service, slot).await;
+            Ok(())
         })
         .await
     }
