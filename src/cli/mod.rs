@@ -141,6 +141,24 @@ Examples:
         #[arg(long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Print the output of a service's replicas on the local target (newest last).
+    #[command(after_help = "Examples:
+  plumb logs --env production --service twikit-backend
+  plumb logs --env staging --service twikit-worker --bytes 1000000")]
+    Logs {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// The service.
+        #[arg(long)]
+        service: String,
+        /// The agent's state directory.
+        #[arg(long, env = "PLUMB_STATE", default_value = ".plumb")]
+        state: PathBuf,
+        /// At most this many bytes of each replica's log, rotated files included.
+        #[arg(long, default_value_t = 64 * 1024)]
+        bytes: u64,
+    },
     /// Audit the ledger.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -290,6 +308,12 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             output,
         } => ledger::history(&mut out, &state, &env, limit, output),
         Command::Audit(AuditCommand::Verify { state, output }) => ledger::verify(&mut out, &state, output),
+        Command::Logs {
+            env,
+            service,
+            state,
+            bytes,
+        } => logs(&mut out, &state, &env, &service, bytes),
         Command::ExampleApp => example_app::run().map(|()| Outcome::Ok),
         Command::Schemas { out: dir } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -302,6 +326,31 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// Prints the tail of every log file of a service (replicas by slot, then jobs).
+fn logs(out: &mut dyn Write, state: &std::path::Path, env: &str, service: &str, bytes: u64) -> anyhow::Result<Outcome> {
+    let dir = crate::target::local::LocalRuntime::service_logs(state, env, service);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("no logs for `{service}` in `{env}` under {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        writeln!(out, "==> {name} <==")?;
+        let text = crate::target::local::logs::tail(&file, bytes)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        write!(out, "{text}")?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            writeln!(out)?;
+        }
+    }
+    Ok(Outcome::Ok)
 }
 
 fn render(at: &RepoArgs, env: Option<&str>) -> anyhow::Result<Rendered> {

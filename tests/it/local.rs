@@ -101,6 +101,41 @@ async fn deploy_check_switch_and_retire_slots() {
     assert!(!runtime.observe().await["api"].contains_key(&Slot::Green));
     let log = std::fs::read_to_string(runtime.log_path("api", Slot::Blue, 0)).unwrap();
     assert!(log.contains("listening on 127.0.0.1:"), "{log}");
+    let shown = crate::harness::plumb(&[
+        "logs",
+        "--env",
+        "dev",
+        "--service",
+        "api",
+        "--state",
+        state.path().to_str().unwrap(),
+    ]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert!(
+        shown.stdout.starts_with("==> blue-0.log <==\nlistening on 127.0.0.1:"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown.stdout.contains("==> blue-1.log <==") && shown.stdout.contains("==> green-0.log <=="),
+        "{}",
+        shown.stdout
+    );
+    let missing = crate::harness::plumb(&[
+        "logs",
+        "--env",
+        "dev",
+        "--service",
+        "nope",
+        "--state",
+        state.path().to_str().unwrap(),
+    ]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("no logs for `nope` in `dev`"),
+        "{}",
+        missing.stderr
+    );
     runtime.shutdown().await;
 }
 

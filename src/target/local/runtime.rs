@@ -175,6 +175,11 @@ impl LocalRuntime {
         self.logs.join(service).join(format!("{}-{replica}.log", slot.name()))
     }
 
+    /// The folder of a service's logs under a state directory.
+    pub fn service_logs(state: &std::path::Path, environment: &str, service: &str) -> PathBuf {
+        state.join("logs").join(environment).join(service)
+    }
+
     /// Starts `version` of `service` in `slot` (replacing whatever ran there), without sending
     /// it traffic. The stable ports' routers are created on first use.
     pub async fn deploy(&self, service: &Service, slot: Slot, version: &str) -> Result<(), RuntimeError> {
