@@ -57,14 +57,10 @@ async fn run(rounds: usize) {
             })
             .unwrap();
         let started = Instant::now();
-        let slot = Rollout {
-            runtime: &local,
-            ledger: &mut ledger,
-            attempt,
-        }
-        .run(&service, &version, live)
-        .await
-        .unwrap();
+        let slot = Rollout::new(&local, &mut ledger, attempt)
+            .run(&service, &version, live)
+            .await
+            .unwrap();
         rollouts.push(started.elapsed());
         assert_eq!(
             http::get(stable, "/").await.body,

@@ -64,12 +64,31 @@ pub enum RolloutError {
 
 /// One rollout of one service, recorded under ledger attempt `attempt`.
 pub struct Rollout<'a> {
-    /// Where it runs.
-    pub runtime: &'a LocalRuntime,
-    /// Where its steps are recorded.
-    pub ledger: &'a mut Ledger,
-    /// The ledger attempt.
-    pub attempt: i64,
+    runtime: &'a LocalRuntime,
+    ledger: &'a mut Ledger,
+    attempt: i64,
+    /// The version to restore when a rollout that replaced the running one in place fails: the
+    /// service as rendered from the rollback point, and its version.
+    previous: Option<(&'a Service, &'a str)>,
+}
+
+impl<'a> Rollout<'a> {
+    /// A rollout on `runtime`, recorded under ledger attempt `attempt`.
+    pub fn new(runtime: &'a LocalRuntime, ledger: &'a mut Ledger, attempt: i64) -> Rollout<'a> {
+        Rollout {
+            runtime,
+            ledger,
+            attempt,
+            previous: None,
+        }
+    }
+
+    /// What to restore if the rollout fails after replacing the running version (recreate):
+    /// the service rendered from the environment's rollback point, and its version.
+    pub fn restoring(mut self, service: &'a Service, version: &'a str) -> Rollout<'a> {
+        self.previous = Some((service, version));
+        self
+    }
 }
 
 impl Rollout<'_> {
@@ -92,6 +111,26 @@ impl Rollout<'_> {
         };
         if result.is_err() && migrated {
             self.unmigrate(service).await?;
+        }
+        // Blue-green and canary never move traffic off the running version when they fail;
+        // recreate replaced it, so the rollback point's version is brought back.
+        if let (Err(_), Strategy::Recreate(_), Some((previous, version))) = (&result, &service.strategy, self.previous)
+        {
+            let slot = live.unwrap_or(Slot::Blue);
+            self.step(&format!("restore {version} in {}", slot.name()), async {
+                self.runtime
+                    .deploy(previous, slot, version)
+                    .await
+                    .map_err(RolloutError::from)
+            })
+            .await?;
+            self.health(previous, slot).await?;
+            self.route(
+                &format!("route traffic to {}", slot.name()),
+                previous.name.as_str(),
+                &[(slot, 100)],
+            )
+            .await?;
         }
         result
     }

@@ -179,11 +179,7 @@ async fn blue_green_switches_when_healthy_and_never_when_not() {
 
     // First version: nothing runs yet, so it lands in blue and takes the traffic.
     let first = ledger.begin(&attempt("v1")).unwrap();
-    let mut rollout = Rollout {
-        runtime: &runtime,
-        ledger: &mut ledger,
-        attempt: first,
-    };
+    let mut rollout = Rollout::new(&runtime, &mut ledger, first);
     let live = rollout
         .run(&service_with(port, "ok", strategy), "v1", None)
         .await
@@ -194,11 +190,7 @@ async fn blue_green_switches_when_healthy_and_never_when_not() {
 
     // A healthy second version: green, switched, blue retired.
     let second = ledger.begin(&attempt("v2")).unwrap();
-    let mut rollout = Rollout {
-        runtime: &runtime,
-        ledger: &mut ledger,
-        attempt: second,
-    };
+    let mut rollout = Rollout::new(&runtime, &mut ledger, second);
     let live = rollout
         .run(&service_with(port, "ok", strategy), "v2", Some(live))
         .await
@@ -212,11 +204,7 @@ async fn blue_green_switches_when_healthy_and_never_when_not() {
     let router = runtime.router("api", "http").await.unwrap();
     router.reset_stats();
     let third = ledger.begin(&attempt("v3")).unwrap();
-    let mut rollout = Rollout {
-        runtime: &runtime,
-        ledger: &mut ledger,
-        attempt: third,
-    };
+    let mut rollout = Rollout::new(&runtime, &mut ledger, third);
     let error = rollout
         .run(&service_with(port, "fail", strategy), "v3", Some(live))
         .await
@@ -263,14 +251,10 @@ async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
 
     // Nothing serves yet: the first version simply starts.
     let first = ledger.begin(&attempt("v1")).unwrap();
-    let live = Rollout {
-        runtime: &runtime,
-        ledger: &mut ledger,
-        attempt: first,
-    }
-    .run(&good(), "v1", None)
-    .await
-    .unwrap();
+    let live = Rollout::new(&runtime, &mut ledger, first)
+        .run(&good(), "v1", None)
+        .await
+        .unwrap();
 
     // Clients keep calling the stable port throughout.
     let stop = tokio_util::sync::CancellationToken::new();
@@ -287,14 +271,10 @@ async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
     };
 
     let second = ledger.begin(&attempt("v2")).unwrap();
-    let live = Rollout {
-        runtime: &runtime,
-        ledger: &mut ledger,
-        attempt: second,
-    }
-    .run(&good(), "v2", Some(live))
-    .await
-    .unwrap();
+    let live = Rollout::new(&runtime, &mut ledger, second)
+        .run(&good(), "v2", Some(live))
+        .await
+        .unwrap();
     assert_eq!(live, Slot::Green);
 
     // v3 answers 500 on `/` while its health check passes: the analysis catches it.
@@ -305,14 +285,10 @@ async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
         "",
     );
     let third = ledger.begin(&attempt("v3")).unwrap();
-    let error = Rollout {
-        runtime: &runtime,
-        ledger: &mut ledger,
-        attempt: third,
-    }
-    .run(&bad, "v3", Some(live))
-    .await
-    .unwrap_err();
+    let error = Rollout::new(&runtime, &mut ledger, third)
+        .run(&bad, "v3", Some(live))
+        .await
+        .unwrap_err();
     assert!(matches!(error, RolloutError::Analysis { .. }), "{error}");
     assert!(error.to_string().contains("success rate 0.0%"), "{error}");
     stop.cancel();
@@ -375,13 +351,7 @@ async fn migrations_run_once_per_commit_and_roll_back_with_the_rollout() {
     let read = || std::fs::read_to_string(&journal).unwrap_or_default();
     let mut roll = async |commit: &str, service: &Service, live: Option<Slot>| {
         let id = ledger.begin(&attempt(commit)).unwrap();
-        let result = Rollout {
-            runtime: &runtime,
-            ledger: &mut ledger,
-            attempt: id,
-        }
-        .run(service, commit, live)
-        .await;
+        let result = Rollout::new(&runtime, &mut ledger, id).run(service, commit, live).await;
         (id, result)
     };
 
@@ -413,17 +383,56 @@ async fn migrations_run_once_per_commit_and_roll_back_with_the_rollout() {
     let id = ledger.begin(&attempt("c4")).unwrap();
     ledger.migration_started(id, "api").unwrap();
     let retry = ledger.begin(&attempt("c4")).unwrap();
-    let interrupted = Rollout {
-        runtime: &runtime,
-        ledger: &mut ledger,
-        attempt: retry,
-    }
-    .run(&make("ok", up, "10s"), "c4", Some(live))
-    .await;
+    let interrupted = Rollout::new(&runtime, &mut ledger, retry)
+        .run(&make("ok", up, "10s"), "c4", Some(live))
+        .await;
     assert!(
         matches!(interrupted, Err(RolloutError::MigrationInterrupted { .. })),
         "{interrupted:?}"
     );
     assert_eq!(read(), "up\nup\ndown\n");
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_recreate_brings_the_rollback_point_back() {
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let stable: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
+    let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let good = service_with(port, "ok", "recreate: {}");
+    let first = ledger.begin(&attempt("v1")).unwrap();
+    let live = Rollout::new(&runtime, &mut ledger, first)
+        .run(&good, "v1", None)
+        .await
+        .unwrap();
+    ledger.finish(first, &Outcome::Succeeded).unwrap();
+    assert_eq!(get(stable, "/").await.body, "api v1 blue\n");
+
+    let second = ledger.begin(&attempt("v2")).unwrap();
+    let error = Rollout::new(&runtime, &mut ledger, second)
+        .restoring(&good, "v1")
+        .run(&service_with(port, "fail", "recreate: {}"), "v2", Some(live))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RolloutError::Unhealthy { .. }), "{error}");
+    ledger.finish(second, &Outcome::RolledBack(error.to_string())).unwrap();
+    assert_eq!(get(stable, "/").await.body, "api v1 blue\n", "v1 serves again");
+    let steps: Vec<String> = ledger.history("dev", 1).unwrap()[0]
+        .steps
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "replace blue with v2",
+            "health of blue",
+            "restore v1 in blue",
+            "health of blue",
+            "route traffic to blue"
+        ]
+    );
     runtime.shutdown().await;
 }
