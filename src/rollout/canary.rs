@@ -10,7 +10,7 @@ use super::{Rollout, RolloutError};
 use crate::health::probe_all;
 use crate::spec::model::Service;
 use crate::spec::model::service::Canary;
-use crate::target::local::{LocalRuntime, Slot};
+use crate::target::{Slot, Target};
 
 /// How often a step's counters and health are looked at during its pause.
 const ANALYSIS_INTERVAL: Duration = Duration::from_millis(100);
@@ -44,9 +44,7 @@ impl Rollout<'_> {
             let weight = u32::from(step.weight.min(100));
             self.step(&format!("shift {weight}% to {}", next.name()), async {
                 self.runtime.route(name, &[(next, weight), (live, 100 - weight)]).await;
-                for router in self.runtime.routers(name).await {
-                    router.reset_stats();
-                }
+                self.runtime.reset_traffic(name).await;
                 Ok(())
             })
             .await?;
@@ -81,7 +79,7 @@ impl Rollout<'_> {
 
 /// Watches the new slot for `pause`: its success rate on every port, and its health.
 async fn analyse(
-    runtime: &LocalRuntime,
+    runtime: &dyn Target,
     service: &Service,
     slot: Slot,
     pause: Duration,
@@ -91,10 +89,7 @@ async fn analyse(
     let until = tokio::time::Instant::now() + pause;
     let checks = runtime.checks(name, slot).await?;
     loop {
-        for router in runtime.routers(name).await {
-            let Some(stats) = router.stats().get(slot.name()).cloned() else {
-                continue;
-            };
+        if let Some(stats) = runtime.traffic(name).await.get(slot.name()) {
             let rate = stats.success_rate().unwrap_or(1.0) * 100.0;
             if stats.requests >= u64::from(settings.min_requests) && rate < settings.success_threshold {
                 return Err(RolloutError::Analysis {

@@ -11,7 +11,7 @@ use crate::health::wait_healthy;
 use crate::ledger::{Ledger, LedgerError};
 use crate::spec::model::Service;
 use crate::spec::model::service::{BlueGreen, Strategy};
-use crate::target::local::{LocalRuntime, RuntimeError, Slot};
+use crate::target::{Slot, Target, TargetError};
 
 /// Why a rollout stopped.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub enum RolloutError {
     },
     /// A target primitive failed.
     #[error(transparent)]
-    Target(#[from] RuntimeError),
+    Target(#[from] TargetError),
     /// The ledger could not record a step: nothing more is done unrecorded.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -57,14 +57,14 @@ pub enum RolloutError {
         /// The service.
         service: String,
     },
-    /// The service's strategy is not one this module runs yet.
-    #[error("the `{0}` strategy is not available on the local target yet")]
+    /// The service's strategy is not one this target (or this module, for rolling) runs.
+    #[error("the `{0}` strategy is not available on this target yet")]
     Unsupported(&'static str),
 }
 
 /// One rollout of one service, recorded under ledger attempt `attempt`.
 pub struct Rollout<'a> {
-    runtime: &'a LocalRuntime,
+    runtime: &'a dyn Target,
     ledger: &'a mut Ledger,
     attempt: i64,
     /// The version to restore when a rollout that replaced the running one in place fails: the
@@ -74,7 +74,7 @@ pub struct Rollout<'a> {
 
 impl<'a> Rollout<'a> {
     /// A rollout on `runtime`, recorded under ledger attempt `attempt`.
-    pub fn new(runtime: &'a LocalRuntime, ledger: &'a mut Ledger, attempt: i64) -> Rollout<'a> {
+    pub fn new(runtime: &'a dyn Target, ledger: &'a mut Ledger, attempt: i64) -> Rollout<'a> {
         Rollout {
             runtime,
             ledger,
@@ -99,8 +99,8 @@ impl Rollout<'_> {
     /// migration succeeded before (an earlier attempt, another service's retry) skips it. When
     /// the rollout then fails, the hook's rollback command runs.
     pub async fn run(&mut self, service: &Service, version: &str, live: Option<Slot>) -> Result<Slot, RolloutError> {
-        if let Strategy::Rolling(_) = service.strategy {
-            return Err(RolloutError::Unsupported("rolling"));
+        if !self.runtime.capabilities().supports(&service.strategy) {
+            return Err(RolloutError::Unsupported(service.strategy.name()));
         }
         let migrated = self.migrate(service).await?;
         let result = match &service.strategy {
@@ -161,7 +161,7 @@ impl Rollout<'_> {
                     .await
                     .map_err(|reason| RolloutError::Migration {
                         service: name.to_owned(),
-                        reason,
+                        reason: reason.source.to_string(),
                     })
             })
             .await;
@@ -186,7 +186,7 @@ impl Rollout<'_> {
                 .await
                 .map_err(|reason| RolloutError::Migration {
                     service: name.to_owned(),
-                    reason,
+                    reason: reason.source.to_string(),
                 })
         })
         .await

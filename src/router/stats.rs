@@ -48,6 +48,17 @@ impl SlotStats {
         self.latency_max = self.latency_max.max(latency);
     }
 
+    /// Adds another port's counters of the same slot.
+    pub fn add(&mut self, other: &SlotStats) {
+        self.requests += other.requests;
+        self.ok += other.ok;
+        self.client_errors += other.client_errors;
+        self.server_errors += other.server_errors;
+        self.unanswered += other.unanswered;
+        self.latency_total += other.latency_total;
+        self.latency_max = self.latency_max.max(other.latency_max);
+    }
+
     /// The share of requests the slot served without a server error or a missing answer;
     /// `None` before any request. Client errors count as served: the slot answered correctly.
     pub fn success_rate(&self) -> Option<f64> {

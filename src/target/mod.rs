@@ -1,5 +1,129 @@
-//! Where environments run. So far the building blocks of the `local` target: supervised
-//! replica processes and their logs. The `Target` interface (observe, deploy into a slot, route,
-//! retire, health, jobs) arrives with the reconciler.
+//! Where environments run, behind one small interface: deploy a version of a service into a
+//! slot, route traffic between slots by weight, retire a slot, resolve its health checks, read
+//! its traffic counters, run a one-off job, observe, and say what it can do. Strategies are
+//! written once over these primitives (`rollout`) and never name a backend. So far one backend:
+//! `local` (child processes behind the built-in router).
 
 pub mod local;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::health::Check;
+use crate::router::SlotStats;
+use crate::spec::model::Service;
+use crate::spec::model::service::Strategy;
+
+pub use local::{LiveSlot, Slot};
+
+/// A future a target returns (boxed: targets are used as trait objects).
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a target can do, which decides the strategies it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Two versions of a service can run side by side (blue-green, canary).
+    pub slots: bool,
+    /// Traffic can be split between slots by weight, and answers counted per slot (canary).
+    pub weighted_traffic: bool,
+    /// One-off jobs can run (migrations).
+    pub jobs: bool,
+}
+
+impl Capabilities {
+    /// Whether a strategy can run on a target with these capabilities.
+    pub fn supports(&self, strategy: &Strategy) -> bool {
+        match strategy {
+            Strategy::Recreate(_) => true,
+            Strategy::Rolling(_) => false,
+            Strategy::BlueGreen(_) => self.slots,
+            Strategy::Canary(_) => self.slots && self.weighted_traffic,
+        }
+    }
+}
+
+/// Why a target primitive failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{backend} target: {source}")]
+pub struct TargetError {
+    /// The backend (`local`…).
+    pub backend: &'static str,
+    /// What failed.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// The primitives of a target over one environment.
+pub trait Target: Send + Sync {
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Starts `version` of `service` in `slot`, replacing what ran there, without traffic.
+    fn deploy<'a>(&'a self, service: &'a Service, slot: Slot, version: &'a str)
+    -> Pending<'a, Result<(), TargetError>>;
+
+    /// Sets the traffic weights of `service`'s slots (absent slots get none).
+    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, ()>;
+
+    /// Takes `slot` of `service` out of traffic and stops it.
+    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, ()>;
+
+    /// The health checks of `service`'s `slot`, aimed at that slot alone.
+    fn checks<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, Result<Vec<Check>, TargetError>>;
+
+    /// `service`'s answers per slot since the last [`Target::reset_traffic`].
+    fn traffic<'a>(&'a self, service: &'a str) -> Pending<'a, BTreeMap<String, SlotStats>>;
+
+    /// Starts `service`'s traffic counters over.
+    fn reset_traffic<'a>(&'a self, service: &'a str) -> Pending<'a, ()>;
+
+    /// Runs a one-off job of `service` to completion within `timeout`.
+    fn run_job<'a>(
+        &'a self,
+        service: &'a Service,
+        job: &'a str,
+        command: &'a [String],
+        timeout: Duration,
+    ) -> Pending<'a, Result<(), TargetError>>;
+
+    /// What runs: per service, per slot.
+    fn observe(&self) -> Pending<'_, BTreeMap<String, BTreeMap<Slot, LiveSlot>>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::model::scalar::Duration as Span;
+    use crate::spec::model::service::{Canary, CanaryStep, Recreate, Rolling};
+
+    #[test]
+    fn strategies_follow_capabilities() {
+        let canary = Strategy::Canary(Canary {
+            steps: vec![CanaryStep {
+                weight: 10,
+                pause: Span::secs(60),
+            }],
+            success_threshold: 95.0,
+            min_requests: 20,
+        });
+        let rolling = Strategy::Rolling(Rolling {
+            batch_size: 1,
+            max_unavailable: 0,
+            max_surge: 1,
+        });
+        let everything = Capabilities {
+            slots: true,
+            weighted_traffic: true,
+            jobs: true,
+        };
+        let no_split = Capabilities {
+            weighted_traffic: false,
+            ..everything
+        };
+        assert!(everything.supports(&canary) && !no_split.supports(&canary));
+        assert!(no_split.supports(&Strategy::Recreate(Recreate {})));
+        assert!(!everything.supports(&rolling), "rolling is not written yet");
+    }
+}

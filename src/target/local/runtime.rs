@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::process::{Backoff, Replica, Spec, State};
 use crate::health::Check;
-use crate::router::{Backend, Router};
+use crate::router::{Backend, Router, SlotStats};
 use crate::spec::model::Service;
 use crate::spec::model::scalar::is_encrypted;
+use crate::target::{Capabilities, Pending, Target, TargetError};
 
 /// One of a service's two slots: the running version and the next one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -501,5 +502,90 @@ fn free_port(taken: &mut std::collections::BTreeSet<u16>) -> std::io::Result<u16
         if taken.insert(port) {
             return Ok(port);
         }
+    }
+}
+
+fn local_error(e: impl std::error::Error + Send + Sync + 'static) -> TargetError {
+    TargetError {
+        backend: "local",
+        source: Box::new(e),
+    }
+}
+
+/// A job's failure, as an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct JobFailed(String);
+
+impl Target for LocalRuntime {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            slots: true,
+            weighted_traffic: true,
+            jobs: true,
+        }
+    }
+
+    fn deploy<'a>(
+        &'a self,
+        service: &'a Service,
+        slot: Slot,
+        version: &'a str,
+    ) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            LocalRuntime::deploy(self, service, slot, version)
+                .await
+                .map_err(local_error)
+        })
+    }
+
+    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, ()> {
+        Box::pin(LocalRuntime::route(self, service, weights))
+    }
+
+    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, ()> {
+        Box::pin(LocalRuntime::retire(self, service, slot))
+    }
+
+    fn checks<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, Result<Vec<Check>, TargetError>> {
+        Box::pin(async move { LocalRuntime::checks(self, service, slot).await.map_err(local_error) })
+    }
+
+    fn traffic<'a>(&'a self, service: &'a str) -> Pending<'a, BTreeMap<String, SlotStats>> {
+        Box::pin(async move {
+            let mut total: BTreeMap<String, SlotStats> = BTreeMap::new();
+            for router in self.routers(service).await {
+                for (slot, stats) in router.stats() {
+                    total.entry(slot).or_default().add(&stats);
+                }
+            }
+            total
+        })
+    }
+
+    fn reset_traffic<'a>(&'a self, service: &'a str) -> Pending<'a, ()> {
+        Box::pin(async move {
+            for router in self.routers(service).await {
+                router.reset_stats();
+            }
+        })
+    }
+
+    fn run_job<'a>(
+        &'a self,
+        service: &'a Service,
+        job: &'a str,
+        command: &'a [String],
+        timeout: std::time::Duration,
+    ) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            LocalRuntime::run_job(self, service, job, command, timeout)
+                .await
+                .map_err(|e| local_error(JobFailed(e)))
+        })
+    }
+
+    fn observe(&self) -> Pending<'_, BTreeMap<String, BTreeMap<Slot, LiveSlot>>> {
+        Box::pin(LocalRuntime::observe(self))
     }
 }
