@@ -436,3 +436,37 @@ async fn a_failed_recreate_brings_the_rollback_point_back() {
     );
     runtime.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_port_is_served_at_both_until_the_old_version_retires() {
+    let state = tempfile::tempdir().unwrap();
+    let (old_port, new_port) = (free_port(), free_port());
+    let old_stable: std::net::SocketAddr = format!("127.0.0.1:{old_port}").parse().unwrap();
+    let new_stable: std::net::SocketAddr = format!("127.0.0.1:{new_port}").parse().unwrap();
+    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
+    runtime
+        .deploy(&service(old_port, "ok"), Slot::Blue, "v1")
+        .await
+        .unwrap();
+    runtime
+        .deploy(&service(new_port, "ok"), Slot::Green, "v2")
+        .await
+        .unwrap();
+    for slot in [Slot::Blue, Slot::Green] {
+        wait_healthy(&runtime.checks("api", slot).await.unwrap(), Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+    runtime.route("api", &[(Slot::Green, 100), (Slot::Blue, 0)]).await;
+    assert_eq!(get(old_stable, "/").await.body, "api v2 green\n");
+    assert_eq!(get(new_stable, "/").await.body, "api v2 green\n");
+
+    runtime.retire("api", Slot::Blue).await;
+    assert_eq!(get(new_stable, "/").await.body, "api v2 green\n");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(old_stable).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the old port is still served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    runtime.shutdown().await;
+}

@@ -107,6 +107,8 @@ struct SlotRuntime {
     version: String,
     replicas: Vec<ReplicaRuntime>,
     checks: Vec<crate::spec::model::service::HealthCheck>,
+    /// The stable addresses this version declares, by port name.
+    stable: Vec<(String, SocketAddr)>,
 }
 
 struct ReplicaRuntime {
@@ -134,7 +136,9 @@ impl ReplicaRuntime {
 
 #[derive(Default)]
 struct ServiceRuntime {
-    routers: BTreeMap<String, Router>,
+    /// One router per declared port and stable address: a port moved to another number is
+    /// served at both until the last slot declaring the old one is retired.
+    routers: BTreeMap<(String, SocketAddr), (Router, CancellationToken)>,
     slots: BTreeMap<Slot, SlotRuntime>,
     weights: BTreeMap<Slot, u32>,
 }
@@ -217,18 +221,22 @@ impl LocalRuntime {
         }
         let mut services = self.services.lock().await;
         let runtime = services.entry(name.clone()).or_default();
+        let mut stable = Vec::new();
         for port in &service.ports {
-            if !runtime.routers.contains_key(port.name.as_str()) {
-                let addr = SocketAddr::new(self.address, port.port.saturating_add(self.port_offset));
-                let router = Router::bind(addr, self.cancel.child_token())
+            let addr = SocketAddr::new(self.address, port.port.saturating_add(self.port_offset));
+            let key = (port.name.as_str().to_owned(), addr);
+            if !runtime.routers.contains_key(&key) {
+                let cancel = self.cancel.child_token();
+                let router = Router::bind(addr, cancel.clone())
                     .await
                     .map_err(|e| RuntimeError::Bind {
                         service: name.clone(),
                         addr,
                         source: e.source,
                     })?;
-                runtime.routers.insert(port.name.as_str().to_owned(), router);
+                runtime.routers.insert(key.clone(), (router, cancel));
             }
+            stable.push(key);
         }
         let mut replicas = Vec::new();
         let mut taken = std::collections::BTreeSet::new();
@@ -267,6 +275,7 @@ impl LocalRuntime {
                 version: version.to_owned(),
                 replicas,
                 checks: service.health_checks.clone(),
+                stable,
             },
         );
         // A new version takes traffic only when a strategy routes it there.
@@ -323,6 +332,20 @@ impl LocalRuntime {
         };
         runtime.weights.remove(&slot);
         let old = runtime.slots.remove(&slot);
+        // Stable addresses no remaining version declares stop being served.
+        let declared: std::collections::BTreeSet<&(String, SocketAddr)> =
+            runtime.slots.values().flat_map(|s| s.stable.iter()).collect();
+        let unused: Vec<(String, SocketAddr)> = runtime
+            .routers
+            .keys()
+            .filter(|k| !declared.contains(k))
+            .cloned()
+            .collect();
+        for key in unused {
+            if let Some((_, cancel)) = runtime.routers.remove(&key) {
+                cancel.cancel();
+            }
+        }
         reroute(runtime);
         drop(services);
         if let Some(old) = old {
@@ -389,13 +412,18 @@ impl LocalRuntime {
         let services = self.services.lock().await;
         services
             .get(service)
-            .map(|s| s.routers.values().cloned().collect())
+            .map(|s| s.routers.values().map(|(router, _)| router.clone()).collect())
             .unwrap_or_default()
     }
 
     /// The router of `service`'s port `port`, for traffic counters.
     pub async fn router(&self, service: &str, port: &str) -> Option<Router> {
-        self.services.lock().await.get(service)?.routers.get(port).cloned()
+        let services = self.services.lock().await;
+        let routers = &services.get(service)?.routers;
+        routers
+            .iter()
+            .find(|((name, _), _)| name == port)
+            .map(|(_, (router, _))| router.clone())
     }
 
     /// Stops every replica and router.
@@ -422,7 +450,7 @@ fn describe(state: &State) -> String {
 
 /// Points every port's router at the slots' replicas with the current weights.
 fn reroute(runtime: &ServiceRuntime) {
-    for (port, router) in &runtime.routers {
+    for ((port, _), (router, _)) in &runtime.routers {
         let backends = runtime
             .slots
             .iter()
