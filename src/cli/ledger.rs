@@ -20,7 +20,7 @@ fn open(state: &Path) -> anyhow::Result<Ledger> {
         "no ledger at {}: nothing was deployed with this state directory",
         file.display()
     );
-    Ok(Ledger::open(&file)?)
+    Ok(Ledger::open_read_only(&file)?)
 }
 
 /// Prints the attempts in `environment`, newest first.

@@ -128,6 +128,25 @@ impl Ledger {
         })
     }
 
+    /// Opens an existing ledger for reading only (`plumb history`, `plumb audit verify`):
+    /// nothing is created or changed, so a copy on read-only storage can be audited.
+    pub fn open_read_only(path: &Path) -> Result<Ledger, LedgerError> {
+        let open = |source| LedgerError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open)?;
+        Ok(Ledger {
+            path: path.to_owned(),
+            conn,
+        })
+    }
+
     fn sql(&self, source: rusqlite::Error) -> LedgerError {
         LedgerError::Sql {
             path: self.path.clone(),
