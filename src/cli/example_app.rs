@@ -1,7 +1,8 @@
 //! `plumb example-app`: a small HTTP service for the example repository and the tests, so the
 //! local target has something real to run on any machine. It listens on `$PORT`, answers `/`
 //! with who it is (or 500 when `EXAMPLE_ROOT=fail`, to rehearse a failing canary), and `/health`
-//! with 200 (or 503 when `EXAMPLE_HEALTH=fail`, to rehearse a failed rollout).
+//! with 200 (or 503 when `EXAMPLE_HEALTH=fail`, to rehearse a failed rollout). `/config` shows
+//! the configuration file plumb wrote (`$PLUMB_CONFIG`) as read at start and on each SIGHUP.
 
 use std::net::SocketAddr;
 
@@ -22,9 +23,31 @@ pub fn run() -> anyhow::Result<()> {
     );
     let healthy = std::env::var("EXAMPLE_HEALTH").map_or(true, |v| v != "fail");
     let serving = std::env::var("EXAMPLE_ROOT").map_or(true, |v| v != "fail");
+    let config_path = std::env::var_os("PLUMB_CONFIG");
+    let read = move || {
+        config_path
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    };
+    let config = std::sync::Arc::new(std::sync::RwLock::new(read()));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let reloaded = config.clone();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                *reloaded.write().expect("never poisoned") = read();
+            }
+        });
         let app = axum::Router::new()
+            .route(
+                "/config",
+                axum::routing::get(move || {
+                    let text = config.read().expect("never poisoned").clone();
+                    async move { text }
+                }),
+            )
             .route(
                 "/",
                 axum::routing::get(move || async move {

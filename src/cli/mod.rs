@@ -3,7 +3,7 @@
 //! (`--output json`). Exit codes: 0 ok or no difference, 1 invalid or different, 2 error.
 
 mod diff;
-mod emit;
+pub(crate) mod emit;
 mod example_app;
 mod ledger;
 mod report;

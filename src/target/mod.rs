@@ -64,6 +64,11 @@ pub trait Target: Send + Sync {
     fn deploy<'a>(&'a self, service: &'a Service, slot: Slot, version: &'a str)
     -> Pending<'a, Result<(), TargetError>>;
 
+    /// A configuration-only change: rewrites the service's configuration file for `slot` and
+    /// signals its replicas, or lets them watch; `false` when the service reloads by restart
+    /// (the caller rolls it out instead).
+    fn reload<'a>(&'a self, service: &'a Service, slot: Slot) -> Pending<'a, Result<bool, TargetError>>;
+
     /// Sets the traffic weights of `service`'s slots (absent slots get none).
     fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, ()>;
 

@@ -470,3 +470,55 @@ async fn a_moved_port_is_served_at_both_until_the_old_version_retires() {
     }
     runtime.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_change_reaches_running_replicas_by_signal() {
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let stable: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
+    let with = |greeting: &str, reload: &str| {
+        let config = format!(
+            "config:\n  file: app.json\n  reload: {reload}\n  values:\n    greeting: {greeting}\n    pool: {{max: 10}}\n"
+        );
+        service_env(port, &[("EXAMPLE_HEALTH", "ok")], "recreate: {}", &config)
+    };
+    runtime
+        .deploy(&with("hello", "signal"), Slot::Blue, "v1")
+        .await
+        .unwrap();
+    wait_healthy(
+        &runtime.checks("api", Slot::Blue).await.unwrap(),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    runtime.route("api", &[(Slot::Blue, 100)]).await;
+    let written = std::fs::read_to_string(runtime.slot_dir("api", Slot::Blue).join("app.json")).unwrap();
+    assert_eq!(
+        written,
+        "{\n  \"greeting\": \"hello\",\n  \"pool\": {\n    \"max\": 10\n  }\n}\n"
+    );
+    assert!(get(stable, "/config").await.body.contains("hello"));
+
+    // The same processes pick up the new file on SIGHUP: no restart, no rollout.
+    assert!(runtime.reload(&with("bonjour", "signal"), Slot::Blue).await.unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // Both replicas, round-robin: two answers in a row show the new value.
+        let (a, b) = (get(stable, "/config").await.body, get(stable, "/config").await.body);
+        if a.contains("bonjour") && b.contains("bonjour") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {a:?} / {b:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        runtime.observe().await["api"][&Slot::Blue].replicas,
+        ["running", "running"]
+    );
+
+    // A service that reloads by restart leaves the change to a rollout.
+    assert!(!runtime.reload(&with("hola", "restart"), Slot::Blue).await.unwrap());
+    runtime.shutdown().await;
+}

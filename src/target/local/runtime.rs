@@ -15,6 +15,7 @@ use crate::health::Check;
 use crate::router::{Backend, Router, SlotStats};
 use crate::spec::model::Service;
 use crate::spec::model::scalar::is_encrypted;
+use crate::spec::model::service::{ConfigFormat, Reload, Signal as ConfigSignal};
 use crate::target::{Capabilities, Pending, Target, TargetError};
 
 /// One of a service's two slots: the running version and the next one.
@@ -82,6 +83,17 @@ pub enum RuntimeError {
     /// The address in the environment's target is not an IP address.
     #[error("`{0}` is not an IP address")]
     Address(String),
+    /// The configuration file cannot be written.
+    #[error("service `{service}`: cannot write its configuration file {path}")]
+    Config {
+        /// The service.
+        service: String,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A health check names a port the service does not declare.
     #[error("service `{service}`: health check `{check}` names a port the service does not declare")]
     UnknownPort {
@@ -149,6 +161,8 @@ pub struct LocalRuntime {
     address: IpAddr,
     port_offset: u16,
     logs: PathBuf,
+    /// Slots' working directories.
+    run: PathBuf,
     backoff: Backoff,
     services: Mutex<BTreeMap<String, ServiceRuntime>>,
     cancel: CancellationToken,
@@ -169,6 +183,7 @@ impl LocalRuntime {
             address: address.parse().map_err(|_| RuntimeError::Address(address.to_owned()))?,
             port_offset,
             logs: state.join("logs").join(environment),
+            run: state.join("run").join(environment),
             backoff,
             services: Mutex::new(BTreeMap::new()),
             cancel: CancellationToken::new(),
@@ -178,6 +193,12 @@ impl LocalRuntime {
     /// Where a replica's log lives.
     pub fn log_path(&self, service: &str, slot: Slot, replica: usize) -> PathBuf {
         self.logs.join(service).join(format!("{}-{replica}.log", slot.name()))
+    }
+
+    /// The working directory of `service`'s `slot` (unless the service names its own): its
+    /// configuration file is written there.
+    pub fn slot_dir(&self, service: &str, slot: Slot) -> PathBuf {
+        self.run.join(service).join(slot.name())
     }
 
     /// The folder of a service's logs under a state directory.
@@ -207,6 +228,25 @@ impl LocalRuntime {
         base_env.push(("PLUMB_SERVICE".to_owned(), name.clone()));
         base_env.push(("PLUMB_SLOT".to_owned(), slot.name().to_owned()));
         base_env.push(("PLUMB_VERSION".to_owned(), version.to_owned()));
+        let dir = service
+            .working_dir
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.slot_dir(&name, slot));
+        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Config {
+            service: name.clone(),
+            path: dir.clone(),
+            source,
+        })?;
+        if let Some((file, text)) = config_file(service)? {
+            let path = dir.join(file);
+            write_atomically(&path, &text).map_err(|source| RuntimeError::Config {
+                service: name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+            base_env.push(("PLUMB_CONFIG".to_owned(), path.display().to_string()));
+        }
 
         // The old replicas of the slot stop without the lock held: their grace periods must not
         // stall other services' routing.
@@ -259,7 +299,7 @@ impl LocalRuntime {
             let spec = Spec {
                 command: command.iter().map(|arg| expand(arg, &env)).collect(),
                 env,
-                dir: service.working_dir.as_ref().map(PathBuf::from),
+                dir: Some(dir.clone()),
                 log: self.log_path(&name, slot, index),
             };
             let replica_env = spec.env.clone();
@@ -313,6 +353,52 @@ impl LocalRuntime {
             log: self.logs.join(name).join(format!("{job}.log")),
         };
         super::process::run_job(&spec, timeout).await
+    }
+
+    /// A configuration-only change: rewrites `service`'s configuration file in `slot` and, as
+    /// the service declares, signals its replicas (`signal`) or lets them notice (`watch`).
+    /// Returns `false` when the service reloads by `restart`: the caller rolls it out instead.
+    pub async fn reload(&self, service: &Service, slot: Slot) -> Result<bool, RuntimeError> {
+        let name = service.name.as_str();
+        let Some(config) = &service.config else {
+            return Ok(true);
+        };
+        if config.reload == Reload::Restart {
+            return Ok(false);
+        }
+        let dir = service
+            .working_dir
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.slot_dir(name, slot));
+        if let Some((file, text)) = config_file(service)? {
+            let path = dir.join(file);
+            write_atomically(&path, &text).map_err(|source| RuntimeError::Config {
+                service: name.to_owned(),
+                path,
+                source,
+            })?;
+        }
+        if config.reload == Reload::Signal {
+            let signal = match config.signal {
+                ConfigSignal::SIGHUP => libc::SIGHUP,
+                ConfigSignal::SIGUSR1 => libc::SIGUSR1,
+                ConfigSignal::SIGUSR2 => libc::SIGUSR2,
+            };
+            let services = self.services.lock().await;
+            for replica in services
+                .get(name)
+                .and_then(|s| s.slots.get(&slot))
+                .into_iter()
+                .flat_map(|s| &s.replicas)
+            {
+                if let State::Running { pid, .. } = replica.replica.state() {
+                    // SAFETY: kill(2) to a process this runtime started and still supervises.
+                    unsafe { libc::kill(pid as i32, signal) };
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Sets the traffic weights of `service`'s slots (absent slots get 0); atomic per port.
@@ -481,6 +567,52 @@ async fn stop_all(slot: SlotRuntime) {
     }
 }
 
+/// The application configuration file of `service`, rendered: its path relative to the working
+/// directory and its content. `None` when the service declares none.
+fn config_file(service: &Service) -> Result<Option<(String, String)>, RuntimeError> {
+    let Some(config) = &service.config else {
+        return Ok(None);
+    };
+    let values = serde_json::Value::Object(config.values.clone());
+    if let Some(path) = first_encrypted(&values, "config.values") {
+        return Err(RuntimeError::Encrypted {
+            service: service.name.as_str().to_owned(),
+            variable: path,
+        });
+    }
+    let text = match config.format {
+        ConfigFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&values).expect("JSON values serialize")
+        ),
+        ConfigFormat::Yaml => crate::cli::emit::yaml(&values),
+    };
+    Ok(Some((config.file.clone(), text)))
+}
+
+/// The path of the first encrypted string in `value`.
+fn first_encrypted(value: &serde_json::Value, at: &str) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if is_encrypted(s) => Some(at.to_owned()),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| first_encrypted(v, &format!("{at}.{k}"))),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| first_encrypted(v, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// Writes `text` to `path` atomically: a reader (the application on reload) never sees half.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let temporary = path.with_extension("plumb-tmp");
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path)
+}
+
 /// `${NAME}` in a command argument replaced by the replica's variable `NAME` (no shell is
 /// involved); unknown names are left as written, as Kubernetes does.
 fn expand(arg: &str, env: &[(String, String)]) -> String {
@@ -565,6 +697,10 @@ impl Target for LocalRuntime {
                 .await
                 .map_err(local_error)
         })
+    }
+
+    fn reload<'a>(&'a self, service: &'a Service, slot: Slot) -> Pending<'a, Result<bool, TargetError>> {
+        Box::pin(async move { LocalRuntime::reload(self, service, slot).await.map_err(local_error) })
     }
 
     fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, ()> {
