@@ -1,7 +1,8 @@
 //! Blue-green on the local target with real processes (`plumb example-app`) and the real router:
-//! the time of a whole rollout (start the new slot, health, switch, retire the old), and the
-//! switch-back time (from the flip of the weights to the first answer from the old slot).
-//! Prints p50 and p95.
+//! the time of a whole rollout (start the new slot, health, switch, retire the old), the
+//! switch-back time (from the flip of the weights to the first answer from the old slot), and a
+//! configuration-only change (file rewritten, replicas signalled) until every replica serves the
+//! new value. Prints p50 and p95.
 //!
 //! Run: `cargo bench --bench rollout` (`PLUMB_BENCH_ROUNDS=20`).
 
@@ -83,7 +84,14 @@ async fn run(rounds: usize) {
         assert_eq!(answer, format!("api {version} {}\n", slot.name()));
         local.retire("api", other).await;
     }
+    let reloads = reload_rounds(&local, &state.path().join("repo"), port, stable, rounds).await;
     local.shutdown().await;
+    let mut reloads = reloads;
+    println!(
+        "configuration change (rewrite + SIGHUP → both replicas serve it): p50 {:.2} ms, p95 {:.2} ms",
+        ms(percentile(&mut reloads, 0.5)),
+        ms(percentile(&mut reloads, 0.95))
+    );
     println!(
         "blue-green rollout (start, health, switch, retire): p50 {:.1} ms, p95 {:.1} ms over {rounds}",
         ms(percentile(&mut rollouts, 0.5)),
@@ -96,8 +104,60 @@ async fn run(rounds: usize) {
     );
 }
 
+/// Configuration-only changes on a running slot: the time until both replicas answer `/config`
+/// with the new value.
+async fn reload_rounds(
+    local: &LocalRuntime,
+    repo: &std::path::Path,
+    port: u16,
+    stable: SocketAddr,
+    rounds: usize,
+) -> Vec<Duration> {
+    let with = |n: usize| {
+        service_with_config(
+            repo,
+            port,
+            &format!("config:\n  file: app.json\n  reload: signal\n  values:\n    round: {n}\n"),
+        )
+    };
+    local
+        .deploy(&with(0), plumb::target::Slot::Blue, "config")
+        .await
+        .unwrap();
+    plumb::health::wait_healthy(
+        &local.checks("api", plumb::target::Slot::Blue).await.unwrap(),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    local.route("api", &[(plumb::target::Slot::Blue, 100)]).await;
+    let mut times = Vec::new();
+    for n in 1..=rounds {
+        let service = with(n);
+        let expected = format!("\"round\": {n}");
+        let started = Instant::now();
+        assert!(local.reload(&service, plumb::target::Slot::Blue).await.unwrap());
+        loop {
+            let (a, b) = (
+                http::get(stable, "/config").await.body,
+                http::get(stable, "/config").await.body,
+            );
+            if a.contains(&expected) && b.contains(&expected) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "the change never arrived");
+        }
+        times.push(started.elapsed());
+    }
+    local.retire("api", plumb::target::Slot::Blue).await;
+    times
+}
+
 fn service(dir: &std::path::Path, port: u16) -> Service {
-    let repo = dir.join("repo");
+    service_with_config(&dir.join("repo"), port, "")
+}
+
+fn service_with_config(repo: &std::path::Path, port: u16, extra: &str) -> Service {
     let write = |path: &str, text: String| {
         let full = repo.join(path);
         std::fs::create_dir_all(full.parent().unwrap()).unwrap();
@@ -117,11 +177,11 @@ fn service(dir: &std::path::Path, port: u16) -> Service {
             "apiVersion: plumb/v1\nkind: Service\nname: api\ncommand: [{:?}, example-app]\nreplicas: 2\n\
              ports:\n  - {{name: http, port: {port}}}\n\
              healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    interval: 20ms\n    failureThreshold: 500\n\
-             strategy:\n  blueGreen: {{keepOldVersion: 0s}}\n",
+             strategy:\n  blueGreen: {{keepOldVersion: 0s}}\n{extra}",
             env!("CARGO_BIN_EXE_plumb")
         ),
     );
-    let rendered = plumb::spec::render(&plumb::source::WorkTree::new(&repo), Some("bench")).unwrap();
+    let rendered = plumb::spec::render(&plumb::source::WorkTree::new(repo), Some("bench")).unwrap();
     assert!(rendered.is_valid(), "{:?}", rendered.diagnostics);
     rendered.environments["bench"].services.values().next().unwrap().clone()
 }
