@@ -29,13 +29,8 @@ impl Rollout<'_> {
         };
         let name = service.name.as_str();
         let next = live.other();
-        self.step(&format!("start {version} in {}", next.name()), async {
-            self.runtime
-                .deploy(service, next, version)
-                .await
-                .map_err(RolloutError::from)
-        })
-        .await?;
+        self.deploy(&format!("start {version} in {}", next.name()), service, next, version)
+            .await?;
         if let Err(e) = self.health(service, next).await {
             self.abort(name, live, next).await?;
             return Err(e);

@@ -117,12 +117,12 @@ impl Rollout<'_> {
         if let (Err(_), Strategy::Recreate(_), Some((previous, version))) = (&result, &service.strategy, self.previous)
         {
             let slot = live.unwrap_or(Slot::Blue);
-            self.step(&format!("restore {version} in {}", slot.name()), async {
-                self.runtime
-                    .deploy(previous, slot, version)
-                    .await
-                    .map_err(RolloutError::from)
-            })
+            self.deploy(
+                &format!("restore {version} in {}", slot.name()),
+                previous,
+                slot,
+                version,
+            )
             .await?;
             self.health(previous, slot).await?;
             self.route(
@@ -201,13 +201,8 @@ impl Rollout<'_> {
     ) -> Result<Slot, RolloutError> {
         let name = service.name.as_str();
         let next = live.map_or(Slot::Blue, Slot::other);
-        self.step(&format!("start {version} in {}", next.name()), async {
-            self.runtime
-                .deploy(service, next, version)
-                .await
-                .map_err(RolloutError::from)
-        })
-        .await?;
+        self.deploy(&format!("start {version} in {}", next.name()), service, next, version)
+            .await?;
         if !settings.warmup.0.is_zero() {
             self.step(&format!("warm up for {:?}", settings.warmup.0), async {
                 tokio::time::sleep(settings.warmup.0).await;
@@ -239,12 +234,12 @@ impl Rollout<'_> {
     async fn recreate(&mut self, service: &Service, version: &str, live: Option<Slot>) -> Result<Slot, RolloutError> {
         let name = service.name.as_str();
         let slot = live.unwrap_or(Slot::Blue);
-        self.step(&format!("replace {} with {version}", slot.name()), async {
-            self.runtime
-                .deploy(service, slot, version)
-                .await
-                .map_err(RolloutError::from)
-        })
+        self.deploy(
+            &format!("replace {} with {version}", slot.name()),
+            service,
+            slot,
+            version,
+        )
         .await?;
         self.health(service, slot).await?;
         self.route(&format!("route traffic to {}", slot.name()), name, &[(slot, 100)])
@@ -262,6 +257,15 @@ impl Rollout<'_> {
                     service: service.name.as_str().to_owned(),
                     reason: e.to_string(),
                 })
+        })
+        .await
+    }
+
+    /// A recorded step that starts `version` of `service` in `slot`.
+    async fn deploy(&mut self, step: &str, service: &Service, slot: Slot, version: &str) -> Result<(), RolloutError> {
+        let runtime = self.runtime;
+        self.step(step, async {
+            runtime.deploy(service, slot, version).await.map_err(RolloutError::from)
         })
         .await
     }

@@ -58,16 +58,46 @@ fn service_env(port: u16, env: &[(&str, &str)], strategy: &str, extra: &str) -> 
     rendered.environments["dev"].services.values().next().unwrap().clone()
 }
 
+/// A local runtime over a temporary state directory, and a free stable port for the service.
+struct Env {
+    state: tempfile::TempDir,
+    port: u16,
+    stable: std::net::SocketAddr,
+    runtime: LocalRuntime,
+}
+
+impl Env {
+    fn new() -> Env {
+        let state = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
+        Env {
+            stable: format!("127.0.0.1:{port}").parse().unwrap(),
+            state,
+            port,
+            runtime,
+        }
+    }
+
+    /// The ledger in the state directory.
+    fn ledger(state: &tempfile::TempDir) -> Ledger {
+        Ledger::open(&state.path().join("ledger.sqlite")).unwrap()
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_check_switch_and_retire_slots() {
-    let state = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
-    let stable = format!("127.0.0.1:{port}").parse().unwrap();
+    let Env {
+        state,
+        port,
+        stable,
+        runtime,
+        ..
+    } = Env::new();
 
     runtime.deploy(&service(port, "ok"), Slot::Blue, "v1").await.unwrap();
     let checks = runtime.checks("api", Slot::Blue).await.unwrap();
@@ -141,9 +171,13 @@ async fn deploy_check_switch_and_retire_slots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unhealthy_version_is_seen_before_it_gets_traffic() {
-    let state = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
+    // The state directory stays bound: it lives as long as the replicas writing into it.
+    let Env {
+        state: _state,
+        port,
+        runtime,
+        ..
+    } = Env::new();
     runtime
         .deploy(&service(port, "fail"), Slot::Green, "bad")
         .await
@@ -170,11 +204,14 @@ fn attempt(version: &str) -> Attempt {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_switches_when_healthy_and_never_when_not() {
-    let state = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let stable = format!("127.0.0.1:{port}").parse().unwrap();
-    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
-    let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let Env {
+        state,
+        port,
+        stable,
+        runtime,
+        ..
+    } = Env::new();
+    let mut ledger = Env::ledger(&state);
     let strategy = "blueGreen: {keepOldVersion: 0s}";
 
     // First version: nothing runs yet, so it lands in blue and takes the traffic.
@@ -240,11 +277,14 @@ async fn blue_green_switches_when_healthy_and_never_when_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
-    let state = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let stable: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
-    let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let Env {
+        state,
+        port,
+        stable,
+        runtime,
+        ..
+    } = Env::new();
+    let mut ledger = Env::ledger(&state);
     let strategy =
         "canary: {steps: [{weight: 20, pause: 1s}, {weight: 50, pause: 1s}], minRequests: 5, successThreshold: 95}";
     let good = || service_env(port, &[("EXAMPLE_HEALTH", "ok")], strategy, "");
@@ -328,10 +368,10 @@ async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_run_once_per_commit_and_roll_back_with_the_rollout() {
-    let state = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
-    let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let Env {
+        state, port, runtime, ..
+    } = Env::new();
+    let mut ledger = Env::ledger(&state);
     let journal = state.path().join("migrations.txt");
     let hook = |command: &str, timeout: &str| {
         format!(
@@ -396,11 +436,14 @@ async fn migrations_run_once_per_commit_and_roll_back_with_the_rollout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_recreate_brings_the_rollback_point_back() {
-    let state = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let stable: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
-    let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let Env {
+        state,
+        port,
+        stable,
+        runtime,
+        ..
+    } = Env::new();
+    let mut ledger = Env::ledger(&state);
     let good = service_with(port, "ok", "recreate: {}");
     let first = ledger.begin(&attempt("v1")).unwrap();
     let live = Rollout::new(&runtime, &mut ledger, first)
@@ -473,10 +516,13 @@ async fn a_moved_port_is_served_at_both_until_the_old_version_retires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configuration_change_reaches_running_replicas_by_signal() {
-    let state = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let stable: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
+    let Env {
+        state: _state,
+        port,
+        stable,
+        runtime,
+        ..
+    } = Env::new();
     let with = |greeting: &str, reload: &str| {
         let config = format!(
             "config:\n  file: app.json\n  reload: {reload}\n  values:\n    greeting: {greeting}\n    pool: {{max: 10}}\n"
