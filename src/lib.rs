@@ -20,6 +20,7 @@ pub mod cli;
 pub mod diff;
 pub mod health;
 pub mod ledger;
+pub mod reconcile;
 pub mod rollout;
 pub mod router;
 pub mod secret;

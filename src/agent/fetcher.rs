@@ -33,6 +33,8 @@ pub struct Fetch {
     pub started: Instant,
     /// Each tracked ref's decision, or why the fetch failed.
     pub result: Result<Vec<Update>, FetchError>,
+    /// The cache's repository, to read authenticated commits from.
+    pub repository: PathBuf,
 }
 
 /// Why a fetch produced no decisions.
@@ -137,6 +139,7 @@ impl Fetcher {
                 }
             };
             self = back;
+            let repository = self.cache.repository().path().to_owned();
             match &result {
                 Ok(_) => timer.succeeded(),
                 Err(e) => {
@@ -149,6 +152,7 @@ impl Fetcher {
                     reason,
                     started,
                     result,
+                    repository,
                 })
                 .await
                 .is_err()

@@ -1,7 +1,11 @@
-//! Wiring the pieces into a running agent. So far: the fetch worker of a repository, which turns
-//! triggers into fetched and authenticated heads. Reconciling those heads arrives with the
-//! reconciler.
+//! Wiring the pieces into a running agent: the fetch worker of the repository turns triggers into
+//! authenticated heads (`fetcher`), one worker per environment applies them (`environment`),
+//! and `run` ties them together over a state directory.
 
+mod environment;
 mod fetcher;
+mod run;
 
+pub use environment::{Head, Input, Worker, desired_of, render};
 pub use fetcher::{Fetch, FetchError, Fetcher, Update};
+pub use run::{Agent, AgentError, Settings, run};

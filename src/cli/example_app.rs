@@ -1,6 +1,7 @@
 //! `plumb example-app`: a small HTTP service for the example repository and the tests, so the
 //! local target has something real to run on any machine. It listens on `$PORT`, answers `/`
-//! with who it is (or 500 when `EXAMPLE_ROOT=fail`, to rehearse a failing canary), and `/health`
+//! with who it is — its service, release (`$EXAMPLE_RELEASE`, else plumb's version) and slot —
+//! (or 500 when `EXAMPLE_ROOT=fail`, to rehearse a failing canary), and `/health`
 //! with 200 (or 503 when `EXAMPLE_HEALTH=fail`, to rehearse a failed rollout). `/config` shows
 //! the configuration file plumb wrote (`$PLUMB_CONFIG`) as read at start and on each SIGHUP.
 
@@ -18,7 +19,9 @@ pub fn run() -> anyhow::Result<()> {
     let identity = format!(
         "{} {} {}\n",
         std::env::var("PLUMB_SERVICE").unwrap_or_else(|_| "example".to_owned()),
-        std::env::var("PLUMB_VERSION").unwrap_or_default(),
+        std::env::var("EXAMPLE_RELEASE")
+            .or_else(|_| std::env::var("PLUMB_VERSION"))
+            .unwrap_or_default(),
         std::env::var("PLUMB_SLOT").unwrap_or_default(),
     );
     let healthy = std::env::var("EXAMPLE_HEALTH").map_or(true, |v| v != "fail");

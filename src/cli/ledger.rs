@@ -46,6 +46,8 @@ pub fn history(
             Some(ledger::Outcome::Succeeded) => "succeeded".to_owned(),
             Some(ledger::Outcome::RolledBack(reason)) => format!("rolled back: {reason}"),
             Some(ledger::Outcome::Failed(reason)) => format!("failed: {reason}"),
+            Some(ledger::Outcome::Refused(reason)) => format!("refused: {reason}"),
+            Some(ledger::Outcome::Interrupted) => "interrupted: the agent stopped mid-way".to_owned(),
         };
         let commit = record.attempt.commit.get(..12).unwrap_or(&record.attempt.commit);
         let signer = record.attempt.signer.as_deref().unwrap_or("unknown signer");

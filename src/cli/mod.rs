@@ -2,6 +2,7 @@
 //! handed to the library, results printed for people (colour on a terminal) or machines
 //! (`--output json`). Exit codes: 0 ok or no difference, 1 invalid or different, 2 error.
 
+mod agent;
 mod diff;
 pub(crate) mod emit;
 mod example_app;
@@ -123,6 +124,11 @@ Examples:
         #[arg(long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Run the agent: fetch, authenticate, render and apply the repository's environments.
+    #[command(after_help = "Examples:
+  plumb agent --repo https://git.example.com/config.git --trust-root 3f1c…(40 hex) --env production
+  plumb agent --repo ../config --policy-file initial-policy.toml --poll 5s")]
+    Agent(agent::Args),
     /// Show the deployment attempts recorded in the ledger for an environment.
     #[command(after_help = "Examples:
   plumb history --env production --state /var/lib/plumb
@@ -301,6 +307,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             &rev,
             output,
         ),
+        Command::Agent(args) => agent::run(args),
         Command::History {
             env,
             state,

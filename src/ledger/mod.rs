@@ -51,6 +51,12 @@ pub enum Outcome {
     RolledBack(String),
     /// Failed, and could not be restored: a person must look.
     Failed(String),
+    /// Not applied at all: the commit cannot be rendered (invalid) or asks for what this agent
+    /// cannot do. Nothing changed; the commit is not retried until the head moves.
+    Refused(String),
+    /// The agent stopped before the attempt ended (it was killed): closed when the agent
+    /// starts again, which then applies the head afresh. Not a failure of the commit.
+    Interrupted,
 }
 
 /// What a new attempt is about.
@@ -286,11 +292,25 @@ impl Ledger {
         self.conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM entries o JOIN entries a ON a.seq = o.attempt
-                 WHERE o.environment = ?1 AND o.kind = 'outcome' AND json_extract(o.body, '$.result') != 'succeeded'
+                 WHERE o.environment = ?1 AND o.kind = 'outcome'
+                 AND json_extract(o.body, '$.result') NOT IN ('succeeded', 'interrupted')
                  AND json_extract(a.body, '$.commit') = ?2)",
                 params![environment, commit],
                 |row| row.get(0),
             )
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The attempts in `environment` that never recorded an outcome (the agent died mid-way),
+    /// oldest first.
+    pub fn unfinished(&self, environment: &str) -> Result<Vec<i64>, LedgerError> {
+        self.conn
+            .prepare(
+                "SELECT a.seq FROM entries a WHERE a.environment = ?1 AND a.kind = 'attempt'
+                 AND NOT EXISTS (SELECT 1 FROM entries o WHERE o.attempt = a.seq AND o.kind = 'outcome')
+                 ORDER BY a.seq",
+            )
+            .and_then(|mut statement| statement.query_map(params![environment], |row| row.get(0))?.collect())
             .map_err(|e| self.sql(e))
     }
 

@@ -1,9 +1,12 @@
-//! Strategies over the local target's primitives, each step written to the ledger before it is
-//! taken and after it ends. So far: blue-green, canary and recreate for one service, with its
-//! migration hook run once per commit. Not yet: rolling, and resuming a rollout an agent crash
-//! interrupted.
+//! Strategies over a target's primitives — recreate, rolling, blue-green, canary — for one
+//! service, with its migration hook run once per commit. Each step is written to the ledger
+//! before it is taken and after it ends. A rollout an agent crash interrupted is not resumed
+//! step by step: the target replaces what the dead agent left (see `target::local`), and the
+//! reconciler applies the commit again from what runs, the migration ledger keeping hooks from
+//! running twice.
 
 mod canary;
+mod rolling;
 
 use std::time::Duration;
 
@@ -57,7 +60,7 @@ pub enum RolloutError {
         /// The service.
         service: String,
     },
-    /// The service's strategy is not one this target (or this module, for rolling) runs.
+    /// The service's strategy is not one this target runs.
     #[error("the `{0}` strategy is not available on this target yet")]
     Unsupported(&'static str),
 }
@@ -70,6 +73,8 @@ pub struct Rollout<'a> {
     /// The version to restore when a rollout that replaced the running one in place fails: the
     /// service as rendered from the rollback point, and its version.
     previous: Option<(&'a Service, &'a str)>,
+    /// Whether the migration hook runs (not when restoring a rollback point).
+    migrate: bool,
 }
 
 impl<'a> Rollout<'a> {
@@ -80,7 +85,15 @@ impl<'a> Rollout<'a> {
             ledger,
             attempt,
             previous: None,
+            migrate: true,
         }
+    }
+
+    /// A rollout that does not run the service's migration hook: restoring a rollback point,
+    /// whose migration ran when it was applied.
+    pub fn without_migration(mut self) -> Rollout<'a> {
+        self.migrate = false;
+        self
     }
 
     /// What to restore if the rollout fails after replacing the running version (recreate):
@@ -107,7 +120,7 @@ impl Rollout<'_> {
             Strategy::BlueGreen(settings) => self.blue_green(service, version, live, settings).await,
             Strategy::Canary(settings) => self.canary(service, version, live, settings).await,
             Strategy::Recreate(_) => self.recreate(service, version, live).await,
-            Strategy::Rolling(_) => unreachable!("refused above"),
+            Strategy::Rolling(settings) => self.rolling(service, version, live, settings).await,
         };
         if result.is_err() && migrated {
             self.unmigrate(service).await?;
@@ -138,7 +151,7 @@ impl Rollout<'_> {
     /// Runs the migration hook unless it already succeeded for this commit; returns whether
     /// it ran now.
     async fn migrate(&mut self, service: &Service) -> Result<bool, RolloutError> {
-        let Some(migration) = &service.migration else {
+        let Some(migration) = service.migration.as_ref().filter(|_| self.migrate) else {
             return Ok(false);
         };
         let name = service.name.as_str();
@@ -296,12 +309,22 @@ impl Rollout<'_> {
         name: &str,
         action: impl std::future::Future<Output = Result<T, RolloutError>>,
     ) -> Result<T, RolloutError> {
-        // Ledger writes are short (one small transaction each) and must happen in order around
-        // the step, so they run inline.
-        self.ledger.step_started(self.attempt, name)?;
-        let result = action.await;
-        let error = result.as_ref().err().map(ToString::to_string);
-        self.ledger.step_finished(self.attempt, name, error.as_deref())?;
-        result
+        recorded(self.ledger, self.attempt, name, action).await
     }
+}
+
+/// Records step `name` of `attempt` as started, runs it, records how it ended.
+pub async fn recorded<T>(
+    ledger: &mut Ledger,
+    attempt: i64,
+    name: &str,
+    action: impl std::future::Future<Output = Result<T, RolloutError>>,
+) -> Result<T, RolloutError> {
+    // Ledger writes are short (one small transaction each) and must happen in order around the
+    // step, so they run inline.
+    ledger.step_started(attempt, name)?;
+    let result = action.await;
+    let error = result.as_ref().err().map(ToString::to_string);
+    ledger.step_finished(attempt, name, error.as_deref())?;
+    result
 }

@@ -16,6 +16,7 @@ use crate::router::SlotStats;
 use crate::spec::model::Service;
 use crate::spec::model::service::Strategy;
 
+pub use local::runtime::{config_digest, digest};
 pub use local::{LiveSlot, Slot};
 
 /// A future a target returns (boxed: targets are used as trait objects).
@@ -37,7 +38,7 @@ impl Capabilities {
     pub fn supports(&self, strategy: &Strategy) -> bool {
         match strategy {
             Strategy::Recreate(_) => true,
-            Strategy::Rolling(_) => false,
+            Strategy::Rolling(_) => self.slots,
             Strategy::BlueGreen(_) => self.slots,
             Strategy::Canary(_) => self.slots && self.weighted_traffic,
         }
@@ -63,6 +64,9 @@ pub trait Target: Send + Sync {
     /// Starts `version` of `service` in `slot`, replacing what ran there, without traffic.
     fn deploy<'a>(&'a self, service: &'a Service, slot: Slot, version: &'a str)
     -> Pending<'a, Result<(), TargetError>>;
+
+    /// Changes the number of replicas of `service` running in `slot`, keeping the running ones.
+    fn scale<'a>(&'a self, service: &'a Service, slot: Slot, replicas: u32) -> Pending<'a, Result<(), TargetError>>;
 
     /// A configuration-only change: rewrites the service's configuration file for `slot` and
     /// signals its replicas, or lets them watch; `false` when the service reloads by restart
@@ -129,6 +133,6 @@ mod tests {
         };
         assert!(everything.supports(&canary) && !no_split.supports(&canary));
         assert!(no_split.supports(&Strategy::Recreate(Recreate {})));
-        assert!(!everything.supports(&rolling), "rolling is not written yet");
+        assert!(everything.supports(&rolling));
     }
 }

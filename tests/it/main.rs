@@ -11,6 +11,7 @@ mod keys;
 mod ledger;
 mod local;
 mod process;
+mod reconcile;
 mod router;
 mod schemas;
 mod servers;

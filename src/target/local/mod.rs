@@ -3,6 +3,6 @@
 
 pub mod logs;
 pub mod process;
-mod runtime;
+pub mod runtime;
 
 pub use runtime::{LiveSlot, LocalRuntime, RuntimeError, Slot};

@@ -94,6 +94,9 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The service (or its slot) does not run here.
+    #[error("service `{0}` does not run in that slot")]
+    NotRunning(String),
     /// A health check names a port the service does not declare.
     #[error("service `{service}`: health check `{check}` names a port the service does not declare")]
     UnknownPort {
@@ -113,10 +116,17 @@ pub struct LiveSlot {
     pub replicas: Vec<String>,
     /// The slot's share of traffic.
     pub weight: u32,
+    /// A digest of the configuration file as it is now on the target (edited by hand, it
+    /// differs from the rendered one); `None` when the service has none.
+    pub config: Option<String>,
+    /// Replicas that stopped and will not come back on their own (their program cannot start).
+    pub failed: usize,
 }
 
 struct SlotRuntime {
     version: String,
+    /// The configuration file its replicas read, if any.
+    config: Option<PathBuf>,
     replicas: Vec<ReplicaRuntime>,
     checks: Vec<crate::spec::model::service::HealthCheck>,
     /// The stable addresses this version declares, by port name.
@@ -146,6 +156,18 @@ impl ReplicaRuntime {
     }
 }
 
+/// What the replicas of one version in one slot start from.
+struct Launch {
+    service: String,
+    slot: Slot,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+    config: Option<PathBuf>,
+    /// Where the replicas' pid files go.
+    records: PathBuf,
+}
+
 #[derive(Default)]
 struct ServiceRuntime {
     /// One router per declared port and stable address: a port moved to another number is
@@ -171,6 +193,11 @@ pub struct LocalRuntime {
 impl LocalRuntime {
     /// A runtime for `environment`, its routers on `address` (ports shifted by `port_offset`),
     /// its replicas' logs under `state/logs/<environment>/`.
+    ///
+    /// Processes an earlier runtime of the environment left running (its agent was killed) are
+    /// killed first: the local target replaces, never adopts — its routers lived in the dead
+    /// agent, so nothing was reaching them anyway, and the reconciler starts the environment
+    /// again from the ledger.
     pub fn new(
         environment: &str,
         address: &str,
@@ -178,12 +205,21 @@ impl LocalRuntime {
         state: &std::path::Path,
         backoff: Backoff,
     ) -> Result<LocalRuntime, RuntimeError> {
+        let run = state.join("run").join(environment);
+        let swept = super::process::sweep(&run);
+        if swept > 0 {
+            tracing::warn!(
+                environment,
+                processes = swept,
+                "Stopped processes a previous agent left running."
+            );
+        }
         Ok(LocalRuntime {
             environment: environment.to_owned(),
             address: address.parse().map_err(|_| RuntimeError::Address(address.to_owned()))?,
             port_offset,
             logs: state.join("logs").join(environment),
-            run: state.join("run").join(environment),
+            run,
             backoff,
             services: Mutex::new(BTreeMap::new()),
             cancel: CancellationToken::new(),
@@ -209,45 +245,8 @@ impl LocalRuntime {
     /// Starts `version` of `service` in `slot` (replacing whatever ran there), without sending
     /// it traffic. The stable ports' routers are created on first use.
     pub async fn deploy(&self, service: &Service, slot: Slot, version: &str) -> Result<(), RuntimeError> {
-        let name = service.name.as_str().to_owned();
-        let command = service
-            .command
-            .clone()
-            .ok_or_else(|| RuntimeError::NoCommand(name.clone()))?;
-        let mut base_env = Vec::new();
-        for variable in &service.env {
-            if is_encrypted(&variable.value.0) {
-                return Err(RuntimeError::Encrypted {
-                    service: name.clone(),
-                    variable: variable.name.clone(),
-                });
-            }
-            base_env.push((variable.name.clone(), variable.value.0.clone()));
-        }
-        base_env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.clone()));
-        base_env.push(("PLUMB_SERVICE".to_owned(), name.clone()));
-        base_env.push(("PLUMB_SLOT".to_owned(), slot.name().to_owned()));
-        base_env.push(("PLUMB_VERSION".to_owned(), version.to_owned()));
-        let dir = service
-            .working_dir
-            .as_ref()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.slot_dir(&name, slot));
-        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Config {
-            service: name.clone(),
-            path: dir.clone(),
-            source,
-        })?;
-        if let Some((file, text)) = config_file(service)? {
-            let path = dir.join(file);
-            write_atomically(&path, &text).map_err(|source| RuntimeError::Config {
-                service: name.clone(),
-                path: path.clone(),
-                source,
-            })?;
-            base_env.push(("PLUMB_CONFIG".to_owned(), path.display().to_string()));
-        }
-
+        let launch = self.launch(service, slot, version)?;
+        let name = launch.service.clone();
         // The old replicas of the slot stop without the lock held: their grace periods must not
         // stall other services' routing.
         let old = self
@@ -257,7 +256,7 @@ impl LocalRuntime {
             .get_mut(&name)
             .and_then(|r| r.slots.remove(&slot));
         if let Some(old) = old {
-            stop_all(old).await;
+            stop_all(old.replicas).await;
         }
         let mut services = self.services.lock().await;
         let runtime = services.entry(name.clone()).or_default();
@@ -281,33 +280,7 @@ impl LocalRuntime {
         let mut replicas = Vec::new();
         let mut taken = std::collections::BTreeSet::new();
         for index in 0..service.replicas.max(1) as usize {
-            let mut ports = Vec::new();
-            let mut env = base_env.clone();
-            for (i, port) in service.ports.iter().enumerate() {
-                let free = free_port(&mut taken).map_err(|source| RuntimeError::NoPort {
-                    service: name.clone(),
-                    source,
-                })?;
-                if i == 0 {
-                    env.push(("PORT".to_owned(), free.to_string()));
-                }
-                let variable = port.name.as_str().to_uppercase().replace('-', "_");
-                env.push((format!("PLUMB_PORT_{variable}"), free.to_string()));
-                ports.push((port.name.as_str().to_owned(), port.port, free));
-            }
-            env.push(("PLUMB_REPLICA".to_owned(), index.to_string()));
-            let spec = Spec {
-                command: command.iter().map(|arg| expand(arg, &env)).collect(),
-                env,
-                dir: Some(dir.clone()),
-                log: self.log_path(&name, slot, index),
-            };
-            let replica_env = spec.env.clone();
-            replicas.push(ReplicaRuntime {
-                replica: Replica::start(spec, self.backoff),
-                ports,
-                env: replica_env,
-            });
+            replicas.push(self.start_replica(service, &launch, index, &mut taken)?);
         }
         runtime.slots.insert(
             slot,
@@ -316,12 +289,137 @@ impl LocalRuntime {
                 replicas,
                 checks: service.health_checks.clone(),
                 stable,
+                config: launch.config,
             },
         );
         // A new version takes traffic only when a strategy routes it there.
         runtime.weights.insert(slot, 0);
         reroute(runtime);
         Ok(())
+    }
+
+    /// Changes the number of `service`'s replicas in `slot` to `replicas`: new ones start beside
+    /// the running ones and join the routers; surplus ones leave the routers, then stop.
+    pub async fn scale(&self, service: &Service, slot: Slot, replicas: u32) -> Result<(), RuntimeError> {
+        let name = service.name.as_str();
+        let wanted = replicas.max(1) as usize;
+        let mut services = self.services.lock().await;
+        let Some(runtime) = services.get_mut(name) else {
+            return Err(RuntimeError::NotRunning(name.to_owned()));
+        };
+        let Some(running) = runtime.slots.get_mut(&slot) else {
+            return Err(RuntimeError::NotRunning(name.to_owned()));
+        };
+        let surplus = if running.replicas.len() < wanted {
+            let launch = self.launch(service, slot, &running.version.clone())?;
+            let mut taken = running
+                .replicas
+                .iter()
+                .flat_map(|r| r.ports.iter().map(|p| p.2))
+                .collect();
+            for index in running.replicas.len()..wanted {
+                let replica = self.start_replica(service, &launch, index, &mut taken)?;
+                running.replicas.push(replica);
+            }
+            Vec::new()
+        } else {
+            running.replicas.split_off(wanted)
+        };
+        reroute(runtime);
+        drop(services);
+        stop_all(surplus).await;
+        Ok(())
+    }
+
+    /// What every replica of `version` of `service` in `slot` starts from: its command, its
+    /// environment, its working directory with the configuration file written there.
+    fn launch(&self, service: &Service, slot: Slot, version: &str) -> Result<Launch, RuntimeError> {
+        let name = service.name.as_str().to_owned();
+        let command = service
+            .command
+            .clone()
+            .ok_or_else(|| RuntimeError::NoCommand(name.clone()))?;
+        let mut env = Vec::new();
+        for variable in &service.env {
+            if is_encrypted(&variable.value.0) {
+                return Err(RuntimeError::Encrypted {
+                    service: name.clone(),
+                    variable: variable.name.clone(),
+                });
+            }
+            env.push((variable.name.clone(), variable.value.0.clone()));
+        }
+        env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.clone()));
+        env.push(("PLUMB_SERVICE".to_owned(), name.clone()));
+        env.push(("PLUMB_SLOT".to_owned(), slot.name().to_owned()));
+        env.push(("PLUMB_VERSION".to_owned(), version.to_owned()));
+        let dir = service
+            .working_dir
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.slot_dir(&name, slot));
+        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Config {
+            service: name.clone(),
+            path: dir.clone(),
+            source,
+        })?;
+        let mut config = None;
+        if let Some((file, text)) = config_file(service)? {
+            let path = dir.join(file);
+            write_atomically(&path, &text).map_err(|source| RuntimeError::Config {
+                service: name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+            env.push(("PLUMB_CONFIG".to_owned(), path.display().to_string()));
+            config = Some(path);
+        }
+        Ok(Launch {
+            records: self.slot_dir(&name, slot),
+            service: name,
+            slot,
+            command,
+            env,
+            dir,
+            config,
+        })
+    }
+
+    /// Starts replica `index` of a launch on ports not among `taken`.
+    fn start_replica(
+        &self,
+        service: &Service,
+        launch: &Launch,
+        index: usize,
+        taken: &mut std::collections::BTreeSet<u16>,
+    ) -> Result<ReplicaRuntime, RuntimeError> {
+        let mut ports = Vec::new();
+        let mut env = launch.env.clone();
+        for (i, port) in service.ports.iter().enumerate() {
+            let free = free_port(taken).map_err(|source| RuntimeError::NoPort {
+                service: launch.service.clone(),
+                source,
+            })?;
+            if i == 0 {
+                env.push(("PORT".to_owned(), free.to_string()));
+            }
+            let variable = port.name.as_str().to_uppercase().replace('-', "_");
+            env.push((format!("PLUMB_PORT_{variable}"), free.to_string()));
+            ports.push((port.name.as_str().to_owned(), port.port, free));
+        }
+        env.push(("PLUMB_REPLICA".to_owned(), index.to_string()));
+        let spec = Spec {
+            command: launch.command.iter().map(|arg| expand(arg, &env)).collect(),
+            env: env.clone(),
+            dir: Some(launch.dir.clone()),
+            log: self.log_path(&launch.service, launch.slot, index),
+            pidfile: Some(launch.records.join(format!("replica-{index}.pid"))),
+        };
+        Ok(ReplicaRuntime {
+            replica: Replica::start(spec, self.backoff),
+            ports,
+            env,
+        })
     }
 
     /// Runs a one-off job of `service` (a migration) with the service's environment, named
@@ -351,6 +449,7 @@ impl LocalRuntime {
             env,
             dir: service.working_dir.as_ref().map(PathBuf::from),
             log: self.logs.join(name).join(format!("{job}.log")),
+            pidfile: Some(self.run.join(name).join(format!("{job}.pid"))),
         };
         super::process::run_job(&spec, timeout).await
     }
@@ -433,9 +532,12 @@ impl LocalRuntime {
             }
         }
         reroute(runtime);
+        if runtime.slots.is_empty() {
+            services.remove(service);
+        }
         drop(services);
         if let Some(old) = old {
-            stop_all(old).await;
+            stop_all(old.replicas).await;
         }
     }
 
@@ -476,14 +578,16 @@ impl LocalRuntime {
                     .slots
                     .iter()
                     .map(|(slot, s)| {
-                        let replicas = s.replicas.iter().map(|r| describe(&r.replica.state())).collect();
+                        let states: Vec<State> = s.replicas.iter().map(|r| r.replica.state()).collect();
                         let weight = runtime.weights.get(slot).copied().unwrap_or(0);
                         (
                             *slot,
                             LiveSlot {
                                 version: s.version.clone(),
-                                replicas,
+                                replicas: states.iter().map(describe).collect(),
                                 weight,
+                                config: s.config.as_deref().map(file_digest),
+                                failed: states.iter().filter(|s| matches!(s, State::Failed(_))).count(),
                             },
                         )
                     })
@@ -517,7 +621,7 @@ impl LocalRuntime {
         let mut services = self.services.lock().await;
         for (_, mut runtime) in std::mem::take(&mut *services) {
             for (_, slot) in std::mem::take(&mut runtime.slots) {
-                stop_all(slot).await;
+                stop_all(slot.replicas).await;
             }
         }
         self.cancel.cancel();
@@ -555,13 +659,9 @@ fn reroute(runtime: &ServiceRuntime) {
     }
 }
 
-/// Stops every replica of a slot, concurrently (each may take its grace period).
-async fn stop_all(slot: SlotRuntime) {
-    let stopping: Vec<_> = slot
-        .replicas
-        .into_iter()
-        .map(|r| tokio::spawn(r.replica.stop()))
-        .collect();
+/// Stops replicas concurrently (each may take its grace period).
+async fn stop_all(replicas: Vec<ReplicaRuntime>) {
+    let stopping: Vec<_> = replicas.into_iter().map(|r| tokio::spawn(r.replica.stop())).collect();
     for stop in stopping {
         let _ = stop.await;
     }
@@ -601,6 +701,23 @@ fn first_encrypted(value: &serde_json::Value, at: &str) -> Option<String> {
             .find_map(|(i, v)| first_encrypted(v, &format!("{at}[{i}]"))),
         _ => None,
     }
+}
+
+/// A digest of a file's content as it is now (`absent` when it cannot be read).
+fn file_digest(path: &std::path::Path) -> String {
+    std::fs::read(path).map_or_else(|_| "absent".to_owned(), |bytes| digest(&bytes))
+}
+
+/// The digest plumb uses to compare contents: the first 16 hex digits of their SHA-256.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(bytes)[..8])
+}
+
+/// The digest of `service`'s configuration file as rendered, `None` when it declares none: what
+/// [`LiveSlot::config`] is compared with.
+pub fn config_digest(service: &Service) -> Result<Option<String>, RuntimeError> {
+    Ok(config_file(service)?.map(|(_, text)| digest(text.as_bytes())))
 }
 
 /// Writes `text` to `path` atomically: a reader (the application on reload) never sees half.
@@ -694,6 +811,14 @@ impl Target for LocalRuntime {
     ) -> Pending<'a, Result<(), TargetError>> {
         Box::pin(async move {
             LocalRuntime::deploy(self, service, slot, version)
+                .await
+                .map_err(local_error)
+        })
+    }
+
+    fn scale<'a>(&'a self, service: &'a Service, slot: Slot, replicas: u32) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            LocalRuntime::scale(self, service, slot, replicas)
                 .await
                 .map_err(local_error)
         })

@@ -1,0 +1,252 @@
+//! The agent over one repository: its fetch worker turns triggers into authenticated heads; each
+//! head is rendered once, and every environment's share goes to that environment's worker,
+//! created (with its target) the first time the environment shows up.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use git2::Oid;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::environment::{Head, Input, Worker, desired_of};
+use super::fetcher::{Fetch, FetchError, Fetcher};
+use crate::ledger::{Ledger, LedgerError};
+use crate::source::{Remote, SourceError, TrackedRef};
+use crate::spec::model::environment::Target as TargetSpec;
+use crate::target::local::LocalRuntime;
+use crate::target::local::process::Backoff;
+use crate::trigger::{Doorbell, Poll, Reason, Timer, doorbell};
+use crate::trust::{Decision, TrustRoot};
+
+/// What the agent follows and where it keeps its state.
+pub struct Settings {
+    /// The state directory: caches, trust state, ledger, logs, working directories.
+    pub state: PathBuf,
+    /// The repository.
+    pub remote: Remote,
+    /// The ref whose head is applied.
+    pub reference: TrackedRef,
+    /// The folder of the configuration inside the repository (`""` for the root).
+    pub folder: String,
+    /// Where commit authentication starts.
+    pub trust_root: TrustRoot,
+    /// When to fetch.
+    pub poll: Poll,
+    /// The environments applied; `None` for all the repository declares.
+    pub environments: Option<Vec<String>>,
+    /// How often each environment is checked for drift.
+    pub heal_every: Duration,
+    /// How the local target restarts replicas that exit.
+    pub backoff: Backoff,
+}
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The repository's cache or trust state cannot be opened.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The ledger cannot be opened.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// A running agent: ring its doorbell to fetch now.
+pub struct Agent {
+    /// Rings the fetch worker (webhooks, manual syncs).
+    pub doorbell: Doorbell,
+}
+
+struct Environment {
+    input: mpsc::Sender<Input>,
+    runtime: Arc<LocalRuntime>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the agent until `cancel`; then stops every environment's processes and returns.
+/// `started` receives the doorbell once the fetch worker runs.
+pub async fn run(
+    settings: Settings,
+    cancel: CancellationToken,
+    started: Option<tokio::sync::oneshot::Sender<Agent>>,
+) -> Result<(), AgentError> {
+    let repo_dir = settings.state.join("repository");
+    let fetcher = Fetcher::open(
+        repo_dir,
+        settings.remote.clone(),
+        vec![settings.reference.clone()],
+        settings.trust_root.clone(),
+    )?;
+    let ledger_path = settings.state.join("ledger.sqlite");
+    // Opened once here so a ledger that cannot be opened stops the agent at start.
+    drop(Ledger::open(&ledger_path)?);
+    let (door, bell) = doorbell();
+    door.ring(Reason::Manual);
+    let (tx, mut fetched) = mpsc::channel(4);
+    let fetch_task = tokio::spawn(fetcher.run(bell, Timer::new(settings.poll.clone()), tx, cancel.clone()));
+    if let Some(started) = started {
+        let _ = started.send(Agent { doorbell: door.clone() });
+    }
+    let mut environments: BTreeMap<String, Environment> = BTreeMap::new();
+    loop {
+        let fetch = tokio::select! {
+            _ = cancel.cancelled() => break,
+            fetch = fetched.recv() => match fetch {
+                Some(fetch) => fetch,
+                None => break,
+            },
+        };
+        if let Some(heads) = heads(&settings, fetch).await {
+            for (name, head) in heads {
+                if !environments.contains_key(&name) {
+                    match start(&settings, &name, &head, &ledger_path, &cancel) {
+                        Ok(Some(environment)) => {
+                            environments.insert(name.clone(), environment);
+                        }
+                        Ok(None) => continue,
+                        Err(e) => {
+                            tracing::error!(environment = %name, error = %e, "Cannot start the environment's worker.");
+                            continue;
+                        }
+                    }
+                }
+                let environment = &environments[&name];
+                if environment.input.send(Input::Head(Box::new(head))).await.is_err() {
+                    tracing::error!(environment = %name, "The environment's worker stopped.");
+                }
+            }
+        }
+    }
+    cancel.cancel();
+    let _ = fetch_task.await;
+    for (_, environment) in environments {
+        let _ = environment.task.await;
+        environment.runtime.shutdown().await;
+    }
+    Ok(())
+}
+
+/// The rendered head of every environment followed, from one fetch; `None` when the fetch
+/// brought nothing to apply.
+async fn heads(settings: &Settings, fetch: Fetch) -> Option<Vec<(String, Head)>> {
+    let (updates, repository) = match fetch.result {
+        Ok(updates) => (updates, fetch.repository),
+        Err(e) => {
+            tracing::warn!(error = %e, "Fetch failed; what runs keeps running.");
+            return None;
+        }
+    };
+    let update = updates.into_iter().find(|u| u.reference == settings.reference)?;
+    let signer = match &update.decision {
+        Decision::Authenticated(report) => {
+            report
+                .commits
+                .iter()
+                .find(|c| c.id == update.head)
+                .and_then(|c| match &c.outcome {
+                    crate::trust::Outcome::Authenticated { signer, .. } => Some(signer.clone()),
+                    crate::trust::Outcome::Refused(_) => None,
+                })
+        }
+        // The last authenticated head: applied again after a restart, a no-op otherwise.
+        Decision::Unchanged => None,
+        Decision::Refused(_) | Decision::AlreadyRefused(_) => return None,
+    };
+    let head = update.head;
+    let folder = settings.folder.clone();
+    let only = settings.environments.clone();
+    let rendered = tokio::task::spawn_blocking(move || render_all(&repository, head, &folder, only, signer))
+        .await
+        .ok()?;
+    match rendered {
+        Ok(heads) => Some(heads),
+        Err(e) => {
+            tracing::error!(commit = %head, error = %e, "Cannot read the authenticated head.");
+            None
+        }
+    }
+}
+
+fn render_all(
+    repository: &std::path::Path,
+    head: Oid,
+    folder: &str,
+    only: Option<Vec<String>>,
+    signer: Option<String>,
+) -> Result<Vec<(String, Head)>, SourceError> {
+    let repo = git2::Repository::open_bare(repository).map_err(|source| SourceError::NotARepository {
+        path: repository.to_owned(),
+        source,
+    })?;
+    let tree = crate::source::GitTree::at(repo, head, folder)?;
+    let rendered = match crate::spec::render(&tree, None) {
+        Ok(rendered) => rendered,
+        Err(crate::spec::RenderError::Source(e)) => return Err(e),
+        Err(e) => unreachable!("no environment was asked for: {e}"),
+    };
+    let mut names: Vec<String> = rendered.environments.keys().cloned().collect();
+    for diagnostic in &rendered.diagnostics {
+        names.extend(diagnostic.environments.iter().cloned());
+    }
+    names.sort();
+    names.dedup();
+    if let Some(only) = &only {
+        names.retain(|n| only.contains(n));
+    }
+    let mut rendered = rendered;
+    let heads = names
+        .into_iter()
+        .map(|name| {
+            let desired = desired_of(&mut rendered, &name);
+            let head = Head {
+                commit: head,
+                signer: signer.clone(),
+                desired,
+                repository: repository.to_owned(),
+                folder: folder.to_owned(),
+            };
+            (name, head)
+        })
+        .collect();
+    Ok(heads)
+}
+
+/// Starts the worker of environment `name` on the target its head names; `None` when it
+/// cannot be started from this head (invalid, or a target this agent does not run).
+fn start(
+    settings: &Settings,
+    name: &str,
+    head: &Head,
+    ledger: &std::path::Path,
+    cancel: &CancellationToken,
+) -> Result<Option<Environment>, Box<dyn std::error::Error + Send + Sync>> {
+    let desired = match &head.desired {
+        Ok(desired) => desired,
+        Err(reason) => {
+            tracing::error!(environment = name, commit = %head.commit, %reason, "Refused: the environment cannot be rendered.");
+            return Ok(None);
+        }
+    };
+    let TargetSpec::Local(local) = &desired.target else {
+        tracing::error!(
+            environment = name,
+            target = desired.target.name(),
+            "This agent runs only the local target so far; the environment is skipped."
+        );
+        return Ok(None);
+    };
+    let runtime = Arc::new(LocalRuntime::new(
+        name,
+        &local.address,
+        local.port_offset,
+        &settings.state,
+        settings.backoff,
+    )?);
+    let worker = Worker::new(name, runtime.clone(), Ledger::open(ledger)?, settings.heal_every)?;
+    let (input, rx) = mpsc::channel(4);
+    let task = tokio::spawn(worker.run(rx, cancel.child_token()));
+    Ok(Some(Environment { input, runtime, task }))
+}

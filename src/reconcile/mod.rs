@@ -1,0 +1,236 @@
+//! Applying a desired state to an environment: observe what runs, plan per service (`plan`),
+//! take each step — rollouts by the service's strategy, reloads, scales, deletions — recording
+//! every one in the ledger, and, when a step fails, restore the environment to its rollback
+//! point (the last commit applied healthy, re-rendered by the caller).
+
+pub mod plan;
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+
+use crate::ledger::{Attempt, Ledger, LedgerError, Outcome};
+use crate::rollout::{Rollout, RolloutError, recorded};
+use crate::spec::Desired;
+use crate::spec::model::Service;
+use crate::target::{Slot, Target};
+
+pub use plan::{Action, Live, Plan, Step, plan, serving, version};
+
+/// What applying a commit did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The ledger attempt, `None` when there was nothing to do and nothing was recorded.
+    pub attempt: Option<i64>,
+    /// The plan taken.
+    pub plan: Plan,
+    /// How it ended (`Succeeded` when there was nothing to do).
+    pub outcome: Outcome,
+}
+
+/// The desired state to restore when an apply fails: the rollback point, rendered.
+pub struct RollbackPoint<'a> {
+    /// Its commit.
+    pub commit: &'a str,
+    /// Its desired state.
+    pub desired: &'a Desired,
+}
+
+/// What an apply is about, for the ledger.
+pub struct Intent<'a> {
+    /// The commit.
+    pub commit: &'a str,
+    /// Who signed it.
+    pub signer: Option<&'a str>,
+    /// Record an attempt even when the plan is empty, so the commit becomes the rollback point
+    /// (a new commit that changes nothing here); `false` for self-heal checks.
+    pub record_empty: bool,
+}
+
+/// Applies `desired` to `target`: plans against what runs, takes the steps, and on failure
+/// restores `rollback` (when given). Every step is written to the ledger before it is taken.
+/// Fails only when the ledger cannot record; a failed apply is an [`Outcome`].
+pub async fn apply(
+    target: &dyn Target,
+    ledger: &mut Ledger,
+    desired: &Desired,
+    intent: Intent<'_>,
+    rollback: Option<RollbackPoint<'_>>,
+) -> Result<Applied, LedgerError> {
+    let live = target.observe().await;
+    let plan = plan::plan(desired, &live, desired.sync.prune);
+    if plan.is_empty() && !intent.record_empty {
+        return Ok(Applied {
+            attempt: None,
+            plan,
+            outcome: Outcome::Succeeded,
+        });
+    }
+    let environment = desired.environment.as_str();
+    let attempt = ledger.begin(&Attempt {
+        environment: environment.to_owned(),
+        commit: intent.commit.to_owned(),
+        signer: intent.signer.map(str::to_owned),
+        strategy: strategy_summary(desired, &plan),
+        plan: json!(plan.summary()),
+    })?;
+    tracing::info!(environment, commit = intent.commit, steps = ?plan.summary(), "Applying.");
+    let failure = match take(target, ledger, attempt, desired, &plan, &live, true).await {
+        Ok(()) => None,
+        Err(RolloutError::Ledger(e)) => return Err(e),
+        Err(e) => Some(e.to_string()),
+    };
+    let outcome = match (failure, rollback) {
+        (None, _) => Outcome::Succeeded,
+        (Some(reason), None) => Outcome::Failed(format!("{reason}; there is no rollback point to restore")),
+        (Some(reason), Some(point)) => {
+            tracing::warn!(environment, commit = intent.commit, rollback_point = point.commit, %reason, "Apply failed; restoring the rollback point.");
+            match restore(target, ledger, attempt, point.desired, &plan, &live).await {
+                Ok(()) => Outcome::RolledBack(reason),
+                Err(RolloutError::Ledger(e)) => return Err(e),
+                Err(e) => Outcome::Failed(format!("{reason}; restoring {} failed too: {e}", point.commit)),
+            }
+        }
+    };
+    ledger.finish(attempt, &outcome)?;
+    Ok(Applied {
+        attempt: Some(attempt),
+        plan,
+        outcome,
+    })
+}
+
+/// Brings the environment back to `previous` after a failed attempt: what the attempt changed
+/// is rolled back, and services it created are removed.
+async fn restore(
+    target: &dyn Target,
+    ledger: &mut Ledger,
+    attempt: i64,
+    previous: &Desired,
+    failed: &Plan,
+    before: &Live,
+) -> Result<(), RolloutError> {
+    let live = target.observe().await;
+    let mut back = plan::plan(previous, &live, false);
+    let created: BTreeSet<&str> = failed
+        .steps
+        .iter()
+        .filter(|s| s.action == Action::Create && !before.contains_key(&s.service))
+        .map(|s| s.service.as_str())
+        .collect();
+    for step in &mut back.steps {
+        if step.action == Action::Orphan && created.contains(step.service.as_str()) {
+            step.action = Action::Delete;
+            step.why = "created by the failed attempt".to_owned();
+        }
+    }
+    take(target, ledger, attempt, previous, &back, &live, false).await
+}
+
+/// Takes every step of `plan` in order, stopping at the first failure.
+async fn take(
+    target: &dyn Target,
+    ledger: &mut Ledger,
+    attempt: i64,
+    desired: &Desired,
+    plan: &Plan,
+    live: &Live,
+    forward: bool,
+) -> Result<(), RolloutError> {
+    for step in &plan.steps {
+        let name = step.service.as_str();
+        let service = desired
+            .services
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, s)| s);
+        let slots = live.get(name);
+        let running = slots.and_then(serving).map(|(slot, _)| slot);
+        match (&step.action, service) {
+            (Action::Orphan, _) => {}
+            (Action::Delete, _) => {
+                for slot in slots.into_iter().flat_map(|s| s.keys()) {
+                    recorded(ledger, attempt, &format!("delete {name} ({})", slot.name()), async {
+                        target.retire(name, *slot).await;
+                        Ok(())
+                    })
+                    .await?;
+                }
+            }
+            (Action::Retire { slot }, _) => {
+                recorded(
+                    ledger,
+                    attempt,
+                    &format!("retire idle {} of {name}", slot.name()),
+                    async {
+                        target.retire(name, *slot).await;
+                        Ok(())
+                    },
+                )
+                .await?;
+            }
+            (Action::Create | Action::Rollout, Some(service)) => {
+                if running.is_none() {
+                    // Slots without traffic are leftovers: start from a clean service.
+                    for slot in slots.into_iter().flat_map(|s| s.keys()) {
+                        target.retire(name, *slot).await;
+                    }
+                }
+                roll_out(target, ledger, attempt, service, running, forward).await?;
+            }
+            (Action::Reload, Some(service)) => {
+                let slot = running.unwrap_or(Slot::Blue);
+                let reloaded = recorded(ledger, attempt, &format!("reload the configuration of {name}"), async {
+                    Ok(target.reload(service, slot).await?)
+                })
+                .await?;
+                if !reloaded {
+                    roll_out(target, ledger, attempt, service, running, forward).await?;
+                }
+            }
+            (Action::Scale { to, .. }, Some(service)) => {
+                let slot = running.unwrap_or(Slot::Blue);
+                recorded(ledger, attempt, &format!("scale {name} to {to}"), async {
+                    Ok(target.scale(service, slot, *to).await?)
+                })
+                .await?;
+            }
+            (_, None) => unreachable!("plans only act on declared services"),
+        }
+    }
+    Ok(())
+}
+
+async fn roll_out(
+    target: &dyn Target,
+    ledger: &mut Ledger,
+    attempt: i64,
+    service: &Service,
+    running: Option<Slot>,
+    forward: bool,
+) -> Result<(), RolloutError> {
+    let version = version(service);
+    let mut rollout = Rollout::new(target, ledger, attempt);
+    if !forward {
+        // Restoring: the migration hook of the failed commit already ran its rollback command.
+        rollout = rollout.without_migration();
+    }
+    rollout.run(service, &version, running).await.map(|_| ())
+}
+
+/// The strategy recorded for an attempt: the one strategy of the services it rolls out, or
+/// `mixed`, or `none` when nothing is rolled out.
+fn strategy_summary(desired: &Desired, plan: &Plan) -> String {
+    let strategies: BTreeSet<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.action, Action::Create | Action::Rollout))
+        .filter_map(|s| desired.services.iter().find(|(n, _)| n.as_str() == s.service))
+        .map(|(_, s)| s.strategy.name())
+        .collect();
+    match strategies.len() {
+        0 => "none".to_owned(),
+        1 => strategies.into_iter().next().unwrap_or_default().to_owned(),
+        _ => "mixed".to_owned(),
+    }
+}

@@ -1,0 +1,221 @@
+//! What to do to one environment: the desired state of a commit compared with what its target
+//! runs now, per service. Pure and deterministic: services in dependency order, then by name.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::spec::Desired;
+use crate::spec::model::Service;
+use crate::spec::model::service::Reload;
+use crate::target::{LiveSlot, Slot, config_digest, digest};
+
+/// What runs, per service and slot, as a target observes it.
+pub type Live = BTreeMap<String, BTreeMap<Slot, LiveSlot>>;
+
+/// What to do to one service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "action")]
+pub enum Action {
+    /// Start it: it does not run.
+    Create,
+    /// Roll a new version out with the service's strategy.
+    Rollout,
+    /// Rewrite its configuration file and have the running replicas reload it.
+    Reload,
+    /// Change the number of replicas of the running version.
+    Scale {
+        /// How many run.
+        from: usize,
+        /// How many are wanted.
+        to: u32,
+    },
+    /// Stop a slot that takes no traffic (left over by an interrupted rollout).
+    Retire {
+        /// The idle slot.
+        slot: Slot,
+    },
+    /// Remove it: the repository no longer declares it, and the environment prunes.
+    Delete,
+    /// It runs but the repository no longer declares it; the environment does not prune, so it
+    /// is only reported.
+    Orphan,
+}
+
+/// One service's part of a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// The service.
+    pub service: String,
+    /// What to do.
+    #[serde(flatten)]
+    pub action: Action,
+    /// Why, for people.
+    pub why: String,
+}
+
+/// What to do to one environment; empty when it runs what is desired.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The steps, in the order they are taken.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// Whether there is nothing to change (orphans are only reported).
+    pub fn is_empty(&self) -> bool {
+        self.steps.iter().all(|s| s.action == Action::Orphan)
+    }
+
+    /// One line per step, for logs, the ledger and golden tests.
+    pub fn summary(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .map(|s| {
+                let action = match &s.action {
+                    Action::Create => "create".to_owned(),
+                    Action::Rollout => "rollout".to_owned(),
+                    Action::Reload => "reload".to_owned(),
+                    Action::Scale { from, to } => format!("scale {from} → {to}"),
+                    Action::Retire { slot } => format!("retire {}", slot.name()),
+                    Action::Delete => "delete".to_owned(),
+                    Action::Orphan => "orphan".to_owned(),
+                };
+                format!("{}: {action} ({})", s.service, s.why)
+            })
+            .collect()
+    }
+}
+
+/// The version of a service: a digest of everything that needs new processes when it changes.
+/// Replicas (scaled in place), descriptive and rollout settings, and configuration values a
+/// service reloads without a restart are left out; so is the commit, so a commit that does not
+/// touch a service does not roll it out.
+pub fn version(service: &Service) -> String {
+    let mut value = serde_json::to_value(service).expect("a service serializes");
+    if let Value::Object(fields) = &mut value {
+        for field in [
+            "replicas",
+            "description",
+            "labels",
+            "strategy",
+            "progressDeadline",
+            "migration",
+            "dependsOn",
+            "enabled",
+        ] {
+            fields.shift_remove(field);
+        }
+        let reloads = service.config.as_ref().is_some_and(|c| c.reload != Reload::Restart);
+        if let (true, Some(Value::Object(config))) = (reloads, fields.get_mut("config")) {
+            config.shift_remove("values");
+        }
+    }
+    digest(value.to_string().as_bytes())
+}
+
+/// The slot serving a service: the one with the largest share of traffic.
+pub fn serving(slots: &BTreeMap<Slot, LiveSlot>) -> Option<(Slot, &LiveSlot)> {
+    slots
+        .iter()
+        .filter(|(_, s)| s.weight > 0)
+        .max_by_key(|(slot, s)| (s.weight, std::cmp::Reverse(**slot)))
+        .map(|(slot, s)| (*slot, s))
+}
+
+/// What it takes for `live` to run `desired`. Services the environment does not declare are
+/// deleted when `prune`, reported as orphans otherwise.
+pub fn plan(desired: &Desired, live: &Live, prune: bool) -> Plan {
+    let mut steps = Vec::new();
+    for service in ordered(desired) {
+        let name = service.name.as_str();
+        if let Some(step) = service_step(service, live.get(name)) {
+            steps.push(step);
+        }
+    }
+    for name in live
+        .keys()
+        .filter(|n| !desired.services.keys().any(|d| d.as_str() == *n))
+    {
+        let (action, why) = if prune {
+            (Action::Delete, "no longer declared")
+        } else {
+            (Action::Orphan, "no longer declared; pruning is off")
+        };
+        steps.push(Step {
+            service: name.clone(),
+            action,
+            why: why.to_owned(),
+        });
+    }
+    Plan { steps }
+}
+
+fn service_step(service: &Service, slots: Option<&BTreeMap<Slot, LiveSlot>>) -> Option<Step> {
+    let step = |action, why: String| {
+        Some(Step {
+            service: service.name.as_str().to_owned(),
+            action,
+            why,
+        })
+    };
+    let Some((slot, running)) = slots.and_then(serving) else {
+        return step(Action::Create, "not running".to_owned());
+    };
+    let wanted = version(service);
+    if running.version != wanted {
+        return step(Action::Rollout, format!("version {} → {wanted}", running.version));
+    }
+    if running.failed > 0 {
+        return step(Action::Rollout, format!("{} replicas cannot start", running.failed));
+    }
+    // A configuration that cannot be rendered (an encrypted value) fails in the rollout, which
+    // says why; here it only means "different".
+    let config = config_digest(service).ok().flatten();
+    if running.config != config {
+        let reloads = service.config.as_ref().is_some_and(|c| c.reload != Reload::Restart);
+        let why = "the configuration file differs from the rendered one".to_owned();
+        return step(if reloads { Action::Reload } else { Action::Rollout }, why);
+    }
+    if running.replicas.len() != service.replicas.max(1) as usize {
+        return step(
+            Action::Scale {
+                from: running.replicas.len(),
+                to: service.replicas.max(1),
+            },
+            "replica count".to_owned(),
+        );
+    }
+    let idle = slots?.keys().find(|s| **s != slot).copied()?;
+    step(Action::Retire { slot: idle }, "takes no traffic".to_owned())
+}
+
+/// The environment's services, each after the services it depends on, otherwise by name.
+fn ordered(desired: &Desired) -> Vec<&Service> {
+    let mut placed: BTreeSet<&str> = BTreeSet::new();
+    let mut out = Vec::with_capacity(desired.services.len());
+    while out.len() < desired.services.len() {
+        let before = out.len();
+        for service in desired.services.values() {
+            let name = service.name.as_str();
+            if placed.contains(name) {
+                continue;
+            }
+            let ready = service
+                .depends_on
+                .iter()
+                .all(|d| placed.contains(d.as_str()) || !desired.services.keys().any(|k| k == d));
+            if ready {
+                placed.insert(name);
+                out.push(service);
+            }
+        }
+        if out.len() == before {
+            // A cycle (validation reports it): the rest in name order.
+            out.extend(desired.services.values().filter(|s| !placed.contains(s.name.as_str())));
+            break;
+        }
+    }
+    out
+}
