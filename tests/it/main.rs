@@ -1,7 +1,9 @@
 //! plumb's integration tests: one binary, real files, real git repositories, the real `plumb`
 //! executable.
 
+mod agent;
 mod cli;
+mod crash;
 mod golden;
 mod harness;
 mod health;

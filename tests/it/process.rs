@@ -12,7 +12,6 @@ fn spec(log: &Path, script: &str) -> Spec {
         env: vec![("PLUMB_SLOT".to_owned(), "blue".to_owned())],
         dir: None,
         log: log.to_owned(),
-        pidfile: None,
     }
 }
 
@@ -159,7 +158,6 @@ async fn a_missing_program_fails_clearly() {
             env: Vec::new(),
             dir: None,
             log: dir.path().join("missing.log"),
-            pidfile: None,
         },
         quick(),
     );
@@ -174,28 +172,31 @@ async fn a_missing_program_fails_clearly() {
 #[tokio::test]
 async fn what_a_killed_agent_left_running_is_swept() {
     let dir = tempfile::tempdir().unwrap();
-    let records = dir.path().join("run");
+    let marker = dir.path().display().to_string();
     let mut replica = Replica::start(
         Spec {
-            pidfile: Some(records.join("svc/blue/replica-0.pid")),
-            ..spec(&dir.path().join("r.log"), "sleep 600")
+            env: vec![("PLUMB_RUN".to_owned(), marker.clone())],
+            // A shell with a child of its own: the whole group goes.
+            ..spec(&dir.path().join("r.log"), "sleep 600 & wait")
         },
         quick(),
     );
     let State::Running { pid, .. } = replica.wait_for(|s| matches!(s, State::Running { .. })).await else {
         unreachable!()
     };
-    let record = std::fs::read_to_string(records.join("svc/blue/replica-0.pid")).unwrap();
-    assert!(record.starts_with(&format!("{pid} ")), "{record}");
-    // A record whose process id now belongs to another process (here: this test) is stale.
-    std::fs::write(records.join("stale.pid"), format!("{} 1\n", std::process::id())).unwrap();
-
-    assert_eq!(plumb::target::local::process::sweep(&records), 1);
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid));
-    assert!(!records.join("stale.pid").exists(), "stale records are removed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(plumb::target::local::process::sweep("PLUMB_RUN", "elsewhere"), 0);
+    assert!(plumb::target::local::process::sweep("PLUMB_RUN", &marker) >= 1);
+    assert!(gone(pid));
+    assert_eq!(
+        plumb::target::local::process::sweep("PLUMB_RUN", &marker),
+        0,
+        "the shell's child went with its group"
+    );
     replica.stop().await;
 }
 
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+/// Whether a process is gone (or a zombie waiting for its parent).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
 }

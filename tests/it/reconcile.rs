@@ -69,7 +69,7 @@ impl Repo {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -390,4 +390,69 @@ where
 
 async fn get_fails(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_replaces_a_batch_at_a_time_and_a_bad_batch_is_rolled_back() {
+    let mut env = Agentless::new();
+    let port = free_port();
+    let repo = Repo::new("{}");
+    let rolling = "replicas: 3\nstrategy:\n  rolling: {batchSize: 2, maxSurge: 1, maxUnavailable: 1}\n";
+    repo.service("web", port, "r1", rolling);
+    let first = repo.desired();
+    assert_eq!(env.apply(&first, "c1", None).await.outcome, Outcome::Succeeded);
+
+    repo.service("web", port, "r2", rolling);
+    let second = repo.desired();
+    let applied = env.apply(&second, "c2", Some(("c1", &first))).await;
+    assert_eq!(applied.outcome, Outcome::Succeeded);
+    let version = reconcile::version(second.services.values().next().unwrap());
+    let steps: Vec<String> = env.ledger.history("dev", 1).unwrap()[0]
+        .steps
+        .iter()
+        .map(|s| s.name.replace(&version, "r2"))
+        .collect();
+    // Batches of two: one old copy stops before each batch (maxUnavailable 1), one more
+    // (maxSurge 1) once it is healthy; traffic follows the replicas.
+    assert_eq!(
+        steps,
+        [
+            "scale blue to 2",
+            "start 2 of r2 in green",
+            "health of green",
+            "shift 66% to green",
+            "scale blue to 1",
+            "scale green to 3",
+            "health of green",
+            "shift 100% to green",
+            "promote green",
+            "retire blue",
+        ]
+    );
+    let live = env.runtime.observe().await;
+    assert_eq!(live["web"][&Slot::Green].replicas.len(), 3);
+    assert!(!live["web"].contains_key(&Slot::Blue));
+    assert_eq!(get(addr(port), "/").await.body, "web r2 green\n");
+
+    // A batch that never becomes healthy: traffic back to the old copies, which are brought
+    // back to three by the rollback point.
+    repo.service("web", port, "r3", rolling);
+    repo.write(
+        "services/web.yaml",
+        &std::fs::read_to_string(repo.path().join("services/web.yaml"))
+            .unwrap()
+            .replace("value: r3}", "value: r3}\n  - {name: EXAMPLE_HEALTH, value: fail}"),
+    );
+    let third = repo.desired();
+    let applied = env.apply(&third, "c3", Some(("c2", &second))).await;
+    assert!(
+        matches!(applied.outcome, Outcome::RolledBack(_)),
+        "{:?}",
+        applied.outcome
+    );
+    let live = env.runtime.observe().await;
+    assert_eq!(live["web"].len(), 1, "{live:?}");
+    assert_eq!(live["web"][&Slot::Green].replicas.len(), 3);
+    assert_eq!(get(addr(port), "/").await.body, "web r2 green\n");
+    env.runtime.shutdown().await;
 }

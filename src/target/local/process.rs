@@ -2,9 +2,9 @@
 //! log file, restarted with backoff when it exits on its own, stopped with SIGTERM and, after a
 //! grace period, SIGKILL to the whole group (so shells do not leave orphans behind).
 //!
-//! Each running process group is recorded in a pid file (its id and kernel start time) while it
-//! runs, so an agent that was killed outright can find and remove what it left behind
-//! ([`sweep`]) instead of starting duplicates beside it.
+//! Every process carries a marker variable naming its owner, so an agent that was killed
+//! outright can find and remove what it left behind ([`sweep`]) instead of starting duplicates
+//! beside it — including a process started in the instant before the agent died.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -30,8 +30,6 @@ pub struct Spec {
     pub dir: Option<PathBuf>,
     /// Where stdout and stderr go.
     pub log: PathBuf,
-    /// Where the running process group is recorded, if anywhere.
-    pub pidfile: Option<PathBuf>,
 }
 
 /// Restart policy.
@@ -154,7 +152,6 @@ async fn supervise(spec: Arc<Spec>, backoff: Backoff, state: watch::Sender<State
             }
         };
         let pid = child.id().unwrap_or_default();
-        record(&spec, pid);
         let _ = state.send(State::Running { pid, restarts });
         let started = tokio::time::Instant::now();
         let mut rotation = tokio::time::interval(ROTATION_CHECK);
@@ -168,7 +165,6 @@ async fn supervise(spec: Arc<Spec>, backoff: Backoff, state: watch::Sender<State
                 }
                 _ = stop.cancelled() => {
                     terminate(&mut child, pid, backoff.grace).await;
-                    unrecord(&spec);
                     let _ = state.send(State::Stopped);
                     return;
                 }
@@ -177,7 +173,6 @@ async fn supervise(spec: Arc<Spec>, backoff: Backoff, state: watch::Sender<State
         // What the leader left behind in its group (a server started by a shell) would hold the
         // port the restart needs.
         signal_group(pid, libc::SIGKILL);
-        unrecord(&spec);
         let exit = match exit {
             Ok(status) => status.to_string(),
             Err(e) => e.to_string(),
@@ -260,7 +255,6 @@ pub async fn run_job(spec: &Spec, timeout: Duration) -> Result<(), String> {
     let log = LogFile::open(&spec.log).map_err(|e| format!("cannot open log {}: {e}", spec.log.display()))?;
     let mut child = spawn(spec, &log)?;
     let pid = child.id().unwrap_or_default();
-    record(spec, pid);
     let result = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(format!("`{}` {status}", spec.command.join(" "))),
@@ -275,7 +269,6 @@ pub async fn run_job(spec: &Spec, timeout: Duration) -> Result<(), String> {
         }
     };
     signal_group(pid, libc::SIGKILL);
-    unrecord(spec);
     log.note(&format!(
         "plumb: the job ended: {}",
         result.as_ref().map_or_else(|e| e.as_str(), |()| "ok")
@@ -283,77 +276,48 @@ pub async fn run_job(spec: &Spec, timeout: Duration) -> Result<(), String> {
     result
 }
 
-/// Writes the pid file of a process group that just started: `<pid> <start time>`, the start
-/// time (in clock ticks since boot, from `/proc`) telling it apart from a later process that
-/// reuses the id.
-fn record(spec: &Spec, pid: u32) {
-    let Some(path) = &spec.pidfile else { return };
-    let Some(started) = start_time(pid) else { return };
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(path, format!("{pid} {started}\n")));
-    if let Err(e) = written {
-        tracing::warn!(pidfile = %path.display(), error = %e, "Cannot record a replica's process id.");
-    }
-}
-
-fn unrecord(spec: &Spec) {
-    if let Some(path) = &spec.pidfile {
-        let _ = std::fs::remove_file(path);
-    }
-}
-
-/// The kernel start time of process `pid` (field 22 of `/proc/<pid>/stat`).
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Kills every process group recorded in a `*.pid` file under `dir` that is still the process
-/// that was recorded, and removes the records. Returns how many groups were killed. An agent
-/// calls this before starting anything: what a killed agent left running is replaced, never
-/// duplicated.
-pub fn sweep(dir: &std::path::Path) -> usize {
-    let mut killed = 0;
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                pending.push(path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "pid") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let mut fields = text.split_whitespace().map(str::parse::<u64>);
-            if let (Some(Ok(pid)), Some(Ok(started))) = (fields.next(), fields.next()) {
-                let pid = pid as u32;
-                if start_time(pid) == Some(started) {
-                    signal_group(pid, libc::SIGKILL);
-                    killed += 1;
-                    // Wait (briefly) for the group leader to go, so its ports are free again.
-                    for _ in 0..200 {
-                        if start_time(pid) != Some(started) || is_zombie(pid) {
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
+/// Kills every process (with its process group, when it leads one) whose environment holds
+/// `variable=value`, except this process; returns how many were killed. An agent calls this
+/// before starting anything, with the marker its processes carry: what a killed agent left
+/// running is replaced, never duplicated. Processes of other users are not visible, and are
+/// not plumb's.
+pub fn sweep(variable: &str, value: &str) -> usize {
+    let marker = format!("{variable}={value}");
+    let me = std::process::id();
+    let mut killed = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
+            // SAFETY: getpgid(2) and kill(2) on a process that carries this agent's marker.
+            unsafe {
+                if libc::getpgid(pid as i32) == pid as i32 {
+                    libc::kill(-(pid as i32), libc::SIGKILL);
                 }
+                libc::kill(pid as i32, libc::SIGKILL);
             }
-            let _ = std::fs::remove_file(&path);
+            killed.push(pid);
         }
     }
-    killed
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| stat.rfind(')').map(|i| stat[i + 1..].trim_start().starts_with('Z')))
-        .unwrap_or(false)
+    // Wait (briefly) for them to go, so their ports are free again.
+    for pid in &killed {
+        for _ in 0..200 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let gone = stat
+                .rfind(')')
+                .is_none_or(|i| stat[i + 1..].trim_start().starts_with('Z'));
+            if gone {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    killed.len()
 }

@@ -18,6 +18,10 @@ use crate::spec::model::scalar::is_encrypted;
 use crate::spec::model::service::{ConfigFormat, Reload, Signal as ConfigSignal};
 use crate::target::{Capabilities, Pending, Target, TargetError};
 
+/// The variable every process of a runtime carries: the runtime's working folder, unique per
+/// state directory and environment. [`LocalRuntime::new`] sweeps what carries it.
+const MARKER: &str = "PLUMB_RUN";
+
 /// One of a service's two slots: the running version and the next one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -164,8 +168,6 @@ struct Launch {
     env: Vec<(String, String)>,
     dir: PathBuf,
     config: Option<PathBuf>,
-    /// Where the replicas' pid files go.
-    records: PathBuf,
 }
 
 #[derive(Default)]
@@ -206,7 +208,7 @@ impl LocalRuntime {
         backoff: Backoff,
     ) -> Result<LocalRuntime, RuntimeError> {
         let run = state.join("run").join(environment);
-        let swept = super::process::sweep(&run);
+        let swept = super::process::sweep(MARKER, &run.display().to_string());
         if swept > 0 {
             tracing::warn!(
                 environment,
@@ -350,6 +352,7 @@ impl LocalRuntime {
             env.push((variable.name.clone(), variable.value.0.clone()));
         }
         env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.clone()));
+        env.push((MARKER.to_owned(), self.run.display().to_string()));
         env.push(("PLUMB_SERVICE".to_owned(), name.clone()));
         env.push(("PLUMB_SLOT".to_owned(), slot.name().to_owned()));
         env.push(("PLUMB_VERSION".to_owned(), version.to_owned()));
@@ -375,7 +378,6 @@ impl LocalRuntime {
             config = Some(path);
         }
         Ok(Launch {
-            records: self.slot_dir(&name, slot),
             service: name,
             slot,
             command,
@@ -413,7 +415,6 @@ impl LocalRuntime {
             env: env.clone(),
             dir: Some(launch.dir.clone()),
             log: self.log_path(&launch.service, launch.slot, index),
-            pidfile: Some(launch.records.join(format!("replica-{index}.pid"))),
         };
         Ok(ReplicaRuntime {
             replica: Replica::start(spec, self.backoff),
@@ -443,13 +444,13 @@ impl LocalRuntime {
             env.push((variable.name.clone(), variable.value.0.clone()));
         }
         env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.clone()));
+        env.push((MARKER.to_owned(), self.run.display().to_string()));
         env.push(("PLUMB_SERVICE".to_owned(), name.to_owned()));
         let spec = Spec {
             command: command.iter().map(|arg| expand(arg, &env)).collect(),
             env,
             dir: service.working_dir.as_ref().map(PathBuf::from),
             log: self.logs.join(name).join(format!("{job}.log")),
-            pidfile: Some(self.run.join(name).join(format!("{job}.pid"))),
         };
         super::process::run_job(&spec, timeout).await
     }

@@ -1,0 +1,182 @@
+//! The agent end to end over a real signed repository: authenticated commits are applied, a
+//! commit refused by trust or invalid leaves the running version untouched, a failing one is
+//! rolled back automatically.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use plumb::agent::Settings;
+use plumb::ledger::{Ledger, Outcome};
+use plumb::source::{Remote, TrackedRef};
+use plumb::target::local::process::Backoff;
+use plumb::trigger::Poll;
+use plumb::trust::TrustRoot;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::TestRepo;
+use crate::keys::{ALL, TestKey, policy};
+
+/// Writes a one-environment repository whose service `web` runs `plumb example-app` on `port`
+/// as `release`, healthy or not.
+pub fn write_config(repo: &TestRepo, port: u16, release: &str, healthy: bool, strategy: &str) {
+    repo.write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
+    );
+    repo.write(
+        "environments/dev.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\n",
+    );
+    repo.write(
+        "services/web.yaml",
+        &format!(
+            "apiVersion: plumb/v1\nkind: Service\nname: web\ncommand: [{:?}, example-app]\nreplicas: 2\n\
+             ports:\n  - {{name: http, port: {port}}}\n\
+             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 20\n\
+             progressDeadline: 10s\nstrategy:\n  {strategy}\n\
+             env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: EXAMPLE_HEALTH, value: {}}}\n",
+            env!("CARGO_BIN_EXE_plumb"),
+            if healthy { "ok" } else { "fail" },
+        ),
+    );
+}
+
+/// The release `web` answers with on `addr`, `None` while nothing answers.
+pub async fn release(addr: SocketAddr) -> Option<String> {
+    if tokio::net::TcpStream::connect(addr).await.is_err() {
+        return None;
+    }
+    let response = crate::http::get(addr, "/").await;
+    (response.status == 200).then(|| response.body.split(' ').nth(1).map(str::to_owned))?
+}
+
+/// Waits up to `limit` for `probe` to return `Some`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = probe().await {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The branch the test repository commits to.
+pub fn branch(repo: &TestRepo) -> String {
+    let head = repo.git().find_reference("HEAD").unwrap();
+    head.symbolic_target().unwrap().unwrap().to_owned()
+}
+
+/// Whether the trust state records `commit` as refused.
+fn refused(state: &Path, commit: &str) -> bool {
+    std::fs::read_to_string(state.join("repository/trust.json")).is_ok_and(|t| t.contains(commit))
+}
+
+fn outcomes(state: &Path) -> Vec<(String, Option<Outcome>)> {
+    let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).unwrap();
+    let mut records = ledger.history("dev", 100).unwrap();
+    records.reverse();
+    records.into_iter().map(|r| (r.attempt.commit, r.outcome)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
+    let mut upstream = TestRepo::new();
+    let alice = TestKey::new("alice");
+    let mallory = TestKey::new("mallory");
+    upstream.write("openpgp-policy.toml", &policy(&[(&alice, ALL)]));
+    let root = upstream.commit_signed("Policy", &alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    write_config(&upstream, port, "r1", true, "blueGreen: {keepOldVersion: 0s}");
+    let first = upstream.commit_signed("web r1", &alice);
+
+    let state = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        state: state.path().to_owned(),
+        remote: Remote::anonymous(upstream.path().to_str().unwrap()),
+        reference: TrackedRef::new(&branch(&upstream)),
+        folder: String::new(),
+        trust_root: TrustRoot::Commit(git2::Oid::from_str(&root).unwrap()),
+        poll: Poll {
+            interval: Some(Duration::from_millis(100)),
+            jitter: 0.0,
+            ..Poll::default()
+        },
+        environments: None,
+        heal_every: Duration::from_millis(200),
+        backoff: Backoff::default(),
+    };
+    let cancel = CancellationToken::new();
+    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), None));
+    let seen = eventually(Duration::from_secs(30), || release(addr)).await;
+    assert_eq!(seen.as_deref(), Some("r1"));
+
+    // Signed by someone the policy does not know: refused by trust, never applied.
+    write_config(&upstream, port, "r2-mallory", true, "blueGreen: {keepOldVersion: 0s}");
+    let forged = upstream.commit_signed("web r2", &mallory);
+    let found = eventually(Duration::from_secs(10), || async {
+        refused(state.path(), &forged).then_some(())
+    })
+    .await;
+    assert!(found.is_some(), "the fetcher refuses the forged head");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(release(addr).await.as_deref(), Some("r1"));
+    assert_eq!(outcomes(state.path()), [(first.clone(), Some(Outcome::Succeeded))]);
+
+    // Signed, but invalid: refused with the file and field named, nothing changes.
+    upstream.set_branch(&first);
+    write_config(&upstream, port, "r2", true, "blueGreen: {keepOldVersion: 0s}");
+    upstream.edit("services/web.yaml", "replicas: 2", "replicas: many");
+    let invalid = upstream.commit_signed("web r2, badly", &alice);
+    let recorded = eventually(Duration::from_secs(10), || async {
+        outcomes(state.path())
+            .into_iter()
+            .find(|(c, _)| *c == invalid)
+            .and_then(|(_, o)| o)
+    })
+    .await;
+    let Some(Outcome::Refused(reason)) = recorded else {
+        panic!("{recorded:?}")
+    };
+    assert!(
+        reason.contains("services/web.yaml") && reason.contains("replicas"),
+        "{reason}"
+    );
+    assert_eq!(release(addr).await.as_deref(), Some("r1"));
+
+    // A good commit rolls out; a failing one after it is rolled back automatically.
+    upstream.edit("services/web.yaml", "replicas: many", "replicas: 2");
+    let good = upstream.commit_signed("web r2, fixed", &alice);
+    let seen = eventually(Duration::from_secs(30), || async {
+        release(addr).await.filter(|r| r == "r2")
+    })
+    .await;
+    assert_eq!(seen.as_deref(), Some("r2"));
+    write_config(&upstream, port, "r3", false, "blueGreen: {keepOldVersion: 0s}");
+    let bad = upstream.commit_signed("web r3, unhealthy", &alice);
+    let recorded = eventually(Duration::from_secs(30), || async {
+        outcomes(state.path())
+            .into_iter()
+            .find(|(c, _)| *c == bad)
+            .and_then(|(_, o)| o)
+    })
+    .await;
+    assert!(matches!(recorded, Some(Outcome::RolledBack(_))), "{recorded:?}");
+    assert_eq!(release(addr).await.as_deref(), Some("r2"));
+    let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+    assert_eq!(ledger.rollback_point("dev").unwrap(), Some(good));
+    assert!(ledger.verify().unwrap().is_ok());
+
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+    assert_eq!(release(addr).await, None, "the agent stops its replicas when it stops");
+}

@@ -1,0 +1,243 @@
+//! Crash safety: the real `plumb agent` is killed with SIGKILL at every step of every strategy's
+//! rollout, then started again over the same state. Each time the environment must end
+//! consistent — the new release fully live, or the old one — with exactly the declared replicas
+//! running (nothing orphaned, nothing doubled), the migration run at most once (exactly once
+//! when the new release went live), and an intact ledger.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use plumb::ledger::{Ledger, Outcome};
+
+use crate::agent::{branch, eventually, release};
+use crate::harness::TestRepo;
+use crate::keys::{ALL, TestKey, policy};
+
+const REPLICAS: usize = 2;
+
+fn write_config(repo: &TestRepo, port: u16, release: &str, strategy: &str, journal: &Path) {
+    repo.write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
+    );
+    repo.write(
+        "environments/dev.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\n",
+    );
+    repo.write(
+        "services/web.yaml",
+        &format!(
+            "apiVersion: plumb/v1\nkind: Service\nname: web\ncommand: [{:?}, example-app]\nreplicas: {REPLICAS}\n\
+             ports:\n  - {{name: http, port: {port}}}\n\
+             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 100\n\
+             progressDeadline: 20s\nstrategy:\n  {strategy}\n\
+             migration:\n  command: [sh, -c, \"sleep 0.2; echo {release} >> $JOURNAL\"]\n  timeout: 10s\n\
+             env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: JOURNAL, value: {:?}}}\n",
+            env!("CARGO_BIN_EXE_plumb"),
+            journal.to_str().unwrap(),
+        ),
+    );
+}
+
+/// A `plumb agent` process over `state`.
+struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    fn start(repo: &Path, root: &str, state: &Path, branch: &str) -> Agent {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state.join("agent.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_plumb"))
+            .args(["agent", "--repo", repo.to_str().unwrap(), "--trust-root", root])
+            .args(["--branch", branch, "--poll", "100ms", "--heal-every", "300ms"])
+            .arg("--state")
+            .arg(state)
+            .current_dir(state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("plumb agent starts");
+        Agent { child }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn stop(mut self) {
+        // SAFETY: SIGTERM to the child this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The processes whose working directory lies under `dir`: the replicas of a state directory.
+fn processes_under(dir: &Path) -> Vec<u32> {
+    let dir = std::fs::canonicalize(dir).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&dir)))
+        .collect()
+}
+
+/// A process's id, parent, working directory and plumb variables, for failure messages.
+fn describe(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let parent = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .unwrap_or("?");
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let plumb: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .filter(|v| v.starts_with("PLUMB_SLOT") || v.starts_with("EXAMPLE_RELEASE") || v.starts_with("PLUMB_REPLICA"))
+        .collect();
+    format!("{pid} (parent {parent}) in {}: {}", cwd.display(), plumb.join(" "))
+}
+
+/// The steps the attempt for `commit` has started so far, and its outcome.
+fn attempt(state: &Path, commit: &str) -> Option<(usize, Option<Outcome>)> {
+    let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).ok()?;
+    let records = ledger.history("dev", 50).ok()?;
+    let steps = records
+        .iter()
+        .filter(|r| r.attempt.commit == commit)
+        .map(|r| r.steps.len())
+        .sum();
+    let outcome = records
+        .iter()
+        .find(|r| r.attempt.commit == commit && r.outcome != Some(Outcome::Interrupted))
+        .and_then(|r| r.outcome.clone());
+    Some((steps, outcome))
+}
+
+/// One strategy's rollout from r1 to r2, killed after `kill_at` steps (none: the reference run
+/// that counts them). Returns the number of steps the uninterrupted rollout took.
+async fn run(strategy: &str, kill_at: Option<usize>) -> usize {
+    let mut upstream = TestRepo::new();
+    let alice = TestKey::new("alice");
+    upstream.write("openpgp-policy.toml", &policy(&[(&alice, ALL)]));
+    let root = upstream.commit_signed("Policy", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let journal = state.path().join("migrations.txt");
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    write_config(&upstream, port, "r1", strategy, &journal);
+    upstream.commit_signed("web r1", &alice);
+    let branch = branch(&upstream);
+    let context = format!("{strategy}, killed after step {kill_at:?}");
+
+    let agent = Agent::start(upstream.path(), &root, state.path(), &branch);
+    let seen = eventually(Duration::from_secs(60), || async {
+        release(addr).await.filter(|r| r == "r1")
+    })
+    .await;
+    assert_eq!(seen.as_deref(), Some("r1"), "{context}: r1 never served");
+
+    write_config(&upstream, port, "r2", strategy, &journal);
+    let next = upstream.commit_signed("web r2", &alice);
+    let agent = match kill_at {
+        Some(k) => {
+            let reached = eventually(Duration::from_secs(60), || async {
+                attempt(state.path(), &next).filter(|(steps, _)| *steps >= k)
+            })
+            .await;
+            assert!(reached.is_some(), "{context}: the rollout never reached the step");
+            agent.kill();
+            Agent::start(upstream.path(), &root, state.path(), &branch)
+        }
+        None => agent,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        if let Some((_, Some(outcome))) = attempt(state.path(), &next) {
+            break outcome;
+        }
+        assert!(Instant::now() < deadline, "{context}: the rollout never ended");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let migrations = std::fs::read_to_string(&journal).unwrap_or_default();
+    let r2_migrations = migrations.lines().filter(|l| *l == "r2").count();
+    let expected = match &outcome {
+        Outcome::Succeeded => {
+            assert_eq!(r2_migrations, 1, "{context}: the migration ran {r2_migrations} times");
+            "r2"
+        }
+        Outcome::RolledBack(reason) => {
+            // Only an interrupted migration may refuse to go on.
+            assert!(reason.contains("interrupted"), "{context}: {reason}");
+            assert!(r2_migrations <= 1, "{context}");
+            "r1"
+        }
+        other => panic!("{context}: {other:?}"),
+    };
+    let serving = eventually(Duration::from_secs(10), || async {
+        release(addr).await.filter(|r| r == expected)
+    })
+    .await;
+    assert_eq!(serving.as_deref(), Some(expected), "{context}");
+    let running = eventually(Duration::from_secs(10), || async {
+        let found = processes_under(&state.path().join("run"));
+        (found.len() == REPLICAS).then_some(found)
+    })
+    .await;
+    assert!(
+        running.is_some(),
+        "{context}: replicas running: {:#?}\nagent log:\n{}",
+        processes_under(&state.path().join("run"))
+            .into_iter()
+            .map(describe)
+            .collect::<Vec<_>>(),
+        std::fs::read_to_string(state.path().join("agent.log")).unwrap_or_default()
+    );
+    let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+    assert!(
+        ledger.verify().unwrap().is_ok(),
+        "{context}: the ledger chain is broken"
+    );
+    let steps = attempt(state.path(), &next).map_or(0, |(steps, _)| steps);
+    agent.stop();
+    assert!(
+        processes_under(&state.path().join("run")).is_empty(),
+        "{context}: left running after stop"
+    );
+    steps
+}
+
+const STRATEGIES: [&str; 4] = [
+    "recreate: {}",
+    "rolling: {batchSize: 1, maxSurge: 1}",
+    "blueGreen: {keepOldVersion: 300ms}",
+    "canary: {steps: [{weight: 50, pause: 300ms}], minRequests: 1000}",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_at_any_step_leaves_a_consistent_environment() {
+    for strategy in STRATEGIES {
+        let steps = run(strategy, None).await;
+        assert!(steps >= 3, "{strategy}: {steps} steps");
+        for k in 1..=steps {
+            run(strategy, Some(k)).await;
+        }
+    }
+}
