@@ -1,0 +1,231 @@
+//! Commit to applied, through the whole agent: a signed commit is pushed, the agent's doorbell
+//! rung (as a webhook would), and the clock stops when the stable port serves the change — so
+//! each figure includes the fetch, the authentication, the rendering and the apply.
+//! - a configuration-only change (file rewritten, replicas signalled), until every answer shows
+//!   the new value;
+//! - a blue-green rollout of a new release (2 replicas), until every answer comes from it;
+//! - an automatic rollback: a release that fails its health checks, until the ledger records
+//!   the attempt rolled back (the old release never stopped serving); and, from the ledger's
+//!   timestamps, the restore alone (from the failed step to the end of the attempt).
+//!
+//! Prints p50 and p95. Run: `cargo bench --bench agent` (`PLUMB_BENCH_ROUNDS=20`).
+
+#[path = "../tests/it/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+#[path = "../tests/it/http.rs"]
+#[allow(dead_code)]
+mod http;
+#[path = "../tests/it/keys.rs"]
+#[allow(dead_code)]
+mod keys;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use harness::TestRepo;
+use keys::{ALL, TestKey, policy};
+use plumb::agent::Settings;
+use plumb::ledger::{Ledger, Outcome};
+use plumb::source::{Remote, TrackedRef};
+use plumb::target::local::process::Backoff;
+use plumb::trigger::{Poll, Reason};
+use plumb::trust::TrustRoot;
+use tokio_util::sync::CancellationToken;
+
+fn main() {
+    let rounds: usize = std::env::var("PLUMB_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(rounds));
+}
+
+fn config(repo: &TestRepo, port: u16, release: &str, value: usize, healthy: bool) {
+    repo.write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
+    );
+    repo.write(
+        "environments/dev.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\n",
+    );
+    repo.write(
+        "services/web.yaml",
+        &format!(
+            "apiVersion: plumb/v1\nkind: Service\nname: web\ncommand: [{:?}, example-app]\nreplicas: 2\n\
+             ports:\n  - {{name: http, port: {port}}}\n\
+             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 20ms\n    failureThreshold: 3\n\
+             progressDeadline: 10s\nstrategy:\n  blueGreen: {{keepOldVersion: 0s}}\n\
+             config:\n  file: app.json\n  reload: signal\n  values: {{round: {value}}}\n\
+             env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: EXAMPLE_HEALTH, value: {}}}\n",
+            env!("CARGO_BIN_EXE_plumb"),
+            if healthy { "ok" } else { "fail" },
+        ),
+    );
+}
+
+/// Whether `checks` consecutive answers of `path` on `addr` all satisfy `ok`.
+async fn all_answers(addr: SocketAddr, path: &str, checks: usize, ok: impl Fn(&str) -> bool) -> bool {
+    for _ in 0..checks {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return false;
+        }
+        let response = http::get(addr, path).await;
+        if response.status != 200 || !ok(&response.body) {
+            return false;
+        }
+    }
+    true
+}
+
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn run(rounds: usize) {
+    let mut upstream = TestRepo::new();
+    let alice = TestKey::new("alice");
+    upstream.write("openpgp-policy.toml", &policy(&[(&alice, ALL)]));
+    let root = upstream.commit_signed("Policy", &alice);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    config(&upstream, port, "r0", 0, true);
+    upstream.commit_signed("r0", &alice);
+    let branch = {
+        let head = upstream.git().find_reference("HEAD").unwrap();
+        head.symbolic_target().unwrap().unwrap().to_owned()
+    };
+    let state = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        state: state.path().to_owned(),
+        remote: Remote::anonymous(upstream.path().to_str().unwrap()),
+        reference: TrackedRef::new(&branch),
+        folder: String::new(),
+        trust_root: TrustRoot::Commit(git2::Oid::from_str(&root).unwrap()),
+        poll: Poll {
+            interval: None,
+            ..Poll::default()
+        },
+        environments: None,
+        heal_every: Duration::from_secs(3600),
+        backoff: Backoff::default(),
+    };
+    let cancel = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(tx)));
+    let doorbell = rx.await.unwrap().doorbell;
+    until("r0 serving", async || {
+        all_answers(addr, "/", 1, |b| b.contains(" r0 ")).await
+    })
+    .await;
+
+    let mut release = 0;
+    let (mut reloads, mut rollouts, mut rollbacks, mut restores) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        // A configuration-only change.
+        config(&upstream, port, &format!("r{release}"), round, true);
+        upstream.commit_signed("config", &alice);
+        let started = Instant::now();
+        doorbell.ring(Reason::Manual);
+        let wanted = format!("\"round\": {round}");
+        until("the configuration change", async || {
+            all_answers(addr, "/config", 4, |b| b.contains(&wanted)).await
+        })
+        .await;
+        reloads.push(started.elapsed());
+
+        // A new release, blue-green.
+        release += 1;
+        config(&upstream, port, &format!("r{release}"), round, true);
+        upstream.commit_signed("release", &alice);
+        let started = Instant::now();
+        doorbell.ring(Reason::Manual);
+        let wanted = format!(" r{release} ");
+        until("the rollout", async || {
+            all_answers(addr, "/", 4, |b| b.contains(&wanted)).await
+        })
+        .await;
+        rollouts.push(started.elapsed());
+
+        // A release that never becomes healthy.
+        config(&upstream, port, &format!("bad{round}"), round, false);
+        let bad = upstream.commit_signed("bad release", &alice);
+        let started = Instant::now();
+        doorbell.ring(Reason::Manual);
+        let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+        let mut record = None;
+        until("the automatic rollback", async || {
+            record = ledger
+                .history("dev", 1)
+                .unwrap()
+                .into_iter()
+                .find(|r| r.attempt.commit == bad && r.outcome.is_some());
+            record.is_some()
+        })
+        .await;
+        rollbacks.push(started.elapsed());
+        let record = record.unwrap();
+        assert!(
+            matches!(record.outcome, Some(Outcome::RolledBack(_))),
+            "{:?}",
+            record.outcome
+        );
+        let failed = record.steps.iter().find(|s| matches!(s.error, Some(Some(_)))).unwrap();
+        let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap();
+        let restore = at(record.finished.as_deref().unwrap()) - at(failed.finished.as_deref().unwrap());
+        restores.push(restore.to_std().unwrap_or_default());
+        assert!(all_answers(addr, "/", 4, |b| b.contains(&format!(" r{release} "))).await);
+        // The next round starts from a good head again.
+        config(&upstream, port, &format!("r{release}"), round, true);
+        upstream.commit_signed("revert the bad release", &alice);
+        doorbell.ring(Reason::Manual);
+        until("the revert", async || {
+            ledger.history("dev", 1).unwrap()[0].outcome == Some(Outcome::Succeeded)
+        })
+        .await;
+    }
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+
+    println!(
+        "commit to applied through the agent (doorbell rung → stable port serves it), {rounds} rounds, 2 replicas:"
+    );
+    for (what, times) in [
+        ("configuration-only change, every answer new", &mut reloads),
+        ("blue-green rollout, every answer from the new release", &mut rollouts),
+        (
+            "automatic rollback of an unhealthy release, until recorded",
+            &mut rollbacks,
+        ),
+        ("  of which restoring (failed step → attempt closed)", &mut restores),
+    ] {
+        println!(
+            "  {what:<62} p50 {:>8.1} ms  p95 {:>8.1} ms",
+            ms(percentile(times, 0.5)),
+            ms(percentile(times, 0.95))
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(times: &mut [Duration], p: f64) -> Duration {
+    times.sort();
+    times[((times.len() - 1) as f64 * p).round() as usize]
+}
