@@ -123,6 +123,8 @@ async fn run(rounds: usize) {
         environments: None,
         heal_every: Duration::from_secs(3600),
         backoff: Backoff::default(),
+        listen: None,
+        api_token: None,
     };
     let cancel = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();

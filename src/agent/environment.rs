@@ -1,14 +1,18 @@
 //! The worker of one environment: it applies each authenticated head it is handed, in order,
 //! keeps the last healthy commit as the rollback point (re-rendered from git when the agent
 //! starts), and between heads checks for drift, correcting it when the environment self-heals.
-//! One worker per environment: environments never wait for each other.
+//! It also takes commands: sync now, roll back to an earlier applied commit. One worker per
+//! environment: environments never wait for each other. What it knows is published on a shared
+//! board the API reads.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use git2::{Oid, Repository};
-use tokio::sync::mpsc;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{Attempt, Ledger, LedgerError, Outcome};
@@ -18,6 +22,7 @@ use crate::spec::{self, Desired};
 use crate::target::Target;
 
 /// An authenticated head, rendered for one environment.
+#[derive(Clone)]
 pub struct Head {
     /// The commit.
     pub commit: Oid,
@@ -36,7 +41,59 @@ pub struct Head {
 pub enum Input {
     /// A head to apply.
     Head(Box<Head>),
+    /// Apply the last head now, even when automatic sync is off or it failed before.
+    Sync(oneshot::Sender<Result<Done, String>>),
+    /// Restore an earlier applied commit (`None`: the one before the rollback point).
+    Rollback {
+        /// The commit, or a unique prefix of it.
+        to: Option<String>,
+        /// Where the result goes.
+        reply: oneshot::Sender<Result<RolledBack, String>>,
+    },
 }
+
+/// What an apply did, for the API.
+#[derive(Clone, Debug, Serialize)]
+pub struct Done {
+    /// The ledger attempt, when one was recorded.
+    pub attempt: Option<i64>,
+    /// The commit applied.
+    pub commit: String,
+    /// The plan, one line per service.
+    pub plan: Vec<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// A manual rollback's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolledBack {
+    /// The restore.
+    #[serde(flatten)]
+    pub done: Done,
+    /// The head that is no longer applied (not retried until the head moves).
+    pub head: Option<String>,
+    /// The command that makes git agree with the environment again, to open as a pull request.
+    pub revert: Option<String>,
+}
+
+/// What an environment's worker knows, published for the API.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    /// The rollback point: the last commit applied healthy.
+    pub applied: Option<String>,
+    /// The last head handed to the worker.
+    pub head: Option<String>,
+    /// Who signed that head, when known.
+    pub signer: Option<String>,
+    /// Why that head was not applied, if it was not.
+    pub refused: Option<String>,
+    /// What differs between the rollback point and what runs, at the last check.
+    pub drift: Vec<String>,
+}
+
+/// Every environment's status, by name.
+pub type Board = Arc<RwLock<BTreeMap<String, Status>>>;
 
 /// Applies one environment's heads to its target.
 pub struct Worker {
@@ -49,6 +106,9 @@ pub struct Worker {
     handled: Option<Oid>,
     /// The rollback point, rendered.
     applied: Option<(String, Desired)>,
+    /// The last head received, for a manual sync.
+    last: Option<Head>,
+    board: Board,
 }
 
 impl Worker {
@@ -59,6 +119,7 @@ impl Worker {
         target: Arc<dyn Target>,
         mut ledger: Ledger,
         heal_every: Duration,
+        board: Board,
     ) -> Result<Worker, LedgerError> {
         for attempt in ledger.unfinished(name)? {
             tracing::warn!(
@@ -75,7 +136,17 @@ impl Worker {
             heal_every,
             handled: None,
             applied: None,
+            last: None,
+            board,
         })
+    }
+
+    /// Updates this environment's entry on the board.
+    fn publish(&self, update: impl FnOnce(&mut Status)) {
+        let mut board = self.board.write().unwrap_or_else(|e| e.into_inner());
+        let status = board.entry(self.name.clone()).or_default();
+        status.applied = self.applied.as_ref().map(|(commit, _)| commit.clone());
+        update(status);
     }
 
     /// Runs until `cancel` or until the input closes.
@@ -87,6 +158,16 @@ impl Worker {
                 _ = cancel.cancelled() => return,
                 next = input.recv() => match next {
                     Some(Input::Head(head)) => self.head(*head).await,
+                    Some(Input::Sync(reply)) => {
+                        let done = self.sync().await;
+                        let _ = reply.send(done);
+                        Ok(())
+                    }
+                    Some(Input::Rollback { to, reply }) => {
+                        let done = self.rollback(to.as_deref()).await;
+                        let _ = reply.send(done);
+                        Ok(())
+                    }
                     None => return,
                 },
                 _ = heal.tick() => self.heal().await,
@@ -103,16 +184,24 @@ impl Worker {
             return Ok(());
         }
         self.handled = Some(head.commit);
+        self.last = Some(head.clone());
         let commit = head.commit.to_string();
         let name = self.name.clone();
+        self.publish(|s| {
+            s.head = Some(commit.clone());
+            s.signer = head.signer.clone();
+            s.refused = None;
+        });
         if self.ledger.is_failed(&name, &commit)? {
             tracing::info!(environment = %name, commit, "This commit failed before; it is not retried until the head moves.");
+            self.publish(|s| s.refused = Some("failed before; not retried until the head moves".to_owned()));
             return Ok(());
         }
         let desired = match head.desired {
             Ok(desired) => desired,
             Err(reason) => {
                 tracing::warn!(environment = %name, commit, %reason, "Refused a commit that cannot be applied; what runs keeps running.");
+                self.publish(|s| s.refused = Some(reason.clone()));
                 return self.refuse(&commit, head.signer.as_deref(), reason);
             }
         };
@@ -137,10 +226,137 @@ impl Worker {
             Outcome::Succeeded => {
                 tracing::info!(environment = %name, commit, "Applied; the commit is the new rollback point.");
                 self.applied = Some((commit, desired));
+                self.publish(|s| s.drift.clear());
             }
-            outcome => tracing::warn!(environment = %name, commit, ?outcome, "The commit was not applied."),
+            outcome => {
+                tracing::warn!(environment = %name, commit, ?outcome, "The commit was not applied.");
+                let reason = format!("{outcome:?}");
+                self.publish(|s| s.refused = Some(reason));
+            }
         }
         Ok(())
+    }
+
+    /// Applies the last head now: a manual sync, which also retries a head that failed.
+    pub async fn sync(&mut self) -> Result<Done, String> {
+        let head = self.last.clone().ok_or("no head has been fetched yet")?;
+        let commit = head.commit.to_string();
+        let desired = head.desired.clone()?;
+        if self.applied.is_none() {
+            self.applied = self
+                .rollback_point(&head.repository, &head.folder)
+                .map_err(|e| e.to_string())?;
+        }
+        let rollback = self
+            .applied
+            .as_ref()
+            .map(|(commit, desired)| RollbackPoint { commit, desired });
+        let intent = Intent {
+            commit: &commit,
+            signer: head.signer.as_deref(),
+            record_empty: true,
+        };
+        let applied = reconcile::apply(self.target.as_ref(), &mut self.ledger, &desired, intent, rollback)
+            .await
+            .map_err(|e| e.to_string())?;
+        if applied.outcome == Outcome::Succeeded {
+            self.applied = Some((commit.clone(), desired));
+        }
+        self.publish(|s| s.drift.clear());
+        Ok(Done {
+            attempt: applied.attempt,
+            commit,
+            plan: applied.plan.summary(),
+            outcome: applied.outcome,
+        })
+    }
+
+    /// Restores `to` (a commit applied healthy before, or a unique prefix of one; by default
+    /// the one before the rollback point). The head it replaces is recorded as rolled back, so
+    /// it is not applied again until the head moves, and the `git revert` that makes the
+    /// repository agree is returned.
+    pub async fn rollback(&mut self, to: Option<&str>) -> Result<RolledBack, String> {
+        let head = self.last.clone().ok_or("no head has been fetched yet")?;
+        let candidates = self.ledger.applied_commits(&self.name, 50).map_err(|e| e.to_string())?;
+        let current = self.applied.as_ref().map(|(c, _)| c.clone());
+        let target = match to {
+            Some(prefix) => {
+                let matching: Vec<&String> = candidates.iter().filter(|c| c.starts_with(prefix)).collect();
+                match matching.as_slice() {
+                    [one] => (*one).clone(),
+                    [] => {
+                        return Err(format!(
+                            "`{prefix}` was never applied healthy in `{}`; recent ones: {}",
+                            self.name,
+                            candidates
+                                .iter()
+                                .take(5)
+                                .map(|c| &c[..12.min(c.len())])
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                    _ => return Err(format!("`{prefix}` names several applied commits; give more digits")),
+                }
+            }
+            None => candidates
+                .iter()
+                .find(|c| Some(*c) != current.as_ref())
+                .cloned()
+                .ok_or("there is no earlier applied commit to roll back to")?,
+        };
+        let desired = render(&head.repository, &target, &head.folder, &self.name)?;
+        let intent = Intent {
+            commit: &target,
+            signer: None,
+            record_empty: true,
+        };
+        // Should the restore fail, the environment goes back to what ran before it.
+        let rollback = self
+            .applied
+            .as_ref()
+            .map(|(commit, desired)| RollbackPoint { commit, desired });
+        let applied = reconcile::apply(self.target.as_ref(), &mut self.ledger, &desired, intent, rollback)
+            .await
+            .map_err(|e| e.to_string())?;
+        let head_commit = head.commit.to_string();
+        let mut replaced = None;
+        if applied.outcome == Outcome::Succeeded {
+            self.applied = Some((target.clone(), desired));
+            if head_commit != target {
+                // The head stays out until it moves, across restarts too.
+                let attempt = self
+                    .ledger
+                    .begin(&Attempt {
+                        environment: self.name.clone(),
+                        commit: head_commit.clone(),
+                        signer: head.signer.clone(),
+                        strategy: "none".to_owned(),
+                        plan: serde_json::json!([]),
+                    })
+                    .map_err(|e| e.to_string())?;
+                let reason = format!("rolled back on request to {target}");
+                self.ledger
+                    .finish(attempt, &Outcome::RolledBack(reason.clone()))
+                    .map_err(|e| e.to_string())?;
+                self.publish(|s| s.refused = Some(reason));
+                replaced = Some(head_commit);
+            }
+        }
+        let revert = replaced
+            .as_ref()
+            .map(|head| format!("git revert --no-edit {target}..{head}"));
+        tracing::warn!(environment = %self.name, to = %target, ?revert, "Rolled back on request.");
+        Ok(RolledBack {
+            done: Done {
+                attempt: applied.attempt,
+                commit: target,
+                plan: applied.plan.summary(),
+                outcome: applied.outcome,
+            },
+            head: replaced,
+            revert,
+        })
     }
 
     /// Looks for drift from the rollback point; corrects it when the environment self-heals.
@@ -154,6 +370,7 @@ impl Worker {
             if !plan.is_empty() {
                 tracing::warn!(environment = %self.name, drift = ?plan.summary(), "Drift found; self-heal is off.");
             }
+            self.publish(|s| s.drift = plan.summary());
             return Ok(());
         }
         let intent = Intent {
@@ -165,6 +382,11 @@ impl Worker {
         if healed.attempt.is_some() {
             tracing::warn!(environment = %self.name, drift = ?healed.plan.summary(), outcome = ?healed.outcome, "Drift found and corrected.");
         }
+        let remaining = match healed.outcome {
+            Outcome::Succeeded => Vec::new(),
+            _ => healed.plan.summary(),
+        };
+        self.publish(|s| s.drift = remaining);
         Ok(())
     }
 

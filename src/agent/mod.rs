@@ -1,11 +1,13 @@
 //! Wiring the pieces into a running agent: the fetch worker of the repository turns triggers into
 //! authenticated heads (`fetcher`), one worker per environment applies them (`environment`),
-//! and `run` ties them together over a state directory.
+//! `api` serves their status and takes commands over HTTP, and `run` ties them together over a
+//! state directory.
 
+pub mod api;
 mod environment;
 mod fetcher;
 mod run;
 
-pub use environment::{Head, Input, Worker, desired_of, render};
+pub use environment::{Board, Done, Head, Input, RolledBack, Status, Worker, desired_of, render};
 pub use fetcher::{Fetch, FetchError, Fetcher, Update};
 pub use run::{Agent, AgentError, Settings, run};

@@ -1,19 +1,24 @@
 //! The agent over one repository: its fetch worker turns triggers into authenticated heads; each
 //! head is rendered once, and every environment's share goes to that environment's worker,
-//! created (with its target) the first time the environment shows up.
+//! created (with its target) the first time the environment shows up. The HTTP API, when
+//! configured, serves beside them.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use git2::Oid;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::environment::{Head, Input, Worker, desired_of};
+use super::api::{self, Api, Workers};
+use super::environment::{Board, Head, Input, Worker, desired_of};
 use super::fetcher::{Fetch, FetchError, Fetcher};
 use crate::ledger::{Ledger, LedgerError};
+use crate::secret::Secret;
 use crate::source::{Remote, SourceError, TrackedRef};
 use crate::spec::model::environment::Target as TargetSpec;
 use crate::target::local::LocalRuntime;
@@ -41,6 +46,10 @@ pub struct Settings {
     pub heal_every: Duration,
     /// How the local target restarts replicas that exit.
     pub backoff: Backoff,
+    /// Where the HTTP API listens, if anywhere.
+    pub listen: Option<SocketAddr>,
+    /// The bearer token of the API's mutating calls; without one they are refused.
+    pub api_token: Option<Secret>,
 }
 
 /// Why the agent cannot start.
@@ -52,16 +61,29 @@ pub enum AgentError {
     /// The ledger cannot be opened.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The API's address cannot be listened on.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running agent: ring its doorbell to fetch now.
 pub struct Agent {
     /// Rings the fetch worker (webhooks, manual syncs).
     pub doorbell: Doorbell,
+    /// Where the API listens, when it does.
+    pub api: Option<SocketAddr>,
 }
 
+/// A started environment, and its worker's input.
+type Started = (Environment, mpsc::Sender<Input>);
+
 struct Environment {
-    input: mpsc::Sender<Input>,
     runtime: Arc<LocalRuntime>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -83,12 +105,47 @@ pub async fn run(
     let ledger_path = settings.state.join("ledger.sqlite");
     // Opened once here so a ledger that cannot be opened stops the agent at start.
     drop(Ledger::open(&ledger_path)?);
+    let board: Board = Arc::default();
+    let workers: Workers = Arc::default();
+    let ready = Arc::new(AtomicBool::new(false));
+    let api_addr = match settings.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Listen { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| AgentError::Listen { addr, source })?;
+            let routes = api::router(Api {
+                board: board.clone(),
+                workers: workers.clone(),
+                ledger: ledger_path.clone(),
+                token: settings.api_token.clone(),
+                ready: ready.clone(),
+            });
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, routes)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "The API stopped.");
+                }
+            });
+            tracing::info!(address = %bound, "The API listens.");
+            Some(bound)
+        }
+        None => None,
+    };
     let (door, bell) = doorbell();
     door.ring(Reason::Manual);
     let (tx, mut fetched) = mpsc::channel(4);
     let fetch_task = tokio::spawn(fetcher.run(bell, Timer::new(settings.poll.clone()), tx, cancel.clone()));
     if let Some(started) = started {
-        let _ = started.send(Agent { doorbell: door.clone() });
+        let _ = started.send(Agent {
+            doorbell: door.clone(),
+            api: api_addr,
+        });
     }
     let mut environments: BTreeMap<String, Environment> = BTreeMap::new();
     loop {
@@ -102,9 +159,13 @@ pub async fn run(
         if let Some(heads) = heads(&settings, fetch).await {
             for (name, head) in heads {
                 if !environments.contains_key(&name) {
-                    match start(&settings, &name, &head, &ledger_path, &cancel) {
-                        Ok(Some(environment)) => {
+                    match start(&settings, &name, &head, &ledger_path, &board, &cancel) {
+                        Ok(Some((environment, input))) => {
                             environments.insert(name.clone(), environment);
+                            workers
+                                .write()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(name.clone(), input);
                         }
                         Ok(None) => continue,
                         Err(e) => {
@@ -113,11 +174,14 @@ pub async fn run(
                         }
                     }
                 }
-                let environment = &environments[&name];
-                if environment.input.send(Input::Head(Box::new(head))).await.is_err() {
-                    tracing::error!(environment = %name, "The environment's worker stopped.");
+                let input = workers.read().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
+                if let Some(input) = input {
+                    if input.send(Input::Head(Box::new(head))).await.is_err() {
+                        tracing::error!(environment = %name, "The environment's worker stopped.");
+                    }
                 }
             }
+            ready.store(true, Ordering::Relaxed);
         }
     }
     cancel.cancel();
@@ -221,8 +285,9 @@ fn start(
     name: &str,
     head: &Head,
     ledger: &std::path::Path,
+    board: &Board,
     cancel: &CancellationToken,
-) -> Result<Option<Environment>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Option<Started>, Box<dyn std::error::Error + Send + Sync>> {
     let desired = match &head.desired {
         Ok(desired) => desired,
         Err(reason) => {
@@ -245,8 +310,14 @@ fn start(
         &settings.state,
         settings.backoff,
     )?);
-    let worker = Worker::new(name, runtime.clone(), Ledger::open(ledger)?, settings.heal_every)?;
+    let worker = Worker::new(
+        name,
+        runtime.clone(),
+        Ledger::open(ledger)?,
+        settings.heal_every,
+        board.clone(),
+    )?;
     let (input, rx) = mpsc::channel(4);
     let task = tokio::spawn(worker.run(rx, cancel.child_token()));
-    Ok(Some(Environment { input, runtime, task }))
+    Ok(Some((Environment { runtime, task }, input)))
 }

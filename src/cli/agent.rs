@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
 use crate::agent::{self, Settings};
+use crate::secret::Secret;
 use crate::source::{Remote, TrackedRef};
 use crate::spec::model::scalar::Duration as Span;
 use crate::target::local::process::Backoff;
@@ -47,6 +48,13 @@ pub struct Args {
     /// The agent's state directory.
     #[arg(long, env = "PLUMB_STATE", default_value = ".plumb")]
     state: PathBuf,
+    /// Where the HTTP API listens (status, history, sync, rollback).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: std::net::SocketAddr,
+    /// A file holding the bearer token of the API's mutating calls (sync, rollback); without
+    /// one they are refused.
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
 }
 
 fn span(text: &str) -> Result<Duration, String> {
@@ -68,6 +76,19 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         _ => anyhow::bail!("give exactly one of --trust-root COMMIT or --policy-file FILE"),
     };
+    let api_token = match &args.api_token_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let token = Secret::new(text.trim());
+            anyhow::ensure!(
+                token.expose().len() >= 16,
+                "the API token in {} is shorter than 16 characters",
+                file.display()
+            );
+            Some(token)
+        }
+        None => None,
+    };
     let url = if std::path::Path::new(&args.repo).exists() {
         let path = std::fs::canonicalize(&args.repo).with_context(|| format!("cannot read {}", args.repo))?;
         format!("file://{}", path.display())
@@ -87,6 +108,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         environments: (!args.environments.is_empty()).then_some(args.environments),
         heal_every: args.heal_every,
         backoff: Backoff::default(),
+        listen: Some(args.listen),
+        api_token,
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PLUMB_LOG").unwrap_or_else(|_| "info".into()))

@@ -3,6 +3,7 @@
 //! (`--output json`). Exit codes: 0 ok or no difference, 1 invalid or different, 2 error.
 
 mod agent;
+mod client;
 mod diff;
 pub(crate) mod emit;
 mod example_app;
@@ -129,6 +130,52 @@ Examples:
   plumb agent --repo https://git.example.com/config.git --trust-root 3f1c…(40 hex) --env production
   plumb agent --repo ../config --policy-file initial-policy.toml --poll 5s")]
     Agent(agent::Args),
+    /// Show a running agent's environments: applied commit, head, signer, sync state, drift.
+    #[command(
+        after_help = "Exit 0 when every environment runs its head without drift, 1 otherwise.
+
+Examples:
+  plumb status
+  plumb status --server http://agent.internal:7070 --output json"
+    )]
+    Status {
+        #[command(flatten)]
+        server: client::Server,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Ask a running agent to apply an environment's head now (also retries a failed head).
+    #[command(after_help = "Example:
+  PLUMB_API_TOKEN=… plumb sync --env staging")]
+    Sync {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        #[command(flatten)]
+        server: client::Server,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Ask a running agent to restore an earlier applied commit, and print the `git revert`
+    /// that makes the repository agree.
+    #[command(after_help = "Examples:
+  plumb rollback --env production
+  plumb rollback --env production --to 3f1c2a9 --token-file /etc/plumb/token")]
+    Rollback {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// The commit to restore (a prefix will do); by default the one before the current.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        server: client::Server,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
     /// Show the deployment attempts recorded in the ledger for an environment.
     #[command(after_help = "Examples:
   plumb history --env production --state /var/lib/plumb
@@ -308,6 +355,14 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             output,
         ),
         Command::Agent(args) => agent::run(args),
+        Command::Status { server, output } => client::status(&mut out, &server, output),
+        Command::Sync { env, server, output } => client::sync(&mut out, &server, &env, output),
+        Command::Rollback {
+            env,
+            to,
+            server,
+            output,
+        } => client::rollback(&mut out, &server, &env, to.as_deref(), output),
         Command::History {
             env,
             state,

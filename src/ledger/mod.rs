@@ -287,6 +287,26 @@ impl Ledger {
         Ok(newest.and_then(|body| serde_json::from_str::<Attempt>(&body).ok().map(|a| a.commit)))
     }
 
+    /// The commits applied healthy in `environment`, newest first, each once: where a manual
+    /// rollback may go.
+    pub fn applied_commits(&self, environment: &str, limit: usize) -> Result<Vec<String>, LedgerError> {
+        let commits: Vec<String> = self
+            .conn
+            .prepare(
+                "SELECT json_extract(a.body, '$.commit') FROM entries o JOIN entries a ON a.seq = o.attempt
+                 WHERE o.environment = ?1 AND o.kind = 'outcome' AND json_extract(o.body, '$.result') = 'succeeded'
+                 ORDER BY o.seq DESC",
+            )
+            .and_then(|mut statement| statement.query_map(params![environment], |row| row.get(0))?.collect())
+            .map_err(|e| self.sql(e))?;
+        let mut seen = std::collections::BTreeSet::new();
+        Ok(commits
+            .into_iter()
+            .filter(|c| seen.insert(c.clone()))
+            .take(limit)
+            .collect())
+    }
+
     /// Whether `commit` failed in `environment` (and so is not retried until the head moves).
     pub fn is_failed(&self, environment: &str, commit: &str) -> Result<bool, LedgerError> {
         self.conn

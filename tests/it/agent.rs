@@ -15,7 +15,10 @@ use plumb::trust::TrustRoot;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::TestRepo;
+use crate::http::{get, post};
 use crate::keys::{ALL, TestKey, policy};
+
+const TOKEN: &str = "a-long-enough-api-token";
 
 /// Writes a one-environment repository whose service `web` runs `plumb example-app` on `port`
 /// as `release`, healthy or not.
@@ -114,9 +117,13 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
         environments: None,
         heal_every: Duration::from_millis(200),
         backoff: Backoff::default(),
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        api_token: Some(plumb::secret::Secret::new(TOKEN)),
     };
     let cancel = CancellationToken::new();
-    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), None));
+    let (started, handle) = tokio::sync::oneshot::channel();
+    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
+    let api = handle.await.unwrap().api.unwrap();
     let seen = eventually(Duration::from_secs(30), || release(addr)).await;
     assert_eq!(seen.as_deref(), Some("r1"));
 
@@ -173,8 +180,52 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     assert!(matches!(recorded, Some(Outcome::RolledBack(_))), "{recorded:?}");
     assert_eq!(release(addr).await.as_deref(), Some("r2"));
     let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
-    assert_eq!(ledger.rollback_point("dev").unwrap(), Some(good));
+    assert_eq!(ledger.rollback_point("dev").unwrap(), Some(good.clone()));
     assert!(ledger.verify().unwrap().is_ok());
+
+    // The API shows it; mutating calls need the token.
+    let status: serde_json::Value = serde_json::from_str(&get(api, "/api/v1/status").await.body).unwrap();
+    let dev = &status["environments"][0];
+    assert_eq!(
+        (dev["name"].as_str(), dev["applied"].as_str()),
+        (Some("dev"), Some(good.as_str()))
+    );
+    assert_eq!(dev["head"].as_str(), Some(bad.as_str()));
+    assert_eq!(dev["synced"], false);
+    assert_eq!(dev["lastAttempt"]["outcome"]["result"], "rolled_back");
+    assert_eq!(get(api, "/api/v1/environments/nope").await.status, 404);
+    let rollback = "/api/v1/environments/dev/rollback";
+    assert_eq!(post(api, rollback, &[], b"").await.status, 401);
+    let wrong = [("authorization", "Bearer not-the-token-at-all".to_owned())];
+    assert_eq!(post(api, rollback, &wrong, b"").await.status, 401);
+    let bearer = [("authorization", format!("Bearer {TOKEN}"))];
+    assert_eq!(post(api, rollback, &bearer, b"{\"to\": \"0000\"}").await.status, 409);
+    assert_eq!(post(api, rollback, &bearer, &[b'x'; 20_000]).await.status, 413);
+
+    // `plumb rollback` restores the commit before the rollback point and says how to revert.
+    let server = format!("http://{api}");
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_plumb"))
+            .args(["rollback", "--env", "dev", "--server", &server])
+            .env("PLUMB_API_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        stdout.contains(&format!("git revert --no-edit {first}..{bad}")),
+        "{stdout}"
+    );
+    assert_eq!(release(addr).await.as_deref(), Some("r1"));
+    let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+    assert_eq!(ledger.rollback_point("dev").unwrap(), Some(first.clone()));
+    assert!(
+        ledger.is_failed("dev", &bad).unwrap(),
+        "the head stays out until it moves"
+    );
 
     cancel.cancel();
     agent.await.unwrap().unwrap();

@@ -55,7 +55,16 @@ impl Agent {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_plumb"))
             .args(["agent", "--repo", repo.to_str().unwrap(), "--trust-root", root])
-            .args(["--branch", branch, "--poll", "100ms", "--heal-every", "300ms"])
+            .args([
+                "--branch",
+                branch,
+                "--poll",
+                "100ms",
+                "--heal-every",
+                "300ms",
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .arg("--state")
             .arg(state)
             .current_dir(state)

@@ -330,7 +330,8 @@ async fn drift_is_reported_and_corrected_by_self_heal() {
     let runtime =
         std::sync::Arc::new(LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap());
     let ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
-    let mut worker = Worker::new("dev", runtime.clone(), ledger, Duration::from_secs(3600)).unwrap();
+    let board = plumb::agent::Board::default();
+    let mut worker = Worker::new("dev", runtime.clone(), ledger, Duration::from_secs(3600), board.clone()).unwrap();
     let port = free_port();
     let repo = Repo::new("{selfHeal: true}");
     repo.service(
@@ -349,6 +350,8 @@ async fn drift_is_reported_and_corrected_by_self_heal() {
     };
     worker.head(head).await.unwrap();
     assert_eq!(runtime.observe().await["api"][&Slot::Blue].replicas.len(), 2);
+    let applied = board.read().unwrap()["dev"].applied.clone();
+    assert_eq!(applied.as_deref(), Some("1111111111111111111111111111111111111111"));
 
     // Someone edits the configuration file by hand and scales the service down.
     let file = runtime.slot_dir("api", Slot::Blue).join("app.json");

@@ -1,0 +1,221 @@
+//! The agent's HTTP API: liveness and readiness, each environment's status (the rollback point,
+//! the head and who signed it, why a head was not applied, drift, the last attempt with its
+//! steps), its history, and two mutating calls — sync and rollback — that need the bearer
+//! token from the agent's settings, compared in constant time. Reads are open. Bodies are
+//! limited to 16 KiB.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::environment::{Board, Input};
+use crate::ledger::Ledger;
+use crate::secret::{Secret, constant_time_eq};
+
+/// The largest request body accepted.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// The workers' inputs, by environment.
+pub type Workers = Arc<RwLock<BTreeMap<String, mpsc::Sender<Input>>>>;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Api {
+    /// Every environment's status.
+    pub board: Board,
+    /// Every environment's worker.
+    pub workers: Workers,
+    /// The ledger file, opened read-only per request.
+    pub ledger: PathBuf,
+    /// The bearer token of mutating calls; `None` disables them.
+    pub token: Option<Secret>,
+    /// Set once the first fetch was handled.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The API's routes.
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/environments/{env}", get(environment))
+        .route("/api/v1/environments/{env}/history", get(history))
+        .route("/api/v1/environments/{env}/sync", post(sync))
+        .route("/api/v1/environments/{env}/rollback", post(rollback))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(api)
+}
+
+async fn readyz(State(api): State<Api>) -> Response {
+    if api.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the first fetch has not been handled yet\n",
+        )
+            .into_response()
+    }
+}
+
+async fn status(State(api): State<Api>) -> Response {
+    let names: Vec<String> = api
+        .workers
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    let environments: Vec<Value> = names.iter().map(|name| describe(&api, name)).collect();
+    axum::Json(json!({ "environments": environments })).into_response()
+}
+
+async fn environment(State(api): State<Api>, Path(env): Path<String>) -> Response {
+    if !known(&api, &env) {
+        return unknown(&env);
+    }
+    axum::Json(describe(&api, &env)).into_response()
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn history(State(api): State<Api>, Path(env): Path<String>, Query(limit): Query<Limit>) -> Response {
+    if !known(&api, &env) {
+        return unknown(&env);
+    }
+    let limit = limit.limit.unwrap_or(20).min(1000);
+    match Ledger::open_read_only(&api.ledger).and_then(|l| l.history(&env, limit)) {
+        Ok(records) => axum::Json(json!({ "environment": env, "attempts": records })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn sync(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&api, &headers) {
+        return refused;
+    }
+    let (reply, answer) = oneshot::channel();
+    command(&api, &env, Input::Sync(reply), answer).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    to: Option<String>,
+}
+
+async fn rollback(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = refusal(&api, &headers) {
+        return refused;
+    }
+    let request: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the body is not {{\"to\": COMMIT}}: {e}"),
+                );
+            }
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    command(&api, &env, Input::Rollback { to: request.to, reply }, answer).await
+}
+
+/// Hands `input` to `env`'s worker and answers with its reply.
+async fn command<T: serde::Serialize>(
+    api: &Api,
+    env: &str,
+    input: Input,
+    answer: oneshot::Receiver<Result<T, String>>,
+) -> Response {
+    let worker = api.workers.read().unwrap_or_else(|e| e.into_inner()).get(env).cloned();
+    let Some(worker) = worker else {
+        return unknown(env);
+    };
+    if worker.send(input).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the environment's worker stopped");
+    }
+    match answer.await {
+        Ok(Ok(done)) => axum::Json(done).into_response(),
+        Ok(Err(reason)) => error(StatusCode::CONFLICT, &reason),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the environment's worker stopped"),
+    }
+}
+
+/// Checks the bearer token of a mutating call: `None` when it may go on, else the refusal.
+fn refusal(api: &Api, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &api.token else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "mutating calls are disabled: start the agent with an API token",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) => None,
+        _ => {
+            let mut response = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            Some(response)
+        }
+    }
+}
+
+fn known(api: &Api, env: &str) -> bool {
+    api.workers.read().unwrap_or_else(|e| e.into_inner()).contains_key(env)
+}
+
+/// One environment's status with its last attempt from the ledger.
+fn describe(api: &Api, name: &str) -> Value {
+    let status = api
+        .board
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .cloned()
+        .unwrap_or_default();
+    let last = Ledger::open_read_only(&api.ledger)
+        .and_then(|l| l.history(name, 1))
+        .ok()
+        .and_then(|mut records| records.pop());
+    let mut value = serde_json::to_value(&status).expect("a status serializes");
+    value["name"] = json!(name);
+    value["synced"] = json!(status.applied.is_some() && status.applied == status.head && status.drift.is_empty());
+    value["lastAttempt"] = serde_json::to_value(&last).expect("an attempt serializes");
+    value
+}
+
+fn unknown(env: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("no environment named `{env}` is applied by this agent"),
+    )
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}

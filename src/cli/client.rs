@@ -1,0 +1,168 @@
+//! Commands against a running agent's API: `plumb status`, `plumb sync`, `plumb rollback`.
+//! Mutating calls send the bearer token from `--token-file` or `PLUMB_API_TOKEN`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use super::{Format, Outcome};
+use crate::secret::Secret;
+
+/// Where the agent is and how to prove who we are.
+#[derive(clap::Args)]
+pub struct Server {
+    /// The agent's API.
+    #[arg(long, env = "PLUMB_SERVER", default_value = "http://127.0.0.1:7070")]
+    server: String,
+    /// A file holding the API's bearer token (mutating calls); or set `PLUMB_API_TOKEN`.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl Server {
+    fn token(&self) -> anyhow::Result<Option<Secret>> {
+        if let Some(file) = &self.token_file {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            return Ok(Some(Secret::new(text.trim())));
+        }
+        Ok(std::env::var("PLUMB_API_TOKEN").ok().map(Secret::new))
+    }
+
+    /// Sends a request and returns the answer's JSON, or an error with the agent's message.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.server.trim_end_matches('/'));
+        let mut request = axum::http::Request::builder().method(method).uri(&url);
+        if method != "GET" {
+            if let Some(token) = self.token()? {
+                request = request.header("authorization", format!("Bearer {}", token.expose()));
+            }
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = request
+            .header("content-type", "application/json")
+            .body(Full::new(axum::body::Bytes::from(body)))
+            .with_context(|| format!("`{url}` is not a valid URL"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (status, bytes) = runtime.block_on(async {
+            let client = Client::builder(TokioExecutor::new()).build_http::<Full<axum::body::Bytes>>();
+            let response = client
+                .request(request)
+                .await
+                .with_context(|| format!("cannot reach the agent at {}", self.server))?;
+            let status = response.status();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, bytes))
+        })?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = value["error"].as_str().unwrap_or("no message");
+            anyhow::bail!("the agent answered {status}: {message}");
+        }
+        Ok(value)
+    }
+}
+
+/// `plumb status`: a table of environments.
+pub fn status(out: &mut dyn Write, server: &Server, output: Format) -> anyhow::Result<Outcome> {
+    let status = server.call("GET", "/api/v1/status", None)?;
+    if output == Format::Json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
+        return Ok(Outcome::Ok);
+    }
+    let short = |v: &Value| v.as_str().map_or("-".to_owned(), |c| c.chars().take(12).collect());
+    writeln!(
+        out,
+        "{:<14} {:<12} {:<12} {:<12} {:<8} {:<6} LAST ATTEMPT",
+        "ENVIRONMENT", "APPLIED", "HEAD", "SIGNER", "SYNCED", "DRIFT"
+    )?;
+    let mut all_synced = true;
+    for env in status["environments"].as_array().into_iter().flatten() {
+        let synced = env["synced"].as_bool().unwrap_or(false);
+        all_synced &= synced;
+        let last = &env["lastAttempt"];
+        let outcome = match last["outcome"]["result"].as_str() {
+            Some(result) => result.to_owned(),
+            None if last.is_object() => {
+                let step = last["steps"]
+                    .as_array()
+                    .and_then(|s| s.last())
+                    .map(|s| s["name"].clone());
+                format!(
+                    "running: {}",
+                    step.as_ref().and_then(Value::as_str).unwrap_or("starting")
+                )
+            }
+            None => "-".to_owned(),
+        };
+        writeln!(
+            out,
+            "{:<14} {:<12} {:<12} {:<12} {:<8} {:<6} {outcome}",
+            env["name"].as_str().unwrap_or_default(),
+            short(&env["applied"]),
+            short(&env["head"]),
+            env["signer"].as_str().unwrap_or("-"),
+            if synced { "yes" } else { "no" },
+            env["drift"].as_array().map_or(0, Vec::len),
+        )?;
+        if let Some(reason) = env["refused"].as_str() {
+            writeln!(out, "  not applied: {reason}")?;
+        }
+    }
+    Ok(if all_synced { Outcome::Ok } else { Outcome::Found })
+}
+
+/// `plumb sync --env E`: apply the head now.
+pub fn sync(out: &mut dyn Write, server: &Server, env: &str, output: Format) -> anyhow::Result<Outcome> {
+    let done = server.call("POST", &format!("/api/v1/environments/{env}/sync"), None)?;
+    print_done(out, &done, output)
+}
+
+/// `plumb rollback --env E [--to COMMIT]`: restore an earlier applied commit, and say which
+/// `git revert` makes the repository agree.
+pub fn rollback(
+    out: &mut dyn Write,
+    server: &Server,
+    env: &str,
+    to: Option<&str>,
+    output: Format,
+) -> anyhow::Result<Outcome> {
+    let body = serde_json::json!({ "to": to });
+    let done = server.call("POST", &format!("/api/v1/environments/{env}/rollback"), Some(body))?;
+    let outcome = print_done(out, &done, output)?;
+    if output != Format::Json {
+        if let Some(revert) = done["revert"].as_str() {
+            writeln!(
+                out,
+                "The head is not applied again until it moves. Make git agree with the environment \
+                 by opening a pull request with:\n  {revert}"
+            )?;
+        }
+    }
+    Ok(outcome)
+}
+
+fn print_done(out: &mut dyn Write, done: &Value, output: Format) -> anyhow::Result<Outcome> {
+    if output == Format::Json {
+        writeln!(out, "{}", serde_json::to_string_pretty(done)?)?;
+    } else {
+        let commit = done["commit"].as_str().unwrap_or_default();
+        let result = done["outcome"]["result"].as_str().unwrap_or("unknown");
+        writeln!(out, "{commit}: {result}")?;
+        if let Some(reason) = done["outcome"]["reason"].as_str() {
+            writeln!(out, "  {reason}")?;
+        }
+        for line in done["plan"].as_array().into_iter().flatten() {
+            writeln!(out, "  {}", line.as_str().unwrap_or_default())?;
+        }
+    }
+    Ok(if done["outcome"]["result"] == "succeeded" {
+        Outcome::Ok
+    } else {
+        Outcome::Found
+    })
+}
