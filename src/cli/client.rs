@@ -22,10 +22,25 @@ pub struct Server {
     /// A file holding the API's bearer token (mutating calls); or set `PLUMB_API_TOKEN`.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// A token given in-process (the demo).
+    #[arg(skip)]
+    token: Option<Secret>,
 }
 
 impl Server {
+    /// The agent at `server`, with `token`.
+    pub fn new(server: String, token: Secret) -> Server {
+        Server {
+            server,
+            token_file: None,
+            token: Some(token),
+        }
+    }
+
     fn token(&self) -> anyhow::Result<Option<Secret>> {
+        if let Some(token) = &self.token {
+            return Ok(Some(token.clone()));
+        }
         if let Some(file) = &self.token_file {
             let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
             return Ok(Some(Secret::new(text.trim())));
@@ -34,7 +49,7 @@ impl Server {
     }
 
     /// Sends a request and returns the answer's JSON, or an error with the agent's message.
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
         let mut request = axum::http::Request::builder().method(method).uri(&url);
         if method != "GET" {

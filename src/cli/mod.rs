@@ -4,6 +4,7 @@
 
 mod agent;
 mod client;
+mod demo;
 mod diff;
 pub(crate) mod emit;
 mod example_app;
@@ -130,6 +131,11 @@ Examples:
   plumb agent --repo https://git.example.com/config.git --trust-root 3f1c…(40 hex) --env production
   plumb agent --repo ../config --policy-file initial-policy.toml --poll 5s")]
     Agent(agent::Args),
+    /// The tour: a signed copy of example-repo deployed by the agent on this machine's local
+    /// target — a release through recreate, canary and blue-green, then an automatic rollback.
+    #[command(after_help = "Needs nothing but this binary: every service runs `plumb example-app`.
+Stop it with Ctrl-C; `--once` stops after the tour.")]
+    Demo(demo::Args),
     /// Show a running agent's environments: applied commit, head, signer, sync state, drift.
     #[command(
         after_help = "Exit 0 when every environment runs its head without drift, 1 otherwise.
@@ -355,6 +361,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             output,
         ),
         Command::Agent(args) => agent::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Status { server, output } => client::status(&mut out, &server, output),
         Command::Sync { env, server, output } => client::sync(&mut out, &server, &env, output),
         Command::Rollback {

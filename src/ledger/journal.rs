@@ -117,6 +117,26 @@ fn append_in(
     })
 }
 
+/// The entries after `seq`, oldest first, at most `limit`.
+pub(super) fn after(conn: &Connection, seq: i64, limit: usize) -> rusqlite::Result<Vec<Entry>> {
+    let mut statement = conn.prepare(
+        "SELECT seq, at, environment, kind, attempt, body, hash FROM entries WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    statement
+        .query_map(params![seq, limit as i64], |row| {
+            Ok(Entry {
+                seq: row.get(0)?,
+                at: row.get(1)?,
+                environment: row.get(2)?,
+                kind: row.get(3)?,
+                attempt: row.get(4)?,
+                body: row.get(5)?,
+                hash: row.get(6)?,
+            })
+        })?
+        .collect()
+}
+
 /// Recomputes every hash in order.
 pub(super) fn verify(conn: &Connection) -> rusqlite::Result<Result<(usize, String), Tamper>> {
     let mut statement =

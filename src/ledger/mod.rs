@@ -404,6 +404,12 @@ impl Ledger {
         Ok(records)
     }
 
+    /// The journal's entries after entry `seq`, oldest first, at most 1,000: for following the
+    /// ledger as it grows.
+    pub fn entries_after(&self, seq: i64) -> Result<Vec<Entry>, LedgerError> {
+        journal::after(&self.conn, seq, 1000).map_err(|e| self.sql(e))
+    }
+
     /// Walks the whole journal checking every hash; returns the number of entries and the
     /// newest hash (publish it elsewhere to detect a truncated tail).
     pub fn verify(&self) -> Result<Result<(usize, String), Tamper>, LedgerError> {

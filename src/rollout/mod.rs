@@ -19,9 +19,9 @@ use crate::target::{Slot, Target, TargetError};
 /// Why a rollout stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
-    /// The new version did not become healthy; traffic never left the old one, and the new
-    /// slot was retired.
-    #[error("the new version of `{service}` is unhealthy; traffic stays on the running version: {reason}")]
+    /// The new version did not become healthy. With blue-green, canary and rolling, traffic never
+    /// left the old one and the new slot was retired; recreate had replaced it.
+    #[error("the new version of `{service}` is unhealthy: {reason}")]
     Unhealthy {
         /// The service.
         service: String,
@@ -75,6 +75,8 @@ pub struct Rollout<'a> {
     previous: Option<(&'a Service, &'a str)>,
     /// Whether the migration hook runs (not when restoring a rollback point).
     migrate: bool,
+    /// The service rolled out, named in every step.
+    service: String,
 }
 
 impl<'a> Rollout<'a> {
@@ -86,6 +88,7 @@ impl<'a> Rollout<'a> {
             attempt,
             previous: None,
             migrate: true,
+            service: String::new(),
         }
     }
 
@@ -115,6 +118,7 @@ impl Rollout<'_> {
         if !self.runtime.capabilities().supports(&service.strategy) {
             return Err(RolloutError::Unsupported(service.strategy.name()));
         }
+        self.service = service.name.as_str().to_owned();
         let migrated = self.migrate(service).await?;
         let result = match &service.strategy {
             Strategy::BlueGreen(settings) => self.blue_green(service, version, live, settings).await,
@@ -168,7 +172,7 @@ impl Rollout<'_> {
         self.ledger.migration_started(self.attempt, name)?;
         let job = format!("migration-{}", commit.get(..12).unwrap_or(&commit));
         let result = self
-            .step(&format!("migrate {name}"), async {
+            .step("migrate", async {
                 self.runtime
                     .run_job(service, &job, &migration.command, migration.timeout.0)
                     .await
@@ -193,7 +197,7 @@ impl Rollout<'_> {
             .migration
             .as_ref()
             .map_or(Duration::from_secs(300), |m| m.timeout.0);
-        self.step(&format!("roll back the migration of {name}"), async {
+        self.step("roll back the migration", async {
             self.runtime
                 .run_job(service, "migration-rollback", &command, timeout)
                 .await
@@ -309,7 +313,8 @@ impl Rollout<'_> {
         name: &str,
         action: impl std::future::Future<Output = Result<T, RolloutError>>,
     ) -> Result<T, RolloutError> {
-        recorded(self.ledger, self.attempt, name, action).await
+        let name = format!("{}: {name}", self.service);
+        recorded(self.ledger, self.attempt, &name, action).await
     }
 }
 

@@ -265,9 +265,9 @@ async fn blue_green_switches_when_healthy_and_never_when_not() {
     assert_eq!(
         steps,
         [
-            ("start v3 in blue".to_owned(), false),
-            ("health of blue".to_owned(), true),
-            ("retire blue".to_owned(), false)
+            ("api: start v3 in blue".to_owned(), false),
+            ("api: health of blue".to_owned(), true),
+            ("api: retire blue".to_owned(), false)
         ]
     );
     assert_eq!(ledger.rollback_point("dev").unwrap().as_deref(), Some("v2"));
@@ -355,12 +355,12 @@ async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
     assert_eq!(
         steps,
         [
-            "start v3 in blue",
-            "health of blue",
-            "shift 20% to blue",
-            "analyse 20% for 1s",
-            "abort: all traffic back to green",
-            "retire blue"
+            "api: start v3 in blue",
+            "api: health of blue",
+            "api: shift 20% to blue",
+            "api: analyse 20% for 1s",
+            "api: abort: all traffic back to green",
+            "api: retire blue"
         ]
     );
     runtime.shutdown().await;
@@ -470,11 +470,11 @@ async fn a_failed_recreate_brings_the_rollback_point_back() {
     assert_eq!(
         steps,
         [
-            "replace blue with v2",
-            "health of blue",
-            "restore v1 in blue",
-            "health of blue",
-            "route traffic to blue"
+            "api: replace blue with v2",
+            "api: health of blue",
+            "api: restore v1 in blue",
+            "api: health of blue",
+            "api: route traffic to blue"
         ]
     );
     runtime.shutdown().await;

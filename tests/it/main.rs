@@ -4,6 +4,7 @@
 mod agent;
 mod cli;
 mod crash;
+mod demo;
 mod golden;
 mod harness;
 mod health;

@@ -420,16 +420,16 @@ async fn rolling_replaces_a_batch_at_a_time_and_a_bad_batch_is_rolled_back() {
     assert_eq!(
         steps,
         [
-            "scale blue to 2",
-            "start 2 of r2 in green",
-            "health of green",
-            "shift 66% to green",
-            "scale blue to 1",
-            "scale green to 3",
-            "health of green",
-            "shift 100% to green",
-            "promote green",
-            "retire blue",
+            "web: scale blue to 2",
+            "web: start 2 of r2 in green",
+            "web: health of green",
+            "web: shift 66% to green",
+            "web: scale blue to 1",
+            "web: scale green to 3",
+            "web: health of green",
+            "web: shift 100% to green",
+            "web: promote green",
+            "web: retire blue",
         ]
     );
     let live = env.runtime.observe().await;
