@@ -55,6 +55,7 @@ async fn run(rounds: usize) {
                 signer: None,
                 strategy: "blueGreen".to_owned(),
                 plan: serde_json::json!({}),
+                trigger: Default::default(),
             })
             .unwrap();
         let started = Instant::now();

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::ledger::{Attempt, Ledger, LedgerError, Outcome};
+use crate::ledger::{Attempt, Ledger, LedgerError, Outcome, Trigger};
 use crate::reconcile::{self, Intent, RollbackPoint};
 use crate::source::GitTree;
 use crate::spec::{self, Desired};
@@ -154,27 +154,50 @@ impl Worker {
         let mut heal = tokio::time::interval(self.heal_every);
         heal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let result = tokio::select! {
+            let next = tokio::select! {
                 _ = cancel.cancelled() => return,
                 next = input.recv() => match next {
+                    Some(next) => Some(next),
+                    None => return,
+                },
+                _ = heal.tick() => None,
+            };
+            let work = async {
+                match next {
                     Some(Input::Head(head)) => self.head(*head).await,
                     Some(Input::Sync(reply)) => {
-                        let done = self.sync().await;
-                        let _ = reply.send(done);
+                        let _ = reply.send(self.sync().await);
                         Ok(())
                     }
                     Some(Input::Rollback { to, reply }) => {
-                        let done = self.rollback(to.as_deref()).await;
-                        let _ = reply.send(done);
+                        let _ = reply.send(self.rollback(to.as_deref()).await);
                         Ok(())
                     }
-                    None => return,
-                },
-                _ = heal.tick() => self.heal().await,
+                    None => self.heal().await,
+                }
+            };
+            let Some(result) = until_parked(work, &cancel).await else {
+                self.park();
+                return;
             };
             if let Err(e) = result {
                 tracing::error!(environment = %self.name, error = %e, "The ledger cannot record; nothing is applied until it can.");
             }
+        }
+    }
+
+    /// Closes what an apply cut short by a shutdown left unfinished.
+    fn park(&mut self) {
+        match self.ledger.unfinished(&self.name) {
+            Ok(attempts) => {
+                for attempt in attempts {
+                    if let Err(e) = self.ledger.finish(attempt, &Outcome::Interrupted) {
+                        tracing::error!(environment = %self.name, error = %e, "Cannot close the parked attempt; the next start closes it.");
+                    }
+                }
+                tracing::warn!(environment = %self.name, "Stopped in the middle of an attempt: parked as interrupted; the head is applied again at the next start.");
+            }
+            Err(e) => tracing::error!(environment = %self.name, error = %e, "Cannot read the ledger while stopping."),
         }
     }
 
@@ -219,7 +242,7 @@ impl Worker {
         let intent = Intent {
             commit: &commit,
             signer: head.signer.as_deref(),
-            record_empty: true,
+            trigger: Trigger::Commit,
         };
         let applied = reconcile::apply(self.target.as_ref(), &mut self.ledger, &desired, intent, rollback).await?;
         match &applied.outcome {
@@ -254,7 +277,7 @@ impl Worker {
         let intent = Intent {
             commit: &commit,
             signer: head.signer.as_deref(),
-            record_empty: true,
+            trigger: Trigger::Sync,
         };
         let applied = reconcile::apply(self.target.as_ref(), &mut self.ledger, &desired, intent, rollback)
             .await
@@ -309,7 +332,7 @@ impl Worker {
         let intent = Intent {
             commit: &target,
             signer: None,
-            record_empty: true,
+            trigger: Trigger::Rollback,
         };
         // Should the restore fail, the environment goes back to what ran before it.
         let rollback = self
@@ -333,6 +356,7 @@ impl Worker {
                         signer: head.signer.clone(),
                         strategy: "none".to_owned(),
                         plan: serde_json::json!([]),
+                        trigger: Trigger::Rollback,
                     })
                     .map_err(|e| e.to_string())?;
                 let reason = format!("rolled back on request to {target}");
@@ -376,7 +400,7 @@ impl Worker {
         let intent = Intent {
             commit,
             signer: None,
-            record_empty: false,
+            trigger: Trigger::Heal,
         };
         let healed = reconcile::apply(self.target.as_ref(), &mut self.ledger, desired, intent, None).await?;
         if healed.attempt.is_some() {
@@ -398,6 +422,7 @@ impl Worker {
             signer: signer.map(str::to_owned),
             strategy: "none".to_owned(),
             plan: serde_json::json!([]),
+            trigger: Trigger::Commit,
         })?;
         self.ledger.finish(attempt, &Outcome::Refused(reason))
     }
@@ -420,6 +445,21 @@ impl Worker {
             }
         }
     }
+}
+
+/// How long a step in progress may go on once the agent is asked to stop.
+const PARK_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `work` to its end; once `cancel` fires, for at most [`PARK_GRACE`] more (a step in
+/// progress usually ends by then; a long wait, such as keeping the old version for
+/// switch-back, is cut short). `None` when it was cut short.
+async fn until_parked<T>(work: impl std::future::Future<Output = T>, cancel: &CancellationToken) -> Option<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => return Some(done),
+        _ = cancel.cancelled() => {}
+    }
+    tokio::time::timeout(PARK_GRACE, work).await.ok()
 }
 
 /// The desired state of `environment` at `commit`, or why there is none.

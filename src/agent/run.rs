@@ -148,6 +148,7 @@ pub async fn run(
         });
     }
     let mut environments: BTreeMap<String, Environment> = BTreeMap::new();
+    let mut dispatched: Option<Oid> = None;
     loop {
         let fetch = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -156,7 +157,7 @@ pub async fn run(
                 None => break,
             },
         };
-        if let Some(heads) = heads(&settings, fetch).await {
+        if let Some(heads) = heads(&settings, fetch, &mut dispatched, &board).await {
             for (name, head) in heads {
                 if !environments.contains_key(&name) {
                     match start(&settings, &name, &head, &ledger_path, &board, &cancel) {
@@ -194,8 +195,14 @@ pub async fn run(
 }
 
 /// The rendered head of every environment followed, from one fetch; `None` when the fetch
-/// brought nothing to apply.
-async fn heads(settings: &Settings, fetch: Fetch) -> Option<Vec<(String, Head)>> {
+/// brought nothing new to apply (`dispatched` is the head handed out last). A head refused by
+/// trust is shown on every environment's status.
+async fn heads(
+    settings: &Settings,
+    fetch: Fetch,
+    dispatched: &mut Option<Oid>,
+    board: &Board,
+) -> Option<Vec<(String, Head)>> {
     let (updates, repository) = match fetch.result {
         Ok(updates) => (updates, fetch.repository),
         Err(e) => {
@@ -215,9 +222,22 @@ async fn heads(settings: &Settings, fetch: Fetch) -> Option<Vec<(String, Head)>>
                     crate::trust::Outcome::Refused(_) => None,
                 })
         }
-        // The last authenticated head: applied again after a restart, a no-op otherwise.
+        // The last authenticated head: handed out once after a (re)start.
+        Decision::Unchanged if *dispatched == Some(update.head) => return None,
         Decision::Unchanged => None,
-        Decision::Refused(_) | Decision::AlreadyRefused(_) => return None,
+        Decision::Refused(report) => {
+            if let Some((culprit, refusal)) = &report.refusal {
+                let reason = format!(
+                    "commit {culprit} refused by the signing policy ({}): {refusal}",
+                    refusal.kind()
+                );
+                for status in board.write().unwrap_or_else(|e| e.into_inner()).values_mut() {
+                    status.refused = Some(reason.clone());
+                }
+            }
+            return None;
+        }
+        Decision::AlreadyRefused(_) => return None,
     };
     let head = update.head;
     let folder = settings.folder.clone();
@@ -226,7 +246,10 @@ async fn heads(settings: &Settings, fetch: Fetch) -> Option<Vec<(String, Head)>>
         .await
         .ok()?;
     match rendered {
-        Ok(heads) => Some(heads),
+        Ok(heads) => {
+            *dispatched = Some(head);
+            Some(heads)
+        }
         Err(e) => {
             tracing::error!(commit = %head, error = %e, "Cannot read the authenticated head.");
             None

@@ -59,6 +59,22 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// What started an attempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A new head (or the head again after a restart).
+    #[default]
+    Commit,
+    /// Drift found between the rollback point and what runs. Its failure does not mark the
+    /// commit failed: the commit was applied healthy before.
+    Heal,
+    /// A manual sync.
+    Sync,
+    /// A manual rollback.
+    Rollback,
+}
+
 /// What a new attempt is about.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attempt {
@@ -72,6 +88,9 @@ pub struct Attempt {
     pub strategy: String,
     /// The plan, summarised (per service: what changes).
     pub plan: Value,
+    /// What started it.
+    #[serde(default)]
+    pub trigger: Trigger,
 }
 
 /// One attempt as recorded, with its steps.
@@ -314,6 +333,7 @@ impl Ledger {
                 "SELECT EXISTS (SELECT 1 FROM entries o JOIN entries a ON a.seq = o.attempt
                  WHERE o.environment = ?1 AND o.kind = 'outcome'
                  AND json_extract(o.body, '$.result') NOT IN ('succeeded', 'interrupted')
+                 AND coalesce(json_extract(a.body, '$.trigger'), 'commit') != 'heal'
                  AND json_extract(a.body, '$.commit') = ?2)",
                 params![environment, commit],
                 |row| row.get(0),

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use crate::ledger::{Attempt, Ledger, LedgerError, Outcome};
+use crate::ledger::{Attempt, Ledger, LedgerError, Outcome, Trigger};
 use crate::rollout::{Rollout, RolloutError, recorded};
 use crate::spec::Desired;
 use crate::spec::model::Service;
@@ -42,9 +42,10 @@ pub struct Intent<'a> {
     pub commit: &'a str,
     /// Who signed it.
     pub signer: Option<&'a str>,
-    /// Record an attempt even when the plan is empty, so the commit becomes the rollback point
-    /// (a new commit that changes nothing here); `false` for self-heal checks.
-    pub record_empty: bool,
+    /// What started it. Every trigger but [`Trigger::Heal`] records an attempt even when the
+    /// plan is empty, so the commit becomes the rollback point; a heal with nothing to correct
+    /// records nothing.
+    pub trigger: Trigger,
 }
 
 /// Applies `desired` to `target`: plans against what runs, takes the steps, and on failure
@@ -59,7 +60,7 @@ pub async fn apply(
 ) -> Result<Applied, LedgerError> {
     let live = target.observe().await;
     let plan = plan::plan(desired, &live, desired.sync.prune);
-    if plan.is_empty() && !intent.record_empty {
+    if plan.is_empty() && intent.trigger == Trigger::Heal {
         return Ok(Applied {
             attempt: None,
             plan,
@@ -73,6 +74,7 @@ pub async fn apply(
         signer: intent.signer.map(str::to_owned),
         strategy: strategy_summary(desired, &plan),
         plan: json!(plan.summary()),
+        trigger: intent.trigger,
     })?;
     tracing::info!(environment, commit = intent.commit, steps = ?plan.summary(), "Applying.");
     let failure = match take(target, ledger, attempt, desired, &plan, &live, true).await {

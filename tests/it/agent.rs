@@ -138,6 +138,12 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(release(addr).await.as_deref(), Some("r1"));
     assert_eq!(outcomes(state.path()), [(first.clone(), Some(Outcome::Succeeded))]);
+    let status: serde_json::Value = serde_json::from_str(&get(api, "/api/v1/environments/dev").await.body).unwrap();
+    let refused = status["refused"].as_str().unwrap_or_default();
+    assert!(
+        refused.contains(&forged) && refused.contains("unknown_signer"),
+        "{status}"
+    );
 
     // Signed, but invalid: refused with the file and field named, nothing changes.
     upstream.set_branch(&first);

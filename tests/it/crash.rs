@@ -250,3 +250,69 @@ async fn an_agent_killed_at_any_step_leaves_a_consistent_environment() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_rollout_parks_the_attempt_and_stops_everything() {
+    let mut upstream = TestRepo::new();
+    let alice = TestKey::new("alice");
+    upstream.write("openpgp-policy.toml", &policy(&[(&alice, ALL)]));
+    let root = upstream.commit_signed("Policy", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let journal = state.path().join("migrations.txt");
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // Ten minutes of keeping the old version: far longer than any shutdown may take.
+    let strategy = "blueGreen: {keepOldVersion: 10m}";
+    write_config(&upstream, port, "r1", strategy, &journal);
+    upstream.commit_signed("web r1", &alice);
+    let branch = branch(&upstream);
+    let agent = Agent::start(upstream.path(), &root, state.path(), &branch);
+    let seen = eventually(Duration::from_secs(60), || async {
+        release(addr).await.filter(|r| r == "r1")
+    })
+    .await;
+    assert_eq!(seen.as_deref(), Some("r1"));
+
+    write_config(&upstream, port, "r2", strategy, &journal);
+    let next = upstream.commit_signed("web r2", &alice);
+    let switched = eventually(Duration::from_secs(60), || async {
+        release(addr).await.filter(|r| r == "r2")
+    })
+    .await;
+    assert_eq!(
+        switched.as_deref(),
+        Some("r2"),
+        "the switch happens before the long keep"
+    );
+    let stopping = Instant::now();
+    agent.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(30),
+        "stopped in {:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        processes_under(&state.path().join("run")).is_empty(),
+        "every replica stopped"
+    );
+    assert_eq!(
+        attempt(state.path(), &next).and_then(|(_, outcome)| outcome),
+        None,
+        "the cut attempt is parked as interrupted, not failed"
+    );
+    let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+    assert!(ledger.unfinished("dev").unwrap().is_empty());
+    assert_eq!(ledger.history("dev", 1).unwrap()[0].outcome, Some(Outcome::Interrupted));
+
+    // Started again, the agent applies the head afresh.
+    let agent = Agent::start(upstream.path(), &root, state.path(), &branch);
+    let seen = eventually(Duration::from_secs(60), || async {
+        release(addr).await.filter(|r| r == "r2")
+    })
+    .await;
+    assert_eq!(seen.as_deref(), Some("r2"));
+    let migrations = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(migrations.lines().filter(|l| *l == "r2").count(), 1, "{migrations}");
+    agent.stop();
+    assert!(processes_under(&state.path().join("run")).is_empty());
+}

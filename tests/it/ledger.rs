@@ -14,6 +14,7 @@ fn attempt(commit: &str) -> Attempt {
         signer: Some("alice".to_owned()),
         strategy: "blueGreen".to_owned(),
         plan: json!({ "twikit-backend": "rollout" }),
+        trigger: Default::default(),
     }
 }
 
@@ -173,4 +174,28 @@ fn a_missing_ledger_is_an_error_not_an_empty_history() {
     ]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("no ledger at"), "{}", run.stderr);
+}
+
+#[test]
+fn interrupted_and_healing_attempts_do_not_fail_their_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+    let applied = ledger.begin(&attempt("aaaa1111")).unwrap();
+    ledger.finish(applied, &Outcome::Succeeded).unwrap();
+    let heal = ledger
+        .begin(&Attempt {
+            trigger: plumb::ledger::Trigger::Heal,
+            ..attempt("aaaa1111")
+        })
+        .unwrap();
+    ledger
+        .finish(heal, &Outcome::Failed("a replica cannot start".to_owned()))
+        .unwrap();
+    let killed = ledger.begin(&attempt("bbbb2222")).unwrap();
+    assert_eq!(ledger.unfinished("production").unwrap(), [killed]);
+    ledger.finish(killed, &Outcome::Interrupted).unwrap();
+    assert!(ledger.unfinished("production").unwrap().is_empty());
+    assert!(!ledger.is_failed("production", "aaaa1111").unwrap());
+    assert!(!ledger.is_failed("production", "bbbb2222").unwrap());
+    assert_eq!(ledger.applied_commits("production", 10).unwrap(), ["aaaa1111"]);
 }

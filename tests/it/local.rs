@@ -199,6 +199,7 @@ fn attempt(version: &str) -> Attempt {
         signer: Some("alice".to_owned()),
         strategy: "blueGreen".to_owned(),
         plan: serde_json::json!({ "api": "rollout" }),
+        trigger: Default::default(),
     }
 }
 

@@ -199,7 +199,7 @@ impl Agentless {
         let intent = Intent {
             commit,
             signer: Some("alice"),
-            record_empty: true,
+            trigger: plumb::ledger::Trigger::Commit,
         };
         let rollback = rollback.map(|(commit, desired)| RollbackPoint { commit, desired });
         reconcile::apply(&self.runtime, &mut self.ledger, desired, intent, rollback)
