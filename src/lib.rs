@@ -6,16 +6,20 @@
 //! - [`trust`] authenticates the commits between a trust root and a new head against the
 //!   repository's signing policy;
 //! - [`spec`] owns the repository format: documents, overlays, validation, the desired state;
-//! - [`diff`] compares desired states and says what changes;
+//! - [`diff`] compares desired states and says what changes, and plans what makes a target run
+//!   a desired state;
 //! - [`health`] probes deployed slots (HTTP, TCP, exec) with thresholds and deadlines;
 //! - [`ledger`] records every deployment attempt in a hash-chained SQLite journal;
 //! - [`rollout`] runs a strategy over a target's primitives, recording each step;
+//! - [`reconcile`] applies a plan step by step and restores the rollback point when one fails;
 //! - [`router`] splits a service's HTTP traffic between two slots by weight and counts answers;
 //! - [`target`] runs environments: for now the local target's supervised processes;
-//! - [`agent`] wires them into long-running workers;
+//! - [`agent`] wires them into long-running workers, one per environment;
+//! - [`api`] serves the agent's status and takes its commands over HTTP;
 //! - [`cli`] turns command lines into calls of the above, and results into text and exit codes.
 
 pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod diff;
 pub mod health;

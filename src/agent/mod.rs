@@ -1,9 +1,8 @@
 //! Wiring the pieces into a running agent: the fetch worker of the repository turns triggers into
 //! authenticated heads (`fetcher`), one worker per environment applies them (`environment`),
-//! `api` serves their status and takes commands over HTTP, and `run` ties them together over a
-//! state directory.
+//! and `run` ties them together over a state directory, with the HTTP API ([`crate::api`])
+//! beside them.
 
-pub mod api;
 mod environment;
 mod fetcher;
 mod run;

@@ -14,9 +14,9 @@ use git2::Oid;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{self, Api, Workers};
 use super::environment::{Board, Head, Input, Worker, desired_of};
 use super::fetcher::{Fetch, FetchError, Fetcher};
+use crate::api::{self, Api, Workers};
 use crate::ledger::{Ledger, LedgerError};
 use crate::secret::Secret;
 use crate::source::{Remote, SourceError, TrackedRef};

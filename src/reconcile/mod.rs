@@ -1,9 +1,7 @@
-//! Applying a desired state to an environment: observe what runs, plan per service (`plan`),
-//! take each step — rollouts by the service's strategy, reloads, scales, deletions — recording
+//! Applying a desired state to an environment: observe what runs, plan per service
+//! ([`crate::diff::plan`]), take each step — rollouts by the service's strategy, reloads, scales, deletions — recording
 //! every one in the ledger, and, when a step fails, restore the environment to its rollback
 //! point (the last commit applied healthy, re-rendered by the caller).
-
-pub mod plan;
 
 use std::collections::BTreeSet;
 
@@ -15,7 +13,8 @@ use crate::spec::Desired;
 use crate::spec::model::Service;
 use crate::target::{Slot, Target};
 
-pub use plan::{Action, Live, Plan, Step, plan, serving, version};
+use crate::diff::plan;
+pub use crate::diff::plan::{Action, Live, Plan, Step, plan, serving, version};
 
 /// What applying a commit did.
 #[derive(Debug)]

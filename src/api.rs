@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::environment::{Board, Input};
+use crate::agent::{Board, Input};
 use crate::ledger::Ledger;
 use crate::secret::{Secret, constant_time_eq};
 
