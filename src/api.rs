@@ -1,4 +1,4 @@
-//! The agent's HTTP API: liveness and readiness, each environment's status (the rollback point,
+//! The agent's HTTP API: liveness and readiness, Prometheus metrics, each environment's status (the rollback point,
 //! the head and who signed it, why a head was not applied, drift, the last attempt with its
 //! steps), its history, and two mutating calls — sync and rollback — that need the bearer
 //! token from the agent's settings, compared in constant time. Reads are open. Bodies are
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{Board, Input};
 use crate::ledger::Ledger;
+use crate::metrics::Metrics;
 use crate::secret::{Secret, constant_time_eq};
 
 /// The largest request body accepted.
@@ -42,6 +43,8 @@ pub struct Api {
     pub token: Option<Secret>,
     /// Set once the first fetch was handled.
     pub ready: Arc<AtomicBool>,
+    /// The agent's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The API's routes.
@@ -49,6 +52,7 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/environments/{env}", get(environment))
         .route("/api/v1/environments/{env}/history", get(history))
@@ -68,6 +72,11 @@ async fn readyz(State(api): State<Api>) -> Response {
         )
             .into_response()
     }
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], api.metrics.encode()).into_response()
 }
 
 async fn status(State(api): State<Api>) -> Response {

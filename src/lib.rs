@@ -24,6 +24,7 @@ pub mod cli;
 pub mod diff;
 pub mod health;
 pub mod ledger;
+pub mod metrics;
 pub mod reconcile;
 pub mod rollout;
 pub mod router;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository};
 use serde::Serialize;
@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{Attempt, Ledger, LedgerError, Outcome, Trigger};
-use crate::reconcile::{self, Intent, RollbackPoint};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Applied, Intent, RollbackPoint};
 use crate::source::GitTree;
 use crate::spec::{self, Desired};
 use crate::target::Target;
@@ -95,20 +96,29 @@ pub struct Status {
 /// Every environment's status, by name.
 pub type Board = Arc<RwLock<BTreeMap<String, Status>>>;
 
+/// Where workers publish what they know: the status board and the metrics.
+#[derive(Clone, Default)]
+pub struct Publish {
+    /// Every environment's status.
+    pub board: Board,
+    /// The agent's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
 /// Applies one environment's heads to its target.
 pub struct Worker {
-    name: String,
+    pub(super) name: String,
     target: Arc<dyn Target>,
-    ledger: Ledger,
+    pub(super) ledger: Ledger,
     /// How often drift is looked for.
     heal_every: Duration,
     /// The last head handled (applied, refused, or skipped as failed before).
     handled: Option<Oid>,
     /// The rollback point, rendered.
-    applied: Option<(String, Desired)>,
+    pub(super) applied: Option<(String, Desired)>,
     /// The last head received, for a manual sync.
-    last: Option<Head>,
-    board: Board,
+    pub(super) last: Option<Head>,
+    pub(super) publish: Publish,
 }
 
 impl Worker {
@@ -119,7 +129,7 @@ impl Worker {
         target: Arc<dyn Target>,
         mut ledger: Ledger,
         heal_every: Duration,
-        board: Board,
+        publish: Publish,
     ) -> Result<Worker, LedgerError> {
         for attempt in ledger.unfinished(name)? {
             tracing::warn!(
@@ -137,13 +147,13 @@ impl Worker {
             handled: None,
             applied: None,
             last: None,
-            board,
+            publish,
         })
     }
 
     /// Updates this environment's entry on the board.
-    fn publish(&self, update: impl FnOnce(&mut Status)) {
-        let mut board = self.board.write().unwrap_or_else(|e| e.into_inner());
+    pub(super) fn publish(&self, update: impl FnOnce(&mut Status)) {
+        let mut board = self.publish.board.write().unwrap_or_else(|e| e.into_inner());
         let status = board.entry(self.name.clone()).or_default();
         status.applied = self.applied.as_ref().map(|(commit, _)| commit.clone());
         update(status);
@@ -235,20 +245,12 @@ impl Worker {
             tracing::info!(environment = %name, commit, "Automatic sync is off: the commit waits for a manual sync.");
             return Ok(());
         }
-        let rollback = self
-            .applied
-            .as_ref()
-            .map(|(commit, desired)| RollbackPoint { commit, desired });
-        let intent = Intent {
-            commit: &commit,
-            signer: head.signer.as_deref(),
-            trigger: Trigger::Commit,
-        };
-        let applied = reconcile::apply(self.target.as_ref(), &mut self.ledger, &desired, intent, rollback).await?;
+        let applied = self
+            .apply(desired, &commit, head.signer.as_deref(), Trigger::Commit, true)
+            .await?;
         match &applied.outcome {
             Outcome::Succeeded => {
                 tracing::info!(environment = %name, commit, "Applied; the commit is the new rollback point.");
-                self.applied = Some((commit, desired));
                 self.publish(|s| s.drift.clear());
             }
             outcome => {
@@ -260,127 +262,40 @@ impl Worker {
         Ok(())
     }
 
-    /// Applies the last head now: a manual sync, which also retries a head that failed.
-    pub async fn sync(&mut self) -> Result<Done, String> {
-        let head = self.last.clone().ok_or("no head has been fetched yet")?;
-        let commit = head.commit.to_string();
-        let desired = head.desired.clone()?;
-        if self.applied.is_none() {
-            self.applied = self
-                .rollback_point(&head.repository, &head.folder)
-                .map_err(|e| e.to_string())?;
-        }
+    /// Applies `desired` as `commit` and, when `restore`, restores the rollback point if it
+    /// fails; counts the attempt. A success makes `commit` the rollback point.
+    pub(super) async fn apply(
+        &mut self,
+        desired: Desired,
+        commit: &str,
+        signer: Option<&str>,
+        trigger: Trigger,
+        restore: bool,
+    ) -> Result<Applied, LedgerError> {
+        let started = Instant::now();
         let rollback = self
             .applied
             .as_ref()
+            .filter(|_| restore)
             .map(|(commit, desired)| RollbackPoint { commit, desired });
         let intent = Intent {
-            commit: &commit,
-            signer: head.signer.as_deref(),
-            trigger: Trigger::Sync,
-        };
-        let applied = reconcile::apply(self.target.as_ref(), &mut self.ledger, &desired, intent, rollback)
-            .await
-            .map_err(|e| e.to_string())?;
-        if applied.outcome == Outcome::Succeeded {
-            self.applied = Some((commit.clone(), desired));
-        }
-        self.publish(|s| s.drift.clear());
-        Ok(Done {
-            attempt: applied.attempt,
             commit,
-            plan: applied.plan.summary(),
-            outcome: applied.outcome,
-        })
-    }
-
-    /// Restores `to` (a commit applied healthy before, or a unique prefix of one; by default
-    /// the one before the rollback point). The head it replaces is recorded as rolled back, so
-    /// it is not applied again until the head moves, and the `git revert` that makes the
-    /// repository agree is returned.
-    pub async fn rollback(&mut self, to: Option<&str>) -> Result<RolledBack, String> {
-        let head = self.last.clone().ok_or("no head has been fetched yet")?;
-        let candidates = self.ledger.applied_commits(&self.name, 50).map_err(|e| e.to_string())?;
-        let current = self.applied.as_ref().map(|(c, _)| c.clone());
-        let target = match to {
-            Some(prefix) => {
-                let matching: Vec<&String> = candidates.iter().filter(|c| c.starts_with(prefix)).collect();
-                match matching.as_slice() {
-                    [one] => (*one).clone(),
-                    [] => {
-                        return Err(format!(
-                            "`{prefix}` was never applied healthy in `{}`; recent ones: {}",
-                            self.name,
-                            candidates
-                                .iter()
-                                .take(5)
-                                .map(|c| &c[..12.min(c.len())])
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ));
-                    }
-                    _ => return Err(format!("`{prefix}` names several applied commits; give more digits")),
-                }
-            }
-            None => candidates
-                .iter()
-                .find(|c| Some(*c) != current.as_ref())
-                .cloned()
-                .ok_or("there is no earlier applied commit to roll back to")?,
+            signer,
+            trigger,
         };
-        let desired = render(&head.repository, &target, &head.folder, &self.name)?;
-        let intent = Intent {
-            commit: &target,
-            signer: None,
-            trigger: Trigger::Rollback,
-        };
-        // Should the restore fail, the environment goes back to what ran before it.
-        let rollback = self
-            .applied
-            .as_ref()
-            .map(|(commit, desired)| RollbackPoint { commit, desired });
-        let applied = reconcile::apply(self.target.as_ref(), &mut self.ledger, &desired, intent, rollback)
-            .await
-            .map_err(|e| e.to_string())?;
-        let head_commit = head.commit.to_string();
-        let mut replaced = None;
-        if applied.outcome == Outcome::Succeeded {
-            self.applied = Some((target.clone(), desired));
-            if head_commit != target {
-                // The head stays out until it moves, across restarts too.
-                let attempt = self
-                    .ledger
-                    .begin(&Attempt {
-                        environment: self.name.clone(),
-                        commit: head_commit.clone(),
-                        signer: head.signer.clone(),
-                        strategy: "none".to_owned(),
-                        plan: serde_json::json!([]),
-                        trigger: Trigger::Rollback,
-                    })
-                    .map_err(|e| e.to_string())?;
-                let reason = format!("rolled back on request to {target}");
-                self.ledger
-                    .finish(attempt, &Outcome::RolledBack(reason.clone()))
-                    .map_err(|e| e.to_string())?;
-                self.publish(|s| s.refused = Some(reason));
-                replaced = Some(head_commit);
-            }
+        let applied = reconcile::apply(self.target.as_ref(), &mut self.ledger, &desired, intent, rollback).await?;
+        let metrics = &self.publish.metrics;
+        if applied.attempt.is_some() {
+            let seconds = started.elapsed().as_secs_f64();
+            metrics.attempt(&self.name, trigger, &applied.strategy, &applied.outcome, seconds);
         }
-        let revert = replaced
-            .as_ref()
-            .map(|head| format!("git revert --no-edit {target}..{head}"));
-        tracing::warn!(environment = %self.name, to = %target, ?revert, "Rolled back on request.");
-        Ok(RolledBack {
-            done: Done {
-                attempt: applied.attempt,
-                commit: target,
-                plan: applied.plan.summary(),
-                outcome: applied.outcome,
-            },
-            head: replaced,
-            revert,
-        })
+        if applied.outcome == Outcome::Succeeded {
+            if trigger != Trigger::Heal {
+                metrics.commit(&self.name, commit, signer);
+            }
+            self.applied = Some((commit.to_owned(), desired));
+        }
+        Ok(applied)
     }
 
     /// Looks for drift from the rollback point; corrects it when the environment self-heals.
@@ -388,24 +303,37 @@ impl Worker {
         let Some((commit, desired)) = &self.applied else {
             return Ok(());
         };
+        let live = self.target.observe().await;
+        let plan = reconcile::plan(desired, &live, desired.sync.prune);
+        let metrics = &self.publish.metrics;
+        let drifting: Vec<&str> = plan.steps.iter().map(|s| s.service.as_str()).collect();
+        let services = desired
+            .services
+            .keys()
+            .map(|n| n.as_str())
+            .chain(live.keys().map(String::as_str));
+        let services: std::collections::BTreeSet<&str> = services.collect();
+        metrics.drift(&self.name, services.into_iter().map(|s| (s, drifting.contains(&s))));
+        metrics.weights(
+            &self.name,
+            live.iter().flat_map(|(service, slots)| {
+                slots
+                    .iter()
+                    .map(move |(slot, s)| (service.as_str(), slot.name(), s.weight))
+            }),
+        );
+        if plan.is_empty() {
+            self.publish(|s| s.drift.clear());
+            return Ok(());
+        }
         if !desired.sync.self_heal {
-            let live = self.target.observe().await;
-            let plan = reconcile::plan(desired, &live, desired.sync.prune);
-            if !plan.is_empty() {
-                tracing::warn!(environment = %self.name, drift = ?plan.summary(), "Drift found; self-heal is off.");
-            }
+            tracing::warn!(environment = %self.name, drift = ?plan.summary(), "Drift found; self-heal is off.");
             self.publish(|s| s.drift = plan.summary());
             return Ok(());
         }
-        let intent = Intent {
-            commit,
-            signer: None,
-            trigger: Trigger::Heal,
-        };
-        let healed = reconcile::apply(self.target.as_ref(), &mut self.ledger, desired, intent, None).await?;
-        if healed.attempt.is_some() {
-            tracing::warn!(environment = %self.name, drift = ?healed.plan.summary(), outcome = ?healed.outcome, "Drift found and corrected.");
-        }
+        let (commit, desired) = (commit.clone(), desired.clone());
+        let healed = self.apply(desired, &commit, None, Trigger::Heal, false).await?;
+        tracing::warn!(environment = %self.name, drift = ?healed.plan.summary(), outcome = ?healed.outcome, "Drift found and corrected.");
         let remaining = match healed.outcome {
             Outcome::Succeeded => Vec::new(),
             _ => healed.plan.summary(),
@@ -429,7 +357,7 @@ impl Worker {
 
     /// The environment's rollback point, rendered from the repository; `None` when there is
     /// none yet, or it cannot be rendered any more (then a failure cannot be restored).
-    fn rollback_point(
+    pub(super) fn rollback_point(
         &self,
         repository: &std::path::Path,
         folder: &str,

@@ -127,7 +127,7 @@ impl Fetcher {
                 // A panic (a bug in plumb or a library) fails this fetch, not the repository's
                 // worker: the next trigger tries again.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fetch()))
-                    .unwrap_or_else(|_| Err(FetchError::Panicked));
+                    .unwrap_or(Err(FetchError::Panicked));
                 (self, result)
             })
             .await

@@ -3,10 +3,11 @@
 //! and `run` ties them together over a state directory, with the HTTP API ([`crate::api`])
 //! beside them.
 
+mod command;
 mod environment;
 mod fetcher;
 mod run;
 
-pub use environment::{Board, Done, Head, Input, RolledBack, Status, Worker, desired_of, render};
+pub use environment::{Board, Done, Head, Input, Publish, RolledBack, Status, Worker, desired_of, render};
 pub use fetcher::{Fetch, FetchError, Fetcher, Update};
 pub use run::{Agent, AgentError, Settings, run};

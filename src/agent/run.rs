@@ -14,7 +14,7 @@ use git2::Oid;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::environment::{Board, Head, Input, Worker, desired_of};
+use super::environment::{Head, Input, Publish, Worker, desired_of};
 use super::fetcher::{Fetch, FetchError, Fetcher};
 use crate::api::{self, Api, Workers};
 use crate::ledger::{Ledger, LedgerError};
@@ -23,6 +23,7 @@ use crate::source::{Remote, SourceError, TrackedRef};
 use crate::spec::model::environment::Target as TargetSpec;
 use crate::target::local::LocalRuntime;
 use crate::target::local::process::Backoff;
+use crate::trigger::webhook::{self, Provider, Receiver, Receivers};
 use crate::trigger::{Doorbell, Poll, Reason, Timer, doorbell};
 use crate::trust::{Decision, TrustRoot};
 
@@ -50,6 +51,8 @@ pub struct Settings {
     pub listen: Option<SocketAddr>,
     /// The bearer token of the API's mutating calls; without one they are refused.
     pub api_token: Option<Secret>,
+    /// Webhooks from the forge, received at `POST /hooks/config` beside the API.
+    pub webhook: Option<(Provider, Secret)>,
 }
 
 /// Why the agent cannot start.
@@ -105,7 +108,8 @@ pub async fn run(
     let ledger_path = settings.state.join("ledger.sqlite");
     // Opened once here so a ledger that cannot be opened stops the agent at start.
     drop(Ledger::open(&ledger_path)?);
-    let board: Board = Arc::default();
+    let publish = Publish::default();
+    let (door, bell) = doorbell();
     let workers: Workers = Arc::default();
     let ready = Arc::new(AtomicBool::new(false));
     let api_addr = match settings.listen {
@@ -116,13 +120,28 @@ pub async fn run(
             let bound = listener
                 .local_addr()
                 .map_err(|source| AgentError::Listen { addr, source })?;
-            let routes = api::router(Api {
-                board: board.clone(),
+            let mut routes = api::router(Api {
+                board: publish.board.clone(),
+                metrics: publish.metrics.clone(),
                 workers: workers.clone(),
                 ledger: ledger_path.clone(),
                 token: settings.api_token.clone(),
                 ready: ready.clone(),
             });
+            if let Some((provider, secret)) = &settings.webhook {
+                let mut receivers = Receivers::default();
+                let receiver = Receiver {
+                    provider: *provider,
+                    secret: secret.clone(),
+                    refs: [settings.reference.name().to_owned()].into(),
+                    doorbell: door.clone(),
+                };
+                if let Err(e) = receivers.insert("config", receiver) {
+                    tracing::error!(error = %e, "Webhooks are off.");
+                }
+                let receivers = receivers.counted(publish.metrics.clone());
+                routes = routes.merge(webhook::router(receivers, webhook::DEFAULT_BODY_LIMIT));
+            }
             let stop = cancel.clone();
             tokio::spawn(async move {
                 let served = axum::serve(listener, routes)
@@ -137,7 +156,6 @@ pub async fn run(
         }
         None => None,
     };
-    let (door, bell) = doorbell();
     door.ring(Reason::Manual);
     let (tx, mut fetched) = mpsc::channel(4);
     let fetch_task = tokio::spawn(fetcher.run(bell, Timer::new(settings.poll.clone()), tx, cancel.clone()));
@@ -157,10 +175,10 @@ pub async fn run(
                 None => break,
             },
         };
-        if let Some(heads) = heads(&settings, fetch, &mut dispatched, &board).await {
+        if let Some(heads) = heads(&settings, fetch, &mut dispatched, &publish).await {
             for (name, head) in heads {
                 if !environments.contains_key(&name) {
-                    match start(&settings, &name, &head, &ledger_path, &board, &cancel) {
+                    match start(&settings, &name, &head, &ledger_path, &publish, &cancel) {
                         Ok(Some((environment, input))) => {
                             environments.insert(name.clone(), environment);
                             workers
@@ -201,8 +219,11 @@ async fn heads(
     settings: &Settings,
     fetch: Fetch,
     dispatched: &mut Option<Oid>,
-    board: &Board,
+    publish: &Publish,
 ) -> Option<Vec<(String, Head)>> {
+    publish
+        .metrics
+        .fetch(if fetch.result.is_ok() { "ok" } else { "failed" });
     let (updates, repository) = match fetch.result {
         Ok(updates) => (updates, fetch.repository),
         Err(e) => {
@@ -231,7 +252,8 @@ async fn heads(
                     "commit {culprit} refused by the signing policy ({}): {refusal}",
                     refusal.kind()
                 );
-                for status in board.write().unwrap_or_else(|e| e.into_inner()).values_mut() {
+                publish.metrics.refused(refusal.kind());
+                for status in publish.board.write().unwrap_or_else(|e| e.into_inner()).values_mut() {
                     status.refused = Some(reason.clone());
                 }
             }
@@ -308,7 +330,7 @@ fn start(
     name: &str,
     head: &Head,
     ledger: &std::path::Path,
-    board: &Board,
+    publish: &Publish,
     cancel: &CancellationToken,
 ) -> Result<Option<Started>, Box<dyn std::error::Error + Send + Sync>> {
     let desired = match &head.desired {
@@ -338,7 +360,7 @@ fn start(
         runtime.clone(),
         Ledger::open(ledger)?,
         settings.heal_every,
-        board.clone(),
+        publish.clone(),
     )?;
     let (input, rx) = mpsc::channel(4);
     let task = tokio::spawn(worker.run(rx, cancel.child_token()));

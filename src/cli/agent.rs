@@ -16,6 +16,7 @@ use crate::source::{Remote, TrackedRef};
 use crate::spec::model::scalar::Duration as Span;
 use crate::target::local::process::Backoff;
 use crate::trigger::Poll;
+use crate::trigger::webhook::Provider;
 use crate::trust::{Policy, TrustRoot};
 
 /// The agent's flags.
@@ -55,6 +56,38 @@ pub struct Args {
     /// one they are refused.
     #[arg(long)]
     api_token_file: Option<PathBuf>,
+    /// Receive the forge's push webhooks at `POST /hooks/config`: `github`, `gitlab`, `gitea`,
+    /// `bitbucket` or `generic`.
+    #[arg(long, requires = "webhook_secret_file", value_parser = provider)]
+    webhook: Option<Provider>,
+    /// A file holding the webhooks' shared secret.
+    #[arg(long)]
+    webhook_secret_file: Option<PathBuf>,
+}
+
+fn provider(name: &str) -> Result<Provider, String> {
+    [
+        Provider::GitHub,
+        Provider::GitLab,
+        Provider::Gitea,
+        Provider::Bitbucket,
+        Provider::Generic,
+    ]
+    .into_iter()
+    .find(|p| p.name() == name)
+    .ok_or_else(|| "one of github, gitlab, gitea, bitbucket, generic".to_owned())
+}
+
+/// A secret read from a file (trailing whitespace dropped), at least 16 characters long.
+fn secret_file(file: &std::path::Path, what: &str) -> anyhow::Result<Secret> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let secret = Secret::new(text.trim());
+    anyhow::ensure!(
+        secret.expose().len() >= 16,
+        "the {what} in {} is shorter than 16 characters",
+        file.display()
+    );
+    Ok(secret)
 }
 
 fn span(text: &str) -> Result<Duration, String> {
@@ -77,17 +110,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         _ => anyhow::bail!("give exactly one of --trust-root COMMIT or --policy-file FILE"),
     };
     let api_token = match &args.api_token_file {
-        Some(file) => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-            let token = Secret::new(text.trim());
-            anyhow::ensure!(
-                token.expose().len() >= 16,
-                "the API token in {} is shorter than 16 characters",
-                file.display()
-            );
-            Some(token)
-        }
+        Some(file) => Some(secret_file(file, "API token")?),
         None => None,
+    };
+    let webhook = match (args.webhook, &args.webhook_secret_file) {
+        (Some(provider), Some(file)) => Some((provider, secret_file(file, "webhook secret")?)),
+        _ => None,
     };
     let url = if std::path::Path::new(&args.repo).exists() {
         let path = std::fs::canonicalize(&args.repo).with_context(|| format!("cannot read {}", args.repo))?;
@@ -110,6 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         backoff: Backoff::default(),
         listen: Some(args.listen),
         api_token,
+        webhook,
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PLUMB_LOG").unwrap_or_else(|_| "info".into()))

@@ -25,6 +25,8 @@ pub struct Applied {
     pub plan: Plan,
     /// How it ended (`Succeeded` when there was nothing to do).
     pub outcome: Outcome,
+    /// The strategy recorded: the services' one, `mixed` or `none`.
+    pub strategy: String,
 }
 
 /// The desired state to restore when an apply fails: the rollback point, rendered.
@@ -64,14 +66,16 @@ pub async fn apply(
             attempt: None,
             plan,
             outcome: Outcome::Succeeded,
+            strategy: "none".to_owned(),
         });
     }
     let environment = desired.environment.as_str();
+    let strategy = strategy_summary(desired, &plan);
     let attempt = ledger.begin(&Attempt {
         environment: environment.to_owned(),
         commit: intent.commit.to_owned(),
         signer: intent.signer.map(str::to_owned),
-        strategy: strategy_summary(desired, &plan),
+        strategy: strategy.clone(),
         plan: json!(plan.summary()),
         trigger: intent.trigger,
     })?;
@@ -98,6 +102,7 @@ pub async fn apply(
         attempt: Some(attempt),
         plan,
         outcome,
+        strategy,
     })
 }
 

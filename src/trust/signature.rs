@@ -220,7 +220,7 @@ pub fn hard_revocations<'a>(certs: impl Iterator<Item = &'a Cert>) -> Vec<Finger
             }
         }
         for subkey in cert.keys().subkeys() {
-            let hard = subkey.self_revocations().any(|r| is_hard(r));
+            let hard = subkey.self_revocations().any(is_hard);
             if hard {
                 revoked.push(subkey.key().fingerprint());
             }

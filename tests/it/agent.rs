@@ -8,17 +8,35 @@ use std::time::Duration;
 
 use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
+use plumb::secret::Secret;
 use plumb::source::{Remote, TrackedRef};
 use plumb::target::local::process::Backoff;
 use plumb::trigger::Poll;
+use plumb::trigger::webhook::Provider;
 use plumb::trust::TrustRoot;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::TestRepo;
 use crate::http::{get, post};
 use crate::keys::{ALL, TestKey, policy};
+use crate::servers::hmac_sha256_hex;
 
 const TOKEN: &str = "a-long-enough-api-token";
+const HOOK_SECRET: &str = "a-long-enough-webhook-secret";
+
+/// Tells the agent at `api` that `branch` moved, as a forge's webhook does.
+async fn push(api: SocketAddr, branch: &str) {
+    let body = format!("{{\"ref\": \"{branch}\"}}");
+    let signature = format!("sha256={}", hmac_sha256_hex(HOOK_SECRET, body.as_bytes()));
+    let answer = post(
+        api,
+        "/hooks/config",
+        &[("x-plumb-signature", signature)],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+}
 
 /// Writes a one-environment repository whose service `web` runs `plumb example-app` on `port`
 /// as `release`, healthy or not.
@@ -103,22 +121,24 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     let first = upstream.commit_signed("web r1", &alice);
 
     let state = tempfile::tempdir().unwrap();
+    let reference = branch(&upstream);
     let settings = Settings {
         state: state.path().to_owned(),
         remote: Remote::anonymous(upstream.path().to_str().unwrap()),
-        reference: TrackedRef::new(&branch(&upstream)),
+        reference: TrackedRef::new(&reference),
         folder: String::new(),
         trust_root: TrustRoot::Commit(git2::Oid::from_str(&root).unwrap()),
         poll: Poll {
-            interval: Some(Duration::from_millis(100)),
-            jitter: 0.0,
+            // No polling: after the first fetch, only the forge's webhooks trigger one.
+            interval: None,
             ..Poll::default()
         },
         environments: None,
         heal_every: Duration::from_millis(200),
         backoff: Backoff::default(),
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        api_token: Some(plumb::secret::Secret::new(TOKEN)),
+        api_token: Some(Secret::new(TOKEN)),
+        webhook: Some((Provider::Generic, Secret::new(HOOK_SECRET))),
     };
     let cancel = CancellationToken::new();
     let (started, handle) = tokio::sync::oneshot::channel();
@@ -130,6 +150,7 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     // Signed by someone the policy does not know: refused by trust, never applied.
     write_config(&upstream, port, "r2-mallory", true, "blueGreen: {keepOldVersion: 0s}");
     let forged = upstream.commit_signed("web r2", &mallory);
+    push(api, &reference).await;
     let found = eventually(Duration::from_secs(10), || async {
         refused(state.path(), &forged).then_some(())
     })
@@ -150,6 +171,7 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     write_config(&upstream, port, "r2", true, "blueGreen: {keepOldVersion: 0s}");
     upstream.edit("services/web.yaml", "replicas: 2", "replicas: many");
     let invalid = upstream.commit_signed("web r2, badly", &alice);
+    push(api, &reference).await;
     let recorded = eventually(Duration::from_secs(10), || async {
         outcomes(state.path())
             .into_iter()
@@ -169,6 +191,7 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     // A good commit rolls out; a failing one after it is rolled back automatically.
     upstream.edit("services/web.yaml", "replicas: many", "replicas: 2");
     let good = upstream.commit_signed("web r2, fixed", &alice);
+    push(api, &reference).await;
     let seen = eventually(Duration::from_secs(30), || async {
         release(addr).await.filter(|r| r == "r2")
     })
@@ -176,6 +199,7 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     assert_eq!(seen.as_deref(), Some("r2"));
     write_config(&upstream, port, "r3", false, "blueGreen: {keepOldVersion: 0s}");
     let bad = upstream.commit_signed("web r3, unhealthy", &alice);
+    push(api, &reference).await;
     let recorded = eventually(Duration::from_secs(30), || async {
         outcomes(state.path())
             .into_iter()
@@ -188,6 +212,19 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
     assert_eq!(ledger.rollback_point("dev").unwrap(), Some(good.clone()));
     assert!(ledger.verify().unwrap().is_ok());
+
+    // The metrics count what happened.
+    let metrics = get(api, "/metrics").await.body;
+    for series in [
+        "plumb_refused_commits_total{reason=\"unknown_signer\"} 1".to_owned(),
+        format!("plumb_commit_info{{environment=\"dev\",commit=\"{good}\",signer=\"alice\"}} 1"),
+        "plumb_attempts_total{environment=\"dev\",trigger=\"commit\",strategy=\"blueGreen\",result=\"rolled_back\"} 1"
+            .to_owned(),
+        "plumb_rollbacks_total{environment=\"dev\",kind=\"automatic\"} 1".to_owned(),
+        "plumb_webhook_deliveries_total{provider=\"generic\",result=\"accepted\"} 4".to_owned(),
+    ] {
+        assert!(metrics.contains(&series), "{series} missing from:\n{metrics}");
+    }
 
     // The API shows it; mutating calls need the token.
     let status: serde_json::Value = serde_json::from_str(&get(api, "/api/v1/status").await.body).unwrap();

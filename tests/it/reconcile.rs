@@ -330,8 +330,16 @@ async fn drift_is_reported_and_corrected_by_self_heal() {
     let runtime =
         std::sync::Arc::new(LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap());
     let ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
-    let board = plumb::agent::Board::default();
-    let mut worker = Worker::new("dev", runtime.clone(), ledger, Duration::from_secs(3600), board.clone()).unwrap();
+    let publish = plumb::agent::Publish::default();
+    let board = publish.board.clone();
+    let mut worker = Worker::new(
+        "dev",
+        runtime.clone(),
+        ledger,
+        Duration::from_secs(3600),
+        publish.clone(),
+    )
+    .unwrap();
     let port = free_port();
     let repo = Repo::new("{selfHeal: true}");
     repo.service(
@@ -369,7 +377,28 @@ async fn drift_is_reported_and_corrected_by_self_heal() {
     );
 
     worker.heal().await.unwrap();
+    let metrics = publish.metrics.encode();
+    assert!(
+        metrics.contains("plumb_drift{environment=\"dev\",service=\"api\"} 1"),
+        "{metrics}"
+    );
     worker.heal().await.unwrap();
+    worker.heal().await.unwrap();
+    let metrics = publish.metrics.encode();
+    assert!(
+        metrics.contains("plumb_drift{environment=\"dev\",service=\"api\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "plumb_attempts_total{environment=\"dev\",trigger=\"heal\",strategy=\"none\",result=\"succeeded\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plumb_traffic_weight{environment=\"dev\",service=\"api\",slot=\"blue\"} 100"),
+        "{metrics}"
+    );
     assert!(std::fs::read_to_string(&file).unwrap().contains("hello"));
     assert_eq!(runtime.observe().await["api"][&Slot::Blue].replicas.len(), 2);
     assert!(reconcile::plan(&desired, &runtime.observe().await, false).is_empty());

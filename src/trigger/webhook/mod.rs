@@ -18,6 +18,7 @@ use serde_json::json;
 pub use provider::{Event, Provider, Rejection};
 
 use super::{Doorbell, Reason, Rung};
+use crate::metrics::Metrics;
 use crate::secret::Secret;
 
 /// The largest body accepted by default: push payloads of a few hundred commits fit.
@@ -37,9 +38,10 @@ pub struct Receiver {
 }
 
 /// The receivers, by the repository name used in the URL.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Receivers {
     by_name: HashMap<String, Receiver>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// A receiver configured without a secret.
@@ -55,6 +57,12 @@ impl Receivers {
         }
         self.by_name.insert(repository.to_owned(), receiver);
         Ok(())
+    }
+
+    /// Counts every delivery in `metrics`, by provider and result.
+    pub fn counted(mut self, metrics: Arc<Metrics>) -> Receivers {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -72,11 +80,28 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(receiver) = receivers.by_name.get(&repository) else {
+    let response = deliver(&receivers, &repository, &headers, &body);
+    if let Some(metrics) = &receivers.metrics {
+        let provider = receivers
+            .by_name
+            .get(&repository)
+            .map_or("unknown", |r| r.provider.name());
+        let result = match response.status() {
+            StatusCode::ACCEPTED => "accepted",
+            StatusCode::OK => "ignored",
+            _ => "rejected",
+        };
+        metrics.webhook(provider, result);
+    }
+    response
+}
+
+fn deliver(receivers: &Receivers, repository: &str, headers: &HeaderMap, body: &Bytes) -> Response {
+    let Some(receiver) = receivers.by_name.get(repository) else {
         return answer(StatusCode::NOT_FOUND, "error", "no such repository");
     };
     let provider = receiver.provider.name();
-    if let Err(rejection) = receiver.provider.authenticate(&headers, &body, &receiver.secret) {
+    if let Err(rejection) = receiver.provider.authenticate(headers, body, &receiver.secret) {
         let message = match rejection {
             Rejection::MissingSignature(header) => format!("missing {header}"),
             _ => "signature does not match".to_owned(),
@@ -84,7 +109,7 @@ async fn receive(
         tracing::warn!(repository, provider, reason = %message, "Refused a webhook.");
         return answer(StatusCode::UNAUTHORIZED, "error", &message);
     }
-    let refs = match receiver.provider.event(&headers, &body) {
+    let refs = match receiver.provider.event(headers, body) {
         Ok(Event::Ping) => return answer(StatusCode::OK, "pong", "webhook configured"),
         Ok(Event::Other(event)) => {
             return answer(

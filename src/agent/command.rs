@@ -1,0 +1,114 @@
+//! What an operator asks an environment's worker: sync the head now, or roll back to an earlier
+//! applied commit.
+
+use super::environment::{Done, RolledBack, Worker, render};
+use crate::ledger::{Attempt, Outcome, Trigger};
+
+impl Worker {
+    /// Applies the last head now: a manual sync, which also retries a head that failed.
+    pub async fn sync(&mut self) -> Result<Done, String> {
+        let head = self.last.clone().ok_or("no head has been fetched yet")?;
+        let commit = head.commit.to_string();
+        let desired = head.desired.clone()?;
+        if self.applied.is_none() {
+            self.applied = self
+                .rollback_point(&head.repository, &head.folder)
+                .map_err(|e| e.to_string())?;
+        }
+        let applied = self
+            .apply(desired, &commit, head.signer.as_deref(), Trigger::Sync, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.publish(|s| s.drift.clear());
+        Ok(Done {
+            attempt: applied.attempt,
+            commit,
+            plan: applied.plan.summary(),
+            outcome: applied.outcome,
+        })
+    }
+
+    /// Restores `to` (a commit applied healthy before, or a unique prefix of one; by default
+    /// the one before the rollback point). The head it replaces is recorded as rolled back, so
+    /// it is not applied again until the head moves — across restarts too — and the `git
+    /// revert` that makes the repository agree is returned. Should the restore fail, the
+    /// environment goes back to what ran before it.
+    pub async fn rollback(&mut self, to: Option<&str>) -> Result<RolledBack, String> {
+        let head = self.last.clone().ok_or("no head has been fetched yet")?;
+        let target = self.rollback_target(to)?;
+        let desired = render(&head.repository, &target, &head.folder, &self.name)?;
+        let applied = self
+            .apply(desired, &target, None, Trigger::Rollback, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        let head_commit = head.commit.to_string();
+        let mut replaced = None;
+        if applied.outcome == Outcome::Succeeded && head_commit != target {
+            let reason = format!("rolled back on request to {target}");
+            self.pin_out(&head_commit, head.signer.clone(), &reason)
+                .map_err(|e| e.to_string())?;
+            self.publish(|s| s.refused = Some(reason));
+            replaced = Some(head_commit);
+        }
+        let revert = replaced
+            .as_ref()
+            .map(|head| format!("git revert --no-edit {target}..{head}"));
+        tracing::warn!(environment = %self.name, to = %target, ?revert, "Rolled back on request.");
+        Ok(RolledBack {
+            done: Done {
+                attempt: applied.attempt,
+                commit: target,
+                plan: applied.plan.summary(),
+                outcome: applied.outcome,
+            },
+            head: replaced,
+            revert,
+        })
+    }
+
+    /// The commit a rollback goes to: `to` (a prefix of a commit applied healthy before), or
+    /// the newest applied commit other than the rollback point.
+    fn rollback_target(&self, to: Option<&str>) -> Result<String, String> {
+        let candidates = self.ledger.applied_commits(&self.name, 50).map_err(|e| e.to_string())?;
+        let current = self.applied.as_ref().map(|(c, _)| c.as_str());
+        let Some(prefix) = to else {
+            return candidates
+                .into_iter()
+                .find(|c| Some(c.as_str()) != current)
+                .ok_or_else(|| "there is no earlier applied commit to roll back to".to_owned());
+        };
+        let matching: Vec<&String> = candidates.iter().filter(|c| c.starts_with(prefix)).collect();
+        match matching.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => {
+                let recent: Vec<&str> = candidates.iter().take(5).map(|c| &c[..12.min(c.len())]).collect();
+                Err(format!(
+                    "`{prefix}` was never applied healthy in `{}`; recent ones: {}",
+                    self.name,
+                    recent.join(", ")
+                ))
+            }
+            _ => Err(format!("`{prefix}` names several applied commits; give more digits")),
+        }
+    }
+
+    /// Records `commit` as rolled back, so it is not applied again until the head moves.
+    fn pin_out(
+        &mut self,
+        commit: &str,
+        signer: Option<String>,
+        reason: &str,
+    ) -> Result<(), crate::ledger::LedgerError> {
+        let attempt = self.ledger.begin(&Attempt {
+            environment: self.name.clone(),
+            commit: commit.to_owned(),
+            signer,
+            strategy: "none".to_owned(),
+            plan: serde_json::json!([]),
+            trigger: Trigger::Rollback,
+        })?;
+        self.ledger.finish(attempt, &Outcome::RolledBack(reason.to_owned()))?;
+        self.publish.metrics.rollback(&self.name, "manual");
+        Ok(())
+    }
+}
