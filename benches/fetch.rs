@@ -20,7 +20,7 @@ use plumb::agent::Fetcher;
 use plumb::secret::Secret;
 use plumb::source::{Cache, Remote, TrackedRef};
 use plumb::trigger::webhook::{self, Provider, Receiver, Receivers};
-use plumb::trigger::{Poll, Timer, doorbell};
+use plumb::trigger::{Poll, doorbell};
 use plumb::trust::{Policy, TrustRoot};
 
 fn main() {
@@ -168,7 +168,7 @@ fn webhook_latency(dir: &Path, upstream: &Path, rounds: usize) {
         .unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let cancel = tokio_util::sync::CancellationToken::new();
-        let timer = Timer::new(Poll {
+        let (_, timer) = tokio::sync::watch::channel(Poll {
             interval: None,
             ..Poll::default()
         });

@@ -39,8 +39,9 @@ pub struct Api {
     pub workers: Workers,
     /// The ledger file, opened read-only per request.
     pub ledger: PathBuf,
-    /// The bearer token of mutating calls; `None` disables them.
-    pub token: Option<Secret>,
+    /// The bearer token of mutating calls; `None` disables them. Replaced on a configuration
+    /// reload.
+    pub token: Arc<RwLock<Option<Secret>>>,
     /// Set once the first fetch was handled.
     pub ready: Arc<AtomicBool>,
     /// The agent's metrics.
@@ -172,7 +173,8 @@ async fn command<T: serde::Serialize>(
 
 /// Checks the bearer token of a mutating call: `None` when it may go on, else the refusal.
 fn refusal(api: &Api, headers: &HeaderMap) -> Option<Response> {
-    let Some(token) = &api.token else {
+    let token = api.token.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(token) = token else {
         return Some(error(
             StatusCode::FORBIDDEN,
             "mutating calls are disabled: start the agent with an API token",

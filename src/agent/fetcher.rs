@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use git2::Oid;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::source::{Cache, Remote, SourceError, TrackedRef};
-use crate::trigger::{Bell, Reason, Timer};
+use crate::trigger::{Bell, Poll, Reason, Timer};
 use crate::trust::{Decision, StateError, TrustRoot, TrustState};
 
 /// What one fetch found for one tracked ref.
@@ -110,12 +110,28 @@ impl Fetcher {
     }
 
     /// Runs until `cancel`: fetches when the doorbell rings or the timer fires, and sends each
-    /// outcome to `out`.
-    pub async fn run(mut self, mut bell: Bell, mut timer: Timer, out: mpsc::Sender<Fetch>, cancel: CancellationToken) {
+    /// outcome to `out`. New polling settings arriving on `polls` apply at once.
+    pub async fn run(
+        mut self,
+        mut bell: Bell,
+        mut polls: watch::Receiver<Poll>,
+        out: mpsc::Sender<Fetch>,
+        cancel: CancellationToken,
+    ) {
+        let mut timer = Timer::new(polls.borrow_and_update().clone());
+        // Settings may stop arriving (their sender is gone): the last ones stay.
+        let mut settable = true;
         loop {
             let next = timer.next(chrono::Utc::now());
             let reason = tokio::select! {
                 _ = cancel.cancelled() => return,
+                changed = polls.changed(), if settable => {
+                    match changed {
+                        Ok(()) => timer = Timer::new(polls.borrow_and_update().clone()),
+                        Err(_) => settable = false,
+                    }
+                    continue;
+                }
                 rung = bell.wait() => match rung {
                     Some(reason) => reason,
                     None => return,

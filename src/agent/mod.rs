@@ -4,6 +4,7 @@
 //! beside them.
 
 mod command;
+pub mod config;
 mod environment;
 mod fetcher;
 mod run;

@@ -24,7 +24,7 @@ use crate::spec::model::environment::Target as TargetSpec;
 use crate::target::local::LocalRuntime;
 use crate::target::local::process::Backoff;
 use crate::trigger::webhook::{self, Provider, Receiver, Receivers};
-use crate::trigger::{Doorbell, Poll, Reason, Timer, doorbell};
+use crate::trigger::{Doorbell, Poll, Reason, doorbell};
 use crate::trust::{Decision, TrustRoot};
 
 /// What the agent follows and where it keeps its state.
@@ -79,8 +79,36 @@ pub enum AgentError {
 pub struct Agent {
     /// Rings the fetch worker (webhooks, manual syncs).
     pub doorbell: Doorbell,
+    /// The settings that change while the agent runs.
+    pub live: Live,
     /// Where the API listens, when it does.
     pub api: Option<SocketAddr>,
+}
+
+/// The settings a running agent takes at once: the API token, polling, the environments
+/// followed. The others need a restart.
+#[derive(Clone)]
+pub struct Live {
+    token: Arc<std::sync::RwLock<Option<Secret>>>,
+    poll: Arc<tokio::sync::watch::Sender<Poll>>,
+    environments: Arc<std::sync::RwLock<Option<Vec<String>>>>,
+}
+
+impl Live {
+    fn new(settings: &Settings) -> Live {
+        Live {
+            token: Arc::new(std::sync::RwLock::new(settings.api_token.clone())),
+            poll: Arc::new(tokio::sync::watch::channel(settings.poll.clone()).0),
+            environments: Arc::new(std::sync::RwLock::new(settings.environments.clone())),
+        }
+    }
+
+    /// Takes the live part of `settings`.
+    pub fn update(&self, settings: &Settings) {
+        *self.token.write().unwrap_or_else(|e| e.into_inner()) = settings.api_token.clone();
+        *self.environments.write().unwrap_or_else(|e| e.into_inner()) = settings.environments.clone();
+        self.poll.send_replace(settings.poll.clone());
+    }
 }
 
 /// A started environment, and its worker's input.
@@ -109,6 +137,7 @@ pub async fn run(
     // Opened once here so a ledger that cannot be opened stops the agent at start.
     drop(Ledger::open(&ledger_path)?);
     let publish = Publish::default();
+    let live = Live::new(&settings);
     let (door, bell) = doorbell();
     let workers: Workers = Arc::default();
     let ready = Arc::new(AtomicBool::new(false));
@@ -125,7 +154,7 @@ pub async fn run(
                 metrics: publish.metrics.clone(),
                 workers: workers.clone(),
                 ledger: ledger_path.clone(),
-                token: settings.api_token.clone(),
+                token: live.token.clone(),
                 ready: ready.clone(),
             });
             if let Some((provider, secret)) = &settings.webhook {
@@ -158,9 +187,11 @@ pub async fn run(
     };
     door.ring(Reason::Manual);
     let (tx, mut fetched) = mpsc::channel(4);
-    let fetch_task = tokio::spawn(fetcher.run(bell, Timer::new(settings.poll.clone()), tx, cancel.clone()));
+    let polls = live.poll.subscribe();
+    let fetch_task = tokio::spawn(fetcher.run(bell, polls, tx, cancel.clone()));
     if let Some(started) = started {
         let _ = started.send(Agent {
+            live: live.clone(),
             doorbell: door.clone(),
             api: api_addr,
         });
@@ -175,7 +206,8 @@ pub async fn run(
                 None => break,
             },
         };
-        if let Some(heads) = heads(&settings, fetch, &mut dispatched, &publish).await {
+        let only = live.environments.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(heads) = heads(&settings, only, fetch, &mut dispatched, &publish).await {
             for (name, head) in heads {
                 if !environments.contains_key(&name) {
                     match start(&settings, &name, &head, &ledger_path, &publish, &cancel) {
@@ -217,6 +249,7 @@ pub async fn run(
 /// trust is shown on every environment's status.
 async fn heads(
     settings: &Settings,
+    only: Option<Vec<String>>,
     fetch: Fetch,
     dispatched: &mut Option<Oid>,
     publish: &Publish,
@@ -263,7 +296,6 @@ async fn heads(
     };
     let head = update.head;
     let folder = settings.folder.clone();
-    let only = settings.environments.clone();
     let rendered = tokio::task::spawn_blocking(move || render_all(&repository, head, &folder, only, signer))
         .await
         .ok()?;

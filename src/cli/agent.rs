@@ -1,6 +1,6 @@
-//! `plumb agent`: the long-running agent over one repository, started from flags (a
-//! configuration file with hot reload and the HTTP API come with the agent service). Stops
-//! cleanly on SIGTERM or Ctrl-C: running steps end, replicas are stopped.
+//! `plumb agent`: the long-running agent over one repository, from a configuration file
+//! (reloaded when it changes) or from flags. Stops cleanly on SIGTERM or Ctrl-C: a step in
+//! progress ends or is parked, replicas are stopped.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,8 +10,8 @@ use git2::Oid;
 use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
+use crate::agent::config::{AgentConfig, secret};
 use crate::agent::{self, Settings};
-use crate::secret::Secret;
 use crate::source::{Remote, TrackedRef};
 use crate::spec::model::scalar::Duration as Span;
 use crate::target::local::process::Backoff;
@@ -22,9 +22,13 @@ use crate::trust::{Policy, TrustRoot};
 /// The agent's flags.
 #[derive(clap::Args)]
 pub struct Args {
+    /// The agent's configuration file (`schemas/agent.schema.json`), reloaded when it changes;
+    /// instead of the flags below.
+    #[arg(long, conflicts_with_all = ["repo", "trust_root", "policy_file", "environments", "api_token_file", "webhook"])]
+    config: Option<PathBuf>,
     /// The config repository: a URL (`https://`, `ssh://`, `git://`, `file://`) or a path.
-    #[arg(long)]
-    repo: String,
+    #[arg(long, required_unless_present = "config")]
+    repo: Option<String>,
     /// The branch (or full ref) whose head is applied.
     #[arg(long, default_value = "main")]
     branch: String,
@@ -32,7 +36,7 @@ pub struct Args {
     #[arg(long, default_value = "")]
     folder: String,
     /// The commit trusted without checking (a full commit id), where authentication starts.
-    #[arg(long, conflicts_with = "policy_file", required_unless_present = "policy_file")]
+    #[arg(long, conflicts_with = "policy_file", required_unless_present_any = ["policy_file", "config"])]
     trust_root: Option<String>,
     /// Instead of a trust root commit: a policy that judges the repository's first commits.
     #[arg(long)]
@@ -49,7 +53,7 @@ pub struct Args {
     /// The agent's state directory.
     #[arg(long, env = "PLUMB_STATE", default_value = ".plumb")]
     state: PathBuf,
-    /// Where the HTTP API listens (status, history, sync, rollback).
+    /// Where the HTTP API listens (status, history, sync, rollback, metrics).
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: std::net::SocketAddr,
     /// A file holding the bearer token of the API's mutating calls (sync, rollback); without
@@ -63,31 +67,22 @@ pub struct Args {
     /// A file holding the webhooks' shared secret.
     #[arg(long)]
     webhook_secret_file: Option<PathBuf>,
+    /// How the agent logs: `text` for people, `json` (one object per line) for collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How the agent logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 fn provider(name: &str) -> Result<Provider, String> {
-    [
-        Provider::GitHub,
-        Provider::GitLab,
-        Provider::Gitea,
-        Provider::Bitbucket,
-        Provider::Generic,
-    ]
-    .into_iter()
-    .find(|p| p.name() == name)
-    .ok_or_else(|| "one of github, gitlab, gitea, bitbucket, generic".to_owned())
-}
-
-/// A secret read from a file (trailing whitespace dropped), at least 16 characters long.
-fn secret_file(file: &std::path::Path, what: &str) -> anyhow::Result<Secret> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let secret = Secret::new(text.trim());
-    anyhow::ensure!(
-        secret.expose().len() >= 16,
-        "the {what} in {} is shorter than 16 characters",
-        file.display()
-    );
-    Ok(secret)
+    Provider::named(name).ok_or_else(|| "one of github, gitlab, gitea, bitbucket, generic".to_owned())
 }
 
 fn span(text: &str) -> Result<Duration, String> {
@@ -96,54 +91,22 @@ fn span(text: &str) -> Result<Duration, String> {
 
 /// Runs the agent until SIGTERM or Ctrl-C.
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
-    let trust_root = match (&args.trust_root, &args.policy_file) {
-        (Some(commit), None) => TrustRoot::Commit(
-            Oid::from_str(commit)
-                .ok()
-                .filter(|_| commit.len() == 40)
-                .with_context(|| format!("--trust-root `{commit}` is not a full commit id (40 hex digits)"))?,
-        ),
-        (None, Some(file)) => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-            TrustRoot::Policy(Policy::parse(&text).with_context(|| format!("in {}", file.display()))?)
+    let (settings, config) = match &args.config {
+        Some(path) => {
+            let config = AgentConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let settings = config.settings()?;
+            (settings, Some((path.clone(), config)))
         }
-        _ => anyhow::bail!("give exactly one of --trust-root COMMIT or --policy-file FILE"),
+        None => (from_flags(&args)?, None),
     };
-    let api_token = match &args.api_token_file {
-        Some(file) => Some(secret_file(file, "API token")?),
-        None => None,
-    };
-    let webhook = match (args.webhook, &args.webhook_secret_file) {
-        (Some(provider), Some(file)) => Some((provider, secret_file(file, "webhook secret")?)),
-        _ => None,
-    };
-    let url = if std::path::Path::new(&args.repo).exists() {
-        let path = std::fs::canonicalize(&args.repo).with_context(|| format!("cannot read {}", args.repo))?;
-        format!("file://{}", path.display())
-    } else {
-        args.repo.clone()
-    };
-    let settings = Settings {
-        state: args.state,
-        remote: Remote::anonymous(url),
-        reference: TrackedRef::new(&args.branch),
-        folder: args.folder,
-        trust_root,
-        poll: Poll {
-            interval: Some(args.poll),
-            ..Poll::default()
-        },
-        environments: (!args.environments.is_empty()).then_some(args.environments),
-        heal_every: args.heal_every,
-        backoff: Backoff::default(),
-        listen: Some(args.listen),
-        api_token,
-        webhook,
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PLUMB_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLUMB_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -158,10 +121,64 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
-            tracing::info!("Stopping: running steps end, then replicas stop.");
+            tracing::info!("Stopping: a step in progress ends or is parked, then replicas stop.");
             stop.cancel();
         });
-        agent::run(settings, cancel, None).await
+        let (started, handle) = tokio::sync::oneshot::channel();
+        let agent = tokio::spawn(agent::run(settings, cancel.clone(), Some(started)));
+        if let (Some((path, config)), Ok(handle)) = (config, handle.await) {
+            tokio::spawn(agent::config::watch(path, config, handle.live, cancel.clone()));
+        }
+        anyhow::Ok(agent.await.context("the agent stopped abnormally")??)
     })?;
     Ok(Outcome::Ok)
+}
+
+/// The settings given as flags.
+fn from_flags(args: &Args) -> anyhow::Result<Settings> {
+    let repo = args.repo.clone().context("--repo is required without --config")?;
+    let trust_root = match (&args.trust_root, &args.policy_file) {
+        (Some(commit), None) => TrustRoot::Commit(
+            Oid::from_str(commit)
+                .ok()
+                .filter(|_| commit.len() == 40)
+                .with_context(|| format!("--trust-root `{commit}` is not a full commit id (40 hex digits)"))?,
+        ),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            TrustRoot::Policy(Policy::parse(&text).with_context(|| format!("in {}", file.display()))?)
+        }
+        _ => anyhow::bail!("give exactly one of --trust-root COMMIT or --policy-file FILE"),
+    };
+    let api_token = match &args.api_token_file {
+        Some(file) => Some(secret(file, "--api-token-file", 16)?),
+        None => None,
+    };
+    let webhook = match (args.webhook, &args.webhook_secret_file) {
+        (Some(provider), Some(file)) => Some((provider, secret(file, "--webhook-secret-file", 16)?)),
+        _ => None,
+    };
+    let url = if std::path::Path::new(&repo).exists() {
+        let path = std::fs::canonicalize(&repo).with_context(|| format!("cannot read {repo}"))?;
+        format!("file://{}", path.display())
+    } else {
+        repo
+    };
+    Ok(Settings {
+        state: args.state.clone(),
+        remote: Remote::anonymous(url),
+        reference: TrackedRef::new(&args.branch),
+        folder: args.folder.clone(),
+        trust_root,
+        poll: Poll {
+            interval: Some(args.poll),
+            ..Poll::default()
+        },
+        environments: (!args.environments.is_empty()).then(|| args.environments.clone()),
+        heal_every: args.heal_every,
+        backoff: Backoff::default(),
+        listen: Some(args.listen),
+        api_token,
+        webhook,
+    })
 }

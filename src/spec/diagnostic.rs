@@ -130,7 +130,8 @@ pub fn closest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Opti
             (distance, k)
         })
         .filter(|(d, k)| *d <= (k.len().max(word.len()) / 3).max(1))
-        .min_by_key(|(d, _)| *d)
+        // On a tie, the name closest in length: `pol` is `poll` rather than `policyFile`.
+        .min_by_key(|(d, k)| (*d, k.len().abs_diff(word.len())))
         .map(|(_, k)| k)
 }
 

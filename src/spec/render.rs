@@ -267,7 +267,7 @@ fn check_overlay(loaded: &Loaded, service: &str, member: &super::node::Member, o
 }
 
 /// Deserializes a schema-checked document; a remaining error still names its path.
-fn typed<T: serde::de::DeserializeOwned>(node: &Node, json: &Value) -> Result<T, Diagnostic> {
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(node: &Node, json: &Value) -> Result<T, Diagnostic> {
     serde_path_to_error::deserialize(json).map_err(|e| {
         let path = Path(
             e.path()

@@ -23,6 +23,7 @@ pub fn generate() -> Vec<(&'static str, Value)> {
         ("repository.schema.json", schema_of::<Repository>()),
         ("service.schema.json", schema_of::<Service>()),
         ("environment.schema.json", schema_of::<Environment>()),
+        ("agent.schema.json", schema_of::<crate::agent::config::AgentConfig>()),
     ]
 }
 

@@ -54,7 +54,7 @@ pub fn write_config(repo: &TestRepo, port: u16, release: &str, healthy: bool, st
         &format!(
             "apiVersion: plumb/v1\nkind: Service\nname: web\ncommand: [{:?}, example-app]\nreplicas: 2\n\
              ports:\n  - {{name: http, port: {port}}}\n\
-             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 20\n\
+             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 60\n\
              progressDeadline: 10s\nstrategy:\n  {strategy}\n\
              env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: EXAMPLE_HEALTH, value: {}}}\n",
             env!("CARGO_BIN_EXE_plumb"),

@@ -2,6 +2,7 @@
 //! executable.
 
 mod agent;
+mod agent_config;
 mod cli;
 mod crash;
 mod demo;

@@ -10,7 +10,7 @@ use plumb::agent::{Fetch, Fetcher};
 use plumb::secret::Secret;
 use plumb::source::{Remote, TrackedRef};
 use plumb::trigger::webhook::{self, Provider, Receiver, Receivers};
-use plumb::trigger::{Bell, Doorbell, Poll, Reason, Timer, doorbell};
+use plumb::trigger::{Bell, Doorbell, Poll, Reason, doorbell};
 use plumb::trust::{Decision, TrustRoot};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -96,7 +96,7 @@ impl Setup {
 
     /// Starts the fetch worker (webhooks only: no polling).
     fn start_worker(&mut self) {
-        let timer = Timer::new(Poll {
+        let (_, timer) = tokio::sync::watch::channel(Poll {
             interval: None,
             ..Poll::default()
         });

@@ -47,6 +47,19 @@ pub enum Rejection {
 }
 
 impl Provider {
+    /// The provider called `name` (as [`Provider::name`] spells it).
+    pub fn named(name: &str) -> Option<Provider> {
+        [
+            Provider::GitHub,
+            Provider::GitLab,
+            Provider::Gitea,
+            Provider::Bitbucket,
+            Provider::Generic,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
+    }
+
     /// The name used in configuration, logs and metrics.
     pub fn name(self) -> &'static str {
         match self {

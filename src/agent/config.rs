@@ -1,0 +1,440 @@
+//! The agent's configuration file (`plumb agent --config agent.yaml`): what it follows, how it
+//! authenticates, where it listens. Checked against its JSON Schema (`schemas/agent.schema.json`)
+//! with the file, line and field of every problem; secrets are read from the files it names,
+//! never written in it. On a change the file is read again: a bad edit is refused and the running
+//! configuration stays; the API token, polling and the environments followed apply at once, the
+//! rest at the next start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+
+use git2::Oid;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::run::Settings;
+use crate::secret::Secret;
+use crate::source::{Auth, Remote, TrackedRef};
+use crate::spec::Diagnostic;
+use crate::spec::model::scalar::Duration;
+use crate::spec::schema::{Schema, schema_of};
+use crate::spec::yaml::{self, Limits};
+use crate::target::local::process::Backoff;
+use crate::trigger::webhook::Provider;
+use crate::trigger::{Poll, Schedule};
+use crate::trust::{Policy, TrustRoot};
+
+/// The agent's configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Always `plumb/v1`.
+    pub api_version: String,
+    /// Always `Agent`.
+    pub kind: String,
+    /// The state directory: caches, trust state, ledger, logs, working folders.
+    #[serde(default = "default_state")]
+    pub state: PathBuf,
+    /// Where the HTTP API listens.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// A file holding the bearer token of the API's mutating calls (at least 16 characters).
+    pub api_token_file: Option<PathBuf>,
+    /// The config repository followed.
+    pub repository: RepositoryConfig,
+    /// The environments applied; all the repository declares when absent.
+    pub environments: Option<Vec<String>>,
+    /// How often each environment is checked for drift.
+    #[serde(default = "default_heal")]
+    pub heal_every: Duration,
+}
+
+/// The config repository.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// `https://`, `ssh://`, `git://`, `file://` URL, or a path.
+    pub url: String,
+    /// The branch (or full ref) applied.
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// The folder of the configuration inside the repository.
+    #[serde(default)]
+    pub folder: String,
+    /// Where authentication starts: a trusted commit, or a policy for the first commits.
+    pub trust_root: TrustRootConfig,
+    /// Credentials for a private repository.
+    pub credentials: Option<Credentials>,
+    /// When to fetch without being asked.
+    #[serde(default)]
+    pub poll: PollConfig,
+    /// Receive the forge's push webhooks at `POST /hooks/config`.
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// Where commit authentication starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum TrustRootConfig {
+    /// A full commit id taken as authenticated.
+    Commit(String),
+    /// An `openpgp-policy.toml` file that judges the repository's first commits.
+    PolicyFile(PathBuf),
+}
+
+/// Credentials: an HTTPS token, or an SSH key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Credentials {
+    /// HTTPS basic authentication with a token as the password.
+    Token {
+        /// The user name the host expects (`x-access-token`, `oauth2`…).
+        #[serde(default = "default_token_user")]
+        username: String,
+        /// A file holding the token.
+        token_file: PathBuf,
+    },
+    /// An SSH key; the host's key must be in `knownHostsFile`.
+    Ssh {
+        /// The private key file.
+        private_key_file: PathBuf,
+        /// A file holding the key's passphrase, when it has one.
+        passphrase_file: Option<PathBuf>,
+        /// The OpenSSH `known_hosts` file.
+        known_hosts_file: PathBuf,
+        /// Accept (and record) a host `knownHostsFile` does not list. Off by default.
+        #[serde(default)]
+        accept_unknown_hosts: bool,
+    },
+}
+
+/// Polling settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PollConfig {
+    /// How often to fetch; `0s` relies on webhooks and schedules alone.
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+    /// The fraction by which each wait varies (0 to 0.5).
+    #[serde(default = "default_jitter")]
+    #[schemars(range(min = 0.0, max = 0.5))]
+    pub jitter: f64,
+    /// Five-field cron expressions that also trigger a fetch.
+    #[serde(default)]
+    pub schedules: Vec<String>,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            interval: default_interval(),
+            jitter: default_jitter(),
+            schedules: Vec::new(),
+        }
+    }
+}
+
+/// Webhooks from the forge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `github`, `gitlab`, `gitea`, `bitbucket` or `generic`.
+    #[schemars(regex(pattern = "^(github|gitlab|gitea|bitbucket|generic)$"))]
+    pub provider: String,
+    /// A file holding the shared secret (at least 16 characters).
+    pub secret_file: PathBuf,
+}
+
+fn default_state() -> PathBuf {
+    PathBuf::from(".plumb")
+}
+fn default_listen() -> String {
+    "127.0.0.1:7070".to_owned()
+}
+fn default_heal() -> Duration {
+    Duration::secs(5)
+}
+fn default_branch() -> String {
+    "main".to_owned()
+}
+fn default_token_user() -> String {
+    "x-access-token".to_owned()
+}
+fn default_interval() -> Duration {
+    Duration::secs(30)
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+
+static SCHEMA: LazyLock<Schema> =
+    LazyLock::new(|| Schema::compile(&schema_of::<AgentConfig>()).expect("the agent schema is valid"));
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid: every problem, with its line and field.
+    #[error("{}", explain(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// One line per problem, with its hint.
+fn explain(problems: &[Diagnostic]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|d| match &d.hint {
+            Some(hint) => format!("{d} ({hint})"),
+            None => d.to_string(),
+        })
+        .collect();
+    lines.join("\n")
+}
+
+impl AgentConfig {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: Arc<str> = Arc::from(path.display().to_string());
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let node = yaml::parse(&file, &bytes, limits).map_err(|e| ConfigError::Invalid(vec![e.into()]))?;
+        let json = node.to_json();
+        let mut problems = Vec::new();
+        SCHEMA.check(&node, &json, &mut problems);
+        if problems.is_empty() {
+            match crate::spec::render::typed::<AgentConfig>(&node, &json) {
+                Ok(config) => {
+                    config.check(&node, &mut problems);
+                    if problems.is_empty() {
+                        return Ok(config);
+                    }
+                }
+                Err(problem) => problems.push(problem),
+            }
+        }
+        Err(ConfigError::Invalid(problems))
+    }
+
+    /// What the schema cannot say: values that must parse.
+    fn check(&self, node: &crate::spec::node::Node, out: &mut Vec<Diagnostic>) {
+        use crate::spec::node::Step;
+        let mut at = |path: &[&str], message: String| {
+            let steps: Vec<Step> = path.iter().map(|k| Step::Key((*k).to_owned())).collect();
+            let (found, _) = node.locate(&steps);
+            out.push(Diagnostic::new(&found.at, message).path(&crate::spec::node::Path(steps)));
+        };
+        if self.api_version != "plumb/v1" || self.kind != "Agent" {
+            at(
+                &["kind"],
+                "an agent configuration starts with `apiVersion: plumb/v1` and `kind: Agent`".to_owned(),
+            );
+        }
+        if let Err(e) = self.listen.parse::<SocketAddr>() {
+            at(
+                &["listen"],
+                format!("`{}` is not an address and port: {e}", self.listen),
+            );
+        }
+        if let TrustRootConfig::Commit(commit) = &self.repository.trust_root {
+            if commit.len() != 40 || Oid::from_str(commit).is_err() {
+                at(
+                    &["repository", "trustRoot", "commit"],
+                    format!("`{commit}` is not a full commit id (40 hex digits)"),
+                );
+            }
+        }
+        for schedule in &self.repository.poll.schedules {
+            if let Err(e) = Schedule::parse(schedule) {
+                at(&["repository", "poll", "schedules"], e.to_string());
+            }
+        }
+    }
+
+    /// The agent's settings: secret files read, the trust root resolved. Errors name the field
+    /// and the file.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        use anyhow::Context;
+        let repository = &self.repository;
+        let trust_root = match &repository.trust_root {
+            TrustRootConfig::Commit(commit) => TrustRoot::Commit(Oid::from_str(commit)?),
+            TrustRootConfig::PolicyFile(file) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("repository.trustRoot.policyFile: cannot read {}", file.display()))?;
+                TrustRoot::Policy(Policy::parse(&text).with_context(|| format!("in {}", file.display()))?)
+            }
+        };
+        let auth = match &repository.credentials {
+            None => Auth::None,
+            Some(Credentials::Token { username, token_file }) => Auth::Token {
+                username: username.clone(),
+                token: secret(token_file, "repository.credentials.token.tokenFile", 1)?,
+            },
+            Some(Credentials::Ssh {
+                private_key_file,
+                passphrase_file,
+                known_hosts_file,
+                accept_unknown_hosts,
+            }) => Auth::Ssh {
+                private_key: private_key_file.clone(),
+                passphrase: match passphrase_file {
+                    Some(file) => Some(secret(file, "repository.credentials.ssh.passphraseFile", 1)?),
+                    None => None,
+                },
+                known_hosts: known_hosts_file.clone(),
+                accept_unknown_hosts: *accept_unknown_hosts,
+            },
+        };
+        let url = if Path::new(&repository.url).exists() {
+            format!("file://{}", std::fs::canonicalize(&repository.url)?.display())
+        } else {
+            repository.url.clone()
+        };
+        let webhook = match &repository.webhook {
+            Some(hook) => {
+                let provider = Provider::named(&hook.provider).context("repository.webhook.provider: unknown")?;
+                Some((
+                    provider,
+                    secret(&hook.secret_file, "repository.webhook.secretFile", 16)?,
+                ))
+            }
+            None => None,
+        };
+        Ok(Settings {
+            state: self.state.clone(),
+            remote: Remote {
+                url,
+                auth,
+                ..Remote::anonymous("")
+            },
+            reference: TrackedRef::new(&repository.branch),
+            folder: repository.folder.clone(),
+            trust_root,
+            poll: self.poll()?,
+            environments: self.environments.clone(),
+            heal_every: self.heal_every.0,
+            backoff: Backoff::default(),
+            listen: Some(self.listen.parse()?),
+            api_token: match &self.api_token_file {
+                Some(file) => Some(secret(file, "apiTokenFile", 16)?),
+                None => None,
+            },
+            webhook,
+        })
+    }
+
+    /// The polling settings.
+    pub fn poll(&self) -> anyhow::Result<Poll> {
+        let poll = &self.repository.poll;
+        let schedules = poll
+            .schedules
+            .iter()
+            .map(|s| Schedule::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Poll {
+            interval: (!poll.interval.0.is_zero()).then_some(poll.interval.0),
+            jitter: poll.jitter,
+            schedules,
+            ..Poll::default()
+        })
+    }
+
+    /// The fields whose change takes effect only at the next start.
+    pub fn needs_restart(&self, newer: &AgentConfig) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.state != newer.state {
+            fields.push("state");
+        }
+        if self.listen != newer.listen {
+            fields.push("listen");
+        }
+        if self.heal_every != newer.heal_every {
+            fields.push("healEvery");
+        }
+        let (old, new) = (&self.repository, &newer.repository);
+        if old.url != new.url || old.branch != new.branch || old.folder != new.folder {
+            fields.push("repository.url/branch/folder");
+        }
+        if old.trust_root != new.trust_root {
+            fields.push("repository.trustRoot");
+        }
+        if old.credentials != new.credentials {
+            fields.push("repository.credentials");
+        }
+        if old.webhook != new.webhook {
+            fields.push("repository.webhook");
+        }
+        fields
+    }
+}
+
+/// A secret read from `file` (trailing whitespace dropped), at least `min` characters.
+pub fn secret(file: &Path, field: &str, min: usize) -> anyhow::Result<Secret> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(file).with_context(|| format!("{field}: cannot read {}", file.display()))?;
+    let secret = Secret::new(text.trim());
+    anyhow::ensure!(
+        secret.expose().len() >= min,
+        "{field}: the secret in {} is shorter than {min} characters",
+        file.display()
+    );
+    Ok(secret)
+}
+
+/// Reads `path` again whenever its content changes (checked every second) and hands the live
+/// part of a valid new configuration to `live`; a bad edit is logged with its lines and the
+/// running configuration stays. Runs until `cancel`.
+pub async fn watch(
+    path: PathBuf,
+    started: AgentConfig,
+    live: super::run::Live,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut seen = std::fs::read(&path).unwrap_or_default();
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        if bytes == seen {
+            continue;
+        }
+        seen = bytes;
+        let newer = match AgentConfig::load(&path) {
+            Ok(newer) => newer,
+            Err(e) => {
+                tracing::error!(config = %path.display(), problems = %e, "Refused the edited configuration; the running one stays.");
+                continue;
+            }
+        };
+        let settings = match newer.settings() {
+            Ok(settings) => settings,
+            Err(e) => {
+                tracing::error!(config = %path.display(), error = format!("{e:#}"), "Refused the edited configuration; the running one stays.");
+                continue;
+            }
+        };
+        let later = started.needs_restart(&newer);
+        if !later.is_empty() {
+            tracing::warn!(config = %path.display(), fields = ?later, "These changes take effect at the next start.");
+        }
+        live.update(&settings);
+        tracing::info!(config = %path.display(), "Configuration reloaded: API token, polling and environments apply now.");
+    }
+}
