@@ -1,6 +1,6 @@
 //! The agent's HTTP API: liveness and readiness, Prometheus metrics, each environment's status (the rollback point,
 //! the head and who signed it, why a head was not applied, drift, the last attempt with its
-//! steps), its history, and two mutating calls — sync and rollback — that need the bearer
+//! steps), its history, what applying its head would do now, and two mutating calls — sync and rollback — that need the bearer
 //! token from the agent's settings, compared in constant time. Reads are open. Bodies are
 //! limited to 16 KiB.
 
@@ -57,6 +57,7 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/environments/{env}", get(environment))
         .route("/api/v1/environments/{env}/history", get(history))
+        .route("/api/v1/environments/{env}/diff", get(diff))
         .route("/api/v1/environments/{env}/sync", post(sync))
         .route("/api/v1/environments/{env}/rollback", post(rollback))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -113,6 +114,11 @@ async fn history(State(api): State<Api>, Path(env): Path<String>, Query(limit): 
         Ok(records) => axum::Json(json!({ "environment": env, "attempts": records })).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+async fn diff(State(api): State<Api>, Path(env): Path<String>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    command(&api, &env, Input::Plan(reply), answer).await
 }
 
 async fn sync(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap) -> Response {

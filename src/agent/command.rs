@@ -1,7 +1,7 @@
 //! What an operator asks an environment's worker: sync the head now, or roll back to an earlier
 //! applied commit.
 
-use super::environment::{Done, RolledBack, Worker, render};
+use super::environment::{Done, Pending, RolledBack, Worker, render};
 use crate::ledger::{Attempt, Outcome, Trigger};
 
 impl Worker {
@@ -25,6 +25,18 @@ impl Worker {
             commit,
             plan: applied.plan.summary(),
             outcome: applied.outcome,
+        })
+    }
+
+    /// What applying the last head would do now: its desired state planned against what runs.
+    pub async fn pending(&mut self) -> Result<Pending, String> {
+        let head = self.last.as_ref().ok_or("no head has been fetched yet")?;
+        let desired = head.desired.as_ref().map_err(Clone::clone)?;
+        let live = self.target.observe().await;
+        Ok(Pending {
+            commit: head.commit.to_string(),
+            applied: self.applied.as_ref().map(|(c, _)| c.clone()),
+            plan: crate::reconcile::plan(desired, &live, desired.sync.prune),
         })
     }
 

@@ -44,6 +44,8 @@ pub enum Input {
     Head(Box<Head>),
     /// Apply the last head now, even when automatic sync is off or it failed before.
     Sync(oneshot::Sender<Result<Done, String>>),
+    /// Say what applying the last head would do now, changing nothing.
+    Plan(oneshot::Sender<Result<Pending, String>>),
     /// Restore an earlier applied commit (`None`: the one before the rollback point).
     Rollback {
         /// The commit, or a unique prefix of it.
@@ -64,6 +66,17 @@ pub struct Done {
     pub plan: Vec<String>,
     /// How it ended.
     pub outcome: Outcome,
+}
+
+/// What applying the last head would do now.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pending {
+    /// The head.
+    pub commit: String,
+    /// The rollback point, for comparison.
+    pub applied: Option<String>,
+    /// Per service, what would be done (empty: the environment runs the head).
+    pub plan: crate::reconcile::Plan,
 }
 
 /// A manual rollback's result.
@@ -108,7 +121,7 @@ pub struct Publish {
 /// Applies one environment's heads to its target.
 pub struct Worker {
     pub(super) name: String,
-    target: Arc<dyn Target>,
+    pub(super) target: Arc<dyn Target>,
     pub(super) ledger: Ledger,
     /// How often drift is looked for.
     heal_every: Duration,
@@ -177,6 +190,10 @@ impl Worker {
                     Some(Input::Head(head)) => self.head(*head).await,
                     Some(Input::Sync(reply)) => {
                         let _ = reply.send(self.sync().await);
+                        Ok(())
+                    }
+                    Some(Input::Plan(reply)) => {
+                        let _ = reply.send(self.pending().await);
                         Ok(())
                     }
                     Some(Input::Rollback { to, reply }) => {

@@ -9,6 +9,6 @@ mod environment;
 mod fetcher;
 mod run;
 
-pub use environment::{Board, Done, Head, Input, Publish, RolledBack, Status, Worker, desired_of, render};
+pub use environment::{Board, Done, Head, Input, Pending, Publish, RolledBack, Status, Worker, desired_of, render};
 pub use fetcher::{Fetch, FetchError, Fetcher, Update};
 pub use run::{Agent, AgentError, Settings, run};

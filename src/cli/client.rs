@@ -131,6 +131,38 @@ pub fn status(out: &mut dyn Write, server: &Server, output: Format) -> anyhow::R
     Ok(if all_synced { Outcome::Ok } else { Outcome::Found })
 }
 
+/// `plumb diff --env E --live`: what applying the head would do to what runs now. Exit 1 when
+/// something would change.
+pub fn live_diff(out: &mut dyn Write, server: &Server, env: &str, output: Format) -> anyhow::Result<Outcome> {
+    let pending = server.call("GET", &format!("/api/v1/environments/{env}/diff"), None)?;
+    let steps = pending["plan"]["steps"].as_array().cloned().unwrap_or_default();
+    if output == Format::Json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&pending)?)?;
+    } else {
+        let short = |v: &Value| v.as_str().map_or("none".to_owned(), |c| c.chars().take(12).collect());
+        writeln!(
+            out,
+            "{env}: head {} against what runs (rollback point {})",
+            short(&pending["commit"]),
+            short(&pending["applied"])
+        )?;
+        if steps.is_empty() {
+            writeln!(out, "  nothing to do")?;
+        }
+        for step in &steps {
+            writeln!(
+                out,
+                "  {}: {} ({})",
+                step["service"].as_str().unwrap_or_default(),
+                step["action"].as_str().unwrap_or_default(),
+                step["why"].as_str().unwrap_or_default()
+            )?;
+        }
+    }
+    let changes = steps.iter().any(|s| s["action"] != "orphan");
+    Ok(if changes { Outcome::Found } else { Outcome::Ok })
+}
+
 /// `plumb sync --env E`: apply the head now.
 pub fn sync(out: &mut dyn Write, server: &Server, env: &str, output: Format) -> anyhow::Result<Outcome> {
     let done = server.call("POST", &format!("/api/v1/environments/{env}/sync"), None)?;

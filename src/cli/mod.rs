@@ -81,17 +81,24 @@ enum Command {
     /// Show what changes between two revisions, per environment and service — no cluster needed.
     #[command(after_help = "Examples:
   plumb diff --repo . --from origin/main --to HEAD
-  plumb diff --repo . --from main --to feature --env production --output markdown")]
+  plumb diff --repo . --from main --to feature --env production --output markdown
+  plumb diff --env production --live --server http://127.0.0.1:7070")]
     Diff {
         /// The repository (or the config folder inside it).
         #[arg(long, default_value = ".")]
         repo: PathBuf,
         /// The revision before the change (a branch, tag or commit).
-        #[arg(long)]
-        from: String,
+        #[arg(long, required_unless_present = "live")]
+        from: Option<String>,
         /// The revision after the change.
-        #[arg(long)]
-        to: String,
+        #[arg(long, required_unless_present = "live")]
+        to: Option<String>,
+        /// Instead: ask a running agent what applying the head of `--env` would do to what
+        /// runs now.
+        #[arg(long, requires = "env", conflicts_with_all = ["from", "to"])]
+        live: bool,
+        #[command(flatten)]
+        server: client::Server,
         /// Only this environment.
         #[arg(long)]
         env: Option<String>,
@@ -324,12 +331,23 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Diff {
+            env: Some(env),
+            live: true,
+            server,
+            output,
+            ..
+        } => client::live_diff(&mut out, &server, &env, output),
+        Command::Diff {
             repo,
             from,
             to,
             env,
             output,
+            ..
         } => {
+            let (Some(from), Some(to)) = (from, to) else {
+                anyhow::bail!("give --from and --to, or --live with --env");
+            };
             let before = render(
                 &RepoArgs {
                     repo: repo.clone(),
