@@ -54,6 +54,7 @@ pub fn router(api: Api) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/status", get(status))
         .route("/api/v1/environments/{env}", get(environment))
         .route("/api/v1/environments/{env}/history", get(history))
@@ -74,6 +75,13 @@ async fn readyz(State(api): State<Api>) -> Response {
         )
             .into_response()
     }
+}
+
+/// This API's OpenAPI description (checked in as `docs/openapi.json`).
+pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn metrics(State(api): State<Api>) -> Response {

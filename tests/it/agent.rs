@@ -22,6 +22,32 @@ use crate::keys::{ALL, TestKey, policy};
 use crate::servers::hmac_sha256_hex;
 
 const TOKEN: &str = "a-long-enough-api-token";
+
+/// The path as the OpenAPI description writes it: `/api/v1/environments/{env}/…`.
+fn documented(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or(path);
+    match path.strip_prefix("/api/v1/environments/") {
+        Some(rest) => match rest.split_once('/') {
+            Some((_, tail)) => format!("/api/v1/environments/{{env}}/{tail}"),
+            None => "/api/v1/environments/{env}".to_owned(),
+        },
+        None => path.to_owned(),
+    }
+}
+
+/// `GET path`, its answer checked against the OpenAPI description.
+async fn api_get(api: SocketAddr, path: &str) -> crate::http::Response {
+    let response = get(api, path).await;
+    crate::openapi::conforms(&documented(path), "get", response.status, &response.body);
+    response
+}
+
+/// `POST path`, its answer checked against the OpenAPI description.
+async fn api_post(api: SocketAddr, path: &str, headers: &[(&str, String)], body: &[u8]) -> crate::http::Response {
+    let response = post(api, path, headers, body).await;
+    crate::openapi::conforms(&documented(path), "post", response.status, &response.body);
+    response
+}
 const HOOK_SECRET: &str = "a-long-enough-webhook-secret";
 
 /// Tells the agent at `api` that `branch` moved, as a forge's webhook does.
@@ -159,7 +185,7 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(release(addr).await.as_deref(), Some("r1"));
     assert_eq!(outcomes(state.path()), [(first.clone(), Some(Outcome::Succeeded))]);
-    let status: serde_json::Value = serde_json::from_str(&get(api, "/api/v1/environments/dev").await.body).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&api_get(api, "/api/v1/environments/dev").await.body).unwrap();
     let refused = status["refused"].as_str().unwrap_or_default();
     assert!(
         refused.contains(&forged) && refused.contains("unknown_signer"),
@@ -214,7 +240,7 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     assert!(ledger.verify().unwrap().is_ok());
 
     // The metrics count what happened.
-    let metrics = get(api, "/metrics").await.body;
+    let metrics = api_get(api, "/metrics").await.body;
     for series in [
         "plumb_refused_commits_total{reason=\"unknown_signer\"} 1".to_owned(),
         format!("plumb_commit_info{{environment=\"dev\",commit=\"{good}\",signer=\"alice\"}} 1"),
@@ -227,7 +253,7 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     }
 
     // The API shows it; mutating calls need the token.
-    let status: serde_json::Value = serde_json::from_str(&get(api, "/api/v1/status").await.body).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&api_get(api, "/api/v1/status").await.body).unwrap();
     let dev = &status["environments"][0];
     assert_eq!(
         (dev["name"].as_str(), dev["applied"].as_str()),
@@ -236,14 +262,17 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     assert_eq!(dev["head"].as_str(), Some(bad.as_str()));
     assert_eq!(dev["synced"], false);
     assert_eq!(dev["lastAttempt"]["outcome"]["result"], "rolled_back");
-    assert_eq!(get(api, "/api/v1/environments/nope").await.status, 404);
+    assert_eq!(api_get(api, "/api/v1/environments/nope").await.status, 404);
     let rollback = "/api/v1/environments/dev/rollback";
-    assert_eq!(post(api, rollback, &[], b"").await.status, 401);
+    assert_eq!(api_post(api, rollback, &[], b"").await.status, 401);
     let wrong = [("authorization", "Bearer not-the-token-at-all".to_owned())];
-    assert_eq!(post(api, rollback, &wrong, b"").await.status, 401);
+    assert_eq!(api_post(api, rollback, &wrong, b"").await.status, 401);
     let bearer = [("authorization", format!("Bearer {TOKEN}"))];
-    assert_eq!(post(api, rollback, &bearer, b"{\"to\": \"0000\"}").await.status, 409);
-    assert_eq!(post(api, rollback, &bearer, &[b'x'; 20_000]).await.status, 413);
+    assert_eq!(
+        api_post(api, rollback, &bearer, b"{\"to\": \"0000\"}").await.status,
+        409
+    );
+    assert_eq!(api_post(api, rollback, &bearer, &[b'x'; 20_000]).await.status, 413);
 
     // `plumb rollback` restores the commit before the rollback point and says how to revert.
     let server = format!("http://{api}");
