@@ -125,6 +125,7 @@ async fn run(rounds: usize) {
         backoff: Backoff::default(),
         listen: None,
         api_token: None,
+        protect_reads: false,
         webhook: None,
     };
     let cancel = CancellationToken::new();

@@ -42,6 +42,8 @@ pub struct Api {
     /// The bearer token of mutating calls; `None` disables them. Replaced on a configuration
     /// reload.
     pub token: Arc<RwLock<Option<Secret>>>,
+    /// Whether reads (`/api/v1/…`, `/metrics`) need the token too.
+    pub protect_reads: Arc<AtomicBool>,
     /// Set once the first fetch was handled.
     pub ready: Arc<AtomicBool>,
     /// The agent's metrics.
@@ -50,19 +52,36 @@ pub struct Api {
 
 /// The API's routes.
 pub fn router(api: Api) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+    let reads = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/status", get(status))
         .route("/api/v1/environments/{env}", get(environment))
         .route("/api/v1/environments/{env}/history", get(history))
         .route("/api/v1/environments/{env}/diff", get(diff))
+        .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard_reads));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(reads)
         .route("/api/v1/environments/{env}/sync", post(sync))
         .route("/api/v1/environments/{env}/rollback", post(rollback))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)
+}
+
+/// Refuses a read without the token when reads are protected.
+async fn guard_reads(
+    State(api): State<Api>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if api.protect_reads.load(Ordering::Relaxed) {
+        if let Some(refused) = refusal(&api, request.headers()) {
+            return refused;
+        }
+    }
+    next.run(request).await
 }
 
 async fn readyz(State(api): State<Api>) -> Response {

@@ -174,8 +174,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Records an attempt's end.
-    pub fn attempt(&self, environment: &str, trigger: Trigger, strategy: &str, outcome: &Outcome, seconds: f64) {
+    /// Records an attempt's end, and how long it took when it applied anything.
+    pub fn attempt(
+        &self,
+        environment: &str,
+        trigger: Trigger,
+        strategy: &str,
+        outcome: &Outcome,
+        seconds: Option<f64>,
+    ) {
         let result = match outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::RolledBack(_) => "rolled_back",
@@ -193,11 +200,13 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
-        self.reconcile
-            .get_or_create(&Environment {
-                environment: environment.to_owned(),
-            })
-            .observe(seconds);
+        if let Some(seconds) = seconds {
+            self.reconcile
+                .get_or_create(&Environment {
+                    environment: environment.to_owned(),
+                })
+                .observe(seconds);
+        }
         if matches!(outcome, Outcome::RolledBack(_)) {
             self.rollback(environment, "automatic");
         }

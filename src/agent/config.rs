@@ -41,6 +41,9 @@ pub struct AgentConfig {
     pub listen: String,
     /// A file holding the bearer token of the API's mutating calls (at least 16 characters).
     pub api_token_file: Option<PathBuf>,
+    /// Whether the API's reads (`/api/v1/…`, `/metrics`) need the token too.
+    #[serde(default)]
+    pub protect_reads: bool,
     /// The config repository followed.
     pub repository: RepositoryConfig,
     /// The environments applied; all the repository declares when absent.
@@ -85,7 +88,7 @@ pub enum TrustRootConfig {
 
 /// Credentials: an HTTPS token, or an SSH key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum Credentials {
     /// HTTPS basic authentication with a token as the password.
     Token {
@@ -333,6 +336,7 @@ impl AgentConfig {
                 Some(file) => Some(secret(file, "apiTokenFile", 16)?),
                 None => None,
             },
+            protect_reads: self.protect_reads,
             webhook,
         })
     }
@@ -435,6 +439,6 @@ pub async fn watch(
             tracing::warn!(config = %path.display(), fields = ?later, "These changes take effect at the next start.");
         }
         live.update(&settings);
-        tracing::info!(config = %path.display(), "Configuration reloaded: API token, polling and environments apply now.");
+        tracing::info!(config = %path.display(), "Configuration reloaded: the API token, protected reads, polling and environments apply now.");
     }
 }

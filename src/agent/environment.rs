@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{Attempt, Ledger, LedgerError, Outcome, Trigger};
@@ -172,13 +172,28 @@ impl Worker {
         update(status);
     }
 
-    /// Runs until `cancel` or until the input closes.
-    pub async fn run(mut self, mut input: mpsc::Receiver<Input>, cancel: CancellationToken) {
+    /// Runs until `cancel` or until the commands close. Heads arrive on `heads`, where a newer
+    /// one replaces one not yet taken: a worker busy with a long rollout never holds up the
+    /// dispatcher, and then applies only the newest head.
+    pub async fn run(
+        mut self,
+        mut heads: watch::Receiver<Option<Head>>,
+        mut input: mpsc::Receiver<Input>,
+        cancel: CancellationToken,
+    ) {
         let mut heal = tokio::time::interval(self.heal_every);
         heal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heads_open = true;
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return,
+                changed = heads.changed(), if heads_open => match changed {
+                    Ok(()) => heads.borrow_and_update().clone().map(|head| Input::Head(Box::new(head))),
+                    Err(_) => {
+                        heads_open = false;
+                        continue;
+                    }
+                },
                 next = input.recv() => match next {
                     Some(next) => Some(next),
                     None => return,
@@ -304,7 +319,7 @@ impl Worker {
         let metrics = &self.publish.metrics;
         if applied.attempt.is_some() {
             let seconds = started.elapsed().as_secs_f64();
-            metrics.attempt(&self.name, trigger, &applied.strategy, &applied.outcome, seconds);
+            metrics.attempt(&self.name, trigger, &applied.strategy, &applied.outcome, Some(seconds));
         }
         if applied.outcome == Outcome::Succeeded {
             if trigger != Trigger::Heal {
@@ -369,7 +384,12 @@ impl Worker {
             plan: serde_json::json!([]),
             trigger: Trigger::Commit,
         })?;
-        self.ledger.finish(attempt, &Outcome::Refused(reason))
+        let outcome = Outcome::Refused(reason);
+        self.ledger.finish(attempt, &outcome)?;
+        self.publish
+            .metrics
+            .attempt(&self.name, Trigger::Commit, "none", &outcome, None);
+        Ok(())
     }
 
     /// The environment's rollback point, rendered from the repository; `None` when there is

@@ -51,6 +51,8 @@ pub struct Settings {
     pub listen: Option<SocketAddr>,
     /// The bearer token of the API's mutating calls; without one they are refused.
     pub api_token: Option<Secret>,
+    /// Whether the API's reads (`/api/v1/…`, `/metrics`) need the token too.
+    pub protect_reads: bool,
     /// Webhooks from the forge, received at `POST /hooks/config` beside the API.
     pub webhook: Option<(Provider, Secret)>,
 }
@@ -85,11 +87,12 @@ pub struct Agent {
     pub api: Option<SocketAddr>,
 }
 
-/// The settings a running agent takes at once: the API token, polling, the environments
-/// followed. The others need a restart.
+/// The settings a running agent takes at once: the API token and whether reads need it,
+/// polling, the environments followed. The others need a restart.
 #[derive(Clone)]
 pub struct Live {
     token: Arc<std::sync::RwLock<Option<Secret>>>,
+    protect_reads: Arc<AtomicBool>,
     poll: Arc<tokio::sync::watch::Sender<Poll>>,
     environments: Arc<std::sync::RwLock<Option<Vec<String>>>>,
 }
@@ -98,6 +101,7 @@ impl Live {
     fn new(settings: &Settings) -> Live {
         Live {
             token: Arc::new(std::sync::RwLock::new(settings.api_token.clone())),
+            protect_reads: Arc::new(AtomicBool::new(settings.protect_reads)),
             poll: Arc::new(tokio::sync::watch::channel(settings.poll.clone()).0),
             environments: Arc::new(std::sync::RwLock::new(settings.environments.clone())),
         }
@@ -106,6 +110,7 @@ impl Live {
     /// Takes the live part of `settings`.
     pub fn update(&self, settings: &Settings) {
         *self.token.write().unwrap_or_else(|e| e.into_inner()) = settings.api_token.clone();
+        self.protect_reads.store(settings.protect_reads, Ordering::Relaxed);
         *self.environments.write().unwrap_or_else(|e| e.into_inner()) = settings.environments.clone();
         self.poll.send_replace(settings.poll.clone());
     }
@@ -115,6 +120,8 @@ impl Live {
 type Started = (Environment, mpsc::Sender<Input>);
 
 struct Environment {
+    /// Where its heads go (the newest replaces one not yet taken).
+    heads: tokio::sync::watch::Sender<Option<Head>>,
     runtime: Arc<LocalRuntime>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -155,6 +162,7 @@ pub async fn run(
                 workers: workers.clone(),
                 ledger: ledger_path.clone(),
                 token: live.token.clone(),
+                protect_reads: live.protect_reads.clone(),
                 ready: ready.clone(),
             });
             if let Some((provider, secret)) = &settings.webhook {
@@ -225,12 +233,7 @@ pub async fn run(
                         }
                     }
                 }
-                let input = workers.read().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
-                if let Some(input) = input {
-                    if input.send(Input::Head(Box::new(head))).await.is_err() {
-                        tracing::error!(environment = %name, "The environment's worker stopped.");
-                    }
-                }
+                environments[&name].heads.send_replace(Some(head));
             }
             ready.store(true, Ordering::Relaxed);
         }
@@ -394,7 +397,8 @@ fn start(
         settings.heal_every,
         publish.clone(),
     )?;
-    let (input, rx) = mpsc::channel(4);
-    let task = tokio::spawn(worker.run(rx, cancel.child_token()));
-    Ok(Some((Environment { runtime, task }, input)))
+    let (input, commands) = mpsc::channel(4);
+    let (heads, receiver) = tokio::sync::watch::channel(None);
+    let task = tokio::spawn(worker.run(receiver, commands, cancel.child_token()));
+    Ok(Some((Environment { heads, runtime, task }, input)))
 }

@@ -60,6 +60,9 @@ pub struct Args {
     /// one they are refused.
     #[arg(long)]
     api_token_file: Option<PathBuf>,
+    /// Require the token for reads too (`/api/v1/…`, `/metrics`).
+    #[arg(long, requires = "api_token_file")]
+    protect_reads: bool,
     /// Receive the forge's push webhooks at `POST /hooks/config`: `github`, `gitlab`, `gitea`,
     /// `bitbucket` or `generic`.
     #[arg(long, requires = "webhook_secret_file", value_parser = provider)]
@@ -179,6 +182,7 @@ fn from_flags(args: &Args) -> anyhow::Result<Settings> {
         backoff: Backoff::default(),
         listen: Some(args.listen),
         api_token,
+        protect_reads: args.protect_reads,
         webhook,
     })
 }

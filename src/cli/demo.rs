@@ -83,6 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         backoff: Backoff::default(),
         listen: Some(args.listen),
         api_token: Some(Secret::new(token.clone())),
+        protect_reads: false,
         webhook: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

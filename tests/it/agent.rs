@@ -91,10 +91,7 @@ pub fn write_config(repo: &TestRepo, port: u16, release: &str, healthy: bool, st
 
 /// The release `web` answers with on `addr`, `None` while nothing answers.
 pub async fn release(addr: SocketAddr) -> Option<String> {
-    if tokio::net::TcpStream::connect(addr).await.is_err() {
-        return None;
-    }
-    let response = crate::http::get(addr, "/").await;
+    let response = crate::http::try_get(addr, "/").await?;
     (response.status == 200).then(|| response.body.split(' ').nth(1).map(str::to_owned))?
 }
 
@@ -164,6 +161,7 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
         backoff: Backoff::default(),
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         api_token: Some(Secret::new(TOKEN)),
+        protect_reads: false,
         webhook: Some((Provider::Generic, Secret::new(HOOK_SECRET))),
     };
     let cancel = CancellationToken::new();
@@ -239,18 +237,43 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     assert_eq!(ledger.rollback_point("dev").unwrap(), Some(good.clone()));
     assert!(ledger.verify().unwrap().is_ok());
 
-    // The metrics count what happened.
-    let metrics = api_get(api, "/metrics").await.body;
-    for series in [
-        "plumb_refused_commits_total{reason=\"unknown_signer\"} 1".to_owned(),
-        format!("plumb_commit_info{{environment=\"dev\",commit=\"{good}\",signer=\"alice\"}} 1"),
-        "plumb_attempts_total{environment=\"dev\",trigger=\"commit\",strategy=\"blueGreen\",result=\"rolled_back\"} 1"
-            .to_owned(),
-        "plumb_rollbacks_total{environment=\"dev\",kind=\"automatic\"} 1".to_owned(),
-        "plumb_webhook_deliveries_total{provider=\"generic\",result=\"accepted\"} 4".to_owned(),
-    ] {
-        assert!(metrics.contains(&series), "{series} missing from:\n{metrics}");
-    }
+    // The metrics count what happened, as Prometheus reads them.
+    let families = crate::metrics::parse(&api_get(api, "/metrics").await.body);
+    let value = |name: &str, labels: &[(&str, &str)]| crate::metrics::value(&families, name, labels);
+    assert_eq!(
+        value("plumb_refused_commits_total", &[("reason", "unknown_signer")]),
+        Some(1.0)
+    );
+    let running = [("environment", "dev"), ("commit", good.as_str()), ("signer", "alice")];
+    assert_eq!(value("plumb_commit_info", &running), Some(1.0));
+    let rolled_back = [
+        ("environment", "dev"),
+        ("trigger", "commit"),
+        ("strategy", "blueGreen"),
+        ("result", "rolled_back"),
+    ];
+    assert_eq!(value("plumb_attempts_total", &rolled_back), Some(1.0));
+    assert_eq!(value("plumb_rollbacks_total", &[("kind", "automatic")]), Some(1.0));
+    assert_eq!(
+        value(
+            "plumb_webhook_deliveries_total",
+            &[("provider", "generic"), ("result", "accepted")]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        value("plumb_reconcile_duration_seconds_count", &[("environment", "dev")]),
+        Some(3.0)
+    );
+    assert_eq!(value("plumb_attempts_total", &[("result", "refused")]), Some(1.0));
+    assert_eq!(
+        crate::metrics::kind(&families, "plumb_reconcile_duration_seconds").as_deref(),
+        Some("histogram")
+    );
+    assert_eq!(
+        crate::metrics::kind(&families, "plumb_commit_info").as_deref(),
+        Some("gauge")
+    );
 
     // The API shows it; mutating calls need the token.
     let status: serde_json::Value = serde_json::from_str(&api_get(api, "/api/v1/status").await.body).unwrap();

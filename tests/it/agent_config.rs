@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::agent::{eventually, write_config};
 use crate::harness::{TestRepo, plumb};
-use crate::http::post;
+use crate::http::{get, post};
 use crate::keys::{ALL, TestKey, policy};
 
 fn config(repo: &std::path::Path, root: &str, state: &std::path::Path, listen: SocketAddr, token: &str) -> String {
@@ -96,6 +96,23 @@ async fn edits_reach_the_running_agent_and_bad_ones_are_refused() {
     .await;
     assert!(reloaded.is_some(), "the edited token never took effect");
     assert_eq!(sync("first-token-0123456789").await, 401);
+
+    // Reads open by default, protected on request.
+    assert_eq!(get(api, "/api/v1/status").await.status, 200);
+    let protected = format!(
+        "{}protectReads: true\n",
+        config(upstream.path(), &root, &state, api, second.to_str().unwrap())
+    );
+    std::fs::write(&file, protected).unwrap();
+    let closed = eventually(Duration::from_secs(10), || async {
+        (get(api, "/api/v1/status").await.status == 401).then_some(())
+    })
+    .await;
+    assert!(closed.is_some(), "reads never needed the token");
+    assert_eq!(get(api, "/metrics").await.status, 401);
+    assert_eq!(get(api, "/healthz").await.status, 200, "liveness stays open");
+    let bearer = [("authorization", "Bearer second-token-0123456789".to_owned())];
+    assert_eq!(crate::http::get_with(api, "/api/v1/status", &bearer).await.status, 200);
 
     // A bad edit is refused; the running configuration stays.
     std::fs::write(&file, "apiVersion: plumb/v1\nkind: Agent\nlisten: nowhere\n").unwrap();

@@ -15,6 +15,19 @@ pub async fn get(addr: std::net::SocketAddr, path: &str) -> Response {
     send(addr, "GET", path, &[], b"").await
 }
 
+/// Sends `GET path` to `addr`; `None` when nothing listens there (a port between two owners).
+#[allow(dead_code)]
+pub async fn try_get(addr: std::net::SocketAddr, path: &str) -> Option<Response> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    Some(exchange(stream, addr, "GET", path, &[], b"").await)
+}
+
+/// Sends `GET path` with `headers` to `addr` and reads the whole response.
+#[allow(dead_code)]
+pub async fn get_with(addr: std::net::SocketAddr, path: &str, headers: &[(&str, String)]) -> Response {
+    send(addr, "GET", path, headers, b"").await
+}
+
 /// Sends `POST path` with `headers` and `body` to `addr` and reads the whole response.
 pub async fn post(addr: std::net::SocketAddr, path: &str, headers: &[(&str, String)], body: &[u8]) -> Response {
     send(addr, "POST", path, headers, body).await
@@ -27,7 +40,18 @@ async fn send(
     headers: &[(&str, String)],
     body: &[u8],
 ) -> Response {
-    let mut stream = TcpStream::connect(addr).await.expect("the server accepts");
+    let stream = TcpStream::connect(addr).await.expect("the server accepts");
+    exchange(stream, addr, method, path, headers, body).await
+}
+
+async fn exchange(
+    mut stream: TcpStream,
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Response {
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()

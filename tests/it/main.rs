@@ -14,6 +14,7 @@ mod http;
 mod keys;
 mod ledger;
 mod local;
+mod metrics;
 mod openapi;
 mod process;
 mod reconcile;
