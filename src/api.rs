@@ -116,7 +116,7 @@ async fn status(State(api): State<Api>) -> Response {
         .keys()
         .cloned()
         .collect();
-    let environments: Vec<Value> = names.iter().map(|name| describe(&api, name)).collect();
+    let environments: Vec<Value> = names.iter().map(|name| describe(&api, name, false)).collect();
     axum::Json(json!({ "environments": environments })).into_response()
 }
 
@@ -124,7 +124,7 @@ async fn environment(State(api): State<Api>, Path(env): Path<String>) -> Respons
     if !known(&api, &env) {
         return unknown(&env);
     }
-    axum::Json(describe(&api, &env)).into_response()
+    axum::Json(describe(&api, &env, true)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -233,8 +233,9 @@ fn known(api: &Api, env: &str) -> bool {
     api.workers.read().unwrap_or_else(|e| e.into_inner()).contains_key(env)
 }
 
-/// One environment's status with its last attempt from the ledger.
-fn describe(api: &Api, name: &str) -> Value {
+/// One environment's status with its last attempt: in `full`, or summed up (its step count and
+/// newest step) for the list of every environment, whose size must not grow with the services.
+fn describe(api: &Api, name: &str, full: bool) -> Value {
     let status = api
         .board
         .read()
@@ -242,14 +243,34 @@ fn describe(api: &Api, name: &str) -> Value {
         .get(name)
         .cloned()
         .unwrap_or_default();
-    let last = Ledger::open_read_only(&api.ledger)
-        .and_then(|l| l.history(name, 1))
-        .ok()
-        .and_then(|mut records| records.pop());
+    // An attempt in progress is read from the ledger, step by step; otherwise the worker's
+    // copy of the last one is served from memory.
+    let last = if status.busy {
+        Ledger::open_read_only(&api.ledger)
+            .and_then(|l| l.history(name, 1))
+            .ok()
+            .and_then(|mut records| records.pop().map(Arc::new))
+    } else {
+        status.last_attempt.clone()
+    };
     let mut value = serde_json::to_value(&status).expect("a status serializes");
     value["name"] = json!(name);
     value["synced"] = json!(status.applied.is_some() && status.applied == status.head && status.drift.is_empty());
-    value["lastAttempt"] = serde_json::to_value(&last).expect("an attempt serializes");
+    value["lastAttempt"] = match (&last, full) {
+        (Some(last), false) => json!({
+            "id": last.id,
+            "started": last.started,
+            "commit": last.attempt.commit,
+            "signer": last.attempt.signer,
+            "strategy": last.attempt.strategy,
+            "trigger": last.attempt.trigger,
+            "outcome": last.outcome,
+            "finished": last.finished,
+            "steps": last.steps.len(),
+            "step": last.steps.last().map(|s| &s.name),
+        }),
+        _ => serde_json::to_value(last.as_deref()).expect("an attempt serializes"),
+    };
     value
 }
 

@@ -120,6 +120,7 @@ impl Worker {
             trigger: Trigger::Rollback,
         })?;
         self.ledger.finish(attempt, &Outcome::RolledBack(reason.to_owned()))?;
+        self.publish_last();
         self.publish.metrics.rollback(&self.name, "manual");
         Ok(())
     }

@@ -104,6 +104,12 @@ pub struct Status {
     pub refused: Option<String>,
     /// What differs between the rollback point and what runs, at the last check.
     pub drift: Vec<String>,
+    /// Whether an attempt is running (its steps are then read from the ledger as they go).
+    #[serde(skip)]
+    pub busy: bool,
+    /// The last attempt that ended, as the ledger recorded it.
+    #[serde(skip)]
+    pub last_attempt: Option<Arc<crate::ledger::AttemptRecord>>,
 }
 
 /// Every environment's status, by name.
@@ -152,7 +158,7 @@ impl Worker {
             );
             ledger.finish(attempt, &Outcome::Interrupted)?;
         }
-        Ok(Worker {
+        let worker = Worker {
             name: name.to_owned(),
             target,
             ledger,
@@ -161,7 +167,23 @@ impl Worker {
             applied: None,
             last: None,
             publish,
-        })
+        };
+        worker.publish_last();
+        Ok(worker)
+    }
+
+    /// Publishes the newest attempt the ledger holds (the API serves it from memory).
+    pub(super) fn publish_last(&self) {
+        match self.ledger.history(&self.name, 1) {
+            Ok(mut records) => {
+                let last = records.pop().map(Arc::new);
+                self.publish(|s| {
+                    s.last_attempt = last;
+                    s.busy = false;
+                });
+            }
+            Err(e) => tracing::warn!(environment = %self.name, error = %e, "Cannot read the last attempt back."),
+        }
     }
 
     /// Updates this environment's entry on the board.
@@ -315,7 +337,13 @@ impl Worker {
             signer,
             trigger,
         };
-        let applied = reconcile::apply(self.target.as_ref(), &mut self.ledger, &desired, intent, rollback).await?;
+        {
+            let mut board = self.publish.board.write().unwrap_or_else(|e| e.into_inner());
+            board.entry(self.name.clone()).or_default().busy = true;
+        }
+        let applied = reconcile::apply(self.target.as_ref(), &mut self.ledger, &desired, intent, rollback).await;
+        self.publish_last();
+        let applied = applied?;
         let metrics = &self.publish.metrics;
         if applied.attempt.is_some() {
             let seconds = started.elapsed().as_secs_f64();
@@ -386,6 +414,7 @@ impl Worker {
         })?;
         let outcome = Outcome::Refused(reason);
         self.ledger.finish(attempt, &outcome)?;
+        self.publish_last();
         self.publish
             .metrics
             .attempt(&self.name, Trigger::Commit, "none", &outcome, None);

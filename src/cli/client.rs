@@ -102,16 +102,7 @@ pub fn status(out: &mut dyn Write, server: &Server, output: Format) -> anyhow::R
         let last = &env["lastAttempt"];
         let outcome = match last["outcome"]["result"].as_str() {
             Some(result) => result.to_owned(),
-            None if last.is_object() => {
-                let step = last["steps"]
-                    .as_array()
-                    .and_then(|s| s.last())
-                    .map(|s| s["name"].clone());
-                format!(
-                    "running: {}",
-                    step.as_ref().and_then(Value::as_str).unwrap_or("starting")
-                )
-            }
+            None if last.is_object() => format!("running: {}", last["step"].as_str().unwrap_or("starting")),
             None => "-".to_owned(),
         };
         writeln!(

@@ -1,0 +1,218 @@
+//! The agent as operators run it (`plumb agent`, release build): its resident memory idle (three
+//! environments, no services) and with 1,000 services declared across three environments (each
+//! a real process on the local target), and `GET /api/v1/status` latency under 100 concurrent
+//! clients. Prints megabytes and p50/p99.
+//!
+//! Run: `cargo bench --bench footprint` (`PLUMB_BENCH_SERVICES=1000`, `PLUMB_BENCH_CLIENTS=100`).
+
+#[path = "../tests/it/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+#[path = "../tests/it/http.rs"]
+#[allow(dead_code)]
+mod http;
+#[path = "../tests/it/keys.rs"]
+#[allow(dead_code)]
+mod keys;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::TestRepo;
+use keys::{ALL, TestKey, policy};
+
+const ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
+
+fn main() {
+    let services: usize = env("PLUMB_BENCH_SERVICES", 1000);
+    let clients: usize = env("PLUMB_BENCH_CLIENTS", 100);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let idle = runtime.block_on(measure(0, 0));
+    let loaded = runtime.block_on(measure(services, clients));
+    println!("plumb agent, resident memory (VmRSS):");
+    println!("  idle, 3 environments, no services     {:>7.1} MB", idle.rss_mb);
+    println!(
+        "  {services} services across 3 environments  {:>7.1} MB  (all applied in {:.1} s)",
+        loaded.rss_mb, loaded.applied_s
+    );
+    if let Some((p50, p99, count)) = loaded.status {
+        println!("GET /api/v1/status with {services} services, {clients} concurrent clients, {count} requests:");
+        println!("  p50 {p50:.2} ms  p99 {p99:.2} ms");
+    }
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Measured {
+    rss_mb: f64,
+    applied_s: f64,
+    status: Option<(f64, f64, usize)>,
+}
+
+/// A repository with `services` services spread over three environments, each a `sleep`.
+fn repository(services: usize) -> (TestRepo, String) {
+    let mut repo = TestRepo::new();
+    let alice = TestKey::new("alice");
+    repo.write("openpgp-policy.toml", &policy(&[(&alice, ALL)]));
+    let root = repo.commit_signed("Policy", &alice);
+    repo.write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [development, staging, production]\n",
+    );
+    for (i, env) in ENVIRONMENTS.iter().enumerate() {
+        // Each environment enables its third of the services.
+        let mine: Vec<String> = (0..services)
+            .filter(|s| s % 3 == i)
+            .map(|s| format!("  svc-{s}: {{enabled: true}}\n"))
+            .collect();
+        let services = if mine.is_empty() {
+            String::new()
+        } else {
+            format!("services:\n{}", mine.concat())
+        };
+        repo.write(
+            &format!("environments/{env}.yaml"),
+            &format!("apiVersion: plumb/v1\nkind: Environment\nname: {env}\ntarget:\n  local: {{}}\n{services}"),
+        );
+    }
+    for s in 0..services {
+        repo.write(
+            &format!("services/svc-{s}.yaml"),
+            &format!(
+                "apiVersion: plumb/v1\nkind: Service\nname: svc-{s}\nenabled: false\ncommand: [sleep, \"86400\"]\n\
+                 strategy:\n  recreate: {{}}\nenv:\n  - {{name: INDEX, value: \"{s}\"}}\n"
+            ),
+        );
+    }
+    repo.commit_signed("Services", &alice);
+    (repo, root)
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: SIGTERM to the agent this benchmark started; it stops its replicas.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+async fn measure(services: usize, clients: usize) -> Measured {
+    let (repo, root) = repository(services);
+    let state = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = SocketAddr::from(([127, 0, 0, 1], port));
+    let branch = {
+        let head = repo.git().find_reference("HEAD").unwrap();
+        head.symbolic_target().unwrap().unwrap().to_owned()
+    };
+    let started = Instant::now();
+    let agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_plumb"))
+            .args(["agent", "--repo", repo.path().to_str().unwrap(), "--trust-root", &root])
+            .args([
+                "--branch",
+                &branch,
+                "--poll",
+                "1h",
+                "--heal-every",
+                "1h",
+                "--listen",
+                &api.to_string(),
+            ])
+            .arg("--state")
+            .arg(state.path())
+            .env("PLUMB_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Applied: every environment synced (or, with no services, its first attempt recorded).
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Some(response) = http::try_get(api, "/api/v1/status").await {
+            let status: serde_json::Value = serde_json::from_str(&response.body).unwrap_or_default();
+            let environments = status["environments"].as_array().cloned().unwrap_or_default();
+            if environments.len() == 3 && environments.iter().all(|e| e["synced"] == true) {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the agent never applied everything");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let applied_s = started.elapsed().as_secs_f64();
+    // Let allocations settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = rss_mb(agent.0.id());
+    let status = if clients > 0 {
+        Some(hammer(api, clients, 50).await)
+    } else {
+        None
+    };
+    drop(agent);
+    Measured {
+        rss_mb: rss,
+        applied_s,
+        status,
+    }
+}
+
+/// `clients` concurrent clients, each on its own kept-alive connection (as dashboards and
+/// scrapers do) sending `each` sequential requests; p50, p99, count.
+async fn hammer(api: SocketAddr, clients: usize, each: usize) -> (f64, f64, usize) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let url: axum::http::Uri = format!("http://{api}/api/v1/status").parse().unwrap();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = Client::builder(TokioExecutor::new())
+                    .pool_max_idle_per_host(1)
+                    .build_http::<Empty<axum::body::Bytes>>();
+                let mut times = Vec::with_capacity(each);
+                for _ in 0..each {
+                    let started = Instant::now();
+                    let response = client.get(url.clone()).await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    response.into_body().collect().await.unwrap();
+                    times.push(started.elapsed());
+                }
+                times
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for task in tasks {
+        times.extend(task.await.unwrap());
+    }
+    times.sort();
+    let at = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0;
+    (at(0.5), at(0.99), times.len())
+}
