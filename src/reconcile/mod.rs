@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::ledger::{Attempt, Ledger, LedgerError, Outcome, Trigger};
 use crate::rollout::{Rollout, RolloutError, recorded};
@@ -79,24 +80,27 @@ pub async fn apply(
         plan: json!(plan.summary()),
         trigger: intent.trigger,
     })?;
-    tracing::info!(environment, commit = intent.commit, steps = ?plan.summary(), "Applying.");
-    let failure = match take(target, ledger, attempt, desired, &plan, &live, true).await {
-        Ok(()) => None,
-        Err(RolloutError::Ledger(e)) => return Err(e),
-        Err(e) => Some(e.to_string()),
-    };
-    let outcome = match (failure, rollback) {
-        (None, _) => Outcome::Succeeded,
-        (Some(reason), None) => Outcome::Failed(format!("{reason}; there is no rollback point to restore")),
-        (Some(reason), Some(point)) => {
-            tracing::warn!(environment, commit = intent.commit, rollback_point = point.commit, %reason, "Apply failed; restoring the rollback point.");
-            match restore(target, ledger, attempt, point.desired, &plan, &live).await {
-                Ok(()) => Outcome::RolledBack(reason),
-                Err(RolloutError::Ledger(e)) => return Err(e),
-                Err(e) => Outcome::Failed(format!("{reason}; restoring {} failed too: {e}", point.commit)),
-            }
+    // Every event of the attempt (its steps included) carries the environment, commit, signer
+    // and attempt: they are what notifications and log searches key on.
+    let span = tracing::info_span!(
+        "attempt",
+        id = attempt,
+        environment,
+        commit = intent.commit,
+        signer = intent.signer.unwrap_or(""),
+        trigger = ?intent.trigger,
+    );
+    let started = std::time::Instant::now();
+    let outcome = attempt_steps(target, ledger, attempt, desired, &plan, &live, rollback)
+        .instrument(span.clone())
+        .await?;
+    span.in_scope(|| {
+        let duration_ms = started.elapsed().as_millis() as u64;
+        match &outcome {
+            Outcome::Succeeded => tracing::info!(event = "succeeded", duration_ms, "Attempt succeeded."),
+            other => tracing::warn!(event = "failed", duration_ms, outcome = ?other, "Attempt did not succeed."),
         }
-    };
+    });
     ledger.finish(attempt, &outcome)?;
     Ok(Applied {
         attempt: Some(attempt),
@@ -104,6 +108,38 @@ pub async fn apply(
         outcome,
         strategy,
     })
+}
+
+/// Takes the plan's steps and, when one fails, restores `rollback`; the attempt's outcome.
+async fn attempt_steps(
+    target: &dyn Target,
+    ledger: &mut Ledger,
+    attempt: i64,
+    desired: &Desired,
+    plan: &Plan,
+    live: &Live,
+    rollback: Option<RollbackPoint<'_>>,
+) -> Result<Outcome, LedgerError> {
+    tracing::info!(event = "started", steps = ?plan.summary(), "Attempt started.");
+    let failure = match take(target, ledger, attempt, desired, plan, live, true).await {
+        Ok(()) => return Ok(Outcome::Succeeded),
+        Err(RolloutError::Ledger(e)) => return Err(e),
+        Err(e) => e.to_string(),
+    };
+    let Some(point) = rollback else {
+        return Ok(Outcome::Failed(format!(
+            "{failure}; there is no rollback point to restore"
+        )));
+    };
+    tracing::warn!(event = "rolling_back", rollback_point = point.commit, reason = %failure, "Restoring the rollback point.");
+    match restore(target, ledger, attempt, point.desired, plan, live).await {
+        Ok(()) => Ok(Outcome::RolledBack(failure)),
+        Err(RolloutError::Ledger(e)) => Err(e),
+        Err(e) => Ok(Outcome::Failed(format!(
+            "{failure}; restoring {} failed too: {e}",
+            point.commit
+        ))),
+    }
 }
 
 /// Brings the environment back to `previous` after a failed attempt: what the attempt changed

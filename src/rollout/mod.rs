@@ -328,8 +328,15 @@ pub async fn recorded<T>(
     // Ledger writes are short (one small transaction each) and must happen in order around the
     // step, so they run inline.
     ledger.step_started(attempt, name)?;
+    tracing::info!(event = "step", step = name, "Step started.");
+    let started = std::time::Instant::now();
     let result = action.await;
     let error = result.as_ref().err().map(ToString::to_string);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    match &error {
+        None => tracing::info!(event = "step_done", step = name, duration_ms, "Step done."),
+        Some(e) => tracing::warn!(event = "step_failed", step = name, duration_ms, error = %e, "Step failed."),
+    }
     ledger.step_finished(attempt, name, error.as_deref())?;
     result
 }

@@ -128,8 +128,24 @@ async fn edits_reach_the_running_agent_and_bad_ones_are_refused() {
     // SAFETY: SIGTERM to the child this test started.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     assert!(agent.wait().unwrap().success());
-    for line in std::fs::read_to_string(&log).unwrap().lines() {
-        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(event["level"].is_string() && event["message"].is_string(), "{line}");
-    }
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["level"].is_string() && e["message"].is_string())
+    );
+    // Deployment events carry the environment, commit and signer of their attempt.
+    let step = events.iter().find(|e| e["event"] == "step_done").expect("a step event");
+    assert_eq!(step["span"]["environment"], "dev", "{step}");
+    assert!(step["span"]["commit"].as_str().is_some_and(|c| c.len() == 40), "{step}");
+    assert!(step["step"].as_str().is_some_and(|s| s.starts_with("web: ")), "{step}");
+    let ended = events
+        .iter()
+        .find(|e| e["event"] == "succeeded")
+        .expect("an outcome event");
+    assert!(ended["duration_ms"].is_u64(), "{ended}");
 }
