@@ -76,10 +76,10 @@ async fn guard_reads(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if api.protect_reads.load(Ordering::Relaxed) {
-        if let Some(refused) = refusal(&api, request.headers()) {
-            return refused;
-        }
+    if api.protect_reads.load(Ordering::Relaxed)
+        && let Some(refused) = refusal(&api, request.headers())
+    {
+        return refused;
     }
     next.run(request).await
 }

@@ -253,13 +253,13 @@ impl AgentConfig {
                 format!("`{}` is not an address and port: {e}", self.listen),
             );
         }
-        if let TrustRootConfig::Commit(commit) = &self.repository.trust_root {
-            if commit.len() != 40 || Oid::from_str(commit).is_err() {
-                at(
-                    &["repository", "trustRoot", "commit"],
-                    format!("`{commit}` is not a full commit id (40 hex digits)"),
-                );
-            }
+        if let TrustRootConfig::Commit(commit) = &self.repository.trust_root
+            && (commit.len() != 40 || Oid::from_str(commit).is_err())
+        {
+            at(
+                &["repository", "trustRoot", "commit"],
+                format!("`{commit}` is not a full commit id (40 hex digits)"),
+            );
         }
         for schedule in &self.repository.poll.schedules {
             if let Err(e) = Schedule::parse(schedule) {

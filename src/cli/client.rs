@@ -52,10 +52,9 @@ impl Server {
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
         let mut request = axum::http::Request::builder().method(method).uri(&url);
-        if method != "GET" {
-            if let Some(token) = self.token()? {
-                request = request.header("authorization", format!("Bearer {}", token.expose()));
-            }
+        if let Some(token) = self.token()? {
+            // Reads send it too: an agent may protect them.
+            request = request.header("authorization", format!("Bearer {}", token.expose()));
         }
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let request = request
