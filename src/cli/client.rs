@@ -171,14 +171,14 @@ pub fn rollback(
     let body = serde_json::json!({ "to": to });
     let done = server.call("POST", &format!("/api/v1/environments/{env}/rollback"), Some(body))?;
     let outcome = print_done(out, &done, output)?;
-    if output != Format::Json {
-        if let Some(revert) = done["revert"].as_str() {
-            writeln!(
-                out,
-                "The head is not applied again until it moves. Make git agree with the environment \
-                 by opening a pull request with:\n  {revert}"
-            )?;
-        }
+    if output != Format::Json
+        && let Some(revert) = done["revert"].as_str()
+    {
+        writeln!(
+            out,
+            "The head is not applied again until it moves. Make git agree with the environment \
+             by opening a pull request with:\n  {revert}"
+        )?;
     }
     Ok(outcome)
 }
