@@ -28,6 +28,17 @@ pub struct Server {
 }
 
 impl Server {
+    /// The agent at `server`, with the token from `PLUMB_API_TOKEN` if any.
+    pub fn at(server: String) -> Server {
+        Server {
+            server,
+            token_file: None,
+            token: None,
+        }
+    }
+}
+
+impl Server {
     /// The agent at `server`, with `token`.
     pub fn new(server: String, token: Secret) -> Server {
         Server {
@@ -153,10 +164,74 @@ pub fn live_diff(out: &mut dyn Write, server: &Server, env: &str, output: Format
     Ok(if changes { Outcome::Found } else { Outcome::Ok })
 }
 
+/// `plumb history --env E --server URL`: the attempts as the running agent's ledger holds them.
+pub fn history(
+    out: &mut dyn Write,
+    server: &Server,
+    env: &str,
+    limit: usize,
+    output: Format,
+) -> anyhow::Result<Outcome> {
+    let answer = server.call(
+        "GET",
+        &format!("/api/v1/environments/{env}/history?limit={limit}"),
+        None,
+    )?;
+    let records: Vec<crate::ledger::AttemptRecord> =
+        serde_json::from_value(answer["attempts"].clone()).context("the agent's history is not what plumb expects")?;
+    super::ledger::print_history(out, env, &records, output)
+}
+
 /// `plumb sync --env E`: apply the head now.
 pub fn sync(out: &mut dyn Write, server: &Server, env: &str, output: Format) -> anyhow::Result<Outcome> {
-    let done = server.call("POST", &format!("/api/v1/environments/{env}/sync"), None)?;
+    let done = with_progress(server, env, output, || {
+        server.call("POST", &format!("/api/v1/environments/{env}/sync"), None)
+    })?;
     print_done(out, &done, output)
+}
+
+/// Runs `call` (a long request) while following the environment's attempt: each new step is
+/// printed on stderr as one plain line, on a terminal or piped (not with `--output json`).
+fn with_progress(
+    server: &Server,
+    env: &str,
+    output: Format,
+    call: impl FnOnce() -> anyhow::Result<Value>,
+) -> anyhow::Result<Value> {
+    if output == Format::Json {
+        return call();
+    }
+    let before = server
+        .call("GET", &format!("/api/v1/environments/{env}"), None)
+        .ok()
+        .and_then(|v| v["lastAttempt"]["id"].as_i64());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut printed = 0;
+            loop {
+                // One more look once the call returned, for the last steps.
+                let finished = done.load(std::sync::atomic::Ordering::Relaxed);
+                if let Ok(status) = server.call("GET", &format!("/api/v1/environments/{env}"), None) {
+                    let last = &status["lastAttempt"];
+                    if last["id"].as_i64() != before {
+                        let steps = last["steps"].as_array().cloned().unwrap_or_default();
+                        for step in steps.iter().skip(printed) {
+                            eprintln!("  … {}", step["name"].as_str().unwrap_or_default());
+                        }
+                        printed = printed.max(steps.len());
+                    }
+                }
+                if finished {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        });
+        let result = call();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })
 }
 
 /// `plumb rollback --env E [--to COMMIT]`: restore an earlier applied commit, and say which
@@ -169,7 +244,9 @@ pub fn rollback(
     output: Format,
 ) -> anyhow::Result<Outcome> {
     let body = serde_json::json!({ "to": to });
-    let done = server.call("POST", &format!("/api/v1/environments/{env}/rollback"), Some(body))?;
+    let done = with_progress(server, env, output, || {
+        server.call("POST", &format!("/api/v1/environments/{env}/rollback"), Some(body))
+    })?;
     let outcome = print_done(out, &done, output)?;
     if output != Format::Json
         && let Some(revert) = done["revert"].as_str()

@@ -33,6 +33,16 @@ pub fn history(
 ) -> anyhow::Result<Outcome> {
     let ledger = open(state)?;
     let records = ledger.history(environment, limit)?;
+    print_history(out, environment, &records, output)
+}
+
+/// Prints attempts, newest first, each with its steps.
+pub fn print_history(
+    out: &mut dyn Write,
+    environment: &str,
+    records: &[ledger::AttemptRecord],
+    output: Format,
+) -> anyhow::Result<Outcome> {
     if output == Format::Json {
         writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
         return Ok(Outcome::Ok);
@@ -40,7 +50,7 @@ pub fn history(
     if records.is_empty() {
         writeln!(out, "no attempts recorded for `{environment}`")?;
     }
-    for record in &records {
+    for record in records {
         let result = match &record.outcome {
             None => "unfinished".to_owned(),
             Some(ledger::Outcome::Succeeded) => "succeeded".to_owned(),
@@ -57,10 +67,10 @@ pub fn history(
             record.id, record.started, record.attempt.strategy
         )?;
         for step in &record.steps {
-            let state = match &step.error {
-                None => "running".to_owned(),
-                Some(None) => "ok".to_owned(),
-                Some(Some(error)) => format!("failed: {error}"),
+            let state = match (&step.error, &step.finished) {
+                (Some(Some(error)), _) => format!("failed: {error}"),
+                (_, None) => "running".to_owned(),
+                (_, Some(_)) => "ok".to_owned(),
             };
             writeln!(out, "    {} {}: {state}", step.started, step.name)?;
         }

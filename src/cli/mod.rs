@@ -192,7 +192,8 @@ Examples:
     /// Show the deployment attempts recorded in the ledger for an environment.
     #[command(after_help = "Examples:
   plumb history --env production --state /var/lib/plumb
-  plumb history --env staging --limit 5 --output json")]
+  plumb history --env staging --limit 5 --output json
+  plumb history --env staging --server http://127.0.0.1:7070")]
     History {
         /// The environment.
         #[arg(long)]
@@ -200,6 +201,9 @@ Examples:
         /// The agent's state directory.
         #[arg(long, env = "PLUMB_STATE", default_value = ".plumb")]
         state: PathBuf,
+        /// Ask a running agent's API instead of reading the state directory.
+        #[arg(long)]
+        server: Option<String>,
         /// At most this many attempts, newest first.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -390,9 +394,17 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         } => client::rollback(&mut out, &server, &env, to.as_deref(), output),
         Command::History {
             env,
+            server: Some(server),
+            limit,
+            output,
+            ..
+        } => client::history(&mut out, &client::Server::at(server), &env, limit, output),
+        Command::History {
+            env,
             state,
             limit,
             output,
+            ..
         } => ledger::history(&mut out, &state, &env, limit, output),
         Command::Audit(AuditCommand::Verify { state, output }) => ledger::verify(&mut out, &state, output),
         Command::Logs {

@@ -94,7 +94,7 @@ pub struct Attempt {
 }
 
 /// One attempt as recorded, with its steps.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttemptRecord {
     /// Its id.
     pub id: i64,
@@ -112,7 +112,7 @@ pub struct AttemptRecord {
 }
 
 /// One step of an attempt.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepRecord {
     /// What the step does (`start green`, `switch traffic`…).
     pub name: String,
