@@ -190,8 +190,9 @@ pub fn sync(out: &mut dyn Write, server: &Server, env: &str, output: Format) -> 
     print_done(out, &done, output)
 }
 
-/// Runs `call` (a long request) while following the environment's attempt: each new step is
-/// printed on stderr as one plain line, on a terminal or piped (not with `--output json`).
+/// Runs `call` (a long request) while following the environment's attempt on stderr: a spinner
+/// naming the running step on a terminal, one plain line per step when piped (nothing with
+/// `--output json`).
 fn with_progress(
     server: &Server,
     env: &str,
@@ -206,7 +207,13 @@ fn with_progress(
         .ok()
         .and_then(|v| v["lastAttempt"]["id"].as_i64());
     let done = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| {
+    let spinner = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        spinner.set_message(format!("waiting for {env}"));
+        spinner
+    });
+    let result = std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut printed = 0;
             loop {
@@ -217,7 +224,11 @@ fn with_progress(
                     if last["id"].as_i64() != before {
                         let steps = last["steps"].as_array().cloned().unwrap_or_default();
                         for step in steps.iter().skip(printed) {
-                            eprintln!("  … {}", step["name"].as_str().unwrap_or_default());
+                            let name = step["name"].as_str().unwrap_or_default();
+                            match &spinner {
+                                Some(spinner) => spinner.set_message(name.to_owned()),
+                                None => eprintln!("  … {name}"),
+                            }
                         }
                         printed = printed.max(steps.len());
                     }
@@ -231,7 +242,11 @@ fn with_progress(
         let result = call();
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         result
-    })
+    });
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    result
 }
 
 /// `plumb rollback --env E [--to COMMIT]`: restore an earlier applied commit, and say which
