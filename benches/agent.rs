@@ -23,8 +23,8 @@ mod keys;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use harness::TestRepo;
-use keys::{ALL, TestKey, policy};
+use harness::{TestRepo, Web, trusted};
+use keys::TestKey;
 use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
 use plumb::source::{Remote, TrackedRef};
@@ -47,27 +47,14 @@ fn main() {
 }
 
 fn config(repo: &TestRepo, port: u16, release: &str, value: usize, healthy: bool) {
-    repo.write(
-        "plumb.yaml",
-        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
-    );
-    repo.write(
-        "environments/dev.yaml",
-        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\n",
-    );
-    repo.write(
-        "services/web.yaml",
-        &format!(
-            "apiVersion: plumb/v1\nkind: Service\nname: web\ncommand: [{:?}, example-app]\nreplicas: 2\n\
-             ports:\n  - {{name: http, port: {port}}}\n\
-             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 20ms\n    failureThreshold: 3\n\
-             progressDeadline: 10s\nstrategy:\n  blueGreen: {{keepOldVersion: 0s}}\n\
-             config:\n  file: app.json\n  reload: signal\n  values: {{round: {value}}}\n\
-             env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: EXAMPLE_HEALTH, value: {}}}\n",
-            env!("CARGO_BIN_EXE_plumb"),
-            if healthy { "ok" } else { "fail" },
-        ),
-    );
+    let values = format!("config:\n  file: app.json\n  reload: signal\n  values: {{round: {value}}}\n");
+    Web {
+        healthy,
+        checks: ("20ms", 3),
+        extra: &values,
+        ..Web::new(port, release, "blueGreen: {keepOldVersion: 0s}")
+    }
+    .write(repo);
 }
 
 /// Whether `checks` consecutive answers of `path` on `addr` all satisfy `ok`.
@@ -93,10 +80,8 @@ async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
 }
 
 async fn run(rounds: usize) {
-    let mut upstream = TestRepo::new();
     let alice = TestKey::new("alice");
-    upstream.write("openpgp-policy.toml", &policy(&[(&alice, ALL)]));
-    let root = upstream.commit_signed("Policy", &alice);
+    let (mut upstream, root) = trusted(&alice);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -105,10 +90,7 @@ async fn run(rounds: usize) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     config(&upstream, port, "r0", 0, true);
     upstream.commit_signed("r0", &alice);
-    let branch = {
-        let head = upstream.git().find_reference("HEAD").unwrap();
-        head.symbolic_target().unwrap().unwrap().to_owned()
-    };
+    let branch = upstream.branch();
     let state = tempfile::tempdir().unwrap();
     let settings = Settings {
         state: state.path().to_owned(),

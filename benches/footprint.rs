@@ -19,8 +19,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::TestRepo;
-use keys::{ALL, TestKey, policy};
+use harness::{TestRepo, trusted};
+use keys::TestKey;
 
 const ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
 
@@ -58,10 +58,8 @@ struct Measured {
 
 /// A repository with `services` services spread over three environments, each a `sleep`.
 fn repository(services: usize) -> (TestRepo, String) {
-    let mut repo = TestRepo::new();
     let alice = TestKey::new("alice");
-    repo.write("openpgp-policy.toml", &policy(&[(&alice, ALL)]));
-    let root = repo.commit_signed("Policy", &alice);
+    let (mut repo, root) = trusted(&alice);
     repo.write(
         "plumb.yaml",
         "apiVersion: plumb/v1\nkind: Repository\nenvironments: [development, staging, production]\n",
@@ -125,10 +123,7 @@ async fn measure(services: usize, clients: usize) -> Measured {
         .unwrap()
         .port();
     let api = SocketAddr::from(([127, 0, 0, 1], port));
-    let branch = {
-        let head = repo.git().find_reference("HEAD").unwrap();
-        head.symbolic_target().unwrap().unwrap().to_owned()
-    };
+    let branch = repo.branch();
     let started = Instant::now();
     let agent = Agent(
         Command::new(env!("CARGO_BIN_EXE_plumb"))

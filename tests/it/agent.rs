@@ -16,9 +16,9 @@ use plumb::trigger::webhook::Provider;
 use plumb::trust::TrustRoot;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::TestRepo;
+use crate::harness::{Web, trusted};
 use crate::http::{get, post};
-use crate::keys::{ALL, TestKey, policy};
+use crate::keys::TestKey;
 use crate::servers::hmac_sha256_hex;
 
 const TOKEN: &str = "a-long-enough-api-token";
@@ -64,31 +64,6 @@ async fn push(api: SocketAddr, branch: &str) {
     assert_eq!(answer.status, 202, "{}", answer.body);
 }
 
-/// Writes a one-environment repository whose service `web` runs `plumb example-app` on `port`
-/// as `release`, healthy or not.
-pub fn write_config(repo: &TestRepo, port: u16, release: &str, healthy: bool, strategy: &str) {
-    repo.write(
-        "plumb.yaml",
-        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
-    );
-    repo.write(
-        "environments/dev.yaml",
-        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\n",
-    );
-    repo.write(
-        "services/web.yaml",
-        &format!(
-            "apiVersion: plumb/v1\nkind: Service\nname: web\ncommand: [{:?}, example-app]\nreplicas: 2\n\
-             ports:\n  - {{name: http, port: {port}}}\n\
-             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 60\n\
-             progressDeadline: 10s\nstrategy:\n  {strategy}\n\
-             env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: EXAMPLE_HEALTH, value: {}}}\n",
-            env!("CARGO_BIN_EXE_plumb"),
-            if healthy { "ok" } else { "fail" },
-        ),
-    );
-}
-
 /// The release `web` answers with on `addr`, `None` while nothing answers.
 pub async fn release(addr: SocketAddr) -> Option<String> {
     let response = crate::http::try_get(addr, "/").await?;
@@ -113,12 +88,6 @@ where
     }
 }
 
-/// The branch the test repository commits to.
-pub fn branch(repo: &TestRepo) -> String {
-    let head = repo.git().find_reference("HEAD").unwrap();
-    head.symbolic_target().unwrap().unwrap().to_owned()
-}
-
 /// Whether the trust state records `commit` as refused.
 fn refused(state: &Path, commit: &str) -> bool {
     std::fs::read_to_string(state.join("repository/trust.json")).is_ok_and(|t| t.contains(commit))
@@ -133,18 +102,16 @@ fn outcomes(state: &Path) -> Vec<(String, Option<Outcome>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
-    let mut upstream = TestRepo::new();
     let alice = TestKey::new("alice");
     let mallory = TestKey::new("mallory");
-    upstream.write("openpgp-policy.toml", &policy(&[(&alice, ALL)]));
-    let root = upstream.commit_signed("Policy", &alice);
+    let (mut upstream, root) = trusted(&alice);
     let port = crate::reconcile::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    write_config(&upstream, port, "r1", true, "blueGreen: {keepOldVersion: 0s}");
+    Web::new(port, "r1", "blueGreen: {keepOldVersion: 0s}").write(&upstream);
     let first = upstream.commit_signed("web r1", &alice);
 
     let state = tempfile::tempdir().unwrap();
-    let reference = branch(&upstream);
+    let reference = upstream.branch();
     let settings = Settings {
         state: state.path().to_owned(),
         remote: Remote::anonymous(upstream.path().to_str().unwrap()),
@@ -172,7 +139,7 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     assert_eq!(seen.as_deref(), Some("r1"));
 
     // Signed by someone the policy does not know: refused by trust, never applied.
-    write_config(&upstream, port, "r2-mallory", true, "blueGreen: {keepOldVersion: 0s}");
+    Web::new(port, "r2-mallory", "blueGreen: {keepOldVersion: 0s}").write(&upstream);
     let forged = upstream.commit_signed("web r2", &mallory);
     push(api, &reference).await;
     let found = eventually(Duration::from_secs(10), || async {
@@ -192,7 +159,7 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
 
     // Signed, but invalid: refused with the file and field named, nothing changes.
     upstream.set_branch(&first);
-    write_config(&upstream, port, "r2", true, "blueGreen: {keepOldVersion: 0s}");
+    Web::new(port, "r2", "blueGreen: {keepOldVersion: 0s}").write(&upstream);
     upstream.edit("services/web.yaml", "replicas: 2", "replicas: many");
     let invalid = upstream.commit_signed("web r2, badly", &alice);
     push(api, &reference).await;
@@ -221,7 +188,11 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     })
     .await;
     assert_eq!(seen.as_deref(), Some("r2"));
-    write_config(&upstream, port, "r3", false, "blueGreen: {keepOldVersion: 0s}");
+    Web {
+        healthy: false,
+        ..Web::new(port, "r3", "blueGreen: {keepOldVersion: 0s}")
+    }
+    .write(&upstream);
     let bad = upstream.commit_signed("web r3, unhealthy", &alice);
     push(api, &reference).await;
     let recorded = eventually(Duration::from_secs(30), || async {

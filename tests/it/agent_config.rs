@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::agent::{eventually, write_config};
-use crate::harness::{TestRepo, plumb};
+use crate::agent::eventually;
+use crate::harness::{Web, plumb, trusted};
 use crate::http::{get, post};
-use crate::keys::{ALL, TestKey, policy};
+use crate::keys::TestKey;
 
 fn config(repo: &std::path::Path, root: &str, state: &std::path::Path, listen: SocketAddr, token: &str) -> String {
     format!(
@@ -39,12 +39,10 @@ fn a_bad_configuration_names_the_line_and_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_reach_the_running_agent_and_bad_ones_are_refused() {
-    let mut upstream = TestRepo::new();
     let alice = TestKey::new("alice");
-    upstream.write("openpgp-policy.toml", &policy(&[(&alice, ALL)]));
-    let root = upstream.commit_signed("Policy", &alice);
+    let (mut upstream, root) = trusted(&alice);
     let port = crate::reconcile::free_port();
-    write_config(&upstream, port, "r1", true, "recreate: {}");
+    Web::new(port, "r1", "recreate: {}").write(&upstream);
     upstream.commit_signed("web r1", &alice);
 
     let dir = tempfile::tempdir().unwrap();

@@ -11,34 +11,69 @@ use std::time::{Duration, Instant};
 
 use plumb::ledger::{Ledger, Outcome};
 
-use crate::agent::{branch, eventually, release};
-use crate::harness::TestRepo;
-use crate::keys::{ALL, TestKey, policy};
+use crate::agent::{eventually, release};
+use crate::harness::{TestRepo, Web, trusted};
+use crate::keys::TestKey;
 
 const REPLICAS: usize = 2;
 
+/// `web` as release `release`, with a migration that takes a moment and notes each run.
 fn write_config(repo: &TestRepo, port: u16, release: &str, strategy: &str, journal: &Path) {
-    repo.write(
-        "plumb.yaml",
-        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
-    );
-    repo.write(
-        "environments/dev.yaml",
-        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\n",
-    );
-    repo.write(
-        "services/web.yaml",
-        &format!(
-            "apiVersion: plumb/v1\nkind: Service\nname: web\ncommand: [{:?}, example-app]\nreplicas: {REPLICAS}\n\
-             ports:\n  - {{name: http, port: {port}}}\n\
-             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: 50ms\n    failureThreshold: 100\n\
-             progressDeadline: 20s\nstrategy:\n  {strategy}\n\
-             migration:\n  command: [sh, -c, \"sleep 0.2; echo {release} >> $JOURNAL\"]\n  timeout: 10s\n\
-             env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: JOURNAL, value: {:?}}}\n",
-            env!("CARGO_BIN_EXE_plumb"),
-            journal.to_str().unwrap(),
-        ),
-    );
+    let migration =
+        format!("migration:\n  command: [sh, -c, \"sleep 0.2; echo {release} >> $JOURNAL\"]\n  timeout: 10s\n");
+    let journal = journal.to_str().unwrap();
+    Web {
+        checks: ("50ms", 100),
+        extra: &migration,
+        env: &[("JOURNAL", journal)],
+        ..Web::new(port, release, strategy)
+    }
+    .write(repo);
+}
+
+/// A repository trusting alice, and where the agent keeps its state.
+struct Fixture {
+    upstream: TestRepo,
+    alice: TestKey,
+    root: String,
+    state: tempfile::TempDir,
+    journal: std::path::PathBuf,
+    port: u16,
+    addr: SocketAddr,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let alice = TestKey::new("alice");
+        let (upstream, root) = trusted(&alice);
+        let state = tempfile::tempdir().unwrap();
+        let journal = state.path().join("migrations.txt");
+        let port = crate::reconcile::free_port();
+        Fixture {
+            upstream,
+            alice,
+            root,
+            journal,
+            state,
+            port,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    /// Commits `web` as `release` with `strategy`, signed by alice.
+    fn release(&mut self, release: &str, strategy: &str) -> String {
+        write_config(&self.upstream, self.port, release, strategy, &self.journal);
+        self.upstream.commit_signed(&format!("web {release}"), &self.alice)
+    }
+
+    fn agent(&self) -> Agent {
+        Agent::start(
+            self.upstream.path(),
+            &self.root,
+            self.state.path(),
+            &self.upstream.branch(),
+        )
+    }
 }
 
 /// A `plumb agent` process over `state`.
@@ -143,49 +178,41 @@ fn attempt(state: &Path, commit: &str) -> Option<(usize, Option<Outcome>)> {
 /// One strategy's rollout from r1 to r2, killed after `kill_at` steps (none: the reference run
 /// that counts them). Returns the number of steps the uninterrupted rollout took.
 async fn run(strategy: &str, kill_at: Option<usize>) -> usize {
-    let mut upstream = TestRepo::new();
-    let alice = TestKey::new("alice");
-    upstream.write("openpgp-policy.toml", &policy(&[(&alice, ALL)]));
-    let root = upstream.commit_signed("Policy", &alice);
-    let state = tempfile::tempdir().unwrap();
-    let journal = state.path().join("migrations.txt");
-    let port = crate::reconcile::free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    write_config(&upstream, port, "r1", strategy, &journal);
-    upstream.commit_signed("web r1", &alice);
-    let branch = branch(&upstream);
+    let mut f = Fixture::new();
+    let (state, addr) = (f.state.path().to_owned(), f.addr);
+    let state = state.as_path();
+    f.release("r1", strategy);
     let context = format!("{strategy}, killed after step {kill_at:?}");
 
-    let agent = Agent::start(upstream.path(), &root, state.path(), &branch);
+    let agent = f.agent();
     let seen = eventually(Duration::from_secs(60), || async {
         release(addr).await.filter(|r| r == "r1")
     })
     .await;
     assert_eq!(seen.as_deref(), Some("r1"), "{context}: r1 never served");
 
-    write_config(&upstream, port, "r2", strategy, &journal);
-    let next = upstream.commit_signed("web r2", &alice);
+    let next = f.release("r2", strategy);
     let agent = match kill_at {
         Some(k) => {
             let reached = eventually(Duration::from_secs(60), || async {
-                attempt(state.path(), &next).filter(|(steps, _)| *steps >= k)
+                attempt(state, &next).filter(|(steps, _)| *steps >= k)
             })
             .await;
             assert!(reached.is_some(), "{context}: the rollout never reached the step");
             agent.kill();
-            Agent::start(upstream.path(), &root, state.path(), &branch)
+            f.agent()
         }
         None => agent,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let outcome = loop {
-        if let Some((_, Some(outcome))) = attempt(state.path(), &next) {
+        if let Some((_, Some(outcome))) = attempt(state, &next) {
             break outcome;
         }
         assert!(Instant::now() < deadline, "{context}: the rollout never ended");
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    let migrations = std::fs::read_to_string(&journal).unwrap_or_default();
+    let migrations = std::fs::read_to_string(&f.journal).unwrap_or_default();
     let r2_migrations = migrations.lines().filter(|l| *l == "r2").count();
     let expected = match &outcome {
         Outcome::Succeeded => {
@@ -206,28 +233,28 @@ async fn run(strategy: &str, kill_at: Option<usize>) -> usize {
     .await;
     assert_eq!(serving.as_deref(), Some(expected), "{context}");
     let running = eventually(Duration::from_secs(10), || async {
-        let found = processes_under(&state.path().join("run"));
+        let found = processes_under(&state.join("run"));
         (found.len() == REPLICAS).then_some(found)
     })
     .await;
     assert!(
         running.is_some(),
         "{context}: replicas running: {:#?}\nagent log:\n{}",
-        processes_under(&state.path().join("run"))
+        processes_under(&state.join("run"))
             .into_iter()
             .map(describe)
             .collect::<Vec<_>>(),
-        std::fs::read_to_string(state.path().join("agent.log")).unwrap_or_default()
+        std::fs::read_to_string(state.join("agent.log")).unwrap_or_default()
     );
-    let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+    let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).unwrap();
     assert!(
         ledger.verify().unwrap().is_ok(),
         "{context}: the ledger chain is broken"
     );
-    let steps = attempt(state.path(), &next).map_or(0, |(steps, _)| steps);
+    let steps = attempt(state, &next).map_or(0, |(steps, _)| steps);
     agent.stop();
     assert!(
-        processes_under(&state.path().join("run")).is_empty(),
+        processes_under(&state.join("run")).is_empty(),
         "{context}: left running after stop"
     );
     steps
@@ -253,28 +280,19 @@ async fn an_agent_killed_at_any_step_leaves_a_consistent_environment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_rollout_parks_the_attempt_and_stops_everything() {
-    let mut upstream = TestRepo::new();
-    let alice = TestKey::new("alice");
-    upstream.write("openpgp-policy.toml", &policy(&[(&alice, ALL)]));
-    let root = upstream.commit_signed("Policy", &alice);
-    let state = tempfile::tempdir().unwrap();
-    let journal = state.path().join("migrations.txt");
-    let port = crate::reconcile::free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut f = Fixture::new();
+    let (state, addr) = (f.state.path().to_owned(), f.addr);
     // Ten minutes of keeping the old version: far longer than any shutdown may take.
     let strategy = "blueGreen: {keepOldVersion: 10m}";
-    write_config(&upstream, port, "r1", strategy, &journal);
-    upstream.commit_signed("web r1", &alice);
-    let branch = branch(&upstream);
-    let agent = Agent::start(upstream.path(), &root, state.path(), &branch);
+    f.release("r1", strategy);
+    let agent = f.agent();
     let seen = eventually(Duration::from_secs(60), || async {
         release(addr).await.filter(|r| r == "r1")
     })
     .await;
     assert_eq!(seen.as_deref(), Some("r1"));
 
-    write_config(&upstream, port, "r2", strategy, &journal);
-    let next = upstream.commit_signed("web r2", &alice);
+    let next = f.release("r2", strategy);
     let switched = eventually(Duration::from_secs(60), || async {
         release(addr).await.filter(|r| r == "r2")
     })
@@ -292,27 +310,27 @@ async fn sigterm_mid_rollout_parks_the_attempt_and_stops_everything() {
         stopping.elapsed()
     );
     assert!(
-        processes_under(&state.path().join("run")).is_empty(),
+        processes_under(&state.as_path().join("run")).is_empty(),
         "every replica stopped"
     );
     assert_eq!(
-        attempt(state.path(), &next).and_then(|(_, outcome)| outcome),
+        attempt(state.as_path(), &next).and_then(|(_, outcome)| outcome),
         None,
         "the cut attempt is parked as interrupted, not failed"
     );
-    let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+    let ledger = Ledger::open_read_only(&state.as_path().join("ledger.sqlite")).unwrap();
     assert!(ledger.unfinished("dev").unwrap().is_empty());
     assert_eq!(ledger.history("dev", 1).unwrap()[0].outcome, Some(Outcome::Interrupted));
 
     // Started again, the agent applies the head afresh.
-    let agent = Agent::start(upstream.path(), &root, state.path(), &branch);
+    let agent = f.agent();
     let seen = eventually(Duration::from_secs(60), || async {
         release(addr).await.filter(|r| r == "r2")
     })
     .await;
     assert_eq!(seen.as_deref(), Some("r2"));
-    let migrations = std::fs::read_to_string(&journal).unwrap();
+    let migrations = std::fs::read_to_string(&f.journal).unwrap();
     assert_eq!(migrations.lines().filter(|l| *l == "r2").count(), 1, "{migrations}");
     agent.stop();
-    assert!(processes_under(&state.path().join("run")).is_empty());
+    assert!(processes_under(&state.as_path().join("run")).is_empty());
 }

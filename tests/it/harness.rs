@@ -195,3 +195,87 @@ pub fn golden(path: &Path, actual: &str) {
         path.display()
     );
 }
+
+/// A repository whose first commit, signed by `key`, holds a signing policy granting `key` every
+/// capability; returns it with that commit (a trust root).
+pub fn trusted(key: &TestKey) -> (TestRepo, String) {
+    let mut repo = TestRepo::new();
+    repo.write("openpgp-policy.toml", &crate::keys::policy(&[(key, crate::keys::ALL)]));
+    let root = repo.commit_signed("Policy", key);
+    (repo, root)
+}
+
+impl TestRepo {
+    /// The full name of the branch commits go to.
+    pub fn branch(&self) -> String {
+        let head = self.repo.find_reference("HEAD").unwrap();
+        head.symbolic_target().unwrap().unwrap().to_owned()
+    }
+}
+
+/// A one-environment repository (`dev`, on the local target) whose service `web` runs
+/// `plumb example-app` with two replicas behind port `port`, answering as `release`.
+pub struct Web<'a> {
+    pub port: u16,
+    pub release: &'a str,
+    /// Whether its health check passes.
+    pub healthy: bool,
+    /// The strategy, as inline YAML (`blueGreen: {keepOldVersion: 0s}`).
+    pub strategy: &'a str,
+    /// How often the health check runs and how many failures fail it.
+    pub checks: (&'a str, u32),
+    /// More of the service document (a migration, a configuration), as YAML.
+    pub extra: &'a str,
+    /// More variables for the app.
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+impl Web<'_> {
+    /// A healthy release with a patient health check.
+    pub fn new<'a>(port: u16, release: &'a str, strategy: &'a str) -> Web<'a> {
+        Web {
+            port,
+            release,
+            healthy: true,
+            strategy,
+            checks: ("50ms", 60),
+            extra: "",
+            env: &[],
+        }
+    }
+
+    /// Writes the repository's files into `repo`'s work tree.
+    pub fn write(&self, repo: &TestRepo) {
+        repo.write(
+            "plumb.yaml",
+            "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
+        );
+        repo.write(
+            "environments/dev.yaml",
+            "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\n",
+        );
+        let health = if self.healthy { "ok" } else { "fail" };
+        let mut env = format!(
+            "  - {{name: EXAMPLE_RELEASE, value: {}}}\n  - {{name: EXAMPLE_HEALTH, value: {health}}}\n",
+            self.release
+        );
+        for (name, value) in self.env {
+            env.push_str(&format!("  - {{name: {name}, value: {value:?}}}\n"));
+        }
+        repo.write(
+            "services/web.yaml",
+            &format!(
+                "apiVersion: plumb/v1\nkind: Service\nname: web\ncommand: [{:?}, example-app]\nreplicas: 2\n\
+                 ports:\n  - {{name: http, port: {}}}\n\
+                 healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: {}\n    failureThreshold: {}\n\
+                 progressDeadline: 20s\nstrategy:\n  {}\n{}env:\n{env}",
+                env!("CARGO_BIN_EXE_plumb"),
+                self.port,
+                self.checks.0,
+                self.checks.1,
+                self.strategy,
+                self.extra,
+            ),
+        );
+    }
+}
