@@ -170,20 +170,22 @@ fn service(name: &str, before: Option<&Value>, after: Option<&Value>) -> Option<
     })
 }
 
+/// The service fields whose change needs no new processes: they describe the service or how it
+/// is rolled out. (Health checks are not among them: a target bakes them into what it runs.)
+pub const DESCRIPTIVE: [&str; 7] = [
+    "description",
+    "labels",
+    "strategy",
+    "progressDeadline",
+    "migration",
+    "dependsOn",
+    "enabled",
+];
+
 /// What changed fields do to a running service.
 fn impact(changes: &[Change], after: &Value) -> Impact {
     let top = |c: &Change| c.path.split(['.', '[']).next().unwrap_or_default().to_owned();
     let fields: BTreeSet<String> = changes.iter().map(top).collect();
-    let descriptive = [
-        "description",
-        "labels",
-        "strategy",
-        "progressDeadline",
-        "migration",
-        "dependsOn",
-        "healthChecks",
-        "enabled",
-    ];
     let mut impact = Impact::Settings;
     for field in &fields {
         let this = match field.as_str() {
@@ -202,7 +204,7 @@ fn impact(changes: &[Change], after: &Value) -> Impact {
                     Impact::Rollout
                 }
             }
-            f if descriptive.contains(&f) => Impact::Settings,
+            f if DESCRIPTIVE.contains(&f) => Impact::Settings,
             _ => Impact::Rollout,
         };
         impact = impact.min(this);

@@ -95,17 +95,8 @@ impl Plan {
 pub fn version(service: &Service) -> String {
     let mut value = serde_json::to_value(service).expect("a service serializes");
     if let Value::Object(fields) = &mut value {
-        for field in [
-            "replicas",
-            "description",
-            "labels",
-            "strategy",
-            "progressDeadline",
-            "migration",
-            "dependsOn",
-            "enabled",
-        ] {
-            fields.shift_remove(field);
+        for field in super::DESCRIPTIVE.iter().chain(&["replicas"]) {
+            fields.shift_remove(*field);
         }
         let reloads = service.config.as_ref().is_some_and(|c| c.reload != Reload::Restart);
         if let (true, Some(Value::Object(config))) = (reloads, fields.get_mut("config")) {
