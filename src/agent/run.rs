@@ -93,13 +93,16 @@ pub struct Agent {
 pub struct Live {
     token: Arc<std::sync::RwLock<Option<Secret>>>,
     protect_reads: Arc<AtomicBool>,
+    /// Rung on an update, so new environments are picked up without waiting for a poll.
+    doorbell: Doorbell,
     poll: Arc<tokio::sync::watch::Sender<Poll>>,
     environments: Arc<std::sync::RwLock<Option<Vec<String>>>>,
 }
 
 impl Live {
-    fn new(settings: &Settings) -> Live {
+    fn new(settings: &Settings, doorbell: Doorbell) -> Live {
         Live {
+            doorbell,
             token: Arc::new(std::sync::RwLock::new(settings.api_token.clone())),
             protect_reads: Arc::new(AtomicBool::new(settings.protect_reads)),
             poll: Arc::new(tokio::sync::watch::channel(settings.poll.clone()).0),
@@ -113,6 +116,7 @@ impl Live {
         self.protect_reads.store(settings.protect_reads, Ordering::Relaxed);
         *self.environments.write().unwrap_or_else(|e| e.into_inner()) = settings.environments.clone();
         self.poll.send_replace(settings.poll.clone());
+        self.doorbell.ring(Reason::Manual);
     }
 }
 
@@ -144,8 +148,8 @@ pub async fn run(
     // Opened once here so a ledger that cannot be opened stops the agent at start.
     drop(Ledger::open(&ledger_path)?);
     let publish = Publish::default();
-    let live = Live::new(&settings);
     let (door, bell) = doorbell();
+    let live = Live::new(&settings, door.clone());
     let workers: Workers = Arc::default();
     let ready = Arc::new(AtomicBool::new(false));
     let api_addr = match settings.listen {
@@ -206,6 +210,7 @@ pub async fn run(
     }
     let mut environments: BTreeMap<String, Environment> = BTreeMap::new();
     let mut dispatched: Option<Oid> = None;
+    let mut followed = settings.environments.clone();
     loop {
         let fetch = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -215,6 +220,11 @@ pub async fn run(
             },
         };
         let only = live.environments.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if only != followed {
+            // Environments were added or removed: hand the head out again.
+            dispatched = None;
+            followed.clone_from(&only);
+        }
         if let Some(heads) = heads(&settings, only, fetch, &mut dispatched, &publish).await {
             for (name, head) in heads {
                 if !environments.contains_key(&name) {
