@@ -20,6 +20,10 @@ mod http;
 #[allow(dead_code)]
 mod keys;
 
+#[path = "support/timing.rs"]
+#[allow(dead_code)]
+mod timing;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -31,13 +35,11 @@ use plumb::source::{Remote, TrackedRef};
 use plumb::target::local::process::Backoff;
 use plumb::trigger::{Poll, Reason};
 use plumb::trust::TrustRoot;
+use timing::{ms, percentile, setting};
 use tokio_util::sync::CancellationToken;
 
 fn main() {
-    let rounds: usize = std::env::var("PLUMB_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let rounds = setting("PLUMB_BENCH_ROUNDS", 20);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -205,13 +207,4 @@ async fn run(rounds: usize) {
             ms(percentile(times, 0.95))
         );
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentile(times: &mut [Duration], p: f64) -> Duration {
-    times.sort();
-    times[((times.len() - 1) as f64 * p).round() as usize]
 }

@@ -10,6 +10,10 @@ mod http;
 #[path = "../tests/it/servers.rs"]
 mod servers;
 
+#[path = "support/timing.rs"]
+#[allow(dead_code)]
+mod timing;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -22,10 +26,11 @@ use plumb::source::{Cache, Remote, TrackedRef};
 use plumb::trigger::webhook::{self, Provider, Receiver, Receivers};
 use plumb::trigger::{Poll, doorbell};
 use plumb::trust::{Policy, TrustRoot};
+use timing::{ms, percentile, setting};
 
 fn main() {
-    let commits: usize = env_or("PLUMB_BENCH_COMMITS", 10_000);
-    let rounds: usize = env_or("PLUMB_BENCH_ROUNDS", 15);
+    let commits: usize = setting("PLUMB_BENCH_COMMITS", 10_000);
+    let rounds: usize = setting("PLUMB_BENCH_ROUNDS", 15);
     let dir = tempfile::tempdir().unwrap();
     let upstream = dir.path().join("upstream");
     let repo = Repository::init_bare(&upstream).unwrap();
@@ -87,22 +92,9 @@ fn main() {
     webhook_latency(dir.path(), &upstream, rounds.max(50));
 }
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
     times[times.len() / 2]
-}
-
-fn percentile(times: &mut [Duration], p: f64) -> Duration {
-    times.sort();
-    times[((times.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn git(args: &[&str]) {

@@ -15,18 +15,23 @@ mod http;
 #[allow(dead_code)]
 mod keys;
 
+#[path = "support/timing.rs"]
+#[allow(dead_code)]
+mod timing;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::{TestRepo, trusted};
 use keys::TestKey;
+use timing::setting;
 
 const ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
 
 fn main() {
-    let services: usize = env("PLUMB_BENCH_SERVICES", 1000);
-    let clients: usize = env("PLUMB_BENCH_CLIENTS", 100);
+    let services = setting("PLUMB_BENCH_SERVICES", 1000);
+    let clients = setting("PLUMB_BENCH_CLIENTS", 100);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -44,10 +49,6 @@ fn main() {
         println!("GET /api/v1/status with {services} services, {clients} concurrent clients, {count} requests:");
         println!("  p50 {p50:.2} ms  p99 {p99:.2} ms");
     }
-}
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 struct Measured {

@@ -10,6 +10,10 @@
 #[allow(dead_code)]
 mod http;
 
+#[path = "support/timing.rs"]
+#[allow(dead_code)]
+mod timing;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,12 +22,10 @@ use plumb::rollout::Rollout;
 use plumb::spec::model::Service;
 use plumb::target::local::LocalRuntime;
 use plumb::target::local::process::Backoff;
+use timing::{ms, percentile, setting};
 
 fn main() {
-    let rounds: usize = std::env::var("PLUMB_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let rounds = setting("PLUMB_BENCH_ROUNDS", 20);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -185,13 +187,4 @@ fn service_with_config(repo: &std::path::Path, port: u16, extra: &str) -> Servic
     let rendered = plumb::spec::render(&plumb::source::WorkTree::new(repo), Some("bench")).unwrap();
     assert!(rendered.is_valid(), "{:?}", rendered.diagnostics);
     rendered.environments["bench"].services.values().next().unwrap().clone()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentile(times: &mut [Duration], p: f64) -> Duration {
-    times.sort();
-    times[((times.len() as f64 - 1.0) * p).round() as usize]
 }

@@ -11,6 +11,10 @@
 #[allow(dead_code)]
 mod keys;
 
+#[path = "support/timing.rs"]
+#[allow(dead_code)]
+mod timing;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,6 +23,7 @@ use git2::{Oid, Repository, Signature, Time};
 use keys::{ALL, TestKey, policy};
 use plumb::trust::{self, TrustRoot};
 use sequoia_openpgp::types::HashAlgorithm;
+use timing::ms;
 
 const GNUPG_SAMPLE: usize = 1_000;
 
@@ -87,10 +92,6 @@ fn main() {
             ),
         }
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// A repository whose first commit holds a policy trusting `key`, followed by `n` commits each
