@@ -27,14 +27,10 @@ mod timing;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use harness::{TestRepo, Web, trusted};
+use harness::{TestRepo, Web, agent_settings, trusted};
 use keys::TestKey;
-use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
-use plumb::source::{Remote, TrackedRef};
-use plumb::target::local::process::Backoff;
-use plumb::trigger::{Poll, Reason};
-use plumb::trust::TrustRoot;
+use plumb::trigger::Reason;
 use timing::{ms, percentile, setting};
 use tokio_util::sync::CancellationToken;
 
@@ -92,26 +88,8 @@ async fn run(rounds: usize) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     config(&upstream, port, "r0", 0, true);
     upstream.commit_signed("r0", &alice);
-    let branch = upstream.branch();
     let state = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        state: state.path().to_owned(),
-        remote: Remote::anonymous(upstream.path().to_str().unwrap()),
-        reference: TrackedRef::new(&branch),
-        folder: String::new(),
-        trust_root: TrustRoot::Commit(git2::Oid::from_str(&root).unwrap()),
-        poll: Poll {
-            interval: None,
-            ..Poll::default()
-        },
-        environments: None,
-        heal_every: Duration::from_secs(3600),
-        backoff: Backoff::default(),
-        listen: None,
-        api_token: None,
-        protect_reads: false,
-        webhook: None,
-    };
+    let settings = agent_settings(&upstream, &root, state.path());
     let cancel = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(tx)));

@@ -9,14 +9,10 @@ use std::time::Duration;
 use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
 use plumb::secret::Secret;
-use plumb::source::{Remote, TrackedRef};
-use plumb::target::local::process::Backoff;
-use plumb::trigger::Poll;
 use plumb::trigger::webhook::Provider;
-use plumb::trust::TrustRoot;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{Web, trusted};
+use crate::harness::{Web, agent_settings, trusted};
 use crate::http::{get, post};
 use crate::keys::TestKey;
 use crate::servers::hmac_sha256_hex;
@@ -113,23 +109,11 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     let state = tempfile::tempdir().unwrap();
     let reference = upstream.branch();
     let settings = Settings {
-        state: state.path().to_owned(),
-        remote: Remote::anonymous(upstream.path().to_str().unwrap()),
-        reference: TrackedRef::new(&reference),
-        folder: String::new(),
-        trust_root: TrustRoot::Commit(git2::Oid::from_str(&root).unwrap()),
-        poll: Poll {
-            // No polling: after the first fetch, only the forge's webhooks trigger one.
-            interval: None,
-            ..Poll::default()
-        },
-        environments: None,
         heal_every: Duration::from_millis(200),
-        backoff: Backoff::default(),
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         api_token: Some(Secret::new(TOKEN)),
-        protect_reads: false,
         webhook: Some((Provider::Generic, Secret::new(HOOK_SECRET))),
+        ..agent_settings(&upstream, &root, state.path())
     };
     let cancel = CancellationToken::new();
     let (started, handle) = tokio::sync::oneshot::channel();

@@ -279,3 +279,27 @@ impl Web<'_> {
         );
     }
 }
+
+/// An in-process agent's settings over `repo`'s branch, trusting `root`, keeping its state in
+/// `state`: no polling (the first fetch only; then the doorbell or webhooks), no drift checks,
+/// no API. Tests and benchmarks change what they need.
+pub fn agent_settings(repo: &TestRepo, root: &str, state: &Path) -> plumb::agent::Settings {
+    plumb::agent::Settings {
+        state: state.to_owned(),
+        remote: plumb::source::Remote::anonymous(repo.path().to_str().unwrap()),
+        reference: plumb::source::TrackedRef::new(&repo.branch()),
+        folder: String::new(),
+        trust_root: plumb::trust::TrustRoot::Commit(git2::Oid::from_str(root).unwrap()),
+        poll: plumb::trigger::Poll {
+            interval: None,
+            ..plumb::trigger::Poll::default()
+        },
+        environments: None,
+        heal_every: std::time::Duration::from_secs(3600),
+        backoff: plumb::target::local::process::Backoff::default(),
+        listen: None,
+        api_token: None,
+        protect_reads: false,
+        webhook: None,
+    }
+}
