@@ -104,6 +104,22 @@ async fn openapi() -> Response {
 }
 
 async fn metrics(State(api): State<Api>) -> Response {
+    // The running attempts' progress is read at scrape time, from the ledger.
+    let busy: Vec<(String, bool)> = {
+        let board = api.board.read().unwrap_or_else(|e| e.into_inner());
+        board.iter().map(|(name, status)| (name.clone(), status.busy)).collect()
+    };
+    for (name, busy) in busy {
+        let steps = match busy {
+            true => Ledger::open_read_only(&api.ledger)
+                .and_then(|l| l.history(&name, 1))
+                .ok()
+                .and_then(|records| records.first().map(|r| r.steps.len()))
+                .unwrap_or(0),
+            false => 0,
+        };
+        api.metrics.steps(&name, steps);
+    }
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], api.metrics.encode()).into_response()
 }

@@ -103,6 +103,7 @@ pub struct Metrics {
     commit: PerEnvironment<Commit>,
     drift: PerEnvironment<Service>,
     weight: PerEnvironment<Weight>,
+    steps: Family<Environment, Gauge>,
     refused: Family<Reason, Counter>,
     rollbacks: Family<Rollback, Counter>,
     fetches: Family<Reason, Counter>,
@@ -118,6 +119,7 @@ impl Default for Metrics {
             commit: PerEnvironment::new(),
             drift: PerEnvironment::new(),
             weight: PerEnvironment::new(),
+            steps: Family::default(),
             refused: Family::default(),
             rollbacks: Family::default(),
             fetches: Family::default(),
@@ -148,6 +150,11 @@ impl Default for Metrics {
             "traffic_weight",
             "The share of a service's traffic each slot takes, in percent",
             metrics.weight.family.clone(),
+        );
+        r.register(
+            "attempt_steps",
+            "Steps the running attempt of each environment has taken (0 when none runs)",
+            metrics.steps.clone(),
         );
         r.register(
             "refused_commits",
@@ -261,6 +268,14 @@ impl Metrics {
             })
             .collect();
         self.weight.replace(environment, series);
+    }
+
+    /// Sets how many steps the running attempt of `environment` has taken (0: none runs).
+    pub fn steps(&self, environment: &str, steps: usize) {
+        let labels = Environment {
+            environment: environment.to_owned(),
+        };
+        self.steps.get_or_create(&labels).set(steps as i64);
     }
 
     /// Counts a head refused by the signing policy, by [`crate::trust::Refusal::kind`].

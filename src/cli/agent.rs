@@ -103,8 +103,10 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         None => (from_flags(&args)?, None),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PLUMB_LOG").unwrap_or_else(|_| "info".into());
+    // Colours only on a terminal: a log file or a collector gets plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => logs.init(),

@@ -302,6 +302,19 @@ async fn sigterm_mid_rollout_parks_the_attempt_and_stops_everything() {
         Some("r2"),
         "the switch happens before the long keep"
     );
+    // Mid-rollout, the metrics show how far the attempt got.
+    let log = std::fs::read_to_string(state.join("agent.log")).unwrap();
+    assert!(!log.contains('\u{1b}'), "a log file gets no terminal colours");
+    let api: SocketAddr = log
+        .lines()
+        .find(|l| l.contains("The API listens."))
+        .and_then(|l| l.split("address=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no API address in the log:\n{log}"));
+    let families = crate::metrics::parse(&crate::http::get(api, "/metrics").await.body);
+    let steps = crate::metrics::value(&families, "plumb_attempt_steps", &[("environment", "dev")]);
+    assert!(steps.is_some_and(|s| s >= 4.0), "{steps:?}");
     let stopping = Instant::now();
     agent.stop();
     assert!(
