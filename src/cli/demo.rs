@@ -280,6 +280,21 @@ fn commit(repo: &Repository, key: &Key, message: &str, only: Option<&str>) -> an
     Ok(id)
 }
 
+/// Sends a request to `addr` every 20 ms, forever (the caller aborts it).
+async fn traffic(addr: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+            let request = "GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n";
+            if stream.write_all(request.as_bytes()).await.is_ok() {
+                let mut answer = Vec::new();
+                let _ = stream.read_to_end(&mut answer).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The scripted part of the demo.
 struct Tour<'a> {
     repo: &'a Repository,
@@ -311,10 +326,13 @@ impl Tour<'_> {
         seen = self.watch(seen, |a| a.len() >= 3).await?;
 
         println!("\n2. Release 1.5.0: development recreates, staging runs a canary, production waits for a sync.");
+        println!("   (requests go to staging meanwhile, so its router has answers to measure the canary by)");
+        let traffic = tokio::spawn(traffic(std::net::SocketAddr::from(([127, 0, 0, 1], 23000))));
         self.edit("services/twikit-backend.yaml", "backend:1.4.2", "backend:1.5.0")?;
         commit(self.repo, self.key, "Release twikit-backend 1.5.0", None)?;
         self.doorbell.ring(Reason::Manual);
         seen = self.watch(seen, |a| a.len() >= 2).await?;
+        traffic.abort();
         println!("   production syncs on request (`plumb sync --env production`): blue-green.");
         let sync = self.sync("production");
         let (synced, watched) = tokio::join!(sync, self.watch(seen, |a| !a.is_empty()));
