@@ -54,7 +54,7 @@ pub enum RolloutError {
     /// A migration for this commit started earlier and never reported an end (the agent
     /// stopped mid-way): running it again could apply it twice, so a person must look.
     #[error(
-        "the migration of `{service}` for this commit was interrupted earlier; check the database, then record it (not yet possible from the CLI)"
+        "the migration of `{service}` for this commit was interrupted earlier and is not run twice: check the database; a new commit runs its migration afresh"
     )]
     MigrationInterrupted {
         /// The service.
