@@ -297,6 +297,7 @@ impl Worker {
         }
         if !desired.sync.automatic && self.applied.is_some() {
             tracing::info!(environment = %name, commit, "Automatic sync is off: the commit waits for a manual sync.");
+            self.publish(|s| s.refused = Some("automatic sync is off: waiting for `plumb sync`".to_owned()));
             return Ok(());
         }
         let applied = self
@@ -308,8 +309,8 @@ impl Worker {
                 self.publish(|s| s.drift.clear());
             }
             outcome => {
-                tracing::warn!(environment = %name, commit, ?outcome, "The commit was not applied.");
-                let reason = format!("{outcome:?}");
+                tracing::warn!(environment = %name, commit, %outcome, "The commit was not applied.");
+                let reason = outcome.to_string();
                 self.publish(|s| s.refused = Some(reason));
             }
         }

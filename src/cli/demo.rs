@@ -413,7 +413,7 @@ impl Tour<'_> {
                         let said = match &outcome {
                             Some(Ended::Succeeded) => "✓ succeeded".to_owned(),
                             Some(Ended::RolledBack(why)) => format!("↩ rolled back: {why}"),
-                            Some(other) => format!("✗ {other:?}"),
+                            Some(other) => format!("✗ {other}"),
                             None => "?".to_owned(),
                         };
                         println!("   [{}] {said}", entry.environment);

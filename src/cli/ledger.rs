@@ -51,14 +51,10 @@ pub fn print_history(
         writeln!(out, "no attempts recorded for `{environment}`")?;
     }
     for record in records {
-        let result = match &record.outcome {
-            None => "unfinished".to_owned(),
-            Some(ledger::Outcome::Succeeded) => "succeeded".to_owned(),
-            Some(ledger::Outcome::RolledBack(reason)) => format!("rolled back: {reason}"),
-            Some(ledger::Outcome::Failed(reason)) => format!("failed: {reason}"),
-            Some(ledger::Outcome::Refused(reason)) => format!("refused: {reason}"),
-            Some(ledger::Outcome::Interrupted) => "interrupted: the agent stopped mid-way".to_owned(),
-        };
+        let result = record
+            .outcome
+            .as_ref()
+            .map_or_else(|| "unfinished".to_owned(), ToString::to_string);
         let commit = record.attempt.commit.get(..12).unwrap_or(&record.attempt.commit);
         let signer = record.attempt.signer.as_deref().unwrap_or("unknown signer");
         writeln!(

@@ -75,6 +75,18 @@ pub enum Trigger {
     Rollback,
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Succeeded => f.write_str("succeeded"),
+            Outcome::RolledBack(reason) => write!(f, "rolled back: {reason}"),
+            Outcome::Failed(reason) => write!(f, "failed: {reason}"),
+            Outcome::Refused(reason) => write!(f, "refused: {reason}"),
+            Outcome::Interrupted => f.write_str("interrupted: the agent stopped mid-way"),
+        }
+    }
+}
+
 /// What a new attempt is about.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attempt {

@@ -98,7 +98,7 @@ pub async fn apply(
         let duration_ms = started.elapsed().as_millis() as u64;
         match &outcome {
             Outcome::Succeeded => tracing::info!(event = "succeeded", duration_ms, "Attempt succeeded."),
-            other => tracing::warn!(event = "failed", duration_ms, outcome = ?other, "Attempt did not succeed."),
+            other => tracing::warn!(event = "failed", duration_ms, outcome = %other, "Attempt did not succeed."),
         }
     });
     ledger.finish(attempt, &outcome)?;
