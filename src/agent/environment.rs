@@ -338,10 +338,7 @@ impl Worker {
             signer,
             trigger,
         };
-        {
-            let mut board = self.publish.board.write().unwrap_or_else(|e| e.into_inner());
-            board.entry(self.name.clone()).or_default().busy = true;
-        }
+        self.publish(|s| s.busy = true);
         let applied = reconcile::apply(self.target.as_ref(), &mut self.ledger, &desired, intent, rollback).await;
         self.publish_last();
         let applied = applied?;

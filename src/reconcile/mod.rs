@@ -192,30 +192,20 @@ async fn take(
             (Action::Orphan, _) => {}
             (Action::Delete, _) => {
                 for slot in slots.into_iter().flat_map(|s| s.keys()) {
-                    recorded(ledger, attempt, &format!("delete {name} ({})", slot.name()), async {
-                        target.retire(name, *slot).await;
-                        Ok(())
-                    })
-                    .await?;
+                    let step = format!("delete {name} ({})", slot.name());
+                    retire(target, ledger, attempt, &step, name, *slot).await?;
                 }
             }
             (Action::Retire { slot }, _) => {
-                recorded(
-                    ledger,
-                    attempt,
-                    &format!("retire idle {} of {name}", slot.name()),
-                    async {
-                        target.retire(name, *slot).await;
-                        Ok(())
-                    },
-                )
-                .await?;
+                let step = format!("retire idle {} of {name}", slot.name());
+                retire(target, ledger, attempt, &step, name, *slot).await?;
             }
             (Action::Create | Action::Rollout, Some(service)) => {
                 if running.is_none() {
                     // Slots without traffic are leftovers: start from a clean service.
                     for slot in slots.into_iter().flat_map(|s| s.keys()) {
-                        target.retire(name, *slot).await;
+                        let step = format!("retire leftover {} of {name}", slot.name());
+                        retire(target, ledger, attempt, &step, name, *slot).await?;
                     }
                 }
                 roll_out(target, ledger, attempt, service, running, forward).await?;
@@ -241,6 +231,22 @@ async fn take(
         }
     }
     Ok(())
+}
+
+/// A recorded step that retires `slot` of service `name`.
+async fn retire(
+    target: &dyn Target,
+    ledger: &mut Ledger,
+    attempt: i64,
+    step: &str,
+    name: &str,
+    slot: Slot,
+) -> Result<(), RolloutError> {
+    recorded(ledger, attempt, step, async {
+        target.retire(name, slot).await;
+        Ok(())
+    })
+    .await
 }
 
 async fn roll_out(

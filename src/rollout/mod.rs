@@ -70,9 +70,6 @@ pub struct Rollout<'a> {
     runtime: &'a dyn Target,
     ledger: &'a mut Ledger,
     attempt: i64,
-    /// The version to restore when a rollout that replaced the running one in place fails: the
-    /// service as rendered from the rollback point, and its version.
-    previous: Option<(&'a Service, &'a str)>,
     /// Whether the migration hook runs (not when restoring a rollback point).
     migrate: bool,
     /// The service rolled out, named in every step.
@@ -86,7 +83,6 @@ impl<'a> Rollout<'a> {
             runtime,
             ledger,
             attempt,
-            previous: None,
             migrate: true,
             service: String::new(),
         }
@@ -96,13 +92,6 @@ impl<'a> Rollout<'a> {
     /// whose migration ran when it was applied.
     pub fn without_migration(mut self) -> Rollout<'a> {
         self.migrate = false;
-        self
-    }
-
-    /// What to restore if the rollout fails after replacing the running version (recreate):
-    /// the service rendered from the environment's rollback point, and its version.
-    pub fn restoring(mut self, service: &'a Service, version: &'a str) -> Rollout<'a> {
-        self.previous = Some((service, version));
         self
     }
 }
@@ -128,26 +117,6 @@ impl Rollout<'_> {
         };
         if result.is_err() && migrated {
             self.unmigrate(service).await?;
-        }
-        // Blue-green and canary never move traffic off the running version when they fail;
-        // recreate replaced it, so the rollback point's version is brought back.
-        if let (Err(_), Strategy::Recreate(_), Some((previous, version))) = (&result, &service.strategy, self.previous)
-        {
-            let slot = live.unwrap_or(Slot::Blue);
-            self.deploy(
-                &format!("restore {version} in {}", slot.name()),
-                previous,
-                slot,
-                version,
-            )
-            .await?;
-            self.health(previous, slot).await?;
-            self.route(
-                &format!("route traffic to {}", slot.name()),
-                previous.name.as_str(),
-                &[(slot, 100)],
-            )
-            .await?;
         }
         result
     }

@@ -436,52 +436,6 @@ async fn migrations_run_once_per_commit_and_roll_back_with_the_rollout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_recreate_brings_the_rollback_point_back() {
-    let Env {
-        state,
-        port,
-        stable,
-        runtime,
-        ..
-    } = Env::new();
-    let mut ledger = Env::ledger(&state);
-    let good = service_with(port, "ok", "recreate: {}");
-    let first = ledger.begin(&attempt("v1")).unwrap();
-    let live = Rollout::new(&runtime, &mut ledger, first)
-        .run(&good, "v1", None)
-        .await
-        .unwrap();
-    ledger.finish(first, &Outcome::Succeeded).unwrap();
-    assert_eq!(get(stable, "/").await.body, "api v1 blue\n");
-
-    let second = ledger.begin(&attempt("v2")).unwrap();
-    let error = Rollout::new(&runtime, &mut ledger, second)
-        .restoring(&good, "v1")
-        .run(&service_with(port, "fail", "recreate: {}"), "v2", Some(live))
-        .await
-        .unwrap_err();
-    assert!(matches!(error, RolloutError::Unhealthy { .. }), "{error}");
-    ledger.finish(second, &Outcome::RolledBack(error.to_string())).unwrap();
-    assert_eq!(get(stable, "/").await.body, "api v1 blue\n", "v1 serves again");
-    let steps: Vec<String> = ledger.history("dev", 1).unwrap()[0]
-        .steps
-        .iter()
-        .map(|s| s.name.clone())
-        .collect();
-    assert_eq!(
-        steps,
-        [
-            "api: replace blue with v2",
-            "api: health of blue",
-            "api: restore v1 in blue",
-            "api: health of blue",
-            "api: route traffic to blue"
-        ]
-    );
-    runtime.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_port_is_served_at_both_until_the_old_version_retires() {
     let state = tempfile::tempdir().unwrap();
     let (old_port, new_port) = (free_port(), free_port());

@@ -488,3 +488,50 @@ async fn rolling_replaces_a_batch_at_a_time_and_a_bad_batch_is_rolled_back() {
     assert_eq!(get(addr(port), "/").await.body, "web r2 green\n");
     env.runtime.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_recreate_brings_the_rollback_point_back() {
+    let mut env = Agentless::new();
+    let port = free_port();
+    let repo = Repo::new("{}");
+    repo.service("api", port, "v1", "replicas: 2\nstrategy:\n  recreate: {}\n");
+    let good = repo.desired();
+    assert_eq!(env.apply(&good, "c1", None).await.outcome, Outcome::Succeeded);
+    assert_eq!(get(addr(port), "/").await.body, "api v1 blue\n");
+
+    repo.service("api", port, "v2", "replicas: 2\nstrategy:\n  recreate: {}\n");
+    repo.write(
+        "services/api.yaml",
+        &std::fs::read_to_string(repo.path().join("services/api.yaml"))
+            .unwrap()
+            .replace("value: v2}", "value: v2}\n  - {name: EXAMPLE_HEALTH, value: fail}"),
+    );
+    let bad = repo.desired();
+    let applied = env.apply(&bad, "c2", Some(("c1", &good))).await;
+    let Outcome::RolledBack(reason) = &applied.outcome else {
+        panic!("{:?}", applied.outcome)
+    };
+    assert!(reason.contains("unhealthy"), "{reason}");
+    assert_eq!(get(addr(port), "/").await.body, "api v1 blue\n", "v1 serves again");
+    let (old, new) = (
+        reconcile::version(good.services.values().next().unwrap()),
+        reconcile::version(bad.services.values().next().unwrap()),
+    );
+    let steps: Vec<String> = env.ledger.history("dev", 1).unwrap()[0]
+        .steps
+        .iter()
+        .map(|s| s.name.replace(&new, "v2").replace(&old, "v1"))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "api: replace blue with v2",
+            "api: health of blue",
+            "retire leftover blue of api",
+            "api: replace blue with v1",
+            "api: health of blue",
+            "api: route traffic to blue"
+        ]
+    );
+    env.runtime.shutdown().await;
+}
