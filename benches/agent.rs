@@ -93,7 +93,7 @@ async fn run(rounds: usize) {
     let cancel = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(tx)));
-    let doorbell = rx.await.unwrap().doorbell;
+    let doorbell = rx.await.unwrap().doorbells["config"].clone();
     until("r0 serving", async || {
         all_answers(addr, "/", 1, |b| b.contains(" r0 ")).await
     })

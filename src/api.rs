@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
@@ -44,8 +44,8 @@ pub struct Api {
     pub token: Arc<RwLock<Option<Secret>>>,
     /// Whether reads (`/api/v1/…`, `/metrics`) need the token too.
     pub protect_reads: Arc<AtomicBool>,
-    /// Set once the first fetch was handled.
-    pub ready: Arc<AtomicBool>,
+    /// The repositories whose first fetch has not been handled yet; ready at zero.
+    pub unread: Arc<AtomicUsize>,
     /// The agent's metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -85,7 +85,7 @@ async fn guard_reads(
 }
 
 async fn readyz(State(api): State<Api>) -> Response {
-    if api.ready.load(Ordering::Relaxed) {
+    if api.unread.load(Ordering::Relaxed) == 0 {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (

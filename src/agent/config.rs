@@ -3,7 +3,8 @@
 //! with the file, line and field of every problem; secrets are read from the files it names,
 //! never written in it. On a change the file is read again: a bad edit is refused and the running
 //! configuration stays; the API token, polling and the environments followed apply at once, the
-//! rest at the next start.
+//! rest at the next start. One repository is given as `repository`; several as `repositories`,
+//! each owning the environments it lists.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use git2::Oid;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::run::Settings;
+use super::run::{Repository, Settings};
 use crate::secret::Secret;
 use crate::source::{Auth, Remote, TrackedRef};
 use crate::spec::Diagnostic;
@@ -44,19 +45,26 @@ pub struct AgentConfig {
     /// Whether the API's reads (`/api/v1/…`, `/metrics`) need the token too.
     #[serde(default)]
     pub protect_reads: bool,
-    /// The config repository followed.
-    pub repository: RepositoryConfig,
-    /// The environments applied; all the repository declares when absent.
+    /// The config repository followed, when there is one (its webhook is `POST /hooks/config`).
+    pub repository: Option<RepositoryConfig>,
+    /// The config repositories followed, when there are several: each names the environments
+    /// it owns, and no environment belongs to two.
+    pub repositories: Option<Vec<RepositoryConfig>>,
+    /// The environments applied from `repository`; all it declares when absent.
     pub environments: Option<Vec<String>>,
     /// How often each environment is checked for drift.
     #[serde(default = "default_heal")]
     pub heal_every: Duration,
 }
 
-/// The config repository.
+/// A config repository.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RepositoryConfig {
+    /// Its name (required under `repositories`, `config` otherwise): the webhook route
+    /// `POST /hooks/{name}` and the folder of its cache.
+    #[schemars(regex(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+    pub name: Option<String>,
     /// `https://`, `ssh://`, `git://`, `file://` URL, or a path.
     pub url: String,
     /// The branch (or full ref) applied.
@@ -72,8 +80,10 @@ pub struct RepositoryConfig {
     /// When to fetch without being asked.
     #[serde(default)]
     pub poll: PollConfig,
-    /// Receive the forge's push webhooks at `POST /hooks/config`.
+    /// Receive the forge's push webhooks at `POST /hooks/{name}`.
     pub webhook: Option<WebhookConfig>,
+    /// The environments this repository owns (under `repositories`, required).
+    pub environments: Option<Vec<String>>,
 }
 
 /// Where commit authentication starts.
@@ -253,39 +263,205 @@ impl AgentConfig {
                 format!("`{}` is not an address and port: {e}", self.listen),
             );
         }
-        if let TrustRootConfig::Commit(commit) = &self.repository.trust_root
-            && (commit.len() != 40 || Oid::from_str(commit).is_err())
-        {
-            at(
-                &["repository", "trustRoot", "commit"],
-                format!("`{commit}` is not a full commit id (40 hex digits)"),
-            );
+        let mut names: Vec<&str> = Vec::new();
+        match (&self.repository, &self.repositories) {
+            (Some(_), None) => {}
+            (None, Some(list)) if !list.is_empty() => {
+                if self.environments.is_some() {
+                    at(
+                        &["environments"],
+                        "with `repositories`, each repository lists its own `environments`".to_owned(),
+                    );
+                }
+            }
+            (Some(_), Some(_)) => at(
+                &["repositories"],
+                "give either `repository` (one) or `repositories` (several), not both".to_owned(),
+            ),
+            (None, _) => at(
+                &["repository"],
+                "the agent follows no repository: give `repository` or `repositories`".to_owned(),
+            ),
         }
-        for schedule in &self.repository.poll.schedules {
-            if let Err(e) = Schedule::parse(schedule) {
-                at(&["repository", "poll", "schedules"], e.to_string());
+        for (place, name, repository) in self.each_repository() {
+            let mut at = |tail: &[&str], message: String| {
+                let mut steps = place.clone();
+                steps.extend(tail.iter().map(|k| Step::Key((*k).to_owned())));
+                let (found, _) = node.locate(&steps);
+                out.push(Diagnostic::new(&found.at, message).path(&crate::spec::node::Path(steps)));
+            };
+            if self.repositories.is_some() {
+                if repository.name.is_none() {
+                    at(&[], "every repository under `repositories` needs a `name`".to_owned());
+                }
+                if repository.environments.is_none() {
+                    at(
+                        &[],
+                        "every repository under `repositories` lists the `environments` it owns".to_owned(),
+                    );
+                }
+            } else if repository.environments.is_some() && self.environments.is_some() {
+                at(
+                    &["environments"],
+                    "`environments` is given twice: here and at the top".to_owned(),
+                );
+            }
+            if names.contains(&name) {
+                at(&["name"], format!("two repositories are named `{name}`"));
+            }
+            names.push(name);
+            if let TrustRootConfig::Commit(commit) = &repository.trust_root
+                && (commit.len() != 40 || Oid::from_str(commit).is_err())
+            {
+                at(
+                    &["trustRoot", "commit"],
+                    format!("`{commit}` is not a full commit id (40 hex digits)"),
+                );
+            }
+            for schedule in &repository.poll.schedules {
+                if let Err(e) = Schedule::parse(schedule) {
+                    at(&["poll", "schedules"], e.to_string());
+                }
+            }
+        }
+        let mut owners: Vec<(&str, &str)> = Vec::new();
+        for (place, name, repository) in self.each_repository() {
+            for (index, environment) in repository.environments.iter().flatten().enumerate() {
+                if let Some((_, owner)) = owners.iter().find(|(e, _)| e == environment) {
+                    let mut steps = place.clone();
+                    steps.extend([Step::Key("environments".to_owned()), Step::Index(index)]);
+                    let (found, _) = node.locate(&steps);
+                    out.push(
+                        Diagnostic::new(
+                            &found.at,
+                            format!("environment `{environment}` already belongs to repository `{owner}`"),
+                        )
+                        .path(&crate::spec::node::Path(steps)),
+                    );
+                }
+                owners.push((environment, name));
             }
         }
     }
 
-    /// The agent's settings: secret files read, the trust root resolved. Errors name the field
+    /// Every repository with its place in the file and its name.
+    fn each_repository(&self) -> Vec<(Vec<crate::spec::node::Step>, &str, &RepositoryConfig)> {
+        use crate::spec::node::Step;
+        let single = self.repository.iter().map(|r| {
+            (
+                vec![Step::Key("repository".to_owned())],
+                r.name.as_deref().unwrap_or("config"),
+                r,
+            )
+        });
+        let several = self.repositories.iter().flatten().enumerate().map(|(i, r)| {
+            (
+                vec![Step::Key("repositories".to_owned()), Step::Index(i)],
+                r.name.as_deref().unwrap_or(""),
+                r,
+            )
+        });
+        single.chain(several).collect()
+    }
+
+    /// The agent's settings: secret files read, trust roots resolved. Errors name the field
     /// and the file.
     pub fn settings(&self) -> anyhow::Result<Settings> {
+        let repositories = self
+            .each_repository()
+            .into_iter()
+            .map(|(place, name, repository)| {
+                let environments = repository.environments.clone().or_else(|| self.environments.clone());
+                repository.settings(&field(&place), name, environments)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Settings {
+            state: self.state.clone(),
+            repositories,
+            heal_every: self.heal_every.0,
+            backoff: Backoff::default(),
+            listen: Some(self.listen.parse()?),
+            api_token: match &self.api_token_file {
+                Some(file) => Some(secret(file, "apiTokenFile", 16)?),
+                None => None,
+            },
+            protect_reads: self.protect_reads,
+        })
+    }
+
+    /// The fields whose change takes effect only at the next start.
+    pub fn needs_restart(&self, newer: &AgentConfig) -> Vec<String> {
+        let mut fields = Vec::new();
+        if self.state != newer.state {
+            fields.push("state".to_owned());
+        }
+        if self.listen != newer.listen {
+            fields.push("listen".to_owned());
+        }
+        if self.heal_every != newer.heal_every {
+            fields.push("healEvery".to_owned());
+        }
+        let before = self.each_repository();
+        let after = newer.each_repository();
+        for (place, name, new) in &after {
+            let Some((_, _, old)) = before.iter().find(|(_, n, _)| n == name) else {
+                fields.push(format!("{} (a new repository)", field(place)));
+                continue;
+            };
+            let at = field(place);
+            if old.url != new.url || old.branch != new.branch || old.folder != new.folder {
+                fields.push(format!("{at}.url/branch/folder"));
+            }
+            if old.trust_root != new.trust_root {
+                fields.push(format!("{at}.trustRoot"));
+            }
+            if old.credentials != new.credentials {
+                fields.push(format!("{at}.credentials"));
+            }
+            if old.webhook != new.webhook {
+                fields.push(format!("{at}.webhook"));
+            }
+        }
+        for (place, name, _) in &before {
+            if !after.iter().any(|(_, n, _)| n == name) {
+                fields.push(format!("{} (removed)", field(place)));
+            }
+        }
+        fields
+    }
+}
+
+/// A place in the file as its field name (`repositories[1]`).
+fn field(place: &[crate::spec::node::Step]) -> String {
+    use crate::spec::node::Step;
+    place
+        .iter()
+        .map(|step| match step {
+            Step::Key(key) => format!(".{key}"),
+            Step::Index(i) => format!("[{i}]"),
+        })
+        .collect::<String>()
+        .trim_start_matches('.')
+        .to_owned()
+}
+
+impl RepositoryConfig {
+    /// This repository's settings; errors name fields under `at`.
+    fn settings(&self, at: &str, name: &str, environments: Option<Vec<String>>) -> anyhow::Result<Repository> {
         use anyhow::Context;
-        let repository = &self.repository;
-        let trust_root = match &repository.trust_root {
+        let trust_root = match &self.trust_root {
             TrustRootConfig::Commit(commit) => TrustRoot::Commit(Oid::from_str(commit)?),
             TrustRootConfig::PolicyFile(file) => {
                 let text = std::fs::read_to_string(file)
-                    .with_context(|| format!("repository.trustRoot.policyFile: cannot read {}", file.display()))?;
+                    .with_context(|| format!("{at}.trustRoot.policyFile: cannot read {}", file.display()))?;
                 TrustRoot::Policy(Policy::parse(&text).with_context(|| format!("in {}", file.display()))?)
             }
         };
-        let auth = match &repository.credentials {
+        let auth = match &self.credentials {
             None => Auth::None,
             Some(Credentials::Token { username, token_file }) => Auth::Token {
                 username: username.clone(),
-                token: secret(token_file, "repository.credentials.token.tokenFile", 1)?,
+                token: secret(token_file, &format!("{at}.credentials.token.tokenFile"), 1)?,
             },
             Some(Credentials::Ssh {
                 private_key_file,
@@ -295,94 +471,60 @@ impl AgentConfig {
             }) => Auth::Ssh {
                 private_key: private_key_file.clone(),
                 passphrase: match passphrase_file {
-                    Some(file) => Some(secret(file, "repository.credentials.ssh.passphraseFile", 1)?),
+                    Some(file) => Some(secret(file, &format!("{at}.credentials.ssh.passphraseFile"), 1)?),
                     None => None,
                 },
                 known_hosts: known_hosts_file.clone(),
                 accept_unknown_hosts: *accept_unknown_hosts,
             },
         };
-        let url = if Path::new(&repository.url).exists() {
-            format!("file://{}", std::fs::canonicalize(&repository.url)?.display())
+        let url = if Path::new(&self.url).exists() {
+            format!("file://{}", std::fs::canonicalize(&self.url)?.display())
         } else {
-            repository.url.clone()
+            self.url.clone()
         };
-        let webhook = match &repository.webhook {
+        let webhook = match &self.webhook {
             Some(hook) => {
-                let provider = Provider::named(&hook.provider).context("repository.webhook.provider: unknown")?;
+                let provider =
+                    Provider::named(&hook.provider).with_context(|| format!("{at}.webhook.provider: unknown"))?;
                 Some((
                     provider,
-                    secret(&hook.secret_file, "repository.webhook.secretFile", 16)?,
+                    secret(&hook.secret_file, &format!("{at}.webhook.secretFile"), 16)?,
                 ))
             }
             None => None,
         };
-        Ok(Settings {
-            state: self.state.clone(),
+        Ok(Repository {
+            name: name.to_owned(),
             remote: Remote {
                 url,
                 auth,
                 ..Remote::anonymous("")
             },
-            reference: TrackedRef::new(&repository.branch),
-            folder: repository.folder.clone(),
+            reference: TrackedRef::new(&self.branch),
+            folder: self.folder.clone(),
             trust_root,
-            poll: self.poll()?,
-            environments: self.environments.clone(),
-            heal_every: self.heal_every.0,
-            backoff: Backoff::default(),
-            listen: Some(self.listen.parse()?),
-            api_token: match &self.api_token_file {
-                Some(file) => Some(secret(file, "apiTokenFile", 16)?),
-                None => None,
-            },
-            protect_reads: self.protect_reads,
+            poll: self.poll.poll()?,
+            environments,
             webhook,
         })
     }
+}
 
+impl PollConfig {
     /// The polling settings.
     pub fn poll(&self) -> anyhow::Result<Poll> {
-        let poll = &self.repository.poll;
-        let schedules = poll
+        let schedules = self
             .schedules
             .iter()
             .map(|s| Schedule::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Poll {
-            interval: (!poll.interval.0.is_zero()).then_some(poll.interval.0),
-            jitter: poll.jitter,
+            interval: (!self.interval.0.is_zero()).then_some(self.interval.0),
+            jitter: self.jitter,
             schedules,
             ..Poll::default()
         })
-    }
-
-    /// The fields whose change takes effect only at the next start.
-    pub fn needs_restart(&self, newer: &AgentConfig) -> Vec<&'static str> {
-        let mut fields = Vec::new();
-        if self.state != newer.state {
-            fields.push("state");
-        }
-        if self.listen != newer.listen {
-            fields.push("listen");
-        }
-        if self.heal_every != newer.heal_every {
-            fields.push("healEvery");
-        }
-        let (old, new) = (&self.repository, &newer.repository);
-        if old.url != new.url || old.branch != new.branch || old.folder != new.folder {
-            fields.push("repository.url/branch/folder");
-        }
-        if old.trust_root != new.trust_root {
-            fields.push("repository.trustRoot");
-        }
-        if old.credentials != new.credentials {
-            fields.push("repository.credentials");
-        }
-        if old.webhook != new.webhook {
-            fields.push("repository.webhook");
-        }
-        fields
     }
 }
 

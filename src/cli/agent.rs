@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
 use crate::agent::config::{AgentConfig, secret};
-use crate::agent::{self, Settings};
+use crate::agent::{self, Repository, Settings};
 use crate::source::{Remote, TrackedRef};
 use crate::spec::model::scalar::Duration as Span;
 use crate::target::local::process::Backoff;
@@ -171,20 +171,23 @@ fn from_flags(args: &Args) -> anyhow::Result<Settings> {
     };
     Ok(Settings {
         state: args.state.clone(),
-        remote: Remote::anonymous(url),
-        reference: TrackedRef::new(&args.branch),
-        folder: args.folder.clone(),
-        trust_root,
-        poll: Poll {
-            interval: Some(args.poll),
-            ..Poll::default()
-        },
-        environments: (!args.environments.is_empty()).then(|| args.environments.clone()),
+        repositories: vec![Repository {
+            name: "config".to_owned(),
+            remote: Remote::anonymous(url),
+            reference: TrackedRef::new(&args.branch),
+            folder: args.folder.clone(),
+            trust_root,
+            poll: Poll {
+                interval: Some(args.poll),
+                ..Poll::default()
+            },
+            environments: (!args.environments.is_empty()).then(|| args.environments.clone()),
+            webhook,
+        }],
         heal_every: args.heal_every,
         backoff: Backoff::default(),
         listen: Some(args.listen),
         api_token,
         protect_reads: args.protect_reads,
-        webhook,
     })
 }

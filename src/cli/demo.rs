@@ -71,21 +71,24 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         .init();
     let settings = Settings {
         state: args.dir.join("state"),
-        remote: Remote::anonymous(format!("file://{}", std::fs::canonicalize(&repo_dir)?.display())),
-        reference: TrackedRef::new("main"),
-        folder: String::new(),
-        trust_root: TrustRoot::Commit(root),
-        poll: Poll {
-            interval: Some(Duration::from_secs(2)),
-            ..Poll::default()
-        },
-        environments: None,
+        repositories: vec![agent::Repository {
+            name: "config".to_owned(),
+            remote: Remote::anonymous(format!("file://{}", std::fs::canonicalize(&repo_dir)?.display())),
+            reference: TrackedRef::new("main"),
+            folder: String::new(),
+            trust_root: TrustRoot::Commit(root),
+            poll: Poll {
+                interval: Some(Duration::from_secs(2)),
+                ..Poll::default()
+            },
+            environments: None,
+            webhook: None,
+        }],
         heal_every: Duration::from_secs(2),
         backoff: Backoff::default(),
         listen: Some(args.listen),
         api_token: Some(Secret::new(token.clone())),
         protect_reads: false,
-        webhook: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -104,7 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             ledger: args.dir.join("state/ledger.sqlite"),
             api: handle.api.expect("the demo listens"),
             token: &token,
-            doorbell: handle.doorbell,
+            doorbell: handle.doorbells["config"].clone(),
         };
         let toured = tokio::select! {
             toured = tour.play(&args.dir) => toured,

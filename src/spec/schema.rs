@@ -214,8 +214,9 @@ fn explain(error: &ValidationError, out: &mut Vec<Finding>) {
 }
 
 /// A value matched none of a `oneOf`/`anyOf`. When exactly one alternative fits its shape
-/// (its errors are all deeper than the value itself), its errors are the ones to show: a
-/// canary step weight of 150 is reported as such, not as "matches no strategy".
+/// (its errors are all deeper than the value itself), or else exactly one is of its type, its
+/// errors are the ones to show: a canary step weight of 150 is reported as such, not as
+/// "matches no strategy".
 fn explain_alternatives(
     error: &ValidationError,
     path: &Path,
@@ -239,7 +240,19 @@ fn explain_alternatives(
             })
         })
         .collect();
+    // Failing that, the one alternative of the value's type: an optional map (`X` or `null`)
+    // reports a misspelt key of `X`.
+    let typed: Vec<_> = context
+        .iter()
+        .filter(|branch| {
+            !branch
+                .iter()
+                .any(|e| e.instance_path() == here && matches!(e.kind(), ValidationErrorKind::Type { .. }))
+        })
+        .collect();
     if let [branch] = shaped.as_slice() {
+        branch.iter().for_each(|e| explain(e, out));
+    } else if let ([], [branch]) = (shaped.as_slice(), typed.as_slice()) {
         branch.iter().for_each(|e| explain(e, out));
     } else {
         out.push(union_finding(path.clone(), error.instance(), "set exactly one of"));

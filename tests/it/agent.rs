@@ -12,7 +12,7 @@ use plumb::secret::Secret;
 use plumb::trigger::webhook::Provider;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{Web, agent_settings, trusted};
+use crate::harness::{Web, agent_settings, repository_settings, trusted};
 use crate::http::{get, post};
 use crate::keys::TestKey;
 use crate::servers::hmac_sha256_hex;
@@ -48,16 +48,17 @@ const HOOK_SECRET: &str = "a-long-enough-webhook-secret";
 
 /// Tells the agent at `api` that `branch` moved, as a forge's webhook does.
 async fn push(api: SocketAddr, branch: &str) {
+    assert_eq!(push_to(api, "config", branch).await, 202);
+}
+
+/// Tells the agent at `api` that `branch` of repository `name` moved; the answer's status.
+async fn push_to(api: SocketAddr, name: &str, branch: &str) -> u16 {
     let body = format!("{{\"ref\": \"{branch}\"}}");
     let signature = format!("sha256={}", hmac_sha256_hex(HOOK_SECRET, body.as_bytes()));
-    let answer = post(
-        api,
-        "/hooks/config",
-        &[("x-plumb-signature", signature)],
-        body.as_bytes(),
-    )
-    .await;
-    assert_eq!(answer.status, 202, "{}", answer.body);
+    let path = format!("/hooks/{name}");
+    post(api, &path, &[("x-plumb-signature", signature)], body.as_bytes())
+        .await
+        .status
 }
 
 /// The release `web` answers with on `addr`, `None` while nothing answers.
@@ -84,9 +85,14 @@ where
     }
 }
 
-/// Whether the trust state records `commit` as refused.
+/// Whether the trust state of repository `config` records `commit` as refused.
 fn refused(state: &Path, commit: &str) -> bool {
-    std::fs::read_to_string(state.join("repository/trust.json")).is_ok_and(|t| t.contains(commit))
+    refused_in(state, "config", commit)
+}
+
+/// Whether the trust state of repository `name` records `commit` as refused.
+fn refused_in(state: &Path, name: &str, commit: &str) -> bool {
+    std::fs::read_to_string(state.join("repositories").join(name).join("trust.json")).is_ok_and(|t| t.contains(commit))
 }
 
 fn outcomes(state: &Path) -> Vec<(String, Option<Outcome>)> {
@@ -108,13 +114,13 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
 
     let state = tempfile::tempdir().unwrap();
     let reference = upstream.branch();
-    let settings = Settings {
+    let mut settings = Settings {
         heal_every: Duration::from_millis(200),
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         api_token: Some(Secret::new(TOKEN)),
-        webhook: Some((Provider::Generic, Secret::new(HOOK_SECRET))),
         ..agent_settings(&upstream, &root, state.path())
     };
+    settings.repositories[0].webhook = Some((Provider::Generic, Secret::new(HOOK_SECRET)));
     let cancel = CancellationToken::new();
     let (started, handle) = tokio::sync::oneshot::channel();
     let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
@@ -280,4 +286,108 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     cancel.cancel();
     agent.await.unwrap().unwrap();
     assert_eq!(release(addr).await, None, "the agent stops its replicas when it stops");
+}
+
+/// Two repositories, each with its own signers and environments, under one agent: each
+/// environment follows its own repository only, a refusal in one touches nothing of the other,
+/// and each has its own webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_repositories_each_own_their_environments() {
+    let (alice, bob, mallory) = (TestKey::new("alice"), TestKey::new("bob"), TestKey::new("mallory"));
+    let (mut platform, platform_root) = trusted(&alice);
+    let (mut payments, payments_root) = trusted(&bob);
+    let (dev_port, pay_port) = (crate::reconcile::free_port(), crate::reconcile::free_port());
+    let (dev, pay) = (
+        SocketAddr::from(([127, 0, 0, 1], dev_port)),
+        SocketAddr::from(([127, 0, 0, 1], pay_port)),
+    );
+    Web::new(dev_port, "p1", "recreate: {}").write(&platform);
+    platform.commit_signed("web p1", &alice);
+    Web {
+        environment: "payments",
+        ..Web::new(pay_port, "q1", "recreate: {}")
+    }
+    .write(&payments);
+    payments.commit_signed("web q1", &bob);
+
+    let state = tempfile::tempdir().unwrap();
+    let mut settings = Settings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..agent_settings(&platform, &platform_root, state.path())
+    };
+    let both = |dev: &str, pay: &str| {
+        let mut first = repository_settings("platform", &platform, &platform_root);
+        first.environments = Some(vec![dev.to_owned()]);
+        first.webhook = Some((Provider::Generic, Secret::new(HOOK_SECRET)));
+        let mut second = repository_settings("payments", &payments, &payments_root);
+        second.environments = Some(vec![pay.to_owned()]);
+        second.webhook = Some((Provider::Generic, Secret::new(HOOK_SECRET)));
+        vec![first, second]
+    };
+
+    // An environment claimed twice stops the agent at start, naming both repositories.
+    settings.repositories = both("dev", "dev");
+    let refused = plumb::agent::run(settings, CancellationToken::new(), None).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("`dev`") && message.contains("`platform` and `payments`"),
+        "{message}"
+    );
+
+    let settings = Settings {
+        repositories: both("dev", "payments"),
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..agent_settings(&platform, &platform_root, state.path())
+    };
+    let cancel = CancellationToken::new();
+    let (started, handle) = tokio::sync::oneshot::channel();
+    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
+    let handle = handle.await.unwrap();
+    let api = handle.api.unwrap();
+    assert_eq!(handle.doorbells.keys().collect::<Vec<_>>(), ["payments", "platform"]);
+    let serving = |addr: SocketAddr, release: &'static str| async move {
+        eventually(Duration::from_secs(30), || async {
+            crate::agent::release(addr).await.filter(|r| r == release)
+        })
+        .await
+    };
+    assert!(serving(dev, "p1").await.is_some());
+    assert!(serving(pay, "q1").await.is_some());
+    assert_eq!(api_get(api, "/readyz").await.status, 200);
+
+    // A forged commit in payments is refused there; platform's environment knows nothing of it.
+    Web {
+        environment: "payments",
+        ..Web::new(pay_port, "q2-mallory", "recreate: {}")
+    }
+    .write(&payments);
+    let forged = payments.commit_signed("web q2", &mallory);
+    assert_eq!(push_to(api, "payments", &payments.branch()).await, 202);
+    let found = eventually(Duration::from_secs(10), || async {
+        refused_in(state.path(), "payments", &forged).then_some(())
+    })
+    .await;
+    assert!(found.is_some(), "the payments fetcher refuses the forged head");
+    let status = |env: &'static str| async move {
+        let body = api_get(api, &format!("/api/v1/environments/{env}")).await.body;
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let shown = eventually(Duration::from_secs(5), || async {
+        status("payments").await["refused"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(shown.is_some_and(|r| r.contains(&forged)));
+    assert!(status("dev").await["refused"].is_null());
+
+    // A push to platform moves dev only; payments keeps its release.
+    Web::new(dev_port, "p2", "recreate: {}").write(&platform);
+    platform.commit_signed("web p2", &alice);
+    assert_eq!(push_to(api, "platform", &platform.branch()).await, 202);
+    assert!(serving(dev, "p2").await.is_some());
+    assert_eq!(crate::agent::release(pay).await.as_deref(), Some("q1"));
+    // Webhooks are routed by repository name; there is no `config` repository here.
+    assert_eq!(push_to(api, "config", &platform.branch()).await, 404);
+
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
 }

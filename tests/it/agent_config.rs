@@ -37,6 +37,38 @@ fn a_bad_configuration_names_the_line_and_the_field() {
     assert!(run.stderr.contains("did you mean `poll`?"), "{}", run.stderr);
 }
 
+#[test]
+fn an_environment_belongs_to_one_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.yaml");
+    let root = "0123456789012345678901234567890123456789";
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: plumb/v1\nkind: Agent\nrepositories:\n\
+             - name: platform\n  url: https://git.example.com/platform.git\n  trustRoot: {{commit: \"{root}\"}}\n  environments: [staging, production]\n\
+             - name: payments\n  url: https://git.example.com/payments.git\n  trustRoot: {{commit: \"{root}\"}}\n  environments: [payments, production]\n\
+             - name: tools\n  url: https://git.example.com/tools.git\n  trustRoot: {{commit: \"{root}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let run = plumb(&["agent", "--config", file.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("agent.yaml:11:28: $.repositories[1].environments[1]: environment `production` already belongs to repository `platform`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "agent.yaml:12:3: $.repositories[2]: every repository under `repositories` lists the `environments` it owns"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_reach_the_running_agent_and_bad_ones_are_refused() {
     let alice = TestKey::new("alice");
@@ -120,7 +152,7 @@ async fn edits_reach_the_running_agent_and_bad_ones_are_refused() {
     })
     .await
     .expect("the bad edit is reported");
-    assert!(refused.contains("missing required field `repository`"), "{refused}");
+    assert!(refused.contains("the agent follows no repository"), "{refused}");
     assert_eq!(sync("second-token-0123456789").await, 200);
 
     // SAFETY: SIGTERM to the child this test started.

@@ -228,6 +228,8 @@ pub struct Web<'a> {
     pub extra: &'a str,
     /// More variables for the app.
     pub env: &'a [(&'a str, &'a str)],
+    /// The one environment the repository declares.
+    pub environment: &'a str,
 }
 
 impl Web<'_> {
@@ -241,18 +243,20 @@ impl Web<'_> {
             checks: ("50ms", 60),
             extra: "",
             env: &[],
+            environment: "dev",
         }
     }
 
     /// Writes the repository's files into `repo`'s work tree.
     pub fn write(&self, repo: &TestRepo) {
+        let environment = self.environment;
         repo.write(
             "plumb.yaml",
-            "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
+            &format!("apiVersion: plumb/v1\nkind: Repository\nenvironments: [{environment}]\n"),
         );
         repo.write(
-            "environments/dev.yaml",
-            "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\n",
+            &format!("environments/{environment}.yaml"),
+            &format!("apiVersion: plumb/v1\nkind: Environment\nname: {environment}\ntarget:\n  local: {{}}\n"),
         );
         let health = if self.healthy { "ok" } else { "fail" };
         let mut env = format!(
@@ -286,6 +290,20 @@ impl Web<'_> {
 pub fn agent_settings(repo: &TestRepo, root: &str, state: &Path) -> plumb::agent::Settings {
     plumb::agent::Settings {
         state: state.to_owned(),
+        repositories: vec![repository_settings("config", repo, root)],
+        heal_every: std::time::Duration::from_secs(3600),
+        backoff: plumb::target::local::process::Backoff::default(),
+        listen: None,
+        api_token: None,
+        protect_reads: false,
+    }
+}
+
+/// The settings of repository `name` over `repo`'s branch, trusting `root`: no polling, no
+/// webhook, every environment it declares.
+pub fn repository_settings(name: &str, repo: &TestRepo, root: &str) -> plumb::agent::Repository {
+    plumb::agent::Repository {
+        name: name.to_owned(),
         remote: plumb::source::Remote::anonymous(repo.path().to_str().unwrap()),
         reference: plumb::source::TrackedRef::new(&repo.branch()),
         folder: String::new(),
@@ -295,11 +313,6 @@ pub fn agent_settings(repo: &TestRepo, root: &str, state: &Path) -> plumb::agent
             ..plumb::trigger::Poll::default()
         },
         environments: None,
-        heal_every: std::time::Duration::from_secs(3600),
-        backoff: plumb::target::local::process::Backoff::default(),
-        listen: None,
-        api_token: None,
-        protect_reads: false,
         webhook: None,
     }
 }

@@ -1,0 +1,265 @@
+//! One repository's dispatcher: takes its fetch worker's decisions, renders each authenticated
+//! head once, and hands every environment's share to that environment's worker — started (with
+//! its target) the first time the environment shows up. A refusal is shown on the environments
+//! of this repository only.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use git2::Oid;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::environment::{Head, Input, Publish, Worker, desired_of};
+use super::fetcher::Fetch;
+use super::run::{Followed, Repository};
+use crate::api::Workers;
+use crate::ledger::Ledger;
+use crate::source::SourceError;
+use crate::spec::model::environment::Target as TargetSpec;
+use crate::target::local::LocalRuntime;
+use crate::target::local::process::Backoff;
+use crate::trust::Decision;
+
+/// What every repository's dispatcher shares.
+#[derive(Clone)]
+pub(super) struct Shared {
+    pub state: PathBuf,
+    pub ledger: PathBuf,
+    pub heal_every: Duration,
+    pub backoff: Backoff,
+    pub publish: Publish,
+    pub workers: Workers,
+    /// Repositories whose first fetch has not been handled yet; the agent is ready at zero.
+    pub unread: Arc<AtomicUsize>,
+    pub cancel: CancellationToken,
+}
+
+/// A started environment.
+pub(super) struct Environment {
+    /// Where its heads go (the newest replaces one not yet taken).
+    heads: tokio::sync::watch::Sender<Option<Head>>,
+    pub runtime: Arc<LocalRuntime>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// A started environment, and its worker's input.
+type Started = (Environment, mpsc::Sender<Input>);
+
+/// Dispatches `repository`'s fetches until `fetched` closes or the agent stops; returns the
+/// environments it started, for the agent to stop.
+pub(super) async fn dispatch(
+    repository: Repository,
+    followed: Followed,
+    mut fetched: mpsc::Receiver<Fetch>,
+    shared: Shared,
+) -> BTreeMap<String, Environment> {
+    let mut environments: BTreeMap<String, Environment> = BTreeMap::new();
+    let mut dispatched: Option<Oid> = None;
+    let mut following = repository.environments.clone();
+    let mut read = false;
+    loop {
+        let fetch = tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            fetch = fetched.recv() => match fetch {
+                Some(fetch) => fetch,
+                None => break,
+            },
+        };
+        let only = followed.environments();
+        if only != following {
+            // Environments were added or removed: hand the head out again.
+            dispatched = None;
+            following.clone_from(&only);
+        }
+        let refused_on: Vec<String> = environments.keys().cloned().collect();
+        let Some(heads) = heads(&repository, only, fetch, &mut dispatched, &shared.publish, &refused_on).await else {
+            continue;
+        };
+        for (name, head) in heads {
+            if !environments.contains_key(&name) {
+                match start(&shared, &name, &head) {
+                    Ok(Some((environment, input))) => {
+                        environments.insert(name.clone(), environment);
+                        shared
+                            .workers
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(name.clone(), input);
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(repository = %repository.name, environment = %name, error = %e, "Cannot start the environment's worker.");
+                        continue;
+                    }
+                }
+            }
+            environments[&name].heads.send_replace(Some(head));
+        }
+        if !read {
+            read = true;
+            shared.unread.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    environments
+}
+
+/// The rendered head of every environment followed, from one fetch; `None` when the fetch
+/// brought nothing new to apply (`dispatched` is the head handed out last). A head refused by
+/// trust is shown on the status of the environments in `refused_on`.
+async fn heads(
+    repository: &Repository,
+    only: Option<Vec<String>>,
+    fetch: Fetch,
+    dispatched: &mut Option<Oid>,
+    publish: &Publish,
+    refused_on: &[String],
+) -> Option<Vec<(String, Head)>> {
+    publish
+        .metrics
+        .fetch(if fetch.result.is_ok() { "ok" } else { "failed" });
+    let (updates, cache) = match fetch.result {
+        Ok(updates) => (updates, fetch.repository),
+        Err(e) => {
+            tracing::warn!(repository = %repository.name, error = %e, "Fetch failed; what runs keeps running.");
+            return None;
+        }
+    };
+    let update = updates.into_iter().find(|u| u.reference == repository.reference)?;
+    let signer = match &update.decision {
+        Decision::Authenticated(report) => {
+            report
+                .commits
+                .iter()
+                .find(|c| c.id == update.head)
+                .and_then(|c| match &c.outcome {
+                    crate::trust::Outcome::Authenticated { signer, .. } => Some(signer.clone()),
+                    crate::trust::Outcome::Refused(_) => None,
+                })
+        }
+        // The last authenticated head: handed out once after a (re)start.
+        Decision::Unchanged if *dispatched == Some(update.head) => return None,
+        Decision::Unchanged => None,
+        Decision::Refused(report) => {
+            if let Some((culprit, refusal)) = &report.refusal {
+                let reason = format!(
+                    "commit {culprit} refused by the signing policy ({}): {refusal}",
+                    refusal.kind()
+                );
+                publish.metrics.refused(refusal.kind());
+                let mut board = publish.board.write().unwrap_or_else(|e| e.into_inner());
+                for name in refused_on {
+                    if let Some(status) = board.get_mut(name) {
+                        status.refused = Some(reason.clone());
+                    }
+                }
+            }
+            return None;
+        }
+        Decision::AlreadyRefused(_) => return None,
+    };
+    let head = update.head;
+    let folder = repository.folder.clone();
+    let rendered = tokio::task::spawn_blocking(move || render_all(&cache, head, &folder, only, signer))
+        .await
+        .ok()?;
+    match rendered {
+        Ok(heads) => {
+            *dispatched = Some(head);
+            Some(heads)
+        }
+        Err(e) => {
+            tracing::error!(repository = %repository.name, commit = %head, error = %e, "Cannot read the authenticated head.");
+            None
+        }
+    }
+}
+
+fn render_all(
+    cache: &Path,
+    head: Oid,
+    folder: &str,
+    only: Option<Vec<String>>,
+    signer: Option<String>,
+) -> Result<Vec<(String, Head)>, SourceError> {
+    let repo = git2::Repository::open_bare(cache).map_err(|source| SourceError::NotARepository {
+        path: cache.to_owned(),
+        source,
+    })?;
+    let tree = crate::source::GitTree::at(repo, head, folder)?;
+    let rendered = match crate::spec::render(&tree, None) {
+        Ok(rendered) => rendered,
+        Err(crate::spec::RenderError::Source(e)) => return Err(e),
+        Err(e) => unreachable!("no environment was asked for: {e}"),
+    };
+    let mut names: Vec<String> = rendered.environments.keys().cloned().collect();
+    for diagnostic in &rendered.diagnostics {
+        names.extend(diagnostic.environments.iter().cloned());
+    }
+    names.sort();
+    names.dedup();
+    if let Some(only) = &only {
+        names.retain(|n| only.contains(n));
+    }
+    let mut rendered = rendered;
+    let heads = names
+        .into_iter()
+        .map(|name| {
+            let desired = desired_of(&mut rendered, &name);
+            let head = Head {
+                commit: head,
+                signer: signer.clone(),
+                desired,
+                repository: cache.to_owned(),
+                folder: folder.to_owned(),
+            };
+            (name, head)
+        })
+        .collect();
+    Ok(heads)
+}
+
+/// Starts the worker of environment `name` on the target its head names; `None` when it
+/// cannot be started from this head (invalid, or a target this agent does not run).
+fn start(
+    shared: &Shared,
+    name: &str,
+    head: &Head,
+) -> Result<Option<Started>, Box<dyn std::error::Error + Send + Sync>> {
+    let desired = match &head.desired {
+        Ok(desired) => desired,
+        Err(reason) => {
+            tracing::error!(environment = name, commit = %head.commit, %reason, "Refused: the environment cannot be rendered.");
+            return Ok(None);
+        }
+    };
+    let TargetSpec::Local(local) = &desired.target else {
+        tracing::error!(
+            environment = name,
+            target = desired.target.name(),
+            "This agent runs only the local target so far; the environment is skipped."
+        );
+        return Ok(None);
+    };
+    let runtime = Arc::new(LocalRuntime::new(
+        name,
+        &local.address,
+        local.port_offset,
+        &shared.state,
+        shared.backoff,
+    )?);
+    let worker = Worker::new(
+        name,
+        runtime.clone(),
+        Ledger::open(&shared.ledger)?,
+        shared.heal_every,
+        shared.publish.clone(),
+    )?;
+    let (input, commands) = mpsc::channel(4);
+    let (heads, receiver) = tokio::sync::watch::channel(None);
+    let task = tokio::spawn(worker.run(receiver, commands, shared.cancel.child_token()));
+    Ok(Some((Environment { heads, runtime, task }, input)))
+}
