@@ -20,6 +20,8 @@ use crate::api::Workers;
 use crate::ledger::Ledger;
 use crate::source::SourceError;
 use crate::spec::model::environment::Target as TargetSpec;
+use crate::target::Target;
+use crate::target::compose::ComposeRuntime;
 use crate::target::local::LocalRuntime;
 use crate::target::local::process::Backoff;
 use crate::trust::Decision;
@@ -42,7 +44,7 @@ pub(super) struct Shared {
 pub(super) struct Environment {
     /// Where its heads go (the newest replaces one not yet taken).
     heads: tokio::sync::watch::Sender<Option<Head>>,
-    pub runtime: Arc<LocalRuntime>,
+    pub runtime: Arc<dyn Target>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -81,7 +83,7 @@ pub(super) async fn dispatch(
         };
         for (name, head) in heads {
             if !environments.contains_key(&name) {
-                match start(&shared, &name, &head) {
+                match start(&shared, &name, &head).await {
                     Ok(Some((environment, input))) => {
                         environments.insert(name.clone(), environment);
                         shared
@@ -224,7 +226,7 @@ fn render_all(
 
 /// Starts the worker of environment `name` on the target its head names; `None` when it
 /// cannot be started from this head (invalid, or a target this agent does not run).
-fn start(
+async fn start(
     shared: &Shared,
     name: &str,
     head: &Head,
@@ -236,21 +238,23 @@ fn start(
             return Ok(None);
         }
     };
-    let TargetSpec::Local(local) = &desired.target else {
-        tracing::error!(
-            environment = name,
-            target = desired.target.name(),
-            "This agent runs only the local target so far; the environment is skipped."
-        );
-        return Ok(None);
+    let runtime: Arc<dyn Target> = match &desired.target {
+        TargetSpec::Local(local) => Arc::new(LocalRuntime::new(
+            name,
+            &local.address,
+            local.port_offset,
+            &shared.state,
+            shared.backoff,
+        )?),
+        TargetSpec::Compose(compose) => Arc::new(ComposeRuntime::new(name, compose, &shared.state).await?),
+        TargetSpec::Kubernetes(_) => {
+            tracing::error!(
+                environment = name,
+                "This agent does not run the kubernetes target yet; the environment is skipped."
+            );
+            return Ok(None);
+        }
     };
-    let runtime = Arc::new(LocalRuntime::new(
-        name,
-        &local.address,
-        local.port_offset,
-        &shared.state,
-        shared.backoff,
-    )?);
     let worker = Worker::new(
         name,
         runtime.clone(),

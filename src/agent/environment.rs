@@ -361,7 +361,13 @@ impl Worker {
         let Some((commit, desired)) = &self.applied else {
             return Ok(());
         };
-        let live = self.target.observe().await;
+        let live = match self.target.observe().await {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(environment = %self.name, error = %e, "Cannot look for drift now.");
+                return Ok(());
+            }
+        };
         let plan = reconcile::plan(desired, &live, desired.sync.prune);
         let metrics = &self.publish.metrics;
         let drifting: Vec<&str> = plan.steps.iter().map(|s| s.service.as_str()).collect();

@@ -1,9 +1,10 @@
 //! `plumb example-app`: a small HTTP service for the example repository and the tests, so the
-//! local target has something real to run on any machine. It listens on `$PORT`, answers `/`
-//! with who it is — its service, release (`$EXAMPLE_RELEASE`, else plumb's version) and slot —
-//! (or 500 when `EXAMPLE_ROOT=fail`, to rehearse a failing canary), and `/health`
-//! with 200 (or 503 when `EXAMPLE_HEALTH=fail`, to rehearse a failed rollout). `/config` shows
-//! the configuration file plumb wrote (`$PLUMB_CONFIG`) as read at start and on each SIGHUP.
+//! local target has something real to run on any machine. It listens on `$PORT` (at `$HOST`,
+//! loopback by default), answers `/` with who it is — its service, release (`$EXAMPLE_RELEASE`,
+//! else plumb's version) and slot — (or 500 when `EXAMPLE_ROOT=fail`, to rehearse a failing
+//! canary), and `/health` with 200 (or 503 when `EXAMPLE_HEALTH=fail`, to rehearse a failed
+//! rollout). `/config` shows the configuration file plumb wrote (`$PLUMB_CONFIG`) as read at
+//! start and on each SIGHUP.
 
 use std::net::SocketAddr;
 
@@ -16,6 +17,11 @@ pub fn run() -> anyhow::Result<()> {
         .context("PORT is not set")?
         .parse()
         .context("PORT is not a port number")?;
+    // `$HOST`: the address to listen on (a container's target sets `0.0.0.0`), loopback else.
+    let host: std::net::IpAddr = match std::env::var("HOST") {
+        Ok(host) => host.parse().context("HOST is not an IP address")?,
+        Err(_) => [127, 0, 0, 1].into(),
+    };
     let identity = format!(
         "{} {} {}\n",
         std::env::var("PLUMB_SERVICE").unwrap_or_else(|_| "example".to_owned()),
@@ -71,10 +77,10 @@ pub fn run() -> anyhow::Result<()> {
                     }
                 }),
             );
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(host, port))
             .await
-            .with_context(|| format!("cannot listen on port {port}"))?;
-        println!("listening on 127.0.0.1:{port}");
+            .with_context(|| format!("cannot listen on {host}:{port}"))?;
+        println!("listening on {host}:{port}");
         axum::serve(listener, app).await.context("serving")
     })
 }

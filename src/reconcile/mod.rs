@@ -60,7 +60,18 @@ pub async fn apply(
     intent: Intent<'_>,
     rollback: Option<RollbackPoint<'_>>,
 ) -> Result<Applied, LedgerError> {
-    let live = target.observe().await;
+    let live = match target.observe().await {
+        Ok(live) => live,
+        Err(e) => {
+            // Nothing was attempted: what runs is unknown, so nothing is changed or recorded.
+            return Ok(Applied {
+                attempt: None,
+                plan: Plan::default(),
+                outcome: Outcome::Failed(format!("cannot observe the target: {e}")),
+                strategy: "none".to_owned(),
+            });
+        }
+    };
     let plan = plan::plan(desired, &live, desired.sync.prune);
     if plan.is_empty() && intent.trigger == Trigger::Heal {
         return Ok(Applied {
@@ -152,7 +163,7 @@ async fn restore(
     failed: &Plan,
     before: &Live,
 ) -> Result<(), RolloutError> {
-    let live = target.observe().await;
+    let live = target.observe().await?;
     let mut back = plan::plan(previous, &live, false);
     let created: BTreeSet<&str> = failed
         .steps

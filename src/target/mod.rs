@@ -1,10 +1,13 @@
 //! Where environments run, behind one small interface: deploy a version of a service into a
 //! slot, route traffic between slots by weight, retire a slot, resolve its health checks, read
 //! its traffic counters, run a one-off job, observe, and say what it can do. Strategies are
-//! written once over these primitives (`rollout`) and never name a backend. So far one backend:
-//! `local` (child processes behind the built-in router).
+//! written once over these primitives (`rollout`) and never name a backend. Backends: `local`
+//! (child processes behind the built-in router) and `compose` (containers on a Docker Engine
+//! behind the same router).
 
+pub mod compose;
 pub mod local;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,8 +19,7 @@ use crate::router::SlotStats;
 use crate::spec::model::Service;
 use crate::spec::model::service::Strategy;
 
-pub use local::runtime::{config_digest, digest};
-pub use local::{LiveSlot, Slot};
+pub use workload::{LiveSlot, Slot, config_digest, digest};
 
 /// A future a target returns (boxed: targets are used as trait objects).
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -97,8 +99,13 @@ pub trait Target: Send + Sync {
         timeout: Duration,
     ) -> Pending<'a, Result<(), TargetError>>;
 
-    /// What runs: per service, per slot.
-    fn observe(&self) -> Pending<'_, BTreeMap<String, BTreeMap<Slot, LiveSlot>>>;
+    /// What runs: per service, per slot; an error when the target cannot be asked (its
+    /// engine or API is unreachable) — never an empty answer in its place.
+    fn observe(&self) -> Pending<'_, Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, TargetError>>;
+
+    /// Stops what the agent itself runs for the environment (local replicas, routers); what
+    /// an engine runs keeps running for the next agent.
+    fn shutdown(&self) -> Pending<'_, ()>;
 }
 
 #[cfg(test)]

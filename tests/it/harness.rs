@@ -230,6 +230,9 @@ pub struct Web<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// The one environment the repository declares.
     pub environment: &'a str,
+    /// The image to run on the compose target, and the engine's address; the local target
+    /// when `None`.
+    pub image: Option<(&'a str, &'a str)>,
 }
 
 impl Web<'_> {
@@ -244,6 +247,7 @@ impl Web<'_> {
             extra: "",
             env: &[],
             environment: "dev",
+            image: None,
         }
     }
 
@@ -256,7 +260,13 @@ impl Web<'_> {
         );
         repo.write(
             &format!("environments/{environment}.yaml"),
-            &format!("apiVersion: plumb/v1\nkind: Environment\nname: {environment}\ntarget:\n  local: {{}}\n"),
+            &format!(
+                "apiVersion: plumb/v1\nkind: Environment\nname: {environment}\ntarget:\n  {}\n",
+                match self.image {
+                    Some((_, host)) => format!("compose: {{dockerHost: {host:?}}}\nsync: {{prune: true}}"),
+                    None => "local: {}".to_owned(),
+                }
+            ),
         );
         let health = if self.healthy { "ok" } else { "fail" };
         let mut env = format!(
@@ -269,11 +279,12 @@ impl Web<'_> {
         repo.write(
             "services/web.yaml",
             &format!(
-                "apiVersion: plumb/v1\nkind: Service\nname: web\ncommand: [{:?}, example-app]\nreplicas: 2\n\
+                "apiVersion: plumb/v1\nkind: Service\nname: web\n{}command: [{:?}, example-app]\nreplicas: 2\n\
                  ports:\n  - {{name: http, port: {}}}\n\
                  healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    timeout: 1s\n    interval: {}\n    failureThreshold: {}\n\
                  progressDeadline: 20s\nstrategy:\n  {}\n{}env:\n{env}",
-                env!("CARGO_BIN_EXE_plumb"),
+                self.image.map(|(i, _)| format!("image: {i}\n")).unwrap_or_default(),
+                if self.image.is_some() { "/plumb" } else { env!("CARGO_BIN_EXE_plumb") },
                 self.port,
                 self.checks.0,
                 self.checks.1,

@@ -8,8 +8,9 @@ use plumb::health::wait_healthy;
 use plumb::ledger::{Attempt, Ledger, Outcome};
 use plumb::rollout::{Rollout, RolloutError};
 use plumb::spec::model::Service;
+use plumb::target::Slot;
+use plumb::target::local::LocalRuntime;
 use plumb::target::local::process::Backoff;
-use plumb::target::local::{LocalRuntime, Slot};
 
 use crate::http::get;
 

@@ -4,8 +4,10 @@
 mod agent;
 mod agent_config;
 mod cli;
+mod compose;
 mod crash;
 mod demo;
+mod docker;
 mod golden;
 mod harness;
 mod health;

@@ -11,8 +11,9 @@ use plumb::ledger::{Ledger, Outcome};
 use plumb::reconcile::{self, Intent, Live, RollbackPoint};
 use plumb::spec::Desired;
 use plumb::target::config_digest;
+use plumb::target::local::LocalRuntime;
 use plumb::target::local::process::Backoff;
-use plumb::target::local::{LiveSlot, LocalRuntime, Slot};
+use plumb::target::{LiveSlot, Slot};
 
 use crate::harness::{golden, project};
 use crate::http::get;

@@ -129,6 +129,12 @@ pub struct ComposeTarget {
     /// What moves traffic between versions.
     #[serde(default)]
     pub proxy: Proxy,
+    /// The address plumb's router listens on for the services' stable ports.
+    #[serde(default = "loopback")]
+    pub address: String,
+    /// Added to every service port, so several environments can share one host.
+    #[serde(default)]
+    pub port_offset: u16,
 }
 
 /// The proxy in front of a Compose service.

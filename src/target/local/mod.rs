@@ -5,4 +5,4 @@ pub mod logs;
 pub mod process;
 pub mod runtime;
 
-pub use runtime::{LiveSlot, LocalRuntime, RuntimeError, Slot};
+pub use runtime::{LocalRuntime, RuntimeError};

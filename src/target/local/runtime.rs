@@ -14,41 +14,13 @@ use super::process::{Backoff, Replica, Spec, State};
 use crate::health::Check;
 use crate::router::{Backend, Router, SlotStats};
 use crate::spec::model::Service;
-use crate::spec::model::scalar::is_encrypted;
-use crate::spec::model::service::{ConfigFormat, Reload, Signal as ConfigSignal};
+use crate::spec::model::service::{Reload, Signal as ConfigSignal};
+use crate::target::workload::{LiveSlot, Slot, WorkloadError, expand, file_digest, variables, write_config};
 use crate::target::{Capabilities, Pending, Target, TargetError};
 
 /// The variable every process of a runtime carries: the runtime's working folder, unique per
 /// state directory and environment. [`LocalRuntime::new`] sweeps what carries it.
 const MARKER: &str = "PLUMB_RUN";
-
-/// One of a service's two slots: the running version and the next one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Slot {
-    /// The first slot.
-    Blue,
-    /// The second slot.
-    Green,
-}
-
-impl Slot {
-    /// The other slot.
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::Blue => Slot::Green,
-            Slot::Green => Slot::Blue,
-        }
-    }
-
-    /// Its name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Slot::Blue => "blue",
-            Slot::Green => "green",
-        }
-    }
-}
 
 /// Why a primitive failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,14 +28,9 @@ pub enum RuntimeError {
     /// The service has no command to run (the local target runs commands, not images).
     #[error("service `{0}` has no `command`: the local target runs a command for each replica")]
     NoCommand(String),
-    /// A value is still encrypted; decryption is not available yet.
-    #[error("service `{service}`: the value of `{variable}` is encrypted, and this plumb cannot decrypt it yet")]
-    Encrypted {
-        /// The service.
-        service: String,
-        /// The variable.
-        variable: String,
-    },
+    /// The service's variables or configuration file cannot be prepared.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
     /// No free port could be found for a replica.
     #[error("no free port for a replica of `{service}`")]
     NoPort {
@@ -87,12 +54,12 @@ pub enum RuntimeError {
     /// The address in the environment's target is not an IP address.
     #[error("`{0}` is not an IP address")]
     Address(String),
-    /// The configuration file cannot be written.
-    #[error("service `{service}`: cannot write its configuration file {path}")]
-    Config {
+    /// The working directory cannot be made.
+    #[error("service `{service}`: cannot make its working directory {path}")]
+    Dir {
         /// The service.
         service: String,
-        /// The file.
+        /// The directory.
         path: PathBuf,
         /// The cause.
         #[source]
@@ -109,22 +76,6 @@ pub enum RuntimeError {
         /// The check.
         check: String,
     },
-}
-
-/// What runs in one slot.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LiveSlot {
-    /// The version deployed (the caller's identifier: a commit and a digest of the spec).
-    pub version: String,
-    /// Each replica's state.
-    pub replicas: Vec<String>,
-    /// The slot's share of traffic.
-    pub weight: u32,
-    /// A digest of the configuration file as it is now on the target (edited by hand, it
-    /// differs from the rendered one); `None` when the service has none.
-    pub config: Option<String>,
-    /// Replicas that stopped and will not come back on their own (their program cannot start).
-    pub failed: usize,
 }
 
 struct SlotRuntime {
@@ -341,16 +292,7 @@ impl LocalRuntime {
             .command
             .clone()
             .ok_or_else(|| RuntimeError::NoCommand(name.clone()))?;
-        let mut env = Vec::new();
-        for variable in &service.env {
-            if is_encrypted(&variable.value.0) {
-                return Err(RuntimeError::Encrypted {
-                    service: name.clone(),
-                    variable: variable.name.clone(),
-                });
-            }
-            env.push((variable.name.clone(), variable.value.0.clone()));
-        }
+        let mut env = variables(service)?;
         env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.clone()));
         env.push((MARKER.to_owned(), self.run.display().to_string()));
         env.push(("PLUMB_SERVICE".to_owned(), name.clone()));
@@ -361,21 +303,14 @@ impl LocalRuntime {
             .as_ref()
             .map(PathBuf::from)
             .unwrap_or_else(|| self.slot_dir(&name, slot));
-        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Config {
+        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Dir {
             service: name.clone(),
             path: dir.clone(),
             source,
         })?;
-        let mut config = None;
-        if let Some((file, text)) = config_file(service)? {
-            let path = dir.join(file);
-            write_atomically(&path, &text).map_err(|source| RuntimeError::Config {
-                service: name.clone(),
-                path: path.clone(),
-                source,
-            })?;
+        let config = write_config(service, &dir)?;
+        if let Some(path) = &config {
             env.push(("PLUMB_CONFIG".to_owned(), path.display().to_string()));
-            config = Some(path);
         }
         Ok(Launch {
             service: name,
@@ -433,16 +368,7 @@ impl LocalRuntime {
         timeout: std::time::Duration,
     ) -> Result<(), String> {
         let name = service.name.as_str();
-        let mut env = Vec::new();
-        for variable in &service.env {
-            if is_encrypted(&variable.value.0) {
-                return Err(format!(
-                    "the value of `{}` is encrypted, and this plumb cannot decrypt it yet",
-                    variable.name
-                ));
-            }
-            env.push((variable.name.clone(), variable.value.0.clone()));
-        }
+        let mut env = variables(service).map_err(|e| e.to_string())?;
         env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.clone()));
         env.push((MARKER.to_owned(), self.run.display().to_string()));
         env.push(("PLUMB_SERVICE".to_owned(), name.to_owned()));
@@ -471,14 +397,7 @@ impl LocalRuntime {
             .as_ref()
             .map(PathBuf::from)
             .unwrap_or_else(|| self.slot_dir(name, slot));
-        if let Some((file, text)) = config_file(service)? {
-            let path = dir.join(file);
-            write_atomically(&path, &text).map_err(|source| RuntimeError::Config {
-                service: name.to_owned(),
-                path,
-                source,
-            })?;
-        }
+        write_config(service, &dir)?;
         if config.reload == Reload::Signal {
             let signal = match config.signal {
                 ConfigSignal::SIGHUP => libc::SIGHUP,
@@ -668,110 +587,6 @@ async fn stop_all(replicas: Vec<ReplicaRuntime>) {
     }
 }
 
-/// The application configuration file of `service`, rendered: its path relative to the working
-/// directory and its content. `None` when the service declares none.
-fn config_file(service: &Service) -> Result<Option<(String, String)>, RuntimeError> {
-    let Some(config) = &service.config else {
-        return Ok(None);
-    };
-    let values = serde_json::Value::Object(config.values.clone());
-    if let Some(path) = first_encrypted(&values, "config.values") {
-        return Err(RuntimeError::Encrypted {
-            service: service.name.as_str().to_owned(),
-            variable: path,
-        });
-    }
-    let text = match config.format {
-        ConfigFormat::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&values).expect("JSON values serialize")
-        ),
-        ConfigFormat::Yaml => crate::cli::emit::yaml(&values),
-    };
-    Ok(Some((config.file.clone(), text)))
-}
-
-/// The path of the first encrypted string in `value`.
-fn first_encrypted(value: &serde_json::Value, at: &str) -> Option<String> {
-    match value {
-        serde_json::Value::String(s) if is_encrypted(s) => Some(at.to_owned()),
-        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| first_encrypted(v, &format!("{at}.{k}"))),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| first_encrypted(v, &format!("{at}[{i}]"))),
-        _ => None,
-    }
-}
-
-/// A digest of a file's content as it is now (`absent` when it cannot be read).
-fn file_digest(path: &std::path::Path) -> String {
-    std::fs::read(path).map_or_else(|_| "absent".to_owned(), |bytes| digest(&bytes))
-}
-
-/// The digest plumb uses to compare contents: the first 16 hex digits of their SHA-256.
-pub fn digest(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(bytes)[..8])
-}
-
-/// The digest of `service`'s configuration file as rendered, `None` when it declares none: what
-/// [`LiveSlot::config`] is compared with.
-pub fn config_digest(service: &Service) -> Result<Option<String>, RuntimeError> {
-    Ok(config_file(service)?.map(|(_, text)| digest(text.as_bytes())))
-}
-
-/// Writes `text` to `path` atomically: a reader (the application on reload) never sees half.
-fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let temporary = path.with_extension("plumb-tmp");
-    std::fs::write(&temporary, text)?;
-    std::fs::rename(&temporary, path)
-}
-
-/// `${NAME}` in a command argument replaced by the replica's variable `NAME` (no shell is
-/// involved); unknown names are left as written, as Kubernetes does.
-fn expand(arg: &str, env: &[(String, String)]) -> String {
-    let mut out = String::with_capacity(arg.len());
-    let mut rest = arg;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find('}') {
-            Some(end) => {
-                let name = &after[..end];
-                match env.iter().rev().find(|(k, _)| k == name) {
-                    Some((_, value)) => out.push_str(value),
-                    None => out.push_str(&rest[start..start + 3 + end]),
-                }
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::expand;
-
-    #[test]
-    fn variables_in_arguments() {
-        let env = vec![("PORT".to_owned(), "4100".to_owned())];
-        assert_eq!(expand("--port=${PORT}", &env), "--port=4100");
-        assert_eq!(expand("${PORT}${PORT}", &env), "41004100");
-        assert_eq!(expand("${HOME_DIR}/x", &env), "${HOME_DIR}/x");
-        assert_eq!(expand("${unterminated", &env), "${unterminated");
-    }
-}
-
 /// A port nobody listens on now (the process binds it right after), not among `taken` (the
 /// ports already handed out in this deploy).
 fn free_port(taken: &mut std::collections::BTreeSet<u16>) -> std::io::Result<u16> {
@@ -875,7 +690,11 @@ impl Target for LocalRuntime {
         })
     }
 
-    fn observe(&self) -> Pending<'_, BTreeMap<String, BTreeMap<Slot, LiveSlot>>> {
-        Box::pin(LocalRuntime::observe(self))
+    fn observe(&self) -> Pending<'_, Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, TargetError>> {
+        Box::pin(async move { Ok(LocalRuntime::observe(self).await) })
+    }
+
+    fn shutdown(&self) -> Pending<'_, ()> {
+        Box::pin(LocalRuntime::shutdown(self))
     }
 }

@@ -1,0 +1,350 @@
+//! A replica as a container: the labels plumb puts on it (its own, and Compose's so `docker
+//! compose ps` lists it), the body it is created from, and what an engine's listing says of it.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, HostConfig, NetworkingConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+
+use crate::spec::model::Service;
+use crate::target::workload::{Slot, expand};
+
+/// Compose's project label.
+pub const PROJECT: &str = "com.docker.compose.project";
+/// Compose's service label.
+pub const SERVICE: &str = "com.docker.compose.service";
+/// Compose's replica number label (from 1).
+const NUMBER: &str = "com.docker.compose.container-number";
+/// Compose's hash of a service's definition (`docker compose ps` lists only containers that
+/// carry one): plumb's version digest.
+const CONFIG_HASH: &str = "com.docker.compose.config-hash";
+/// Compose's label for one-off containers (`run`).
+const ONEOFF: &str = "com.docker.compose.oneoff";
+/// The environment a container belongs to.
+pub const ENVIRONMENT: &str = "plumb.environment";
+/// The slot of a replica.
+const SLOT: &str = "plumb.slot";
+/// The version a replica runs.
+const VERSION: &str = "plumb.version";
+/// A replica's ports: `name=stable/container,…`.
+const PORTS: &str = "plumb.ports";
+/// The configuration file on the agent's host a replica reads, when it has one.
+const CONFIG: &str = "plumb.config";
+/// A one-off job's name.
+pub const JOB: &str = "plumb.job";
+
+/// Where a container reads its configuration file.
+const CONFIG_DIR: &str = "/plumb/config";
+
+/// A declared port: its name, the stable port (the router's), the container's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortMap {
+    /// The port's name.
+    pub name: String,
+    /// The stable port clients use.
+    pub stable: u16,
+    /// The port the process listens on inside the container.
+    pub container: u16,
+}
+
+/// What one replica starts from.
+pub struct Launch<'a> {
+    /// The Compose project.
+    pub project: &'a str,
+    /// The environment.
+    pub environment: &'a str,
+    /// The service.
+    pub service: &'a Service,
+    /// The slot and the version in it.
+    pub slot: Slot,
+    /// The version's identifier.
+    pub version: &'a str,
+    /// The project's network.
+    pub network: &'a str,
+    /// The folder holding the configuration file on the agent's host, and the file's name.
+    pub config: Option<(&'a std::path::Path, String)>,
+    /// The service's variables.
+    pub env: &'a [(String, String)],
+}
+
+impl Launch<'_> {
+    /// The container's name: `<project>-<service>-<slot>-<n>`, as Compose names its own.
+    pub fn name(&self, index: usize) -> String {
+        format!(
+            "{}-{}-{}-{}",
+            self.project,
+            self.service.name.as_str(),
+            self.slot.name(),
+            index + 1
+        )
+    }
+
+    /// The declared ports.
+    pub fn ports(&self) -> Vec<PortMap> {
+        ports_of(self.service)
+    }
+
+    /// The container to create for replica `index`: its ports published on loopback (the
+    /// router reaches them there), its configuration folder mounted read-only, restarted by
+    /// the engine when it exits (as the local target supervises), under an init process.
+    pub fn body(&self, index: usize) -> ContainerCreateBody {
+        let ports = self.ports();
+        let mut env = self.env.to_vec();
+        env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.to_owned()));
+        env.push(("PLUMB_SERVICE".to_owned(), self.service.name.as_str().to_owned()));
+        env.push(("PLUMB_SLOT".to_owned(), self.slot.name().to_owned()));
+        env.push(("PLUMB_VERSION".to_owned(), self.version.to_owned()));
+        env.push(("PLUMB_REPLICA".to_owned(), index.to_string()));
+        // The replica is reached through its published ports, not on its own loopback.
+        env.push(("HOST".to_owned(), "0.0.0.0".to_owned()));
+        for (i, port) in ports.iter().enumerate() {
+            if i == 0 {
+                env.push(("PORT".to_owned(), port.container.to_string()));
+            }
+            let variable = port.name.to_uppercase().replace('-', "_");
+            env.push((format!("PLUMB_PORT_{variable}"), port.container.to_string()));
+        }
+        let mut labels = self.labels();
+        labels.insert(NUMBER.to_owned(), (index + 1).to_string());
+        labels.insert(ONEOFF.to_owned(), "False".to_owned());
+        labels.insert(SLOT.to_owned(), self.slot.name().to_owned());
+        labels.insert(VERSION.to_owned(), self.version.to_owned());
+        labels.insert(CONFIG_HASH.to_owned(), self.version.to_owned());
+        labels.insert(
+            PORTS.to_owned(),
+            ports
+                .iter()
+                .map(|p| format!("{}={}/{}", p.name, p.stable, p.container))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        let mut binds = Vec::new();
+        if let Some((dir, file)) = &self.config {
+            env.push(("PLUMB_CONFIG".to_owned(), format!("{CONFIG_DIR}/{file}")));
+            binds.push(format!("{}:{CONFIG_DIR}:ro", dir.display()));
+            labels.insert(CONFIG.to_owned(), dir.join(file).display().to_string());
+        }
+        let bindings = ports
+            .iter()
+            .map(|p| {
+                let binding = PortBinding {
+                    host_ip: Some("127.0.0.1".to_owned()),
+                    host_port: Some(String::new()),
+                };
+                (format!("{}/tcp", p.container), Some(vec![binding]))
+            })
+            .collect::<HashMap<_, _>>();
+        ContainerCreateBody {
+            image: self.service.image.clone(),
+            cmd: self
+                .service
+                .command
+                .as_ref()
+                .map(|command| command.iter().map(|arg| expand(arg, &env)).collect()),
+            env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            exposed_ports: Some(ports.iter().map(|p| format!("{}/tcp", p.container)).collect()),
+            stop_timeout: Some(10),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                binds: (!binds.is_empty()).then_some(binds),
+                init: Some(true),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..HostConfig::default()
+            }),
+            networking_config: Some(self.networking()),
+            ..ContainerCreateBody::default()
+        }
+    }
+
+    /// A one-off container running `command` to completion (a migration), named `job`.
+    pub fn job(&self, job: &str, command: &[String]) -> ContainerCreateBody {
+        let mut env = self.env.to_vec();
+        env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.to_owned()));
+        env.push(("PLUMB_SERVICE".to_owned(), self.service.name.as_str().to_owned()));
+        let mut labels = self.labels();
+        labels.insert(ONEOFF.to_owned(), "True".to_owned());
+        labels.insert(JOB.to_owned(), job.to_owned());
+        ContainerCreateBody {
+            image: self.service.image.clone(),
+            cmd: Some(command.iter().map(|arg| expand(arg, &env)).collect()),
+            env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                init: Some(true),
+                ..HostConfig::default()
+            }),
+            networking_config: Some(self.networking()),
+            ..ContainerCreateBody::default()
+        }
+    }
+
+    fn labels(&self) -> HashMap<String, String> {
+        let mut labels: HashMap<String, String> = self.service.labels.clone().into_iter().collect();
+        labels.insert(PROJECT.to_owned(), self.project.to_owned());
+        labels.insert(SERVICE.to_owned(), self.service.name.as_str().to_owned());
+        labels.insert(ENVIRONMENT.to_owned(), self.environment.to_owned());
+        labels
+    }
+
+    /// On the project's network, reachable by the service's name as under Compose.
+    fn networking(&self) -> NetworkingConfig {
+        let endpoint = EndpointSettings {
+            aliases: Some(vec![self.service.name.as_str().to_owned()]),
+            ..EndpointSettings::default()
+        };
+        NetworkingConfig {
+            endpoints_config: Some([(self.network.to_owned(), endpoint)].into()),
+        }
+    }
+}
+
+/// The ports `service` declares.
+pub fn ports_of(service: &Service) -> Vec<PortMap> {
+    service
+        .ports
+        .iter()
+        .map(|p| PortMap {
+            name: p.name.as_str().to_owned(),
+            stable: p.port,
+            container: p.target_port.unwrap_or(p.port),
+        })
+        .collect()
+}
+
+/// A replica as the engine lists it.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    /// The container's id.
+    pub id: String,
+    /// The service.
+    pub service: String,
+    /// Its slot.
+    pub slot: Slot,
+    /// Its number (from 1).
+    pub number: usize,
+    /// The version it runs.
+    pub version: String,
+    /// Its declared ports.
+    pub ports: Vec<PortMap>,
+    /// Container port → host port on loopback, for the ports published now.
+    pub published: Vec<(u16, u16)>,
+    /// Whether it runs (and is not marked unhealthy by its own health check).
+    pub running: bool,
+    /// Whether it stopped or is unhealthy and will not come back on its own.
+    pub failed: bool,
+    /// Its state in words (`running`, `exited (137)`, `running (unhealthy)`).
+    pub state: String,
+    /// Its configuration file on the agent's host.
+    pub config: Option<String>,
+}
+
+impl Replica {
+    /// A replica from the engine's listing; `None` for containers that are not replicas (jobs,
+    /// or labels plumb did not write).
+    pub fn from_summary(summary: &ContainerSummary) -> Option<Replica> {
+        let labels = summary.labels.as_ref()?;
+        if labels.contains_key(JOB) {
+            return None;
+        }
+        let slot = match labels.get(SLOT)?.as_str() {
+            "blue" => Slot::Blue,
+            "green" => Slot::Green,
+            _ => return None,
+        };
+        let ports = labels.get(PORTS).map(|p| parse_ports(p)).unwrap_or_default();
+        let published = summary
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| Some((p.private_port, p.public_port?)))
+            .collect();
+        let status = summary.status.clone().unwrap_or_default();
+        let unhealthy = status.contains("(unhealthy)");
+        let state = summary.state.unwrap_or(ContainerSummaryStateEnum::EMPTY);
+        let running = state == ContainerSummaryStateEnum::RUNNING && !unhealthy;
+        let failed = matches!(
+            state,
+            ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD | ContainerSummaryStateEnum::CREATED
+        ) || unhealthy;
+        Some(Replica {
+            id: summary.id.clone()?,
+            service: labels.get(SERVICE)?.clone(),
+            slot,
+            number: labels.get(NUMBER).and_then(|n| n.parse().ok()).unwrap_or(0),
+            version: labels.get(VERSION).cloned().unwrap_or_default(),
+            ports,
+            published,
+            running,
+            failed,
+            state: if status.is_empty() {
+                format!("{state}")
+            } else {
+                status.to_lowercase()
+            },
+            config: labels.get(CONFIG).cloned(),
+        })
+    }
+
+    /// The host port on loopback of the port named (or numbered, by its stable number) as the
+    /// service declares it; `None` names the first declared port.
+    pub fn host_port(&self, name: Option<&str>) -> Option<u16> {
+        let port = match name {
+            None => self.ports.first(),
+            Some(name) => self
+                .ports
+                .iter()
+                .find(|p| p.name == name || name.parse() == Ok(p.stable)),
+        }?;
+        self.published
+            .iter()
+            .find(|(container, _)| *container == port.container)
+            .map(|(_, host)| *host)
+    }
+}
+
+/// `name=stable/container,…` back into ports.
+fn parse_ports(text: &str) -> Vec<PortMap> {
+    text.split(',')
+        .filter_map(|item| {
+            let (name, numbers) = item.split_once('=')?;
+            let (stable, container) = numbers.split_once('/')?;
+            Some(PortMap {
+                name: name.to_owned(),
+                stable: stable.parse().ok()?,
+                container: container.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_labels_round_trip() {
+        let ports = parse_ports("http=8080/80,admin=9090/9090");
+        assert_eq!(
+            ports,
+            [
+                PortMap {
+                    name: "http".into(),
+                    stable: 8080,
+                    container: 80
+                },
+                PortMap {
+                    name: "admin".into(),
+                    stable: 9090,
+                    container: 9090
+                }
+            ]
+        );
+        assert!(parse_ports("nonsense").is_empty());
+    }
+}

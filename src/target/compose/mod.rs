@@ -1,0 +1,9 @@
+//! The `compose` target: each replica a container of the environment's Compose project on a
+//! Docker Engine, labelled so `docker compose ps` lists it; each service port behind plumb's
+//! router, which splits traffic between two slots by weight.
+
+mod container;
+pub mod engine;
+pub mod runtime;
+
+pub use runtime::{ComposeError, ComposeRuntime};

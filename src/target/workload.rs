@@ -1,0 +1,213 @@
+//! What every target makes of a service's workload the same way: the two slots, what runs in
+//! one, the service's variables, its rendered configuration file, `${NAME}` in arguments, and
+//! the digests that compare contents.
+
+use std::path::PathBuf;
+
+use crate::spec::model::Service;
+use crate::spec::model::scalar::is_encrypted;
+use crate::spec::model::service::ConfigFormat;
+
+/// One of a service's two slots: the running version and the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    /// The first slot.
+    Blue,
+    /// The second slot.
+    Green,
+}
+
+impl Slot {
+    /// The other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Blue => Slot::Green,
+            Slot::Green => Slot::Blue,
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
+}
+
+/// What runs in one slot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LiveSlot {
+    /// The version deployed (the caller's identifier: a commit and a digest of the spec).
+    pub version: String,
+    /// Each replica's state.
+    pub replicas: Vec<String>,
+    /// The slot's share of traffic.
+    pub weight: u32,
+    /// A digest of the configuration file as it is now on the target (edited by hand, it
+    /// differs from the rendered one); `None` when the service has none.
+    pub config: Option<String>,
+    /// Replicas that stopped and will not come back on their own (their program cannot start).
+    pub failed: usize,
+}
+
+/// Why a service's workload cannot be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// A value is still encrypted; decryption is not available yet.
+    #[error("service `{service}`: the value of `{variable}` is encrypted, and this plumb cannot decrypt it yet")]
+    Encrypted {
+        /// The service.
+        service: String,
+        /// The variable.
+        variable: String,
+    },
+    /// The configuration file cannot be written.
+    #[error("service `{service}`: cannot write its configuration file {path}")]
+    Config {
+        /// The service.
+        service: String,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The variables `service` declares, refused while one is still encrypted.
+pub fn variables(service: &Service) -> Result<Vec<(String, String)>, WorkloadError> {
+    service
+        .env
+        .iter()
+        .map(|variable| {
+            if is_encrypted(&variable.value.0) {
+                return Err(WorkloadError::Encrypted {
+                    service: service.name.as_str().to_owned(),
+                    variable: variable.name.clone(),
+                });
+            }
+            Ok((variable.name.clone(), variable.value.0.clone()))
+        })
+        .collect()
+}
+
+/// Writes `service`'s configuration file, rendered, into `dir`; returns its path, `None` when
+/// the service declares none.
+pub fn write_config(service: &Service, dir: &std::path::Path) -> Result<Option<PathBuf>, WorkloadError> {
+    let Some((file, text)) = config_file(service)? else {
+        return Ok(None);
+    };
+    let path = dir.join(file);
+    write_atomically(&path, &text).map_err(|source| WorkloadError::Config {
+        service: service.name.as_str().to_owned(),
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(path))
+}
+
+/// The application configuration file of `service`, rendered: its path relative to the working
+/// directory and its content. `None` when the service declares none.
+pub fn config_file(service: &Service) -> Result<Option<(String, String)>, WorkloadError> {
+    let Some(config) = &service.config else {
+        return Ok(None);
+    };
+    let values = serde_json::Value::Object(config.values.clone());
+    if let Some(path) = first_encrypted(&values, "config.values") {
+        return Err(WorkloadError::Encrypted {
+            service: service.name.as_str().to_owned(),
+            variable: path,
+        });
+    }
+    let text = match config.format {
+        ConfigFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&values).expect("JSON values serialize")
+        ),
+        ConfigFormat::Yaml => crate::cli::emit::yaml(&values),
+    };
+    Ok(Some((config.file.clone(), text)))
+}
+
+/// The path of the first encrypted string in `value`.
+fn first_encrypted(value: &serde_json::Value, at: &str) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if is_encrypted(s) => Some(at.to_owned()),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| first_encrypted(v, &format!("{at}.{k}"))),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| first_encrypted(v, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// A digest of a file's content as it is now (`absent` when it cannot be read).
+pub fn file_digest(path: &std::path::Path) -> String {
+    std::fs::read(path).map_or_else(|_| "absent".to_owned(), |bytes| digest(&bytes))
+}
+
+/// The digest plumb uses to compare contents: the first 16 hex digits of their SHA-256.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(bytes)[..8])
+}
+
+/// The digest of `service`'s configuration file as rendered, `None` when it declares none: what
+/// [`LiveSlot::config`] is compared with.
+pub fn config_digest(service: &Service) -> Result<Option<String>, WorkloadError> {
+    Ok(config_file(service)?.map(|(_, text)| digest(text.as_bytes())))
+}
+
+/// Writes `text` to `path` atomically: a reader (the application on reload) never sees half.
+pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let temporary = path.with_extension("plumb-tmp");
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path)
+}
+
+/// `${NAME}` in a command argument replaced by the replica's variable `NAME` (no shell is
+/// involved); unknown names are left as written, as Kubernetes does.
+pub fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                let name = &after[..end];
+                match env.iter().rev().find(|(k, _)| k == name) {
+                    Some((_, value)) => out.push_str(value),
+                    None => out.push_str(&rest[start..start + 3 + end]),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    #[test]
+    fn variables_in_arguments() {
+        let env = vec![("PORT".to_owned(), "4100".to_owned())];
+        assert_eq!(expand("--port=${PORT}", &env), "--port=4100");
+        assert_eq!(expand("${PORT}${PORT}", &env), "41004100");
+        assert_eq!(expand("${HOME_DIR}/x", &env), "${HOME_DIR}/x");
+        assert_eq!(expand("${unterminated", &env), "${unterminated");
+    }
+}

