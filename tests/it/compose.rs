@@ -318,3 +318,71 @@ async fn one_service_changes_alone_drift_heals_and_a_new_agent_adopts() {
     agent.stop().await;
     clean(project);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_mid_canary_is_finished_by_the_next() {
+    let image = example_image();
+    let project = "crestart";
+    clean(project);
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let state = tempfile::tempdir().unwrap();
+    let web = |release: &'static str| Web {
+        image: Some((image, crate::docker::host())),
+        environment: project,
+        ..Web::new(
+            port,
+            release,
+            "canary: {steps: [{weight: 50, pause: 15s}], minRequests: 0}",
+        )
+    };
+    web("r1").write(&upstream);
+    let first = upstream.commit_signed("web r1", &alice);
+    let agent = Running::start(&upstream, &root, state.path()).await;
+    assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
+
+    // Stopped while the canary holds half the traffic: the attempt is parked.
+    web("r2").write(&upstream);
+    let second = upstream.commit_signed("web r2", &alice);
+    agent.push();
+    let split = eventually(Duration::from_secs(30), || async {
+        let names = docker(&[
+            "ps",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+        ]);
+        names.contains("-green-").then_some(())
+    })
+    .await;
+    assert!(split.is_some(), "the canary started");
+    agent.stop().await;
+    assert_eq!(
+        outcome(state.path(), project, &second).await,
+        Some(Outcome::Interrupted)
+    );
+
+    // The next agent applies the head afresh from what it observes.
+    let agent = Running::start(&upstream, &root, state.path()).await;
+    let finished = eventually(Duration::from_secs(60), || async {
+        let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).ok()?;
+        let history = ledger.history(project, 100).ok()?;
+        history
+            .iter()
+            .any(|r| r.attempt.commit == second && r.outcome == Some(Outcome::Succeeded))
+            .then_some(())
+    })
+    .await;
+    assert!(finished.is_some(), "the head was applied after the restart");
+    for _ in 0..20 {
+        assert_eq!(release(addr).await.as_deref(), Some("r2"));
+    }
+    assert_eq!(containers(project, "web").len(), 2, "exactly the declared replicas");
+    let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+    assert!(ledger.verify().unwrap().is_ok());
+    agent.stop().await;
+    clean(project);
+}
