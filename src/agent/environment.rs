@@ -206,6 +206,8 @@ impl Worker {
         let mut heal = tokio::time::interval(self.heal_every);
         heal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heads_open = true;
+        // Rung by the target when what runs changes by itself: look for drift now.
+        let drift_bell = self.target.drift_bell();
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -221,6 +223,7 @@ impl Worker {
                     None => return,
                 },
                 _ = heal.tick() => None,
+                _ = async { drift_bell.as_ref()?.notified().await; Some(()) }, if drift_bell.is_some() => None,
             };
             let work = async {
                 match next {

@@ -106,6 +106,12 @@ pub trait Target: Send + Sync {
     /// Stops what the agent itself runs for the environment (local replicas, routers); what
     /// an engine runs keeps running for the next agent.
     fn shutdown(&self) -> Pending<'_, ()>;
+
+    /// A bell the target rings when it sees what runs change by itself (a container died):
+    /// the environment's worker then looks for drift at once rather than at its next tick.
+    fn drift_bell(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 #[cfg(test)]

