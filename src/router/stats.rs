@@ -36,7 +36,8 @@ pub struct SlotStats {
 }
 
 impl SlotStats {
-    pub(super) fn record(&mut self, status: Option<u16>, latency: Duration) {
+    /// Counts one answer (`None`: no answer) and its latency.
+    pub fn record(&mut self, status: Option<u16>, latency: Duration) {
         self.requests += 1;
         match status.map(classify) {
             Some(StatusClass::Ok) => self.ok += 1,

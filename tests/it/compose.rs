@@ -399,3 +399,88 @@ fn the_agents_own_compose_files_are_valid() {
     assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
     plumb::agent::config::AgentConfig::load(&dir.join("agent.yaml")).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_traffic_moves_by_reload_and_outlives_the_agent() {
+    let image = example_image();
+    let nginx = crate::docker::nginx_image();
+    let project = "cnginx";
+    clean(project);
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let state = tempfile::tempdir().unwrap();
+    let write = |release: &'static str, strategy: &'static str, healthy: bool, upstream: &TestRepo| {
+        Web {
+            image: Some((image, crate::docker::host())),
+            environment: project,
+            healthy,
+            checks: ("50ms", 20),
+            ..Web::new(port, release, strategy)
+        }
+        .write(upstream);
+        upstream.write(
+            &format!("environments/{project}.yaml"),
+            &format!(
+                "apiVersion: plumb/v1\nkind: Environment\nname: {project}\ntarget:\n  compose: {{dockerHost: {:?}, proxy: nginx, nginxImage: {nginx}}}\nsync: {{prune: true}}\n",
+                crate::docker::host()
+            ),
+        );
+    };
+
+    write("r1", "blueGreen: {keepOldVersion: 0s}", true, &upstream);
+    let first = upstream.commit_signed("web r1 behind nginx", &alice);
+    let agent = Running::start(&upstream, &root, state.path()).await;
+    assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
+    assert!(serves(addr, "r1").await);
+    assert_eq!(containers(project, "plumb-proxy").len(), 1, "one nginx container");
+
+    // Canary: nginx splits by weight, and its access log feeds the analysis (minRequests 5).
+    write(
+        "r2",
+        "canary: {steps: [{weight: 50, pause: 3s}], minRequests: 5}",
+        true,
+        &upstream,
+    );
+    let canary = upstream.commit_signed("web r2, canary", &alice);
+    agent.push();
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(answer) = release(addr).await {
+            seen.insert(answer);
+        }
+        let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+        let done = ledger
+            .history(project, 10)
+            .unwrap()
+            .iter()
+            .any(|r| r.attempt.commit == canary && r.outcome.is_some());
+        if done || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(outcome(state.path(), project, &canary).await, Some(Outcome::Succeeded));
+    assert!(
+        seen.contains("r1") && seen.contains("r2"),
+        "both answered during the canary: {seen:?}"
+    );
+    assert!(serves(addr, "r2").await);
+
+    // An unhealthy release is rolled back; nginx still sends everything to r2.
+    write("r3", "blueGreen: {keepOldVersion: 0s}", false, &upstream);
+    let bad = upstream.commit_signed("web r3, unhealthy", &alice);
+    agent.push();
+    let rolled = outcome(state.path(), project, &bad).await;
+    assert!(matches!(rolled, Some(Outcome::RolledBack(_))), "{rolled:?}");
+    assert_eq!(release(addr).await.as_deref(), Some("r2"));
+
+    // The proxy is a container: traffic flows while no agent runs.
+    agent.stop().await;
+    for _ in 0..10 {
+        assert_eq!(release(addr).await.as_deref(), Some("r2"));
+    }
+    clean(project);
+}

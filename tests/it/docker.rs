@@ -37,39 +37,97 @@ pub fn docker(args: &[&str]) -> String {
 pub fn example_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let binary = Path::new(env!("CARGO_BIN_EXE_plumb"));
-        let meta = std::fs::metadata(binary).unwrap();
-        let stamp = format!(
-            "{}-{}",
-            meta.len(),
-            meta.modified()
-                .unwrap()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-        );
-        let image = format!("plumb-example:{stamp}");
-        if !docker(&["images", "-q", &image]).trim().is_empty() {
-            return image;
-        }
-        let root = tempfile::tempdir().unwrap();
-        std::fs::copy(binary, root.path().join("plumb")).unwrap();
-        for library in libraries(binary) {
-            let inside = root.path().join(library.strip_prefix("/").unwrap());
-            std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
-            std::fs::copy(&library, &inside).unwrap();
-        }
-        let tar = root.path().join("rootfs.tar");
-        let packed = Command::new("tar")
-            .args(["-C", root.path().to_str().unwrap(), "--exclude", "rootfs.tar", "-cf"])
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(packed.success());
-        docker(&["import", "--change", "ENTRYPOINT []", tar.to_str().unwrap(), &image]);
-        image
+        rootfs_image(
+            "plumb-example",
+            Path::new(env!("CARGO_BIN_EXE_plumb")),
+            "/plumb",
+            &[],
+            &[],
+        )
     })
+}
+
+/// An nginx image made of this machine's nginx (Debian's `nginx-light`) and what it links.
+pub fn nginx_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let files = [
+            (
+                "etc/passwd",
+                "root:x:0:0::/root:/nonexistent\nnobody:x:65534:65534::/nonexistent:/nonexistent\n",
+            ),
+            ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+        ];
+        let dirs = ["tmp", "run", "var/log/nginx", "var/lib/nginx"];
+        rootfs_image(
+            "plumb-nginx",
+            Path::new("/usr/sbin/nginx"),
+            "/usr/sbin/nginx",
+            &files,
+            &dirs,
+        )
+    })
+}
+
+/// An image whose root file system holds `binary` at `inside`, the libraries it links, `files`
+/// (path, content) and empty `dirs`; imported once per binary (its size and time in the tag).
+fn rootfs_image(name: &str, binary: &Path, inside: &str, files: &[(&str, &str)], dirs: &[&str]) -> String {
+    let meta = std::fs::metadata(binary).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (see .ci/run for the packages the tests need)",
+            binary.display()
+        )
+    });
+    let stamp = format!(
+        "{}-{}",
+        meta.len(),
+        meta.modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    );
+    let image = format!("{name}:{stamp}");
+    if !docker(&["images", "-q", &image]).trim().is_empty() {
+        return image;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let fs = root.path().join("fs");
+    let place = |from: &Path, to: &str| {
+        let target = fs.join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(from, &target).unwrap();
+    };
+    place(binary, inside);
+    for library in libraries(binary) {
+        place(&library, library.to_str().unwrap());
+    }
+    for (path, text) in files {
+        let target = fs.join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, text).unwrap();
+    }
+    for dir in dirs {
+        let target = fs.join(dir);
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    }
+    let tar = root.path().join("rootfs.tar");
+    let packed = Command::new("tar")
+        .args(["-C", fs.to_str().unwrap(), "-cf"])
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    docker(&[
+        "import",
+        "--change",
+        "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        tar.to_str().unwrap(),
+        &image,
+    ]);
+    image
 }
 
 /// The shared libraries `binary` loads, as `ldd` resolves them.

@@ -135,6 +135,13 @@ pub struct ComposeTarget {
     /// Added to every service port, so several environments can share one host.
     #[serde(default)]
     pub port_offset: u16,
+    /// The image of the nginx proxy (`proxy: nginx`).
+    #[serde(default = "nginx_image")]
+    pub nginx_image: String,
+}
+
+fn nginx_image() -> String {
+    "nginx:stable-alpine".into()
 }
 
 /// The proxy in front of a Compose service.
@@ -144,7 +151,7 @@ pub enum Proxy {
     /// plumb's own router.
     #[default]
     Plumb,
-    /// An nginx container whose upstreams plumb writes and reloads.
+    /// An nginx container of the project whose upstreams plumb writes and reloads.
     Nginx,
     /// None: only recreate and rolling are possible.
     None,

@@ -242,6 +242,8 @@ pub struct Replica {
     pub state: String,
     /// Its configuration file on the agent's host.
     pub config: Option<String>,
+    /// Its address on the project's network.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 impl Replica {
@@ -288,7 +290,20 @@ impl Replica {
                 status.to_lowercase()
             },
             config: labels.get(CONFIG).cloned(),
+            ip: summary
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+                .into_iter()
+                .flat_map(|networks| networks.values())
+                .find_map(|endpoint| endpoint.ip_address.as_deref()?.parse().ok()),
         })
+    }
+
+    /// Its address on the project's network for the port named `name` (nginx reaches it there).
+    pub fn address(&self, name: &str) -> Option<std::net::SocketAddr> {
+        let port = self.ports.iter().find(|p| p.name == name)?;
+        Some(std::net::SocketAddr::new(self.ip?, port.container))
     }
 
     /// The host port on loopback of the port named (or numbered, by its stable number) as the

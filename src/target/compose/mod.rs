@@ -1,10 +1,11 @@
 //! The `compose` target: each replica a container of the environment's Compose project on a
 //! Docker Engine, labelled so `docker compose ps` lists it; each service port behind plumb's
-//! router, which splits traffic between two slots by weight.
+//! router or an nginx container, which split traffic between two slots by weight.
 
 mod container;
 pub mod engine;
 mod events;
+pub mod nginx;
 pub mod runtime;
 
 pub use runtime::{ComposeError, ComposeRuntime};

@@ -6,7 +6,7 @@
 //! containers. Containers outlive the agent; a new agent adopts them — it rebinds the routers
 //! from the containers' labels and takes the weights it last set from `routes.json`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::container::{ENVIRONMENT, Launch, PROJECT, Replica, SERVICE};
 use super::engine::{self, EngineError, not_found, request};
+use super::nginx::{Nginx, NginxError, Upstream};
 use crate::health::Check;
 use crate::router::{Backend, Router, SlotStats};
 use crate::spec::model::Service;
@@ -42,7 +43,7 @@ pub enum ComposeError {
     #[error("service `{0}` has no `image`: the compose target runs containers")]
     NoImage(String),
     /// A proxy this plumb does not drive yet.
-    #[error("proxy `{0}` is not available in this plumb yet; use `plumb` (the built-in router)")]
+    #[error("proxy `{0}` is not available in this plumb yet; use `plumb` (the built-in router) or `nginx`")]
     Proxy(&'static str),
     /// A stable port cannot be listened on.
     #[error("service `{service}` cannot listen on {addr}: another process holds it")]
@@ -88,16 +89,21 @@ pub enum ComposeError {
         #[source]
         source: std::io::Error,
     },
+    /// The nginx proxy could not be updated.
+    #[error(transparent)]
+    Nginx(#[from] NginxError),
     /// A one-off job failed or timed out.
     #[error("{0}")]
     Job(String),
 }
 
-/// One service's routers and weights.
+/// One service's routers (or, behind nginx, its stable ports) and weights.
 #[derive(Default)]
 struct Routes {
-    /// One router per declared port and stable address.
+    /// One router per declared port and stable address (plumb's router).
     routers: BTreeMap<(String, SocketAddr), (Router, CancellationToken)>,
+    /// The declared ports by name and stable number (nginx).
+    stable: BTreeSet<(String, u16)>,
     weights: BTreeMap<Slot, u32>,
 }
 
@@ -113,6 +119,10 @@ pub struct ComposeRuntime {
     routing: Mutex<BTreeMap<String, Routes>>,
     /// The health checks of each deployed slot.
     checks: std::sync::Mutex<BTreeMap<(String, Slot), Vec<HealthCheck>>>,
+    /// The nginx proxy, when the target names it; plumb's router otherwise.
+    nginx: Option<Nginx>,
+    /// When each service's traffic counters were last reset (seconds since the epoch; nginx).
+    counted_since: std::sync::Mutex<HashMap<String, i32>>,
     /// Rung by the engine's events when a replica stops serving.
     bell: std::sync::Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
@@ -122,25 +132,39 @@ impl ComposeRuntime {
     /// A runtime for `environment` on the engine `target` names, adopting the containers of
     /// its project that already run.
     pub async fn new(environment: &str, target: &ComposeTarget, state: &Path) -> Result<ComposeRuntime, ComposeError> {
-        match target.proxy {
-            Proxy::Plumb => {}
-            Proxy::Nginx => return Err(ComposeError::Proxy("nginx")),
-            Proxy::None => return Err(ComposeError::Proxy("none")),
+        if target.proxy == Proxy::None {
+            return Err(ComposeError::Proxy("none"));
         }
         let docker = engine::connect(target.docker_host.as_deref()).await?;
+        let project = target
+            .project
+            .as_ref()
+            .map_or_else(|| environment.to_owned(), |p| p.as_str().to_owned());
+        let address: IpAddr = target
+            .address
+            .parse()
+            .map_err(|_| ComposeError::Address(target.address.clone()))?;
+        let dir = state.join("compose").join(environment);
+        let nginx = (target.proxy == Proxy::Nginx).then(|| {
+            Nginx::new(
+                docker.clone(),
+                &project,
+                environment,
+                &target.nginx_image,
+                address,
+                target.port_offset,
+                dir.join("nginx"),
+            )
+        });
         let runtime = ComposeRuntime {
             environment: environment.to_owned(),
-            project: target
-                .project
-                .as_ref()
-                .map_or_else(|| environment.to_owned(), |p| p.as_str().to_owned()),
-            address: target
-                .address
-                .parse()
-                .map_err(|_| ComposeError::Address(target.address.clone()))?,
+            project,
+            address,
             port_offset: target.port_offset,
             docker,
-            dir: state.join("compose").join(environment),
+            dir,
+            nginx,
+            counted_since: std::sync::Mutex::default(),
             routing: Mutex::new(BTreeMap::new()),
             checks: std::sync::Mutex::new(BTreeMap::new()),
             bell: std::sync::Arc::default(),
@@ -172,8 +196,10 @@ impl ComposeRuntime {
             }
         }
         let adopted = routing.len();
-        for (service, routes) in routing.iter() {
-            reroute(routes, &replicas, service);
+        if self.nginx.is_none() {
+            for (service, routes) in routing.iter() {
+                reroute(routes, &replicas, service);
+            }
         }
         if adopted > 0 {
             tracing::info!(environment = %self.environment, services = adopted, "Adopted the containers that run.");
@@ -183,6 +209,10 @@ impl ComposeRuntime {
 
     /// Binds the router of `service`'s port `name` on its stable number, unless it runs.
     async fn bind(&self, service: &str, routes: &mut Routes, name: &str, stable: u16) -> Result<(), ComposeError> {
+        if self.nginx.is_some() {
+            routes.stable.insert((name.to_owned(), stable));
+            return Ok(());
+        }
         let addr = SocketAddr::new(self.address, stable.saturating_add(self.port_offset));
         let key = (name.to_owned(), addr);
         if routes.routers.contains_key(&key) {
@@ -358,8 +388,7 @@ impl ComposeRuntime {
         routes.weights.insert(slot, 0);
         self.persist(&routing)?;
         let replicas = self.replicas(Some(name)).await?;
-        reroute(&routing[name], &replicas, name);
-        Ok(())
+        self.publish(&routing, name, &replicas).await
     }
 
     /// Changes the number of `service`'s replicas in `slot`: new ones start beside the running
@@ -404,15 +433,13 @@ impl ComposeRuntime {
         }
         let surplus: Vec<String> = running.iter().skip(wanted).map(|r| r.id.clone()).collect();
         let routing = self.routing.lock().await;
-        if let Some(routes) = routing.get(name) {
-            let kept: Vec<Replica> = self
-                .replicas(Some(name))
-                .await?
-                .into_iter()
-                .filter(|r| !surplus.contains(&r.id))
-                .collect();
-            reroute(routes, &kept, name);
-        }
+        let kept: Vec<Replica> = self
+            .replicas(Some(name))
+            .await?
+            .into_iter()
+            .filter(|r| !surplus.contains(&r.id))
+            .collect();
+        self.publish(&routing, name, &kept).await?;
         drop(routing);
         self.remove(surplus).await;
         Ok(())
@@ -454,9 +481,9 @@ impl ComposeRuntime {
         let mut routing = self.routing.lock().await;
         if let Some(routes) = routing.get_mut(service) {
             routes.weights = weights.iter().copied().collect();
-            reroute(routes, &replicas, service);
         }
-        self.persist(&routing)
+        self.persist(&routing)?;
+        self.publish(&routing, service, &replicas).await
     }
 
     /// Takes `slot` of `service` out of traffic and removes its containers; the service's
@@ -467,7 +494,6 @@ impl ComposeRuntime {
         let mut routing = self.routing.lock().await;
         if let Some(routes) = routing.get_mut(service) {
             routes.weights.remove(&slot);
-            reroute(routes, &staying, service);
             if staying.is_empty()
                 && let Some(routes) = routing.remove(service)
             {
@@ -476,6 +502,7 @@ impl ComposeRuntime {
                 }
             }
         }
+        self.publish(&routing, service, &staying).await?;
         self.persist(&routing)?;
         drop(routing);
         self.checks
@@ -639,6 +666,89 @@ impl ComposeRuntime {
         Ok(live)
     }
 
+    /// Points the proxy at `service`'s `replicas` (the others as the engine lists them) with
+    /// the weights: plumb's routers at once, or nginx's configuration rewritten and reloaded.
+    async fn publish(
+        &self,
+        routing: &BTreeMap<String, Routes>,
+        service: &str,
+        replicas: &[Replica],
+    ) -> Result<(), ComposeError> {
+        let Some(nginx) = &self.nginx else {
+            if let Some(routes) = routing.get(service) {
+                reroute(routes, replicas, service);
+            }
+            return Ok(());
+        };
+        if routing.is_empty() {
+            nginx.remove().await;
+            return Ok(());
+        }
+        let others = self.replicas(None).await?;
+        let everyone: Vec<&Replica> = others
+            .iter()
+            .filter(|r| r.service != service)
+            .chain(replicas.iter())
+            .collect();
+        let mut upstreams = Vec::new();
+        for (name, routes) in routing {
+            for (port, stable) in &routes.stable {
+                let servers = everyone
+                    .iter()
+                    .filter(|r| r.service == *name && r.running)
+                    .filter_map(|r| {
+                        let weight = routes.weights.get(&r.slot).copied().unwrap_or(0);
+                        Some((r.address(port)?, r.slot.name().to_owned(), weight))
+                    })
+                    .collect();
+                upstreams.push(Upstream {
+                    service: name.clone(),
+                    port: port.clone(),
+                    stable: *stable,
+                    servers,
+                });
+            }
+        }
+        std::fs::create_dir_all(self.dir.join("nginx")).map_err(|source| ComposeError::State {
+            path: self.dir.join("nginx"),
+            source,
+        })?;
+        let network = self.network().await?;
+        nginx.update(&upstreams, &network).await?;
+        Ok(())
+    }
+
+    /// `service`'s answers per slot since its counters were reset, from nginx's access log.
+    async fn nginx_traffic(&self, nginx: &Nginx, service: &str) -> BTreeMap<String, SlotStats> {
+        let since = self
+            .counted_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .copied()
+            .unwrap_or(0);
+        let ports: BTreeSet<u16> = self
+            .routing
+            .lock()
+            .await
+            .get(service)
+            .map(|r| r.stable.iter().map(|(_, p)| *p).collect())
+            .unwrap_or_default();
+        let Ok(replicas) = self.replicas(Some(service)).await else {
+            return BTreeMap::new();
+        };
+        let slots: HashMap<SocketAddr, String> = replicas
+            .iter()
+            .flat_map(|r| {
+                r.ports
+                    .iter()
+                    .filter_map(|p| Some((r.address(&p.name)?, r.slot.name().to_owned())))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        super::nginx::count(&nginx.answers(since).await, &ports, &slots)
+    }
+
     /// Writes the weights, so a new agent routes as this one did.
     fn persist(&self, routing: &BTreeMap<String, Routes>) -> Result<(), ComposeError> {
         let weights: BTreeMap<&String, &BTreeMap<Slot, u32>> = routing.iter().map(|(s, r)| (s, &r.weights)).collect();
@@ -750,6 +860,9 @@ impl Target for ComposeRuntime {
 
     fn traffic<'a>(&'a self, service: &'a str) -> Pending<'a, BTreeMap<String, SlotStats>> {
         Box::pin(async move {
+            if let Some(nginx) = &self.nginx {
+                return self.nginx_traffic(nginx, service).await;
+            }
             let mut total: BTreeMap<String, SlotStats> = BTreeMap::new();
             for router in self.routers(service).await {
                 for (slot, stats) in router.stats() {
@@ -762,6 +875,13 @@ impl Target for ComposeRuntime {
 
     fn reset_traffic<'a>(&'a self, service: &'a str) -> Pending<'a, ()> {
         Box::pin(async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i32);
+            self.counted_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(service.to_owned(), now);
             for router in self.routers(service).await {
                 router.reset_stats();
             }
