@@ -1,8 +1,10 @@
-//! The repository format: reading documents (`yaml`, `load`), merging overlays (`merge`),
+//! The repository format: reading documents (`yaml`, `load`, and Compose files: `compose`),
+//! merging overlays (`merge`),
 //! checking them (`schema`, `check`) and producing the typed desired state of each environment
 //! (`render`). No I/O beyond reading the tree it is given.
 
 mod check;
+pub mod compose;
 pub mod diagnostic;
 pub mod load;
 pub mod merge;

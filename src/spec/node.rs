@@ -95,6 +95,14 @@ impl Node {
         }
     }
 
+    /// The item at `index`, when this is a sequence that long.
+    pub fn get_index(&self, index: usize) -> Option<&Node> {
+        match &self.kind {
+            Kind::Seq(items) => items.get(index),
+            _ => None,
+        }
+    }
+
     /// The value under `key`, when this is a map that has it.
     pub fn get(&self, key: &str) -> Option<&Node> {
         self.as_map()?.get(key).map(|m| &m.value)

@@ -126,14 +126,23 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderErr
         .iter()
         .filter(|(name, _)| only.is_none_or(|o| o == name))
         .collect();
+    let mut sources = loaded.sources.clone();
+    let composed = compose_files(&selected, tree, limits, &mut sources)?;
     let results: Vec<Result<(Option<Desired>, Vec<Diagnostic>), SourceError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = selected
             .iter()
             .map(|(name, node)| {
-                let (loaded, schemas) = (&loaded, &schemas);
+                let (loaded, schemas, composed) = (&loaded, &schemas, &composed);
                 scope.spawn(move || {
                     let mut found = Vec::new();
-                    render_environment(loaded, name, node, tree, limits, schemas, &mut found).map(|d| (d, found))
+                    let context = Context {
+                        loaded,
+                        tree,
+                        limits,
+                        schemas,
+                        composed,
+                    };
+                    render_environment(&context, name, node, &mut found).map(|d| (d, found))
                 })
             })
             .collect();
@@ -155,19 +164,115 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderErr
     Ok(Rendered {
         environments,
         diagnostics: consolidate(diagnostics),
-        sources: loaded.sources,
+        sources,
     })
 }
 
-fn render_environment(
-    loaded: &Loaded,
-    name: &str,
-    node: &Node,
+/// The Compose files the `selected` environments point at, parsed (or why they cannot be), by
+/// path; their text joins `sources` for showing the lines problems point at.
+fn compose_files(
+    selected: &[&(String, Node)],
     tree: &dyn Tree,
     limits: Limits,
-    schemas: &AppSchemas,
+    sources: &mut HashMap<Arc<str>, Arc<str>>,
+) -> Result<HashMap<String, Result<Node, Diagnostic>>, SourceError> {
+    let mut files = HashMap::new();
+    for (_, node) in selected {
+        let Some(Kind::Seq(listed)) = node
+            .get("target")
+            .and_then(|t| t.get("compose"))
+            .and_then(|c| c.get("files"))
+            .map(|f| &f.kind)
+        else {
+            continue;
+        };
+        for item in listed {
+            let Some(path) = item.as_str() else { continue };
+            if files.contains_key(path) {
+                continue;
+            }
+            let parsed = match tree.read(path, limits.max_bytes)? {
+                None => Err(Diagnostic::new(
+                    &item.at,
+                    format!("Compose file `{path}` is not in the repository"),
+                )),
+                Some(bytes) => {
+                    let file: Arc<str> = Arc::from(path);
+                    sources.insert(file.clone(), Arc::from(String::from_utf8_lossy(&bytes).as_ref()));
+                    yaml::parse(&file, &bytes, limits).map_err(Diagnostic::from)
+                }
+            };
+            files.insert(path.to_owned(), parsed);
+        }
+    }
+    Ok(files)
+}
+
+/// What every environment's rendering reads.
+struct Context<'a> {
+    loaded: &'a Loaded,
+    tree: &'a dyn Tree,
+    limits: Limits,
+    schemas: &'a AppSchemas,
+    /// Compose files, by path.
+    composed: &'a HashMap<String, Result<Node, Diagnostic>>,
+}
+
+/// The services of the Compose files `target` points at, as service documents; a name also
+/// declared in `services/` is refused.
+fn compose_services(context: &Context, target: &Target, out: &mut Vec<Diagnostic>) -> BTreeMap<String, Node> {
+    let Target::Compose(compose) = target else {
+        return BTreeMap::new();
+    };
+    let mut nodes = Vec::new();
+    for file in &compose.files {
+        match context.composed.get(file) {
+            Some(Ok(node)) => nodes.push(node.clone()),
+            Some(Err(problem)) => out.push(problem.clone()),
+            None => {}
+        }
+    }
+    let read = |path: &str| {
+        let bytes = context.tree.read(path, context.limits.max_bytes).ok()??;
+        Some((Arc::from(path), String::from_utf8(bytes).ok()?))
+    };
+    let mut services = super::compose::services(&nodes, &compose.profiles, &read, out);
+    services.retain(|name, node| {
+        if Name::parse(name).is_err() {
+            out.push(Diagnostic::new(
+                &node.at,
+                format!("Compose service `{name}` needs a plumb name: lowercase letters, digits and dashes"),
+            ));
+            return false;
+        }
+        if let Some(declared) = context.loaded.services.get(name) {
+            out.push(
+                Diagnostic::new(
+                    &node.at,
+                    format!("service `{name}` is declared both here and in services/"),
+                )
+                .hint(format!("declared at {}", declared.at)),
+            );
+            return false;
+        }
+        true
+    });
+    services
+}
+
+fn render_environment(
+    context: &Context,
+    name: &str,
+    node: &Node,
     out: &mut Vec<Diagnostic>,
 ) -> Result<Option<Desired>, SourceError> {
+    let Context {
+        loaded,
+        tree,
+        limits,
+        schemas,
+        ..
+    } = *context;
     let json = node.to_json();
     let before = out.len();
     BUILTIN.environment.check(node, &json, out);
@@ -181,15 +286,18 @@ fn render_environment(
             return Ok(None);
         }
     };
+    let composed = compose_services(context, &environment.target, out);
+    let mut declared = loaded.services.clone();
+    declared.extend(composed);
     let overlays = node.get("services").and_then(Node::as_map);
     if let Some(overlays) = overlays {
         for (service, member) in overlays {
-            check_overlay(loaded, service, member, out);
+            check_overlay(&declared, service, member, out);
         }
     }
     let mut services = BTreeMap::new();
     let mut invalid = BTreeSet::new();
-    for (service, base) in &loaded.services {
+    for (service, base) in &declared {
         let mut merged = match loaded.service_defaults() {
             Some(defaults) => merge(defaults, base, "", out),
             None => base.clone(),
@@ -230,7 +338,7 @@ fn render_environment(
             .iter_mut()
             .for_each(|d| d.environments = vec![name.to_owned()]);
     }
-    check::environment(&environment, &services, &invalid, &loaded.services, name, out);
+    check::environment(&environment, &services, &invalid, &declared, name, out);
     Ok(Some(Desired {
         environment: environment.name,
         commit: loaded.commit.map(|c| c.to_string()),
@@ -241,11 +349,16 @@ fn render_environment(
 }
 
 /// An overlay must name a known service and may not rename it.
-fn check_overlay(loaded: &Loaded, service: &str, member: &super::node::Member, out: &mut Vec<Diagnostic>) {
+fn check_overlay(
+    declared: &BTreeMap<String, Node>,
+    service: &str,
+    member: &super::node::Member,
+    out: &mut Vec<Diagnostic>,
+) {
     let path = Path::default().key("services").key(service);
-    if !loaded.services.contains_key(service) {
+    if !declared.contains_key(service) {
         let mut d = Diagnostic::new(&member.key_at, format!("overlay for unknown service `{service}`")).path(&path);
-        if let Some(k) = closest(service, loaded.services.keys().map(String::as_str)) {
+        if let Some(k) = closest(service, declared.keys().map(String::as_str)) {
             d = d.hint(format!("did you mean `{k}`?"));
         } else {
             d = d.hint("declare the service in services/ first; an overlay only changes a service");

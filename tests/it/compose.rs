@@ -484,3 +484,125 @@ async fn behind_nginx_traffic_moves_by_reload_and_outlives_the_agent() {
     }
     clean(project);
 }
+
+/// The repository of an environment whose services come from a Compose file.
+fn compose_file_repo(repo: &TestRepo, project: &str, image: &str, port: u16, release: &str, check: &str) {
+    repo.write(
+        "plumb.yaml",
+        &format!("apiVersion: plumb/v1\nkind: Repository\nenvironments: [{project}]\n"),
+    );
+    repo.write(
+        &format!("environments/{project}.yaml"),
+        &format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: {project}\ntarget:\n  compose:\n    dockerHost: {:?}\n    files: [deploy/compose.yaml]\n",
+            crate::docker::host()
+        ),
+    );
+    repo.write("deploy/web.env", &format!("EXAMPLE_RELEASE={release}\n"));
+    repo.write(
+        "deploy/compose.yaml",
+        &format!(
+            "services:\n  web:\n    image: {image}\n    command: /plumb example-app\n    env_file: deploy/web.env\n    \
+             ports: [\"{port}:8000\"]\n    volumes: [\"data:/data\"]\n    networks: [back]\n    \
+             healthcheck: {{test: {check}, interval: 1s, timeout: 5s, retries: 1}}\n    deploy: {{replicas: 2}}\n    \
+             x-plumb:\n      strategy: {{blueGreen: {{keepOldVersion: 0s}}}}\n      \
+             healthChecks: [{{name: ready, http: {{path: /health, port: p{port}}}, interval: 50ms, failureThreshold: 100}}]\n  \
+             debug:\n    image: {image}\n    command: [/plumb, example-app]\n    profiles: [debug]\n"
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_from_a_compose_file_run_with_their_volumes_networks_and_health() {
+    let image = example_image();
+    let project = "cfiles";
+    clean(project);
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let state = tempfile::tempdir().unwrap();
+    let healthy = "[CMD, /plumb, --version]";
+
+    compose_file_repo(&upstream, project, image, port, "c1", healthy);
+    let first = upstream.commit_signed("web from compose.yaml", &alice);
+    let agent = Running::start(&upstream, &root, state.path()).await;
+    assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
+    assert!(serves(addr, "c1").await);
+    let web = containers(project, "web");
+    assert_eq!(web.len(), 2);
+    assert!(containers(project, "debug").is_empty(), "its profile is not enabled");
+    let inspected = docker(&[
+        "inspect",
+        "--format",
+        "{{.State.Health.Status}} {{range $k, $v := .NetworkSettings.Networks}}{{$k}},{{end}} {{range .Mounts}}{{.Name}}{{end}}",
+        &web[0],
+    ]);
+    assert!(inspected.starts_with("healthy "), "{inspected}");
+    assert!(
+        inspected.contains(&format!("{project}_back,")) && inspected.contains(&format!("{project}_default,")),
+        "{inspected}"
+    );
+    assert!(inspected.contains(&format!("{project}_data")), "{inspected}");
+
+    // A change in the env_file is a new version: blue-green to it.
+    compose_file_repo(&upstream, project, image, port, "c2", healthy);
+    let second = upstream.commit_signed("web c2", &alice);
+    agent.push();
+    assert_eq!(outcome(state.path(), project, &second).await, Some(Outcome::Succeeded));
+    assert!(serves(addr, "c2").await);
+
+    // The engine's own health check fails: rolled back, c2 keeps serving.
+    compose_file_repo(&upstream, project, image, port, "c3", "[CMD, /plumb, no-such-command]");
+    let bad = upstream.commit_signed("web c3, failing healthcheck", &alice);
+    agent.push();
+    let rolled = outcome(state.path(), project, &bad).await;
+    let Some(Outcome::RolledBack(reason)) = &rolled else {
+        panic!("{rolled:?}")
+    };
+    assert!(reason.contains("the engine's health check failed"), "{reason}");
+    assert_eq!(release(addr).await.as_deref(), Some("c2"));
+
+    agent.stop().await;
+    clean(project);
+    let _ = std::process::Command::new("docker")
+        .args(["volume", "rm", &format!("{project}_data")])
+        .env("DOCKER_HOST", crate::docker::host())
+        .output();
+    let _ = std::process::Command::new("docker")
+        .args(["network", "rm", &format!("{project}_back")])
+        .env("DOCKER_HOST", crate::docker::host())
+        .output();
+}
+
+#[test]
+fn a_bad_compose_file_is_refused_with_its_lines() {
+    let repo = TestRepo::new();
+    repo.write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [prod]\n",
+    );
+    repo.write(
+        "environments/prod.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: prod\ntarget:\n  compose:\n    files: [compose.yaml, missing.yaml]\n",
+    );
+    repo.write(
+        "compose.yaml",
+        "services:\n  web:\n    image: shop/web\n    privileged: true\n    volumes: [\"/etc:/host-etc\"]\n    ports: [\"8080:80\"]\n",
+    );
+    let run = crate::harness::plumb(&["validate", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        out.contains("compose.yaml:4:5") && out.contains("`privileged`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("compose.yaml:5:15"),
+        "the host path is refused where it is written: {out}"
+    );
+    assert!(
+        out.contains("environments/prod.yaml:6:27") && out.contains("`missing.yaml` is not in the repository"),
+        "{out}"
+    );
+}

@@ -138,6 +138,13 @@ pub struct ComposeTarget {
     /// The image of the nginx proxy (`proxy: nginx`).
     #[serde(default = "nginx_image")]
     pub nginx_image: String,
+    /// Compose files of the repository whose services run here beside the `services/`
+    /// documents (later files merge over earlier ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// The Compose profiles enabled: a Compose service with profiles runs only when one is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
 }
 
 fn nginx_image() -> String {

@@ -72,6 +72,54 @@ pub struct Service {
     /// Labels added to everything plumb creates for the service.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Container settings, for the `compose` target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+/// Container settings (the `compose` target; Compose files translate to these).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Container {
+    /// Named volumes of the project, as `name:/path` or `name:/path:ro`. Host paths are never
+    /// mounted: a repository change would otherwise reach the host's files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*:/[^:]*(:(ro|rw))?$")))]
+    pub volumes: Vec<String>,
+    /// Networks of the project the containers join, beside its default one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<Name>,
+    /// The health check the engine runs in each container; a rollout waits for `healthy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<DockerHealthcheck>,
+}
+
+/// A health check the Docker Engine runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DockerHealthcheck {
+    /// `[CMD, program, args…]` or `[CMD-SHELL, command]`.
+    #[schemars(length(min = 2))]
+    pub test: Vec<String>,
+    /// Time between checks.
+    #[serde(default = "thirty_seconds")]
+    pub interval: Duration,
+    /// The longest one check may take.
+    #[serde(default = "thirty_seconds")]
+    pub timeout: Duration,
+    /// Consecutive failures that make a container unhealthy.
+    #[serde(default = "three")]
+    pub retries: u32,
+    /// Failures during this time after start do not count.
+    #[serde(default = "no_time")]
+    pub start_period: Duration,
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::secs(30)
+}
+fn no_time() -> Duration {
+    Duration::secs(0)
 }
 
 fn yes() -> bool {

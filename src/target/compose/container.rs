@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, HostConfig, NetworkingConfig,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, HealthConfig, HostConfig,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 
 use crate::spec::model::Service;
@@ -120,7 +120,7 @@ impl Launch<'_> {
                 .collect::<Vec<_>>()
                 .join(","),
         );
-        let mut binds = Vec::new();
+        let mut binds = self.volumes();
         if let Some((dir, file)) = &self.config {
             env.push(("PLUMB_CONFIG".to_owned(), format!("{CONFIG_DIR}/{file}")));
             binds.push(format!("{}:{CONFIG_DIR}:ro", dir.display()));
@@ -146,6 +146,7 @@ impl Launch<'_> {
             env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
             exposed_ports: Some(ports.iter().map(|p| format!("{}/tcp", p.container)).collect()),
+            healthcheck: self.healthcheck(),
             stop_timeout: Some(10),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
@@ -170,6 +171,7 @@ impl Launch<'_> {
         let mut labels = self.labels();
         labels.insert(ONEOFF.to_owned(), "True".to_owned());
         labels.insert(JOB.to_owned(), job.to_owned());
+        let binds = self.volumes();
         ContainerCreateBody {
             image: self.service.image.clone(),
             cmd: Some(command.iter().map(|arg| expand(arg, &env)).collect()),
@@ -177,11 +179,36 @@ impl Launch<'_> {
             labels: Some(labels),
             host_config: Some(HostConfig {
                 init: Some(true),
+                binds: (!binds.is_empty()).then_some(binds),
                 ..HostConfig::default()
             }),
             networking_config: Some(self.networking()),
             ..ContainerCreateBody::default()
         }
+    }
+
+    /// The named volumes the service mounts, as binds of the project's volumes.
+    fn volumes(&self) -> Vec<String> {
+        self.service
+            .container
+            .iter()
+            .flat_map(|c| &c.volumes)
+            .map(|volume| format!("{}_{volume}", self.project))
+            .collect()
+    }
+
+    /// The engine's health check, when the service declares one.
+    fn healthcheck(&self) -> Option<HealthConfig> {
+        let check = self.service.container.as_ref()?.healthcheck.as_ref()?;
+        let nanos = |d: &crate::spec::model::scalar::Duration| d.0.as_nanos() as i64;
+        Some(HealthConfig {
+            test: Some(check.test.clone()),
+            interval: Some(nanos(&check.interval)),
+            timeout: Some(nanos(&check.timeout)),
+            retries: Some(check.retries.into()),
+            start_period: Some(nanos(&check.start_period)),
+            start_interval: None,
+        })
     }
 
     fn labels(&self) -> HashMap<String, String> {

@@ -92,6 +92,14 @@ pub enum ComposeError {
     /// The nginx proxy could not be updated.
     #[error(transparent)]
     Nginx(#[from] NginxError),
+    /// The engine's health check reported a replica unhealthy.
+    #[error("service `{service}`: the engine's health check failed: {output}")]
+    Unhealthy {
+        /// The service.
+        service: String,
+        /// The check's last output.
+        output: String,
+    },
     /// A one-off job failed or timed out.
     #[error("{0}")]
     Job(String),
@@ -251,9 +259,14 @@ impl ComposeRuntime {
         Ok(replicas)
     }
 
-    /// The project's network, created on first use with Compose's labels.
+    /// The project's default network, created on first use with Compose's labels.
     async fn network(&self) -> Result<String, EngineError> {
-        let name = format!("{}_default", self.project);
+        self.named_network("default").await
+    }
+
+    /// The project's network `short` (`<project>_<short>`), created on first use.
+    async fn named_network(&self, short: &str) -> Result<String, EngineError> {
+        let name = format!("{}_{short}", self.project);
         match self.docker.inspect_network(&name, None).await {
             Ok(_) => return Ok(name),
             Err(e) if not_found(&e) => {}
@@ -261,7 +274,7 @@ impl ComposeRuntime {
         }
         let labels = HashMap::from([
             (PROJECT.to_owned(), self.project.clone()),
-            ("com.docker.compose.network".to_owned(), "default".to_owned()),
+            ("com.docker.compose.network".to_owned(), short.to_owned()),
             (ENVIRONMENT.to_owned(), self.environment.clone()),
         ]);
         let network = bollard::models::NetworkCreateRequest {
@@ -320,7 +333,35 @@ impl ComposeRuntime {
         self.dir.join(service).join(slot.name())
     }
 
-    /// Creates and starts replica `index` of a launch.
+    /// The project's volumes `service` mounts, created on first use with Compose's labels.
+    async fn volumes(&self, service: &Service) -> Result<(), EngineError> {
+        for volume in service.container.iter().flat_map(|c| &c.volumes) {
+            let short = volume.split(':').next().unwrap_or_default();
+            let name = format!("{}_{short}", self.project);
+            match self.docker.inspect_volume(&name).await {
+                Ok(_) => continue,
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(request(format!("inspecting volume `{name}`"))(e)),
+            }
+            let labels = HashMap::from([
+                (PROJECT.to_owned(), self.project.clone()),
+                ("com.docker.compose.volume".to_owned(), short.to_owned()),
+                (ENVIRONMENT.to_owned(), self.environment.clone()),
+            ]);
+            let request_body = bollard::models::VolumeCreateRequest {
+                name: Some(name.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            self.docker
+                .create_volume(request_body)
+                .await
+                .map_err(request(format!("creating volume `{name}`")))?;
+        }
+        Ok(())
+    }
+
+    /// Creates and starts replica `index` of a launch, on the networks its service joins.
     async fn start(&self, launch: &Launch<'_>, index: usize) -> Result<(), EngineError> {
         let name = launch.name(index);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
@@ -329,11 +370,73 @@ impl ComposeRuntime {
             .create_container(Some(options), launch.body(index))
             .await
             .map_err(request(format!("creating container `{name}`")))?;
+        for short in launch.service.container.iter().flat_map(|c| &c.networks) {
+            let network = self.named_network(short.as_str()).await?;
+            let endpoint = bollard::models::NetworkConnectRequest {
+                container: created.id.clone(),
+                endpoint_config: Some(bollard::models::EndpointSettings {
+                    aliases: Some(vec![launch.service.name.as_str().to_owned()]),
+                    ..Default::default()
+                }),
+            };
+            self.docker
+                .connect_network(&network, endpoint)
+                .await
+                .map_err(request(format!("connecting `{name}` to network `{network}`")))?;
+        }
         self.docker
             .start_container(&created.id, None)
             .await
             .map_err(request(format!("starting container `{name}`")))?;
         Ok(())
+    }
+
+    /// Waits until the engine reports every container of `service`'s `slot` healthy, when the
+    /// service declares an engine health check: fails as soon as one is `unhealthy` (with the
+    /// check's last output) or when the check's own time has passed.
+    async fn healthy(&self, service: &Service, slot: Slot) -> Result<(), ComposeError> {
+        let Some(check) = service.container.as_ref().and_then(|c| c.healthcheck.as_ref()) else {
+            return Ok(());
+        };
+        let name = service.name.as_str();
+        let patience = check.start_period.0 + (check.interval.0 + check.timeout.0) * (check.retries + 1);
+        let deadline = tokio::time::Instant::now() + patience + std::time::Duration::from_secs(5);
+        loop {
+            let mut waiting = 0;
+            for replica in self.replicas(Some(name)).await?.iter().filter(|r| r.slot == slot) {
+                let inspected = self
+                    .docker
+                    .inspect_container(&replica.id, None)
+                    .await
+                    .map_err(request(format!("inspecting a replica of `{name}`")))?;
+                let health = inspected.state.and_then(|s| s.health);
+                let status = health.as_ref().and_then(|h| h.status);
+                match status {
+                    Some(bollard::models::HealthStatusEnum::HEALTHY) => {}
+                    Some(bollard::models::HealthStatusEnum::UNHEALTHY) => {
+                        let said = health
+                            .and_then(|h| h.log)
+                            .and_then(|log| log.last().and_then(|l| l.output.clone()))
+                            .unwrap_or_default();
+                        return Err(ComposeError::Unhealthy {
+                            service: name.to_owned(),
+                            output: said.trim().to_owned(),
+                        });
+                    }
+                    _ => waiting += 1,
+                }
+            }
+            if waiting == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ComposeError::Unhealthy {
+                    service: name.to_owned(),
+                    output: format!("{waiting} replicas not healthy within {patience:?}"),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 
     /// Starts `version` of `service` in `slot` (replacing whatever ran there), without traffic.
@@ -353,6 +456,7 @@ impl ComposeRuntime {
             .collect();
         self.remove(old).await;
         self.image(image).await?;
+        self.volumes(service).await?;
         let network = self.network().await?;
         let dir = self.slot_dir(name, slot);
         std::fs::create_dir_all(&dir).map_err(|source| ComposeError::State {
@@ -380,12 +484,15 @@ impl ComposeRuntime {
         for index in 0..service.replicas.max(1) as usize {
             self.start(&launch, index).await?;
         }
+        drop(routing);
+        self.healthy(service, slot).await?;
+        let mut routing = self.routing.lock().await;
         self.checks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((name.to_owned(), slot), service.health_checks.clone());
         // A new version takes traffic only when a strategy routes it there.
-        routes.weights.insert(slot, 0);
+        routing.entry(name.to_owned()).or_default().weights.insert(slot, 0);
         self.persist(&routing)?;
         let replicas = self.replicas(Some(name)).await?;
         self.publish(&routing, name, &replicas).await
@@ -430,6 +537,7 @@ impl ComposeRuntime {
                 self.start(&launch, index).await?;
                 index += 1;
             }
+            self.healthy(service, slot).await?;
         }
         let surplus: Vec<String> = running.iter().skip(wanted).map(|r| r.id.clone()).collect();
         let routing = self.routing.lock().await;
