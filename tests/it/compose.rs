@@ -243,6 +243,45 @@ async fn every_strategy_switches_real_containers_and_a_bad_release_rolls_back() 
     );
     assert!(serves(addr, "r7").await);
 
+    // Each strategy's failure: an unhealthy rolling or recreate release is rolled back, and so
+    // is a canary whose answers fail at the router; r7 serves again after each.
+    for (release, strategy) in [("r8", "rolling: {batchSize: 1}"), ("r9", "recreate: {}")] {
+        Web {
+            healthy: false,
+            checks: ("50ms", 10),
+            ..web(release, strategy)
+        }
+        .write(&upstream);
+        let bad = upstream.commit_signed(&format!("web {release}, unhealthy"), &alice);
+        agent.push();
+        let rolled = outcome(state.path(), project, &bad).await;
+        assert!(matches!(rolled, Some(Outcome::RolledBack(_))), "{strategy}: {rolled:?}");
+        assert!(
+            serves(addr, "r7").await,
+            "{strategy}: the last good release serves again"
+        );
+    }
+    Web {
+        env: &[("EXAMPLE_ROOT", "fail")],
+        ..web(
+            "r10",
+            "canary: {steps: [{weight: 50, pause: 2s}], minRequests: 5, successThreshold: 95}",
+        )
+    }
+    .write(&upstream);
+    let failing = upstream.commit_signed("web r10, canary answers 500", &alice);
+    agent.push();
+    let traffic = tokio::spawn(async move {
+        loop {
+            let _ = crate::http::try_get(addr, "/").await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let rolled = outcome(state.path(), project, &failing).await;
+    traffic.abort();
+    assert!(matches!(rolled, Some(Outcome::RolledBack(_))), "canary: {rolled:?}");
+    assert!(serves(addr, "r7").await);
+
     agent.stop().await;
     // The containers outlive the agent.
     assert_eq!(containers(project, "web").len(), 2);
