@@ -94,7 +94,9 @@ pub(super) async fn dispatch(
                     }
                     Ok(None) => continue,
                     Err(e) => {
-                        tracing::error!(repository = %repository.name, environment = %name, error = %e, "Cannot start the environment's worker.");
+                        tracing::error!(repository = %repository.name, environment = %name, error = %e, "Cannot start the environment's worker; trying again at the next fetch.");
+                        // Hand the head out again next time: the target may be back by then.
+                        dispatched = None;
                         continue;
                     }
                 }

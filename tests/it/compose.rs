@@ -645,3 +645,79 @@ fn a_bad_compose_file_is_refused_with_its_lines() {
         "{out}"
     );
 }
+
+/// `plumb agent` as a child over `repo`, with `env`; its log goes to `log`.
+fn agent_process(repo: &TestRepo, root: &str, state: &Path, env: &[(&str, &Path)], log: &Path) -> std::process::Child {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_plumb"));
+    command
+        .args(["agent", "--repo", repo.path().to_str().unwrap(), "--trust-root", root])
+        .args([
+            "--branch",
+            &repo.branch(),
+            "--poll",
+            "200ms",
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+        ])
+        .arg(state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_over_tcp_needs_its_tls_client_certificate() {
+    let image = example_image();
+    let (tcp, certs) = crate::docker::tls().expect("the tests' own engine listens on TCP with TLS");
+    let project = "ctls";
+    clean(project);
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    Web {
+        image: Some((image, tcp)),
+        environment: project,
+        ..Web::new(port, "t1", "recreate: {}")
+    }
+    .write(&upstream);
+    upstream.commit_signed("web over tcp", &alice);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Without the client certificate the engine is unreachable, and the agent says where.
+    let log = dir.path().join("refused.log");
+    let mut refused = agent_process(&upstream, &root, &dir.path().join("a"), &[], &log);
+    let said = eventually(Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("cannot reach the Docker Engine at tcp://127.0.0.1")
+            .then_some(text)
+    })
+    .await;
+    let _ = refused.kill();
+    let _ = refused.wait();
+    assert!(said.is_some(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(containers(project, "web").is_empty());
+
+    // With it (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), the release runs.
+    let log = dir.path().join("agent.log");
+    let verify = Path::new("1");
+    let mut agent = agent_process(
+        &upstream,
+        &root,
+        &dir.path().join("b"),
+        &[("DOCKER_TLS_VERIFY", verify), ("DOCKER_CERT_PATH", certs.as_path())],
+        &log,
+    );
+    let served = serves(addr, "t1").await;
+    // SAFETY: SIGTERM to the child this test started.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let _ = agent.wait();
+    assert!(served, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!(containers(project, "web").len(), 2);
+    clean(project);
+}

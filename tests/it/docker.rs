@@ -11,11 +11,97 @@ use std::time::{Duration, Instant};
 
 /// The engine's address (`unix://…`), for `DOCKER_HOST`.
 pub fn host() -> &'static str {
-    static HOST: OnceLock<String> = OnceLock::new();
-    HOST.get_or_init(|| match std::env::var("PLUMB_TEST_DOCKER_HOST") {
-        Ok(host) if !host.is_empty() => host,
+    &engine().host
+}
+
+/// The private engine's TCP listener with TLS: its address (`tcp://127.0.0.1:…`) and the
+/// folder of the client's certificates (`ca.pem`, `cert.pem`, `key.pem`, for
+/// `DOCKER_CERT_PATH`). The engine named by `PLUMB_TEST_DOCKER_HOST` has none.
+pub fn tls() -> Option<&'static (String, PathBuf)> {
+    engine().tls.as_ref()
+}
+
+struct Engine {
+    host: String,
+    tls: Option<(String, PathBuf)>,
+}
+
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| match std::env::var("PLUMB_TEST_DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => Engine { host, tls: None },
         _ => start_private(),
     })
+}
+
+/// A certificate authority, a server certificate for 127.0.0.1 and a client certificate, made
+/// with `openssl` in `dir`.
+fn certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let done = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(done.success(), "openssl {args:?}");
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage = clientAuth\n").unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=plumb test CA",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    ]);
+    for (name, cn) in [("server", "127.0.0.1"), ("client", "plumb")] {
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+    // The names DOCKER_CERT_PATH expects for the client.
+    std::fs::copy(dir.join("client.pem"), dir.join("cert.pem")).unwrap();
+    std::fs::copy(dir.join("client-key.pem"), dir.join("key.pem")).unwrap();
 }
 
 /// Runs the `docker` CLI against the engine; panics with its output when it fails.
@@ -145,8 +231,9 @@ fn libraries(binary: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Starts a private `dockerd` that dies with this process; returns its address.
-fn start_private() -> String {
+/// Starts a private `dockerd` that dies with this process, on a unix socket and on a TCP port
+/// with TLS (client certificates required).
+fn start_private() -> Engine {
     let data = Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker");
     // Socket paths are short (108 bytes): the socket and the exec root live under /tmp.
     let run = Path::new("/tmp").join(format!("plumb-test-docker-{}", std::process::id()));
@@ -163,6 +250,17 @@ fn start_private() -> String {
     std::fs::create_dir_all(&run).unwrap();
     let socket = run.join("docker.sock");
     let host = format!("unix://{}", socket.display());
+    let certs = run.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    certificates(&certs);
+    let tcp = format!(
+        "tcp://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
     let log = std::fs::File::create(data.join("dockerd.log")).unwrap();
     let mut command = Command::new("dockerd");
     command
@@ -174,6 +272,15 @@ fn start_private() -> String {
         .arg(run.join("exec"))
         .arg("--pidfile")
         .arg(run.join("docker.pid"))
+        .arg("--host")
+        .arg(&tcp)
+        .arg("--tlsverify")
+        .arg("--tlscacert")
+        .arg(certs.join("ca.pem"))
+        .arg("--tlscert")
+        .arg(certs.join("server.pem"))
+        .arg("--tlskey")
+        .arg(certs.join("server-key.pem"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
@@ -207,7 +314,10 @@ fn start_private() -> String {
             .env("DOCKER_HOST", &host)
             .output();
         if ping.is_ok_and(|o| o.status.success()) {
-            return host;
+            return Engine {
+                host,
+                tls: Some((tcp, certs)),
+            };
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
