@@ -13,6 +13,10 @@
 #[allow(dead_code)]
 mod docker;
 
+#[path = "../tests/it/tls.rs"]
+#[allow(dead_code)]
+mod tls;
+
 #[path = "../tests/it/http.rs"]
 #[allow(dead_code)]
 mod http;

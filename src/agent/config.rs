@@ -77,6 +77,9 @@ pub struct RepositoryConfig {
     pub trust_root: TrustRootConfig,
     /// Credentials for a private repository.
     pub credentials: Option<Credentials>,
+    /// Certificate authorities (PEM) an `https://` host's certificate may chain to, beside the
+    /// system's: for a forge behind a private CA. Trusted for every repository of the agent.
+    pub ca_file: Option<PathBuf>,
     /// When to fetch without being asked.
     #[serde(default)]
     pub poll: PollConfig,
@@ -415,8 +418,8 @@ impl AgentConfig {
             if old.trust_root != new.trust_root {
                 fields.push(format!("{at}.trustRoot"));
             }
-            if old.credentials != new.credentials {
-                fields.push(format!("{at}.credentials"));
+            if old.credentials != new.credentials || old.ca_file != new.ca_file {
+                fields.push(format!("{at}.credentials/caFile"));
             }
             if old.webhook != new.webhook {
                 fields.push(format!("{at}.webhook"));
@@ -494,8 +497,12 @@ impl RepositoryConfig {
             }
             None => None,
         };
+        if let Some(file) = &self.ca_file {
+            anyhow::ensure!(file.is_file(), "{at}.caFile: cannot read {}", file.display());
+        }
         Ok(Repository {
             name: name.to_owned(),
+            ca_file: self.ca_file.clone(),
             remote: Remote {
                 url,
                 auth,

@@ -63,6 +63,8 @@ pub struct Repository {
     pub environments: Option<Vec<String>>,
     /// The forge's webhooks, received at `POST /hooks/{name}` beside the API.
     pub webhook: Option<(Provider, Secret)>,
+    /// Certificate authorities an `https://` host may chain to, beside the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -116,6 +118,14 @@ pub enum AgentError {
         /// The cause.
         #[source]
         source: FetchError,
+    },
+    /// A repository's certificate authorities cannot be read.
+    #[error("cannot trust the certificate authorities in {file}: {reason}")]
+    Authorities {
+        /// The file.
+        file: PathBuf,
+        /// What libgit2 said.
+        reason: String,
     },
     /// The ledger cannot be opened.
     #[error(transparent)]
@@ -202,6 +212,12 @@ pub async fn run(
     let mut fetchers = Vec::new();
     let mut followed = BTreeMap::new();
     for repository in &settings.repositories {
+        if let Some(file) = &repository.ca_file {
+            crate::source::trust_authorities(file).map_err(|e| AgentError::Authorities {
+                file: file.clone(),
+                reason: e.message().to_owned(),
+            })?;
+        }
         let fetcher = Fetcher::open(
             settings.state.join("repositories").join(&repository.name),
             repository.remote.clone(),

@@ -183,6 +183,7 @@ fn from_flags(args: &Args) -> anyhow::Result<Settings> {
             },
             environments: (!args.environments.is_empty()).then(|| args.environments.clone()),
             webhook,
+            ca_file: None,
         }],
         heal_every: args.heal_every,
         backoff: Backoff::default(),

@@ -83,6 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             },
             environments: None,
             webhook: None,
+            ca_file: None,
         }],
         heal_every: Duration::from_secs(2),
         backoff: Backoff::default(),

@@ -22,6 +22,18 @@ pub struct Remote {
     pub timeouts: Timeouts,
 }
 
+/// Adds the certificate authorities in `file` (PEM, several concatenated) to those HTTPS
+/// remotes are checked against, beside the system's: for a forge behind a private CA. The list
+/// is one per process (libgit2 keeps one TLS context), so an authority added for one repository
+/// is trusted for every HTTPS remote of the agent.
+pub fn trust_authorities(file: &std::path::Path) -> Result<(), git2::Error> {
+    static ADDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = ADDING.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: libgit2's global options are not synchronized; the lock above serializes every
+    // change plumb makes, and no other code of plumb sets them.
+    unsafe { git2::opts::set_ssl_cert_file(file) }
+}
+
 impl Remote {
     /// A remote needing no credentials (`file://`, a local path, an anonymous server).
     pub fn anonymous(url: impl Into<String>) -> Self {

@@ -51,7 +51,7 @@ pub enum SourceError {
         source: git2::Error,
     },
     /// A fetch failed: the network, the remote, or credentials.
-    #[error("cannot fetch from {url}")]
+    #[error("cannot fetch from {url}: {}", source.message())]
     Fetch {
         /// The remote, without credentials.
         url: String,

@@ -34,76 +34,6 @@ fn engine() -> &'static Engine {
     })
 }
 
-/// A certificate authority, a server certificate for 127.0.0.1 and a client certificate, made
-/// with `openssl` in `dir`.
-fn certificates(dir: &Path) {
-    let run = |args: &[&str]| {
-        let done = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl runs");
-        assert!(done.success(), "openssl {args:?}");
-    };
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage = clientAuth\n").unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=plumb test CA",
-        "-keyout",
-        "ca-key.pem",
-        "-out",
-        "ca.pem",
-    ]);
-    for (name, cn) in [("server", "127.0.0.1"), ("client", "plumb")] {
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN={cn}"),
-            "-keyout",
-            &format!("{name}-key.pem"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ]);
-    }
-    // The names DOCKER_CERT_PATH expects for the client.
-    std::fs::copy(dir.join("client.pem"), dir.join("cert.pem")).unwrap();
-    std::fs::copy(dir.join("client-key.pem"), dir.join("key.pem")).unwrap();
-}
-
 /// Runs the `docker` CLI against the engine; panics with its output when it fails.
 pub fn docker(args: &[&str]) -> String {
     let output = Command::new("docker")
@@ -252,7 +182,7 @@ fn start_private() -> Engine {
     let host = format!("unix://{}", socket.display());
     let certs = run.join("certs");
     std::fs::create_dir_all(&certs).unwrap();
-    certificates(&certs);
+    crate::tls::certificates(&certs);
     let tcp = format!(
         "tcp://127.0.0.1:{}",
         std::net::TcpListener::bind("127.0.0.1:0")

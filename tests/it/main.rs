@@ -26,5 +26,6 @@ mod servers;
 mod smart_http;
 mod source;
 mod ssh;
+mod tls;
 mod trust;
 mod webhook;

@@ -1,5 +1,6 @@
-//! Fetching over HTTP with a token from git's own `git http-backend`, run as a CGI program behind
-//! a small loopback server that demands HTTP basic authentication, as forges do.
+//! Fetching over HTTP and HTTPS with a token from git's own `git http-backend`, run as a CGI
+//! program behind a small loopback server that demands HTTP basic authentication, as forges do
+//! (for HTTPS, nginx terminates TLS in front of it with a certificate from a private authority).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -151,4 +152,46 @@ async fn fetches_over_http_with_a_token_and_refuses_a_wrong_one() {
         anonymous.to_string().contains("not configured for this repository"),
         "{anonymous}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_over_https_from_a_host_with_a_private_authority() {
+    let mut upstream = TestRepo::example();
+    let head = upstream.commit("Example");
+    let reference = {
+        let head = upstream.git().find_reference("HEAD").unwrap();
+        TrackedRef::new(head.symbolic_target().unwrap().unwrap())
+    };
+    let backend = serve(upstream.path().parent().unwrap().to_owned()).await;
+    let certs = tempfile::tempdir().unwrap();
+    crate::tls::certificates(certs.path());
+    let tls = crate::tls::Terminator::start(certs.path(), backend);
+    let name = upstream.path().file_name().unwrap().to_str().unwrap().to_owned();
+    let remote = Remote {
+        auth: Auth::Token {
+            username: "bot".to_owned(),
+            token: Secret::new(TOKEN),
+        },
+        ..Remote::anonymous(format!("https://127.0.0.1:{}/{name}", tls.addr.port()))
+    };
+    let fetch = move |remote: Remote, reference: TrackedRef| {
+        tokio::task::spawn_blocking(move || {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cache = Cache::open(dir.path(), remote)?;
+            cache.fetch(&[reference]).map(|f| f.heads[0].2.to_string())
+        })
+    };
+
+    // Not trusted yet: the host's certificate is refused, nothing is fetched.
+    let refused = fetch(remote.clone(), reference.clone()).await.unwrap().unwrap_err();
+    let said = refused.to_string();
+    assert!(
+        said.starts_with("cannot fetch from https://127.0.0.1") && said.to_lowercase().contains("certificate"),
+        "{said}"
+    );
+
+    // With the authority trusted (the agent's `caFile`), the fetch goes through TLS with the token.
+    plumb::source::trust_authorities(&certs.path().join("ca.pem")).unwrap();
+    let fetched = fetch(remote, reference).await.unwrap().unwrap();
+    assert_eq!(fetched, head);
 }
