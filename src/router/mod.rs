@@ -51,6 +51,17 @@ pub struct Router {
     addr: SocketAddr,
 }
 
+/// The answers per slot of several routers (one service's ports), added up.
+pub fn total(routers: &[Router]) -> std::collections::BTreeMap<String, SlotStats> {
+    let mut total: std::collections::BTreeMap<String, SlotStats> = std::collections::BTreeMap::new();
+    for router in routers {
+        for (slot, stats) in router.stats() {
+            total.entry(slot).or_default().add(&stats);
+        }
+    }
+    total
+}
+
 /// Why a router could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}")]

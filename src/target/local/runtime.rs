@@ -657,15 +657,7 @@ impl Target for LocalRuntime {
     }
 
     fn traffic<'a>(&'a self, service: &'a str) -> Pending<'a, BTreeMap<String, SlotStats>> {
-        Box::pin(async move {
-            let mut total: BTreeMap<String, SlotStats> = BTreeMap::new();
-            for router in self.routers(service).await {
-                for (slot, stats) in router.stats() {
-                    total.entry(slot).or_default().add(&stats);
-                }
-            }
-            total
-        })
+        Box::pin(async move { crate::router::total(&self.routers(service).await) })
     }
 
     fn reset_traffic<'a>(&'a self, service: &'a str) -> Pending<'a, ()> {

@@ -1,0 +1,309 @@
+//! The engine's objects of the project: listing its replicas, creating its networks and
+//! volumes, pulling images, starting and removing containers, waiting for the engine's health
+//! checks, and one-off jobs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::{ComposeError, ComposeRuntime};
+use crate::spec::model::Service;
+use crate::target::compose::container::{ENVIRONMENT, Launch, PROJECT, Replica, SERVICE};
+use crate::target::compose::engine::{EngineError, not_found, request};
+use crate::target::workload::{Slot, variables};
+
+impl ComposeRuntime {
+    /// The project's replicas (of `service` only, when given), stopped ones included.
+    pub(super) async fn replicas(&self, service: Option<&str>) -> Result<Vec<Replica>, EngineError> {
+        let mut labels = vec![
+            format!("{ENVIRONMENT}={}", self.environment),
+            format!("{PROJECT}={}", self.project),
+        ];
+        if let Some(service) = service {
+            labels.push(format!("{SERVICE}={service}"));
+        }
+        let filters = HashMap::from([("label".to_owned(), labels)]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let listed = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(request(format!("listing the containers of project `{}`", self.project)))?;
+        let mut replicas: Vec<Replica> = listed.iter().filter_map(Replica::from_summary).collect();
+        replicas.sort_by(|a, b| (&a.service, a.slot, a.number).cmp(&(&b.service, b.slot, b.number)));
+        Ok(replicas)
+    }
+
+    /// The project's default network, created on first use with Compose's labels.
+    pub(super) async fn network(&self) -> Result<String, EngineError> {
+        self.named_network("default").await
+    }
+
+    /// The project's network `short` (`<project>_<short>`), created on first use.
+    pub(super) async fn named_network(&self, short: &str) -> Result<String, EngineError> {
+        let name = format!("{}_{short}", self.project);
+        match self.docker.inspect_network(&name, None).await {
+            Ok(_) => return Ok(name),
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(request(format!("inspecting network `{name}`"))(e)),
+        }
+        let labels = HashMap::from([
+            (PROJECT.to_owned(), self.project.clone()),
+            ("com.docker.compose.network".to_owned(), short.to_owned()),
+            (ENVIRONMENT.to_owned(), self.environment.clone()),
+        ]);
+        let network = bollard::models::NetworkCreateRequest {
+            name: name.clone(),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.docker
+            .create_network(network)
+            .await
+            .map_err(request(format!("creating network `{name}`")))?;
+        Ok(name)
+    }
+
+    /// Pulls `image` unless the engine has it.
+    pub(super) async fn image(&self, image: &str) -> Result<(), EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(request(format!("inspecting image `{image}`"))(e)),
+        }
+        tracing::info!(environment = %self.environment, image, "Pulling the image.");
+        let options = CreateImageOptionsBuilder::new().from_image(image).build();
+        self.docker
+            .create_image(Some(options), None, None)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(request(format!("pulling image `{image}`")))?;
+        Ok(())
+    }
+
+    /// Stops (with the container's grace period) and removes containers, concurrently.
+    pub(super) async fn remove(&self, ids: Vec<String>) {
+        let removals = ids.into_iter().map(|id| {
+            let docker = self.docker.clone();
+            tokio::spawn(async move {
+                let _ = docker
+                    .stop_container(&id, Some(StopContainerOptionsBuilder::new().t(10).build()))
+                    .await;
+                if let Err(e) = docker
+                    .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+                    .await
+                    && !not_found(&e)
+                {
+                    tracing::warn!(container = %id, error = %e, "Cannot remove a container.");
+                }
+            })
+        });
+        for removal in removals.collect::<Vec<_>>() {
+            let _ = removal.await;
+        }
+    }
+
+    /// The folder of `service`'s `slot` on the agent's host: its configuration file lives there.
+    pub(super) fn slot_dir(&self, service: &str, slot: Slot) -> PathBuf {
+        self.dir.join(service).join(slot.name())
+    }
+
+    /// The project's volumes `service` mounts, created on first use with Compose's labels.
+    pub(super) async fn volumes(&self, service: &Service) -> Result<(), EngineError> {
+        for volume in service.container.iter().flat_map(|c| &c.volumes) {
+            let short = volume.split(':').next().unwrap_or_default();
+            let name = format!("{}_{short}", self.project);
+            match self.docker.inspect_volume(&name).await {
+                Ok(_) => continue,
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(request(format!("inspecting volume `{name}`"))(e)),
+            }
+            let labels = HashMap::from([
+                (PROJECT.to_owned(), self.project.clone()),
+                ("com.docker.compose.volume".to_owned(), short.to_owned()),
+                (ENVIRONMENT.to_owned(), self.environment.clone()),
+            ]);
+            let request_body = bollard::models::VolumeCreateRequest {
+                name: Some(name.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            self.docker
+                .create_volume(request_body)
+                .await
+                .map_err(request(format!("creating volume `{name}`")))?;
+        }
+        Ok(())
+    }
+
+    /// Creates and starts replica `index` of a launch, on the networks its service joins.
+    pub(super) async fn start(&self, launch: &Launch<'_>, index: usize) -> Result<(), EngineError> {
+        let name = launch.name(index);
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), launch.body(index))
+            .await
+            .map_err(request(format!("creating container `{name}`")))?;
+        for short in launch.service.container.iter().flat_map(|c| &c.networks) {
+            let network = self.named_network(short.as_str()).await?;
+            let endpoint = bollard::models::NetworkConnectRequest {
+                container: created.id.clone(),
+                endpoint_config: Some(bollard::models::EndpointSettings {
+                    aliases: Some(vec![launch.service.name.as_str().to_owned()]),
+                    ..Default::default()
+                }),
+            };
+            self.docker
+                .connect_network(&network, endpoint)
+                .await
+                .map_err(request(format!("connecting `{name}` to network `{network}`")))?;
+        }
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(request(format!("starting container `{name}`")))?;
+        Ok(())
+    }
+
+    /// Waits until the engine reports every container of `service`'s `slot` healthy, when the
+    /// service declares an engine health check: fails as soon as one is `unhealthy` (with the
+    /// check's last output) or when the check's own time has passed.
+    pub(super) async fn healthy(&self, service: &Service, slot: Slot) -> Result<(), ComposeError> {
+        let Some(check) = service.container.as_ref().and_then(|c| c.healthcheck.as_ref()) else {
+            return Ok(());
+        };
+        let name = service.name.as_str();
+        let patience = check.start_period.0 + (check.interval.0 + check.timeout.0) * (check.retries + 1);
+        let deadline = tokio::time::Instant::now() + patience + std::time::Duration::from_secs(5);
+        loop {
+            let mut waiting = 0;
+            for replica in self.replicas(Some(name)).await?.iter().filter(|r| r.slot == slot) {
+                let inspected = self
+                    .docker
+                    .inspect_container(&replica.id, None)
+                    .await
+                    .map_err(request(format!("inspecting a replica of `{name}`")))?;
+                let health = inspected.state.and_then(|s| s.health);
+                let status = health.as_ref().and_then(|h| h.status);
+                match status {
+                    Some(bollard::models::HealthStatusEnum::HEALTHY) => {}
+                    Some(bollard::models::HealthStatusEnum::UNHEALTHY) => {
+                        let said = health
+                            .and_then(|h| h.log)
+                            .and_then(|log| log.last().and_then(|l| l.output.clone()))
+                            .unwrap_or_default();
+                        return Err(ComposeError::Unhealthy {
+                            service: name.to_owned(),
+                            output: said.trim().to_owned(),
+                        });
+                    }
+                    _ => waiting += 1,
+                }
+            }
+            if waiting == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ComposeError::Unhealthy {
+                    service: name.to_owned(),
+                    output: format!("{waiting} replicas not healthy within {patience:?}"),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Runs a one-off container of `service` (a migration) named after `job`, to completion
+    /// within `timeout`; removed afterwards, its last lines quoted when it fails.
+    pub async fn run_job(
+        &self,
+        service: &Service,
+        job: &str,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<(), ComposeError> {
+        let name = service.name.as_str();
+        let image = service
+            .image
+            .as_deref()
+            .ok_or_else(|| ComposeError::NoImage(name.to_owned()))?;
+        let env = variables(service)?;
+        self.image(image).await?;
+        let network = self.network().await?;
+        let launch = Launch {
+            project: &self.project,
+            environment: &self.environment,
+            service,
+            slot: Slot::Blue,
+            version: "",
+            network: &network,
+            config: None,
+            env: &env,
+        };
+        let container: String = format!("{}-{name}-{job}", self.project)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        // A job container left by an agent that died while it ran.
+        self.remove(vec![container.clone()]).await;
+        let options = CreateContainerOptionsBuilder::new().name(&container).build();
+        let created = self
+            .docker
+            .create_container(Some(options), launch.job(job, command))
+            .await
+            .map_err(request(format!("creating job container `{container}`")))?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(request(format!("starting job container `{container}`")))?;
+        let mut waiting = self.docker.wait_container(&created.id, None);
+        let outcome = match tokio::time::timeout(timeout, waiting.next()).await {
+            Err(_) => Err(format!("`{job}` did not finish within {timeout:?}; it was stopped")),
+            Ok(Some(Ok(answer))) if answer.status_code == 0 => Ok(()),
+            Ok(Some(Ok(answer))) => Err(format!("`{job}` exited with {}", answer.status_code)),
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
+                Err(format!("`{job}` exited with {code}"))
+            }
+            Ok(Some(Err(e))) => Err(format!("waiting for `{job}`: {e}")),
+            Ok(None) => Err(format!("the engine stopped answering about `{job}`")),
+        };
+        drop(waiting);
+        let outcome = match outcome {
+            Ok(()) => Ok(()),
+            Err(reason) => {
+                let tail = self.tail(&created.id).await;
+                Err(ComposeError::Job(if tail.is_empty() {
+                    reason
+                } else {
+                    format!("{reason}; its last lines:\n{tail}")
+                }))
+            }
+        };
+        self.remove(vec![created.id]).await;
+        outcome
+    }
+
+    /// The last lines a container wrote.
+    pub(super) async fn tail(&self, id: &str) -> String {
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail("20").build();
+        let lines: Vec<String> = self
+            .docker
+            .logs(id, Some(options))
+            .filter_map(|line| async move { line.ok().map(|l| l.to_string()) })
+            .collect()
+            .await;
+        lines.concat().trim_end().to_owned()
+    }
+}
