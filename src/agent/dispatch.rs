@@ -22,6 +22,7 @@ use crate::source::SourceError;
 use crate::spec::model::environment::Target as TargetSpec;
 use crate::target::Target;
 use crate::target::compose::ComposeRuntime;
+use crate::target::kubernetes::KubernetesRuntime;
 use crate::target::local::LocalRuntime;
 use crate::target::local::process::Backoff;
 use crate::trust::Decision;
@@ -249,13 +250,7 @@ async fn start(
             shared.backoff,
         )?),
         TargetSpec::Compose(compose) => Arc::new(ComposeRuntime::new(name, compose, &shared.state).await?),
-        TargetSpec::Kubernetes(_) => {
-            tracing::error!(
-                environment = name,
-                "This agent does not run the kubernetes target yet; the environment is skipped."
-            );
-            return Ok(None);
-        }
+        TargetSpec::Kubernetes(kubernetes) => Arc::new(KubernetesRuntime::new(name, kubernetes).await?),
     };
     let worker = Worker::new(
         name,

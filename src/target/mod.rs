@@ -6,6 +6,7 @@
 //! behind the same router).
 
 pub mod compose;
+pub mod kubernetes;
 pub mod local;
 pub mod workload;
 

@@ -214,27 +214,7 @@ fn start_private() -> Engine {
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
-    // SAFETY: prctl in the child before exec; it only asks for a signal when the parent dies.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    // The parent-death signal follows the thread that spawned the child: a thread that lives
-    // as long as the process spawns it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let spawned = command.spawn();
-        let failed = spawned.is_err();
-        let _ = tx.send(spawned.map(|c| c.id()));
-        if !failed {
-            loop {
-                std::thread::park();
-            }
-        }
-    });
-    let pid = rx.recv().unwrap().unwrap_or_else(|e| {
+    let pid = crate::daemon::spawn_tied(command).unwrap_or_else(|e| {
         panic!("cannot start dockerd ({e}): install Debian's docker.io, or set PLUMB_TEST_DOCKER_HOST")
     });
     let started = Instant::now();

@@ -173,6 +173,9 @@ pub struct KubernetesTarget {
     /// The kubeconfig context; in-cluster configuration when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// A kubeconfig file on the agent's machine; `KUBECONFIG` or in-cluster when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
 }
 
 /// When and how the agent applies changes to an environment.

@@ -1,0 +1,10 @@
+//! The `kubernetes` target: each slot of a service a Deployment (`<service>-blue`,
+//! `<service>-green`) in the environment's namespace, applied by server-side apply under field
+//! manager `plumb`; traffic moved by the selector of the service's Service; a rollout step
+//! judged by the Deployment's own progress (observed generation, updated and available
+//! replicas, progress deadline); migrations as Jobs with a deadline.
+
+mod objects;
+pub mod runtime;
+
+pub use runtime::{KubernetesError, KubernetesRuntime};

@@ -1,0 +1,174 @@
+//! The objects plumb applies for a service, as server-side apply documents holding only the
+//! fields plumb owns: a Deployment per slot, the Service whose selector moves traffic, a Job per
+//! migration. Labels say who owns what; a `protocol` is stated on every port (1.20 servers
+//! require it).
+
+use serde_json::{Value, json};
+
+use crate::spec::model::Service;
+use crate::target::workload::Slot;
+
+/// The label every object plumb manages carries, with the environment as value.
+pub const ENVIRONMENT: &str = "plumb.dev/environment";
+/// The service a Deployment or Job belongs to.
+pub const SERVICE: &str = "app.kubernetes.io/name";
+/// A Deployment's slot.
+pub const SLOT: &str = "plumb.dev/slot";
+/// The version a Deployment runs (annotation).
+pub const VERSION: &str = "plumb.dev/version";
+/// The weights last routed, on the Service (annotation): `blue=100,green=0`.
+pub const WEIGHTS: &str = "plumb.dev/weights";
+
+/// The Deployment of `service`'s `slot`.
+pub fn deployment_name(service: &str, slot: Slot) -> String {
+    format!("{service}-{}", slot.name())
+}
+
+/// The labels of everything `service` owns in `environment`.
+fn labels(environment: &str, service: &Service) -> serde_json::Map<String, Value> {
+    let mut labels: serde_json::Map<String, Value> = service
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    labels.insert(SERVICE.to_owned(), json!(service.name.as_str()));
+    labels.insert("app.kubernetes.io/managed-by".to_owned(), json!("plumb"));
+    labels.insert(ENVIRONMENT.to_owned(), json!(environment));
+    labels
+}
+
+/// The container of `service`, with `env` as its variables.
+fn container(service: &Service, env: &[(String, String)]) -> Value {
+    let ports: Vec<Value> = service
+        .ports
+        .iter()
+        .map(|p| json!({"name": p.name.as_str(), "containerPort": p.target_port.unwrap_or(p.port), "protocol": "TCP"}))
+        .collect();
+    let mut env: Vec<Value> = env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
+    if let Some(first) = service.ports.first() {
+        env.push(json!({"name": "PORT", "value": first.target_port.unwrap_or(first.port).to_string()}));
+    }
+    let mut container = json!({
+        "name": service.name.as_str(),
+        "image": service.image,
+        "env": env,
+        "ports": ports,
+    });
+    if let Some(command) = &service.command {
+        container["command"] = json!(command);
+    }
+    container
+}
+
+/// The Deployment of `version` of `service` in `slot`.
+pub fn deployment(environment: &str, service: &Service, slot: Slot, version: &str, env: &[(String, String)]) -> Value {
+    let mut labels = labels(environment, service);
+    labels.insert(SLOT.to_owned(), json!(slot.name()));
+    let selector = json!({SERVICE: service.name.as_str(), SLOT: slot.name(), ENVIRONMENT: environment});
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(service.name.as_str(), slot),
+            "labels": labels,
+            "annotations": {VERSION: version},
+        },
+        "spec": {
+            "replicas": service.replicas,
+            "progressDeadlineSeconds": service.progress_deadline.0.as_secs().max(1),
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {VERSION: version}},
+                "spec": {"containers": [container(service, env)]},
+            },
+        },
+    })
+}
+
+/// The Service of `service`, selecting `slots` (all of its slots when both take traffic:
+/// the split then follows the replica counts), with the weights recorded.
+pub fn service(environment: &str, service: &Service, slots: &[Slot], weights: &str) -> Value {
+    let mut selector = json!({SERVICE: service.name.as_str(), ENVIRONMENT: environment});
+    match slots {
+        [one] => selector[SLOT] = json!(one.name()),
+        [] => selector[SLOT] = json!("none"),
+        _ => {}
+    }
+    let ports: Vec<Value> = service
+        .ports
+        .iter()
+        .map(|p| json!({"name": p.name.as_str(), "port": p.port, "targetPort": p.target_port.unwrap_or(p.port), "protocol": "TCP"}))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service.name.as_str(),
+            "labels": labels(environment, service),
+            "annotations": {WEIGHTS: weights},
+        },
+        "spec": {"selector": selector, "ports": ports},
+    })
+}
+
+/// The Job running `command` of `service` once, within `deadline` seconds.
+pub fn job(
+    environment: &str,
+    service: &Service,
+    name: &str,
+    command: &[String],
+    deadline: u64,
+    env: &[(String, String)],
+) -> Value {
+    let mut container = container(service, env);
+    container["command"] = json!(command);
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels(environment, service)},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": deadline.max(1),
+            "template": {
+                "metadata": {"labels": labels(environment, service)},
+                "spec": {"restartPolicy": "Never", "containers": [container]},
+            },
+        },
+    })
+}
+
+/// `blue=100,green=0` back into weights.
+pub fn parse_weights(text: &str) -> Vec<(Slot, u32)> {
+    text.split(',')
+        .filter_map(|item| {
+            let (slot, weight) = item.split_once('=')?;
+            let slot = match slot {
+                "blue" => Slot::Blue,
+                "green" => Slot::Green,
+                _ => return None,
+            };
+            Some((slot, weight.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Weights as the Service's annotation records them.
+pub fn format_weights(weights: &[(Slot, u32)]) -> String {
+    weights
+        .iter()
+        .map(|(slot, weight)| format!("{}={weight}", slot.name()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_round_trip() {
+        let weights = vec![(Slot::Blue, 90), (Slot::Green, 10)];
+        assert_eq!(parse_weights(&format_weights(&weights)), weights);
+        assert!(parse_weights("nonsense").is_empty());
+    }
+}

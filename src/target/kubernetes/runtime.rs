@@ -1,0 +1,533 @@
+//! The kubernetes target's primitives over one environment's namespace. The cluster is the
+//! source of truth: observing lists the environment's Deployments, and the weights last routed
+//! live on each Service (annotation `plumb.dev/weights`), so a rescheduled agent routes as the
+//! last one did.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Service as KubeService};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use super::objects::{self, ENVIRONMENT, SERVICE, SLOT, VERSION, WEIGHTS, deployment_name};
+use crate::health::Check;
+use crate::router::SlotStats;
+use crate::spec::model::Service;
+use crate::spec::model::environment::KubernetesTarget;
+use crate::target::workload::{LiveSlot, Slot, WorkloadError, variables};
+use crate::target::{Capabilities, Pending, Target, TargetError};
+
+/// The field manager plumb applies as.
+const MANAGER: &str = "plumb";
+
+/// Why a primitive failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    /// The cluster's configuration cannot be found or read.
+    #[error("cannot configure the Kubernetes client: {0}")]
+    Config(String),
+    /// The API server refused or failed a request.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was asked, naming the object.
+        what: String,
+        /// The server's answer.
+        #[source]
+        source: kube::Error,
+    },
+    /// The service's variables cannot be prepared.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    /// What the target cannot run yet.
+    #[error("service `{service}`: {what} is not available on the kubernetes target yet")]
+    Unsupported {
+        /// The service.
+        service: String,
+        /// What.
+        what: &'static str,
+    },
+    /// A Deployment did not become available.
+    #[error("deployment `{name}` is not available: {reason}")]
+    NotAvailable {
+        /// The Deployment.
+        name: String,
+        /// Why, in the controller's words when it gave some.
+        reason: String,
+    },
+    /// A migration Job failed or ran out of time.
+    #[error("job `{name}` failed: {reason}")]
+    Job {
+        /// The Job.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubernetesError {
+    let what = what.into();
+    move |source| KubernetesError::Api { what, source }
+}
+
+/// The runtime of one environment in its namespace.
+pub struct KubernetesRuntime {
+    environment: String,
+    namespace: String,
+    client: kube::Client,
+}
+
+impl KubernetesRuntime {
+    /// A runtime for `environment` in the cluster `target` names: its `kubeconfig` file (with
+    /// `context`), else the in-cluster configuration or `KUBECONFIG`. The namespace is created
+    /// when missing.
+    pub async fn new(environment: &str, target: &KubernetesTarget) -> Result<KubernetesRuntime, KubernetesError> {
+        let options = KubeConfigOptions {
+            context: target.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        let config = match &target.kubeconfig {
+            Some(path) => {
+                let file = Kubeconfig::read_from(path).map_err(|e| KubernetesError::Config(format!("{path}: {e}")))?;
+                kube::Config::from_custom_kubeconfig(file, &options)
+                    .await
+                    .map_err(|e| KubernetesError::Config(format!("{path}: {e}")))?
+            }
+            None if target.context.is_some() => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| KubernetesError::Config(e.to_string()))?,
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| KubernetesError::Config(e.to_string()))?,
+        };
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config).map_err(api_error(format!("connecting to {server}")))?;
+        client
+            .apiserver_version()
+            .await
+            .map_err(api_error(format!("asking {server} for its version")))?;
+        let runtime = KubernetesRuntime {
+            environment: environment.to_owned(),
+            namespace: target.namespace.as_str().to_owned(),
+            client,
+        };
+        let namespace = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": runtime.namespace, "labels": {ENVIRONMENT: environment}},
+        });
+        Api::<Namespace>::all(runtime.client.clone())
+            .patch(
+                &runtime.namespace,
+                &PatchParams::apply(MANAGER),
+                &Patch::Apply(namespace),
+            )
+            .await
+            .map_err(api_error(format!("applying namespace `{}`", runtime.namespace)))?;
+        Ok(runtime)
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn services(&self) -> Api<KubeService> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The variables of `service`, refusing what this target cannot carry yet.
+    fn env(&self, service: &Service) -> Result<Vec<(String, String)>, KubernetesError> {
+        if service.config.is_some() {
+            return Err(KubernetesError::Unsupported {
+                service: service.name.as_str().to_owned(),
+                what: "an application configuration file (`config`)",
+            });
+        }
+        let mut env = variables(service)?;
+        env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.clone()));
+        env.push(("PLUMB_SERVICE".to_owned(), service.name.as_str().to_owned()));
+        Ok(env)
+    }
+
+    /// Applies `version` of `service` in `slot` and waits until the Deployment is available;
+    /// the service's Service is created (selecting this slot) when missing.
+    pub async fn deploy(&self, service: &Service, slot: Slot, version: &str) -> Result<(), KubernetesError> {
+        let name = deployment_name(service.name.as_str(), slot);
+        let mut env = self.env(service)?;
+        env.push(("PLUMB_SLOT".to_owned(), slot.name().to_owned()));
+        env.push(("PLUMB_VERSION".to_owned(), version.to_owned()));
+        let document = objects::deployment(&self.environment, service, slot, version, &env);
+        self.deployments()
+            .patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(document))
+            .await
+            .map_err(api_error(format!("applying deployment `{name}`")))?;
+        let existing = self
+            .services()
+            .get_opt(service.name.as_str())
+            .await
+            .map_err(api_error(format!("reading service `{}`", service.name.as_str())))?;
+        if existing.is_none() {
+            self.apply_service(service, &[(slot, 0)]).await?;
+        }
+        self.available(&name, service.progress_deadline.0).await
+    }
+
+    /// Applies `service`'s Service with `weights`: it selects the slots with weight (both: the
+    /// split follows their replica counts).
+    async fn apply_service(&self, service: &Service, weights: &[(Slot, u32)]) -> Result<(), KubernetesError> {
+        let serving: Vec<Slot> = weights.iter().filter(|(_, w)| *w > 0).map(|(s, _)| *s).collect();
+        let document = objects::service(&self.environment, service, &serving, &objects::format_weights(weights));
+        self.services()
+            .patch(
+                service.name.as_str(),
+                &PatchParams::apply(MANAGER),
+                &Patch::Apply(document),
+            )
+            .await
+            .map_err(api_error(format!("applying service `{}`", service.name.as_str())))?;
+        Ok(())
+    }
+
+    /// Waits until Deployment `name` has observed its spec and every replica is updated and
+    /// available; fails when the controller reports the progress deadline exceeded, or after
+    /// `deadline` (and a little more) has passed.
+    async fn available(&self, name: &str, deadline: Duration) -> Result<(), KubernetesError> {
+        let until = tokio::time::Instant::now() + deadline + Duration::from_secs(5);
+        loop {
+            let deployment = self
+                .deployments()
+                .get(name)
+                .await
+                .map_err(api_error(format!("reading deployment `{name}`")))?;
+            let generation = deployment.metadata.generation.unwrap_or(0);
+            let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let status = deployment.status.unwrap_or_default();
+            if status.observed_generation.unwrap_or(0) >= generation
+                && status.updated_replicas.unwrap_or(0) >= wanted
+                && status.available_replicas.unwrap_or(0) >= wanted
+                && status.replicas.unwrap_or(0) == wanted
+            {
+                return Ok(());
+            }
+            let stalled = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "Progressing" && c.status == "False");
+            if let Some(condition) = stalled {
+                return Err(KubernetesError::NotAvailable {
+                    name: name.to_owned(),
+                    reason: condition
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "progress deadline exceeded".to_owned()),
+                });
+            }
+            if tokio::time::Instant::now() > until {
+                return Err(KubernetesError::NotAvailable {
+                    name: name.to_owned(),
+                    reason: format!(
+                        "{} of {wanted} replicas available after {deadline:?}",
+                        status.available_replicas.unwrap_or(0)
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sets the replicas of `service`'s `slot` and waits until they are available.
+    pub async fn scale(&self, service: &Service, slot: Slot, replicas: u32) -> Result<(), KubernetesError> {
+        let name = deployment_name(service.name.as_str(), slot);
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        self.deployments()
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(api_error(format!("scaling deployment `{name}`")))?;
+        self.available(&name, service.progress_deadline.0).await
+    }
+
+    /// Routes `service` by `weights` through its Service's selector.
+    pub async fn route(&self, service: &str, weights: &[(Slot, u32)]) -> Result<(), KubernetesError> {
+        let Some(existing) = self
+            .services()
+            .get_opt(service)
+            .await
+            .map_err(api_error(format!("reading service `{service}`")))?
+        else {
+            return Ok(());
+        };
+        let serving: Vec<Slot> = weights.iter().filter(|(_, w)| *w > 0).map(|(s, _)| *s).collect();
+        let mut selector = serde_json::json!({SERVICE: service, ENVIRONMENT: self.environment});
+        match serving.as_slice() {
+            [one] => selector[SLOT] = serde_json::json!(one.name()),
+            [] => selector[SLOT] = serde_json::json!("none"),
+            _ => selector[SLOT] = serde_json::Value::Null,
+        }
+        let patch = serde_json::json!({
+            "metadata": {"annotations": {WEIGHTS: objects::format_weights(weights)}},
+            "spec": {"selector": selector},
+        });
+        let name = existing.metadata.name.unwrap_or_else(|| service.to_owned());
+        self.services()
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(api_error(format!("routing service `{service}`")))?;
+        Ok(())
+    }
+
+    /// Deletes the Deployment of `service`'s `slot`; the Service goes with the last slot.
+    pub async fn retire(&self, service: &str, slot: Slot) -> Result<(), KubernetesError> {
+        let name = deployment_name(service, slot);
+        let deleted = self.deployments().delete(&name, &DeleteParams::background()).await;
+        if let Err(e) = deleted
+            && !is_not_found(&e)
+        {
+            return Err(api_error(format!("deleting deployment `{name}`"))(e));
+        }
+        let other = deployment_name(service, slot.other());
+        let remaining = self
+            .deployments()
+            .get_opt(&other)
+            .await
+            .map_err(api_error(format!("reading deployment `{other}`")))?;
+        if remaining.is_none() {
+            let deleted = self.services().delete(service, &DeleteParams::background()).await;
+            if let Err(e) = deleted
+                && !is_not_found(&e)
+            {
+                return Err(api_error(format!("deleting service `{service}`"))(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `command` of `service` as Job `job`, to completion within `timeout`.
+    pub async fn run_job(
+        &self,
+        service: &Service,
+        job: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<(), KubernetesError> {
+        let env = self.env(service)?;
+        let mut name: String = format!("{}-{job}", service.name.as_str())
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        name.truncate(63);
+        let name = name.trim_end_matches('-').to_owned();
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
+        // A Job left by an agent that died while it ran.
+        let _ = jobs.delete(&name, &DeleteParams::background()).await;
+        while jobs.get_opt(&name).await.ok().flatten().is_some() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let document = objects::job(&self.environment, service, &name, command, timeout.as_secs(), &env);
+        jobs.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(document))
+            .await
+            .map_err(api_error(format!("applying job `{name}`")))?;
+        let until = tokio::time::Instant::now() + timeout + Duration::from_secs(5);
+        let outcome = loop {
+            let found = jobs
+                .get(&name)
+                .await
+                .map_err(api_error(format!("reading job `{name}`")))?;
+            let status = found.status.unwrap_or_default();
+            if status.succeeded.unwrap_or(0) > 0 {
+                break Ok(());
+            }
+            let failed = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "Failed" && c.status == "True");
+            if let Some(condition) = failed {
+                break Err(condition.message.clone().unwrap_or_else(|| "failed".to_owned()));
+            }
+            if status.failed.unwrap_or(0) > 0 {
+                break Err("its pod failed".to_owned());
+            }
+            if tokio::time::Instant::now() > until {
+                break Err(format!("did not finish within {timeout:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let _ = jobs.delete(&name, &DeleteParams::background()).await;
+        outcome.map_err(|reason| KubernetesError::Job { name, reason })
+    }
+
+    /// What runs: the environment's Deployments, by service and slot, with the weights their
+    /// Services record.
+    pub async fn observe(&self) -> Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, KubernetesError> {
+        let selector = ListParams::default().labels(&format!("{ENVIRONMENT}={}", self.environment));
+        let deployments = self
+            .deployments()
+            .list(&selector)
+            .await
+            .map_err(api_error("listing deployments"))?;
+        let services = self
+            .services()
+            .list(&selector)
+            .await
+            .map_err(api_error("listing services"))?;
+        let weights: BTreeMap<String, Vec<(Slot, u32)>> = services
+            .items
+            .iter()
+            .filter_map(|s| {
+                let name = s.metadata.name.clone()?;
+                let recorded = s.metadata.annotations.as_ref()?.get(WEIGHTS)?;
+                Some((name, objects::parse_weights(recorded)))
+            })
+            .collect();
+        let mut live: BTreeMap<String, BTreeMap<Slot, LiveSlot>> = BTreeMap::new();
+        for deployment in deployments.items {
+            let labels = deployment.metadata.labels.clone().unwrap_or_default();
+            let (Some(service), Some(slot)) = (labels.get(SERVICE), labels.get(SLOT)) else {
+                continue;
+            };
+            let slot = match slot.as_str() {
+                "blue" => Slot::Blue,
+                "green" => Slot::Green,
+                _ => continue,
+            };
+            let version = deployment
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(VERSION))
+                .cloned()
+                .unwrap_or_default();
+            let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
+            let status = deployment.status.unwrap_or_default();
+            let ready = (status.ready_replicas.unwrap_or(0).max(0) as usize).min(wanted);
+            let stalled = status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Progressing" && c.status == "False");
+            let mut replicas = vec!["ready".to_owned(); ready];
+            replicas.resize(wanted, "not ready".to_owned());
+            let weight = weights
+                .get(service)
+                .and_then(|w| w.iter().find(|(s, _)| *s == slot))
+                .map_or(0, |(_, w)| *w);
+            live.entry(service.clone()).or_default().insert(
+                slot,
+                LiveSlot {
+                    version,
+                    replicas,
+                    weight,
+                    config: None,
+                    failed: if stalled { wanted - ready } else { 0 },
+                },
+            );
+        }
+        Ok(live)
+    }
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+fn kube_error(e: impl std::error::Error + Send + Sync + 'static) -> TargetError {
+    TargetError {
+        backend: "kubernetes",
+        source: Box::new(e),
+    }
+}
+
+impl Target for KubernetesRuntime {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            slots: true,
+            // Approximated by the replica ratio of the two Deployments behind one Service.
+            weighted_traffic: true,
+            jobs: true,
+        }
+    }
+
+    fn deploy<'a>(
+        &'a self,
+        service: &'a Service,
+        slot: Slot,
+        version: &'a str,
+    ) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            KubernetesRuntime::deploy(self, service, slot, version)
+                .await
+                .map_err(kube_error)
+        })
+    }
+
+    fn scale<'a>(&'a self, service: &'a Service, slot: Slot, replicas: u32) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            KubernetesRuntime::scale(self, service, slot, replicas)
+                .await
+                .map_err(kube_error)
+        })
+    }
+
+    fn reload<'a>(&'a self, _service: &'a Service, _slot: Slot) -> Pending<'a, Result<bool, TargetError>> {
+        // Configuration files are not carried yet: a change rolls out.
+        Box::pin(async { Ok(false) })
+    }
+
+    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = KubernetesRuntime::route(self, service, weights).await {
+                tracing::error!(environment = %self.environment, service, error = %e, "Cannot route.");
+            }
+        })
+    }
+
+    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = KubernetesRuntime::retire(self, service, slot).await {
+                tracing::error!(environment = %self.environment, service, error = %e, "Cannot retire a slot.");
+            }
+        })
+    }
+
+    fn checks<'a>(&'a self, _service: &'a str, _slot: Slot) -> Pending<'a, Result<Vec<Check>, TargetError>> {
+        // The cluster judges health: a deploy returns only once its replicas are available.
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn traffic<'a>(&'a self, _service: &'a str) -> Pending<'a, BTreeMap<String, SlotStats>> {
+        // No router sees the answers on this target yet.
+        Box::pin(async { BTreeMap::new() })
+    }
+
+    fn reset_traffic<'a>(&'a self, _service: &'a str) -> Pending<'a, ()> {
+        Box::pin(async {})
+    }
+
+    fn run_job<'a>(
+        &'a self,
+        service: &'a Service,
+        job: &'a str,
+        command: &'a [String],
+        timeout: Duration,
+    ) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            KubernetesRuntime::run_job(self, service, job, command, timeout)
+                .await
+                .map_err(kube_error)
+        })
+    }
+
+    fn observe(&self) -> Pending<'_, Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, TargetError>> {
+        Box::pin(async move { KubernetesRuntime::observe(self).await.map_err(kube_error) })
+    }
+
+    fn shutdown(&self) -> Pending<'_, ()> {
+        // Everything runs in the cluster: nothing of the agent's own to stop.
+        Box::pin(async {})
+    }
+}

@@ -1,0 +1,404 @@
+//! The kubernetes target against a real control plane: etcd, kube-apiserver and
+//! kube-controller-manager 1.20 on loopback (built once by `scripts/build-kube-control-plane`,
+//! started once per test process, dying with it). There is no kubelet: the tests play it,
+//! marking pods ready — or leaving them unready to rehearse a failure — and Job pods succeeded
+//! or failed by their command.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+use plumb::agent::Settings;
+use plumb::ledger::{Ledger, Outcome};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::eventually;
+use crate::harness::{TestRepo, agent_settings, trusted};
+use crate::keys::TestKey;
+
+/// The kubeconfig of the tests' control plane.
+fn kubeconfig() -> &'static Path {
+    static CONFIG: OnceLock<PathBuf> = OnceLock::new();
+    CONFIG.get_or_init(start)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts etcd, kube-apiserver and kube-controller-manager; returns an admin kubeconfig.
+fn start() -> PathBuf {
+    let bin = std::env::var_os("PLUMB_KUBE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/plumb-kube/bin"));
+    assert!(
+        bin.join("kube-apiserver").exists(),
+        "no kube-apiserver in {}: run scripts/build-kube-control-plane (.ci/run does)",
+        bin.display()
+    );
+    let dir = Path::new("/tmp").join(format!("plumb-test-kube-{}", std::process::id()));
+    for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("plumb-test-kube-")
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    crate::tls::certificates(&certs);
+    let openssl = |args: &[&str]| {
+        let done = Command::new("openssl").args(args).current_dir(&certs).output().unwrap();
+        assert!(done.status.success(), "openssl {args:?}");
+    };
+    openssl(&["genrsa", "-out", "sa.key", "2048"]);
+    openssl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
+    std::fs::write(
+        dir.join("tokens.csv"),
+        "plumb-test-admin-token,admin,admin,system:masters\n",
+    )
+    .unwrap();
+    let log = |name: &str| std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let tied = |mut command: Command, name: &str| {
+        command
+            .stdin(Stdio::null())
+            .stdout(log(name))
+            .stderr(log(&format!("{name}.err")));
+        crate::daemon::spawn_tied(command).unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+    };
+
+    let (client, peer, secure) = (free_port(), free_port(), free_port());
+    let mut etcd = Command::new("etcd");
+    etcd.arg("--data-dir")
+        .arg(dir.join("etcd"))
+        .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+        .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer}"));
+    tied(etcd, "etcd");
+
+    let c = |f: &str| certs.join(f).display().to_string();
+    let mut apiserver = Command::new(bin.join("kube-apiserver"));
+    apiserver.args([
+        format!("--etcd-servers=http://127.0.0.1:{client}"),
+        "--bind-address=127.0.0.1".to_owned(),
+        "--advertise-address=127.0.0.1".to_owned(),
+        format!("--secure-port={secure}"),
+        "--insecure-port=0".to_owned(),
+        format!("--cert-dir={}", dir.join("apiserver").display()),
+        format!("--tls-cert-file={}", c("server.pem")),
+        format!("--tls-private-key-file={}", c("server-key.pem")),
+        format!("--client-ca-file={}", c("ca.pem")),
+        format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+        format!("--service-account-key-file={}", c("sa.pub")),
+        format!("--service-account-signing-key-file={}", c("sa.key")),
+        "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
+        "--authorization-mode=RBAC".to_owned(),
+        "--disable-admission-plugins=ServiceAccount".to_owned(),
+        "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+    ]);
+    tied(apiserver, "kube-apiserver");
+
+    let config = dir.join("kubeconfig");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{secure}\n    \
+             certificate-authority: {}\nusers:\n- name: admin\n  user:\n    token: plumb-test-admin-token\n\
+             contexts:\n- name: test\n  context: {{cluster: test, user: admin}}\ncurrent-context: test\n",
+            c("ca.pem")
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let ready = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(["get", "--raw", "/readyz"])
+            .output();
+        if ready.is_ok_and(|o| o.status.success()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "kube-apiserver did not become ready; see {}",
+            dir.join("kube-apiserver.err.log").display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut manager = Command::new(bin.join("kube-controller-manager"));
+    manager.arg(format!("--kubeconfig={}", config.display())).args([
+        "--leader-elect=false",
+        "--controllers=deployment,replicaset,job,garbagecollector,namespace",
+        "--port=0",
+        "--secure-port=0",
+        "--concurrent-deployment-syncs=5",
+    ]);
+    tied(manager, "kube-controller-manager");
+    config
+}
+
+/// `kubectl` against the tests' control plane; its output, or a panic with its error.
+fn kubectl(args: &[&str]) -> String {
+    let output = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Plays the kubelet for `namespace` until `stop`: a Deployment's pod becomes ready unless its
+/// `EXAMPLE_HEALTH` is `fail`; a Job's pod succeeds unless its command names `no-such-command`.
+async fn kubelet(namespace: &str, stop: CancellationToken) {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig()).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    while !stop.is_cancelled() {
+        for pod in pods
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let status = pod.status.clone().unwrap_or_default();
+            if status.phase.as_deref().is_some_and(|p| p != "Pending") {
+                continue;
+            }
+            let container = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first().cloned())
+                .unwrap_or_default();
+            let job = pod.metadata.labels.as_ref().is_some_and(|l| l.contains_key("job-name"));
+            let patch = if job {
+                let fails = container.command.iter().flatten().any(|a| a == "no-such-command");
+                serde_json::json!({"status": {"phase": if fails { "Failed" } else { "Succeeded" }}})
+            } else {
+                let healthy = !container
+                    .env
+                    .iter()
+                    .flatten()
+                    .any(|e| e.name == "EXAMPLE_HEALTH" && e.value.as_deref() == Some("fail"));
+                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let ready = if healthy { "True" } else { "False" };
+                serde_json::json!({"status": {
+                    "phase": "Running",
+                    "conditions": [
+                        {"type": "Ready", "status": ready, "lastTransitionTime": now},
+                        {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
+                    ],
+                }})
+            };
+            let _ = pods
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A repository of environment `namespace` on the control plane, with service `web`.
+fn write(repo: &TestRepo, namespace: &str, release: &str, strategy: &str, healthy: bool, extra: &str) {
+    repo.write(
+        "plumb.yaml",
+        &format!("apiVersion: plumb/v1\nkind: Repository\nenvironments: [{namespace}]\n"),
+    );
+    repo.write(
+        &format!("environments/{namespace}.yaml"),
+        &format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: {namespace}\ntarget:\n  kubernetes: {{namespace: {namespace}, kubeconfig: {:?}}}\nsync: {{prune: true}}\n",
+            kubeconfig().display().to_string()
+        ),
+    );
+    let health = if healthy { "ok" } else { "fail" };
+    repo.write(
+        "services/web.yaml",
+        &format!(
+            "apiVersion: plumb/v1\nkind: Service\nname: web\nimage: registry.example/web:1\ncommand: [/plumb, example-app]\nreplicas: 2\n\
+             ports:\n  - {{name: http, port: 8080}}\nprogressDeadline: 5s\nstrategy:\n  {strategy}\n{extra}\
+             env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: EXAMPLE_HEALTH, value: {health}}}\n"
+        ),
+    );
+}
+
+/// The outcome recorded for `commit` in `environment`, once there is one.
+async fn outcome(state: &Path, environment: &str, commit: &str) -> Option<Outcome> {
+    eventually(Duration::from_secs(90), || async {
+        let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).ok()?;
+        let history = ledger.history(environment, 100).ok()?;
+        history
+            .into_iter()
+            .find(|r| r.attempt.commit == commit)
+            .and_then(|r| r.outcome)
+    })
+    .await
+}
+
+/// The release a Deployment's template runs, `None` when it does not exist.
+fn release_of(namespace: &str, deployment: &str) -> Option<String> {
+    let output = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args([
+            "-n",
+            namespace,
+            "get",
+            "deployment",
+            deployment,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"EXAMPLE_RELEASE\")].value}",
+        ])
+        .output()
+        .unwrap();
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
+    let namespace = "kbluegreen";
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let stop = CancellationToken::new();
+    kubeconfig();
+    let playing = tokio::spawn(kubelet(namespace, stop.clone()));
+    let state = tempfile::tempdir().unwrap();
+
+    write(&upstream, namespace, "r1", "blueGreen: {keepOldVersion: 0s}", true, "");
+    let first = upstream.commit_signed("web r1", &alice);
+    let cancel = CancellationToken::new();
+    let (started, handle) = tokio::sync::oneshot::channel();
+    let settings = Settings {
+        heal_every: Duration::from_secs(3600),
+        ..agent_settings(&upstream, &root, state.path())
+    };
+    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
+    let handle = handle.await.unwrap();
+    assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
+    assert_eq!(release_of(namespace, "web-blue").as_deref(), Some("r1"));
+    let selector = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "service",
+        "web",
+        "-o",
+        "jsonpath={.spec.selector}",
+    ]);
+    assert!(selector.contains("\"plumb.dev/slot\":\"blue\""), "{selector}");
+    let managers = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "deployment",
+        "web-blue",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert!(
+        managers.split_whitespace().any(|m| m == "plumb"),
+        "applied by field manager plumb: {managers}"
+    );
+
+    // Blue-green with a migration Job: green takes the Service, blue is retired.
+    write(
+        &upstream,
+        namespace,
+        "r2",
+        "blueGreen: {keepOldVersion: 0s}",
+        true,
+        "migration:\n  command: [/plumb, migrate]\n  timeout: 30s\n",
+    );
+    let second = upstream.commit_signed("web r2, migrated", &alice);
+    handle.ring(plumb::trigger::Reason::Manual);
+    assert_eq!(
+        outcome(state.path(), namespace, &second).await,
+        Some(Outcome::Succeeded)
+    );
+    assert_eq!(release_of(namespace, "web-green").as_deref(), Some("r2"));
+    let selector = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "service",
+        "web",
+        "-o",
+        "jsonpath={.spec.selector}",
+    ]);
+    assert!(selector.contains("\"plumb.dev/slot\":\"green\""), "{selector}");
+    let gone = eventually(Duration::from_secs(30), || async {
+        release_of(namespace, "web-blue").is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the old color is retired");
+
+    // Pods that never become ready: the progress deadline fails the rollout, green stays.
+    write(&upstream, namespace, "r3", "blueGreen: {keepOldVersion: 0s}", false, "");
+    let bad = upstream.commit_signed("web r3, never ready", &alice);
+    handle.ring(plumb::trigger::Reason::Manual);
+    let rolled = outcome(state.path(), namespace, &bad).await;
+    let Some(Outcome::RolledBack(reason)) = &rolled else {
+        panic!("{rolled:?}")
+    };
+    assert!(
+        reason.contains("web-blue") && reason.contains("not available"),
+        "{reason}"
+    );
+    let selector = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "service",
+        "web",
+        "-o",
+        "jsonpath={.spec.selector}",
+    ]);
+    assert!(selector.contains("\"plumb.dev/slot\":\"green\""), "{selector}");
+    assert_eq!(release_of(namespace, "web-green").as_deref(), Some("r2"));
+
+    // A failing migration Job fails the rollout before traffic moves.
+    write(
+        &upstream,
+        namespace,
+        "r4",
+        "blueGreen: {keepOldVersion: 0s}",
+        true,
+        "migration:\n  command: [/plumb, no-such-command]\n  timeout: 30s\n",
+    );
+    let unmigrated = upstream.commit_signed("web r4, migration fails", &alice);
+    handle.ring(plumb::trigger::Reason::Manual);
+    let rolled = outcome(state.path(), namespace, &unmigrated).await;
+    assert!(matches!(rolled, Some(Outcome::RolledBack(_))), "{rolled:?}");
+    assert_eq!(release_of(namespace, "web-green").as_deref(), Some("r2"));
+
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+    stop.cancel();
+    playing.await.unwrap();
+}
