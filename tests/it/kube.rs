@@ -402,3 +402,153 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
     stop.cancel();
     playing.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
+    let namespace = "kstrategies";
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let stop = CancellationToken::new();
+    kubeconfig();
+    let playing = tokio::spawn(kubelet(namespace, stop.clone()));
+    let state = tempfile::tempdir().unwrap();
+    let start = |upstream: &TestRepo, heal: Duration| {
+        let settings = Settings {
+            heal_every: heal,
+            ..agent_settings(upstream, &root, state.path())
+        };
+        let cancel = CancellationToken::new();
+        let (started, handle) = tokio::sync::oneshot::channel();
+        let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
+        (cancel, agent, handle)
+    };
+
+    write(&upstream, namespace, "r1", "recreate: {}", true, "");
+    let first = upstream.commit_signed("web r1", &alice);
+    let (cancel, agent, handle) = start(&upstream, Duration::from_millis(500));
+    let handle = handle.await.unwrap();
+    assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
+
+    // Recreate, rolling and canary, each to its new release.
+    for (release, strategy) in [
+        ("r2", "recreate: {}"),
+        ("r3", "rolling: {batchSize: 1}"),
+        ("r4", "canary: {steps: [{weight: 50, pause: 1s}], minRequests: 0}"),
+    ] {
+        write(&upstream, namespace, release, strategy, true, "");
+        let commit = upstream.commit_signed(&format!("web {release}"), &alice);
+        handle.ring(plumb::trigger::Reason::Manual);
+        assert_eq!(
+            outcome(state.path(), namespace, &commit).await,
+            Some(Outcome::Succeeded),
+            "{strategy}"
+        );
+        let serving = kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            "service",
+            "web",
+            "-o",
+            "jsonpath={.spec.selector.plumb\\.dev/slot}",
+        ]);
+        assert_eq!(
+            release_of(namespace, &format!("web-{serving}")).as_deref(),
+            Some(release),
+            "{strategy}"
+        );
+    }
+
+    // Another field manager: a label of its own is not drift; replicas — plumb's field — are.
+    let serving = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "service",
+        "web",
+        "-o",
+        "jsonpath={.spec.selector.plumb\\.dev/slot}",
+    ]);
+    let deployment = format!("web-{serving}");
+    kubectl(&["-n", namespace, "label", "deployment", &deployment, "team=payments"]);
+    kubectl(&["-n", namespace, "scale", "deployment", &deployment, "--replicas=5"]);
+    let healed = eventually(Duration::from_secs(60), || async {
+        let replicas = kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            "deployment",
+            &deployment,
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ]);
+        (replicas == "2").then_some(())
+    })
+    .await;
+    assert!(healed.is_some(), "the scale by hand is corrected");
+    let labels = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "deployment",
+        &deployment,
+        "-o",
+        "jsonpath={.metadata.labels.team}",
+    ]);
+    assert_eq!(labels, "payments", "another manager's field is left alone");
+
+    // A new agent over the same state finds everything in place: nothing is applied again.
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+    let generation = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "deployment",
+        &deployment,
+        "-o",
+        "jsonpath={.metadata.generation}",
+    ]);
+    let (cancel, agent, handle) = start(&upstream, Duration::from_secs(3600));
+    let handle = handle.await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "deployment",
+        &deployment,
+        "-o",
+        "jsonpath={.metadata.generation}",
+    ]);
+    assert_eq!(generation, after, "the Deployment was not touched");
+
+    // Pruned: the service leaves the repository, its Deployment and Service go.
+    std::fs::remove_file(upstream.path().join("services/web.yaml")).unwrap();
+    let pruned = upstream.commit_signed("web goes", &alice);
+    handle.ring(plumb::trigger::Reason::Manual);
+    assert_eq!(
+        outcome(state.path(), namespace, &pruned).await,
+        Some(Outcome::Succeeded)
+    );
+    let gone = eventually(Duration::from_secs(30), || async {
+        let left = kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            "deployments,services",
+            "-l",
+            "app.kubernetes.io/name=web",
+            "-o",
+            "name",
+        ]);
+        left.trim().is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some());
+
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+    stop.cancel();
+    playing.await.unwrap();
+}
