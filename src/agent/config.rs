@@ -14,6 +14,7 @@ use git2::Oid;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::lease::Leader;
 use super::run::{Repository, Settings};
 use crate::secret::Secret;
 use crate::source::{Auth, Remote, TrackedRef};
@@ -55,6 +56,29 @@ pub struct AgentConfig {
     /// How often each environment is checked for drift.
     #[serde(default = "default_heal")]
     pub heal_every: Duration,
+    /// Run as several replicas: only the holder of this Lease applies.
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// The Lease agents running as several replicas elect their leader with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaderElection {
+    /// The Lease's namespace.
+    pub namespace: String,
+    /// The Lease's name.
+    pub lease: String,
+    /// A kubeconfig file; in-cluster configuration (or `KUBECONFIG`) when absent.
+    pub kubeconfig: Option<PathBuf>,
+    /// How long a Lease not renewed stays held.
+    #[serde(default = "default_lease")]
+    pub duration: Duration,
+    /// This agent's identity; `POD_NAME`, else the host's name and process id.
+    pub identity: Option<String>,
+}
+
+fn default_lease() -> Duration {
+    Duration::secs(15)
 }
 
 /// A config repository.
@@ -389,6 +413,13 @@ impl AgentConfig {
                 None => None,
             },
             protect_reads: self.protect_reads,
+            leader: self.leader_election.as_ref().map(|l| Leader {
+                namespace: l.namespace.clone(),
+                lease: l.lease.clone(),
+                kubeconfig: l.kubeconfig.clone(),
+                duration: l.duration.0,
+                identity: l.identity.clone().unwrap_or_else(super::lease::identity),
+            }),
         })
     }
 
@@ -403,6 +434,9 @@ impl AgentConfig {
         }
         if self.heal_every != newer.heal_every {
             fields.push("healEvery".to_owned());
+        }
+        if self.leader_election != newer.leader_election {
+            fields.push("leaderElection".to_owned());
         }
         let before = self.each_repository();
         let after = newer.each_repository();

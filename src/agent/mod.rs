@@ -8,6 +8,7 @@ pub mod config;
 mod dispatch;
 mod environment;
 mod fetcher;
+pub mod lease;
 mod run;
 
 pub use environment::{Board, Done, Head, Input, Pending, Publish, RolledBack, Status, Worker, desired_of, render};

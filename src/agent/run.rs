@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::dispatch::{Shared, dispatch};
 use super::environment::Publish;
 use super::fetcher::{FetchError, Fetcher};
+use super::lease::{Leader, LeaseError};
 use crate::api::{self, Api, Workers};
 use crate::ledger::{Ledger, LedgerError};
 use crate::secret::Secret;
@@ -41,6 +42,8 @@ pub struct Settings {
     pub api_token: Option<Secret>,
     /// Whether the API's reads (`/api/v1/…`, `/metrics`) need the token too.
     pub protect_reads: bool,
+    /// Apply only while holding this Lease (agents run as several replicas).
+    pub leader: Option<Leader>,
 }
 
 /// One config repository and what the agent takes from it.
@@ -130,6 +133,9 @@ pub enum AgentError {
     /// The ledger cannot be opened.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The Lease cannot be used.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     /// The API's address cannot be listened on.
     #[error("cannot listen on {addr}")]
     Listen {
@@ -261,6 +267,15 @@ pub async fn run(
         Some(addr) => Some(serve(addr, &settings, &live, &shared).await?),
         None => None,
     };
+    // With several replicas, only the Lease's holder goes on; the others wait here, serving the
+    // API (not ready).
+    let renewing = match &settings.leader {
+        Some(leader) => match leader.hold(&cancel).await? {
+            Some(renewing) => Some(renewing),
+            None => return Ok(()),
+        },
+        None => None,
+    };
     let mut tasks = Vec::new();
     for ((fetcher, bell), repository) in fetchers.into_iter().zip(settings.repositories) {
         let followed = live.repositories[&repository.name].clone();
@@ -282,6 +297,9 @@ pub async fn run(
         });
     }
     cancel.cancelled().await;
+    if let Some(renewing) = renewing {
+        let _ = renewing.await;
+    }
     for (fetch, dispatcher) in tasks {
         let _ = fetch.await;
         let Ok(environments) = dispatcher.await else { continue };

@@ -190,5 +190,6 @@ fn from_flags(args: &Args) -> anyhow::Result<Settings> {
         listen: Some(args.listen),
         api_token,
         protect_reads: args.protect_reads,
+        leader: None,
     })
 }

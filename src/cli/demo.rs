@@ -90,6 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         listen: Some(args.listen),
         api_token: Some(Secret::new(token.clone())),
         protect_reads: false,
+        leader: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -552,3 +552,143 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     stop.cancel();
     playing.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_agents_only_the_lease_holder_applies() {
+    let namespace = "kleader";
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let stop = CancellationToken::new();
+    kubeconfig();
+    let _ = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(["create", "namespace", "plumb-leases"])
+        .output();
+    let playing = tokio::spawn(kubelet(namespace, stop.clone()));
+    write(&upstream, namespace, "r1", "recreate: {}", true, "");
+    let first = upstream.commit_signed("web r1", &alice);
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let agent = |state: &Path, identity: &str| {
+        let settings = Settings {
+            leader: Some(plumb::agent::lease::Leader {
+                namespace: "plumb-leases".to_owned(),
+                lease: "kleader".to_owned(),
+                kubeconfig: Some(kubeconfig().to_owned()),
+                duration: Duration::from_secs(4),
+                identity: identity.to_owned(),
+            }),
+            ..agent_settings(&upstream, &root, state)
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(plumb::agent::run(settings, cancel.clone(), None));
+        (cancel, task)
+    };
+    let (stop_one, run_one) = agent(one.path(), "agent-one");
+    assert_eq!(outcome(one.path(), namespace, &first).await, Some(Outcome::Succeeded));
+    let (stop_two, run_two) = agent(two.path(), "agent-two");
+    let holder = kubectl(&[
+        "-n",
+        "plumb-leases",
+        "get",
+        "lease",
+        "kleader",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(holder, "agent-one");
+
+    // While one holds the lease, two applies nothing, even for a new commit.
+    write(&upstream, namespace, "r2", "recreate: {}", true, "");
+    let second = upstream.commit_signed("web r2", &alice);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        !two.path().join("ledger.sqlite").exists()
+            || Ledger::open_read_only(&two.path().join("ledger.sqlite"))
+                .unwrap()
+                .history(namespace, 10)
+                .unwrap()
+                .is_empty(),
+        "the agent without the lease recorded an attempt"
+    );
+
+    // One stops and hands the lease over: two takes it and applies the head.
+    stop_one.cancel();
+    run_one.await.unwrap().unwrap();
+    assert_eq!(outcome(two.path(), namespace, &second).await, Some(Outcome::Succeeded));
+    assert_eq!(release_of(namespace, "web-blue").as_deref(), Some("r2"));
+    let holder = kubectl(&[
+        "-n",
+        "plumb-leases",
+        "get",
+        "lease",
+        "kleader",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(holder, "agent-two");
+
+    stop_two.cancel();
+    run_two.await.unwrap().unwrap();
+    stop.cancel();
+    playing.await.unwrap();
+}
+
+#[test]
+fn the_agents_own_manifests_are_accepted_by_the_api_server() {
+    let base = crate::harness::project().join("deploy/kubernetes");
+    let rendered = Command::new("kubectl").arg("kustomize").arg(&base).output().unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let manifests = dir_with(&rendered.stdout);
+    // A server-side dry run needs the namespace its objects go to.
+    let _ = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(["create", "namespace", "plumb"])
+        .output();
+    let applied = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(["apply", "--dry-run=server", "-f"])
+        .arg(manifests.path().join("all.yaml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&applied.stdout);
+    assert!(
+        applied.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    for kind in [
+        "namespace/plumb",
+        "clusterrole.rbac.authorization.k8s.io/plumb",
+        "deployment.apps/plumb",
+        "networkpolicy.networking.k8s.io/plumb",
+    ] {
+        assert!(said.contains(kind), "{said}");
+    }
+    // The agent configuration it ships is one the agent accepts.
+    let text = String::from_utf8_lossy(&rendered.stdout).into_owned();
+    let config = text
+        .split("agent.yaml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| &l[4..])
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(manifests.path().join("agent.yaml"), config).unwrap();
+    plumb::agent::config::AgentConfig::load(&manifests.path().join("agent.yaml")).unwrap();
+}
+
+/// A folder holding `bytes` as `all.yaml`.
+fn dir_with(bytes: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("all.yaml"), bytes).unwrap();
+    dir
+}
