@@ -7,8 +7,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::spec::Desired;
-use crate::spec::model::Service;
 use crate::spec::model::service::Reload;
+use crate::spec::model::{Service, Target};
 use crate::target::{LiveSlot, Slot, config_digest, digest};
 
 /// What runs, per service and slot, as a target observes it.
@@ -121,7 +121,7 @@ pub fn plan(desired: &Desired, live: &Live, prune: bool) -> Plan {
     let mut steps = Vec::new();
     for service in ordered(desired) {
         let name = service.name.as_str();
-        if let Some(step) = service_step(service, live.get(name)) {
+        if let Some(step) = service_step(service, live.get(name), &desired.target) {
             steps.push(step);
         }
     }
@@ -143,7 +143,7 @@ pub fn plan(desired: &Desired, live: &Live, prune: bool) -> Plan {
     Plan { steps }
 }
 
-fn service_step(service: &Service, slots: Option<&BTreeMap<Slot, LiveSlot>>) -> Option<Step> {
+fn service_step(service: &Service, slots: Option<&BTreeMap<Slot, LiveSlot>>, target: &Target) -> Option<Step> {
     let step = |action, why: String| {
         Some(Step {
             service: service.name.as_str().to_owned(),
@@ -169,11 +169,12 @@ fn service_step(service: &Service, slots: Option<&BTreeMap<Slot, LiveSlot>>) -> 
         let why = "the configuration file differs from the rendered one".to_owned();
         return step(if reloads { Action::Reload } else { Action::Rollout }, why);
     }
-    if running.replicas.len() != service.replicas.max(1) as usize {
+    let replicas = target.replicas(service.replicas);
+    if running.replicas.len() != replicas as usize {
         return step(
             Action::Scale {
                 from: running.replicas.len(),
-                to: service.replicas.max(1),
+                to: replicas,
             },
             "replica count".to_owned(),
         );

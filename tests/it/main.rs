@@ -5,6 +5,7 @@ mod agent;
 mod agent_config;
 mod cli;
 mod compose;
+mod control_plane;
 mod crash;
 mod daemon;
 mod demo;

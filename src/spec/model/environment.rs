@@ -78,6 +78,15 @@ impl Target {
         }
     }
 
+    /// How many replicas this target runs for `declared`: a Kubernetes Deployment scales to
+    /// zero; processes and containers run at least one.
+    pub fn replicas(&self, declared: u32) -> u32 {
+        match self {
+            Target::Kubernetes(_) => declared,
+            Target::Local(_) | Target::Compose(_) => declared.max(1),
+        }
+    }
+
     /// Whether services share one host's ports, so two services may not publish the same one.
     pub fn shares_host_ports(&self) -> bool {
         !matches!(self, Target::Kubernetes(_))

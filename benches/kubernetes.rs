@@ -1,0 +1,230 @@
+//! The kubernetes target on a real 1.20 control plane (the tests' own, see
+//! `tests/it/control_plane.rs`), with 1,000 services of 0 replicas (no kubelet is needed):
+//! - observe + plan with nothing to change: time, the agent's resident memory, API requests;
+//! - a one-service change applied by plumb (observe, plan, server-side apply of the one
+//!   Deployment, wait until available), beside `kubectl apply --server-side` of the same 1,000
+//!   Deployments and Services with the one change (kubectl sends every object).
+//!
+//! Run: `cargo bench --bench kubernetes` (`PLUMB_BENCH_ROUNDS=10`, `PLUMB_BENCH_SERVICES=1000`).
+
+#[path = "../tests/it/control_plane.rs"]
+#[allow(dead_code)]
+mod control_plane;
+
+#[path = "../tests/it/daemon.rs"]
+#[allow(dead_code)]
+mod daemon;
+
+#[path = "../tests/it/tls.rs"]
+#[allow(dead_code)]
+mod tls;
+
+#[path = "support/timing.rs"]
+#[allow(dead_code)]
+mod timing;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use plumb::ledger::{Ledger, Outcome};
+use plumb::reconcile::{self, Intent};
+use plumb::spec::model::environment::Target as TargetSpec;
+use plumb::target::kubernetes::KubernetesRuntime;
+use timing::{ms, percentile, setting};
+
+fn main() {
+    let rounds = setting("PLUMB_BENCH_ROUNDS", 10);
+    let services = setting("PLUMB_BENCH_SERVICES", 1000);
+    let kubeconfig = control_plane::kubeconfig().to_owned();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(rounds, services, &kubeconfig));
+}
+
+/// A repository of `count` services in environment `kbench`, `s0` at `release`.
+fn repository(dir: &Path, kubeconfig: &Path, count: usize, release: &str) {
+    std::fs::create_dir_all(dir.join("services")).unwrap();
+    std::fs::create_dir_all(dir.join("environments")).unwrap();
+    std::fs::write(
+        dir.join("plumb.yaml"),
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [kbench]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("environments/kbench.yaml"),
+        format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: kbench\ntarget:\n  kubernetes: {{namespace: kbench, kubeconfig: {:?}}}\n",
+            kubeconfig.display().to_string()
+        ),
+    )
+    .unwrap();
+    for i in 0..count {
+        let release = if i == 0 { release } else { "steady" };
+        std::fs::write(
+            dir.join(format!("services/s{i}.yaml")),
+            format!(
+                "apiVersion: plumb/v1\nkind: Service\nname: s{i}\nimage: registry.example/s:1\nreplicas: 0\n\
+                 ports:\n  - {{name: http, port: 8080}}\nstrategy:\n  recreate: {{}}\nenv:\n  - {{name: RELEASE, value: {release}}}\n"
+            ),
+        )
+        .unwrap();
+    }
+}
+
+fn desired(dir: &Path) -> plumb::spec::Desired {
+    let mut rendered = plumb::spec::render(&plumb::source::WorkTree::new(dir), Some("kbench")).unwrap();
+    assert!(rendered.is_valid(), "{:?}", rendered.diagnostics);
+    rendered.environments.shift_remove("kbench").unwrap()
+}
+
+/// This process's resident memory, in MiB.
+fn resident() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+fn intent(commit: &str) -> Intent<'_> {
+    Intent {
+        commit,
+        signer: None,
+        trigger: Default::default(),
+    }
+}
+
+async fn run(rounds: usize, count: usize, kubeconfig: &Path) {
+    let state = tempfile::tempdir().unwrap();
+    let repo = state.path().join("repo");
+    repository(&repo, kubeconfig, count, "r0");
+    let first = desired(&repo);
+    let TargetSpec::Kubernetes(target) = &first.target else {
+        unreachable!()
+    };
+    let cluster = KubernetesRuntime::new("kbench", target).await.unwrap();
+    let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let started = Instant::now();
+    let applied = reconcile::apply(&cluster, &mut ledger, &first, intent("c0"), None)
+        .await
+        .unwrap();
+    assert_eq!(applied.outcome, Outcome::Succeeded, "{:?}", applied.outcome);
+    println!(
+        "initial apply of {count} services: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let before = resident();
+    let mut observed = Vec::new();
+    let mut peak: f64 = before;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let live = cluster.observe().await.unwrap();
+        let plan = reconcile::plan(&first, &live, false);
+        observed.push(started.elapsed());
+        peak = peak.max(resident());
+        assert!(plan.is_empty(), "nothing to change: {}", plan.summary().join("; "));
+    }
+    println!(
+        "observe + plan of {count} Deployments, nothing to change, {rounds} rounds: p50 {:.0} ms, p95 {:.0} ms; \
+         2 API requests each (one list of Deployments, one of Services); resident memory {before:.1} MiB before, peak {peak:.1} MiB",
+        ms(percentile(&mut observed, 0.5)),
+        ms(percentile(&mut observed, 0.95)),
+    );
+
+    let mut changes = Vec::new();
+    for round in 1..=rounds {
+        repository(&repo, kubeconfig, count, &format!("r{round}"));
+        let next = desired(&repo);
+        let commit = format!("c{round}");
+        let started = Instant::now();
+        let applied = reconcile::apply(&cluster, &mut ledger, &next, intent(&commit), None)
+            .await
+            .unwrap();
+        changes.push(started.elapsed());
+        assert_eq!(applied.outcome, Outcome::Succeeded);
+        assert_eq!(applied.plan.steps.len(), 1);
+    }
+
+    let peer = peer_rounds(rounds, count, kubeconfig);
+    let (mut changes, mut peer) = (changes, peer);
+    let (plumb_p50, peer_p50) = (ms(percentile(&mut changes, 0.5)), ms(percentile(&mut peer, 0.5)));
+    println!("one-service change among {count}, {rounds} rounds:");
+    println!(
+        "  plumb (observe, plan, apply one Deployment, wait until available): p50 {plumb_p50:.0} ms, p95 {:.0} ms",
+        ms(percentile(&mut changes, 0.95))
+    );
+    println!(
+        "  kubectl apply --server-side of the {count} Deployments and Services:  p50 {peer_p50:.0} ms, p95 {:.0} ms",
+        ms(percentile(&mut peer, 0.95))
+    );
+    println!("  ratio plumb / kubectl (p50): {:.3}", plumb_p50 / peer_p50);
+    let _ = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["delete", "namespace", "kbench", "kpeer", "--wait=false"])
+        .output();
+}
+
+/// The same objects as manifests, `s0` at `release`.
+fn manifests(path: &Path, count: usize, release: &str) {
+    let mut text = String::new();
+    for i in 0..count {
+        let release = if i == 0 { release } else { "steady" };
+        text.push_str(&format!(
+            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: s{i}-blue, namespace: kpeer}}\n\
+             spec:\n  replicas: 0\n  selector: {{matchLabels: {{app: s{i}}}}}\n  template:\n    metadata: {{labels: {{app: s{i}}}}}\n    \
+             spec: {{containers: [{{name: s{i}, image: registry.example/s:1, env: [{{name: RELEASE, value: {release}}}], ports: [{{containerPort: 8080, protocol: TCP}}]}}]}}\n\
+             ---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: kpeer}}\n\
+             spec: {{selector: {{app: s{i}}}, ports: [{{port: 8080, protocol: TCP}}]}}\n"
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn peer_rounds(rounds: usize, count: usize, kubeconfig: &Path) -> Vec<Duration> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("all.yaml");
+    let kubectl = |args: &[&str]| {
+        let output = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let _ = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["create", "namespace", "kpeer"])
+        .output();
+    manifests(&file, count, "r0");
+    let apply = [
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "bench",
+        "-f",
+        file.to_str().unwrap(),
+    ];
+    kubectl(&apply);
+    let mut times = Vec::new();
+    for round in 1..=rounds {
+        manifests(&file, count, &format!("r{round}"));
+        let started = Instant::now();
+        kubectl(&apply);
+        times.push(started.elapsed());
+    }
+    times
+}
