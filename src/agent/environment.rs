@@ -240,7 +240,10 @@ impl Worker {
                         let _ = reply.send(self.rollback(to.as_deref()).await);
                         Ok(())
                     }
-                    None => self.heal().await,
+                    None => match self.last.clone().filter(|last| self.handled != Some(last.commit)) {
+                        Some(head) => self.head(head).await,
+                        None => self.heal().await,
+                    },
                 }
             };
             let Some(result) = until_parked(work, &cancel).await else {
@@ -306,6 +309,11 @@ impl Worker {
         let applied = self
             .apply(desired, &commit, head.signer.as_deref(), Trigger::Commit, true)
             .await?;
+        if applied.attempt.is_none() && matches!(applied.outcome, Outcome::Failed(_)) {
+            // Nothing was attempted (the target could not be asked): the head is tried again
+            // at the next drift check.
+            self.handled = None;
+        }
         match &applied.outcome {
             Outcome::Succeeded => {
                 tracing::info!(environment = %name, commit, "Applied; the commit is the new rollback point.");

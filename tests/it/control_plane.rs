@@ -92,7 +92,7 @@ fn start() -> PathBuf {
         "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
         "--authorization-mode=RBAC".to_owned(),
         "--disable-admission-plugins=ServiceAccount".to_owned(),
-        "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+        "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
     ]);
     tied(apiserver, "kube-apiserver");
 

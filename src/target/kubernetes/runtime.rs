@@ -153,7 +153,7 @@ impl KubernetesRuntime {
     }
 
     /// Applies `version` of `service` in `slot` and waits until the Deployment is available;
-    /// the service's Service is created (selecting this slot) when missing.
+    /// the service's Service is applied with its ports (created selecting no slot yet).
     pub async fn deploy(&self, service: &Service, slot: Slot, version: &str) -> Result<(), KubernetesError> {
         let name = deployment_name(service.name.as_str(), slot);
         let mut env = self.env(service)?;
@@ -164,14 +164,16 @@ impl KubernetesRuntime {
             .patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(document))
             .await
             .map_err(api_error(format!("applying deployment `{name}`")))?;
+        // The Service follows the declared ports; its selector keeps the weights last routed.
         let existing = self
             .services()
             .get_opt(service.name.as_str())
             .await
             .map_err(api_error(format!("reading service `{}`", service.name.as_str())))?;
-        if existing.is_none() {
-            self.apply_service(service, &[(slot, 0)]).await?;
-        }
+        let weights = existing
+            .and_then(|s| s.metadata.annotations?.get(WEIGHTS).map(|w| objects::parse_weights(w)))
+            .unwrap_or_else(|| vec![(slot, 0)]);
+        self.apply_service(service, &weights).await?;
         self.available(&name, service.progress_deadline.0).await
     }
 
