@@ -59,11 +59,29 @@ async fn exchange(
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
+    // With a body, wait for the server's go-ahead: a server refusing the request from its
+    // headers (413) answers at once and closes, and a body sent anyway could make the
+    // connection reset before its answer is read.
+    if !body.is_empty() {
+        request.push_str("Expect: 100-continue\r\n");
+    }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
-    // The server may answer (413) before reading the whole body and close; that is fine.
-    let _ = stream.write_all(body).await;
     let mut raw = Vec::new();
+    if !body.is_empty() {
+        let mut chunk = [0u8; 4096];
+        while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            }
+        }
+        if raw.starts_with(b"HTTP/1.1 100") {
+            let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            raw.drain(..end);
+            let _ = stream.write_all(body).await;
+        }
+    }
     let _ = stream.read_to_end(&mut raw).await;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text
