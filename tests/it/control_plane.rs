@@ -23,9 +23,11 @@ fn free_port() -> u16 {
 
 /// Starts etcd, kube-apiserver and kube-controller-manager; returns an admin kubeconfig.
 fn start() -> PathBuf {
-    let bin = std::env::var_os("PLUMB_KUBE_BIN")
+    // Where scripts/build-kube-control-plane put them (PLUMB_KUBE_CACHE, as for the script).
+    let cache = std::env::var_os("PLUMB_KUBE_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/plumb-kube/bin"));
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/plumb-kube"));
+    let bin = cache.join("bin");
     assert!(
         bin.join("kube-apiserver").exists(),
         "no kube-apiserver in {}: run scripts/build-kube-control-plane (.ci/run does)",
