@@ -85,6 +85,20 @@ where
     }
 }
 
+/// The outcome recorded for `commit` in `environment` under `state`, once there is one (within
+/// 90 s).
+pub async fn outcome(state: &Path, environment: &str, commit: &str) -> Option<Outcome> {
+    eventually(Duration::from_secs(90), || async {
+        let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).ok()?;
+        let history = ledger.history(environment, 100).ok()?;
+        history
+            .into_iter()
+            .find(|r| r.attempt.commit == commit)
+            .and_then(|r| r.outcome)
+    })
+    .await
+}
+
 /// Whether the trust state of repository `config` records `commit` as refused.
 fn refused(state: &Path, commit: &str) -> bool {
     refused_in(state, "config", commit)

@@ -11,23 +11,10 @@ use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{eventually, release};
+use crate::agent::{eventually, outcome, release};
 use crate::docker::{docker, example_image};
 use crate::harness::{TestRepo, Web, agent_settings, trusted};
 use crate::keys::TestKey;
-
-/// The outcome recorded for `commit` in `environment`, once there is one.
-async fn outcome(state: &Path, environment: &str, commit: &str) -> Option<Outcome> {
-    eventually(Duration::from_secs(60), || async {
-        let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).ok()?;
-        let history = ledger.history(environment, 100).ok()?;
-        history
-            .into_iter()
-            .find(|r| r.attempt.commit == commit)
-            .and_then(|r| r.outcome)
-    })
-    .await
-}
 
 /// Waits until `addr` answers with `wanted`.
 async fn serves(addr: SocketAddr, wanted: &str) -> bool {

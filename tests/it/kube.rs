@@ -13,7 +13,7 @@ use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::eventually;
+use crate::agent::{eventually, outcome};
 use crate::control_plane::{kubeconfig, kubectl};
 use crate::harness::{TestRepo, agent_settings, trusted};
 use crate::keys::TestKey;
@@ -96,19 +96,6 @@ fn write(repo: &TestRepo, namespace: &str, release: &str, strategy: &str, health
              env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: EXAMPLE_HEALTH, value: {health}}}\n"
         ),
     );
-}
-
-/// The outcome recorded for `commit` in `environment`, once there is one.
-async fn outcome(state: &Path, environment: &str, commit: &str) -> Option<Outcome> {
-    eventually(Duration::from_secs(90), || async {
-        let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).ok()?;
-        let history = ledger.history(environment, 100).ok()?;
-        history
-            .into_iter()
-            .find(|r| r.attempt.commit == commit)
-            .and_then(|r| r.outcome)
-    })
-    .await
 }
 
 /// The release a Deployment's template runs, `None` when it does not exist.
