@@ -532,3 +532,98 @@ fn dir_with(bytes: &[u8]) -> tempfile::TempDir {
     std::fs::write(dir.path().join("all.yaml"), bytes).unwrap();
     dir
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_restores() {
+    let namespace = "krestart";
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let stop = CancellationToken::new();
+    kubeconfig();
+    let playing = tokio::spawn(kubelet(namespace, stop.clone()));
+    let state = tempfile::tempdir().unwrap();
+    const TOKEN: &str = "a-long-enough-api-token";
+    let start = |upstream: &TestRepo| {
+        let settings = Settings {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            api_token: Some(plumb::secret::Secret::new(TOKEN)),
+            ..agent_settings(upstream, &root, state.path())
+        };
+        let cancel = CancellationToken::new();
+        let (started, handle) = tokio::sync::oneshot::channel();
+        let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
+        (cancel, agent, handle)
+    };
+    let strategy = "blueGreen: {keepOldVersion: 20s}";
+    write(&upstream, namespace, "r1", strategy, true, "");
+    let first = upstream.commit_signed("web r1", &alice);
+    let (cancel, agent, handle) = start(&upstream);
+    let handle = handle.await.unwrap();
+    assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
+
+    // Stopped while the old color is kept for switch-back: the attempt is parked.
+    write(&upstream, namespace, "r2", strategy, true, "");
+    let second = upstream.commit_signed("web r2", &alice);
+    handle.ring(plumb::trigger::Reason::Manual);
+    let switched = eventually(Duration::from_secs(60), || async {
+        let selector = kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            "service",
+            "web",
+            "-o",
+            "jsonpath={.spec.selector.plumb\\.dev/slot}",
+        ]);
+        (selector == "green").then_some(())
+    })
+    .await;
+    assert!(switched.is_some());
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+    assert_eq!(
+        outcome(state.path(), namespace, &second).await,
+        Some(Outcome::Interrupted)
+    );
+    assert!(
+        release_of(namespace, "web-blue").is_some(),
+        "the old color is still there"
+    );
+
+    // The next agent finishes from what the cluster runs: green serves r2, blue is retired.
+    let (cancel, agent, handle) = start(&upstream);
+    let handle = handle.await.unwrap();
+    let finished = eventually(Duration::from_secs(90), || async {
+        let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).ok()?;
+        let history = ledger.history(namespace, 100).ok()?;
+        history
+            .iter()
+            .any(|r| r.attempt.commit == second && r.outcome == Some(Outcome::Succeeded))
+            .then_some(())
+    })
+    .await;
+    assert!(finished.is_some(), "the head was applied after the restart");
+    assert_eq!(release_of(namespace, "web-green").as_deref(), Some("r2"));
+    assert!(release_of(namespace, "web-blue").is_none());
+
+    // A rollback on demand restores r1, through the same blue-green.
+    let api = handle.api.unwrap();
+    let bearer = [("authorization", format!("Bearer {TOKEN}"))];
+    let answer = crate::http::post(api, &format!("/api/v1/environments/{namespace}/rollback"), &bearer, b"").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let serving = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "service",
+        "web",
+        "-o",
+        "jsonpath={.spec.selector.plumb\\.dev/slot}",
+    ]);
+    assert_eq!(release_of(namespace, &format!("web-{serving}")).as_deref(), Some("r1"));
+
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+    stop.cancel();
+    playing.await.unwrap();
+}
