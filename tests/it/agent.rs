@@ -99,6 +99,40 @@ pub async fn outcome(state: &Path, environment: &str, commit: &str) -> Option<Ou
     .await
 }
 
+/// An agent running in-process.
+pub struct Running {
+    cancel: CancellationToken,
+    agent: tokio::task::JoinHandle<()>,
+    /// Its doorbells and API address.
+    pub handle: plumb::agent::Agent,
+}
+
+impl Running {
+    /// Starts the agent with `settings`, once its fetch workers run.
+    pub async fn start(settings: Settings) -> Running {
+        let cancel = CancellationToken::new();
+        let (started, handle) = tokio::sync::oneshot::channel();
+        let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
+        let handle = handle.await.expect("the agent starts");
+        Running {
+            cancel,
+            agent: tokio::spawn(async move { agent.await.unwrap().unwrap() }),
+            handle,
+        }
+    }
+
+    /// Tells the agent its repositories moved.
+    pub fn push(&self) {
+        self.handle.ring(plumb::trigger::Reason::Manual);
+    }
+
+    /// Stops it, as SIGTERM does, and waits until it has.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.agent.await.unwrap();
+    }
+}
+
 /// Whether the trust state of repository `config` records `commit` as refused.
 fn refused(state: &Path, commit: &str) -> bool {
     refused_in(state, "config", commit)

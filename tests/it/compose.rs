@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
-use tokio_util::sync::CancellationToken;
 
-use crate::agent::{eventually, outcome, release};
+use crate::agent::{Running, eventually, outcome, release};
 use crate::docker::{docker, example_image};
 use crate::harness::{TestRepo, Web, agent_settings, trusted};
 use crate::keys::TestKey;
@@ -76,41 +75,14 @@ fn api(repo: &TestRepo, image: &str, port: u16, release: &str) {
     );
 }
 
-/// An agent running in-process over a repository.
-struct Running {
-    cancel: CancellationToken,
-    agent: tokio::task::JoinHandle<()>,
-    handle: plumb::agent::Agent,
-}
-
-impl Running {
-    /// Starts the agent over `repo`. Its periodic drift check is an hour away: drift is found
-    /// through the engine's events.
-    async fn start(repo: &TestRepo, root: &str, state: &Path) -> Running {
-        let settings = Settings {
-            heal_every: Duration::from_secs(3600),
-            ..agent_settings(repo, root, state)
-        };
-        let cancel = CancellationToken::new();
-        let (started, handle) = tokio::sync::oneshot::channel();
-        let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
-        let handle = handle.await.unwrap();
-        Running {
-            cancel,
-            agent: tokio::spawn(async move { agent.await.unwrap().unwrap() }),
-            handle,
-        }
-    }
-
-    /// Tells the agent the branch moved.
-    fn push(&self) {
-        self.handle.ring(plumb::trigger::Reason::Manual);
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.agent.await.unwrap();
-    }
+/// The agent over `repo`, in-process. Its periodic drift check is an hour away: drift is found
+/// through the engine's events.
+async fn start_agent(repo: &TestRepo, root: &str, state: &Path) -> Running {
+    Running::start(Settings {
+        heal_every: Duration::from_secs(3600),
+        ..agent_settings(repo, root, state)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +103,7 @@ async fn every_strategy_switches_real_containers_and_a_bad_release_rolls_back() 
 
     web("r1", "blueGreen: {keepOldVersion: 0s}").write(&upstream);
     let first = upstream.commit_signed("web r1", &alice);
-    let agent = Running::start(&upstream, &root, state.path()).await;
+    let agent = start_agent(&upstream, &root, state.path()).await;
     assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
     assert!(serves(addr, "r1").await);
     assert_eq!(containers(project, "web").len(), 2);
@@ -296,7 +268,7 @@ async fn one_service_changes_alone_drift_heals_and_a_new_agent_adopts() {
     web("w1").write(&upstream);
     api(&upstream, image, api_port, "a1");
     let first = upstream.commit_signed("web w1, api a1", &alice);
-    let agent = Running::start(&upstream, &root, state.path()).await;
+    let agent = start_agent(&upstream, &root, state.path()).await;
     assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
     assert!(serves(web_addr, "w1").await && serves(api_addr, "a1").await);
     let api_before = containers(project, "api");
@@ -325,7 +297,7 @@ async fn one_service_changes_alone_drift_heals_and_a_new_agent_adopts() {
     agent.stop().await;
     let web_running = containers(project, "web");
     let api_running = containers(project, "api");
-    let agent = Running::start(&upstream, &root, state.path()).await;
+    let agent = start_agent(&upstream, &root, state.path()).await;
     assert!(serves(web_addr, "w2").await && serves(api_addr, "a1").await);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(containers(project, "web"), web_running);
@@ -368,7 +340,7 @@ async fn an_agent_stopped_mid_canary_is_finished_by_the_next() {
     };
     web("r1").write(&upstream);
     let first = upstream.commit_signed("web r1", &alice);
-    let agent = Running::start(&upstream, &root, state.path()).await;
+    let agent = start_agent(&upstream, &root, state.path()).await;
     assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
 
     // Stopped while the canary holds half the traffic: the attempt is parked.
@@ -394,7 +366,7 @@ async fn an_agent_stopped_mid_canary_is_finished_by_the_next() {
     );
 
     // The next agent applies the head afresh from what it observes.
-    let agent = Running::start(&upstream, &root, state.path()).await;
+    let agent = start_agent(&upstream, &root, state.path()).await;
     let finished = eventually(Duration::from_secs(60), || async {
         let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).ok()?;
         let history = ledger.history(project, 100).ok()?;
@@ -457,7 +429,7 @@ async fn behind_nginx_traffic_moves_by_reload_and_outlives_the_agent() {
 
     write("r1", "blueGreen: {keepOldVersion: 0s}", true, &upstream);
     let first = upstream.commit_signed("web r1 behind nginx", &alice);
-    let agent = Running::start(&upstream, &root, state.path()).await;
+    let agent = start_agent(&upstream, &root, state.path()).await;
     assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
     assert!(serves(addr, "r1").await);
     assert_eq!(containers(project, "plumb-proxy").len(), 1, "one nginx container");
@@ -552,7 +524,7 @@ async fn services_from_a_compose_file_run_with_their_volumes_networks_and_health
 
     compose_file_repo(&upstream, project, image, port, "c1", healthy);
     let first = upstream.commit_signed("web from compose.yaml", &alice);
-    let agent = Running::start(&upstream, &root, state.path()).await;
+    let agent = start_agent(&upstream, &root, state.path()).await;
     assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
     assert!(serves(addr, "c1").await);
     let web = containers(project, "web");

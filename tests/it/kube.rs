@@ -13,10 +13,31 @@ use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{eventually, outcome};
+use crate::agent::{Running, eventually, outcome};
 use crate::control_plane::{kubeconfig, kubectl};
 use crate::harness::{TestRepo, agent_settings, trusted};
 use crate::keys::TestKey;
+
+/// The tests' kubelet for one namespace, playing until stopped.
+struct Kubelet {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Kubelet {
+    /// Starts the control plane if needed, and plays the kubelet for `namespace`.
+    fn play(namespace: &'static str) -> Kubelet {
+        kubeconfig();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(kubelet(namespace, stop.clone()));
+        Kubelet { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
 
 /// Plays the kubelet for `namespace` until `stop`: a Deployment's pod becomes ready unless its
 /// `EXAMPLE_HEALTH` is `fail`; a Job's pod succeeds unless its command names `no-such-command`.
@@ -125,21 +146,16 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
     let namespace = "kbluegreen";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
-    let stop = CancellationToken::new();
-    kubeconfig();
-    let playing = tokio::spawn(kubelet(namespace, stop.clone()));
+    let kubelet = Kubelet::play(namespace);
     let state = tempfile::tempdir().unwrap();
 
     write(&upstream, namespace, "r1", "blueGreen: {keepOldVersion: 0s}", true, "");
     let first = upstream.commit_signed("web r1", &alice);
-    let cancel = CancellationToken::new();
-    let (started, handle) = tokio::sync::oneshot::channel();
-    let settings = Settings {
+    let agent = Running::start(Settings {
         heal_every: Duration::from_secs(3600),
         ..agent_settings(&upstream, &root, state.path())
-    };
-    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
-    let handle = handle.await.unwrap();
+    })
+    .await;
     assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
     assert_eq!(release_of(namespace, "web-blue").as_deref(), Some("r1"));
     let selector = kubectl(&[
@@ -176,7 +192,7 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
         "migration:\n  command: [/plumb, migrate]\n  timeout: 30s\n",
     );
     let second = upstream.commit_signed("web r2, migrated", &alice);
-    handle.ring(plumb::trigger::Reason::Manual);
+    agent.push();
     assert_eq!(
         outcome(state.path(), namespace, &second).await,
         Some(Outcome::Succeeded)
@@ -201,7 +217,7 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
     // Pods that never become ready: the progress deadline fails the rollout, green stays.
     write(&upstream, namespace, "r3", "blueGreen: {keepOldVersion: 0s}", false, "");
     let bad = upstream.commit_signed("web r3, never ready", &alice);
-    handle.ring(plumb::trigger::Reason::Manual);
+    agent.push();
     let rolled = outcome(state.path(), namespace, &bad).await;
     let Some(Outcome::RolledBack(reason)) = &rolled else {
         panic!("{rolled:?}")
@@ -232,15 +248,13 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
         "migration:\n  command: [/plumb, no-such-command]\n  timeout: 30s\n",
     );
     let unmigrated = upstream.commit_signed("web r4, migration fails", &alice);
-    handle.ring(plumb::trigger::Reason::Manual);
+    agent.push();
     let rolled = outcome(state.path(), namespace, &unmigrated).await;
     assert!(matches!(rolled, Some(Outcome::RolledBack(_))), "{rolled:?}");
     assert_eq!(release_of(namespace, "web-green").as_deref(), Some("r2"));
 
-    cancel.cancel();
-    agent.await.unwrap().unwrap();
-    stop.cancel();
-    playing.await.unwrap();
+    agent.stop().await;
+    kubelet.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,25 +262,18 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     let namespace = "kstrategies";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
-    let stop = CancellationToken::new();
-    kubeconfig();
-    let playing = tokio::spawn(kubelet(namespace, stop.clone()));
+    let kubelet = Kubelet::play(namespace);
     let state = tempfile::tempdir().unwrap();
     let start = |upstream: &TestRepo, heal: Duration| {
-        let settings = Settings {
+        Running::start(Settings {
             heal_every: heal,
             ..agent_settings(upstream, &root, state.path())
-        };
-        let cancel = CancellationToken::new();
-        let (started, handle) = tokio::sync::oneshot::channel();
-        let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
-        (cancel, agent, handle)
+        })
     };
 
     write(&upstream, namespace, "r1", "recreate: {}", true, "");
     let first = upstream.commit_signed("web r1", &alice);
-    let (cancel, agent, handle) = start(&upstream, Duration::from_millis(500));
-    let handle = handle.await.unwrap();
+    let agent = start(&upstream, Duration::from_millis(500)).await;
     assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
 
     // Recreate, rolling and canary, each to its new release.
@@ -277,7 +284,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     ] {
         write(&upstream, namespace, release, strategy, true, "");
         let commit = upstream.commit_signed(&format!("web {release}"), &alice);
-        handle.ring(plumb::trigger::Reason::Manual);
+        agent.push();
         assert_eq!(
             outcome(state.path(), namespace, &commit).await,
             Some(Outcome::Succeeded),
@@ -338,8 +345,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     assert_eq!(labels, "payments", "another manager's field is left alone");
 
     // A new agent over the same state finds everything in place: nothing is applied again.
-    cancel.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     let generation = kubectl(&[
         "-n",
         namespace,
@@ -349,8 +355,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
         "-o",
         "jsonpath={.metadata.generation}",
     ]);
-    let (cancel, agent, handle) = start(&upstream, Duration::from_secs(3600));
-    let handle = handle.await.unwrap();
+    let agent = start(&upstream, Duration::from_secs(3600)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = kubectl(&[
         "-n",
@@ -366,7 +371,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     // Pruned: the service leaves the repository, its Deployment and Service go.
     std::fs::remove_file(upstream.path().join("services/web.yaml")).unwrap();
     let pruned = upstream.commit_signed("web goes", &alice);
-    handle.ring(plumb::trigger::Reason::Manual);
+    agent.push();
     assert_eq!(
         outcome(state.path(), namespace, &pruned).await,
         Some(Outcome::Succeeded)
@@ -387,10 +392,8 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     .await;
     assert!(gone.is_some());
 
-    cancel.cancel();
-    agent.await.unwrap().unwrap();
-    stop.cancel();
-    playing.await.unwrap();
+    agent.stop().await;
+    kubelet.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,14 +401,12 @@ async fn of_two_agents_only_the_lease_holder_applies() {
     let namespace = "kleader";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
-    let stop = CancellationToken::new();
-    kubeconfig();
     let _ = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig())
         .args(["create", "namespace", "plumb-leases"])
         .output();
-    let playing = tokio::spawn(kubelet(namespace, stop.clone()));
+    let kubelet = Kubelet::play(namespace);
     write(&upstream, namespace, "r1", "recreate: {}", true, "");
     let first = upstream.commit_signed("web r1", &alice);
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -470,8 +471,7 @@ async fn of_two_agents_only_the_lease_holder_applies() {
 
     stop_two.cancel();
     run_two.await.unwrap().unwrap();
-    stop.cancel();
-    playing.await.unwrap();
+    kubelet.stop().await;
 }
 
 #[test]
@@ -538,33 +538,26 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
     let namespace = "krestart";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
-    let stop = CancellationToken::new();
-    kubeconfig();
-    let playing = tokio::spawn(kubelet(namespace, stop.clone()));
+    let kubelet = Kubelet::play(namespace);
     let state = tempfile::tempdir().unwrap();
     const TOKEN: &str = "a-long-enough-api-token";
     let start = |upstream: &TestRepo| {
-        let settings = Settings {
+        Running::start(Settings {
             listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             api_token: Some(plumb::secret::Secret::new(TOKEN)),
             ..agent_settings(upstream, &root, state.path())
-        };
-        let cancel = CancellationToken::new();
-        let (started, handle) = tokio::sync::oneshot::channel();
-        let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
-        (cancel, agent, handle)
+        })
     };
     let strategy = "blueGreen: {keepOldVersion: 20s}";
     write(&upstream, namespace, "r1", strategy, true, "");
     let first = upstream.commit_signed("web r1", &alice);
-    let (cancel, agent, handle) = start(&upstream);
-    let handle = handle.await.unwrap();
+    let agent = start(&upstream).await;
     assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
 
     // Stopped while the old color is kept for switch-back: the attempt is parked.
     write(&upstream, namespace, "r2", strategy, true, "");
     let second = upstream.commit_signed("web r2", &alice);
-    handle.ring(plumb::trigger::Reason::Manual);
+    agent.push();
     let switched = eventually(Duration::from_secs(60), || async {
         let selector = kubectl(&[
             "-n",
@@ -579,8 +572,7 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
     })
     .await;
     assert!(switched.is_some());
-    cancel.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     assert_eq!(
         outcome(state.path(), namespace, &second).await,
         Some(Outcome::Interrupted)
@@ -591,8 +583,7 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
     );
 
     // The next agent finishes from what the cluster runs: green serves r2, blue is retired.
-    let (cancel, agent, handle) = start(&upstream);
-    let handle = handle.await.unwrap();
+    let agent = start(&upstream).await;
     let finished = eventually(Duration::from_secs(90), || async {
         let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).ok()?;
         let history = ledger.history(namespace, 100).ok()?;
@@ -607,7 +598,7 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
     assert!(release_of(namespace, "web-blue").is_none());
 
     // A rollback on demand restores r1, through the same blue-green.
-    let api = handle.api.unwrap();
+    let api = agent.handle.api.unwrap();
     let bearer = [("authorization", format!("Bearer {TOKEN}"))];
     let answer = crate::http::post(api, &format!("/api/v1/environments/{namespace}/rollback"), &bearer, b"").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -622,8 +613,6 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
     ]);
     assert_eq!(release_of(namespace, &format!("web-{serving}")).as_deref(), Some("r1"));
 
-    cancel.cancel();
-    agent.await.unwrap().unwrap();
-    stop.cancel();
-    playing.await.unwrap();
+    agent.stop().await;
+    kubelet.stop().await;
 }
