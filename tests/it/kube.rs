@@ -616,3 +616,112 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
     agent.stop().await;
     kubelet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_file_travels_in_a_config_map_and_hand_edits_are_undone() {
+    let namespace = "kconfig";
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let kubelet = Kubelet::play(namespace);
+    let state = tempfile::tempdir().unwrap();
+    let config = |greeting: &str| {
+        format!("config:\n  file: conf/app.json\n  format: json\n  values: {{greeting: {greeting}}}\n")
+    };
+    write(
+        &upstream,
+        namespace,
+        "r1",
+        "blueGreen: {keepOldVersion: 0s}",
+        true,
+        &config("hello"),
+    );
+    let first = upstream.commit_signed("web r1 with its configuration", &alice);
+    let agent = Running::start(Settings {
+        heal_every: Duration::from_millis(500),
+        ..agent_settings(&upstream, &root, state.path())
+    })
+    .await;
+    assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
+    let data = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "configmap",
+        "web-blue-config",
+        "-o",
+        "jsonpath={.data.app\\.json}",
+    ]);
+    assert!(data.contains("\"greeting\": \"hello\""), "{data}");
+    let mounted = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "deployment",
+        "web-blue",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"PLUMB_CONFIG\")].value} {.spec.template.spec.volumes[0].configMap.name}",
+    ]);
+    assert_eq!(mounted, "/plumb/config/app.json web-blue-config");
+
+    // Edited by hand: drift, put back.
+    kubectl(&[
+        "-n",
+        namespace,
+        "patch",
+        "configmap",
+        "web-blue-config",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"app.json":"{\"greeting\": \"hacked\"}"}}"#,
+    ]);
+    let restored = eventually(Duration::from_secs(60), || async {
+        let data = kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            "configmaps",
+            "-l",
+            "app.kubernetes.io/name=web",
+            "-o",
+            "jsonpath={.items[*].data.app\\.json}",
+        ]);
+        (data.contains("hello") && !data.contains("hacked")).then_some(())
+    })
+    .await;
+    assert!(restored.is_some(), "the hand edit is undone");
+
+    // A new value is a new version: blue-green to a new color with its own ConfigMap; the old
+    // color's goes with it.
+    write(
+        &upstream,
+        namespace,
+        "r1",
+        "blueGreen: {keepOldVersion: 0s}",
+        true,
+        &config("bonjour"),
+    );
+    let second = upstream.commit_signed("web, new greeting", &alice);
+    agent.push();
+    assert_eq!(
+        outcome(state.path(), namespace, &second).await,
+        Some(Outcome::Succeeded)
+    );
+    let maps = eventually(Duration::from_secs(30), || async {
+        let data = kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            "configmaps",
+            "-l",
+            "app.kubernetes.io/name=web",
+            "-o",
+            "jsonpath={.items[*].data.app\\.json}",
+        ]);
+        (data.contains("bonjour") && !data.contains("hello")).then_some(data)
+    })
+    .await;
+    assert!(maps.is_some(), "one config map, with the new value");
+    agent.stop().await;
+    kubelet.stop().await;
+}

@@ -18,6 +18,25 @@ pub const SLOT: &str = "plumb.dev/slot";
 pub const VERSION: &str = "plumb.dev/version";
 /// The weights last routed, on the Service (annotation): `blue=100,green=0`.
 pub const WEIGHTS: &str = "plumb.dev/weights";
+/// Where a replica reads its configuration file.
+const CONFIG_DIR: &str = "/plumb/config";
+
+/// The ConfigMap holding the configuration file of `service`'s `slot`.
+pub fn config_map_name(service: &str, slot: Slot) -> String {
+    format!("{service}-{}-config", slot.name())
+}
+
+/// The ConfigMap of `service`'s `slot` holding its configuration file `key` with `text`.
+pub fn config_map(environment: &str, service: &Service, slot: Slot, key: &str, text: &str) -> Value {
+    let mut labels = labels(environment, service);
+    labels.insert(SLOT.to_owned(), json!(slot.name()));
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": config_map_name(service.name.as_str(), slot), "labels": labels},
+        "data": {key: text},
+    })
+}
 
 /// The Deployment of `service`'s `slot`.
 pub fn deployment_name(service: &str, slot: Slot) -> String {
@@ -60,11 +79,29 @@ fn container(service: &Service, env: &[(String, String)]) -> Value {
     container
 }
 
-/// The Deployment of `version` of `service` in `slot`.
-pub fn deployment(environment: &str, service: &Service, slot: Slot, version: &str, env: &[(String, String)]) -> Value {
+/// The Deployment of `version` of `service` in `slot`; with `config`, its ConfigMap's key is
+/// mounted read-only under `/plumb/config` and named by `PLUMB_CONFIG`.
+pub fn deployment(
+    environment: &str,
+    service: &Service,
+    slot: Slot,
+    version: &str,
+    env: &[(String, String)],
+    config: Option<&str>,
+) -> Value {
     let mut labels = labels(environment, service);
     labels.insert(SLOT.to_owned(), json!(slot.name()));
     let selector = json!({SERVICE: service.name.as_str(), SLOT: slot.name(), ENVIRONMENT: environment});
+    let mut env = env.to_vec();
+    if let Some(key) = config {
+        env.push(("PLUMB_CONFIG".to_owned(), format!("{CONFIG_DIR}/{key}")));
+    }
+    let mut pod = json!({"containers": [container(service, &env)]});
+    if config.is_some() {
+        pod["volumes"] =
+            json!([{"name": "config", "configMap": {"name": config_map_name(service.name.as_str(), slot)}}]);
+        pod["containers"][0]["volumeMounts"] = json!([{"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}]);
+    }
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -79,7 +116,7 @@ pub fn deployment(environment: &str, service: &Service, slot: Slot, version: &st
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": labels, "annotations": {VERSION: version}},
-                "spec": {"containers": [container(service, env)]},
+                "spec": pod,
             },
         },
     })

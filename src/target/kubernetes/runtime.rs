@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Service as KubeService};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service as KubeService};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -18,7 +18,7 @@ use crate::health::Check;
 use crate::router::SlotStats;
 use crate::spec::model::Service;
 use crate::spec::model::environment::KubernetesTarget;
-use crate::target::workload::{LiveSlot, Slot, WorkloadError, variables};
+use crate::target::workload::{LiveSlot, Slot, WorkloadError, config_file, digest, variables};
 use crate::target::{Capabilities, Pending, Target, TargetError};
 
 /// The field manager plumb applies as.
@@ -42,14 +42,6 @@ pub enum KubernetesError {
     /// The service's variables cannot be prepared.
     #[error(transparent)]
     Workload(#[from] WorkloadError),
-    /// What the target cannot run yet.
-    #[error("service `{service}`: {what} is not available on the kubernetes target yet")]
-    Unsupported {
-        /// The service.
-        service: String,
-        /// What.
-        what: &'static str,
-    },
     /// A Deployment did not become available.
     #[error("deployment `{name}` is not available: {reason}")]
     NotAvailable {
@@ -138,14 +130,12 @@ impl KubernetesRuntime {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// The variables of `service`, refusing what this target cannot carry yet.
+    fn config_maps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The variables of `service`.
     fn env(&self, service: &Service) -> Result<Vec<(String, String)>, KubernetesError> {
-        if service.config.is_some() {
-            return Err(KubernetesError::Unsupported {
-                service: service.name.as_str().to_owned(),
-                what: "an application configuration file (`config`)",
-            });
-        }
         let mut env = variables(service)?;
         env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.clone()));
         env.push(("PLUMB_SERVICE".to_owned(), service.name.as_str().to_owned()));
@@ -159,7 +149,20 @@ impl KubernetesRuntime {
         let mut env = self.env(service)?;
         env.push(("PLUMB_SLOT".to_owned(), slot.name().to_owned()));
         env.push(("PLUMB_VERSION".to_owned(), version.to_owned()));
-        let document = objects::deployment(&self.environment, service, slot, version, &env);
+        // The configuration file goes in the slot's ConfigMap, applied before the pods need it.
+        let config = config_file(service)?;
+        let key = config
+            .as_ref()
+            .map(|(file, _)| file.rsplit('/').next().unwrap_or(file).to_owned());
+        if let (Some((_, text)), Some(key)) = (&config, &key) {
+            let map_name = objects::config_map_name(service.name.as_str(), slot);
+            let document = objects::config_map(&self.environment, service, slot, key, text);
+            self.config_maps()
+                .patch(&map_name, &PatchParams::apply(MANAGER), &Patch::Apply(document))
+                .await
+                .map_err(api_error(format!("applying config map `{map_name}`")))?;
+        }
+        let document = objects::deployment(&self.environment, service, slot, version, &env, key.as_deref());
         self.deployments()
             .patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(document))
             .await
@@ -290,6 +293,13 @@ impl KubernetesRuntime {
         {
             return Err(api_error(format!("deleting deployment `{name}`"))(e));
         }
+        let map_name = objects::config_map_name(service, slot);
+        let deleted = self.config_maps().delete(&map_name, &DeleteParams::background()).await;
+        if let Err(e) = deleted
+            && !is_not_found(&e)
+        {
+            return Err(api_error(format!("deleting config map `{map_name}`"))(e));
+        }
         let other = deployment_name(service, slot.other());
         let remaining = self
             .deployments()
@@ -377,6 +387,19 @@ impl KubernetesRuntime {
             .list(&selector)
             .await
             .map_err(api_error("listing services"))?;
+        // The configuration files as they are now in the cluster: edited by hand, they differ.
+        let configs: BTreeMap<String, String> = self
+            .config_maps()
+            .list(&selector)
+            .await
+            .map_err(api_error("listing config maps"))?
+            .items
+            .into_iter()
+            .filter_map(|map| {
+                let text = map.data?.into_values().next()?;
+                Some((map.metadata.name?, digest(text.as_bytes())))
+            })
+            .collect();
         let weights: BTreeMap<String, Vec<(Slot, u32)>> = services
             .items
             .iter()
@@ -424,7 +447,7 @@ impl KubernetesRuntime {
                     version,
                     replicas,
                     weight,
-                    config: None,
+                    config: configs.get(&objects::config_map_name(service, slot)).cloned(),
                     failed: if stalled { wanted - ready } else { 0 },
                 },
             );
@@ -476,7 +499,7 @@ impl Target for KubernetesRuntime {
     }
 
     fn reload<'a>(&'a self, _service: &'a Service, _slot: Slot) -> Pending<'a, Result<bool, TargetError>> {
-        // Configuration files are not carried yet: a change rolls out.
+        // A changed ConfigMap reaches running pods only eventually: a change rolls out.
         Box::pin(async { Ok(false) })
     }
 
