@@ -133,7 +133,7 @@ async fn run(rounds: usize, count: usize, kubeconfig: &Path) {
     }
     println!(
         "observe + plan of {count} Deployments, nothing to change, {rounds} rounds: p50 {:.0} ms, p95 {:.0} ms; \
-         2 API requests each (one list of Deployments, one of Services); resident memory {before:.1} MiB before, peak {peak:.1} MiB",
+         3 API requests each (one list each of Deployments, Services and ConfigMaps); resident memory {before:.1} MiB before, peak {peak:.1} MiB",
         ms(percentile(&mut observed, 0.5)),
         ms(percentile(&mut observed, 0.95)),
     );
