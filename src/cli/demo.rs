@@ -323,7 +323,7 @@ impl Tour<'_> {
             self.api,
             dir.join("api-token").display()
         );
-        for (env, port) in ENVIRONMENTS.iter().zip([13000, 23000, 33000]) {
+        for (env, port) in ENVIRONMENTS.iter().zip([13000, 23000, 30000]) {
             println!("  {env:<11} http://127.0.0.1:{port}/   (twikit-backend)");
         }
         println!("\n1. The first deployment of every environment.");
@@ -356,7 +356,7 @@ impl Tour<'_> {
         self.watch(seen, |a| a.len() >= 2).await?;
 
         println!("\nTry:");
-        println!("  curl http://127.0.0.1:33000/                      # production's backend");
+        println!("  curl http://127.0.0.1:30000/                      # production's backend");
         println!("  plumb status --server http://{}", self.api);
         println!("  plumb history --env staging --state {}", dir.join("state").display());
         println!(

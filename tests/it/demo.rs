@@ -37,7 +37,7 @@ fn the_demo_tours_every_strategy_and_stops_clean() {
         "{out}"
     );
     assert!(out.ends_with("Stopped; every service is down.\n"), "{out}");
-    for port in [13000, 23000, 33000] {
+    for port in [13000, 23000, 30000] {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
             "port {port} still open"
