@@ -38,7 +38,8 @@ pub const JOB: &str = "plumb.job";
 /// Where a container reads its configuration file.
 const CONFIG_DIR: &str = "/plumb/config";
 
-/// A declared port: its name, the stable port (the router's), the container's own.
+/// A declared port: its name, the stable port (the router's), the container's own, and where
+/// a replica publishes it on loopback.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortMap {
     /// The port's name.
@@ -47,6 +48,9 @@ pub struct PortMap {
     pub stable: u16,
     /// The port the process listens on inside the container.
     pub container: u16,
+    /// The replica's port on the host's loopback, chosen when it is created and kept across
+    /// its restarts (so health checks aimed at it stay right).
+    pub host: Option<u16>,
 }
 
 /// What one replica starts from.
@@ -90,7 +94,10 @@ impl Launch<'_> {
     /// router reaches them there), its configuration folder mounted read-only, restarted by
     /// the engine when it exits (as the local target supervises), under an init process.
     pub fn body(&self, index: usize) -> ContainerCreateBody {
-        let ports = self.ports();
+        let mut ports = self.ports();
+        for port in &mut ports {
+            port.host = free_port();
+        }
         let mut env = self.env.to_vec();
         env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.to_owned()));
         env.push(("PLUMB_SERVICE".to_owned(), self.service.name.as_str().to_owned()));
@@ -116,7 +123,10 @@ impl Launch<'_> {
             PORTS.to_owned(),
             ports
                 .iter()
-                .map(|p| format!("{}={}/{}", p.name, p.stable, p.container))
+                .map(|p| match p.host {
+                    Some(host) => format!("{}={}/{}/{host}", p.name, p.stable, p.container),
+                    None => format!("{}={}/{}", p.name, p.stable, p.container),
+                })
                 .collect::<Vec<_>>()
                 .join(","),
         );
@@ -131,7 +141,7 @@ impl Launch<'_> {
             .map(|p| {
                 let binding = PortBinding {
                     host_ip: Some("127.0.0.1".to_owned()),
-                    host_port: Some(String::new()),
+                    host_port: Some(p.host.map(|h| h.to_string()).unwrap_or_default()),
                 };
                 (format!("{}/tcp", p.container), Some(vec![binding]))
             })
@@ -240,6 +250,7 @@ pub fn ports_of(service: &Service) -> Vec<PortMap> {
             name: p.name.as_str().to_owned(),
             stable: p.port,
             container: p.target_port.unwrap_or(p.port),
+            host: None,
         })
         .collect()
 }
@@ -343,26 +354,36 @@ impl Replica {
                 .iter()
                 .find(|p| p.name == name || name.parse() == Ok(p.stable)),
         }?;
-        self.published
-            .iter()
-            .find(|(container, _)| *container == port.container)
-            .map(|(_, host)| *host)
+        port.host.or_else(|| {
+            self.published
+                .iter()
+                .find(|(container, _)| *container == port.container)
+                .map(|(_, host)| *host)
+        })
     }
 }
 
-/// `name=stable/container,…` back into ports.
+/// `name=stable/container[/host],…` back into ports.
 fn parse_ports(text: &str) -> Vec<PortMap> {
     text.split(',')
         .filter_map(|item| {
             let (name, numbers) = item.split_once('=')?;
-            let (stable, container) = numbers.split_once('/')?;
+            let mut numbers = numbers.split('/');
             Some(PortMap {
                 name: name.to_owned(),
-                stable: stable.parse().ok()?,
-                container: container.parse().ok()?,
+                stable: numbers.next()?.parse().ok()?,
+                container: numbers.next()?.parse().ok()?,
+                host: numbers.next().and_then(|h| h.parse().ok()),
             })
         })
         .collect()
+}
+
+/// A port nobody listens on now on loopback (the engine binds it right after); `None` lets the
+/// engine choose.
+fn free_port() -> Option<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+    Some(listener.local_addr().ok()?.port())
 }
 
 #[cfg(test)]
@@ -371,19 +392,21 @@ mod tests {
 
     #[test]
     fn port_labels_round_trip() {
-        let ports = parse_ports("http=8080/80,admin=9090/9090");
+        let ports = parse_ports("http=8080/80/41000,admin=9090/9090");
         assert_eq!(
             ports,
             [
                 PortMap {
                     name: "http".into(),
                     stable: 8080,
-                    container: 80
+                    container: 80,
+                    host: Some(41000),
                 },
                 PortMap {
                     name: "admin".into(),
                     stable: 9090,
-                    container: 9090
+                    container: 9090,
+                    host: None,
                 }
             ]
         );
