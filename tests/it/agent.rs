@@ -99,6 +99,21 @@ pub async fn outcome(state: &Path, environment: &str, commit: &str) -> Option<Ou
     .await
 }
 
+/// Whether an attempt for `commit` in `environment` under `state` succeeds within 90 s (an
+/// earlier attempt for it may have ended otherwise).
+pub async fn succeeds(state: &Path, environment: &str, commit: &str) -> bool {
+    eventually(Duration::from_secs(90), || async {
+        let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).ok()?;
+        let history = ledger.history(environment, 100).ok()?;
+        history
+            .iter()
+            .any(|r| r.attempt.commit == commit && r.outcome == Some(Outcome::Succeeded))
+            .then_some(())
+    })
+    .await
+    .is_some()
+}
+
 /// An agent running in-process.
 pub struct Running {
     cancel: CancellationToken,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
 
-use crate::agent::{Running, eventually, outcome, release};
+use crate::agent::{Running, eventually, outcome, release, succeeds};
 use crate::docker::{docker, example_image};
 use crate::harness::{TestRepo, Web, agent_settings, trusted};
 use crate::keys::TestKey;
@@ -367,16 +367,10 @@ async fn an_agent_stopped_mid_canary_is_finished_by_the_next() {
 
     // The next agent applies the head afresh from what it observes.
     let agent = start_agent(&upstream, &root, state.path()).await;
-    let finished = eventually(Duration::from_secs(60), || async {
-        let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).ok()?;
-        let history = ledger.history(project, 100).ok()?;
-        history
-            .iter()
-            .any(|r| r.attempt.commit == second && r.outcome == Some(Outcome::Succeeded))
-            .then_some(())
-    })
-    .await;
-    assert!(finished.is_some(), "the head was applied after the restart");
+    assert!(
+        succeeds(state.path(), project, &second).await,
+        "the head was applied after the restart"
+    );
     for _ in 0..20 {
         assert_eq!(release(addr).await.as_deref(), Some("r2"));
     }

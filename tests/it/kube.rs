@@ -13,7 +13,7 @@ use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{Running, eventually, outcome};
+use crate::agent::{Running, eventually, outcome, succeeds};
 use crate::control_plane::{kubeconfig, kubectl};
 use crate::harness::{TestRepo, agent_settings, trusted};
 use crate::keys::TestKey;
@@ -119,6 +119,19 @@ fn write(repo: &TestRepo, namespace: &str, release: &str, strategy: &str, health
     );
 }
 
+/// The slot the Service `web` of `namespace` selects (empty when it selects both).
+fn serving_slot(namespace: &str) -> String {
+    kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "service",
+        "web",
+        "-o",
+        "jsonpath={.spec.selector.plumb\\.dev/slot}",
+    ])
+}
+
 /// The release a Deployment's template runs, `None` when it does not exist.
 fn release_of(namespace: &str, deployment: &str) -> Option<String> {
     let output = Command::new("kubectl")
@@ -158,16 +171,7 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
     .await;
     assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
     assert_eq!(release_of(namespace, "web-blue").as_deref(), Some("r1"));
-    let selector = kubectl(&[
-        "-n",
-        namespace,
-        "get",
-        "service",
-        "web",
-        "-o",
-        "jsonpath={.spec.selector}",
-    ]);
-    assert!(selector.contains("\"plumb.dev/slot\":\"blue\""), "{selector}");
+    assert_eq!(serving_slot(namespace), "blue");
     let managers = kubectl(&[
         "-n",
         namespace,
@@ -198,16 +202,7 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
         Some(Outcome::Succeeded)
     );
     assert_eq!(release_of(namespace, "web-green").as_deref(), Some("r2"));
-    let selector = kubectl(&[
-        "-n",
-        namespace,
-        "get",
-        "service",
-        "web",
-        "-o",
-        "jsonpath={.spec.selector}",
-    ]);
-    assert!(selector.contains("\"plumb.dev/slot\":\"green\""), "{selector}");
+    assert_eq!(serving_slot(namespace), "green");
     let gone = eventually(Duration::from_secs(30), || async {
         release_of(namespace, "web-blue").is_none().then_some(())
     })
@@ -226,16 +221,7 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
         reason.contains("web-blue") && reason.contains("not available"),
         "{reason}"
     );
-    let selector = kubectl(&[
-        "-n",
-        namespace,
-        "get",
-        "service",
-        "web",
-        "-o",
-        "jsonpath={.spec.selector}",
-    ]);
-    assert!(selector.contains("\"plumb.dev/slot\":\"green\""), "{selector}");
+    assert_eq!(serving_slot(namespace), "green");
     assert_eq!(release_of(namespace, "web-green").as_deref(), Some("r2"));
 
     // A failing migration Job fails the rollout before traffic moves.
@@ -290,15 +276,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
             Some(Outcome::Succeeded),
             "{strategy}"
         );
-        let serving = kubectl(&[
-            "-n",
-            namespace,
-            "get",
-            "service",
-            "web",
-            "-o",
-            "jsonpath={.spec.selector.plumb\\.dev/slot}",
-        ]);
+        let serving = serving_slot(namespace);
         assert_eq!(
             release_of(namespace, &format!("web-{serving}")).as_deref(),
             Some(release),
@@ -307,15 +285,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     }
 
     // Another field manager: a label of its own is not drift; replicas — plumb's field — are.
-    let serving = kubectl(&[
-        "-n",
-        namespace,
-        "get",
-        "service",
-        "web",
-        "-o",
-        "jsonpath={.spec.selector.plumb\\.dev/slot}",
-    ]);
+    let serving = serving_slot(namespace);
     let deployment = format!("web-{serving}");
     kubectl(&["-n", namespace, "label", "deployment", &deployment, "team=payments"]);
     kubectl(&["-n", namespace, "scale", "deployment", &deployment, "--replicas=5"]);
@@ -559,15 +529,7 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
     let second = upstream.commit_signed("web r2", &alice);
     agent.push();
     let switched = eventually(Duration::from_secs(60), || async {
-        let selector = kubectl(&[
-            "-n",
-            namespace,
-            "get",
-            "service",
-            "web",
-            "-o",
-            "jsonpath={.spec.selector.plumb\\.dev/slot}",
-        ]);
+        let selector = serving_slot(namespace);
         (selector == "green").then_some(())
     })
     .await;
@@ -584,16 +546,10 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
 
     // The next agent finishes from what the cluster runs: green serves r2, blue is retired.
     let agent = start(&upstream).await;
-    let finished = eventually(Duration::from_secs(90), || async {
-        let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).ok()?;
-        let history = ledger.history(namespace, 100).ok()?;
-        history
-            .iter()
-            .any(|r| r.attempt.commit == second && r.outcome == Some(Outcome::Succeeded))
-            .then_some(())
-    })
-    .await;
-    assert!(finished.is_some(), "the head was applied after the restart");
+    assert!(
+        succeeds(state.path(), namespace, &second).await,
+        "the head was applied after the restart"
+    );
     assert_eq!(release_of(namespace, "web-green").as_deref(), Some("r2"));
     assert!(release_of(namespace, "web-blue").is_none());
 
@@ -602,15 +558,7 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
     let bearer = [("authorization", format!("Bearer {TOKEN}"))];
     let answer = crate::http::post(api, &format!("/api/v1/environments/{namespace}/rollback"), &bearer, b"").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let serving = kubectl(&[
-        "-n",
-        namespace,
-        "get",
-        "service",
-        "web",
-        "-o",
-        "jsonpath={.spec.selector.plumb\\.dev/slot}",
-    ]);
+    let serving = serving_slot(namespace);
     assert_eq!(release_of(namespace, &format!("web-{serving}")).as_deref(), Some("r1"));
 
     agent.stop().await;
