@@ -1,7 +1,7 @@
 //! One repository's dispatcher: takes its fetch worker's decisions, renders each authenticated
 //! head once, and hands every environment's share to that environment's worker — started (with
-//! its target) the first time the environment shows up. A refusal is shown on the environments
-//! of this repository only.
+//! its target) the first time the environment shows up, and started again on its new target when
+//! a commit changes it. A refusal is shown on the environments of this repository only.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,8 +45,21 @@ pub(super) struct Shared {
 pub(super) struct Environment {
     /// Where its heads go (the newest replaces one not yet taken).
     heads: tokio::sync::watch::Sender<Option<Head>>,
-    pub runtime: Arc<dyn Target>,
-    pub task: tokio::task::JoinHandle<()>,
+    /// The target it was started on, as the repository wrote it.
+    target: TargetSpec,
+    runtime: Arc<dyn Target>,
+    task: tokio::task::JoinHandle<()>,
+    /// Stops its worker alone.
+    cancel: CancellationToken,
+}
+
+impl Environment {
+    /// Stops the worker (a step under way ends or is parked) and what the agent runs for it.
+    pub(super) async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+        self.runtime.shutdown().await;
+    }
 }
 
 /// A started environment, and its worker's input.
@@ -83,6 +96,14 @@ pub(super) async fn dispatch(
             continue;
         };
         for (name, head) in heads {
+            let moved = match (environments.get(&name), &head.desired) {
+                (Some(environment), Ok(desired)) => environment.target != desired.target,
+                _ => false,
+            };
+            if moved && let Some(environment) = environments.remove(&name) {
+                tracing::warn!(environment = %name, commit = %head.commit, "The environment's target changed: its worker starts again on the new one; what runs on the old one is left as it is.");
+                environment.stop().await;
+            }
             if !environments.contains_key(&name) {
                 match start(&shared, &name, &head).await {
                     Ok(Some((environment, input))) => {
@@ -261,6 +282,14 @@ async fn start(
     )?;
     let (input, commands) = mpsc::channel(4);
     let (heads, receiver) = tokio::sync::watch::channel(None);
-    let task = tokio::spawn(worker.run(receiver, commands, shared.cancel.child_token()));
-    Ok(Some((Environment { heads, runtime, task }, input)))
+    let cancel = shared.cancel.child_token();
+    let task = tokio::spawn(worker.run(receiver, commands, cancel.clone()));
+    let environment = Environment {
+        heads,
+        target: desired.target.clone(),
+        runtime,
+        task,
+        cancel,
+    };
+    Ok(Some((environment, input)))
 }

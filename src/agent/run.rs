@@ -304,8 +304,7 @@ pub async fn run(
         let _ = fetch.await;
         let Ok(environments) = dispatcher.await else { continue };
         for (_, environment) in environments {
-            let _ = environment.task.await;
-            environment.runtime.shutdown().await;
+            environment.stop().await;
         }
     }
     Ok(())

@@ -204,7 +204,11 @@ async fn take(
             (Action::Delete, _) => {
                 for slot in slots.into_iter().flat_map(|s| s.keys()) {
                     let step = format!("delete {name} ({})", slot.name());
-                    retire(target, ledger, attempt, &step, name, *slot).await?;
+                    recorded(ledger, attempt, &step, async {
+                        target.remove(name, *slot).await;
+                        Ok(())
+                    })
+                    .await?;
                 }
             }
             (Action::Retire { slot }, _) => {

@@ -25,7 +25,7 @@ impl Rollout<'_> {
     ) -> Result<Slot, RolloutError> {
         let Some(live) = live else {
             // Nothing serves yet: there is no old version to compare with or fall back to.
-            return self.recreate(service, version, None).await;
+            return self.in_place(service, version, None).await;
         };
         let name = service.name.as_str();
         let next = live.other();

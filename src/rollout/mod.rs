@@ -112,7 +112,9 @@ impl Rollout<'_> {
         let result = match &service.strategy {
             Strategy::BlueGreen(settings) => self.blue_green(service, version, live, settings).await,
             Strategy::Canary(settings) => self.canary(service, version, live, settings).await,
-            Strategy::Recreate(_) => self.recreate(service, version, live).await,
+            Strategy::Recreate(_) => self.in_place(service, version, live).await,
+            // The target replaces copies itself, within the same limits.
+            Strategy::Rolling(_) if self.runtime.capabilities().in_place => self.in_place(service, version, live).await,
             Strategy::Rolling(settings) => self.rolling(service, version, live, settings).await,
         };
         if result.is_err() && migrated {
@@ -217,16 +219,21 @@ impl Rollout<'_> {
         Ok(next)
     }
 
-    async fn recreate(&mut self, service: &Service, version: &str, live: Option<Slot>) -> Result<Slot, RolloutError> {
+    /// Replaces what runs in the serving slot: all at once (recreate), or by the target within
+    /// the rolling limits when it replaces copies itself.
+    async fn in_place(&mut self, service: &Service, version: &str, live: Option<Slot>) -> Result<Slot, RolloutError> {
         let name = service.name.as_str();
         let slot = live.unwrap_or(Slot::Blue);
-        self.deploy(
-            &format!("replace {} with {version}", slot.name()),
-            service,
-            slot,
-            version,
-        )
-        .await?;
+        let how = match (&service.strategy, live) {
+            (Strategy::Rolling(r), Some(_)) => format!(
+                "roll {} to {version} (max surge {}, max unavailable {})",
+                slot.name(),
+                r.max_surge,
+                r.max_unavailable
+            ),
+            _ => format!("replace {} with {version}", slot.name()),
+        };
+        self.deploy(&how, service, slot, version).await?;
         self.health(service, slot).await?;
         self.route(&format!("route traffic to {}", slot.name()), name, &[(slot, 100)])
             .await?;

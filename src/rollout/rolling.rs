@@ -5,6 +5,8 @@
 //! `maxUnavailable` old copies stop before the new batch starts, the rest once it is healthy.
 //! A batch that fails its health checks sends all traffic back to the old version and retires
 //! the new slot; the old version's copies stopped so far come back with the rollback point.
+//! A target that replaces copies itself within the same limits (`Capabilities::in_place`) is
+//! left to do so in the serving slot.
 
 use super::{Rollout, RolloutError};
 use crate::spec::model::Service;
@@ -20,7 +22,7 @@ impl Rollout<'_> {
         settings: &Rolling,
     ) -> Result<Slot, RolloutError> {
         let Some(live) = live else {
-            return self.recreate(service, version, None).await;
+            return self.in_place(service, version, None).await;
         };
         let name = service.name.as_str();
         let next = live.other();

@@ -2,8 +2,8 @@
 //! slot, route traffic between slots by weight, retire a slot, resolve its health checks, read
 //! its traffic counters, run a one-off job, observe, and say what it can do. Strategies are
 //! written once over these primitives (`rollout`) and never name a backend. Backends: `local`
-//! (child processes behind the built-in router) and `compose` (containers on a Docker Engine
-//! behind the same router).
+//! (child processes behind the built-in router), `compose` (containers on a Docker Engine
+//! behind the same router) and `kubernetes` (Deployments behind a Service).
 
 pub mod compose;
 pub mod kubernetes;
@@ -34,6 +34,10 @@ pub struct Capabilities {
     pub weighted_traffic: bool,
     /// One-off jobs can run (migrations).
     pub jobs: bool,
+    /// The target replaces a slot's copies itself within the rolling strategy's surge and
+    /// unavailability limits (a Kubernetes Deployment's rolling update): rolling then runs in
+    /// the serving slot instead of between two.
+    pub in_place: bool,
 }
 
 impl Capabilities {
@@ -41,7 +45,7 @@ impl Capabilities {
     pub fn supports(&self, strategy: &Strategy) -> bool {
         match strategy {
             Strategy::Recreate(_) => true,
-            Strategy::Rolling(_) => self.slots,
+            Strategy::Rolling(_) => self.slots || self.in_place,
             Strategy::BlueGreen(_) => self.slots,
             Strategy::Canary(_) => self.slots && self.weighted_traffic,
         }
@@ -81,6 +85,12 @@ pub trait Target: Send + Sync {
 
     /// Takes `slot` of `service` out of traffic and stops it.
     fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, ()>;
+
+    /// Removes `slot` of `service` for good (the service left the repository): by default the
+    /// same as [`Target::retire`]; a target that keeps retired slots around deletes them.
+    fn remove<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, ()> {
+        self.retire(service, slot)
+    }
 
     /// The health checks of `service`'s `slot`, aimed at that slot alone.
     fn checks<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, Result<Vec<Check>, TargetError>>;
@@ -140,6 +150,7 @@ mod tests {
             slots: true,
             weighted_traffic: true,
             jobs: true,
+            in_place: false,
         };
         let no_split = Capabilities {
             weighted_traffic: false,
@@ -148,5 +159,12 @@ mod tests {
         assert!(everything.supports(&canary) && !no_split.supports(&canary));
         assert!(no_split.supports(&Strategy::Recreate(Recreate {})));
         assert!(everything.supports(&rolling));
+        let one_slot = Capabilities {
+            slots: false,
+            weighted_traffic: false,
+            jobs: false,
+            in_place: true,
+        };
+        assert!(one_slot.supports(&rolling) && !one_slot.supports(&canary));
     }
 }

@@ -101,13 +101,7 @@ fn write(repo: &TestRepo, namespace: &str, release: &str, strategy: &str, health
         "plumb.yaml",
         &format!("apiVersion: plumb/v1\nkind: Repository\nenvironments: [{namespace}]\n"),
     );
-    repo.write(
-        &format!("environments/{namespace}.yaml"),
-        &format!(
-            "apiVersion: plumb/v1\nkind: Environment\nname: {namespace}\ntarget:\n  kubernetes: {{namespace: {namespace}, kubeconfig: {:?}}}\nsync: {{prune: true}}\n",
-            kubeconfig().display().to_string()
-        ),
-    );
+    environment(repo, namespace, "");
     let health = if healthy { "ok" } else { "fail" };
     repo.write(
         "services/web.yaml",
@@ -117,6 +111,30 @@ fn write(repo: &TestRepo, namespace: &str, release: &str, strategy: &str, health
              env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: EXAMPLE_HEALTH, value: {health}}}\n"
         ),
     );
+}
+
+/// The environment `namespace` on the control plane, its kubernetes target with `more` settings.
+fn environment(repo: &TestRepo, namespace: &str, more: &str) {
+    repo.write(
+        &format!("environments/{namespace}.yaml"),
+        &format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: {namespace}\ntarget:\n  kubernetes: {{namespace: {namespace}, kubeconfig: {:?}{more}}}\nsync: {{prune: true}}\n",
+            kubeconfig().display().to_string()
+        ),
+    );
+}
+
+/// Field `path` (a JSONPath) of Deployment `name` in `namespace`.
+fn deployment_field(namespace: &str, name: &str, path: &str) -> String {
+    kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "deployment",
+        name,
+        "-o",
+        &format!("jsonpath={path}"),
+    ])
 }
 
 /// The slot the Service `web` of `namespace` selects (empty when it selects both).
@@ -203,11 +221,12 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
     );
     assert_eq!(release_of(namespace, "web-green").as_deref(), Some("r2"));
     assert_eq!(serving_slot(namespace), "green");
-    let gone = eventually(Duration::from_secs(30), || async {
-        release_of(namespace, "web-blue").is_none().then_some(())
-    })
-    .await;
-    assert!(gone.is_some(), "the old color is retired");
+    assert_eq!(
+        deployment_field(namespace, "web-blue", "{.spec.replicas}"),
+        "0",
+        "the old color is scaled to zero, its Deployment kept"
+    );
+    assert_eq!(release_of(namespace, "web-blue").as_deref(), Some("r1"));
 
     // Pods that never become ready: the progress deadline fails the rollout, green stays.
     write(&upstream, namespace, "r3", "blueGreen: {keepOldVersion: 0s}", false, "");
@@ -262,12 +281,21 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     let agent = start(&upstream, Duration::from_millis(500)).await;
     assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
 
-    // Recreate, rolling and canary, each to its new release.
-    for (release, strategy) in [
-        ("r2", "recreate: {}"),
-        ("r3", "rolling: {batchSize: 1}"),
-        ("r4", "canary: {steps: [{weight: 50, pause: 1s}], minRequests: 0}"),
+    // Recreate and rolling by the Deployment's own strategy, in the serving color; canary in the
+    // other color. Then each one's failure: pods that never become ready fail the rollout at the
+    // progress deadline, and the release before serves again — from the same color, but after
+    // a recreate, which had stopped it.
+    for (release, strategy, kind, in_place) in [
+        ("r2", "recreate: {}", "Recreate", true),
+        ("r3", "rolling: {maxSurge: 1, maxUnavailable: 0}", "RollingUpdate", true),
+        (
+            "r4",
+            "canary: {steps: [{weight: 50, pause: 1s}], minRequests: 0}",
+            "Recreate",
+            false,
+        ),
     ] {
+        let before = serving_slot(namespace);
         write(&upstream, namespace, release, strategy, true, "");
         let commit = upstream.commit_signed(&format!("web {release}"), &alice);
         agent.push();
@@ -277,12 +305,75 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
             "{strategy}"
         );
         let serving = serving_slot(namespace);
+        let deployment = format!("web-{serving}");
         assert_eq!(
-            release_of(namespace, &format!("web-{serving}")).as_deref(),
+            release_of(namespace, &deployment).as_deref(),
             Some(release),
             "{strategy}"
         );
+        assert_eq!(serving == before, in_place, "{strategy}");
+        assert_eq!(deployment_field(namespace, &deployment, "{.spec.strategy.type}"), kind);
+        if kind == "RollingUpdate" {
+            let limits = deployment_field(
+                namespace,
+                &deployment,
+                "{.spec.strategy.rollingUpdate.maxSurge}/{.spec.strategy.rollingUpdate.maxUnavailable}",
+            );
+            assert_eq!(limits, "1/0");
+        }
+
+        write(&upstream, namespace, "never-ready", strategy, false, "");
+        let commit = upstream.commit_signed("web never ready", &alice);
+        agent.push();
+        let rolled = outcome(state.path(), namespace, &commit).await;
+        let Some(Outcome::RolledBack(reason)) = &rolled else {
+            panic!("{strategy}: {rolled:?}")
+        };
+        assert!(reason.contains("not available"), "{strategy}: {reason}");
+        let now = serving_slot(namespace);
+        assert_eq!(
+            release_of(namespace, &format!("web-{now}")).as_deref(),
+            Some(release),
+            "{strategy}"
+        );
+        if kind != "Recreate" || !in_place {
+            assert_eq!(now, serving, "{strategy}");
+        }
     }
+
+    // A field another manager took from plumb is a conflict, named, until the environment
+    // forces.
+    let deployment = format!("web-{}", serving_slot(namespace));
+    kubectl(&[
+        "-n",
+        namespace,
+        "set",
+        "image",
+        &format!("deployment/{deployment}"),
+        "web=registry.example/web:by-hand",
+    ]);
+    write(&upstream, namespace, "r5", "recreate: {}", true, "");
+    let conflicted = upstream.commit_signed("web r5", &alice);
+    agent.push();
+    let rolled = outcome(state.path(), namespace, &conflicted).await;
+    let Some(Outcome::RolledBack(reason)) = &rolled else {
+        panic!("{rolled:?}")
+    };
+    assert!(
+        reason.contains("conflict") && reason.contains("kubectl") && reason.contains("force: true"),
+        "{reason}"
+    );
+    environment(&upstream, namespace, ", force: true");
+    let forced = upstream.commit_signed("web r5, forced", &alice);
+    agent.push();
+    assert_eq!(
+        outcome(state.path(), namespace, &forced).await,
+        Some(Outcome::Succeeded)
+    );
+    assert_eq!(
+        deployment_field(namespace, &deployment, "{.spec.template.spec.containers[0].image}"),
+        "registry.example/web:1"
+    );
 
     // Another field manager: a label of its own is not drift; replicas — plumb's field — are.
     let serving = serving_slot(namespace);
@@ -551,7 +642,7 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
         "the head was applied after the restart"
     );
     assert_eq!(release_of(namespace, "web-green").as_deref(), Some("r2"));
-    assert!(release_of(namespace, "web-blue").is_none());
+    assert_eq!(deployment_field(namespace, "web-blue", "{.spec.replicas}"), "0");
 
     // A rollback on demand restores r1, through the same blue-green.
     let api = agent.handle.api.unwrap();

@@ -185,6 +185,10 @@ pub struct KubernetesTarget {
     /// A kubeconfig file on the agent's machine; `KUBECONFIG` or in-cluster when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
+    /// Take over fields another field manager holds when applying (server-side apply's
+    /// `force`); without it such a conflict fails the apply and names the manager.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// When and how the agent applies changes to an environment.

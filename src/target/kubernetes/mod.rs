@@ -4,6 +4,8 @@
 //! judged by the Deployment's own progress (observed generation, updated and available
 //! replicas, progress deadline); migrations as Jobs with a deadline.
 
+#[cfg(test)]
+mod contract_tests;
 mod objects;
 pub mod runtime;
 

@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::spec::model::Service;
+use crate::spec::model::service::Strategy;
 use crate::target::workload::Slot;
 
 /// The label every object plumb manages carries, with the environment as value.
@@ -102,6 +103,15 @@ pub fn deployment(
             json!([{"name": "config", "configMap": {"name": config_map_name(service.name.as_str(), slot)}}]);
         pod["containers"][0]["volumeMounts"] = json!([{"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}]);
     }
+    // Rolling and recreate are the Deployment's own; a blue-green or canary slot is started
+    // whole, so nothing of the old version runs in it while it rolls.
+    let strategy = match &service.strategy {
+        Strategy::Rolling(r) => json!({
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": r.max_surge, "maxUnavailable": r.max_unavailable},
+        }),
+        _ => json!({"type": "Recreate"}),
+    };
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -114,6 +124,7 @@ pub fn deployment(
             "replicas": service.replicas,
             "progressDeadlineSeconds": service.progress_deadline.0.as_secs().max(1),
             "selector": {"matchLabels": selector},
+            "strategy": strategy,
             "template": {
                 "metadata": {"labels": labels, "annotations": {VERSION: version}},
                 "spec": pod,

@@ -1,7 +1,9 @@
 //! The kubernetes target's primitives over one environment's namespace. The cluster is the
 //! source of truth: observing lists the environment's Deployments, and the weights last routed
 //! live on each Service (annotation `plumb.dev/weights`), so a rescheduled agent routes as the
-//! last one did.
+//! last one did. A retired slot is scaled to zero, not deleted; a removed service is deleted.
+//! Every write is plumb's: applies under field manager `plumb`, and scales and routes as
+//! updates by the same manager.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,6 +41,16 @@ pub enum KubernetesError {
         #[source]
         source: kube::Error,
     },
+    /// Another field manager holds fields plumb applies, and the environment does not force.
+    #[error(
+        "{what}: {message}; plumb takes fields over from another manager only when the environment sets `target.kubernetes.force: true`"
+    )]
+    Conflict {
+        /// What was applied, naming the object.
+        what: String,
+        /// The API server's account of the conflict: the managers and their fields.
+        message: String,
+    },
     /// The service's variables cannot be prepared.
     #[error(transparent)]
     Workload(#[from] WorkloadError),
@@ -65,11 +77,23 @@ fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubernetesE
     move |source| KubernetesError::Api { what, source }
 }
 
+/// The field managers an API server's conflict message names (`conflict with "kubectl-edit"
+/// using apps/v1: .spec.replicas`).
+fn conflicting_managers(message: &str) -> Vec<&str> {
+    message
+        .split("with \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect()
+}
+
 /// The runtime of one environment in its namespace.
 pub struct KubernetesRuntime {
     environment: String,
     namespace: String,
     client: kube::Client,
+    /// Whether an apply takes fields over from other managers.
+    force: bool,
 }
 
 impl KubernetesRuntime {
@@ -101,25 +125,82 @@ impl KubernetesRuntime {
             .apiserver_version()
             .await
             .map_err(api_error(format!("asking {server} for its version")))?;
-        let runtime = KubernetesRuntime {
-            environment: environment.to_owned(),
-            namespace: target.namespace.as_str().to_owned(),
-            client,
-        };
+        let runtime = KubernetesRuntime::with_client(environment, target, client);
         let namespace = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Namespace",
             "metadata": {"name": runtime.namespace, "labels": {ENVIRONMENT: environment}},
         });
-        Api::<Namespace>::all(runtime.client.clone())
-            .patch(
+        let what = format!("applying namespace `{}`", runtime.namespace);
+        runtime
+            .apply(
+                &Api::<Namespace>::all(runtime.client.clone()),
                 &runtime.namespace,
-                &PatchParams::apply(MANAGER),
-                &Patch::Apply(namespace),
+                namespace,
+                &what,
             )
-            .await
-            .map_err(api_error(format!("applying namespace `{}`", runtime.namespace)))?;
+            .await?;
         Ok(runtime)
+    }
+
+    /// A runtime for `environment` over `client`, which is trusted to reach the cluster.
+    pub(super) fn with_client(environment: &str, target: &KubernetesTarget, client: kube::Client) -> KubernetesRuntime {
+        KubernetesRuntime {
+            environment: environment.to_owned(),
+            namespace: target.namespace.as_str().to_owned(),
+            client,
+            force: target.force,
+        }
+    }
+
+    /// Applies `document` as object `name` by server-side apply under plumb's field manager.
+    /// A conflict with plumb's own earlier updates (a scale, a route) is settled by forcing;
+    /// one with another manager only when the environment says so, else it is the error.
+    pub(super) async fn apply<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        document: serde_json::Value,
+        what: &str,
+    ) -> Result<K, KubernetesError>
+    where
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let params = PatchParams::apply(MANAGER);
+        match api.patch(name, &params, &Patch::Apply(&document)).await {
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let managers = conflicting_managers(&status.message);
+                let own = managers.iter().all(|m| *m == MANAGER);
+                if !own && !self.force {
+                    return Err(KubernetesError::Conflict {
+                        what: what.to_owned(),
+                        message: status.message,
+                    });
+                }
+                if !own {
+                    tracing::warn!(environment = %self.environment, object = what, managers = ?managers, "Taking fields over from other managers (force).");
+                }
+                api.patch(name, &params.force(), &Patch::Apply(&document))
+                    .await
+                    .map_err(api_error(what))
+            }
+            done => done.map_err(api_error(what)),
+        }
+    }
+
+    /// The client this runtime speaks through.
+    #[cfg(test)]
+    pub(super) fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// Patch parameters for plumb's updates that are not applies (scale, route), so the
+    /// fields they set are known as plumb's.
+    fn update() -> PatchParams {
+        PatchParams {
+            field_manager: Some(MANAGER.to_owned()),
+            ..PatchParams::default()
+        }
     }
 
     fn deployments(&self) -> Api<Deployment> {
@@ -157,16 +238,12 @@ impl KubernetesRuntime {
         if let (Some((_, text)), Some(key)) = (&config, &key) {
             let map_name = objects::config_map_name(service.name.as_str(), slot);
             let document = objects::config_map(&self.environment, service, slot, key, text);
-            self.config_maps()
-                .patch(&map_name, &PatchParams::apply(MANAGER), &Patch::Apply(document))
-                .await
-                .map_err(api_error(format!("applying config map `{map_name}`")))?;
+            let what = format!("applying config map `{map_name}`");
+            self.apply(&self.config_maps(), &map_name, document, &what).await?;
         }
         let document = objects::deployment(&self.environment, service, slot, version, &env, key.as_deref());
-        self.deployments()
-            .patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(document))
-            .await
-            .map_err(api_error(format!("applying deployment `{name}`")))?;
+        let what = format!("applying deployment `{name}`");
+        self.apply(&self.deployments(), &name, document, &what).await?;
         // The Service follows the declared ports; its selector keeps the weights last routed.
         let existing = self
             .services()
@@ -185,14 +262,9 @@ impl KubernetesRuntime {
     async fn apply_service(&self, service: &Service, weights: &[(Slot, u32)]) -> Result<(), KubernetesError> {
         let serving: Vec<Slot> = weights.iter().filter(|(_, w)| *w > 0).map(|(s, _)| *s).collect();
         let document = objects::service(&self.environment, service, &serving, &objects::format_weights(weights));
-        self.services()
-            .patch(
-                service.name.as_str(),
-                &PatchParams::apply(MANAGER),
-                &Patch::Apply(document),
-            )
-            .await
-            .map_err(api_error(format!("applying service `{}`", service.name.as_str())))?;
+        let name = service.name.as_str();
+        self.apply(&self.services(), name, document, &format!("applying service `{name}`"))
+            .await?;
         Ok(())
     }
 
@@ -222,7 +294,9 @@ impl KubernetesRuntime {
                 .iter()
                 .flatten()
                 .find(|c| c.type_ == "Progressing" && c.status == "False");
-            if let Some(condition) = stalled {
+            // A condition from before the controller saw this spec says nothing about it.
+            let current = status.observed_generation.unwrap_or(0) >= generation;
+            if let Some(condition) = stalled.filter(|_| current) {
                 return Err(KubernetesError::NotAvailable {
                     name: name.to_owned(),
                     reason: condition
@@ -247,12 +321,17 @@ impl KubernetesRuntime {
     /// Sets the replicas of `service`'s `slot` and waits until they are available.
     pub async fn scale(&self, service: &Service, slot: Slot, replicas: u32) -> Result<(), KubernetesError> {
         let name = deployment_name(service.name.as_str(), slot);
+        self.set_replicas(&name, replicas).await?;
+        self.available(&name, service.progress_deadline.0).await
+    }
+
+    async fn set_replicas(&self, name: &str, replicas: u32) -> Result<(), KubernetesError> {
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
         self.deployments()
-            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .patch(name, &KubernetesRuntime::update(), &Patch::Merge(patch))
             .await
             .map_err(api_error(format!("scaling deployment `{name}`")))?;
-        self.available(&name, service.progress_deadline.0).await
+        Ok(())
     }
 
     /// Routes `service` by `weights` through its Service's selector.
@@ -278,43 +357,39 @@ impl KubernetesRuntime {
         });
         let name = existing.metadata.name.unwrap_or_else(|| service.to_owned());
         self.services()
-            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .patch(&name, &KubernetesRuntime::update(), &Patch::Merge(patch))
             .await
             .map_err(api_error(format!("routing service `{service}`")))?;
         Ok(())
     }
 
-    /// Deletes the Deployment of `service`'s `slot`; the Service goes with the last slot.
+    /// Scales `service`'s `slot` to zero, keeping its Deployment (and the ReplicaSets of its
+    /// history) for a quick way back; observing no longer counts a slot without replicas and
+    /// without traffic. Its ConfigMap goes: the next version in the slot brings its own, and
+    /// a hand edit left in it would come back as a conflict then.
     pub async fn retire(&self, service: &str, slot: Slot) -> Result<(), KubernetesError> {
         let name = deployment_name(service, slot);
-        let deleted = self.deployments().delete(&name, &DeleteParams::background()).await;
-        if let Err(e) = deleted
-            && !is_not_found(&e)
-        {
-            return Err(api_error(format!("deleting deployment `{name}`"))(e));
+        match self.set_replicas(&name, 0).await {
+            Err(KubernetesError::Api { source, .. }) if is_not_found(&source) => {}
+            done => done?,
         }
         let map_name = objects::config_map_name(service, slot);
         let deleted = self.config_maps().delete(&map_name, &DeleteParams::background()).await;
-        if let Err(e) = deleted
-            && !is_not_found(&e)
-        {
-            return Err(api_error(format!("deleting config map `{map_name}`"))(e));
+        ignore_not_found(deleted, format!("deleting config map `{map_name}`"))
+    }
+
+    /// Deletes everything of `service`: both slots' Deployments and ConfigMaps, and its Service.
+    pub async fn remove(&self, service: &str) -> Result<(), KubernetesError> {
+        for slot in [Slot::Blue, Slot::Green] {
+            let name = deployment_name(service, slot);
+            let deleted = self.deployments().delete(&name, &DeleteParams::background()).await;
+            ignore_not_found(deleted, format!("deleting deployment `{name}`"))?;
+            let map_name = objects::config_map_name(service, slot);
+            let deleted = self.config_maps().delete(&map_name, &DeleteParams::background()).await;
+            ignore_not_found(deleted, format!("deleting config map `{map_name}`"))?;
         }
-        let other = deployment_name(service, slot.other());
-        let remaining = self
-            .deployments()
-            .get_opt(&other)
-            .await
-            .map_err(api_error(format!("reading deployment `{other}`")))?;
-        if remaining.is_none() {
-            let deleted = self.services().delete(service, &DeleteParams::background()).await;
-            if let Err(e) = deleted
-                && !is_not_found(&e)
-            {
-                return Err(api_error(format!("deleting service `{service}`"))(e));
-            }
-        }
-        Ok(())
+        let deleted = self.services().delete(service, &DeleteParams::background()).await;
+        ignore_not_found(deleted, format!("deleting service `{service}`"))
     }
 
     /// Runs `command` of `service` as Job `job`, to completion within `timeout`.
@@ -340,9 +415,8 @@ impl KubernetesRuntime {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let document = objects::job(&self.environment, service, &name, command, timeout.as_secs(), &env);
-        jobs.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(document))
-            .await
-            .map_err(api_error(format!("applying job `{name}`")))?;
+        self.apply(&jobs, &name, document, &format!("applying job `{name}`"))
+            .await?;
         let until = tokio::time::Instant::now() + timeout + Duration::from_secs(5);
         let outcome = loop {
             let found = jobs
@@ -441,6 +515,10 @@ impl KubernetesRuntime {
                 .get(service)
                 .and_then(|w| w.iter().find(|(s, _)| *s == slot))
                 .map_or(0, |(_, w)| *w);
+            if wanted == 0 && weight == 0 {
+                // Retired: kept at zero replicas, neither running nor taking traffic.
+                continue;
+            }
             live.entry(service.clone()).or_default().insert(
                 slot,
                 LiveSlot {
@@ -460,6 +538,14 @@ fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
+/// `done`, with an object already gone counted as success.
+fn ignore_not_found<T>(done: Result<T, kube::Error>, what: String) -> Result<(), KubernetesError> {
+    match done {
+        Err(e) if !is_not_found(&e) => Err(KubernetesError::Api { what, source: e }),
+        _ => Ok(()),
+    }
+}
+
 fn kube_error(e: impl std::error::Error + Send + Sync + 'static) -> TargetError {
     TargetError {
         backend: "kubernetes",
@@ -474,6 +560,8 @@ impl Target for KubernetesRuntime {
             // Approximated by the replica ratio of the two Deployments behind one Service.
             weighted_traffic: true,
             jobs: true,
+            // A Deployment's own rolling update, within the strategy's surge and unavailability.
+            in_place: true,
         }
     }
 
@@ -515,6 +603,14 @@ impl Target for KubernetesRuntime {
         Box::pin(async move {
             if let Err(e) = KubernetesRuntime::retire(self, service, slot).await {
                 tracing::error!(environment = %self.environment, service, error = %e, "Cannot retire a slot.");
+            }
+        })
+    }
+
+    fn remove<'a>(&'a self, service: &'a str, _slot: Slot) -> Pending<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = KubernetesRuntime::remove(self, service).await {
+                tracing::error!(environment = %self.environment, service, error = %e, "Cannot remove a service.");
             }
         })
     }

@@ -616,6 +616,7 @@ impl Target for LocalRuntime {
             slots: true,
             weighted_traffic: true,
             jobs: true,
+            in_place: false,
         }
     }
 

@@ -22,6 +22,7 @@ impl Target for ComposeRuntime {
             slots: true,
             weighted_traffic: true,
             jobs: true,
+            in_place: false,
         }
     }
 
