@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::environment::{Head, Input, Publish, Worker, desired_of};
 use super::fetcher::Fetch;
+use super::record::ClusterRecord;
 use super::run::{Followed, Repository};
 use crate::api::Workers;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Witness};
 use crate::source::SourceError;
 use crate::spec::model::environment::Target as TargetSpec;
 use crate::target::Target;
@@ -39,6 +40,9 @@ pub(super) struct Shared {
     /// Repositories whose first fetch has not been handled yet; the agent is ready at zero.
     pub unread: Arc<AtomicUsize>,
     pub cancel: CancellationToken,
+    /// The environments' records in the cluster, and the witness keeping them, with leader
+    /// election.
+    pub record: Option<(Arc<ClusterRecord>, Witness)>,
 }
 
 /// A started environment.
@@ -273,13 +277,12 @@ async fn start(
         TargetSpec::Compose(compose) => Arc::new(ComposeRuntime::new(name, compose, &shared.state).await?),
         TargetSpec::Kubernetes(kubernetes) => Arc::new(KubernetesRuntime::new(name, kubernetes).await?),
     };
-    let worker = Worker::new(
-        name,
-        runtime.clone(),
-        Ledger::open(&shared.ledger)?,
-        shared.heal_every,
-        shared.publish.clone(),
-    )?;
+    let mut ledger = Ledger::open(&shared.ledger)?;
+    if let Some((record, witness)) = &shared.record {
+        record.adopt(&mut ledger, name).await;
+        ledger.witnessed_by(witness.clone());
+    }
+    let worker = Worker::new(name, runtime.clone(), ledger, shared.heal_every, shared.publish.clone())?;
     let (input, commands) = mpsc::channel(4);
     let (heads, receiver) = tokio::sync::watch::channel(None);
     let cancel = shared.cancel.child_token();

@@ -47,7 +47,8 @@ impl Leader {
         }
     }
 
-    async fn api(&self) -> Result<Api<Lease>, LeaseError> {
+    /// A client of the cluster holding the Lease.
+    pub async fn client(&self) -> Result<kube::Client, LeaseError> {
         let config = match &self.kubeconfig {
             Some(path) => {
                 let file = kube::config::Kubeconfig::read_from(path).map_err(|e| self.error(e))?;
@@ -57,16 +58,20 @@ impl Leader {
             }
             None => kube::Config::infer().await.map_err(|e| self.error(e))?,
         };
-        let client = kube::Client::try_from(config).map_err(|e| self.error(e))?;
-        Ok(Api::namespaced(client, &self.namespace))
+        kube::Client::try_from(config).map_err(|e| self.error(e))
     }
 
     /// Waits until this agent holds the Lease (or `cancel`), then keeps renewing it in the
-    /// background (the task returned, which hands the Lease over after `cancel`); when a
+    /// background (the task returned) until `release`, and hands it over then — the agent
+    /// releases once everything it runs has stopped, so two agents never apply at once. When a
     /// renewal fails for longer than the duration, `cancel` is triggered. `None` when cancelled
     /// before the Lease was won.
-    pub async fn hold(&self, cancel: &CancellationToken) -> Result<Option<tokio::task::JoinHandle<()>>, LeaseError> {
-        let api = self.api().await?;
+    pub async fn hold(
+        &self,
+        cancel: &CancellationToken,
+        release: &CancellationToken,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, LeaseError> {
+        let api = Api::namespaced(self.client().await?, &self.namespace);
         let mut said = false;
         loop {
             match self.claim(&api).await {
@@ -84,17 +89,19 @@ impl Leader {
             }
         }
         tracing::info!(lease = %self.lease, identity = %self.identity, "Holding the lease: this agent applies.");
-        let (leader, cancel) = (self.clone(), cancel.clone());
-        Ok(Some(tokio::spawn(async move { leader.renew(api, cancel).await })))
+        let (leader, cancel, release) = (self.clone(), cancel.clone(), release.clone());
+        Ok(Some(tokio::spawn(
+            async move { leader.renew(api, cancel, release).await },
+        )))
     }
 
-    /// Renews every third of the duration until `cancel`; hands the Lease over then. Losing it
-    /// stops the agent.
-    async fn renew(self, api: Api<Lease>, cancel: CancellationToken) {
+    /// Renews every third of the duration until `release`; hands the Lease over then. Losing it
+    /// stops the agent (`cancel`).
+    async fn renew(self, api: Api<Lease>, cancel: CancellationToken, release: CancellationToken) {
         let mut renewed = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => break,
+                _ = release.cancelled() => break,
                 _ = tokio::time::sleep(self.duration / 3) => {}
             }
             match self.claim(&api).await {

@@ -1,7 +1,8 @@
 //! Wiring the pieces into a running agent: each repository's fetch worker turns triggers into
 //! authenticated heads (`fetcher`), its dispatcher renders them for its environments
 //! (`dispatch`), one worker per environment applies them (`environment`), and `run` ties them
-//! together over a state directory, with the HTTP API ([`crate::api`]) beside them.
+//! together over a state directory, with the HTTP API ([`crate::api`]) beside them. With
+//! leader election, the environments' records are also kept in the cluster (`record`).
 
 mod command;
 pub mod config;
@@ -9,6 +10,7 @@ mod dispatch;
 mod environment;
 mod fetcher;
 pub mod lease;
+mod record;
 mod run;
 
 pub use environment::{Board, Done, Head, Input, Pending, Publish, RolledBack, Status, Worker, desired_of, render};

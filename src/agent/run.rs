@@ -17,6 +17,7 @@ use super::dispatch::{Shared, dispatch};
 use super::environment::Publish;
 use super::fetcher::{FetchError, Fetcher};
 use super::lease::{Leader, LeaseError};
+use super::record::{self, ClusterRecord};
 use crate::api::{self, Api, Workers};
 use crate::ledger::{Ledger, LedgerError};
 use crate::secret::Secret;
@@ -262,19 +263,29 @@ pub async fn run(
         workers: Workers::default(),
         unread: Arc::new(AtomicUsize::new(settings.repositories.len())),
         cancel: cancel.clone(),
+        record: None,
     };
     let api = match settings.listen {
         Some(addr) => Some(serve(addr, &settings, &live, &shared).await?),
         None => None,
     };
     // With several replicas, only the Lease's holder goes on; the others wait here, serving the
-    // API (not ready).
-    let renewing = match &settings.leader {
-        Some(leader) => match leader.hold(&cancel).await? {
-            Some(renewing) => Some(renewing),
-            None => return Ok(()),
-        },
-        None => None,
+    // API (not ready). The holder keeps the environments' records in the cluster too.
+    let release = CancellationToken::new();
+    let (renewing, copying, shared) = match &settings.leader {
+        Some(leader) => {
+            let Some(renewing) = leader.hold(&cancel, &release).await? else {
+                return Ok(());
+            };
+            let record = Arc::new(ClusterRecord::new(leader).await?);
+            let (witness, copying) = record::witness(record.clone(), shared.ledger.clone());
+            let shared = Shared {
+                record: Some((record, witness)),
+                ..shared
+            };
+            (Some(renewing), Some(copying), shared)
+        }
+        None => (None, None, shared),
     };
     let mut tasks = Vec::new();
     for ((fetcher, bell), repository) in fetchers.into_iter().zip(settings.repositories) {
@@ -297,15 +308,24 @@ pub async fn run(
         });
     }
     cancel.cancelled().await;
-    if let Some(renewing) = renewing {
-        let _ = renewing.await;
-    }
     for (fetch, dispatcher) in tasks {
         let _ = fetch.await;
         let Ok(environments) = dispatcher.await else { continue };
         for (_, environment) in environments {
             environment.stop().await;
         }
+    }
+    // Everything that applies has stopped: the records' last changes reach the cluster, then
+    // the Lease goes to the next agent.
+    drop(shared);
+    if let Some(copying) = copying
+        && tokio::time::timeout(Duration::from_secs(10), copying).await.is_err()
+    {
+        tracing::warn!("The records' last changes did not reach the cluster in time.");
+    }
+    release.cancel();
+    if let Some(renewing) = renewing {
+        let _ = renewing.await;
     }
     Ok(())
 }

@@ -117,24 +117,38 @@ fn append_in(
     })
 }
 
+/// The entries of `environment`'s newest `attempts` attempts and of what belongs to them,
+/// oldest first.
+pub(super) fn recent(conn: &Connection, environment: &str, attempts: usize) -> rusqlite::Result<Vec<Entry>> {
+    let mut statement = conn.prepare(
+        "WITH newest AS (SELECT seq FROM entries WHERE environment = ?1 AND kind = 'attempt'
+                         ORDER BY seq DESC LIMIT ?2)
+         SELECT seq, at, environment, kind, attempt, body, hash FROM entries
+         WHERE seq IN newest OR attempt IN newest ORDER BY seq",
+    )?;
+    statement
+        .query_map(params![environment, attempts as i64], entry)?
+        .collect()
+}
+
+fn entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        seq: row.get(0)?,
+        at: row.get(1)?,
+        environment: row.get(2)?,
+        kind: row.get(3)?,
+        attempt: row.get(4)?,
+        body: row.get(5)?,
+        hash: row.get(6)?,
+    })
+}
+
 /// The entries after `seq`, oldest first, at most `limit`.
 pub(super) fn after(conn: &Connection, seq: i64, limit: usize) -> rusqlite::Result<Vec<Entry>> {
     let mut statement = conn.prepare(
         "SELECT seq, at, environment, kind, attempt, body, hash FROM entries WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
-    statement
-        .query_map(params![seq, limit as i64], |row| {
-            Ok(Entry {
-                seq: row.get(0)?,
-                at: row.get(1)?,
-                environment: row.get(2)?,
-                kind: row.get(3)?,
-                attempt: row.get(4)?,
-                body: row.get(5)?,
-                hash: row.get(6)?,
-            })
-        })?
-        .collect()
+    statement.query_map(params![seq, limit as i64], entry)?.collect()
 }
 
 /// Recomputes every hash in order.

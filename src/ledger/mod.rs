@@ -4,6 +4,7 @@
 //! detected by [`Ledger::verify`]; the newest hash, kept elsewhere, also detects a truncated
 //! tail. The ledger never decides anything: it records, and answers questions about the record.
 
+mod carry;
 mod journal;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use carry::{Carried, Witness, Witnessed};
 pub use journal::{Entry, Tamper};
 
 /// Why the ledger could not be used.
@@ -38,6 +40,9 @@ pub enum LedgerError {
     /// An attempt id that the ledger does not hold.
     #[error("the ledger has no attempt {0}")]
     UnknownAttempt(i64),
+    /// The ledger's witness (the copy kept in the cluster) could not hold an entry.
+    #[error("the ledger's copy in the cluster was not updated: {0}")]
+    Witness(String),
 }
 
 /// How an attempt ended.
@@ -140,6 +145,8 @@ pub struct StepRecord {
 pub struct Ledger {
     path: PathBuf,
     conn: Connection,
+    /// Told of every entry appended, when another party keeps a copy.
+    witness: Option<Witness>,
 }
 
 impl Ledger {
@@ -162,6 +169,7 @@ impl Ledger {
         Ok(Ledger {
             path: path.to_owned(),
             conn,
+            witness: None,
         })
     }
 
@@ -181,6 +189,7 @@ impl Ledger {
         Ok(Ledger {
             path: path.to_owned(),
             conn,
+            witness: None,
         })
     }
 
@@ -191,25 +200,32 @@ impl Ledger {
         }
     }
 
+    /// Appends an entry, durable when this returns, and tells the witness.
+    fn append(
+        &mut self,
+        environment: &str,
+        kind: &str,
+        attempt: Option<i64>,
+        body: &Value,
+    ) -> Result<Entry, LedgerError> {
+        let entry = journal::append(&mut self.conn, environment, kind, attempt, body).map_err(|e| self.sql(e))?;
+        if let Some(witness) = &self.witness {
+            witness.told(environment);
+        }
+        Ok(entry)
+    }
+
     /// Records the start of an attempt, before anything is changed; returns its id.
     pub fn begin(&mut self, attempt: &Attempt) -> Result<i64, LedgerError> {
         let body = serde_json::to_value(attempt).expect("an attempt serializes");
-        let entry =
-            journal::append(&mut self.conn, &attempt.environment, "attempt", None, &body).map_err(|e| self.sql(e))?;
+        let entry = self.append(&attempt.environment, "attempt", None, &body)?;
         Ok(entry.seq)
     }
 
     /// Records that `step` of `attempt` starts; call before taking it.
     pub fn step_started(&mut self, attempt: i64, step: &str) -> Result<(), LedgerError> {
         let environment = self.environment_of(attempt)?;
-        journal::append(
-            &mut self.conn,
-            &environment,
-            "step",
-            Some(attempt),
-            &json!({ "step": step }),
-        )
-        .map_err(|e| self.sql(e))?;
+        self.append(&environment, "step", Some(attempt), &json!({ "step": step }))?;
         Ok(())
     }
 
@@ -217,7 +233,7 @@ impl Ledger {
     pub fn step_finished(&mut self, attempt: i64, step: &str, error: Option<&str>) -> Result<(), LedgerError> {
         let environment = self.environment_of(attempt)?;
         let body = json!({ "step": step, "error": error });
-        journal::append(&mut self.conn, &environment, "step_done", Some(attempt), &body).map_err(|e| self.sql(e))?;
+        self.append(&environment, "step_done", Some(attempt), &body)?;
         Ok(())
     }
 
@@ -226,7 +242,7 @@ impl Ledger {
     pub fn finish(&mut self, attempt: i64, outcome: &Outcome) -> Result<(), LedgerError> {
         let environment = self.environment_of(attempt)?;
         let body = serde_json::to_value(outcome).expect("an outcome serializes");
-        journal::append(&mut self.conn, &environment, "outcome", Some(attempt), &body).map_err(|e| self.sql(e))?;
+        self.append(&environment, "outcome", Some(attempt), &body)?;
         Ok(())
     }
 
@@ -234,7 +250,7 @@ impl Ledger {
     pub fn migration_started(&mut self, attempt: i64, service: &str) -> Result<(), LedgerError> {
         let (environment, commit) = self.attempt_key(attempt)?;
         let body = json!({ "service": service, "commit": commit, "state": "started" });
-        journal::append(&mut self.conn, &environment, "migration", Some(attempt), &body).map_err(|e| self.sql(e))?;
+        self.append(&environment, "migration", Some(attempt), &body)?;
         Ok(())
     }
 
@@ -243,7 +259,7 @@ impl Ledger {
         let (environment, commit) = self.attempt_key(attempt)?;
         let state = if error.is_some() { "failed" } else { "succeeded" };
         let body = json!({ "service": service, "commit": commit, "state": state, "error": error });
-        journal::append(&mut self.conn, &environment, "migration", Some(attempt), &body).map_err(|e| self.sql(e))?;
+        self.append(&environment, "migration", Some(attempt), &body)?;
         Ok(())
     }
 

@@ -141,6 +141,16 @@ impl Rollout<'_> {
             _ => {}
         }
         self.ledger.migration_started(self.attempt, name)?;
+        // Where the record is kept in the cluster too, the migration runs only once the cluster
+        // holds that it started: an agent taking over never runs it twice.
+        if let Err(e) = self.ledger.held_elsewhere(&environment).await {
+            let reason = format!("not run: {e}");
+            self.ledger.migration_finished(self.attempt, name, Some(&reason))?;
+            return Err(RolloutError::Migration {
+                service: name.to_owned(),
+                reason,
+            });
+        }
         let job = format!("migration-{}", commit.get(..12).unwrap_or(&commit));
         let result = self
             .step("migrate", async {

@@ -5,6 +5,7 @@
 //! (child processes behind the built-in router), `compose` (containers on a Docker Engine
 //! behind the same router) and `kubernetes` (Deployments behind a Service).
 
+pub mod bell;
 pub mod compose;
 pub mod kubernetes;
 pub mod local;

@@ -429,6 +429,14 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     ]);
     assert_eq!(generation, after, "the Deployment was not touched");
 
+    // With the periodic check an hour away, the watches alone bring a scale by hand to light.
+    kubectl(&["-n", namespace, "scale", "deployment", &deployment, "--replicas=4"]);
+    let healed = eventually(Duration::from_secs(30), || async {
+        (deployment_field(namespace, &deployment, "{.spec.replicas}") == "2").then_some(())
+    })
+    .await;
+    assert!(healed.is_some(), "the watch rang the drift bell");
+
     // Pruned: the service leaves the repository, its Deployment and Service go.
     std::fs::remove_file(upstream.path().join("services/web.yaml")).unwrap();
     let pruned = upstream.commit_signed("web goes", &alice);
@@ -501,7 +509,14 @@ async fn of_two_agents_only_the_lease_holder_applies() {
     assert_eq!(holder, "agent-one");
 
     // While one holds the lease, two applies nothing, even for a new commit.
-    write(&upstream, namespace, "r2", "recreate: {}", true, "");
+    write(
+        &upstream,
+        namespace,
+        "r2",
+        "recreate: {}",
+        true,
+        "migration:\n  command: [/plumb, migrate]\n  timeout: 30s\n",
+    );
     let second = upstream.commit_signed("web r2", &alice);
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(
@@ -529,6 +544,32 @@ async fn of_two_agents_only_the_lease_holder_applies() {
         "jsonpath={.spec.holderIdentity}",
     ]);
     assert_eq!(holder, "agent-two");
+
+    // Two started from an empty state directory and took one's record over from the cluster:
+    // its rollback points include what one applied. Its migration ran once the cluster held
+    // that it started.
+    let ledger = Ledger::open_read_only(&two.path().join("ledger.sqlite")).unwrap();
+    assert_eq!(
+        ledger.applied_commits(namespace, 10).unwrap(),
+        [second.to_string(), first.to_string()]
+    );
+    let copy = kubectl(&[
+        "-n",
+        "plumb-leases",
+        "get",
+        "configmap",
+        "kleader-ledger",
+        "-o",
+        "jsonpath={.data.kleader\\.json}",
+    ]);
+    let copy: serde_json::Value = serde_json::from_str(&copy).unwrap();
+    let kinds: Vec<&str> = copy["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"migration") && kinds.contains(&"outcome"), "{kinds:?}");
 
     stop_two.cancel();
     run_two.await.unwrap().unwrap();

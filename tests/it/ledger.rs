@@ -199,3 +199,62 @@ fn interrupted_and_healing_attempts_do_not_fail_their_commit() {
     assert!(!ledger.is_failed("production", "bbbb2222").unwrap());
     assert_eq!(ledger.applied_commits("production", 10).unwrap(), ["aaaa1111"]);
 }
+
+#[test]
+fn a_record_carried_to_a_fresh_ledger_keeps_rollback_points_failures_and_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut old = Ledger::open(&dir.path().join("old.sqlite")).unwrap();
+    // Another environment's attempt comes first, so numbers differ between the two ledgers.
+    let mut other = attempt("c0");
+    other.environment = "staging".to_owned();
+    let unrelated = old.begin(&other).unwrap();
+    old.finish(unrelated, &Outcome::Succeeded).unwrap();
+    record(&mut old, "c1", "c2");
+    let migrated = old.begin(&attempt("c3")).unwrap();
+    old.migration_started(migrated, "db").unwrap();
+    old.migration_finished(migrated, "db", None).unwrap();
+    old.finish(migrated, &Outcome::Succeeded).unwrap();
+    // The agent was lost in the middle of this one.
+    let unfinished = old.begin(&attempt("c4")).unwrap();
+    old.migration_started(unfinished, "db").unwrap();
+
+    let carried = old.carry("production", 30).unwrap();
+    // Through the cluster: JSON there and back.
+    let carried: plumb::ledger::Carried = serde_json::from_str(&serde_json::to_string(&carried).unwrap()).unwrap();
+    let mut fresh = Ledger::open(&dir.path().join("fresh.sqlite")).unwrap();
+    assert_eq!(fresh.adopt(&carried).unwrap(), 4);
+    assert_eq!(fresh.rollback_point("production").unwrap().as_deref(), Some("c3"));
+    assert_eq!(fresh.applied_commits("production", 10).unwrap(), ["c3", "c1"]);
+    assert!(fresh.is_failed("production", "c2").unwrap());
+    assert_eq!(
+        fresh.migration_state("production", "db", "c3").unwrap().as_deref(),
+        Some("succeeded")
+    );
+    assert_eq!(
+        fresh.migration_state("production", "db", "c4").unwrap().as_deref(),
+        Some("started"),
+        "a migration under way when the agent was lost is not run twice"
+    );
+    assert_eq!(fresh.unfinished("production").unwrap().len(), 1);
+    let history = fresh.history("production", 10).unwrap();
+    assert_eq!(history.len(), 4);
+    assert_eq!(history[2].steps.len(), 2, "the steps come along");
+    assert!(
+        fresh.history("staging", 10).unwrap().is_empty(),
+        "only the environment carried"
+    );
+    assert!(fresh.verify().unwrap().is_ok(), "the chain holds");
+
+    // A ledger that already holds the environment takes nothing over.
+    assert_eq!(fresh.adopt(&carried).unwrap(), 0);
+    // Only the newest attempts travel.
+    assert_eq!(
+        old.carry("production", 2)
+            .unwrap()
+            .entries
+            .iter()
+            .filter(|e| e.kind == "attempt")
+            .count(),
+        2
+    );
+}

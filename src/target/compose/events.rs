@@ -1,9 +1,7 @@
 //! The engine's events about an environment's containers: a replica that died, was killed for
 //! memory, or turned unhealthy rings the environment's drift bell, so the worker looks for drift
-//! now instead of at its next tick. A replica that flaps rings at most once per second: a
-//! change within the quiet second is held and rung when it ends (the bell holds one ring; the
-//! worker's check covers every change since). The stream is opened again when the engine drops
-//! it.
+//! now instead of at its next tick; a replica that flaps rings at most once per second
+//! (`QuietBell`). The stream is opened again when the engine drops it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,13 +11,10 @@ use bollard::Docker;
 use bollard::query_parameters::EventsOptionsBuilder;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::container::ENVIRONMENT;
-
-/// The shortest time between two rings.
-const QUIET: Duration = Duration::from_secs(1);
+use crate::target::bell::QuietBell;
 
 /// Whether an event's action means a replica stopped serving.
 fn stopped_serving(action: &str) -> bool {
@@ -33,21 +28,14 @@ pub async fn follow(docker: Docker, environment: String, bell: Arc<Notify>, canc
         ("label".to_owned(), vec![format!("{ENVIRONMENT}={environment}")]),
     ]);
     let mut retry = Duration::from_secs(1);
-    let mut last_ring: Option<Instant> = None;
-    // A ring held back by the quiet period, and when it is due.
-    let mut held: Option<Instant> = None;
+    let mut bell = QuietBell::new(bell);
     loop {
         let options = EventsOptionsBuilder::new().filters(&filters).build();
         let mut events = docker.events(Some(options));
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(held.unwrap_or_else(Instant::now)), if held.is_some() => {
-                    held = None;
-                    last_ring = Some(Instant::now());
-                    bell.notify_one();
-                    continue;
-                }
+                _ = bell.held() => continue,
                 event = events.next() => event,
             };
             match event {
@@ -63,15 +51,7 @@ pub async fn follow(docker: Docker, environment: String, bell: Arc<Notify>, canc
                         .and_then(|a| a.get("name").cloned())
                         .unwrap_or_default();
                     tracing::info!(environment = %environment, container = %name, %action, "A replica stopped serving.");
-                    match last_ring {
-                        Some(at) if at.elapsed() < QUIET => {
-                            held.get_or_insert(at + QUIET);
-                        }
-                        _ => {
-                            last_ring = Some(Instant::now());
-                            bell.notify_one();
-                        }
-                    }
+                    bell.ring();
                 }
                 Some(Err(e)) => {
                     tracing::warn!(environment = %environment, error = %e, "The engine's event stream failed; opening it again.");

@@ -2,11 +2,14 @@
 //! `<service>-green`) in the environment's namespace, applied by server-side apply under field
 //! manager `plumb`; traffic moved by the selector of the service's Service; a rollout step
 //! judged by the Deployment's own progress (observed generation, updated and available
-//! replicas, progress deadline); migrations as Jobs with a deadline.
+//! replicas, progress deadline); migrations as Jobs with a deadline. What runs is read from
+//! watches of the environment's objects.
 
 #[cfg(test)]
 mod contract_tests;
+mod live;
 mod objects;
 pub mod runtime;
+mod watch;
 
 pub use runtime::{KubernetesError, KubernetesRuntime};

@@ -15,16 +15,21 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use super::objects::{self, ENVIRONMENT, SERVICE, SLOT, VERSION, WEIGHTS, deployment_name};
+use super::live;
+use super::objects::{self, ENVIRONMENT, SERVICE, SLOT, WEIGHTS, deployment_name};
+use super::watch::{Kind, Snapshot, Watched};
 use crate::health::Check;
 use crate::router::SlotStats;
 use crate::spec::model::Service;
 use crate::spec::model::environment::KubernetesTarget;
-use crate::target::workload::{LiveSlot, Slot, WorkloadError, config_file, digest, variables};
+use crate::target::workload::{LiveSlot, Slot, WorkloadError, config_file, variables};
 use crate::target::{Capabilities, Pending, Target, TargetError};
 
 /// The field manager plumb applies as.
 const MANAGER: &str = "plumb";
+
+/// How long an observation waits for the watches to show plumb's last writes before listing.
+const FRESH_WITHIN: Duration = Duration::from_secs(5);
 
 /// Why a primitive failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +99,10 @@ pub struct KubernetesRuntime {
     client: kube::Client,
     /// Whether an apply takes fields over from other managers.
     force: bool,
+    /// The environment's objects as watches report them; observing lists without.
+    watched: Option<Watched>,
+    /// Rung when the watches see a change plumb did not write.
+    bell: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl KubernetesRuntime {
@@ -125,7 +134,14 @@ impl KubernetesRuntime {
             .apiserver_version()
             .await
             .map_err(api_error(format!("asking {server} for its version")))?;
-        let runtime = KubernetesRuntime::with_client(environment, target, client);
+        let mut runtime = KubernetesRuntime::with_client(environment, target, client);
+        let selector = format!("{ENVIRONMENT}={environment}");
+        runtime.watched = Some(Watched::start(
+            &runtime.client,
+            &runtime.namespace,
+            &selector,
+            runtime.bell.clone(),
+        ));
         let namespace = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Namespace",
@@ -150,6 +166,22 @@ impl KubernetesRuntime {
             namespace: target.namespace.as_str().to_owned(),
             client,
             force: target.force,
+            watched: None,
+            bell: std::sync::Arc::default(),
+        }
+    }
+
+    /// Tells the watches plumb wrote `name` of `kind`, now at resource version `written`, or
+    /// deleted it (`None`).
+    fn wrote(&self, kind: &str, name: &str, written: Option<&str>) {
+        let kind = match kind {
+            "Deployment" => Kind::Deployment,
+            "Service" => Kind::Service,
+            "ConfigMap" => Kind::ConfigMap,
+            _ => return,
+        };
+        if let Some(watched) = &self.watched {
+            watched.wrote(kind, name, written);
         }
     }
 
@@ -164,10 +196,25 @@ impl KubernetesRuntime {
         what: &str,
     ) -> Result<K, KubernetesError>
     where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let applied = self.apply_once(api, name, &document, what).await?;
+        self.wrote(&K::kind(&()), name, applied.meta().resource_version.as_deref());
+        Ok(applied)
+    }
+
+    async fn apply_once<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        document: &serde_json::Value,
+        what: &str,
+    ) -> Result<K, KubernetesError>
+    where
         K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
         let params = PatchParams::apply(MANAGER);
-        match api.patch(name, &params, &Patch::Apply(&document)).await {
+        match api.patch(name, &params, &Patch::Apply(document)).await {
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let managers = conflicting_managers(&status.message);
                 let own = managers.iter().all(|m| *m == MANAGER);
@@ -180,7 +227,7 @@ impl KubernetesRuntime {
                 if !own {
                     tracing::warn!(environment = %self.environment, object = what, managers = ?managers, "Taking fields over from other managers (force).");
                 }
-                api.patch(name, &params.force(), &Patch::Apply(&document))
+                api.patch(name, &params.force(), &Patch::Apply(document))
                     .await
                     .map_err(api_error(what))
             }
@@ -327,10 +374,12 @@ impl KubernetesRuntime {
 
     async fn set_replicas(&self, name: &str, replicas: u32) -> Result<(), KubernetesError> {
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
-        self.deployments()
+        let scaled = self
+            .deployments()
             .patch(name, &KubernetesRuntime::update(), &Patch::Merge(patch))
             .await
             .map_err(api_error(format!("scaling deployment `{name}`")))?;
+        self.wrote("Deployment", name, scaled.metadata.resource_version.as_deref());
         Ok(())
     }
 
@@ -356,10 +405,12 @@ impl KubernetesRuntime {
             "spec": {"selector": selector},
         });
         let name = existing.metadata.name.unwrap_or_else(|| service.to_owned());
-        self.services()
+        let routed = self
+            .services()
             .patch(&name, &KubernetesRuntime::update(), &Patch::Merge(patch))
             .await
             .map_err(api_error(format!("routing service `{service}`")))?;
+        self.wrote("Service", &name, routed.metadata.resource_version.as_deref());
         Ok(())
     }
 
@@ -375,7 +426,9 @@ impl KubernetesRuntime {
         }
         let map_name = objects::config_map_name(service, slot);
         let deleted = self.config_maps().delete(&map_name, &DeleteParams::background()).await;
-        ignore_not_found(deleted, format!("deleting config map `{map_name}`"))
+        ignore_not_found(deleted, format!("deleting config map `{map_name}`"))?;
+        self.wrote("ConfigMap", &map_name, None);
+        Ok(())
     }
 
     /// Deletes everything of `service`: both slots' Deployments and ConfigMaps, and its Service.
@@ -384,12 +437,16 @@ impl KubernetesRuntime {
             let name = deployment_name(service, slot);
             let deleted = self.deployments().delete(&name, &DeleteParams::background()).await;
             ignore_not_found(deleted, format!("deleting deployment `{name}`"))?;
+            self.wrote("Deployment", &name, None);
             let map_name = objects::config_map_name(service, slot);
             let deleted = self.config_maps().delete(&map_name, &DeleteParams::background()).await;
             ignore_not_found(deleted, format!("deleting config map `{map_name}`"))?;
+            self.wrote("ConfigMap", &map_name, None);
         }
         let deleted = self.services().delete(service, &DeleteParams::background()).await;
-        ignore_not_found(deleted, format!("deleting service `{service}`"))
+        ignore_not_found(deleted, format!("deleting service `{service}`"))?;
+        self.wrote("Service", service, None);
+        Ok(())
     }
 
     /// Runs `command` of `service` as Job `job`, to completion within `timeout`.
@@ -448,8 +505,26 @@ impl KubernetesRuntime {
     }
 
     /// What runs: the environment's Deployments, by service and slot, with the weights their
-    /// Services record.
+    /// Services record — from the watches when they hold plumb's last writes, else listed.
     pub async fn observe(&self) -> Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, KubernetesError> {
+        let cached = match &self.watched {
+            Some(watched) => watched.snapshot(FRESH_WITHIN).await,
+            None => None,
+        };
+        let snapshot = match cached {
+            Some(snapshot) => snapshot,
+            None => {
+                if self.watched.is_some() {
+                    tracing::debug!(environment = %self.environment, "The watches do not show plumb's last writes yet; listing.");
+                }
+                self.list().await?
+            }
+        };
+        Ok(live::of(snapshot))
+    }
+
+    /// The environment's objects, listed.
+    async fn list(&self) -> Result<Snapshot, KubernetesError> {
         let selector = ListParams::default().labels(&format!("{ENVIRONMENT}={}", self.environment));
         let deployments = self
             .deployments()
@@ -461,76 +536,16 @@ impl KubernetesRuntime {
             .list(&selector)
             .await
             .map_err(api_error("listing services"))?;
-        // The configuration files as they are now in the cluster: edited by hand, they differ.
-        let configs: BTreeMap<String, String> = self
+        let config_maps = self
             .config_maps()
             .list(&selector)
             .await
-            .map_err(api_error("listing config maps"))?
-            .items
-            .into_iter()
-            .filter_map(|map| {
-                let text = map.data?.into_values().next()?;
-                Some((map.metadata.name?, digest(text.as_bytes())))
-            })
-            .collect();
-        let weights: BTreeMap<String, Vec<(Slot, u32)>> = services
-            .items
-            .iter()
-            .filter_map(|s| {
-                let name = s.metadata.name.clone()?;
-                let recorded = s.metadata.annotations.as_ref()?.get(WEIGHTS)?;
-                Some((name, objects::parse_weights(recorded)))
-            })
-            .collect();
-        let mut live: BTreeMap<String, BTreeMap<Slot, LiveSlot>> = BTreeMap::new();
-        for deployment in deployments.items {
-            let labels = deployment.metadata.labels.clone().unwrap_or_default();
-            let (Some(service), Some(slot)) = (labels.get(SERVICE), labels.get(SLOT)) else {
-                continue;
-            };
-            let slot = match slot.as_str() {
-                "blue" => Slot::Blue,
-                "green" => Slot::Green,
-                _ => continue,
-            };
-            let version = deployment
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(VERSION))
-                .cloned()
-                .unwrap_or_default();
-            let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
-            let status = deployment.status.unwrap_or_default();
-            let ready = (status.ready_replicas.unwrap_or(0).max(0) as usize).min(wanted);
-            let stalled = status
-                .conditions
-                .iter()
-                .flatten()
-                .any(|c| c.type_ == "Progressing" && c.status == "False");
-            let mut replicas = vec!["ready".to_owned(); ready];
-            replicas.resize(wanted, "not ready".to_owned());
-            let weight = weights
-                .get(service)
-                .and_then(|w| w.iter().find(|(s, _)| *s == slot))
-                .map_or(0, |(_, w)| *w);
-            if wanted == 0 && weight == 0 {
-                // Retired: kept at zero replicas, neither running nor taking traffic.
-                continue;
-            }
-            live.entry(service.clone()).or_default().insert(
-                slot,
-                LiveSlot {
-                    version,
-                    replicas,
-                    weight,
-                    config: configs.get(&objects::config_map_name(service, slot)).cloned(),
-                    failed: if stalled { wanted - ready } else { 0 },
-                },
-            );
-        }
-        Ok(live)
+            .map_err(api_error("listing config maps"))?;
+        Ok(Snapshot {
+            deployments: deployments.items,
+            services: services.items,
+            config_maps: config_maps.items,
+        })
     }
 }
 
@@ -650,5 +665,9 @@ impl Target for KubernetesRuntime {
     fn shutdown(&self) -> Pending<'_, ()> {
         // Everything runs in the cluster: nothing of the agent's own to stop.
         Box::pin(async {})
+    }
+
+    fn drift_bell(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.bell.clone())
     }
 }

@@ -1,0 +1,83 @@
+//! What runs, read from the environment's objects: a slot per Deployment (by its service and
+//! slot labels), its version from `plumb.dev/version`, its replicas ready or not, its weight from
+//! its Service's `plumb.dev/weights`, its configuration file digested as its ConfigMap holds it.
+
+use std::collections::BTreeMap;
+
+use super::objects::{self, SERVICE, SLOT, VERSION, WEIGHTS};
+use super::watch::Snapshot;
+use crate::target::workload::{LiveSlot, Slot, digest};
+
+/// The slots `snapshot` shows running, by service. A slot with no replicas and no traffic is
+/// retired, not running.
+pub fn of(snapshot: Snapshot) -> BTreeMap<String, BTreeMap<Slot, LiveSlot>> {
+    let Snapshot {
+        deployments,
+        services,
+        config_maps,
+    } = snapshot;
+    // The configuration files as they are now in the cluster: edited by hand, they differ.
+    let configs: BTreeMap<String, String> = config_maps
+        .into_iter()
+        .filter_map(|map| {
+            let text = map.data?.into_values().next()?;
+            Some((map.metadata.name?, digest(text.as_bytes())))
+        })
+        .collect();
+    let weights: BTreeMap<String, Vec<(Slot, u32)>> = services
+        .iter()
+        .filter_map(|s| {
+            let name = s.metadata.name.clone()?;
+            let recorded = s.metadata.annotations.as_ref()?.get(WEIGHTS)?;
+            Some((name, objects::parse_weights(recorded)))
+        })
+        .collect();
+    let mut live: BTreeMap<String, BTreeMap<Slot, LiveSlot>> = BTreeMap::new();
+    for deployment in deployments {
+        let labels = deployment.metadata.labels.clone().unwrap_or_default();
+        let (Some(service), Some(slot)) = (labels.get(SERVICE), labels.get(SLOT)) else {
+            continue;
+        };
+        let slot = match slot.as_str() {
+            "blue" => Slot::Blue,
+            "green" => Slot::Green,
+            _ => continue,
+        };
+        let version = deployment
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(VERSION))
+            .cloned()
+            .unwrap_or_default();
+        let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
+        let status = deployment.status.unwrap_or_default();
+        let ready = (status.ready_replicas.unwrap_or(0).max(0) as usize).min(wanted);
+        let stalled = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Progressing" && c.status == "False");
+        let mut replicas = vec!["ready".to_owned(); ready];
+        replicas.resize(wanted, "not ready".to_owned());
+        let weight = weights
+            .get(service)
+            .and_then(|w| w.iter().find(|(s, _)| *s == slot))
+            .map_or(0, |(_, w)| *w);
+        if wanted == 0 && weight == 0 {
+            // Retired: kept at zero replicas, neither running nor taking traffic.
+            continue;
+        }
+        live.entry(service.clone()).or_default().insert(
+            slot,
+            LiveSlot {
+                version,
+                replicas,
+                weight,
+                config: configs.get(&objects::config_map_name(service, slot)).cloned(),
+                failed: if stalled { wanted - ready } else { 0 },
+            },
+        );
+    }
+    live
+}

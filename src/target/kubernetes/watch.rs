@@ -1,0 +1,298 @@
+//! The environment's objects as the API server's watches report them, so observing reads a
+//! cache instead of listing: one watch per kind (Deployments, Services, ConfigMaps) on the
+//! environment's label, each listing again by itself when its watch breaks.
+//!
+//! plumb's own writes are awaited: a read waits until every object plumb wrote has arrived at
+//! least at the version the write returned (or its deletion has), so a plan never works from a
+//! state older than plumb's last step. A change plumb did not write — a scale by hand, a pod
+//! that stops being ready, an edited ConfigMap — rings the environment's drift bell.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::target::bell::QuietBell;
+
+/// The kinds watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Deployments.
+    Deployment,
+    /// Services.
+    Service,
+    /// ConfigMaps.
+    ConfigMap,
+}
+
+/// The objects of one kind.
+struct Objects<K> {
+    current: BTreeMap<String, K>,
+    /// Objects arriving while the watch lists again; they replace `current` when it is done.
+    relisting: BTreeMap<String, K>,
+    /// Whether `current` is whole: listed, and the watch unbroken since.
+    synced: bool,
+}
+
+impl<K> Default for Objects<K> {
+    fn default() -> Self {
+        Objects {
+            current: BTreeMap::new(),
+            relisting: BTreeMap::new(),
+            synced: false,
+        }
+    }
+}
+
+impl<K: Resource> Objects<K> {
+    /// Whether the object `name` is here at `version` or later, or — for `None` — gone.
+    fn holds(&self, name: &str, version: Option<u64>) -> bool {
+        match (self.current.get(name), version) {
+            (Some(object), Some(wanted)) => resource_version(object).is_some_and(|v| v >= wanted),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    deployments: Objects<Deployment>,
+    services: Objects<Service>,
+    config_maps: Objects<ConfigMap>,
+    /// What plumb wrote, which a read must see: the version written, `None` for a deletion.
+    awaited: HashMap<(Kind, String), Option<u64>>,
+}
+
+impl Cache {
+    /// Whether a read can be served: every kind listed and every write of plumb's arrived.
+    fn current(&mut self) -> bool {
+        if !(self.deployments.synced && self.services.synced && self.config_maps.synced) {
+            return false;
+        }
+        let Cache {
+            deployments,
+            services,
+            config_maps,
+            awaited,
+        } = self;
+        awaited.retain(|(kind, name), version| match kind {
+            Kind::Deployment => !deployments.holds(name, *version),
+            Kind::Service => !services.holds(name, *version),
+            Kind::ConfigMap => !config_maps.holds(name, *version),
+        });
+        awaited.is_empty()
+    }
+}
+
+/// The resource version of `object`, as a number (`None` when it is not one: such an object's
+/// writes are never taken as arrived, and reads list instead).
+fn resource_version<K: Resource>(object: &K) -> Option<u64> {
+    object.meta().resource_version.as_deref()?.parse().ok()
+}
+
+/// What the watches hold, at one moment.
+pub struct Snapshot {
+    /// The environment's Deployments.
+    pub deployments: Vec<Deployment>,
+    /// Its Services.
+    pub services: Vec<Service>,
+    /// Its ConfigMaps.
+    pub config_maps: Vec<ConfigMap>,
+}
+
+/// The watches of one environment; they stop when this is dropped.
+pub struct Watched {
+    cache: Arc<Mutex<Cache>>,
+    /// Rung whenever an event arrives.
+    arrived: Arc<Notify>,
+    _stop: DropGuard,
+}
+
+impl Watched {
+    /// Starts watching the objects labelled `selector` in `namespace`; changes plumb did not
+    /// write ring `bell`.
+    pub fn start(client: &kube::Client, namespace: &str, selector: &str, bell: Arc<Notify>) -> Watched {
+        let cache = Arc::new(Mutex::new(Cache::default()));
+        let arrived = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let follower = Follower {
+            selector: selector.to_owned(),
+            cache: cache.clone(),
+            arrived: arrived.clone(),
+            bell,
+            stop: stop.clone(),
+        };
+        tokio::spawn(follower.clone().follow(
+            Api::<Deployment>::namespaced(client.clone(), namespace),
+            Kind::Deployment,
+            |c| &mut c.deployments,
+            |d| {
+                // Observing reads labels, annotations, replicas and status: the pod template
+                // is left out of the cache.
+                if let Some(spec) = d.spec.as_mut() {
+                    spec.template = Default::default();
+                }
+            },
+        ));
+        tokio::spawn(follower.clone().follow(
+            Api::<Service>::namespaced(client.clone(), namespace),
+            Kind::Service,
+            |c| &mut c.services,
+            |_| {},
+        ));
+        tokio::spawn(follower.follow(
+            Api::<ConfigMap>::namespaced(client.clone(), namespace),
+            Kind::ConfigMap,
+            |c| &mut c.config_maps,
+            |_| {},
+        ));
+        Watched {
+            cache,
+            arrived,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that plumb wrote object `name` of `kind`, now at `written` — its resource
+    /// version, or `None` when plumb deleted it: reads wait until the watch shows it.
+    pub fn wrote(&self, kind: Kind, name: &str, written: Option<&str>) {
+        let version = match written {
+            Some(text) => match text.parse() {
+                Ok(version) => Some(version),
+                // Not a number: never taken as arrived, so reads list until the next write.
+                Err(_) => Some(u64::MAX),
+            },
+            None => None,
+        };
+        self.lock().awaited.insert((kind, name.to_owned()), version);
+    }
+
+    /// What the watches hold, once every kind is listed and every write of plumb's has
+    /// arrived; `None` when that takes longer than `within` (the caller lists instead).
+    pub async fn snapshot(&self, within: Duration) -> Option<Snapshot> {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            {
+                let mut cache = self.lock();
+                if cache.current() {
+                    return Some(Snapshot {
+                        deployments: cache.deployments.current.values().cloned().collect(),
+                        services: cache.services.current.values().cloned().collect(),
+                        config_maps: cache.config_maps.current.values().cloned().collect(),
+                    });
+                }
+            }
+            if tokio::time::timeout_at(until, arrived).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// What each watch task shares.
+#[derive(Clone)]
+struct Follower {
+    selector: String,
+    cache: Arc<Mutex<Cache>>,
+    arrived: Arc<Notify>,
+    bell: Arc<Notify>,
+    stop: CancellationToken,
+}
+
+impl Follower {
+    /// Follows `api`'s objects into the cache's `pick` until stopped, each object trimmed by
+    /// `trim` (and of its managed fields) before it is kept.
+    async fn follow<K>(self, api: Api<K>, kind: Kind, pick: fn(&mut Cache) -> &mut Objects<K>, trim: fn(&mut K))
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    {
+        let config = watcher::Config::default().labels(&self.selector);
+        let events = watcher(api, config).default_backoff().modify(move |object: &mut K| {
+            object.meta_mut().managed_fields = None;
+            trim(object);
+        });
+        let mut events = std::pin::pin!(events);
+        // Each kind rings at most once per second.
+        let mut bell = QuietBell::new(self.bell.clone());
+        loop {
+            let event = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = bell.held() => continue,
+                event = events.next() => event,
+            };
+            let Some(event) = event else { return };
+            let changed = {
+                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                apply(&mut cache, kind, pick, event)
+            };
+            if changed {
+                bell.ring();
+            }
+            self.arrived.notify_waiters();
+        }
+    }
+}
+
+/// Takes `event` into the cache; returns whether it is a change plumb did not write.
+fn apply<K: Resource + Clone>(
+    cache: &mut Cache,
+    kind: Kind,
+    pick: fn(&mut Cache) -> &mut Objects<K>,
+    event: Result<Event<K>, watcher::Error>,
+) -> bool {
+    match event {
+        Ok(Event::Init) => {
+            pick(cache).relisting.clear();
+            false
+        }
+        Ok(Event::InitApply(object)) => {
+            pick(cache).relisting.insert(object.name_any(), object);
+            false
+        }
+        Ok(Event::InitDone) => {
+            let objects = pick(cache);
+            objects.current = std::mem::take(&mut objects.relisting);
+            let was_synced = std::mem::replace(&mut objects.synced, true);
+            // A watch listed again after a break may have missed changes: look for drift.
+            was_synced || !objects.current.is_empty()
+        }
+        Ok(Event::Apply(object)) => {
+            let name = object.name_any();
+            let ours = cache
+                .awaited
+                .get(&(kind, name.clone()))
+                .is_some_and(|v| *v == resource_version(&object));
+            pick(cache).current.insert(name, object);
+            !ours
+        }
+        Ok(Event::Delete(object)) => {
+            let name = object.name_any();
+            let ours = cache.awaited.get(&(kind, name.clone())).is_some_and(Option::is_none);
+            pick(cache).current.remove(&name);
+            !ours
+        }
+        Err(e) => {
+            tracing::debug!(kind = ?kind, error = %e, "A watch broke; it lists again.");
+            pick(cache).synced = false;
+            false
+        }
+    }
+}
