@@ -3,12 +3,14 @@
 //! worker per repository keeps fetches ordered; rings during a fetch coalesce into the next one.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use git2::Oid;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::record::ClusterRecord;
 use crate::source::{Cache, Remote, SourceError, TrackedRef};
 use crate::trigger::{Bell, Poll, Reason, Timer};
 use crate::trust::{Decision, StateError, TrustRoot, TrustState};
@@ -57,6 +59,8 @@ pub struct Fetcher {
     refs: Vec<TrackedRef>,
     root: TrustRoot,
     state: TrustState,
+    /// Where a copy of the trust state is kept in the cluster, and under which name.
+    copy: Option<(Arc<ClusterRecord>, String)>,
 }
 
 impl Fetcher {
@@ -73,7 +77,28 @@ impl Fetcher {
             refs,
             root,
             state,
+            copy: None,
         })
+    }
+
+    /// Keeps a copy of the trust state in the cluster's `record` as repository `name`'s, taking
+    /// the copy there over first when this agent remembers nothing yet (it was rescheduled):
+    /// the last authenticated commit stays the floor a head may not go below.
+    pub async fn keep_in_cluster(&mut self, record: Arc<ClusterRecord>, name: &str) {
+        match record.load_trust(name).await {
+            Ok(Some(text)) => match self.state.adopt(&text) {
+                Ok(true) => tracing::info!(repository = name, "Took the trust state over from the cluster."),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(repository = name, error = %e, "Cannot take the trust state over from the cluster.")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(repository = name, error = %e, "Cannot read the trust state in the cluster; authenticating from the trust root.")
+            }
+        }
+        self.copy = Some((record, name.to_owned()));
     }
 
     /// The cache, for reading trees of authenticated commits.
@@ -155,6 +180,17 @@ impl Fetcher {
                 }
             };
             self = back;
+            let decided = result.as_ref().is_ok_and(|updates| {
+                updates
+                    .iter()
+                    .any(|u| matches!(u.decision, Decision::Authenticated(_) | Decision::Refused(_)))
+            });
+            // The cluster's copy moves before the head is handed on.
+            if let Some((record, name)) = self.copy.as_ref().filter(|_| decided)
+                && let Err(e) = record.save_trust(name, self.state.to_text()).await
+            {
+                tracing::error!(repository = %name, error = %e, "Cannot copy the trust state to the cluster; an agent taking over would start from an older anchor.");
+            }
             let repository = self.cache.repository().path().to_owned();
             match &result {
                 Ok(_) => timer.succeeded(),

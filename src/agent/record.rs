@@ -1,7 +1,7 @@
-//! The environments' records kept in the cluster beside the agent's own ledger, so an agent
-//! rescheduled onto another node (its state directory gone) continues where the last one
-//! stopped: its rollback points, its failed commits, the state of its migrations, the attempt
-//! it was in the middle of.
+//! The environments' records and the repositories' trust states kept in the cluster beside the
+//! agent's own files, so an agent rescheduled onto another node (its state directory gone)
+//! continues where the last one stopped: its rollback points, its failed commits, the state of
+//! its migrations, the attempt it was in the middle of, the last commit it authenticated.
 //!
 //! With leader election, the holder keeps the newest attempts of each environment (the entries
 //! of its ledger, as JSON) in the ConfigMap `<lease>-ledger` beside the Lease, one key per
@@ -9,6 +9,8 @@
 //! never overwrite each other. A fresh ledger takes an environment's copy over when its worker
 //! starts. The copy follows the ledger a moment behind, except where it matters: a migration
 //! starts only once the copy holds that it started, so a rescheduled agent never runs it twice.
+//! A repository's trust state (`trust.<name>.json`) is copied after each decision, before the
+//! head is handed on.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,23 +53,41 @@ impl ClusterRecord {
         format!("{environment}.json")
     }
 
-    /// `environment`'s copy, `None` when the cluster holds none.
-    async fn load(&self, environment: &str) -> Result<Option<Carried>, String> {
+    /// The key of repository `name`'s trust state (environment names hold no dots).
+    fn trust_key(name: &str) -> String {
+        format!("trust.{name}.json")
+    }
+
+    /// The text under `key`, `None` when the cluster holds none.
+    async fn load_key(&self, key: &str) -> Result<Option<String>, String> {
         let map = self
             .api
             .get_opt(&self.name)
             .await
             .map_err(|e| format!("reading config map `{}`: {e}", self.name))?;
-        let Some(text) = map.and_then(|m| m.data?.remove(&ClusterRecord::key(environment))) else {
+        Ok(map.and_then(|m| m.data?.remove(key)))
+    }
+
+    /// `environment`'s copy, `None` when the cluster holds none.
+    async fn load(&self, environment: &str) -> Result<Option<Carried>, String> {
+        let key = ClusterRecord::key(environment);
+        let Some(text) = self.load_key(&key).await? else {
             return Ok(None);
         };
-        serde_json::from_str(&text).map(Some).map_err(|e| {
-            format!(
-                "config map `{}`, key `{}`: {e}",
-                self.name,
-                ClusterRecord::key(environment)
-            )
-        })
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("config map `{}`, key `{key}`: {e}", self.name))
+    }
+
+    /// Repository `name`'s trust state, as [`crate::trust::TrustState::to_text`] wrote it.
+    pub async fn load_trust(&self, name: &str) -> Result<Option<String>, String> {
+        self.load_key(&ClusterRecord::trust_key(name)).await
+    }
+
+    /// Keeps repository `name`'s trust state.
+    pub async fn save_trust(&self, name: &str, text: String) -> Result<(), String> {
+        self.save_key(&ClusterRecord::trust_key(name), &format!("plumb-trust-{name}"), text)
+            .await
     }
 
     /// Takes `environment`'s copy into `ledger` when it holds nothing of it yet. A copy that
@@ -107,19 +127,18 @@ impl ClusterRecord {
         }
     }
 
-    /// Writes `environment`'s copy.
-    async fn save(&self, environment: &str, text: String) -> Result<(), String> {
+    /// Writes `text` under `key` as field manager `manager`, who owns that key alone.
+    async fn save_key(&self, key: &str, manager: &str, text: String) -> Result<(), String> {
         let document = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": self.name, "labels": {"app.kubernetes.io/managed-by": "plumb"}},
-            "data": {ClusterRecord::key(environment): text},
+            "data": {key: text},
         });
-        let manager = format!("plumb-ledger-{environment}");
         self.api
             .patch(
                 &self.name,
-                &PatchParams::apply(&manager).force(),
+                &PatchParams::apply(manager).force(),
                 &Patch::Apply(document),
             )
             .await
@@ -157,8 +176,10 @@ impl ClusterRecord {
                 }
             };
             for (environment, copy) in copies {
+                let key = ClusterRecord::key(&environment);
+                let manager = format!("plumb-ledger-{environment}");
                 let result = match copy {
-                    Ok(text) => self.save(&environment, text).await,
+                    Ok(text) => self.save_key(&key, &manager, text).await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = &result {

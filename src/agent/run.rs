@@ -288,7 +288,10 @@ pub async fn run(
         None => (None, None, shared),
     };
     let mut tasks = Vec::new();
-    for ((fetcher, bell), repository) in fetchers.into_iter().zip(settings.repositories) {
+    for ((mut fetcher, bell), repository) in fetchers.into_iter().zip(settings.repositories) {
+        if let Some((record, _)) = &shared.record {
+            fetcher.keep_in_cluster(record.clone(), &repository.name).await;
+        }
         let followed = live.repositories[&repository.name].clone();
         followed.doorbell.ring(Reason::Manual);
         let (tx, fetched) = mpsc::channel(4);

@@ -1,7 +1,8 @@
 //! Authenticating a range of history: every commit from an authenticated one up to a new head,
 //! each by its parent's policy. A commit with several parents needs one authenticated parent
 //! whose policy accepts it (sequoia-git's rule), so merges of outside work are fine as long as the
-//! merge itself is signed by someone the policy trusts.
+//! merge itself is signed by someone the policy trusts. A key revoked as compromised voids every
+//! signature it made, except on commits an authenticated policy goodlists (`commit_goodlist`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
@@ -15,7 +16,7 @@ use sequoia_openpgp::types::{RevocationStatus, SignatureType};
 use sequoia_openpgp::{Fingerprint, Packet};
 
 use super::policy::{Capability, POLICY_FILE, Policy};
-use super::signature::{self, SignatureError};
+use super::signature::{self, Compromise, SignatureError};
 use super::{CommitReport, Outcome, Refusal, Report, TrustError, TrustRoot};
 
 /// The largest policy file read: a policy lists a few certificates, not megabytes of them.
@@ -82,11 +83,9 @@ pub(super) fn authenticate(repo: &Repository, root: &TrustRoot, head: Oid) -> Re
         repo,
         parsed: HashMap::new(),
     };
-    // Authenticated commits, with when they were signed (unknown for the trust root).
-    let mut authenticated: HashMap<Oid, Option<SystemTime>> = HashMap::new();
-    let mut walk = repo.revwalk().map_err(git)?;
-    walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE).map_err(git)?;
-    walk.push(head).map_err(git)?;
+    let mut history = repo.revwalk().map_err(git)?;
+    history.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE).map_err(git)?;
+    history.push(head).map_err(git)?;
     match root {
         TrustRoot::Commit(root) => {
             if *root == head {
@@ -106,13 +105,12 @@ pub(super) fn authenticate(repo: &Repository, root: &TrustRoot, head: Oid) -> Re
                 report.refusal = Some((head, refusal));
                 return Ok(report);
             }
-            authenticated.insert(*root, None);
-            walk.hide(*root).map_err(git)?;
+            history.hide(*root).map_err(git)?;
         }
         TrustRoot::Policy(_) => {}
     }
     let mut range: Vec<Oid> = Vec::new();
-    for commit in walk {
+    for commit in history {
         range.push(commit.map_err(git)?);
         if range.len() > MAX_RANGE {
             return Err(TrustError::TooMuchHistory { commits: MAX_RANGE });
@@ -138,15 +136,94 @@ pub(super) fn authenticate(repo: &Repository, root: &TrustRoot, head: Oid) -> Re
         }
     }
 
-    for &id in &range {
-        let commit = repo.find_commit(id).map_err(git)?;
+    // Goodlisted commits are forgiven a hard revocation — provided a policy that lists them is
+    // itself authenticated, which can only be known after the walk: walk again without the
+    // entries no authenticated policy backs, until every forgiven commit is backed.
+    let goodlists = goodlists(root, &range, &mut policies).map_err(git)?;
+    let mut forgiven: BTreeSet<Oid> = goodlists.keys().copied().collect();
+    let (commits, authenticated) = loop {
+        let walked = walk(repo, root, &range, &mut policies, &hard_revoked, &forgiven)?;
+        let backed = |commit: &Oid| {
+            goodlists[commit]
+                .iter()
+                .any(|carrier| carrier.is_none_or(|c| walked.1.contains_key(&c)))
+        };
+        let unbacked: Vec<Oid> = forgiven.iter().copied().filter(|c| !backed(c)).collect();
+        if unbacked.is_empty() {
+            break walked;
+        }
+        for commit in unbacked {
+            forgiven.remove(&commit);
+        }
+    };
+    report.commits = commits;
+    if !authenticated.contains_key(&head) {
+        report.refusal = Some(root_cause(repo, &report, head));
+    }
+    Ok(report)
+}
+
+/// Each commit of `range` that a policy on the way goodlists, with the commits whose policy
+/// lists it (`None` for a trust root given as a policy).
+fn goodlists(
+    root: &TrustRoot,
+    range: &[Oid],
+    policies: &mut Policies,
+) -> Result<HashMap<Oid, Vec<Option<Oid>>>, git2::Error> {
+    let in_range: BTreeSet<Oid> = range.iter().copied().collect();
+    let mut listed: HashMap<Oid, Vec<Option<Oid>>> = HashMap::new();
+    let mut note = |policy: &Policy, carrier: Option<Oid>| {
+        for entry in &policy.commit_goodlist {
+            if let Ok(commit) = Oid::from_str(entry)
+                && in_range.contains(&commit)
+            {
+                listed.entry(commit).or_default().push(carrier);
+            }
+        }
+    };
+    match root {
+        TrustRoot::Policy(policy) => note(policy, None),
+        TrustRoot::Commit(commit) => {
+            if let Ok(policy) = policies.get(policies.blob_of(*commit)?) {
+                note(&policy, Some(*commit));
+            }
+        }
+    }
+    for &commit in range {
+        if let Ok(policy) = policies.get(policies.blob_of(commit)?) {
+            note(&policy, Some(commit));
+        }
+    }
+    Ok(listed)
+}
+
+/// Judges every commit of `range` in order, each by its authenticated parents' policies, the
+/// `forgiven` ones spared hard revocations; returns the reports and the commits authenticated
+/// (the trust root among them), with when they were signed.
+fn walk(
+    repo: &Repository,
+    root: &TrustRoot,
+    range: &[Oid],
+    policies: &mut Policies,
+    hard_revoked: &BTreeSet<Fingerprint>,
+    forgiven: &BTreeSet<Oid>,
+) -> Result<(Vec<CommitReport>, HashMap<Oid, Option<SystemTime>>), TrustError> {
+    let git = |commit: Oid| move |source| TrustError::Git { commit, source };
+    let mut commits = Vec::with_capacity(range.len());
+    // Authenticated commits, with when they were signed (unknown for the trust root).
+    let mut authenticated: HashMap<Oid, Option<SystemTime>> = HashMap::new();
+    if let TrustRoot::Commit(root) = root {
+        authenticated.insert(*root, None);
+    }
+    for &id in range {
+        let commit = repo.find_commit(id).map_err(git(id))?;
         let mut parent_policies: Vec<Parent> = Vec::new();
         let mut parent_error = None;
         for parent in commit.parent_ids() {
             let Some(&signed) = authenticated.get(&parent) else {
                 continue;
             };
-            match policies.blob_of(parent).map_err(git).map(|b| policies.get(b))? {
+            match policies.blob_of(parent).map_err(git(id)).map(|b| policies.get(b))? {
                 Ok(policy) => parent_policies.push(Parent { policy, signed }),
                 Err(reason) => parent_error = Some(Refusal::BadPolicy { commit: parent, reason }),
             }
@@ -160,25 +237,29 @@ pub(super) fn authenticate(repo: &Repository, root: &TrustRoot, head: Oid) -> Re
         let outcome = if parent_policies.is_empty() {
             Outcome::Refused(parent_error.unwrap_or(Refusal::ParentRefused))
         } else {
-            let own_blob = policies.blob_of(id).map_err(git)?;
+            let own_blob = policies.blob_of(id).map_err(git(id))?;
             match policies.get(own_blob) {
                 Err(reason) => Outcome::Refused(Refusal::BadPolicy { commit: id, reason }),
-                Ok(own) => judge(repo, id, &parent_policies, &own, &hard_revoked),
+                Ok(own) => {
+                    let compromise = if forgiven.contains(&id) {
+                        Compromise::Forgiven
+                    } else {
+                        Compromise::Voids(hard_revoked)
+                    };
+                    judge(repo, id, &parent_policies, &own, compromise)
+                }
             }
         };
         if let Outcome::Authenticated { signed, .. } = &outcome {
             authenticated.insert(id, Some(*signed));
         }
-        report.commits.push(CommitReport {
+        commits.push(CommitReport {
             id,
             summary: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
             outcome,
         });
     }
-    if !authenticated.contains_key(&head) {
-        report.refusal = Some(root_cause(repo, &report, head));
-    }
-    Ok(report)
+    Ok((commits, authenticated))
 }
 
 /// An authenticated parent: its policy, and when it was signed (`None` for a trust root).
@@ -188,13 +269,7 @@ struct Parent {
 }
 
 /// Judges commit `id` by each authenticated parent's policy in turn; one acceptance suffices.
-fn judge(
-    repo: &Repository,
-    id: Oid,
-    parents: &[Parent],
-    own: &Rc<Policy>,
-    hard_revoked: &BTreeSet<Fingerprint>,
-) -> Outcome {
+fn judge(repo: &Repository, id: Oid, parents: &[Parent], own: &Rc<Policy>, compromise: Compromise<'_>) -> Outcome {
     let (signature, data) = match repo.extract_signature(&id, None) {
         Ok((signature, data)) => (signature, data),
         Err(_) => return Outcome::Refused(Refusal::Signature(SignatureError::Unsigned)),
@@ -211,7 +286,7 @@ fn judge(
             updated = updated_certs(policy, own);
             updated.iter().collect()
         };
-        let signers = match signature::verify(&signature, &data, certs.iter().copied(), hard_revoked) {
+        let signers = match signature::verify(&signature, &data, certs.iter().copied(), compromise) {
             Ok(signers) => signers,
             Err(e) => {
                 refusal.get_or_insert(Refusal::Signature(e));

@@ -101,9 +101,9 @@ pub struct User {
 pub struct Policy {
     /// The format version (0).
     pub version: i64,
-    /// Commits an auditor declared good despite failing authentication. Changing the list needs
-    /// `audit`; plumb does not yet accept goodlisted commits (sequoia-git does, for commits
-    /// signed by keys later revoked as compromised).
+    /// Commits an auditor declared good although their signer's key was later revoked as
+    /// compromised: such a commit is forgiven the hard revocation (see `chain`). Changing the
+    /// list needs `audit`.
     pub commit_goodlist: BTreeSet<String>,
     /// The users, by name.
     pub users: BTreeMap<String, User>,

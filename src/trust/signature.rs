@@ -63,22 +63,33 @@ pub enum SignatureError {
     BadSignature(Fingerprint),
 }
 
+/// How revocations for compromise (hard revocations) count for one commit.
+#[derive(Clone, Copy, Debug)]
+pub enum Compromise<'a> {
+    /// Certificates and keys revoked as compromised anywhere in the history being checked:
+    /// their signatures are void even where the parent's policy does not yet know of the
+    /// revocation, and a certificate's own hard revocation voids them whatever their date.
+    Voids(&'a BTreeSet<Fingerprint>),
+    /// The commit is goodlisted by an authenticated policy: an auditor vouched for it, so a
+    /// hard revocation does not void its signature (a soft one still counts from its date).
+    Forgiven,
+}
+
 /// Verifies `signature` (armored, as git stores it) over `data` against `certs`, and returns
-/// every signer whose signature is good (a commit may carry several). `hard_revoked` lists
-/// certificates and keys revoked as compromised anywhere in the history being checked, which
-/// voids their signatures even where the parent's policy does not yet know of the revocation.
+/// every signer whose signature is good (a commit may carry several), hard revocations counting
+/// as `compromise` says.
 pub fn verify<'a>(
     signature: &[u8],
     data: &[u8],
     certs: impl Iterator<Item = &'a Cert> + Clone,
-    hard_revoked: &BTreeSet<Fingerprint>,
+    compromise: Compromise<'_>,
 ) -> Result<Vec<Signer>, SignatureError> {
     let policy = StandardPolicy::new();
     let signatures = parse(signature)?;
     let mut signers = Vec::new();
     let mut first_error = None;
     for sig in &signatures {
-        match verify_one(&policy, sig, data, certs.clone(), hard_revoked) {
+        match verify_one(&policy, sig, data, certs.clone(), compromise) {
             Ok(signer) => signers.push(signer),
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -114,7 +125,7 @@ fn verify_one<'a>(
     sig: &Signature,
     data: &[u8],
     certs: impl Iterator<Item = &'a Cert>,
-    hard_revoked: &BTreeSet<Fingerprint>,
+    compromise: Compromise<'_>,
 ) -> Result<Signer, SignatureError> {
     let time = sig
         .signature_creation_time()
@@ -128,7 +139,7 @@ fn verify_one<'a>(
         cert.keys()
             .any(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
     }) {
-        match verify_with(policy, sig, time, &issuers, data, cert, hard_revoked) {
+        match verify_with(policy, sig, time, &issuers, data, cert, compromise) {
             Ok(signer) => return Ok(signer),
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -152,23 +163,33 @@ fn verify_with(
     issuers: &[KeyHandle],
     data: &[u8],
     cert: &Cert,
-    hard_revoked: &BTreeSet<Fingerprint>,
+    compromise: Compromise<'_>,
 ) -> Result<Signer, SignatureError> {
     let fingerprint = cert.fingerprint();
-    if hard_revoked.contains(&fingerprint) {
+    let voided = |fingerprint: &Fingerprint| matches!(compromise, Compromise::Voids(set) if set.contains(fingerprint));
+    if voided(&fingerprint) {
         return Err(SignatureError::Revoked {
             fingerprint,
             hard: true,
         });
     }
+    // The revocations that count: a goodlisted commit's signature outlives a hard one.
+    let counted = |revocations: Vec<&Signature>| -> Option<bool> {
+        let counted: Vec<&Signature> = revocations
+            .into_iter()
+            .filter(|r| !(matches!(compromise, Compromise::Forgiven) && is_hard(r)))
+            .collect();
+        (!counted.is_empty()).then(|| counted.iter().any(|r| is_hard(r)))
+    };
     let unusable = |reason: String| SignatureError::UnusableCertificate {
         fingerprint: fingerprint.clone(),
         reason,
     };
     // Revocation is judged before validity: sequoia refuses a revoked certificate's binding too,
     // and "revoked" is the more useful reason.
-    if let RevocationStatus::Revoked(revocations) = cert.revocation_status(policy, time) {
-        let hard = revocations.iter().any(|r| is_hard(r));
+    if let RevocationStatus::Revoked(revocations) = cert.revocation_status(policy, time)
+        && let Some(hard) = counted(revocations)
+    {
         return Err(SignatureError::Revoked { fingerprint, hard });
     }
     let valid = cert.with_policy(policy, time).map_err(|e| unusable(e.to_string()))?;
@@ -181,14 +202,15 @@ fn verify_with(
         .for_signing()
         .find(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
         .ok_or_else(|| unusable("the signing key is not a valid signing key of the certificate".to_owned()))?;
-    if hard_revoked.contains(&key.key().fingerprint()) {
+    if voided(&key.key().fingerprint()) {
         return Err(SignatureError::Revoked {
             fingerprint,
             hard: true,
         });
     }
-    if let RevocationStatus::Revoked(revocations) = key.revocation_status() {
-        let hard = revocations.iter().any(|r| is_hard(r));
+    if let RevocationStatus::Revoked(revocations) = key.revocation_status()
+        && let Some(hard) = counted(revocations)
+    {
         return Err(SignatureError::Revoked { fingerprint, hard });
     }
     if key.alive().is_err() {

@@ -113,6 +113,26 @@ impl TrustState {
         })
     }
 
+    /// The state as its file holds it, for keeping a copy elsewhere.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(&self.file).expect("the state serializes")
+    }
+
+    /// Takes over a copy written by [`TrustState::to_text`] — another agent's — when this state
+    /// remembers nothing yet; returns whether it did. The copy's anchors count only while the
+    /// configured trust root is the one they grew from (as for this agent's own).
+    pub fn adopt(&mut self, text: &str) -> Result<bool, StateError> {
+        if !self.file.refs.is_empty() {
+            return Ok(false);
+        }
+        self.file = serde_json::from_str(text).map_err(|e| StateError::Corrupt {
+            path: self.path.clone(),
+            reason: format!("the copy taken over: {e}"),
+        })?;
+        self.save()?;
+        Ok(true)
+    }
+
     /// The anchor of `reference`.
     pub fn anchor(&self, reference: &str) -> Anchor {
         self.file.refs.get(reference).cloned().unwrap_or_default()

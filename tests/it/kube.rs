@@ -479,7 +479,7 @@ async fn of_two_agents_only_the_lease_holder_applies() {
     write(&upstream, namespace, "r1", "recreate: {}", true, "");
     let first = upstream.commit_signed("web r1", &alice);
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let agent = |state: &Path, identity: &str| {
+    let agent = |upstream: &TestRepo, state: &Path, identity: &str| {
         let settings = Settings {
             leader: Some(plumb::agent::lease::Leader {
                 namespace: "plumb-leases".to_owned(),
@@ -488,15 +488,15 @@ async fn of_two_agents_only_the_lease_holder_applies() {
                 duration: Duration::from_secs(4),
                 identity: identity.to_owned(),
             }),
-            ..agent_settings(&upstream, &root, state)
+            ..agent_settings(upstream, &root, state)
         };
         let cancel = CancellationToken::new();
         let task = tokio::spawn(plumb::agent::run(settings, cancel.clone(), None));
         (cancel, task)
     };
-    let (stop_one, run_one) = agent(one.path(), "agent-one");
+    let (stop_one, run_one) = agent(&upstream, one.path(), "agent-one");
     assert_eq!(outcome(one.path(), namespace, &first).await, Some(Outcome::Succeeded));
-    let (stop_two, run_two) = agent(two.path(), "agent-two");
+    let (stop_two, run_two) = agent(&upstream, two.path(), "agent-two");
     let holder = kubectl(&[
         "-n",
         "plumb-leases",
@@ -570,9 +570,32 @@ async fn of_two_agents_only_the_lease_holder_applies() {
         .filter_map(|e| e["kind"].as_str())
         .collect();
     assert!(kinds.contains(&"migration") && kinds.contains(&"outcome"), "{kinds:?}");
-
     stop_two.cancel();
     run_two.await.unwrap().unwrap();
+
+    // A third agent, its state directory empty as well, takes the trust state over from the
+    // cluster: the branch moved back to r1 — validly signed, but older than what two
+    // authenticated — is refused, and r2 keeps running. (Its fresh cache never saw r2, which the
+    // remote no longer has: the refusal reads as history rewritten under the trusted commit.)
+    upstream.set_branch(&first);
+    let three = tempfile::tempdir().unwrap();
+    let (stop_three, run_three) = agent(&upstream, three.path(), "agent-three");
+    let trust = three.path().join("repositories/config/trust.json");
+    let refused = eventually(Duration::from_secs(60), || async {
+        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trust).ok()?).ok()?;
+        let anchor = state["refs"].as_object()?.values().next()?.clone();
+        (anchor["refused"]["commit"] == first.as_str()).then_some(anchor)
+    })
+    .await;
+    let anchor = refused.unwrap_or_else(|| panic!("not refused: {:?}", std::fs::read_to_string(&trust)));
+    assert_eq!(
+        anchor["authenticated"],
+        second.as_str(),
+        "the anchor came from the cluster"
+    );
+    assert_eq!(release_of(namespace, "web-blue").as_deref(), Some("r2"));
+    stop_three.cancel();
+    run_three.await.unwrap().unwrap();
     kubelet.stop().await;
 }
 

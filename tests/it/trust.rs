@@ -526,3 +526,92 @@ fn a_new_trust_root_starts_over() {
     };
     assert!(report.commits.is_empty());
 }
+
+/// The fixture's policy, goodlisting `commits`.
+fn goodlisting(f: &Fixture, commits: &[&str]) -> String {
+    let signers: &[&str] = &["sign_commit"];
+    let listed: Vec<String> = commits.iter().map(|c| format!("\"{c}\"")).collect();
+    policy(&[
+        (&f.alice, ALL),
+        (&f.bob, signers),
+        (&f.carol, signers),
+        (&f.dave, signers),
+        (&f.erin, signers),
+    ])
+    .replace(
+        "commit_goodlist = []",
+        &format!("commit_goodlist = [{}]", listed.join(", ")),
+    )
+}
+
+#[test]
+fn a_goodlisted_commit_outlives_its_signers_compromise_when_an_auditor_vouches() {
+    // Erin's key is revoked as compromised: everything she signed is void...
+    let mut f = Fixture::new();
+    f.touch(1);
+    let by_erin = f
+        .repo
+        .commit_signed("Signed before the key was compromised", &f.erin.clone());
+    let report = f.authenticate(&by_erin);
+    assert_eq!(refusal_kind(&report), Some("revoked_key"));
+
+    // ...until alice, an auditor, goodlists the commit she knows to be good.
+    f.repo.write(POLICY, &goodlisting(&f, &[&by_erin]));
+    let vouched = f.repo.commit_signed("Goodlist erin's good commit", &f.alice.clone());
+    let report = f.authenticate(&vouched);
+    assert_eq!(
+        report.refusal.as_ref().map(|(_, r)| r.kind()),
+        None,
+        "{:?}",
+        report.refusal
+    );
+    assert!(
+        report
+            .commits
+            .iter()
+            .all(|c| matches!(c.outcome, Outcome::Authenticated { .. }))
+    );
+}
+
+#[test]
+fn a_goodlist_counts_only_from_an_authenticated_policy_and_only_against_compromise() {
+    // Bob may sign commits but not audit: his goodlist is refused, and so it forgives nothing.
+    let mut f = Fixture::new();
+    f.touch(1);
+    let by_erin = f
+        .repo
+        .commit_signed("Signed before the key was compromised", &f.erin.clone());
+    f.repo.write(POLICY, &goodlisting(&f, &[&by_erin]));
+    let head = f.repo.commit_signed("Bob goodlists erin's commit", &f.bob.clone());
+    let report = f.authenticate(&head);
+    let (culprit, refusal) = report.refusal.clone().unwrap();
+    assert_eq!((culprit.to_string(), refusal.kind()), (by_erin.clone(), "revoked_key"));
+
+    // A goodlist forgives a compromised key, not a stranger's signature.
+    let mut f = Fixture::new();
+    f.touch(2);
+    let by_mallory = f.repo.commit_signed("Signed by a stranger", &f.mallory.clone());
+    f.repo.write(POLICY, &goodlisting(&f, &[&by_mallory]));
+    let head = f
+        .repo
+        .commit_signed("Alice goodlists a stranger's commit", &f.alice.clone());
+    let report = f.authenticate(&head);
+    let (culprit, refusal) = report.refusal.clone().unwrap();
+    assert_eq!((culprit.to_string(), refusal.kind()), (by_mallory, "unknown_signer"));
+
+    // Nor a retired key's signature made after its retirement.
+    let mut f = Fixture::new();
+    f.touch(3);
+    f.repo.advance(60);
+    let by_dave = f
+        .repo
+        .commit_signed("Signed after the key was retired", &f.dave.clone());
+    f.repo.write(POLICY, &goodlisting(&f, &[&by_dave]));
+    let head = f.repo.commit_signed("Alice goodlists it", &f.alice.clone());
+    let report = f.authenticate(&head);
+    assert_eq!(refusal_kind(&report), Some("revoked_key"));
+    let Some((_, trust::Refusal::Signature(trust::SignatureError::Revoked { hard, .. }))) = report.refusal else {
+        panic!("{:?}", report.refusal)
+    };
+    assert!(!hard);
+}
