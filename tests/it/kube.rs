@@ -11,6 +11,9 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
+use plumb::spec::model::environment::{GatewayRef, KubernetesTarget};
+use plumb::spec::model::scalar::Name;
+use plumb::target::kubernetes::KubernetesRuntime;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Running, eventually, outcome, succeeds};
@@ -825,6 +828,127 @@ async fn a_configuration_file_travels_in_a_config_map_and_hand_edits_are_undone(
     })
     .await;
     assert!(maps.is_some(), "one config map, with the new value");
+    agent.stop().await;
+    kubelet.stop().await;
+}
+
+/// The HTTPRoute CRD of the Gateway API (its schema left open: the API server stores what it is
+/// given, as no Gateway controller runs here to act on it).
+const HTTP_ROUTE_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: httproutes.gateway.networking.k8s.io
+  annotations: {api-approved.kubernetes.io: \"https://github.com/kubernetes-sigs/gateway-api\"}
+spec:
+  group: gateway.networking.k8s.io
+  names: {kind: HTTPRoute, listKind: HTTPRouteList, plural: httproutes, singular: httproute}
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+";
+
+/// The backends of HTTPRoute `web` in `namespace`: `name=weight` each.
+fn route_backends(namespace: &str) -> String {
+    kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "httproute",
+        "web",
+        "-o",
+        "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
+    ])
+    .trim()
+    .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_weighs_traffic_exactly_on_a_gateway_api_route() {
+    let namespace = "kgateway";
+    let gateway = ", gateway: {name: shop, namespace: infra, domain: shop.example}";
+    // Without the Gateway API, an environment routing through a Gateway cannot start.
+    let target = KubernetesTarget {
+        namespace: Name::parse(namespace).unwrap(),
+        context: None,
+        kubeconfig: Some(kubeconfig().display().to_string()),
+        force: false,
+        gateway: Some(GatewayRef {
+            name: "shop".to_owned(),
+            namespace: Some("infra".to_owned()),
+            domain: "shop.example".to_owned(),
+        }),
+    };
+    let error = KubernetesRuntime::new(namespace, &target)
+        .await
+        .err()
+        .expect("refused without the Gateway API");
+    assert!(error.to_string().contains("does not serve the Gateway API"), "{error}");
+    let crd = dir_with(HTTP_ROUTE_CRD.as_bytes());
+    kubectl(&["apply", "-f", crd.path().join("all.yaml").to_str().unwrap()]);
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/httproutes.gateway.networking.k8s.io",
+    ]);
+
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let kubelet = Kubelet::play(namespace);
+    let state = tempfile::tempdir().unwrap();
+    let canary = "canary: {steps: [{weight: 25, pause: 3s}], minRequests: 0}";
+    write(&upstream, namespace, "r1", canary, true, "");
+    environment(&upstream, namespace, gateway);
+    let first = upstream.commit_signed("web r1 behind the gateway", &alice);
+    let agent = Running::start(agent_settings(&upstream, &root, state.path())).await;
+    assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
+    assert_eq!(route_backends(namespace), "web-blue=100");
+    let route = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "httproute",
+        "web",
+        "-o",
+        "jsonpath={.spec.parentRefs[0].namespace}/{.spec.parentRefs[0].name} {.spec.hostnames[0]} {.spec.rules[0].backendRefs[0].port}",
+    ]);
+    assert_eq!(route, "infra/shop web.shop.example 8080");
+
+    // The canary step holds green at exactly 25%; promotion gives it everything.
+    write(&upstream, namespace, "r2", canary, true, "");
+    environment(&upstream, namespace, gateway);
+    let second = upstream.commit_signed("web r2", &alice);
+    agent.push();
+    let split = eventually(Duration::from_secs(60), || async {
+        let backends = route_backends(namespace);
+        (backends.contains("web-blue=75") && backends.contains("web-green=25")).then_some(backends)
+    })
+    .await;
+    assert!(
+        split.is_some(),
+        "the canary's weight: {}; {:?}",
+        route_backends(namespace),
+        outcome(state.path(), namespace, &second).await
+    );
+    assert_eq!(
+        outcome(state.path(), namespace, &second).await,
+        Some(Outcome::Succeeded)
+    );
+    assert_eq!(route_backends(namespace), "web-green=100");
+    let selector = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "service",
+        "web-green",
+        "-o",
+        "jsonpath={.spec.selector.plumb\\.dev/slot}",
+    ]);
+    assert_eq!(selector, "green", "each slot's own Service selects it alone");
+
     agent.stop().await;
     kubelet.stop().await;
 }

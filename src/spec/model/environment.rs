@@ -189,6 +189,24 @@ pub struct KubernetesTarget {
     /// `force`); without it such a conflict fails the apply and names the manager.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// A Gateway API Gateway routing to the services: each gets an HTTPRoute whose backend
+    /// weights carry a canary's exact split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayRef>,
+}
+
+/// The Gateway (Gateway API, `gateway.networking.k8s.io/v1`) an environment's services are
+/// routed through.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayRef {
+    /// The Gateway's name.
+    pub name: String,
+    /// Its namespace; the environment's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Each service answers on `<service>.<domain>`.
+    pub domain: String,
 }
 
 /// When and how the agent applies changes to an environment.

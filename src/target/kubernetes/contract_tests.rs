@@ -25,6 +25,7 @@ fn runtime(force: bool) -> (KubernetesRuntime, Server) {
         context: None,
         kubeconfig: None,
         force,
+        gateway: None,
     };
     (KubernetesRuntime::with_client("production", &target, client), handle)
 }

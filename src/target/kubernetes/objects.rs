@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::spec::model::Service;
+use crate::spec::model::environment::GatewayRef;
 use crate::spec::model::service::Strategy;
 use crate::target::workload::Slot;
 
@@ -157,6 +158,50 @@ pub fn service(environment: &str, service: &Service, slots: &[Slot], weights: &s
         },
         "spec": {"selector": selector, "ports": ports},
     })
+}
+
+/// The Service of `service`'s `slot` alone (`<service>-<slot>`): a Gateway's HTTPRoute weighs
+/// traffic between the two.
+pub fn slot_service(environment: &str, service: &Service, slot: Slot) -> Value {
+    let mut document = self::service(environment, service, &[slot], "");
+    let name = deployment_name(service.name.as_str(), slot);
+    document["metadata"]["name"] = json!(name);
+    document["metadata"]["labels"][SLOT] = json!(slot.name());
+    if let Some(metadata) = document["metadata"].as_object_mut() {
+        metadata.remove("annotations");
+    }
+    document
+}
+
+/// The HTTPRoute of `service` on `gateway`: `<service>.<domain>` to the two slots' Services
+/// on `port`, by `weights`.
+pub fn http_route(environment: &str, service: &str, port: u16, gateway: &GatewayRef, weights: &[(Slot, u32)]) -> Value {
+    let mut parent = json!({"name": gateway.name});
+    if let Some(namespace) = &gateway.namespace {
+        parent["namespace"] = json!(namespace);
+    }
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": service,
+            "labels": {SERVICE: service, ENVIRONMENT: environment, "app.kubernetes.io/managed-by": "plumb"},
+        },
+        "spec": {
+            "parentRefs": [parent],
+            "hostnames": [format!("{service}.{}", gateway.domain)],
+            "rules": [{"backendRefs": backend_refs(service, port, weights)}],
+        },
+    })
+}
+
+/// An HTTPRoute rule's backends: the Service of each slot taking traffic, with its weight.
+pub fn backend_refs(service: &str, port: u16, weights: &[(Slot, u32)]) -> Value {
+    weights
+        .iter()
+        .filter(|(_, weight)| *weight > 0)
+        .map(|(slot, weight)| json!({"name": deployment_name(service, *slot), "port": port, "weight": weight}))
+        .collect()
 }
 
 /// The Job running `command` of `service` once, within `deadline` seconds.

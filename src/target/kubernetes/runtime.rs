@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service as KubeService};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::live;
@@ -21,12 +21,15 @@ use super::watch::{Kind, Snapshot, Watched};
 use crate::health::Check;
 use crate::router::SlotStats;
 use crate::spec::model::Service;
-use crate::spec::model::environment::KubernetesTarget;
+use crate::spec::model::environment::{GatewayRef, KubernetesTarget};
 use crate::target::workload::{LiveSlot, Slot, WorkloadError, config_file, variables};
 use crate::target::{Capabilities, Pending, Target, TargetError};
 
 /// The field manager plumb applies as.
 const MANAGER: &str = "plumb";
+
+/// The API group and version of the Gateway API's HTTPRoutes.
+const ROUTES_API: &str = "gateway.networking.k8s.io/v1";
 
 /// How long an observation waits for the watches to show plumb's last writes before listing.
 const FRESH_WITHIN: Duration = Duration::from_secs(5);
@@ -103,6 +106,8 @@ pub struct KubernetesRuntime {
     watched: Option<Watched>,
     /// Rung when the watches see a change plumb did not write.
     bell: std::sync::Arc<tokio::sync::Notify>,
+    /// The Gateway routing to the services, and the HTTPRoutes' API.
+    gateway: Option<(GatewayRef, Api<DynamicObject>)>,
 }
 
 impl KubernetesRuntime {
@@ -135,6 +140,9 @@ impl KubernetesRuntime {
             .await
             .map_err(api_error(format!("asking {server} for its version")))?;
         let mut runtime = KubernetesRuntime::with_client(environment, target, client);
+        if let Some(gateway) = &target.gateway {
+            runtime.gateway = Some((gateway.clone(), runtime.routes(&server).await?));
+        }
         let selector = format!("{ENVIRONMENT}={environment}");
         runtime.watched = Some(Watched::start(
             &runtime.client,
@@ -168,7 +176,46 @@ impl KubernetesRuntime {
             force: target.force,
             watched: None,
             bell: std::sync::Arc::default(),
+            gateway: None,
         }
+    }
+
+    /// The HTTPRoutes of the environment's namespace; an error when the cluster does not serve
+    /// the Gateway API.
+    async fn routes(&self, server: &str) -> Result<Api<DynamicObject>, KubernetesError> {
+        let served = self
+            .client
+            .list_api_group_resources(ROUTES_API)
+            .await
+            .ok()
+            .is_some_and(|list| list.resources.iter().any(|r| r.name == "httproutes"));
+        if !served {
+            return Err(KubernetesError::Config(format!(
+                "the environment routes through a Gateway, but {server} does not serve the Gateway API ({ROUTES_API} HTTPRoute)"
+            )));
+        }
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+            "httproutes",
+        );
+        Ok(Api::namespaced_with(self.client.clone(), &self.namespace, &resource))
+    }
+
+    /// Applies `service`'s Service of `slot` and its HTTPRoute (with the weights last routed),
+    /// when the environment routes through a Gateway.
+    async fn apply_route(&self, service: &Service, slot: Slot, weights: &[(Slot, u32)]) -> Result<(), KubernetesError> {
+        let (Some((gateway, routes)), Some(port)) = (&self.gateway, service.ports.first()) else {
+            return Ok(());
+        };
+        let name = deployment_name(service.name.as_str(), slot);
+        let document = objects::slot_service(&self.environment, service, slot);
+        self.apply(&self.services(), &name, document, &format!("applying service `{name}`"))
+            .await?;
+        let name = service.name.as_str();
+        let document = objects::http_route(&self.environment, name, port.port, gateway, weights);
+        self.apply_once(routes, name, &document, &format!("applying HTTPRoute `{name}`"))
+            .await?;
+        Ok(())
     }
 
     /// Tells the watches plumb wrote `name` of `kind`, now at resource version `written`, or
@@ -301,6 +348,7 @@ impl KubernetesRuntime {
             .and_then(|s| s.metadata.annotations?.get(WEIGHTS).map(|w| objects::parse_weights(w)))
             .unwrap_or_else(|| vec![(slot, 0)]);
         self.apply_service(service, &weights).await?;
+        self.apply_route(service, slot, &weights).await?;
         self.available(&name, service.progress_deadline.0).await
     }
 
@@ -405,12 +453,25 @@ impl KubernetesRuntime {
             "spec": {"selector": selector},
         });
         let name = existing.metadata.name.unwrap_or_else(|| service.to_owned());
-        let routed = self
+        let routed: KubeService = self
             .services()
             .patch(&name, &KubernetesRuntime::update(), &Patch::Merge(patch))
             .await
             .map_err(api_error(format!("routing service `{service}`")))?;
         self.wrote("Service", &name, routed.metadata.resource_version.as_deref());
+        // Through a Gateway, the route's backends carry the exact weights, to the Service's port.
+        let port = routed
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref()?.first().map(|p| p.port));
+        if let (Some((_, routes)), Some(port)) = (&self.gateway, port) {
+            let backends = objects::backend_refs(service, port as u16, weights);
+            let patch = serde_json::json!({"spec": {"rules": [{"backendRefs": backends}]}});
+            let weighed = routes
+                .patch(service, &KubernetesRuntime::update(), &Patch::Merge(patch))
+                .await;
+            ignore_not_found(weighed, format!("weighing HTTPRoute `{service}`"))?;
+        }
         Ok(())
     }
 
@@ -446,6 +507,16 @@ impl KubernetesRuntime {
         let deleted = self.services().delete(service, &DeleteParams::background()).await;
         ignore_not_found(deleted, format!("deleting service `{service}`"))?;
         self.wrote("Service", service, None);
+        if let Some((_, routes)) = &self.gateway {
+            for slot in [Slot::Blue, Slot::Green] {
+                let name = deployment_name(service, slot);
+                let deleted = self.services().delete(&name, &DeleteParams::background()).await;
+                ignore_not_found(deleted, format!("deleting service `{name}`"))?;
+                self.wrote("Service", &name, None);
+            }
+            let deleted = routes.delete(service, &DeleteParams::background()).await;
+            ignore_not_found(deleted, format!("deleting HTTPRoute `{service}`"))?;
+        }
         Ok(())
     }
 
