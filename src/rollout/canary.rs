@@ -2,10 +2,12 @@
 //! its pause while the router counts the new slot's answers. The rollout aborts — all traffic
 //! back to the running version, the new slot retired — as soon as the new slot has answered
 //! `minRequests` requests with a success rate under the threshold, or fails a health check.
-//! A step that saw fewer requests than `minRequests` passes: nobody was served badly.
+//! A step that saw fewer requests than `minRequests` passes: nobody was served badly. With a
+//! Prometheus gate, each step ends by asking Prometheus for the new slot's success rate too.
 
 use std::time::Duration;
 
+use super::prometheus::{self, Subject, success_rate};
 use super::{Rollout, RolloutError};
 use crate::health::probe_all;
 use crate::spec::model::Service;
@@ -44,9 +46,11 @@ impl Rollout<'_> {
             })
             .await?;
             let runtime = self.runtime;
+            let (environment, _) = self.ledger.attempt_key(self.attempt)?;
             let verdict = self
                 .step(&format!("analyse {weight}% for {:?}", step.pause.0), async {
-                    analyse(runtime, service, next, step.pause.0, settings).await
+                    analyse(runtime, service, next, step.pause.0, settings).await?;
+                    judge_by_prometheus(service, next, &environment, settings).await
                 })
                 .await;
             if let Err(e) = verdict {
@@ -69,6 +73,41 @@ impl Rollout<'_> {
         )
         .await?;
         self.retire(name, next).await
+    }
+}
+
+/// Asks the canary's Prometheus gate, when it has one, for the new slot's success rate.
+async fn judge_by_prometheus(
+    service: &Service,
+    slot: Slot,
+    environment: &str,
+    settings: &Canary,
+) -> Result<(), RolloutError> {
+    let Some(gate) = &settings.prometheus else {
+        return Ok(());
+    };
+    let name = service.name.as_str();
+    let subject = Subject {
+        service: name,
+        slot: slot.name(),
+        environment,
+    };
+    let failed = |reason: String| RolloutError::Analysis {
+        service: name.to_owned(),
+        reason,
+    };
+    match success_rate(gate, &subject).await.map_err(failed)? {
+        Some(rate) if rate < settings.success_threshold => Err(failed(format!(
+            "Prometheus reports a success rate of {rate:.1}%, under {}% (`{}`)",
+            settings.success_threshold,
+            prometheus::query(gate, &subject)
+        ))),
+        Some(_) => Ok(()),
+        None if settings.min_requests == 0 => Ok(()),
+        None => Err(failed(format!(
+            "Prometheus has no data for `{}`",
+            prometheus::query(gate, &subject)
+        ))),
     }
 }
 

@@ -6,6 +6,7 @@
 //! running twice.
 
 mod canary;
+mod prometheus;
 mod rolling;
 
 use std::time::Duration;

@@ -141,6 +141,7 @@ mod tests {
             }],
             success_threshold: 95.0,
             min_requests: 20,
+            prometheus: None,
         });
         let rolling = Strategy::Rolling(Rolling {
             batch_size: 1,

@@ -524,3 +524,58 @@ async fn a_configuration_change_reaches_running_replicas_by_signal() {
     assert!(!runtime.reload(&with("hola", "restart"), Slot::Blue).await.unwrap());
     runtime.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_is_judged_by_a_prometheus_query_too() {
+    let url = tokio::task::spawn_blocking(crate::prometheus::url).await.unwrap();
+    let Env {
+        state, port, runtime, ..
+    } = Env::new();
+    let mut ledger = Env::ledger(&state);
+    let gated = |url: &str| {
+        let strategy = format!(
+            "canary: {{steps: [{{weight: 50, pause: 1s}}], minRequests: 0, prometheus: {{url: {url:?}, query: '{}'}}}}",
+            crate::prometheus::QUERY
+        );
+        service_env(port, &[("EXAMPLE_HEALTH", "ok")], &strategy, "")
+    };
+    let first = ledger.begin(&attempt("v1")).unwrap();
+    let live = Rollout::new(&runtime, &mut ledger, first)
+        .run(&gated(url), "v1", None)
+        .await
+        .unwrap();
+    assert_eq!(live, Slot::Blue);
+
+    // Green's rate, 99.5 %, holds the 95 % threshold: promoted.
+    let second = ledger.begin(&attempt("v2")).unwrap();
+    let live = Rollout::new(&runtime, &mut ledger, second)
+        .run(&gated(url), "v2", Some(live))
+        .await
+        .unwrap();
+    assert_eq!(live, Slot::Green);
+
+    // Blue's, 42 %, does not: the canary is aborted though every request it answered was fine.
+    let third = ledger.begin(&attempt("v3")).unwrap();
+    let error = Rollout::new(&runtime, &mut ledger, third)
+        .run(&gated(url), "v3", Some(live))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, RolloutError::Analysis { .. })
+            && error
+                .to_string()
+                .contains("Prometheus reports a success rate of 42.0%, under 95%"),
+        "{error}"
+    );
+
+    // A Prometheus that cannot be asked cannot vouch for the canary either.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let fourth = ledger.begin(&attempt("v4")).unwrap();
+    let error = Rollout::new(&runtime, &mut ledger, fourth)
+        .run(&gated(&closed), "v4", Some(live))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("cannot ask Prometheus"), "{error}");
+    assert_eq!(runtime.observe().await["api"][&Slot::Green].version, "v2");
+    runtime.shutdown().await;
+}

@@ -22,6 +22,7 @@ mod local;
 mod metrics;
 mod openapi;
 mod process;
+mod prometheus;
 mod reconcile;
 mod router;
 mod schemas;

@@ -363,6 +363,22 @@ pub struct Canary {
     /// Requests the canary must have answered before its success rate is judged.
     #[serde(default = "twenty")]
     pub min_requests: u32,
+    /// Judges the canary by a Prometheus query as well, at the end of every step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusGate>,
+}
+
+/// A canary's success rate as Prometheus computes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrometheusGate {
+    /// Prometheus' address, plain HTTP (`http://prometheus.monitoring:9090`).
+    #[schemars(regex(pattern = r"^http://[^/?#]+/?$"))]
+    pub url: String,
+    /// A PromQL query whose one value is the canary's success rate in percent, held to
+    /// `successThreshold`; `{{service}}`, `{{slot}}` and `{{environment}}` are put in.
+    #[schemars(length(min = 1))]
+    pub query: String,
 }
 
 fn ninety_five() -> f64 {
