@@ -163,6 +163,9 @@ pub(super) fn authenticate(repo: &Repository, root: &TrustRoot, head: Oid) -> Re
     Ok(report)
 }
 
+/// Authenticated commits, with when they were signed (unknown for the trust root).
+type Authenticated = HashMap<Oid, Option<SystemTime>>;
+
 /// Each commit of `range` that a policy on the way goodlists, with the commits whose policy
 /// lists it (`None` for a trust root given as a policy).
 fn goodlists(
@@ -207,11 +210,10 @@ fn walk(
     policies: &mut Policies,
     hard_revoked: &BTreeSet<Fingerprint>,
     forgiven: &BTreeSet<Oid>,
-) -> Result<(Vec<CommitReport>, HashMap<Oid, Option<SystemTime>>), TrustError> {
+) -> Result<(Vec<CommitReport>, Authenticated), TrustError> {
     let git = |commit: Oid| move |source| TrustError::Git { commit, source };
     let mut commits = Vec::with_capacity(range.len());
-    // Authenticated commits, with when they were signed (unknown for the trust root).
-    let mut authenticated: HashMap<Oid, Option<SystemTime>> = HashMap::new();
+    let mut authenticated = Authenticated::new();
     if let TrustRoot::Commit(root) = root {
         authenticated.insert(*root, None);
     }

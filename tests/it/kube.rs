@@ -140,6 +140,14 @@ fn deployment_field(namespace: &str, name: &str, path: &str) -> String {
     ])
 }
 
+/// Why the attempt for `commit` in `namespace` was rolled back (it must have been).
+async fn rolled_back(state: &Path, namespace: &str, commit: &str) -> String {
+    match outcome(state, namespace, commit).await {
+        Some(Outcome::RolledBack(reason)) => reason,
+        other => panic!("{commit}: {other:?}"),
+    }
+}
+
 /// The slot the Service `web` of `namespace` selects (empty when it selects both).
 fn serving_slot(namespace: &str) -> String {
     kubectl(&[
@@ -235,10 +243,7 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
     write(&upstream, namespace, "r3", "blueGreen: {keepOldVersion: 0s}", false, "");
     let bad = upstream.commit_signed("web r3, never ready", &alice);
     agent.push();
-    let rolled = outcome(state.path(), namespace, &bad).await;
-    let Some(Outcome::RolledBack(reason)) = &rolled else {
-        panic!("{rolled:?}")
-    };
+    let reason = rolled_back(state.path(), namespace, &bad).await;
     assert!(
         reason.contains("web-blue") && reason.contains("not available"),
         "{reason}"
@@ -257,8 +262,7 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
     );
     let unmigrated = upstream.commit_signed("web r4, migration fails", &alice);
     agent.push();
-    let rolled = outcome(state.path(), namespace, &unmigrated).await;
-    assert!(matches!(rolled, Some(Outcome::RolledBack(_))), "{rolled:?}");
+    rolled_back(state.path(), namespace, &unmigrated).await;
     assert_eq!(release_of(namespace, "web-green").as_deref(), Some("r2"));
 
     agent.stop().await;
@@ -328,10 +332,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
         write(&upstream, namespace, "never-ready", strategy, false, "");
         let commit = upstream.commit_signed("web never ready", &alice);
         agent.push();
-        let rolled = outcome(state.path(), namespace, &commit).await;
-        let Some(Outcome::RolledBack(reason)) = &rolled else {
-            panic!("{strategy}: {rolled:?}")
-        };
+        let reason = rolled_back(state.path(), namespace, &commit).await;
         assert!(reason.contains("not available"), "{strategy}: {reason}");
         let now = serving_slot(namespace);
         assert_eq!(
@@ -358,10 +359,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     write(&upstream, namespace, "r5", "recreate: {}", true, "");
     let conflicted = upstream.commit_signed("web r5", &alice);
     agent.push();
-    let rolled = outcome(state.path(), namespace, &conflicted).await;
-    let Some(Outcome::RolledBack(reason)) = &rolled else {
-        panic!("{rolled:?}")
-    };
+    let reason = rolled_back(state.path(), namespace, &conflicted).await;
     assert!(
         reason.contains("conflict") && reason.contains("kubectl") && reason.contains("force: true"),
         "{reason}"

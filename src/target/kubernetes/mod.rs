@@ -5,11 +5,14 @@
 //! replicas, progress deadline); migrations as Jobs with a deadline. What runs is read from
 //! watches of the environment's objects.
 
+mod apply;
 #[cfg(test)]
 mod contract_tests;
+mod gateway;
 mod live;
 mod objects;
 pub mod runtime;
+mod target;
 mod watch;
 
 pub use runtime::{KubernetesError, KubernetesRuntime};

@@ -1,9 +1,8 @@
 //! The kubernetes target's primitives over one environment's namespace. The cluster is the
-//! source of truth: observing lists the environment's Deployments, and the weights last routed
-//! live on each Service (annotation `plumb.dev/weights`), so a rescheduled agent routes as the
-//! last one did. A retired slot is scaled to zero, not deleted; a removed service is deleted.
-//! Every write is plumb's: applies under field manager `plumb`, and scales and routes as
-//! updates by the same manager.
+//! source of truth: observing reads the watches of the environment's objects (`watch`), and
+//! the weights last routed live on each Service (annotation `plumb.dev/weights`), so a
+//! rescheduled agent routes as the last one did. A retired slot is scaled to zero, not deleted;
+//! a removed service is deleted. Writes go through `apply`; routes on a Gateway, `gateway`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,24 +11,18 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service as KubeService};
 use kube::Api;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::live;
 use super::objects::{self, ENVIRONMENT, SERVICE, SLOT, WEIGHTS, deployment_name};
-use super::watch::{Kind, Snapshot, Watched};
-use crate::health::Check;
-use crate::router::SlotStats;
+use super::watch::{Snapshot, Watched};
 use crate::spec::model::Service;
 use crate::spec::model::environment::{GatewayRef, KubernetesTarget};
 use crate::target::workload::{LiveSlot, Slot, WorkloadError, config_file, variables};
-use crate::target::{Capabilities, Pending, Target, TargetError};
 
 /// The field manager plumb applies as.
-const MANAGER: &str = "plumb";
-
-/// The API group and version of the Gateway API's HTTPRoutes.
-const ROUTES_API: &str = "gateway.networking.k8s.io/v1";
+pub(super) const MANAGER: &str = "plumb";
 
 /// How long an observation waits for the watches to show plumb's last writes before listing.
 const FRESH_WITHIN: Duration = Duration::from_secs(5);
@@ -80,34 +73,24 @@ pub enum KubernetesError {
     },
 }
 
-fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubernetesError {
+pub(super) fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubernetesError {
     let what = what.into();
     move |source| KubernetesError::Api { what, source }
 }
 
-/// The field managers an API server's conflict message names (`conflict with "kubectl-edit"
-/// using apps/v1: .spec.replicas`).
-fn conflicting_managers(message: &str) -> Vec<&str> {
-    message
-        .split("with \"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .collect()
-}
-
 /// The runtime of one environment in its namespace.
 pub struct KubernetesRuntime {
-    environment: String,
-    namespace: String,
-    client: kube::Client,
+    pub(super) environment: String,
+    pub(super) namespace: String,
+    pub(super) client: kube::Client,
     /// Whether an apply takes fields over from other managers.
-    force: bool,
+    pub(super) force: bool,
     /// The environment's objects as watches report them; observing lists without.
-    watched: Option<Watched>,
+    pub(super) watched: Option<Watched>,
     /// Rung when the watches see a change plumb did not write.
-    bell: std::sync::Arc<tokio::sync::Notify>,
+    pub(super) bell: std::sync::Arc<tokio::sync::Notify>,
     /// The Gateway routing to the services, and the HTTPRoutes' API.
-    gateway: Option<(GatewayRef, Api<DynamicObject>)>,
+    pub(super) gateway: Option<(GatewayRef, Api<DynamicObject>)>,
 }
 
 impl KubernetesRuntime {
@@ -180,132 +163,21 @@ impl KubernetesRuntime {
         }
     }
 
-    /// The HTTPRoutes of the environment's namespace; an error when the cluster does not serve
-    /// the Gateway API.
-    async fn routes(&self, server: &str) -> Result<Api<DynamicObject>, KubernetesError> {
-        let served = self
-            .client
-            .list_api_group_resources(ROUTES_API)
-            .await
-            .ok()
-            .is_some_and(|list| list.resources.iter().any(|r| r.name == "httproutes"));
-        if !served {
-            return Err(KubernetesError::Config(format!(
-                "the environment routes through a Gateway, but {server} does not serve the Gateway API ({ROUTES_API} HTTPRoute)"
-            )));
-        }
-        let resource = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
-            "httproutes",
-        );
-        Ok(Api::namespaced_with(self.client.clone(), &self.namespace, &resource))
-    }
-
-    /// Applies `service`'s Service of `slot` and its HTTPRoute (with the weights last routed),
-    /// when the environment routes through a Gateway.
-    async fn apply_route(&self, service: &Service, slot: Slot, weights: &[(Slot, u32)]) -> Result<(), KubernetesError> {
-        let (Some((gateway, routes)), Some(port)) = (&self.gateway, service.ports.first()) else {
-            return Ok(());
-        };
-        let name = deployment_name(service.name.as_str(), slot);
-        let document = objects::slot_service(&self.environment, service, slot);
-        self.apply(&self.services(), &name, document, &format!("applying service `{name}`"))
-            .await?;
-        let name = service.name.as_str();
-        let document = objects::http_route(&self.environment, name, port.port, gateway, weights);
-        self.apply_once(routes, name, &document, &format!("applying HTTPRoute `{name}`"))
-            .await?;
-        Ok(())
-    }
-
-    /// Tells the watches plumb wrote `name` of `kind`, now at resource version `written`, or
-    /// deleted it (`None`).
-    fn wrote(&self, kind: &str, name: &str, written: Option<&str>) {
-        let kind = match kind {
-            "Deployment" => Kind::Deployment,
-            "Service" => Kind::Service,
-            "ConfigMap" => Kind::ConfigMap,
-            _ => return,
-        };
-        if let Some(watched) = &self.watched {
-            watched.wrote(kind, name, written);
-        }
-    }
-
-    /// Applies `document` as object `name` by server-side apply under plumb's field manager.
-    /// A conflict with plumb's own earlier updates (a scale, a route) is settled by forcing;
-    /// one with another manager only when the environment says so, else it is the error.
-    pub(super) async fn apply<K>(
-        &self,
-        api: &Api<K>,
-        name: &str,
-        document: serde_json::Value,
-        what: &str,
-    ) -> Result<K, KubernetesError>
-    where
-        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    {
-        let applied = self.apply_once(api, name, &document, what).await?;
-        self.wrote(&K::kind(&()), name, applied.meta().resource_version.as_deref());
-        Ok(applied)
-    }
-
-    async fn apply_once<K>(
-        &self,
-        api: &Api<K>,
-        name: &str,
-        document: &serde_json::Value,
-        what: &str,
-    ) -> Result<K, KubernetesError>
-    where
-        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    {
-        let params = PatchParams::apply(MANAGER);
-        match api.patch(name, &params, &Patch::Apply(document)).await {
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                let managers = conflicting_managers(&status.message);
-                let own = managers.iter().all(|m| *m == MANAGER);
-                if !own && !self.force {
-                    return Err(KubernetesError::Conflict {
-                        what: what.to_owned(),
-                        message: status.message,
-                    });
-                }
-                if !own {
-                    tracing::warn!(environment = %self.environment, object = what, managers = ?managers, "Taking fields over from other managers (force).");
-                }
-                api.patch(name, &params.force(), &Patch::Apply(document))
-                    .await
-                    .map_err(api_error(what))
-            }
-            done => done.map_err(api_error(what)),
-        }
-    }
-
     /// The client this runtime speaks through.
     #[cfg(test)]
     pub(super) fn client(&self) -> &kube::Client {
         &self.client
     }
 
-    /// Patch parameters for plumb's updates that are not applies (scale, route), so the
-    /// fields they set are known as plumb's.
-    fn update() -> PatchParams {
-        PatchParams {
-            field_manager: Some(MANAGER.to_owned()),
-            ..PatchParams::default()
-        }
-    }
-
-    fn deployments(&self) -> Api<Deployment> {
+    pub(super) fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    fn services(&self) -> Api<KubeService> {
+    pub(super) fn services(&self) -> Api<KubeService> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    fn config_maps(&self) -> Api<ConfigMap> {
+    pub(super) fn config_maps(&self) -> Api<ConfigMap> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
@@ -460,17 +332,12 @@ impl KubernetesRuntime {
             .map_err(api_error(format!("routing service `{service}`")))?;
         self.wrote("Service", &name, routed.metadata.resource_version.as_deref());
         // Through a Gateway, the route's backends carry the exact weights, to the Service's port.
-        let port = routed
+        if let Some(port) = routed
             .spec
             .as_ref()
-            .and_then(|s| s.ports.as_ref()?.first().map(|p| p.port));
-        if let (Some((_, routes)), Some(port)) = (&self.gateway, port) {
-            let backends = objects::backend_refs(service, port as u16, weights);
-            let patch = serde_json::json!({"spec": {"rules": [{"backendRefs": backends}]}});
-            let weighed = routes
-                .patch(service, &KubernetesRuntime::update(), &Patch::Merge(patch))
-                .await;
-            ignore_not_found(weighed, format!("weighing HTTPRoute `{service}`"))?;
+            .and_then(|s| s.ports.as_ref()?.first().map(|p| p.port))
+        {
+            self.weigh_route(service, port, weights).await?;
         }
         Ok(())
     }
@@ -507,17 +374,7 @@ impl KubernetesRuntime {
         let deleted = self.services().delete(service, &DeleteParams::background()).await;
         ignore_not_found(deleted, format!("deleting service `{service}`"))?;
         self.wrote("Service", service, None);
-        if let Some((_, routes)) = &self.gateway {
-            for slot in [Slot::Blue, Slot::Green] {
-                let name = deployment_name(service, slot);
-                let deleted = self.services().delete(&name, &DeleteParams::background()).await;
-                ignore_not_found(deleted, format!("deleting service `{name}`"))?;
-                self.wrote("Service", &name, None);
-            }
-            let deleted = routes.delete(service, &DeleteParams::background()).await;
-            ignore_not_found(deleted, format!("deleting HTTPRoute `{service}`"))?;
-        }
-        Ok(())
+        self.remove_route(service).await
     }
 
     /// Runs `command` of `service` as Job `job`, to completion within `timeout`.
@@ -620,125 +477,14 @@ impl KubernetesRuntime {
     }
 }
 
-fn is_not_found(error: &kube::Error) -> bool {
+pub(super) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
 /// `done`, with an object already gone counted as success.
-fn ignore_not_found<T>(done: Result<T, kube::Error>, what: String) -> Result<(), KubernetesError> {
+pub(super) fn ignore_not_found<T>(done: Result<T, kube::Error>, what: String) -> Result<(), KubernetesError> {
     match done {
         Err(e) if !is_not_found(&e) => Err(KubernetesError::Api { what, source: e }),
         _ => Ok(()),
-    }
-}
-
-fn kube_error(e: impl std::error::Error + Send + Sync + 'static) -> TargetError {
-    TargetError {
-        backend: "kubernetes",
-        source: Box::new(e),
-    }
-}
-
-impl Target for KubernetesRuntime {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            slots: true,
-            // Approximated by the replica ratio of the two Deployments behind one Service.
-            weighted_traffic: true,
-            jobs: true,
-            // A Deployment's own rolling update, within the strategy's surge and unavailability.
-            in_place: true,
-        }
-    }
-
-    fn deploy<'a>(
-        &'a self,
-        service: &'a Service,
-        slot: Slot,
-        version: &'a str,
-    ) -> Pending<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            KubernetesRuntime::deploy(self, service, slot, version)
-                .await
-                .map_err(kube_error)
-        })
-    }
-
-    fn scale<'a>(&'a self, service: &'a Service, slot: Slot, replicas: u32) -> Pending<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            KubernetesRuntime::scale(self, service, slot, replicas)
-                .await
-                .map_err(kube_error)
-        })
-    }
-
-    fn reload<'a>(&'a self, _service: &'a Service, _slot: Slot) -> Pending<'a, Result<bool, TargetError>> {
-        // A changed ConfigMap reaches running pods only eventually: a change rolls out.
-        Box::pin(async { Ok(false) })
-    }
-
-    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, ()> {
-        Box::pin(async move {
-            if let Err(e) = KubernetesRuntime::route(self, service, weights).await {
-                tracing::error!(environment = %self.environment, service, error = %e, "Cannot route.");
-            }
-        })
-    }
-
-    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, ()> {
-        Box::pin(async move {
-            if let Err(e) = KubernetesRuntime::retire(self, service, slot).await {
-                tracing::error!(environment = %self.environment, service, error = %e, "Cannot retire a slot.");
-            }
-        })
-    }
-
-    fn remove<'a>(&'a self, service: &'a str, _slot: Slot) -> Pending<'a, ()> {
-        Box::pin(async move {
-            if let Err(e) = KubernetesRuntime::remove(self, service).await {
-                tracing::error!(environment = %self.environment, service, error = %e, "Cannot remove a service.");
-            }
-        })
-    }
-
-    fn checks<'a>(&'a self, _service: &'a str, _slot: Slot) -> Pending<'a, Result<Vec<Check>, TargetError>> {
-        // The cluster judges health: a deploy returns only once its replicas are available.
-        Box::pin(async { Ok(Vec::new()) })
-    }
-
-    fn traffic<'a>(&'a self, _service: &'a str) -> Pending<'a, BTreeMap<String, SlotStats>> {
-        // No router sees the answers on this target yet.
-        Box::pin(async { BTreeMap::new() })
-    }
-
-    fn reset_traffic<'a>(&'a self, _service: &'a str) -> Pending<'a, ()> {
-        Box::pin(async {})
-    }
-
-    fn run_job<'a>(
-        &'a self,
-        service: &'a Service,
-        job: &'a str,
-        command: &'a [String],
-        timeout: Duration,
-    ) -> Pending<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            KubernetesRuntime::run_job(self, service, job, command, timeout)
-                .await
-                .map_err(kube_error)
-        })
-    }
-
-    fn observe(&self) -> Pending<'_, Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, TargetError>> {
-        Box::pin(async move { KubernetesRuntime::observe(self).await.map_err(kube_error) })
-    }
-
-    fn shutdown(&self) -> Pending<'_, ()> {
-        // Everything runs in the cluster: nothing of the agent's own to stop.
-        Box::pin(async {})
-    }
-
-    fn drift_bell(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
-        Some(self.bell.clone())
     }
 }

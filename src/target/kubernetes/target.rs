@@ -1,0 +1,123 @@
+//! The kubernetes runtime as a [`Target`]: its primitives, failures logged where the interface
+//! has no error to return.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::runtime::KubernetesRuntime;
+use crate::health::Check;
+use crate::router::SlotStats;
+use crate::spec::model::Service;
+use crate::target::workload::{LiveSlot, Slot};
+use crate::target::{Capabilities, Pending, Target, TargetError};
+
+fn kube_error(e: impl std::error::Error + Send + Sync + 'static) -> TargetError {
+    TargetError {
+        backend: "kubernetes",
+        source: Box::new(e),
+    }
+}
+
+impl Target for KubernetesRuntime {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            slots: true,
+            // Approximated by the replica ratio of the two Deployments behind one Service.
+            weighted_traffic: true,
+            jobs: true,
+            // A Deployment's own rolling update, within the strategy's surge and unavailability.
+            in_place: true,
+        }
+    }
+
+    fn deploy<'a>(
+        &'a self,
+        service: &'a Service,
+        slot: Slot,
+        version: &'a str,
+    ) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            KubernetesRuntime::deploy(self, service, slot, version)
+                .await
+                .map_err(kube_error)
+        })
+    }
+
+    fn scale<'a>(&'a self, service: &'a Service, slot: Slot, replicas: u32) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            KubernetesRuntime::scale(self, service, slot, replicas)
+                .await
+                .map_err(kube_error)
+        })
+    }
+
+    fn reload<'a>(&'a self, _service: &'a Service, _slot: Slot) -> Pending<'a, Result<bool, TargetError>> {
+        // A changed ConfigMap reaches running pods only eventually: a change rolls out.
+        Box::pin(async { Ok(false) })
+    }
+
+    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = KubernetesRuntime::route(self, service, weights).await {
+                tracing::error!(environment = %self.environment, service, error = %e, "Cannot route.");
+            }
+        })
+    }
+
+    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = KubernetesRuntime::retire(self, service, slot).await {
+                tracing::error!(environment = %self.environment, service, error = %e, "Cannot retire a slot.");
+            }
+        })
+    }
+
+    fn remove<'a>(&'a self, service: &'a str, _slot: Slot) -> Pending<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = KubernetesRuntime::remove(self, service).await {
+                tracing::error!(environment = %self.environment, service, error = %e, "Cannot remove a service.");
+            }
+        })
+    }
+
+    fn checks<'a>(&'a self, _service: &'a str, _slot: Slot) -> Pending<'a, Result<Vec<Check>, TargetError>> {
+        // The cluster judges health: a deploy returns only once its replicas are available.
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn traffic<'a>(&'a self, _service: &'a str) -> Pending<'a, BTreeMap<String, SlotStats>> {
+        // No router sees the answers on this target yet.
+        Box::pin(async { BTreeMap::new() })
+    }
+
+    fn reset_traffic<'a>(&'a self, _service: &'a str) -> Pending<'a, ()> {
+        Box::pin(async {})
+    }
+
+    fn run_job<'a>(
+        &'a self,
+        service: &'a Service,
+        job: &'a str,
+        command: &'a [String],
+        timeout: Duration,
+    ) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            KubernetesRuntime::run_job(self, service, job, command, timeout)
+                .await
+                .map_err(kube_error)
+        })
+    }
+
+    fn observe(&self) -> Pending<'_, Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, TargetError>> {
+        Box::pin(async move { KubernetesRuntime::observe(self).await.map_err(kube_error) })
+    }
+
+    fn shutdown(&self) -> Pending<'_, ()> {
+        // Everything runs in the cluster: nothing of the agent's own to stop.
+        Box::pin(async {})
+    }
+
+    fn drift_bell(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.bell.clone())
+    }
+}
