@@ -190,6 +190,7 @@ async fn take(
     live: &Live,
     forward: bool,
 ) -> Result<(), RolloutError> {
+    let commit = desired.commit.as_deref().unwrap_or_default();
     for step in &plan.steps {
         let name = step.service.as_str();
         let service = desired
@@ -223,7 +224,7 @@ async fn take(
                         retire(target, ledger, attempt, &step, name, *slot).await?;
                     }
                 }
-                roll_out(target, ledger, attempt, service, running, forward).await?;
+                roll_out(target, ledger, attempt, service, running, forward, commit).await?;
             }
             (Action::Reload, Some(service)) => {
                 let slot = running.unwrap_or(Slot::Blue);
@@ -232,7 +233,7 @@ async fn take(
                 })
                 .await?;
                 if !reloaded {
-                    roll_out(target, ledger, attempt, service, running, forward).await?;
+                    roll_out(target, ledger, attempt, service, running, forward, commit).await?;
                 }
             }
             (Action::Scale { to, .. }, Some(service)) => {
@@ -271,9 +272,10 @@ async fn roll_out(
     service: &Service,
     running: Option<Slot>,
     forward: bool,
+    commit: &str,
 ) -> Result<(), RolloutError> {
     let version = version(service);
-    let mut rollout = Rollout::new(target, ledger, attempt);
+    let mut rollout = Rollout::new(target, ledger, attempt).from_commit(commit);
     if !forward {
         // Restoring: the migration hook of the failed commit already ran its rollback command.
         rollout = rollout.without_migration();

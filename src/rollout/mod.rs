@@ -75,6 +75,8 @@ pub struct Rollout<'a> {
     migrate: bool,
     /// The service rolled out, named in every step.
     service: String,
+    /// The commit rolled out (empty when not read from git).
+    commit: String,
 }
 
 impl<'a> Rollout<'a> {
@@ -86,7 +88,14 @@ impl<'a> Rollout<'a> {
             attempt,
             migrate: true,
             service: String::new(),
+            commit: String::new(),
         }
+    }
+
+    /// A rollout of what `commit` declares, which the target records beside what it runs.
+    pub fn from_commit(mut self, commit: &str) -> Rollout<'a> {
+        commit.clone_into(&mut self.commit);
+        self
     }
 
     /// A rollout that does not run the service's migration hook: restoring a rollback point,
@@ -267,9 +276,12 @@ impl Rollout<'_> {
 
     /// A recorded step that starts `version` of `service` in `slot`.
     async fn deploy(&mut self, step: &str, service: &Service, slot: Slot, version: &str) -> Result<(), RolloutError> {
-        let runtime = self.runtime;
+        let (runtime, commit) = (self.runtime, self.commit.clone());
         self.step(step, async {
-            runtime.deploy(service, slot, version).await.map_err(RolloutError::from)
+            runtime
+                .deploy(service, slot, version, &commit)
+                .await
+                .map_err(RolloutError::from)
         })
         .await
     }

@@ -69,9 +69,15 @@ pub trait Target: Send + Sync {
     /// What it can do.
     fn capabilities(&self) -> Capabilities;
 
-    /// Starts `version` of `service` in `slot`, replacing what ran there, without traffic.
-    fn deploy<'a>(&'a self, service: &'a Service, slot: Slot, version: &'a str)
-    -> Pending<'a, Result<(), TargetError>>;
+    /// Starts `version` of `service` in `slot`, replacing what ran there, without traffic;
+    /// `commit` is the commit it comes from (empty when not read from git).
+    fn deploy<'a>(
+        &'a self,
+        service: &'a Service,
+        slot: Slot,
+        version: &'a str,
+        commit: &'a str,
+    ) -> Pending<'a, Result<(), TargetError>>;
 
     /// Changes the number of replicas of `service` running in `slot`, keeping the running ones.
     fn scale<'a>(&'a self, service: &'a Service, slot: Slot, replicas: u32) -> Pending<'a, Result<(), TargetError>>;

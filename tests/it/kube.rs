@@ -214,6 +214,11 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
         managers.split_whitespace().any(|m| m == "plumb"),
         "applied by field manager plumb: {managers}"
     );
+    assert_eq!(
+        deployment_field(namespace, "web-blue", "{.metadata.annotations.plumb\\.dev/commit}"),
+        first,
+        "the Deployment names the commit it comes from"
+    );
 
     // Blue-green with a migration Job: green takes the Service, blue is retired.
     write(

@@ -18,6 +18,8 @@ pub const SERVICE: &str = "app.kubernetes.io/name";
 pub const SLOT: &str = "plumb.dev/slot";
 /// The version a Deployment runs (annotation).
 pub const VERSION: &str = "plumb.dev/version";
+/// The commit a Deployment's version was applied from (annotation).
+pub const COMMIT: &str = "plumb.dev/commit";
 /// The weights last routed, on the Service (annotation): `blue=100,green=0`.
 pub const WEIGHTS: &str = "plumb.dev/weights";
 /// Where a replica reads its configuration file.
@@ -81,13 +83,14 @@ fn container(service: &Service, env: &[(String, String)]) -> Value {
     container
 }
 
-/// The Deployment of `version` of `service` in `slot`; with `config`, its ConfigMap's key is
-/// mounted read-only under `/plumb/config` and named by `PLUMB_CONFIG`.
+/// The Deployment of `version` of `service` in `slot`, from `commit`; with `config`, its
+/// ConfigMap's key is mounted read-only under `/plumb/config` and named by `PLUMB_CONFIG`.
 pub fn deployment(
     environment: &str,
     service: &Service,
     slot: Slot,
     version: &str,
+    commit: &str,
     env: &[(String, String)],
     config: Option<&str>,
 ) -> Value {
@@ -104,6 +107,10 @@ pub fn deployment(
             json!([{"name": "config", "configMap": {"name": config_map_name(service.name.as_str(), slot)}}]);
         pod["containers"][0]["volumeMounts"] = json!([{"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}]);
     }
+    let mut annotations = json!({VERSION: version});
+    if !commit.is_empty() {
+        annotations[COMMIT] = json!(commit);
+    }
     // Rolling and recreate are the Deployment's own; a blue-green or canary slot is started
     // whole, so nothing of the old version runs in it while it rolls.
     let strategy = match &service.strategy {
@@ -119,7 +126,7 @@ pub fn deployment(
         "metadata": {
             "name": deployment_name(service.name.as_str(), slot),
             "labels": labels,
-            "annotations": {VERSION: version},
+            "annotations": annotations,
         },
         "spec": {
             "replicas": service.replicas,

@@ -189,9 +189,16 @@ impl KubernetesRuntime {
         Ok(env)
     }
 
-    /// Applies `version` of `service` in `slot` and waits until the Deployment is available;
+    /// Applies `version` of `service` in `slot`, from `commit`, and waits until the Deployment
+    /// is available;
     /// the service's Service is applied with its ports (created selecting no slot yet).
-    pub async fn deploy(&self, service: &Service, slot: Slot, version: &str) -> Result<(), KubernetesError> {
+    pub async fn deploy(
+        &self,
+        service: &Service,
+        slot: Slot,
+        version: &str,
+        commit: &str,
+    ) -> Result<(), KubernetesError> {
         let name = deployment_name(service.name.as_str(), slot);
         let mut env = self.env(service)?;
         env.push(("PLUMB_SLOT".to_owned(), slot.name().to_owned()));
@@ -207,7 +214,7 @@ impl KubernetesRuntime {
             let what = format!("applying config map `{map_name}`");
             self.apply(&self.config_maps(), &map_name, document, &what).await?;
         }
-        let document = objects::deployment(&self.environment, service, slot, version, &env, key.as_deref());
+        let document = objects::deployment(&self.environment, service, slot, version, commit, &env, key.as_deref());
         let what = format!("applying deployment `{name}`");
         self.apply(&self.deployments(), &name, document, &what).await?;
         // The Service follows the declared ports; its selector keeps the weights last routed.

@@ -35,9 +35,10 @@ impl Target for KubernetesRuntime {
         service: &'a Service,
         slot: Slot,
         version: &'a str,
+        commit: &'a str,
     ) -> Pending<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            KubernetesRuntime::deploy(self, service, slot, version)
+            KubernetesRuntime::deploy(self, service, slot, version, commit)
                 .await
                 .map_err(kube_error)
         })

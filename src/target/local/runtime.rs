@@ -625,6 +625,7 @@ impl Target for LocalRuntime {
         service: &'a Service,
         slot: Slot,
         version: &'a str,
+        _commit: &'a str,
     ) -> Pending<'a, Result<(), TargetError>> {
         Box::pin(async move {
             LocalRuntime::deploy(self, service, slot, version)

@@ -31,6 +31,7 @@ impl Target for ComposeRuntime {
         service: &'a Service,
         slot: Slot,
         version: &'a str,
+        _commit: &'a str,
     ) -> Pending<'a, Result<(), TargetError>> {
         Box::pin(async move {
             ComposeRuntime::deploy(self, service, slot, version)
