@@ -32,11 +32,13 @@ impl Worker {
     pub async fn pending(&mut self) -> Result<Pending, String> {
         let head = self.last.as_ref().ok_or("no head has been fetched yet")?;
         let desired = head.desired.as_ref().map_err(Clone::clone)?;
-        let live = self.target.observe().await.map_err(|e| e.to_string())?;
+        let (_, plan) = crate::reconcile::observe_and_plan(self.target.as_ref(), desired, desired.sync.prune)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Pending {
             commit: head.commit.to_string(),
             applied: self.applied.as_ref().map(|(c, _)| c.clone()),
-            plan: crate::reconcile::plan(desired, &live, desired.sync.prune),
+            plan,
         })
     }
 

@@ -372,14 +372,15 @@ impl Worker {
         let Some((commit, desired)) = &self.applied else {
             return Ok(());
         };
-        let live = match self.target.observe().await {
-            Ok(live) => live,
-            Err(e) => {
-                tracing::warn!(environment = %self.name, error = %e, "Cannot look for drift now.");
-                return Ok(());
-            }
-        };
-        let plan = reconcile::plan(desired, &live, desired.sync.prune);
+        let (observed, plan) =
+            match reconcile::observe_and_plan(self.target.as_ref(), desired, desired.sync.prune).await {
+                Ok(observed) => observed,
+                Err(e) => {
+                    tracing::warn!(environment = %self.name, error = %e, "Cannot look for drift now.");
+                    return Ok(());
+                }
+            };
+        let live = observed.services;
         let metrics = &self.publish.metrics;
         let drifting: Vec<&str> = plan.steps.iter().map(|s| s.service.as_str()).collect();
         let services = desired

@@ -55,24 +55,58 @@ pub struct Step {
     pub why: String,
 }
 
+/// What to do to one plain manifest's object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManifestAction {
+    /// Apply it: it is missing or differs from what the repository declares.
+    Apply,
+    /// Delete it: the repository no longer declares it, and the environment prunes.
+    Delete,
+    /// It exists but the repository no longer declares it; only reported.
+    Orphan,
+}
+
+/// One plain manifest's object's part of a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ManifestStep {
+    /// The object, `<apiVersion>/<kind>/<name>`.
+    pub object: String,
+    /// What to do.
+    pub action: ManifestAction,
+    /// Why, for people.
+    pub why: String,
+}
+
 /// What to do to one environment; empty when it runs what is desired.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     /// The steps, in the order they are taken.
     pub steps: Vec<Step>,
+    /// The plain manifests' objects to apply or delete, before the services' steps.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<ManifestStep>,
 }
 
 impl Plan {
     /// Whether there is nothing to change (orphans are only reported).
     pub fn is_empty(&self) -> bool {
         self.steps.iter().all(|s| s.action == Action::Orphan)
+            && self.manifests.iter().all(|m| m.action == ManifestAction::Orphan)
     }
 
     /// One line per step, for logs, the ledger and golden tests.
     pub fn summary(&self) -> Vec<String> {
-        self.steps
-            .iter()
-            .map(|s| {
+        let manifests = self.manifests.iter().map(|m| {
+            let action = match m.action {
+                ManifestAction::Apply => "apply",
+                ManifestAction::Delete => "delete",
+                ManifestAction::Orphan => "orphan",
+            };
+            format!("manifest {}: {action} ({})", m.object, m.why)
+        });
+        manifests
+            .chain(self.steps.iter().map(|s| {
                 let action = match &s.action {
                     Action::Create => "create".to_owned(),
                     Action::Rollout => "rollout".to_owned(),
@@ -83,9 +117,48 @@ impl Plan {
                     Action::Orphan => "orphan".to_owned(),
                 };
                 format!("{}: {action} ({})", s.service, s.why)
-            })
+            }))
             .collect()
     }
+}
+
+/// What the target holds of the environment's plain manifests: each object's digest, as last
+/// applied, by `<apiVersion>/<kind>/<name>`.
+pub type LiveManifests = BTreeMap<String, String>;
+
+/// The manifest steps that bring `live` to what `desired` declares.
+pub fn manifests(desired: &Desired, live: &LiveManifests, prune: bool) -> Vec<ManifestStep> {
+    let mut steps: Vec<ManifestStep> = desired
+        .manifests
+        .iter()
+        .filter_map(|m| {
+            let why = match live.get(&m.object) {
+                None => format!("missing ({}:{})", m.file, m.line),
+                Some(digest) if *digest != m.digest => format!("changed ({}:{})", m.file, m.line),
+                Some(_) => return None,
+            };
+            Some(ManifestStep {
+                object: m.object.clone(),
+                action: ManifestAction::Apply,
+                why,
+            })
+        })
+        .collect();
+    for object in live
+        .keys()
+        .filter(|o| !desired.manifests.iter().any(|m| &m.object == *o))
+    {
+        steps.push(ManifestStep {
+            object: object.clone(),
+            action: if prune {
+                ManifestAction::Delete
+            } else {
+                ManifestAction::Orphan
+            },
+            why: "no longer declared".to_owned(),
+        });
+    }
+    steps
 }
 
 /// The version of a service: a digest of everything that needs new processes when it changes.
@@ -140,7 +213,10 @@ pub fn plan(desired: &Desired, live: &Live, prune: bool) -> Plan {
             why: why.to_owned(),
         });
     }
-    Plan { steps }
+    Plan {
+        steps,
+        manifests: Vec::new(),
+    }
 }
 
 fn service_step(service: &Service, slots: Option<&BTreeMap<Slot, LiveSlot>>, target: &Target) -> Option<Step> {

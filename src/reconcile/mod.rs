@@ -12,10 +12,34 @@ use crate::ledger::{Attempt, Ledger, LedgerError, Outcome, Trigger};
 use crate::rollout::{Rollout, RolloutError, recorded};
 use crate::spec::Desired;
 use crate::spec::model::Service;
-use crate::target::{Slot, Target};
+use crate::target::{Slot, Target, TargetError};
 
-use crate::diff::plan;
-pub use crate::diff::plan::{Action, Live, Plan, Step, plan, serving, version};
+use crate::diff::plan::{self, ManifestAction};
+pub use crate::diff::plan::{Action, Live, LiveManifests, Plan, Step, plan, serving, version};
+
+/// What a target runs of an environment: its services and its plain manifests' objects.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// The services, per slot.
+    pub services: Live,
+    /// The plain manifests' objects, with their digests.
+    pub manifests: LiveManifests,
+}
+
+/// Observes what `target` runs and plans `desired` against it (services and plain manifests).
+pub async fn observe_and_plan(
+    target: &dyn Target,
+    desired: &Desired,
+    prune: bool,
+) -> Result<(Observed, Plan), TargetError> {
+    let observed = Observed {
+        services: target.observe().await?,
+        manifests: target.observe_manifests().await?,
+    };
+    let mut planned = plan::plan(desired, &observed.services, prune);
+    planned.manifests = plan::manifests(desired, &observed.manifests, prune);
+    Ok((observed, planned))
+}
 
 /// What applying a commit did.
 #[derive(Debug)]
@@ -60,8 +84,8 @@ pub async fn apply(
     intent: Intent<'_>,
     rollback: Option<RollbackPoint<'_>>,
 ) -> Result<Applied, LedgerError> {
-    let live = match target.observe().await {
-        Ok(live) => live,
+    let (live, plan) = match observe_and_plan(target, desired, desired.sync.prune).await {
+        Ok(observed) => observed,
         Err(e) => {
             // Nothing was attempted: what runs is unknown, so nothing is changed or recorded.
             return Ok(Applied {
@@ -72,7 +96,6 @@ pub async fn apply(
             });
         }
     };
-    let plan = plan::plan(desired, &live, desired.sync.prune);
     if plan.is_empty() && intent.trigger == Trigger::Heal {
         return Ok(Applied {
             attempt: None,
@@ -128,11 +151,11 @@ async fn attempt_steps(
     attempt: i64,
     desired: &Desired,
     plan: &Plan,
-    live: &Live,
+    live: &Observed,
     rollback: Option<RollbackPoint<'_>>,
 ) -> Result<Outcome, LedgerError> {
     tracing::info!(event = "started", steps = ?plan.summary(), "Attempt started.");
-    let failure = match take(target, ledger, attempt, desired, plan, live, true).await {
+    let failure = match take(target, ledger, attempt, desired, plan, &live.services, true).await {
         Ok(()) => return Ok(Outcome::Succeeded),
         Err(RolloutError::Ledger(e)) => return Err(e),
         Err(e) => e.to_string(),
@@ -161,23 +184,29 @@ async fn restore(
     attempt: i64,
     previous: &Desired,
     failed: &Plan,
-    before: &Live,
+    before: &Observed,
 ) -> Result<(), RolloutError> {
-    let live = target.observe().await?;
-    let mut back = plan::plan(previous, &live, false);
+    let (live, mut back) = observe_and_plan(target, previous, false).await?;
     let created: BTreeSet<&str> = failed
         .steps
         .iter()
-        .filter(|s| s.action == Action::Create && !before.contains_key(&s.service))
+        .filter(|s| s.action == Action::Create && !before.services.contains_key(&s.service))
         .map(|s| s.service.as_str())
         .collect();
+    // Objects the failed attempt created go too.
+    for step in &mut back.manifests {
+        if step.action == ManifestAction::Orphan && !before.manifests.contains_key(&step.object) {
+            step.action = ManifestAction::Delete;
+            "created by the failed attempt".clone_into(&mut step.why);
+        }
+    }
     for step in &mut back.steps {
         if step.action == Action::Orphan && created.contains(step.service.as_str()) {
             step.action = Action::Delete;
             step.why = "created by the failed attempt".to_owned();
         }
     }
-    take(target, ledger, attempt, previous, &back, &live, false).await
+    take(target, ledger, attempt, previous, &back, &live.services, false).await
 }
 
 /// Takes every step of `plan` in order, stopping at the first failure.
@@ -191,6 +220,26 @@ async fn take(
     forward: bool,
 ) -> Result<(), RolloutError> {
     let commit = desired.commit.as_deref().unwrap_or_default();
+    // Plain manifests first: services may use what they declare.
+    let apply: Vec<_> = plan
+        .manifests
+        .iter()
+        .filter(|s| s.action == ManifestAction::Apply)
+        .filter_map(|s| desired.manifests.iter().find(|m| m.object == s.object))
+        .collect();
+    let delete: Vec<String> = plan
+        .manifests
+        .iter()
+        .filter(|s| s.action == ManifestAction::Delete)
+        .map(|s| s.object.clone())
+        .collect();
+    if !apply.is_empty() || !delete.is_empty() {
+        let step = format!("apply {} manifest objects, delete {}", apply.len(), delete.len());
+        recorded(ledger, attempt, &step, async {
+            Ok(target.apply_manifests(apply, &delete).await?)
+        })
+        .await?;
+    }
     for step in &plan.steps {
         let name = step.service.as_str();
         let service = desired

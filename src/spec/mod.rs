@@ -1,4 +1,5 @@
-//! The repository format: reading documents (`yaml`, `load`, and Compose files: `compose`),
+//! The repository format: reading documents (`yaml`, `load`, Compose files: `compose`, plain
+//! Kubernetes manifests: `manifest`),
 //! merging overlays (`merge`),
 //! checking them (`schema`, `check`) and producing the typed desired state of each environment
 //! (`render`). No I/O beyond reading the tree it is given.
@@ -7,6 +8,7 @@ mod check;
 pub mod compose;
 pub mod diagnostic;
 pub mod load;
+pub mod manifest;
 pub mod merge;
 pub mod model;
 pub mod node;

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::check;
 use super::diagnostic::{Diagnostic, closest, consolidate};
 use super::load::Loaded;
+use super::manifest::{self, Manifest};
 use super::merge::{merge, merge_into};
 use super::model::environment::SyncPolicy;
 use super::model::scalar::{is_encrypted, mask};
@@ -37,6 +38,9 @@ pub struct Desired {
     pub sync: SyncPolicy,
     /// Its enabled services, by name, merged and validated.
     pub services: BTreeMap<Name, Service>,
+    /// Plain Kubernetes objects it declares beside its services.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<Manifest>,
 }
 
 impl Desired {
@@ -128,11 +132,12 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderErr
         .collect();
     let mut sources = loaded.sources.clone();
     let composed = compose_files(&selected, tree, limits, &mut sources)?;
+    let manifests = manifest_files(&selected, tree, limits, &mut sources)?;
     let results: Vec<Result<(Option<Desired>, Vec<Diagnostic>), SourceError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = selected
             .iter()
             .map(|(name, node)| {
-                let (loaded, schemas, composed) = (&loaded, &schemas, &composed);
+                let (loaded, schemas, composed, manifests) = (&loaded, &schemas, &composed, &manifests);
                 scope.spawn(move || {
                     let mut found = Vec::new();
                     let context = Context {
@@ -141,6 +146,7 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderErr
                         limits,
                         schemas,
                         composed,
+                        manifests,
                     };
                     render_environment(&context, name, node, &mut found).map(|d| (d, found))
                 })
@@ -208,6 +214,46 @@ fn compose_files(
     Ok(files)
 }
 
+/// The manifest files the `selected` environments point at, parsed (or why they cannot be), by
+/// path; their text joins `sources`.
+fn manifest_files(
+    selected: &[&(String, Node)],
+    tree: &dyn Tree,
+    limits: Limits,
+    sources: &mut HashMap<Arc<str>, Arc<str>>,
+) -> Result<HashMap<String, Result<Vec<Node>, Diagnostic>>, SourceError> {
+    let mut files = HashMap::new();
+    for (_, node) in selected {
+        let Some(Kind::Seq(listed)) = node
+            .get("target")
+            .and_then(|t| t.get("kubernetes"))
+            .and_then(|k| k.get("manifests"))
+            .map(|f| &f.kind)
+        else {
+            continue;
+        };
+        for item in listed {
+            let Some(path) = item.as_str() else { continue };
+            if files.contains_key(path) {
+                continue;
+            }
+            let parsed = match tree.read(path, limits.max_bytes)? {
+                None => Err(Diagnostic::new(
+                    &item.at,
+                    format!("manifest file `{path}` is not in the repository"),
+                )),
+                Some(bytes) => {
+                    let file: Arc<str> = Arc::from(path);
+                    sources.insert(file.clone(), Arc::from(String::from_utf8_lossy(&bytes).as_ref()));
+                    yaml::parse_documents(&file, &bytes, limits).map_err(Diagnostic::from)
+                }
+            };
+            files.insert(path.to_owned(), parsed);
+        }
+    }
+    Ok(files)
+}
+
 /// What every environment's rendering reads.
 struct Context<'a> {
     loaded: &'a Loaded,
@@ -216,6 +262,8 @@ struct Context<'a> {
     schemas: &'a AppSchemas,
     /// Compose files, by path.
     composed: &'a HashMap<String, Result<Node, Diagnostic>>,
+    /// Manifest files, by path.
+    manifests: &'a HashMap<String, Result<Vec<Node>, Diagnostic>>,
 }
 
 /// The services of the Compose files `target` points at, as service documents; a name also
@@ -339,12 +387,29 @@ fn render_environment(
             .for_each(|d| d.environments = vec![name.to_owned()]);
     }
     check::environment(&environment, &services, &invalid, &declared, name, out);
+    let manifests = match &environment.target {
+        Target::Kubernetes(kubernetes) => {
+            let before = out.len();
+            let found = manifest::manifests(
+                &kubernetes.manifests,
+                context.manifests,
+                kubernetes.namespace.as_str(),
+                out,
+            );
+            out[before..]
+                .iter_mut()
+                .for_each(|d| d.environments = vec![name.to_owned()]);
+            found
+        }
+        _ => Vec::new(),
+    };
     Ok(Some(Desired {
         environment: environment.name,
         commit: loaded.commit.map(|c| c.to_string()),
         target: environment.target,
         sync: environment.sync,
         services,
+        manifests,
     }))
 }
 

@@ -47,6 +47,19 @@ pub struct YamlError {
 
 /// Reads `bytes`, the content of `file`, as a single YAML document.
 pub fn parse(file: &Arc<str>, bytes: &[u8], limits: Limits) -> Result<Node, YamlError> {
+    let mut documents = read(file, bytes, limits, false)?;
+    Ok(documents
+        .pop()
+        .unwrap_or_else(|| Node::new(Kind::Null, Origin::file(file))))
+}
+
+/// Reads `bytes`, the content of `file`, as a stream of YAML documents separated by `---` (plain
+/// Kubernetes manifests); empty documents are left out. The limits hold for the whole file.
+pub fn parse_documents(file: &Arc<str>, bytes: &[u8], limits: Limits) -> Result<Vec<Node>, YamlError> {
+    read(file, bytes, limits, true)
+}
+
+fn read(file: &Arc<str>, bytes: &[u8], limits: Limits, several: bool) -> Result<Vec<Node>, YamlError> {
     let fail = |at: Origin, message: String, hint: Option<&str>| YamlError {
         at,
         message,
@@ -84,6 +97,8 @@ pub fn parse(file: &Arc<str>, bytes: &[u8], limits: Limits) -> Result<Node, Yaml
         anchors: HashMap::new(),
         nodes: 0,
         root: None,
+        several,
+        done: Vec::new(),
     }
     .run(text)
 }
@@ -127,10 +142,13 @@ struct Builder<'f> {
     anchors: HashMap<usize, (Node, usize)>,
     nodes: usize,
     root: Option<Node>,
+    /// Whether several documents may follow each other, and those read so far.
+    several: bool,
+    done: Vec<Node>,
 }
 
 impl Builder<'_> {
-    fn run(mut self, text: &str) -> Result<Node, YamlError> {
+    fn run(mut self, text: &str) -> Result<Vec<Node>, YamlError> {
         let mut parser = Parser::new_from_str(text);
         let mut documents = 0;
         while let Some(event) = parser.next_event() {
@@ -140,6 +158,11 @@ impl Builder<'_> {
                 hint: None,
             })?;
             match event {
+                Event::DocumentStart(_) if self.several => {
+                    // Anchors do not reach across documents.
+                    self.anchors.clear();
+                    self.done.extend(self.root.take());
+                }
                 Event::DocumentStart(_) => {
                     documents += 1;
                     if documents > 1 {
@@ -191,9 +214,8 @@ impl Builder<'_> {
                 Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
             }
         }
-        Ok(self
-            .root
-            .unwrap_or_else(|| Node::new(Kind::Null, Origin::file(self.file))))
+        self.done.extend(self.root.take());
+        Ok(self.done)
     }
 
     fn origin(&self, span: Span) -> Origin {

@@ -16,8 +16,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::diff::plan::LiveManifests;
 use crate::health::Check;
 use crate::router::SlotStats;
+use crate::spec::manifest::Manifest;
 use crate::spec::model::Service;
 use crate::spec::model::service::Strategy;
 
@@ -124,6 +126,30 @@ pub trait Target: Send + Sync {
     /// Stops what the agent itself runs for the environment (local replicas, routers); what
     /// an engine runs keeps running for the next agent.
     fn shutdown(&self) -> Pending<'_, ()>;
+
+    /// What the target holds of the environment's plain manifests: each object's digest as
+    /// last applied (only the kubernetes target runs any).
+    fn observe_manifests(&self) -> Pending<'_, Result<LiveManifests, TargetError>> {
+        Box::pin(async { Ok(LiveManifests::new()) })
+    }
+
+    /// Applies the plain manifests `apply` and deletes the objects `delete`
+    /// (`<apiVersion>/<kind>/<name>`).
+    fn apply_manifests<'a>(
+        &'a self,
+        apply: Vec<&'a Manifest>,
+        delete: &'a [String],
+    ) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            if apply.is_empty() && delete.is_empty() {
+                return Ok(());
+            }
+            Err(TargetError {
+                backend: "this",
+                source: "plain manifests run on the kubernetes target only".into(),
+            })
+        })
+    }
 
     /// A bell the target rings when it sees what runs change by itself (a container died):
     /// the environment's worker then looks for drift at once rather than at its next tick.

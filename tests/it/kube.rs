@@ -884,6 +884,7 @@ async fn a_canary_weighs_traffic_exactly_on_a_gateway_api_route() {
             namespace: Some("infra".to_owned()),
             domain: "shop.example".to_owned(),
         }),
+        manifests: Vec::new(),
     };
     let error = KubernetesRuntime::new(namespace, &target)
         .await
@@ -951,6 +952,108 @@ async fn a_canary_weighs_traffic_exactly_on_a_gateway_api_route() {
         "jsonpath={.spec.selector.plumb\\.dev/slot}",
     ]);
     assert_eq!(selector, "green", "each slot's own Service selects it alone");
+
+    agent.stop().await;
+    kubelet.stop().await;
+}
+
+/// Plain manifests for environment `kmanifests`: a ConfigMap greeting `greeting`, a
+/// ServiceAccount `worker` when `worker`, and `more` documents.
+fn manifests(greeting: &str, worker: bool, more: &str) -> String {
+    let mut text =
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{greeting: {greeting}}}\n");
+    if worker {
+        text.push_str("---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: worker}\n");
+    }
+    text.push_str(more);
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_manifests_are_applied_healed_pruned_and_checked() {
+    let namespace = "kmanifests";
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let kubelet = Kubelet::play(namespace);
+    let state = tempfile::tempdir().unwrap();
+    write(&upstream, namespace, "r1", "recreate: {}", true, "");
+    environment(&upstream, namespace, ", manifests: [k8s/extra.yaml]");
+    upstream.write("k8s/extra.yaml", &manifests("hello", true, ""));
+    let first = upstream.commit_signed("web r1 with plain manifests", &alice);
+    let agent = Running::start(Settings {
+        heal_every: Duration::from_millis(500),
+        ..agent_settings(&upstream, &root, state.path())
+    })
+    .await;
+    assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
+    let settings = |path: &str| {
+        kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            "configmap",
+            "settings",
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    assert_eq!(settings("{.data.greeting}"), "hello");
+    assert_eq!(settings("{.metadata.labels.plumb\\.dev/environment}"), namespace);
+    let worker = || {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig())
+            .args(["-n", namespace, "get", "serviceaccount", "worker", "-o", "name"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(worker());
+
+    // Deleted by hand: drift, put back.
+    kubectl(&["-n", namespace, "delete", "serviceaccount", "worker"]);
+    let back = eventually(Duration::from_secs(30), || async { worker().then_some(()) }).await;
+    assert!(back.is_some(), "the ServiceAccount is put back");
+
+    // A changed object is applied again; one no longer declared is pruned.
+    upstream.write("k8s/extra.yaml", &manifests("bonjour", false, ""));
+    let second = upstream.commit_signed("new greeting, no worker", &alice);
+    agent.push();
+    assert_eq!(
+        outcome(state.path(), namespace, &second).await,
+        Some(Outcome::Succeeded)
+    );
+    assert_eq!(settings("{.data.greeting}"), "bonjour");
+    let gone = eventually(Duration::from_secs(30), || async { (!worker()).then_some(()) }).await;
+    assert!(gone.is_some(), "the ServiceAccount is pruned");
+
+    // A Secret is refused with its line before anything is applied.
+    let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: token}\n";
+    upstream.write("k8s/extra.yaml", &manifests("hola", false, secret));
+    let refused = upstream.commit_signed("a secret in clear text", &alice);
+    agent.push();
+    let outcome_of = outcome(state.path(), namespace, &refused).await;
+    let Some(Outcome::Refused(reason)) = &outcome_of else {
+        panic!("{outcome_of:?}")
+    };
+    assert!(
+        reason.contains("k8s/extra.yaml:6") && reason.contains("Secret/token` is refused"),
+        "{reason}"
+    );
+    assert_eq!(settings("{.data.greeting}"), "bonjour");
+
+    // A cluster-scoped kind fails the attempt, naming the file and line; bonjour stays.
+    let role = "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: reader}\n";
+    upstream.write("k8s/extra.yaml", &manifests("hola", false, role));
+    let scoped = upstream.commit_signed("a cluster role", &alice);
+    agent.push();
+    let reason = rolled_back(state.path(), namespace, &scoped).await;
+    assert!(
+        reason.contains("k8s/extra.yaml:6") && reason.contains("cluster-scoped"),
+        "{reason}"
+    );
+    assert_eq!(settings("{.data.greeting}"), "bonjour");
 
     agent.stop().await;
     kubelet.stop().await;

@@ -193,6 +193,10 @@ pub struct KubernetesTarget {
     /// weights carry a canary's exact split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayRef>,
+    /// YAML files of the repository holding plain Kubernetes objects (several per file,
+    /// separated by `---`), applied as they are in the environment's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<String>,
 }
 
 /// The Gateway (Gateway API, `gateway.networking.k8s.io/v1`) an environment's services are

@@ -26,6 +26,7 @@ fn runtime(force: bool) -> (KubernetesRuntime, Server) {
         kubeconfig: None,
         force,
         gateway: None,
+        manifests: Vec::new(),
     };
     (KubernetesRuntime::with_client("production", &target, client), handle)
 }

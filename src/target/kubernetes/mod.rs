@@ -10,6 +10,7 @@ mod apply;
 mod contract_tests;
 mod gateway;
 mod live;
+mod manifests;
 mod objects;
 pub mod runtime;
 mod target;

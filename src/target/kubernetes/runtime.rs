@@ -91,6 +91,9 @@ pub struct KubernetesRuntime {
     pub(super) bell: std::sync::Arc<tokio::sync::Notify>,
     /// The Gateway routing to the services, and the HTTPRoutes' API.
     pub(super) gateway: Option<(GatewayRef, Api<DynamicObject>)>,
+    /// The API resources of the plain manifests' kinds, by `<apiVersion>/<kind>`, and whether
+    /// each is namespaced.
+    pub(super) kinds: std::sync::Mutex<std::collections::HashMap<String, (kube::api::ApiResource, bool)>>,
 }
 
 impl KubernetesRuntime {
@@ -160,6 +163,7 @@ impl KubernetesRuntime {
             watched: None,
             bell: std::sync::Arc::default(),
             gateway: None,
+            kinds: std::sync::Mutex::default(),
         }
     }
 

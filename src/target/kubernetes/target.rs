@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::runtime::KubernetesRuntime;
 use crate::health::Check;
 use crate::router::SlotStats;
+use crate::spec::manifest::Manifest;
 use crate::spec::model::Service;
 use crate::target::workload::{LiveSlot, Slot};
 use crate::target::{Capabilities, Pending, Target, TargetError};
@@ -116,6 +117,22 @@ impl Target for KubernetesRuntime {
     fn shutdown(&self) -> Pending<'_, ()> {
         // Everything runs in the cluster: nothing of the agent's own to stop.
         Box::pin(async {})
+    }
+
+    fn observe_manifests(&self) -> Pending<'_, Result<BTreeMap<String, String>, TargetError>> {
+        Box::pin(async move { KubernetesRuntime::observe_manifests(self).await.map_err(kube_error) })
+    }
+
+    fn apply_manifests<'a>(
+        &'a self,
+        apply: Vec<&'a Manifest>,
+        delete: &'a [String],
+    ) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            KubernetesRuntime::apply_manifests(self, &apply, delete)
+                .await
+                .map_err(kube_error)
+        })
     }
 
     fn drift_bell(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
