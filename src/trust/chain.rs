@@ -120,8 +120,12 @@ pub(super) fn authenticate(repo: &Repository, root: &TrustRoot, head: Oid) -> Re
     // A certificate revoked as compromised anywhere in the range voids all its signatures, even
     // those judged by an older policy that predates the revocation.
     let mut blobs = BTreeSet::new();
+    // Each commit with the blob of its policy.
+    let mut policy_of = Vec::with_capacity(range.len());
     for &commit in &range {
-        blobs.insert(policies.blob_of(commit).map_err(git)?);
+        let blob = policies.blob_of(commit).map_err(git)?;
+        blobs.insert(blob);
+        policy_of.push((commit, blob));
         if blobs.len() > MAX_POLICIES {
             return Err(TrustError::TooManyPolicies { policies: MAX_POLICIES });
         }
@@ -139,7 +143,7 @@ pub(super) fn authenticate(repo: &Repository, root: &TrustRoot, head: Oid) -> Re
     // Goodlisted commits are forgiven a hard revocation — provided a policy that lists them is
     // itself authenticated, which can only be known after the walk: walk again without the
     // entries no authenticated policy backs, until every forgiven commit is backed.
-    let goodlists = goodlists(root, &range, &mut policies).map_err(git)?;
+    let goodlists = goodlists(root, &policy_of, &mut policies).map_err(git)?;
     let mut forgiven: BTreeSet<Oid> = goodlists.keys().copied().collect();
     let (commits, authenticated) = loop {
         let walked = walk(repo, root, &range, &mut policies, &hard_revoked, &forgiven)?;
@@ -166,35 +170,40 @@ pub(super) fn authenticate(repo: &Repository, root: &TrustRoot, head: Oid) -> Re
 /// Authenticated commits, with when they were signed (unknown for the trust root).
 type Authenticated = HashMap<Oid, Option<SystemTime>>;
 
-/// Each commit of `range` that a policy on the way goodlists, with the commits whose policy
-/// lists it (`None` for a trust root given as a policy).
+/// Each commit of the range that a policy on the way goodlists, with the commits whose policy
+/// lists it (`None` for a trust root given as a policy); `policy_of` pairs each commit of the
+/// range with the blob of its policy.
 fn goodlists(
     root: &TrustRoot,
-    range: &[Oid],
+    policy_of: &[(Oid, Oid)],
     policies: &mut Policies,
 ) -> Result<HashMap<Oid, Vec<Option<Oid>>>, git2::Error> {
-    let in_range: BTreeSet<Oid> = range.iter().copied().collect();
+    let mut carriers: Vec<(Rc<Policy>, Option<Oid>)> = Vec::new();
+    match root {
+        TrustRoot::Policy(policy) => carriers.push((Rc::new(policy.clone()), None)),
+        TrustRoot::Commit(commit) => {
+            if let Ok(policy) = policies.get(policies.blob_of(*commit)?) {
+                carriers.push((policy, Some(*commit)));
+            }
+        }
+    }
+    for &(commit, blob) in policy_of {
+        if let Ok(policy) = policies.get(blob) {
+            carriers.push((policy, Some(commit)));
+        }
+    }
     let mut listed: HashMap<Oid, Vec<Option<Oid>>> = HashMap::new();
-    let mut note = |policy: &Policy, carrier: Option<Oid>| {
+    if carriers.iter().all(|(policy, _)| policy.commit_goodlist.is_empty()) {
+        return Ok(listed);
+    }
+    let in_range: BTreeSet<Oid> = policy_of.iter().map(|(commit, _)| *commit).collect();
+    for (policy, carrier) in &carriers {
         for entry in &policy.commit_goodlist {
             if let Ok(commit) = Oid::from_str(entry)
                 && in_range.contains(&commit)
             {
-                listed.entry(commit).or_default().push(carrier);
+                listed.entry(commit).or_default().push(*carrier);
             }
-        }
-    };
-    match root {
-        TrustRoot::Policy(policy) => note(policy, None),
-        TrustRoot::Commit(commit) => {
-            if let Ok(policy) = policies.get(policies.blob_of(*commit)?) {
-                note(&policy, Some(*commit));
-            }
-        }
-    }
-    for &commit in range {
-        if let Ok(policy) = policies.get(policies.blob_of(commit)?) {
-            note(&policy, Some(commit));
         }
     }
     Ok(listed)
