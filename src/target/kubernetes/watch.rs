@@ -183,7 +183,8 @@ impl Watched {
     }
 
     /// What the watches hold, once every kind is listed and every write of plumb's has
-    /// arrived; `None` when that takes longer than `within` (the caller lists instead).
+    /// arrived; `None` when that takes longer than `within` (the caller then lists, and the
+    /// writes awaited are forgotten).
     pub async fn snapshot(&self, within: Duration) -> Option<Snapshot> {
         let until = tokio::time::Instant::now() + within;
         loop {
@@ -201,6 +202,9 @@ impl Watched {
                 }
             }
             if tokio::time::timeout_at(until, arrived).await.is_err() {
+                // The caller lists instead, which shows every write: an awaited one that never
+                // arrives (the object went, or changed kind of label) is not waited for again.
+                self.lock().awaited.clear();
                 return None;
             }
         }
@@ -294,5 +298,83 @@ fn apply<K: Resource + Clone>(
             pick(cache).synced = false;
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(name: &str, version: &str) -> Deployment {
+        let mut deployment = Deployment::default();
+        deployment.metadata.name = Some(name.to_owned());
+        deployment.metadata.resource_version = Some(version.to_owned());
+        deployment
+    }
+
+    fn synced() -> Cache {
+        let mut cache = Cache::default();
+        cache.services.synced = true;
+        cache.config_maps.synced = true;
+        let listed: Vec<Result<Event<Deployment>, watcher::Error>> = vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(deployment("web-blue", "5"))),
+            Ok(Event::InitDone),
+        ];
+        for event in listed {
+            apply(&mut cache, Kind::Deployment, |c| &mut c.deployments, event);
+        }
+        cache
+    }
+
+    #[test]
+    fn a_read_waits_for_plumbs_own_writes_and_others_changes_ring() {
+        let mut cache = synced();
+        assert!(cache.current());
+        // plumb wrote web-blue at 7: the cache at 5 is behind until the watch brings 7.
+        cache.awaited.insert((Kind::Deployment, "web-blue".to_owned()), Some(7));
+        assert!(!cache.current());
+        let ours = apply(
+            &mut cache,
+            Kind::Deployment,
+            |c| &mut c.deployments,
+            Ok(Event::Apply(deployment("web-blue", "7"))),
+        );
+        assert!(!ours, "plumb's own write does not ring");
+        assert!(cache.current() && cache.awaited.is_empty());
+        // Someone else's change rings.
+        let other = apply(
+            &mut cache,
+            Kind::Deployment,
+            |c| &mut c.deployments,
+            Ok(Event::Apply(deployment("web-blue", "9"))),
+        );
+        assert!(other);
+        // A deletion plumb made is awaited until the object is gone.
+        cache.awaited.insert((Kind::Deployment, "web-blue".to_owned()), None);
+        assert!(!cache.current());
+        let gone = apply(
+            &mut cache,
+            Kind::Deployment,
+            |c| &mut c.deployments,
+            Ok(Event::Delete(deployment("web-blue", "10"))),
+        );
+        assert!(!gone && cache.current());
+    }
+
+    #[test]
+    fn a_broken_watch_is_not_read_until_it_has_listed_again() {
+        let mut cache = synced();
+        apply::<Deployment>(
+            &mut cache,
+            Kind::Deployment,
+            |c| &mut c.deployments,
+            Err(watcher::Error::NoResourceVersion),
+        );
+        assert!(!cache.current());
+        for event in [Ok(Event::Init), Ok(Event::InitDone)] {
+            apply::<Deployment>(&mut cache, Kind::Deployment, |c| &mut c.deployments, event);
+        }
+        assert!(cache.current() && cache.deployments.current.is_empty());
     }
 }
