@@ -272,6 +272,8 @@ pub async fn run(
     // With several replicas, only the Lease's holder goes on; the others wait here, serving the
     // API (not ready). The holder keeps the environments' records in the cluster too.
     let release = CancellationToken::new();
+    // However this ends, the Lease is handed over (below, once everything has stopped).
+    let _released = release.clone().drop_guard();
     let (renewing, copying, shared) = match &settings.leader {
         Some(leader) => {
             let Some(renewing) = leader.hold(&cancel, &release).await? else {

@@ -131,8 +131,11 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderErr
         .filter(|(name, _)| only.is_none_or(|o| o == name))
         .collect();
     let mut sources = loaded.sources.clone();
-    let composed = compose_files(&selected, tree, limits, &mut sources)?;
-    let manifests = manifest_files(&selected, tree, limits, &mut sources)?;
+    // The Compose files and plain manifests the environments point at, read once each.
+    let compose = ("compose", "files", "Compose file");
+    let composed = listed_files(&selected, tree, limits, &mut sources, compose, yaml::parse)?;
+    let manifest = ("kubernetes", "manifests", "manifest file");
+    let manifests = listed_files(&selected, tree, limits, &mut sources, manifest, yaml::parse_documents)?;
     let results: Vec<Result<(Option<Desired>, Vec<Diagnostic>), SourceError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = selected
             .iter()
@@ -174,20 +177,23 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderErr
     })
 }
 
-/// The Compose files the `selected` environments point at, parsed (or why they cannot be), by
-/// path; their text joins `sources` for showing the lines problems point at.
-fn compose_files(
+/// Files the `selected` environments list under `target.<target>.<field>`, parsed by `parse`
+/// (or why they cannot be), by path; their text joins `sources` for showing the lines problems
+/// point at. `what` names such a file in a problem (`Compose file`).
+fn listed_files<T>(
     selected: &[&(String, Node)],
     tree: &dyn Tree,
     limits: Limits,
     sources: &mut HashMap<Arc<str>, Arc<str>>,
-) -> Result<HashMap<String, Result<Node, Diagnostic>>, SourceError> {
+    (target, field, what): (&str, &str, &str),
+    parse: fn(&Arc<str>, &[u8], Limits) -> Result<T, yaml::YamlError>,
+) -> Result<HashMap<String, Result<T, Diagnostic>>, SourceError> {
     let mut files = HashMap::new();
     for (_, node) in selected {
         let Some(Kind::Seq(listed)) = node
             .get("target")
-            .and_then(|t| t.get("compose"))
-            .and_then(|c| c.get("files"))
+            .and_then(|t| t.get(target))
+            .and_then(|c| c.get(field))
             .map(|f| &f.kind)
         else {
             continue;
@@ -200,52 +206,12 @@ fn compose_files(
             let parsed = match tree.read(path, limits.max_bytes)? {
                 None => Err(Diagnostic::new(
                     &item.at,
-                    format!("Compose file `{path}` is not in the repository"),
+                    format!("{what} `{path}` is not in the repository"),
                 )),
                 Some(bytes) => {
                     let file: Arc<str> = Arc::from(path);
                     sources.insert(file.clone(), Arc::from(String::from_utf8_lossy(&bytes).as_ref()));
-                    yaml::parse(&file, &bytes, limits).map_err(Diagnostic::from)
-                }
-            };
-            files.insert(path.to_owned(), parsed);
-        }
-    }
-    Ok(files)
-}
-
-/// The manifest files the `selected` environments point at, parsed (or why they cannot be), by
-/// path; their text joins `sources`.
-fn manifest_files(
-    selected: &[&(String, Node)],
-    tree: &dyn Tree,
-    limits: Limits,
-    sources: &mut HashMap<Arc<str>, Arc<str>>,
-) -> Result<HashMap<String, Result<Vec<Node>, Diagnostic>>, SourceError> {
-    let mut files = HashMap::new();
-    for (_, node) in selected {
-        let Some(Kind::Seq(listed)) = node
-            .get("target")
-            .and_then(|t| t.get("kubernetes"))
-            .and_then(|k| k.get("manifests"))
-            .map(|f| &f.kind)
-        else {
-            continue;
-        };
-        for item in listed {
-            let Some(path) = item.as_str() else { continue };
-            if files.contains_key(path) {
-                continue;
-            }
-            let parsed = match tree.read(path, limits.max_bytes)? {
-                None => Err(Diagnostic::new(
-                    &item.at,
-                    format!("manifest file `{path}` is not in the repository"),
-                )),
-                Some(bytes) => {
-                    let file: Arc<str> = Arc::from(path);
-                    sources.insert(file.clone(), Arc::from(String::from_utf8_lossy(&bytes).as_ref()));
-                    yaml::parse_documents(&file, &bytes, limits).map_err(Diagnostic::from)
+                    parse(&file, &bytes, limits).map_err(Diagnostic::from)
                 }
             };
             files.insert(path.to_owned(), parsed);
