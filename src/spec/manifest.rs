@@ -98,15 +98,15 @@ fn manifest(file: &str, document: &Node, namespace: &str, out: &mut Vec<Diagnost
     let metadata = document.get("metadata");
     let name = text("metadata.name", metadata.and_then(|m| m.get("name")), out);
     let (api_version, kind, name) = (api_version?, kind?, name?);
-    if let Some(other) = metadata.and_then(|m| m.get("namespace")) {
-        if other.as_str() != Some(namespace) {
-            out.push(
-                Diagnostic::new(&other.at, format!("`{kind}/{name}` names another namespace")).hint(format!(
-                    "an environment's manifests go to its own namespace, `{namespace}`; leave `metadata.namespace` out"
-                )),
-            );
-            return None;
-        }
+    if let Some(other) = metadata.and_then(|m| m.get("namespace"))
+        && other.as_str() != Some(namespace)
+    {
+        out.push(
+            Diagnostic::new(&other.at, format!("`{kind}/{name}` names another namespace")).hint(format!(
+                "an environment's manifests go to its own namespace, `{namespace}`; leave `metadata.namespace` out"
+            )),
+        );
+        return None;
     }
     let refused = match kind.as_str() {
         "Secret" => Some("a Secret in the repository would hold its values in clear text"),

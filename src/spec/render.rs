@@ -177,6 +177,9 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderErr
     })
 }
 
+/// Files read for rendering, by path: parsed, or why they cannot be.
+type Files<T> = HashMap<String, Result<T, Diagnostic>>;
+
 /// Files the `selected` environments list under `target.<target>.<field>`, parsed by `parse`
 /// (or why they cannot be), by path; their text joins `sources` for showing the lines problems
 /// point at. `what` names such a file in a problem (`Compose file`).
@@ -187,7 +190,7 @@ fn listed_files<T>(
     sources: &mut HashMap<Arc<str>, Arc<str>>,
     (target, field, what): (&str, &str, &str),
     parse: fn(&Arc<str>, &[u8], Limits) -> Result<T, yaml::YamlError>,
-) -> Result<HashMap<String, Result<T, Diagnostic>>, SourceError> {
+) -> Result<Files<T>, SourceError> {
     let mut files = HashMap::new();
     for (_, node) in selected {
         let Some(Kind::Seq(listed)) = node
@@ -227,9 +230,9 @@ struct Context<'a> {
     limits: Limits,
     schemas: &'a AppSchemas,
     /// Compose files, by path.
-    composed: &'a HashMap<String, Result<Node, Diagnostic>>,
+    composed: &'a Files<Node>,
     /// Manifest files, by path.
-    manifests: &'a HashMap<String, Result<Vec<Node>, Diagnostic>>,
+    manifests: &'a Files<Vec<Node>>,
 }
 
 /// The services of the Compose files `target` points at, as service documents; a name also
