@@ -127,8 +127,8 @@ async fn run(rounds: usize, count: usize, kubeconfig: &Path) {
     let requests_before = requests(kubeconfig);
     for _ in 0..rounds {
         let started = Instant::now();
-        let live = cluster.observe().await.unwrap();
-        let plan = reconcile::plan(&first, &live, false);
+        // What the agent's drift check does: services and plain manifests, observed and planned.
+        let (_, plan) = reconcile::observe_and_plan(&cluster, &first, false).await.unwrap();
         observed.push(started.elapsed());
         peak = peak.max(resident());
         assert!(plan.is_empty(), "nothing to change: {}", plan.summary().join("; "));

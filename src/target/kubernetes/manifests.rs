@@ -14,7 +14,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::objects::ENVIRONMENT;
-use super::runtime::{KubernetesError, KubernetesRuntime, api_error, ignore_not_found};
+use super::runtime::{FRESH_WITHIN, KubernetesError, KubernetesRuntime, api_error, ignore_not_found};
 use crate::spec::manifest::Manifest;
 
 /// The ConfigMap listing the objects plumb applied from manifests.
@@ -50,13 +50,21 @@ impl KubernetesRuntime {
         Api::namespaced_with(self.client.clone(), &self.namespace, resource)
     }
 
-    /// The objects the inventory lists.
+    /// The objects the inventory lists — read from the watches when they are current, so an
+    /// environment without manifests costs no request.
     async fn inventory(&self) -> Result<BTreeSet<String>, KubernetesError> {
-        let map = self
-            .config_maps()
-            .get_opt(INVENTORY)
-            .await
-            .map_err(api_error(format!("reading config map `{INVENTORY}`")))?;
+        let cached = match &self.watched {
+            Some(watched) => watched.config_map(INVENTORY, FRESH_WITHIN).await,
+            None => None,
+        };
+        let map = match cached {
+            Some(map) => map,
+            None => self
+                .config_maps()
+                .get_opt(INVENTORY)
+                .await
+                .map_err(api_error(format!("reading config map `{INVENTORY}`")))?,
+        };
         Ok(map
             .and_then(|m| m.data?.remove("objects"))
             .map(|text| text.lines().map(str::to_owned).collect())
@@ -68,11 +76,16 @@ impl KubernetesRuntime {
         let document = json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {"name": INVENTORY, "labels": {"app.kubernetes.io/managed-by": "plumb"}},
+            "metadata": {
+                "name": INVENTORY,
+                "labels": {ENVIRONMENT: self.environment, "app.kubernetes.io/managed-by": "plumb"},
+            },
             "data": {"objects": text},
         });
+        // Labelled with the environment, so the watches hold it; applied as a recorded write, so
+        // a read waits for it.
         let what = format!("applying config map `{INVENTORY}`");
-        self.apply_once(&self.config_maps(), INVENTORY, &document, &what)
+        self.apply(&self.config_maps(), INVENTORY, document, &what)
             .await
             .map(|_: ConfigMap| ())
     }

@@ -25,7 +25,7 @@ use crate::target::workload::{LiveSlot, Slot, WorkloadError, config_file, variab
 pub(super) const MANAGER: &str = "plumb";
 
 /// How long an observation waits for the watches to show plumb's last writes before listing.
-const FRESH_WITHIN: Duration = Duration::from_secs(5);
+pub(super) const FRESH_WITHIN: Duration = Duration::from_secs(5);
 
 /// Why a primitive failed.
 #[derive(Debug, thiserror::Error)]

@@ -186,6 +186,23 @@ impl Watched {
     /// arrived; `None` when that takes longer than `within` (the caller then lists, and the
     /// writes awaited are forgotten).
     pub async fn snapshot(&self, within: Duration) -> Option<Snapshot> {
+        self.read(within, |cache| Snapshot {
+            deployments: cache.deployments.current.values().cloned().collect(),
+            services: cache.services.current.values().cloned().collect(),
+            config_maps: cache.config_maps.current.values().cloned().collect(),
+        })
+        .await
+    }
+
+    /// ConfigMap `name` as the watches hold it (`Some(None)`: there is none), on the same terms
+    /// as [`Watched::snapshot`].
+    pub async fn config_map(&self, name: &str, within: Duration) -> Option<Option<ConfigMap>> {
+        self.read(within, |cache| cache.config_maps.current.get(name).cloned())
+            .await
+    }
+
+    /// `look` at the cache once it is current; `None` after `within`.
+    async fn read<T>(&self, within: Duration, look: impl Fn(&Cache) -> T) -> Option<T> {
         let until = tokio::time::Instant::now() + within;
         loop {
             let arrived = self.arrived.notified();
@@ -194,11 +211,7 @@ impl Watched {
             {
                 let mut cache = self.lock();
                 if cache.current() {
-                    return Some(Snapshot {
-                        deployments: cache.deployments.current.values().cloned().collect(),
-                        services: cache.services.current.values().cloned().collect(),
-                        config_maps: cache.config_maps.current.values().cloned().collect(),
-                    });
+                    return Some(look(&cache));
                 }
             }
             if tokio::time::timeout_at(until, arrived).await.is_err() {
