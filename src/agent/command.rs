@@ -1,7 +1,7 @@
 //! What an operator asks an environment's worker: sync the head now, or roll back to an earlier
 //! applied commit.
 
-use super::environment::{Done, Pending, RolledBack, Worker, render};
+use super::environment::{Done, Pending, RolledBack, Worker};
 use crate::ledger::{Attempt, Outcome, Trigger};
 
 impl Worker {
@@ -11,9 +11,7 @@ impl Worker {
         let commit = head.commit.to_string();
         let desired = head.desired.clone()?;
         if self.applied.is_none() {
-            self.applied = self
-                .rollback_point(&head.repository, &head.folder)
-                .map_err(|e| e.to_string())?;
+            self.applied = self.rollback_point(&head).map_err(|e| e.to_string())?;
         }
         let applied = self
             .apply(desired, &commit, head.signer.as_deref(), Trigger::Sync, true)
@@ -50,7 +48,7 @@ impl Worker {
     pub async fn rollback(&mut self, to: Option<&str>) -> Result<RolledBack, String> {
         let head = self.last.clone().ok_or("no head has been fetched yet")?;
         let target = self.rollback_target(to)?;
-        let desired = render(&head.repository, &target, &head.folder, &self.name)?;
+        let desired = head.render(&target, &self.name)?;
         let applied = self
             .apply(desired, &target, None, Trigger::Rollback, true)
             .await

@@ -21,6 +21,7 @@ use crate::source::{Auth, Remote, TrackedRef};
 use crate::spec::Diagnostic;
 use crate::spec::model::scalar::Duration;
 use crate::spec::schema::{Schema, schema_of};
+use crate::spec::sealed::Keyring;
 use crate::spec::yaml::{self, Limits};
 use crate::target::local::process::Backoff;
 use crate::trigger::webhook::Provider;
@@ -111,6 +112,18 @@ pub struct RepositoryConfig {
     pub webhook: Option<WebhookConfig>,
     /// The environments this repository owns (under `repositories`, required).
     pub environments: Option<Vec<String>>,
+    /// How its encrypted values (`ENC[age,…]`) are opened; without, a commit holding one is
+    /// refused.
+    pub decryption: Option<DecryptionConfig>,
+}
+
+/// The identities a repository's encrypted values are opened with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecryptionConfig {
+    /// Files of age X25519 identities (`AGE-SECRET-KEY-1…`, one per line, as `age-keygen`
+    /// writes them), readable by the agent alone.
+    pub identities: Vec<PathBuf>,
 }
 
 /// Where commit authentication starts.
@@ -458,6 +471,9 @@ impl AgentConfig {
             if old.webhook != new.webhook {
                 fields.push(format!("{at}.webhook"));
             }
+            if old.decryption != new.decryption {
+                fields.push(format!("{at}.decryption"));
+            }
         }
         for (place, name, _) in &before {
             if !after.iter().any(|(_, n, _)| n == name) {
@@ -534,7 +550,14 @@ impl RepositoryConfig {
         if let Some(file) = &self.ca_file {
             anyhow::ensure!(file.is_file(), "{at}.caFile: cannot read {}", file.display());
         }
+        let keys = match &self.decryption {
+            Some(decryption) => {
+                Keyring::read(&decryption.identities).with_context(|| format!("{at}.decryption.identities"))?
+            }
+            None => Keyring::default(),
+        };
         Ok(Repository {
+            keys: Arc::new(keys),
             name: name.to_owned(),
             ca_file: self.ca_file.clone(),
             remote: Remote {

@@ -21,6 +21,7 @@ use crate::api::Workers;
 use crate::ledger::{Ledger, Witness};
 use crate::source::SourceError;
 use crate::spec::model::environment::Target as TargetSpec;
+use crate::spec::sealed::Keyring;
 use crate::target::Target;
 use crate::target::compose::ComposeRuntime;
 use crate::target::kubernetes::KubernetesRuntime;
@@ -193,7 +194,8 @@ async fn heads(
     };
     let head = update.head;
     let folder = repository.folder.clone();
-    let rendered = tokio::task::spawn_blocking(move || render_all(&cache, head, &folder, only, signer))
+    let keys = repository.keys.clone();
+    let rendered = tokio::task::spawn_blocking(move || render_all(&cache, head, &folder, &keys, only, signer))
         .await
         .ok()?;
     match rendered {
@@ -212,6 +214,7 @@ fn render_all(
     cache: &Path,
     head: Oid,
     folder: &str,
+    keys: &Arc<Keyring>,
     only: Option<Vec<String>>,
     signer: Option<String>,
 ) -> Result<Vec<(String, Head)>, SourceError> {
@@ -220,7 +223,7 @@ fn render_all(
         source,
     })?;
     let tree = crate::source::GitTree::at(repo, head, folder)?;
-    let rendered = match crate::spec::render(&tree, None) {
+    let rendered = match crate::spec::render_opening(&tree, None, keys) {
         Ok(rendered) => rendered,
         Err(crate::spec::RenderError::Source(e)) => return Err(e),
         Err(e) => unreachable!("no environment was asked for: {e}"),
@@ -245,6 +248,7 @@ fn render_all(
                 desired,
                 repository: cache.to_owned(),
                 folder: folder.to_owned(),
+                keys: keys.clone(),
             };
             (name, head)
         })

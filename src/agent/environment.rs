@@ -19,6 +19,7 @@ use crate::ledger::{Attempt, Ledger, LedgerError, Outcome, Trigger};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Applied, Intent, RollbackPoint};
 use crate::source::GitTree;
+use crate::spec::sealed::Keyring;
 use crate::spec::{self, Desired};
 use crate::target::Target;
 
@@ -36,6 +37,20 @@ pub struct Head {
     pub repository: PathBuf,
     /// The folder of the configuration inside it.
     pub folder: String,
+    /// The identities its encrypted values are opened with.
+    pub keys: Arc<Keyring>,
+}
+
+impl Head {
+    /// The desired state of `environment` at `commit` of this head's repository (the head or
+    /// one before it), encrypted values opened; or why there is none.
+    pub fn render(&self, commit: &str, environment: &str) -> Result<Desired, String> {
+        let repo = Repository::open_bare(&self.repository).map_err(|e| e.to_string())?;
+        let oid = Oid::from_str(commit).map_err(|e| e.to_string())?;
+        let tree = GitTree::at(repo, oid, &self.folder).map_err(|e| e.to_string())?;
+        let mut rendered = spec::render_opening(&tree, Some(environment), &self.keys).map_err(|e| e.to_string())?;
+        desired_of(&mut rendered, environment)
+    }
 }
 
 /// What the worker is told.
@@ -290,16 +305,16 @@ impl Worker {
             self.publish(|s| s.refused = Some("failed before; not retried until the head moves".to_owned()));
             return Ok(());
         }
-        let desired = match head.desired {
-            Ok(desired) => desired,
+        let desired = match &head.desired {
+            Ok(desired) => desired.clone(),
             Err(reason) => {
                 tracing::warn!(environment = %name, commit, %reason, "Refused a commit that cannot be applied; what runs keeps running.");
                 self.publish(|s| s.refused = Some(reason.clone()));
-                return self.refuse(&commit, head.signer.as_deref(), reason);
+                return self.refuse(&commit, head.signer.as_deref(), reason.clone());
             }
         };
         if self.applied.is_none() {
-            self.applied = self.rollback_point(&head.repository, &head.folder)?;
+            self.applied = self.rollback_point(&head)?;
         }
         if !desired.sync.automatic && self.applied.is_some() {
             tracing::info!(environment = %name, commit, "Automatic sync is off: the commit waits for a manual sync.");
@@ -439,15 +454,11 @@ impl Worker {
 
     /// The environment's rollback point, rendered from the repository; `None` when there is
     /// none yet, or it cannot be rendered any more (then a failure cannot be restored).
-    pub(super) fn rollback_point(
-        &self,
-        repository: &std::path::Path,
-        folder: &str,
-    ) -> Result<Option<(String, Desired)>, LedgerError> {
+    pub(super) fn rollback_point(&self, head: &Head) -> Result<Option<(String, Desired)>, LedgerError> {
         let Some(commit) = self.ledger.rollback_point(&self.name)? else {
             return Ok(None);
         };
-        match render(repository, &commit, folder, &self.name) {
+        match head.render(&commit, &self.name) {
             Ok(desired) => Ok(Some((commit, desired))),
             Err(reason) => {
                 tracing::error!(environment = %self.name, commit, %reason, "The rollback point cannot be rendered; a failed rollout will not be restored.");
@@ -470,15 +481,6 @@ async fn until_parked<T>(work: impl std::future::Future<Output = T>, cancel: &Ca
         _ = cancel.cancelled() => {}
     }
     tokio::time::timeout(PARK_GRACE, work).await.ok()
-}
-
-/// The desired state of `environment` at `commit`, or why there is none.
-pub fn render(repository: &std::path::Path, commit: &str, folder: &str, environment: &str) -> Result<Desired, String> {
-    let repo = Repository::open_bare(repository).map_err(|e| e.to_string())?;
-    let oid = Oid::from_str(commit).map_err(|e| e.to_string())?;
-    let tree = GitTree::at(repo, oid, folder).map_err(|e| e.to_string())?;
-    let mut rendered = spec::render(&tree, Some(environment)).map_err(|e| e.to_string())?;
-    desired_of(&mut rendered, environment)
 }
 
 /// Takes one environment out of a rendering, or its problems in one message.

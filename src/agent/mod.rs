@@ -13,6 +13,6 @@ pub mod lease;
 mod record;
 mod run;
 
-pub use environment::{Board, Done, Head, Input, Pending, Publish, RolledBack, Status, Worker, desired_of, render};
+pub use environment::{Board, Done, Head, Input, Pending, Publish, RolledBack, Status, Worker, desired_of};
 pub use fetcher::{Fetch, FetchError, Fetcher, Update};
 pub use run::{Agent, AgentError, Live, Repository, Settings, run};

@@ -22,6 +22,7 @@ use crate::api::{self, Api, Workers};
 use crate::ledger::{Ledger, LedgerError};
 use crate::secret::Secret;
 use crate::source::{Remote, TrackedRef};
+use crate::spec::sealed::Keyring;
 use crate::target::local::process::Backoff;
 use crate::trigger::webhook::{self, Provider, Receiver, Receivers};
 use crate::trigger::{Doorbell, Poll, Reason, doorbell};
@@ -69,6 +70,9 @@ pub struct Repository {
     pub webhook: Option<(Provider, Secret)>,
     /// Certificate authorities an `https://` host may chain to, beside the system's.
     pub ca_file: Option<PathBuf>,
+    /// The identities its encrypted values are opened with (none: a commit holding one is
+    /// refused).
+    pub keys: Arc<Keyring>,
 }
 
 impl Settings {

@@ -3,6 +3,7 @@
 //! progress ends or is parked, replicas are stopped.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +15,7 @@ use crate::agent::config::{AgentConfig, secret};
 use crate::agent::{self, Repository, Settings};
 use crate::source::{Remote, TrackedRef};
 use crate::spec::model::scalar::Duration as Span;
+use crate::spec::sealed::Keyring;
 use crate::target::local::process::Backoff;
 use crate::trigger::Poll;
 use crate::trigger::webhook::Provider;
@@ -70,6 +72,10 @@ pub struct Args {
     /// A file holding the webhooks' shared secret.
     #[arg(long)]
     webhook_secret_file: Option<PathBuf>,
+    /// A file of age identities the repository's encrypted values are opened with (repeat for
+    /// several).
+    #[arg(long = "identity", value_name = "FILE")]
+    identities: Vec<PathBuf>,
     /// How the agent logs: `text` for people, `json` (one object per line) for collectors.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -184,6 +190,7 @@ fn from_flags(args: &Args) -> anyhow::Result<Settings> {
             environments: (!args.environments.is_empty()).then(|| args.environments.clone()),
             webhook,
             ca_file: None,
+            keys: Arc::new(Keyring::read(&args.identities)?),
         }],
         heal_every: args.heal_every,
         backoff: Backoff::default(),

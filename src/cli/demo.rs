@@ -1,6 +1,7 @@
 //! `plumb demo`: the first minute of a newcomer. It makes a signed working copy of `example-repo`
-//! (a key generated on the spot, a signing policy trusting it), where every service runs
-//! `plumb example-app` instead of its real program and timings are shortened; starts the agent
+//! (a key generated on the spot, a signing policy trusting it, its encrypted values sealed anew
+//! for an age identity made for the demo), where every service runs `plumb example-app` instead
+//! of its real program and timings are shortened; starts the agent (which opens those values)
 //! on the local target; and plays a release through development (recreate), staging (canary)
 //! and production (blue-green, synced on request), then a broken release that is rolled back,
 //! printing each step as the ledger records it. Then the agent keeps running until Ctrl-C.
@@ -23,6 +24,7 @@ use crate::agent::{self, Settings};
 use crate::ledger::{Ledger, Outcome as Ended};
 use crate::secret::Secret;
 use crate::source::{Remote, TrackedRef};
+use crate::spec::sealed;
 use crate::target::local::process::Backoff;
 use crate::trigger::{Poll, Reason};
 use crate::trust::TrustRoot;
@@ -50,7 +52,10 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     prepare(&args.dir)?;
     let repo_dir = args.dir.join("repo");
     let exe = std::env::current_exe().context("cannot find the plumb executable")?;
-    copy_example(&repo_dir, &exe)?;
+    // The example's secrets, sealed for an identity made for the demo: the agent opens them
+    // as it would in production.
+    let (identity, recipient) = sealed::generate();
+    copy_example(&repo_dir, &exe, &recipient)?;
     let key = Key::generate()?;
     let repo = Repository::init(&repo_dir).context("cannot create the demo repository")?;
     std::fs::write(repo_dir.join("openpgp-policy.toml"), key.policy()?)?;
@@ -84,6 +89,9 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             environments: None,
             webhook: None,
             ca_file: None,
+            keys: std::sync::Arc::new(sealed::Keyring::new(vec![
+                identity.expose().parse().map_err(anyhow::Error::msg)?,
+            ])),
         }],
         heal_every: Duration::from_secs(2),
         backoff: Backoff::default(),
@@ -175,9 +183,9 @@ const EXAMPLE: [(&str, &str); 8] = [
     ),
 ];
 
-/// Writes `example-repo` to `to`, every service running `exe example-app`, secrets replaced by
-/// placeholders (decryption is not available yet) and timings shortened for a one-minute tour.
-fn copy_example(to: &Path, exe: &Path) -> anyhow::Result<()> {
+/// Writes `example-repo` to `to`, every service running `exe example-app`, each encrypted
+/// value sealed anew for `recipient` and timings shortened for a one-minute tour.
+fn copy_example(to: &Path, exe: &Path, recipient: &str) -> anyhow::Result<()> {
     let app = format!("command: [{:?}, example-app]", exe.display().to_string());
     for (relative, text) in EXAMPLE {
         let mut out = String::with_capacity(text.len());
@@ -199,9 +207,13 @@ fn copy_example(to: &Path, exe: &Path) -> anyhow::Result<()> {
             out.push('\n');
         }
         let mut text = out;
-        while let Some(start) = text.find("ENC[") {
+        let mut from = 0;
+        while let Some(found) = text[from..].find("ENC[") {
+            let start = from + found;
             let end = text[start..].find(']').map_or(text.len(), |e| start + e + 1);
-            text.replace_range(start..end, "demo-placeholder");
+            let value = sealed::seal(&[recipient.to_owned()], "demo-password-sealed-for-the-tour")?;
+            text.replace_range(start..end, &value);
+            from = start + value.len();
         }
         for (long, short) in [
             ("interval: 5s", "interval: 200ms"),

@@ -10,6 +10,7 @@ pub(crate) mod emit;
 mod example_app;
 mod ledger;
 mod report;
+mod seal;
 mod verify;
 
 use std::io::Write;
@@ -20,6 +21,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::source;
+use crate::spec::sealed::Keyring;
 use crate::spec::{self, Rendered};
 
 /// What a command found, as an exit code.
@@ -232,6 +234,21 @@ Examples:
     /// Audit the ledger.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Encrypt a value for the repository: reads it from standard input, prints
+    /// `ENC[age,…]` to paste into a service's `env` or `config.values`.
+    #[command(after_help = "Examples:
+  printf %s \"$DB_PASSWORD\" | plumb seal --recipient age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+  plumb seal --recipients-file production.recipients < password.txt")]
+    Seal(seal::SealArgs),
+    /// Make an age identity for an agent: written to a file only its owner can read; its
+    /// recipient (to seal values with) is printed.
+    #[command(after_help = "Example:
+  plumb keygen --out /etc/plumb/age.key")]
+    Keygen {
+        /// The file to write (it must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// A small HTTP service the example repository runs on the local target (listens on $PORT).
     #[command(hide = true)]
     ExampleApp,
@@ -266,6 +283,10 @@ struct RepoArgs {
     /// Read this revision from git's object database instead of the files on disk.
     #[arg(long)]
     rev: Option<String>,
+    /// A file of age identities: every encrypted value must open with them (repeat for
+    /// several). Clear values are never printed.
+    #[arg(long = "identity", value_name = "FILE")]
+    identities: Vec<PathBuf>,
 }
 
 /// How results are printed.
@@ -356,6 +377,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
                 &RepoArgs {
                     repo: repo.clone(),
                     rev: Some(from.clone()),
+                    identities: Vec::new(),
                 },
                 env.as_deref(),
             )?;
@@ -363,6 +385,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
                 &RepoArgs {
                     repo,
                     rev: Some(to.clone()),
+                    identities: Vec::new(),
                 },
                 env.as_deref(),
             )?;
@@ -414,6 +437,8 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             bytes,
         } => logs(&mut out, &state, &env, &service, bytes),
         Command::ExampleApp => example_app::run().map(|()| Outcome::Ok),
+        Command::Seal(args) => seal::seal(&args, &mut out),
+        Command::Keygen { out: file } => seal::keygen(&file, &mut out),
         Command::Schemas { out: dir } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             for (name, schema) in spec::schema::generate() {
@@ -454,7 +479,10 @@ fn logs(out: &mut dyn Write, state: &std::path::Path, env: &str, service: &str, 
 
 fn render(at: &RepoArgs, env: Option<&str>) -> anyhow::Result<Rendered> {
     let tree = source::open(&at.repo, at.rev.as_deref())?;
-    let rendered = spec::render(tree.as_ref(), env)
-        .with_context(|| format!("cannot read the repository at {}", at.repo.display()))?;
-    Ok(rendered)
+    let rendered = if at.identities.is_empty() {
+        spec::render(tree.as_ref(), env)
+    } else {
+        spec::render_opening(tree.as_ref(), env, &Keyring::read(&at.identities)?)
+    };
+    rendered.with_context(|| format!("cannot read the repository at {}", at.repo.display()))
 }

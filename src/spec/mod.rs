@@ -14,7 +14,8 @@ pub mod model;
 pub mod node;
 pub mod render;
 pub mod schema;
+pub mod sealed;
 pub mod yaml;
 
 pub use diagnostic::Diagnostic;
-pub use render::{Desired, RenderError, Rendered, render};
+pub use render::{Desired, RenderError, Rendered, render, render_opening};

@@ -20,7 +20,9 @@ use super::model::scalar::{is_encrypted, mask};
 use super::model::{Environment, Name, Service, Target};
 use super::node::{Kind, Node, Path, Step};
 use super::schema::{BUILTIN, Schema};
+use super::sealed::{Keyring, Opened};
 use super::yaml::{self, Limits};
+use crate::secret::Secret;
 use crate::source::{SourceError, Tree};
 
 /// The desired state of one environment at one commit.
@@ -104,7 +106,18 @@ pub enum RenderError {
 }
 
 /// Reads and renders `tree`: every environment, or only `only` (whose name must exist).
+/// Encrypted values stay sealed: for showing and checking a repository.
 pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderError> {
+    render_with(tree, only, None)
+}
+
+/// Reads and renders `tree` as [`render`] does, opening every encrypted value with `keys`: for
+/// applying. A value `keys` cannot open is a problem at the line that wrote it.
+pub fn render_opening(tree: &dyn Tree, only: Option<&str>, keys: &Keyring) -> Result<Rendered, RenderError> {
+    render_with(tree, only, Some(keys))
+}
+
+fn render_with(tree: &dyn Tree, only: Option<&str>, keys: Option<&Keyring>) -> Result<Rendered, RenderError> {
     let limits = Limits::default();
     let loaded = Loaded::read(tree, limits)?;
     let mut diagnostics = loaded.diagnostics.clone();
@@ -150,6 +163,7 @@ pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderErr
                         schemas,
                         composed,
                         manifests,
+                        keys,
                     };
                     render_environment(&context, name, node, &mut found).map(|d| (d, found))
                 })
@@ -233,6 +247,8 @@ struct Context<'a> {
     composed: &'a Files<Node>,
     /// Manifest files, by path.
     manifests: &'a Files<Vec<Node>>,
+    /// The identities encrypted values are opened with; left sealed without.
+    keys: Option<&'a Keyring>,
 }
 
 /// The services of the Compose files `target` points at, as service documents; a name also
@@ -283,13 +299,7 @@ fn render_environment(
     node: &Node,
     out: &mut Vec<Diagnostic>,
 ) -> Result<Option<Desired>, SourceError> {
-    let Context {
-        loaded,
-        tree,
-        limits,
-        schemas,
-        ..
-    } = *context;
+    let loaded = context.loaded;
     let json = node.to_json();
     let before = out.len();
     BUILTIN.environment.check(node, &json, out);
@@ -338,13 +348,19 @@ fn render_environment(
         let merged_json = merged.to_json();
         let before = out.len();
         BUILTIN.service.check(&merged, &merged_json, out);
-        check_app_config(&merged, &merged_json, tree, limits, schemas, out)?;
+        let opened = context.keys.map(|keys| {
+            let mut opened = BTreeMap::new();
+            open_sealed(&merged, Path::default(), keys, &mut opened, out);
+            opened
+        });
+        check_app_config(&merged, &merged_json, opened.as_ref(), context, out)?;
         let typed = if out.len() == before {
             typed::<Service>(&merged, &merged_json).map_err(|d| out.push(d)).ok()
         } else {
             None
         };
-        if let Some(typed) = typed {
+        if let Some(mut typed) = typed {
+            typed.opened = Opened::new(opened.unwrap_or_default());
             check::service(&typed, &merged, &environment.target, out);
             let key = Name::parse(service).expect("document file names are checked when read");
             services.insert(key, typed);
@@ -380,6 +396,36 @@ fn render_environment(
         services,
         manifests,
     }))
+}
+
+/// Opens every encrypted value under `node` (at `path`) with `keys` into `opened`; one that
+/// cannot be opened is a problem at its line.
+fn open_sealed(
+    node: &Node,
+    path: Path,
+    keys: &Keyring,
+    opened: &mut BTreeMap<String, Secret>,
+    out: &mut Vec<Diagnostic>,
+) {
+    match &node.kind {
+        Kind::Str(s) if is_encrypted(s) => match keys.open(s) {
+            Ok(clear) => {
+                opened.insert(s.clone(), clear);
+            }
+            Err(e) => out.push(Diagnostic::new(&node.at, format!("cannot decrypt this value: {e}")).path(&path)),
+        },
+        Kind::Map(map) => {
+            for (key, member) in map {
+                open_sealed(&member.value, path.key(key), keys, opened, out);
+            }
+        }
+        Kind::Seq(items) => {
+            for (index, item) in items.iter().enumerate() {
+                open_sealed(item, path.join(Step::Index(index)), keys, opened, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// An overlay must name a known service and may not rename it.
@@ -449,14 +495,18 @@ impl AppSchemas {
 
 /// Checks a service's configuration values against the application's schema. Works on the
 /// merged tree, so the values are checked even when another part of the service is invalid.
+/// Checks the service's `config.values` against the application's schema; with the values
+/// `opened`, the encrypted ones are checked decrypted.
 fn check_app_config(
     merged: &Node,
     merged_json: &Value,
-    tree: &dyn Tree,
-    limits: Limits,
-    schemas: &AppSchemas,
+    opened: Option<&BTreeMap<String, Secret>>,
+    context: &Context,
     out: &mut Vec<Diagnostic>,
 ) -> Result<(), SourceError> {
+    let Context {
+        tree, limits, schemas, ..
+    } = *context;
     let Some(config) = merged.get("config") else {
         return Ok(());
     };
@@ -476,7 +526,15 @@ fn check_app_config(
             let no_values = Value::Object(serde_json::Map::new());
             let values = merged_json.pointer("/config/values").unwrap_or(&no_values);
             let before = out.len();
-            schema.check(values_node, values, out);
+            match opened {
+                Some(opened) => {
+                    let mut decrypted = values.clone();
+                    substitute(&mut decrypted, opened);
+                    let clear: Vec<&str> = opened.values().map(Secret::expose).collect();
+                    schema.check_decrypted(values_node, &decrypted, &clear, out);
+                }
+                None => schema.check(values_node, values, out),
+            }
             for d in &mut out[before..] {
                 let inner = d.path.take().unwrap_or_default();
                 d.path = Some(format!("{values_path}{}", inner.trim_start_matches('$')));
@@ -487,6 +545,20 @@ fn check_app_config(
         }
     }
     Ok(())
+}
+
+/// Every encrypted string in `value` that `opened` holds replaced by its clear value.
+fn substitute(value: &mut Value, opened: &BTreeMap<String, Secret>) {
+    match value {
+        Value::String(s) => {
+            if let Some(clear) = opened.get(s.as_str()) {
+                *s = clear.expose().to_owned();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| substitute(v, opened)),
+        Value::Object(map) => map.values_mut().for_each(|v| substitute(v, opened)),
+        _ => {}
+    }
 }
 
 fn load_app_schema(tree: &dyn Tree, path: &str, limits: Limits) -> Result<Result<Arc<Schema>, String>, SourceError> {

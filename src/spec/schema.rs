@@ -77,6 +77,17 @@ impl Schema {
     /// at the line that wrote the offending value. Encrypted values are skipped: they are only
     /// checked once decrypted.
     pub fn check(&self, node: &Node, json: &Value, out: &mut Vec<Diagnostic>) {
+        self.check_with(node, json, None, out);
+    }
+
+    /// Checks `node` as [`Schema::check`] does, where `json` holds the encrypted values of
+    /// `node` decrypted (`clear`): their problems are reported without them — a problem at an
+    /// encrypted value names the keyword it fails, and no message shows a clear value.
+    pub fn check_decrypted(&self, node: &Node, json: &Value, clear: &[&str], out: &mut Vec<Diagnostic>) {
+        self.check_with(node, json, Some(clear), out);
+    }
+
+    fn check_with(&self, node: &Node, json: &Value, clear: Option<&[&str]>, out: &mut Vec<Diagnostic>) {
         // Most documents are valid: the boolean check is several times cheaper than collecting
         // errors, which is only worth doing when there are some.
         if self.validator.is_valid(json) {
@@ -85,10 +96,22 @@ impl Schema {
         for error in self.validator.iter_errors(json) {
             let mut findings = Vec::new();
             explain(&error, &mut findings);
-            for f in findings {
+            for mut f in findings {
                 let (found, key_at) = node.locate(&f.path.0);
                 if matches!(&found.kind, Kind::Str(s) if is_encrypted(s)) {
-                    continue;
+                    if clear.is_none() {
+                        continue;
+                    }
+                    f.message = format!(
+                        "the decrypted value does not satisfy the schema's `{}` (it is not shown)",
+                        error.kind().keyword()
+                    );
+                    f.hint = None;
+                    f.misspelt = None;
+                }
+                for value in clear.unwrap_or_default().iter().filter(|v| !v.is_empty()) {
+                    f.message = f.message.replace(value, "<decrypted>");
+                    f.hint = f.hint.map(|h| h.replace(value, "<decrypted>"));
                 }
                 // A collection starts at its first member; its key's line reads better.
                 let collection = matches!(found.kind, Kind::Map(_) | Kind::Seq(_));

@@ -55,8 +55,10 @@ pub struct LiveSlot {
 /// Why a service's workload cannot be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    /// A value is still encrypted; decryption is not available yet.
-    #[error("service `{service}`: the value of `{variable}` is encrypted, and this plumb cannot decrypt it yet")]
+    /// A value is still encrypted: the commit was rendered without the identities to open it.
+    #[error(
+        "service `{service}`: the value of `{variable}` is encrypted and was not decrypted (only an agent given the identities opens it)"
+    )]
     Encrypted {
         /// The service.
         service: String,
@@ -76,21 +78,38 @@ pub enum WorkloadError {
     },
 }
 
-/// The variables `service` declares, refused while one is still encrypted.
+/// The variables `service` declares, encrypted ones in clear; refused while one is sealed.
 pub fn variables(service: &Service) -> Result<Vec<(String, String)>, WorkloadError> {
     service
         .env
         .iter()
         .map(|variable| {
-            if is_encrypted(&variable.value.0) {
-                return Err(WorkloadError::Encrypted {
+            let value = &variable.value.0;
+            if !is_encrypted(value) {
+                return Ok((variable.name.clone(), value.clone()));
+            }
+            match service.opened.get(value) {
+                Some(clear) => Ok((variable.name.clone(), clear.expose().to_owned())),
+                None => Err(WorkloadError::Encrypted {
                     service: service.name.as_str().to_owned(),
                     variable: variable.name.clone(),
-                });
+                }),
             }
-            Ok((variable.name.clone(), variable.value.0.clone()))
         })
         .collect()
+}
+
+/// Whether `service`'s variable `name` is written encrypted (its clear value is a secret).
+pub fn is_secret_variable(service: &Service, name: &str) -> bool {
+    service.env.iter().any(|v| v.name == name && is_encrypted(&v.value.0))
+}
+
+/// Whether `service`'s configuration file holds encrypted values (its clear text is a secret).
+pub fn config_is_secret(service: &Service) -> bool {
+    service
+        .config
+        .as_ref()
+        .is_some_and(|c| first_encrypted(&serde_json::Value::Object(c.values.clone()), "").is_some())
 }
 
 /// Writes `service`'s configuration file, rendered, into `dir`; returns its path, `None` when
@@ -100,7 +119,12 @@ pub fn write_config(service: &Service, dir: &std::path::Path) -> Result<Option<P
         return Ok(None);
     };
     let path = dir.join(file);
-    write_atomically(&path, &text).map_err(|source| WorkloadError::Config {
+    let write = if config_is_secret(service) {
+        write_privately
+    } else {
+        write_atomically
+    };
+    write(&path, &text).map_err(|source| WorkloadError::Config {
         service: service.name.as_str().to_owned(),
         path: path.clone(),
         source,
@@ -114,8 +138,8 @@ pub fn config_file(service: &Service) -> Result<Option<(String, String)>, Worklo
     let Some(config) = &service.config else {
         return Ok(None);
     };
-    let values = serde_json::Value::Object(config.values.clone());
-    if let Some(path) = first_encrypted(&values, "config.values") {
+    let mut values = serde_json::Value::Object(config.values.clone());
+    if let Err(path) = open(&mut values, "config.values", service) {
         return Err(WorkloadError::Encrypted {
             service: service.name.as_str().to_owned(),
             variable: path,
@@ -129,6 +153,28 @@ pub fn config_file(service: &Service) -> Result<Option<(String, String)>, Worklo
         ConfigFormat::Yaml => crate::cli::emit::yaml(&values),
     };
     Ok(Some((config.file.clone(), text)))
+}
+
+/// Every encrypted string in `value` replaced by its clear value; the path of the first one
+/// `service` holds no clear value for.
+fn open(value: &mut serde_json::Value, at: &str, service: &Service) -> Result<(), String> {
+    match value {
+        serde_json::Value::String(s) if is_encrypted(s) => match service.opened.get(s) {
+            Some(clear) => {
+                *s = clear.expose().to_owned();
+                Ok(())
+            }
+            None => Err(at.to_owned()),
+        },
+        serde_json::Value::Object(map) => map
+            .iter_mut()
+            .try_for_each(|(k, v)| open(v, &format!("{at}.{k}"), service)),
+        serde_json::Value::Array(items) => items
+            .iter_mut()
+            .enumerate()
+            .try_for_each(|(i, v)| open(v, &format!("{at}[{i}]"), service)),
+        _ => Ok(()),
+    }
 }
 
 /// The path of the first encrypted string in `value`.
@@ -168,6 +214,26 @@ pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<(
     }
     let temporary = path.with_extension("plumb-tmp");
     std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path)
+}
+
+/// Writes `text` to `path` as [`write_atomically`] does, readable by its owner alone: a file
+/// holding decrypted values.
+pub fn write_privately(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let temporary = path.with_extension("plumb-tmp");
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(text.as_bytes())?;
+    drop(file);
     std::fs::rename(&temporary, path)
 }
 

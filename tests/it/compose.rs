@@ -674,3 +674,74 @@ async fn an_engine_over_tcp_needs_its_tls_client_certificate() {
     assert_eq!(containers(project, "web").len(), 2);
     clean(project);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypted_values_reach_the_container_and_its_file_is_private() {
+    let image = example_image();
+    let project = "csealed";
+    clean(project);
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let state = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let identity = keys.path().join("agent.key");
+    let (secret_key, recipient) = plumb::spec::sealed::generate();
+    std::fs::write(&identity, format!("{}\n", secret_key.expose())).unwrap();
+    let token = format!("tok-{}", fastrand::u64(..));
+    let password = format!("pw-{}", fastrand::u64(..));
+    let seal = |clear: &str| plumb::spec::sealed::seal(std::slice::from_ref(&recipient), clear).unwrap();
+    let config = format!(
+        "config:\n  file: app.json\n  values: {{password: {:?}}}\n",
+        seal(&password)
+    );
+    let sealed_token = seal(&token);
+    let env = [("API_TOKEN", sealed_token.as_str())];
+    Web {
+        image: Some((image, crate::docker::host())),
+        environment: project,
+        extra: &config,
+        env: &env,
+        ..Web::new(port, "r1", "recreate: {}")
+    }
+    .write(&upstream);
+    let first = upstream.commit_signed("web r1 with secrets", &alice);
+    let mut settings = Settings {
+        heal_every: Duration::from_secs(3600),
+        ..agent_settings(&upstream, &root, state.path())
+    };
+    settings.repositories[0].keys = std::sync::Arc::new(plumb::spec::sealed::Keyring::read(&[identity]).unwrap());
+    let agent = Running::start(settings).await;
+    assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
+    assert!(serves(addr, "r1").await);
+
+    // The container reads its file decrypted (bind-mounted from a file only its owner reads),
+    // and has its variable, which the engine keeps in the container's configuration.
+    let shown = crate::http::get(addr, "/config").await.body;
+    assert!(shown.contains(&password), "{shown}");
+    for container in containers(project, "web") {
+        let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &container]);
+        assert!(env.contains(&format!("API_TOKEN={token}")), "{env}");
+    }
+    let mut files = vec![state.path().to_owned()];
+    while let Some(dir) = files.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            let holds = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
+            assert!(!holds(&token), "{} holds a variable", path.display());
+            if holds(&password) {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+            }
+        }
+    }
+    agent.stop().await;
+    clean(project);
+}

@@ -74,7 +74,7 @@ fn a_pull_request_diff_calls_out_images_strategies_and_config_keys() {
         )
         .edit(
             "environments/production.yaml",
-            "ENC[age,YWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSBwcm9kdWN0aW9u]",
+            &sealed_in(&repo, "environments/production.yaml"),
             "ENC[age,cm90YXRlZCBwcm9kdWN0aW9uIHBhc3N3b3Jk]",
         )
         .edit(
@@ -94,4 +94,12 @@ fn a_pull_request_diff_calls_out_images_strategies_and_config_keys() {
     let same = plumb(&["diff", "--repo", dir, "--from", "HEAD", "--to", "HEAD"]);
     assert_eq!(same.code, 0, "{}", same.stdout);
     assert!(same.stdout.contains("production: no change"));
+}
+
+/// The encrypted value (`ENC[…]`) `file` of `repo` holds.
+fn sealed_in(repo: &TestRepo, file: &str) -> String {
+    let text = std::fs::read_to_string(repo.path().join(file)).unwrap();
+    let start = text.find("ENC[").unwrap();
+    let end = start + text[start..].find(']').unwrap() + 1;
+    text[start..end].to_owned()
 }

@@ -327,5 +327,6 @@ pub fn repository_settings(name: &str, repo: &TestRepo, root: &str) -> plumb::ag
         environments: None,
         webhook: None,
         ca_file: None,
+        keys: std::sync::Arc::default(),
     }
 }

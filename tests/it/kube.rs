@@ -770,7 +770,7 @@ async fn a_configuration_file_travels_in_a_config_map_and_hand_edits_are_undone(
         "-o",
         "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"PLUMB_CONFIG\")].value} {.spec.template.spec.volumes[0].configMap.name}",
     ]);
-    assert_eq!(mounted, "/plumb/config/app.json web-blue-config");
+    assert_eq!(mounted, "/etc/plumb/config/app.json web-blue-config");
 
     // Edited by hand: drift, put back.
     kubectl(&[
@@ -1055,6 +1055,165 @@ async fn plain_manifests_are_applied_healed_pruned_and_checked() {
     );
     assert_eq!(settings("{.data.greeting}"), "bonjour");
 
+    agent.stop().await;
+    kubelet.stop().await;
+}
+
+/// The values of Secret `name` in `namespace`, decoded, by key (empty when there is none).
+fn secret_data(namespace: &str, name: &str) -> std::collections::BTreeMap<String, String> {
+    use base64::Engine;
+    let json = kubectl(&["-n", namespace, "get", "secrets", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let Some(secret) = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["metadata"]["name"] == name)
+    else {
+        return Default::default();
+    };
+    secret["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap();
+            (k.clone(), String::from_utf8(bytes).unwrap())
+        })
+        .collect()
+}
+
+/// The names of the Secrets of service `web` in `namespace`.
+fn web_secrets(namespace: &str) -> String {
+    kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "secrets",
+        "-l",
+        "app.kubernetes.io/name=web",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypted_values_travel_in_a_secret_and_nowhere_else() {
+    let namespace = "ksecret";
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let kubelet = Kubelet::play(namespace);
+    let state = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let identity = keys.path().join("agent.key");
+    let (secret_key, recipient) = plumb::spec::sealed::generate();
+    std::fs::write(&identity, format!("{}\n", secret_key.expose())).unwrap();
+    let token = format!("tok-{}", fastrand::u64(..));
+    let password = format!("pw-{}", fastrand::u64(..));
+    let seal = |clear: &str| plumb::spec::sealed::seal(std::slice::from_ref(&recipient), clear).unwrap();
+    let with_secrets = |release: &str| {
+        let config = format!(
+            "migration:\n  command: [/plumb, migrate]\n  timeout: 30s\nconfig:\n  file: conf/app.json\n  values: {{user: app, password: {:?}}}\n",
+            seal(&password)
+        );
+        write(
+            &upstream,
+            namespace,
+            release,
+            "blueGreen: {keepOldVersion: 0s}",
+            true,
+            &config,
+        );
+        upstream.edit(
+            "services/web.yaml",
+            "  - {name: EXAMPLE_HEALTH, value: ok}\n",
+            &format!(
+                "  - {{name: EXAMPLE_HEALTH, value: ok}}\n  - {{name: API_TOKEN, value: {:?}}}\n",
+                seal(&token)
+            ),
+        );
+    };
+    with_secrets("r1");
+    let first = upstream.commit_signed("web r1 with secrets", &alice);
+    let mut settings = Settings {
+        heal_every: Duration::from_millis(500),
+        ..agent_settings(&upstream, &root, state.path())
+    };
+    settings.repositories[0].keys = std::sync::Arc::new(plumb::spec::sealed::Keyring::read(&[identity]).unwrap());
+    let agent = Running::start(settings).await;
+    assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
+
+    // The slot's Secret holds the variable and the configuration file; the Deployment refers to
+    // them; no ConfigMap, Deployment or Job left behind holds a clear value.
+    let data = secret_data(namespace, "web-blue-secrets");
+    assert_eq!(data.get("API_TOKEN"), Some(&token));
+    assert!(
+        data.get("plumb-config").is_some_and(|c| c.contains(&password)),
+        "{:?}",
+        data.keys()
+    );
+    let deployment = kubectl(&["-n", namespace, "get", "deployment", "web-blue", "-o", "json"]);
+    assert!(!deployment.contains(&token) && !deployment.contains(&password));
+    let reference = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "deployment",
+        "web-blue",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"API_TOKEN\")].valueFrom.secretKeyRef.name} {.spec.template.spec.volumes[0].secret.secretName} {.spec.template.spec.volumes[0].secret.items[0].path}",
+    ]);
+    assert_eq!(reference, "web-blue-secrets web-blue-secrets app.json");
+    let everything = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "configmaps,deployments,jobs,services",
+        "-o",
+        "json",
+    ]);
+    assert!(!everything.contains(&token) && !everything.contains(&password));
+    assert_eq!(
+        web_secrets(namespace),
+        "web-blue-secrets",
+        "the migration's Secret went with its Job"
+    );
+
+    // The file edited by hand in the Secret: drift, put back.
+    kubectl(&[
+        "-n",
+        namespace,
+        "patch",
+        "secret",
+        "web-blue-secrets",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"stringData":{"plumb-config":"{\"password\": \"hacked\"}"}}"#,
+    ]);
+    let restored = eventually(Duration::from_secs(60), || async {
+        let names = web_secrets(namespace);
+        let files: Vec<String> = names
+            .split_whitespace()
+            .filter_map(|n| secret_data(namespace, n).remove("plumb-config"))
+            .collect();
+        (!files.is_empty() && files.iter().all(|f| f.contains(&password))).then_some(())
+    })
+    .await;
+    assert!(restored.is_some(), "the hand edit is undone");
+
+    // A version without encrypted values leaves no Secret behind.
+    write(&upstream, namespace, "r2", "blueGreen: {keepOldVersion: 0s}", true, "");
+    let second = upstream.commit_signed("web r2, no secrets", &alice);
+    agent.push();
+    assert!(succeeds(state.path(), namespace, &second).await);
+    let gone = eventually(Duration::from_secs(30), || async {
+        web_secrets(namespace).is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "left: {}", web_secrets(namespace));
     agent.stop().await;
     kubelet.stop().await;
 }

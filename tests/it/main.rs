@@ -26,6 +26,7 @@ mod prometheus;
 mod reconcile;
 mod router;
 mod schemas;
+mod sealed;
 mod servers;
 mod smart_http;
 mod source;

@@ -69,6 +69,11 @@ pub struct Service {
     /// Services that must be deployed and healthy first.
     #[serde(default)]
     pub depends_on: Vec<Name>,
+    /// The clear values of its encrypted values, opened by the agent when it rendered the
+    /// commit; never serialized.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub opened: crate::spec::sealed::Opened,
     /// Labels added to everything plumb creates for the service.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,

@@ -36,7 +36,7 @@ const CONFIG: &str = "plumb.config";
 pub const JOB: &str = "plumb.job";
 
 /// Where a container reads its configuration file.
-const CONFIG_DIR: &str = "/plumb/config";
+const CONFIG_DIR: &str = "/etc/plumb/config";
 
 /// A declared port: its name, the stable port (the router's), the container's own, and where
 /// a replica publishes it on loopback.

@@ -27,6 +27,7 @@ impl KubernetesRuntime {
             "Deployment" => Kind::Deployment,
             "Service" => Kind::Service,
             "ConfigMap" => Kind::ConfigMap,
+            "Secret" => Kind::Secret,
             _ => return,
         };
         if let Some(watched) = &self.watched {

@@ -151,7 +151,7 @@ async fn a_failing_list_is_an_error_never_an_empty_observation() {
 }
 
 #[tokio::test]
-async fn retiring_a_slot_scales_it_to_zero_and_one_already_gone_is_done() {
+async fn retiring_a_slot_scales_it_to_zero_deletes_its_config_and_secret_and_one_already_gone_is_done() {
     let (runtime, handle) = runtime(false);
     let server = tokio::spawn(serve(
         handle,
@@ -172,6 +172,15 @@ async fn retiring_a_slot_scales_it_to_zero_and_one_already_gone_is_done() {
                     StatusCode::NOT_FOUND,
                     "NotFound",
                     "configmaps \"web-green-config\" not found",
+                ),
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/shop/secrets/web-green-secrets?",
+                status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "secrets \"web-green-secrets\" not found",
                 ),
             ),
         ],

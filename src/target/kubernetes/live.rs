@@ -1,6 +1,7 @@
 //! What runs, read from the environment's objects: a slot per Deployment (by its service and
 //! slot labels), its version from `plumb.dev/version`, its replicas ready or not, its weight from
-//! its Service's `plumb.dev/weights`, its configuration file digested as its ConfigMap holds it.
+//! its Service's `plumb.dev/weights`, its configuration file digested as its ConfigMap holds it
+//! (or its Secret, for a file holding decrypted values).
 
 use std::collections::BTreeMap;
 
@@ -15,15 +16,30 @@ pub fn of(snapshot: Snapshot) -> BTreeMap<String, BTreeMap<Slot, LiveSlot>> {
         deployments,
         services,
         config_maps,
+        secrets,
     } = snapshot;
     // The configuration files as they are now in the cluster: edited by hand, they differ.
-    let configs: BTreeMap<String, String> = config_maps
+    let mut configs: BTreeMap<String, String> = config_maps
         .into_iter()
         .filter_map(|map| {
             let text = map.data?.into_values().next()?;
             Some((map.metadata.name?, digest(text.as_bytes())))
         })
         .collect();
+    // A file holding decrypted values is in the slot's Secret, already digested.
+    for secret in secrets {
+        let labels = secret.metadata.labels.unwrap_or_default();
+        let (Some(service), Some(slot)) = (
+            labels.get(SERVICE),
+            labels.get(SLOT).map(String::as_str).and_then(slot_named),
+        ) else {
+            continue;
+        };
+        if let Some(digested) = secret.data.and_then(|mut d| d.remove(objects::CONFIG_KEY)) {
+            let text = String::from_utf8_lossy(&digested.0).into_owned();
+            configs.insert(objects::config_map_name(service, slot), text);
+        }
+    }
     let weights: BTreeMap<String, Vec<(Slot, u32)>> = services
         .iter()
         .filter_map(|s| {
@@ -38,10 +54,8 @@ pub fn of(snapshot: Snapshot) -> BTreeMap<String, BTreeMap<Slot, LiveSlot>> {
         let (Some(service), Some(slot)) = (labels.get(SERVICE), labels.get(SLOT)) else {
             continue;
         };
-        let slot = match slot.as_str() {
-            "blue" => Slot::Blue,
-            "green" => Slot::Green,
-            _ => continue,
+        let Some(slot) = slot_named(slot) else {
+            continue;
         };
         let version = deployment
             .metadata
@@ -80,4 +94,12 @@ pub fn of(snapshot: Snapshot) -> BTreeMap<String, BTreeMap<Slot, LiveSlot>> {
         );
     }
     live
+}
+/// The slot a `plumb.dev/slot` label names.
+fn slot_named(label: &str) -> Option<Slot> {
+    match label {
+        "blue" => Some(Slot::Blue),
+        "green" => Some(Slot::Green),
+        _ => None,
+    }
 }

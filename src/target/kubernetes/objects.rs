@@ -1,14 +1,15 @@
 //! The objects plumb applies for a service, as server-side apply documents holding only the
 //! fields plumb owns: a Deployment per slot, the Service whose selector moves traffic, a Job per
-//! migration. Labels say who owns what; a `protocol` is stated on every port (1.20 servers
-//! require it).
+//! migration, a ConfigMap for a slot's configuration file and a Secret for its decrypted
+//! values (variables by reference, and the configuration file when it holds any). Labels say
+//! who owns what; a `protocol` is stated on every port (1.20 servers require it).
 
 use serde_json::{Value, json};
 
 use crate::spec::model::Service;
 use crate::spec::model::environment::GatewayRef;
 use crate::spec::model::service::Strategy;
-use crate::target::workload::Slot;
+use crate::target::workload::{Slot, config_is_secret, digest, is_secret_variable};
 
 /// The label every object plumb manages carries, with the environment as value.
 pub const ENVIRONMENT: &str = "plumb.dev/environment";
@@ -23,11 +24,70 @@ pub const COMMIT: &str = "plumb.dev/commit";
 /// The weights last routed, on the Service (annotation): `blue=100,green=0`.
 pub const WEIGHTS: &str = "plumb.dev/weights";
 /// Where a replica reads its configuration file.
-const CONFIG_DIR: &str = "/plumb/config";
+const CONFIG_DIR: &str = "/etc/plumb/config";
 
 /// The ConfigMap holding the configuration file of `service`'s `slot`.
 pub fn config_map_name(service: &str, slot: Slot) -> String {
     format!("{service}-{}-config", slot.name())
+}
+
+/// The Secret holding the decrypted values of `service`'s `slot`.
+pub fn secret_name(service: &str, slot: Slot) -> String {
+    format!("{service}-{}-secrets", slot.name())
+}
+
+/// The key of a Secret holding the slot's configuration file (not a variable's name, which
+/// has no dash).
+pub const CONFIG_KEY: &str = "plumb-config";
+
+/// What goes in the Secret of a workload of `service` whose variables are `env` and whose
+/// configuration file is `config`: the variables written encrypted, and the file when it
+/// holds encrypted values. Empty when the service has none.
+pub fn secret_data(service: &Service, env: &[(String, String)], config: Option<&str>) -> Vec<(String, String)> {
+    let mut data: Vec<(String, String)> = env
+        .iter()
+        .filter(|(name, _)| is_secret_variable(service, name))
+        .cloned()
+        .collect();
+    if let Some(text) = config.filter(|_| config_is_secret(service)) {
+        data.push((CONFIG_KEY.to_owned(), text.to_owned()));
+    }
+    data
+}
+
+/// Secret `name` of `service` (of `slot`, for a Deployment's) holding `data`.
+pub fn secret(
+    environment: &str,
+    service: &Service,
+    name: &str,
+    slot: Option<Slot>,
+    data: &[(String, String)],
+) -> Value {
+    use base64::Engine;
+    let mut labels = labels(environment, service);
+    if let Some(slot) = slot {
+        labels.insert(SLOT.to_owned(), json!(slot.name()));
+    }
+    let data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(base64::engine::general_purpose::STANDARD.encode(v))))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "labels": labels},
+        "type": "Opaque",
+        "data": data,
+    })
+}
+
+/// A Secret as plumb keeps it in memory: each value replaced by its digest, which is all that
+/// observing compares.
+pub fn digest_secret(secret: &mut k8s_openapi::api::core::v1::Secret) {
+    for value in secret.data.iter_mut().flat_map(|d| d.values_mut()) {
+        value.0 = digest(&value.0).into_bytes();
+    }
+    secret.string_data = None;
 }
 
 /// The ConfigMap of `service`'s `slot` holding its configuration file `key` with `text`.
@@ -60,14 +120,24 @@ fn labels(environment: &str, service: &Service) -> serde_json::Map<String, Value
     labels
 }
 
-/// The container of `service`, with `env` as its variables.
-fn container(service: &Service, env: &[(String, String)]) -> Value {
+/// The container of `service`, with `env` as its variables; those written encrypted are read
+/// from Secret `secrets`.
+fn container(service: &Service, env: &[(String, String)], secrets: &str) -> Value {
     let ports: Vec<Value> = service
         .ports
         .iter()
         .map(|p| json!({"name": p.name.as_str(), "containerPort": p.target_port.unwrap_or(p.port), "protocol": "TCP"}))
         .collect();
-    let mut env: Vec<Value> = env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
+    let mut env: Vec<Value> = env
+        .iter()
+        .map(|(k, v)| {
+            if is_secret_variable(service, k) {
+                json!({"name": k, "valueFrom": {"secretKeyRef": {"name": secrets, "key": k}}})
+            } else {
+                json!({"name": k, "value": v})
+            }
+        })
+        .collect();
     if let Some(first) = service.ports.first() {
         env.push(json!({"name": "PORT", "value": first.target_port.unwrap_or(first.port).to_string()}));
     }
@@ -84,7 +154,8 @@ fn container(service: &Service, env: &[(String, String)]) -> Value {
 }
 
 /// The Deployment of `version` of `service` in `slot`, from `commit`; with `config`, its
-/// ConfigMap's key is mounted read-only under `/plumb/config` and named by `PLUMB_CONFIG`.
+/// ConfigMap's key (or, when the file holds decrypted values, its Secret's) is mounted
+/// read-only under `/etc/plumb/config` and named by `PLUMB_CONFIG`.
 pub fn deployment(
     environment: &str,
     service: &Service,
@@ -101,10 +172,20 @@ pub fn deployment(
     if let Some(key) = config {
         env.push(("PLUMB_CONFIG".to_owned(), format!("{CONFIG_DIR}/{key}")));
     }
-    let mut pod = json!({"containers": [container(service, &env)]});
-    if config.is_some() {
-        pod["volumes"] =
-            json!([{"name": "config", "configMap": {"name": config_map_name(service.name.as_str(), slot)}}]);
+    let secrets = secret_name(service.name.as_str(), slot);
+    let mut pod = json!({"containers": [container(service, &env, &secrets)]});
+    if let Some(key) = config {
+        let source = if config_is_secret(service) {
+            json!({"secret": {"secretName": secrets, "items": [{"key": CONFIG_KEY, "path": key}]}})
+        } else {
+            json!({"configMap": {"name": config_map_name(service.name.as_str(), slot)}})
+        };
+        let mut volume = json!({"name": "config"});
+        volume
+            .as_object_mut()
+            .expect("an object")
+            .extend(source.as_object().expect("an object").clone());
+        pod["volumes"] = json!([volume]);
         pod["containers"][0]["volumeMounts"] = json!([{"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}]);
     }
     let mut annotations = json!({VERSION: version});
@@ -211,7 +292,8 @@ pub fn backend_refs(service: &str, port: u16, weights: &[(Slot, u32)]) -> Value 
         .collect()
 }
 
-/// The Job running `command` of `service` once, within `deadline` seconds.
+/// The Job running `command` of `service` once, within `deadline` seconds; the variables
+/// written encrypted are read from the Secret of its name.
 pub fn job(
     environment: &str,
     service: &Service,
@@ -220,7 +302,7 @@ pub fn job(
     deadline: u64,
     env: &[(String, String)],
 ) -> Value {
-    let mut container = container(service, env);
+    let mut container = container(service, env, name);
     container["command"] = json!(command);
     json!({
         "apiVersion": "batch/v1",

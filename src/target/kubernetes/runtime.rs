@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service as KubeService};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service as KubeService};
 use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -19,7 +19,7 @@ use super::objects::{self, ENVIRONMENT, SERVICE, SLOT, WEIGHTS, deployment_name}
 use super::watch::{Snapshot, Watched};
 use crate::spec::model::Service;
 use crate::spec::model::environment::{GatewayRef, KubernetesTarget};
-use crate::target::workload::{LiveSlot, Slot, WorkloadError, config_file, variables};
+use crate::target::workload::{LiveSlot, Slot, WorkloadError, config_file, config_is_secret, variables};
 
 /// The field manager plumb applies as.
 pub(super) const MANAGER: &str = "plumb";
@@ -185,6 +185,39 @@ impl KubernetesRuntime {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    pub(super) fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Applies Secret `name` of `service` holding `data`, or deletes it when there is none: a
+    /// version without decrypted values leaves none behind.
+    async fn apply_secret(
+        &self,
+        service: &Service,
+        name: &str,
+        slot: Option<Slot>,
+        data: &[(String, String)],
+    ) -> Result<(), KubernetesError> {
+        if data.is_empty() {
+            return self.delete(&self.secrets(), name, "secret").await;
+        }
+        let document = objects::secret(&self.environment, service, name, slot, data);
+        self.apply(&self.secrets(), name, document, &format!("applying secret `{name}`"))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes object `name` (a `what`) if it is there.
+    async fn delete<K>(&self, api: &Api<K>, name: &str, what: &str) -> Result<(), KubernetesError>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let deleted = api.delete(name, &DeleteParams::background()).await;
+        ignore_not_found(deleted, format!("deleting {what} `{name}`"))?;
+        self.wrote(&K::kind(&()), name, None);
+        Ok(())
+    }
+
     /// The variables of `service`.
     fn env(&self, service: &Service) -> Result<Vec<(String, String)>, KubernetesError> {
         let mut env = variables(service)?;
@@ -207,16 +240,25 @@ impl KubernetesRuntime {
         let mut env = self.env(service)?;
         env.push(("PLUMB_SLOT".to_owned(), slot.name().to_owned()));
         env.push(("PLUMB_VERSION".to_owned(), version.to_owned()));
-        // The configuration file goes in the slot's ConfigMap, applied before the pods need it.
+        // The configuration file goes in the slot's ConfigMap, the decrypted values in its
+        // Secret (the file too, when it holds any), applied before the pods need them.
         let config = config_file(service)?;
         let key = config
             .as_ref()
             .map(|(file, _)| file.rsplit('/').next().unwrap_or(file).to_owned());
-        if let (Some((_, text)), Some(key)) = (&config, &key) {
-            let map_name = objects::config_map_name(service.name.as_str(), slot);
-            let document = objects::config_map(&self.environment, service, slot, key, text);
-            let what = format!("applying config map `{map_name}`");
-            self.apply(&self.config_maps(), &map_name, document, &what).await?;
+        let secret_data = objects::secret_data(service, &env, config.as_ref().map(|(_, text)| text.as_str()));
+        let secret_name = objects::secret_name(service.name.as_str(), slot);
+        self.apply_secret(service, &secret_name, Some(slot), &secret_data)
+            .await?;
+        let map_name = objects::config_map_name(service.name.as_str(), slot);
+        match (&config, &key) {
+            (Some((_, text)), Some(key)) if !config_is_secret(service) => {
+                let document = objects::config_map(&self.environment, service, slot, key, text);
+                let what = format!("applying config map `{map_name}`");
+                self.apply(&self.config_maps(), &map_name, document, &what).await?;
+            }
+            // No file, or one in the Secret: a ConfigMap of an earlier version goes.
+            _ => self.delete(&self.config_maps(), &map_name, "config map").await?,
         }
         let document = objects::deployment(&self.environment, service, slot, version, commit, &env, key.as_deref());
         let what = format!("applying deployment `{name}`");
@@ -355,8 +397,9 @@ impl KubernetesRuntime {
 
     /// Scales `service`'s `slot` to zero, keeping its Deployment (and the ReplicaSets of its
     /// history) for a quick way back; observing no longer counts a slot without replicas and
-    /// without traffic. Its ConfigMap goes: the next version in the slot brings its own, and
-    /// a hand edit left in it would come back as a conflict then.
+    /// without traffic. Its ConfigMap and Secret go: the next version in the slot brings its
+    /// own, and a hand edit left in them would come back as a conflict then; no decrypted value
+    /// outlives the version that needs it.
     pub async fn retire(&self, service: &str, slot: Slot) -> Result<(), KubernetesError> {
         let name = deployment_name(service, slot);
         match self.set_replicas(&name, 0).await {
@@ -364,23 +407,21 @@ impl KubernetesRuntime {
             done => done?,
         }
         let map_name = objects::config_map_name(service, slot);
-        let deleted = self.config_maps().delete(&map_name, &DeleteParams::background()).await;
-        ignore_not_found(deleted, format!("deleting config map `{map_name}`"))?;
-        self.wrote("ConfigMap", &map_name, None);
-        Ok(())
+        self.delete(&self.config_maps(), &map_name, "config map").await?;
+        let secret_name = objects::secret_name(service, slot);
+        self.delete(&self.secrets(), &secret_name, "secret").await
     }
 
-    /// Deletes everything of `service`: both slots' Deployments and ConfigMaps, and its Service.
+    /// Deletes everything of `service`: both slots' Deployments, ConfigMaps and Secrets, and
+    /// its Service.
     pub async fn remove(&self, service: &str) -> Result<(), KubernetesError> {
         for slot in [Slot::Blue, Slot::Green] {
             let name = deployment_name(service, slot);
-            let deleted = self.deployments().delete(&name, &DeleteParams::background()).await;
-            ignore_not_found(deleted, format!("deleting deployment `{name}`"))?;
-            self.wrote("Deployment", &name, None);
+            self.delete(&self.deployments(), &name, "deployment").await?;
             let map_name = objects::config_map_name(service, slot);
-            let deleted = self.config_maps().delete(&map_name, &DeleteParams::background()).await;
-            ignore_not_found(deleted, format!("deleting config map `{map_name}`"))?;
-            self.wrote("ConfigMap", &map_name, None);
+            self.delete(&self.config_maps(), &map_name, "config map").await?;
+            let secret_name = objects::secret_name(service, slot);
+            self.delete(&self.secrets(), &secret_name, "secret").await?;
         }
         let deleted = self.services().delete(service, &DeleteParams::background()).await;
         ignore_not_found(deleted, format!("deleting service `{service}`"))?;
@@ -410,6 +451,8 @@ impl KubernetesRuntime {
         while jobs.get_opt(&name).await.ok().flatten().is_some() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let secret_data = objects::secret_data(service, &env, None);
+        self.apply_secret(service, &name, None, &secret_data).await?;
         let document = objects::job(&self.environment, service, &name, command, timeout.as_secs(), &env);
         self.apply(&jobs, &name, document, &format!("applying job `{name}`"))
             .await?;
@@ -440,6 +483,9 @@ impl KubernetesRuntime {
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         let _ = jobs.delete(&name, &DeleteParams::background()).await;
+        if !secret_data.is_empty() {
+            self.delete(&self.secrets(), &name, "secret").await?;
+        }
         outcome.map_err(|reason| KubernetesError::Job { name, reason })
     }
 
@@ -480,10 +526,17 @@ impl KubernetesRuntime {
             .list(&selector)
             .await
             .map_err(api_error("listing config maps"))?;
+        let mut secrets = self
+            .secrets()
+            .list(&selector)
+            .await
+            .map_err(api_error("listing secrets"))?;
+        secrets.items.iter_mut().for_each(objects::digest_secret);
         Ok(Snapshot {
             deployments: deployments.items,
             services: services.items,
             config_maps: config_maps.items,
+            secrets: secrets.items,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The environment's objects as the API server's watches report them, so observing reads a
-//! cache instead of listing: one watch per kind (Deployments, Services, ConfigMaps) on the
-//! environment's label, each listing again by itself when its watch breaks.
+//! cache instead of listing: one watch per kind (Deployments, Services, ConfigMaps, Secrets) on
+//! the environment's label, each listing again by itself when its watch breaks. A Secret is
+//! kept with each value replaced by its digest: no decrypted value stays in the cache.
 //!
 //! plumb's own writes are awaited: a read waits until every object plumb wrote has arrived at
 //! least at the version the write returned (or its deletion has), so a plan never works from a
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -33,6 +34,8 @@ pub enum Kind {
     Service,
     /// ConfigMaps.
     ConfigMap,
+    /// Secrets.
+    Secret,
 }
 
 /// The objects of one kind.
@@ -70,6 +73,7 @@ struct Cache {
     deployments: Objects<Deployment>,
     services: Objects<Service>,
     config_maps: Objects<ConfigMap>,
+    secrets: Objects<Secret>,
     /// What plumb wrote, which a read must see: the version written, `None` for a deletion.
     awaited: HashMap<(Kind, String), Option<u64>>,
 }
@@ -77,19 +81,21 @@ struct Cache {
 impl Cache {
     /// Whether a read can be served: every kind listed and every write of plumb's arrived.
     fn current(&mut self) -> bool {
-        if !(self.deployments.synced && self.services.synced && self.config_maps.synced) {
+        if !(self.deployments.synced && self.services.synced && self.config_maps.synced && self.secrets.synced) {
             return false;
         }
         let Cache {
             deployments,
             services,
             config_maps,
+            secrets,
             awaited,
         } = self;
         awaited.retain(|(kind, name), version| match kind {
             Kind::Deployment => !deployments.holds(name, *version),
             Kind::Service => !services.holds(name, *version),
             Kind::ConfigMap => !config_maps.holds(name, *version),
+            Kind::Secret => !secrets.holds(name, *version),
         });
         awaited.is_empty()
     }
@@ -109,6 +115,8 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     /// Its ConfigMaps.
     pub config_maps: Vec<ConfigMap>,
+    /// Its Secrets, each value replaced by its digest.
+    pub secrets: Vec<Secret>,
 }
 
 /// The watches of one environment; they stop when this is dropped.
@@ -151,11 +159,17 @@ impl Watched {
             |c| &mut c.services,
             |_| {},
         ));
-        tokio::spawn(follower.follow(
+        tokio::spawn(follower.clone().follow(
             Api::<ConfigMap>::namespaced(client.clone(), namespace),
             Kind::ConfigMap,
             |c| &mut c.config_maps,
             |_| {},
+        ));
+        tokio::spawn(follower.follow(
+            Api::<Secret>::namespaced(client.clone(), namespace),
+            Kind::Secret,
+            |c| &mut c.secrets,
+            super::objects::digest_secret,
         ));
         Watched {
             cache,
@@ -190,6 +204,7 @@ impl Watched {
             deployments: cache.deployments.current.values().cloned().collect(),
             services: cache.services.current.values().cloned().collect(),
             config_maps: cache.config_maps.current.values().cloned().collect(),
+            secrets: cache.secrets.current.values().cloned().collect(),
         })
         .await
     }
@@ -329,6 +344,7 @@ mod tests {
         let mut cache = Cache::default();
         cache.services.synced = true;
         cache.config_maps.synced = true;
+        cache.secrets.synced = true;
         let listed: Vec<Result<Event<Deployment>, watcher::Error>> = vec![
             Ok(Event::Init),
             Ok(Event::InitApply(deployment("web-blue", "5"))),
