@@ -14,6 +14,7 @@ use crate::agent::{Running, eventually, outcome, release, succeeds};
 use crate::docker::{docker, example_image};
 use crate::harness::{TestRepo, Web, agent_settings, trusted};
 use crate::keys::TestKey;
+use crate::sealed::{Identity, files_holding, unique};
 
 /// Waits until `addr` answers with `wanted`.
 async fn serves(addr: SocketAddr, wanted: &str) -> bool {
@@ -685,13 +686,10 @@ async fn decrypted_values_reach_the_container_and_its_file_is_private() {
     let port = crate::reconcile::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let state = tempfile::tempdir().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let identity = keys.path().join("agent.key");
-    let (secret_key, recipient) = plumb::spec::sealed::generate();
-    std::fs::write(&identity, format!("{}\n", secret_key.expose())).unwrap();
-    let token = format!("tok-{}", fastrand::u64(..));
-    let password = format!("pw-{}", fastrand::u64(..));
-    let seal = |clear: &str| plumb::spec::sealed::seal(std::slice::from_ref(&recipient), clear).unwrap();
+    let identity = Identity::new();
+    let token = unique("tok");
+    let password = unique("pw");
+    let seal = |clear: &str| identity.seal(clear);
     let config = format!(
         "config:\n  file: app.json\n  values: {{password: {:?}}}\n",
         seal(&password)
@@ -711,7 +709,7 @@ async fn decrypted_values_reach_the_container_and_its_file_is_private() {
         heal_every: Duration::from_secs(3600),
         ..agent_settings(&upstream, &root, state.path())
     };
-    settings.repositories[0].keys = std::sync::Arc::new(plumb::spec::sealed::Keyring::read(&[identity]).unwrap());
+    settings.repositories[0].keys = identity.keys();
     let agent = Running::start(settings).await;
     assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
     assert!(serves(addr, "r1").await);
@@ -724,23 +722,14 @@ async fn decrypted_values_reach_the_container_and_its_file_is_private() {
         let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &container]);
         assert!(env.contains(&format!("API_TOKEN={token}")), "{env}");
     }
-    let mut files = vec![state.path().to_owned()];
-    while let Some(dir) = files.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                files.push(path);
-                continue;
-            }
-            let bytes = std::fs::read(&path).unwrap_or_default();
-            let holds = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
-            assert!(!holds(&token), "{} holds a variable", path.display());
-            if holds(&password) {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-                assert_eq!(mode & 0o777, 0o600, "{}", path.display());
-            }
-        }
+    assert!(
+        files_holding(state.path(), &token).is_empty(),
+        "a variable is never written"
+    );
+    for file in files_holding(state.path(), &password) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
     }
     agent.stop().await;
     clean(project);

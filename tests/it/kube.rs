@@ -1106,13 +1106,10 @@ async fn decrypted_values_travel_in_a_secret_and_nowhere_else() {
     let (mut upstream, root) = trusted(&alice);
     let kubelet = Kubelet::play(namespace);
     let state = tempfile::tempdir().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let identity = keys.path().join("agent.key");
-    let (secret_key, recipient) = plumb::spec::sealed::generate();
-    std::fs::write(&identity, format!("{}\n", secret_key.expose())).unwrap();
-    let token = format!("tok-{}", fastrand::u64(..));
-    let password = format!("pw-{}", fastrand::u64(..));
-    let seal = |clear: &str| plumb::spec::sealed::seal(std::slice::from_ref(&recipient), clear).unwrap();
+    let identity = crate::sealed::Identity::new();
+    let token = crate::sealed::unique("tok");
+    let password = crate::sealed::unique("pw");
+    let seal = |clear: &str| identity.seal(clear);
     let with_secrets = |release: &str| {
         let config = format!(
             "migration:\n  command: [/plumb, migrate]\n  timeout: 30s\nconfig:\n  file: conf/app.json\n  values: {{user: app, password: {:?}}}\n",
@@ -1141,7 +1138,7 @@ async fn decrypted_values_travel_in_a_secret_and_nowhere_else() {
         heal_every: Duration::from_millis(500),
         ..agent_settings(&upstream, &root, state.path())
     };
-    settings.repositories[0].keys = std::sync::Arc::new(plumb::spec::sealed::Keyring::read(&[identity]).unwrap());
+    settings.repositories[0].keys = identity.keys();
     let agent = Running::start(settings).await;
     assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
 

@@ -17,6 +17,43 @@ use crate::agent::{Running, eventually, outcome, release};
 use crate::harness::{TestRepo, Web, agent_settings, plumb, trusted};
 use crate::keys::TestKey;
 
+/// An agent's age identity for a test, in a file of its own.
+pub struct Identity {
+    _dir: tempfile::TempDir,
+    /// The identity file.
+    pub file: std::path::PathBuf,
+    /// Its recipient.
+    pub recipient: String,
+}
+
+impl Identity {
+    /// A new identity.
+    pub fn new() -> Identity {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, recipient) = identity(dir.path(), "agent.key");
+        Identity {
+            _dir: dir,
+            file,
+            recipient,
+        }
+    }
+
+    /// `clear` sealed for it.
+    pub fn seal(&self, clear: &str) -> String {
+        sealed::seal(std::slice::from_ref(&self.recipient), clear).unwrap()
+    }
+
+    /// A keyring of it, for an agent's settings.
+    pub fn keys(&self) -> Arc<Keyring> {
+        Arc::new(Keyring::read(std::slice::from_ref(&self.file)).unwrap())
+    }
+}
+
+/// A value no test writes twice: `prefix` and a random number.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", fastrand::u64(..))
+}
+
 /// A new identity written to `dir/name` as `plumb keygen` writes it; its recipient.
 fn identity(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
     let file = dir.join(name);
@@ -46,7 +83,7 @@ fn environ_with(marker: &str) -> Vec<Vec<String>> {
 }
 
 /// The files under `dir` whose bytes hold `needle`.
-fn files_holding(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+pub fn files_holding(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(at) = stack.pop() {
