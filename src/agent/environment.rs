@@ -414,7 +414,9 @@ impl Worker {
             }),
         );
         if plan.is_empty() {
-            self.publish(|s| s.drift.clear());
+            // What is only reported (fields another manager took) stays visible as drift.
+            let reported = plan.reported();
+            self.publish(|s| s.drift = reported);
             return Ok(());
         }
         if !desired.sync.self_heal {

@@ -41,6 +41,9 @@ pub enum Action {
     /// It runs but the repository no longer declares it; the environment does not prune, so it
     /// is only reported.
     Orphan,
+    /// Another field manager changed fields plumb applies; the environment does not force, so
+    /// it is only reported (plumb's next apply would conflict, naming them).
+    Taken,
 }
 
 /// One service's part of a plan.
@@ -89,10 +92,27 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether there is nothing to change (orphans are only reported).
+    /// Whether there is nothing to change (orphans and fields taken by another manager are
+    /// only reported).
     pub fn is_empty(&self) -> bool {
-        self.steps.iter().all(|s| s.action == Action::Orphan)
+        self.steps
+            .iter()
+            .all(|s| matches!(s.action, Action::Orphan | Action::Taken))
             && self.manifests.iter().all(|m| m.action == ManifestAction::Orphan)
+    }
+
+    /// The summary lines of what is only reported as drift: fields another manager took.
+    pub fn reported(&self) -> Vec<String> {
+        let taken = Plan {
+            steps: self
+                .steps
+                .iter()
+                .filter(|s| s.action == Action::Taken)
+                .cloned()
+                .collect(),
+            manifests: Vec::new(),
+        };
+        taken.summary()
     }
 
     /// One line per step, for logs, the ledger and golden tests.
@@ -115,6 +135,7 @@ impl Plan {
                     Action::Retire { slot } => format!("retire {}", slot.name()),
                     Action::Delete => "delete".to_owned(),
                     Action::Orphan => "orphan".to_owned(),
+                    Action::Taken => "taken by another manager".to_owned(),
                 };
                 format!("{}: {action} ({})", s.service, s.why)
             }))
@@ -254,6 +275,21 @@ fn service_step(service: &Service, slots: Option<&BTreeMap<Slot, LiveSlot>>, tar
             },
             "replica count".to_owned(),
         );
+    }
+    if !running.taken.is_empty() {
+        let fields = running.taken.join(", ");
+        return match target {
+            Target::Kubernetes(kubernetes) if kubernetes.force => step(
+                Action::Rollout,
+                format!("changed by another field manager: {fields}; `force` takes them back"),
+            ),
+            _ => step(
+                Action::Taken,
+                format!(
+                    "changed by another field manager: {fields}; plumb takes fields back only with `target.kubernetes.force: true`"
+                ),
+            ),
+        };
     }
     let idle = slots?.keys().find(|s| **s != slot).copied()?;
     step(Action::Retire { slot: idle }, "takes no traffic".to_owned())

@@ -250,7 +250,7 @@ async fn take(
         let slots = live.get(name);
         let running = slots.and_then(serving).map(|(slot, _)| slot);
         match (&step.action, service) {
-            (Action::Orphan, _) => {}
+            (Action::Orphan | Action::Taken, _) => {}
             (Action::Delete, _) => {
                 for slot in slots.into_iter().flat_map(|s| s.keys()) {
                     let step = format!("delete {name} ({})", slot.name());

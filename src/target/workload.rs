@@ -50,6 +50,10 @@ pub struct LiveSlot {
     pub config: Option<String>,
     /// Replicas that stopped and will not come back on their own (their program cannot start).
     pub failed: usize,
+    /// Fields plumb applied that another field manager has changed since, each as
+    /// `<field> (by <manager>)` (only the kubernetes target tells).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub taken: Vec<String>,
 }
 
 /// Why a service's workload cannot be prepared.

@@ -284,6 +284,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     let start = |upstream: &TestRepo, heal: Duration| {
         Running::start(Settings {
             heal_every: heal,
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             ..agent_settings(upstream, &root, state.path())
         })
     };
@@ -350,8 +351,8 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
         }
     }
 
-    // A field another manager took from plumb is a conflict, named, until the environment
-    // forces.
+    // A field another manager took from plumb is drift, named, but only reported while the
+    // environment does not force: an apply would conflict, and does, naming it.
     let deployment = format!("web-{}", serving_slot(namespace));
     kubectl(&[
         "-n",
@@ -361,6 +362,22 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
         &format!("deployment/{deployment}"),
         "web=registry.example/web:by-hand",
     ]);
+    let api = agent.handle.api.unwrap();
+    let drift = eventually(Duration::from_secs(30), || async {
+        let status = crate::http::get(api, &format!("/api/v1/environments/{namespace}"))
+            .await
+            .body;
+        status
+            .contains(".spec.template.spec.containers[name=\\\"web\\\"].image (by kubectl-set)")
+            .then_some(status)
+    })
+    .await;
+    assert!(drift.is_some(), "the status names the field taken and its manager");
+    assert_eq!(
+        deployment_field(namespace, &deployment, "{.spec.template.spec.containers[0].image}"),
+        "registry.example/web:by-hand",
+        "not taken back without force"
+    );
     write(&upstream, namespace, "r5", "recreate: {}", true, "");
     let conflicted = upstream.commit_signed("web r5", &alice);
     agent.push();
@@ -380,6 +397,23 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
         deployment_field(namespace, &deployment, "{.spec.template.spec.containers[0].image}"),
         "registry.example/web:1"
     );
+    // Forcing, a field taken is taken back as drift, without a commit.
+    let deployment = format!("web-{}", serving_slot(namespace));
+    kubectl(&[
+        "-n",
+        namespace,
+        "set",
+        "image",
+        &format!("deployment/{deployment}"),
+        "web=registry.example/web:by-hand",
+    ]);
+    let restored = eventually(Duration::from_secs(60), || async {
+        let serving = format!("web-{}", serving_slot(namespace));
+        let image = deployment_field(namespace, &serving, "{.spec.template.spec.containers[0].image}");
+        (image == "registry.example/web:1").then_some(())
+    })
+    .await;
+    assert!(restored.is_some(), "the image is taken back");
 
     // Another field manager: a label of its own is not drift; replicas — plumb's field — are.
     let serving = serving_slot(namespace);

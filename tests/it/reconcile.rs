@@ -90,6 +90,7 @@ fn slot(desired: &Desired, service: &str, replicas: usize, weight: u32) -> LiveS
         weight,
         config: config_digest(service).unwrap(),
         failed: 0,
+        taken: Vec::new(),
     }
 }
 

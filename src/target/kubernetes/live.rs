@@ -1,17 +1,24 @@
 //! What runs, read from the environment's objects: a slot per Deployment (by its service and
 //! slot labels), its version from `plumb.dev/version`, its replicas ready or not, its weight from
 //! its Service's `plumb.dev/weights`, its configuration file digested as its ConfigMap holds it
-//! (or its Secret, for a file holding decrypted values).
+//! (or its Secret, for a file holding decrypted values), and the fields plumb applied that
+//! another field manager has changed since.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::fields;
 use super::objects::{self, SERVICE, SLOT, VERSION, WEIGHTS};
 use super::watch::Snapshot;
 use crate::target::workload::{LiveSlot, Slot, digest};
 
 /// The slots `snapshot` shows running, by service. A slot with no replicas and no traffic is
-/// retired, not running.
-pub fn of(snapshot: Snapshot) -> BTreeMap<String, BTreeMap<Slot, LiveSlot>> {
+/// retired, not running. `applied` holds the fields plumb's last apply owned, by Deployment; a
+/// Deployment it does not know yet is taken as plumb left it (an agent that just started sees
+/// what other managers change from now on).
+pub fn of(
+    snapshot: Snapshot,
+    applied: &mut HashMap<String, BTreeSet<String>>,
+) -> BTreeMap<String, BTreeMap<Slot, LiveSlot>> {
     let Snapshot {
         deployments,
         services,
@@ -57,6 +64,11 @@ pub fn of(snapshot: Snapshot) -> BTreeMap<String, BTreeMap<Slot, LiveSlot>> {
         let Some(slot) = slot_named(slot) else {
             continue;
         };
+        let name = deployment.metadata.name.clone().unwrap_or_default();
+        let owned = applied
+            .entry(name)
+            .or_insert_with(|| fields::applied_by_plumb(&deployment));
+        let taken = fields::taken(&deployment, owned);
         let version = deployment
             .metadata
             .annotations
@@ -90,11 +102,13 @@ pub fn of(snapshot: Snapshot) -> BTreeMap<String, BTreeMap<Slot, LiveSlot>> {
                 weight,
                 config: configs.get(&objects::config_map_name(service, slot)).cloned(),
                 failed: if stalled { wanted - ready } else { 0 },
+                taken,
             },
         );
     }
     live
 }
+
 /// The slot a `plumb.dev/slot` label names.
 fn slot_named(label: &str) -> Option<Slot> {
     match label {

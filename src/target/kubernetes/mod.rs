@@ -8,6 +8,7 @@
 mod apply;
 #[cfg(test)]
 mod contract_tests;
+mod fields;
 mod gateway;
 mod live;
 mod manifests;

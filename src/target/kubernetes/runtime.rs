@@ -94,6 +94,8 @@ pub struct KubernetesRuntime {
     /// The API resources of the plain manifests' kinds, by `<apiVersion>/<kind>`, and whether
     /// each is namespaced.
     pub(super) kinds: std::sync::Mutex<std::collections::HashMap<String, (kube::api::ApiResource, bool)>>,
+    /// The fields plumb's last apply owned, by Deployment: what another manager may take.
+    pub(super) applied: std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeSet<String>>>,
 }
 
 impl KubernetesRuntime {
@@ -164,6 +166,7 @@ impl KubernetesRuntime {
             bell: std::sync::Arc::default(),
             gateway: None,
             kinds: std::sync::Mutex::default(),
+            applied: std::sync::Mutex::default(),
         }
     }
 
@@ -262,7 +265,11 @@ impl KubernetesRuntime {
         }
         let document = objects::deployment(&self.environment, service, slot, version, commit, &env, key.as_deref());
         let what = format!("applying deployment `{name}`");
-        self.apply(&self.deployments(), &name, document, &what).await?;
+        let applied = self.apply(&self.deployments(), &name, document, &what).await?;
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), super::fields::applied_by_plumb(&applied));
         // The Service follows the declared ports; its selector keeps the weights last routed.
         let existing = self
             .services()
@@ -505,7 +512,8 @@ impl KubernetesRuntime {
                 self.list().await?
             }
         };
-        Ok(live::of(snapshot))
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(live::of(snapshot, &mut applied))
     }
 
     /// The environment's objects, listed.

@@ -146,8 +146,8 @@ impl Watched {
             Kind::Deployment,
             |c| &mut c.deployments,
             |d| {
-                // Observing reads labels, annotations, replicas and status: the pod template
-                // is left out of the cache.
+                // Observing reads labels, annotations, replicas, status and who owns which
+                // field: the pod template is left out of the cache.
                 if let Some(spec) = d.spec.as_mut() {
                     spec.template = Default::default();
                 }
@@ -157,19 +157,22 @@ impl Watched {
             Api::<Service>::namespaced(client.clone(), namespace),
             Kind::Service,
             |c| &mut c.services,
-            |_| {},
+            without_managed_fields,
         ));
         tokio::spawn(follower.clone().follow(
             Api::<ConfigMap>::namespaced(client.clone(), namespace),
             Kind::ConfigMap,
             |c| &mut c.config_maps,
-            |_| {},
+            without_managed_fields,
         ));
         tokio::spawn(follower.follow(
             Api::<Secret>::namespaced(client.clone(), namespace),
             Kind::Secret,
             |c| &mut c.secrets,
-            super::objects::digest_secret,
+            |s| {
+                without_managed_fields(s);
+                super::objects::digest_secret(s);
+            },
         ));
         Watched {
             cache,
@@ -239,6 +242,11 @@ impl Watched {
     }
 }
 
+/// `object` without its managed fields, which observing does not read.
+fn without_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
 /// What each watch task shares.
 #[derive(Clone)]
 struct Follower {
@@ -251,16 +259,13 @@ struct Follower {
 
 impl Follower {
     /// Follows `api`'s objects into the cache's `pick` until stopped, each object trimmed by
-    /// `trim` (and of its managed fields) before it is kept.
+    /// `trim` before it is kept.
     async fn follow<K>(self, api: Api<K>, kind: Kind, pick: fn(&mut Cache) -> &mut Objects<K>, trim: fn(&mut K))
     where
         K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     {
         let config = watcher::Config::default().labels(&self.selector);
-        let events = watcher(api, config).default_backoff().modify(move |object: &mut K| {
-            object.meta_mut().managed_fields = None;
-            trim(object);
-        });
+        let events = watcher(api, config).default_backoff().modify(trim);
         let mut events = std::pin::pin!(events);
         // Each kind rings at most once per second.
         let mut bell = QuietBell::new(self.bell.clone());

@@ -508,6 +508,7 @@ impl LocalRuntime {
                                 weight,
                                 config: s.config.as_deref().map(file_digest),
                                 failed: states.iter().filter(|s| matches!(s, State::Failed(_))).count(),
+                                taken: Vec::new(),
                             },
                         )
                     })

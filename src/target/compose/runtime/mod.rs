@@ -454,6 +454,7 @@ impl ComposeRuntime {
                     weight,
                     config: replica.config.as_deref().map(|p| file_digest(Path::new(p))),
                     failed: 0,
+                    taken: Vec::new(),
                 });
             slot.replicas.push(replica.state.clone());
             if replica.failed || replica.version != slot.version {
