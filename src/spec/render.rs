@@ -348,11 +348,9 @@ fn render_environment(
         let merged_json = merged.to_json();
         let before = out.len();
         BUILTIN.service.check(&merged, &merged_json, out);
-        let opened = context.keys.map(|keys| {
-            let mut opened = BTreeMap::new();
-            open_sealed(&merged, Path::default(), keys, &mut opened, out);
-            opened
-        });
+        let mut sealed = Vec::new();
+        find_sealed(&merged, Path::default(), &mut sealed, out);
+        let opened = context.keys.map(|keys| open_sealed(&sealed, keys, out));
         check_app_config(&merged, &merged_json, opened.as_ref(), context, out)?;
         let typed = if out.len() == before {
             typed::<Service>(&merged, &merged_json).map_err(|d| out.push(d)).ok()
@@ -398,34 +396,52 @@ fn render_environment(
     }))
 }
 
-/// Opens every encrypted value under `node` (at `path`) with `keys` into `opened`; one that
-/// cannot be opened is a problem at its line.
-fn open_sealed(
-    node: &Node,
-    path: Path,
-    keys: &Keyring,
-    opened: &mut BTreeMap<String, Secret>,
-    out: &mut Vec<Diagnostic>,
-) {
+/// The encrypted values under `node` (at `path`), with their paths, into `found`. Only a
+/// variable's value and the application's configuration values may be encrypted: one written
+/// elsewhere is a problem at its line.
+fn find_sealed<'a>(node: &'a Node, path: Path, found: &mut Vec<(&'a Node, Path)>, out: &mut Vec<Diagnostic>) {
     match &node.kind {
-        Kind::Str(s) if is_encrypted(s) => match keys.open(s) {
-            Ok(clear) => {
-                opened.insert(s.clone(), clear);
+        Kind::Str(s) if is_encrypted(s) => {
+            let secret_field = match path.0.as_slice() {
+                [Step::Key(env), Step::Index(_), Step::Key(value)] => env == "env" && value == "value",
+                [Step::Key(config), Step::Key(values), ..] => config == "config" && values == "values",
+                _ => false,
+            };
+            if secret_field {
+                found.push((node, path));
+            } else {
+                let message = "only a variable's `value` and `config.values` may be encrypted";
+                out.push(Diagnostic::new(&node.at, message).path(&path));
             }
-            Err(e) => out.push(Diagnostic::new(&node.at, format!("cannot decrypt this value: {e}")).path(&path)),
-        },
+        }
         Kind::Map(map) => {
             for (key, member) in map {
-                open_sealed(&member.value, path.key(key), keys, opened, out);
+                find_sealed(&member.value, path.key(key), found, out);
             }
         }
         Kind::Seq(items) => {
             for (index, item) in items.iter().enumerate() {
-                open_sealed(item, path.join(Step::Index(index)), keys, opened, out);
+                find_sealed(item, path.join(Step::Index(index)), found, out);
             }
         }
         _ => {}
     }
+}
+
+/// The clear values of `sealed`, opened with `keys`, by ciphertext; one that cannot be opened
+/// is a problem at its line.
+fn open_sealed(sealed: &[(&Node, Path)], keys: &Keyring, out: &mut Vec<Diagnostic>) -> BTreeMap<String, Secret> {
+    let mut opened = BTreeMap::new();
+    for (node, path) in sealed {
+        let Some(text) = node.as_str() else { continue };
+        match keys.open(text) {
+            Ok(clear) => {
+                opened.insert(text.to_owned(), clear);
+            }
+            Err(e) => out.push(Diagnostic::new(&node.at, format!("cannot decrypt this value: {e}")).path(path)),
+        }
+    }
+    opened
 }
 
 /// An overlay must name a known service and may not rename it.

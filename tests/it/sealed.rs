@@ -319,3 +319,23 @@ fn decrypted_values_are_checked_against_the_application_schema_without_being_sho
     );
     assert!(!opened.stdout.contains("hunter2") && !opened.stderr.contains("hunter2"));
 }
+
+#[test]
+fn only_variables_and_configuration_values_may_be_encrypted() {
+    let identity = Identity::new();
+    let repo = TestRepo::new();
+    let label = identity.seal("payments");
+    Web {
+        extra: &format!("labels: {{team: {label:?}}}\n"),
+        ..Web::new(8080, "r1", "recreate: {}")
+    }
+    .write(&repo);
+    let run = plumb(&["validate", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("$.labels.team: only a variable's `value` and `config.values` may be encrypted"),
+        "{}",
+        run.stdout
+    );
+}

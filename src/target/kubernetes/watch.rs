@@ -147,10 +147,12 @@ impl Watched {
             |c| &mut c.deployments,
             |d| {
                 // Observing reads labels, annotations, replicas, status and who owns which
-                // field: the pod template is left out of the cache.
+                // field: the pod template is left out of the cache, the managed fields kept
+                // compact.
                 if let Some(spec) = d.spec.as_mut() {
                     spec.template = Default::default();
                 }
+                super::fields::compact(d);
             },
         ));
         tokio::spawn(follower.clone().follow(
