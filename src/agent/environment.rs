@@ -428,7 +428,8 @@ impl Worker {
         let healed = self.apply(desired, &commit, None, Trigger::Heal, false).await?;
         tracing::warn!(environment = %self.name, drift = ?healed.plan.summary(), outcome = ?healed.outcome, "Drift found and corrected.");
         let remaining = match healed.outcome {
-            Outcome::Succeeded => Vec::new(),
+            // What is only reported stays visible: the heal did not act on it.
+            Outcome::Succeeded => healed.plan.reported(),
             _ => healed.plan.summary(),
         };
         self.publish(|s| s.drift = remaining);

@@ -9,9 +9,6 @@ use anyhow::Context;
 use super::Outcome;
 use crate::spec::sealed;
 
-/// The largest value sealed (as opened).
-const MAX_VALUE: u64 = 64 * 1024;
-
 /// `plumb seal`'s flags.
 #[derive(clap::Args)]
 #[group(required = true, multiple = true)]
@@ -38,10 +35,13 @@ pub fn seal(args: &SealArgs, out: &mut impl Write) -> anyhow::Result<Outcome> {
     }
     let mut value = String::new();
     std::io::stdin()
-        .take(MAX_VALUE + 1)
+        .take(sealed::MAX_CLEAR + 1)
         .read_to_string(&mut value)
         .context("the value on standard input must be UTF-8 text")?;
-    anyhow::ensure!(value.len() as u64 <= MAX_VALUE, "the value is longer than 64 KiB");
+    anyhow::ensure!(
+        value.len() as u64 <= sealed::MAX_CLEAR,
+        "the value is longer than 64 KiB"
+    );
     if value.ends_with('\n') {
         value.pop();
         if value.ends_with('\r') {

@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 use super::diagnostic::{Diagnostic, closest};
 use super::load::Loaded;
 use super::model::environment::Environment;
+use super::model::scalar::is_encrypted;
 use super::model::service::{HealthCheck, Strategy};
 use super::model::{Name, Service, Target};
 use super::node::{Node, Path, Step};
@@ -125,6 +126,48 @@ pub fn service(service: &Service, node: &Node, target: &Target, out: &mut Vec<Di
 
     for (i, check) in service.health_checks.iter().enumerate() {
         check_port_reference(service, check, node, i, out);
+    }
+    secrets_stay_out_of_commands(service, node, out);
+}
+
+/// An encrypted variable is never expanded into a command (`${NAME}`): a command line is
+/// readable by every user of the machine, and shows in errors. The program reads it from its
+/// environment instead.
+fn secrets_stay_out_of_commands(service: &Service, node: &Node, out: &mut Vec<Diagnostic>) {
+    let secret: Vec<&str> = service
+        .env
+        .iter()
+        .filter(|v| is_encrypted(&v.value.0))
+        .map(|v| v.name.as_str())
+        .collect();
+    if secret.is_empty() {
+        return;
+    }
+    let root = Path::default();
+    let migration = root.key("migration");
+    let commands = [
+        (root.key("command"), service.command.as_ref()),
+        (migration.key("command"), service.migration.as_ref().map(|m| &m.command)),
+        (
+            migration.key("rollbackCommand"),
+            service.migration.as_ref().and_then(|m| m.rollback_command.as_ref()),
+        ),
+    ];
+    for (path, command) in commands {
+        for (i, arg) in command.into_iter().flatten().enumerate() {
+            let Some(name) = secret.iter().find(|name| arg.contains(&format!("${{{name}}}"))) else {
+                continue;
+            };
+            let path = path.join(Step::Index(i));
+            out.push(
+                Diagnostic::new(
+                    &node.locate(&path.0).0.at,
+                    format!("`${{{name}}}` is encrypted: it is not expanded into a command line, which every user of the machine can read"),
+                )
+                .path(&path)
+                .hint(format!("have the program read `{name}` from its environment")),
+            );
+        }
     }
 }
 

@@ -22,7 +22,6 @@ use super::node::{Kind, Node, Path, Step};
 use super::schema::{BUILTIN, Schema};
 use super::sealed::{Keyring, Opened};
 use super::yaml::{self, Limits};
-use crate::secret::Secret;
 use crate::source::{SourceError, Tree};
 
 /// The desired state of one environment at one commit.
@@ -358,7 +357,7 @@ fn render_environment(
             None
         };
         if let Some(mut typed) = typed {
-            typed.opened = Opened::new(opened.unwrap_or_default());
+            typed.opened = opened.unwrap_or_default();
             check::service(&typed, &merged, &environment.target, out);
             let key = Name::parse(service).expect("document file names are checked when read");
             services.insert(key, typed);
@@ -428,9 +427,9 @@ fn find_sealed<'a>(node: &'a Node, path: Path, found: &mut Vec<(&'a Node, Path)>
     }
 }
 
-/// The clear values of `sealed`, opened with `keys`, by ciphertext; one that cannot be opened
-/// is a problem at its line.
-fn open_sealed(sealed: &[(&Node, Path)], keys: &Keyring, out: &mut Vec<Diagnostic>) -> BTreeMap<String, Secret> {
+/// The clear values of `sealed`, opened with `keys`; one that cannot be opened is a problem at
+/// its line.
+fn open_sealed(sealed: &[(&Node, Path)], keys: &Keyring, out: &mut Vec<Diagnostic>) -> Opened {
     let mut opened = BTreeMap::new();
     for (node, path) in sealed {
         let Some(text) = node.as_str() else { continue };
@@ -441,7 +440,7 @@ fn open_sealed(sealed: &[(&Node, Path)], keys: &Keyring, out: &mut Vec<Diagnosti
             Err(e) => out.push(Diagnostic::new(&node.at, format!("cannot decrypt this value: {e}")).path(path)),
         }
     }
-    opened
+    Opened::new(opened)
 }
 
 /// An overlay must name a known service and may not rename it.
@@ -509,14 +508,13 @@ impl AppSchemas {
     }
 }
 
-/// Checks a service's configuration values against the application's schema. Works on the
-/// merged tree, so the values are checked even when another part of the service is invalid.
-/// Checks the service's `config.values` against the application's schema; with the values
-/// `opened`, the encrypted ones are checked decrypted.
+/// Checks a service's `config.values` against the application's schema. Works on the merged
+/// tree, so the values are checked even when another part of the service is invalid; with the
+/// values `opened`, the encrypted ones are checked decrypted.
 fn check_app_config(
     merged: &Node,
     merged_json: &Value,
-    opened: Option<&BTreeMap<String, Secret>>,
+    opened: Option<&Opened>,
     context: &Context,
     out: &mut Vec<Diagnostic>,
 ) -> Result<(), SourceError> {
@@ -542,14 +540,11 @@ fn check_app_config(
             let no_values = Value::Object(serde_json::Map::new());
             let values = merged_json.pointer("/config/values").unwrap_or(&no_values);
             let before = out.len();
-            match opened {
-                Some(opened) => {
-                    let mut decrypted = values.clone();
-                    substitute(&mut decrypted, opened);
-                    let clear: Vec<&str> = opened.values().map(Secret::expose).collect();
-                    schema.check_decrypted(values_node, &decrypted, &clear, out);
-                }
-                None => schema.check(values_node, values, out),
+            // Decrypted when every value opened (one that did not is a problem already).
+            let mut decrypted = values.clone();
+            match opened.map(|o| o.open_in(&mut decrypted, "")) {
+                Some(Ok(())) => schema.check_decrypted(values_node, &decrypted, out),
+                _ => schema.check(values_node, values, out),
             }
             for d in &mut out[before..] {
                 let inner = d.path.take().unwrap_or_default();
@@ -561,20 +556,6 @@ fn check_app_config(
         }
     }
     Ok(())
-}
-
-/// Every encrypted string in `value` that `opened` holds replaced by its clear value.
-fn substitute(value: &mut Value, opened: &BTreeMap<String, Secret>) {
-    match value {
-        Value::String(s) => {
-            if let Some(clear) = opened.get(s.as_str()) {
-                *s = clear.expose().to_owned();
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| substitute(v, opened)),
-        Value::Object(map) => map.values_mut().for_each(|v| substitute(v, opened)),
-        _ => {}
-    }
 }
 
 fn load_app_schema(tree: &dyn Tree, path: &str, limits: Limits) -> Result<Result<Arc<Schema>, String>, SourceError> {

@@ -77,17 +77,18 @@ impl Schema {
     /// at the line that wrote the offending value. Encrypted values are skipped: they are only
     /// checked once decrypted.
     pub fn check(&self, node: &Node, json: &Value, out: &mut Vec<Diagnostic>) {
-        self.check_with(node, json, None, out);
+        self.check_with(node, json, false, out);
     }
 
     /// Checks `node` as [`Schema::check`] does, where `json` holds the encrypted values of
-    /// `node` decrypted (`clear`): their problems are reported without them — a problem at an
-    /// encrypted value names the keyword it fails, and no message shows a clear value.
-    pub fn check_decrypted(&self, node: &Node, json: &Value, clear: &[&str], out: &mut Vec<Diagnostic>) {
-        self.check_with(node, json, Some(clear), out);
+    /// `node` decrypted: their problems are reported without them. A problem at a value that
+    /// is, or holds, an encrypted one names the keyword it fails and shows no value, unless
+    /// its message never quotes one (an unknown field, a missing one, a wrong type).
+    pub fn check_decrypted(&self, node: &Node, json: &Value, out: &mut Vec<Diagnostic>) {
+        self.check_with(node, json, true, out);
     }
 
-    fn check_with(&self, node: &Node, json: &Value, clear: Option<&[&str]>, out: &mut Vec<Diagnostic>) {
+    fn check_with(&self, node: &Node, json: &Value, decrypted: bool, out: &mut Vec<Diagnostic>) {
         // Most documents are valid: the boolean check is several times cheaper than collecting
         // errors, which is only worth doing when there are some.
         if self.validator.is_valid(json) {
@@ -96,22 +97,28 @@ impl Schema {
         for error in self.validator.iter_errors(json) {
             let mut findings = Vec::new();
             explain(&error, &mut findings);
+            let quotes_no_value = matches!(
+                error.kind(),
+                ValidationErrorKind::AdditionalProperties { .. }
+                    | ValidationErrorKind::UnevaluatedProperties { .. }
+                    | ValidationErrorKind::Required { .. }
+                    | ValidationErrorKind::Type { .. }
+            );
             for mut f in findings {
                 let (found, key_at) = node.locate(&f.path.0);
-                if matches!(&found.kind, Kind::Str(s) if is_encrypted(s)) {
-                    if clear.is_none() {
-                        continue;
-                    }
-                    f.message = format!(
-                        "the decrypted value does not satisfy the schema's `{}` (it is not shown)",
-                        error.kind().keyword()
-                    );
+                let sealed = matches!(&found.kind, Kind::Str(s) if is_encrypted(s));
+                if sealed && !decrypted {
+                    continue;
+                }
+                if decrypted && !quotes_no_value && holds_encrypted(found) {
+                    let keyword = error.kind().keyword();
+                    f.message = if sealed {
+                        format!("the decrypted value does not satisfy the schema's `{keyword}` (it is not shown)")
+                    } else {
+                        format!("does not satisfy the schema's `{keyword}` (not shown: it holds a decrypted value)")
+                    };
                     f.hint = None;
                     f.misspelt = None;
-                }
-                for value in clear.unwrap_or_default().iter().filter(|v| !v.is_empty()) {
-                    f.message = f.message.replace(value, "<decrypted>");
-                    f.hint = f.hint.map(|h| h.replace(value, "<decrypted>"));
                 }
                 // A collection starts at its first member; its key's line reads better.
                 let collection = matches!(found.kind, Kind::Map(_) | Kind::Seq(_));
@@ -132,6 +139,16 @@ impl Schema {
                 out.push(d);
             }
         }
+    }
+}
+
+/// Whether `node` is, or holds, an encrypted value.
+fn holds_encrypted(node: &Node) -> bool {
+    match &node.kind {
+        Kind::Str(s) => is_encrypted(s),
+        Kind::Map(map) => map.values().any(|m| holds_encrypted(&m.value)),
+        Kind::Seq(items) => items.iter().any(holds_encrypted),
+        _ => false,
     }
 }
 

@@ -17,13 +17,15 @@ use age::secrecy::ExposeSecret;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::model::scalar::ENCRYPTED_PREFIX;
+use serde_json::Value;
+
+use super::model::scalar::{ENCRYPTED_PREFIX, is_encrypted};
 use crate::secret::Secret;
 
 /// The scheme plumb opens.
-pub const AGE: &str = "age";
-/// The largest clear value plumb opens.
-const MAX_CLEAR: u64 = 64 * 1024;
+const AGE: &str = "age";
+/// The largest clear value plumb opens or seals.
+pub const MAX_CLEAR: u64 = 64 * 1024;
 /// How many opened values are kept to spare decrypting them at every render.
 const CACHE: usize = 4096;
 
@@ -44,9 +46,26 @@ impl Opened {
         self.0.get(sealed)
     }
 
-    /// Whether nothing was opened.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// Every encrypted string in `value` (at path `at`) replaced by its clear value; the path
+    /// of the first one it holds no clear value for.
+    pub fn open_in(&self, value: &mut Value, at: &str) -> Result<(), String> {
+        match value {
+            Value::String(s) if is_encrypted(s) => match self.get(s) {
+                Some(clear) => {
+                    *s = clear.expose().to_owned();
+                    Ok(())
+                }
+                None => Err(at.to_owned()),
+            },
+            Value::Object(map) => map
+                .iter_mut()
+                .try_for_each(|(k, v)| self.open_in(v, &format!("{at}.{k}"))),
+            Value::Array(items) => items
+                .iter_mut()
+                .enumerate()
+                .try_for_each(|(i, v)| self.open_in(v, &format!("{at}[{i}]"))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -151,11 +170,6 @@ impl Keyring {
     /// The public recipients of its identities (`age1…`), for messages and for sealing.
     pub fn recipients(&self) -> Vec<String> {
         self.identities.iter().map(|i| i.to_public().to_string()).collect()
-    }
-
-    /// Whether it holds no identity.
-    pub fn is_empty(&self) -> bool {
-        self.identities.is_empty()
     }
 
     /// The clear value of `sealed` (`ENC[age,…]`).

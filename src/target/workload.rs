@@ -143,7 +143,7 @@ pub fn config_file(service: &Service) -> Result<Option<(String, String)>, Worklo
         return Ok(None);
     };
     let mut values = serde_json::Value::Object(config.values.clone());
-    if let Err(path) = open(&mut values, "config.values", service) {
+    if let Err(path) = service.opened.open_in(&mut values, "config.values") {
         return Err(WorkloadError::Encrypted {
             service: service.name.as_str().to_owned(),
             variable: path,
@@ -157,28 +157,6 @@ pub fn config_file(service: &Service) -> Result<Option<(String, String)>, Worklo
         ConfigFormat::Yaml => crate::cli::emit::yaml(&values),
     };
     Ok(Some((config.file.clone(), text)))
-}
-
-/// Every encrypted string in `value` replaced by its clear value; the path of the first one
-/// `service` holds no clear value for.
-fn open(value: &mut serde_json::Value, at: &str, service: &Service) -> Result<(), String> {
-    match value {
-        serde_json::Value::String(s) if is_encrypted(s) => match service.opened.get(s) {
-            Some(clear) => {
-                *s = clear.expose().to_owned();
-                Ok(())
-            }
-            None => Err(at.to_owned()),
-        },
-        serde_json::Value::Object(map) => map
-            .iter_mut()
-            .try_for_each(|(k, v)| open(v, &format!("{at}.{k}"), service)),
-        serde_json::Value::Array(items) => items
-            .iter_mut()
-            .enumerate()
-            .try_for_each(|(i, v)| open(v, &format!("{at}[{i}]"), service)),
-        _ => Ok(()),
-    }
 }
 
 /// The path of the first encrypted string in `value`.
@@ -213,17 +191,18 @@ pub fn config_digest(service: &Service) -> Result<Option<String>, WorkloadError>
 
 /// Writes `text` to `path` atomically: a reader (the application on reload) never sees half.
 pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let temporary = path.with_extension("plumb-tmp");
-    std::fs::write(&temporary, text)?;
-    std::fs::rename(&temporary, path)
+    write_with_mode(path, text, 0o666)
 }
 
 /// Writes `text` to `path` as [`write_atomically`] does, readable by its owner alone: a file
 /// holding decrypted values.
 pub fn write_privately(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    write_with_mode(path, text, 0o600)
+}
+
+/// Writes `text` to a new file beside `path` created with `mode` (less the umask), then puts it
+/// in `path`'s place.
+fn write_with_mode(path: &std::path::Path, text: &str, mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {
@@ -234,7 +213,7 @@ pub fn write_privately(path: &std::path::Path, text: &str) -> std::io::Result<()
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&temporary)?;
     file.write_all(text.as_bytes())?;
     drop(file);

@@ -206,7 +206,15 @@ async fn the_agent_opens_encrypted_values_for_the_application_alone() {
     })
     .await;
     assert!(shown.is_some(), "the rotated value is served");
+    assert!(
+        files_holding(state.path(), &password).is_empty(),
+        "the retired version's file is gone"
+    );
     agent.stop().await;
+    assert!(
+        files_holding(state.path(), &rotated).is_empty(),
+        "no decrypted file outlives the replicas"
+    );
 }
 
 /// Runs the age tool with `args`, `input` on its standard input; its standard output.
@@ -287,19 +295,21 @@ fn decrypted_values_are_checked_against_the_application_schema_without_being_sho
     let repo = TestRepo::new();
     repo.write(
         "schemas/web.json",
-        r#"{"type": "object", "properties": {"password": {"type": "string", "minLength": 12}, "port": {"type": "integer"}}}"#,
+        r#"{"type": "object", "properties": {"password": {"type": "string", "minLength": 12}, "db": {"type": "object", "maxProperties": 1}}}"#,
     );
     let short = sealed::seal(std::slice::from_ref(&recipient), "hunter2").unwrap();
-    let config = format!("config:\n  file: app.json\n  schema: schemas/web.json\n  values:\n    password: {short:?}\n");
+    let config = format!(
+        "config:\n  file: app.json\n  schema: schemas/web.json\n  values:\n    password: {short:?}\n    db: {{user: app, password: {short:?}}}\n"
+    );
     Web {
         extra: &config,
         ..Web::new(8080, "r1", "recreate: {}")
     }
     .write(&repo);
     let dir = repo.path().to_str().unwrap();
-    // Sealed, the value cannot be judged: it is not.
+    // Sealed, the value cannot be judged: it is not (the map holding two values is).
     let unopened = plumb(&["validate", "--repo", dir]);
-    assert_eq!(unopened.code, 0, "{}", unopened.stdout);
+    assert!(!unopened.stdout.contains("minLength"), "{}", unopened.stdout);
     // Opened, it is judged, and not shown.
     let opened = plumb(&["validate", "--repo", dir, "--identity", ours.to_str().unwrap()]);
     assert_eq!(opened.code, 1, "{}", opened.stdout);
@@ -314,6 +324,14 @@ fn decrypted_values_are_checked_against_the_application_schema_without_being_sho
             && opened
                 .stdout
                 .contains("config.values.password: the decrypted value does not satisfy the schema's `minLength` (it is not shown)"),
+        "{}",
+        opened.stdout
+    );
+    // A problem with a value that holds one shows none of it either.
+    assert!(
+        opened.stdout.contains(
+            "config.values.db: does not satisfy the schema's `maxProperties` (not shown: it holds a decrypted value)"
+        ),
         "{}",
         opened.stdout
     );
@@ -335,6 +353,27 @@ fn only_variables_and_configuration_values_may_be_encrypted() {
     assert!(
         run.stdout
             .contains("$.labels.team: only a variable's `value` and `config.values` may be encrypted"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn an_encrypted_variable_is_never_expanded_into_a_command() {
+    let identity = Identity::new();
+    let repo = TestRepo::new();
+    let token = identity.seal("s3cret-token");
+    Web {
+        env: &[("API_TOKEN", token.as_str())],
+        extra: "migration:\n  command: [migrate, \"--token=${API_TOKEN}\"]\n",
+        ..Web::new(8080, "r1", "recreate: {}")
+    }
+    .write(&repo);
+    let run = plumb(&["validate", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("$.migration.command[1]: `${API_TOKEN}` is encrypted"),
         "{}",
         run.stdout
     );

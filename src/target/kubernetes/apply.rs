@@ -23,14 +23,7 @@ impl KubernetesRuntime {
     /// Tells the watches plumb wrote `name` of `kind`, now at resource version `written`, or
     /// deleted it (`None`).
     pub(super) fn wrote(&self, kind: &str, name: &str, written: Option<&str>) {
-        let kind = match kind {
-            "Deployment" => Kind::Deployment,
-            "Service" => Kind::Service,
-            "ConfigMap" => Kind::ConfigMap,
-            "Secret" => Kind::Secret,
-            _ => return,
-        };
-        if let Some(watched) = &self.watched {
+        if let (Some(watched), Some(kind)) = (&self.watched, watch_kind(kind)) {
             watched.wrote(kind, name, written);
         }
     }
@@ -92,5 +85,16 @@ impl KubernetesRuntime {
             field_manager: Some(MANAGER.to_owned()),
             ..PatchParams::default()
         }
+    }
+}
+
+/// The watched kind an object kind (`Deployment`) is, if it is one.
+pub(super) fn watch_kind(kind: &str) -> Option<Kind> {
+    match kind {
+        "Deployment" => Some(Kind::Deployment),
+        "Service" => Some(Kind::Service),
+        "ConfigMap" => Some(Kind::ConfigMap),
+        "Secret" => Some(Kind::Secret),
+        _ => None,
     }
 }

@@ -130,6 +130,44 @@ async fn a_conflict_with_plumbs_own_update_is_settled_by_forcing() {
 }
 
 #[tokio::test]
+async fn a_namespace_where_secrets_are_not_granted_is_observed_all_the_same() {
+    let (runtime, handle) = runtime(false);
+    let empty = || ok(json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}));
+    let server = tokio::spawn(serve(
+        handle,
+        vec![
+            (
+                Method::GET,
+                "/apis/apps/v1/namespaces/shop/deployments?&labelSelector=plumb.dev%2Fenvironment%3Dproduction",
+                empty(),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/shop/services?&labelSelector=plumb.dev%2Fenvironment%3Dproduction",
+                empty(),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/shop/configmaps?&labelSelector=plumb.dev%2Fenvironment%3Dproduction",
+                empty(),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/shop/secrets?&labelSelector=plumb.dev%2Fenvironment%3Dproduction",
+                status(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "secrets is forbidden: User \"system:serviceaccount:plumb:plumb\" cannot list resource \"secrets\" in API group \"\" in the namespace \"shop\"",
+                ),
+            ),
+        ],
+    ));
+    let live = runtime.observe().await.unwrap();
+    server.await.unwrap();
+    assert!(live.is_empty());
+}
+
+#[tokio::test]
 async fn a_failing_list_is_an_error_never_an_empty_observation() {
     let (runtime, handle) = runtime(false);
     let server = tokio::spawn(serve(

@@ -82,12 +82,14 @@ pub fn secret(
 }
 
 /// A Secret as plumb keeps it in memory: each value replaced by its digest, which is all that
-/// observing compares.
+/// observing compares; its annotations dropped (`kubectl apply` leaves the whole Secret, values
+/// in clear, in one).
 pub fn digest_secret(secret: &mut k8s_openapi::api::core::v1::Secret) {
     for value in secret.data.iter_mut().flat_map(|d| d.values_mut()) {
         value.0 = digest(&value.0).into_bytes();
     }
     secret.string_data = None;
+    secret.metadata.annotations = None;
 }
 
 /// The ConfigMap of `service`'s `slot` holding its configuration file `key` with `text`.

@@ -14,6 +14,7 @@ use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+use super::apply::watch_kind;
 use super::live;
 use super::objects::{self, ENVIRONMENT, SERVICE, SLOT, WEIGHTS, deployment_name};
 use super::watch::{Snapshot, Watched};
@@ -210,11 +211,21 @@ impl KubernetesRuntime {
         Ok(())
     }
 
-    /// Deletes object `name` (a `what`) if it is there.
+    /// Deletes object `name` (a `what`) if it is there (the watches tell, when they can: no
+    /// request for what is not).
     async fn delete<K>(&self, api: &Api<K>, name: &str, what: &str) -> Result<(), KubernetesError>
     where
         K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
+        let kind = K::kind(&());
+        let known = self
+            .watched
+            .as_ref()
+            .zip(watch_kind(&kind))
+            .and_then(|(w, k)| w.has(k, name));
+        if known == Some(false) {
+            return Ok(());
+        }
         let deleted = api.delete(name, &DeleteParams::background()).await;
         ignore_not_found(deleted, format!("deleting {what} `{name}`"))?;
         self.wrote(&K::kind(&()), name, None);
@@ -425,6 +436,7 @@ impl KubernetesRuntime {
         for slot in [Slot::Blue, Slot::Green] {
             let name = deployment_name(service, slot);
             self.delete(&self.deployments(), &name, "deployment").await?;
+            self.applied.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
             let map_name = objects::config_map_name(service, slot);
             self.delete(&self.config_maps(), &map_name, "config map").await?;
             let secret_name = objects::secret_name(service, slot);
@@ -458,20 +470,40 @@ impl KubernetesRuntime {
         while jobs.get_opt(&name).await.ok().flatten().is_some() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The Job's decrypted variables, in a Secret of its name that goes with it, however
+        // the Job ends.
         let secret_data = objects::secret_data(service, &env, None);
-        self.apply_secret(service, &name, None, &secret_data).await?;
-        let document = objects::job(&self.environment, service, &name, command, timeout.as_secs(), &env);
-        self.apply(&jobs, &name, document, &format!("applying job `{name}`"))
-            .await?;
+        let ran = async {
+            self.apply_secret(service, &name, None, &secret_data).await?;
+            let document = objects::job(&self.environment, service, &name, command, timeout.as_secs(), &env);
+            self.apply(&jobs, &name, document, &format!("applying job `{name}`"))
+                .await?;
+            self.job_outcome(&jobs, &name, timeout).await
+        }
+        .await;
+        let _ = jobs.delete(&name, &DeleteParams::background()).await;
+        if !secret_data.is_empty() {
+            self.delete(&self.secrets(), &name, "secret").await?;
+        }
+        ran?.map_err(|reason| KubernetesError::Job { name, reason })
+    }
+
+    /// How Job `name` ends: `Err` with why it failed, or did not finish within `timeout`.
+    async fn job_outcome(
+        &self,
+        jobs: &Api<Job>,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Result<(), String>, KubernetesError> {
         let until = tokio::time::Instant::now() + timeout + Duration::from_secs(5);
-        let outcome = loop {
+        loop {
             let found = jobs
-                .get(&name)
+                .get(name)
                 .await
                 .map_err(api_error(format!("reading job `{name}`")))?;
             let status = found.status.unwrap_or_default();
             if status.succeeded.unwrap_or(0) > 0 {
-                break Ok(());
+                return Ok(Ok(()));
             }
             let failed = status
                 .conditions
@@ -479,21 +511,16 @@ impl KubernetesRuntime {
                 .flatten()
                 .find(|c| c.type_ == "Failed" && c.status == "True");
             if let Some(condition) = failed {
-                break Err(condition.message.clone().unwrap_or_else(|| "failed".to_owned()));
+                return Ok(Err(condition.message.clone().unwrap_or_else(|| "failed".to_owned())));
             }
             if status.failed.unwrap_or(0) > 0 {
-                break Err("its pod failed".to_owned());
+                return Ok(Err("its pod failed".to_owned()));
             }
             if tokio::time::Instant::now() > until {
-                break Err(format!("did not finish within {timeout:?}"));
+                return Ok(Err(format!("did not finish within {timeout:?}")));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        let _ = jobs.delete(&name, &DeleteParams::background()).await;
-        if !secret_data.is_empty() {
-            self.delete(&self.secrets(), &name, "secret").await?;
         }
-        outcome.map_err(|reason| KubernetesError::Job { name, reason })
     }
 
     /// What runs: the environment's Deployments, by service and slot, with the weights their
@@ -534,23 +561,27 @@ impl KubernetesRuntime {
             .list(&selector)
             .await
             .map_err(api_error("listing config maps"))?;
-        let mut secrets = self
-            .secrets()
-            .list(&selector)
-            .await
-            .map_err(api_error("listing secrets"))?;
-        secrets.items.iter_mut().for_each(objects::digest_secret);
+        // Not granted Secrets here: none of plumb's can be here either.
+        let mut secrets = match self.secrets().list(&selector).await {
+            Err(e) if is_forbidden(&e) => Vec::new(),
+            listed => listed.map_err(api_error("listing secrets"))?.items,
+        };
+        secrets.iter_mut().for_each(objects::digest_secret);
         Ok(Snapshot {
             deployments: deployments.items,
             services: services.items,
             config_maps: config_maps.items,
-            secrets: secrets.items,
+            secrets,
         })
     }
 }
 
 pub(super) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+pub(super) fn is_forbidden(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 403)
 }
 
 /// `done`, with an object already gone counted as success.

@@ -214,6 +214,22 @@ impl Watched {
         .await
     }
 
+    /// Whether object `name` of `kind` exists, as the watches hold it; `None` when they cannot
+    /// tell yet (not listed, or a write of plumb's to it not arrived).
+    pub fn has(&self, kind: Kind, name: &str) -> Option<bool> {
+        let cache = self.lock();
+        if cache.awaited.contains_key(&(kind, name.to_owned())) {
+            return None;
+        }
+        let (synced, holds) = match kind {
+            Kind::Deployment => (cache.deployments.synced, cache.deployments.current.contains_key(name)),
+            Kind::Service => (cache.services.synced, cache.services.current.contains_key(name)),
+            Kind::ConfigMap => (cache.config_maps.synced, cache.config_maps.current.contains_key(name)),
+            Kind::Secret => (cache.secrets.synced, cache.secrets.current.contains_key(name)),
+        };
+        synced.then_some(holds)
+    }
+
     /// ConfigMap `name` as the watches hold it (`Some(None)`: there is none), on the same terms
     /// as [`Watched::snapshot`].
     pub async fn config_map(&self, name: &str, within: Duration) -> Option<Option<ConfigMap>> {
@@ -290,6 +306,17 @@ impl Follower {
     }
 }
 
+/// Whether the API server refused a watch's request as forbidden.
+fn forbidden(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            super::runtime::is_forbidden(e)
+        }
+        watcher::Error::WatchError(status) => status.code == 403,
+        _ => false,
+    }
+}
+
 /// Takes `event` into the cache; returns whether it is a change plumb did not write.
 fn apply<K: Resource + Clone>(
     cache: &mut Cache,
@@ -327,6 +354,19 @@ fn apply<K: Resource + Clone>(
             let ours = cache.awaited.get(&(kind, name.clone())).is_some_and(Option::is_none);
             pick(cache).current.remove(&name);
             !ours
+        }
+        Err(e) if kind == Kind::Secret && forbidden(&e) => {
+            // An agent not granted Secrets in this namespace: there are none of plumb's here
+            // (it could not have written them), and observing goes on without.
+            let objects = pick(cache);
+            if !objects.synced {
+                tracing::warn!(
+                    "Secrets cannot be read in this namespace: a service with encrypted values cannot be deployed here until the agent is granted them (ClusterRole plumb-secrets)."
+                );
+            }
+            objects.current.clear();
+            objects.synced = true;
+            false
         }
         Err(e) => {
             tracing::debug!(kind = ?kind, error = %e, "A watch broke; it lists again.");

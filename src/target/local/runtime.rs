@@ -457,7 +457,7 @@ impl LocalRuntime {
         }
         drop(services);
         if let Some(old) = old {
-            stop_all(old.replicas).await;
+            stop_all_and_forget(old).await;
         }
     }
 
@@ -542,10 +542,19 @@ impl LocalRuntime {
         let mut services = self.services.lock().await;
         for (_, mut runtime) in std::mem::take(&mut *services) {
             for (_, slot) in std::mem::take(&mut runtime.slots) {
-                stop_all(slot.replicas).await;
+                stop_all_and_forget(slot).await;
             }
         }
         self.cancel.cancel();
+    }
+}
+
+/// Stops `slot`'s replicas and removes the configuration file they read: a file holding
+/// decrypted values does not outlive the replicas that need it (the next start writes it again).
+async fn stop_all_and_forget(slot: SlotRuntime) {
+    stop_all(slot.replicas).await;
+    if let Some(config) = slot.config {
+        let _ = std::fs::remove_file(config);
     }
 }
 

@@ -394,7 +394,13 @@ impl ComposeRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(service.to_owned(), slot));
+        // The configuration files the leaving containers read go with them: a file holding
+        // decrypted values does not outlive them.
+        let files: Vec<String> = leaving.iter().filter_map(|r| r.config.clone()).collect();
         self.remove(leaving.into_iter().map(|r| r.id).collect()).await;
+        for file in files {
+            let _ = std::fs::remove_file(file);
+        }
         Ok(())
     }
 
