@@ -351,17 +351,21 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
         }
     }
 
+    let set_image_by_hand = |deployment: &str| {
+        let target = format!("deployment/{deployment}");
+        kubectl(&[
+            "-n",
+            namespace,
+            "set",
+            "image",
+            &target,
+            "web=registry.example/web:by-hand",
+        ]);
+    };
     // A field another manager took from plumb is drift, named, but only reported while the
     // environment does not force: an apply would conflict, and does, naming it.
     let deployment = format!("web-{}", serving_slot(namespace));
-    kubectl(&[
-        "-n",
-        namespace,
-        "set",
-        "image",
-        &format!("deployment/{deployment}"),
-        "web=registry.example/web:by-hand",
-    ]);
+    set_image_by_hand(&deployment);
     let api = agent.handle.api.unwrap();
     let drift = eventually(Duration::from_secs(30), || async {
         let status = crate::http::get(api, &format!("/api/v1/environments/{namespace}"))
@@ -399,14 +403,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     );
     // Forcing, a field taken is taken back as drift, without a commit.
     let deployment = format!("web-{}", serving_slot(namespace));
-    kubectl(&[
-        "-n",
-        namespace,
-        "set",
-        "image",
-        &format!("deployment/{deployment}"),
-        "web=registry.example/web:by-hand",
-    ]);
+    set_image_by_hand(&deployment);
     let restored = eventually(Duration::from_secs(60), || async {
         let serving = format!("web-{}", serving_slot(namespace));
         let image = deployment_field(namespace, &serving, "{.spec.template.spec.containers[0].image}");

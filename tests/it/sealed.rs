@@ -338,43 +338,38 @@ fn decrypted_values_are_checked_against_the_application_schema_without_being_sho
     assert!(!opened.stdout.contains("hunter2") && !opened.stderr.contains("hunter2"));
 }
 
-#[test]
-fn only_variables_and_configuration_values_may_be_encrypted() {
-    let identity = Identity::new();
+/// The problems `plumb validate` finds in a repository of service `web` with `env` and
+/// `extra` (more of its document), which must have some.
+fn refused(env: &[(&str, &str)], extra: &str) -> String {
     let repo = TestRepo::new();
-    let label = identity.seal("payments");
     Web {
-        extra: &format!("labels: {{team: {label:?}}}\n"),
+        env,
+        extra,
         ..Web::new(8080, "r1", "recreate: {}")
     }
     .write(&repo);
     let run = plumb(&["validate", "--repo", repo.path().to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("$.labels.team: only a variable's `value` and `config.values` may be encrypted"),
-        "{}",
-        run.stdout
-    );
+    run.stdout
+}
+
+#[test]
+fn only_variables_and_configuration_values_may_be_encrypted() {
+    let label = Identity::new().seal("payments");
+    let problems = refused(&[], &format!("labels: {{team: {label:?}}}\n"));
+    let expected = "$.labels.team: only a variable's `value` and `config.values` may be encrypted";
+    assert!(problems.contains(expected), "{problems}");
 }
 
 #[test]
 fn an_encrypted_variable_is_never_expanded_into_a_command() {
-    let identity = Identity::new();
-    let repo = TestRepo::new();
-    let token = identity.seal("s3cret-token");
-    Web {
-        env: &[("API_TOKEN", token.as_str())],
-        extra: "migration:\n  command: [migrate, \"--token=${API_TOKEN}\"]\n",
-        ..Web::new(8080, "r1", "recreate: {}")
-    }
-    .write(&repo);
-    let run = plumb(&["validate", "--repo", repo.path().to_str().unwrap()]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
+    let token = Identity::new().seal("s3cret-token");
+    let problems = refused(
+        &[("API_TOKEN", token.as_str())],
+        "migration:\n  command: [migrate, \"--token=${API_TOKEN}\"]\n",
+    );
     assert!(
-        run.stdout
-            .contains("$.migration.command[1]: `${API_TOKEN}` is encrypted"),
-        "{}",
-        run.stdout
+        problems.contains("$.migration.command[1]: `${API_TOKEN}` is encrypted"),
+        "{problems}"
     );
 }
