@@ -349,7 +349,10 @@ fn render_environment(
         BUILTIN.service.check(&merged, &merged_json, out);
         let mut sealed = Vec::new();
         find_sealed(&merged, Path::default(), &mut sealed, out);
-        let opened = context.keys.map(|keys| open_sealed(&sealed, keys, out));
+        let opened = context
+            .keys
+            .filter(|_| !sealed.is_empty())
+            .map(|keys| open_sealed(&sealed, keys, out));
         check_app_config(&merged, &merged_json, opened.as_ref(), context, out)?;
         let typed = if out.len() == before {
             typed::<Service>(&merged, &merged_json).map_err(|d| out.push(d)).ok()
@@ -541,10 +544,13 @@ fn check_app_config(
             let values = merged_json.pointer("/config/values").unwrap_or(&no_values);
             let before = out.len();
             // Decrypted when every value opened (one that did not is a problem already).
-            let mut decrypted = values.clone();
-            match opened.map(|o| o.open_in(&mut decrypted, "")) {
-                Some(Ok(())) => schema.check_decrypted(values_node, &decrypted, out),
-                _ => schema.check(values_node, values, out),
+            let decrypted = opened.and_then(|opened| {
+                let mut decrypted = values.clone();
+                opened.open_in(&mut decrypted, "").ok().map(|()| decrypted)
+            });
+            match decrypted {
+                Some(decrypted) => schema.check_decrypted(values_node, &decrypted, out),
+                None => schema.check(values_node, values, out),
             }
             for d in &mut out[before..] {
                 let inner = d.path.take().unwrap_or_default();

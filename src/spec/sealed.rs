@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use age::secrecy::ExposeSecret;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-
 use serde_json::Value;
 
 use super::model::scalar::{ENCRYPTED_PREFIX, is_encrypted};

@@ -64,11 +64,11 @@ pub fn of(
         let Some(slot) = slot_named(slot) else {
             continue;
         };
-        let name = deployment.metadata.name.clone().unwrap_or_default();
-        let owned = applied
-            .entry(name)
-            .or_insert_with(|| fields::applied_by_plumb(&deployment));
-        let taken = fields::taken(&deployment, owned);
+        let name = deployment.metadata.name.as_deref().unwrap_or_default();
+        if !applied.contains_key(name) {
+            applied.insert(name.to_owned(), fields::applied_by_plumb(&deployment));
+        }
+        let taken = fields::taken(&deployment, &applied[name]);
         let version = deployment
             .metadata
             .annotations
