@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Body;
+use axum::body::HttpBody;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -183,15 +184,49 @@ impl Table {
     }
 }
 
-async fn forward(State(shared): State<Shared>, mut request: Request) -> Response {
+async fn forward(State(shared): State<Shared>, request: Request) -> Response {
+    // A request without a body that only reads (GET, HEAD) is tried once more, on the replica
+    // picked next, when its replica does not answer: one that was leaving (its slot just
+    // retired) as the request reached it goes unnoticed by the client.
+    let retry =
+        matches!(request.method(), &Method::GET | &Method::HEAD) && request.body().size_hint().exact() == Some(0);
+    let again = retry.then(|| {
+        let mut copy = Request::new(Body::empty());
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.headers_mut() = request.headers().clone();
+        copy
+    });
+    match send(&shared, request).await {
+        Err(Unanswered(e)) if again.is_some() => {
+            tracing::debug!(error = %e, "A replica did not answer; trying the next one.");
+            answer(send(&shared, again.expect("checked")).await)
+        }
+        sent => answer(sent),
+    }
+}
+
+/// A replica took the request but gave no answer.
+struct Unanswered(hyper_util::client::legacy::Error);
+
+/// The answer to give the client.
+fn answer(sent: Result<Response, Unanswered>) -> Response {
+    sent.unwrap_or_else(|Unanswered(e)| {
+        tracing::warn!(error = %e, "A replica did not answer.");
+        (StatusCode::BAD_GATEWAY, "the replica did not answer\n").into_response()
+    })
+}
+
+/// Sends `request` to the next replica, counting its answer for its slot.
+async fn send(shared: &Shared, mut request: Request) -> Result<Response, Unanswered> {
     let picked = shared.table.lock().expect("the router's lock is never poisoned").pick();
     let Some((slot, replica)) = picked else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no slot takes traffic\n").into_response();
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, "no slot takes traffic\n").into_response());
     };
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let uri: Uri = match format!("http://{replica}{path}").parse() {
         Ok(uri) => uri,
-        Err(_) => return (StatusCode::BAD_REQUEST, "bad request path\n").into_response(),
+        Err(_) => return Ok((StatusCode::BAD_REQUEST, "bad request path\n").into_response()),
     };
     *request.uri_mut() = uri;
     let started = Instant::now();
@@ -202,14 +237,11 @@ async fn forward(State(shared): State<Shared>, mut request: Request) -> Response
     match result {
         Ok(response) => {
             stats.record(Some(response.status().as_u16()), elapsed);
-            drop(table);
-            response.map(Body::new)
+            Ok(response.map(Body::new))
         }
         Err(e) => {
             stats.record(None, elapsed);
-            drop(table);
-            tracing::warn!(%replica, error = %e, "A replica did not answer.");
-            (StatusCode::BAD_GATEWAY, "the replica did not answer\n").into_response()
+            Err(Unanswered(e))
         }
     }
 }

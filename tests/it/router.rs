@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use plumb::router::{Backend, Router};
 use tokio_util::sync::CancellationToken;
 
-use crate::http::get;
+use crate::http::{get, post};
 
 /// A replica answering `/` with its name, and `/fail` with a 500.
 async fn replica(name: &'static str) -> SocketAddr {
@@ -78,7 +78,7 @@ async fn weights_switch_atomically_and_split_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_are_counted_against_their_slot() {
+async fn failures_are_counted_against_their_slot_and_a_read_goes_to_the_next_replica() {
     let cancel = CancellationToken::new();
     let router = Router::bind("127.0.0.1:0".parse().unwrap(), cancel.clone())
         .await
@@ -90,18 +90,19 @@ async fn failures_are_counted_against_their_slot() {
         .unwrap();
 
     router.route(vec![backend("blue", 1, vec![gone]), backend("green", 1, vec![healthy])]);
-    let statuses: Vec<u16> = {
-        let mut s = Vec::new();
-        for path in ["/", "/", "/fail", "/missing"] {
-            s.push(get(router.addr(), path).await.status);
-        }
-        s
-    };
-    // Alternating slots: blue (down) → 502, green → 200, blue → 502, green 404.
-    assert_eq!(statuses, [502, 200, 502, 404]);
+    // Alternating slots. A POST is never sent twice: blue (down) → 502, then green (which
+    // routes GET only) → 405. A GET that meets blue is sent on to the next pick, green: / → 200,
+    // /missing → 404.
+    let statuses = [
+        post(router.addr(), "/", &[], b"").await.status,
+        post(router.addr(), "/", &[], b"").await.status,
+        get(router.addr(), "/").await.status,
+        get(router.addr(), "/missing").await.status,
+    ];
+    assert_eq!(statuses, [502, 405, 200, 404]);
     let stats = router.stats();
-    assert_eq!((stats["blue"].unanswered, stats["blue"].success_rate()), (2, Some(0.0)));
-    assert_eq!((stats["green"].ok, stats["green"].client_errors), (1, 1));
+    assert_eq!((stats["blue"].unanswered, stats["blue"].success_rate()), (3, Some(0.0)));
+    assert_eq!((stats["green"].ok, stats["green"].client_errors), (1, 2));
 
     router.route(vec![]);
     assert_eq!(get(router.addr(), "/").await.status, 503);
