@@ -305,16 +305,18 @@ impl Worker {
             self.publish(|s| s.refused = Some("failed before; not retried until the head moves".to_owned()));
             return Ok(());
         }
-        let desired = match &head.desired {
-            Ok(desired) => desired.clone(),
+        let desired = match head.desired {
+            Ok(desired) => desired,
             Err(reason) => {
                 tracing::warn!(environment = %name, commit, %reason, "Refused a commit that cannot be applied; what runs keeps running.");
                 self.publish(|s| s.refused = Some(reason.clone()));
-                return self.refuse(&commit, head.signer.as_deref(), reason.clone());
+                return self.refuse(&commit, head.signer.as_deref(), reason);
             }
         };
         if self.applied.is_none() {
-            self.applied = self.rollback_point(&head)?;
+            // Rendered from the head's repository, with its identities (`last` is this head).
+            let point = self.rollback_point(self.last.as_ref().expect("the head was kept above"))?;
+            self.applied = point;
         }
         if !desired.sync.automatic && self.applied.is_some() {
             tracing::info!(environment = %name, commit, "Automatic sync is off: the commit waits for a manual sync.");
