@@ -192,7 +192,14 @@ fn copy_example(to: &Path, exe: &Path, recipient: &str) -> anyhow::Result<()> {
         for line in text.lines() {
             let trimmed = line.trim_start();
             let indent = &line[..line.len() - trimmed.len()];
-            let line = if trimmed.starts_with("command: [twikit-backend, migrate") {
+            // The example's production runs on Kubernetes: the demo runs it here, below the
+            // ephemeral port range, without what only Kubernetes carries out.
+            if line.ends_with("# kubernetes only") {
+                continue;
+            }
+            let line = if trimmed.starts_with("kubernetes: {namespace: twikit-production}") {
+                format!("{indent}local: {{portOffset: 27000}}")
+            } else if trimmed.starts_with("command: [twikit-backend, migrate") {
                 format!("{indent}command: [sh, -c, \"echo migrating up; sleep 1\"]")
             } else if trimmed.starts_with("rollbackCommand:") {
                 format!("{indent}rollbackCommand: [sh, -c, \"echo migrating down\"]")

@@ -46,6 +46,7 @@ pub fn print(
         )?,
         Format::Markdown => markdown(out, &diffs, revs)?,
         Format::Text => text(out, &diffs)?,
+        Format::Manifests => anyhow::bail!("`--output manifests` is for `plumb render`"),
     }
     Ok(if changed { Outcome::Found } else { Outcome::Ok })
 }

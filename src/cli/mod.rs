@@ -298,6 +298,8 @@ pub enum Format {
     Json,
     /// For a pull-request comment (`diff` only).
     Markdown,
+    /// The objects the kubernetes target would apply (`render` only).
+    Manifests,
 }
 
 /// Runs the command line and returns the exit code.
@@ -342,6 +344,9 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
                 return Ok(Outcome::Found);
             }
             let desired = &rendered.environments[&env];
+            if output == Format::Manifests {
+                return manifests(&mut out, desired, service.as_deref());
+            }
             let mut value = desired.to_masked_json();
             if let Some(service) = service {
                 let Some(one) = value["services"].get(&service).cloned() else {
@@ -351,7 +356,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             }
             match output {
                 Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?,
-                Format::Text | Format::Markdown => write!(out, "{}", emit::yaml(&value))?,
+                Format::Text | Format::Markdown | Format::Manifests => write!(out, "{}", emit::yaml(&value))?,
             }
             Ok(Outcome::Ok)
         }
@@ -473,6 +478,31 @@ fn logs(out: &mut dyn Write, state: &std::path::Path, env: &str, service: &str, 
         if !text.is_empty() && !text.ends_with('\n') {
             writeln!(out)?;
         }
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Prints the objects the kubernetes target would apply for `desired` (those of `service`
+/// alone, when given) as a YAML stream.
+fn manifests(out: &mut impl Write, desired: &spec::Desired, service: Option<&str>) -> anyhow::Result<Outcome> {
+    let Some(objects) = crate::target::kubernetes::render::manifests(desired) else {
+        anyhow::bail!(
+            "environment `{}` runs on the {} target, which applies no Kubernetes objects: `--output manifests` is for environments on the kubernetes target (`--output text` shows what it runs)",
+            desired.environment,
+            desired.target.name()
+        );
+    };
+    let objects = objects.context("cannot make the objects")?;
+    let label = |o: &serde_json::Value| {
+        o["metadata"]["labels"][crate::target::kubernetes::render::SERVICE]
+            .as_str()
+            .map(str::to_owned)
+    };
+    for object in objects
+        .iter()
+        .filter(|o| service.is_none() || label(o).as_deref() == service)
+    {
+        write!(out, "---\n{}", emit::yaml(object))?;
     }
     Ok(Outcome::Ok)
 }

@@ -42,6 +42,7 @@ pub fn run(
     match output {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&to_json(&report))?)?,
         Format::Text | Format::Markdown => print(out, &report)?,
+        Format::Manifests => anyhow::bail!("`--output manifests` is for `plumb render`"),
     }
     Ok(if report.is_authenticated() {
         Outcome::Ok

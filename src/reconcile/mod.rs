@@ -254,11 +254,7 @@ async fn take(
             (Action::Delete, _) => {
                 for slot in slots.into_iter().flat_map(|s| s.keys()) {
                     let step = format!("delete {name} ({})", slot.name());
-                    recorded(ledger, attempt, &step, async {
-                        target.remove(name, *slot).await;
-                        Ok(())
-                    })
-                    .await?;
+                    recorded(ledger, attempt, &step, async { Ok(target.remove(name, *slot).await?) }).await?;
                 }
             }
             (Action::Retire { slot }, _) => {
@@ -307,11 +303,7 @@ async fn retire(
     name: &str,
     slot: Slot,
 ) -> Result<(), RolloutError> {
-    recorded(ledger, attempt, step, async {
-        target.retire(name, slot).await;
-        Ok(())
-    })
-    .await
+    recorded(ledger, attempt, step, async { Ok(target.retire(name, slot).await?) }).await
 }
 
 async fn roll_out(

@@ -40,7 +40,10 @@ impl Rollout<'_> {
         for step in &settings.steps {
             let weight = u32::from(step.weight.min(100));
             self.step(&format!("shift {weight}% to {}", next.name()), async {
-                self.runtime.route(name, &[(next, weight), (live, 100 - weight)]).await;
+                // A shift that failed sends the new version no traffic: the canary aborts.
+                self.runtime
+                    .route(name, &[(next, weight), (live, 100 - weight)])
+                    .await?;
                 self.runtime.reset_traffic(name).await;
                 Ok(())
             })

@@ -290,8 +290,7 @@ impl Rollout<'_> {
     async fn route(&mut self, step: &str, service: &str, weights: &[(Slot, u32)]) -> Result<(), RolloutError> {
         let runtime = self.runtime;
         self.step(step, async {
-            runtime.route(service, weights).await;
-            Ok(())
+            runtime.route(service, weights).await.map_err(RolloutError::from)
         })
         .await
     }
@@ -300,8 +299,7 @@ impl Rollout<'_> {
     async fn retire(&mut self, service: &str, slot: Slot) -> Result<(), RolloutError> {
         let runtime = self.runtime;
         self.step(&format!("retire {}", slot.name()), async {
-            runtime.retire(service, slot).await;
-            Ok(())
+            runtime.retire(service, slot).await.map_err(RolloutError::from)
         })
         .await
     }

@@ -127,6 +127,7 @@ pub fn service(service: &Service, node: &Node, target: &Target, out: &mut Vec<Di
     for (i, check) in service.health_checks.iter().enumerate() {
         check_port_reference(service, check, node, i, out);
     }
+    super::support::check(service, node, target, out);
     secrets_stay_out_of_commands(service, node, out);
 }
 

@@ -15,6 +15,7 @@ pub mod node;
 pub mod render;
 pub mod schema;
 pub mod sealed;
+pub mod support;
 pub mod yaml;
 
 pub use diagnostic::Diagnostic;

@@ -89,15 +89,16 @@ pub trait Target: Send + Sync {
     /// (the caller rolls it out instead).
     fn reload<'a>(&'a self, service: &'a Service, slot: Slot) -> Pending<'a, Result<bool, TargetError>>;
 
-    /// Sets the traffic weights of `service`'s slots (absent slots get none).
-    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, ()>;
+    /// Sets the traffic weights of `service`'s slots (absent slots get none). An error means
+    /// traffic may not have moved: the caller fails its step.
+    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, Result<(), TargetError>>;
 
     /// Takes `slot` of `service` out of traffic and stops it.
-    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, ()>;
+    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, Result<(), TargetError>>;
 
     /// Removes `slot` of `service` for good (the service left the repository): by default the
     /// same as [`Target::retire`]; a target that keeps retired slots around deletes them.
-    fn remove<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, ()> {
+    fn remove<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, Result<(), TargetError>> {
         self.retire(service, slot)
     }
 

@@ -260,3 +260,13 @@ mod tests {
         assert_eq!(expand("${unterminated", &env), "${unterminated");
     }
 }
+
+/// The health checks of `service` that decide readiness: what a rollout waits for.
+pub fn readiness_checks(service: &Service) -> Vec<crate::spec::model::service::HealthCheck> {
+    service
+        .health_checks
+        .iter()
+        .filter(|check| check.gates_readiness())
+        .cloned()
+        .collect()
+}

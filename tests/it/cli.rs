@@ -13,7 +13,11 @@ fn example() -> String {
 fn the_example_repository_is_valid() {
     let run = plumb(&["validate", "--repo", &example()]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("production (2 services, local)"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("production (2 services, kubernetes)"),
+        "{}",
+        run.stdout
+    );
 
     let json: Value =
         serde_json::from_str(&plumb(&["validate", "--repo", &example(), "--output", "json"]).stdout).unwrap();

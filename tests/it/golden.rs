@@ -65,7 +65,8 @@ fn a_pull_request_diff_calls_out_images_strategies_and_config_keys() {
         .edit(
             "environments/production.yaml",
             "blueGreen:\n        warmup: 1m\n        switchover: 30s\n        keepOldVersion: 30m",
-            "canary:\n        steps: [{weight: 5, pause: 10m}, {weight: 50, pause: 10m}]",
+            "canary:\n        steps: [{weight: 5, pause: 10m}, {weight: 50, pause: 10m}]\n        \
+             prometheus: {url: \"http://prometheus:9090\", query: \"plumb:success_rate\"}",
         )
         .edit(
             "environments/production.yaml",

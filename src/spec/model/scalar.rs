@@ -214,6 +214,46 @@ impl JsonSchema for Quantity {
     }
 }
 
+impl Quantity {
+    /// The number and its suffix (`250m` → 250, `m`).
+    fn split(&self) -> Option<(f64, &str)> {
+        let text = self.0.0.as_str();
+        let at = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        Some((text[..at].parse().ok()?, &text[at..]))
+    }
+
+    /// As CPUs in billionths (`250m` → 250,000,000); `None` for a memory suffix.
+    pub fn nano_cpus(&self) -> Option<u64> {
+        let (number, suffix) = self.split()?;
+        let cpus = match suffix {
+            "" => number,
+            "m" => number / 1000.0,
+            _ => return None,
+        };
+        Some((cpus * 1e9).round() as u64)
+    }
+
+    /// As bytes (`256Mi` → 268,435,456); `None` for a CPU suffix.
+    pub fn bytes(&self) -> Option<u64> {
+        let (number, suffix) = self.split()?;
+        let unit: f64 = match suffix {
+            "" => 1.0,
+            "k" => 1e3,
+            "M" => 1e6,
+            "G" => 1e9,
+            "T" => 1e12,
+            "Ki" => 1024.0,
+            "Mi" => 1024.0 * 1024.0,
+            "Gi" => 1024.0 * 1024.0 * 1024.0,
+            "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+            _ => return None,
+        };
+        Some((number * unit).round() as u64)
+    }
+}
+
 /// The prefix of an encrypted value.
 pub const ENCRYPTED_PREFIX: &str = "ENC[";
 

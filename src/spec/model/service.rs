@@ -235,6 +235,49 @@ pub struct HealthCheck {
     #[serde(default = "three")]
     #[schemars(range(min = 1))]
     pub failure_threshold: u32,
+    /// What the check decides: `readiness` (a copy takes traffic, a rollout progresses; the
+    /// default), `liveness` (a copy failing it is restarted), `startup` (the other checks wait
+    /// until it passes once). Only the kubernetes target runs liveness and startup checks.
+    #[serde(default = "readiness", skip_serializing_if = "is_readiness_only")]
+    #[schemars(length(min = 1), extend("uniqueItems" = true))]
+    pub probes: Vec<ProbeKind>,
+}
+
+/// What a health check decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    /// Whether a copy takes traffic, and so whether a rollout progresses.
+    Readiness,
+    /// Whether a copy is alive: one failing it is restarted.
+    Liveness,
+    /// Whether a copy has started: the other checks wait until it passes once.
+    Startup,
+}
+
+impl ProbeKind {
+    /// The kind's name as written in documents.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Readiness => "readiness",
+            ProbeKind::Liveness => "liveness",
+            ProbeKind::Startup => "startup",
+        }
+    }
+}
+
+impl HealthCheck {
+    /// Whether the check decides readiness (the rollout's gate).
+    pub fn gates_readiness(&self) -> bool {
+        self.probes.contains(&ProbeKind::Readiness)
+    }
+}
+
+fn readiness() -> Vec<ProbeKind> {
+    vec![ProbeKind::Readiness]
+}
+fn is_readiness_only(probes: &[ProbeKind]) -> bool {
+    probes == [ProbeKind::Readiness]
 }
 
 fn two_seconds() -> Duration {

@@ -9,6 +9,7 @@ use bollard::models::{
 };
 
 use crate::spec::model::Service;
+use crate::spec::model::service::Amounts;
 use crate::target::workload::{Slot, expand};
 
 /// Compose's project label.
@@ -162,6 +163,10 @@ impl Launch<'_> {
                 port_bindings: Some(bindings),
                 binds: (!binds.is_empty()).then_some(binds),
                 init: Some(true),
+                // Validation refuses what the engine cannot hold (a CPU request).
+                nano_cpus: self.limit(|a| a.cpu.as_ref()?.nano_cpus(), false),
+                memory: self.limit(|a| a.memory.as_ref()?.bytes(), false),
+                memory_reservation: self.limit(|a| a.memory.as_ref()?.bytes(), true),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
@@ -205,6 +210,18 @@ impl Launch<'_> {
             .flat_map(|c| &c.volumes)
             .map(|volume| format!("{}_{volume}", self.project))
             .collect()
+    }
+
+    /// An amount of the service's `resources` (its requests, else its limits) as the engine
+    /// takes it.
+    fn limit(&self, amount: impl Fn(&Amounts) -> Option<u64>, requests: bool) -> Option<i64> {
+        let resources = self.service.resources.as_ref()?;
+        let amounts = if requests {
+            resources.requests.as_ref()
+        } else {
+            resources.limits.as_ref()
+        };
+        amount(amounts?).and_then(|n| i64::try_from(n).ok())
     }
 
     /// The engine's health check, when the service declares one.

@@ -13,6 +13,8 @@ mod gateway;
 mod live;
 mod manifests;
 mod objects;
+mod pods;
+pub mod render;
 pub mod runtime;
 mod target;
 mod watch;

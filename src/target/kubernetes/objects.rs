@@ -8,8 +8,10 @@ use serde_json::{Value, json};
 
 use crate::spec::model::Service;
 use crate::spec::model::environment::GatewayRef;
-use crate::spec::model::service::Strategy;
-use crate::target::workload::{Slot, config_is_secret, digest, is_secret_variable};
+use crate::spec::model::service::{Amounts, Port, ProbeKind, Protocol, Resources, Strategy};
+use crate::target::workload::{
+    Slot, WorkloadError, config_file, config_is_secret, digest, is_secret_variable, variables,
+};
 
 /// The label every object plumb manages carries, with the environment as value.
 pub const ENVIRONMENT: &str = "plumb.dev/environment";
@@ -128,7 +130,7 @@ fn container(service: &Service, env: &[(String, String)], secrets: &str) -> Valu
     let ports: Vec<Value> = service
         .ports
         .iter()
-        .map(|p| json!({"name": p.name.as_str(), "containerPort": p.target_port.unwrap_or(p.port), "protocol": "TCP"}))
+        .map(|p| json!({"name": p.name.as_str(), "containerPort": p.target_port.unwrap_or(p.port), "protocol": protocol(p)}))
         .collect();
     let mut env: Vec<Value> = env
         .iter()
@@ -150,9 +152,164 @@ fn container(service: &Service, env: &[(String, String)], secrets: &str) -> Valu
         "ports": ports,
     });
     if let Some(command) = &service.command {
-        container["command"] = json!(command);
+        let names: Vec<&str> = env.iter().filter_map(|v| v["name"].as_str()).collect();
+        container["command"] = json!(
+            command
+                .iter()
+                .map(|arg| kubelet_expands(arg, &names))
+                .collect::<Vec<_>>()
+        );
+    }
+    if let Some(resources) = &service.resources {
+        container["resources"] = self::resources(resources);
     }
     container
+}
+
+/// `arg` with each `${NAME}` of a variable in `names` written `$(NAME)`, which the kubelet
+/// expands from the container's variables as the other targets expand `${NAME}`; a `$(` of
+/// the argument's own is escaped (`$$(`) so the kubelet leaves it as written.
+fn kubelet_expands(arg: &str, names: &[&str]) -> String {
+    let escaped = arg.replace("$(", "$$(");
+    let pairs: Vec<(String, String)> = names
+        .iter()
+        .map(|name| ((*name).to_owned(), format!("$({name})")))
+        .collect();
+    crate::target::workload::expand(&escaped, &pairs)
+}
+
+/// A port's protocol as the API writes it.
+fn protocol(port: &Port) -> &'static str {
+    match port.protocol {
+        Protocol::TCP => "TCP",
+        Protocol::UDP => "UDP",
+    }
+}
+
+/// `resources` as a container's requests and limits, exactly as declared.
+fn resources(resources: &Resources) -> Value {
+    let amounts = |amounts: &Amounts| {
+        let mut out = serde_json::Map::new();
+        if let Some(cpu) = &amounts.cpu {
+            out.insert("cpu".to_owned(), json!(cpu.0.0));
+        }
+        if let Some(memory) = &amounts.memory {
+            out.insert("memory".to_owned(), json!(memory.0.0));
+        }
+        Value::Object(out)
+    };
+    let mut out = serde_json::Map::new();
+    if let Some(requests) = &resources.requests {
+        out.insert("requests".to_owned(), amounts(requests));
+    }
+    if let Some(limits) = &resources.limits {
+        out.insert("limits".to_owned(), amounts(limits));
+    }
+    Value::Object(out)
+}
+
+/// The container probes of `service`'s health checks: each check becomes the probes it is
+/// marked for (readiness by default), so the kubelet judges every pod by them. Validation
+/// refuses what a probe cannot state (an expected status outside 200–399, times that are not
+/// whole seconds, a liveness or startup check needing more than one success).
+fn probes(service: &Service) -> serde_json::Map<String, Value> {
+    let mut probes = serde_json::Map::new();
+    for check in &service.health_checks {
+        let mut probe = if let Some(http) = &check.http {
+            json!({"httpGet": {"path": http.path, "port": probe_port(service, http.port.as_ref()), "scheme": "HTTP"}})
+        } else if let Some(tcp) = &check.tcp {
+            json!({"tcpSocket": {"port": probe_port(service, tcp.port.as_ref())}})
+        } else if let Some(exec) = &check.exec {
+            json!({"exec": {"command": exec.command}})
+        } else {
+            continue;
+        };
+        let seconds = |d: &crate::spec::model::scalar::Duration| d.0.as_secs();
+        probe["timeoutSeconds"] = json!(seconds(&check.timeout).max(1));
+        probe["periodSeconds"] = json!(seconds(&check.interval).max(1));
+        probe["initialDelaySeconds"] = json!(seconds(&check.initial_delay));
+        probe["successThreshold"] = json!(check.success_threshold);
+        probe["failureThreshold"] = json!(check.failure_threshold);
+        for kind in &check.probes {
+            let field = match kind {
+                ProbeKind::Readiness => "readinessProbe",
+                ProbeKind::Liveness => "livenessProbe",
+                ProbeKind::Startup => "startupProbe",
+            };
+            // A container has one probe of each kind: validation refuses a second.
+            probes.entry(field).or_insert_with(|| probe.clone());
+        }
+    }
+    probes
+}
+
+/// The container port a check aims at: a port's name as it is, a number of a declared port
+/// as its container port, the first port's name when absent.
+fn probe_port(service: &Service, port: Option<&crate::spec::model::scalar::Text>) -> Value {
+    match port.map(|p| p.0.as_str()) {
+        None => service.ports.first().map_or(json!(null), |p| json!(p.name.as_str())),
+        Some(text) => match text.parse::<u16>() {
+            Ok(number) => json!(
+                service
+                    .ports
+                    .iter()
+                    .find(|p| p.port == number)
+                    .map_or(number, |p| p.target_port.unwrap_or(p.port))
+            ),
+            Err(_) => json!(text),
+        },
+    }
+}
+
+/// What a slot of a service is made of: its Deployment, and the Secret and ConfigMap it reads
+/// (`None`: the slot has none, and one left by an earlier version is deleted).
+pub struct SlotObjects {
+    /// The Secret of its decrypted values.
+    pub secret: Option<Value>,
+    /// The ConfigMap of its configuration file, when that holds no decrypted value.
+    pub config_map: Option<Value>,
+    /// The Deployment.
+    pub deployment: Value,
+}
+
+/// The variables every workload of `service` in `environment` gets: its own, opened, and who
+/// it is.
+pub fn variables_of(environment: &str, service: &Service) -> Result<Vec<(String, String)>, WorkloadError> {
+    let mut env = variables(service)?;
+    env.push(("PLUMB_ENVIRONMENT".to_owned(), environment.to_owned()));
+    env.push(("PLUMB_SERVICE".to_owned(), service.name.as_str().to_owned()));
+    Ok(env)
+}
+
+/// The objects of `version` of `service` in `slot`, from `commit`: what `deploy` applies.
+pub fn slot_objects(
+    environment: &str,
+    service: &Service,
+    slot: Slot,
+    version: &str,
+    commit: &str,
+) -> Result<SlotObjects, WorkloadError> {
+    let mut env = variables_of(environment, service)?;
+    env.push(("PLUMB_SLOT".to_owned(), slot.name().to_owned()));
+    env.push(("PLUMB_VERSION".to_owned(), version.to_owned()));
+    let config = config_file(service)?;
+    let key = config
+        .as_ref()
+        .map(|(file, _)| file.rsplit('/').next().unwrap_or(file).to_owned());
+    let data = secret_data(service, &env, config.as_ref().map(|(_, text)| text.as_str()));
+    let name = secret_name(service.name.as_str(), slot);
+    let secret = (!data.is_empty()).then(|| self::secret(environment, service, &name, Some(slot), &data));
+    let config_map = match (&config, &key) {
+        (Some((_, text)), Some(key)) if !config_is_secret(service) => {
+            Some(self::config_map(environment, service, slot, key, text))
+        }
+        _ => None,
+    };
+    Ok(SlotObjects {
+        secret,
+        config_map,
+        deployment: deployment(environment, service, slot, version, commit, &env, key.as_deref()),
+    })
 }
 
 /// The Deployment of `version` of `service` in `slot`, from `commit`; with `config`, its
@@ -175,7 +332,9 @@ pub fn deployment(
         env.push(("PLUMB_CONFIG".to_owned(), format!("{CONFIG_DIR}/{key}")));
     }
     let secrets = secret_name(service.name.as_str(), slot);
-    let mut pod = json!({"containers": [container(service, &env, &secrets)]});
+    let mut container = container(service, &env, &secrets);
+    container.as_object_mut().expect("an object").extend(probes(service));
+    let mut pod = json!({"containers": [container]});
     if let Some(key) = config {
         let source = if config_is_secret(service) {
             json!({"secret": {"secretName": secrets, "items": [{"key": CONFIG_KEY, "path": key}]}})
@@ -236,7 +395,7 @@ pub fn service(environment: &str, service: &Service, slots: &[Slot], weights: &s
     let ports: Vec<Value> = service
         .ports
         .iter()
-        .map(|p| json!({"name": p.name.as_str(), "port": p.port, "targetPort": p.target_port.unwrap_or(p.port), "protocol": "TCP"}))
+        .map(|p| json!({"name": p.name.as_str(), "port": p.port, "targetPort": p.target_port.unwrap_or(p.port), "protocol": protocol(p)}))
         .collect();
     json!({
         "apiVersion": "v1",
@@ -321,6 +480,17 @@ pub fn job(
     })
 }
 
+/// The name of `service`'s Job `job` (`migration`, `migration-rollback`): a DNS label.
+pub fn job_name(service: &str, job: &str) -> String {
+    let mut name: String = format!("{service}-{job}")
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    name.truncate(63);
+    name.trim_end_matches('-').to_owned()
+}
+
 /// `blue=100,green=0` back into weights.
 pub fn parse_weights(text: &str) -> Vec<(Slot, u32)> {
     text.split(',')
@@ -348,6 +518,13 @@ pub fn format_weights(weights: &[(Slot, u32)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kubelet_expands_what_other_targets_expand() {
+        let names = ["PORT", "HOST"];
+        assert_eq!(kubelet_expands("--port=${PORT}", &names), "--port=$(PORT)");
+        assert_eq!(kubelet_expands("${UNKNOWN} $(date)", &names), "${UNKNOWN} $$(date)");
+    }
 
     #[test]
     fn weights_round_trip() {

@@ -20,7 +20,7 @@ use super::objects::{self, ENVIRONMENT, SERVICE, SLOT, WEIGHTS, deployment_name}
 use super::watch::{Snapshot, Watched};
 use crate::spec::model::Service;
 use crate::spec::model::environment::{GatewayRef, KubernetesTarget};
-use crate::target::workload::{LiveSlot, Slot, WorkloadError, config_file, config_is_secret, variables};
+use crate::target::workload::{LiveSlot, Slot, WorkloadError};
 
 /// The field manager plumb applies as.
 pub(super) const MANAGER: &str = "plumb";
@@ -234,10 +234,7 @@ impl KubernetesRuntime {
 
     /// The variables of `service`.
     fn env(&self, service: &Service) -> Result<Vec<(String, String)>, KubernetesError> {
-        let mut env = variables(service)?;
-        env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.clone()));
-        env.push(("PLUMB_SERVICE".to_owned(), service.name.as_str().to_owned()));
-        Ok(env)
+        Ok(objects::variables_of(&self.environment, service)?)
     }
 
     /// Applies `version` of `service` in `slot`, from `commit`, and waits until the Deployment
@@ -251,30 +248,27 @@ impl KubernetesRuntime {
         commit: &str,
     ) -> Result<(), KubernetesError> {
         let name = deployment_name(service.name.as_str(), slot);
-        let mut env = self.env(service)?;
-        env.push(("PLUMB_SLOT".to_owned(), slot.name().to_owned()));
-        env.push(("PLUMB_VERSION".to_owned(), version.to_owned()));
         // The configuration file goes in the slot's ConfigMap, the decrypted values in its
         // Secret (the file too, when it holds any), applied before the pods need them.
-        let config = config_file(service)?;
-        let key = config
-            .as_ref()
-            .map(|(file, _)| file.rsplit('/').next().unwrap_or(file).to_owned());
-        let secret_data = objects::secret_data(service, &env, config.as_ref().map(|(_, text)| text.as_str()));
+        let objects = objects::slot_objects(&self.environment, service, slot, version, commit)?;
         let secret_name = objects::secret_name(service.name.as_str(), slot);
-        self.apply_secret(service, &secret_name, Some(slot), &secret_data)
-            .await?;
+        match objects.secret {
+            Some(document) => {
+                let what = format!("applying secret `{secret_name}`");
+                self.apply(&self.secrets(), &secret_name, document, &what).await?;
+            }
+            None => self.delete(&self.secrets(), &secret_name, "secret").await?,
+        }
         let map_name = objects::config_map_name(service.name.as_str(), slot);
-        match (&config, &key) {
-            (Some((_, text)), Some(key)) if !config_is_secret(service) => {
-                let document = objects::config_map(&self.environment, service, slot, key, text);
+        match objects.config_map {
+            Some(document) => {
                 let what = format!("applying config map `{map_name}`");
                 self.apply(&self.config_maps(), &map_name, document, &what).await?;
             }
             // No file, or one in the Secret: a ConfigMap of an earlier version goes.
-            _ => self.delete(&self.config_maps(), &map_name, "config map").await?,
+            None => self.delete(&self.config_maps(), &map_name, "config map").await?,
         }
-        let document = objects::deployment(&self.environment, service, slot, version, commit, &env, key.as_deref());
+        let document = objects.deployment;
         let what = format!("applying deployment `{name}`");
         let applied = self.apply(&self.deployments(), &name, document, &what).await?;
         self.applied
@@ -334,22 +328,39 @@ impl KubernetesRuntime {
                 .find(|c| c.type_ == "Progressing" && c.status == "False");
             // A condition from before the controller saw this spec says nothing about it.
             let current = status.observed_generation.unwrap_or(0) >= generation;
-            if let Some(condition) = stalled.filter(|_| current) {
-                return Err(KubernetesError::NotAvailable {
-                    name: name.to_owned(),
-                    reason: condition
+            let failed = match stalled.filter(|_| current) {
+                Some(condition) => Some(
+                    condition
                         .message
                         .clone()
                         .unwrap_or_else(|| "progress deadline exceeded".to_owned()),
-                });
-            }
-            if tokio::time::Instant::now() > until {
+                ),
+                None if tokio::time::Instant::now() > until => Some(format!(
+                    "{} of {wanted} replicas available after {deadline:?}",
+                    status.available_replicas.unwrap_or(0)
+                )),
+                None => None,
+            };
+            if let Some(mut reason) = failed {
+                // The kubelet's account of the pods that are not ready: what the probes saw.
+                let selector = deployment
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.match_labels.as_ref())
+                    .map(|labels| {
+                        labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                if let Some(trouble) = self.pod_trouble(&selector).await {
+                    reason = format!("{reason}; {trouble}");
+                }
                 return Err(KubernetesError::NotAvailable {
                     name: name.to_owned(),
-                    reason: format!(
-                        "{} of {wanted} replicas available after {deadline:?}",
-                        status.available_replicas.unwrap_or(0)
-                    ),
+                    reason,
                 });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -457,13 +468,7 @@ impl KubernetesRuntime {
         timeout: Duration,
     ) -> Result<(), KubernetesError> {
         let env = self.env(service)?;
-        let mut name: String = format!("{}-{job}", service.name.as_str())
-            .to_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        name.truncate(63);
-        let name = name.trim_end_matches('-').to_owned();
+        let name = objects::job_name(service.name.as_str(), job);
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
         // A Job left by an agent that died while it ran.
         let _ = jobs.delete(&name, &DeleteParams::background()).await;

@@ -1,5 +1,4 @@
-//! The kubernetes runtime as a [`Target`]: its primitives, failures logged where the interface
-//! has no error to return.
+//! The kubernetes runtime as a [`Target`]: its primitives, each failure returned to the rollout.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -58,28 +57,20 @@ impl Target for KubernetesRuntime {
         Box::pin(async { Ok(false) })
     }
 
-    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, ()> {
+    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            if let Err(e) = KubernetesRuntime::route(self, service, weights).await {
-                tracing::error!(environment = %self.environment, service, error = %e, "Cannot route.");
-            }
+            KubernetesRuntime::route(self, service, weights)
+                .await
+                .map_err(kube_error)
         })
     }
 
-    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, ()> {
-        Box::pin(async move {
-            if let Err(e) = KubernetesRuntime::retire(self, service, slot).await {
-                tracing::error!(environment = %self.environment, service, error = %e, "Cannot retire a slot.");
-            }
-        })
+    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move { KubernetesRuntime::retire(self, service, slot).await.map_err(kube_error) })
     }
 
-    fn remove<'a>(&'a self, service: &'a str, _slot: Slot) -> Pending<'a, ()> {
-        Box::pin(async move {
-            if let Err(e) = KubernetesRuntime::remove(self, service).await {
-                tracing::error!(environment = %self.environment, service, error = %e, "Cannot remove a service.");
-            }
-        })
+    fn remove<'a>(&'a self, service: &'a str, _slot: Slot) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move { KubernetesRuntime::remove(self, service).await.map_err(kube_error) })
     }
 
     fn checks<'a>(&'a self, _service: &'a str, _slot: Slot) -> Pending<'a, Result<Vec<Check>, TargetError>> {

@@ -15,7 +15,9 @@ use crate::health::Check;
 use crate::router::{Backend, Router, SlotStats};
 use crate::spec::model::Service;
 use crate::spec::model::service::{Reload, Signal as ConfigSignal};
-use crate::target::workload::{LiveSlot, Slot, WorkloadError, expand, file_digest, variables, write_config};
+use crate::target::workload::{
+    LiveSlot, Slot, WorkloadError, expand, file_digest, readiness_checks, variables, write_config,
+};
 use crate::target::{Capabilities, Pending, Target, TargetError};
 
 /// The variable every process of a runtime carries: the runtime's working folder, unique per
@@ -240,7 +242,8 @@ impl LocalRuntime {
             SlotRuntime {
                 version: version.to_owned(),
                 replicas,
-                checks: service.health_checks.clone(),
+                // Validation refuses liveness and startup checks on this target.
+                checks: readiness_checks(service),
                 stable,
                 config: launch.config,
             },
@@ -656,12 +659,19 @@ impl Target for LocalRuntime {
         Box::pin(async move { LocalRuntime::reload(self, service, slot).await.map_err(local_error) })
     }
 
-    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, ()> {
-        Box::pin(LocalRuntime::route(self, service, weights))
+    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, Result<(), TargetError>> {
+        // The routers are the agent's own: setting their weights cannot fail.
+        Box::pin(async move {
+            LocalRuntime::route(self, service, weights).await;
+            Ok(())
+        })
     }
 
-    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, ()> {
-        Box::pin(LocalRuntime::retire(self, service, slot))
+    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            LocalRuntime::retire(self, service, slot).await;
+            Ok(())
+        })
     }
 
     fn checks<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, Result<Vec<Check>, TargetError>> {

@@ -264,10 +264,10 @@ impl ComposeRuntime {
         drop(routing);
         self.healthy(service, slot).await?;
         let mut routing = self.routing.lock().await;
-        self.checks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((name.to_owned(), slot), service.health_checks.clone());
+        self.checks.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            (name.to_owned(), slot),
+            crate::target::workload::readiness_checks(service),
+        );
         // A new version takes traffic only when a strategy routes it there.
         routing.entry(name.to_owned()).or_default().weights.insert(slot, 0);
         self.persist(&routing)?;

@@ -52,20 +52,16 @@ impl Target for ComposeRuntime {
         Box::pin(async move { ComposeRuntime::reload(self, service, slot).await.map_err(compose_error) })
     }
 
-    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, ()> {
+    fn route<'a>(&'a self, service: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            if let Err(e) = ComposeRuntime::route(self, service, weights).await {
-                tracing::error!(environment = %self.environment, service, error = %e, "Cannot route.");
-            }
+            ComposeRuntime::route(self, service, weights)
+                .await
+                .map_err(compose_error)
         })
     }
 
-    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, ()> {
-        Box::pin(async move {
-            if let Err(e) = ComposeRuntime::retire(self, service, slot).await {
-                tracing::error!(environment = %self.environment, service, error = %e, "Cannot retire a slot.");
-            }
-        })
+    fn retire<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async move { ComposeRuntime::retire(self, service, slot).await.map_err(compose_error) })
     }
 
     fn checks<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, Result<Vec<Check>, TargetError>> {

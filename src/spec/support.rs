@@ -1,0 +1,746 @@
+//! What each target does with each field of the service format: carried out (and how) or
+//! refused (and why). One table is the source of both the check `plumb validate` runs — a
+//! field a target refuses is reported at its line, naming the field and the target — and the
+//! per-target table in the docs (`plumb schemas` writes it; a test holds the docs equal to it,
+//! and another holds every field of the schema present in it). Nothing a user writes is
+//! dropped without a word.
+
+use super::diagnostic::Diagnostic;
+use super::model::scalar::Duration;
+use super::model::service::{HealthCheck, ProbeKind, Protocol, Strategy};
+use super::model::{Service, Target};
+use super::node::{Node, Path, Step};
+
+/// What one target does with a field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// Carried out, as said.
+    Done(&'static str),
+    /// Refused at validation, for the reason said.
+    Refused(&'static str),
+    /// Refused with the field it is part of (named), and reported there.
+    Within(&'static str),
+}
+
+/// A field of the service format, or a use of it (`path: what`), and what each target does.
+pub struct Field {
+    /// The field's path in the service document (`healthChecks[].probes`), with the use the
+    /// row is about after a colon when only that use is refused.
+    pub path: &'static str,
+    /// The local target.
+    pub local: Support,
+    /// The compose target.
+    pub compose: Support,
+    /// The kubernetes target.
+    pub kubernetes: Support,
+    /// Where `service` uses the field as this row means it: the paths a refusal is reported at.
+    pub used: fn(&Service) -> Vec<Path>,
+}
+
+impl Field {
+    /// What `target` does with the field.
+    pub fn on(&self, target: &Target) -> Support {
+        match target {
+            Target::Local(_) => self.local,
+            Target::Compose(_) => self.compose,
+            Target::Kubernetes(_) => self.kubernetes,
+        }
+    }
+}
+
+use Support::{Done, Refused, Within};
+
+const EVERYWHERE: Support = Done("yes");
+
+fn root() -> Path {
+    Path::default()
+}
+
+/// Paths of `service` where `key` is set (an `Option` that is `Some`, a list or map not empty).
+fn when(set: bool, path: Path) -> Vec<Path> {
+    if set { vec![path] } else { Vec::new() }
+}
+
+fn never(_: &Service) -> Vec<Path> {
+    Vec::new()
+}
+
+/// Paths of each health check matching `matches`, at `key` under it.
+fn checks(service: &Service, key: &[&str], matches: impl Fn(&HealthCheck) -> bool) -> Vec<Path> {
+    service
+        .health_checks
+        .iter()
+        .enumerate()
+        .filter(|(_, check)| matches(check))
+        .map(|(i, _)| {
+            key.iter()
+                .fold(root().key("healthChecks").join(Step::Index(i)), |path, k| path.key(k))
+        })
+        .collect()
+}
+
+fn whole_seconds(d: &Duration) -> bool {
+    d.0.subsec_nanos() == 0
+}
+
+/// The table: every field of the service format, and the uses of a field that a target refuses.
+pub static FIELDS: &[Field] = &[
+    Field {
+        path: "apiVersion",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: EVERYWHERE,
+        used: never,
+    },
+    Field {
+        path: "kind",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: EVERYWHERE,
+        used: never,
+    },
+    Field {
+        path: "name",
+        local: Done("names the processes and the router"),
+        compose: Done("the Compose service name"),
+        kubernetes: Done("names the Deployments (`<name>-<slot>`), the Service and the ConfigMaps"),
+        used: never,
+    },
+    Field {
+        path: "description",
+        local: Done("documentation only"),
+        compose: Done("documentation only"),
+        kubernetes: Done("documentation only"),
+        used: never,
+    },
+    Field {
+        path: "enabled",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: EVERYWHERE,
+        used: never,
+    },
+    Field {
+        path: "image",
+        local: Done("not used: the local target runs `command`"),
+        compose: Done("the container image"),
+        kubernetes: Done("the container image"),
+        used: never,
+    },
+    Field {
+        path: "command",
+        local: Done("the program run, `${PORT}` put in"),
+        compose: Done("the container command"),
+        kubernetes: Done("the container `command`"),
+        used: never,
+    },
+    Field {
+        path: "workingDir",
+        local: Done("the process's working directory, under the state directory"),
+        compose: Refused(
+            "it is relative to the agent's state directory, which a container does not see: set the working directory in the image",
+        ),
+        kubernetes: Refused(
+            "it is relative to the agent's state directory, which a container does not see: set the working directory in the image",
+        ),
+        used: |s| when(s.working_dir.is_some(), root().key("workingDir")),
+    },
+    Field {
+        path: "replicas",
+        local: Done("processes (at least one)"),
+        compose: Done("containers (at least one)"),
+        kubernetes: Done("`spec.replicas` (zero allowed)"),
+        used: never,
+    },
+    Field {
+        path: "ports[].name",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("the container port's and the Service port's name"),
+        used: never,
+    },
+    Field {
+        path: "ports[].port",
+        local: Done("the router listens on it (plus `portOffset`)"),
+        compose: Done("the router listens on it (plus `portOffset`)"),
+        kubernetes: Done("the Service port"),
+        used: never,
+    },
+    Field {
+        path: "ports[].targetPort",
+        local: Done("not used: each process listens on the port it is given in `PORT`"),
+        compose: Done("the container port"),
+        kubernetes: Done("the container port and the Service's `targetPort`"),
+        used: never,
+    },
+    Field {
+        path: "ports[].protocol",
+        local: Done("TCP"),
+        compose: Done("TCP"),
+        kubernetes: Done("the container's and the Service's port `protocol`"),
+        used: never,
+    },
+    Field {
+        path: "ports[].protocol: UDP",
+        local: Refused("plumb's router forwards TCP only"),
+        compose: Refused("plumb's router forwards TCP only"),
+        kubernetes: Done("`protocol: UDP`"),
+        used: |s| {
+            s.ports
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.protocol == Protocol::UDP)
+                .map(|(i, _)| root().key("ports").join(Step::Index(i)).key("protocol"))
+                .collect()
+        },
+    },
+    Field {
+        path: "resources",
+        local: Refused(
+            "the local target does not confine processes: set `resources` only in environments on the compose or kubernetes target",
+        ),
+        compose: Done("see its fields"),
+        kubernetes: Done("the container's `resources`, exactly as declared"),
+        used: |s| when(s.resources.is_some(), root().key("resources")),
+    },
+    Field {
+        path: "resources.limits.cpu",
+        local: Within("resources"),
+        compose: Done("`NanoCpus`"),
+        kubernetes: Done("`limits.cpu`"),
+        used: never,
+    },
+    Field {
+        path: "resources.limits.memory",
+        local: Within("resources"),
+        compose: Done("`Memory`"),
+        kubernetes: Done("`limits.memory`"),
+        used: never,
+    },
+    Field {
+        path: "resources.requests.memory",
+        local: Within("resources"),
+        compose: Done("`MemoryReservation`"),
+        kubernetes: Done("`requests.memory`"),
+        used: never,
+    },
+    Field {
+        path: "resources.requests.cpu",
+        local: Within("resources"),
+        compose: Refused("the Docker Engine reserves no CPU for a container"),
+        kubernetes: Done("`requests.cpu`"),
+        used: |s| {
+            when(
+                s.resources
+                    .as_ref()
+                    .and_then(|r| r.requests.as_ref())
+                    .is_some_and(|r| r.cpu.is_some()),
+                root().key("resources").key("requests").key("cpu"),
+            )
+        },
+    },
+    Field {
+        path: "resources: a CPU amount in memory units, or a memory amount in millis",
+        local: Within("resources"),
+        compose: Refused("the engine takes CPUs as a number (`0.5`, `500m`) and memory in bytes (`512Mi`)"),
+        kubernetes: Done("as written"),
+        used: |s| {
+            let mut paths = Vec::new();
+            let Some(resources) = &s.resources else { return paths };
+            for (key, amounts) in [("requests", &resources.requests), ("limits", &resources.limits)] {
+                let Some(amounts) = amounts else { continue };
+                if amounts.cpu.as_ref().is_some_and(|q| q.nano_cpus().is_none()) {
+                    paths.push(root().key("resources").key(key).key("cpu"));
+                }
+                if amounts.memory.as_ref().is_some_and(|q| q.bytes().is_none()) {
+                    paths.push(root().key("resources").key(key).key("memory"));
+                }
+            }
+            paths
+        },
+    },
+    Field {
+        path: "env[]",
+        local: Done("the process's environment"),
+        compose: Done("the container's environment"),
+        kubernetes: Done("the container's `env`; encrypted values by `secretKeyRef`"),
+        used: never,
+    },
+    Field {
+        path: "healthChecks[].name",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: EVERYWHERE,
+        used: never,
+    },
+    Field {
+        path: "healthChecks[].http",
+        local: Done("plumb probes each process"),
+        compose: Done("plumb probes each container"),
+        kubernetes: Done("`httpGet` probe (path, port, scheme HTTP)"),
+        used: never,
+    },
+    Field {
+        path: "healthChecks[].http.status: outside 200–399",
+        local: Done("that exact status"),
+        compose: Done("that exact status"),
+        kubernetes: Refused("the kubelet counts any status from 200 to 399 as success and cannot expect another"),
+        used: |s| {
+            checks(s, &["http", "status"], |c| {
+                c.http.as_ref().is_some_and(|h| !(200..400).contains(&h.status))
+            })
+        },
+    },
+    Field {
+        path: "healthChecks[].tcp",
+        local: Done("plumb connects to each process"),
+        compose: Done("plumb connects to each container"),
+        kubernetes: Done("`tcpSocket` probe"),
+        used: never,
+    },
+    Field {
+        path: "healthChecks[].exec",
+        local: Done("run on the agent's machine"),
+        compose: Done("run on the agent's machine"),
+        kubernetes: Done("`exec` probe, run in the container"),
+        used: never,
+    },
+    Field {
+        path: "healthChecks[].timeout",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("`timeoutSeconds`"),
+        used: never,
+    },
+    Field {
+        path: "healthChecks[].interval",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("`periodSeconds`"),
+        used: never,
+    },
+    Field {
+        path: "healthChecks[].initialDelay",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("`initialDelaySeconds`"),
+        used: never,
+    },
+    Field {
+        path: "healthChecks[]: a time that is not whole seconds",
+        local: Done("to the millisecond"),
+        compose: Done("to the millisecond"),
+        kubernetes: Refused("the kubelet counts probe times in whole seconds: write `1s`, not `500ms`"),
+        used: |s| {
+            let mut paths = checks(s, &["timeout"], |c| !whole_seconds(&c.timeout));
+            paths.extend(checks(s, &["interval"], |c| !whole_seconds(&c.interval)));
+            paths.extend(checks(s, &["initialDelay"], |c| !whole_seconds(&c.initial_delay)));
+            paths
+        },
+    },
+    Field {
+        path: "healthChecks[].successThreshold",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("`successThreshold`"),
+        used: never,
+    },
+    Field {
+        path: "healthChecks[].successThreshold: above 1 on a liveness or startup check",
+        local: Done("not applicable: liveness and startup checks are refused"),
+        compose: Done("not applicable: liveness and startup checks are refused"),
+        kubernetes: Refused("Kubernetes requires a liveness or startup probe to succeed once"),
+        used: |s| {
+            checks(s, &["successThreshold"], |c| {
+                c.success_threshold > 1 && c.probes.iter().any(|k| *k != ProbeKind::Readiness)
+            })
+        },
+    },
+    Field {
+        path: "healthChecks[].failureThreshold",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("`failureThreshold`"),
+        used: never,
+    },
+    Field {
+        path: "healthChecks[].probes",
+        local: Done("readiness: the check gates each rollout"),
+        compose: Done("readiness: the check gates each rollout"),
+        kubernetes: Done("`readinessProbe`, `livenessProbe`, `startupProbe`"),
+        used: never,
+    },
+    Field {
+        path: "healthChecks[].probes: liveness, startup",
+        local: Refused(
+            "the local target checks health while a version rolls out; nothing probes a running process afterwards",
+        ),
+        compose: Refused(
+            "plumb checks health while a version rolls out; for a check the engine keeps running use `container.healthcheck`",
+        ),
+        kubernetes: Done("`livenessProbe`, `startupProbe`"),
+        used: |s| checks(s, &["probes"], |c| c.probes.iter().any(|k| *k != ProbeKind::Readiness)),
+    },
+    Field {
+        path: "healthChecks[].probes: two checks of one kind",
+        local: Done("every readiness check must pass"),
+        compose: Done("every readiness check must pass"),
+        kubernetes: Refused(
+            "a container has one probe of each kind: keep one check per kind (an `exec` check can test several things)",
+        ),
+        used: |s| {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut paths = Vec::new();
+            for (i, check) in s.health_checks.iter().enumerate() {
+                if check.probes.iter().any(|kind| !seen.insert(*kind)) {
+                    paths.push(root().key("healthChecks").join(Step::Index(i)).key("name"));
+                }
+            }
+            paths
+        },
+    },
+    Field {
+        path: "strategy.recreate",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("the Deployment's `Recreate` strategy"),
+        used: never,
+    },
+    Field {
+        path: "strategy.rolling.maxSurge",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("`rollingUpdate.maxSurge`"),
+        used: never,
+    },
+    Field {
+        path: "strategy.rolling.maxUnavailable",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("`rollingUpdate.maxUnavailable`"),
+        used: never,
+    },
+    Field {
+        path: "strategy.rolling.batchSize",
+        local: Done("copies replaced at a time"),
+        compose: Done("copies replaced at a time"),
+        kubernetes: Refused(
+            "a Deployment replaces pods by `maxSurge` and `maxUnavailable` alone: remove `batchSize` (or set it to 1)",
+        ),
+        used: |s| {
+            when(
+                matches!(&s.strategy, Strategy::Rolling(r) if r.batch_size != 1),
+                root().key("strategy").key("rolling").key("batchSize"),
+            )
+        },
+    },
+    Field {
+        path: "strategy.blueGreen.warmup",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: EVERYWHERE,
+        used: never,
+    },
+    Field {
+        path: "strategy.blueGreen.switchover",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: EVERYWHERE,
+        used: never,
+    },
+    Field {
+        path: "strategy.blueGreen.keepOldVersion",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("then the old color is scaled to zero"),
+        used: never,
+    },
+    Field {
+        path: "strategy.canary.steps[]",
+        local: Done("the router's exact weights"),
+        compose: Done("the router's (or nginx's) exact weights"),
+        kubernetes: Done("exact on a Gateway's HTTPRoute, else by the replica ratio"),
+        used: never,
+    },
+    Field {
+        path: "strategy.canary.successThreshold",
+        local: Done("the router counts each slot's answers"),
+        compose: Done("the router counts each slot's answers"),
+        kubernetes: Done("with `prometheus`"),
+        used: never,
+    },
+    Field {
+        path: "strategy.canary.minRequests",
+        local: Done("the router counts each slot's answers"),
+        compose: Done("the router counts each slot's answers"),
+        kubernetes: Done("with `prometheus`"),
+        used: never,
+    },
+    Field {
+        path: "strategy.canary.successThreshold: without `prometheus`",
+        local: Done("the router counts each slot's answers"),
+        compose: Done("the router counts each slot's answers"),
+        kubernetes: Refused(
+            "no router sees a canary's answers on this target: add `prometheus: {url, query}` to judge them, or set `successThreshold: 0` to move the weights on health checks alone",
+        ),
+        used: |s| {
+            when(
+                matches!(&s.strategy, Strategy::Canary(c) if c.prometheus.is_none() && c.success_threshold > 0.0),
+                root().key("strategy").key("canary"),
+            )
+        },
+    },
+    Field {
+        path: "strategy.canary.prometheus",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: EVERYWHERE,
+        used: never,
+    },
+    Field {
+        path: "progressDeadline",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("`progressDeadlineSeconds`, and plumb's own wait"),
+        used: never,
+    },
+    Field {
+        path: "migration.command",
+        local: Done("a process"),
+        compose: Done("a one-off container"),
+        kubernetes: Done("a Job"),
+        used: never,
+    },
+    Field {
+        path: "migration.rollbackCommand",
+        local: Done("a process"),
+        compose: Done("a one-off container"),
+        kubernetes: Done("a Job"),
+        used: never,
+    },
+    Field {
+        path: "migration.timeout",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("the Job's `activeDeadlineSeconds`"),
+        used: never,
+    },
+    Field {
+        path: "config.schema",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: EVERYWHERE,
+        used: never,
+    },
+    Field {
+        path: "config.file",
+        local: Done("written in the working directory"),
+        compose: Done("mounted under `/etc/plumb/config`"),
+        kubernetes: Done("a ConfigMap (a Secret when it holds encrypted values) mounted under `/etc/plumb/config`"),
+        used: never,
+    },
+    Field {
+        path: "config.format",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: EVERYWHERE,
+        used: never,
+    },
+    Field {
+        path: "config.reload",
+        local: Done("signal, watch or restart"),
+        compose: Done("signal, watch or restart"),
+        kubernetes: Done("a change rolls out (a ConfigMap reaches running pods only eventually)"),
+        used: never,
+    },
+    Field {
+        path: "config.signal",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: Done("not sent: a change rolls out"),
+        used: never,
+    },
+    Field {
+        path: "config.values",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: EVERYWHERE,
+        used: never,
+    },
+    Field {
+        path: "dependsOn",
+        local: Done("deploy order"),
+        compose: Done("deploy order"),
+        kubernetes: Done("deploy order"),
+        used: never,
+    },
+    Field {
+        path: "labels",
+        local: Refused("processes carry no labels"),
+        compose: Done("container labels"),
+        kubernetes: Done("labels of every object of the service"),
+        used: |s| when(!s.labels.is_empty(), root().key("labels")),
+    },
+    Field {
+        path: "container",
+        local: Refused("the local target runs processes, not containers"),
+        compose: Done("see its fields"),
+        kubernetes: Refused(
+            "these are Docker Engine settings: a pod's volumes and probes are not written this way (use `healthChecks` for probes)",
+        ),
+        used: |s| when(s.container.is_some(), root().key("container")),
+    },
+    Field {
+        path: "container.volumes",
+        local: Within("container"),
+        compose: Done("named volumes of the project"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.networks",
+        local: Within("container"),
+        compose: Done("networks of the project"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.healthcheck",
+        local: Within("container"),
+        compose: Done("the engine's health check"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+];
+
+/// Reports every field `service` uses that `target` refuses, at its line.
+pub fn check(service: &Service, node: &Node, target: &Target, out: &mut Vec<Diagnostic>) {
+    for field in FIELDS {
+        let Support::Refused(why) = field.on(target) else {
+            continue;
+        };
+        for path in (field.used)(service) {
+            let at = node.locate(&path.0).0.at.clone();
+            out.push(
+                Diagnostic::new(
+                    &at,
+                    format!(
+                        "the {} target does not carry out `{}`: {why}",
+                        target.name(),
+                        field.path
+                    ),
+                )
+                .path(&path),
+            );
+        }
+    }
+}
+
+/// The table as Markdown, for the docs.
+pub fn markdown() -> String {
+    let cell = |support: Support| match support {
+        Done(how) => how.replace('|', "\\|"),
+        Refused(why) => format!("**refused**: {}", why.replace('|', "\\|")),
+        Within(parent) => format!("**refused** with `{parent}`"),
+    };
+    let mut out = String::from("| field | local | compose | kubernetes |\n|---|---|---|---|\n");
+    for field in FIELDS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            field.path.replace('|', "\\|"),
+            cell(field.local),
+            cell(field.compose),
+            cell(field.kubernetes)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every property of the service schema, as `a.b[].c`.
+    fn schema_paths() -> Vec<String> {
+        let schema = serde_json::to_value(schemars::schema_for!(Service)).unwrap();
+        let defs = schema["$defs"].clone();
+        let mut out = Vec::new();
+        walk(&schema, &defs, "", &mut out, 0);
+        out
+    }
+
+    fn walk(schema: &serde_json::Value, defs: &serde_json::Value, at: &str, out: &mut Vec<String>, depth: usize) {
+        if depth > 8 {
+            return;
+        }
+        if let Some(reference) = schema["$ref"].as_str() {
+            let name = reference.trim_start_matches("#/$defs/");
+            return walk(&defs[name], defs, at, out, depth + 1);
+        }
+        for key in ["anyOf", "oneOf", "allOf"] {
+            for branch in schema[key].as_array().into_iter().flatten() {
+                walk(branch, defs, at, out, depth + 1);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, defs, &format!("{at}[]"), out, depth + 1);
+        }
+        for (key, property) in schema["properties"].as_object().into_iter().flatten() {
+            let path = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            out.push(path.clone());
+            // Free-form maps (values, labels) are one field.
+            if !matches!(key.as_str(), "values" | "labels") {
+                walk(property, defs, &path, out, depth + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn every_field_of_the_schema_has_a_row() {
+        let rows: Vec<&str> = FIELDS.iter().map(|f| f.path.split(':').next().unwrap()).collect();
+        // A row covers its field and what lies under it; a field whose parts all have rows is
+        // covered by them.
+        let covered = |path: &str| {
+            rows.iter().any(|row| {
+                *row == path
+                    || path.starts_with(&format!("{row}."))
+                    || path.starts_with(&format!("{row}[]"))
+                    || row.starts_with(&format!("{path}."))
+                    || row.starts_with(&format!("{path}["))
+            })
+        };
+        let missing: Vec<String> = schema_paths().into_iter().filter(|p| !covered(p)).collect();
+        assert!(
+            missing.is_empty(),
+            "fields with no row in the per-target table: {missing:?}"
+        );
+    }
+
+    /// The docs hold the table between these marks; `PLUMB_BLESS=1 cargo test` writes it there.
+    const START: &str = "<!-- per-target table: generated from src/spec/support.rs -->\n";
+    const END: &str = "<!-- end of the per-target table -->";
+
+    #[test]
+    fn the_docs_hold_the_table() {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/targets.md");
+        let docs = std::fs::read_to_string(file).unwrap();
+        let (before, rest) = docs
+            .split_once(START)
+            .expect("docs/targets.md marks where the table goes");
+        let (table, after) = rest
+            .split_once(END)
+            .expect("docs/targets.md marks where the table ends");
+        if table != markdown() && std::env::var_os("PLUMB_BLESS").is_some() {
+            std::fs::write(file, format!("{before}{START}{}{END}{after}", markdown())).unwrap();
+            return;
+        }
+        assert!(
+            table == markdown(),
+            "docs/targets.md does not hold the table the check uses: run `PLUMB_BLESS=1 cargo test --lib support` and review the diff"
+        );
+    }
+}

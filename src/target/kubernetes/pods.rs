@@ -1,0 +1,106 @@
+//! Why a Deployment's pods are not ready, in the kubelet's words: read only when a rollout
+//! fails, so the ledger and the status say what the probes saw (`Readiness probe failed: HTTP
+//! probe failed with statuscode: 503`) or how a container keeps dying, not only that the
+//! progress deadline passed.
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::Api;
+use kube::api::ListParams;
+
+use super::runtime::KubernetesRuntime;
+
+impl KubernetesRuntime {
+    /// What keeps the pods of Deployment `name` (selected by `selector`) from being ready:
+    /// the first unready pod's container state or its newest warning event. `None` when
+    /// nothing can be said (every pod ready, or pods and events cannot be read).
+    pub(super) async fn pod_trouble(&self, selector: &str) -> Option<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let listed = pods.list(&ListParams::default().labels(selector)).await.ok()?;
+        let unready = listed.items.into_iter().find(|pod| !is_ready(pod))?;
+        let name = unready.metadata.name.clone().unwrap_or_default();
+        let state = container_trouble(&unready);
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let fields = format!("involvedObject.kind=Pod,involvedObject.name={name},type=Warning");
+        let newest = events
+            .list(&ListParams::default().fields(&fields))
+            .await
+            .ok()
+            .and_then(|list| {
+                list.items.into_iter().filter(|e| e.message.is_some()).max_by_key(|e| {
+                    e.last_timestamp
+                        .as_ref()
+                        .map(|t| t.0)
+                        .or(e.event_time.as_ref().map(|t| t.0))
+                })
+            })
+            .and_then(|e| e.message.map(|m| m.trim().to_owned()));
+        let said: Vec<String> = state.into_iter().chain(newest).collect();
+        (!said.is_empty()).then(|| format!("pod `{name}`: {}", said.join("; ")))
+    }
+}
+
+/// Whether `pod`'s Ready condition is true.
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A container of `pod` that is waiting after dying (a crash loop), or was restarted: its
+/// reason and last exit.
+fn container_trouble(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|status| {
+        let waiting = status.state.as_ref()?.waiting.as_ref();
+        let last = status.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+        match (waiting.and_then(|w| w.reason.as_deref()), last) {
+            (Some(reason), Some(exit)) => Some(format!(
+                "container `{}` is {reason} (restarted {} times; last exit code {}{})",
+                status.name,
+                status.restart_count,
+                exit.exit_code,
+                exit.reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default()
+            )),
+            (Some(reason), None) if reason != "ContainerCreating" => {
+                let message = waiting.and_then(|w| w.message.as_deref()).unwrap_or("");
+                Some(
+                    format!("container `{}` is waiting: {reason} {message}", status.name)
+                        .trim_end()
+                        .to_owned(),
+                )
+            }
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_crash_loop_is_told_with_its_exit() {
+        let looping = pod(serde_json::json!({
+            "metadata": {"name": "web-blue-1"},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "web", "ready": false, "restartCount": 3, "image": "i", "imageID": "",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 2, "reason": "Error"}}}]}
+        }));
+        assert!(!is_ready(&looping));
+        assert_eq!(
+            container_trouble(&looping).unwrap(),
+            "container `web` is CrashLoopBackOff (restarted 3 times; last exit code 2, Error)"
+        );
+        let starting = pod(serde_json::json!({
+            "status": {"containerStatuses": [{"name": "web", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+                "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+        }));
+        assert_eq!(container_trouble(&starting), None);
+    }
+}
