@@ -1,5 +1,5 @@
 //! The kubernetes target on a real 1.20 control plane (the tests' own, see
-//! `tests/it/control_plane.rs`), with 1,000 services of 0 replicas (no kubelet is needed):
+//! `tests/it/control_plane.rs`, its node idle), with 1,000 services of 0 replicas:
 //! - observe + plan with nothing to change (read from plumb's watches): time, the agent's
 //!   resident memory, API requests as the API server counts them;
 //! - a one-service change applied by plumb (observe, plan, server-side apply of the one
@@ -11,6 +11,10 @@
 #[path = "../tests/it/control_plane.rs"]
 #[allow(dead_code)]
 mod control_plane;
+
+#[path = "../tests/it/docker.rs"]
+#[allow(dead_code)]
+mod docker;
 
 #[path = "../tests/it/daemon.rs"]
 #[allow(dead_code)]

@@ -107,6 +107,30 @@ fn rootfs_image(name: &str, binary: &Path, inside: &str, files: &[(&str, &str)],
     if !docker(&["images", "-q", &image]).trim().is_empty() {
         return image;
     }
+    let root = root_filesystem(binary, inside, files, dirs);
+    let fs = root.path().join("fs");
+    let tar = root.path().join("rootfs.tar");
+    let packed = Command::new("tar")
+        .args(["-C", fs.to_str().unwrap(), "-cf"])
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    docker(&[
+        "import",
+        "--change",
+        "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        tar.to_str().unwrap(),
+        &image,
+    ]);
+    image
+}
+
+/// A root file system, in `fs` under the folder returned, holding `binary` at `inside`, the
+/// libraries it links, `files` (path, content) and empty `dirs` (writable by all); the
+/// Kubernetes node's example image is made of the same (`control_plane`).
+pub fn root_filesystem(binary: &Path, inside: &str, files: &[(&str, &str)], dirs: &[&str]) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let fs = root.path().join("fs");
     let place = |from: &Path, to: &str| {
@@ -128,22 +152,7 @@ fn rootfs_image(name: &str, binary: &Path, inside: &str, files: &[(&str, &str)],
         std::fs::create_dir_all(&target).unwrap();
         std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     }
-    let tar = root.path().join("rootfs.tar");
-    let packed = Command::new("tar")
-        .args(["-C", fs.to_str().unwrap(), "-cf"])
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(packed.success());
-    docker(&[
-        "import",
-        "--change",
-        "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-        tar.to_str().unwrap(),
-        &image,
-    ]);
-    image
+    root
 }
 
 /// The shared libraries `binary` loads, as `ldd` resolves them.
