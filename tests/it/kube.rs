@@ -1,14 +1,12 @@
-//! The kubernetes target against a real control plane (`control_plane`). There is no kubelet:
-//! the tests play it, marking pods ready — or leaving them unready to rehearse a failure — and
-//! Job pods succeeded or failed by their command.
+//! The kubernetes target against a real cluster (`control_plane`): a control plane and one real
+//! node, whose kubelet runs the pods — the example app from the `plumb` binary under test, ready
+//! by its readiness probe on `/health`, or never ready when `EXAMPLE_HEALTH=fail` — and Jobs,
+//! which succeed or fail by their command.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
 use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
 use plumb::spec::model::environment::{GatewayRef, KubernetesTarget};
@@ -17,101 +15,30 @@ use plumb::target::kubernetes::KubernetesRuntime;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Running, eventually, outcome, succeeds};
-use crate::control_plane::{kubeconfig, kubectl};
+use crate::control_plane::{example_image, kubeconfig, kubectl};
 use crate::harness::{TestRepo, agent_settings, trusted};
 use crate::keys::TestKey;
 
-/// The tests' kubelet for one namespace, playing until stopped.
-struct Kubelet {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Kubelet {
-    /// Starts the control plane if needed, and plays the kubelet for `namespace`.
-    fn play(namespace: &'static str) -> Kubelet {
-        kubeconfig();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(kubelet(namespace, stop.clone()));
-        Kubelet { stop, task }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-    }
-}
-
-/// Plays the kubelet for `namespace` until `stop`: a Deployment's pod becomes ready unless its
-/// `EXAMPLE_HEALTH` is `fail`; a Job's pod succeeds unless its command names `no-such-command`.
-async fn kubelet(namespace: &str, stop: CancellationToken) {
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(kubeconfig()).unwrap(),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
-    let pods: Api<Pod> = Api::namespaced(client, namespace);
-    while !stop.is_cancelled() {
-        for pod in pods
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default()
-        {
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let status = pod.status.clone().unwrap_or_default();
-            if status.phase.as_deref().is_some_and(|p| p != "Pending") {
-                continue;
-            }
-            let container = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.containers.first().cloned())
-                .unwrap_or_default();
-            let job = pod.metadata.labels.as_ref().is_some_and(|l| l.contains_key("job-name"));
-            let patch = if job {
-                let fails = container.command.iter().flatten().any(|a| a == "no-such-command");
-                serde_json::json!({"status": {"phase": if fails { "Failed" } else { "Succeeded" }}})
-            } else {
-                let healthy = !container
-                    .env
-                    .iter()
-                    .flatten()
-                    .any(|e| e.name == "EXAMPLE_HEALTH" && e.value.as_deref() == Some("fail"));
-                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                let ready = if healthy { "True" } else { "False" };
-                serde_json::json!({"status": {
-                    "phase": "Running",
-                    "conditions": [
-                        {"type": "Ready", "status": ready, "lastTransitionTime": now},
-                        {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
-                    ],
-                }})
-            };
-            let _ = pods
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-                .await;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A repository of environment `namespace` on the control plane, with service `web`.
+/// A repository of environment `namespace` on the control plane, with service `web`: the
+/// example app, listening on every address of its pod (the kubelet probes the pod's IP), ready
+/// by its `/health` unless `healthy` is false. A healthy release has a minute to roll out (real
+/// pods start in seconds, more when every test rolls out at once); an unhealthy one fails after
+/// 10 s.
 fn write(repo: &TestRepo, namespace: &str, release: &str, strategy: &str, healthy: bool, extra: &str) {
     repo.write(
         "plumb.yaml",
         &format!("apiVersion: plumb/v1\nkind: Repository\nenvironments: [{namespace}]\n"),
     );
     environment(repo, namespace, "");
-    let health = if healthy { "ok" } else { "fail" };
+    let (health, deadline) = if healthy { ("ok", "60s") } else { ("fail", "10s") };
     repo.write(
         "services/web.yaml",
         &format!(
-            "apiVersion: plumb/v1\nkind: Service\nname: web\nimage: registry.example/web:1\ncommand: [/plumb, example-app]\nreplicas: 2\n\
-             ports:\n  - {{name: http, port: 8080}}\nprogressDeadline: 5s\nstrategy:\n  {strategy}\n{extra}\
-             env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: EXAMPLE_HEALTH, value: {health}}}\n"
+            "apiVersion: plumb/v1\nkind: Service\nname: web\nimage: {}\ncommand: [/plumb, example-app]\nreplicas: 2\n\
+             ports:\n  - {{name: http, port: 8080}}\nprogressDeadline: {deadline}\nstrategy:\n  {strategy}\n{extra}\
+             healthChecks:\n  - {{name: ready, http: {{path: /health, port: http}}, interval: 1s, timeout: 1s}}\n\
+             env:\n  - {{name: HOST, value: 0.0.0.0}}\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: EXAMPLE_HEALTH, value: {health}}}\n",
+            example_image()
         ),
     );
 }
@@ -188,7 +115,6 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
     let namespace = "kbluegreen";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
-    let kubelet = Kubelet::play(namespace);
     let state = tempfile::tempdir().unwrap();
 
     write(&upstream, namespace, "r1", "blueGreen: {keepOldVersion: 0s}", true, "");
@@ -227,7 +153,7 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
         "r2",
         "blueGreen: {keepOldVersion: 0s}",
         true,
-        "migration:\n  command: [/plumb, migrate]\n  timeout: 30s\n",
+        "migration:\n  command: [/plumb, --version]\n  timeout: 30s\n",
     );
     let second = upstream.commit_signed("web r2, migrated", &alice);
     agent.push();
@@ -271,7 +197,6 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
     assert_eq!(release_of(namespace, "web-green").as_deref(), Some("r2"));
 
     agent.stop().await;
-    kubelet.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,7 +204,6 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     let namespace = "kstrategies";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
-    let kubelet = Kubelet::play(namespace);
     let state = tempfile::tempdir().unwrap();
     let start = |upstream: &TestRepo, heal: Duration| {
         Running::start(Settings {
@@ -303,7 +227,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
         ("r3", "rolling: {maxSurge: 1, maxUnavailable: 0}", "RollingUpdate", true),
         (
             "r4",
-            "canary: {steps: [{weight: 50, pause: 1s}], minRequests: 0}",
+            "canary: {steps: [{weight: 50, pause: 1s}], successThreshold: 0}",
             "Recreate",
             false,
         ),
@@ -399,7 +323,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     );
     assert_eq!(
         deployment_field(namespace, &deployment, "{.spec.template.spec.containers[0].image}"),
-        "registry.example/web:1"
+        example_image()
     );
     // Forcing, a field taken is taken back as drift, without a commit.
     let deployment = format!("web-{}", serving_slot(namespace));
@@ -407,7 +331,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     let restored = eventually(Duration::from_secs(60), || async {
         let serving = format!("web-{}", serving_slot(namespace));
         let image = deployment_field(namespace, &serving, "{.spec.template.spec.containers[0].image}");
-        (image == "registry.example/web:1").then_some(())
+        (image == example_image()).then_some(())
     })
     .await;
     assert!(restored.is_some(), "the image is taken back");
@@ -499,7 +423,6 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     assert!(gone.is_some());
 
     agent.stop().await;
-    kubelet.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,7 +435,6 @@ async fn of_two_agents_only_the_lease_holder_applies() {
         .arg(kubeconfig())
         .args(["create", "namespace", "plumb-leases"])
         .output();
-    let kubelet = Kubelet::play(namespace);
     write(&upstream, namespace, "r1", "recreate: {}", true, "");
     let first = upstream.commit_signed("web r1", &alice);
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -552,7 +474,7 @@ async fn of_two_agents_only_the_lease_holder_applies() {
         "r2",
         "recreate: {}",
         true,
-        "migration:\n  command: [/plumb, migrate]\n  timeout: 30s\n",
+        "migration:\n  command: [/plumb, --version]\n  timeout: 30s\n",
     );
     let second = upstream.commit_signed("web r2", &alice);
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -633,7 +555,6 @@ async fn of_two_agents_only_the_lease_holder_applies() {
     assert_eq!(release_of(namespace, "web-blue").as_deref(), Some("r2"));
     stop_three.cancel();
     run_three.await.unwrap().unwrap();
-    kubelet.stop().await;
 }
 
 #[test]
@@ -700,7 +621,6 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
     let namespace = "krestart";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
-    let kubelet = Kubelet::play(namespace);
     let state = tempfile::tempdir().unwrap();
     const TOKEN: &str = "a-long-enough-api-token";
     let start = |upstream: &TestRepo| {
@@ -754,7 +674,6 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
     assert_eq!(release_of(namespace, &format!("web-{serving}")).as_deref(), Some("r1"));
 
     agent.stop().await;
-    kubelet.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -762,7 +681,6 @@ async fn a_configuration_file_travels_in_a_config_map_and_hand_edits_are_undone(
     let namespace = "kconfig";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
-    let kubelet = Kubelet::play(namespace);
     let state = tempfile::tempdir().unwrap();
     let config = |greeting: &str| {
         format!("config:\n  file: conf/app.json\n  format: json\n  values: {{greeting: {greeting}}}\n")
@@ -863,7 +781,6 @@ async fn a_configuration_file_travels_in_a_config_map_and_hand_edits_are_undone(
     .await;
     assert!(maps.is_some(), "one config map, with the new value");
     agent.stop().await;
-    kubelet.stop().await;
 }
 
 /// The HTTPRoute CRD of the Gateway API (its schema left open: the API server stores what it is
@@ -932,9 +849,8 @@ async fn a_canary_weighs_traffic_exactly_on_a_gateway_api_route() {
 
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
-    let kubelet = Kubelet::play(namespace);
     let state = tempfile::tempdir().unwrap();
-    let canary = "canary: {steps: [{weight: 25, pause: 3s}], minRequests: 0}";
+    let canary = "canary: {steps: [{weight: 25, pause: 3s}], successThreshold: 0}";
     write(&upstream, namespace, "r1", canary, true, "");
     environment(&upstream, namespace, gateway);
     let first = upstream.commit_signed("web r1 behind the gateway", &alice);
@@ -985,7 +901,6 @@ async fn a_canary_weighs_traffic_exactly_on_a_gateway_api_route() {
     assert_eq!(selector, "green", "each slot's own Service selects it alone");
 
     agent.stop().await;
-    kubelet.stop().await;
 }
 
 /// Plain manifests for environment `kmanifests`: a ConfigMap greeting `greeting`, a
@@ -1005,7 +920,6 @@ async fn plain_manifests_are_applied_healed_pruned_and_checked() {
     let namespace = "kmanifests";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
-    let kubelet = Kubelet::play(namespace);
     let state = tempfile::tempdir().unwrap();
     write(&upstream, namespace, "r1", "recreate: {}", true, "");
     environment(&upstream, namespace, ", manifests: [k8s/extra.yaml]");
@@ -1087,7 +1001,6 @@ async fn plain_manifests_are_applied_healed_pruned_and_checked() {
     assert_eq!(settings("{.data.greeting}"), "bonjour");
 
     agent.stop().await;
-    kubelet.stop().await;
 }
 
 /// The values of Secret `name` in `namespace`, decoded, by key (empty when there is none).
@@ -1135,7 +1048,6 @@ async fn decrypted_values_travel_in_a_secret_and_nowhere_else() {
     let namespace = "ksecret";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
-    let kubelet = Kubelet::play(namespace);
     let state = tempfile::tempdir().unwrap();
     let identity = crate::sealed::Identity::new();
     let token = crate::sealed::unique("tok");
@@ -1143,7 +1055,7 @@ async fn decrypted_values_travel_in_a_secret_and_nowhere_else() {
     let seal = |clear: &str| identity.seal(clear);
     let with_secrets = |release: &str| {
         let config = format!(
-            "migration:\n  command: [/plumb, migrate]\n  timeout: 30s\nconfig:\n  file: conf/app.json\n  values: {{user: app, password: {:?}}}\n",
+            "migration:\n  command: [/plumb, --version]\n  timeout: 30s\nconfig:\n  file: conf/app.json\n  values: {{user: app, password: {:?}}}\n",
             seal(&password)
         );
         write(
@@ -1243,5 +1155,4 @@ async fn decrypted_values_travel_in_a_secret_and_nowhere_else() {
     .await;
     assert!(gone.is_some(), "left: {}", web_secrets(namespace));
     agent.stop().await;
-    kubelet.stop().await;
 }
