@@ -318,7 +318,8 @@ impl Worker {
             let point = self.rollback_point(self.last.as_ref().expect("the head was kept above"))?;
             self.applied = point;
         }
-        if !desired.sync.automatic && self.applied.is_some() {
+        // Manual means manual: not even the first deployment happens before `plumb sync`.
+        if !desired.sync.automatic {
             tracing::info!(environment = %name, commit, "Automatic sync is off: the commit waits for a manual sync.");
             self.publish(|s| s.refused = Some("automatic sync is off: waiting for `plumb sync`".to_owned()));
             return Ok(());

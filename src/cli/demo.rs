@@ -347,7 +347,12 @@ impl Tour<'_> {
         }
         println!("\n1. The first deployment of every environment.");
         let mut seen = 0;
-        seen = self.watch(seen, |a| a.len() >= 3).await?;
+        seen = self.watch(seen, |a| a.len() >= 2).await?;
+        println!("   production applies nothing until it is synced (`plumb sync --env production`):");
+        let sync = self.sync("production");
+        let (synced, watched) = tokio::join!(sync, self.watch(seen, |a| !a.is_empty()));
+        synced?;
+        seen = watched?;
 
         println!("\n2. Release 1.5.0: development recreates, staging runs a canary, production waits for a sync.");
         println!("   (requests go to staging meanwhile, so its router has answers to measure the canary by)");

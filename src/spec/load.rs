@@ -122,14 +122,14 @@ impl Loaded {
                 .push(Diagnostic::new(&node.at, format!("file name: {message}")).hint("rename the file"));
             return None;
         }
-        if let Some(name) = node.get("name") {
-            if name.as_str().is_some_and(|n| n != stem) {
-                self.diagnostics.push(
-                    Diagnostic::new(&name.at, format!("`name` must match the file name `{stem}`"))
-                        .path(&Path::default().key("name"))
-                        .hint(format!("rename the file, or set `name: {stem}`")),
-                );
-            }
+        if let Some(name) = node.get("name")
+            && name.as_str().is_some_and(|n| n != stem)
+        {
+            self.diagnostics.push(
+                Diagnostic::new(&name.at, format!("`name` must match the file name `{stem}`"))
+                    .path(&Path::default().key("name"))
+                    .hint(format!("rename the file, or set `name: {stem}`")),
+            );
         }
         Some(node)
     }

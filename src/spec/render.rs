@@ -122,18 +122,18 @@ fn render_with(tree: &dyn Tree, only: Option<&str>, keys: Option<&Keyring>) -> R
     let mut diagnostics = loaded.diagnostics.clone();
     let schemas = AppSchemas::default();
     let mut environments = IndexMap::new();
-    if let Some(only) = only {
-        if !loaded.environments.iter().any(|(name, _)| name == only) {
-            let known: Vec<&str> = loaded.environments.iter().map(|(n, _)| n.as_str()).collect();
-            let hint = match closest(only, known.iter().copied()) {
-                Some(k) => format!("did you mean `{k}`?"),
-                None => format!("the environments are: {}", known.join(", ")),
-            };
-            return Err(RenderError::UnknownEnvironment {
-                name: only.to_owned(),
-                hint,
-            });
-        }
+    if let Some(only) = only
+        && !loaded.environments.iter().any(|(name, _)| name == only)
+    {
+        let known: Vec<&str> = loaded.environments.iter().map(|(n, _)| n.as_str()).collect();
+        let hint = match closest(only, known.iter().copied()) {
+            Some(k) => format!("did you mean `{k}`?"),
+            None => format!("the environments are: {}", known.join(", ")),
+        };
+        return Err(RenderError::UnknownEnvironment {
+            name: only.to_owned(),
+            hint,
+        });
     }
     // Environments render on their own threads: they share only read-only documents and the
     // cache of compiled application schemas.
@@ -148,7 +148,7 @@ fn render_with(tree: &dyn Tree, only: Option<&str>, keys: Option<&Keyring>) -> R
     let composed = listed_files(&selected, tree, limits, &mut sources, compose, yaml::parse)?;
     let manifest = ("kubernetes", "manifests", "manifest file");
     let manifests = listed_files(&selected, tree, limits, &mut sources, manifest, yaml::parse_documents)?;
-    let results: Vec<Result<(Option<Desired>, Vec<Diagnostic>), SourceError>> = std::thread::scope(|scope| {
+    let results: Vec<Result<Rendering, SourceError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = selected
             .iter()
             .map(|(name, node)| {
@@ -202,7 +202,7 @@ fn listed_files<T>(
     limits: Limits,
     sources: &mut HashMap<Arc<str>, Arc<str>>,
     (target, field, what): (&str, &str, &str),
-    parse: fn(&Arc<str>, &[u8], Limits) -> Result<T, yaml::YamlError>,
+    parse: Parser<T>,
 ) -> Result<Files<T>, SourceError> {
     let mut files = HashMap::new();
     for (_, node) in selected {
@@ -336,10 +336,10 @@ fn render_environment(
                 }
             }
         }
-        if let Some(overlay) = overlays.and_then(|o| o.get(service.as_str())) {
-            if overlay.value.as_map().is_some() {
-                merge_into(&mut merged, &overlay.value, "", out);
-            }
+        if let Some(overlay) = overlays.and_then(|o| o.get(service.as_str()))
+            && overlay.value.as_map().is_some()
+        {
+            merge_into(&mut merged, &overlay.value, "", out);
         }
         if merged.get("enabled").is_some_and(|e| e.kind == Kind::Bool(false)) {
             continue;
@@ -477,7 +477,15 @@ fn check_overlay(
     }
 }
 
+/// Reads one file listed by an environment into `T`.
+type Parser<T> = fn(&Arc<str>, &[u8], Limits) -> Result<T, yaml::YamlError>;
+
+/// One environment rendered: its desired state when valid, and its problems.
+type Rendering = (Option<Desired>, Vec<Diagnostic>);
+
 /// Deserializes a schema-checked document; a remaining error still names its path.
+// A diagnostic is large, and the error path is the rare one.
+#[allow(clippy::result_large_err)]
 pub(crate) fn typed<T: serde::de::DeserializeOwned>(node: &Node, json: &Value) -> Result<T, Diagnostic> {
     serde_path_to_error::deserialize(json).map_err(|e| {
         let path = Path(

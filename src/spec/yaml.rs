@@ -274,14 +274,14 @@ impl Builder<'_> {
         if self.expects_key() {
             return Err(self.error(span, "a key must be a plain value, not a sequence or a map", None));
         }
-        if let Some(tag) = tag {
-            if !(tag.is_yaml_core_schema() && tag.suffix == expected) {
-                return Err(self.error(
-                    span,
-                    &format!("unsupported tag `{tag}`"),
-                    Some("plumb documents use plain YAML values without tags"),
-                ));
-            }
+        if let Some(tag) = tag
+            && !(tag.is_yaml_core_schema() && tag.suffix == expected)
+        {
+            return Err(self.error(
+                span,
+                &format!("unsupported tag `{tag}`"),
+                Some("plumb documents use plain YAML values without tags"),
+            ));
         }
         if self.stack.len() >= self.limits.max_depth {
             return Err(self.error(
@@ -416,14 +416,14 @@ impl Builder<'_> {
                 Some("plumb documents use plain YAML values without tags"),
             ));
         };
-        if let Kind::Float(f) = kind {
-            if !f.is_finite() {
-                return Err(self.error(
-                    span,
-                    "infinite and NaN numbers are not supported",
-                    Some("quote the value to keep it as a string"),
-                ));
-            }
+        if let Kind::Float(f) = kind
+            && !f.is_finite()
+        {
+            return Err(self.error(
+                span,
+                "infinite and NaN numbers are not supported",
+                Some("quote the value to keep it as a string"),
+            ));
         }
         Ok(kind)
     }
@@ -460,10 +460,10 @@ fn resolve_plain(value: &str) -> Kind {
     if let Some(i) = radix("0x", 16).or_else(|| radix("0o", 8)) {
         return Kind::Int(i);
     }
-    if is_float(digits) {
-        if let Ok(f) = value.parse::<f64>() {
-            return Kind::Float(f * if sign < 0 && f > 0.0 { -1.0 } else { 1.0 });
-        }
+    if is_float(digits)
+        && let Ok(f) = value.parse::<f64>()
+    {
+        return Kind::Float(f * if sign < 0 && f > 0.0 { -1.0 } else { 1.0 });
     }
     Kind::Str(value.to_owned())
 }

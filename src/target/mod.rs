@@ -25,6 +25,9 @@ use crate::spec::model::service::Strategy;
 
 pub use workload::{LiveSlot, Slot, config_digest, digest};
 
+/// What runs of an environment: per service, per slot.
+pub type Observed = BTreeMap<String, BTreeMap<Slot, LiveSlot>>;
+
 /// A future a target returns (boxed: targets are used as trait objects).
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -122,7 +125,7 @@ pub trait Target: Send + Sync {
 
     /// What runs: per service, per slot; an error when the target cannot be asked (its
     /// engine or API is unreachable) — never an empty answer in its place.
-    fn observe(&self) -> Pending<'_, Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, TargetError>>;
+    fn observe(&self) -> Pending<'_, Result<Observed, TargetError>>;
 
     /// Stops what the agent itself runs for the environment (local replicas, routers); what
     /// an engine runs keeps running for the next agent.

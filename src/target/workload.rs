@@ -247,6 +247,16 @@ pub fn expand(arg: &str, env: &[(String, String)]) -> String {
     out
 }
 
+/// The health checks of `service` that decide readiness: what a rollout waits for.
+pub fn readiness_checks(service: &Service) -> Vec<crate::spec::model::service::HealthCheck> {
+    service
+        .health_checks
+        .iter()
+        .filter(|check| check.gates_readiness())
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::expand;
@@ -259,14 +269,4 @@ mod tests {
         assert_eq!(expand("${HOME_DIR}/x", &env), "${HOME_DIR}/x");
         assert_eq!(expand("${unterminated", &env), "${unterminated");
     }
-}
-
-/// The health checks of `service` that decide readiness: what a rollout waits for.
-pub fn readiness_checks(service: &Service) -> Vec<crate::spec::model::service::HealthCheck> {
-    service
-        .health_checks
-        .iter()
-        .filter(|check| check.gates_readiness())
-        .cloned()
-        .collect()
 }

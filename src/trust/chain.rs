@@ -312,14 +312,14 @@ fn judge(repo: &Repository, id: Oid, parents: &[Parent], own: &Rc<Policy>, compr
         for signer in &signers {
             // A signature dated before its parent's was backdated: with a retired key, to slip
             // under the revocation's date.
-            if let Some(parent_signed) = parent.signed {
-                if signer.time + CLOCK_SKEW < parent_signed {
-                    missing.get_or_insert(Refusal::Backdated {
-                        signed: signer.time,
-                        parent_signed,
-                    });
-                    continue;
-                }
+            if let Some(parent_signed) = parent.signed
+                && signer.time + CLOCK_SKEW < parent_signed
+            {
+                missing.get_or_insert(Refusal::Backdated {
+                    signed: signer.time,
+                    parent_signed,
+                });
+                continue;
             }
             for (name, user) in policy.holders(&signer.fingerprint) {
                 match changes.iter().find(|(needed, _)| !user.capabilities.contains(needed)) {

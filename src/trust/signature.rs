@@ -236,10 +236,10 @@ pub fn hard_revocations<'a>(certs: impl Iterator<Item = &'a Cert>) -> Vec<Finger
     let policy = StandardPolicy::new();
     let mut revoked = Vec::new();
     for cert in certs {
-        if let RevocationStatus::Revoked(revocations) = cert.revocation_status(&policy, None) {
-            if revocations.iter().any(|r| is_hard(r)) {
-                revoked.push(cert.fingerprint());
-            }
+        if let RevocationStatus::Revoked(revocations) = cert.revocation_status(&policy, None)
+            && revocations.iter().any(|r| is_hard(r))
+        {
+            revoked.push(cert.fingerprint());
         }
         for subkey in cert.keys().subkeys() {
             let hard = subkey.self_revocations().any(is_hard);

@@ -454,3 +454,55 @@ async fn several_repositories_each_own_their_environments() {
     cancel.cancel();
     agent.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_sync_applies_nothing_not_even_the_first_deployment_until_asked() {
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    Web::new(port, "r1", "recreate: {}").write(&upstream);
+    upstream.edit(
+        "environments/dev.yaml",
+        "local: {}",
+        "local: {}\nsync: {automatic: false}",
+    );
+    let first = upstream.commit_signed("web r1, synced by hand", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let agent = Running::start(Settings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        api_token: Some(Secret::new(TOKEN)),
+        ..agent_settings(&upstream, &root, state.path())
+    })
+    .await;
+    let api = agent.handle.api.unwrap();
+
+    // The agent has handled the head (the status names it) and says it waits: nothing ran.
+    let waiting = eventually(Duration::from_secs(30), || async {
+        let status: serde_json::Value =
+            serde_json::from_str(&api_get(api, "/api/v1/environments/dev").await.body).ok()?;
+        let waits = status["head"] == first.as_str()
+            && status["refused"]
+                .as_str()
+                .is_some_and(|r| r.contains("waiting for `plumb sync`"));
+        waits.then_some(status)
+    })
+    .await;
+    assert!(
+        waiting.is_some(),
+        "the status says the first deployment waits for a sync"
+    );
+    let attempts = Ledger::open_read_only(&state.path().join("ledger.sqlite"))
+        .and_then(|l| l.history("dev", 10))
+        .map(|h| h.len())
+        .unwrap_or(0);
+    assert_eq!(attempts, 0, "no attempt before `plumb sync`");
+    assert_eq!(release(addr).await, None);
+
+    let bearer = [("authorization", format!("Bearer {TOKEN}"))];
+    let synced = api_post(api, "/api/v1/environments/dev/sync", &bearer, b"").await;
+    assert!(synced.status < 300, "{} {}", synced.status, synced.body);
+    assert!(succeeds(state.path(), "dev", &first).await);
+    assert_eq!(release(addr).await.as_deref(), Some("r1"));
+    agent.stop().await;
+}

@@ -188,7 +188,9 @@ async fn requests_that_prove_nothing_are_refused() {
         headers.extend(signature.map(|s| ("X-Hub-Signature-256", s)));
         headers
     };
-    let cases: Vec<(&str, &str, Vec<(&str, String)>, Vec<u8>, u16, &str)> = vec![
+    // (what, path, headers, body, status, text the answer holds)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "wrong secret",
             "/hooks/config",
@@ -219,7 +221,7 @@ async fn requests_that_prove_nothing_are_refused() {
             push(Some(good.clone())),
             vec![b' '; BODY_LIMIT + 1],
             413,
-            "",
+            "\"message\":\"the body is over the limit of 65536 bytes\"",
         ),
         (
             "untracked ref",
@@ -262,6 +264,28 @@ async fn requests_that_prove_nothing_are_refused() {
     }
     // None of the above rang: the doorbell is still free.
     assert_eq!(s.doorbell.ring(Reason::Manual), plumb::trigger::Rung::Queued);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_github_sends_form_encoded_rings_as_a_json_one_does() {
+    let s = Setup::new().await;
+    let json = format!(r#"{{"ref":"{}","after":"0000"}}"#, s.reference);
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &json)
+        .finish();
+    let headers = [
+        ("X-GitHub-Event", "push".to_owned()),
+        ("Content-Type", "application/x-www-form-urlencoded".to_owned()),
+        // GitHub signs the body as sent: the form.
+        (
+            "X-Hub-Signature-256",
+            format!("sha256={}", hmac_sha256_hex(SECRET, body.as_bytes())),
+        ),
+    ];
+    let response = post(s.addr, "/hooks/config", &headers, body.as_bytes()).await;
+    assert_eq!(response.status, 202, "{}", response.body);
+    assert!(response.body.contains("queued"), "{}", response.body);
+    assert_eq!(s.doorbell.ring(Reason::Manual), plumb::trigger::Rung::Coalesced);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
@@ -21,8 +21,9 @@ use super::{Doorbell, Reason, Rung};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 
-/// The largest body accepted by default: push payloads of a few hundred commits fit.
-pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// The largest body accepted by default: GitHub caps its own deliveries at 25 MB, so any push a
+/// forge sends fits. A body is read up to this and no further.
+pub const DEFAULT_BODY_LIMIT: usize = 25 * 1024 * 1024;
 
 /// How one repository receives webhooks.
 #[derive(Clone, Debug)]
@@ -70,25 +71,59 @@ impl Receivers {
 pub fn router(receivers: Receivers, body_limit: usize) -> Router {
     Router::new()
         .route("/hooks/{repository}", post(receive))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(Arc::new(receivers))
+        // The body is read here, within the limit, so an oversized one is answered like the rest.
+        .layer(DefaultBodyLimit::disable())
+        .with_state((Arc::new(receivers), body_limit))
 }
 
 async fn receive(
-    State(receivers): State<Arc<Receivers>>,
+    State((receivers, limit)): State<(Arc<Receivers>, usize)>,
     Path(repository): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let response = deliver(&receivers, &repository, &headers, &body);
+    let provider = receivers
+        .by_name
+        .get(&repository)
+        .map_or("unknown", |r| r.provider.name());
+    // A body declared too large is refused from its headers, before it is sent (a client
+    // waiting for `100 Continue` gets the answer at once); one that only turns out too large
+    // is read up to the limit and no further.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let collected = match declared {
+        Some(length) if length > limit as u64 => None,
+        _ => match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => None,
+            read => Some(read),
+        },
+    };
+    let response = match collected {
+        Some(Ok(collected)) => deliver(&receivers, &repository, &headers, &collected.to_bytes()),
+        None => {
+            tracing::warn!(
+                repository,
+                provider,
+                limit,
+                "Refused a webhook delivery over the body limit."
+            );
+            answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "error",
+                &format!("the body is over the limit of {limit} bytes"),
+            )
+        }
+        Some(Err(e)) => {
+            tracing::warn!(repository, provider, error = %e, "Could not read a webhook delivery.");
+            answer(StatusCode::BAD_REQUEST, "error", "the body could not be read")
+        }
+    };
     if let Some(metrics) = &receivers.metrics {
-        let provider = receivers
-            .by_name
-            .get(&repository)
-            .map_or("unknown", |r| r.provider.name());
         let result = match response.status() {
             StatusCode::ACCEPTED => "accepted",
             StatusCode::OK => "ignored",
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
             _ => "rejected",
         };
         metrics.webhook(provider, result);

@@ -127,8 +127,7 @@ impl Provider {
             | (Provider::Bitbucket, "repo:push" | "repo:refs_changed") => {}
             (_, other) => return Ok(Event::Other(other.to_owned())),
         }
-        let payload: Value =
-            serde_json::from_slice(body).map_err(|e| Rejection::Malformed(format!("the body is not JSON: {e}")))?;
+        let payload = payload(self, headers, body)?;
         let refs = match self {
             Provider::Bitbucket => bitbucket_refs(&payload),
             _ => payload["ref"].as_str().map(str::to_owned).into_iter().collect(),
@@ -138,6 +137,27 @@ impl Provider {
         }
         Ok(Event::Push(refs))
     }
+}
+
+/// The event's JSON: the body, or its `payload` field when the forge sent the delivery
+/// form-encoded (GitHub's default content type, and Gitea's and Bitbucket Server's option). The
+/// signature was checked over the body as sent.
+fn payload(provider: Provider, headers: &HeaderMap, body: &[u8]) -> Result<Value, Rejection> {
+    let form = header(headers, "content-type").is_some_and(|t| {
+        t.trim()
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    });
+    if !form {
+        return serde_json::from_slice(body).map_err(|e| Rejection::Malformed(format!("the body is not JSON: {e}")));
+    }
+    let Some((_, json)) = form_urlencoded::parse(body).find(|(key, _)| key == "payload") else {
+        return Err(Rejection::Malformed(format!(
+            "the {} delivery is form-encoded without a `payload` field",
+            provider.name()
+        )));
+    };
+    serde_json::from_str(&json).map_err(|e| Rejection::Malformed(format!("the `payload` field is not JSON: {e}")))
 }
 
 /// Bitbucket Data Center lists `changes[].ref.id`; Bitbucket Cloud `push.changes[].new`.
@@ -257,6 +277,22 @@ mod tests {
         assert!(matches!(
             Provider::Generic.event(&HeaderMap::new(), b"not json"),
             Err(Rejection::Malformed(_))
+        ));
+        // GitHub's default content type: the JSON in a form's `payload` field.
+        let form = headers(&[
+            ("content-type", "application/x-www-form-urlencoded".to_owned()),
+            ("x-github-event", "push".to_owned()),
+        ]);
+        let encoded: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", r#"{"ref": "refs/heads/main"}"#)
+            .finish();
+        assert_eq!(
+            Provider::GitHub.event(&form, encoded.as_bytes()),
+            Ok(Event::Push(vec!["refs/heads/main".into()]))
+        );
+        assert!(matches!(
+            Provider::GitHub.event(&form, b"other=1"),
+            Err(Rejection::Malformed(m)) if m.contains("without a `payload` field")
         ));
     }
 }
