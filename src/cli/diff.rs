@@ -132,6 +132,10 @@ fn markdown(out: &mut dyn Write, diffs: &[EnvironmentDiff], revs: (&str, &str)) 
         for change in &env.settings {
             writeln!(out, "- {}", cell(change))?;
         }
+        if !env.settings.is_empty() {
+            // A blank line ends the list, or the next paragraph would continue its last item.
+            writeln!(out)?;
+        }
         for service in &env.services {
             let impact = serde_json::to_value(service.impact).expect("an impact serializes");
             writeln!(

@@ -33,8 +33,9 @@ pub struct Field {
     pub compose: Support,
     /// The kubernetes target.
     pub kubernetes: Support,
-    /// Where `service` uses the field as this row means it: the paths a refusal is reported at.
-    pub used: fn(&Service) -> Vec<Path>,
+    /// Where `service` uses the field as this row means it on `target`: the paths a refusal
+    /// is reported at.
+    pub used: fn(&Service, &Target) -> Vec<Path>,
 }
 
 impl Field {
@@ -61,7 +62,7 @@ fn when(set: bool, path: Path) -> Vec<Path> {
     if set { vec![path] } else { Vec::new() }
 }
 
-fn never(_: &Service) -> Vec<Path> {
+fn never(_: &Service, _: &Target) -> Vec<Path> {
     Vec::new()
 }
 
@@ -143,7 +144,7 @@ pub static FIELDS: &[Field] = &[
         kubernetes: Refused(
             "it is relative to the agent's state directory, which a container does not see: set the working directory in the image",
         ),
-        used: |s| when(s.working_dir.is_some(), root().key("workingDir")),
+        used: |s, _| when(s.working_dir.is_some(), root().key("workingDir")),
     },
     Field {
         path: "replicas",
@@ -185,7 +186,7 @@ pub static FIELDS: &[Field] = &[
         local: Refused("plumb's router forwards TCP only"),
         compose: Refused("plumb's router forwards TCP only"),
         kubernetes: Done("`protocol: UDP`"),
-        used: |s| {
+        used: |s, _| {
             s.ports
                 .iter()
                 .enumerate()
@@ -201,7 +202,7 @@ pub static FIELDS: &[Field] = &[
         ),
         compose: Done("see its fields"),
         kubernetes: Done("the container's `resources`, exactly as declared"),
-        used: |s| when(s.resources.is_some(), root().key("resources")),
+        used: |s, _| when(s.resources.is_some(), root().key("resources")),
     },
     Field {
         path: "resources.limits.cpu",
@@ -229,7 +230,7 @@ pub static FIELDS: &[Field] = &[
         local: Within("resources"),
         compose: Refused("the Docker Engine reserves no CPU for a container"),
         kubernetes: Done("`requests.cpu`"),
-        used: |s| {
+        used: |s, _| {
             when(
                 s.resources
                     .as_ref()
@@ -244,7 +245,7 @@ pub static FIELDS: &[Field] = &[
         local: Within("resources"),
         compose: Refused("the engine takes CPUs as a number (`0.5`, `500m`) and memory in bytes (`512Mi`)"),
         kubernetes: Done("as written"),
-        used: |s| {
+        used: |s, _| {
             let mut paths = Vec::new();
             let Some(resources) = &s.resources else { return paths };
             for (key, amounts) in [("requests", &resources.requests), ("limits", &resources.limits)] {
@@ -285,7 +286,7 @@ pub static FIELDS: &[Field] = &[
         local: Done("that exact status"),
         compose: Done("that exact status"),
         kubernetes: Refused("the kubelet counts any status from 200 to 399 as success and cannot expect another"),
-        used: |s| {
+        used: |s, _| {
             checks(s, &["http", "status"], |c| {
                 c.http.as_ref().is_some_and(|h| !(200..400).contains(&h.status))
             })
@@ -331,7 +332,7 @@ pub static FIELDS: &[Field] = &[
         local: Done("to the millisecond"),
         compose: Done("to the millisecond"),
         kubernetes: Refused("the kubelet counts probe times in whole seconds: write `1s`, not `500ms`"),
-        used: |s| {
+        used: |s, _| {
             let mut paths = checks(s, &["timeout"], |c| !whole_seconds(&c.timeout));
             paths.extend(checks(s, &["interval"], |c| !whole_seconds(&c.interval)));
             paths.extend(checks(s, &["initialDelay"], |c| !whole_seconds(&c.initial_delay)));
@@ -350,7 +351,7 @@ pub static FIELDS: &[Field] = &[
         local: Done("not applicable: liveness and startup checks are refused"),
         compose: Done("not applicable: liveness and startup checks are refused"),
         kubernetes: Refused("Kubernetes requires a liveness or startup probe to succeed once"),
-        used: |s| {
+        used: |s, _| {
             checks(s, &["successThreshold"], |c| {
                 c.success_threshold > 1 && c.probes.iter().any(|k| *k != ProbeKind::Readiness)
             })
@@ -379,7 +380,7 @@ pub static FIELDS: &[Field] = &[
             "plumb checks health while a version rolls out; for a check the engine keeps running use `container.healthcheck`",
         ),
         kubernetes: Done("`livenessProbe`, `startupProbe`"),
-        used: |s| checks(s, &["probes"], |c| c.probes.iter().any(|k| *k != ProbeKind::Readiness)),
+        used: |s, _| checks(s, &["probes"], |c| c.probes.iter().any(|k| *k != ProbeKind::Readiness)),
     },
     Field {
         path: "healthChecks[].probes: two checks of one kind",
@@ -388,7 +389,7 @@ pub static FIELDS: &[Field] = &[
         kubernetes: Refused(
             "a container has one probe of each kind: keep one check per kind (an `exec` check can test several things)",
         ),
-        used: |s| {
+        used: |s, _| {
             let mut seen = std::collections::BTreeSet::new();
             let mut paths = Vec::new();
             for (i, check) in s.health_checks.iter().enumerate() {
@@ -427,7 +428,7 @@ pub static FIELDS: &[Field] = &[
         kubernetes: Refused(
             "a Deployment replaces pods by `maxSurge` and `maxUnavailable` alone: remove `batchSize` (or set it to 1)",
         ),
-        used: |s| {
+        used: |s, _| {
             when(
                 matches!(&s.strategy, Strategy::Rolling(r) if r.batch_size != 1),
                 root().key("strategy").key("rolling").key("batchSize"),
@@ -459,8 +460,22 @@ pub static FIELDS: &[Field] = &[
         path: "strategy.canary.steps[]",
         local: Done("the router's exact weights"),
         compose: Done("the router's (or nginx's) exact weights"),
-        kubernetes: Done("exact on a Gateway's HTTPRoute, else by the replica ratio"),
+        kubernetes: Done("the exact weights of a Gateway's HTTPRoute"),
         used: never,
+    },
+    Field {
+        path: "strategy.canary: without `target.kubernetes.gateway`",
+        local: Done("plumb's router weighs traffic"),
+        compose: Done("plumb's router (or nginx) weighs traffic"),
+        kubernetes: Refused(
+            "a Service alone cannot weigh traffic between two Deployments: name a Gateway API Gateway in `target.kubernetes.gateway`, whose HTTPRoute carries the weights, or use `blueGreen`",
+        ),
+        used: |s, t| {
+            when(
+                matches!(&s.strategy, Strategy::Canary(_)) && matches!(t, Target::Kubernetes(k) if k.gateway.is_none()),
+                root().key("strategy").key("canary"),
+            )
+        },
     },
     Field {
         path: "strategy.canary.successThreshold",
@@ -483,7 +498,7 @@ pub static FIELDS: &[Field] = &[
         kubernetes: Refused(
             "no router sees a canary's answers on this target: add `prometheus: {url, query}` to judge them, or set `successThreshold: 0` to move the weights on health checks alone",
         ),
-        used: |s| {
+        used: |s, _| {
             when(
                 matches!(&s.strategy, Strategy::Canary(c) if c.prometheus.is_none() && c.success_threshold > 0.0),
                 root().key("strategy").key("canary"),
@@ -579,7 +594,7 @@ pub static FIELDS: &[Field] = &[
         local: Refused("processes carry no labels"),
         compose: Done("container labels"),
         kubernetes: Done("labels of every object of the service"),
-        used: |s| when(!s.labels.is_empty(), root().key("labels")),
+        used: |s, _| when(!s.labels.is_empty(), root().key("labels")),
     },
     Field {
         path: "container",
@@ -588,7 +603,7 @@ pub static FIELDS: &[Field] = &[
         kubernetes: Refused(
             "these are Docker Engine settings: a pod's volumes and probes are not written this way (use `healthChecks` for probes)",
         ),
-        used: |s| when(s.container.is_some(), root().key("container")),
+        used: |s, _| when(s.container.is_some(), root().key("container")),
     },
     Field {
         path: "container.volumes",
@@ -619,7 +634,7 @@ pub fn check(service: &Service, node: &Node, target: &Target, out: &mut Vec<Diag
         let Support::Refused(why) = field.on(target) else {
             continue;
         };
-        for path in (field.used)(service) {
+        for path in (field.used)(service, target) {
             let at = node.locate(&path.0).0.at.clone();
             out.push(
                 Diagnostic::new(

@@ -70,6 +70,11 @@ fn a_pull_request_diff_calls_out_images_strategies_and_config_keys() {
         )
         .edit(
             "environments/production.yaml",
+            "kubernetes: {namespace: twikit-production}",
+            "kubernetes: {namespace: twikit-production, gateway: {name: public, domain: twikit.example.com}}",
+        )
+        .edit(
+            "environments/production.yaml",
             "pool: {min: 10, max: 50}",
             "pool: {min: 10, max: 80}",
         )
