@@ -266,8 +266,9 @@ fn service_step(service: &Service, slots: Option<&BTreeMap<Slot, LiveSlot>>, tar
         let why = "the configuration file differs from the rendered one".to_owned();
         return step(if reloads { Action::Reload } else { Action::Rollout }, why);
     }
+    // An autoscaled service's replicas are its autoscaler's to set.
     let replicas = target.replicas(service.replicas);
-    if running.replicas.len() != replicas as usize {
+    if service.autoscaling.is_none() && running.replicas.len() != replicas as usize {
         return step(
             Action::Scale {
                 from: running.replicas.len(),

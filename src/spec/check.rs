@@ -10,7 +10,7 @@ use super::diagnostic::{Diagnostic, closest};
 use super::load::Loaded;
 use super::model::environment::Environment;
 use super::model::scalar::is_encrypted;
-use super::model::service::{HealthCheck, Strategy};
+use super::model::service::{Autoscaling, HealthCheck, Strategy};
 use super::model::{Name, Service, Target};
 use super::node::{Node, Path, Step};
 use super::render::Desired;
@@ -88,6 +88,10 @@ pub fn service(service: &Service, node: &Node, target: &Target, out: &mut Vec<Di
         _ => {}
     }
 
+    if let Some(autoscaling) = &service.autoscaling {
+        check_autoscaling(service, autoscaling, node, out);
+    }
+
     unique_names(node, "ports", service.ports.iter().map(|p| p.name.as_str()), out);
     unique_names(node, "env", service.env.iter().map(|e| e.name.as_str()), out);
     unique_names(
@@ -129,6 +133,60 @@ pub fn service(service: &Service, node: &Node, target: &Target, out: &mut Vec<Di
     }
     super::support::check(service, node, target, out);
     secrets_stay_out_of_commands(service, node, out);
+}
+
+/// An autoscaler needs bounds in order and something to measure: a utilization is a share of
+/// what each copy requests, so the request must be declared.
+fn check_autoscaling(service: &Service, autoscaling: &Autoscaling, node: &Node, out: &mut Vec<Diagnostic>) {
+    let root = Path::default().key("autoscaling");
+    let at = |path: &Path| node.locate(&path.0).0.at.clone();
+    if autoscaling.max_replicas < autoscaling.min_replicas {
+        let path = root.key("maxReplicas");
+        out.push(
+            Diagnostic::new(
+                &at(&path),
+                format!(
+                    "`maxReplicas` ({}) is below `minReplicas` ({})",
+                    autoscaling.max_replicas, autoscaling.min_replicas
+                ),
+            )
+            .path(&path),
+        );
+    }
+    if autoscaling.target_cpu_utilization.is_none() && autoscaling.target_memory_utilization.is_none() {
+        out.push(
+            Diagnostic::new(&at(&root), "autoscaling needs something to measure")
+                .path(&root)
+                .hint("set `targetCPUUtilization` or `targetMemoryUtilization` (percent of what each copy requests)"),
+        );
+    }
+    let requests = service.resources.as_ref().and_then(|r| r.requests.as_ref());
+    for (key, set, requested, what) in [
+        (
+            "targetCPUUtilization",
+            autoscaling.target_cpu_utilization.is_some(),
+            requests.is_some_and(|r| r.cpu.is_some()),
+            "cpu",
+        ),
+        (
+            "targetMemoryUtilization",
+            autoscaling.target_memory_utilization.is_some(),
+            requests.is_some_and(|r| r.memory.is_some()),
+            "memory",
+        ),
+    ] {
+        if set && !requested {
+            let path = root.key(key);
+            out.push(
+                Diagnostic::new(
+                    &at(&path),
+                    format!("`{key}` is a share of the {what} each copy requests, and the service requests none"),
+                )
+                .path(&path)
+                .hint(format!("set `resources.requests.{what}`")),
+            );
+        }
+    }
 }
 
 /// An encrypted variable is never expanded into a command (`${NAME}`): a command line is

@@ -154,6 +154,24 @@ pub static FIELDS: &[Field] = &[
         used: never,
     },
     Field {
+        path: "autoscaling",
+        local: Refused("the local target runs a fixed number of processes: set `replicas`"),
+        compose: Refused("the Docker Engine does not scale containers by load: set `replicas`"),
+        kubernetes: Done(
+            "a HorizontalPodAutoscaler (the newest version the cluster serves) for the serving color; plumb leaves the Deployment's replicas to it",
+        ),
+        used: |s, _| when(s.autoscaling.is_some(), root().key("autoscaling")),
+    },
+    Field {
+        path: "replicas: with autoscaling",
+        local: Within("autoscaling"),
+        compose: Within("autoscaling"),
+        kubernetes: Refused(
+            "the autoscaler sets the replicas between `minReplicas` and `maxReplicas`: remove `replicas`",
+        ),
+        used: |s, _| when(s.autoscaling.is_some() && s.replicas != 1, root().key("replicas")),
+    },
+    Field {
         path: "ports[].name",
         local: EVERYWHERE,
         compose: EVERYWHERE,

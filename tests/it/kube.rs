@@ -24,7 +24,7 @@ use crate::keys::TestKey;
 /// by its `/health` unless `healthy` is false. A healthy release has a minute to roll out (real
 /// pods start in seconds, more when every test rolls out at once); an unhealthy one fails after
 /// 10 s.
-fn write(repo: &TestRepo, namespace: &str, release: &str, strategy: &str, healthy: bool, extra: &str) {
+pub(crate) fn write(repo: &TestRepo, namespace: &str, release: &str, strategy: &str, healthy: bool, extra: &str) {
     repo.write(
         "plumb.yaml",
         &format!("apiVersion: plumb/v1\nkind: Repository\nenvironments: [{namespace}]\n"),
@@ -44,7 +44,7 @@ fn write(repo: &TestRepo, namespace: &str, release: &str, strategy: &str, health
 }
 
 /// The environment `namespace` on the control plane, its kubernetes target with `more` settings.
-fn environment(repo: &TestRepo, namespace: &str, more: &str) {
+pub(crate) fn environment(repo: &TestRepo, namespace: &str, more: &str) {
     repo.write(
         &format!("environments/{namespace}.yaml"),
         &format!(
@@ -55,7 +55,7 @@ fn environment(repo: &TestRepo, namespace: &str, more: &str) {
 }
 
 /// Field `path` (a JSONPath) of Deployment `name` in `namespace`.
-fn deployment_field(namespace: &str, name: &str, path: &str) -> String {
+pub(crate) fn deployment_field(namespace: &str, name: &str, path: &str) -> String {
     kubectl(&[
         "-n",
         namespace,
@@ -68,7 +68,7 @@ fn deployment_field(namespace: &str, name: &str, path: &str) -> String {
 }
 
 /// Why the attempt for `commit` in `namespace` was rolled back (it must have been).
-async fn rolled_back(state: &Path, namespace: &str, commit: &str) -> String {
+pub(crate) async fn rolled_back(state: &Path, namespace: &str, commit: &str) -> String {
     match outcome(state, namespace, commit).await {
         Some(Outcome::RolledBack(reason)) => reason,
         other => panic!("{commit}: {other:?}"),
@@ -76,7 +76,7 @@ async fn rolled_back(state: &Path, namespace: &str, commit: &str) -> String {
 }
 
 /// The slot the Service `web` of `namespace` selects (empty when it selects both).
-fn serving_slot(namespace: &str) -> String {
+pub(crate) fn serving_slot(namespace: &str) -> String {
     kubectl(&[
         "-n",
         namespace,

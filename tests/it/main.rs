@@ -17,6 +17,7 @@ mod hostile;
 mod http;
 mod keys;
 mod kube;
+mod kube_fidelity;
 mod ledger;
 mod local;
 mod metrics;

@@ -42,6 +42,10 @@ pub struct Service {
     #[serde(default = "one")]
     #[schemars(range(max = 1000))]
     pub replicas: u32,
+    /// Copies added and removed by load, between two bounds (a HorizontalPodAutoscaler on the
+    /// kubernetes target); `replicas` is then not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
     /// The ports the service answers on. A named list: overlays merge items by `name`.
     #[serde(default)]
     pub ports: Vec<Port>,
@@ -135,6 +139,26 @@ fn one() -> u32 {
 }
 fn ten_minutes() -> Duration {
     Duration::secs(600)
+}
+
+/// Copies added and removed by load.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Autoscaling {
+    /// The fewest copies.
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: u32,
+    /// The most copies.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: u32,
+    /// The average CPU use, in percent of the CPU requested, to keep the copies at.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetCPUUtilization")]
+    #[schemars(range(min = 1))]
+    pub target_cpu_utilization: Option<u32>,
+    /// The average memory use, in percent of the memory requested, to keep the copies at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_memory_utilization: Option<u32>,
 }
 
 /// A port the service answers on.

@@ -6,6 +6,7 @@
 //! watches of the environment's objects.
 
 mod apply;
+mod autoscale;
 #[cfg(test)]
 mod contract_tests;
 mod fields;

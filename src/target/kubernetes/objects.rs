@@ -350,6 +350,8 @@ pub fn deployment(
         pod["containers"][0]["volumeMounts"] = json!([{"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}]);
     }
     let mut annotations = json!({VERSION: version});
+    // An autoscaled Deployment's replicas are its autoscaler's: plumb does not apply them.
+    let replicas = service.autoscaling.is_none().then_some(service.replicas);
     if !commit.is_empty() {
         annotations[COMMIT] = json!(commit);
     }
@@ -362,7 +364,7 @@ pub fn deployment(
         }),
         _ => json!({"type": "Recreate"}),
     };
-    json!({
+    let mut document = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
@@ -371,7 +373,6 @@ pub fn deployment(
             "annotations": annotations,
         },
         "spec": {
-            "replicas": service.replicas,
             "progressDeadlineSeconds": service.progress_deadline.0.as_secs().max(1),
             "selector": {"matchLabels": selector},
             "strategy": strategy,
@@ -380,7 +381,36 @@ pub fn deployment(
                 "spec": pod,
             },
         },
-    })
+    });
+    if let Some(replicas) = replicas {
+        document["spec"]["replicas"] = json!(replicas);
+    }
+    document
+}
+
+/// The HorizontalPodAutoscaler of `service` (`api_version`: `autoscaling/v2` or `v2beta2`,
+/// the same shape), aimed at its Deployment of `slot`; `None` when it is not autoscaled.
+pub fn autoscaler(environment: &str, service: &Service, slot: Slot, api_version: &str) -> Option<Value> {
+    let bounds = service.autoscaling.as_ref()?;
+    let utilization = |resource: &str, percent: u32| json!({"type": "Resource", "resource": {"name": resource, "target": {"type": "Utilization", "averageUtilization": percent}}});
+    let metrics: Vec<Value> = [
+        bounds.target_cpu_utilization.map(|p| utilization("cpu", p)),
+        bounds.target_memory_utilization.map(|p| utilization("memory", p)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    Some(json!({
+        "apiVersion": api_version,
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": service.name.as_str(), "labels": labels(environment, service)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(service.name.as_str(), slot)},
+            "minReplicas": bounds.min_replicas,
+            "maxReplicas": bounds.max_replicas,
+            "metrics": metrics,
+        },
+    }))
 }
 
 /// The Service of `service`, selecting `slots` (all of its slots when both take traffic:

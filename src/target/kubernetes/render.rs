@@ -45,6 +45,8 @@ pub fn manifests(desired: &Desired) -> Option<Result<Vec<Value>, WorkloadError>>
                 out.push(made.deployment);
             }
             out.push(objects::service(environment, &service, &slots[..1], "blue=100"));
+            // The version a cluster serves is known only there: the newest is shown.
+            out.extend(objects::autoscaler(environment, &service, slots[0], "autoscaling/v2"));
             if let Some(migration) = &service.migration {
                 let env = objects::variables_of(environment, &service)?;
                 let name = objects::job_name(service.name.as_str(), "migration");

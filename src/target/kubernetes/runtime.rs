@@ -97,6 +97,11 @@ pub struct KubernetesRuntime {
     pub(super) kinds: std::sync::Mutex<std::collections::HashMap<String, (kube::api::ApiResource, bool)>>,
     /// The fields plumb's last apply owned, by Deployment: what another manager may take.
     pub(super) applied: std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeSet<String>>>,
+    /// The autoscaled services this agent deployed, as declared: routing a color moves their
+    /// autoscaler to it.
+    pub(super) autoscaled: std::sync::Mutex<std::collections::HashMap<String, Service>>,
+    /// The HorizontalPodAutoscalers' API, once discovered (`None`: the cluster serves none).
+    pub(super) autoscalers: tokio::sync::OnceCell<Option<(Api<DynamicObject>, &'static str)>>,
 }
 
 impl KubernetesRuntime {
@@ -168,6 +173,8 @@ impl KubernetesRuntime {
             gateway: None,
             kinds: std::sync::Mutex::default(),
             applied: std::sync::Mutex::default(),
+            autoscaled: std::sync::Mutex::default(),
+            autoscalers: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -275,6 +282,9 @@ impl KubernetesRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.clone(), super::fields::applied_by_plumb(&applied));
+        if service.autoscaling.is_some() {
+            self.start_autoscaled(service, slot, &applied).await?;
+        }
         // The Service follows the declared ports; its selector keeps the weights last routed.
         let existing = self
             .services()
@@ -374,7 +384,7 @@ impl KubernetesRuntime {
         self.available(&name, service.progress_deadline.0).await
     }
 
-    async fn set_replicas(&self, name: &str, replicas: u32) -> Result<(), KubernetesError> {
+    pub(super) async fn set_replicas(&self, name: &str, replicas: u32) -> Result<(), KubernetesError> {
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
         let scaled = self
             .deployments()
@@ -413,6 +423,9 @@ impl KubernetesRuntime {
             .await
             .map_err(api_error(format!("routing service `{service}`")))?;
         self.wrote("Service", &name, routed.metadata.resource_version.as_deref());
+        if let [one] = serving.as_slice() {
+            self.autoscale_serving(service, *one).await?;
+        }
         // Through a Gateway, the route's backends carry the exact weights, to the Service's port.
         if let Some(port) = routed
             .spec
@@ -453,6 +466,7 @@ impl KubernetesRuntime {
             let secret_name = objects::secret_name(service, slot);
             self.delete(&self.secrets(), &secret_name, "secret").await?;
         }
+        self.remove_autoscaler(service).await?;
         let deleted = self.services().delete(service, &DeleteParams::background()).await;
         ignore_not_found(deleted, format!("deleting service `{service}`"))?;
         self.wrote("Service", service, None);
