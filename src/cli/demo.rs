@@ -106,6 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let cancel = CancellationToken::new();
+        super::signals::stop_on_signals(cancel.clone());
         let (started, handle) = tokio::sync::oneshot::channel();
         let agent = tokio::spawn(agent::run(settings, cancel.clone(), Some(started)));
         let Ok(handle) = handle.await else {
@@ -119,13 +120,14 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             token: &token,
             doorbell: handle.doorbells["config"].clone(),
         };
+        // One Ctrl-C stops the tour wherever it is, and the agent with it.
         let toured = tokio::select! {
             toured = tour.play(&args.dir) => toured,
-            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = cancel.cancelled() => Ok(()),
         };
-        if toured.is_ok() && !args.once {
+        if toured.is_ok() && !args.once && !cancel.is_cancelled() {
             println!("\nThe agent keeps running; Ctrl-C stops it and its services.");
-            let _ = tokio::signal::ctrl_c().await;
+            cancel.cancelled().await;
         }
         cancel.cancel();
         agent.await??;

@@ -11,6 +11,7 @@ mod example_app;
 mod ledger;
 mod report;
 mod seal;
+mod signals;
 mod verify;
 
 use std::io::Write;
