@@ -124,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let cancel = CancellationToken::new();
-        super::signals::stop_on_signals(cancel.clone());
+        super::signals::stop_on_signals(cancel.clone(), false);
         let (started, handle) = tokio::sync::oneshot::channel();
         let agent = tokio::spawn(agent::run(settings, cancel.clone(), Some(started)));
         if let (Some((path, config)), Ok(handle)) = (config, handle.await) {

@@ -106,7 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let cancel = CancellationToken::new();
-        super::signals::stop_on_signals(cancel.clone());
+        super::signals::stop_on_signals(cancel.clone(), true);
         let (started, handle) = tokio::sync::oneshot::channel();
         let agent = tokio::spawn(agent::run(settings, cancel.clone(), Some(started)));
         let Ok(handle) = handle.await else {

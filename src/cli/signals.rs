@@ -6,9 +6,10 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `stop` on the first SIGINT or SIGTERM and exits at once on the second. Must be
-/// called within a tokio runtime.
-pub fn stop_on_signals(stop: CancellationToken) {
+/// Cancels `stop` on the first SIGINT or SIGTERM and exits at once on the second; with `say`,
+/// writes what it waits for to standard error in words (the demo's; the agent's log says it
+/// already, and its standard error may be JSON lines). Must be called within a tokio runtime.
+pub fn stop_on_signals(stop: CancellationToken, say: bool) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM can be handled");
@@ -18,16 +19,23 @@ pub fn stop_on_signals(stop: CancellationToken) {
             _ = term.recv() => {}
             _ = interrupt.recv() => {}
         }
-        eprintln!(
-            "\nStopping: a step in progress ends or is parked as interrupted (at most 10 s), then the services this agent runs stop. A second Ctrl-C stops at once."
+        if say {
+            eprintln!(
+                "\nStopping: a step in progress ends or is parked as interrupted (at most 10 s), then the services this agent runs stop. A second Ctrl-C stops at once."
+            );
+        }
+        tracing::info!(
+            "Stopping: a step in progress ends or is parked, then replicas stop; a second signal stops at once."
         );
-        tracing::info!("Stopping: a step in progress ends or is parked, then replicas stop.");
         stop.cancel();
         tokio::select! {
             _ = term.recv() => {}
             _ = interrupt.recv() => {}
         }
-        eprintln!("Stopped at once: the next start finishes or rolls back what was left.");
+        if say {
+            eprintln!("Stopped at once: the next start finishes or rolls back what was left.");
+        }
+        tracing::warn!("Stopped at once on a second signal: the next start finishes or rolls back what was left.");
         std::process::exit(130);
     });
 }

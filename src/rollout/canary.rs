@@ -2,8 +2,12 @@
 //! its pause while the router counts the new slot's answers. The rollout aborts — all traffic
 //! back to the running version, the new slot retired — as soon as the new slot has answered
 //! `minRequests` requests with a success rate under the threshold, or fails a health check.
-//! A step that saw fewer requests than `minRequests` passes: nobody was served badly. With a
-//! Prometheus gate, each step ends by asking Prometheus for the new slot's success rate too.
+//! A step never passes unmeasured: one that saw fewer than `minRequests` answers by the end of
+//! its pause is held longer, until it has them, and fails once the service's
+//! `progressDeadline` (counted from the step's start) passes without them. `successThreshold:
+//! 0` judges by health alone. With a Prometheus gate, each step ends by asking Prometheus for
+//! the new slot's success rate too; on a target that does not count answers (kubernetes) that
+//! is the only judge of the rate.
 
 use std::time::Duration;
 
@@ -123,10 +127,16 @@ async fn analyse(
     settings: &Canary,
 ) -> Result<(), RolloutError> {
     let name = service.name.as_str();
-    let until = tokio::time::Instant::now() + pause;
+    let started = tokio::time::Instant::now();
+    let until = started + pause;
+    // Past the pause, a step still short of `minRequests` answers waits for them this long.
+    let deadline = started + pause.max(service.progress_deadline.0);
+    let judged = settings.success_threshold > 0.0 && runtime.capabilities().counts_answers;
     let checks = runtime.checks(name, slot).await?;
     loop {
-        if let Some(stats) = runtime.traffic(name).await.get(slot.name()) {
+        let stats = runtime.traffic(name).await.get(slot.name()).cloned();
+        let answered = stats.as_ref().map_or(0, |s| s.requests);
+        if let Some(stats) = stats.filter(|_| judged) {
             let rate = stats.success_rate().unwrap_or(1.0) * 100.0;
             if stats.requests >= u64::from(settings.min_requests) && rate < settings.success_threshold {
                 return Err(RolloutError::Analysis {
@@ -147,9 +157,21 @@ async fn analyse(
             }
         }
         let now = tokio::time::Instant::now();
-        if now >= until {
+        let measured = !judged || answered >= u64::from(settings.min_requests);
+        if now >= until && measured {
             return Ok(());
         }
-        tokio::time::sleep(ANALYSIS_INTERVAL.min(until - now)).await;
+        if now >= deadline {
+            return Err(RolloutError::Analysis {
+                service: name.to_owned(),
+                reason: format!(
+                    "the canary answered {answered} requests within {:?}, fewer than the {} needed to judge it (`minRequests`); send it traffic, lower `minRequests`, or set `successThreshold: 0` to judge it by health alone",
+                    deadline - started,
+                    settings.min_requests
+                ),
+            });
+        }
+        let next = if now < until { until } else { deadline };
+        tokio::time::sleep(ANALYSIS_INTERVAL.min(next - now)).await;
     }
 }

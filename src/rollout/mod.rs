@@ -6,6 +6,8 @@
 //! running twice.
 
 mod canary;
+#[cfg(test)]
+mod fault_tests;
 mod prometheus;
 mod rolling;
 

@@ -40,6 +40,9 @@ pub struct Capabilities {
     pub weighted_traffic: bool,
     /// One-off jobs can run (migrations).
     pub jobs: bool,
+    /// The target counts each slot's answers (plumb's router sees the traffic), so a canary
+    /// can be judged by its success rate without Prometheus.
+    pub counts_answers: bool,
     /// The target replaces a slot's copies itself within the rolling strategy's surge and
     /// unavailability limits (a Kubernetes Deployment's rolling update): rolling then runs in
     /// the serving slot instead of between two.
@@ -188,6 +191,7 @@ mod tests {
             slots: true,
             weighted_traffic: true,
             jobs: true,
+            counts_answers: true,
             in_place: false,
         };
         let no_split = Capabilities {
@@ -201,6 +205,7 @@ mod tests {
             slots: false,
             weighted_traffic: false,
             jobs: false,
+            counts_answers: false,
             in_place: true,
         };
         assert!(one_slot.supports(&rolling) && !one_slot.supports(&canary));

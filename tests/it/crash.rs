@@ -264,7 +264,7 @@ const STRATEGIES: [&str; 4] = [
     "recreate: {}",
     "rolling: {batchSize: 1, maxSurge: 1}",
     "blueGreen: {keepOldVersion: 300ms}",
-    "canary: {steps: [{weight: 50, pause: 300ms}], minRequests: 1000}",
+    "canary: {steps: [{weight: 50, pause: 300ms}], successThreshold: 0}",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

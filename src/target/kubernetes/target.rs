@@ -25,6 +25,8 @@ impl Target for KubernetesRuntime {
             // Approximated by the replica ratio of the two Deployments behind one Service.
             weighted_traffic: true,
             jobs: true,
+            // No router of plumb's sees the answers: a canary is judged by Prometheus.
+            counts_answers: false,
             // A Deployment's own rolling update, within the strategy's surge and unavailability.
             in_place: true,
         }

@@ -629,6 +629,8 @@ impl Target for LocalRuntime {
             slots: true,
             weighted_traffic: true,
             jobs: true,
+            // plumb's router (or nginx's access log) sees every answer.
+            counts_answers: true,
             in_place: false,
         }
     }

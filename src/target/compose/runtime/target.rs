@@ -22,6 +22,8 @@ impl Target for ComposeRuntime {
             slots: true,
             weighted_traffic: true,
             jobs: true,
+            // plumb's router (or nginx's access log) sees every answer.
+            counts_answers: true,
             in_place: false,
         }
     }

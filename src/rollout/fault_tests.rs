@@ -1,0 +1,232 @@
+//! The strategies against a target that fails on demand, with paused time: what a real target
+//! cannot be made to do at will (a route that fails, a canary that sees no traffic).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{Rollout, RolloutError};
+use crate::health::Check;
+use crate::ledger::{Attempt, Ledger};
+use crate::router::SlotStats;
+use crate::spec::model::Service;
+use crate::target::{Capabilities, Observed, Pending, Slot, Target, TargetError};
+
+/// A target whose primitives succeed, but for the faults it is told to inject; it records the
+/// calls it received.
+#[derive(Default)]
+struct Faulty {
+    /// `route` fails with this message.
+    route_fails: Option<&'static str>,
+    /// The answers the new slot has seen, whatever the time.
+    answers: u64,
+    /// The calls, in order: `deploy blue`, `route blue=100`, `retire green`…
+    calls: Mutex<Vec<String>>,
+}
+
+impl Faulty {
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+fn fault(message: &'static str) -> TargetError {
+    TargetError {
+        backend: "faulty",
+        source: message.into(),
+    }
+}
+
+impl Target for Faulty {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            slots: true,
+            weighted_traffic: true,
+            jobs: true,
+            counts_answers: true,
+            in_place: false,
+        }
+    }
+
+    fn deploy<'a>(
+        &'a self,
+        _: &'a Service,
+        slot: Slot,
+        _: &'a str,
+        _: &'a str,
+    ) -> Pending<'a, Result<(), TargetError>> {
+        self.record(format!("deploy {}", slot.name()));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn scale<'a>(&'a self, _: &'a Service, slot: Slot, replicas: u32) -> Pending<'a, Result<(), TargetError>> {
+        self.record(format!("scale {} {replicas}", slot.name()));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn reload<'a>(&'a self, _: &'a Service, _: Slot) -> Pending<'a, Result<bool, TargetError>> {
+        Box::pin(async { Ok(false) })
+    }
+
+    fn route<'a>(&'a self, _: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, Result<(), TargetError>> {
+        let weights: Vec<String> = weights.iter().map(|(s, w)| format!("{}={w}", s.name())).collect();
+        self.record(format!("route {}", weights.join(",")));
+        let failed = self.route_fails;
+        Box::pin(async move { failed.map_or(Ok(()), |m| Err(fault(m))) })
+    }
+
+    fn retire<'a>(&'a self, _: &'a str, slot: Slot) -> Pending<'a, Result<(), TargetError>> {
+        self.record(format!("retire {}", slot.name()));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn checks<'a>(&'a self, _: &'a str, _: Slot) -> Pending<'a, Result<Vec<Check>, TargetError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn traffic<'a>(&'a self, _: &'a str) -> Pending<'a, BTreeMap<String, SlotStats>> {
+        let stats = SlotStats {
+            requests: self.answers,
+            ok: self.answers,
+            ..SlotStats::default()
+        };
+        Box::pin(async move { BTreeMap::from([("green".to_owned(), stats)]) })
+    }
+
+    fn reset_traffic<'a>(&'a self, _: &'a str) -> Pending<'a, ()> {
+        Box::pin(async {})
+    }
+
+    fn run_job<'a>(
+        &'a self,
+        _: &'a Service,
+        _: &'a str,
+        _: &'a [String],
+        _: Duration,
+    ) -> Pending<'a, Result<(), TargetError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn observe(&self) -> Pending<'_, Result<Observed, TargetError>> {
+        Box::pin(async { Ok(Observed::new()) })
+    }
+
+    fn shutdown(&self) -> Pending<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Service `web` with `strategy` (inline JSON) and a progress deadline of a minute.
+fn web(strategy: serde_json::Value) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "plumb/v1",
+        "kind": "Service",
+        "name": "web",
+        "command": ["web"],
+        "progressDeadline": "1m",
+        "strategy": strategy,
+    }))
+    .unwrap()
+}
+
+/// Rolls `service` out on `target` from blue; the outcome and the steps the ledger recorded.
+async fn roll(target: &Faulty, service: &Service) -> (Result<Slot, RolloutError>, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+    let attempt = ledger
+        .begin(&Attempt {
+            environment: "dev".to_owned(),
+            commit: "c1".to_owned(),
+            signer: None,
+            strategy: service.strategy.name().to_owned(),
+            plan: serde_json::json!({}),
+            trigger: Default::default(),
+        })
+        .unwrap();
+    let outcome = Rollout::new(target, &mut ledger, attempt)
+        .run(service, "v2", Some(Slot::Blue))
+        .await;
+    let steps = ledger.history("dev", 1).unwrap()[0]
+        .steps
+        .iter()
+        .map(|s| format!("{}{}", s.name, if matches!(s.error, Some(Some(_))) { " ✗" } else { "" }))
+        .collect();
+    (outcome, steps)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switch_that_fails_fails_its_step_and_the_old_color_is_not_retired() {
+    let target = Faulty {
+        route_fails: Some("the selector could not be written"),
+        ..Faulty::default()
+    };
+    let (outcome, steps) = roll(
+        &target,
+        &web(serde_json::json!({"blueGreen": {"keepOldVersion": "0s"}})),
+    )
+    .await;
+    let error = outcome.unwrap_err();
+    assert!(
+        error.to_string().contains("the selector could not be written"),
+        "{error}"
+    );
+    assert_eq!(steps.last().unwrap(), "web: switch traffic to green ✗");
+    assert!(
+        !target.calls().contains(&"retire blue".to_owned()),
+        "{:?}",
+        target.calls()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_whose_shift_fails_aborts_unmeasured() {
+    let target = Faulty {
+        route_fails: Some("the route could not be weighed"),
+        ..Faulty::default()
+    };
+    let canary = serde_json::json!({"canary": {"steps": [{"weight": 10, "pause": "1m"}]}});
+    let (outcome, steps) = roll(&target, &web(canary)).await;
+    assert!(outcome.is_err());
+    assert_eq!(steps[2], "web: shift 10% to green ✗");
+    assert!(!steps.iter().any(|s| s.contains("analyse")), "{steps:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_step_short_of_min_requests_waits_then_fails_never_passes() {
+    // 5 answers of the 20 needed: the step is held past its pause, then fails at the deadline.
+    let target = Faulty {
+        answers: 5,
+        ..Faulty::default()
+    };
+    let canary = serde_json::json!({"canary": {"steps": [{"weight": 10, "pause": "10s"}], "minRequests": 20}});
+    let started = tokio::time::Instant::now();
+    let (outcome, _) = roll(&target, &web(canary)).await;
+    let Err(RolloutError::Analysis { reason, .. }) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        reason.contains("answered 5 requests") && reason.contains("`minRequests`"),
+        "{reason}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(60),
+        "held until the progress deadline"
+    );
+    assert!(target.calls().contains(&"retire green".to_owned()));
+
+    // With enough answers it passes at the end of its pause; with `successThreshold: 0` it is
+    // judged by health alone.
+    let measured = Faulty {
+        answers: 20,
+        ..Faulty::default()
+    };
+    let canary = serde_json::json!({"canary": {"steps": [{"weight": 10, "pause": "10s"}], "minRequests": 20}});
+    assert_eq!(roll(&measured, &web(canary)).await.0.unwrap(), Slot::Green);
+    let unjudged = Faulty::default();
+    let canary = serde_json::json!({"canary": {"steps": [{"weight": 10, "pause": "10s"}], "successThreshold": 0}});
+    assert_eq!(roll(&unjudged, &web(canary)).await.0.unwrap(), Slot::Green);
+}
