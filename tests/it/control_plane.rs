@@ -38,6 +38,50 @@ const BRIDGE: &str = "plumbcni0";
 struct Cluster {
     kubeconfig: PathBuf,
     example_image: String,
+    /// Held while this process's node may run, and by its cleanup until that is done.
+    _machine: std::fs::File,
+}
+
+/// The lock that gives one test process at a time the machine's node: another process's node
+/// would share the bridge, the pods' subnet and the kubelet's cgroups (each kubelet kills the
+/// pods it does not know), and its cleanup would take them away. Waits for it, up to 20 minutes.
+fn machine_lock() -> std::fs::File {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = Path::new("/tmp/plumb-test-kube.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let started = Instant::now();
+    let mut said = false;
+    // SAFETY: flock on a descriptor this function owns.
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let _ = file.rewind();
+        if !said {
+            eprintln!(
+                "waiting for the Kubernetes node of test process {} to end ({})",
+                holder.trim(),
+                path.display()
+            );
+            said = true;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1200),
+            "the Kubernetes node of test process {} still runs after 20 minutes ({})",
+            holder.trim(),
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    file.set_len(0).unwrap();
+    write!(file, "{}", std::process::id()).unwrap();
+    file
 }
 
 fn cluster() -> &'static Cluster {
@@ -73,6 +117,7 @@ fn start() -> Cluster {
             bin.display()
         );
     }
+    let machine = machine_lock();
     let dir = Path::new("/tmp").join(format!("plumb-test-kube-{}", std::process::id()));
     // What the clusters of earlier runs left: their test process is gone, and so are their
     // servers, but their pods' shims outlive containerd; a cleanup tied to each process ran when
@@ -135,8 +180,22 @@ fn start() -> Cluster {
         made.push_str("iptables-cni\n");
     }
     std::fs::write(dir.join("made-by-node"), made).unwrap();
+    // The cleanup inherits the machine's lock: the next test process starts its node only once
+    // this one's is cleaned up.
+    let lock = std::os::fd::AsRawFd::as_raw_fd(&machine);
     let mut reaper = Command::new("bash");
-    reaper.arg(&cleanup).arg("--on-term").arg(&dir);
+    reaper
+        .arg(&cleanup)
+        .arg("--on-term")
+        .arg(&dir)
+        .env("PLUMB_NODE_LOCK_FD", lock.to_string());
+    // SAFETY: fcntl in the child before exec, on a descriptor open in the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut reaper, move || {
+            libc::fcntl(lock, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
     tied(reaper, "cleanup");
 
     let (client, peer, secure) = (free_port(), free_port(), free_port());
@@ -229,6 +288,7 @@ fn start() -> Cluster {
     Cluster {
         kubeconfig: config,
         example_image,
+        _machine: machine,
     }
 }
 
