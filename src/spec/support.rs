@@ -646,6 +646,75 @@ pub static FIELDS: &[Field] = &[
     },
 ];
 
+/// The environment document's own fields. `target` holds one target's settings, each carried
+/// out by that target alone (its reference is the target's page); `services` holds overlays,
+/// whose fields are the service rows above.
+pub static ENVIRONMENT_FIELDS: &[Field] = &[
+    Field {
+        path: "apiVersion",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: EVERYWHERE,
+        used: never,
+    },
+    Field {
+        path: "kind",
+        local: EVERYWHERE,
+        compose: EVERYWHERE,
+        kubernetes: EVERYWHERE,
+        used: never,
+    },
+    Field {
+        path: "name",
+        local: EVERYWHERE,
+        compose: Done("also the Compose project, unless `project` says otherwise"),
+        kubernetes: Done("the value of every object's `plumb.dev/environment` label"),
+        used: never,
+    },
+    Field {
+        path: "description",
+        local: Done("documentation only"),
+        compose: Done("documentation only"),
+        kubernetes: Done("documentation only"),
+        used: never,
+    },
+    Field {
+        path: "target",
+        local: Done("`local`: see the local target's page"),
+        compose: Done("`compose`: see the compose target's page"),
+        kubernetes: Done("`kubernetes`: see the kubernetes target's page"),
+        used: never,
+    },
+    Field {
+        path: "sync.automatic",
+        local: Done("`false`: nothing is applied, not even the first deployment, until `plumb sync`"),
+        compose: Done("as on every target"),
+        kubernetes: Done("as on every target"),
+        used: never,
+    },
+    Field {
+        path: "sync.selfHeal",
+        local: Done("drift put back at each check"),
+        compose: Done("drift put back at each check and on engine events"),
+        kubernetes: Done("drift put back at each check and on watch events"),
+        used: never,
+    },
+    Field {
+        path: "sync.prune",
+        local: Done("services no longer declared are stopped"),
+        compose: Done("their containers removed"),
+        kubernetes: Done("their objects deleted, plain manifests by inventory"),
+        used: never,
+    },
+    Field {
+        path: "services",
+        local: Done("overlays: see the service rows"),
+        compose: Done("overlays: see the service rows"),
+        kubernetes: Done("overlays: see the service rows"),
+        used: never,
+    },
+];
+
 /// Reports every field `service` uses that `target` refuses, at its line.
 pub fn check(service: &Service, node: &Node, target: &Target, out: &mut Vec<Diagnostic>) {
     for field in FIELDS {
@@ -669,15 +738,23 @@ pub fn check(service: &Service, node: &Node, target: &Target, out: &mut Vec<Diag
     }
 }
 
-/// The table as Markdown, for the docs.
+/// The tables as Markdown, for the docs: the service document's, then the environment's.
 pub fn markdown() -> String {
+    format!(
+        "{}\nThe environment document:\n\n{}",
+        table(FIELDS),
+        table(ENVIRONMENT_FIELDS)
+    )
+}
+
+fn table(fields: &[Field]) -> String {
     let cell = |support: Support| match support {
         Done(how) => how.replace('|', "\\|"),
         Refused(why) => format!("**refused**: {}", why.replace('|', "\\|")),
         Within(parent) => format!("**refused** with `{parent}`"),
     };
     let mut out = String::from("| field | local | compose | kubernetes |\n|---|---|---|---|\n");
-    for field in FIELDS {
+    for field in fields {
         out.push_str(&format!(
             "| `{}` | {} | {} | {} |\n",
             field.path.replace('|', "\\|"),
@@ -695,7 +772,10 @@ mod tests {
 
     /// Every property of the service schema, as `a.b[].c`.
     fn schema_paths() -> Vec<String> {
-        let schema = serde_json::to_value(schemars::schema_for!(Service)).unwrap();
+        paths_of(serde_json::to_value(schemars::schema_for!(Service)).unwrap())
+    }
+
+    fn paths_of(schema: serde_json::Value) -> Vec<String> {
         let defs = schema["$defs"].clone();
         let mut out = Vec::new();
         walk(&schema, &defs, "", &mut out, 0);
@@ -725,8 +805,9 @@ mod tests {
                 format!("{at}.{key}")
             };
             out.push(path.clone());
-            // Free-form maps (values, labels) are one field.
-            if !matches!(key.as_str(), "values" | "labels") {
+            // Free-form maps (values, labels) are one field; an environment's target settings
+            // and overlays have rows of their own elsewhere.
+            if !matches!(key.as_str(), "values" | "labels" | "target" | "services") {
                 walk(property, defs, &path, out, depth + 1);
             }
         }
@@ -751,6 +832,16 @@ mod tests {
             missing.is_empty(),
             "fields with no row in the per-target table: {missing:?}"
         );
+        let rows: Vec<&str> = ENVIRONMENT_FIELDS.iter().map(|f| f.path).collect();
+        let environment = serde_json::to_value(schemars::schema_for!(crate::spec::model::environment::Environment));
+        let missing: Vec<String> = paths_of(environment.unwrap())
+            .into_iter()
+            .filter(|p| {
+                !rows.iter().any(|r| r == p || p.starts_with(&format!("{r}.")))
+                    && !rows.iter().any(|r| r.starts_with(&format!("{p}.")))
+            })
+            .collect();
+        assert!(missing.is_empty(), "environment fields with no row: {missing:?}");
     }
 
     /// The docs hold the table between these marks; `PLUMB_BLESS=1 cargo test` writes it there.
