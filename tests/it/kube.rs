@@ -20,7 +20,7 @@ use crate::harness::{TestRepo, agent_settings, trusted};
 use crate::keys::TestKey;
 
 /// A repository of environment `namespace` on the control plane, with service `web`: the
-/// example app, listening on every address of its pod (the kubelet probes the pod's IP), ready
+/// example app, listening on every address of its pod (the target sets `HOST`; the kubelet probes the pod's IP), ready
 /// by its `/health` unless `healthy` is false. A healthy release has a minute to roll out (real
 /// pods start in seconds, more when every test rolls out at once); an unhealthy one fails after
 /// 10 s.
@@ -37,7 +37,7 @@ pub(crate) fn write(repo: &TestRepo, namespace: &str, release: &str, strategy: &
             "apiVersion: plumb/v1\nkind: Service\nname: web\nimage: {}\ncommand: [/plumb, example-app]\nreplicas: 2\n\
              ports:\n  - {{name: http, port: 8080}}\nprogressDeadline: {deadline}\nstrategy:\n  {strategy}\n{extra}\
              healthChecks:\n  - {{name: ready, http: {{path: /health, port: http}}, interval: 1s, timeout: 1s}}\n\
-             env:\n  - {{name: HOST, value: 0.0.0.0}}\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: EXAMPLE_HEALTH, value: {health}}}\n",
+             env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n  - {{name: EXAMPLE_HEALTH, value: {health}}}\n",
             example_image()
         ),
     );

@@ -207,7 +207,7 @@ fn autoscaled(repo: &TestRepo, namespace: &str, release: &str, strategy: &str) {
              resources: {{requests: {{cpu: 10m, memory: 16Mi}}}}\n\
              ports:\n  - {{name: http, port: 8080}}\nprogressDeadline: 120s\nstrategy:\n  {strategy}\n\
              healthChecks:\n  - {{name: ready, http: {{path: /health, port: http}}, interval: 1s, timeout: 1s}}\n\
-             env:\n  - {{name: HOST, value: 0.0.0.0}}\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n",
+             env:\n  - {{name: EXAMPLE_RELEASE, value: {release}}}\n",
             example_image()
         ),
     );

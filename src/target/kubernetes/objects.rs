@@ -145,6 +145,11 @@ fn container(service: &Service, env: &[(String, String)], secrets: &str) -> Valu
     if let Some(first) = service.ports.first() {
         env.push(json!({"name": "PORT", "value": first.target_port.unwrap_or(first.port).to_string()}));
     }
+    // A pod is reached at its own address (probes, the Service), not on its loopback: the
+    // address to listen on, as the compose target says it.
+    if !env.iter().any(|v| v["name"] == "HOST") {
+        env.push(json!({"name": "HOST", "value": "0.0.0.0"}));
+    }
     let mut container = json!({
         "name": service.name.as_str(),
         "image": service.image,

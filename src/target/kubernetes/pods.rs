@@ -26,7 +26,9 @@ impl KubernetesRuntime {
             .await
             .ok()
             .and_then(|list| {
-                list.items.into_iter().filter(|e| e.message.is_some()).max_by_key(|e| {
+                // A node without cluster DNS warns of it on every pod: it says nothing of this one.
+                let telling = |e: &Event| e.message.is_some() && e.reason.as_deref() != Some("MissingClusterDNS");
+                list.items.into_iter().filter(telling).max_by_key(|e| {
                     e.last_timestamp
                         .as_ref()
                         .map(|t| t.0)
@@ -47,13 +49,36 @@ fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// A container of `pod` that is waiting after dying (a crash loop), or was restarted: its
-/// reason and last exit.
+/// A container of `pod` that died or keeps dying (a crash loop), or waits for a reason worth
+/// telling: its state and last exit.
 fn container_trouble(pod: &Pod) -> Option<String> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
     statuses.iter().find_map(|status| {
-        let waiting = status.state.as_ref()?.waiting.as_ref();
+        let state = status.state.as_ref()?;
+        let exited = |exit: &k8s_openapi::api::core::v1::ContainerStateTerminated| {
+            let reason = exit.reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default();
+            format!("exit code {}{reason}", exit.exit_code)
+        };
+        if let Some(exit) = &state.terminated {
+            return Some(format!(
+                "container `{}` exited ({}; restarted {} times)",
+                status.name,
+                exited(exit),
+                status.restart_count
+            ));
+        }
+        let waiting = state.waiting.as_ref();
         let last = status.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+        if state.running.is_some() {
+            return last.filter(|_| status.restart_count > 0).map(|exit| {
+                format!(
+                    "container `{}` restarted {} times (last {})",
+                    status.name,
+                    status.restart_count,
+                    exited(exit)
+                )
+            });
+        }
         match (waiting.and_then(|w| w.reason.as_deref()), last) {
             (Some(reason), Some(exit)) => Some(format!(
                 "container `{}` is {reason} (restarted {} times; last exit code {}{})",
