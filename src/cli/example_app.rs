@@ -81,19 +81,6 @@ pub fn run() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {host}:{port}"))?;
         println!("listening on {host}:{port}");
-        // As a container's first process nothing stops it by default: SIGTERM and SIGINT must
-        // be handled, or every stop waits out the grace period and ends in SIGKILL.
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        let stopped = async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = interrupt.recv() => {}
-            }
-        };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-            .context("serving")
+        axum::serve(listener, app).await.context("serving")
     })
 }
