@@ -213,6 +213,9 @@ fn autoscaled(repo: &TestRepo, namespace: &str, release: &str, strategy: &str) {
     );
 }
 
+/// New pods start before old ones stop: a rollout does not wait for the old pods' grace period.
+const ROLLING: &str = "rolling: {maxSurge: 1, maxUnavailable: 0}";
+
 fn autoscaler_field(namespace: &str, path: &str) -> String {
     kubectl(&["-n", namespace, "get", "hpa", "web", "-o", &format!("jsonpath={path}")])
 }
@@ -223,7 +226,7 @@ async fn an_autoscaled_service_leaves_its_replicas_to_its_autoscaler() {
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
     let state = tempfile::tempdir().unwrap();
-    autoscaled(&upstream, namespace, "r1", "recreate: {}");
+    autoscaled(&upstream, namespace, "r1", ROLLING);
     let first = upstream.commit_signed("web r1, autoscaled", &alice);
     // Drift checks every half second all along: none may take the replicas back.
     let agent = agent(&upstream, &root, state.path(), Duration::from_millis(500)).await;
@@ -238,7 +241,7 @@ async fn an_autoscaled_service_leaves_its_replicas_to_its_autoscaler() {
     // The autoscaler's call, played by hand: neither drift nor a conflict. A later release
     // rolls out over it and keeps it.
     kubectl(&["-n", namespace, "scale", "deployment", "web-blue", "--replicas=3"]);
-    autoscaled(&upstream, namespace, "r2", "recreate: {}");
+    autoscaled(&upstream, namespace, "r2", ROLLING);
     let second = upstream.commit_signed("web r2", &alice);
     agent.push();
     assert_eq!(
