@@ -104,6 +104,9 @@ async fn a_release_answering_503_never_serves_and_is_rolled_back_in_the_probes_w
         false,
         resources,
     );
+    // Long enough for the pods to start and fail their probe however loaded the node is: the
+    // rollback is to quote the probe.
+    upstream.edit("services/web.yaml", "progressDeadline: 10s", "progressDeadline: 45s");
     let bad = upstream.commit_signed("web r2, answering 503", &alice);
     agent.push();
     let reason = rolled_back(state.path(), namespace, &bad).await;
