@@ -313,8 +313,16 @@ impl KubernetesRuntime {
     /// Waits until Deployment `name` has observed its spec and every replica is updated and
     /// available; fails when the controller reports the progress deadline exceeded, or after
     /// `deadline` (and a little more) has passed.
+    ///
+    /// A `Progressing=False` condition counts only once `deadline` has passed since this wait
+    /// began (right after plumb changed the Deployment): no template of plumb's can have timed
+    /// out sooner. Before that it is left from an earlier template — a hand-set image that could
+    /// not be pulled — which the controller keeps reporting (`Deployment "…" has timed out
+    /// progressing`) until a new ReplicaSet progresses; a Recreate scales the old pods down
+    /// first, under the new generation.
     async fn available(&self, name: &str, deadline: Duration) -> Result<(), KubernetesError> {
-        let until = tokio::time::Instant::now() + deadline + Duration::from_secs(5);
+        let began = tokio::time::Instant::now();
+        let until = began + deadline + Duration::from_secs(5);
         loop {
             let deployment = self
                 .deployments()
@@ -336,8 +344,9 @@ impl KubernetesRuntime {
                 .iter()
                 .flatten()
                 .find(|c| c.type_ == "Progressing" && c.status == "False");
-            // A condition from before the controller saw this spec says nothing about it.
-            let current = status.observed_generation.unwrap_or(0) >= generation;
+            // A condition from before the controller saw this spec, or from before this spec
+            // could have timed out, says nothing about it.
+            let current = status.observed_generation.unwrap_or(0) >= generation && began.elapsed() >= deadline;
             let failed = match stalled.filter(|_| current) {
                 Some(condition) => Some(
                     condition
