@@ -88,7 +88,7 @@ where
 /// The outcome recorded for `commit` in `environment` under `state`, once there is one (within
 /// 90 s).
 pub async fn outcome(state: &Path, environment: &str, commit: &str) -> Option<Outcome> {
-    eventually(Duration::from_secs(90), || async {
+    eventually(Duration::from_secs(240), || async {
         let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).ok()?;
         let history = ledger.history(environment, 100).ok()?;
         history
@@ -102,7 +102,7 @@ pub async fn outcome(state: &Path, environment: &str, commit: &str) -> Option<Ou
 /// Whether an attempt for `commit` in `environment` under `state` succeeds within 90 s (an
 /// earlier attempt for it may have ended otherwise).
 pub async fn succeeds(state: &Path, environment: &str, commit: &str) -> bool {
-    eventually(Duration::from_secs(90), || async {
+    eventually(Duration::from_secs(240), || async {
         let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).ok()?;
         let history = ledger.history(environment, 100).ok()?;
         history

@@ -30,7 +30,7 @@ pub(crate) fn write(repo: &TestRepo, namespace: &str, release: &str, strategy: &
         &format!("apiVersion: plumb/v1\nkind: Repository\nenvironments: [{namespace}]\n"),
     );
     environment(repo, namespace, "");
-    let (health, deadline) = if healthy { ("ok", "60s") } else { ("fail", "10s") };
+    let (health, deadline) = if healthy { ("ok", "150s") } else { ("fail", "10s") };
     repo.write(
         "services/web.yaml",
         &format!(
