@@ -86,7 +86,7 @@ where
 }
 
 /// The outcome recorded for `commit` in `environment` under `state`, once there is one (within
-/// 90 s).
+/// 240 s).
 pub async fn outcome(state: &Path, environment: &str, commit: &str) -> Option<Outcome> {
     eventually(Duration::from_secs(240), || async {
         let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).ok()?;
@@ -99,7 +99,7 @@ pub async fn outcome(state: &Path, environment: &str, commit: &str) -> Option<Ou
     .await
 }
 
-/// Whether an attempt for `commit` in `environment` under `state` succeeds within 90 s (an
+/// Whether an attempt for `commit` in `environment` under `state` succeeds within 240 s (an
 /// earlier attempt for it may have ended otherwise).
 pub async fn succeeds(state: &Path, environment: &str, commit: &str) -> bool {
     eventually(Duration::from_secs(240), || async {

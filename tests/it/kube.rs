@@ -21,7 +21,7 @@ use crate::keys::TestKey;
 
 /// A repository of environment `namespace` on the control plane, with service `web`: the
 /// example app, listening on every address of its pod (the target sets `HOST`; the kubelet probes the pod's IP), ready
-/// by its `/health` unless `healthy` is false. A healthy release has a minute to roll out (real
+/// by its `/health` unless `healthy` is false. A healthy release has 150 s to roll out (real
 /// pods start in seconds, more when every test rolls out at once); an unhealthy one fails after
 /// 10 s.
 pub(crate) fn write(repo: &TestRepo, namespace: &str, release: &str, strategy: &str, healthy: bool, extra: &str) {
