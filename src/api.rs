@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent::{Board, Input};
+use crate::agent::{Board, CommandError, Input};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::secret::{Secret, constant_time_eq};
@@ -204,7 +204,7 @@ async fn command<T: serde::Serialize>(
     api: &Api,
     env: &str,
     input: Input,
-    answer: oneshot::Receiver<Result<T, String>>,
+    answer: oneshot::Receiver<Result<T, CommandError>>,
 ) -> Response {
     let worker = api.workers.read().unwrap_or_else(|e| e.into_inner()).get(env).cloned();
     let Some(worker) = worker else {
@@ -215,7 +215,18 @@ async fn command<T: serde::Serialize>(
     }
     match answer.await {
         Ok(Ok(done)) => axum::Json(done).into_response(),
-        Ok(Err(reason)) => error(StatusCode::CONFLICT, &reason),
+        Ok(Err(refused)) => {
+            let status = match &refused {
+                CommandError::NotFound(_) => StatusCode::NOT_FOUND,
+                CommandError::Conflict(_) => StatusCode::CONFLICT,
+                CommandError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                CommandError::Ledger(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if status.is_server_error() {
+                tracing::error!(environment = env, error = %chain(&refused), "An API command failed.");
+            }
+            error(status, &chain(&refused))
+        }
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the environment's worker stopped"),
     }
 }
@@ -297,6 +308,94 @@ fn unknown(env: &str) -> Response {
     )
 }
 
+/// An error and its causes, in one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        message.push_str(": ");
+        message.push_str(&source.to_string());
+        cause = source.source();
+    }
+    message
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::LedgerError;
+
+    /// An API whose one environment, `dev`, has a worker that answers every request with the
+    /// refusal `make` builds.
+    fn answering(make: fn() -> CommandError) -> Api {
+        let (sender, mut inputs) = mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Some(input) = inputs.recv().await {
+                if let Input::Sync(reply) = input {
+                    let _ = reply.send(Err(make()));
+                }
+            }
+        });
+        Api {
+            board: Board::default(),
+            workers: Arc::new(RwLock::new(BTreeMap::from([("dev".to_owned(), sender)]))),
+            ledger: PathBuf::from("/nonexistent/ledger.sqlite"),
+            token: Arc::new(RwLock::new(None)),
+            protect_reads: Arc::new(AtomicBool::new(false)),
+            unread: Arc::new(AtomicUsize::new(0)),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    async fn sync_answer(make: fn() -> CommandError) -> (StatusCode, String) {
+        let api = answering(make);
+        let (reply, answer) = oneshot::channel();
+        let response = command(&api, "dev", Input::Sync(reply), answer).await;
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), BODY_LIMIT).await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        (status, body["error"].as_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_refused_command_is_answered_by_its_kind() {
+        let (status, _) = sync_answer(|| CommandError::NotFound("`abc` was never applied".into())).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = sync_answer(|| CommandError::Conflict("no head has been fetched yet".into())).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let (status, message) = sync_answer(|| CommandError::Unavailable("connection refused".into())).await;
+        assert_eq!(
+            (status, message.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "the target cannot be reached: connection refused")
+        );
+        // The ledger's failure is the agent's, with its cause in the message.
+        let (status, message) = sync_answer(|| {
+            CommandError::Ledger(LedgerError::Sql {
+                path: "/state/ledger.sqlite".into(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                    None,
+                ),
+            })
+        })
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(message.starts_with("the ledger /state/ledger.sqlite failed: "), "{message}");
+        assert!(message.contains("full"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_worker_is_unavailable_and_an_unknown_environment_not_found() {
+        let api = answering(|| unreachable!("no input reaches a dropped worker"));
+        let (reply, answer) = oneshot::channel();
+        assert_eq!(command(&api, "prod", Input::Sync(reply), answer).await.status(), StatusCode::NOT_FOUND);
+        api.workers.write().unwrap().insert("gone".to_owned(), mpsc::channel(1).0);
+        let (reply, answer) = oneshot::channel();
+        let response = command(&api, "gone", Input::Sync(reply), answer).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

@@ -1,22 +1,45 @@
 //! What an operator asks an environment's worker: sync the head now, or roll back to an earlier
-//! applied commit.
+//! applied commit — and why such a request could not be carried out, by kind, so the API can
+//! answer with the right status.
 
 use super::environment::{Done, Pending, RolledBack, Worker};
-use crate::ledger::{Attempt, Outcome, Trigger};
+use crate::ledger::{Attempt, LedgerError, Outcome, Trigger};
+
+/// Why an operator's request was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// What the request names does not exist (a commit never applied healthy here): 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The environment is not in a state to do it (no head fetched yet, an invalid head, no
+    /// earlier commit, an ambiguous prefix): 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// The target could not be asked what runs: 503, worth retrying.
+    #[error("the target cannot be reached: {0}")]
+    Unavailable(String),
+    /// The ledger could not record or answer: 500; nothing is applied until it can.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// The refusal when no head has been handed to the worker yet.
+fn no_head() -> CommandError {
+    CommandError::Conflict("no head has been fetched yet".to_owned())
+}
 
 impl Worker {
     /// Applies the last head now: a manual sync, which also retries a head that failed.
-    pub async fn sync(&mut self) -> Result<Done, String> {
-        let head = self.last.clone().ok_or("no head has been fetched yet")?;
+    pub async fn sync(&mut self) -> Result<Done, CommandError> {
+        let head = self.last.clone().ok_or_else(no_head)?;
         let commit = head.commit.to_string();
-        let desired = head.desired.clone()?;
+        let desired = head.desired.clone().map_err(CommandError::Conflict)?;
         if self.applied.is_none() {
-            self.applied = self.rollback_point(&head).map_err(|e| e.to_string())?;
+            self.applied = self.rollback_point(&head)?;
         }
         let applied = self
             .apply(desired, &commit, head.signer.as_deref(), Trigger::Sync, true)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         self.publish(|s| s.drift.clear());
         Ok(Done {
             attempt: applied.attempt,
@@ -27,12 +50,12 @@ impl Worker {
     }
 
     /// What applying the last head would do now: its desired state planned against what runs.
-    pub async fn pending(&mut self) -> Result<Pending, String> {
-        let head = self.last.as_ref().ok_or("no head has been fetched yet")?;
-        let desired = head.desired.as_ref().map_err(Clone::clone)?;
+    pub async fn pending(&mut self) -> Result<Pending, CommandError> {
+        let head = self.last.as_ref().ok_or_else(no_head)?;
+        let desired = head.desired.as_ref().map_err(|e| CommandError::Conflict(e.clone()))?;
         let (_, plan) = crate::reconcile::observe_and_plan(self.target.as_ref(), desired, desired.sync.prune)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
         Ok(Pending {
             commit: head.commit.to_string(),
             applied: self.applied.as_ref().map(|(c, _)| c.clone()),
@@ -45,20 +68,18 @@ impl Worker {
     /// it is not applied again until the head moves — across restarts too — and the `git
     /// revert` that makes the repository agree is returned. Should the restore fail, the
     /// environment goes back to what ran before it.
-    pub async fn rollback(&mut self, to: Option<&str>) -> Result<RolledBack, String> {
-        let head = self.last.clone().ok_or("no head has been fetched yet")?;
+    pub async fn rollback(&mut self, to: Option<&str>) -> Result<RolledBack, CommandError> {
+        let head = self.last.clone().ok_or_else(no_head)?;
         let target = self.rollback_target(to)?;
-        let desired = head.render(&target, &self.name)?;
-        let applied = self
-            .apply(desired, &target, None, Trigger::Rollback, true)
-            .await
-            .map_err(|e| e.to_string())?;
+        let desired = head
+            .render(&target, &self.name)
+            .map_err(|e| CommandError::Conflict(format!("{target} cannot be rendered now: {e}")))?;
+        let applied = self.apply(desired, &target, None, Trigger::Rollback, true).await?;
         let head_commit = head.commit.to_string();
         let mut replaced = None;
         if applied.outcome == Outcome::Succeeded && head_commit != target {
             let reason = format!("rolled back on request to {target}");
-            self.pin_out(&head_commit, head.signer.clone(), &reason)
-                .map_err(|e| e.to_string())?;
+            self.pin_out(&head_commit, head.signer.clone(), &reason)?;
             self.publish(|s| s.refused = Some(reason));
             replaced = Some(head_commit);
         }
@@ -80,27 +101,29 @@ impl Worker {
 
     /// The commit a rollback goes to: `to` (a prefix of a commit applied healthy before), or
     /// the newest applied commit other than the rollback point.
-    fn rollback_target(&self, to: Option<&str>) -> Result<String, String> {
-        let candidates = self.ledger.applied_commits(&self.name, 50).map_err(|e| e.to_string())?;
+    fn rollback_target(&self, to: Option<&str>) -> Result<String, CommandError> {
+        let candidates = self.ledger.applied_commits(&self.name, 50)?;
         let current = self.applied.as_ref().map(|(c, _)| c.as_str());
         let Some(prefix) = to else {
             return candidates
                 .into_iter()
                 .find(|c| Some(c.as_str()) != current)
-                .ok_or_else(|| "there is no earlier applied commit to roll back to".to_owned());
+                .ok_or_else(|| CommandError::Conflict("there is no earlier applied commit to roll back to".to_owned()));
         };
         let matching: Vec<&String> = candidates.iter().filter(|c| c.starts_with(prefix)).collect();
         match matching.as_slice() {
             [one] => Ok((*one).clone()),
             [] => {
                 let recent: Vec<&str> = candidates.iter().take(5).map(|c| &c[..12.min(c.len())]).collect();
-                Err(format!(
+                Err(CommandError::NotFound(format!(
                     "`{prefix}` was never applied healthy in `{}`; recent ones: {}",
                     self.name,
                     recent.join(", ")
-                ))
+                )))
             }
-            _ => Err(format!("`{prefix}` names several applied commits; give more digits")),
+            _ => Err(CommandError::Conflict(format!(
+                "`{prefix}` names several applied commits; give more digits"
+            ))),
         }
     }
 
@@ -110,7 +133,7 @@ impl Worker {
         commit: &str,
         signer: Option<String>,
         reason: &str,
-    ) -> Result<(), crate::ledger::LedgerError> {
+    ) -> Result<(), LedgerError> {
         let attempt = self.ledger.begin(&Attempt {
             environment: self.name.clone(),
             commit: commit.to_owned(),

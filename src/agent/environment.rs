@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::command::CommandError;
 use crate::ledger::{Attempt, Ledger, LedgerError, Outcome, Trigger};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Applied, Intent, RollbackPoint};
@@ -58,15 +59,15 @@ pub enum Input {
     /// A head to apply.
     Head(Box<Head>),
     /// Apply the last head now, even when automatic sync is off or it failed before.
-    Sync(oneshot::Sender<Result<Done, String>>),
+    Sync(oneshot::Sender<Result<Done, CommandError>>),
     /// Say what applying the last head would do now, changing nothing.
-    Plan(oneshot::Sender<Result<Pending, String>>),
+    Plan(oneshot::Sender<Result<Pending, CommandError>>),
     /// Restore an earlier applied commit (`None`: the one before the rollback point).
     Rollback {
         /// The commit, or a unique prefix of it.
         to: Option<String>,
         /// Where the result goes.
-        reply: oneshot::Sender<Result<RolledBack, String>>,
+        reply: oneshot::Sender<Result<RolledBack, CommandError>>,
     },
 }
 

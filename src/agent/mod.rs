@@ -13,6 +13,7 @@ pub mod lease;
 mod record;
 mod run;
 
+pub use command::CommandError;
 pub use environment::{Board, Done, Head, Input, Pending, Publish, RolledBack, Status, Worker, desired_of};
 pub use fetcher::{Fetch, FetchError, Fetcher, Update};
 pub use run::{Agent, AgentError, Live, Repository, Settings, run};

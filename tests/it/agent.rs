@@ -317,7 +317,8 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     let bearer = [("authorization", format!("Bearer {TOKEN}"))];
     assert_eq!(
         api_post(api, rollback, &bearer, b"{\"to\": \"0000\"}").await.status,
-        409
+        404,
+        "a commit never applied here is not found"
     );
     assert_eq!(api_post(api, rollback, &bearer, &[b'x'; 20_000]).await.status, 413);
 
