@@ -164,8 +164,8 @@ async fn plumb_rounds(rounds: usize, host: &str, image: &str) -> Vec<Duration> {
         unreachable!()
     };
     let runtime = ComposeRuntime::new("cbench", target, state.path()).await.unwrap();
-    let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
-    let applied = reconcile::apply(&runtime, &mut ledger, &desired0, intent("c0"), None)
+    let recorder = plumb::ledger::Recorder::new(Ledger::open(&state.path().join("ledger.sqlite")).unwrap());
+    let applied = reconcile::apply(&runtime, &recorder, &desired0, intent("c0"), None)
         .await
         .unwrap();
     assert_eq!(applied.outcome, plumb::ledger::Outcome::Succeeded);
@@ -175,7 +175,7 @@ async fn plumb_rounds(rounds: usize, host: &str, image: &str) -> Vec<Duration> {
         let next = desired(&repo);
         let commit = format!("c{round}");
         let started = Instant::now();
-        let applied = reconcile::apply(&runtime, &mut ledger, &next, intent(&commit), None)
+        let applied = reconcile::apply(&runtime, &recorder, &next, intent(&commit), None)
             .await
             .unwrap();
         times.push(started.elapsed());

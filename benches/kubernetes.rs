@@ -114,9 +114,9 @@ async fn run(rounds: usize, count: usize, kubeconfig: &Path) {
         unreachable!()
     };
     let cluster = KubernetesRuntime::new("kbench", target).await.unwrap();
-    let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let recorder = plumb::ledger::Recorder::new(Ledger::open(&state.path().join("ledger.sqlite")).unwrap());
     let started = Instant::now();
-    let applied = reconcile::apply(&cluster, &mut ledger, &first, intent("c0"), None)
+    let applied = reconcile::apply(&cluster, &recorder, &first, intent("c0"), None)
         .await
         .unwrap();
     assert_eq!(applied.outcome, Outcome::Succeeded, "{:?}", applied.outcome);
@@ -153,7 +153,7 @@ async fn run(rounds: usize, count: usize, kubeconfig: &Path) {
         let next = desired(&repo);
         let commit = format!("c{round}");
         let started = Instant::now();
-        let applied = reconcile::apply(&cluster, &mut ledger, &next, intent(&commit), None)
+        let applied = reconcile::apply(&cluster, &recorder, &next, intent(&commit), None)
             .await
             .unwrap();
         changes.push(started.elapsed());

@@ -45,6 +45,8 @@ async fn run(rounds: usize) {
     let service = service(state.path(), port);
     let local = LocalRuntime::new("bench", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
     let mut ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    // The rollout's own connection, as in the agent.
+    let recorder = plumb::ledger::Recorder::new(Ledger::open(&state.path().join("ledger.sqlite")).unwrap());
 
     let mut live = None;
     let (mut rollouts, mut switch_backs) = (Vec::new(), Vec::new());
@@ -61,7 +63,7 @@ async fn run(rounds: usize) {
             })
             .unwrap();
         let started = Instant::now();
-        let slot = Rollout::new(&local, &mut ledger, attempt)
+        let slot = Rollout::new(&local, &recorder, attempt)
             .run(&service, &version, live)
             .await
             .unwrap();

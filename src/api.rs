@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{Board, CommandError, Input};
-use crate::ledger::Ledger;
+use crate::ledger::{self, AttemptRecord};
 use crate::metrics::Metrics;
 use crate::secret::{Secret, constant_time_eq};
 
@@ -111,11 +111,7 @@ async fn metrics(State(api): State<Api>) -> Response {
     };
     for (name, busy) in busy {
         let steps = match busy {
-            true => Ledger::open_read_only(&api.ledger)
-                .and_then(|l| l.history(&name, 1))
-                .ok()
-                .and_then(|records| records.first().map(|r| r.steps.len()))
-                .unwrap_or(0),
+            true => newest_attempt(&api, &name).await.map_or(0, |r| r.steps.len()),
             false => 0,
         };
         api.metrics.steps(&name, steps);
@@ -132,7 +128,10 @@ async fn status(State(api): State<Api>) -> Response {
         .keys()
         .cloned()
         .collect();
-    let environments: Vec<Value> = names.iter().map(|name| describe(&api, name, false)).collect();
+    let mut environments = Vec::with_capacity(names.len());
+    for name in &names {
+        environments.push(describe(&api, name, false).await);
+    }
     axum::Json(json!({ "environments": environments })).into_response()
 }
 
@@ -140,7 +139,7 @@ async fn environment(State(api): State<Api>, Path(env): Path<String>) -> Respons
     if !known(&api, &env) {
         return unknown(&env);
     }
-    axum::Json(describe(&api, &env, true)).into_response()
+    axum::Json(describe(&api, &env, true).await).into_response()
 }
 
 #[derive(Deserialize)]
@@ -153,9 +152,13 @@ async fn history(State(api): State<Api>, Path(env): Path<String>, Query(limit): 
         return unknown(&env);
     }
     let limit = limit.limit.unwrap_or(20).min(1000);
-    match Ledger::open_read_only(&api.ledger).and_then(|l| l.history(&env, limit)) {
+    let name = env.clone();
+    match ledger::read(api.ledger.clone(), move |l| l.history(&name, limit)).await {
         Ok(records) => axum::Json(json!({ "environment": env, "attempts": records })).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => {
+            tracing::error!(environment = env, error = %chain(&e), "Cannot read the history.");
+            error(StatusCode::INTERNAL_SERVER_ERROR, &chain(&e))
+        }
     }
 }
 
@@ -262,7 +265,7 @@ fn known(api: &Api, env: &str) -> bool {
 
 /// One environment's status with its last attempt: in `full`, or summed up (its step count and
 /// newest step) for the list of every environment, whose size must not grow with the services.
-fn describe(api: &Api, name: &str, full: bool) -> Value {
+async fn describe(api: &Api, name: &str, full: bool) -> Value {
     let status = api
         .board
         .read()
@@ -273,10 +276,7 @@ fn describe(api: &Api, name: &str, full: bool) -> Value {
     // An attempt in progress is read from the ledger, step by step; otherwise the worker's
     // copy of the last one is served from memory.
     let last = if status.busy {
-        Ledger::open_read_only(&api.ledger)
-            .and_then(|l| l.history(name, 1))
-            .ok()
-            .and_then(|mut records| records.pop().map(Arc::new))
+        newest_attempt(api, name).await.map(Arc::new)
     } else {
         status.last_attempt.clone()
     };
@@ -299,6 +299,19 @@ fn describe(api: &Api, name: &str, full: bool) -> Value {
         _ => serde_json::to_value(last.as_deref()).expect("an attempt serializes"),
     };
     value
+}
+
+/// The newest attempt of environment `name`, read from the ledger as it goes; `None` when it
+/// cannot be read (the status then shows none).
+async fn newest_attempt(api: &Api, name: &str) -> Option<AttemptRecord> {
+    let environment = name.to_owned();
+    match ledger::read(api.ledger.clone(), move |l| l.history(&environment, 1)).await {
+        Ok(mut records) => records.pop(),
+        Err(e) => {
+            tracing::warn!(environment = name, error = %chain(&e), "Cannot read the attempt in progress.");
+            None
+        }
+    }
 }
 
 fn unknown(env: &str) -> Response {

@@ -3,7 +3,7 @@
 //! answer with the right status.
 
 use super::environment::{Done, Pending, RolledBack, Worker};
-use crate::ledger::{Attempt, LedgerError, Outcome, Trigger};
+use crate::ledger::{LedgerError, Outcome, Trigger};
 
 /// Why an operator's request was not carried out.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,7 @@ impl Worker {
         let commit = head.commit.to_string();
         let desired = head.desired.clone().map_err(CommandError::Conflict)?;
         if self.applied.is_none() {
-            self.applied = self.rollback_point(&head)?;
+            self.applied = self.rollback_point(&head).await?;
         }
         let applied = self
             .apply(desired, &commit, head.signer.as_deref(), Trigger::Sync, true)
@@ -70,7 +70,7 @@ impl Worker {
     /// environment goes back to what ran before it.
     pub async fn rollback(&mut self, to: Option<&str>) -> Result<RolledBack, CommandError> {
         let head = self.last.clone().ok_or_else(no_head)?;
-        let target = self.rollback_target(to)?;
+        let target = self.rollback_target(to).await?;
         let desired = head
             .render(&target, &self.name)
             .map_err(|e| CommandError::Conflict(format!("{target} cannot be rendered now: {e}")))?;
@@ -79,7 +79,7 @@ impl Worker {
         let mut replaced = None;
         if applied.outcome == Outcome::Succeeded && head_commit != target {
             let reason = format!("rolled back on request to {target}");
-            self.pin_out(&head_commit, head.signer.clone(), &reason)?;
+            self.pin_out(&head_commit, head.signer.clone(), &reason).await?;
             self.publish(|s| s.refused = Some(reason));
             replaced = Some(head_commit);
         }
@@ -101,8 +101,9 @@ impl Worker {
 
     /// The commit a rollback goes to: `to` (a prefix of a commit applied healthy before), or
     /// the newest applied commit other than the rollback point.
-    fn rollback_target(&self, to: Option<&str>) -> Result<String, CommandError> {
-        let candidates = self.ledger.applied_commits(&self.name, 50)?;
+    async fn rollback_target(&self, to: Option<&str>) -> Result<String, CommandError> {
+        let name = self.name.clone();
+        let candidates = self.ledger.call(move |l| l.applied_commits(&name, 50)).await?;
         let current = self.applied.as_ref().map(|(c, _)| c.as_str());
         let Some(prefix) = to else {
             return candidates
@@ -128,22 +129,9 @@ impl Worker {
     }
 
     /// Records `commit` as rolled back, so it is not applied again until the head moves.
-    fn pin_out(
-        &mut self,
-        commit: &str,
-        signer: Option<String>,
-        reason: &str,
-    ) -> Result<(), LedgerError> {
-        let attempt = self.ledger.begin(&Attempt {
-            environment: self.name.clone(),
-            commit: commit.to_owned(),
-            signer,
-            strategy: "none".to_owned(),
-            plan: serde_json::json!([]),
-            trigger: Trigger::Rollback,
-        })?;
-        self.ledger.finish(attempt, &Outcome::RolledBack(reason.to_owned()))?;
-        self.publish_last();
+    async fn pin_out(&mut self, commit: &str, signer: Option<String>, reason: &str) -> Result<(), LedgerError> {
+        let outcome = Outcome::RolledBack(reason.to_owned());
+        self.record_unapplied(commit, signer, Trigger::Rollback, outcome).await?;
         self.publish.metrics.rollback(&self.name, "manual");
         Ok(())
     }

@@ -18,7 +18,7 @@ use super::fetcher::Fetch;
 use super::record::ClusterRecord;
 use super::run::{Followed, Repository};
 use crate::api::Workers;
-use crate::ledger::{Ledger, Witness};
+use crate::ledger::{Recorder, Witness};
 use crate::source::SourceError;
 use crate::spec::model::environment::Target as TargetSpec;
 use crate::spec::sealed::Keyring;
@@ -271,22 +271,31 @@ async fn start(
         }
     };
     let runtime: Arc<dyn Target> = match &desired.target {
-        TargetSpec::Local(local) => Arc::new(LocalRuntime::new(
-            name,
-            &local.address,
-            local.port_offset,
-            &shared.state,
-            shared.backoff,
-        )?),
+        TargetSpec::Local(local) => {
+            // Sweeping what a killed agent left running reads /proc and waits for the processes
+            // to go: blocking work, kept off the async threads.
+            let (name, address, state) = (name.to_owned(), local.address.clone(), shared.state.clone());
+            let (port_offset, backoff) = (local.port_offset, shared.backoff);
+            let started = tokio::task::spawn_blocking(move || {
+                LocalRuntime::new(&name, &address, port_offset, &state, backoff)
+            });
+            Arc::new(started.await??)
+        }
         TargetSpec::Compose(compose) => Arc::new(ComposeRuntime::new(name, compose, &shared.state).await?),
         TargetSpec::Kubernetes(kubernetes) => Arc::new(KubernetesRuntime::new(name, kubernetes).await?),
     };
-    let mut ledger = Ledger::open(&shared.ledger)?;
+    let ledger = Recorder::open(shared.ledger.clone()).await?;
     if let Some((record, witness)) = &shared.record {
-        record.adopt(&mut ledger, name).await;
-        ledger.witnessed_by(witness.clone());
+        record.adopt(&ledger, name).await;
+        let witness = witness.clone();
+        ledger
+            .call(move |l| {
+                l.witnessed_by(witness);
+                Ok(())
+            })
+            .await?;
     }
-    let worker = Worker::new(name, runtime.clone(), ledger, shared.heal_every, shared.publish.clone())?;
+    let worker = Worker::new(name, runtime.clone(), ledger, shared.heal_every, shared.publish.clone()).await?;
     let (input, commands) = mpsc::channel(4);
     let (heads, receiver) = tokio::sync::watch::channel(None);
     let cancel = shared.cancel.child_token();

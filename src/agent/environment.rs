@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::command::CommandError;
-use crate::ledger::{Attempt, Ledger, LedgerError, Outcome, Trigger};
+use crate::ledger::{Attempt, LedgerError, Outcome, Recorder, Trigger};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Applied, Intent, RollbackPoint};
 use crate::source::GitTree;
@@ -144,7 +144,7 @@ pub struct Publish {
 pub struct Worker {
     pub(super) name: String,
     pub(super) target: Arc<dyn Target>,
-    pub(super) ledger: Ledger,
+    pub(super) ledger: Recorder,
     /// How often drift is looked for.
     heal_every: Duration,
     /// The last head handled (applied, refused, or skipped as failed before).
@@ -159,20 +159,19 @@ pub struct Worker {
 impl Worker {
     /// A worker for environment `name` on `target`, recording in `ledger`. Attempts a killed
     /// agent left unfinished are closed as interrupted.
-    pub fn new(
+    pub async fn new(
         name: &str,
         target: Arc<dyn Target>,
-        mut ledger: Ledger,
+        ledger: Recorder,
         heal_every: Duration,
         publish: Publish,
     ) -> Result<Worker, LedgerError> {
-        for attempt in ledger.unfinished(name)? {
+        for attempt in close_unfinished(&ledger, name).await? {
             tracing::warn!(
                 environment = name,
                 attempt,
-                "Closing an attempt the previous agent left unfinished."
+                "Closed an attempt the previous agent left unfinished."
             );
-            ledger.finish(attempt, &Outcome::Interrupted)?;
         }
         let worker = Worker {
             name: name.to_owned(),
@@ -184,13 +183,14 @@ impl Worker {
             last: None,
             publish,
         };
-        worker.publish_last();
+        worker.publish_last().await;
         Ok(worker)
     }
 
     /// Publishes the newest attempt the ledger holds (the API serves it from memory).
-    pub(super) fn publish_last(&self) {
-        match self.ledger.history(&self.name, 1) {
+    pub(super) async fn publish_last(&self) {
+        let name = self.name.clone();
+        match self.ledger.call(move |l| l.history(&name, 1)).await {
             Ok(mut records) => {
                 let last = records.pop().map(Arc::new);
                 self.publish(|s| {
@@ -263,7 +263,7 @@ impl Worker {
                 }
             };
             let Some(result) = until_parked(work, &cancel).await else {
-                self.park();
+                self.park().await;
                 return;
             };
             if let Err(e) = result {
@@ -273,17 +273,10 @@ impl Worker {
     }
 
     /// Closes what an apply cut short by a shutdown left unfinished.
-    fn park(&mut self) {
-        match self.ledger.unfinished(&self.name) {
-            Ok(attempts) => {
-                for attempt in attempts {
-                    if let Err(e) = self.ledger.finish(attempt, &Outcome::Interrupted) {
-                        tracing::error!(environment = %self.name, error = %e, "Cannot close the parked attempt; the next start closes it.");
-                    }
-                }
-                tracing::warn!(environment = %self.name, "Stopped in the middle of an attempt: parked as interrupted; the head is applied again at the next start.");
-            }
-            Err(e) => tracing::error!(environment = %self.name, error = %e, "Cannot read the ledger while stopping."),
+    async fn park(&mut self) {
+        match close_unfinished(&self.ledger, &self.name).await {
+            Ok(_) => tracing::warn!(environment = %self.name, "Stopped in the middle of an attempt: parked as interrupted; the head is applied again at the next start."),
+            Err(e) => tracing::error!(environment = %self.name, error = %e, "Cannot close the parked attempt; the next start closes it."),
         }
     }
 
@@ -301,7 +294,11 @@ impl Worker {
             s.signer = head.signer.clone();
             s.refused = None;
         });
-        if self.ledger.is_failed(&name, &commit)? {
+        let failed_before = {
+            let (name, commit) = (name.clone(), commit.clone());
+            self.ledger.call(move |l| l.is_failed(&name, &commit)).await?
+        };
+        if failed_before {
             tracing::info!(environment = %name, commit, "This commit failed before; it is not retried until the head moves.");
             self.publish(|s| s.refused = Some("failed before; not retried until the head moves".to_owned()));
             return Ok(());
@@ -311,12 +308,14 @@ impl Worker {
             Err(reason) => {
                 tracing::warn!(environment = %name, commit, %reason, "Refused a commit that cannot be applied; what runs keeps running.");
                 self.publish(|s| s.refused = Some(reason.clone()));
-                return self.refuse(&commit, head.signer.as_deref(), reason);
+                return self.refuse(&commit, head.signer.as_deref(), reason).await;
             }
         };
         if self.applied.is_none() {
             // Rendered from the head's repository, with its identities (`last` is this head).
-            let point = self.rollback_point(self.last.as_ref().expect("the head was kept above"))?;
+            let point = self
+                .rollback_point(self.last.as_ref().expect("the head was kept above"))
+                .await?;
             self.applied = point;
         }
         // Manual means manual: not even the first deployment happens before `plumb sync`.
@@ -369,8 +368,8 @@ impl Worker {
             trigger,
         };
         self.publish(|s| s.busy = true);
-        let applied = reconcile::apply(self.target.as_ref(), &mut self.ledger, &desired, intent, rollback).await;
-        self.publish_last();
+        let applied = reconcile::apply(self.target.as_ref(), &self.ledger, &desired, intent, rollback).await;
+        self.publish_last().await;
         let applied = applied?;
         let metrics = &self.publish.metrics;
         if applied.attempt.is_some() {
@@ -441,28 +440,47 @@ impl Worker {
     }
 
     /// Records a commit that is not applied at all.
-    fn refuse(&mut self, commit: &str, signer: Option<&str>, reason: String) -> Result<(), LedgerError> {
-        let attempt = self.ledger.begin(&Attempt {
-            environment: self.name.clone(),
-            commit: commit.to_owned(),
-            signer: signer.map(str::to_owned),
-            strategy: "none".to_owned(),
-            plan: serde_json::json!([]),
-            trigger: Trigger::Commit,
-        })?;
+    async fn refuse(&mut self, commit: &str, signer: Option<&str>, reason: String) -> Result<(), LedgerError> {
         let outcome = Outcome::Refused(reason);
-        self.ledger.finish(attempt, &outcome)?;
-        self.publish_last();
+        self.record_unapplied(commit, signer.map(str::to_owned), Trigger::Commit, outcome.clone())
+            .await?;
         self.publish
             .metrics
             .attempt(&self.name, Trigger::Commit, "none", &outcome, None);
         Ok(())
     }
 
+    /// Records an attempt at `commit` that changed nothing and ended as `outcome`.
+    pub(super) async fn record_unapplied(
+        &self,
+        commit: &str,
+        signer: Option<String>,
+        trigger: Trigger,
+        outcome: Outcome,
+    ) -> Result<(), LedgerError> {
+        let attempt = Attempt {
+            environment: self.name.clone(),
+            commit: commit.to_owned(),
+            signer,
+            strategy: "none".to_owned(),
+            plan: serde_json::json!([]),
+            trigger,
+        };
+        self.ledger
+            .call(move |l| {
+                let id = l.begin(&attempt)?;
+                l.finish(id, &outcome)
+            })
+            .await?;
+        self.publish_last().await;
+        Ok(())
+    }
+
     /// The environment's rollback point, rendered from the repository; `None` when there is
     /// none yet, or it cannot be rendered any more (then a failure cannot be restored).
-    pub(super) fn rollback_point(&self, head: &Head) -> Result<Option<(String, Desired)>, LedgerError> {
-        let Some(commit) = self.ledger.rollback_point(&self.name)? else {
+    pub(super) async fn rollback_point(&self, head: &Head) -> Result<Option<(String, Desired)>, LedgerError> {
+        let name = self.name.clone();
+        let Some(commit) = self.ledger.call(move |l| l.rollback_point(&name)).await? else {
             return Ok(None);
         };
         match head.render(&commit, &self.name) {
@@ -473,6 +491,20 @@ impl Worker {
             }
         }
     }
+}
+
+/// Closes as interrupted every attempt of `environment` left unfinished; returns their ids.
+async fn close_unfinished(ledger: &Recorder, environment: &str) -> Result<Vec<i64>, LedgerError> {
+    let environment = environment.to_owned();
+    ledger
+        .call(move |l| {
+            let unfinished = l.unfinished(&environment)?;
+            for attempt in &unfinished {
+                l.finish(*attempt, &Outcome::Interrupted)?;
+            }
+            Ok(unfinished)
+        })
+        .await
 }
 
 /// How long a step in progress may go on once the agent is asked to stop.

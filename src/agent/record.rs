@@ -23,7 +23,7 @@ use kube::api::{Patch, PatchParams};
 use tokio::sync::{mpsc, oneshot};
 
 use super::lease::{Leader, LeaseError};
-use crate::ledger::{Carried, Ledger, Witness, Witnessed};
+use crate::ledger::{self, Carried, Ledger, Recorder, Witness, Witnessed};
 
 /// The attempts kept per environment.
 const KEPT: usize = 30;
@@ -92,7 +92,7 @@ impl ClusterRecord {
 
     /// Takes `environment`'s copy into `ledger` when it holds nothing of it yet. A copy that
     /// cannot be read is reported and left: the agent then starts afresh, as without one.
-    pub async fn adopt(&self, ledger: &mut Ledger, environment: &str) {
+    pub async fn adopt(&self, ledger: &Recorder, environment: &str) {
         let carried = match self.load(environment).await {
             Ok(Some(carried)) => carried,
             Ok(None) => return,
@@ -101,7 +101,7 @@ impl ClusterRecord {
                 return;
             }
         };
-        match ledger.adopt(&carried) {
+        match ledger.call(move |l| l.adopt(&carried)).await {
             Ok(0) => {}
             Ok(attempts) => {
                 tracing::info!(
@@ -165,11 +165,18 @@ impl ClusterRecord {
             for request in asked {
                 behind.entry(request.environment).or_default().extend(request.held);
             }
-            let copies: Vec<(String, Result<String, String>)> = match Ledger::open_read_only(&path) {
-                Ok(ledger) => behind
-                    .keys()
-                    .map(|environment| (environment.clone(), ClusterRecord::copy(&ledger, environment)))
-                    .collect(),
+            let environments: Vec<String> = behind.keys().cloned().collect();
+            let copies = ledger::read(path.clone(), move |ledger| {
+                Ok(environments
+                    .into_iter()
+                    .map(|environment| {
+                        let copy = ClusterRecord::copy(ledger, &environment);
+                        (environment, copy)
+                    })
+                    .collect::<Vec<_>>())
+            });
+            let copies = match copies.await {
+                Ok(copies) => copies,
                 Err(e) => {
                     tracing::error!(error = %e, "Cannot read the ledger to copy it to the cluster.");
                     continue;

@@ -70,7 +70,7 @@ impl Ledger {
 
     /// Waits until the witness holds everything appended for `environment` so far; at once
     /// without a witness. (The future does not borrow the ledger.)
-    pub fn held_elsewhere(&self, environment: &str) -> impl Future<Output = Result<(), LedgerError>> + Send + 'static {
+    pub fn held_elsewhere(&self, environment: &str) -> impl Future<Output = Result<(), LedgerError>> + Send + use<> {
         let witness = self.witness.clone();
         let environment = environment.to_owned();
         async move {

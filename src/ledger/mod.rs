@@ -6,6 +6,7 @@
 
 mod carry;
 mod journal;
+mod recorder;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ use serde_json::{Value, json};
 
 pub use carry::{Carried, Witness, Witnessed};
 pub use journal::{Entry, Tamper};
+pub use recorder::{Recorder, read};
 
 /// Why the ledger could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,9 @@ pub enum LedgerError {
     /// An attempt id that the ledger does not hold.
     #[error("the ledger has no attempt {0}")]
     UnknownAttempt(i64),
+    /// The work on the ledger did not complete: it panicked, or the agent is shutting down.
+    #[error("the ledger's work did not complete: {0}")]
+    Lost(String),
     /// The ledger's witness (the copy kept in the cluster) could not hold an entry.
     #[error("the ledger's copy in the cluster was not updated: {0}")]
     Witness(String),

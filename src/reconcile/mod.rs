@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::ledger::{Attempt, Ledger, LedgerError, Outcome, Trigger};
+use crate::ledger::{Attempt, LedgerError, Outcome, Recorder, Trigger};
 use crate::rollout::{Rollout, RolloutError, recorded};
 use crate::spec::Desired;
 use crate::spec::model::Service;
@@ -79,7 +79,7 @@ pub struct Intent<'a> {
 /// Fails only when the ledger cannot record; a failed apply is an [`Outcome`].
 pub async fn apply(
     target: &dyn Target,
-    ledger: &mut Ledger,
+    ledger: &Recorder,
     desired: &Desired,
     intent: Intent<'_>,
     rollback: Option<RollbackPoint<'_>>,
@@ -106,14 +106,15 @@ pub async fn apply(
     }
     let environment = desired.environment.as_str();
     let strategy = strategy_summary(desired, &plan);
-    let attempt = ledger.begin(&Attempt {
+    let record = Attempt {
         environment: environment.to_owned(),
         commit: intent.commit.to_owned(),
         signer: intent.signer.map(str::to_owned),
         strategy: strategy.clone(),
         plan: json!(plan.summary()),
         trigger: intent.trigger,
-    })?;
+    };
+    let attempt = ledger.call(move |l| l.begin(&record)).await?;
     // Every event of the attempt (its steps included) carries the environment, commit, signer
     // and attempt: they are what notifications and log searches key on.
     let span = tracing::info_span!(
@@ -135,7 +136,8 @@ pub async fn apply(
             other => tracing::warn!(event = "failed", duration_ms, outcome = %other, "Attempt did not succeed."),
         }
     });
-    ledger.finish(attempt, &outcome)?;
+    let ended = outcome.clone();
+    ledger.call(move |l| l.finish(attempt, &ended)).await?;
     Ok(Applied {
         attempt: Some(attempt),
         plan,
@@ -147,7 +149,7 @@ pub async fn apply(
 /// Takes the plan's steps and, when one fails, restores `rollback`; the attempt's outcome.
 async fn attempt_steps(
     target: &dyn Target,
-    ledger: &mut Ledger,
+    ledger: &Recorder,
     attempt: i64,
     desired: &Desired,
     plan: &Plan,
@@ -180,7 +182,7 @@ async fn attempt_steps(
 /// is rolled back, and services it created are removed.
 async fn restore(
     target: &dyn Target,
-    ledger: &mut Ledger,
+    ledger: &Recorder,
     attempt: i64,
     previous: &Desired,
     failed: &Plan,
@@ -212,7 +214,7 @@ async fn restore(
 /// Takes every step of `plan` in order, stopping at the first failure.
 async fn take(
     target: &dyn Target,
-    ledger: &mut Ledger,
+    ledger: &Recorder,
     attempt: i64,
     desired: &Desired,
     plan: &Plan,
@@ -297,7 +299,7 @@ async fn take(
 /// A recorded step that retires `slot` of service `name`.
 async fn retire(
     target: &dyn Target,
-    ledger: &mut Ledger,
+    ledger: &Recorder,
     attempt: i64,
     step: &str,
     name: &str,
@@ -308,7 +310,7 @@ async fn retire(
 
 async fn roll_out(
     target: &dyn Target,
-    ledger: &mut Ledger,
+    ledger: &Recorder,
     attempt: i64,
     service: &Service,
     running: Option<Slot>,

@@ -53,7 +53,8 @@ impl Rollout<'_> {
             })
             .await?;
             let runtime = self.runtime;
-            let (environment, _) = self.ledger.attempt_key(self.attempt)?;
+            let attempt = self.attempt;
+            let (environment, _) = self.ledger.call(move |l| l.attempt_key(attempt)).await?;
             let verdict = self
                 .step(&format!("analyse {weight}% for {:?}", step.pause.0), async {
                     analyse(runtime, service, next, step.pause.0, settings).await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{Rollout, RolloutError};
 use crate::health::Check;
-use crate::ledger::{Attempt, Ledger};
+use crate::ledger::{Attempt, Ledger, Recorder};
 use crate::router::SlotStats;
 use crate::spec::model::Service;
 use crate::target::{Capabilities, Observed, Pending, Slot, Target, TargetError};
@@ -147,10 +147,12 @@ async fn roll(target: &Faulty, service: &Service) -> (Result<Slot, RolloutError>
             trigger: Default::default(),
         })
         .unwrap();
-    let outcome = Rollout::new(target, &mut ledger, attempt)
+    let recorder = Recorder::new(ledger);
+    let outcome = Rollout::new(target, &recorder, attempt)
         .run(service, "v2", Some(Slot::Blue))
         .await;
-    let steps = ledger.history("dev", 1).unwrap()[0]
+    let history = recorder.call(|l| l.history("dev", 1)).await.unwrap();
+    let steps = history[0]
         .steps
         .iter()
         .map(|s| format!("{}{}", s.name, if matches!(s.error, Some(Some(_))) { " ✗" } else { "" }))

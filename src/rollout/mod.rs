@@ -14,7 +14,7 @@ mod rolling;
 use std::time::Duration;
 
 use crate::health::wait_healthy;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{LedgerError, Recorder};
 use crate::spec::model::Service;
 use crate::spec::model::service::{BlueGreen, Strategy};
 use crate::target::{Slot, Target, TargetError};
@@ -71,7 +71,7 @@ pub enum RolloutError {
 /// One rollout of one service, recorded under ledger attempt `attempt`.
 pub struct Rollout<'a> {
     runtime: &'a dyn Target,
-    ledger: &'a mut Ledger,
+    ledger: &'a Recorder,
     attempt: i64,
     /// Whether the migration hook runs (not when restoring a rollback point).
     migrate: bool,
@@ -83,7 +83,7 @@ pub struct Rollout<'a> {
 
 impl<'a> Rollout<'a> {
     /// A rollout on `runtime`, recorded under ledger attempt `attempt`.
-    pub fn new(runtime: &'a dyn Target, ledger: &'a mut Ledger, attempt: i64) -> Rollout<'a> {
+    pub fn new(runtime: &'a dyn Target, ledger: &'a Recorder, attempt: i64) -> Rollout<'a> {
         Rollout {
             runtime,
             ledger,
@@ -142,8 +142,15 @@ impl Rollout<'_> {
             return Ok(false);
         };
         let name = service.name.as_str();
-        let (environment, commit) = self.ledger.attempt_key(self.attempt)?;
-        match self.ledger.migration_state(&environment, name, &commit)?.as_deref() {
+        let attempt = self.attempt;
+        let (environment, commit) = self.ledger.call(move |l| l.attempt_key(attempt)).await?;
+        let state = {
+            let (environment, name, commit) = (environment.clone(), name.to_owned(), commit.clone());
+            self.ledger
+                .call(move |l| l.migration_state(&environment, &name, &commit))
+                .await?
+        };
+        match state.as_deref() {
             Some("succeeded") => return Ok(false),
             Some("started") => {
                 return Err(RolloutError::MigrationInterrupted {
@@ -152,12 +159,19 @@ impl Rollout<'_> {
             }
             _ => {}
         }
-        self.ledger.migration_started(self.attempt, name)?;
+        let service_name = name.to_owned();
+        self.ledger
+            .call(move |l| l.migration_started(attempt, &service_name))
+            .await?;
         // Where the record is kept in the cluster too, the migration runs only once the cluster
         // holds that it started: an agent taking over never runs it twice.
-        if let Err(e) = self.ledger.held_elsewhere(&environment).await {
+        let held = {
+            let environment = environment.clone();
+            self.ledger.call(move |l| Ok(l.held_elsewhere(&environment))).await?
+        };
+        if let Err(e) = held.await {
             let reason = format!("not run: {e}");
-            self.ledger.migration_finished(self.attempt, name, Some(&reason))?;
+            self.migration_finished(name, Some(reason.clone())).await?;
             return Err(RolloutError::Migration {
                 service: name.to_owned(),
                 reason,
@@ -176,8 +190,16 @@ impl Rollout<'_> {
             })
             .await;
         let error = result.as_ref().err().map(ToString::to_string);
-        self.ledger.migration_finished(self.attempt, name, error.as_deref())?;
+        self.migration_finished(name, error).await?;
         result.map(|()| true)
+    }
+
+    /// Records how this attempt's migration of `service` ended.
+    async fn migration_finished(&self, service: &str, error: Option<String>) -> Result<(), LedgerError> {
+        let (attempt, service) = (self.attempt, service.to_owned());
+        self.ledger
+            .call(move |l| l.migration_finished(attempt, &service, error.as_deref()))
+            .await
     }
 
     /// Runs the migration hook's rollback command, when it has one.
@@ -319,14 +341,14 @@ impl Rollout<'_> {
 
 /// Records step `name` of `attempt` as started, runs it, records how it ended.
 pub async fn recorded<T>(
-    ledger: &mut Ledger,
+    ledger: &Recorder,
     attempt: i64,
     name: &str,
     action: impl std::future::Future<Output = Result<T, RolloutError>>,
 ) -> Result<T, RolloutError> {
-    // Ledger writes are short (one small transaction each) and must happen in order around the
-    // step, so they run inline.
-    ledger.step_started(attempt, name)?;
+    // The step is durable in the ledger before it is taken.
+    let step = name.to_owned();
+    ledger.call(move |l| l.step_started(attempt, &step)).await?;
     tracing::info!(event = "step", step = name, "Step started.");
     let started = std::time::Instant::now();
     let result = action.await;
@@ -336,6 +358,9 @@ pub async fn recorded<T>(
         None => tracing::info!(event = "step_done", step = name, duration_ms, "Step done."),
         Some(e) => tracing::warn!(event = "step_failed", step = name, duration_ms, error = %e, "Step failed."),
     }
-    ledger.step_finished(attempt, name, error.as_deref())?;
+    let step = name.to_owned();
+    ledger
+        .call(move |l| l.step_finished(attempt, &step, error.as_deref()))
+        .await?;
     result
 }

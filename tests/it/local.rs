@@ -214,11 +214,13 @@ async fn blue_green_switches_when_healthy_and_never_when_not() {
         ..
     } = Env::new();
     let mut ledger = Env::ledger(&state);
+    // The rollout's own connection, as in the agent.
+    let recorder = plumb::ledger::Recorder::new(Env::ledger(&state));
     let strategy = "blueGreen: {keepOldVersion: 0s}";
 
     // First version: nothing runs yet, so it lands in blue and takes the traffic.
     let first = ledger.begin(&attempt("v1")).unwrap();
-    let mut rollout = Rollout::new(&runtime, &mut ledger, first);
+    let mut rollout = Rollout::new(&runtime, &recorder, first);
     let live = rollout
         .run(&service_with(port, "ok", strategy), "v1", None)
         .await
@@ -229,7 +231,7 @@ async fn blue_green_switches_when_healthy_and_never_when_not() {
 
     // A healthy second version: green, switched, blue retired.
     let second = ledger.begin(&attempt("v2")).unwrap();
-    let mut rollout = Rollout::new(&runtime, &mut ledger, second);
+    let mut rollout = Rollout::new(&runtime, &recorder, second);
     let live = rollout
         .run(&service_with(port, "ok", strategy), "v2", Some(live))
         .await
@@ -243,7 +245,7 @@ async fn blue_green_switches_when_healthy_and_never_when_not() {
     let router = runtime.router("api", "http").await.unwrap();
     router.reset_stats();
     let third = ledger.begin(&attempt("v3")).unwrap();
-    let mut rollout = Rollout::new(&runtime, &mut ledger, third);
+    let mut rollout = Rollout::new(&runtime, &recorder, third);
     let error = rollout
         .run(&service_with(port, "fail", strategy), "v3", Some(live))
         .await
@@ -287,13 +289,15 @@ async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
         ..
     } = Env::new();
     let mut ledger = Env::ledger(&state);
+    // The rollout's own connection, as in the agent.
+    let recorder = plumb::ledger::Recorder::new(Env::ledger(&state));
     let strategy =
         "canary: {steps: [{weight: 20, pause: 1s}, {weight: 50, pause: 1s}], minRequests: 5, successThreshold: 95}";
     let good = || service_env(port, &[("EXAMPLE_HEALTH", "ok")], strategy, "");
 
     // Nothing serves yet: the first version simply starts.
     let first = ledger.begin(&attempt("v1")).unwrap();
-    let live = Rollout::new(&runtime, &mut ledger, first)
+    let live = Rollout::new(&runtime, &recorder, first)
         .run(&good(), "v1", None)
         .await
         .unwrap();
@@ -313,7 +317,7 @@ async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
     };
 
     let second = ledger.begin(&attempt("v2")).unwrap();
-    let live = Rollout::new(&runtime, &mut ledger, second)
+    let live = Rollout::new(&runtime, &recorder, second)
         .run(&good(), "v2", Some(live))
         .await
         .unwrap();
@@ -327,7 +331,7 @@ async fn canary_promotes_a_good_version_and_aborts_a_bad_one() {
         "",
     );
     let third = ledger.begin(&attempt("v3")).unwrap();
-    let error = Rollout::new(&runtime, &mut ledger, third)
+    let error = Rollout::new(&runtime, &recorder, third)
         .run(&bad, "v3", Some(live))
         .await
         .unwrap_err();
@@ -374,6 +378,8 @@ async fn migrations_run_once_per_commit_and_roll_back_with_the_rollout() {
         state, port, runtime, ..
     } = Env::new();
     let mut ledger = Env::ledger(&state);
+    // The rollout's own connection, as in the agent.
+    let recorder = plumb::ledger::Recorder::new(Env::ledger(&state));
     let journal = state.path().join("migrations.txt");
     let hook = |command: &str, timeout: &str| {
         format!(
@@ -393,7 +399,7 @@ async fn migrations_run_once_per_commit_and_roll_back_with_the_rollout() {
     let read = || std::fs::read_to_string(&journal).unwrap_or_default();
     let mut roll = async |commit: &str, service: &Service, live: Option<Slot>| {
         let id = ledger.begin(&attempt(commit)).unwrap();
-        let result = Rollout::new(&runtime, &mut ledger, id).run(service, commit, live).await;
+        let result = Rollout::new(&runtime, &recorder, id).run(service, commit, live).await;
         (id, result)
     };
 
@@ -424,7 +430,7 @@ async fn migrations_run_once_per_commit_and_roll_back_with_the_rollout() {
     let id = ledger.begin(&attempt("c4")).unwrap();
     ledger.migration_started(id, "api").unwrap();
     let retry = ledger.begin(&attempt("c4")).unwrap();
-    let interrupted = Rollout::new(&runtime, &mut ledger, retry)
+    let interrupted = Rollout::new(&runtime, &recorder, retry)
         .run(&make("ok", up, "10s"), "c4", Some(live))
         .await;
     assert!(
@@ -531,6 +537,8 @@ async fn a_canary_is_judged_by_a_prometheus_query_too() {
         state, port, runtime, ..
     } = Env::new();
     let mut ledger = Env::ledger(&state);
+    // The rollout's own connection, as in the agent.
+    let recorder = plumb::ledger::Recorder::new(Env::ledger(&state));
     let gated = |url: &str| {
         let strategy = format!(
             "canary: {{steps: [{{weight: 50, pause: 1s}}], minRequests: 0, prometheus: {{url: {url:?}, query: '{}'}}}}",
@@ -539,7 +547,7 @@ async fn a_canary_is_judged_by_a_prometheus_query_too() {
         service_env(port, &[("EXAMPLE_HEALTH", "ok")], &strategy, "")
     };
     let first = ledger.begin(&attempt("v1")).unwrap();
-    let live = Rollout::new(&runtime, &mut ledger, first)
+    let live = Rollout::new(&runtime, &recorder, first)
         .run(&gated(url), "v1", None)
         .await
         .unwrap();
@@ -547,7 +555,7 @@ async fn a_canary_is_judged_by_a_prometheus_query_too() {
 
     // Green's rate, 99.5 %, holds the 95 % threshold: promoted.
     let second = ledger.begin(&attempt("v2")).unwrap();
-    let live = Rollout::new(&runtime, &mut ledger, second)
+    let live = Rollout::new(&runtime, &recorder, second)
         .run(&gated(url), "v2", Some(live))
         .await
         .unwrap();
@@ -555,7 +563,7 @@ async fn a_canary_is_judged_by_a_prometheus_query_too() {
 
     // Blue's, 42 %, does not: the canary is aborted though every request it answered was fine.
     let third = ledger.begin(&attempt("v3")).unwrap();
-    let error = Rollout::new(&runtime, &mut ledger, third)
+    let error = Rollout::new(&runtime, &recorder, third)
         .run(&gated(url), "v3", Some(live))
         .await
         .unwrap_err();
@@ -570,7 +578,7 @@ async fn a_canary_is_judged_by_a_prometheus_query_too() {
     // A Prometheus that cannot be asked cannot vouch for the canary either.
     let closed = format!("http://127.0.0.1:{}", free_port());
     let fourth = ledger.begin(&attempt("v4")).unwrap();
-    let error = Rollout::new(&runtime, &mut ledger, fourth)
+    let error = Rollout::new(&runtime, &recorder, fourth)
         .run(&gated(&closed), "v4", Some(live))
         .await
         .unwrap_err();

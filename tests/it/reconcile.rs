@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use plumb::agent::Worker;
-use plumb::ledger::{Ledger, Outcome};
+use plumb::ledger::{Ledger, Outcome, Recorder};
 use plumb::reconcile::{self, Intent, Live, RollbackPoint};
 use plumb::spec::Desired;
 use plumb::target::config_digest;
@@ -182,6 +182,8 @@ struct Agentless {
     state: tempfile::TempDir,
     runtime: LocalRuntime,
     ledger: Ledger,
+    /// The applies' own connection to it, as in the agent.
+    recorder: Recorder,
 }
 
 impl Agentless {
@@ -189,7 +191,13 @@ impl Agentless {
         let state = tempfile::tempdir().unwrap();
         let runtime = LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap();
         let ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
-        Agentless { state, runtime, ledger }
+        let recorder = Recorder::new(Ledger::open(&state.path().join("ledger.sqlite")).unwrap());
+        Agentless {
+            state,
+            runtime,
+            ledger,
+            recorder,
+        }
     }
 
     async fn apply(
@@ -204,7 +212,7 @@ impl Agentless {
             trigger: plumb::ledger::Trigger::Commit,
         };
         let rollback = rollback.map(|(commit, desired)| RollbackPoint { commit, desired });
-        reconcile::apply(&self.runtime, &mut self.ledger, desired, intent, rollback)
+        reconcile::apply(&self.runtime, &self.recorder, desired, intent, rollback)
             .await
             .unwrap()
     }
@@ -331,7 +339,7 @@ async fn drift_is_reported_and_corrected_by_self_heal() {
     let state = tempfile::tempdir().unwrap();
     let runtime =
         std::sync::Arc::new(LocalRuntime::new("dev", "127.0.0.1", 0, state.path(), Backoff::default()).unwrap());
-    let ledger = Ledger::open(&state.path().join("ledger.sqlite")).unwrap();
+    let ledger = Recorder::new(Ledger::open(&state.path().join("ledger.sqlite")).unwrap());
     let publish = plumb::agent::Publish::default();
     let board = publish.board.clone();
     let mut worker = Worker::new(
@@ -341,6 +349,7 @@ async fn drift_is_reported_and_corrected_by_self_heal() {
         Duration::from_secs(3600),
         publish.clone(),
     )
+    .await
     .unwrap();
     let port = free_port();
     let repo = Repo::new("{selfHeal: true}");
