@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{Board, CommandError, Input};
+use crate::error::chain;
 use crate::ledger::{self, AttemptRecord};
 use crate::metrics::Metrics;
 use crate::secret::{Secret, constant_time_eq};
@@ -321,18 +322,6 @@ fn unknown(env: &str) -> Response {
     )
 }
 
-/// An error and its causes, in one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut cause = error.source();
-    while let Some(source) = cause {
-        message.push_str(": ");
-        message.push_str(&source.to_string());
-        cause = source.source();
-    }
-    message
-}
-
 fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
@@ -383,21 +372,24 @@ mod tests {
         let (status, message) = sync_answer(|| CommandError::Unavailable("connection refused".into())).await;
         assert_eq!(
             (status, message.as_str()),
-            (StatusCode::SERVICE_UNAVAILABLE, "the target cannot be reached: connection refused")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the target cannot be reached: connection refused"
+            )
         );
         // The ledger's failure is the agent's, with its cause in the message.
         let (status, message) = sync_answer(|| {
             CommandError::Ledger(LedgerError::Sql {
                 path: "/state/ledger.sqlite".into(),
-                source: rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-                    None,
-                ),
+                source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None),
             })
         })
         .await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(message.starts_with("the ledger /state/ledger.sqlite failed: "), "{message}");
+        assert!(
+            message.starts_with("the ledger /state/ledger.sqlite failed: "),
+            "{message}"
+        );
         assert!(message.contains("full"), "{message}");
     }
 
@@ -405,8 +397,14 @@ mod tests {
     async fn a_stopped_worker_is_unavailable_and_an_unknown_environment_not_found() {
         let api = answering(|| unreachable!("no input reaches a dropped worker"));
         let (reply, answer) = oneshot::channel();
-        assert_eq!(command(&api, "prod", Input::Sync(reply), answer).await.status(), StatusCode::NOT_FOUND);
-        api.workers.write().unwrap().insert("gone".to_owned(), mpsc::channel(1).0);
+        assert_eq!(
+            command(&api, "prod", Input::Sync(reply), answer).await.status(),
+            StatusCode::NOT_FOUND
+        );
+        api.workers
+            .write()
+            .unwrap()
+            .insert("gone".to_owned(), mpsc::channel(1).0);
         let (reply, answer) = oneshot::channel();
         let response = command(&api, "gone", Input::Sync(reply), answer).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -22,6 +22,9 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod diff;
+pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod ledger;
 pub mod metrics;

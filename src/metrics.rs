@@ -56,6 +56,12 @@ struct Rollback {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Blocked {
+    environment: String,
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Delivery {
     provider: String,
     result: String,
@@ -108,6 +114,7 @@ pub struct Metrics {
     rollbacks: Family<Rollback, Counter>,
     fetches: Family<Reason, Counter>,
     webhooks: Family<Delivery, Counter>,
+    blocked: Family<Blocked, Gauge>,
 }
 
 impl Default for Metrics {
@@ -124,6 +131,7 @@ impl Default for Metrics {
             rollbacks: Family::default(),
             fetches: Family::default(),
             webhooks: Family::default(),
+            blocked: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -176,6 +184,11 @@ impl Default for Metrics {
             "Webhook deliveries by provider and result",
             metrics.webhooks.clone(),
         );
+        r.register(
+            "blocked",
+            "Whether the agent cannot act on an environment now (1), by cause: fetch, ledger",
+            metrics.blocked.clone(),
+        );
         metrics
     }
 }
@@ -217,6 +230,16 @@ impl Metrics {
         if matches!(outcome, Outcome::RolledBack(_)) {
             self.rollback(environment, "automatic");
         }
+    }
+
+    /// Sets whether `environment` is blocked by `cause`.
+    pub fn blocked(&self, environment: &str, cause: &str, blocked: bool) {
+        self.blocked
+            .get_or_create(&Blocked {
+                environment: environment.to_owned(),
+                cause: cause.to_owned(),
+            })
+            .set(i64::from(blocked));
     }
 
     /// Counts a rollback (`automatic` or `manual`).

@@ -109,7 +109,9 @@ impl Worker {
             return candidates
                 .into_iter()
                 .find(|c| Some(c.as_str()) != current)
-                .ok_or_else(|| CommandError::Conflict("there is no earlier applied commit to roll back to".to_owned()));
+                .ok_or_else(|| {
+                    CommandError::Conflict("there is no earlier applied commit to roll back to".to_owned())
+                });
         };
         let matching: Vec<&String> = candidates.iter().filter(|c| c.starts_with(prefix)).collect();
         match matching.as_slice() {
@@ -131,7 +133,8 @@ impl Worker {
     /// Records `commit` as rolled back, so it is not applied again until the head moves.
     async fn pin_out(&mut self, commit: &str, signer: Option<String>, reason: &str) -> Result<(), LedgerError> {
         let outcome = Outcome::RolledBack(reason.to_owned());
-        self.record_unapplied(commit, signer, Trigger::Rollback, outcome).await?;
+        self.record_unapplied(commit, signer, Trigger::Rollback, outcome)
+            .await?;
         self.publish.metrics.rollback(&self.name, "manual");
         Ok(())
     }

@@ -18,6 +18,7 @@ use super::fetcher::Fetch;
 use super::record::ClusterRecord;
 use super::run::{Followed, Repository};
 use crate::api::Workers;
+use crate::error::chain;
 use crate::ledger::{Recorder, Witness};
 use crate::source::SourceError;
 use crate::spec::model::environment::Target as TargetSpec;
@@ -153,9 +154,18 @@ async fn heads(
         .metrics
         .fetch(if fetch.result.is_ok() { "ok" } else { "failed" });
     let (updates, cache) = match fetch.result {
-        Ok(updates) => (updates, fetch.repository),
+        Ok(updates) => {
+            for name in refused_on {
+                publish.block(name, "fetch", None);
+            }
+            (updates, fetch.repository)
+        }
         Err(e) => {
-            tracing::warn!(repository = %repository.name, error = %e, "Fetch failed; what runs keeps running.");
+            let reason = format!("cannot fetch `{}`: {}", repository.name, chain(&e));
+            tracing::warn!(repository = %repository.name, error = %reason, "Fetch failed; what runs keeps running.");
+            for name in refused_on {
+                publish.block(name, "fetch", Some(reason.clone()));
+            }
             return None;
         }
     };
@@ -276,9 +286,8 @@ async fn start(
             // to go: blocking work, kept off the async threads.
             let (name, address, state) = (name.to_owned(), local.address.clone(), shared.state.clone());
             let (port_offset, backoff) = (local.port_offset, shared.backoff);
-            let started = tokio::task::spawn_blocking(move || {
-                LocalRuntime::new(&name, &address, port_offset, &state, backoff)
-            });
+            let started =
+                tokio::task::spawn_blocking(move || LocalRuntime::new(&name, &address, port_offset, &state, backoff));
             Arc::new(started.await??)
         }
         TargetSpec::Compose(compose) => Arc::new(ComposeRuntime::new(name, compose, &shared.state).await?),

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::command::CommandError;
+use crate::error::chain;
 use crate::ledger::{Attempt, LedgerError, Outcome, Recorder, Trigger};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Applied, Intent, RollbackPoint};
@@ -120,6 +121,11 @@ pub struct Status {
     pub refused: Option<String>,
     /// What differs between the rollback point and what runs, at the last check.
     pub drift: Vec<String>,
+    /// Why the agent cannot act on the environment now, by cause (`fetch`: its repository
+    /// cannot be fetched; `ledger`: nothing can be recorded, so nothing is applied). Empty when
+    /// it can; a cause goes as soon as it is over.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub blocked: BTreeMap<String, String>,
     /// Whether an attempt is running (its steps are then read from the ledger as they go).
     #[serde(skip)]
     pub busy: bool,
@@ -140,6 +146,23 @@ pub struct Publish {
     pub metrics: Arc<Metrics>,
 }
 
+impl Publish {
+    /// Says why environment `name` cannot be acted on for `cause`, or (`None`) that it can
+    /// again; the `plumb_blocked` gauge follows.
+    pub fn block(&self, name: &str, cause: &str, reason: Option<String>) {
+        let blocked = reason.is_some();
+        {
+            let mut board = self.board.write().unwrap_or_else(|e| e.into_inner());
+            let status = board.entry(name.to_owned()).or_default();
+            match reason {
+                Some(reason) => status.blocked.insert(cause.to_owned(), reason),
+                None => status.blocked.remove(cause),
+            };
+        }
+        self.metrics.blocked(name, cause, blocked);
+    }
+}
+
 /// Applies one environment's heads to its target.
 pub struct Worker {
     pub(super) name: String,
@@ -154,6 +177,8 @@ pub struct Worker {
     /// The last head received, for a manual sync.
     pub(super) last: Option<Head>,
     pub(super) publish: Publish,
+    /// Whether the last write to the ledger failed.
+    ledger_blocked: bool,
 }
 
 impl Worker {
@@ -182,6 +207,7 @@ impl Worker {
             applied: None,
             last: None,
             publish,
+            ledger_blocked: false,
         };
         worker.publish_last().await;
         Ok(worker)
@@ -241,33 +267,62 @@ impl Worker {
                 _ = heal.tick() => None,
                 _ = async { drift_bell.as_ref()?.notified().await; Some(()) }, if drift_bell.is_some() => None,
             };
+            // Each piece of work says whether the ledger failed it.
             let work = async {
                 match next {
-                    Some(Input::Head(head)) => self.head(*head).await,
+                    Some(Input::Head(head)) => self.head(*head).await.err().map(|e| chain(&e)),
                     Some(Input::Sync(reply)) => {
-                        let _ = reply.send(self.sync().await);
-                        Ok(())
+                        let done = self.sync().await;
+                        let failed = ledger_failure(&done);
+                        let _ = reply.send(done);
+                        failed
                     }
                     Some(Input::Plan(reply)) => {
                         let _ = reply.send(self.pending().await);
-                        Ok(())
+                        None
                     }
                     Some(Input::Rollback { to, reply }) => {
-                        let _ = reply.send(self.rollback(to.as_deref()).await);
-                        Ok(())
+                        let done = self.rollback(to.as_deref()).await;
+                        let failed = ledger_failure(&done);
+                        let _ = reply.send(done);
+                        failed
                     }
                     None => match self.last.clone().filter(|last| self.handled != Some(last.commit)) {
-                        Some(head) => self.head(head).await,
-                        None => self.heal().await,
+                        Some(head) => self.head(head).await.err().map(|e| chain(&e)),
+                        None => self.heal().await.err().map(|e| chain(&e)),
                     },
                 }
             };
-            let Some(result) = until_parked(work, &cancel).await else {
+            let Some(failure) = until_parked(work, &cancel).await else {
                 self.park().await;
                 return;
             };
-            if let Err(e) = result {
-                tracing::error!(environment = %self.name, error = %e, "The ledger cannot record; nothing is applied until it can.");
+            self.ledger_state(failure).await;
+        }
+    }
+
+    /// Keeps the status and metrics saying whether the ledger can record. After a failure the
+    /// worker stops acting: the head is taken again at each check (nothing changes before
+    /// the ledger has recorded the attempt), and the ledger is tried with a write that records
+    /// nothing until it takes one.
+    async fn ledger_state(&mut self, failure: Option<String>) {
+        let failure = match failure {
+            None if self.ledger_blocked => self.ledger.call(|l| l.writable()).await.err().map(|e| chain(&e)),
+            failure => failure,
+        };
+        match failure {
+            None if self.ledger_blocked => {
+                tracing::info!(environment = %self.name, "The ledger records again.");
+                self.ledger_blocked = false;
+                self.publish.block(&self.name, "ledger", None);
+            }
+            None => {}
+            Some(reason) => {
+                self.handled = None;
+                let reason = format!("the ledger cannot record, so nothing is applied: {reason}");
+                tracing::error!(environment = %self.name, error = %reason, "The ledger cannot record; nothing is applied until it can.");
+                self.ledger_blocked = true;
+                self.publish.block(&self.name, "ledger", Some(reason));
             }
         }
     }
@@ -275,8 +330,12 @@ impl Worker {
     /// Closes what an apply cut short by a shutdown left unfinished.
     async fn park(&mut self) {
         match close_unfinished(&self.ledger, &self.name).await {
-            Ok(_) => tracing::warn!(environment = %self.name, "Stopped in the middle of an attempt: parked as interrupted; the head is applied again at the next start."),
-            Err(e) => tracing::error!(environment = %self.name, error = %e, "Cannot close the parked attempt; the next start closes it."),
+            Ok(_) => {
+                tracing::warn!(environment = %self.name, "Stopped in the middle of an attempt: parked as interrupted; the head is applied again at the next start.")
+            }
+            Err(e) => {
+                tracing::error!(environment = %self.name, error = %e, "Cannot close the parked attempt; the next start closes it.")
+            }
         }
     }
 
@@ -490,6 +549,14 @@ impl Worker {
                 Ok(None)
             }
         }
+    }
+}
+
+/// The ledger's failure behind a command's refusal, if that is what it was.
+fn ledger_failure<T>(done: &Result<T, CommandError>) -> Option<String> {
+    match done {
+        Err(CommandError::Ledger(e)) => Some(chain(e)),
+        _ => None,
     }
 }
 

@@ -463,6 +463,18 @@ impl Ledger {
         journal::after(&self.conn, seq, 1000).map_err(|e| self.sql(e))
     }
 
+    /// Whether the ledger takes a write now (its disk may have been full): rewrites a header
+    /// field with its own value, which adds no entry.
+    pub fn writable(&mut self) -> Result<(), LedgerError> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|e| self.sql(e))?;
+        self.conn
+            .pragma_update(None, "user_version", version)
+            .map_err(|e| self.sql(e))
+    }
+
     /// Walks the whole journal checking every hash; returns the number of entries and the
     /// newest hash (publish it elsewhere to detect a truncated tail).
     pub fn verify(&self) -> Result<Result<(usize, String), Tamper>, LedgerError> {

@@ -17,7 +17,7 @@ use crate::http::{get, post};
 use crate::keys::TestKey;
 use crate::servers::hmac_sha256_hex;
 
-const TOKEN: &str = "a-long-enough-api-token";
+pub(crate) const TOKEN: &str = "a-long-enough-api-token";
 
 /// The path as the OpenAPI description writes it: `/api/v1/environments/{env}/…`.
 fn documented(path: &str) -> String {
@@ -32,14 +32,19 @@ fn documented(path: &str) -> String {
 }
 
 /// `GET path`, its answer checked against the OpenAPI description.
-async fn api_get(api: SocketAddr, path: &str) -> crate::http::Response {
+pub(crate) async fn api_get(api: SocketAddr, path: &str) -> crate::http::Response {
     let response = get(api, path).await;
     crate::openapi::conforms(&documented(path), "get", response.status, &response.body);
     response
 }
 
 /// `POST path`, its answer checked against the OpenAPI description.
-async fn api_post(api: SocketAddr, path: &str, headers: &[(&str, String)], body: &[u8]) -> crate::http::Response {
+pub(crate) async fn api_post(
+    api: SocketAddr,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> crate::http::Response {
     let response = post(api, path, headers, body).await;
     crate::openapi::conforms(&documented(path), "post", response.status, &response.body);
     response
@@ -95,6 +100,27 @@ pub async fn outcome(state: &Path, environment: &str, commit: &str) -> Option<Ou
             .into_iter()
             .find(|r| r.attempt.commit == commit)
             .and_then(|r| r.outcome)
+    })
+    .await
+}
+
+/// The id of the newest attempt of `environment` under `state`; 0 when there is none.
+pub fn newest_attempt(state: &Path, environment: &str) -> i64 {
+    Ledger::open_read_only(&state.join("ledger.sqlite"))
+        .and_then(|l| l.history(environment, 1))
+        .ok()
+        .and_then(|records| records.first().map(|r| r.id))
+        .unwrap_or(0)
+}
+
+/// Waits (up to 240 s) for an attempt of `environment` newer than attempt `after` to end; its
+/// outcome. An agent starting over an applied head records one, even when nothing changes: the
+/// positive sign that it looked.
+pub async fn next_outcome(state: &Path, environment: &str, after: i64) -> Option<Outcome> {
+    eventually(Duration::from_secs(240), || async {
+        let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).ok()?;
+        let history = ledger.history(environment, 1).ok()?;
+        history.into_iter().find(|r| r.id > after).and_then(|r| r.outcome)
     })
     .await
 }
@@ -200,15 +226,18 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     })
     .await;
     assert!(found.is_some(), "the fetcher refuses the forged head");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The refusal is decided before any worker sees the head: once the status shows it, the
+    // head will never be applied.
+    let status = eventually(Duration::from_secs(10), || async {
+        let status: serde_json::Value =
+            serde_json::from_str(&api_get(api, "/api/v1/environments/dev").await.body).unwrap();
+        let refused = status["refused"].as_str().unwrap_or_default();
+        (refused.contains(&forged) && refused.contains("unknown_signer")).then_some(status)
+    })
+    .await;
+    assert!(status.is_some(), "the status says why the forged head is not applied");
     assert_eq!(release(addr).await.as_deref(), Some("r1"));
     assert_eq!(outcomes(state.path()), [(first.clone(), Some(Outcome::Succeeded))]);
-    let status: serde_json::Value = serde_json::from_str(&api_get(api, "/api/v1/environments/dev").await.body).unwrap();
-    let refused = status["refused"].as_str().unwrap_or_default();
-    assert!(
-        refused.contains(&forged) && refused.contains("unknown_signer"),
-        "{status}"
-    );
 
     // Signed, but invalid: refused with the file and field named, nothing changes.
     upstream.set_branch(&first);

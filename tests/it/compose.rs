@@ -10,7 +10,7 @@ use std::time::Duration;
 use plumb::agent::Settings;
 use plumb::ledger::{Ledger, Outcome};
 
-use crate::agent::{Running, eventually, outcome, release, succeeds};
+use crate::agent::{Running, eventually, newest_attempt, next_outcome, outcome, release, succeeds};
 use crate::docker::{docker, example_image};
 use crate::harness::{TestRepo, Web, agent_settings, trusted};
 use crate::keys::TestKey;
@@ -298,9 +298,14 @@ async fn one_service_changes_alone_drift_heals_and_a_new_agent_adopts() {
     agent.stop().await;
     let web_running = containers(project, "web");
     let api_running = containers(project, "api");
+    let before = newest_attempt(state.path(), project);
     let agent = start_agent(&upstream, &root, state.path()).await;
+    assert_eq!(
+        next_outcome(state.path(), project, before).await,
+        Some(Outcome::Succeeded),
+        "the new agent applied the head over what runs"
+    );
     assert!(serves(web_addr, "w2").await && serves(api_addr, "a1").await);
-    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(containers(project, "web"), web_running);
     assert_eq!(containers(project, "api"), api_running);
 

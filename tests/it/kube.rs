@@ -14,7 +14,7 @@ use plumb::spec::model::scalar::Name;
 use plumb::target::kubernetes::KubernetesRuntime;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{Running, eventually, outcome, succeeds};
+use crate::agent::{Running, eventually, newest_attempt, next_outcome, outcome, succeeds};
 use crate::control_plane::{example_image, kubeconfig, kubectl};
 use crate::harness::{TestRepo, agent_settings, trusted};
 use crate::keys::TestKey;
@@ -371,8 +371,13 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
         "-o",
         "jsonpath={.metadata.generation}",
     ]);
+    let before = newest_attempt(state.path(), namespace);
     let agent = start(&upstream, Duration::from_secs(3600)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        next_outcome(state.path(), namespace, before).await,
+        Some(Outcome::Succeeded),
+        "the new agent applied the head over what runs"
+    );
     let after = kubectl(&[
         "-n",
         namespace,
@@ -471,7 +476,29 @@ async fn of_two_agents_only_the_lease_holder_applies() {
         "migration:\n  command: [/plumb, --version]\n  timeout: 30s\n",
     );
     let second = upstream.commit_signed("web r2", &alice);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Two waits while one renews: seen renewed three times (every third of the 4 s duration),
+    // the Lease would have expired by now had one stopped renewing.
+    let mut renewals = std::collections::BTreeSet::new();
+    let renewed = eventually(Duration::from_secs(60), || {
+        let renew = kubectl(&[
+            "-n",
+            "plumb-leases",
+            "get",
+            "lease",
+            "kleader",
+            "-o",
+            "jsonpath={.spec.renewTime} {.spec.holderIdentity}",
+        ]);
+        renewals.insert(renew);
+        let enough = renewals.len() > 3;
+        async move { enough.then_some(()) }
+    })
+    .await;
+    assert!(renewed.is_some(), "one renews its Lease");
+    assert!(
+        renewals.iter().all(|r| r.ends_with(" agent-one")),
+        "one held the Lease throughout: {renewals:?}"
+    );
     assert!(
         !two.path().join("ledger.sqlite").exists()
             || Ledger::open_read_only(&two.path().join("ledger.sqlite"))

@@ -173,18 +173,20 @@ async fn a_missing_program_fails_clearly() {
 async fn what_a_killed_agent_left_running_is_swept() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().display().to_string();
+    let log = dir.path().join("r.log");
     let mut replica = Replica::start(
         Spec {
             env: vec![("PLUMB_RUN".to_owned(), marker.clone())],
             // A shell with a child of its own: the whole group goes.
-            ..spec(&dir.path().join("r.log"), "sleep 600 & wait")
+            ..spec(&log, "sleep 600 & echo child $!; wait")
         },
         quick(),
     );
     let State::Running { pid, .. } = replica.wait_for(|s| matches!(s, State::Running { .. })).await else {
         unreachable!()
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The shell says when its child runs.
+    log_contains(&log, "child ").await;
     assert_eq!(plumb::target::local::process::sweep("PLUMB_RUN", "elsewhere"), 0);
     assert!(plumb::target::local::process::sweep("PLUMB_RUN", &marker) >= 1);
     assert!(gone(pid));

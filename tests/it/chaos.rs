@@ -1,0 +1,193 @@
+//! Chaos on real parts: the state directory's disk fills up, a replica freezes during its health
+//! checks. Each ends consistent — the old release or the new one fully live, the ledger whole
+//! and verified, nothing left behind — and the agent says what stops it while it is stopped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use plumb::agent::Settings;
+use plumb::ledger::{Ledger, Outcome};
+use plumb::secret::Secret;
+
+use crate::agent::{Running, TOKEN, api_get, api_post, eventually, outcome, release};
+use crate::harness::{Web, agent_settings, trusted};
+use crate::keys::TestKey;
+
+/// A filesystem of its own, `size` large, mounted over `dir` until dropped.
+struct SmallDisk {
+    dir: PathBuf,
+    filler: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "plumb-chaos"])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
+        SmallDisk {
+            dir: dir.to_owned(),
+            filler: dir.join("filler"),
+        }
+    }
+
+    /// Takes every byte left.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&self.filler).unwrap();
+        for chunk in [1 << 20, 4096, 512] {
+            let bytes = vec![0u8; chunk];
+            while file.write_all(&bytes).is_ok() {}
+        }
+        let _ = file.sync_all();
+    }
+
+    /// Gives the space back.
+    fn free(&self) {
+        std::fs::remove_file(&self.filler).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// The environment's status from the API.
+async fn status(api: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&api_get(api, "/api/v1/environments/dev").await.body).unwrap()
+}
+
+/// Waits (bounded) until `dev`'s status satisfies `test`; the status.
+async fn status_until(api: SocketAddr, what: &str, test: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let found = eventually(Duration::from_secs(60), || async {
+        let status = status(api).await;
+        test(&status).then_some(status)
+    })
+    .await;
+    match found {
+        Some(status) => status,
+        None => panic!("the status never showed {what}: {}", status(api).await),
+    }
+}
+
+/// The value of metric series `series` (name and labels, as exposed).
+async fn metric(api: SocketAddr, series: &str) -> Option<f64> {
+    let body = api_get(api, "/metrics").await.body;
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Every attempt of `dev` in the ledger under `state`, oldest first, once it verifies.
+fn verified_outcomes(state: &Path) -> Vec<(String, Option<Outcome>)> {
+    let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).unwrap();
+    assert!(ledger.verify().unwrap().is_ok(), "the ledger verifies");
+    let mut records = ledger.history("dev", 100).unwrap();
+    records.reverse();
+    records.into_iter().map(|r| (r.attempt.commit, r.outcome)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_agent_acting_and_loses_nothing() {
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    Web::new(port, "r1", "blueGreen: {keepOldVersion: 0s}").write(&upstream);
+    let first = upstream.commit_signed("web r1", &alice);
+
+    let state = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(state.path(), "48m");
+    let settings = Settings {
+        heal_every: Duration::from_millis(200),
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        api_token: Some(Secret::new(TOKEN)),
+        ..agent_settings(&upstream, &root, state.path())
+    };
+    let agent = Running::start(settings).await;
+    let api = agent.handle.api.unwrap();
+    assert_eq!(outcome(state.path(), "dev", &first).await, Some(Outcome::Succeeded));
+    assert_eq!(release(addr).await.as_deref(), Some("r1"));
+
+    // Full while a new commit arrives: it cannot even be fetched. What runs keeps running, and
+    // the status and metrics say why nothing happens.
+    disk.fill();
+    Web::new(port, "r2", "blueGreen: {keepOldVersion: 0s}").write(&upstream);
+    let second = upstream.commit_signed("web r2", &alice);
+    agent.push();
+    let blocked = status_until(api, "the failed fetch", |s| s["blocked"]["fetch"].is_string()).await;
+    let reason = blocked["blocked"]["fetch"].as_str().unwrap();
+    assert!(reason.contains("space"), "the reason names the full disk: {reason}");
+    assert_eq!(
+        metric(api, "plumb_blocked{environment=\"dev\",cause=\"fetch\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(release(addr).await.as_deref(), Some("r1"));
+
+    // Space returns: the next fetch brings the commit, and it is applied.
+    disk.free();
+    agent.push();
+    assert_eq!(outcome(state.path(), "dev", &second).await, Some(Outcome::Succeeded));
+    assert_eq!(release(addr).await.as_deref(), Some("r2"));
+    status_until(api, "the fetch block lifted", |s| s.get("blocked").is_none()).await;
+    assert_eq!(
+        metric(api, "plumb_blocked{environment=\"dev\",cause=\"fetch\"}").await,
+        Some(0.0)
+    );
+
+    // Full once the commit is fetched (it waits for a manual sync): the sync is refused because
+    // nothing can be recorded, and nothing changes.
+    Web::new(port, "r3", "blueGreen: {keepOldVersion: 0s}").write(&upstream);
+    upstream.write(
+        "environments/dev.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\nsync: {automatic: false}\n",
+    );
+    let third = upstream.commit_signed("web r3, synced by hand", &alice);
+    agent.push();
+    status_until(api, "the head waiting for a sync", |s| s["head"] == third.as_str()).await;
+    let before = verified_outcomes(state.path());
+    disk.fill();
+    let sync = "/api/v1/environments/dev/sync";
+    let bearer = [("authorization", format!("Bearer {TOKEN}"))];
+    let refused = api_post(api, sync, &bearer, b"").await;
+    assert_eq!(refused.status, 500, "{}", refused.body);
+    assert!(
+        refused.body.contains("full"),
+        "the answer names the full disk: {}",
+        refused.body
+    );
+    let blocked = status_until(api, "the ledger's failure", |s| s["blocked"]["ledger"].is_string()).await;
+    assert!(
+        blocked["blocked"]["ledger"]
+            .as_str()
+            .unwrap()
+            .contains("nothing is applied")
+    );
+    assert_eq!(
+        metric(api, "plumb_blocked{environment=\"dev\",cause=\"ledger\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(release(addr).await.as_deref(), Some("r2"));
+
+    // Space returns: the ledger is found writable again at the next check, the sync goes
+    // through, and no entry of before was lost.
+    disk.free();
+    status_until(api, "the ledger block lifted", |s| s.get("blocked").is_none()).await;
+    let synced = api_post(api, sync, &bearer, b"").await;
+    assert_eq!(synced.status, 200, "{}", synced.body);
+    assert_eq!(release(addr).await.as_deref(), Some("r3"));
+    let after = verified_outcomes(state.path());
+    assert_eq!(after[..before.len()], before[..], "every entry of before is kept");
+    assert_eq!(
+        after.last(),
+        Some(&(third.clone(), Some(Outcome::Succeeded))),
+        "{after:?}"
+    );
+    agent.stop().await;
+    drop(disk);
+}
