@@ -191,3 +191,90 @@ async fn a_full_disk_stops_the_agent_acting_and_loses_nothing() {
     agent.stop().await;
     drop(disk);
 }
+
+/// The processes (other than this one) whose environment holds `variable`, exactly.
+fn processes_with(variable: &str) -> Vec<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.to_owned();
+            if pid == me {
+                return None;
+            }
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let found = environ.split(|b| *b == 0).any(|v| v == variable.as_bytes());
+            found.then(|| pid.parse().ok())?
+        })
+        .filter(|pid| !gone(*pid))
+        .collect()
+}
+
+/// Whether process `pid` is gone (or a zombie waiting for its parent).
+fn gone(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .is_none_or(|i| stat[i + 1..].trim_start().starts_with('Z'))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_frozen_during_its_health_checks_is_rolled_back_and_killed() {
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let web = |release| Web {
+        checks: ("200ms", 3),
+        ..Web::new(port, release, "blueGreen: {keepOldVersion: 0s}")
+    };
+    web("r1").write(&upstream);
+    let first = upstream.commit_signed("web r1", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let agent = Running::start(agent_settings(&upstream, &root, state.path())).await;
+    assert_eq!(outcome(state.path(), "dev", &first).await, Some(Outcome::Succeeded));
+
+    // r2's checks start 2 s after its replicas: time enough to freeze them both first.
+    web("r2").write(&upstream);
+    let service = upstream.path().join("services/web.yaml");
+    let text = std::fs::read_to_string(&service).unwrap();
+    upstream.write(
+        "services/web.yaml",
+        &text.replace("    timeout: 1s\n", "    timeout: 1s\n    initialDelay: 2s\n"),
+    );
+    let second = upstream.commit_signed("web r2", &alice);
+    agent.push();
+    let frozen = eventually(Duration::from_secs(30), || async {
+        let pids = processes_with("EXAMPLE_RELEASE=r2");
+        (pids.len() == 2).then_some(pids)
+    })
+    .await
+    .expect("r2's two replicas start");
+    for pid in &frozen {
+        // SAFETY: kill(2) on a replica this test's agent started.
+        assert_eq!(unsafe { libc::kill(*pid, libc::SIGSTOP) }, 0);
+    }
+
+    // A frozen replica accepts connections (the kernel does) and never answers: its checks
+    // time out, the release is rolled back, and the frozen processes are killed, not left.
+    let reason = match outcome(state.path(), "dev", &second).await {
+        Some(Outcome::RolledBack(reason)) => reason,
+        other => panic!("r2 was not rolled back: {other:?}"),
+    };
+    assert!(reason.contains("ready"), "{reason}");
+    assert_eq!(release(addr).await.as_deref(), Some("r1"));
+    let killed = eventually(Duration::from_secs(60), || async {
+        frozen.iter().all(|pid| gone(*pid)).then_some(())
+    })
+    .await;
+    assert!(killed.is_some(), "the frozen replicas are gone");
+    assert!(processes_with("EXAMPLE_RELEASE=r2").is_empty());
+    assert_eq!(
+        verified_outcomes(state.path()),
+        [
+            (first.clone(), Some(Outcome::Succeeded)),
+            (second.clone(), Some(Outcome::RolledBack(reason)))
+        ]
+    );
+    agent.stop().await;
+}
