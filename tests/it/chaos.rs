@@ -1,5 +1,5 @@
 //! Chaos on real parts: the state directory's disk fills up, a replica freezes during its health
-//! checks. Each ends consistent — the old release or the new one fully live, the ledger whole
+//! checks, the Docker Engine is killed in the middle of a rollout. Each ends consistent — the old release or the new one fully live, the ledger whole
 //! and verified, nothing left behind — and the agent says what stops it while it is stopped.
 
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use plumb::secret::Secret;
 use crate::agent::{Running, TOKEN, api_get, api_post, eventually, outcome, release};
 use crate::harness::{Web, agent_settings, trusted};
 use crate::keys::TestKey;
+use crate::process::gone;
 
 /// A filesystem of its own, `size` large, mounted over `dir` until dropped.
 struct SmallDisk {
@@ -193,7 +194,7 @@ async fn a_full_disk_stops_the_agent_acting_and_loses_nothing() {
 }
 
 /// The processes (other than this one) whose environment holds `variable`, exactly.
-fn processes_with(variable: &str) -> Vec<i32> {
+fn processes_with(variable: &str) -> Vec<u32> {
     let me = std::process::id().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
@@ -211,13 +212,6 @@ fn processes_with(variable: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Whether process `pid` is gone (or a zombie waiting for its parent).
-fn gone(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rfind(')')
-        .is_none_or(|i| stat[i + 1..].trim_start().starts_with('Z'))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_frozen_during_its_health_checks_is_rolled_back_and_killed() {
     let alice = TestKey::new("alice");
@@ -228,14 +222,15 @@ async fn a_replica_frozen_during_its_health_checks_is_rolled_back_and_killed() {
         checks: ("200ms", 3),
         ..Web::new(port, release, "blueGreen: {keepOldVersion: 0s}")
     };
-    web("r1").write(&upstream);
+    web("frozen-1").write(&upstream);
     let first = upstream.commit_signed("web r1", &alice);
     let state = tempfile::tempdir().unwrap();
     let agent = Running::start(agent_settings(&upstream, &root, state.path())).await;
     assert_eq!(outcome(state.path(), "dev", &first).await, Some(Outcome::Succeeded));
 
-    // r2's checks start 2 s after its replicas: time enough to freeze them both first.
-    web("r2").write(&upstream);
+    // Release 2's checks start 2 s after its replicas: time enough to freeze them both first
+    // (found by their release's name, which is this test's own).
+    web("frozen-2").write(&upstream);
     let service = upstream.path().join("services/web.yaml");
     let text = std::fs::read_to_string(&service).unwrap();
     upstream.write(
@@ -245,30 +240,30 @@ async fn a_replica_frozen_during_its_health_checks_is_rolled_back_and_killed() {
     let second = upstream.commit_signed("web r2", &alice);
     agent.push();
     let frozen = eventually(Duration::from_secs(30), || async {
-        let pids = processes_with("EXAMPLE_RELEASE=r2");
+        let pids = processes_with("EXAMPLE_RELEASE=frozen-2");
         (pids.len() == 2).then_some(pids)
     })
     .await
-    .expect("r2's two replicas start");
+    .expect("release 2's two replicas start");
     for pid in &frozen {
         // SAFETY: kill(2) on a replica this test's agent started.
-        assert_eq!(unsafe { libc::kill(*pid, libc::SIGSTOP) }, 0);
+        assert_eq!(unsafe { libc::kill(*pid as i32, libc::SIGSTOP) }, 0);
     }
 
     // A frozen replica accepts connections (the kernel does) and never answers: its checks
     // time out, the release is rolled back, and the frozen processes are killed, not left.
     let reason = match outcome(state.path(), "dev", &second).await {
         Some(Outcome::RolledBack(reason)) => reason,
-        other => panic!("r2 was not rolled back: {other:?}"),
+        other => panic!("release 2 was not rolled back: {other:?}"),
     };
     assert!(reason.contains("ready"), "{reason}");
-    assert_eq!(release(addr).await.as_deref(), Some("r1"));
+    assert_eq!(release(addr).await.as_deref(), Some("frozen-1"));
     let killed = eventually(Duration::from_secs(60), || async {
         frozen.iter().all(|pid| gone(*pid)).then_some(())
     })
     .await;
     assert!(killed.is_some(), "the frozen replicas are gone");
-    assert!(processes_with("EXAMPLE_RELEASE=r2").is_empty());
+    assert!(processes_with("EXAMPLE_RELEASE=frozen-2").is_empty());
     assert_eq!(
         verified_outcomes(state.path()),
         [
@@ -276,5 +271,105 @@ async fn a_replica_frozen_during_its_health_checks_is_rolled_back_and_killed() {
             (second.clone(), Some(Outcome::RolledBack(reason)))
         ]
     );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docker_engine_killed_mid_rollout_ends_with_one_release_fully_live() {
+    let mut engine = crate::docker::OwnEngine::start();
+    let image = crate::docker::example_image();
+    engine.load(image);
+    let project = "cchaos";
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let host = engine.host.clone();
+    let write = |release: &'static str, upstream: &crate::harness::TestRepo| {
+        Web {
+            image: Some((image, &host)),
+            environment: project,
+            checks: ("200ms", 5),
+            ..Web::new(port, release, "blueGreen: {keepOldVersion: 0s}")
+        }
+        .write(upstream);
+        upstream.write(
+            &format!("environments/{project}.yaml"),
+            &format!(
+                "apiVersion: plumb/v1\nkind: Environment\nname: {project}\ntarget:\n  compose: {{dockerHost: {host:?}}}\nsync: {{prune: true, selfHeal: true}}\n"
+            ),
+        );
+    };
+    let state = tempfile::tempdir().unwrap();
+    write("r1", &upstream);
+    let first = upstream.commit_signed("web r1", &alice);
+    let agent = Running::start(Settings {
+        heal_every: Duration::from_millis(500),
+        ..agent_settings(&upstream, &root, state.path())
+    })
+    .await;
+    assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
+    assert_eq!(release(addr).await.as_deref(), Some("r1"));
+
+    // r2's checks start 3 s after its containers: the engine dies in between.
+    write("r2", &upstream);
+    let service = upstream.path().join("services/web.yaml");
+    let text = std::fs::read_to_string(&service).unwrap();
+    upstream.write(
+        "services/web.yaml",
+        &text.replace("    timeout: 1s\n", "    timeout: 1s\n    initialDelay: 3s\n"),
+    );
+    let second = upstream.commit_signed("web r2", &alice);
+    agent.push();
+    let green = eventually(Duration::from_secs(60), || async {
+        let listed = engine.docker(&["ps", "-q", "--filter", "label=plumb.slot=green"]);
+        (listed.split_whitespace().count() == 2).then_some(())
+    })
+    .await;
+    assert!(green.is_some(), "r2's containers start");
+    engine.kill();
+    let ended = outcome(state.path(), project, &second).await;
+    assert!(
+        matches!(ended, Some(Outcome::RolledBack(_) | Outcome::Failed(_))),
+        "r2 cannot finish without the engine: {ended:?}"
+    );
+
+    // The engine comes back: drift from the rollback point is healed, and the environment
+    // converges on r1, fully live (in whichever slot), with nothing of r2 left.
+    engine.restart();
+    let converged = eventually(Duration::from_secs(120), || async {
+        let all = engine.docker(&["ps", "-a", "--format", "{{.Label \"plumb.version\"}} {{.State}}"]);
+        let states: Vec<&str> = all.lines().collect();
+        let one_version = states.windows(2).all(|w| w[0] == w[1]);
+        let serving = release(addr).await;
+        (states.len() == 2 && one_version && states[0].ends_with(" running") && serving.as_deref() == Some("r1"))
+            .then_some(())
+    })
+    .await;
+    if converged.is_none() {
+        let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+        let attempts: Vec<String> = ledger
+            .history(project, 20)
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let steps: Vec<String> = r.steps.iter().map(|s| format!("{} {:?}", s.name, s.error)).collect();
+                format!("{} {:?} {:?} {steps:?}", r.attempt.commit, r.attempt.trigger, r.outcome)
+            })
+            .collect();
+        panic!(
+            "r1 fully live and nothing of r2 left: {}; answers: {:?}; attempts: {attempts:#?}",
+            engine.docker(&[
+                "ps",
+                "-a",
+                "--format",
+                "{{.Names}} {{.Label \"plumb.version\"}} {{.Status}}"
+            ]),
+            release(addr).await
+        );
+    }
+    let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+    assert!(ledger.verify().unwrap().is_ok(), "the ledger verifies");
+    assert_eq!(ledger.rollback_point(project).unwrap().as_deref(), Some(first.as_str()));
     agent.stop().await;
 }

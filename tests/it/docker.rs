@@ -185,7 +185,6 @@ fn start_private() -> Engine {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-    std::fs::create_dir_all(&data).unwrap();
     std::fs::create_dir_all(&run).unwrap();
     let socket = run.join("docker.sock");
     let host = format!("unix://{}", socket.display());
@@ -200,17 +199,8 @@ fn start_private() -> Engine {
             .unwrap()
             .port()
     );
-    let log = std::fs::File::create(data.join("dockerd.log")).unwrap();
-    let mut command = Command::new("dockerd");
+    let mut command = dockerd(&host, &data.join("root"), &run);
     command
-        .arg("--host")
-        .arg(&host)
-        .arg("--data-root")
-        .arg(data.join("root"))
-        .arg("--exec-root")
-        .arg(run.join("exec"))
-        .arg("--pidfile")
-        .arg(run.join("docker.pid"))
         .arg("--host")
         .arg(&tcp)
         .arg("--tlsverify")
@@ -219,30 +209,196 @@ fn start_private() -> Engine {
         .arg("--tlscert")
         .arg(certs.join("server.pem"))
         .arg("--tlskey")
-        .arg(certs.join("server-key.pem"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
+        .arg(certs.join("server-key.pem"));
     let pid = crate::daemon::spawn_tied(command).unwrap_or_else(|e| {
         panic!("cannot start dockerd ({e}): install Debian's docker.io, or set PLUMB_TEST_DOCKER_HOST")
     });
+    answers(&host, pid, &data.join("root"));
+    Engine {
+        host,
+        tls: Some((tcp, certs)),
+    }
+}
+
+/// `dockerd` on socket `host`, its data under `data` (and its log, `dockerd.log`), its runtime
+/// state under `run`.
+fn dockerd(host: &str, data: &Path, run: &Path) -> Command {
+    std::fs::create_dir_all(data).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join("dockerd.log"))
+        .unwrap();
+    let mut command = Command::new("dockerd");
+    command
+        .arg("--host")
+        .arg(host)
+        .arg("--data-root")
+        .arg(data)
+        .arg("--exec-root")
+        .arg(run.join("exec"))
+        .arg("--pidfile")
+        .arg(run.join("docker.pid"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    command
+}
+
+/// Waits (up to 60 s) until the engine at `host` (process `pid`, data under `data`) answers.
+fn answers(host: &str, pid: u32, data: &Path) {
     let started = Instant::now();
     loop {
         let ping = Command::new("docker")
             .args(["version", "--format", "{{.Server.APIVersion}}"])
-            .env("DOCKER_HOST", &host)
+            .env("DOCKER_HOST", host)
             .output();
         if ping.is_ok_and(|o| o.status.success()) {
-            return Engine {
-                host,
-                tls: Some((tcp, certs)),
-            };
+            return;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "dockerd (pid {pid}) did not answer within 60 s; see {}",
-            data.join("dockerd.log").display()
-        );
+        if started.elapsed() > Duration::from_secs(60) {
+            let log = std::fs::read_to_string(data.join("dockerd.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!(
+                "dockerd (pid {pid}) did not answer within 60 s; the end of {}:\n{}",
+                data.join("dockerd.log").display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A Docker Engine of one test's own, which the test may kill and start again, beside the
+/// shared one: its own socket, data and runtime state, no default bridge, no iptables rules
+/// (published ports go through `docker-proxy`) and addresses of its own, so the two never meet.
+pub struct OwnEngine {
+    /// Its address (`unix://…`), for `DOCKER_HOST`.
+    pub host: String,
+    dir: tempfile::TempDir,
+    pid: u32,
+}
+
+impl OwnEngine {
+    /// Starts one.
+    pub fn start() -> OwnEngine {
+        // Socket paths are short (108 bytes).
+        let dir = tempfile::Builder::new()
+            .prefix("plumb-own-docker-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let host = format!("unix://{}", dir.path().join("docker.sock").display());
+        let mut engine = OwnEngine { host, dir, pid: 0 };
+        engine.spawn();
+        engine
+    }
+
+    fn spawn(&mut self) {
+        let data = self.dir.path().join("data");
+        let mut command = dockerd(&self.host, &data, self.dir.path());
+        command.args([
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--default-address-pool",
+            "base=10.213.0.0/16,size=24",
+        ]);
+        self.pid = crate::daemon::spawn_tied(command).expect("dockerd starts (package docker.io)");
+        answers(&self.host, self.pid, &data);
+    }
+
+    /// Kills the engine outright (SIGKILL), as a crash would, and waits until it is gone.
+    pub fn kill(&self) {
+        // SAFETY: kill(2) on the dockerd this engine started.
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        let started = Instant::now();
+        while !crate::process::gone(self.pid) {
+            assert!(started.elapsed() < Duration::from_secs(30), "dockerd outlived SIGKILL");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The containerd it started dies with it (parent-death signal). Each may stay a zombie
+        // for a while, which a new dockerd would take for a running one: once they are gone,
+        // their pid files go, as after a reboot.
+        let containerd = self.dir.path().join("exec/containerd/containerd.pid");
+        if let Some(pid) = std::fs::read_to_string(&containerd)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+        {
+            let started = Instant::now();
+            while !crate::process::gone(pid) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "containerd outlived dockerd"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_file(containerd);
+        let _ = std::fs::remove_file(self.dir.path().join("docker.pid"));
+    }
+
+    /// Starts the engine again over the same data.
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    /// Runs the `docker` CLI against this engine.
+    pub fn docker(&self, args: &[&str]) -> String {
+        let output = Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", &self.host)
+            .output()
+            .expect("the docker CLI runs");
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Copies `image` over from the shared engine.
+    pub fn load(&self, image: &str) {
+        let archive = self.dir.path().join("image.tar");
+        docker(&["save", "--output", archive.to_str().unwrap(), image]);
+        self.docker(&["load", "--input", archive.to_str().unwrap()]);
+        std::fs::remove_file(archive).unwrap();
+    }
+}
+
+impl Drop for OwnEngine {
+    fn drop(&mut self) {
+        // Its containers go first; then the engine stops, taking its containerd with it.
+        let all = Command::new("docker")
+            .args(["ps", "-aq"])
+            .env("DOCKER_HOST", &self.host)
+            .output();
+        if let Ok(all) = all {
+            let ids: Vec<String> = String::from_utf8_lossy(&all.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .env("DOCKER_HOST", &self.host)
+                    .output();
+            }
+        }
+        // SAFETY: kill(2) on the dockerd this engine started.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let started = Instant::now();
+        while !crate::process::gone(self.pid) && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // dockerd leaves its data root mounted over itself, and network namespaces mounted
+        // in its runtime state: they go before the folder.
+        for mounted in ["data", "exec"] {
+            let _ = Command::new("umount")
+                .args(["--recursive", "--lazy"])
+                .arg(self.dir.path().join(mounted))
+                .output();
+        }
     }
 }

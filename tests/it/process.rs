@@ -199,6 +199,6 @@ async fn what_a_killed_agent_left_running_is_swept() {
 }
 
 /// Whether a process is gone (or a zombie waiting for its parent).
-fn gone(pid: u32) -> bool {
+pub(crate) fn gone(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
 }
