@@ -28,3 +28,8 @@ pub fn spawn_tied(mut command: Command) -> std::io::Result<u32> {
     });
     rx.recv().expect("the spawning thread answers")
 }
+
+/// Whether a process is gone (or a zombie waiting for its parent).
+pub fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
+}

@@ -312,7 +312,7 @@ impl OwnEngine {
         // SAFETY: kill(2) on the dockerd this engine started.
         unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
         let started = Instant::now();
-        while !crate::process::gone(self.pid) {
+        while !crate::daemon::gone(self.pid) {
             assert!(started.elapsed() < Duration::from_secs(30), "dockerd outlived SIGKILL");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -325,7 +325,7 @@ impl OwnEngine {
             .and_then(|p| p.trim().parse().ok())
         {
             let started = Instant::now();
-            while !crate::process::gone(pid) {
+            while !crate::daemon::gone(pid) {
                 assert!(
                     started.elapsed() < Duration::from_secs(30),
                     "containerd outlived dockerd"
@@ -389,7 +389,7 @@ impl Drop for OwnEngine {
         // SAFETY: kill(2) on the dockerd this engine started.
         unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
         let started = Instant::now();
-        while !crate::process::gone(self.pid) && started.elapsed() < Duration::from_secs(30) {
+        while !crate::daemon::gone(self.pid) && started.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(50));
         }
         // dockerd leaves its data root mounted over itself, and network namespaces mounted

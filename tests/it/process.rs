@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use plumb::target::local::process::{Backoff, Replica, Spec, State};
 
+use crate::daemon::gone;
+
 fn spec(log: &Path, script: &str) -> Spec {
     Spec {
         command: vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()],
@@ -196,9 +198,4 @@ async fn what_a_killed_agent_left_running_is_swept() {
         "the shell's child went with its group"
     );
     replica.stop().await;
-}
-
-/// Whether a process is gone (or a zombie waiting for its parent).
-pub(crate) fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
 }
