@@ -373,3 +373,123 @@ async fn the_docker_engine_killed_mid_rollout_ends_with_one_release_fully_live()
     assert_eq!(ledger.rollback_point(project).unwrap().as_deref(), Some(first.as_str()));
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_stopped_mid_rollout_ends_with_one_release_fully_live() {
+    // No other test uses the cluster while parts of it are down.
+    let _cluster = crate::control_plane::exclusive();
+    let namespace = "kchaos";
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let state = tempfile::tempdir().unwrap();
+    crate::kube::write(&upstream, namespace, "r1", "blueGreen: {keepOldVersion: 0s}", true, "");
+    let first = upstream.commit_signed("web r1", &alice);
+    let agent = Running::start(Settings {
+        heal_every: Duration::from_secs(2),
+        ..agent_settings(&upstream, &root, state.path())
+    })
+    .await;
+    assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
+
+    // r2's pods start; while they are probed, the API server dies, and comes back 5 s later.
+    let second = roll_out_while(&mut upstream, &alice, &agent, namespace, "r2", || {
+        crate::control_plane::kill_apiserver();
+        std::thread::sleep(Duration::from_secs(5));
+        crate::control_plane::restart_apiserver();
+    })
+    .await;
+    one_release_fully_live(state.path(), namespace, &second, "r2", "r1").await;
+
+    // r3's pods start; while they are probed, etcd freezes for 5 s.
+    let third = roll_out_while(&mut upstream, &alice, &agent, namespace, "r3", || {
+        crate::control_plane::freeze_etcd(true);
+        std::thread::sleep(Duration::from_secs(5));
+        crate::control_plane::freeze_etcd(false);
+    })
+    .await;
+    let previous = if outcome(state.path(), namespace, &second).await == Some(Outcome::Succeeded) {
+        "r2"
+    } else {
+        "r1"
+    };
+    one_release_fully_live(state.path(), namespace, &third, "r3", previous).await;
+    let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+    assert!(ledger.verify().unwrap().is_ok(), "the ledger verifies");
+    agent.stop().await;
+}
+
+/// The release the Deployment `name` of `namespace` runs.
+fn release_in(namespace: &str, name: &str) -> String {
+    crate::kube::deployment_field(
+        namespace,
+        name,
+        "{.spec.template.spec.containers[0].env[?(@.name==\"EXAMPLE_RELEASE\")].value}",
+    )
+}
+
+/// Commits `release` (blue-green), and runs `fault` (a fault injected for a while, on a
+/// thread of its own) as soon as its Deployment is applied; the commit.
+async fn roll_out_while(
+    upstream: &mut crate::harness::TestRepo,
+    alice: &TestKey,
+    agent: &Running,
+    namespace: &str,
+    release: &'static str,
+    fault: impl FnOnce() + Send + 'static,
+) -> String {
+    let serving = crate::kube::serving_slot(namespace);
+    crate::kube::write(
+        upstream,
+        namespace,
+        release,
+        "blueGreen: {keepOldVersion: 0s}",
+        true,
+        "",
+    );
+    let commit = upstream.commit_signed(&format!("web {release}"), alice);
+    agent.push();
+    let next = if serving == "blue" { "web-green" } else { "web-blue" };
+    let applied = eventually(Duration::from_secs(120), || async {
+        (release_in(namespace, next) == release).then_some(())
+    })
+    .await;
+    assert!(applied.is_some(), "{release}'s Deployment is applied");
+    tokio::task::spawn_blocking(fault).await.unwrap();
+    commit
+}
+
+/// Waits until the attempt for `commit` (of `release`) ended, then until the environment runs
+/// one release fully: the Service selects one color, whose Deployment runs `release` when the
+/// attempt succeeded and `previous` otherwise, on every replica, ready; the other color holds no
+/// pod.
+async fn one_release_fully_live(state: &Path, namespace: &str, commit: &str, release: &str, previous: &str) {
+    let ended = outcome(state, namespace, commit).await;
+    let expected = match &ended {
+        Some(Outcome::Succeeded) => release,
+        Some(Outcome::RolledBack(_) | Outcome::Failed(_)) => previous,
+        other => panic!("{commit}'s attempt: {other:?}"),
+    };
+    let settled = eventually(Duration::from_secs(180), || async {
+        let serving = crate::kube::serving_slot(namespace);
+        let idle = if serving == "blue" { "green" } else { "blue" };
+        let live = format!("web-{serving}");
+        let ready = crate::kube::deployment_field(namespace, &live, "{.status.readyReplicas}");
+        let idle_pods = crate::control_plane::kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            "pods",
+            "-l",
+            &format!("plumb.dev/slot={idle}"),
+            "-o",
+            "name",
+        ]);
+        (release_in(namespace, &live) == expected && ready == "2" && idle_pods.trim().is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "{expected} fully live after {ended:?}: {}",
+        crate::control_plane::kubectl(&["-n", namespace, "get", "deploy,pods,svc", "-o", "wide"])
+    );
+}

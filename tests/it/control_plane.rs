@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// The kubeconfig of the tests' control plane (its node Ready).
@@ -38,6 +38,10 @@ const BRIDGE: &str = "plumbcni0";
 struct Cluster {
     kubeconfig: PathBuf,
     example_image: String,
+    /// The API server, for a test that stops it and starts it again.
+    apiserver: Mutex<Server>,
+    /// etcd's process, for a test that freezes it.
+    etcd: u32,
     /// Held while this process's node may run, and by its cleanup until that is done.
     _machine: std::fs::File,
 }
@@ -82,6 +86,101 @@ fn machine_lock() -> std::fs::File {
     file.set_len(0).unwrap();
     write!(file, "{}", std::process::id()).unwrap();
     file
+}
+
+/// A server of the control plane: how it was started, and its process.
+struct Server {
+    program: PathBuf,
+    args: Vec<String>,
+    /// Where its logs go (`<name>.log`, `<name>.err.log`; appended to by each start).
+    logs: PathBuf,
+    name: &'static str,
+    pid: u32,
+}
+
+impl Server {
+    fn spawn(&mut self) {
+        let log = |name: String| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.logs.join(name))
+                .unwrap()
+        };
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log(format!("{}.log", self.name)))
+            .stderr(log(format!("{}.err.log", self.name)));
+        self.pid = crate::daemon::spawn_tied(command).unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
+    }
+}
+
+/// How the tests of this process share the cluster: every test that uses it holds [`shared`]
+/// for its whole run, a test that stops parts of it holds [`exclusive`].
+static SHARING: RwLock<()> = RwLock::new(());
+
+/// A share of the cluster, for a test's whole run: no test stops a part of it meanwhile.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    SHARING.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The cluster to this test alone, once every other test using it is done.
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    SHARING.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Kills the API server outright (SIGKILL), as a crash would; what it stored stays in etcd.
+/// Hold [`exclusive`].
+pub fn kill_apiserver() {
+    let pid = cluster().apiserver.lock().unwrap_or_else(PoisonError::into_inner).pid;
+    // SAFETY: kill(2) on the API server this process started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let started = Instant::now();
+    while !crate::daemon::gone(pid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "kube-apiserver outlived SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Freezes etcd (SIGSTOP) or lets it go on (SIGCONT): the API server's reads and writes hang
+/// meanwhile, as with a stalled disk or a lost quorum. Hold [`exclusive`].
+pub fn freeze_etcd(frozen: bool) {
+    let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+    // SAFETY: kill(2) on the etcd this process started.
+    unsafe { libc::kill(cluster().etcd as i32, signal) };
+}
+
+/// Starts the API server again, as it was, and waits until it is ready. Hold [`exclusive`].
+pub fn restart_apiserver() {
+    let cluster = cluster();
+    cluster.apiserver.lock().unwrap_or_else(PoisonError::into_inner).spawn();
+    apiserver_ready(&cluster.kubeconfig);
+}
+
+/// Waits (up to 90 s) until the API server behind `config` is ready.
+fn apiserver_ready(config: &Path) {
+    let started = Instant::now();
+    loop {
+        let ready = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(config)
+            .args(["get", "--raw", "/readyz"])
+            .output();
+        if ready.is_ok_and(|o| o.status.success()) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "kube-apiserver did not become ready; see kube-apiserver.err.log beside {}",
+            config.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn cluster() -> &'static Cluster {
@@ -207,11 +306,10 @@ fn start() -> Cluster {
         .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
         .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
         .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer}"));
-    tied(etcd, "etcd");
+    let etcd = tied(etcd, "etcd");
 
     let c = |f: &str| certs.join(f).display().to_string();
-    let mut apiserver = Command::new(bin.join("kube-apiserver"));
-    apiserver.args([
+    let args = vec![
         format!("--etcd-servers=http://127.0.0.1:{client}"),
         "--bind-address=127.0.0.1".to_owned(),
         "--advertise-address=127.0.0.1".to_owned(),
@@ -228,8 +326,15 @@ fn start() -> Cluster {
         "--authorization-mode=RBAC".to_owned(),
         "--disable-admission-plugins=ServiceAccount".to_owned(),
         "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
-    ]);
-    tied(apiserver, "kube-apiserver");
+    ];
+    let mut apiserver = Server {
+        program: bin.join("kube-apiserver"),
+        args,
+        logs: dir.clone(),
+        name: "kube-apiserver",
+        pid: 0,
+    };
+    apiserver.spawn();
 
     let config = dir.join("kubeconfig");
     std::fs::write(
@@ -247,23 +352,7 @@ fn start() -> Cluster {
     let containerd = start_containerd(&dir, &tied);
     let example_image = import_images(&dir, &bin, &containerd);
 
-    let started = Instant::now();
-    loop {
-        let ready = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&config)
-            .args(["get", "--raw", "/readyz"])
-            .output();
-        if ready.is_ok_and(|o| o.status.success()) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "kube-apiserver did not become ready; see {}",
-            dir.join("kube-apiserver.err.log").display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    apiserver_ready(&config);
     // nodelifecycle lifts the not-ready taint the API server puts on a node it registers (and
     // marks the node's pods unready should the kubelet stop reporting); endpoint fills the
     // Services' Endpoints.
@@ -288,6 +377,8 @@ fn start() -> Cluster {
     Cluster {
         kubeconfig: config,
         example_image,
+        apiserver: Mutex::new(apiserver),
+        etcd,
         _machine: machine,
     }
 }
