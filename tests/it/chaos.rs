@@ -377,7 +377,7 @@ async fn the_docker_engine_killed_mid_rollout_ends_with_one_release_fully_live()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_plane_stopped_mid_rollout_ends_with_one_release_fully_live() {
     // No other test uses the cluster while parts of it are down.
-    let _cluster = crate::control_plane::exclusive();
+    let _cluster = crate::control_plane::exclusive().await;
     let namespace = "kchaos";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The kubeconfig of the tests' control plane (its node Ready).
@@ -118,17 +118,23 @@ impl Server {
 }
 
 /// How the tests of this process share the cluster: every test that uses it holds [`shared`]
-/// for its whole run, a test that stops parts of it holds [`exclusive`].
-static SHARING: RwLock<()> = RwLock::new(());
+/// for its whole run, a test that stops parts of it holds [`exclusive`]. Fair: once a test
+/// asks for it alone, later ones wait behind it.
+static SHARING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// A share of the cluster, for a test's whole run: no test stops a part of it meanwhile.
-pub fn shared() -> RwLockReadGuard<'static, ()> {
-    SHARING.read().unwrap_or_else(PoisonError::into_inner)
+pub async fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    SHARING.read().await
+}
+
+/// [`shared`], for a test that runs outside the async runtime.
+pub fn shared_blocking() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    SHARING.blocking_read()
 }
 
 /// The cluster to this test alone, once every other test using it is done.
-pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    SHARING.write().unwrap_or_else(PoisonError::into_inner)
+pub async fn exclusive() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    SHARING.write().await
 }
 
 /// Kills the API server outright (SIGKILL), as a crash would; what it stored stays in etcd.

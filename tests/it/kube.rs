@@ -112,7 +112,7 @@ fn release_of(namespace: &str, deployment: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
-    let _cluster = crate::control_plane::shared();
+    let _cluster = crate::control_plane::shared().await;
     let namespace = "kbluegreen";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
@@ -202,7 +202,7 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
-    let _cluster = crate::control_plane::shared();
+    let _cluster = crate::control_plane::shared().await;
     let namespace = "kstrategies";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
@@ -428,7 +428,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_agents_only_the_lease_holder_applies() {
-    let _cluster = crate::control_plane::shared();
+    let _cluster = crate::control_plane::shared().await;
     let namespace = "kleader";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
@@ -583,7 +583,7 @@ async fn of_two_agents_only_the_lease_holder_applies() {
 
 #[test]
 fn the_agents_own_manifests_are_accepted_by_the_api_server() {
-    let _cluster = crate::control_plane::shared();
+    let _cluster = crate::control_plane::shared_blocking();
     let base = crate::harness::project().join("deploy/kubernetes");
     let rendered = Command::new("kubectl").arg("kustomize").arg(&base).output().unwrap();
     assert!(
@@ -643,7 +643,7 @@ fn dir_with(bytes: &[u8]) -> tempfile::TempDir {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_restores() {
-    let _cluster = crate::control_plane::shared();
+    let _cluster = crate::control_plane::shared().await;
     let namespace = "krestart";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
@@ -704,7 +704,7 @@ async fn an_agent_stopped_mid_rollout_is_finished_by_the_next_and_rollback_resto
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configuration_file_travels_in_a_config_map_and_hand_edits_are_undone() {
-    let _cluster = crate::control_plane::shared();
+    let _cluster = crate::control_plane::shared().await;
     let namespace = "kconfig";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
@@ -846,7 +846,7 @@ fn route_backends(namespace: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_weighs_traffic_exactly_on_a_gateway_api_route() {
-    let _cluster = crate::control_plane::shared();
+    let _cluster = crate::control_plane::shared().await;
     let namespace = "kgateway";
     let gateway = ", gateway: {name: shop, namespace: infra, domain: shop.example}";
     // Without the Gateway API, an environment routing through a Gateway cannot start.
@@ -945,7 +945,7 @@ fn manifests(greeting: &str, worker: bool, more: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_manifests_are_applied_healed_pruned_and_checked() {
-    let _cluster = crate::control_plane::shared();
+    let _cluster = crate::control_plane::shared().await;
     let namespace = "kmanifests";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
@@ -1074,7 +1074,7 @@ fn web_secrets(namespace: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decrypted_values_travel_in_a_secret_and_nowhere_else() {
-    let _cluster = crate::control_plane::shared();
+    let _cluster = crate::control_plane::shared().await;
     let namespace = "ksecret";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);

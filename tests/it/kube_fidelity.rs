@@ -48,7 +48,7 @@ async fn endpoint_answers(namespace: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_answering_503_never_serves_and_is_rolled_back_in_the_probes_words() {
-    let _cluster = crate::control_plane::shared();
+    let _cluster = crate::control_plane::shared().await;
     let namespace = "kprobes";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
@@ -147,7 +147,7 @@ async fn a_release_answering_503_never_serves_and_is_rolled_back_in_the_probes_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_liveness_probe_restarts_the_container() {
-    let _cluster = crate::control_plane::shared();
+    let _cluster = crate::control_plane::shared().await;
     let namespace = "kliveness";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
@@ -227,7 +227,7 @@ fn autoscaler_field(namespace: &str, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_autoscaled_service_leaves_its_replicas_to_its_autoscaler() {
-    let _cluster = crate::control_plane::shared();
+    let _cluster = crate::control_plane::shared().await;
     let namespace = "kautoscale";
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
