@@ -252,6 +252,8 @@ impl Worker {
         let drift_bell = self.target.drift_bell();
         loop {
             let next = tokio::select! {
+                // A stop wins over anything else ready: no new work starts once it is asked.
+                biased;
                 _ = cancel.cancelled() => return,
                 changed = heads.changed(), if heads_open => match changed {
                     Ok(()) => heads.borrow_and_update().clone().map(|head| Input::Head(Box::new(head))),

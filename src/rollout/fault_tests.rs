@@ -22,11 +22,25 @@ struct Faulty {
     answers: u64,
     /// The calls, in order: `deploy blue`, `route blue=100`, `retire green`…
     calls: Mutex<Vec<String>>,
+    /// The call (counted from 0) that never ends, to stop the agent in the middle of it.
+    hang_at: Option<usize>,
+    /// Told when the hanging call is reached.
+    hung: tokio::sync::Notify,
+    /// What it says runs.
+    live: Observed,
 }
 
 impl Faulty {
-    fn record(&self, call: String) {
-        self.calls.lock().unwrap().push(call);
+    /// Records `call`; `Some` of a call that never ends when it is the one to hang.
+    fn record<'a, T: 'a>(&'a self, call: String) -> Option<Pending<'a, T>> {
+        let mut calls = self.calls.lock().unwrap();
+        calls.push(call);
+        (self.hang_at == Some(calls.len() - 1)).then(|| -> Pending<'a, T> {
+            Box::pin(async move {
+                self.hung.notify_one();
+                std::future::pending().await
+            })
+        })
     }
 
     fn calls(&self) -> Vec<String> {
@@ -59,12 +73,16 @@ impl Target for Faulty {
         _: &'a str,
         _: &'a str,
     ) -> Pending<'a, Result<(), TargetError>> {
-        self.record(format!("deploy {}", slot.name()));
+        if let Some(hang) = self.record(format!("deploy {}", slot.name())) {
+            return hang;
+        }
         Box::pin(async { Ok(()) })
     }
 
     fn scale<'a>(&'a self, _: &'a Service, slot: Slot, replicas: u32) -> Pending<'a, Result<(), TargetError>> {
-        self.record(format!("scale {} {replicas}", slot.name()));
+        if let Some(hang) = self.record(format!("scale {} {replicas}", slot.name())) {
+            return hang;
+        }
         Box::pin(async { Ok(()) })
     }
 
@@ -74,13 +92,17 @@ impl Target for Faulty {
 
     fn route<'a>(&'a self, _: &'a str, weights: &'a [(Slot, u32)]) -> Pending<'a, Result<(), TargetError>> {
         let weights: Vec<String> = weights.iter().map(|(s, w)| format!("{}={w}", s.name())).collect();
-        self.record(format!("route {}", weights.join(",")));
+        if let Some(hang) = self.record(format!("route {}", weights.join(","))) {
+            return hang;
+        }
         let failed = self.route_fails;
         Box::pin(async move { failed.map_or(Ok(()), |m| Err(fault(m))) })
     }
 
     fn retire<'a>(&'a self, _: &'a str, slot: Slot) -> Pending<'a, Result<(), TargetError>> {
-        self.record(format!("retire {}", slot.name()));
+        if let Some(hang) = self.record(format!("retire {}", slot.name())) {
+            return hang;
+        }
         Box::pin(async { Ok(()) })
     }
 
@@ -112,7 +134,8 @@ impl Target for Faulty {
     }
 
     fn observe(&self) -> Pending<'_, Result<Observed, TargetError>> {
-        Box::pin(async { Ok(Observed::new()) })
+        let live = self.live.clone();
+        Box::pin(async move { Ok(live) })
     }
 
     fn shutdown(&self) -> Pending<'_, ()> {
@@ -231,4 +254,167 @@ async fn a_canary_step_short_of_min_requests_waits_then_fails_never_passes() {
     let unjudged = Faulty::default();
     let canary = serde_json::json!({"canary": {"steps": [{"weight": 10, "pause": "10s"}], "successThreshold": 0}});
     assert_eq!(roll(&unjudged, &web(canary)).await.0.unwrap(), Slot::Green);
+}
+
+/// The desired state of environment `dev`: service `web` alone, on the local target.
+fn desired(service: Service) -> crate::spec::Desired {
+    crate::spec::Desired {
+        environment: crate::spec::model::Name::parse("dev").unwrap(),
+        commit: Some("c1".to_owned()),
+        target: serde_json::from_value(serde_json::json!({"local": {}})).unwrap(),
+        sync: crate::spec::model::environment::SyncPolicy::default(),
+        services: BTreeMap::from([(service.name.clone(), service)]),
+        manifests: Vec::new(),
+    }
+}
+
+/// Runs an agent's worker for `dev` over `target` with `service`'s commit as its head; stops it
+/// as SIGTERM does once the target's hanging call is reached, or `after` a while. Returns how
+/// long the stop took and how the ledger closed the attempt.
+async fn stopped_mid_way(
+    target: std::sync::Arc<Faulty>,
+    service: &Service,
+    after: Option<Duration>,
+) -> (Duration, Option<crate::ledger::Outcome>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let ledger = Recorder::new(Ledger::open(&path).unwrap());
+    let worker = crate::agent::Worker::new(
+        "dev",
+        target.clone(),
+        ledger,
+        Duration::from_secs(3600),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let head = crate::agent::Head {
+        commit: git2::Oid::from_str("c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1").unwrap(),
+        signer: None,
+        desired: Ok(desired(service.clone())),
+        repository: dir.path().join("no-repository"),
+        folder: String::new(),
+        keys: Default::default(),
+    };
+    let (heads, watched) = tokio::sync::watch::channel(None);
+    heads.send_replace(Some(head));
+    let (_commands, input) = tokio::sync::mpsc::channel(1);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(watched, input, cancel.clone()));
+    match after {
+        Some(after) => tokio::time::sleep(after).await,
+        None => target.hung.notified().await,
+    }
+    let asked = tokio::time::Instant::now();
+    cancel.cancel();
+    running.await.unwrap();
+    let took = asked.elapsed();
+    drop(heads);
+    let outcome = Ledger::open_read_only(&path).unwrap().history("dev", 1).unwrap()[0]
+        .outcome
+        .clone();
+    (took, outcome)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_at_any_step_of_any_strategy_parks_the_attempt_within_ten_seconds() {
+    let strategies = [
+        serde_json::json!({"recreate": {}}),
+        serde_json::json!({"rolling": {"batchSize": 1}}),
+        serde_json::json!({"blueGreen": {"keepOldVersion": "30s"}}),
+        serde_json::json!({"canary": {"steps": [{"weight": 10, "pause": "10s"}, {"weight": 50, "pause": "10s"}], "successThreshold": 0}}),
+    ];
+    // An earlier version of `web` serves from blue: each strategy's whole way is taken.
+    let live = Observed::from([(
+        "web".to_owned(),
+        BTreeMap::from([(
+            Slot::Blue,
+            crate::target::LiveSlot {
+                version: "an-earlier-version".to_owned(),
+                replicas: vec!["running".to_owned()],
+                weight: 100,
+                config: None,
+                failed: 0,
+                taken: Vec::new(),
+            },
+        )]),
+    )]);
+    for strategy in strategies {
+        let service = web(strategy.clone());
+        // A first run without a stop counts the strategy's calls to the target.
+        let complete = std::sync::Arc::new(Faulty {
+            live: live.clone(),
+            ..Faulty::default()
+        });
+        let started = tokio::time::Instant::now();
+        let calls = {
+            let dir = tempfile::tempdir().unwrap();
+            let ledger = Recorder::new(Ledger::open(&dir.path().join("ledger.sqlite")).unwrap());
+            let applied = crate::reconcile::apply(
+                complete.as_ref(),
+                &ledger,
+                &desired(service.clone()),
+                crate::reconcile::Intent {
+                    commit: "c1",
+                    signer: None,
+                    trigger: crate::ledger::Trigger::Commit,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+            assert_eq!(applied.outcome, crate::ledger::Outcome::Succeeded, "{strategy}");
+            complete.calls()
+        };
+        let whole = started.elapsed();
+        assert!(!calls.is_empty(), "{strategy}");
+        // In the middle of each call to the target…
+        for (at, call) in calls.iter().enumerate() {
+            let target = std::sync::Arc::new(Faulty {
+                hang_at: Some(at),
+                live: live.clone(),
+                ..Faulty::default()
+            });
+            let (took, outcome) = stopped_mid_way(target, &service, None).await;
+            assert!(
+                took <= Duration::from_secs(10),
+                "{strategy}, stopped at `{call}`: took {took:?}"
+            );
+            assert_eq!(
+                outcome,
+                Some(crate::ledger::Outcome::Interrupted),
+                "{strategy}, stopped at `{call}`"
+            );
+        }
+        // …and in the middle of each wait (keeping the old version for switch-back, a canary
+        // step's pause).
+        // (This target does not show what was applied, so the next drift check would roll
+        // the service out again: only stops before the attempt ends are tried.)
+        for after in [1, 5, 12, 15, 25]
+            .map(Duration::from_secs)
+            .into_iter()
+            .filter(|a| *a < whole)
+        {
+            let target = std::sync::Arc::new(Faulty {
+                live: live.clone(),
+                ..Faulty::default()
+            });
+            let (took, outcome) = stopped_mid_way(target, &service, Some(after)).await;
+            assert!(
+                took <= Duration::from_secs(10),
+                "{strategy}, stopped after {after:?} of {whole:?}: took {took:?} ({outcome:?})"
+            );
+            // A step in progress has 10 s to end: an attempt that ends by then is not cut.
+            let expected = if after + Duration::from_secs(10) < whole {
+                crate::ledger::Outcome::Interrupted
+            } else {
+                crate::ledger::Outcome::Succeeded
+            };
+            assert_eq!(
+                outcome,
+                Some(expected),
+                "{strategy}, stopped after {after:?} of {whole:?}"
+            );
+        }
+    }
 }
