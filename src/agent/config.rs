@@ -614,14 +614,16 @@ pub async fn watch(
     live: super::run::Live,
     cancel: tokio_util::sync::CancellationToken,
 ) {
-    let mut seen = std::fs::read(&path).unwrap_or_default();
+    let mut seen = tokio::fs::read(&path).await.unwrap_or_default();
     let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let Ok(bytes) = tokio::fs::read(&path).await else {
+            continue;
+        };
         if bytes == seen {
             continue;
         }

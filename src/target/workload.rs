@@ -257,6 +257,18 @@ pub fn readiness_checks(service: &Service) -> Vec<crate::spec::model::service::H
         .collect()
 }
 
+/// Removes a configuration file whose replicas are gone: it may hold decrypted values. A file
+/// that cannot be removed is reported (one already gone is not).
+pub async fn forget_config(path: &std::path::Path) {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "Cannot remove a configuration file of replicas that are gone; it may hold decrypted values.")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::expand;

@@ -557,7 +557,7 @@ impl LocalRuntime {
 async fn stop_all_and_forget(slot: SlotRuntime) {
     stop_all(slot.replicas).await;
     if let Some(config) = slot.config {
-        let _ = std::fs::remove_file(config);
+        crate::target::workload::forget_config(&config).await;
     }
 }
 

@@ -191,7 +191,8 @@ impl ComposeRuntime {
 
     /// Rebinds the routers of the replicas that run, with the weights last set.
     async fn adopt(&self) -> Result<(), ComposeError> {
-        let weights: BTreeMap<String, BTreeMap<Slot, u32>> = std::fs::read(self.dir.join("routes.json"))
+        let weights: BTreeMap<String, BTreeMap<Slot, u32>> = tokio::fs::read(self.dir.join("routes.json"))
+            .await
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
@@ -236,10 +237,12 @@ impl ComposeRuntime {
         self.volumes(service).await?;
         let network = self.network().await?;
         let dir = self.slot_dir(name, slot);
-        std::fs::create_dir_all(&dir).map_err(|source| ComposeError::State {
-            path: dir.clone(),
-            source,
-        })?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|source| ComposeError::State {
+                path: dir.clone(),
+                source,
+            })?;
         let config = write_config(service, &dir)?;
         let launch = Launch {
             project: &self.project,
@@ -399,7 +402,7 @@ impl ComposeRuntime {
         let files: Vec<String> = leaving.iter().filter_map(|r| r.config.clone()).collect();
         self.remove(leaving.into_iter().map(|r| r.id).collect()).await;
         for file in files {
-            let _ = std::fs::remove_file(file);
+            crate::target::workload::forget_config(Path::new(&file)).await;
         }
         Ok(())
     }

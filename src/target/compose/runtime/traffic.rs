@@ -84,10 +84,12 @@ impl ComposeRuntime {
                 });
             }
         }
-        std::fs::create_dir_all(self.dir.join("nginx")).map_err(|source| ComposeError::State {
-            path: self.dir.join("nginx"),
-            source,
-        })?;
+        tokio::fs::create_dir_all(self.dir.join("nginx"))
+            .await
+            .map_err(|source| ComposeError::State {
+                path: self.dir.join("nginx"),
+                source,
+            })?;
         let network = self.network().await?;
         nginx.update(&upstreams, &network).await?;
         Ok(())
