@@ -3,7 +3,7 @@
 //! every one in the ledger, and, when a step fails, restore the environment to its rollback
 //! point (the last commit applied healthy, re-rendered by the caller).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 use tracing::Instrument;
@@ -242,6 +242,9 @@ async fn take(
         })
         .await?;
     }
+    // Rollouts gather into a wave, taken as the target allows (several at once on Kubernetes);
+    // any other step waits for the wave before it.
+    let mut wave: Vec<Unit<'_>> = Vec::new();
     for step in &plan.steps {
         let name = step.service.as_str();
         let service = desired
@@ -251,6 +254,15 @@ async fn take(
             .map(|(_, s)| s);
         let slots = live.get(name);
         let running = slots.and_then(serving).map(|(slot, _)| slot);
+        if let (Action::Create | Action::Rollout, Some(service)) = (&step.action, service) {
+            wave.push(Unit {
+                service,
+                slots,
+                running,
+            });
+            continue;
+        }
+        roll_out_wave(target, ledger, attempt, std::mem::take(&mut wave), forward, commit).await?;
         match (&step.action, service) {
             (Action::Orphan | Action::Taken, _) => {}
             (Action::Delete, _) => {
@@ -263,16 +275,7 @@ async fn take(
                 let step = format!("retire idle {} of {name}", slot.name());
                 retire(target, ledger, attempt, &step, name, *slot).await?;
             }
-            (Action::Create | Action::Rollout, Some(service)) => {
-                if running.is_none() {
-                    // Slots without traffic are leftovers: start from a clean service.
-                    for slot in slots.into_iter().flat_map(|s| s.keys()) {
-                        let step = format!("retire leftover {} of {name}", slot.name());
-                        retire(target, ledger, attempt, &step, name, *slot).await?;
-                    }
-                }
-                roll_out(target, ledger, attempt, service, running, forward, commit).await?;
-            }
+            (Action::Create | Action::Rollout, Some(_)) => unreachable!("rollouts go in a wave"),
             (Action::Reload, Some(service)) => {
                 let slot = running.unwrap_or(Slot::Blue);
                 let reloaded = recorded(ledger, attempt, &format!("reload the configuration of {name}"), async {
@@ -293,7 +296,97 @@ async fn take(
             (_, None) => unreachable!("plans only act on declared services"),
         }
     }
-    Ok(())
+    roll_out_wave(target, ledger, attempt, wave, forward, commit).await
+}
+
+/// A service to roll out: its declaration, what runs of it, and the slot serving.
+struct Unit<'a> {
+    service: &'a Service,
+    slots: Option<&'a BTreeMap<Slot, crate::target::LiveSlot>>,
+    running: Option<Slot>,
+}
+
+impl Unit<'_> {
+    /// Rolls the service out (from a clean slate when no slot serves).
+    async fn run(
+        &self,
+        target: &dyn Target,
+        ledger: &Recorder,
+        attempt: i64,
+        forward: bool,
+        commit: &str,
+    ) -> Result<(), RolloutError> {
+        let name = self.service.name.as_str();
+        if self.running.is_none() {
+            // Slots without traffic are leftovers: start from a clean service.
+            for slot in self.slots.into_iter().flat_map(|s| s.keys()) {
+                let step = format!("retire leftover {} of {name}", slot.name());
+                retire(target, ledger, attempt, &step, name, *slot).await?;
+            }
+        }
+        roll_out(target, ledger, attempt, self.service, self.running, forward, commit).await
+    }
+}
+
+/// Rolls `units` out in their order (dependencies first), up to the target's
+/// [`Target::rollouts_at_once`] at a time; a service starts once every service of the wave it
+/// depends on has rolled out. The first failure stops new starts; those running end; then it is
+/// returned (a ledger failure before any other).
+async fn roll_out_wave(
+    target: &dyn Target,
+    ledger: &Recorder,
+    attempt: i64,
+    units: Vec<Unit<'_>>,
+    forward: bool,
+    commit: &str,
+) -> Result<(), RolloutError> {
+    let at_once = target.rollouts_at_once().max(1);
+    if at_once == 1 || units.len() < 2 {
+        for unit in units {
+            unit.run(target, ledger, attempt, forward, commit).await?;
+        }
+        return Ok(());
+    }
+    let names: BTreeSet<&str> = units.iter().map(|u| u.service.name.as_str()).collect();
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    let mut waiting: std::collections::VecDeque<Unit<'_>> = units.into();
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let mut failure: Option<RolloutError> = None;
+    loop {
+        if failure.is_none() {
+            let mut i = 0;
+            while i < waiting.len() && running.len() < at_once {
+                let ready = waiting[i]
+                    .service
+                    .depends_on
+                    .iter()
+                    .all(|d| !names.contains(d.as_str()) || done.contains(d.as_str()));
+                // Nothing running and nothing ready cannot happen with a valid plan (no cycles,
+                // dependencies first); should it, the next in order goes.
+                if ready || (running.is_empty() && i == 0) {
+                    let unit = waiting.remove(i).expect("index within bounds");
+                    running.push(async move {
+                        let name = unit.service.name.as_str();
+                        (name, unit.run(target, ledger, attempt, forward, commit).await)
+                    });
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        match futures_util::StreamExt::next(&mut running).await {
+            Some((name, Ok(()))) => {
+                done.insert(name);
+            }
+            Some((_, Err(e))) => {
+                if failure.is_none() || matches!(e, RolloutError::Ledger(_)) {
+                    failure = Some(e);
+                }
+            }
+            None => break,
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// A recorded step that retires `slot` of service `name`.

@@ -28,6 +28,11 @@ struct Faulty {
     hung: tokio::sync::Notify,
     /// What it says runs.
     live: Observed,
+    /// How long a deploy takes, and how many services may roll out at once.
+    deploy_takes: Duration,
+    at_once: usize,
+    /// Deploys as they start and end: `deploy a`, `deployed a`.
+    deploys: Mutex<Vec<String>>,
 }
 
 impl Faulty {
@@ -68,7 +73,7 @@ impl Target for Faulty {
 
     fn deploy<'a>(
         &'a self,
-        _: &'a Service,
+        service: &'a Service,
         slot: Slot,
         _: &'a str,
         _: &'a str,
@@ -76,7 +81,17 @@ impl Target for Faulty {
         if let Some(hang) = self.record(format!("deploy {}", slot.name())) {
             return hang;
         }
-        Box::pin(async { Ok(()) })
+        let name = service.name.as_str();
+        self.deploys.lock().unwrap().push(format!("deploy {name}"));
+        Box::pin(async move {
+            tokio::time::sleep(self.deploy_takes).await;
+            self.deploys.lock().unwrap().push(format!("deployed {name}"));
+            Ok(())
+        })
+    }
+
+    fn rollouts_at_once(&self) -> usize {
+        self.at_once.max(1)
     }
 
     fn scale<'a>(&'a self, _: &'a Service, slot: Slot, replicas: u32) -> Pending<'a, Result<(), TargetError>> {
@@ -417,4 +432,46 @@ async fn a_stop_at_any_step_of_any_strategy_parks_the_attempt_within_ten_seconds
             );
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn services_roll_out_at_once_as_the_target_allows_after_what_they_depend_on() {
+    let target = Faulty {
+        deploy_takes: Duration::from_secs(1),
+        at_once: 2,
+        ..Faulty::default()
+    };
+    let service = |name: &str, depends_on: &[&str]| -> Service {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "plumb/v1",
+            "kind": "Service",
+            "name": name,
+            "command": ["web"],
+            "dependsOn": depends_on,
+            "strategy": {"recreate": {}},
+        }))
+        .unwrap()
+    };
+    let mut desired = desired(service("api", &[]));
+    for (name, depends_on) in [("db", &[][..]), ("web", &["api"][..]), ("worker", &["db"][..])] {
+        let declared = service(name, depends_on);
+        desired.services.insert(declared.name.clone(), declared);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Recorder::new(Ledger::open(&dir.path().join("ledger.sqlite")).unwrap());
+    let started = tokio::time::Instant::now();
+    let intent = crate::reconcile::Intent {
+        commit: "c1",
+        signer: None,
+        trigger: crate::ledger::Trigger::Commit,
+    };
+    let applied = crate::reconcile::apply(&target, &ledger, &desired, intent, None).await.unwrap();
+    assert_eq!(applied.outcome, crate::ledger::Outcome::Succeeded);
+    let deploys = target.deploys.lock().unwrap().clone();
+    let at = |event: &str| deploys.iter().position(|d| d == event).unwrap_or_else(|| panic!("{event}: {deploys:?}"));
+    // Two at a time: api and db together; each dependant after what it depends on.
+    assert!(at("deploy db") < at("deployed api"), "{deploys:?}");
+    assert!(at("deploy web") > at("deployed api"), "{deploys:?}");
+    assert!(at("deploy worker") > at("deployed db"), "{deploys:?}");
+    assert_eq!(started.elapsed(), Duration::from_secs(2), "two waves of one second: {deploys:?}");
 }

@@ -158,6 +158,12 @@ pub trait Target: Send + Sync {
         })
     }
 
+    /// How many services' rollouts of one attempt may run at once (services that do not depend
+    /// on each other); one, the default, takes them one after another.
+    fn rollouts_at_once(&self) -> usize {
+        1
+    }
+
     /// A bell the target rings when it sees what runs change by itself (a container died):
     /// the environment's worker then looks for drift at once rather than at its next tick.
     fn drift_bell(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {

@@ -18,6 +18,9 @@ fn kube_error(e: impl std::error::Error + Send + Sync + 'static) -> TargetError 
     }
 }
 
+/// How many services roll out at once in one attempt (a first sync of many services).
+const ROLLOUTS_AT_ONCE: usize = 32;
+
 impl Target for KubernetesRuntime {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -30,6 +33,11 @@ impl Target for KubernetesRuntime {
             // A Deployment's own rolling update, within the strategy's surge and unavailability.
             in_place: true,
         }
+    }
+
+    /// The API server takes many requests at once; each rollout waits mostly for its pods.
+    fn rollouts_at_once(&self) -> usize {
+        ROLLOUTS_AT_ONCE
     }
 
     fn deploy<'a>(
