@@ -465,13 +465,24 @@ async fn services_roll_out_at_once_as_the_target_allows_after_what_they_depend_o
         signer: None,
         trigger: crate::ledger::Trigger::Commit,
     };
-    let applied = crate::reconcile::apply(&target, &ledger, &desired, intent, None).await.unwrap();
+    let applied = crate::reconcile::apply(&target, &ledger, &desired, intent, None)
+        .await
+        .unwrap();
     assert_eq!(applied.outcome, crate::ledger::Outcome::Succeeded);
     let deploys = target.deploys.lock().unwrap().clone();
-    let at = |event: &str| deploys.iter().position(|d| d == event).unwrap_or_else(|| panic!("{event}: {deploys:?}"));
+    let at = |event: &str| {
+        deploys
+            .iter()
+            .position(|d| d == event)
+            .unwrap_or_else(|| panic!("{event}: {deploys:?}"))
+    };
     // Two at a time: api and db together; each dependant after what it depends on.
     assert!(at("deploy db") < at("deployed api"), "{deploys:?}");
     assert!(at("deploy web") > at("deployed api"), "{deploys:?}");
     assert!(at("deploy worker") > at("deployed db"), "{deploys:?}");
-    assert_eq!(started.elapsed(), Duration::from_secs(2), "two waves of one second: {deploys:?}");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "two waves of one second: {deploys:?}"
+    );
 }
