@@ -184,7 +184,7 @@ fn refused_in(state: &Path, name: &str, commit: &str) -> bool {
     std::fs::read_to_string(state.join("repositories").join(name).join("trust.json")).is_ok_and(|t| t.contains(commit))
 }
 
-fn outcomes(state: &Path) -> Vec<(String, Option<Outcome>)> {
+pub(crate) fn outcomes(state: &Path) -> Vec<(String, Option<Outcome>)> {
     let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).unwrap();
     let mut records = ledger.history("dev", 100).unwrap();
     records.reverse();

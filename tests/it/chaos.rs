@@ -88,9 +88,7 @@ async fn metric(api: SocketAddr, series: &str) -> Option<f64> {
 fn verified_outcomes(state: &Path) -> Vec<(String, Option<Outcome>)> {
     let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).unwrap();
     assert!(ledger.verify().unwrap().is_ok(), "the ledger verifies");
-    let mut records = ledger.history("dev", 100).unwrap();
-    records.reverse();
-    records.into_iter().map(|r| (r.attempt.commit, r.outcome)).collect()
+    crate::agent::outcomes(state)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

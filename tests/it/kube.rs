@@ -455,19 +455,22 @@ async fn of_two_agents_only_the_lease_holder_applies() {
         let task = tokio::spawn(plumb::agent::run(settings, cancel.clone(), None));
         (cancel, task)
     };
+    // Field `path` (a JSONPath) of the Lease.
+    let lease = |path: &str| {
+        kubectl(&[
+            "-n",
+            "plumb-leases",
+            "get",
+            "lease",
+            "kleader",
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
     let (stop_one, run_one) = agent(&upstream, one.path(), "agent-one");
     assert_eq!(outcome(one.path(), namespace, &first).await, Some(Outcome::Succeeded));
     let (stop_two, run_two) = agent(&upstream, two.path(), "agent-two");
-    let holder = kubectl(&[
-        "-n",
-        "plumb-leases",
-        "get",
-        "lease",
-        "kleader",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
-    assert_eq!(holder, "agent-one");
+    assert_eq!(lease("{.spec.holderIdentity}"), "agent-one");
 
     // While one holds the lease, two applies nothing, even for a new commit.
     write(
@@ -483,16 +486,7 @@ async fn of_two_agents_only_the_lease_holder_applies() {
     // the Lease would have expired by now had one stopped renewing.
     let mut renewals = std::collections::BTreeSet::new();
     let renewed = eventually(Duration::from_secs(60), || {
-        let renew = kubectl(&[
-            "-n",
-            "plumb-leases",
-            "get",
-            "lease",
-            "kleader",
-            "-o",
-            "jsonpath={.spec.renewTime} {.spec.holderIdentity}",
-        ]);
-        renewals.insert(renew);
+        renewals.insert(lease("{.spec.renewTime} {.spec.holderIdentity}"));
         let enough = renewals.len() > 3;
         async move { enough.then_some(()) }
     })
@@ -517,16 +511,7 @@ async fn of_two_agents_only_the_lease_holder_applies() {
     run_one.await.unwrap().unwrap();
     assert_eq!(outcome(two.path(), namespace, &second).await, Some(Outcome::Succeeded));
     assert_eq!(release_of(namespace, "web-blue").as_deref(), Some("r2"));
-    let holder = kubectl(&[
-        "-n",
-        "plumb-leases",
-        "get",
-        "lease",
-        "kleader",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
-    assert_eq!(holder, "agent-two");
+    assert_eq!(lease("{.spec.holderIdentity}"), "agent-two");
 
     // Two started from an empty state directory and took one's record over from the cluster:
     // its rollback points include what one applied. Its migration ran once the cluster held

@@ -81,11 +81,10 @@ fn container_trouble(pod: &Pod) -> Option<String> {
         }
         match (waiting.and_then(|w| w.reason.as_deref()), last) {
             (Some(reason), Some(exit)) => Some(format!(
-                "container `{}` is {reason} (restarted {} times; last exit code {}{})",
+                "container `{}` is {reason} (restarted {} times; last {})",
                 status.name,
                 status.restart_count,
-                exit.exit_code,
-                exit.reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default()
+                exited(exit)
             )),
             (Some(reason), None) if reason != "ContainerCreating" => {
                 let message = waiting.and_then(|w| w.message.as_deref()).unwrap_or("");
