@@ -260,8 +260,11 @@ fn refusal(api: &Api, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
+/// Whether `env` is run here, or followed and shown while it cannot start (its first fetch
+/// failed).
 fn known(api: &Api, env: &str) -> bool {
     api.workers.read().unwrap_or_else(|e| e.into_inner()).contains_key(env)
+        || api.board.read().unwrap_or_else(|e| e.into_inner()).contains_key(env)
 }
 
 /// One environment's status with its last attempt: in `full`, or summed up (its step count and

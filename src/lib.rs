@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod blocking;
 pub mod cli;
 pub mod diff;
 pub mod error;

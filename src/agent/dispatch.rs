@@ -97,7 +97,14 @@ pub(super) async fn dispatch(
             dispatched = None;
             following.clone_from(&only);
         }
-        let refused_on: Vec<String> = environments.keys().cloned().collect();
+        // The environments started, and those named in the configuration that are not yet
+        // (a first fetch that fails is shown on them too).
+        let mut refused_on: Vec<String> = environments.keys().cloned().collect();
+        for name in only.iter().flatten() {
+            if !refused_on.contains(name) {
+                refused_on.push(name.clone());
+            }
+        }
         let Some(heads) = heads(&repository, only, fetch, &mut dispatched, &shared.publish, &refused_on).await else {
             continue;
         };

@@ -153,11 +153,17 @@ impl Publish {
         let blocked = reason.is_some();
         {
             let mut board = self.board.write().unwrap_or_else(|e| e.into_inner());
-            let status = board.entry(name.to_owned()).or_default();
             match reason {
-                Some(reason) => status.blocked.insert(cause.to_owned(), reason),
-                None => status.blocked.remove(cause),
-            };
+                Some(reason) => {
+                    let status = board.entry(name.to_owned()).or_default();
+                    status.blocked.insert(cause.to_owned(), reason);
+                }
+                None => {
+                    if let Some(status) = board.get_mut(name) {
+                        status.blocked.remove(cause);
+                    }
+                }
+            }
         }
         self.metrics.blocked(name, cause, blocked);
     }
@@ -322,7 +328,9 @@ impl Worker {
             Some(reason) => {
                 self.handled = None;
                 let reason = format!("the ledger cannot record, so nothing is applied: {reason}");
-                tracing::error!(environment = %self.name, error = %reason, "The ledger cannot record; nothing is applied until it can.");
+                if !self.ledger_blocked {
+                    tracing::error!(environment = %self.name, error = %reason, "The ledger cannot record; nothing is applied until it can.");
+                }
                 self.ledger_blocked = true;
                 self.publish.block(&self.name, "ledger", Some(reason));
             }

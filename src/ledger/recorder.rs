@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
 
 use super::{Ledger, LedgerError};
@@ -59,18 +58,13 @@ where
     blocking(move || work(&Ledger::open_read_only(&path)?)).await
 }
 
-/// Runs `work` on a thread for blocking work. A single-threaded runtime (the unit tests', whose
-/// clock is paused and would jump ahead while nothing runs on it) has none to spare: there the
-/// work runs in place.
+/// Runs `work` off the async runtime (see [`crate::blocking::run`]).
 async fn blocking<T, F>(work: F) -> Result<T, LedgerError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, LedgerError> + Send + 'static,
 {
-    if Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread {
-        return work();
-    }
-    tokio::task::spawn_blocking(work)
+    crate::blocking::run(work)
         .await
         .unwrap_or_else(|e| Err(LedgerError::Lost(e.to_string())))
 }

@@ -252,7 +252,12 @@ struct Context<'a> {
 
 /// The services of the Compose files `target` points at, as service documents; a name also
 /// declared in `services/` is refused.
-fn compose_services(context: &Context, target: &Target, out: &mut Vec<Diagnostic>) -> BTreeMap<String, Node> {
+fn compose_services(
+    context: &Context,
+    environment: &str,
+    target: &Target,
+    out: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, Node> {
     let Target::Compose(compose) = target else {
         return BTreeMap::new();
     };
@@ -268,7 +273,23 @@ fn compose_services(context: &Context, target: &Target, out: &mut Vec<Diagnostic
         let bytes = context.tree.read(path, context.limits.max_bytes).ok()??;
         Some((Arc::from(path), String::from_utf8(bytes).ok()?))
     };
-    let mut services = super::compose::services(&nodes, &compose.profiles, &read, out);
+    let variables = |name: &str| {
+        compose.variables.get(name).cloned().or_else(|| {
+            compose
+                .agent_variables
+                .iter()
+                .any(|n| n == name)
+                .then(|| std::env::var(name).ok())
+                .flatten()
+        })
+    };
+    let project = compose.project.as_ref().map_or(environment, |p| p.as_str());
+    let settings = super::compose::Settings {
+        project,
+        address: &compose.address,
+        profiles: &compose.profiles,
+    };
+    let mut services = super::compose::services(&nodes, &settings, &variables, &read, out);
     services.retain(|name, node| {
         if Name::parse(name).is_err() {
             out.push(Diagnostic::new(
@@ -312,7 +333,7 @@ fn render_environment(
             return Ok(None);
         }
     };
-    let composed = compose_services(context, &environment.target, out);
+    let composed = compose_services(context, name, &environment.target, out);
     let mut declared = loaded.services.clone();
     declared.extend(composed);
     let overlays = node.get("services").and_then(Node::as_map);

@@ -644,6 +644,149 @@ pub static FIELDS: &[Field] = &[
         kubernetes: Within("container"),
         used: never,
     },
+    Field {
+        path: "container.networks[].aliases",
+        local: Within("container"),
+        compose: Done("more names the service is reached by on the network"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.restart",
+        local: Within("container"),
+        compose: Done("the engine's restart policy (`unless-stopped` by default)"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.entrypoint",
+        local: Within("container"),
+        compose: Done("the container's `Entrypoint`"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.user",
+        local: Within("container"),
+        compose: Done("the container's `User`"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.hostname",
+        local: Within("container"),
+        compose: Done("the container's `Hostname`"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.workingDir",
+        local: Within("container"),
+        compose: Done("the container's `WorkingDir`"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.init",
+        local: Within("container"),
+        compose: Done("an init process first (default `true`)"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.readOnly",
+        local: Within("container"),
+        compose: Done("a read-only root filesystem"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.tmpfs",
+        local: Within("container"),
+        compose: Done("in-memory filesystems"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.stopSignal",
+        local: Within("container"),
+        compose: Done("the container's `StopSignal`"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.stopGracePeriod",
+        local: Within("container"),
+        compose: Done("the container's `StopTimeout`; the engine waits that long when plumb stops it"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.ulimits",
+        local: Within("container"),
+        compose: Done("the container's `Ulimits`"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.sysctls",
+        local: Within("container"),
+        compose: Done("the container's `Sysctls`"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.extraHosts",
+        local: Within("container"),
+        compose: Done("lines of the container's `/etc/hosts`"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.dns",
+        local: Within("container"),
+        compose: Done("the container's DNS servers"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.logging",
+        local: Within("container"),
+        compose: Done("the container's logging driver and options"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.expose",
+        local: Within("container"),
+        compose: Done("exposed container ports, not published"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.shmSize",
+        local: Within("container"),
+        compose: Done("the size of `/dev/shm`"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.networks[].ipv4Address: with two slots or replicas",
+        local: Within("container"),
+        compose: Refused(
+            "one address cannot be held by two containers: a fixed address needs `replicas: 1` and the recreate strategy",
+        ),
+        kubernetes: Within("container"),
+        used: |s, _| {
+            let single = s.replicas == 1 && matches!(s.strategy, Strategy::Recreate(_));
+            s.container
+                .iter()
+                .flat_map(|c| c.networks.iter().enumerate())
+                .filter(|(_, n)| n.ipv4_address().is_some() && !single)
+                .map(|(i, _)| root().key("container").key("networks").join(Step::Index(i)).key("ipv4Address"))
+                .collect()
+        },
+    },
 ];
 
 /// The environment document's own fields. `target` holds one target's settings, each carried

@@ -118,17 +118,12 @@ pub fn config_is_secret(service: &Service) -> bool {
 
 /// Writes `service`'s configuration file, rendered, into `dir`; returns its path, `None` when
 /// the service declares none.
-pub fn write_config(service: &Service, dir: &std::path::Path) -> Result<Option<PathBuf>, WorkloadError> {
+pub async fn write_config(service: &Service, dir: &std::path::Path) -> Result<Option<PathBuf>, WorkloadError> {
     let Some((file, text)) = config_file(service)? else {
         return Ok(None);
     };
     let path = dir.join(file);
-    let write = if config_is_secret(service) {
-        write_privately
-    } else {
-        write_atomically
-    };
-    write(&path, &text).map_err(|source| WorkloadError::Config {
+    save(&path, text, config_is_secret(service)).await.map_err(|source| WorkloadError::Config {
         service: service.name.as_str().to_owned(),
         path: path.clone(),
         source,
@@ -173,8 +168,10 @@ fn first_encrypted(value: &serde_json::Value, at: &str) -> Option<String> {
 }
 
 /// A digest of a file's content as it is now (`absent` when it cannot be read).
-pub fn file_digest(path: &std::path::Path) -> String {
-    std::fs::read(path).map_or_else(|_| "absent".to_owned(), |bytes| digest(&bytes))
+pub async fn file_digest(path: &std::path::Path) -> String {
+    tokio::fs::read(path)
+        .await
+        .map_or_else(|_| "absent".to_owned(), |bytes| digest(&bytes))
 }
 
 /// The digest plumb uses to compare contents: the first 16 hex digits of their SHA-256.
@@ -198,6 +195,13 @@ pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<(
 /// holding decrypted values.
 pub fn write_privately(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     write_with_mode(path, text, 0o600)
+}
+
+/// [`write_atomically`] (or, when `private`, [`write_privately`]) off the async runtime.
+pub async fn save(path: &std::path::Path, text: String, private: bool) -> std::io::Result<()> {
+    let path = path.to_owned();
+    let mode = if private { 0o600 } else { 0o666 };
+    crate::blocking::io(move || write_with_mode(&path, &text, mode)).await
 }
 
 /// Writes `text` to a new file beside `path` created with `mode` (less the umask), then puts it

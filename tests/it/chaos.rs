@@ -491,3 +491,35 @@ async fn one_release_fully_live(state: &Path, namespace: &str, commit: &str, rel
         crate::control_plane::kubectl(&["-n", namespace, "get", "deploy,pods,svc", "-o", "wide"])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_fetch_that_fails_is_shown_on_the_environments_named() {
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    Web::new(port, "r1", "recreate: {}").write(&upstream);
+    let first = upstream.commit_signed("web r1", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let mut settings = Settings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        api_token: Some(Secret::new(TOKEN)),
+        ..agent_settings(&upstream, &root, state.path())
+    };
+    settings.repositories[0].environments = Some(vec!["dev".to_owned()]);
+    // The repository is away when the agent starts.
+    let away = upstream.path().with_extension("away");
+    std::fs::rename(upstream.path(), &away).unwrap();
+    let agent = Running::start(settings).await;
+    let api = agent.handle.api.unwrap();
+    let blocked = status_until(api, "the failed first fetch", |s| s["blocked"]["fetch"].is_string()).await;
+    let reason = blocked["blocked"]["fetch"].as_str().unwrap();
+    assert!(reason.contains("cannot fetch `config`"), "the reason names the repository: {reason}");
+
+    // Back: the next fetch applies the head, and the block is lifted.
+    std::fs::rename(&away, upstream.path()).unwrap();
+    agent.push();
+    assert_eq!(outcome(state.path(), "dev", &first).await, Some(Outcome::Succeeded));
+    assert_eq!(release(addr).await.as_deref(), Some("r1"));
+    status_until(api, "the fetch block lifted", |s| s.get("blocked").is_none()).await;
+}

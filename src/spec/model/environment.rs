@@ -1,6 +1,8 @@
 //! The `Environment` document: where an environment runs, how it syncs, and the overlays it
 //! lays over the services. It does not merge overlays (see `merge`).
 
+use std::collections::BTreeMap;
+
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -154,6 +156,14 @@ pub struct ComposeTarget {
     /// The Compose profiles enabled: a Compose service with profiles runs only when one is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<String>,
+    /// Variables the Compose files are interpolated with (`${NAME}`), over those of the
+    /// `.env` beside the first file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+    /// Names of the agent's own environment variables the Compose files may use too (none
+    /// by default: a file must not depend on the host it happens to run on unless it says so).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_variables: Vec<String>,
 }
 
 fn nginx_image() -> String {

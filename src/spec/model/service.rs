@@ -90,17 +90,158 @@ pub struct Service {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Container {
-    /// Named volumes of the project, as `name:/path` or `name:/path:ro`. Host paths are never
-    /// mounted: a repository change would otherwise reach the host's files.
+    /// Named volumes of the project, as `name:/path` or `name:/path:ro`, and anonymous ones
+    /// (`/path`, a new volume for each container). Host paths are never mounted: a repository
+    /// change would otherwise reach the host's files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*:/[^:]*(:(ro|rw))?$")))]
+    #[schemars(inner(regex(pattern = "^([A-Za-z0-9][A-Za-z0-9_.-]*:/[^:]*(:(ro|rw))?|/[^:]*)$")))]
     pub volumes: Vec<String>,
-    /// Networks of the project the containers join, beside its default one.
+    /// Networks of the project the containers join, beside its default one: a name, or a
+    /// name with the aliases the service is known by there and a fixed address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub networks: Vec<Name>,
+    pub networks: Vec<Attachment>,
     /// The health check the engine runs in each container; a rollout waits for `healthy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<DockerHealthcheck>,
+    /// What the engine does when a container exits (`unless-stopped` by default: plumb wants
+    /// its replicas running, and an exit is drift it reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+    /// The program run before `command` (the image's `ENTRYPOINT` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// The user (and group) the program runs as: `name`, `uid`, `uid:gid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The container's host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The container's working directory (the image's otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Whether an init process runs first, reaping children and passing signals (default
+    /// `true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// The container's root filesystem is read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// In-memory filesystems: `/path` or `/path:options`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    /// The signal that stops the program (`SIGTERM` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^(SIG)?[A-Z0-9]+$"))]
+    pub stop_signal: Option<String>,
+    /// How long the program has to stop before it is killed (10s by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<Duration>,
+    /// Resource limits of the processes (`nofile`, `nproc`…).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// Kernel parameters of the container's namespaces (`net.core.somaxconn`…).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// Lines added to the container's `/etc/hosts`: `name:address`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// DNS servers of the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// Where the container's output goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    /// Container ports other services reach on the project's networks, not published.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
+    /// Shared memory size (`64Mi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<Quantity>,
+}
+
+/// A network a service joins.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Attachment {
+    /// By name alone.
+    Name(Name),
+    /// With settings.
+    Detailed(NetworkSettings),
+}
+
+impl Attachment {
+    /// The network's name.
+    pub fn name(&self) -> &Name {
+        match self {
+            Attachment::Name(name) => name,
+            Attachment::Detailed(settings) => &settings.name,
+        }
+    }
+
+    /// Its aliases.
+    pub fn aliases(&self) -> &[String] {
+        match self {
+            Attachment::Name(_) => &[],
+            Attachment::Detailed(settings) => &settings.aliases,
+        }
+    }
+
+    /// Its fixed IPv4 address.
+    pub fn ipv4_address(&self) -> Option<&str> {
+        match self {
+            Attachment::Name(_) => None,
+            Attachment::Detailed(settings) => settings.ipv4_address.as_deref(),
+        }
+    }
+}
+
+/// How a service joins a network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// The network.
+    pub name: Name,
+    /// Other names the service is reached by on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// A fixed address on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<String>,
+}
+
+/// The engine's restart policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Never restarted: an exit is a failed replica.
+    No,
+    /// Restarted whatever the exit.
+    Always,
+    /// Restarted after a non-zero exit.
+    OnFailure,
+    /// Restarted unless stopped by hand.
+    UnlessStopped,
+}
+
+/// A resource limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ulimit {
+    /// The soft limit.
+    pub soft: i64,
+    /// The hard limit.
+    pub hard: i64,
+}
+
+/// A logging driver and its options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Logging {
+    /// The driver (`json-file`, `local`, `syslog`…).
+    pub driver: String,
+    /// Its options.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
 }
 
 /// A health check the Docker Engine runs.
@@ -217,8 +358,9 @@ pub struct Amounts {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvVar {
-    /// The variable's name.
-    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    /// The variable's name: letters, digits, `_`, `.` and `-`, not starting with a digit
+    /// (`discovery.type` is one).
+    #[schemars(regex(pattern = r"^[-._A-Za-z][-._A-Za-z0-9]*$"))]
     pub name: String,
     /// Its value.
     pub value: Text,

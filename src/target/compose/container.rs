@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use bollard::models::{
     ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, HealthConfig, HostConfig,
-    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    HostConfigLogConfig, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 
 use crate::spec::model::Service;
-use crate::spec::model::service::Amounts;
+use crate::spec::model::service::{Amounts, Container, Restart};
 use crate::target::workload::{Slot, expand};
 
 /// Compose's project label.
@@ -147,6 +147,11 @@ impl Launch<'_> {
                 (format!("{}/tcp", p.container), Some(vec![binding]))
             })
             .collect::<HashMap<_, _>>();
+        let settings = self.service.container.clone().unwrap_or_default();
+        let mut exposed: Vec<String> = ports.iter().map(|p| format!("{}/tcp", p.container)).collect();
+        exposed.extend(settings.expose.iter().map(|e| {
+            if e.contains('/') { e.clone() } else { format!("{e}/tcp") }
+        }));
         ContainerCreateBody {
             image: self.service.image.clone(),
             cmd: self
@@ -154,27 +159,81 @@ impl Launch<'_> {
                 .command
                 .as_ref()
                 .map(|command| command.iter().map(|arg| expand(arg, &env)).collect()),
+            entrypoint: settings.entrypoint.clone(),
             env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
-            exposed_ports: Some(ports.iter().map(|p| format!("{}/tcp", p.container)).collect()),
+            exposed_ports: Some(exposed),
+            volumes: self.anonymous_volumes(),
             healthcheck: self.healthcheck(),
-            stop_timeout: Some(10),
+            user: settings.user.clone(),
+            hostname: settings.hostname.clone(),
+            working_dir: settings.working_dir.clone(),
+            stop_signal: settings.stop_signal.clone(),
+            stop_timeout: Some(settings.stop_grace_period.map_or(10, |d| d.0.as_secs() as i64)),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
                 binds: (!binds.is_empty()).then_some(binds),
-                init: Some(true),
-                // Validation refuses what the engine cannot hold (a CPU request).
-                nano_cpus: self.limit(|a| a.cpu.as_ref()?.nano_cpus(), false),
-                memory: self.limit(|a| a.memory.as_ref()?.bytes(), false),
-                memory_reservation: self.limit(|a| a.memory.as_ref()?.bytes(), true),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                    maximum_retry_count: None,
-                }),
-                ..HostConfig::default()
+                ..self.host_config(&settings)
             }),
             networking_config: Some(self.networking()),
             ..ContainerCreateBody::default()
+        }
+    }
+
+    /// The engine settings every container of the service shares (replicas and one-off jobs).
+    fn host_config(&self, settings: &Container) -> HostConfig {
+        let restart = match settings.restart.unwrap_or(Restart::UnlessStopped) {
+            Restart::No => RestartPolicyNameEnum::NO,
+            Restart::Always => RestartPolicyNameEnum::ALWAYS,
+            Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+            Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+        };
+        HostConfig {
+            init: Some(settings.init.unwrap_or(true)),
+            // Validation refuses what the engine cannot hold (a CPU request).
+            nano_cpus: self.limit(|a| a.cpu.as_ref()?.nano_cpus(), false),
+            memory: self.limit(|a| a.memory.as_ref()?.bytes(), false),
+            memory_reservation: self.limit(|a| a.memory.as_ref()?.bytes(), true),
+            restart_policy: Some(RestartPolicy {
+                name: Some(restart),
+                maximum_retry_count: None,
+            }),
+            readonly_rootfs: settings.read_only.then_some(true),
+            tmpfs: (!settings.tmpfs.is_empty()).then(|| {
+                settings
+                    .tmpfs
+                    .iter()
+                    .map(|t| match t.split_once(':') {
+                        Some((path, options)) => (path.to_owned(), options.to_owned()),
+                        None => (t.clone(), String::new()),
+                    })
+                    .collect()
+            }),
+            ulimits: (!settings.ulimits.is_empty()).then(|| {
+                settings
+                    .ulimits
+                    .iter()
+                    .map(|(name, limit)| ResourcesUlimits {
+                        name: Some(name.clone()),
+                        soft: Some(limit.soft),
+                        hard: Some(limit.hard),
+                    })
+                    .collect()
+            }),
+            sysctls: (!settings.sysctls.is_empty())
+                .then(|| settings.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            extra_hosts: (!settings.extra_hosts.is_empty()).then(|| settings.extra_hosts.clone()),
+            dns: (!settings.dns.is_empty()).then(|| settings.dns.clone()),
+            log_config: settings.logging.as_ref().map(|logging| HostConfigLogConfig {
+                typ: Some(logging.driver.clone()),
+                config: Some(logging.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            }),
+            shm_size: settings
+                .shm_size
+                .as_ref()
+                .and_then(|q| q.bytes())
+                .and_then(|n| i64::try_from(n).ok()),
+            ..HostConfig::default()
         }
     }
 
@@ -187,15 +246,20 @@ impl Launch<'_> {
         labels.insert(ONEOFF.to_owned(), "True".to_owned());
         labels.insert(JOB.to_owned(), job.to_owned());
         let binds = self.volumes();
+        let settings = self.service.container.clone().unwrap_or_default();
         ContainerCreateBody {
             image: self.service.image.clone(),
             cmd: Some(command.iter().map(|arg| expand(arg, &env)).collect()),
             env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
+            entrypoint: settings.entrypoint.clone(),
+            user: settings.user.clone(),
+            working_dir: settings.working_dir.clone(),
             host_config: Some(HostConfig {
-                init: Some(true),
                 binds: (!binds.is_empty()).then_some(binds),
-                ..HostConfig::default()
+                // A job runs once: the engine does not restart it.
+                restart_policy: None,
+                ..self.host_config(&settings)
             }),
             networking_config: Some(self.networking()),
             ..ContainerCreateBody::default()
@@ -208,8 +272,22 @@ impl Launch<'_> {
             .container
             .iter()
             .flat_map(|c| &c.volumes)
+            .filter(|volume| !is_anonymous(volume))
             .map(|volume| format!("{}_{volume}", self.project))
             .collect()
+    }
+
+    /// The anonymous volumes (`/path`): a new one for each container, removed with it.
+    fn anonymous_volumes(&self) -> Option<Vec<String>> {
+        let paths: Vec<String> = self
+            .service
+            .container
+            .iter()
+            .flat_map(|c| &c.volumes)
+            .filter(|volume| is_anonymous(volume))
+            .cloned()
+            .collect();
+        (!paths.is_empty()).then_some(paths)
     }
 
     /// An amount of the service's `resources` (its requests, else its limits) as the engine
@@ -256,6 +334,11 @@ impl Launch<'_> {
             endpoints_config: Some([(self.network.to_owned(), endpoint)].into()),
         }
     }
+}
+
+/// Whether a volume of `container.volumes` is anonymous (`/path`, no name).
+pub fn is_anonymous(volume: &str) -> bool {
+    volume.starts_with('/')
 }
 
 /// The ports `service` declares.

@@ -188,7 +188,9 @@ impl Nginx {
     pub async fn update(&self, upstreams: &[Upstream], network: &str) -> Result<(), NginxError> {
         let text = render(upstreams);
         let path = self.dir.join("nginx.conf");
-        crate::target::workload::write_atomically(&path, &text).map_err(|source| NginxError::Write { path, source })?;
+        crate::target::workload::save(&path, text, false)
+            .await
+            .map_err(|source| NginxError::Write { path, source })?;
         let ports: BTreeSet<u16> = upstreams.iter().map(|u| u.stable).collect();
         let label: String = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
         let name = self.name();

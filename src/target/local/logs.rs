@@ -13,6 +13,7 @@ pub const MAX_BYTES: u64 = 10 * 1024 * 1024;
 pub const KEEP: usize = 3;
 
 /// A replica's log file.
+#[derive(Clone)]
 pub struct LogFile {
     path: PathBuf,
 }

@@ -159,7 +159,9 @@ async fn supervise(spec: Arc<Spec>, backoff: Backoff, state: watch::Sender<State
             tokio::select! {
                 exit = child.wait() => break exit,
                 _ = rotation.tick() => {
-                    if let Err(e) = log.rotate_if_larger(MAX_BYTES, KEEP) {
+                    // A copy of up to MAX_BYTES: off the runtime.
+                    let file = log.clone();
+                    if let Err(e) = crate::blocking::io(move || file.rotate_if_larger(MAX_BYTES, KEEP)).await {
                         tracing::warn!(log = %spec.log.display(), error = %e, "Cannot rotate a replica's log.");
                     }
                 }

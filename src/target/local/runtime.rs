@@ -200,7 +200,7 @@ impl LocalRuntime {
     /// Starts `version` of `service` in `slot` (replacing whatever ran there), without sending
     /// it traffic. The stable ports' routers are created on first use.
     pub async fn deploy(&self, service: &Service, slot: Slot, version: &str) -> Result<(), RuntimeError> {
-        let launch = self.launch(service, slot, version)?;
+        let launch = self.launch(service, slot, version).await?;
         let name = launch.service.clone();
         // The old replicas of the slot stop without the lock held: their grace periods must not
         // stall other services' routing.
@@ -267,7 +267,7 @@ impl LocalRuntime {
             return Err(RuntimeError::NotRunning(name.to_owned()));
         };
         let surplus = if running.replicas.len() < wanted {
-            let launch = self.launch(service, slot, &running.version.clone())?;
+            let launch = self.launch(service, slot, &running.version.clone()).await?;
             let mut taken = running
                 .replicas
                 .iter()
@@ -289,7 +289,7 @@ impl LocalRuntime {
 
     /// What every replica of `version` of `service` in `slot` starts from: its command, its
     /// environment, its working directory with the configuration file written there.
-    fn launch(&self, service: &Service, slot: Slot, version: &str) -> Result<Launch, RuntimeError> {
+    async fn launch(&self, service: &Service, slot: Slot, version: &str) -> Result<Launch, RuntimeError> {
         let name = service.name.as_str().to_owned();
         let command = service
             .command
@@ -306,12 +306,12 @@ impl LocalRuntime {
             .as_ref()
             .map(PathBuf::from)
             .unwrap_or_else(|| self.slot_dir(&name, slot));
-        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Dir {
+        tokio::fs::create_dir_all(&dir).await.map_err(|source| RuntimeError::Dir {
             service: name.clone(),
             path: dir.clone(),
             source,
         })?;
-        let config = write_config(service, &dir)?;
+        let config = write_config(service, &dir).await?;
         if let Some(path) = &config {
             env.push(("PLUMB_CONFIG".to_owned(), path.display().to_string()));
         }
@@ -400,7 +400,7 @@ impl LocalRuntime {
             .as_ref()
             .map(PathBuf::from)
             .unwrap_or_else(|| self.slot_dir(name, slot));
-        write_config(service, &dir)?;
+        write_config(service, &dir).await?;
         if config.reload == Reload::Signal {
             let signal = match config.signal {
                 ConfigSignal::SIGHUP => libc::SIGHUP,
@@ -494,7 +494,8 @@ impl LocalRuntime {
     /// What runs: per service, per slot.
     pub async fn observe(&self) -> BTreeMap<String, BTreeMap<Slot, LiveSlot>> {
         let services = self.services.lock().await;
-        services
+        let mut configs = Vec::new();
+        let mut live: BTreeMap<String, BTreeMap<Slot, LiveSlot>> = services
             .iter()
             .map(|(name, runtime)| {
                 let slots = runtime
@@ -503,13 +504,16 @@ impl LocalRuntime {
                     .map(|(slot, s)| {
                         let states: Vec<State> = s.replicas.iter().map(|r| r.replica.state()).collect();
                         let weight = runtime.weights.get(slot).copied().unwrap_or(0);
+                        if let Some(path) = &s.config {
+                            configs.push((name.clone(), *slot, path.clone()));
+                        }
                         (
                             *slot,
                             LiveSlot {
                                 version: s.version.clone(),
                                 replicas: states.iter().map(describe).collect(),
                                 weight,
-                                config: s.config.as_deref().map(file_digest),
+                                config: None,
                                 failed: states.iter().filter(|s| matches!(s, State::Failed(_))).count(),
                                 taken: Vec::new(),
                             },
@@ -518,7 +522,15 @@ impl LocalRuntime {
                     .collect();
                 (name.clone(), slots)
             })
-            .collect()
+            .collect();
+        drop(services);
+        for (service, slot, path) in configs {
+            let digest = file_digest(&path).await;
+            if let Some(live) = live.get_mut(&service).and_then(|s| s.get_mut(&slot)) {
+                live.config = Some(digest);
+            }
+        }
+        live
     }
 
     /// The routers of every port of `service`.

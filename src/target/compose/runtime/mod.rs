@@ -243,7 +243,7 @@ impl ComposeRuntime {
                 path: dir.clone(),
                 source,
             })?;
-        let config = write_config(service, &dir)?;
+        let config = write_config(service, &dir).await?;
         let launch = Launch {
             project: &self.project,
             environment: &self.environment,
@@ -273,7 +273,7 @@ impl ComposeRuntime {
         );
         // A new version takes traffic only when a strategy routes it there.
         routing.entry(name.to_owned()).or_default().weights.insert(slot, 0);
-        self.persist(&routing)?;
+        self.persist(&routing).await?;
         let replicas = self.replicas(Some(name)).await?;
         self.publish(&routing, name, &replicas).await
     }
@@ -343,7 +343,7 @@ impl ComposeRuntime {
         if config.reload == Reload::Restart {
             return Ok(false);
         }
-        write_config(service, &self.slot_dir(name, slot))?;
+        write_config(service, &self.slot_dir(name, slot)).await?;
         if config.reload == Reload::Signal {
             let signal = match config.signal {
                 ConfigSignal::SIGHUP => "SIGHUP",
@@ -370,7 +370,7 @@ impl ComposeRuntime {
         if let Some(routes) = routing.get_mut(service) {
             routes.weights = weights.iter().copied().collect();
         }
-        self.persist(&routing)?;
+        self.persist(&routing).await?;
         self.publish(&routing, service, &replicas).await
     }
 
@@ -391,7 +391,7 @@ impl ComposeRuntime {
             }
         }
         self.publish(&routing, service, &staying).await?;
-        self.persist(&routing)?;
+        self.persist(&routing).await?;
         drop(routing);
         self.checks
             .lock()
@@ -447,6 +447,7 @@ impl ComposeRuntime {
         let replicas = self.replicas(None).await?;
         let routing = self.routing.lock().await;
         let mut live: BTreeMap<String, BTreeMap<Slot, LiveSlot>> = BTreeMap::new();
+        let mut configs = Vec::new();
         for replica in &replicas {
             let weight = routing
                 .get(&replica.service)
@@ -457,28 +458,42 @@ impl ComposeRuntime {
                 .entry(replica.service.clone())
                 .or_default()
                 .entry(replica.slot)
-                .or_insert_with(|| LiveSlot {
-                    version: replica.version.clone(),
-                    replicas: Vec::new(),
-                    weight,
-                    config: replica.config.as_deref().map(|p| file_digest(Path::new(p))),
-                    failed: 0,
-                    taken: Vec::new(),
+                .or_insert_with(|| {
+                    if let Some(path) = &replica.config {
+                        configs.push((replica.service.clone(), replica.slot, path.clone()));
+                    }
+                    LiveSlot {
+                        version: replica.version.clone(),
+                        replicas: Vec::new(),
+                        weight,
+                        config: None,
+                        failed: 0,
+                        taken: Vec::new(),
+                    }
                 });
             slot.replicas.push(replica.state.clone());
             if replica.failed || replica.version != slot.version {
                 slot.failed += 1;
             }
         }
+        drop(routing);
+        for (service, slot, path) in configs {
+            let digest = file_digest(Path::new(&path)).await;
+            if let Some(live) = live.get_mut(&service).and_then(|s| s.get_mut(&slot)) {
+                live.config = Some(digest);
+            }
+        }
         Ok(live)
     }
 
     /// Writes the weights, so a new agent routes as this one did.
-    fn persist(&self, routing: &BTreeMap<String, Routes>) -> Result<(), ComposeError> {
+    async fn persist(&self, routing: &BTreeMap<String, Routes>) -> Result<(), ComposeError> {
         let weights: BTreeMap<&String, &BTreeMap<Slot, u32>> = routing.iter().map(|(s, r)| (s, &r.weights)).collect();
         let path = self.dir.join("routes.json");
         let text = serde_json::to_string_pretty(&weights).expect("weights serialize");
-        crate::target::workload::write_atomically(&path, &text).map_err(|source| ComposeError::State { path, source })
+        crate::target::workload::save(&path, text, false)
+            .await
+            .map_err(|source| ComposeError::State { path, source })
     }
 
     /// Stops the routers; the containers keep running for the next agent to adopt.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -91,11 +91,10 @@ impl ComposeRuntime {
         let removals = ids.into_iter().map(|id| {
             let docker = self.docker.clone();
             tokio::spawn(async move {
-                let _ = docker
-                    .stop_container(&id, Some(StopContainerOptionsBuilder::new().t(10).build()))
-                    .await;
+                // Without a time, the engine waits the container's own `StopTimeout`.
+                let _ = docker.stop_container(&id, None).await;
                 if let Err(e) = docker
-                    .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+                    .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
                     .await
                     && !not_found(&e)
                 {
@@ -116,6 +115,9 @@ impl ComposeRuntime {
     /// The project's volumes `service` mounts, created on first use with Compose's labels.
     pub(super) async fn volumes(&self, service: &Service) -> Result<(), EngineError> {
         for volume in service.container.iter().flat_map(|c| &c.volumes) {
+            if crate::target::compose::container::is_anonymous(volume) {
+                continue;
+            }
             let short = volume.split(':').next().unwrap_or_default();
             let name = format!("{}_{short}", self.project);
             match self.docker.inspect_volume(&name).await {
@@ -150,12 +152,18 @@ impl ComposeRuntime {
             .create_container(Some(options), launch.body(index))
             .await
             .map_err(request(format!("creating container `{name}`")))?;
-        for short in launch.service.container.iter().flat_map(|c| &c.networks) {
-            let network = self.named_network(short.as_str()).await?;
+        for attachment in launch.service.container.iter().flat_map(|c| &c.networks) {
+            let network = self.named_network(attachment.name().as_str()).await?;
+            let mut aliases = vec![launch.service.name.as_str().to_owned()];
+            aliases.extend(attachment.aliases().iter().cloned());
             let endpoint = bollard::models::NetworkConnectRequest {
                 container: created.id.clone(),
                 endpoint_config: Some(bollard::models::EndpointSettings {
-                    aliases: Some(vec![launch.service.name.as_str().to_owned()]),
+                    aliases: Some(aliases),
+                    ipam_config: attachment.ipv4_address().map(|address| bollard::models::EndpointIpamConfig {
+                        ipv4_address: Some(address.to_owned()),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
             };

@@ -1,0 +1,886 @@
+//! One Compose service as a plumb service document: each key carried over to the field that
+//! does the same, or refused at its line, saying why. Nothing is dropped.
+
+use indexmap::IndexMap;
+
+use super::{Project, map, pairs, scalar, seq, strings, text, units, words};
+use crate::spec::diagnostic::Diagnostic;
+use crate::spec::merge::merge_into;
+use crate::spec::node::{Kind, Member, Node, Origin};
+
+/// Keys plumb refuses, and why. A key in neither this table nor the translation is refused as
+/// not carried out by plumb.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "build",
+        "plumb does not build images yet: build and push the image, and name it in `image`",
+    ),
+    (
+        "container_name",
+        "plumb names each replica of each slot (`<project>-<service>-<slot>-<n>`); one fixed name would allow a single container",
+    ),
+    (
+        "secrets",
+        "plumb does not mount Compose secrets yet: put encrypted values in `environment` (ENC[…]) or the service's `config`",
+    ),
+    (
+        "configs",
+        "plumb does not mount Compose configs yet: use the service's `config` (x-plumb), written and mounted by the agent",
+    ),
+    (
+        "extends",
+        "plumb does not follow `extends` yet: list the files in `target.compose.files`, later ones merge over earlier ones",
+    ),
+    ("cap_add", "it widens what the container may do on the host, and no agent setting allows it yet"),
+    ("cap_drop", "it changes what the container may do on the host, and no agent setting allows it yet"),
+    ("privileged", "it gives the container the host's devices, and no agent setting allows it"),
+    ("network_mode", "plumb reaches replicas through the project's networks; another mode would cut the router off"),
+    ("pid", "it shares a process namespace with the host or another container, and no agent setting allows it"),
+    ("ipc", "it shares memory with the host or another container, and no agent setting allows it"),
+    ("devices", "it gives the container host devices, and no agent setting allows it yet"),
+    ("security_opt", "it changes the container's confinement, and no agent setting allows it yet"),
+    ("userns_mode", "it changes the container's user namespace, and no agent setting allows it"),
+    ("volumes_from", "plumb mounts named volumes; name the volume instead"),
+    ("links", "services reach each other by name on the project's networks; `links` is not needed"),
+    ("scale", "write `deploy.replicas`"),
+];
+
+/// One Compose service as a plumb service document; `None` when its profiles are off.
+pub(super) fn translate(
+    name: &str,
+    service: &Node,
+    key_at: &Origin,
+    profiles: &[String],
+    project: &Project<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Node> {
+    let Some(members) = service.as_map() else {
+        out.push(Diagnostic::new(&service.at, format!("Compose service `{name}` is not a map")));
+        return None;
+    };
+    if let Some(wanted) = service.get("profiles") {
+        let wanted = strings(wanted);
+        if !wanted.is_empty() && !wanted.iter().any(|(p, _)| profiles.contains(p)) {
+            return None;
+        }
+    }
+    let at = &service.at;
+    let mut doc = vec![
+        ("apiVersion", text("plumb/v1", key_at)),
+        ("kind", text("Service", key_at)),
+        ("name", text(name, key_at)),
+    ];
+    let mut container: Vec<(&str, Node)> = Vec::new();
+    let mut volumes = Vec::new();
+    let mut tmpfs = Vec::new();
+    let mut resources = Resources::default();
+    for (key, member) in members {
+        let value = &member.value;
+        let refuse = |out: &mut Vec<Diagnostic>, why: &str| {
+            out.push(Diagnostic::new(
+                &member.key_at,
+                format!("`{key}` of Compose service `{name}` is refused: {why}"),
+            ));
+        };
+        match key.as_str() {
+            "image" => doc.push(("image", value.clone())),
+            "command" => doc.push(("command", command(value))),
+            "entrypoint" => container.push(("entrypoint", command(value))),
+            "environment" | "env_file" | "profiles" | "x-plumb" => {}
+            "ports" => {
+                let items = match &value.kind {
+                    Kind::Seq(items) => items.iter().filter_map(|p| port(p, project, out)).collect(),
+                    _ => {
+                        out.push(Diagnostic::new(&value.at, "`ports` is a list".to_owned()));
+                        Vec::new()
+                    }
+                };
+                doc.push(("ports", seq(items, &value.at)));
+            }
+            "expose" => container.push((
+                "expose",
+                seq(strings(value).into_iter().map(|(e, at)| text(e, &at)).collect(), &value.at),
+            )),
+            "volumes" => match &value.kind {
+                Kind::Seq(items) => {
+                    for item in items {
+                        volume(item, &mut volumes, &mut tmpfs, out);
+                    }
+                }
+                _ => out.push(Diagnostic::new(&value.at, "`volumes` is a list".to_owned())),
+            },
+            "tmpfs" => tmpfs.extend(strings(value).into_iter().map(|(t, at)| text(t, &at))),
+            "networks" => container.push(("networks", networks(value, out))),
+            "healthcheck" => {
+                if let Some(check) = healthcheck(value, out) {
+                    container.push(("healthcheck", check));
+                }
+            }
+            "depends_on" => doc.push(("dependsOn", depends_on(value, out))),
+            "labels" => doc.push(("labels", labels(value, out))),
+            "deploy" => deploy(value, &mut doc, &mut container, &mut resources, out),
+            "restart" => {
+                if let Some(restart) = restart(value, out) {
+                    container.push(("restart", restart));
+                }
+            }
+            "mem_limit" => resources.limit("memory", memory(value, out)),
+            "mem_reservation" => resources.request("memory", memory(value, out)),
+            "cpus" => resources.limit("cpu", cpus(value, out)),
+            "user" | "hostname" | "working_dir" | "stop_signal" => {
+                let field = match key.as_str() {
+                    "working_dir" => "workingDir",
+                    "stop_signal" => "stopSignal",
+                    other => other,
+                };
+                container.push((field, value.clone()));
+            }
+            "init" | "read_only" => {
+                container.push((if key == "init" { "init" } else { "readOnly" }, value.clone()));
+            }
+            "stop_grace_period" => {
+                if let Some(duration) = duration(value, out) {
+                    container.push(("stopGracePeriod", duration));
+                }
+            }
+            "ulimits" => container.push(("ulimits", ulimits(value, out))),
+            "sysctls" => container.push(("sysctls", string_map(value, "sysctl", out))),
+            "extra_hosts" => container.push(("extraHosts", extra_hosts(value, out))),
+            "dns" => container.push((
+                "dns",
+                seq(strings(value).into_iter().map(|(d, at)| text(d, &at)).collect(), &value.at),
+            )),
+            "logging" => container.push(("logging", logging(value, out))),
+            "shm_size" => {
+                if let Some(bytes) = memory(value, out) {
+                    container.push(("shmSize", bytes));
+                }
+            }
+            key if key.starts_with("x-") => {}
+            key => match REFUSED.iter().find(|(k, _)| *k == key) {
+                Some((_, why)) => refuse(out, why),
+                None => out.push(
+                    Diagnostic::new(
+                        &member.key_at,
+                        format!("`{key}` of Compose service `{name}` is not carried out by plumb's compose target"),
+                    )
+                    .hint("plumb refuses what it would otherwise drop; `x-plumb` holds plumb's own settings"),
+                ),
+            },
+        }
+    }
+    if let Some(env) = environment(service, project, out) {
+        doc.push(("env", seq(env, at)));
+    }
+    if !volumes.is_empty() {
+        container.push(("volumes", seq(volumes, at)));
+    }
+    if !tmpfs.is_empty() {
+        container.push(("tmpfs", seq(tmpfs, at)));
+    }
+    if let Some(resources) = resources.node(at) {
+        doc.push(("resources", resources));
+    }
+    if !container.is_empty() {
+        doc.push(("container", map(container, at)));
+    }
+    let mut translated = map(doc, at);
+    if let Some(extra) = service.get("x-plumb") {
+        merge_into(&mut translated, extra, "", out);
+    }
+    Some(translated)
+}
+
+/// A command or entrypoint: a string split into words as Compose does (no shell), or a list.
+fn command(node: &Node) -> Node {
+    let items = match &node.kind {
+        Kind::Str(line) => words(line).into_iter().map(|w| text(w, &node.at)).collect(),
+        _ => strings(node).into_iter().map(|(w, at)| text(w, &at)).collect(),
+    };
+    seq(items, &node.at)
+}
+
+/// The variables of `env_file` then `environment`, as plumb's `env` list; `None` when none.
+fn environment(service: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Option<Vec<Node>> {
+    let mut env: IndexMap<String, Node> = IndexMap::new();
+    if let Some(files) = service.get("env_file") {
+        for (file, file_at, required) in env_files(files) {
+            let Some((origin, content)) = project.read(&file) else {
+                if required {
+                    out.push(Diagnostic::new(
+                        &file_at,
+                        format!("env_file `{file}` is not in the repository (paths start from the Compose file's folder)"),
+                    ));
+                }
+                continue;
+            };
+            match super::dotenv::parse(&content, &|name| project.lookup(name)) {
+                Ok(entries) => {
+                    for entry in entries {
+                        let at = Origin {
+                            file: origin.clone(),
+                            line: entry.line,
+                            column: 1,
+                        };
+                        env.insert(entry.name, text(entry.value, &at));
+                    }
+                }
+                Err(problem) => out.push(Diagnostic::new(
+                    &Origin {
+                        file: origin.clone(),
+                        line: problem.line,
+                        column: 1,
+                    },
+                    problem.message,
+                )),
+            }
+        }
+    }
+    if let Some(environment) = service.get("environment") {
+        for (key, value, at) in pairs(environment, "variable", out) {
+            // A name alone takes the variable's value from the project's variables, as Compose
+            // takes it from its shell.
+            match value.or_else(|| project.lookup(&key).map(|v| text(v, &at))) {
+                Some(value) => {
+                    env.insert(key, value);
+                }
+                None => out.push(
+                    Diagnostic::new(
+                        &at,
+                        format!("variable `{key}` has no value here and none is given to the project"),
+                    )
+                    .hint("write `NAME=value`, or give it in `target.compose.variables` or the `.env` file"),
+                ),
+            }
+        }
+    }
+    if env.is_empty() {
+        return None;
+    }
+    Some(
+        env.into_iter()
+            .map(|(key, value)| {
+                let at = value.at.clone();
+                map(vec![("name", text(key, &at)), ("value", value)], &at)
+            })
+            .collect(),
+    )
+}
+
+/// The files of `env_file`: a path, a list of paths, or of `{path, required}`.
+fn env_files(node: &Node) -> Vec<(String, Origin, bool)> {
+    let items: Vec<&Node> = match &node.kind {
+        Kind::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    items
+        .into_iter()
+        .filter_map(|item| match &item.kind {
+            Kind::Map(_) => {
+                let path = item.get("path").and_then(scalar)?;
+                let required = !matches!(item.get("required").map(|n| &n.kind), Some(Kind::Bool(false)));
+                Some((path, item.at.clone(), required))
+            }
+            _ => scalar(item).map(|path| (path, item.at.clone(), true)),
+        })
+        .collect()
+}
+
+/// A port as `[ip:]published:target[/protocol]`, or the long form, named `p<published>`
+/// (`p<published>-udp` for UDP, so a TCP and a UDP port may share a number).
+fn port(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Option<Node> {
+    let (host_ip, published, target, protocol) = match &node.kind {
+        Kind::Map(members) => {
+            for key in members.keys() {
+                if !["target", "published", "host_ip", "protocol", "mode", "name", "app_protocol"].contains(&key.as_str()) {
+                    out.push(Diagnostic::new(
+                        &members[key].key_at,
+                        format!("`{key}` of a port is not carried out by plumb's compose target"),
+                    ));
+                }
+            }
+            if let Some(mode) = node.get("mode").and_then(scalar)
+                && mode != "ingress"
+                && mode != "host"
+            {
+                out.push(Diagnostic::new(&node.at, format!("port mode `{mode}` is neither `ingress` nor `host`")));
+            }
+            (
+                node.get("host_ip").and_then(scalar),
+                node.get("published").and_then(scalar),
+                node.get("target").and_then(scalar),
+                node.get("protocol").and_then(scalar).unwrap_or_else(|| "tcp".to_owned()),
+            )
+        }
+        _ => {
+            let spec = scalar(node)?;
+            let (spec, protocol) = match spec.split_once('/') {
+                Some((spec, protocol)) => (spec.to_owned(), protocol.to_owned()),
+                None => (spec, "tcp".to_owned()),
+            };
+            // An IPv6 host address is written in brackets: `[::1]:80:80`.
+            let (host_ip, rest) = match spec.strip_prefix('[').and_then(|s| s.split_once("]:")) {
+                Some((ip, rest)) => (Some(ip.to_owned()), rest.to_owned()),
+                None => (None, spec.clone()),
+            };
+            let parts: Vec<&str> = rest.split(':').collect();
+            match (host_ip, parts.as_slice()) {
+                (host_ip, [published, target]) => (host_ip, Some((*published).to_owned()), Some((*target).to_owned()), protocol),
+                (None, [ip, published, target]) => (
+                    Some((*ip).to_owned()),
+                    (!published.is_empty()).then(|| (*published).to_owned()),
+                    Some((*target).to_owned()),
+                    protocol,
+                ),
+                (host_ip, [target]) => (host_ip, None, Some((*target).to_owned()), protocol),
+                _ => {
+                    out.push(Diagnostic::new(&node.at, format!("`{spec}` is not a port")));
+                    return None;
+                }
+            }
+        }
+    };
+    let protocol = match protocol.to_ascii_lowercase().as_str() {
+        "tcp" => "TCP",
+        "udp" => "UDP",
+        other => {
+            out.push(Diagnostic::new(&node.at, format!("port protocol `{other}` is neither tcp nor udp")));
+            return None;
+        }
+    };
+    if let Some(ip) = &host_ip
+        && ip != project.address
+    {
+        out.push(
+            Diagnostic::new(
+                &node.at,
+                format!(
+                    "the port is published on host address {ip}, but this environment serves its ports on {}",
+                    project.address
+                ),
+            )
+            .hint("set `target.compose.address` to the address the ports are served on"),
+        );
+        return None;
+    }
+    let (Some(published), Some(target)) = (published, target) else {
+        out.push(
+            Diagnostic::new(
+                &node.at,
+                "a port needs a published port: plumb serves it there".to_owned(),
+            )
+            .hint("write `published:target`, as `8080:80`; a port only other services reach belongs in `expose`"),
+        );
+        return None;
+    };
+    let (Ok(published), Ok(target)) = (published.parse::<u16>(), target.parse::<u16>()) else {
+        out.push(Diagnostic::new(
+            &node.at,
+            format!("ports are numbers: `{published}:{target}` (ranges are not supported)"),
+        ));
+        return None;
+    };
+    let at = &node.at;
+    let suffix = if protocol == "UDP" { "-udp" } else { "" };
+    Some(map(
+        vec![
+            ("name", text(format!("p{published}{suffix}"), at)),
+            ("port", Node::new(Kind::Int(published.into()), at.clone())),
+            ("targetPort", Node::new(Kind::Int(target.into()), at.clone())),
+            ("protocol", text(protocol, at)),
+        ],
+        at,
+    ))
+}
+
+/// A volume: a named one (`name:/path[:ro]`, or the long form) into `volumes`, an anonymous
+/// one (`/path`) there too, a `tmpfs` into `tmpfs`; a host path is refused, saying so.
+fn volume(node: &Node, volumes: &mut Vec<Node>, tmpfs: &mut Vec<Node>, out: &mut Vec<Diagnostic>) {
+    let (kind, source, target, read_only) = match &node.kind {
+        Kind::Map(members) => {
+            for key in members.keys() {
+                if !["type", "source", "target", "read_only", "volume", "tmpfs", "bind", "consistency"].contains(&key.as_str()) {
+                    out.push(Diagnostic::new(
+                        &members[key].key_at,
+                        format!("`{key}` of a volume is not carried out by plumb's compose target"),
+                    ));
+                }
+            }
+            let read_only = matches!(node.get("read_only").map(|n| &n.kind), Some(Kind::Bool(true)));
+            (
+                node.get("type").and_then(scalar).unwrap_or_else(|| "volume".to_owned()),
+                node.get("source").and_then(scalar),
+                node.get("target").and_then(scalar),
+                read_only,
+            )
+        }
+        _ => {
+            let Some(spec) = scalar(node) else {
+                out.push(Diagnostic::new(&node.at, "a volume is a text or a map".to_owned()));
+                return;
+            };
+            let parts: Vec<&str> = spec.split(':').collect();
+            let (source, target, mode) = match parts.as_slice() {
+                [target] => (None, (*target).to_owned(), ""),
+                [source, target] => (Some((*source).to_owned()), (*target).to_owned(), ""),
+                [source, target, mode] => (Some((*source).to_owned()), (*target).to_owned(), *mode),
+                _ => {
+                    out.push(Diagnostic::new(&node.at, format!("`{spec}` is not a volume")));
+                    return;
+                }
+            };
+            let modes: Vec<&str> = mode.split(',').filter(|m| !m.is_empty()).collect();
+            if let Some(unknown) = modes.iter().find(|m| !["ro", "rw"].contains(m)) {
+                out.push(Diagnostic::new(
+                    &node.at,
+                    format!("volume mode `{unknown}` is not carried out by plumb's compose target"),
+                ));
+            }
+            let host = source.as_deref().is_some_and(|s| s.starts_with(['.', '/', '~']));
+            (
+                if host { "bind" } else { "volume" }.to_owned(),
+                source,
+                Some(target),
+                modes.contains(&"ro"),
+            )
+        }
+    };
+    let Some(target) = target else {
+        out.push(Diagnostic::new(&node.at, "a volume needs a `target` path".to_owned()));
+        return;
+    };
+    match (kind.as_str(), source) {
+        ("volume", None) => volumes.push(text(target, &node.at)),
+        ("volume", Some(source)) => {
+            let suffix = if read_only { ":ro" } else { "" };
+            volumes.push(text(format!("{source}:{target}{suffix}"), &node.at));
+        }
+        ("tmpfs", _) => tmpfs.push(text(target, &node.at)),
+        ("bind", Some(source)) => {
+            let inside = !source.starts_with(['/', '~']);
+            let message = if inside {
+                format!(
+                    "`{source}` is a bind mount of the repository's files; plumb does not mount repository files yet"
+                )
+            } else {
+                format!("`{source}` is a host path outside the repository; plumb does not mount host paths")
+            };
+            out.push(
+                Diagnostic::new(&node.at, message)
+                    .hint("a named volume (`name:{target}`) keeps data; configuration belongs in the service's `config`"),
+            );
+        }
+        (other, _) => out.push(Diagnostic::new(
+            &node.at,
+            format!("a volume of type `{other}` is not carried out by plumb's compose target"),
+        )),
+    }
+}
+
+/// The networks a service joins: a list of names, or a map of names to settings (aliases, a
+/// fixed address). `default` is left out: every service joins the project's default network.
+fn networks(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
+    let items = match &node.kind {
+        Kind::Map(members) => members
+            .iter()
+            .filter(|(name, _)| name.as_str() != "default")
+            .map(|(name, member)| {
+                let settings = &member.value;
+                let mut entries = vec![("name", text(name, &member.key_at))];
+                if let Some(settings_map) = settings.as_map() {
+                    for (key, setting) in settings_map {
+                        match key.as_str() {
+                            "aliases" => entries.push((
+                                "aliases",
+                                seq(
+                                    strings(&setting.value).into_iter().map(|(a, at)| text(a, &at)).collect(),
+                                    &setting.value.at,
+                                ),
+                            )),
+                            "ipv4_address" => entries.push(("ipv4Address", setting.value.clone())),
+                            other => out.push(Diagnostic::new(
+                                &setting.key_at,
+                                format!("`{other}` of network `{name}` is not carried out by plumb's compose target"),
+                            )),
+                        }
+                    }
+                }
+                if entries.len() == 1 {
+                    text(name, &member.key_at)
+                } else {
+                    map(entries, &member.key_at)
+                }
+            })
+            .collect(),
+        _ => strings(node)
+            .into_iter()
+            .filter(|(name, _)| name != "default")
+            .map(|(name, at)| text(name, &at))
+            .collect(),
+    };
+    seq(items, &node.at)
+}
+
+/// The services depended on. Compose's conditions `service_started` and `service_healthy` are
+/// what plumb's deploy order gives (a service is rolled out, health-checked, before those that
+/// depend on it); `service_completed_successfully` names a one-off task, refused.
+fn depends_on(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
+    let names = match &node.kind {
+        Kind::Map(members) => members
+            .iter()
+            .map(|(name, member)| {
+                if let Some(settings) = member.value.as_map() {
+                    for (key, setting) in settings {
+                        match (key.as_str(), scalar(&setting.value).as_deref()) {
+                            ("condition", Some("service_started" | "service_healthy")) => {}
+                            ("condition", Some("service_completed_successfully")) => out.push(
+                                Diagnostic::new(
+                                    &setting.value.at,
+                                    format!("`{name}` is awaited to complete: plumb runs long-lived services, not one-off tasks"),
+                                )
+                                .hint("a task run before each release belongs in the service's `x-plumb.migration`"),
+                            ),
+                            ("restart", Some("false")) | ("required", Some("true")) => {}
+                            _ => out.push(Diagnostic::new(
+                                &setting.key_at,
+                                format!("`{key}` of the dependency on `{name}` is not carried out by plumb's compose target"),
+                            )),
+                        }
+                    }
+                }
+                text(name, &member.key_at)
+            })
+            .collect(),
+        _ => strings(node).into_iter().map(|(n, at)| text(n, &at)).collect(),
+    };
+    seq(names, &node.at)
+}
+
+/// Labels as a map; a label without a value is empty, as Compose makes it.
+fn labels(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
+    let members = pairs(node, "label", out)
+        .into_iter()
+        .map(|(key, value, at)| {
+            let value = value.unwrap_or_else(|| text("", &at));
+            (key, Member { key_at: at, value })
+        })
+        .collect();
+    Node::new(Kind::Map(members), node.at.clone())
+}
+
+/// `NAME=value` or a map, as a map of texts.
+fn string_map(node: &Node, what: &str, out: &mut Vec<Diagnostic>) -> Node {
+    let members = pairs(node, what, out)
+        .into_iter()
+        .filter_map(|(key, value, at)| match value {
+            Some(value) => Some((key, Member { key_at: at, value })),
+            None => {
+                out.push(Diagnostic::new(&at, format!("{what} `{key}` has no value")));
+                None
+            }
+        })
+        .collect();
+    Node::new(Kind::Map(members), node.at.clone())
+}
+
+/// `host:address` lines, from a list (`host:address` or `host=address`) or a map.
+fn extra_hosts(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
+    let items = match &node.kind {
+        Kind::Map(members) => members
+            .iter()
+            .filter_map(|(host, member)| Some(text(format!("{host}:{}", scalar(&member.value)?), &member.value.at)))
+            .collect(),
+        Kind::Seq(items) => items
+            .iter()
+            .filter_map(|item| {
+                let line = scalar(item)?;
+                Some(text(line.replacen('=', ":", 1), &item.at))
+            })
+            .collect(),
+        _ => {
+            out.push(Diagnostic::new(&node.at, "`extra_hosts` is a list or a map".to_owned()));
+            Vec::new()
+        }
+    };
+    seq(items, &node.at)
+}
+
+/// `ulimits`: a name to a number (soft and hard alike) or to `{soft, hard}`.
+fn ulimits(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
+    let Some(members) = node.as_map() else {
+        out.push(Diagnostic::new(&node.at, "`ulimits` is a map".to_owned()));
+        return node.clone();
+    };
+    let members = members
+        .iter()
+        .map(|(name, member)| {
+            let value = &member.value;
+            let limit = match &value.kind {
+                Kind::Map(_) => value.clone(),
+                _ => {
+                    let number = integer(value);
+                    map(vec![("soft", number.clone()), ("hard", number)], &value.at)
+                }
+            };
+            (
+                name.clone(),
+                Member {
+                    key_at: member.key_at.clone(),
+                    value: limit,
+                },
+            )
+        })
+        .collect();
+    Node::new(Kind::Map(members), node.at.clone())
+}
+
+/// A logging driver and its options.
+fn logging(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
+    let mut entries = Vec::new();
+    if let Some(members) = node.as_map() {
+        for (key, member) in members {
+            match key.as_str() {
+                "driver" => entries.push(("driver", member.value.clone())),
+                "options" => entries.push(("options", string_map(&member.value, "logging option", out))),
+                other => out.push(Diagnostic::new(
+                    &member.key_at,
+                    format!("`{other}` of `logging` is not carried out by plumb's compose target"),
+                )),
+            }
+        }
+    }
+    if !entries.iter().any(|(k, _)| *k == "driver") {
+        entries.push(("driver", text("json-file", &node.at)));
+    }
+    map(entries, &node.at)
+}
+
+/// The engine's restart policy from `restart` (`no`, `always`, `on-failure[:n]`,
+/// `unless-stopped`).
+fn restart(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
+    let policy = scalar(node).unwrap_or_default();
+    let policy = match policy.as_str() {
+        "no" | "false" => "no",
+        "always" => "always",
+        "unless-stopped" => "unless-stopped",
+        "on-failure" => "on-failure",
+        other if other.starts_with("on-failure:") => {
+            out.push(Diagnostic::new(
+                &node.at,
+                "a restart count (`on-failure:N`) is not carried out: plumb counts a replica that keeps exiting as failed".to_owned(),
+            ));
+            return None;
+        }
+        other => {
+            out.push(Diagnostic::new(&node.at, format!("`{other}` is not a restart policy")));
+            return None;
+        }
+    };
+    Some(text(policy, &node.at))
+}
+
+/// A Compose health check as the engine's; `None` when disabled.
+fn healthcheck(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
+    if matches!(node.get("disable").map(|n| &n.kind), Some(Kind::Bool(true))) {
+        return None;
+    }
+    let at = &node.at;
+    let test = match node.get("test") {
+        Some(test) => match &test.kind {
+            Kind::Str(command) => seq(vec![text("CMD-SHELL", &test.at), text(command, &test.at)], &test.at),
+            _ => test.clone(),
+        },
+        None => {
+            out.push(Diagnostic::new(at, "a health check needs `test`".to_owned()));
+            return None;
+        }
+    };
+    if test.get_index(0).and_then(scalar).as_deref() == Some("NONE") {
+        return None;
+    }
+    let mut entries = vec![("test", test)];
+    for (key, member) in node.as_map().into_iter().flatten() {
+        let value = &member.value;
+        match key.as_str() {
+            "test" | "disable" => {}
+            "retries" => entries.push(("retries", integer(value))),
+            "interval" | "timeout" | "start_period" => {
+                if let Some(duration) = duration(value, out) {
+                    entries.push((if key == "start_period" { "startPeriod" } else { key.as_str() }, duration));
+                }
+            }
+            other => out.push(Diagnostic::new(
+                &member.key_at,
+                format!("`{other}` of a health check is not carried out by plumb's compose target"),
+            )),
+        }
+    }
+    Some(map(entries, at))
+}
+
+/// `deploy`: `replicas`, `resources` (limits and reservations of CPUs and memory),
+/// `restart_policy.condition`, and `mode: replicated`; the rest is Swarm's, refused by name.
+fn deploy(
+    node: &Node,
+    doc: &mut Vec<(&str, Node)>,
+    container: &mut Vec<(&str, Node)>,
+    resources: &mut Resources,
+    out: &mut Vec<Diagnostic>,
+) {
+    for (key, member) in node.as_map().into_iter().flatten() {
+        let value = &member.value;
+        match key.as_str() {
+            "replicas" => doc.push(("replicas", integer(value))),
+            "mode" if scalar(value).as_deref() == Some("replicated") => {}
+            "resources" => {
+                for (kind, amounts) in value.as_map().into_iter().flatten() {
+                    let request = match kind.as_str() {
+                        "limits" => false,
+                        "reservations" => true,
+                        other => {
+                            out.push(Diagnostic::new(
+                                &amounts.key_at,
+                                format!("`deploy.resources.{other}` is not carried out by plumb's compose target"),
+                            ));
+                            continue;
+                        }
+                    };
+                    for (what, amount) in amounts.value.as_map().into_iter().flatten() {
+                        let converted = match what.as_str() {
+                            "cpus" => ("cpu", cpus(&amount.value, out)),
+                            "memory" => ("memory", memory(&amount.value, out)),
+                            other => {
+                                out.push(Diagnostic::new(
+                                    &amount.key_at,
+                                    format!("`deploy.resources.{kind}.{other}` is not carried out by plumb's compose target"),
+                                ));
+                                continue;
+                            }
+                        };
+                        if request {
+                            resources.request(converted.0, converted.1);
+                        } else {
+                            resources.limit(converted.0, converted.1);
+                        }
+                    }
+                }
+            }
+            "restart_policy" => {
+                for (what, setting) in value.as_map().into_iter().flatten() {
+                    match (what.as_str(), scalar(&setting.value).as_deref()) {
+                        ("condition", Some(condition)) => {
+                            let policy = match condition {
+                                "none" => "no",
+                                "on-failure" => "on-failure",
+                                "any" => "always",
+                                other => {
+                                    out.push(Diagnostic::new(
+                                        &setting.value.at,
+                                        format!("`{other}` is not a restart condition (none, on-failure, any)"),
+                                    ));
+                                    continue;
+                                }
+                            };
+                            container.push(("restart", text(policy, &setting.value.at)));
+                        }
+                        _ => out.push(Diagnostic::new(
+                            &setting.key_at,
+                            format!(
+                                "`deploy.restart_policy.{what}` is not carried out: plumb counts a replica that keeps exiting as failed"
+                            ),
+                        )),
+                    }
+                }
+            }
+            other => out.push(Diagnostic::new(
+                &member.key_at,
+                format!("`deploy.{other}` is not carried out by plumb's compose target (it is Swarm's)"),
+            )),
+        }
+    }
+}
+
+/// The CPU and memory amounts gathered from `deploy.resources`, `cpus`, `mem_limit` and
+/// `mem_reservation`.
+#[derive(Default)]
+struct Resources {
+    limits: Vec<(&'static str, Node)>,
+    requests: Vec<(&'static str, Node)>,
+}
+
+impl Resources {
+    fn limit(&mut self, what: &'static str, amount: Option<Node>) {
+        if let Some(amount) = amount {
+            self.limits.retain(|(w, _)| *w != what);
+            self.limits.push((what, amount));
+        }
+    }
+
+    fn request(&mut self, what: &'static str, amount: Option<Node>) {
+        if let Some(amount) = amount {
+            self.requests.retain(|(w, _)| *w != what);
+            self.requests.push((what, amount));
+        }
+    }
+
+    fn node(self, at: &Origin) -> Option<Node> {
+        let mut entries = Vec::new();
+        if !self.limits.is_empty() {
+            entries.push(("limits", map(self.limits, at)));
+        }
+        if !self.requests.is_empty() {
+            entries.push(("requests", map(self.requests, at)));
+        }
+        (!entries.is_empty()).then(|| map(entries, at))
+    }
+}
+
+/// A CPU amount (`0.5`, `2`) as plumb writes one.
+fn cpus(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
+    match scalar(node).and_then(|c| c.parse::<f64>().ok()) {
+        Some(cpus) if cpus > 0.0 => Some(text(format!("{}m", (cpus * 1000.0).round() as u64), &node.at)),
+        _ => {
+            out.push(Diagnostic::new(&node.at, "CPUs are a positive number (`0.5`)".to_owned()));
+            None
+        }
+    }
+}
+
+/// A byte size (`512m`, `1gb`, a number of bytes) as plumb writes one.
+fn memory(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
+    match scalar(node).and_then(|m| units::bytes(&m)) {
+        Some(bytes) => Some(text(bytes.to_string(), &node.at)),
+        None => {
+            out.push(Diagnostic::new(
+                &node.at,
+                "a size is a number of bytes, or one with a unit: `512m`, `1g`".to_owned(),
+            ));
+            None
+        }
+    }
+}
+
+/// A duration as plumb writes one.
+fn duration(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
+    match scalar(node).and_then(|d| units::duration(&d)) {
+        Some(duration) => Some(text(duration, &node.at)),
+        None => {
+            out.push(Diagnostic::new(
+                &node.at,
+                "a duration is written `1m30s`, `10s`, `500ms` (whole milliseconds)".to_owned(),
+            ));
+            None
+        }
+    }
+}
+
+/// A number written as text (as interpolation leaves `${REPLICAS:-2}`) made a number again.
+fn integer(node: &Node) -> Node {
+    match &node.kind {
+        Kind::Str(s) => match s.trim().parse::<i64>() {
+            Ok(n) => Node::new(Kind::Int(n), node.at.clone()),
+            Err(_) => node.clone(),
+        },
+        _ => node.clone(),
+    }
+}
