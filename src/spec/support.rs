@@ -783,7 +783,13 @@ pub static FIELDS: &[Field] = &[
                 .iter()
                 .flat_map(|c| c.networks.iter().enumerate())
                 .filter(|(_, n)| n.ipv4_address().is_some() && !single)
-                .map(|(i, _)| root().key("container").key("networks").join(Step::Index(i)).key("ipv4Address"))
+                .map(|(i, _)| {
+                    root()
+                        .key("container")
+                        .key("networks")
+                        .join(Step::Index(i))
+                        .key("ipv4Address")
+                })
                 .collect()
         },
     },

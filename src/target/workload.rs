@@ -123,11 +123,13 @@ pub async fn write_config(service: &Service, dir: &std::path::Path) -> Result<Op
         return Ok(None);
     };
     let path = dir.join(file);
-    save(&path, text, config_is_secret(service)).await.map_err(|source| WorkloadError::Config {
-        service: service.name.as_str().to_owned(),
-        path: path.clone(),
-        source,
-    })?;
+    save(&path, text, config_is_secret(service))
+        .await
+        .map_err(|source| WorkloadError::Config {
+            service: service.name.as_str().to_owned(),
+            path: path.clone(),
+            source,
+        })?;
     Ok(Some(path))
 }
 

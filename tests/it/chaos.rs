@@ -514,7 +514,10 @@ async fn a_first_fetch_that_fails_is_shown_on_the_environments_named() {
     let api = agent.handle.api.unwrap();
     let blocked = status_until(api, "the failed first fetch", |s| s["blocked"]["fetch"].is_string()).await;
     let reason = blocked["blocked"]["fetch"].as_str().unwrap();
-    assert!(reason.contains("cannot fetch `config`"), "the reason names the repository: {reason}");
+    assert!(
+        reason.contains("cannot fetch `config`"),
+        "the reason names the repository: {reason}"
+    );
 
     // Back: the next fetch applies the head, and the block is lifted.
     std::fs::rename(&away, upstream.path()).unwrap();

@@ -23,8 +23,12 @@ pub fn compose_config(dir: &Path) -> Result<serde_json::Value, String> {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    Ok(serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("compose prints JSON ({e}): {stdout}{}", String::from_utf8_lossy(&output.stderr))))
+    Ok(serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "compose prints JSON ({e}): {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    }))
 }
 
 /// A value as Compose prints it in `config`, where a literal `$` is written `$$`.

@@ -61,11 +61,13 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<
             lookup(wanted).or_else(|| entries.iter().rev().find(|e| e.name == wanted).map(|e| e.value.clone()))
         };
         let value = if let Some(quoted) = value.strip_prefix('\'') {
-            let (inside, after) = closed(quoted, '\'', &lines, &mut index).ok_or_else(|| problem("a single quote is not closed".to_owned()))?;
+            let (inside, after) = closed(quoted, '\'', &lines, &mut index)
+                .ok_or_else(|| problem("a single quote is not closed".to_owned()))?;
             trailing(&after).map_err(problem)?;
             inside
         } else if let Some(quoted) = value.strip_prefix('"') {
-            let (inside, after) = closed(quoted, '"', &lines, &mut index).ok_or_else(|| problem("a double quote is not closed".to_owned()))?;
+            let (inside, after) = closed(quoted, '"', &lines, &mut index)
+                .ok_or_else(|| problem("a double quote is not closed".to_owned()))?;
             trailing(&after).map_err(problem)?;
             interpolate(&unescape(&inside), &known).map_err(|e| problem(describe(name, &e)))?
         } else {
@@ -195,7 +197,10 @@ mod tests {
         let problem = parse("A=1\nT='it''s'\n", &lookup).unwrap_err();
         assert_eq!(problem.line, 2);
         let problem = parse("A=1\nB=\"open\n", &lookup).unwrap_err();
-        assert_eq!((problem.line, problem.message.as_str()), (2, "a double quote is not closed"));
+        assert_eq!(
+            (problem.line, problem.message.as_str()),
+            (2, "a double quote is not closed")
+        );
         let problem = parse("A=$MISSING\n", &lookup).unwrap_err();
         assert!(problem.message.contains("`MISSING`"), "{}", problem.message);
     }

@@ -63,7 +63,10 @@ pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
 #[derive(Debug)]
 enum Part {
     Text(String),
-    Variable { name: String, operator: Option<(Operator, Vec<Part>)> },
+    Variable {
+        name: String,
+        operator: Option<(Operator, Vec<Part>)>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +197,11 @@ fn braced(chars: &[char], at: &mut usize) -> Result<Part, Problem> {
 /// The value of `parts`; the names used while unset are added to `unset`. Arguments are
 /// evaluated whether used or not, as Compose does (a missing required variable in an unused
 /// default is refused), but an unset variable counts only where its value is used.
-fn evaluate(parts: &[Part], lookup: &dyn Fn(&str) -> Option<String>, unset: &mut Vec<String>) -> Result<String, Problem> {
+fn evaluate(
+    parts: &[Part],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    unset: &mut Vec<String>,
+) -> Result<String, Problem> {
     let mut out = String::new();
     for part in parts {
         match part {
@@ -310,6 +317,9 @@ mod tests {
         );
         // An unused argument is still evaluated, as Compose does.
         assert!(matches!(with("${SET:-${UNSET:?boom}}"), Err(Problem::Required { .. })));
-        assert_eq!(with("$UNSET and ${OTHER}"), Err(Problem::Unset(vec!["UNSET".into(), "OTHER".into()])));
+        assert_eq!(
+            with("$UNSET and ${OTHER}"),
+            Err(Problem::Unset(vec!["UNSET".into(), "OTHER".into()]))
+        );
     }
 }

@@ -100,7 +100,9 @@ pub fn services(
                     let why = TOP_LEVEL_REFUSED
                         .iter()
                         .find(|(k, _)| *k == key)
-                        .map_or("it is not part of the Compose Specification plumb reads", |(_, why)| why);
+                        .map_or("it is not part of the Compose Specification plumb reads", |(_, why)| {
+                            why
+                        });
                     out.push(Diagnostic::new(&member.key_at, format!("`{key}` is refused: {why}")));
                 }
             }
@@ -134,7 +136,8 @@ pub fn services(
 fn definitions(what: &str, node: &Node, out: &mut Vec<Diagnostic>) {
     for (name, member) in node.as_map().into_iter().flatten() {
         for (key, setting) in member.value.as_map().into_iter().flatten() {
-            let default_driver = key == "driver" && matches!(scalar(&setting.value).as_deref(), Some("bridge" | "local"));
+            let default_driver =
+                key == "driver" && matches!(scalar(&setting.value).as_deref(), Some("bridge" | "local"));
             if !default_driver && !key.starts_with("x-") {
                 out.push(Diagnostic::new(
                     &setting.key_at,
@@ -222,7 +225,13 @@ impl<'a> Project<'a> {
 
     /// A variable's value: the environment's, else the `.env`'s.
     fn lookup(&self, name: &str) -> Option<String> {
-        (self.variables)(name).or_else(|| self.dotenv.iter().rev().find(|e| e.name == name).map(|e| e.value.clone()))
+        (self.variables)(name).or_else(|| {
+            self.dotenv
+                .iter()
+                .rev()
+                .find(|e| e.name == name)
+                .map(|e| e.value.clone())
+        })
     }
 
     /// Interpolates every string value under `node` (keys are left as written, as Compose

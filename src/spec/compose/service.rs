@@ -31,17 +31,47 @@ const REFUSED: &[(&str, &str)] = &[
         "extends",
         "plumb does not follow `extends` yet: list the files in `target.compose.files`, later ones merge over earlier ones",
     ),
-    ("cap_add", "it widens what the container may do on the host, and no agent setting allows it yet"),
-    ("cap_drop", "it changes what the container may do on the host, and no agent setting allows it yet"),
-    ("privileged", "it gives the container the host's devices, and no agent setting allows it"),
-    ("network_mode", "plumb reaches replicas through the project's networks; another mode would cut the router off"),
-    ("pid", "it shares a process namespace with the host or another container, and no agent setting allows it"),
-    ("ipc", "it shares memory with the host or another container, and no agent setting allows it"),
-    ("devices", "it gives the container host devices, and no agent setting allows it yet"),
-    ("security_opt", "it changes the container's confinement, and no agent setting allows it yet"),
-    ("userns_mode", "it changes the container's user namespace, and no agent setting allows it"),
+    (
+        "cap_add",
+        "it widens what the container may do on the host, and no agent setting allows it yet",
+    ),
+    (
+        "cap_drop",
+        "it changes what the container may do on the host, and no agent setting allows it yet",
+    ),
+    (
+        "privileged",
+        "it gives the container the host's devices, and no agent setting allows it",
+    ),
+    (
+        "network_mode",
+        "plumb reaches replicas through the project's networks; another mode would cut the router off",
+    ),
+    (
+        "pid",
+        "it shares a process namespace with the host or another container, and no agent setting allows it",
+    ),
+    (
+        "ipc",
+        "it shares memory with the host or another container, and no agent setting allows it",
+    ),
+    (
+        "devices",
+        "it gives the container host devices, and no agent setting allows it yet",
+    ),
+    (
+        "security_opt",
+        "it changes the container's confinement, and no agent setting allows it yet",
+    ),
+    (
+        "userns_mode",
+        "it changes the container's user namespace, and no agent setting allows it",
+    ),
     ("volumes_from", "plumb mounts named volumes; name the volume instead"),
-    ("links", "services reach each other by name on the project's networks; `links` is not needed"),
+    (
+        "links",
+        "services reach each other by name on the project's networks; `links` is not needed",
+    ),
     ("scale", "write `deploy.replicas`"),
 ];
 
@@ -55,7 +85,10 @@ pub(super) fn translate(
     out: &mut Vec<Diagnostic>,
 ) -> Option<Node> {
     let Some(members) = service.as_map() else {
-        out.push(Diagnostic::new(&service.at, format!("Compose service `{name}` is not a map")));
+        out.push(Diagnostic::new(
+            &service.at,
+            format!("Compose service `{name}` is not a map"),
+        ));
         return None;
     };
     if let Some(wanted) = service.get("profiles") {
@@ -99,7 +132,10 @@ pub(super) fn translate(
             }
             "expose" => container.push((
                 "expose",
-                seq(strings(value).into_iter().map(|(e, at)| text(e, &at)).collect(), &value.at),
+                seq(
+                    strings(value).into_iter().map(|(e, at)| text(e, &at)).collect(),
+                    &value.at,
+                ),
             )),
             "volumes" => match &value.kind {
                 Kind::Seq(items) => {
@@ -148,7 +184,10 @@ pub(super) fn translate(
             "extra_hosts" => container.push(("extraHosts", extra_hosts(value, out))),
             "dns" => container.push((
                 "dns",
-                seq(strings(value).into_iter().map(|(d, at)| text(d, &at)).collect(), &value.at),
+                seq(
+                    strings(value).into_iter().map(|(d, at)| text(d, &at)).collect(),
+                    &value.at,
+                ),
             )),
             "logging" => container.push(("logging", logging(value, out))),
             "shm_size" => {
@@ -209,7 +248,9 @@ fn environment(service: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>)
                 if required {
                     out.push(Diagnostic::new(
                         &file_at,
-                        format!("env_file `{file}` is not in the repository (paths start from the Compose file's folder)"),
+                        format!(
+                            "env_file `{file}` is not in the repository (paths start from the Compose file's folder)"
+                        ),
                     ));
                 }
                 continue;
@@ -292,7 +333,17 @@ fn port(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Option
     let (host_ip, published, target, protocol) = match &node.kind {
         Kind::Map(members) => {
             for key in members.keys() {
-                if !["target", "published", "host_ip", "protocol", "mode", "name", "app_protocol"].contains(&key.as_str()) {
+                if ![
+                    "target",
+                    "published",
+                    "host_ip",
+                    "protocol",
+                    "mode",
+                    "name",
+                    "app_protocol",
+                ]
+                .contains(&key.as_str())
+                {
                     out.push(Diagnostic::new(
                         &members[key].key_at,
                         format!("`{key}` of a port is not carried out by plumb's compose target"),
@@ -303,13 +354,18 @@ fn port(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Option
                 && mode != "ingress"
                 && mode != "host"
             {
-                out.push(Diagnostic::new(&node.at, format!("port mode `{mode}` is neither `ingress` nor `host`")));
+                out.push(Diagnostic::new(
+                    &node.at,
+                    format!("port mode `{mode}` is neither `ingress` nor `host`"),
+                ));
             }
             (
                 node.get("host_ip").and_then(scalar),
                 node.get("published").and_then(scalar),
                 node.get("target").and_then(scalar),
-                node.get("protocol").and_then(scalar).unwrap_or_else(|| "tcp".to_owned()),
+                node.get("protocol")
+                    .and_then(scalar)
+                    .unwrap_or_else(|| "tcp".to_owned()),
             )
         }
         _ => {
@@ -325,7 +381,12 @@ fn port(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Option
             };
             let parts: Vec<&str> = rest.split(':').collect();
             match (host_ip, parts.as_slice()) {
-                (host_ip, [published, target]) => (host_ip, Some((*published).to_owned()), Some((*target).to_owned()), protocol),
+                (host_ip, [published, target]) => (
+                    host_ip,
+                    Some((*published).to_owned()),
+                    Some((*target).to_owned()),
+                    protocol,
+                ),
                 (None, [ip, published, target]) => (
                     Some((*ip).to_owned()),
                     (!published.is_empty()).then(|| (*published).to_owned()),
@@ -344,7 +405,10 @@ fn port(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Option
         "tcp" => "TCP",
         "udp" => "UDP",
         other => {
-            out.push(Diagnostic::new(&node.at, format!("port protocol `{other}` is neither tcp nor udp")));
+            out.push(Diagnostic::new(
+                &node.at,
+                format!("port protocol `{other}` is neither tcp nor udp"),
+            ));
             return None;
         }
     };
@@ -399,7 +463,18 @@ fn volume(node: &Node, volumes: &mut Vec<Node>, tmpfs: &mut Vec<Node>, out: &mut
     let (kind, source, target, read_only) = match &node.kind {
         Kind::Map(members) => {
             for key in members.keys() {
-                if !["type", "source", "target", "read_only", "volume", "tmpfs", "bind", "consistency"].contains(&key.as_str()) {
+                if ![
+                    "type",
+                    "source",
+                    "target",
+                    "read_only",
+                    "volume",
+                    "tmpfs",
+                    "bind",
+                    "consistency",
+                ]
+                .contains(&key.as_str())
+                {
                     out.push(Diagnostic::new(
                         &members[key].key_at,
                         format!("`{key}` of a volume is not carried out by plumb's compose target"),
@@ -466,8 +541,9 @@ fn volume(node: &Node, volumes: &mut Vec<Node>, tmpfs: &mut Vec<Node>, out: &mut
                 format!("`{source}` is a host path outside the repository; plumb does not mount host paths")
             };
             out.push(
-                Diagnostic::new(&node.at, message)
-                    .hint("a named volume (`name:{target}`) keeps data; configuration belongs in the service's `config`"),
+                Diagnostic::new(&node.at, message).hint(
+                    "a named volume (`name:{target}`) keeps data; configuration belongs in the service's `config`",
+                ),
             );
         }
         (other, _) => out.push(Diagnostic::new(
@@ -493,7 +569,10 @@ fn networks(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
                             "aliases" => entries.push((
                                 "aliases",
                                 seq(
-                                    strings(&setting.value).into_iter().map(|(a, at)| text(a, &at)).collect(),
+                                    strings(&setting.value)
+                                        .into_iter()
+                                        .map(|(a, at)| text(a, &at))
+                                        .collect(),
                                     &setting.value.at,
                                 ),
                             )),
@@ -706,7 +785,14 @@ fn healthcheck(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
             "retries" => entries.push(("retries", integer(value))),
             "interval" | "timeout" | "start_period" => {
                 if let Some(duration) = duration(value, out) {
-                    entries.push((if key == "start_period" { "startPeriod" } else { key.as_str() }, duration));
+                    entries.push((
+                        if key == "start_period" {
+                            "startPeriod"
+                        } else {
+                            key.as_str()
+                        },
+                        duration,
+                    ));
                 }
             }
             other => out.push(Diagnostic::new(
@@ -752,7 +838,9 @@ fn deploy(
                             other => {
                                 out.push(Diagnostic::new(
                                     &amount.key_at,
-                                    format!("`deploy.resources.{kind}.{other}` is not carried out by plumb's compose target"),
+                                    format!(
+                                        "`deploy.resources.{kind}.{other}` is not carried out by plumb's compose target"
+                                    ),
                                 ));
                                 continue;
                             }
@@ -840,7 +928,10 @@ fn cpus(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
     match scalar(node).and_then(|c| c.parse::<f64>().ok()) {
         Some(cpus) if cpus > 0.0 => Some(text(format!("{}m", (cpus * 1000.0).round() as u64), &node.at)),
         _ => {
-            out.push(Diagnostic::new(&node.at, "CPUs are a positive number (`0.5`)".to_owned()));
+            out.push(Diagnostic::new(
+                &node.at,
+                "CPUs are a positive number (`0.5`)".to_owned(),
+            ));
             None
         }
     }

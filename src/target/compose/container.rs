@@ -149,9 +149,12 @@ impl Launch<'_> {
             .collect::<HashMap<_, _>>();
         let settings = self.service.container.clone().unwrap_or_default();
         let mut exposed: Vec<String> = ports.iter().map(|p| format!("{}/tcp", p.container)).collect();
-        exposed.extend(settings.expose.iter().map(|e| {
-            if e.contains('/') { e.clone() } else { format!("{e}/tcp") }
-        }));
+        exposed.extend(
+            settings
+                .expose
+                .iter()
+                .map(|e| if e.contains('/') { e.clone() } else { format!("{e}/tcp") }),
+        );
         ContainerCreateBody {
             image: self.service.image.clone(),
             cmd: self

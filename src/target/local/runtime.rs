@@ -306,11 +306,13 @@ impl LocalRuntime {
             .as_ref()
             .map(PathBuf::from)
             .unwrap_or_else(|| self.slot_dir(&name, slot));
-        tokio::fs::create_dir_all(&dir).await.map_err(|source| RuntimeError::Dir {
-            service: name.clone(),
-            path: dir.clone(),
-            source,
-        })?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|source| RuntimeError::Dir {
+                service: name.clone(),
+                path: dir.clone(),
+                source,
+            })?;
         let config = write_config(service, &dir).await?;
         if let Some(path) = &config {
             env.push(("PLUMB_CONFIG".to_owned(), path.display().to_string()));

@@ -94,7 +94,10 @@ impl ComposeRuntime {
                 // Without a time, the engine waits the container's own `StopTimeout`.
                 let _ = docker.stop_container(&id, None).await;
                 if let Err(e) = docker
-                    .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
+                    .remove_container(
+                        &id,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()),
+                    )
                     .await
                     && !not_found(&e)
                 {
@@ -160,10 +163,12 @@ impl ComposeRuntime {
                 container: created.id.clone(),
                 endpoint_config: Some(bollard::models::EndpointSettings {
                     aliases: Some(aliases),
-                    ipam_config: attachment.ipv4_address().map(|address| bollard::models::EndpointIpamConfig {
-                        ipv4_address: Some(address.to_owned()),
-                        ..Default::default()
-                    }),
+                    ipam_config: attachment
+                        .ipv4_address()
+                        .map(|address| bollard::models::EndpointIpamConfig {
+                            ipv4_address: Some(address.to_owned()),
+                            ..Default::default()
+                        }),
                     ..Default::default()
                 }),
             };
