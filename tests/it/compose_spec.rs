@@ -185,3 +185,456 @@ fn a_dotenv_file_reads_as_compose_reads_it() {
         assert_eq!(unescaped(&environment[&entry.name]), entry.value, "`{}`", entry.name);
     }
 }
+
+/// The corpus: Compose files in the style of real projects, under `tests/fixtures/compose/`.
+fn corpus() -> Vec<std::path::PathBuf> {
+    let root = crate::harness::project().join("tests/fixtures/compose");
+    let mut dirs: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Copies `from` into `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A repository with the fixture under `app/` and one environment on the compose target
+/// naming its Compose files (`compose.yaml`, then `compose.override.yaml` when there is one,
+/// as Compose reads them); the folder holding them.
+fn repository_of(fixture: &Path) -> (tempfile::TempDir, std::path::PathBuf) {
+    let repo = tempfile::tempdir().unwrap();
+    copy_dir(fixture, &repo.path().join("app"));
+    let folder = if fixture.join("compose.yaml").exists() {
+        "app"
+    } else {
+        "app/deploy"
+    };
+    let mut files = vec![format!("{folder}/compose.yaml")];
+    if repo.path().join(folder).join("compose.override.yaml").exists() {
+        files.push(format!("{folder}/compose.override.yaml"));
+    }
+    std::fs::write(
+        repo.path().join("plumb.yaml"),
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(repo.path().join("environments")).unwrap();
+    std::fs::write(
+        repo.path().join("environments/dev.yaml"),
+        format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  compose:\n    project: conformance\n    files: {files:?}\n"
+        ),
+    )
+    .unwrap();
+    let dir = repo.path().join(folder);
+    (repo, dir)
+}
+
+#[test]
+fn the_corpus_renders_as_compose_renders_it_or_is_refused_in_words() {
+    let fixtures = corpus();
+    assert!(fixtures.len() >= 30, "the corpus holds {} files", fixtures.len());
+    let mut differences = Vec::new();
+    for fixture in &fixtures {
+        let name = fixture.file_name().unwrap().to_string_lossy().into_owned();
+        let (repo, dir) = repository_of(fixture);
+        let rendered = plumb::spec::render(&plumb::source::WorkTree::new(repo.path()), None).unwrap();
+        let problems: Vec<String> = rendered.diagnostics.iter().map(ToString::to_string).collect();
+        if let Ok(expected) = std::fs::read_to_string(fixture.join("refused.txt")) {
+            assert!(!rendered.is_valid(), "{name}: refused");
+            for line in expected.lines().filter(|l| !l.is_empty()) {
+                assert!(
+                    problems.iter().any(|p| p.contains(line)),
+                    "{name}: no problem says `{line}`: {problems:#?}"
+                );
+            }
+            continue;
+        }
+        assert!(rendered.is_valid(), "{name}: {problems:#?}");
+        let theirs = compose_config(&dir).unwrap_or_else(|e| panic!("{name}: Compose refuses it: {e}"));
+        let desired = &rendered.environments["dev"];
+        let ours: Vec<&str> = desired.services.keys().map(|n| n.as_str()).collect();
+        let listed: Vec<&str> = theirs["services"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(ours, listed, "{name}: the services");
+        for (service, definition) in theirs["services"].as_object().unwrap() {
+            let plumb_service = desired.services.iter().find(|(n, _)| n.as_str() == service).unwrap().1;
+            let ours = serde_json::to_value(plumb_service).unwrap();
+            for difference in fidelity::compare(definition, &ours) {
+                differences.push(format!("{name}/{service}: {difference}"));
+            }
+        }
+    }
+    assert!(differences.is_empty(), "{differences:#?}");
+}
+
+/// Field-by-field comparison of Compose's `config` of a service with plumb's rendering of it.
+mod fidelity {
+    use serde_json::{Value, json};
+
+    use super::unescaped;
+
+    /// What differs, one line each.
+    pub fn compare(theirs: &Value, ours: &Value) -> Vec<String> {
+        let container = &ours["container"];
+        let mut out = Vec::new();
+        let mut same = |field: &str, a: Value, b: Value| {
+            if a != b {
+                out.push(format!("{field}: Compose {a} plumb {b}"));
+            }
+        };
+        same("image", theirs["image"].clone(), ours["image"].clone());
+        same("command", or_null(&theirs["command"]), or_null(&ours["command"]));
+        same(
+            "entrypoint",
+            or_null(&theirs["entrypoint"]),
+            or_null(&container["entrypoint"]),
+        );
+        same(
+            "environment",
+            environment_of_compose(theirs),
+            environment_of_plumb(ours),
+        );
+        same("ports", ports_of_compose(theirs), ports_of_plumb(ours));
+        let (volumes, tmpfs) = volumes_of_compose(theirs);
+        same("volumes", volumes, or_empty(&container["volumes"]));
+        same("tmpfs", tmpfs, or_empty(&container["tmpfs"]));
+        same("networks", networks_of_compose(theirs), networks_of_plumb(container));
+        let mut depended: Vec<String> = ours["dependsOn"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect();
+        depended.sort();
+        same(
+            "depends_on",
+            json!(
+                theirs["depends_on"]
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default()
+            ),
+            json!(depended),
+        );
+        same(
+            "replicas",
+            theirs["deploy"]["replicas"].as_u64().map_or(json!(1), |n| json!(n)),
+            ours["replicas"].clone(),
+        );
+        same("resources", resources_of_compose(theirs), resources_of_plumb(ours));
+        same("labels", or_object(&theirs["labels"]), or_object(&ours["labels"]));
+        same(
+            "healthcheck",
+            healthcheck_of_compose(theirs),
+            healthcheck_of_plumb(container),
+        );
+        for (compose, plumb) in [
+            ("user", "user"),
+            ("hostname", "hostname"),
+            ("working_dir", "workingDir"),
+            ("stop_signal", "stopSignal"),
+            ("init", "init"),
+        ] {
+            same(compose, or_null(&theirs[compose]), or_null(&container[plumb]));
+        }
+        same(
+            "read_only",
+            json!(theirs["read_only"].as_bool().unwrap_or(false)),
+            json!(container["readOnly"].as_bool().unwrap_or(false)),
+        );
+        same(
+            "stop_grace_period",
+            json!(theirs["stop_grace_period"].as_str().map(millis)),
+            json!(container["stopGracePeriod"].as_str().map(millis)),
+        );
+        same("ulimits", ulimits_of_compose(theirs), or_object(&container["ulimits"]));
+        same(
+            "sysctls",
+            or_object(&theirs["sysctls"]),
+            or_object(&container["sysctls"]),
+        );
+        same(
+            "extra_hosts",
+            json!(
+                theirs["extra_hosts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|h| h.as_str().unwrap().replacen('=', ":", 1))
+                    .collect::<Vec<_>>()
+            ),
+            or_empty(&container["extraHosts"]),
+        );
+        same("dns", or_empty(&theirs["dns"]), or_empty(&container["dns"]));
+        same("logging", or_null(&theirs["logging"]), or_null(&container["logging"]));
+        same("expose", or_empty(&theirs["expose"]), or_empty(&container["expose"]));
+        same("shm_size", or_null(&theirs["shm_size"]), or_null(&container["shmSize"]));
+        same("restart", restart_of_compose(theirs), or_null(&container["restart"]));
+        out
+    }
+
+    fn or_null(v: &Value) -> Value {
+        v.clone()
+    }
+
+    fn or_empty(v: &Value) -> Value {
+        if v.is_null() { json!([]) } else { v.clone() }
+    }
+
+    fn or_object(v: &Value) -> Value {
+        if v.is_null() { json!({}) } else { v.clone() }
+    }
+
+    fn environment_of_compose(theirs: &Value) -> Value {
+        let map: serde_json::Map<String, Value> = theirs["environment"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), json!(unescaped(v))))
+            .collect();
+        Value::Object(map)
+    }
+
+    fn environment_of_plumb(ours: &Value) -> Value {
+        let map: serde_json::Map<String, Value> = ours["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| (e["name"].as_str().unwrap().to_owned(), e["value"].clone()))
+            .collect();
+        Value::Object(map)
+    }
+
+    fn ports_of_compose(theirs: &Value) -> Value {
+        let mut ports: Vec<(u64, u64, String)> = theirs["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["published"].as_str().unwrap().parse().unwrap(),
+                    p["target"].as_u64().unwrap(),
+                    p["protocol"].as_str().unwrap().to_uppercase(),
+                )
+            })
+            .collect();
+        ports.sort();
+        json!(ports)
+    }
+
+    fn ports_of_plumb(ours: &Value) -> Value {
+        let mut ports: Vec<(u64, u64, String)> = ours["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let port = p["port"].as_u64().unwrap();
+                (
+                    port,
+                    p["targetPort"].as_u64().unwrap_or(port),
+                    p["protocol"].as_str().unwrap_or("TCP").to_owned(),
+                )
+            })
+            .collect();
+        ports.sort();
+        json!(ports)
+    }
+
+    /// Named and anonymous volumes as plumb writes them, and tmpfs mounts.
+    fn volumes_of_compose(theirs: &Value) -> (Value, Value) {
+        let mut volumes = Vec::new();
+        let mut tmpfs: Vec<Value> = theirs["tmpfs"].as_array().cloned().unwrap_or_default();
+        for volume in theirs["volumes"].as_array().into_iter().flatten() {
+            let target = volume["target"].as_str().unwrap();
+            match (volume["type"].as_str().unwrap(), volume["source"].as_str()) {
+                ("tmpfs", _) => tmpfs.push(json!(target)),
+                ("volume", None) => volumes.push(json!(target)),
+                ("volume", Some(source)) => {
+                    let ro = if volume["read_only"].as_bool() == Some(true) {
+                        ":ro"
+                    } else {
+                        ""
+                    };
+                    volumes.push(json!(format!("{source}:{target}{ro}")));
+                }
+                (other, _) => volumes.push(json!(format!("{other} mount {target}"))),
+            }
+        }
+        (json!(volumes), json!(tmpfs))
+    }
+
+    fn networks_of_compose(theirs: &Value) -> Value {
+        let mut networks: Vec<Value> = theirs["networks"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| name.as_str() != "default")
+            .map(|(name, settings)| {
+                json!({
+                    "name": name,
+                    "aliases": or_empty(&settings["aliases"]),
+                    "ipv4Address": settings["ipv4_address"],
+                })
+            })
+            .collect();
+        networks.sort_by_key(|n| n["name"].as_str().unwrap().to_owned());
+        json!(networks)
+    }
+
+    fn networks_of_plumb(container: &Value) -> Value {
+        let mut networks: Vec<Value> = container["networks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| match n {
+                Value::String(name) => json!({"name": name, "aliases": [], "ipv4Address": null}),
+                n => json!({"name": n["name"], "aliases": or_empty(&n["aliases"]), "ipv4Address": n["ipv4Address"]}),
+            })
+            .collect();
+        networks.sort_by_key(|n| n["name"].as_str().unwrap().to_owned());
+        json!(networks)
+    }
+
+    /// CPUs in thousandths and memory in bytes, as limits and reservations.
+    fn resources_of_compose(theirs: &Value) -> Value {
+        let resources = &theirs["deploy"]["resources"];
+        let cpu = |v: &Value| {
+            v.as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .map(|c: f64| (c * 1000.0).round() as u64)
+        };
+        let memory = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok()).or(v.as_u64());
+        json!({
+            "limits": {
+                "cpu": cpu(&resources["limits"]["cpus"]).or(cpu(&theirs["cpus"])),
+                "memory": memory(&resources["limits"]["memory"]).or(memory(&theirs["mem_limit"])),
+            },
+            "requests": {
+                "cpu": cpu(&resources["reservations"]["cpus"]),
+                "memory": memory(&resources["reservations"]["memory"]).or(memory(&theirs["mem_reservation"])),
+            },
+        })
+    }
+
+    fn resources_of_plumb(ours: &Value) -> Value {
+        let cpu = |v: &Value| {
+            v.as_str()
+                .and_then(|s| s.strip_suffix('m'))
+                .and_then(|s| s.parse::<u64>().ok())
+        };
+        let memory = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok());
+        let resources = &ours["resources"];
+        json!({
+            "limits": {
+                "cpu": cpu(&resources["limits"]["cpu"]),
+                "memory": memory(&resources["limits"]["memory"]),
+            },
+            "requests": {
+                "cpu": cpu(&resources["requests"]["cpu"]),
+                "memory": memory(&resources["requests"]["memory"]),
+            },
+        })
+    }
+
+    /// The engine's check, durations in milliseconds; `null` when disabled or absent.
+    fn healthcheck_of_compose(theirs: &Value) -> Value {
+        let check = &theirs["healthcheck"];
+        if check.is_null() || check["disable"].as_bool() == Some(true) {
+            return Value::Null;
+        }
+        json!({
+            "test": check["test"].as_array().into_iter().flatten().map(unescaped).collect::<Vec<_>>(),
+            "interval": check["interval"].as_str().map_or(30_000, millis),
+            "timeout": check["timeout"].as_str().map_or(30_000, millis),
+            "retries": check["retries"].as_u64().unwrap_or(3),
+            "startPeriod": check["start_period"].as_str().map_or(0, millis),
+        })
+    }
+
+    fn healthcheck_of_plumb(container: &Value) -> Value {
+        let check = &container["healthcheck"];
+        if check.is_null() {
+            return Value::Null;
+        }
+        json!({
+            "test": check["test"],
+            "interval": millis(check["interval"].as_str().unwrap()),
+            "timeout": millis(check["timeout"].as_str().unwrap()),
+            "retries": check["retries"],
+            "startPeriod": millis(check["startPeriod"].as_str().unwrap()),
+        })
+    }
+
+    fn ulimits_of_compose(theirs: &Value) -> Value {
+        let map: serde_json::Map<String, Value> = theirs["ulimits"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, limit)| {
+                let limit = match limit {
+                    Value::Number(n) => json!({"soft": n, "hard": n}),
+                    limit => limit.clone(),
+                };
+                (name.clone(), limit)
+            })
+            .collect();
+        Value::Object(map)
+    }
+
+    /// The restart policy the engine gets: `restart`, else `deploy.restart_policy`'s
+    /// condition.
+    fn restart_of_compose(theirs: &Value) -> Value {
+        if let Some(restart) = theirs["restart"].as_str() {
+            return json!(if restart == "no" { "no" } else { restart });
+        }
+        match theirs["deploy"]["restart_policy"]["condition"].as_str() {
+            Some("none") => json!("no"),
+            Some("any") => json!("always"),
+            Some(other) => json!(other),
+            None => Value::Null,
+        }
+    }
+
+    /// A duration as Compose (Go: `1m30s`, `1.5s`) or plumb (`90s`, `1500ms`) writes it, in
+    /// milliseconds.
+    pub fn millis(text: &str) -> u64 {
+        let mut rest = text;
+        let mut total = 0f64;
+        while !rest.is_empty() {
+            let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap();
+            let number: f64 = rest[..end].parse().unwrap();
+            rest = &rest[end..];
+            let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit = match &rest[..unit_end] {
+                "ms" => 1.0,
+                "s" => 1e3,
+                "m" => 60e3,
+                "h" => 3600e3,
+                "d" => 86_400e3,
+                other => panic!("unit `{other}` in `{text}`"),
+            };
+            total += number * unit;
+            rest = &rest[unit_end..];
+        }
+        total as u64
+    }
+}

@@ -136,9 +136,12 @@ pub fn services(
 fn definitions(what: &str, node: &Node, out: &mut Vec<Diagnostic>) {
     for (name, member) in node.as_map().into_iter().flatten() {
         for (key, setting) in member.value.as_map().into_iter().flatten() {
-            let default_driver =
-                key == "driver" && matches!(scalar(&setting.value).as_deref(), Some("bridge" | "local"));
-            if !default_driver && !key.starts_with("x-") {
+            let default = match key.as_str() {
+                "driver" => matches!(scalar(&setting.value).as_deref(), Some("bridge" | "local")),
+                "external" => matches!(setting.value.kind, Kind::Bool(false)),
+                key => key.starts_with("x-"),
+            };
+            if !default {
                 out.push(Diagnostic::new(
                     &setting.key_at,
                     format!(

@@ -154,7 +154,16 @@ pub(super) fn translate(
             }
             "depends_on" => doc.push(("dependsOn", depends_on(value, out))),
             "labels" => doc.push(("labels", labels(value, out))),
-            "deploy" => deploy(value, &mut doc, &mut container, &mut resources, out),
+            "deploy" => {
+                // `restart`, when written too, is what Compose runs.
+                let mut policy = None;
+                deploy(value, &mut doc, &mut policy, &mut resources, out);
+                if let Some(policy) = policy
+                    && !members.contains_key("restart")
+                {
+                    container.push(("restart", policy));
+                }
+            }
             "restart" => {
                 if let Some(restart) = restart(value, out) {
                     container.push(("restart", restart));
@@ -809,7 +818,7 @@ fn healthcheck(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
 fn deploy(
     node: &Node,
     doc: &mut Vec<(&str, Node)>,
-    container: &mut Vec<(&str, Node)>,
+    restart: &mut Option<Node>,
     resources: &mut Resources,
     out: &mut Vec<Diagnostic>,
 ) {
@@ -869,7 +878,7 @@ fn deploy(
                                     continue;
                                 }
                             };
-                            container.push(("restart", text(policy, &setting.value.at)));
+                            *restart = Some(text(policy, &setting.value.at));
                         }
                         _ => out.push(Diagnostic::new(
                             &setting.key_at,
