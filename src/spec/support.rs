@@ -771,6 +771,13 @@ pub static FIELDS: &[Field] = &[
         used: never,
     },
     Field {
+        path: "container.files",
+        local: Within("container"),
+        compose: Done("written on the agent's host per slot and mounted (read-only unless `readOnly: false`)"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
         path: "container.networks[].ipv4Address: with two slots or replicas",
         local: Within("container"),
         compose: Refused(

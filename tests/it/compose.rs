@@ -500,7 +500,7 @@ fn compose_file_repo(repo: &TestRepo, project: &str, image: &str, port: u16, rel
     repo.write(
         "deploy/compose.yaml",
         &format!(
-            "services:\n  web:\n    image: {image}\n    command: /plumb example-app\n    env_file: deploy/web.env\n    \
+            "services:\n  web:\n    image: {image}\n    command: /plumb example-app\n    env_file: web.env\n    \
              ports: [\"{port}:8000\"]\n    volumes: [\"data:/data\"]\n    networks: [back]\n    \
              healthcheck: {{test: {check}, interval: 1s, timeout: 5s, retries: 1}}\n    deploy: {{replicas: 2}}\n    \
              x-plumb:\n      strategy: {{blueGreen: {{keepOldVersion: 0s}}}}\n      \

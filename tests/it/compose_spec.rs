@@ -278,7 +278,7 @@ fn the_corpus_renders_as_compose_renders_it_or_is_refused_in_words() {
         for (service, definition) in theirs["services"].as_object().unwrap() {
             let plumb_service = desired.services.iter().find(|(n, _)| n.as_str() == service).unwrap().1;
             let ours = serde_json::to_value(plumb_service).unwrap();
-            for difference in fidelity::compare(definition, &ours) {
+            for difference in fidelity::compare(definition, &ours, repo.path()) {
                 differences.push(format!("{name}/{service}: {difference}"));
             }
         }
@@ -293,7 +293,7 @@ mod fidelity {
     use super::unescaped;
 
     /// What differs, one line each.
-    pub fn compare(theirs: &Value, ours: &Value) -> Vec<String> {
+    pub fn compare(theirs: &Value, ours: &Value, root: &std::path::Path) -> Vec<String> {
         let container = &ours["container"];
         let mut out = Vec::new();
         let mut same = |field: &str, a: Value, b: Value| {
@@ -314,8 +314,9 @@ mod fidelity {
             environment_of_plumb(ours),
         );
         same("ports", ports_of_compose(theirs), ports_of_plumb(ours));
-        let (volumes, tmpfs) = volumes_of_compose(theirs);
+        let (volumes, tmpfs, binds) = volumes_of_compose(theirs, root);
         same("volumes", volumes, or_empty(&container["volumes"]));
+        same("bind mounts", binds, files_of_plumb(container));
         same("tmpfs", tmpfs, or_empty(&container["tmpfs"]));
         same("networks", networks_of_compose(theirs), networks_of_plumb(container));
         let mut depended: Vec<String> = ours["dependsOn"]
@@ -459,14 +460,25 @@ mod fidelity {
         json!(ports)
     }
 
-    /// Named and anonymous volumes as plumb writes them, and tmpfs mounts.
-    fn volumes_of_compose(theirs: &Value) -> (Value, Value) {
+    /// Named and anonymous volumes as plumb writes them, tmpfs mounts, and bind mounts of the
+    /// repository's files (source path in the repository, target, mode, content).
+    fn volumes_of_compose(theirs: &Value, root: &std::path::Path) -> (Value, Value, Value) {
         let mut volumes = Vec::new();
+        let mut binds = Vec::new();
         let mut tmpfs: Vec<Value> = theirs["tmpfs"].as_array().cloned().unwrap_or_default();
         for volume in theirs["volumes"].as_array().into_iter().flatten() {
             let target = volume["target"].as_str().unwrap();
             match (volume["type"].as_str().unwrap(), volume["source"].as_str()) {
                 ("tmpfs", _) => tmpfs.push(json!(target)),
+                ("bind", Some(source)) => {
+                    let relative = std::path::Path::new(source).strip_prefix(root).unwrap();
+                    binds.push(json!({
+                        "source": relative.to_str().unwrap(),
+                        "target": target,
+                        "readOnly": volume["read_only"].as_bool().unwrap_or(false),
+                        "content": std::fs::read_to_string(source).unwrap(),
+                    }));
+                }
                 ("volume", None) => volumes.push(json!(target)),
                 ("volume", Some(source)) => {
                     let ro = if volume["read_only"].as_bool() == Some(true) {
@@ -479,7 +491,23 @@ mod fidelity {
                 (other, _) => volumes.push(json!(format!("{other} mount {target}"))),
             }
         }
-        (json!(volumes), json!(tmpfs))
+        (json!(volumes), json!(tmpfs), json!(binds))
+    }
+
+    fn files_of_plumb(container: &Value) -> Value {
+        json!(
+            container["files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| json!({
+                    "source": f["source"],
+                    "target": f["target"],
+                    "readOnly": f["readOnly"].as_bool().unwrap_or(true),
+                    "content": f["content"],
+                }))
+                .collect::<Vec<_>>()
+        )
     }
 
     fn networks_of_compose(theirs: &Value) -> Value {

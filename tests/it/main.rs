@@ -6,6 +6,7 @@ mod agent_config;
 mod chaos;
 mod cli;
 mod compose;
+mod compose_fidelity;
 mod compose_spec;
 mod control_plane;
 mod crash;

@@ -1,10 +1,9 @@
-//! Compose files an environment points at (`target: {compose: {files: […]}}`): each Compose
-//! service becomes a plumb `Service` document, built from nodes that keep the Compose file's
-//! lines, so it is merged with the environment's overlays, validated and reported like one
-//! written in `services/`. What plumb takes from a Compose service: `image`, `command`,
-//! `environment`, `env_file`, `ports`, `volumes` (named), `networks`, `healthcheck`,
-//! `depends_on`, `labels`, `profiles`, `deploy.replicas`, and an `x-plumb` map merged over the
-//! result (strategy, health checks, migration…). Anything else is refused, naming the key: a
+//! Compose files an environment points at (`target: {compose: {files: […]}}`), read as
+//! Compose v2 reads them: interpolated (`interpolate`, with the project's `.env`: `dotenv`),
+//! merged by the specification's rules (`merge`), each Compose service then translated key by
+//! key into a plumb `Service` document (`service`) built from nodes that keep the Compose
+//! file's lines, so it is merged with the environment's overlays, validated and reported like
+//! one written in `services/`. A key plumb does not carry out is refused, naming it and why: a
 //! setting silently dropped would deploy something else than what was reviewed.
 
 use std::collections::BTreeMap;

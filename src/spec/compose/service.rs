@@ -106,6 +106,7 @@ pub(super) fn translate(
     let mut container: Vec<(&str, Node)> = Vec::new();
     let mut volumes = Vec::new();
     let mut tmpfs = Vec::new();
+    let mut files = Vec::new();
     let mut resources = Resources::default();
     for (key, member) in members {
         let value = &member.value;
@@ -139,8 +140,13 @@ pub(super) fn translate(
             )),
             "volumes" => match &value.kind {
                 Kind::Seq(items) => {
+                    let mut mounts = Mounts {
+                        volumes: &mut volumes,
+                        tmpfs: &mut tmpfs,
+                        files: &mut files,
+                    };
                     for item in items {
-                        volume(item, &mut volumes, &mut tmpfs, out);
+                        volume(item, &mut mounts, project, out);
                     }
                 }
                 _ => out.push(Diagnostic::new(&value.at, "`volumes` is a list".to_owned())),
@@ -225,6 +231,9 @@ pub(super) fn translate(
     }
     if !tmpfs.is_empty() {
         container.push(("tmpfs", seq(tmpfs, at)));
+    }
+    if !files.is_empty() {
+        container.push(("files", seq(files, at)));
     }
     if let Some(resources) = resources.node(at) {
         doc.push(("resources", resources));
@@ -466,9 +475,17 @@ fn port(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Option
     ))
 }
 
+/// Where a service's mounts go, by kind.
+struct Mounts<'a> {
+    volumes: &'a mut Vec<Node>,
+    tmpfs: &'a mut Vec<Node>,
+    files: &'a mut Vec<Node>,
+}
+
 /// A volume: a named one (`name:/path[:ro]`, or the long form) into `volumes`, an anonymous
-/// one (`/path`) there too, a `tmpfs` into `tmpfs`; a host path is refused, saying so.
-fn volume(node: &Node, volumes: &mut Vec<Node>, tmpfs: &mut Vec<Node>, out: &mut Vec<Diagnostic>) {
+/// one (`/path`) there too, a `tmpfs` into `tmpfs`, a file of the repository into `files`
+/// with its content; a host path is refused, saying so.
+fn volume(node: &Node, mounts: &mut Mounts<'_>, project: &Project<'_>, out: &mut Vec<Diagnostic>) {
     let (kind, source, target, read_only) = match &node.kind {
         Kind::Map(members) => {
             for key in members.keys() {
@@ -534,26 +551,43 @@ fn volume(node: &Node, volumes: &mut Vec<Node>, tmpfs: &mut Vec<Node>, out: &mut
         return;
     };
     match (kind.as_str(), source) {
-        ("volume", None) => volumes.push(text(target, &node.at)),
+        ("volume", None) => mounts.volumes.push(text(target, &node.at)),
         ("volume", Some(source)) => {
             let suffix = if read_only { ":ro" } else { "" };
-            volumes.push(text(format!("{source}:{target}{suffix}"), &node.at));
+            mounts
+                .volumes
+                .push(text(format!("{source}:{target}{suffix}"), &node.at));
         }
-        ("tmpfs", _) => tmpfs.push(text(target, &node.at)),
+        ("tmpfs", _) => mounts.tmpfs.push(text(target, &node.at)),
         ("bind", Some(source)) => {
-            let inside = !source.starts_with(['/', '~']);
-            let message = if inside {
-                format!(
-                    "`{source}` is a bind mount of the repository's files; plumb does not mount repository files yet"
-                )
-            } else {
-                format!("`{source}` is a host path outside the repository; plumb does not mount host paths")
+            let Some(path) = project.path(&source).filter(|_| !source.starts_with(['/', '~'])) else {
+                out.push(
+                    Diagnostic::new(
+                        &node.at,
+                        format!("`{source}` is a host path outside the repository; plumb does not mount host paths"),
+                    )
+                    .hint(format!(
+                        "a named volume (`name:{target}`) keeps data; a file of the repository may be mounted"
+                    )),
+                );
+                return;
             };
-            out.push(
-                Diagnostic::new(&node.at, message).hint(
-                    "a named volume (`name:{target}`) keeps data; configuration belongs in the service's `config`",
-                ),
-            );
+            let Some((_, content)) = (project.read)(&path) else {
+                out.push(
+                    Diagnostic::new(&node.at, format!("`{source}` is not a text file of the repository (`{path}`)"))
+                        .hint("plumb mounts single text files of the repository; folders and binary files are not mounted yet"),
+                );
+                return;
+            };
+            mounts.files.push(map(
+                vec![
+                    ("source", text(path, &node.at)),
+                    ("target", text(target, &node.at)),
+                    ("content", text(content, &node.at)),
+                    ("readOnly", Node::new(Kind::Bool(read_only), node.at.clone())),
+                ],
+                &node.at,
+            ));
         }
         (other, _) => out.push(Diagnostic::new(
             &node.at,

@@ -157,6 +157,29 @@ pub struct Container {
     /// Shared memory size (`64Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<Quantity>,
+    /// Files of the repository mounted into the containers, as of the commit applied: the agent
+    /// writes each on its host and the engine mounts it. A change is a new version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<RepositoryFile>,
+}
+
+/// A file mounted into a container, with its content.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepositoryFile {
+    /// Where the content comes from (a path of the repository), for people reading the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The path in the container.
+    #[schemars(regex(pattern = "^/"))]
+    pub target: String,
+    /// The file's text.
+    #[schemars(length(max = 1048576))]
+    pub content: String,
+    /// Mounted read-only (the default); with `false` the container may change its copy, which
+    /// the next version replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
 }
 
 /// A network a service joins.

@@ -9,7 +9,7 @@ use bollard::models::{
 };
 
 use crate::spec::model::Service;
-use crate::spec::model::service::{Amounts, Container, Restart};
+use crate::spec::model::service::{Amounts, Container, RepositoryFile, Restart};
 use crate::target::workload::{Slot, expand};
 
 /// Compose's project label.
@@ -72,6 +72,30 @@ pub struct Launch<'a> {
     pub config: Option<(&'a std::path::Path, String)>,
     /// The service's variables.
     pub env: &'a [(String, String)],
+    /// The folder on the agent's host where the service's repository files are written
+    /// ([`write_files`]).
+    pub files: Option<&'a std::path::Path>,
+}
+
+/// Where each of `service`'s repository files is written under `dir`: `files/<n>-<name>`.
+pub fn file_paths<'a>(service: &'a Service, dir: &std::path::Path) -> Vec<(std::path::PathBuf, &'a RepositoryFile)> {
+    service
+        .container
+        .iter()
+        .flat_map(|c| c.files.iter().enumerate())
+        .map(|(index, file)| {
+            let name = file.target.rsplit('/').next().unwrap_or("file");
+            (dir.join("files").join(format!("{index}-{name}")), file)
+        })
+        .collect()
+}
+
+/// Writes `service`'s repository files under `dir`, each replaced atomically.
+pub async fn write_files(service: &Service, dir: &std::path::Path) -> std::io::Result<()> {
+    for (path, file) in file_paths(service, dir) {
+        crate::target::workload::save(&path, file.content.clone(), false).await?;
+    }
+    Ok(())
 }
 
 impl Launch<'_> {
@@ -132,6 +156,7 @@ impl Launch<'_> {
                 .join(","),
         );
         let mut binds = self.volumes();
+        binds.extend(self.file_binds());
         if let Some((dir, file)) = &self.config {
             env.push(("PLUMB_CONFIG".to_owned(), format!("{CONFIG_DIR}/{file}")));
             binds.push(format!("{}:{CONFIG_DIR}:ro", dir.display()));
@@ -248,7 +273,8 @@ impl Launch<'_> {
         let mut labels = self.labels();
         labels.insert(ONEOFF.to_owned(), "True".to_owned());
         labels.insert(JOB.to_owned(), job.to_owned());
-        let binds = self.volumes();
+        let mut binds = self.volumes();
+        binds.extend(self.file_binds());
         let settings = self.service.container.clone().unwrap_or_default();
         ContainerCreateBody {
             image: self.service.image.clone(),
@@ -277,6 +303,20 @@ impl Launch<'_> {
             .flat_map(|c| &c.volumes)
             .filter(|volume| !is_anonymous(volume))
             .map(|volume| format!("{}_{volume}", self.project))
+            .collect()
+    }
+
+    /// The repository files, as binds of their copies on the agent's host.
+    fn file_binds(&self) -> Vec<String> {
+        let Some(dir) = self.files else {
+            return Vec::new();
+        };
+        file_paths(self.service, dir)
+            .into_iter()
+            .map(|(path, file)| {
+                let mode = if file.read_only == Some(false) { "rw" } else { "ro" };
+                format!("{}:{}:{mode}", path.display(), file.target)
+            })
             .collect()
     }
 

@@ -21,7 +21,7 @@ use bollard::query_parameters::KillContainerOptionsBuilder;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::container::{Launch, Replica};
+use super::container::{Launch, Replica, write_files};
 use super::engine::{self, EngineError, request};
 use super::nginx::{Nginx, NginxError};
 use crate::health::Check;
@@ -244,6 +244,10 @@ impl ComposeRuntime {
                 source,
             })?;
         let config = write_config(service, &dir).await?;
+        write_files(service, &dir).await.map_err(|source| ComposeError::State {
+            path: dir.join("files"),
+            source,
+        })?;
         let launch = Launch {
             project: &self.project,
             environment: &self.environment,
@@ -255,6 +259,7 @@ impl ComposeRuntime {
                 .as_ref()
                 .and_then(|path| Some((dir.as_path(), path.file_name()?.to_string_lossy().into_owned()))),
             env: &env,
+            files: Some(&dir),
         };
         let mut routing = self.routing.lock().await;
         let routes = routing.entry(name.to_owned()).or_default();
@@ -307,6 +312,7 @@ impl ComposeRuntime {
                 network: &network,
                 config: file.map(|file| (dir.as_path(), file)),
                 env: &env,
+                files: Some(&dir),
             };
             let taken: Vec<usize> = running.iter().map(|r| r.number).collect();
             let mut index = 0;

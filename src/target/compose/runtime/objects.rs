@@ -249,6 +249,14 @@ impl ComposeRuntime {
         let env = variables(service)?;
         self.image(image).await?;
         let network = self.network().await?;
+        // The job's own copies of the repository files: the running slots' stay as they are.
+        let files = self.dir.join(name).join("job");
+        crate::target::compose::container::write_files(service, &files)
+            .await
+            .map_err(|source| ComposeError::State {
+                path: files.join("files"),
+                source,
+            })?;
         let launch = Launch {
             project: &self.project,
             environment: &self.environment,
@@ -258,6 +266,7 @@ impl ComposeRuntime {
             network: &network,
             config: None,
             env: &env,
+            files: Some(&files),
         };
         let container: String = format!("{}-{name}-{job}", self.project)
             .chars()

