@@ -15,9 +15,9 @@ use crate::trigger::webhook::Provider;
 use crate::trust::Policy;
 
 /// The files a repository input is split into, in order, at each NUL byte: the repository's
-/// settings, two services, two environments (overlays included), a Compose file and an
-/// `env_file` that environments may point at.
-pub const REPOSITORY_FILES: [&str; 7] = [
+/// settings, two services, two environments (overlays included), a Compose file, an
+/// `env_file` that environments may point at, and the Compose project's `.env`.
+pub const REPOSITORY_FILES: [&str; 8] = [
     "plumb.yaml",
     "services/api.yaml",
     "services/web.yaml",
@@ -25,6 +25,7 @@ pub const REPOSITORY_FILES: [&str; 7] = [
     "environments/prod.yaml",
     "compose.yaml",
     "app.env",
+    ".env",
 ];
 
 /// A repository held in memory.
@@ -150,11 +151,35 @@ pub fn policy(data: &[u8]) {
     let _ = Policy::parse(&String::from_utf8_lossy(data));
 }
 
+/// Reads `data` as Compose reads variables: up to the first NUL, a `.env` file; after it, a
+/// template interpolated with that file's variables. Interpolation must not panic, and a
+/// template without `$` is its own value.
+pub fn interpolation(data: &[u8]) {
+    use crate::spec::compose::{dotenv, interpolate};
+    let text = String::from_utf8_lossy(data);
+    let (env, template) = text.split_once('\0').unwrap_or(("", &text));
+    let entries = dotenv::parse(env, &|_| None).unwrap_or_default();
+    let lookup = |name: &str| entries.iter().rev().find(|e| e.name == name).map(|e| e.value.clone());
+    let value = interpolate::interpolate(template, &lookup);
+    if !template.contains('$') {
+        assert_eq!(
+            value.as_deref(),
+            Ok(template),
+            "a template without `$` is its own value"
+        );
+    }
+}
+
 /// A fuzz target's entry point.
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets, by name (as `fuzz/fuzz_targets/` names them).
-pub const TARGETS: [(&str, Target); 3] = [("repository", repository), ("webhook", webhook), ("policy", policy)];
+pub const TARGETS: [(&str, Target); 4] = [
+    ("repository", repository),
+    ("webhook", webhook),
+    ("policy", policy),
+    ("interpolation", interpolation),
+];
 
 #[cfg(test)]
 mod tests {

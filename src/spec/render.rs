@@ -427,13 +427,20 @@ fn find_sealed<'a>(node: &'a Node, path: Path, found: &mut Vec<(&'a Node, Path)>
         Kind::Str(s) if is_encrypted(s) => {
             let secret_field = match path.0.as_slice() {
                 [Step::Key(env), Step::Index(_), Step::Key(value)] => env == "env" && value == "value",
+                [
+                    Step::Key(container),
+                    Step::Key(files),
+                    Step::Index(_),
+                    Step::Key(content),
+                ] if container == "container" => files == "files" && content == "content",
                 [Step::Key(config), Step::Key(values), ..] => config == "config" && values == "values",
                 _ => false,
             };
             if secret_field {
                 found.push((node, path));
             } else {
-                let message = "only a variable's `value` and `config.values` may be encrypted";
+                let message =
+                    "only a variable's `value`, `config.values` and a mounted file's `content` may be encrypted";
                 out.push(Diagnostic::new(&node.at, message).path(&path));
             }
         }

@@ -62,6 +62,11 @@ fn when(set: bool, path: Path) -> Vec<Path> {
     if set { vec![path] } else { Vec::new() }
 }
 
+/// Whether `service` runs one container at a time: one replica, replaced in place.
+fn single(service: &Service) -> bool {
+    service.replicas == 1 && service.autoscaling.is_none() && matches!(service.strategy, Strategy::Recreate(_))
+}
+
 fn never(_: &Service, _: &Target) -> Vec<Path> {
     Vec::new()
 }
@@ -778,6 +783,25 @@ pub static FIELDS: &[Field] = &[
         used: never,
     },
     Field {
+        path: "container.containerName",
+        local: Within("container"),
+        compose: Done("the container's name"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.containerName: with two slots or replicas",
+        local: Within("container"),
+        compose: Refused(
+            "two containers cannot share one name: a fixed name needs `replicas: 1` and the recreate strategy",
+        ),
+        kubernetes: Within("container"),
+        used: |s, _| {
+            let named = s.container.as_ref().is_some_and(|c| c.container_name.is_some());
+            when(named && !single(s), root().key("container").key("containerName"))
+        },
+    },
+    Field {
         path: "container.networks[].ipv4Address: with two slots or replicas",
         local: Within("container"),
         compose: Refused(
@@ -785,11 +809,10 @@ pub static FIELDS: &[Field] = &[
         ),
         kubernetes: Within("container"),
         used: |s, _| {
-            let single = s.replicas == 1 && matches!(s.strategy, Strategy::Recreate(_));
             s.container
                 .iter()
                 .flat_map(|c| c.networks.iter().enumerate())
-                .filter(|(_, n)| n.ipv4_address().is_some() && !single)
+                .filter(|(_, n)| n.ipv4_address().is_some() && !single(s))
                 .map(|(i, _)| {
                     root()
                         .key("container")

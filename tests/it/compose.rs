@@ -695,9 +695,11 @@ async fn decrypted_values_reach_the_container_and_its_file_is_private() {
     let token = unique("tok");
     let password = unique("pw");
     let seal = |clear: &str| identity.seal(clear);
+    let secret_file = unique("secret-file");
     let config = format!(
-        "config:\n  file: app.json\n  values: {{password: {:?}}}\n",
-        seal(&password)
+        "config:\n  file: app.json\n  values: {{password: {:?}}}\ncontainer:\n  files:\n    - {{target: /run/secrets/db, content: {:?}}}\n",
+        seal(&password),
+        seal(&secret_file)
     );
     let sealed_token = seal(&token);
     let env = [("API_TOKEN", sealed_token.as_str())];
@@ -731,11 +733,30 @@ async fn decrypted_values_reach_the_container_and_its_file_is_private() {
         files_holding(state.path(), &token).is_empty(),
         "a variable is never written"
     );
-    for file in files_holding(state.path(), &password) {
+    let holding = [
+        files_holding(state.path(), &password),
+        files_holding(state.path(), &secret_file),
+    ];
+    for files in &holding {
+        assert_eq!(files.len(), 1, "one copy of each decrypted file");
+    }
+    for file in holding.iter().flatten() {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        let mode = std::fs::metadata(file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{}", file.display());
     }
+    // The encrypted file is mounted, opened, where the service said.
+    let mounts = docker(&[
+        "inspect",
+        "--format",
+        "{{json .Mounts}}",
+        &containers(project, "web")[0],
+    ]);
+    let copy = holding[1][0].display().to_string();
+    assert!(
+        mounts.contains(&copy) && mounts.contains("\"Destination\":\"/run/secrets/db\""),
+        "{mounts}"
+    );
     agent.stop().await;
     clean(project);
 }

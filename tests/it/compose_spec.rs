@@ -278,7 +278,7 @@ fn the_corpus_renders_as_compose_renders_it_or_is_refused_in_words() {
         for (service, definition) in theirs["services"].as_object().unwrap() {
             let plumb_service = desired.services.iter().find(|(n, _)| n.as_str() == service).unwrap().1;
             let ours = serde_json::to_value(plumb_service).unwrap();
-            for difference in fidelity::compare(definition, &ours, repo.path()) {
+            for difference in fidelity::compare(definition, &ours, &theirs, repo.path()) {
                 differences.push(format!("{name}/{service}: {difference}"));
             }
         }
@@ -293,7 +293,7 @@ mod fidelity {
     use super::unescaped;
 
     /// What differs, one line each.
-    pub fn compare(theirs: &Value, ours: &Value, root: &std::path::Path) -> Vec<String> {
+    pub fn compare(theirs: &Value, ours: &Value, project: &Value, root: &std::path::Path) -> Vec<String> {
         let container = &ours["container"];
         let mut out = Vec::new();
         let mut same = |field: &str, a: Value, b: Value| {
@@ -314,9 +314,10 @@ mod fidelity {
             environment_of_plumb(ours),
         );
         same("ports", ports_of_compose(theirs), ports_of_plumb(ours));
-        let (volumes, tmpfs, binds) = volumes_of_compose(theirs, root);
+        let (volumes, tmpfs, mut binds) = volumes_of_compose(theirs, root);
+        binds.extend(granted_of_compose(theirs, project, root));
         same("volumes", volumes, or_empty(&container["volumes"]));
-        same("bind mounts", binds, files_of_plumb(container));
+        same("files", json!(binds), files_of_plumb(container));
         same("tmpfs", tmpfs, or_empty(&container["tmpfs"]));
         same("networks", networks_of_compose(theirs), networks_of_plumb(container));
         let mut depended: Vec<String> = ours["dependsOn"]
@@ -354,6 +355,7 @@ mod fidelity {
             ("working_dir", "workingDir"),
             ("stop_signal", "stopSignal"),
             ("init", "init"),
+            ("container_name", "containerName"),
         ] {
             same(compose, or_null(&theirs[compose]), or_null(&container[plumb]));
         }
@@ -462,7 +464,7 @@ mod fidelity {
 
     /// Named and anonymous volumes as plumb writes them, tmpfs mounts, and bind mounts of the
     /// repository's files (source path in the repository, target, mode, content).
-    fn volumes_of_compose(theirs: &Value, root: &std::path::Path) -> (Value, Value, Value) {
+    fn volumes_of_compose(theirs: &Value, root: &std::path::Path) -> (Value, Value, Vec<Value>) {
         let mut volumes = Vec::new();
         let mut binds = Vec::new();
         let mut tmpfs: Vec<Value> = theirs["tmpfs"].as_array().cloned().unwrap_or_default();
@@ -491,7 +493,45 @@ mod fidelity {
                 (other, _) => volumes.push(json!(format!("{other} mount {target}"))),
             }
         }
-        (json!(volumes), json!(tmpfs), json!(binds))
+        (json!(volumes), json!(tmpfs), binds)
+    }
+
+    /// The secrets and configs the service is granted, as the files they are mounted as.
+    fn granted_of_compose(theirs: &Value, project: &Value, root: &std::path::Path) -> Vec<Value> {
+        let mut files = Vec::new();
+        for (kind, default) in [("secrets", "/run/secrets/"), ("configs", "/")] {
+            for grant in theirs[kind].as_array().into_iter().flatten() {
+                let source = grant["source"].as_str().unwrap();
+                let target = match grant["target"].as_str() {
+                    Some(t) if t.starts_with('/') => t.to_owned(),
+                    Some(t) => format!("{default}{t}"),
+                    None => format!("{default}{source}"),
+                };
+                let definition = &project[kind][source];
+                let what = if kind == "secrets" { "secret" } else { "config" };
+                let (origin, content) = if let Some(file) = definition["file"].as_str() {
+                    let relative = std::path::Path::new(file).strip_prefix(root).unwrap();
+                    (
+                        relative.to_str().unwrap().to_owned(),
+                        std::fs::read_to_string(file).unwrap(),
+                    )
+                } else if let Some(content) = definition["content"].as_str() {
+                    (format!("{what} {source}"), unescaped(&json!(content)))
+                } else {
+                    let variable = definition["environment"].as_str().unwrap();
+                    let dotenv = std::fs::read_to_string(root.join("app/.env")).unwrap();
+                    let value = plumb::spec::compose::dotenv::parse(&dotenv, &|_| None)
+                        .unwrap()
+                        .into_iter()
+                        .find(|e| e.name == variable)
+                        .unwrap()
+                        .value;
+                    (format!("{what} {source}"), value)
+                };
+                files.push(json!({"source": origin, "target": target, "readOnly": true, "content": content}));
+            }
+        }
+        files
     }
 
     fn files_of_plumb(container: &Value) -> Value {

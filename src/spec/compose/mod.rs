@@ -38,14 +38,10 @@ pub struct Settings<'a> {
 }
 
 /// Top-level keys refused, and why.
-const TOP_LEVEL_REFUSED: &[(&str, &str)] = &[
-    ("secrets", "plumb does not mount Compose secrets yet"),
-    ("configs", "plumb does not mount Compose configs yet"),
-    (
-        "include",
-        "plumb does not follow `include` yet: list the files in `target.compose.files`",
-    ),
-];
+const TOP_LEVEL_REFUSED: &[(&str, &str)] = &[(
+    "include",
+    "plumb does not follow `include` yet: list the files in `target.compose.files`",
+)];
 
 /// The plumb service documents of parsed Compose `files`, merged as Compose merges them (a later
 /// file's service over an earlier one's), with the services whose profiles are off left out.
@@ -63,7 +59,7 @@ pub fn services(
     let Some(first) = files.first() else {
         return services;
     };
-    let project = Project::new(&first.at.file, settings.address, variables, read, out);
+    let mut project = Project::new(&first.at.file, settings.address, variables, read, out);
     let mut merged: IndexMap<String, (Origin, Node)> = IndexMap::new();
     for file in files {
         let mut file = file.clone();
@@ -94,6 +90,16 @@ pub fn services(
                     }
                 }
                 "networks" | "volumes" => definitions(key, &member.value, out),
+                "secrets" | "configs" => {
+                    let known = if key == "secrets" {
+                        &mut project.secrets
+                    } else {
+                        &mut project.configs
+                    };
+                    for (name, definition) in member.value.as_map().into_iter().flatten() {
+                        known.insert(name.clone(), definition.value.clone());
+                    }
+                }
                 key if key.starts_with("x-") => {}
                 key => {
                     let why = TOP_LEVEL_REFUSED
@@ -163,6 +169,9 @@ struct Project<'a> {
     /// The `.env` beside the first file.
     dotenv: Vec<dotenv::Entry>,
     read: &'a ReadFile<'a>,
+    /// The top-level `secrets` and `configs`, by name.
+    secrets: IndexMap<String, Node>,
+    configs: IndexMap<String, Node>,
 }
 
 impl<'a> Project<'a> {
@@ -183,6 +192,8 @@ impl<'a> Project<'a> {
             variables,
             dotenv: Vec::new(),
             read,
+            secrets: IndexMap::new(),
+            configs: IndexMap::new(),
         };
         if let Some((file, text)) = project.read(".env") {
             match dotenv::parse(&text, variables) {

@@ -16,18 +16,6 @@ const REFUSED: &[(&str, &str)] = &[
         "plumb does not build images yet: build and push the image, and name it in `image`",
     ),
     (
-        "container_name",
-        "plumb names each replica of each slot (`<project>-<service>-<slot>-<n>`); one fixed name would allow a single container",
-    ),
-    (
-        "secrets",
-        "plumb does not mount Compose secrets yet: put encrypted values in `environment` (ENC[…]) or the service's `config`",
-    ),
-    (
-        "configs",
-        "plumb does not mount Compose configs yet: use the service's `config` (x-plumb), written and mounted by the agent",
-    ),
-    (
         "extends",
         "plumb does not follow `extends` yet: list the files in `target.compose.files`, later ones merge over earlier ones",
     ),
@@ -205,6 +193,17 @@ pub(super) fn translate(
                 ),
             )),
             "logging" => container.push(("logging", logging(value, out))),
+            "container_name" => container.push(("containerName", value.clone())),
+            "secrets" | "configs" => match &value.kind {
+                Kind::Seq(items) => {
+                    for item in items {
+                        if let Some(file) = granted(key == "secrets", item, project, out) {
+                            files.push(file);
+                        }
+                    }
+                }
+                _ => out.push(Diagnostic::new(&value.at, format!("`{key}` is a list"))),
+            },
             "shm_size" => {
                 if let Some(bytes) = memory(value, out) {
                     container.push(("shmSize", bytes));
@@ -246,6 +245,100 @@ pub(super) fn translate(
         merge_into(&mut translated, extra, "", out);
     }
     Some(translated)
+}
+
+/// A secret or config a service is granted (`name`, or `{source, target}`), as a file mounted
+/// read-only: a secret at `/run/secrets/<name>`, a config at `/<name>` unless a target is
+/// given. Its content comes from the top-level definition: a `file` of the repository (a
+/// secret's may be an encrypted value, `ENC[…]`, which the agent opens), a config's inline
+/// `content`, or a project variable (`environment`).
+fn granted(secret: bool, item: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Option<Node> {
+    let what = if secret { "secret" } else { "config" };
+    let (source, target) = match &item.kind {
+        Kind::Map(members) => {
+            for (key, member) in members {
+                if !["source", "target"].contains(&key.as_str()) {
+                    out.push(Diagnostic::new(
+                        &member.key_at,
+                        format!("`{key}` of a {what} is not carried out: plumb mounts the file as the agent writes it"),
+                    ));
+                }
+            }
+            (
+                item.get("source").and_then(scalar)?,
+                item.get("target").and_then(scalar),
+            )
+        }
+        _ => (scalar(item)?, None),
+    };
+    let target = match target {
+        Some(target) if target.starts_with('/') => target,
+        Some(target) if secret => format!("/run/secrets/{target}"),
+        Some(target) => format!("/{target}"),
+        None if secret => format!("/run/secrets/{source}"),
+        None => format!("/{source}"),
+    };
+    let known = if secret { &project.secrets } else { &project.configs };
+    let Some(definition) = known.get(&source) else {
+        out.push(Diagnostic::new(
+            &item.at,
+            format!("{what} `{source}` is not defined at the top level"),
+        ));
+        return None;
+    };
+    let mut content = None;
+    let mut origin = format!("{what} {source}");
+    for (key, member) in definition.as_map().into_iter().flatten() {
+        let value = &member.value;
+        match key.as_str() {
+            "file" => {
+                let file = scalar(value).unwrap_or_default();
+                match project
+                    .path(&file)
+                    .and_then(|path| Some((project.read)(&path)?.1).map(|text| (path, text)))
+                {
+                    Some((path, text)) => {
+                        origin = path;
+                        content = Some(text);
+                    }
+                    None => out.push(Diagnostic::new(
+                        &value.at,
+                        format!("the {what}'s file `{file}` is not a text file of the repository"),
+                    )),
+                }
+            }
+            "content" if !secret => content = scalar(value),
+            "environment" => {
+                let name = scalar(value).unwrap_or_default();
+                match project.lookup(&name) {
+                    Some(text) => content = Some(text),
+                    None => out.push(Diagnostic::new(
+                        &value.at,
+                        format!("the {what} takes variable `{name}`, which is not set"),
+                    )),
+                }
+            }
+            "name" => {}
+            other => out.push(Diagnostic::new(
+                &member.key_at,
+                format!("`{other}` of {what} `{source}` is not carried out by plumb's compose target"),
+            )),
+        }
+    }
+    let mut content = content?;
+    // An encrypted secret is one value, whatever line ending its file has.
+    if crate::spec::model::scalar::is_encrypted(content.trim()) {
+        content = content.trim().to_owned();
+    }
+    Some(map(
+        vec![
+            ("source", text(origin, &item.at)),
+            ("target", text(target, &item.at)),
+            ("content", text(content, &item.at)),
+            ("readOnly", Node::new(Kind::Bool(true), item.at.clone())),
+        ],
+        &item.at,
+    ))
 }
 
 /// A command or entrypoint: a string split into words as Compose does (no shell), or a list.

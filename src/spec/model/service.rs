@@ -157,6 +157,11 @@ pub struct Container {
     /// Shared memory size (`64Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<Quantity>,
+    /// The container's name instead of `<project>-<service>-<slot>-<n>`: for a single replica
+    /// with the recreate strategy (two containers cannot share a name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"))]
+    pub container_name: Option<String>,
     /// Files of the repository mounted into the containers, as of the commit applied: the agent
     /// writes each on its host and the engine mounts it. A change is a new version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -9,6 +9,7 @@ use bollard::models::{
 };
 
 use crate::spec::model::Service;
+use crate::spec::model::scalar::is_encrypted;
 use crate::spec::model::service::{Amounts, Container, RepositoryFile, Restart};
 use crate::target::workload::{Slot, expand};
 
@@ -90,17 +91,36 @@ pub fn file_paths<'a>(service: &'a Service, dir: &std::path::Path) -> Vec<(std::
         .collect()
 }
 
-/// Writes `service`'s repository files under `dir`, each replaced atomically.
+/// Writes `service`'s repository files under `dir`, each replaced atomically; an encrypted
+/// content is opened, and its file readable by its owner alone.
 pub async fn write_files(service: &Service, dir: &std::path::Path) -> std::io::Result<()> {
     for (path, file) in file_paths(service, dir) {
-        crate::target::workload::save(&path, file.content.clone(), false).await?;
+        let (content, private) = if is_encrypted(&file.content) {
+            match service.opened.get(&file.content) {
+                Some(clear) => (clear.expose().to_owned(), true),
+                None => {
+                    return Err(std::io::Error::other(format!(
+                        "the content of {} is encrypted and was not opened (no key for it)",
+                        file.target
+                    )));
+                }
+            }
+        } else {
+            (file.content.clone(), false)
+        };
+        crate::target::workload::save(&path, content, private).await?;
     }
     Ok(())
 }
 
 impl Launch<'_> {
     /// The container's name: `<project>-<service>-<slot>-<n>`, as Compose names its own.
+    /// A service that names its container (`container.containerName`, one replica with the
+    /// recreate strategy) gets that name.
     pub fn name(&self, index: usize) -> String {
+        if let Some(name) = self.service.container.as_ref().and_then(|c| c.container_name.as_ref()) {
+            return name.clone();
+        }
         format!(
             "{}-{}-{}-{}",
             self.project,
