@@ -488,7 +488,7 @@ mod tests {
     #[test]
     fn what_plumb_would_drop_is_refused_by_name() {
         let (_, problems) = translate_text(
-            "services:\n  web:\n    image: x\n    privileged: true\n    ports: [\"80\"]\n    environment: [HOME]\nconfigs: {}\n",
+            "services:\n  web:\n    image: x\n    privileged: true\n    ports: [\"80\"]\n    environment: [HOME]\ninclude: [other.yaml]\n",
         );
         let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert!(
@@ -510,7 +510,7 @@ mod tests {
         assert!(
             messages
                 .iter()
-                .any(|m| m.starts_with("compose.yaml:7:1") && m.contains("`configs`")),
+                .any(|m| m.starts_with("compose.yaml:7:1") && m.contains("`include`")),
             "{messages:?}"
         );
     }
