@@ -33,9 +33,11 @@ const COMPOSE: &str = r#"services:
       - /scratch
       - {type: tmpfs, target: /cache}
       - ./site.conf:/etc/site.conf:ro
+      - kept:/kept
     tmpfs: [/tmp]
     networks:
       back: {aliases: [web.internal]}
+      shared:
     deploy:
       resources:
         limits: {cpus: '0.5', memory: 256m}
@@ -60,8 +62,10 @@ const COMPOSE: &str = r#"services:
       healthChecks: [{name: ready, http: {path: /health, port: "p${PORT}"}, interval: 50ms, failureThreshold: 200}]
 networks:
   back: {}
+  shared: {external: true, name: fidelity-shared}
 volumes:
   data: {}
+  kept: {external: true, name: fidelity-kept}
 "#;
 
 /// Removes what `docker compose up` or plumb created for `project`.
@@ -141,9 +145,13 @@ fn settings(container: &Value, project: &str) -> Value {
         })
         .map(|m| {
             let name = m["Name"].as_str().unwrap_or_default();
-            let name = name
-                .strip_prefix(&prefix)
-                .unwrap_or(if name.is_empty() { "" } else { "anonymous" });
+            // An anonymous volume's name is 64 hexadecimal digits, different on each side.
+            let anonymous = name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit());
+            let name = if anonymous {
+                "anonymous"
+            } else {
+                name.strip_prefix(&prefix).unwrap_or(name)
+            };
             format!("{} {} {} rw={}", m["Type"], name, m["Destination"], m["RW"])
         })
         .collect();
@@ -219,6 +227,9 @@ async fn plumb_creates_what_docker_compose_up_creates() {
     let (by_compose, by_plumb) = ("fidelity-compose", "fidelity-plumb");
     clean(by_compose);
     clean(by_plumb);
+    // What both use and neither owns.
+    let _ = docker_quiet(&["network", "create", "fidelity-shared"]);
+    let _ = docker_quiet(&["volume", "create", "fidelity-kept"]);
 
     // Docker Compose, from a folder of its own, on a port of its own.
     let compose_dir = tempfile::tempdir().unwrap();
@@ -287,4 +298,9 @@ async fn plumb_creates_what_docker_compose_up_creates() {
     agent.stop().await;
     clean(by_compose);
     clean(by_plumb);
+    // The external network and volume outlive both projects, as they should.
+    assert!(docker_quiet(&["network", "inspect", "fidelity-shared"]));
+    assert!(docker_quiet(&["volume", "inspect", "fidelity-kept"]));
+    docker_quiet(&["network", "rm", "fidelity-shared"]);
+    docker_quiet(&["volume", "rm", "fidelity-kept"]);
 }

@@ -314,7 +314,7 @@ mod fidelity {
             environment_of_plumb(ours),
         );
         same("ports", ports_of_compose(theirs), ports_of_plumb(ours));
-        let (volumes, tmpfs, mut binds) = volumes_of_compose(theirs, root);
+        let (volumes, tmpfs, mut binds) = volumes_of_compose(theirs, project, root);
         binds.extend(granted_of_compose(theirs, project, root));
         same("volumes", volumes, or_empty(&container["volumes"]));
         same("files", json!(binds), files_of_plumb(container));
@@ -464,7 +464,7 @@ mod fidelity {
 
     /// Named and anonymous volumes as plumb writes them, tmpfs mounts, and bind mounts of the
     /// repository's files (source path in the repository, target, mode, content).
-    fn volumes_of_compose(theirs: &Value, root: &std::path::Path) -> (Value, Value, Vec<Value>) {
+    fn volumes_of_compose(theirs: &Value, project: &Value, root: &std::path::Path) -> (Value, Value, Vec<Value>) {
         let mut volumes = Vec::new();
         let mut binds = Vec::new();
         let mut tmpfs: Vec<Value> = theirs["tmpfs"].as_array().cloned().unwrap_or_default();
@@ -483,6 +483,12 @@ mod fidelity {
                 }
                 ("volume", None) => volumes.push(json!(target)),
                 ("volume", Some(source)) => {
+                    // An external volume is mounted by its name on the engine.
+                    let definition = &project["volumes"][source];
+                    let source = match definition["name"].as_str() {
+                        Some(name) if definition["external"] == true => name,
+                        _ => source,
+                    };
                     let ro = if volume["read_only"].as_bool() == Some(true) {
                         ":ro"
                     } else {

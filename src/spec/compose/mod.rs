@@ -89,7 +89,7 @@ pub fn services(
                         );
                     }
                 }
-                "networks" | "volumes" => definitions(key, &member.value, out),
+                "networks" | "volumes" => definitions(key, &member.value, &mut project, out),
                 "secrets" | "configs" => {
                     let known = if key == "secrets" {
                         &mut project.secrets
@@ -137,13 +137,29 @@ pub fn services(
 }
 
 /// Top-level `networks` or `volumes`: plumb creates each as `<project>_<name>` with the
-/// engine's defaults, so any other setting is refused by name.
-fn definitions(what: &str, node: &Node, out: &mut Vec<Diagnostic>) {
+/// engine's defaults; an `external` one (named by `name`, else as written) is used as it is and
+/// never created. Any other setting is refused by name.
+fn definitions(what: &str, node: &Node, project: &mut Project<'_>, out: &mut Vec<Diagnostic>) {
     for (name, member) in node.as_map().into_iter().flatten() {
+        let external = matches!(member.value.get("external").map(|n| &n.kind), Some(Kind::Bool(true)));
+        if external {
+            let engine_name = member
+                .value
+                .get("name")
+                .and_then(scalar)
+                .unwrap_or_else(|| name.clone());
+            let known = if what == "networks" {
+                &mut project.external_networks
+            } else {
+                &mut project.external_volumes
+            };
+            known.insert(name.clone(), engine_name);
+        }
         for (key, setting) in member.value.as_map().into_iter().flatten() {
             let default = match key.as_str() {
                 "driver" => matches!(scalar(&setting.value).as_deref(), Some("bridge" | "local")),
-                "external" => matches!(setting.value.kind, Kind::Bool(false)),
+                "external" => matches!(setting.value.kind, Kind::Bool(_)),
+                "name" => external,
                 key => key.starts_with("x-"),
             };
             if !default {
@@ -172,6 +188,9 @@ struct Project<'a> {
     /// The top-level `secrets` and `configs`, by name.
     secrets: IndexMap<String, Node>,
     configs: IndexMap<String, Node>,
+    /// The external networks and volumes, by name, with their names on the engine.
+    external_networks: BTreeMap<String, String>,
+    external_volumes: BTreeMap<String, String>,
 }
 
 impl<'a> Project<'a> {
@@ -194,6 +213,8 @@ impl<'a> Project<'a> {
             read,
             secrets: IndexMap::new(),
             configs: IndexMap::new(),
+            external_networks: BTreeMap::new(),
+            external_volumes: BTreeMap::new(),
         };
         if let Some((file, text)) = project.read(".env") {
             match dotenv::parse(&text, variables) {

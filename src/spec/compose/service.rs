@@ -95,6 +95,7 @@ pub(super) fn translate(
     let mut volumes = Vec::new();
     let mut tmpfs = Vec::new();
     let mut files = Vec::new();
+    let mut external_volumes = Vec::new();
     let mut resources = Resources::default();
     for (key, member) in members {
         let value = &member.value;
@@ -130,6 +131,7 @@ pub(super) fn translate(
                 Kind::Seq(items) => {
                     let mut mounts = Mounts {
                         volumes: &mut volumes,
+                        external: &mut external_volumes,
                         tmpfs: &mut tmpfs,
                         files: &mut files,
                     };
@@ -140,7 +142,7 @@ pub(super) fn translate(
                 _ => out.push(Diagnostic::new(&value.at, "`volumes` is a list".to_owned())),
             },
             "tmpfs" => tmpfs.extend(strings(value).into_iter().map(|(t, at)| text(t, &at))),
-            "networks" => container.push(("networks", networks(value, out))),
+            "networks" => container.push(("networks", networks(value, project, out))),
             "healthcheck" => {
                 if let Some(check) = healthcheck(value, out) {
                     container.push(("healthcheck", check));
@@ -233,6 +235,9 @@ pub(super) fn translate(
     }
     if !files.is_empty() {
         container.push(("files", seq(files, at)));
+    }
+    if !external_volumes.is_empty() {
+        container.push(("externalVolumes", seq(external_volumes, at)));
     }
     if let Some(resources) = resources.node(at) {
         doc.push(("resources", resources));
@@ -571,6 +576,8 @@ fn port(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Option
 /// Where a service's mounts go, by kind.
 struct Mounts<'a> {
     volumes: &'a mut Vec<Node>,
+    /// The external volumes among them.
+    external: &'a mut Vec<Node>,
     tmpfs: &'a mut Vec<Node>,
     files: &'a mut Vec<Node>,
 }
@@ -647,6 +654,13 @@ fn volume(node: &Node, mounts: &mut Mounts<'_>, project: &Project<'_>, out: &mut
         ("volume", None) => mounts.volumes.push(text(target, &node.at)),
         ("volume", Some(source)) => {
             let suffix = if read_only { ":ro" } else { "" };
+            let source = match project.external_volumes.get(&source) {
+                Some(engine_name) => {
+                    mounts.external.push(text(engine_name, &node.at));
+                    engine_name.clone()
+                }
+                None => source,
+            };
             mounts
                 .volumes
                 .push(text(format!("{source}:{target}{suffix}"), &node.at));
@@ -690,15 +704,23 @@ fn volume(node: &Node, mounts: &mut Mounts<'_>, project: &Project<'_>, out: &mut
 }
 
 /// The networks a service joins: a list of names, or a map of names to settings (aliases, a
-/// fixed address). `default` is left out: every service joins the project's default network.
-fn networks(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
+/// fixed address), an external one with its name on the engine. `default` is left out: every
+/// service joins the project's default network.
+fn networks(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Node {
+    let attachment = |name: &str, at: &Origin| {
+        let mut entries = vec![("name", text(name, at))];
+        if let Some(engine_name) = project.external_networks.get(name) {
+            entries.push(("engineName", text(engine_name, at)));
+        }
+        entries
+    };
     let items = match &node.kind {
         Kind::Map(members) => members
             .iter()
             .filter(|(name, _)| name.as_str() != "default")
             .map(|(name, member)| {
                 let settings = &member.value;
-                let mut entries = vec![("name", text(name, &member.key_at))];
+                let mut entries = attachment(name, &member.key_at);
                 if let Some(settings_map) = settings.as_map() {
                     for (key, setting) in settings_map {
                         match key.as_str() {
@@ -730,7 +752,14 @@ fn networks(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
         _ => strings(node)
             .into_iter()
             .filter(|(name, _)| name != "default")
-            .map(|(name, at)| text(name, &at))
+            .map(|(name, at)| {
+                let entries = attachment(&name, &at);
+                if entries.len() == 1 {
+                    text(name, &at)
+                } else {
+                    map(entries, &at)
+                }
+            })
             .collect(),
     };
     seq(items, &node.at)

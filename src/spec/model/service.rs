@@ -157,6 +157,10 @@ pub struct Container {
     /// Shared memory size (`64Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<Quantity>,
+    /// Volumes of `volumes` that are not the project's (Compose's `external: true`): mounted by
+    /// the name written, never created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_volumes: Vec<String>,
     /// The container's name instead of `<project>-<service>-<slot>-<n>`: for a single replica
     /// with the recreate strategy (two containers cannot share a name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,14 +196,14 @@ pub struct RepositoryFile {
 #[serde(untagged)]
 pub enum Attachment {
     /// By name alone.
-    Name(Name),
+    Name(#[schemars(regex(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"))] String),
     /// With settings.
     Detailed(NetworkSettings),
 }
 
 impl Attachment {
-    /// The network's name.
-    pub fn name(&self) -> &Name {
+    /// The network's name in the project.
+    pub fn name(&self) -> &str {
         match self {
             Attachment::Name(name) => name,
             Attachment::Detailed(settings) => &settings.name,
@@ -211,6 +215,15 @@ impl Attachment {
         match self {
             Attachment::Name(_) => &[],
             Attachment::Detailed(settings) => &settings.aliases,
+        }
+    }
+
+    /// Its name on the engine, when it is another project's or made by hand (`external`):
+    /// used as it is, never created.
+    pub fn engine_name(&self) -> Option<&str> {
+        match self {
+            Attachment::Name(_) => None,
+            Attachment::Detailed(settings) => settings.engine_name.as_deref(),
         }
     }
 
@@ -228,7 +241,12 @@ impl Attachment {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkSettings {
     /// The network.
-    pub name: Name,
+    #[schemars(regex(pattern = "^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"))]
+    pub name: String,
+    /// The network's name on the engine when it is not the project's own (Compose's
+    /// `external: true`): joined as it is, never created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_name: Option<String>,
     /// Other names the service is reached by on it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,

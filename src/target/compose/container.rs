@@ -322,7 +322,19 @@ impl Launch<'_> {
             .iter()
             .flat_map(|c| &c.volumes)
             .filter(|volume| !is_anonymous(volume))
-            .map(|volume| format!("{}_{volume}", self.project))
+            .map(|volume| {
+                let short = volume.split(':').next().unwrap_or_default();
+                let external = self
+                    .service
+                    .container
+                    .iter()
+                    .any(|c| c.external_volumes.iter().any(|v| v == short));
+                if external {
+                    volume.clone()
+                } else {
+                    format!("{}_{volume}", self.project)
+                }
+            })
             .collect()
     }
 

@@ -31,6 +31,9 @@ pub enum EngineError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// An object the project uses but does not own (`external`) is not on the engine.
+    #[error("{0} is not on the engine: it is external, so plumb does not create it")]
+    Missing(String),
 }
 
 /// Connects to the engine at `host` (else `DOCKER_HOST`, else the local socket) and agrees on

@@ -69,6 +69,15 @@ impl ComposeRuntime {
         Ok(name)
     }
 
+    /// The external network `name`, which must be there: plumb does not make it.
+    pub(super) async fn external_network(&self, name: &str) -> Result<String, EngineError> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => Ok(name.to_owned()),
+            Err(e) if not_found(&e) => Err(EngineError::Missing(format!("external network `{name}`"))),
+            Err(e) => Err(request(format!("inspecting network `{name}`"))(e)),
+        }
+    }
+
     /// Pulls `image` unless the engine has it.
     pub(super) async fn image(&self, image: &str) -> Result<(), EngineError> {
         match self.docker.inspect_image(image).await {
@@ -122,6 +131,20 @@ impl ComposeRuntime {
                 continue;
             }
             let short = volume.split(':').next().unwrap_or_default();
+            if service
+                .container
+                .iter()
+                .any(|c| c.external_volumes.iter().any(|v| v == short))
+            {
+                // Another project's, or made by hand: it must be there; plumb does not make it.
+                match self.docker.inspect_volume(short).await {
+                    Ok(_) => continue,
+                    Err(e) if not_found(&e) => {
+                        return Err(EngineError::Missing(format!("external volume `{short}`")));
+                    }
+                    Err(e) => return Err(request(format!("inspecting volume `{short}`"))(e)),
+                }
+            }
             let name = format!("{}_{short}", self.project);
             match self.docker.inspect_volume(&name).await {
                 Ok(_) => continue,
@@ -156,7 +179,10 @@ impl ComposeRuntime {
             .await
             .map_err(request(format!("creating container `{name}`")))?;
         for attachment in launch.service.container.iter().flat_map(|c| &c.networks) {
-            let network = self.named_network(attachment.name().as_str()).await?;
+            let network = match attachment.engine_name() {
+                Some(name) => self.external_network(name).await?,
+                None => self.named_network(attachment.name()).await?,
+            };
             let mut aliases = vec![launch.service.name.as_str().to_owned()];
             aliases.extend(attachment.aliases().iter().cloned());
             let endpoint = bollard::models::NetworkConnectRequest {
