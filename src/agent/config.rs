@@ -115,6 +115,10 @@ pub struct RepositoryConfig {
     /// How its encrypted values (`ENC[age,…]`) are opened; without, a commit holding one is
     /// refused.
     pub decryption: Option<DecryptionConfig>,
+    /// What the repository's containers may take on this agent's hosts: capabilities,
+    /// privileged mode, host devices and namespaces, security options. Nothing by default.
+    #[serde(default)]
+    pub allow: crate::spec::rights::Allow,
 }
 
 /// The identities a repository's encrypted values are opened with.
@@ -558,6 +562,7 @@ impl RepositoryConfig {
         };
         Ok(Repository {
             keys: Arc::new(keys),
+            allow: Arc::new(self.allow.clone()),
             name: name.to_owned(),
             ca_file: self.ca_file.clone(),
             remote: Remote {

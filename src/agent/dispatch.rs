@@ -211,8 +211,8 @@ async fn heads(
     };
     let head = update.head;
     let folder = repository.folder.clone();
-    let keys = repository.keys.clone();
-    let rendered = tokio::task::spawn_blocking(move || render_all(&cache, head, &folder, &keys, only, signer))
+    let lent = (repository.keys.clone(), repository.allow.clone());
+    let rendered = tokio::task::spawn_blocking(move || render_all(&cache, head, &folder, &lent, only, signer))
         .await
         .ok()?;
     match rendered {
@@ -231,7 +231,7 @@ fn render_all(
     cache: &Path,
     head: Oid,
     folder: &str,
-    keys: &Arc<Keyring>,
+    (keys, allow): &(Arc<Keyring>, Arc<crate::spec::rights::Allow>),
     only: Option<Vec<String>>,
     signer: Option<String>,
 ) -> Result<Vec<(String, Head)>, SourceError> {
@@ -240,7 +240,7 @@ fn render_all(
         source,
     })?;
     let tree = crate::source::GitTree::at(repo, head, folder)?;
-    let rendered = match crate::spec::render_opening(&tree, None, keys) {
+    let rendered = match crate::spec::render_opening(&tree, None, keys, allow) {
         Ok(rendered) => rendered,
         Err(crate::spec::RenderError::Source(e)) => return Err(e),
         Err(e) => unreachable!("no environment was asked for: {e}"),
@@ -266,6 +266,7 @@ fn render_all(
                 repository: cache.to_owned(),
                 folder: folder.to_owned(),
                 keys: keys.clone(),
+                allow: allow.clone(),
             };
             (name, head)
         })

@@ -41,6 +41,8 @@ pub struct Head {
     pub folder: String,
     /// The identities its encrypted values are opened with.
     pub keys: Arc<Keyring>,
+    /// What its containers may take on the agent's hosts.
+    pub allow: Arc<crate::spec::rights::Allow>,
 }
 
 impl Head {
@@ -50,7 +52,8 @@ impl Head {
         let repo = Repository::open_bare(&self.repository).map_err(|e| e.to_string())?;
         let oid = Oid::from_str(commit).map_err(|e| e.to_string())?;
         let tree = GitTree::at(repo, oid, &self.folder).map_err(|e| e.to_string())?;
-        let mut rendered = spec::render_opening(&tree, Some(environment), &self.keys).map_err(|e| e.to_string())?;
+        let mut rendered =
+            spec::render_opening(&tree, Some(environment), &self.keys, &self.allow).map_err(|e| e.to_string())?;
         desired_of(&mut rendered, environment)
     }
 }

@@ -73,6 +73,9 @@ pub struct Repository {
     /// The identities its encrypted values are opened with (none: a commit holding one is
     /// refused).
     pub keys: Arc<Keyring>,
+    /// What its containers may take on the agent's hosts (capabilities, devices…): nothing
+    /// unless the configuration grants it.
+    pub allow: Arc<crate::spec::rights::Allow>,
 }
 
 impl Settings {

@@ -181,6 +181,7 @@ fn from_flags(args: &Args) -> anyhow::Result<Settings> {
             webhook,
             ca_file: None,
             keys: Arc::new(Keyring::read(&args.identities)?),
+            allow: std::sync::Arc::default(),
         }],
         heal_every: args.heal_every,
         backoff: Backoff::default(),

@@ -92,6 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             keys: std::sync::Arc::new(sealed::Keyring::new(vec![
                 identity.expose().parse().map_err(anyhow::Error::msg)?,
             ])),
+            allow: std::sync::Arc::default(),
         }],
         heal_every: Duration::from_secs(2),
         backoff: Backoff::default(),

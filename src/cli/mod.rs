@@ -513,7 +513,12 @@ fn render(at: &RepoArgs, env: Option<&str>) -> anyhow::Result<Rendered> {
     let rendered = if at.identities.is_empty() {
         spec::render(tree.as_ref(), env)
     } else {
-        spec::render_opening(tree.as_ref(), env, &Keyring::read(&at.identities)?)
+        spec::render_opening(
+            tree.as_ref(),
+            env,
+            &Keyring::read(&at.identities)?,
+            &spec::rights::Allow::default(),
+        )
     };
     rendered.with_context(|| format!("cannot read the repository at {}", at.repo.display()))
 }

@@ -310,6 +310,7 @@ async fn stopped_mid_way(
         repository: dir.path().join("no-repository"),
         folder: String::new(),
         keys: Default::default(),
+        allow: Default::default(),
     };
     let (heads, watched) = tokio::sync::watch::channel(None);
     heads.send_replace(Some(head));

@@ -13,6 +13,7 @@ pub mod merge;
 pub mod model;
 pub mod node;
 pub mod render;
+pub mod rights;
 pub mod schema;
 pub mod sealed;
 pub mod support;

@@ -3,6 +3,7 @@
 //! schemas and the applications' own, and typed. Every problem is collected; an environment
 //! with any is not rendered.
 
+use super::rights::Allow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -107,16 +108,27 @@ pub enum RenderError {
 /// Reads and renders `tree`: every environment, or only `only` (whose name must exist).
 /// Encrypted values stay sealed: for showing and checking a repository.
 pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderError> {
-    render_with(tree, only, None)
+    render_with(tree, only, None, &Allow::default())
 }
 
-/// Reads and renders `tree` as [`render`] does, opening every encrypted value with `keys`: for
-/// applying. A value `keys` cannot open is a problem at the line that wrote it.
-pub fn render_opening(tree: &dyn Tree, only: Option<&str>, keys: &Keyring) -> Result<Rendered, RenderError> {
-    render_with(tree, only, Some(keys))
+/// Reads and renders `tree` as [`render`] does, opening every encrypted value with `keys`, and
+/// granting its containers what `allow` grants: for applying. A value `keys` cannot open, or a
+/// right not granted, is a problem at the line that wrote it.
+pub fn render_opening(
+    tree: &dyn Tree,
+    only: Option<&str>,
+    keys: &Keyring,
+    allow: &Allow,
+) -> Result<Rendered, RenderError> {
+    render_with(tree, only, Some(keys), allow)
 }
 
-fn render_with(tree: &dyn Tree, only: Option<&str>, keys: Option<&Keyring>) -> Result<Rendered, RenderError> {
+fn render_with(
+    tree: &dyn Tree,
+    only: Option<&str>,
+    keys: Option<&Keyring>,
+    allow: &Allow,
+) -> Result<Rendered, RenderError> {
     let limits = Limits::default();
     let loaded = Loaded::read(tree, limits)?;
     let mut diagnostics = loaded.diagnostics.clone();
@@ -163,6 +175,7 @@ fn render_with(tree: &dyn Tree, only: Option<&str>, keys: Option<&Keyring>) -> R
                         composed,
                         manifests,
                         keys,
+                        allow,
                     };
                     render_environment(&context, name, node, &mut found).map(|d| (d, found))
                 })
@@ -248,6 +261,8 @@ struct Context<'a> {
     manifests: &'a Files<Vec<Node>>,
     /// The identities encrypted values are opened with; left sealed without.
     keys: Option<&'a Keyring>,
+    /// What containers may take on the agent's hosts.
+    allow: &'a Allow,
 }
 
 /// The services of the Compose files `target` points at, as service documents; a name also
@@ -383,6 +398,7 @@ fn render_environment(
         if let Some(mut typed) = typed {
             typed.opened = opened.unwrap_or_default();
             check::service(&typed, &merged, &environment.target, out);
+            super::rights::check(&typed, &merged, context.allow, out);
             let key = Name::parse(service).expect("document file names are checked when read");
             services.insert(key, typed);
         } else {

@@ -592,7 +592,7 @@ fn a_bad_compose_file_is_refused_with_its_lines() {
     assert_eq!(run.code, 1, "{}", run.stdout);
     let out = format!("{}{}", run.stdout, run.stderr);
     assert!(
-        out.contains("compose.yaml:4:5") && out.contains("`privileged`"),
+        out.contains("compose.yaml:4:17") && out.contains("the container is privileged: the agent does not allow it"),
         "{out}"
     );
     assert!(

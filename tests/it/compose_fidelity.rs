@@ -56,6 +56,8 @@ const COMPOSE: &str = r#"services:
     dns: [10.0.0.53]
     logging: {driver: json-file, options: {max-size: 1m}}
     shm_size: 32m
+    cap_add: [NET_ADMIN]
+    cap_drop: [MKNOD]
     labels: {com.example.team: shop}
     x-plumb:
       strategy: {recreate: {}}
@@ -203,6 +205,8 @@ fn settings(container: &Value, project: &str) -> Value {
         "dns": host["Dns"],
         "log": host["LogConfig"],
         "shm": host["ShmSize"],
+        "capAdd": host["CapAdd"],
+        "capDrop": host["CapDrop"],
         "init": host["Init"],
         "mounts": mounts,
         "networks": networks,
@@ -261,7 +265,13 @@ async fn plumb_creates_what_docker_compose_up_creates() {
     );
     let commit = upstream.commit_signed("the Compose project", &alice);
     let state = tempfile::tempdir().unwrap();
-    let agent = Running::start(agent_settings(&upstream, &root, state.path())).await;
+    let mut agent_config = agent_settings(&upstream, &root, state.path());
+    // The operator grants the repository the capability its file adds.
+    agent_config.repositories[0].allow = std::sync::Arc::new(plumb::spec::rights::Allow {
+        capabilities: vec!["NET_ADMIN".into()],
+        ..Default::default()
+    });
+    let agent = Running::start(agent_config).await;
     assert_eq!(
         outcome(state.path(), "fidelity", &commit).await,
         Some(Outcome::Succeeded)
@@ -294,6 +304,7 @@ async fn plumb_creates_what_docker_compose_up_creates() {
     assert!(ours["env"].as_array().unwrap().contains(&"MODE=file f1".into()));
     assert_eq!(ours["memory"], 256 << 20);
     assert_eq!(ours["nanoCpus"], 500_000_000);
+    assert_eq!(ours["capAdd"], serde_json::json!(["CAP_NET_ADMIN"]));
 
     agent.stop().await;
     clean(by_compose);

@@ -712,3 +712,30 @@ mod fidelity {
         total as u64
     }
 }
+
+#[test]
+fn rights_a_repository_takes_are_granted_by_the_agent_one_by_one() {
+    use plumb::spec::rights::Allow;
+    let (repo, _) = repository_of(&crate::harness::project().join("tests/fixtures/compose/cap-add-vpn"));
+    let tree = plumb::source::WorkTree::new(repo.path());
+    let keys = plumb::spec::sealed::Keyring::default();
+    let render = |allow: &Allow| {
+        let rendered = plumb::spec::render_opening(&tree, None, &keys, allow).unwrap();
+        rendered.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
+    let one = Allow {
+        capabilities: vec!["NET_ADMIN".into()],
+        ..Allow::default()
+    };
+    let problems = render(&one);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("app/compose.yaml:6:9: $.container.capAdd[1]: capability SYS_MODULE is added"),
+        "{problems:?}"
+    );
+    let both = Allow {
+        capabilities: vec!["NET_ADMIN".into(), "CAP_SYS_MODULE".into()],
+        ..Allow::default()
+    };
+    assert_eq!(render(&both), Vec::<String>::new());
+}

@@ -328,5 +328,6 @@ pub fn repository_settings(name: &str, repo: &TestRepo, root: &str) -> plumb::ag
         webhook: None,
         ca_file: None,
         keys: std::sync::Arc::default(),
+        allow: std::sync::Arc::default(),
     }
 }

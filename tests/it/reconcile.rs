@@ -367,6 +367,7 @@ async fn drift_is_reported_and_corrected_by_self_heal() {
         repository: state.path().join("no-repository"),
         folder: String::new(),
         keys: Default::default(),
+        allow: Default::default(),
     };
     worker.head(head).await.unwrap();
     assert_eq!(runtime.observe().await["api"][&Slot::Blue].replicas.len(), 2);

@@ -20,36 +20,8 @@ const REFUSED: &[(&str, &str)] = &[
         "plumb does not follow `extends` yet: list the files in `target.compose.files`, later ones merge over earlier ones",
     ),
     (
-        "cap_add",
-        "it widens what the container may do on the host, and no agent setting allows it yet",
-    ),
-    (
-        "cap_drop",
-        "it changes what the container may do on the host, and no agent setting allows it yet",
-    ),
-    (
-        "privileged",
-        "it gives the container the host's devices, and no agent setting allows it",
-    ),
-    (
         "network_mode",
         "plumb reaches replicas through the project's networks; another mode would cut the router off",
-    ),
-    (
-        "pid",
-        "it shares a process namespace with the host or another container, and no agent setting allows it",
-    ),
-    (
-        "ipc",
-        "it shares memory with the host or another container, and no agent setting allows it",
-    ),
-    (
-        "devices",
-        "it gives the container host devices, and no agent setting allows it yet",
-    ),
-    (
-        "security_opt",
-        "it changes the container's confinement, and no agent setting allows it yet",
     ),
     (
         "userns_mode",
@@ -196,6 +168,24 @@ pub(super) fn translate(
             )),
             "logging" => container.push(("logging", logging(value, out))),
             "container_name" => container.push(("containerName", value.clone())),
+            // Checked against what the agent allows the repository (`spec::rights`).
+            "cap_add" | "cap_drop" | "devices" | "security_opt" => {
+                let field = match key.as_str() {
+                    "cap_add" => "capAdd",
+                    "cap_drop" => "capDrop",
+                    "devices" => "devices",
+                    _ => "securityOpt",
+                };
+                let items = match &value.kind {
+                    Kind::Seq(items) => items.iter().filter_map(|item| device_or_text(item, out)).collect(),
+                    _ => {
+                        out.push(Diagnostic::new(&value.at, format!("`{key}` is a list")));
+                        Vec::new()
+                    }
+                };
+                container.push((field, seq(items, &value.at)));
+            }
+            "privileged" | "pid" | "ipc" => container.push((key.as_str(), value.clone())),
             "secrets" | "configs" => match &value.kind {
                 Kind::Seq(items) => {
                     for item in items {
@@ -344,6 +334,28 @@ fn granted(secret: bool, item: &Node, project: &Project<'_>, out: &mut Vec<Diagn
         ],
         &item.at,
     ))
+}
+
+/// An item of `cap_add`, `security_opt`… as text; a device in the long form
+/// (`{source, target, permissions}`) as `source:target:permissions`.
+fn device_or_text(item: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
+    if item.as_map().is_some() {
+        let source = item.get("source").and_then(scalar);
+        let target = item.get("target").and_then(scalar).or_else(|| source.clone());
+        let permissions = item
+            .get("permissions")
+            .and_then(scalar)
+            .unwrap_or_else(|| "rwm".to_owned());
+        let Some(source) = source else {
+            out.push(Diagnostic::new(&item.at, "a device needs its `source`".to_owned()));
+            return None;
+        };
+        return Some(text(
+            format!("{source}:{}:{permissions}", target.unwrap_or_default()),
+            &item.at,
+        ));
+    }
+    scalar(item).map(|s| text(s, &item.at))
 }
 
 /// A command or entrypoint: a string split into words as Compose does (no shell), or a list.

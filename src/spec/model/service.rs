@@ -157,6 +157,29 @@ pub struct Container {
     /// Shared memory size (`64Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<Quantity>,
+    /// Linux capabilities added (`NET_ADMIN`): only those the agent allows the repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Linux capabilities dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Privileged mode: only when the agent allows the repository.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// Host devices, `host[:container[:permissions]]`: only those the agent allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// `host` shares the host's process namespace (when the agent allows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^host$"))]
+    pub pid: Option<String>,
+    /// The IPC namespace: `private`, `shareable`, `none`, or `host` (when the agent allows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^(private|shareable|none|host)$"))]
+    pub ipc: Option<String>,
+    /// Security options (`no-new-privileges:true`): only those the agent allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
     /// Volumes of `volumes` that are not the project's (Compose's `external: true`): mounted by
     /// the name written, never created.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, HealthConfig, HostConfig,
-    HostConfigLogConfig, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, DeviceMapping, EndpointSettings, HealthConfig,
+    HostConfig, HostConfigLogConfig, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 
 use crate::spec::model::Service;
@@ -276,6 +277,13 @@ impl Launch<'_> {
                 typ: Some(logging.driver.clone()),
                 config: Some(logging.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
             }),
+            cap_add: (!settings.cap_add.is_empty()).then(|| capabilities(&settings.cap_add)),
+            cap_drop: (!settings.cap_drop.is_empty()).then(|| capabilities(&settings.cap_drop)),
+            privileged: settings.privileged.then_some(true),
+            devices: (!settings.devices.is_empty()).then(|| settings.devices.iter().map(|d| device(d)).collect()),
+            pid_mode: settings.pid.clone(),
+            ipc_mode: settings.ipc.clone(),
+            security_opt: (!settings.security_opt.is_empty()).then(|| settings.security_opt.clone()),
             shm_size: settings
                 .shm_size
                 .as_ref()
@@ -408,6 +416,36 @@ impl Launch<'_> {
         NetworkingConfig {
             endpoints_config: Some([(self.network.to_owned(), endpoint)].into()),
         }
+    }
+}
+
+/// Capabilities as Compose hands them to the engine: `CAP_NET_ADMIN` for `NET_ADMIN`.
+fn capabilities(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .map(|name| {
+            let name = name.to_ascii_uppercase();
+            if name == "ALL" || name.starts_with("CAP_") {
+                name
+            } else {
+                format!("CAP_{name}")
+            }
+        })
+        .collect()
+}
+
+/// A device, `host[:container[:permissions]]`, as the engine takes it.
+fn device(spec: &str) -> DeviceMapping {
+    let mut parts = spec.splitn(3, ':');
+    let host = parts.next().unwrap_or_default().to_owned();
+    let inside = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| host.clone(), str::to_owned);
+    DeviceMapping {
+        path_on_host: Some(host),
+        path_in_container: Some(inside),
+        cgroup_permissions: Some(parts.next().unwrap_or("rwm").to_owned()),
     }
 }
 

@@ -1,0 +1,110 @@
+//! Container settings that widen what a container may do on its host — added capabilities,
+//! privileged mode, host devices, the host's process or memory namespaces, security options —
+//! are for the agent's operator to grant, not for a repository to take: each is refused at its
+//! line unless the agent's configuration allows it for the repository (`allow:` of the
+//! repository in the agent's configuration), and the refusal names that setting.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::diagnostic::Diagnostic;
+use super::model::Service;
+use super::node::{Node, Path, Step};
+
+/// What a repository's containers may take on the agent's hosts. Nothing by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Allow {
+    /// Linux capabilities a container may add (`NET_ADMIN`), or `ALL`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// Whether a container may run privileged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// Host devices a container may use (`/dev/net/tun`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// Whether a container may share the host's process or memory namespace (`pid: host`,
+    /// `ipc: host`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_namespaces: bool,
+    /// Security options a container may set (`no-new-privileges:true`, `seccomp=unconfined`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_options: Vec<String>,
+}
+
+/// Reports each right `service` takes that `allow` does not grant, at its line.
+pub fn check(service: &Service, node: &Node, allow: &Allow, out: &mut Vec<Diagnostic>) {
+    let Some(container) = &service.container else {
+        return;
+    };
+    let at = |path: Path| node.locate(&path.0).0.at.clone();
+    let field = |key: &str, index: Option<usize>| {
+        let path = Path::default().key("container").key(key);
+        match index {
+            Some(i) => path.join(Step::Index(i)),
+            None => path,
+        }
+    };
+    let mut refuse = |path: Path, what: String, setting: &str| {
+        out.push(
+            Diagnostic::new(
+                &at(path.clone()),
+                format!("{what}: the agent does not allow it for this repository"),
+            )
+            .path(&path)
+            .hint(format!(
+                "the agent's operator grants it in the agent's configuration, under the repository's `allow.{setting}`"
+            )),
+        );
+    };
+    for (i, capability) in container.cap_add.iter().enumerate() {
+        let name = capability.trim_start_matches("CAP_").to_ascii_uppercase();
+        if !allow
+            .capabilities
+            .iter()
+            .any(|c| c == "ALL" || c.trim_start_matches("CAP_").eq_ignore_ascii_case(&name))
+        {
+            refuse(
+                field("capAdd", Some(i)),
+                format!("capability {name} is added"),
+                "capabilities",
+            );
+        }
+    }
+    if container.privileged && !allow.privileged {
+        refuse(
+            field("privileged", None),
+            "the container is privileged".to_owned(),
+            "privileged",
+        );
+    }
+    for (i, device) in container.devices.iter().enumerate() {
+        let host = device.split(':').next().unwrap_or_default();
+        if !allow.devices.iter().any(|d| d == host) {
+            refuse(
+                field("devices", Some(i)),
+                format!("host device {host} is used"),
+                "devices",
+            );
+        }
+    }
+    for (key, mode) in [("pid", &container.pid), ("ipc", &container.ipc)] {
+        if mode.as_deref() == Some("host") && !allow.host_namespaces {
+            refuse(
+                field(key, None),
+                format!("`{key}: host` shares the host's namespace"),
+                "hostNamespaces",
+            );
+        }
+    }
+    for (i, option) in container.security_opt.iter().enumerate() {
+        if !allow.security_options.contains(option) {
+            refuse(
+                field("securityOpt", Some(i)),
+                format!("security option `{option}` is set"),
+                "securityOptions",
+            );
+        }
+    }
+}
