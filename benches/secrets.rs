@@ -123,7 +123,7 @@ fn main() {
                 // A new keyring each time: every value is opened, none comes from a cache.
                 let keys = Keyring::read(std::slice::from_ref(&identity_file)).unwrap();
                 let start = Instant::now();
-                let rendered = plumb::spec::render_opening(&tree, None, &keys).unwrap();
+                let rendered = plumb::spec::render_opening(&tree, None, &keys, &Default::default()).unwrap();
                 assert!(rendered.is_valid(), "{:?}", rendered.diagnostics.first());
                 start.elapsed()
             })
