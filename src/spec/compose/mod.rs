@@ -37,12 +37,6 @@ pub struct Settings<'a> {
     pub profiles: &'a [String],
 }
 
-/// Top-level keys refused, and why.
-const TOP_LEVEL_REFUSED: &[(&str, &str)] = &[(
-    "include",
-    "plumb does not follow `include` yet: list the files in `target.compose.files`",
-)];
-
 /// The plumb service documents of parsed Compose `files`, merged as Compose merges them (a later
 /// file's service over an earlier one's), with the services whose profiles are off left out.
 /// Values are interpolated with `variables`, else those of the `.env` beside the first file (the
@@ -60,80 +54,222 @@ pub fn services(
         return services;
     };
     let mut project = Project::new(&first.at.file, settings.address, variables, read, out);
-    let mut merged: IndexMap<String, (Origin, Node)> = IndexMap::new();
+    let mut merged = Merged::default();
     for file in files {
-        let mut file = file.clone();
-        project.interpolate(&mut file, out);
-        let Some(top) = file.as_map() else {
-            out.push(Diagnostic::new(
-                &file.at,
-                "a Compose file is a map with `services`".to_owned(),
-            ));
-            continue;
-        };
-        for (key, member) in top {
-            match key.as_str() {
-                "services" | "version" => {}
-                "name" => {
-                    if scalar(&member.value).as_deref() != Some(settings.project) {
-                        out.push(
-                            Diagnostic::new(
-                                &member.value.at,
-                                format!(
-                                    "the Compose file names project `{}`, but this environment runs project `{}`",
-                                    scalar(&member.value).unwrap_or_default(),
-                                    settings.project
-                                ),
-                            )
-                            .hint("set `target.compose.project` to the same name"),
-                        );
-                    }
-                }
-                "networks" | "volumes" => definitions(key, &member.value, &mut project, out),
-                "secrets" | "configs" => {
-                    let known = if key == "secrets" {
-                        &mut project.secrets
-                    } else {
-                        &mut project.configs
-                    };
-                    for (name, definition) in member.value.as_map().into_iter().flatten() {
-                        known.insert(name.clone(), definition.value.clone());
-                    }
-                }
-                key if key.starts_with("x-") => {}
-                key => {
-                    let why = TOP_LEVEL_REFUSED
-                        .iter()
-                        .find(|(k, _)| *k == key)
-                        .map_or("it is not part of the Compose Specification plumb reads", |(_, why)| {
-                            why
-                        });
-                    out.push(Diagnostic::new(&member.key_at, format!("`{key}` is refused: {why}")));
-                }
-            }
-        }
-        let Some(list) = file.get("services").and_then(Node::as_map) else {
-            out.push(Diagnostic::new(
-                &file.at,
-                "a Compose file is a map with `services`".to_owned(),
-            ));
-            continue;
-        };
-        for (name, member) in list {
-            match merged.get_mut(name) {
-                Some((_, earlier)) => merge::service(earlier, &member.value),
-                None => {
-                    merged.insert(name.clone(), (member.key_at.clone(), member.value.clone()));
-                }
-            }
-        }
+        absorb(file.clone(), settings, &mut project, &mut merged, 0, out);
     }
-    for (name, (key_at, service)) in &merged {
-        if let Some(service) = service::translate(name, service, key_at, settings.profiles, &project, out) {
+    let bases = merged.services.clone();
+    for (name, (key_at, service)) in &merged.services {
+        let Some(service) = extended(name, service, &bases, &project, 0, out) else {
+            continue;
+        };
+        if let Some(service) = service::translate(name, &service, key_at, settings.profiles, &project, out) {
             services.insert(name.clone(), service);
         }
     }
     services
+}
+
+/// How deep `include` and `extends` may nest: deeper is refused as a loop.
+const MOST_NESTED: usize = 8;
+
+/// The services of the files read so far, merged, and those that came from an `include`.
+#[derive(Default)]
+struct Merged {
+    services: IndexMap<String, (Origin, Node)>,
+    included: BTreeMap<String, Origin>,
+}
+
+/// Takes in one Compose file: its variables interpolated, its `include`s first, its top-level
+/// definitions, and its services merged over those of earlier files (`depth` 0) — an included
+/// file's service may not be defined again by the file that includes it.
+fn absorb(
+    mut file: Node,
+    settings: &Settings<'_>,
+    project: &mut Project<'_>,
+    merged: &mut Merged,
+    depth: usize,
+    out: &mut Vec<Diagnostic>,
+) {
+    project.interpolate(&mut file, out);
+    let Some(top) = file.as_map() else {
+        out.push(Diagnostic::new(
+            &file.at,
+            "a Compose file is a map with `services`".to_owned(),
+        ));
+        return;
+    };
+    for (key, member) in top {
+        match key.as_str() {
+            "services" | "version" => {}
+            "include" => {
+                for (path, at) in included(&member.value, out) {
+                    if depth >= MOST_NESTED {
+                        out.push(Diagnostic::new(&at, "`include` nests too deep (a loop?)".to_owned()));
+                        continue;
+                    }
+                    let Some(node) = project.load(&file.at.file, &path, &at, out) else {
+                        continue;
+                    };
+                    let mut inner = Merged::default();
+                    absorb(node, settings, project, &mut inner, depth + 1, out);
+                    for (name, (key_at, service)) in inner.services {
+                        merged.included.insert(name.clone(), key_at.clone());
+                        merged.services.insert(name, (key_at, service));
+                    }
+                }
+            }
+            "name" => {
+                if scalar(&member.value).as_deref() != Some(settings.project) && depth == 0 {
+                    out.push(
+                        Diagnostic::new(
+                            &member.value.at,
+                            format!(
+                                "the Compose file names project `{}`, but this environment runs project `{}`",
+                                scalar(&member.value).unwrap_or_default(),
+                                settings.project
+                            ),
+                        )
+                        .hint("set `target.compose.project` to the same name"),
+                    );
+                }
+            }
+            "networks" | "volumes" => definitions(key, &member.value, project, out),
+            "secrets" | "configs" => {
+                let known = if key == "secrets" {
+                    &mut project.secrets
+                } else {
+                    &mut project.configs
+                };
+                for (name, definition) in member.value.as_map().into_iter().flatten() {
+                    known.insert(name.clone(), definition.value.clone());
+                }
+            }
+            key if key.starts_with("x-") => {}
+            key => out.push(Diagnostic::new(
+                &member.key_at,
+                format!("`{key}` is refused: plumb's compose target does not carry it out"),
+            )),
+        }
+    }
+    let Some(list) = file.get("services").and_then(Node::as_map) else {
+        if file.get("include").is_none() {
+            out.push(Diagnostic::new(
+                &file.at,
+                "a Compose file is a map with `services`".to_owned(),
+            ));
+        }
+        return;
+    };
+    for (name, member) in list {
+        if let Some(from) = merged.included.get(name) {
+            out.push(Diagnostic::new(
+                &member.key_at,
+                format!("service `{name}` is already defined by an included file ({from}); Compose refuses to define it twice"),
+            ));
+            continue;
+        }
+        match merged.services.get_mut(name) {
+            Some((_, earlier)) => merge::service(earlier, &member.value),
+            None => {
+                merged
+                    .services
+                    .insert(name.clone(), (member.key_at.clone(), member.value.clone()));
+            }
+        }
+    }
+}
+
+/// The paths an `include` names: each a path, or `{path: a path or a list}`.
+fn included(node: &Node, out: &mut Vec<Diagnostic>) -> Vec<(String, Origin)> {
+    let mut paths = Vec::new();
+    for item in match &node.kind {
+        Kind::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    } {
+        match &item.kind {
+            Kind::Map(members) => {
+                for (key, member) in members {
+                    match key.as_str() {
+                        "path" => paths.extend(strings(&member.value)),
+                        other => out.push(Diagnostic::new(
+                            &member.key_at,
+                            format!("`{other}` of an `include` is not carried out: the project's folder and variables are the including file's"),
+                        )),
+                    }
+                }
+            }
+            _ => paths.extend(scalar(item).map(|p| (p, item.at.clone()))),
+        }
+    }
+    paths
+}
+
+/// `service` with the service it `extends` (in this project, or in another file) merged under
+/// it, as Compose does; `None` when that cannot be found.
+fn extended(
+    name: &str,
+    service: &Node,
+    bases: &IndexMap<String, (Origin, Node)>,
+    project: &Project<'_>,
+    depth: usize,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Node> {
+    let Some(extends) = service.get("extends") else {
+        return Some(service.clone());
+    };
+    if depth >= MOST_NESTED {
+        out.push(Diagnostic::new(
+            &extends.at,
+            "`extends` nests too deep (a loop?)".to_owned(),
+        ));
+        return None;
+    }
+    let (base_name, file) = match &extends.kind {
+        Kind::Map(_) => (extends.get("service").and_then(scalar), extends.get("file")),
+        _ => (scalar(extends), None),
+    };
+    let Some(base_name) = base_name else {
+        out.push(Diagnostic::new(&extends.at, "`extends` names a `service`".to_owned()));
+        return None;
+    };
+    let base = match file.and_then(|f| Some((scalar(f)?, f.at.clone()))) {
+        Some((path, at)) => {
+            let mut node = project.load(&service.at.file, &path, &at, out)?;
+            project.interpolate(&mut node, out);
+            let found = node.get("services").and_then(|s| s.get(&base_name)).cloned();
+            let Some(found) = found else {
+                out.push(Diagnostic::new(&at, format!("`{path}` has no service `{base_name}`")));
+                return None;
+            };
+            let others: IndexMap<String, (Origin, Node)> = node
+                .get("services")
+                .and_then(Node::as_map)
+                .into_iter()
+                .flatten()
+                .map(|(n, m)| (n.clone(), (m.key_at.clone(), m.value.clone())))
+                .collect();
+            extended(&base_name, &found, &others, project, depth + 1, out)?
+        }
+        None => {
+            let Some((_, found)) = bases.get(&base_name).filter(|_| base_name != name) else {
+                out.push(Diagnostic::new(
+                    &extends.at,
+                    format!("`extends` names service `{base_name}`, which is not defined"),
+                ));
+                return None;
+            };
+            extended(&base_name, found, bases, project, depth + 1, out)?
+        }
+    };
+    let mut result = base;
+    let mut own = service.clone();
+    if let Kind::Map(members) = &mut own.kind {
+        members.shift_remove("extends");
+    }
+    merge::service(&mut result, &own);
+    result.at = service.at.clone();
+    Some(result)
 }
 
 /// Top-level `networks` or `volumes`: plumb creates each as `<project>_<name>` with the
@@ -240,21 +376,31 @@ impl<'a> Project<'a> {
 
     /// The repository path of `relative`, `None` when it leaves the repository.
     fn path(&self, relative: &str) -> Option<String> {
-        let mut parts: Vec<&str> = if relative.starts_with('/') {
+        join(&self.folder, relative)
+    }
+
+    /// The Compose file at `relative` to the folder of `from` (a file of the repository),
+    /// parsed; `None`, said at `at`, when it cannot be read.
+    fn load(&self, from: &str, relative: &str, at: &Origin, out: &mut Vec<Diagnostic>) -> Option<Node> {
+        let folder = from.rfind('/').map_or("", |slash| &from[..=slash]);
+        let Some(path) = join(folder, relative) else {
+            out.push(Diagnostic::new(at, format!("`{relative}` is outside the repository")));
             return None;
-        } else {
-            self.folder.split('/').filter(|p| !p.is_empty()).collect()
         };
-        for part in relative.split('/') {
-            match part {
-                "" | "." => {}
-                ".." => {
-                    parts.pop()?;
-                }
-                part => parts.push(part),
+        let Some((name, text)) = (self.read)(&path) else {
+            out.push(Diagnostic::new(
+                at,
+                format!("Compose file `{path}` is not in the repository"),
+            ));
+            return None;
+        };
+        match super::yaml::parse(&name, text.as_bytes(), super::yaml::Limits::default()) {
+            Ok(node) => Some(node),
+            Err(e) => {
+                out.push(e.into());
+                None
             }
         }
-        Some(parts.join("/"))
     }
 
     /// A variable's value: the environment's, else the `.env`'s.
@@ -293,6 +439,25 @@ impl<'a> Project<'a> {
             _ => {}
         }
     }
+}
+
+/// The repository path of `relative` to `folder`, `None` when it leaves the repository or is
+/// absolute.
+fn join(folder: &str, relative: &str) -> Option<String> {
+    if relative.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = folder.split('/').filter(|p| !p.is_empty()).collect();
+    for part in relative.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            part => parts.push(part),
+        }
+    }
+    Some(parts.join("/"))
 }
 
 /// A map node at `at`.
@@ -509,7 +674,7 @@ mod tests {
     #[test]
     fn what_plumb_would_drop_is_refused_by_name() {
         let (_, problems) = translate_text(
-            "services:\n  web:\n    image: x\n    userns_mode: host\n    ports: [\"80\"]\n    environment: [HOME]\ninclude: [other.yaml]\n",
+            "services:\n  web:\n    image: x\n    userns_mode: host\n    ports: [\"80\"]\n    environment: [HOME]\nmodels: {}\n",
         );
         let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert!(
@@ -531,7 +696,7 @@ mod tests {
         assert!(
             messages
                 .iter()
-                .any(|m| m.starts_with("compose.yaml:7:1") && m.contains("`include`")),
+                .any(|m| m.starts_with("compose.yaml:7:1") && m.contains("`models`")),
             "{messages:?}"
         );
     }

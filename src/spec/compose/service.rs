@@ -16,10 +16,6 @@ const REFUSED: &[(&str, &str)] = &[
         "plumb does not build images yet: build and push the image, and name it in `image`",
     ),
     (
-        "extends",
-        "plumb does not follow `extends` yet: list the files in `target.compose.files`, later ones merge over earlier ones",
-    ),
-    (
         "network_mode",
         "plumb reaches replicas through the project's networks; another mode would cut the router off",
     ),
