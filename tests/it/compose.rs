@@ -86,27 +86,78 @@ async fn start_agent(repo: &TestRepo, root: &str, state: &Path) -> Running {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_strategy_switches_real_containers_and_a_bad_release_rolls_back() {
-    let image = example_image();
-    let project = "cstrategies";
-    clean(project);
-    let alice = TestKey::new("alice");
-    let (mut upstream, root) = trusted(&alice);
-    let port = crate::reconcile::free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let state = tempfile::tempdir().unwrap();
-    let web = |release: &'static str, strategy: &'static str| Web {
-        image: Some((image, crate::docker::host())),
-        environment: project,
-        ..Web::new(port, release, strategy)
-    };
+/// One `web` service of the example image in its own Compose project, served at `addr` by an
+/// agent following `upstream`: the strategy tests' common ground.
+struct Scenario {
+    project: &'static str,
+    image: &'static str,
+    alice: TestKey,
+    upstream: TestRepo,
+    state: tempfile::TempDir,
+    port: u16,
+    addr: SocketAddr,
+    agent: Running,
+}
 
-    web("r1", "blueGreen: {keepOldVersion: 0s}").write(&upstream);
-    let first = upstream.commit_signed("web r1", &alice);
-    let agent = start_agent(&upstream, &root, state.path()).await;
-    assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
-    assert!(serves(addr, "r1").await);
+impl Scenario {
+    /// Release r1 with `strategy`, applied and serving.
+    async fn start(project: &'static str, strategy: &'static str) -> Scenario {
+        let image = example_image();
+        clean(project);
+        let alice = TestKey::new("alice");
+        let (mut upstream, root) = trusted(&alice);
+        let port = crate::reconcile::free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let state = tempfile::tempdir().unwrap();
+        Web {
+            image: Some((image, crate::docker::host())),
+            environment: project,
+            ..Web::new(port, "r1", strategy)
+        }
+        .write(&upstream);
+        let first = upstream.commit_signed("web r1", &alice);
+        let agent = start_agent(&upstream, &root, state.path()).await;
+        assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
+        assert!(serves(addr, "r1").await);
+        Scenario {
+            project,
+            image,
+            alice,
+            upstream,
+            state,
+            port,
+            addr,
+            agent,
+        }
+    }
+
+    /// Release `release` of web with `strategy`, healthy, to adjust before [`Scenario::apply`].
+    fn web<'a>(&self, release: &'a str, strategy: &'a str) -> Web<'a> {
+        Web {
+            image: Some((self.image, crate::docker::host())),
+            environment: self.project,
+            ..Web::new(self.port, release, strategy)
+        }
+    }
+
+    /// Commits `web`, tells the agent, and waits for the attempt's outcome.
+    async fn apply(&mut self, web: Web<'_>, message: &str) -> Option<Outcome> {
+        web.write(&self.upstream);
+        let commit = self.upstream.commit_signed(message, &self.alice);
+        self.agent.push();
+        outcome(self.state.path(), self.project, &commit).await
+    }
+
+    async fn stop(self) {
+        self.agent.stop().await;
+        clean(self.project);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_with_a_migration_moves_traffic_to_new_containers() {
+    let mut scenario = Scenario::start("cbluegreen", "blueGreen: {keepOldVersion: 0s}").await;
+    let project = scenario.project;
     assert_eq!(containers(project, "web").len(), 2);
     // Compose itself lists them, by service.
     let listed = std::process::Command::new("docker-compose")
@@ -117,16 +168,16 @@ async fn every_strategy_switches_real_containers_and_a_bad_release_rolls_back() 
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.contains(&format!("{project}-web-blue-1 web")), "{listed}");
 
-    // Blue-green, with a migration run once as a one-off container: traffic moves to green.
-    Web {
+    // A migration run once as a one-off container, then traffic moves to green.
+    let migrated = Web {
         extra: "migration:\n  command: [/plumb, --version]\n  timeout: 30s\n",
-        ..web("r2", "blueGreen: {keepOldVersion: 0s}")
-    }
-    .write(&upstream);
-    let second = upstream.commit_signed("web r2, migrated", &alice);
-    agent.push();
-    assert_eq!(outcome(state.path(), project, &second).await, Some(Outcome::Succeeded));
-    assert!(serves(addr, "r2").await);
+        ..scenario.web("r2", "blueGreen: {keepOldVersion: 0s}")
+    };
+    assert_eq!(
+        scenario.apply(migrated, "web r2, migrated").await,
+        Some(Outcome::Succeeded)
+    );
+    assert!(serves(scenario.addr, "r2").await);
     let names = docker(&[
         "ps",
         "-a",
@@ -139,113 +190,120 @@ async fn every_strategy_switches_real_containers_and_a_bad_release_rolls_back() 
         names.lines().all(|n| n.starts_with(&format!("{project}-web-green-"))),
         "{names}"
     );
+    scenario.stop().await;
+}
 
-    // An unhealthy release fails its health checks and is rolled back; r2 keeps serving.
-    Web {
-        healthy: false,
-        checks: ("50ms", 10),
-        ..web("r3", "blueGreen: {keepOldVersion: 0s}")
-    }
-    .write(&upstream);
-    let bad = upstream.commit_signed("web r3, unhealthy", &alice);
-    agent.push();
-    let rolled = outcome(state.path(), project, &bad).await;
-    assert!(matches!(rolled, Some(Outcome::RolledBack(_))), "{rolled:?}");
-    assert_eq!(release(addr).await.as_deref(), Some("r2"));
-
-    // A failing migration fails the rollout before traffic moves.
-    Web {
-        extra: "migration:\n  command: [/plumb, no-such-command]\n  timeout: 30s\n",
-        ..web("r4", "blueGreen: {keepOldVersion: 0s}")
-    }
-    .write(&upstream);
-    let unmigrated = upstream.commit_signed("web r4, migration fails", &alice);
-    agent.push();
-    let failed = outcome(state.path(), project, &unmigrated).await;
-    let Some(Outcome::RolledBack(reason)) = &failed else {
-        panic!("{failed:?}")
-    };
-    assert!(reason.contains("exited with 2"), "{reason}");
-    assert_eq!(release(addr).await.as_deref(), Some("r2"));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_rolling_and_recreate_switch_real_containers() {
+    let mut scenario = Scenario::start("cstrategies", "blueGreen: {keepOldVersion: 0s}").await;
+    let (project, addr) = (scenario.project, scenario.addr);
 
     // Canary: the router splits traffic by weight, then promotes.
-    web("r5", "canary: {steps: [{weight: 50, pause: 1s}], minRequests: 0}").write(&upstream);
-    let canary = upstream.commit_signed("web r5, canary", &alice);
-    agent.push();
+    let canary = scenario.web("r5", "canary: {steps: [{weight: 50, pause: 1s}], minRequests: 0}");
+    canary.write(&scenario.upstream);
+    let commit = scenario.upstream.commit_signed("web r5, canary", &scenario.alice);
+    scenario.agent.push();
     let mut seen = std::collections::BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !(seen.contains("r2") && seen.contains("r5")) && tokio::time::Instant::now() < deadline {
+    while !(seen.contains("r1") && seen.contains("r5")) && tokio::time::Instant::now() < deadline {
         if let Some(answer) = release(addr).await {
             seen.insert(answer);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let split = (seen.contains("r2") && seen.contains("r5")).then_some(());
-    assert!(split.is_some(), "both releases answered during the canary: {seen:?}");
-    assert_eq!(outcome(state.path(), project, &canary).await, Some(Outcome::Succeeded));
+    assert!(
+        seen.contains("r1") && seen.contains("r5"),
+        "both releases answered during the canary: {seen:?}"
+    );
+    assert_eq!(
+        outcome(scenario.state.path(), project, &commit).await,
+        Some(Outcome::Succeeded)
+    );
     assert!(serves(addr, "r5").await);
 
     // Rolling: replicas are replaced in batches within one slot.
-    web("r6", "rolling: {batchSize: 1}").write(&upstream);
-    let rolling = upstream.commit_signed("web r6, rolling", &alice);
-    agent.push();
-    assert_eq!(outcome(state.path(), project, &rolling).await, Some(Outcome::Succeeded));
+    let rolling = scenario.web("r6", "rolling: {batchSize: 1}");
+    assert_eq!(
+        scenario.apply(rolling, "web r6, rolling").await,
+        Some(Outcome::Succeeded)
+    );
     assert!(serves(addr, "r6").await);
     assert_eq!(containers(project, "web").len(), 2);
 
     // Recreate.
-    web("r7", "recreate: {}").write(&upstream);
-    let recreate = upstream.commit_signed("web r7, recreate", &alice);
-    agent.push();
+    let recreate = scenario.web("r7", "recreate: {}");
     assert_eq!(
-        outcome(state.path(), project, &recreate).await,
+        scenario.apply(recreate, "web r7, recreate").await,
         Some(Outcome::Succeeded)
     );
     assert!(serves(addr, "r7").await);
 
-    // Each strategy's failure: an unhealthy rolling or recreate release is rolled back, and so
-    // is a canary whose answers fail at the router; r7 serves again after each.
-    for (release, strategy) in [("r8", "rolling: {batchSize: 1}"), ("r9", "recreate: {}")] {
-        Web {
+    scenario.agent.stop().await;
+    // The containers outlive the agent.
+    assert_eq!(containers(project, "web").len(), 2);
+    clean(project);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_release_of_each_strategy_rolls_back_on_real_containers() {
+    let mut scenario = Scenario::start("cfailures", "blueGreen: {keepOldVersion: 0s}").await;
+    let addr = scenario.addr;
+
+    // An unhealthy release fails its health checks and is rolled back; r1 keeps serving.
+    for (release, strategy) in [
+        ("r3", "blueGreen: {keepOldVersion: 0s}"),
+        ("r8", "rolling: {batchSize: 1}"),
+        ("r9", "recreate: {}"),
+    ] {
+        let unhealthy = Web {
             healthy: false,
             checks: ("50ms", 10),
-            ..web(release, strategy)
-        }
-        .write(&upstream);
-        let bad = upstream.commit_signed(&format!("web {release}, unhealthy"), &alice);
-        agent.push();
-        let rolled = outcome(state.path(), project, &bad).await;
+            ..scenario.web(release, strategy)
+        };
+        let rolled = scenario.apply(unhealthy, &format!("web {release}, unhealthy")).await;
         assert!(matches!(rolled, Some(Outcome::RolledBack(_))), "{strategy}: {rolled:?}");
         assert!(
-            serves(addr, "r7").await,
+            serves(addr, "r1").await,
             "{strategy}: the last good release serves again"
         );
     }
-    Web {
+
+    // A failing migration fails the rollout before traffic moves.
+    let unmigrated = Web {
+        extra: "migration:\n  command: [/plumb, no-such-command]\n  timeout: 30s\n",
+        ..scenario.web("r4", "blueGreen: {keepOldVersion: 0s}")
+    };
+    let failed = scenario.apply(unmigrated, "web r4, migration fails").await;
+    let Some(Outcome::RolledBack(reason)) = &failed else {
+        panic!("{failed:?}")
+    };
+    assert!(reason.contains("exited with 2"), "{reason}");
+    assert_eq!(release(addr).await.as_deref(), Some("r1"));
+
+    // A canary whose answers fail at the router.
+    let failing = Web {
         env: &[("EXAMPLE_ROOT", "fail")],
-        ..web(
+        ..scenario.web(
             "r10",
             "canary: {steps: [{weight: 50, pause: 2s}], minRequests: 5, successThreshold: 95}",
         )
-    }
-    .write(&upstream);
-    let failing = upstream.commit_signed("web r10, canary answers 500", &alice);
-    agent.push();
+    };
+    failing.write(&scenario.upstream);
+    let commit = scenario
+        .upstream
+        .commit_signed("web r10, canary answers 500", &scenario.alice);
+    scenario.agent.push();
     let traffic = tokio::spawn(async move {
         loop {
             let _ = crate::http::try_get(addr, "/").await;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-    let rolled = outcome(state.path(), project, &failing).await;
+    let rolled = outcome(scenario.state.path(), scenario.project, &commit).await;
     traffic.abort();
     assert!(matches!(rolled, Some(Outcome::RolledBack(_))), "canary: {rolled:?}");
-    assert!(serves(addr, "r7").await);
-
-    agent.stop().await;
-    // The containers outlive the agent.
-    assert_eq!(containers(project, "web").len(), 2);
-    clean(project);
+    assert!(serves(addr, "r1").await);
+    scenario.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -354,10 +354,11 @@ fn refused(env: &[(&str, &str)], extra: &str) -> String {
 }
 
 #[test]
-fn only_variables_and_configuration_values_may_be_encrypted() {
+fn only_variables_configuration_values_and_mounted_files_may_be_encrypted() {
     let label = Identity::new().seal("payments");
     let problems = refused(&[], &format!("labels: {{team: {label:?}}}\n"));
-    let expected = "$.labels.team: only a variable's `value` and `config.values` may be encrypted";
+    let expected =
+        "$.labels.team: only a variable's `value`, `config.values` and a mounted file's `content` may be encrypted";
     assert!(problems.contains(expected), "{problems}");
 }
 
