@@ -200,25 +200,57 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
     agent.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
-    let _cluster = crate::control_plane::shared().await;
-    let namespace = "kstrategies";
-    let alice = TestKey::new("alice");
-    let (mut upstream, root) = trusted(&alice);
-    let state = tempfile::tempdir().unwrap();
-    let start = |upstream: &TestRepo, heal: Duration| {
+/// A namespace's environment with release r1 of `web` applied by an agent (watching, checking
+/// for drift every half second) that follows `upstream`.
+struct KubeScenario {
+    namespace: &'static str,
+    alice: TestKey,
+    upstream: TestRepo,
+    root: String,
+    state: tempfile::TempDir,
+    agent: Running,
+}
+
+impl KubeScenario {
+    async fn start(namespace: &'static str) -> KubeScenario {
+        let alice = TestKey::new("alice");
+        let (mut upstream, root) = trusted(&alice);
+        let state = tempfile::tempdir().unwrap();
+        write(&upstream, namespace, "r1", "recreate: {}", true, "");
+        let first = upstream.commit_signed("web r1", &alice);
+        let agent = KubeScenario::agent(&upstream, &root, state.path(), Duration::from_millis(500)).await;
+        assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
+        KubeScenario {
+            namespace,
+            alice,
+            upstream,
+            root,
+            state,
+            agent,
+        }
+    }
+
+    async fn agent(upstream: &TestRepo, root: &str, state: &Path, heal: Duration) -> Running {
         Running::start(Settings {
             heal_every: heal,
             listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-            ..agent_settings(upstream, &root, state.path())
+            ..agent_settings(upstream, root, state)
         })
-    };
+        .await
+    }
+}
 
-    write(&upstream, namespace, "r1", "recreate: {}", true, "");
-    let first = upstream.commit_signed("web r1", &alice);
-    let agent = start(&upstream, Duration::from_millis(500)).await;
-    assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_and_rolling_and_their_failures_on_a_real_kubelet() {
+    let _cluster = crate::control_plane::shared().await;
+    let KubeScenario {
+        namespace,
+        alice,
+        mut upstream,
+        state,
+        agent,
+        ..
+    } = KubeScenario::start("kstrategies").await;
 
     // Recreate and rolling by the Deployment's own strategy, in the serving color (canary, in
     // the other color, needs a Gateway: its own test). Then each one's failure: pods that never
@@ -270,6 +302,21 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
             assert_eq!(now, serving, "{strategy}");
         }
     }
+
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_by_another_manager_is_named_and_taken_back_only_when_forced() {
+    let _cluster = crate::control_plane::shared().await;
+    let KubeScenario {
+        namespace,
+        alice,
+        mut upstream,
+        state,
+        agent,
+        ..
+    } = KubeScenario::start("kdrift").await;
 
     let set_image_by_hand = |deployment: &str| {
         let target = format!("deployment/{deployment}");
@@ -362,6 +409,22 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
     ]);
     assert_eq!(labels, "payments", "another manager's field is left alone");
 
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_agent_touches_nothing_and_a_removed_service_is_pruned() {
+    let _cluster = crate::control_plane::shared().await;
+    let KubeScenario {
+        namespace,
+        alice,
+        mut upstream,
+        root,
+        state,
+        agent,
+    } = KubeScenario::start("kprune").await;
+    let deployment = format!("web-{}", serving_slot(namespace));
+
     // A new agent over the same state finds everything in place: nothing is applied again.
     agent.stop().await;
     let generation = kubectl(&[
@@ -374,7 +437,7 @@ async fn every_strategy_drift_by_another_manager_prune_and_a_new_agent() {
         "jsonpath={.metadata.generation}",
     ]);
     let before = newest_attempt(state.path(), namespace);
-    let agent = start(&upstream, Duration::from_secs(3600)).await;
+    let agent = KubeScenario::agent(&upstream, &root, state.path(), Duration::from_secs(3600)).await;
     assert_eq!(
         next_outcome(state.path(), namespace, before).await,
         Some(Outcome::Succeeded),

