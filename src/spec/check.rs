@@ -10,7 +10,7 @@ use super::diagnostic::{Diagnostic, closest};
 use super::load::Loaded;
 use super::model::environment::Environment;
 use super::model::scalar::is_encrypted;
-use super::model::service::{Autoscaling, HealthCheck, Strategy};
+use super::model::service::{Autoscaling, HealthCheck, Protocol, Strategy};
 use super::model::{Name, Service, Target};
 use super::node::{Node, Path, Step};
 use super::render::Desired;
@@ -333,11 +333,12 @@ pub fn environment(
         );
     }
     if environment.target.shares_host_ports() {
-        let mut taken: HashMap<u32, &Name> = HashMap::new();
+        // A TCP and a UDP port may share a number.
+        let mut taken: HashMap<(u32, Protocol), &Name> = HashMap::new();
         for (name, service) in services {
             for (i, port) in service.ports.iter().enumerate() {
                 let host_port = u32::from(port.port) + u32::from(environment.target.port_offset());
-                if let Some(other) = taken.insert(host_port, name) {
+                if let Some(other) = taken.insert((host_port, port.protocol), name) {
                     let path = Path::default().key("ports").join(Step::Index(i)).key("port");
                     if let Some(at) = located(name.as_str(), &path) {
                         out.push(

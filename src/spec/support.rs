@@ -207,13 +207,29 @@ pub static FIELDS: &[Field] = &[
     Field {
         path: "ports[].protocol: UDP",
         local: Refused("plumb's router forwards TCP only"),
-        compose: Refused("plumb's router forwards TCP only"),
+        compose: Done("published by the container itself on `address` at the port (plus `portOffset`), not routed"),
         kubernetes: Done("`protocol: UDP`"),
         used: |s, _| {
             s.ports
                 .iter()
                 .enumerate()
                 .filter(|(_, p)| p.protocol == Protocol::UDP)
+                .map(|(i, _)| root().key("ports").join(Step::Index(i)).key("protocol"))
+                .collect()
+        },
+    },
+    Field {
+        path: "ports[].protocol: UDP with two slots or replicas",
+        local: Within("ports[].protocol: UDP"),
+        compose: Refused(
+            "a UDP port is published by the container itself, which two containers cannot share: it needs `replicas: 1` and the recreate strategy",
+        ),
+        kubernetes: Done("`protocol: UDP`"),
+        used: |s, _| {
+            s.ports
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.protocol == Protocol::UDP && !single(s))
                 .map(|(i, _)| root().key("ports").join(Step::Index(i)).key("protocol"))
                 .collect()
         },

@@ -26,7 +26,7 @@ const COMPOSE: &str = r#"services:
       EXAMPLE_RELEASE: ${RELEASE:-none}
       discovery.type: single-node
       GREETING: "$${not interpolated}"
-    ports: ["${PORT}:8000"]
+    ports: ["${PORT}:8000", "${UDP_PORT}:5353/udp"]
     expose: ["9000"]
     volumes:
       - data:/data
@@ -219,7 +219,11 @@ fn write_project(dir: &Path, port: u16) {
     std::fs::write(dir.join("compose.yaml"), COMPOSE).unwrap();
     std::fs::write(
         dir.join(".env"),
-        format!("IMAGE={}\nRELEASE=f1\nPORT={port}\n", example_image()),
+        format!(
+            "IMAGE={}\nRELEASE=f1\nPORT={port}\nUDP_PORT={}\n",
+            example_image(),
+            crate::reconcile::free_port()
+        ),
     )
     .unwrap();
     std::fs::write(dir.join("web.env"), "LEVEL=debug\nexport MODE=\"file ${RELEASE}\"\n").unwrap();
@@ -249,7 +253,7 @@ async fn plumb_creates_what_docker_compose_up_creates() {
     // plumb, from a repository holding the same files.
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
-    let port = crate::reconcile::free_port();
+    let (port, udp) = (crate::reconcile::free_port(), crate::reconcile::free_port());
     write_project(&upstream.path().join("deploy"), port);
     upstream.write(
         "plumb.yaml",
@@ -259,7 +263,7 @@ async fn plumb_creates_what_docker_compose_up_creates() {
         "environments/fidelity.yaml",
         &format!(
             "apiVersion: plumb/v1\nkind: Environment\nname: fidelity\ntarget:\n  compose:\n    project: {by_plumb}\n    \
-             dockerHost: {:?}\n    files: [deploy/compose.yaml]\n    variables: {{PORT: \"{port}\"}}\n",
+             dockerHost: {:?}\n    files: [deploy/compose.yaml]\n    variables: {{PORT: \"{port}\", UDP_PORT: \"{udp}\"}}\n",
             host()
         ),
     );
@@ -305,6 +309,10 @@ async fn plumb_creates_what_docker_compose_up_creates() {
     assert_eq!(ours["memory"], 256 << 20);
     assert_eq!(ours["nanoCpus"], 500_000_000);
     assert_eq!(ours["capAdd"], serde_json::json!(["CAP_NET_ADMIN"]));
+    // The UDP port is published by the container itself, at the stable port.
+    let bindings = &inspect(by_plumb)["HostConfig"]["PortBindings"]["5353/udp"];
+    assert_eq!(bindings[0]["HostPort"], udp.to_string(), "{bindings}");
+    assert_eq!(bindings[0]["HostIp"], "127.0.0.1");
 
     agent.stop().await;
     clean(by_compose);

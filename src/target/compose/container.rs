@@ -11,7 +11,7 @@ use bollard::models::{
 
 use crate::spec::model::Service;
 use crate::spec::model::scalar::is_encrypted;
-use crate::spec::model::service::{Amounts, Container, RepositoryFile, Restart};
+use crate::spec::model::service::{Amounts, Container, Protocol, RepositoryFile, Restart};
 use crate::target::workload::{Slot, expand};
 
 /// Compose's project label.
@@ -74,6 +74,10 @@ pub struct Launch<'a> {
     pub config: Option<(&'a std::path::Path, String)>,
     /// The service's variables.
     pub env: &'a [(String, String)],
+    /// The environment's address, where UDP ports are published.
+    pub address: std::net::IpAddr,
+    /// Added to each UDP port published there.
+    pub port_offset: u16,
     /// The folder on the agent's host where the service's repository files are written
     /// ([`write_files`]).
     pub files: Option<&'a std::path::Path>,
@@ -183,7 +187,7 @@ impl Launch<'_> {
             binds.push(format!("{}:{CONFIG_DIR}:ro", dir.display()));
             labels.insert(CONFIG.to_owned(), dir.join(file).display().to_string());
         }
-        let bindings = ports
+        let mut bindings = ports
             .iter()
             .map(|p| {
                 let binding = PortBinding {
@@ -195,6 +199,17 @@ impl Launch<'_> {
             .collect::<HashMap<_, _>>();
         let settings = self.service.container.clone().unwrap_or_default();
         let mut exposed: Vec<String> = ports.iter().map(|p| format!("{}/tcp", p.container)).collect();
+        // UDP ports (one replica replaced in place: validation sees to it) are published by the
+        // container on the environment's address, at the stable port.
+        for port in self.service.ports.iter().filter(|p| p.protocol == Protocol::UDP) {
+            let inside = format!("{}/udp", port.target_port.unwrap_or(port.port));
+            let binding = PortBinding {
+                host_ip: Some(self.address.to_string()),
+                host_port: Some(port.port.saturating_add(self.port_offset).to_string()),
+            };
+            bindings.insert(inside.clone(), Some(vec![binding]));
+            exposed.push(inside);
+        }
         exposed.extend(
             settings
                 .expose
@@ -459,6 +474,8 @@ pub fn ports_of(service: &Service) -> Vec<PortMap> {
     service
         .ports
         .iter()
+        // A UDP port is published by the container itself, not routed ([`Launch::body`]).
+        .filter(|p| p.protocol == Protocol::TCP)
         .map(|p| PortMap {
             name: p.name.as_str().to_owned(),
             stable: p.port,

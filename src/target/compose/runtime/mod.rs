@@ -260,6 +260,8 @@ impl ComposeRuntime {
                 .and_then(|path| Some((dir.as_path(), path.file_name()?.to_string_lossy().into_owned()))),
             env: &env,
             files: Some(&dir),
+            address: self.address,
+            port_offset: self.port_offset,
         };
         let mut routing = self.routing.lock().await;
         let routes = routing.entry(name.to_owned()).or_default();
@@ -313,6 +315,8 @@ impl ComposeRuntime {
                 config: file.map(|file| (dir.as_path(), file)),
                 env: &env,
                 files: Some(&dir),
+                address: self.address,
+                port_offset: self.port_offset,
             };
             let taken: Vec<usize> = running.iter().map(|r| r.number).collect();
             let mut index = 0;

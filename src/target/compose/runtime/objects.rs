@@ -293,6 +293,8 @@ impl ComposeRuntime {
             config: None,
             env: &env,
             files: Some(&files),
+            address: self.address,
+            port_offset: self.port_offset,
         };
         let container: String = format!("{}-{name}-{job}", self.project)
             .chars()
