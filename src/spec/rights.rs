@@ -1,5 +1,6 @@
 //! Container settings that widen what a container may do on its host — added capabilities,
-//! privileged mode, host devices, the host's process or memory namespaces, security options —
+//! privileged mode, host devices, the host's process or memory namespaces, security options,
+//! another project's networks and volumes —
 //! are for the agent's operator to grant, not for a repository to take: each is refused at its
 //! line unless the agent's configuration allows it for the repository (`allow:` of the
 //! repository in the agent's configuration), and the refusal names that setting.
@@ -31,6 +32,13 @@ pub struct Allow {
     /// Security options a container may set (`no-new-privileges:true`, `seccomp=unconfined`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_options: Vec<String>,
+    /// Networks of the engine outside the project a container may join (Compose's
+    /// `external: true`), by their names on the engine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// Volumes of the engine outside the project a container may mount, by their names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
 }
 
 /// Reports each right `service` takes that `allow` does not grant, at its line.
@@ -58,12 +66,17 @@ pub fn check(service: &Service, node: &Node, allow: &Allow, out: &mut Vec<Diagno
             )),
         );
     };
+    // `net_admin`, `NET_ADMIN` and `CAP_NET_ADMIN` name one capability.
+    let canonical = |name: &str| {
+        let upper = name.to_ascii_uppercase();
+        upper.strip_prefix("CAP_").map_or(upper.clone(), str::to_owned)
+    };
     for (i, capability) in container.cap_add.iter().enumerate() {
-        let name = capability.trim_start_matches("CAP_").to_ascii_uppercase();
+        let name = canonical(capability);
         if !allow
             .capabilities
             .iter()
-            .any(|c| c == "ALL" || c.trim_start_matches("CAP_").eq_ignore_ascii_case(&name))
+            .any(|c| canonical(c) == "ALL" || canonical(c) == name)
         {
             refuse(
                 field("capAdd", Some(i)),
@@ -95,6 +108,27 @@ pub fn check(service: &Service, node: &Node, allow: &Allow, out: &mut Vec<Diagno
                 field(key, None),
                 format!("`{key}: host` shares the host's namespace"),
                 "hostNamespaces",
+            );
+        }
+    }
+    for (i, network) in container.networks.iter().enumerate() {
+        if let Some(name) = network.engine_name()
+            && !allow.networks.iter().any(|n| n == name)
+        {
+            let path = field("networks", Some(i)).key("engineName");
+            refuse(
+                path,
+                format!("network {name}, outside the project, is joined"),
+                "networks",
+            );
+        }
+    }
+    for (i, volume) in container.external_volumes.iter().enumerate() {
+        if !allow.volumes.contains(volume) {
+            refuse(
+                field("externalVolumes", Some(i)),
+                format!("volume {volume}, outside the project, is mounted"),
+                "volumes",
             );
         }
     }

@@ -799,6 +799,20 @@ pub static FIELDS: &[Field] = &[
         used: never,
     },
     Field {
+        path: "container.tty",
+        local: Within("container"),
+        compose: Done("a terminal for the program"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.stdinOpen",
+        local: Within("container"),
+        compose: Done("standard input kept open"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
         path: "container.capAdd",
         local: Within("container"),
         compose: Done("added capabilities, when the agent allows them for the repository"),

@@ -798,11 +798,13 @@ async fn decrypted_values_reach_the_container_and_its_file_is_private() {
     for files in &holding {
         assert_eq!(files.len(), 1, "one copy of each decrypted file");
     }
-    for file in holding.iter().flatten() {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(file).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
-    }
+    // The configuration file is the agent's alone; a mounted file is readable by the
+    // container's user, whoever it is, in a folder only the agent's user may enter.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&holding[0][0]), 0o600, "{}", holding[0][0].display());
+    let folder = holding[1][0].parent().unwrap();
+    assert_eq!(mode(folder), 0o700, "{}", folder.display());
     // The encrypted file is mounted, opened, where the service said.
     let mounts = docker(&[
         "inspect",

@@ -47,6 +47,8 @@ const COMPOSE: &str = r#"services:
     hostname: webhost
     working_dir: /scratch
     init: true
+    tty: true
+    stdin_open: true
     read_only: true
     stop_signal: SIGINT
     stop_grace_period: 5s
@@ -182,6 +184,8 @@ fn settings(container: &Value, project: &str) -> Value {
         "entrypoint": config["Entrypoint"],
         "env": env,
         "user": config["User"],
+        "tty": config["Tty"],
+        "stdin": config["OpenStdin"],
         "workingDir": config["WorkingDir"],
         "hostname": config["Hostname"],
         "stopSignal": config["StopSignal"],
@@ -273,6 +277,8 @@ async fn plumb_creates_what_docker_compose_up_creates() {
     // The operator grants the repository the capability its file adds.
     agent_config.repositories[0].allow = std::sync::Arc::new(plumb::spec::rights::Allow {
         capabilities: vec!["NET_ADMIN".into()],
+        networks: vec!["fidelity-shared".into()],
+        volumes: vec!["fidelity-kept".into()],
         ..Default::default()
     });
     let agent = Running::start(agent_config).await;

@@ -252,7 +252,13 @@ fn the_corpus_renders_as_compose_renders_it_or_is_refused_in_words() {
     for fixture in &fixtures {
         let name = fixture.file_name().unwrap().to_string_lossy().into_owned();
         let (repo, dir) = repository_of(fixture);
-        let rendered = plumb::spec::render(&plumb::source::WorkTree::new(repo.path()), None).unwrap();
+        // What the agent grants the repository, when the fixture says (`allow.json`).
+        let allow: plumb::spec::rights::Allow = std::fs::read_to_string(fixture.join("allow.json"))
+            .map(|text| serde_json::from_str(&text).unwrap())
+            .unwrap_or_default();
+        let tree = plumb::source::WorkTree::new(repo.path());
+        let rendered =
+            plumb::spec::render_opening(&tree, None, &plumb::spec::sealed::Keyring::default(), &allow).unwrap();
         let problems: Vec<String> = rendered.diagnostics.iter().map(ToString::to_string).collect();
         if let Ok(expected) = std::fs::read_to_string(fixture.join("refused.txt")) {
             assert!(!rendered.is_valid(), "{name}: refused");
@@ -359,11 +365,13 @@ mod fidelity {
         ] {
             same(compose, or_null(&theirs[compose]), or_null(&container[plumb]));
         }
-        same(
-            "read_only",
-            json!(theirs["read_only"].as_bool().unwrap_or(false)),
-            json!(container["readOnly"].as_bool().unwrap_or(false)),
-        );
+        for (compose, plumb) in [("read_only", "readOnly"), ("tty", "tty"), ("stdin_open", "stdinOpen")] {
+            same(
+                compose,
+                json!(theirs[compose].as_bool().unwrap_or(false)),
+                json!(container[plumb].as_bool().unwrap_or(false)),
+            );
+        }
         same(
             "stop_grace_period",
             json!(theirs["stop_grace_period"].as_str().map(millis)),
@@ -674,17 +682,14 @@ mod fidelity {
         Value::Object(map)
     }
 
-    /// The restart policy the engine gets: `restart`, else `deploy.restart_policy`'s
-    /// condition.
+    /// The restart policy the engine gets: `deploy.restart_policy`'s condition, else
+    /// `restart` (Compose's own order).
     fn restart_of_compose(theirs: &Value) -> Value {
-        if let Some(restart) = theirs["restart"].as_str() {
-            return json!(if restart == "no" { "no" } else { restart });
-        }
         match theirs["deploy"]["restart_policy"]["condition"].as_str() {
             Some("none") => json!("no"),
             Some("any") => json!("always"),
             Some(other) => json!(other),
-            None => Value::Null,
+            None => theirs["restart"].as_str().map_or(Value::Null, |r| json!(r)),
         }
     }
 

@@ -15,11 +15,13 @@ pub async fn get(addr: std::net::SocketAddr, path: &str) -> Response {
     send(addr, "GET", path, &[], b"").await
 }
 
-/// Sends `GET path` to `addr`; `None` when nothing listens there (a port between two owners).
+/// Sends `GET path` to `addr`; `None` when nothing listens there, or the connection closes
+/// without an answer (a port between two owners).
 #[allow(dead_code)]
 pub async fn try_get(addr: std::net::SocketAddr, path: &str) -> Option<Response> {
     let stream = TcpStream::connect(addr).await.ok()?;
-    Some(exchange(stream, addr, "GET", path, &[], b"").await)
+    let raw = exchange(stream, addr, "GET", path, &[], b"").await;
+    (!raw.is_empty()).then(|| parse(raw))
 }
 
 /// Sends `GET path` with `headers` to `addr` and reads the whole response.
@@ -41,7 +43,7 @@ async fn send(
     body: &[u8],
 ) -> Response {
     let stream = TcpStream::connect(addr).await.expect("the server accepts");
-    exchange(stream, addr, method, path, headers, body).await
+    parse(exchange(stream, addr, method, path, headers, body).await)
 }
 
 async fn exchange(
@@ -51,7 +53,7 @@ async fn exchange(
     path: &str,
     headers: &[(&str, String)],
     body: &[u8],
-) -> Response {
+) -> Vec<u8> {
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -89,6 +91,11 @@ async fn exchange(
         }
     }
     let _ = stream.read_to_end(&mut raw).await;
+    raw
+}
+
+/// The status and body of a whole response.
+fn parse(raw: Vec<u8>) -> Response {
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text
         .split_whitespace()

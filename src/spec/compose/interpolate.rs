@@ -79,10 +79,14 @@ enum Operator {
     Alternative { or_empty: bool },
 }
 
+/// How deep `${…}` may nest in an argument: deeper is refused (Compose has no use for it, and
+/// it would grow the stack without bound).
+const DEEPEST: usize = 32;
+
 fn parse(text: &str) -> Result<Vec<Part>, Problem> {
     let chars: Vec<char> = text.chars().collect();
     let mut at = 0;
-    let parts = parse_until(&chars, &mut at, false)?;
+    let parts = parse_until(&chars, &mut at, false, 0)?;
     Ok(parts)
 }
 
@@ -96,25 +100,28 @@ fn is_name(c: char) -> bool {
 
 /// Parses from `at` to the end, or (in an argument) to its closing brace, consumed: braces
 /// opened inside the argument are matched first.
-fn parse_until(chars: &[char], at: &mut usize, in_argument: bool) -> Result<Vec<Part>, Problem> {
+fn parse_until(chars: &[char], at: &mut usize, in_argument: bool, depth: usize) -> Result<Vec<Part>, Problem> {
+    if depth > DEEPEST {
+        return Err(Problem::Invalid);
+    }
     let mut parts = Vec::new();
     let mut text = String::new();
-    let mut depth = 0usize;
+    let mut braces = 0usize;
     while *at < chars.len() {
         let c = chars[*at];
         match c {
-            '}' if in_argument && depth == 0 => {
+            '}' if in_argument && braces == 0 => {
                 *at += 1;
                 push_text(&mut parts, &mut text);
                 return Ok(parts);
             }
             '}' if in_argument => {
-                depth -= 1;
+                braces -= 1;
                 text.push(c);
                 *at += 1;
             }
             '{' if in_argument => {
-                depth += 1;
+                braces += 1;
                 text.push(c);
                 *at += 1;
             }
@@ -126,7 +133,7 @@ fn parse_until(chars: &[char], at: &mut usize, in_argument: bool) -> Result<Vec<
                 Some('{') => {
                     *at += 2;
                     push_text(&mut parts, &mut text);
-                    parts.push(braced(chars, at)?);
+                    parts.push(braced(chars, at, depth)?);
                 }
                 Some(&n) if is_name_start(n) => {
                     *at += 1;
@@ -167,7 +174,7 @@ fn name(chars: &[char], at: &mut usize) -> String {
 }
 
 /// What follows `${`: a name, then `}` or an operator, its argument and `}`.
-fn braced(chars: &[char], at: &mut usize) -> Result<Part, Problem> {
+fn braced(chars: &[char], at: &mut usize, depth: usize) -> Result<Part, Problem> {
     if !chars.get(*at).is_some_and(|&c| is_name_start(c)) {
         return Err(Problem::Invalid);
     }
@@ -187,7 +194,7 @@ fn braced(chars: &[char], at: &mut usize) -> Result<Part, Problem> {
         _ => return Err(Problem::Invalid),
     };
     *at += 1;
-    let argument = parse_until(chars, at, true)?;
+    let argument = parse_until(chars, at, true, depth + 1)?;
     Ok(Part::Variable {
         name,
         operator: Some((operator, argument)),
@@ -321,5 +328,8 @@ mod tests {
             with("$UNSET and ${OTHER}"),
             Err(Problem::Unset(vec!["UNSET".into(), "OTHER".into()]))
         );
+        // Nesting without end is refused, not followed until the stack runs out.
+        let deep = format!("{}x{}", "${A:-".repeat(100_000), "}".repeat(100_000));
+        assert_eq!(with(&deep), Err(Problem::Invalid));
     }
 }

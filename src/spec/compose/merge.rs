@@ -1,6 +1,6 @@
 //! Several Compose files merged as the Compose Specification merges them: maps member by member,
 //! lists appended (an entry already there is not repeated), `command`, `entrypoint` and a
-//! health check's `test` replaced, `volumes` unique by target path, `environment`, `labels`
+//! health check's `test` replaced, `volumes`, `secrets` and `configs` unique by target path, `environment`, `labels`
 //! and the like merged by name whether written as lists or maps.
 
 use indexmap::IndexMap;
@@ -46,10 +46,16 @@ fn merge(base: &mut Node, overlay: &Node, key: &str) {
         }
         (Kind::Seq(items), Kind::Seq(over)) if !REPLACED.contains(&key) => {
             for item in over {
-                if key == "volumes"
-                    && let Some(target) = volume_target(item)
+                // Unique by target path: a later entry for the same path replaces the earlier.
+                let target_of = match key {
+                    "volumes" => Some(volume_target as fn(&Node) -> Option<String>),
+                    "secrets" | "configs" => Some(grant_target as fn(&Node) -> Option<String>),
+                    _ => None,
+                };
+                if let Some(target_of) = target_of
+                    && let Some(target) = target_of(item)
                 {
-                    items.retain(|i| volume_target(i).as_deref() != Some(target.as_str()));
+                    items.retain(|i| target_of(i).as_deref() != Some(target.as_str()));
                 }
                 if !items.iter().any(|i| i.to_json() == item.to_json()) {
                     items.push(item.clone());
@@ -84,6 +90,14 @@ fn as_map(node: &Node, value: bool) -> Option<IndexMap<String, Member>> {
                 .collect(),
         ),
         _ => None,
+    }
+}
+
+/// Where a secret or config is mounted: its `target`, else its name (`source`).
+fn grant_target(node: &Node) -> Option<String> {
+    match &node.kind {
+        Kind::Map(_) => node.get("target").or_else(|| node.get("source")).and_then(scalar),
+        _ => scalar(node),
     }
 }
 

@@ -73,6 +73,9 @@ pub fn services(
 /// How deep `include` and `extends` may nest: deeper is refused as a loop.
 const MOST_NESTED: usize = 8;
 
+/// How many files a project may include in all.
+const MOST_LOADS: usize = 64;
+
 /// The services of the files read so far, merged, and those that came from an `include`.
 #[derive(Default)]
 struct Merged {
@@ -108,12 +111,38 @@ fn absorb(
                         out.push(Diagnostic::new(&at, "`include` nests too deep (a loop?)".to_owned()));
                         continue;
                     }
+                    if project.loads >= MOST_LOADS {
+                        out.push(Diagnostic::new(
+                            &at,
+                            format!("more than {MOST_LOADS} files are included"),
+                        ));
+                        continue;
+                    }
                     let Some(node) = project.load(&file.at.file, &path, &at, out) else {
                         continue;
                     };
+                    if project.including.contains(&node.at.file) || node.at.file == file.at.file {
+                        out.push(Diagnostic::new(
+                            &at,
+                            format!("`{path}` includes itself, through this `include`"),
+                        ));
+                        continue;
+                    }
+                    project.loads += 1;
+                    // An included file's relative paths start from its own folder.
+                    project.own_folders.insert(node.at.file.clone());
+                    project.including.push(file.at.file.clone());
                     let mut inner = Merged::default();
                     absorb(node, settings, project, &mut inner, depth + 1, out);
+                    project.including.pop();
                     for (name, (key_at, service)) in inner.services {
+                        if merged.services.contains_key(&name) {
+                            out.push(Diagnostic::new(
+                                &key_at,
+                                format!("service `{name}` is defined by two included files; Compose refuses it"),
+                            ));
+                            continue;
+                        }
                         merged.included.insert(name.clone(), key_at.clone());
                         merged.services.insert(name, (key_at, service));
                     }
@@ -278,7 +307,13 @@ fn extended(
 fn definitions(what: &str, node: &Node, project: &mut Project<'_>, out: &mut Vec<Diagnostic>) {
     for (name, member) in node.as_map().into_iter().flatten() {
         let external = matches!(member.value.get("external").map(|n| &n.kind), Some(Kind::Bool(true)));
-        if external {
+        if external && what == "networks" && name == "default" {
+            out.push(Diagnostic::new(
+                &member.key_at,
+                "the project's `default` network is its own: plumb's proxy and jobs reach the services there"
+                    .to_owned(),
+            ));
+        } else if external {
             let engine_name = member
                 .value
                 .get("name")
@@ -327,6 +362,12 @@ struct Project<'a> {
     /// The external networks and volumes, by name, with their names on the engine.
     external_networks: BTreeMap<String, String>,
     external_volumes: BTreeMap<String, String>,
+    /// The files included so far, whose relative paths start from their own folders.
+    own_folders: std::collections::BTreeSet<Arc<str>>,
+    /// The files whose `include` is being followed, outermost first.
+    including: Vec<Arc<str>>,
+    /// How many files were included.
+    loads: usize,
 }
 
 impl<'a> Project<'a> {
@@ -351,6 +392,9 @@ impl<'a> Project<'a> {
             configs: IndexMap::new(),
             external_networks: BTreeMap::new(),
             external_volumes: BTreeMap::new(),
+            own_folders: std::collections::BTreeSet::new(),
+            including: Vec::new(),
+            loads: 0,
         };
         if let Some((file, text)) = project.read(".env") {
             match dotenv::parse(&text, variables) {
@@ -377,6 +421,17 @@ impl<'a> Project<'a> {
     /// The repository path of `relative`, `None` when it leaves the repository.
     fn path(&self, relative: &str) -> Option<String> {
         join(&self.folder, relative)
+    }
+
+    /// The repository path of `relative` written in `file`: from the project's folder, or from
+    /// the file's own folder when it was included (as Compose resolves them).
+    fn path_in(&self, file: &str, relative: &str) -> Option<String> {
+        if self.own_folders.contains(file) {
+            let folder = file.rfind('/').map_or("", |slash| &file[..=slash]);
+            join(folder, relative)
+        } else {
+            self.path(relative)
+        }
     }
 
     /// The Compose file at `relative` to the folder of `from` (a file of the repository),
@@ -504,16 +559,26 @@ fn strings(node: &Node) -> Vec<(String, Origin)> {
     }
 }
 
-/// Words of a command written as one string, split as Compose does (quotes group, no shell).
-fn words(command: &str) -> Vec<String> {
+/// Words of a command written as one string, split as Compose does (POSIX shell words, no
+/// shell): quotes group, a backslash escapes the next character outside single quotes (in
+/// double quotes only `"`, `\`, `$` and a backquote). `None` when a quote is not closed.
+fn words(command: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut word = String::new();
     let mut quote: Option<char> = None;
     let mut started = false;
-    for c in command.chars() {
+    let mut chars = command.chars().peekable();
+    while let Some(c) = chars.next() {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') if matches!(chars.peek(), Some('"' | '\\' | '$' | '`')) => {
+                word.extend(chars.next());
+            }
             (Some(_), c) => word.push(c),
+            (None, '\\') => {
+                word.extend(chars.next());
+                started = true;
+            }
             (None, '"' | '\'') => {
                 quote = Some(c);
                 started = true;
@@ -530,10 +595,13 @@ fn words(command: &str) -> Vec<String> {
             }
         }
     }
+    if quote.is_some() {
+        return None;
+    }
     if started {
         out.push(word);
     }
-    out
+    Some(out)
 }
 
 /// `KEY=value` pairs of a list, or the members of a map; a name without a value (`KEY`, or
@@ -631,6 +699,22 @@ mod tests {
         let env = services["web"].get("env").unwrap();
         assert_eq!(env.get_index(0).unwrap().at.file.as_ref(), "web.env");
         assert_eq!(env.get_index(0).unwrap().at.line, 2);
+    }
+
+    #[test]
+    fn commands_split_into_words_as_a_shell_would() {
+        assert_eq!(
+            words(r#"a "b c" d\ e 'f\g' "h\"i" --x='y z'"#),
+            Some(vec![
+                "a".to_owned(),
+                "b c".to_owned(),
+                "d e".to_owned(),
+                "f\\g".to_owned(),
+                "h\"i".to_owned(),
+                "--x=y z".to_owned()
+            ])
+        );
+        assert_eq!(words("serve 'unclosed"), None);
     }
 
     #[test]

@@ -75,8 +75,8 @@ pub(super) fn translate(
         };
         match key.as_str() {
             "image" => doc.push(("image", value.clone())),
-            "command" => doc.push(("command", command(value))),
-            "entrypoint" => container.push(("entrypoint", command(value))),
+            "command" => doc.push(("command", command(value, out))),
+            "entrypoint" => container.push(("entrypoint", command(value, out))),
             "environment" | "env_file" | "profiles" | "x-plumb" => {}
             "ports" => {
                 let items = match &value.kind {
@@ -119,17 +119,22 @@ pub(super) fn translate(
             "depends_on" => doc.push(("dependsOn", depends_on(value, out))),
             "labels" => doc.push(("labels", labels(value, out))),
             "deploy" => {
-                // `restart`, when written too, is what Compose runs.
+                // `deploy.restart_policy`, when written, is what Compose runs, over `restart`.
                 let mut policy = None;
                 deploy(value, &mut doc, &mut policy, &mut resources, out);
-                if let Some(policy) = policy
-                    && !members.contains_key("restart")
-                {
+                if let Some(policy) = policy {
                     container.push(("restart", policy));
                 }
             }
             "restart" => {
-                if let Some(restart) = restart(value, out) {
+                let overridden = service
+                    .get("deploy")
+                    .and_then(|d| d.get("restart_policy"))
+                    .and_then(|r| r.get("condition"))
+                    .is_some();
+                if let Some(restart) = restart(value, out)
+                    && !overridden
+                {
                     container.push(("restart", restart));
                 }
             }
@@ -144,8 +149,13 @@ pub(super) fn translate(
                 };
                 container.push((field, value.clone()));
             }
-            "init" | "read_only" => {
-                container.push((if key == "init" { "init" } else { "readOnly" }, value.clone()));
+            "init" | "read_only" | "tty" | "stdin_open" => {
+                let field = match key.as_str() {
+                    "read_only" => "readOnly",
+                    "stdin_open" => "stdinOpen",
+                    other => other,
+                };
+                container.push((field, value.clone()));
             }
             "stop_grace_period" => {
                 if let Some(duration) = duration(value, out) {
@@ -255,12 +265,19 @@ fn granted(secret: bool, item: &Node, project: &Project<'_>, out: &mut Vec<Diagn
                     ));
                 }
             }
-            (
-                item.get("source").and_then(scalar)?,
-                item.get("target").and_then(scalar),
-            )
+            let Some(source) = item.get("source").and_then(scalar) else {
+                out.push(Diagnostic::new(&item.at, format!("a {what} needs its `source`")));
+                return None;
+            };
+            (source, item.get("target").and_then(scalar))
         }
-        _ => (scalar(item)?, None),
+        _ => match scalar(item) {
+            Some(source) => (source, None),
+            None => {
+                out.push(Diagnostic::new(&item.at, format!("a {what} is a name or a map")));
+                return None;
+            }
+        },
     };
     let target = match target {
         Some(target) if target.starts_with('/') => target,
@@ -279,13 +296,14 @@ fn granted(secret: bool, item: &Node, project: &Project<'_>, out: &mut Vec<Diagn
     };
     let mut content = None;
     let mut origin = format!("{what} {source}");
+    let reported = out.len();
     for (key, member) in definition.as_map().into_iter().flatten() {
         let value = &member.value;
         match key.as_str() {
             "file" => {
                 let file = scalar(value).unwrap_or_default();
                 match project
-                    .path(&file)
+                    .path_in(&value.at.file, &file)
                     .and_then(|path| Some((project.read)(&path)?.1).map(|text| (path, text)))
                 {
                     Some((path, text)) => {
@@ -316,7 +334,17 @@ fn granted(secret: bool, item: &Node, project: &Project<'_>, out: &mut Vec<Diagn
             )),
         }
     }
-    let mut content = content?;
+    let Some(mut content) = content else {
+        if out.len() == reported {
+            out.push(Diagnostic::new(
+                &definition.at,
+                format!(
+                    "{what} `{source}` says where its content comes from: `file`, `environment` or (a config) `content`"
+                ),
+            ));
+        }
+        return None;
+    };
     // An encrypted secret is one value, whatever line ending its file has.
     if crate::spec::model::scalar::is_encrypted(content.trim()) {
         content = content.trim().to_owned();
@@ -355,9 +383,15 @@ fn device_or_text(item: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
 }
 
 /// A command or entrypoint: a string split into words as Compose does (no shell), or a list.
-fn command(node: &Node) -> Node {
+fn command(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
     let items = match &node.kind {
-        Kind::Str(line) => words(line).into_iter().map(|w| text(w, &node.at)).collect(),
+        Kind::Str(line) => match words(line) {
+            Some(words) => words.into_iter().map(|w| text(w, &node.at)).collect(),
+            None => {
+                out.push(Diagnostic::new(&node.at, format!("a quote is not closed in `{line}`")));
+                Vec::new()
+            }
+        },
         _ => strings(node).into_iter().map(|(w, at)| text(w, &at)).collect(),
     };
     seq(items, &node.at)
@@ -368,7 +402,10 @@ fn environment(service: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>)
     let mut env: IndexMap<String, Node> = IndexMap::new();
     if let Some(files) = service.get("env_file") {
         for (file, file_at, required) in env_files(files) {
-            let Some((origin, content)) = project.read(&file) else {
+            let Some((origin, content)) = project
+                .path_in(&file_at.file, &file)
+                .and_then(|path| (project.read)(&path))
+            else {
                 if required {
                     out.push(Diagnostic::new(
                         &file_at,
@@ -596,21 +633,17 @@ struct Mounts<'a> {
 fn volume(node: &Node, mounts: &mut Mounts<'_>, project: &Project<'_>, out: &mut Vec<Diagnostic>) {
     let (kind, source, target, read_only) = match &node.kind {
         Kind::Map(members) => {
-            for key in members.keys() {
-                if ![
-                    "type",
-                    "source",
-                    "target",
-                    "read_only",
-                    "volume",
-                    "tmpfs",
-                    "bind",
-                    "consistency",
-                ]
-                .contains(&key.as_str())
-                {
+            for (key, member) in members {
+                // `consistency` is for Docker Desktop's file sharing; Compose ignores it here too.
+                let carried = match key.as_str() {
+                    "type" | "source" | "target" | "read_only" | "consistency" => true,
+                    // Options of each kind (`nocopy`, `propagation`, a tmpfs's `size`…).
+                    "volume" | "tmpfs" | "bind" => member.value.as_map().is_none_or(IndexMap::is_empty),
+                    _ => false,
+                };
+                if !carried {
                     out.push(Diagnostic::new(
-                        &members[key].key_at,
+                        &member.key_at,
                         format!("`{key}` of a volume is not carried out by plumb's compose target"),
                     ));
                 }
@@ -675,7 +708,10 @@ fn volume(node: &Node, mounts: &mut Mounts<'_>, project: &Project<'_>, out: &mut
         }
         ("tmpfs", _) => mounts.tmpfs.push(text(target, &node.at)),
         ("bind", Some(source)) => {
-            let Some(path) = project.path(&source).filter(|_| !source.starts_with(['/', '~'])) else {
+            let Some(path) = project
+                .path_in(&node.at.file, &source)
+                .filter(|_| !source.starts_with(['/', '~']))
+            else {
                 out.push(
                     Diagnostic::new(
                         &node.at,
@@ -722,6 +758,15 @@ fn networks(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> No
         }
         entries
     };
+    // Every service joins the project's default network as it is.
+    if let Some(default) = node.as_map().and_then(|m| m.get("default"))
+        && default.value.as_map().is_some_and(|m| !m.is_empty())
+    {
+        out.push(Diagnostic::new(
+            &default.key_at,
+            "settings of the `default` network (aliases, an address) are not carried out".to_owned(),
+        ));
+    }
     let items = match &node.kind {
         Kind::Map(members) => members
             .iter()

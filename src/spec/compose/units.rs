@@ -8,33 +8,42 @@ pub fn duration(text: &str) -> Option<String> {
     if rest.is_empty() {
         return None;
     }
-    let mut total = 0f64;
+    // Whole and fractional digits in integer nanoseconds: `1.001s` is exactly 1,001 ms.
+    let mut nanos: u128 = 0;
     while !rest.is_empty() {
         let number_end = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        let number: f64 = rest[..number_end].parse().ok()?;
+        let (whole, fraction) = rest[..number_end].split_once('.').unwrap_or((&rest[..number_end], ""));
+        if whole.is_empty() && fraction.is_empty() || fraction.contains('.') || fraction.len() > 9 {
+            return None;
+        }
         rest = &rest[number_end..];
         let unit_end = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let nanos = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
+        let unit: u128 = match &rest[..unit_end] {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return None,
         };
         rest = &rest[unit_end..];
-        total += number * nanos;
+        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+        let scale = 10u128.pow(fraction.len() as u32);
+        let fraction: u128 = if fraction.is_empty() { 0 } else { fraction.parse().ok()? };
+        nanos = nanos
+            .checked_add(whole.checked_mul(unit)?)?
+            .checked_add(fraction * unit / scale)?;
     }
-    let millis = total / 1e6;
-    if millis.fract() != 0.0 {
+    // Go's durations (Compose's) end at 2^63 nanoseconds, some 292 years.
+    if nanos % 1_000_000 != 0 || nanos > i64::MAX as u128 {
         return None;
     }
-    let millis = millis as u64;
+    let millis = nanos / 1_000_000;
     Some(if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
@@ -71,6 +80,8 @@ mod tests {
         assert_eq!(duration("500ms").as_deref(), Some("500ms"));
         assert_eq!(duration("1h").as_deref(), Some("3600s"));
         assert_eq!(duration("10us"), None);
+        assert_eq!(duration("1.001s").as_deref(), Some("1001ms"));
+        assert_eq!(duration("99999999999999999999h"), None);
         assert_eq!(duration("ten"), None);
         assert_eq!(bytes("512m"), Some(512 << 20));
         assert_eq!(bytes("1gb"), Some(1 << 30));

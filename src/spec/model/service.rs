@@ -157,6 +157,12 @@ pub struct Container {
     /// Shared memory size (`64Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<Quantity>,
+    /// A terminal is allocated for the program.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
+    /// The program's standard input is kept open.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_open: bool,
     /// Linux capabilities added (`NET_ADMIN`): only those the agent allows the repository.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,

@@ -96,13 +96,25 @@ pub fn file_paths<'a>(service: &'a Service, dir: &std::path::Path) -> Vec<(std::
         .collect()
 }
 
-/// Writes `service`'s repository files under `dir`, each replaced atomically; an encrypted
-/// content is opened, and its file readable by its owner alone.
+/// Writes `service`'s repository files under `dir`, each replaced atomically, an encrypted
+/// content opened. They are readable by every user (a container's program may run as any), in
+/// a folder only the agent's user may enter: on the host, a secret is the agent's alone.
 pub async fn write_files(service: &Service, dir: &std::path::Path) -> std::io::Result<()> {
-    for (path, file) in file_paths(service, dir) {
-        let (content, private) = if is_encrypted(&file.content) {
+    let paths = file_paths(service, dir);
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let folder = dir.join("files");
+    crate::blocking::io(move || {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&folder)?;
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700))
+    })
+    .await?;
+    for (path, file) in paths {
+        let content = if is_encrypted(&file.content) {
             match service.opened.get(&file.content) {
-                Some(clear) => (clear.expose().to_owned(), true),
+                Some(clear) => clear.expose().to_owned(),
                 None => {
                     return Err(std::io::Error::other(format!(
                         "the content of {} is encrypted and was not opened (no key for it)",
@@ -111,9 +123,9 @@ pub async fn write_files(service: &Service, dir: &std::path::Path) -> std::io::R
                 }
             }
         } else {
-            (file.content.clone(), false)
+            file.content.clone()
         };
-        crate::target::workload::save(&path, content, private).await?;
+        crate::target::workload::save(&path, content, false).await?;
     }
     Ok(())
 }
@@ -230,6 +242,8 @@ impl Launch<'_> {
             volumes: self.anonymous_volumes(),
             healthcheck: self.healthcheck(),
             user: settings.user.clone(),
+            tty: settings.tty.then_some(true),
+            open_stdin: settings.stdin_open.then_some(true),
             hostname: settings.hostname.clone(),
             working_dir: settings.working_dir.clone(),
             stop_signal: settings.stop_signal.clone(),

@@ -172,17 +172,22 @@ impl ComposeRuntime {
     /// Creates and starts replica `index` of a launch, on the networks its service joins.
     pub(super) async fn start(&self, launch: &Launch<'_>, index: usize) -> Result<(), EngineError> {
         let name = launch.name(index);
+        // Every network is there (an external one must be) before anything is created.
+        let mut networks = Vec::new();
+        for attachment in launch.service.container.iter().flat_map(|c| &c.networks) {
+            let network = match attachment.engine_name() {
+                Some(name) => self.external_network(name).await?,
+                None => self.named_network(attachment.name()).await?,
+            };
+            networks.push((network, attachment));
+        }
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = self
             .docker
             .create_container(Some(options), launch.body(index))
             .await
             .map_err(request(format!("creating container `{name}`")))?;
-        for attachment in launch.service.container.iter().flat_map(|c| &c.networks) {
-            let network = match attachment.engine_name() {
-                Some(name) => self.external_network(name).await?,
-                None => self.named_network(attachment.name()).await?,
-            };
+        for (network, attachment) in networks {
             let mut aliases = vec![launch.service.name.as_str().to_owned()];
             aliases.extend(attachment.aliases().iter().cloned());
             let endpoint = bollard::models::NetworkConnectRequest {
@@ -198,10 +203,11 @@ impl ComposeRuntime {
                     ..Default::default()
                 }),
             };
-            self.docker
-                .connect_network(&network, endpoint)
-                .await
-                .map_err(request(format!("connecting `{name}` to network `{network}`")))?;
+            if let Err(e) = self.docker.connect_network(&network, endpoint).await {
+                // Not left half made: a retry would find the name taken.
+                self.remove(vec![created.id.clone()]).await;
+                return Err(request(format!("connecting `{name}` to network `{network}`"))(e));
+            }
         }
         self.docker
             .start_container(&created.id, None)
