@@ -40,7 +40,7 @@ pub fn duration(text: &str) -> Option<String> {
             .checked_add(fraction * unit / scale)?;
     }
     // Go's durations (Compose's) end at 2^63 nanoseconds, some 292 years.
-    if nanos % 1_000_000 != 0 || nanos > i64::MAX as u128 {
+    if !nanos.is_multiple_of(1_000_000) || nanos > i64::MAX as u128 {
         return None;
     }
     let millis = nanos / 1_000_000;
