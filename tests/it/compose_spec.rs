@@ -383,17 +383,26 @@ mod fidelity {
             or_object(&theirs["sysctls"]),
             or_object(&container["sysctls"]),
         );
+        // Lines of /etc/hosts, in any order (Compose sorts them).
+        let hosts = |lines: Vec<String>| json!(lines.into_iter().collect::<std::collections::BTreeSet<_>>());
         same(
             "extra_hosts",
-            json!(
+            hosts(
                 theirs["extra_hosts"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .map(|h| h.as_str().unwrap().replacen('=', ":", 1))
-                    .collect::<Vec<_>>()
+                    .collect(),
             ),
-            or_empty(&container["extraHosts"]),
+            hosts(
+                container["extraHosts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|h| h.as_str().unwrap().to_owned())
+                    .collect(),
+            ),
         );
         same("dns", or_empty(&theirs["dns"]), or_empty(&container["dns"]));
         same("logging", or_null(&theirs["logging"]), or_null(&container["logging"]));

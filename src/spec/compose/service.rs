@@ -401,7 +401,7 @@ fn command(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
 fn environment(service: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Option<Vec<Node>> {
     let mut env: IndexMap<String, Node> = IndexMap::new();
     if let Some(files) = service.get("env_file") {
-        for (file, file_at, required) in env_files(files) {
+        for (file, file_at, required) in env_files(files, out) {
             let Some((origin, content)) = project
                 .path_in(&file_at.file, &file)
                 .and_then(|path| (project.read)(&path))
@@ -470,22 +470,36 @@ fn environment(service: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>)
 }
 
 /// The files of `env_file`: a path, a list of paths, or of `{path, required}`.
-fn env_files(node: &Node) -> Vec<(String, Origin, bool)> {
+fn env_files(node: &Node, out: &mut Vec<Diagnostic>) -> Vec<(String, Origin, bool)> {
     let items: Vec<&Node> = match &node.kind {
         Kind::Seq(items) => items.iter().collect(),
         _ => vec![node],
     };
-    items
-        .into_iter()
-        .filter_map(|item| match &item.kind {
-            Kind::Map(_) => {
-                let path = item.get("path").and_then(scalar)?;
-                let required = !matches!(item.get("required").map(|n| &n.kind), Some(Kind::Bool(false)));
-                Some((path, item.at.clone(), required))
+    let mut files = Vec::new();
+    for item in items {
+        for (key, member) in item.as_map().into_iter().flatten() {
+            if !["path", "required"].contains(&key.as_str()) {
+                out.push(Diagnostic::new(
+                    &member.key_at,
+                    format!("`{key}` of an env_file is not carried out: plumb reads it as a `.env` file"),
+                ));
             }
-            _ => scalar(item).map(|path| (path, item.at.clone(), true)),
-        })
-        .collect()
+        }
+        let path = match &item.kind {
+            Kind::Map(_) => item.get("path").and_then(scalar),
+            _ => scalar(item),
+        };
+        let Some(path) = path else {
+            out.push(Diagnostic::new(
+                &item.at,
+                "an env_file is a path, or a map with `path`".to_owned(),
+            ));
+            continue;
+        };
+        let required = !matches!(item.get("required").map(|n| &n.kind), Some(Kind::Bool(false)));
+        files.push((path, item.at.clone(), required));
+    }
+    files
 }
 
 /// A port as `[ip:]published:target[/protocol]`, or the long form, named `p<published>`
@@ -883,9 +897,14 @@ fn string_map(node: &Node, what: &str, out: &mut Vec<Diagnostic>) -> Node {
 /// `host:address` lines, from a list (`host:address` or `host=address`) or a map.
 fn extra_hosts(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
     let items = match &node.kind {
+        // A host may have several addresses: one line each.
         Kind::Map(members) => members
             .iter()
-            .filter_map(|(host, member)| Some(text(format!("{host}:{}", scalar(&member.value)?), &member.value.at)))
+            .flat_map(|(host, member)| {
+                strings(&member.value)
+                    .into_iter()
+                    .map(move |(address, at)| text(format!("{host}:{address}"), &at))
+            })
             .collect(),
         Kind::Seq(items) => items
             .iter()
