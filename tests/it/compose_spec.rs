@@ -186,67 +186,16 @@ fn a_dotenv_file_reads_as_compose_reads_it() {
     }
 }
 
-/// The corpus: Compose files in the style of real projects, under `tests/fixtures/compose/`.
-fn corpus() -> Vec<std::path::PathBuf> {
-    let root = crate::harness::project().join("tests/fixtures/compose");
-    let mut dirs: Vec<_> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-/// Copies `from` into `to`, recursively.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// A repository with the fixture under `app/` and one environment on the compose target
-/// naming its Compose files (`compose.yaml`, then `compose.override.yaml` when there is one,
-/// as Compose reads them); the folder holding them.
-fn repository_of(fixture: &Path) -> (tempfile::TempDir, std::path::PathBuf) {
+/// A repository holding `project` of the corpus, and the folder Compose runs in.
+fn repository_of(project: &Path) -> (tempfile::TempDir, std::path::PathBuf) {
     let repo = tempfile::tempdir().unwrap();
-    copy_dir(fixture, &repo.path().join("app"));
-    let folder = if fixture.join("compose.yaml").exists() {
-        "app"
-    } else {
-        "app/deploy"
-    };
-    let mut files = vec![format!("{folder}/compose.yaml")];
-    if repo.path().join(folder).join("compose.override.yaml").exists() {
-        files.push(format!("{folder}/compose.override.yaml"));
-    }
-    std::fs::write(
-        repo.path().join("plumb.yaml"),
-        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
-    )
-    .unwrap();
-    std::fs::create_dir_all(repo.path().join("environments")).unwrap();
-    std::fs::write(
-        repo.path().join("environments/dev.yaml"),
-        format!(
-            "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  compose:\n    project: conformance\n    files: {files:?}\n"
-        ),
-    )
-    .unwrap();
-    let dir = repo.path().join(folder);
-    (repo, dir)
+    let folder = crate::compose_corpus::repository(project, repo.path());
+    (repo, folder)
 }
 
 #[test]
 fn the_corpus_renders_as_compose_renders_it_or_is_refused_in_words() {
-    let fixtures = corpus();
+    let fixtures = crate::compose_corpus::projects();
     assert!(fixtures.len() >= 30, "the corpus holds {} files", fixtures.len());
     let mut differences = Vec::new();
     for fixture in &fixtures {

@@ -6,6 +6,8 @@ mod agent_config;
 mod chaos;
 mod cli;
 mod compose;
+#[path = "../../benches/support/compose_corpus.rs"]
+mod compose_corpus;
 mod compose_fidelity;
 mod compose_spec;
 mod control_plane;
