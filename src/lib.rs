@@ -16,7 +16,8 @@
 //! - [`target`] runs environments: for now the local target's supervised processes;
 //! - [`agent`] wires them into long-running workers, one per environment;
 //! - [`api`] serves the agent's status and takes its commands over HTTP;
-//! - [`cli`] turns command lines into calls of the above, and results into text and exit codes.
+//! - [`cli`] turns command lines into calls of the above, and results into text and exit codes;
+//! - [`blocking`] runs the ledger's and files' blocking work off the async runtime.
 
 pub mod agent;
 pub mod api;

@@ -1,8 +1,9 @@
 //! The repository format: reading documents (`yaml`, `load`, Compose files: `compose`, plain
 //! Kubernetes manifests: `manifest`),
 //! merging overlays (`merge`),
-//! checking them (`schema`, `check`) and producing the typed desired state of each environment
-//! (`render`). No I/O beyond reading the tree it is given.
+//! checking them (`schema`, `check`, and the container rights the agent grants: `rights`) and
+//! producing the typed desired state of each environment (`render`). No I/O beyond reading the
+//! tree it is given, and the agent's own variables a Compose target names (`agentVariables`).
 
 mod check;
 pub mod compose;

@@ -99,6 +99,15 @@ struct Scenario {
     agent: Running,
 }
 
+/// Release `release` of web in `project`'s containers of `image`, served at `port`.
+fn release_of<'a>(image: &'a str, project: &'a str, port: u16, release: &'a str, strategy: &'a str) -> Web<'a> {
+    Web {
+        image: Some((image, crate::docker::host())),
+        environment: project,
+        ..Web::new(port, release, strategy)
+    }
+}
+
 impl Scenario {
     /// Release r1 with `strategy`, applied and serving.
     async fn start(project: &'static str, strategy: &'static str) -> Scenario {
@@ -109,12 +118,7 @@ impl Scenario {
         let port = crate::reconcile::free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let state = tempfile::tempdir().unwrap();
-        Web {
-            image: Some((image, crate::docker::host())),
-            environment: project,
-            ..Web::new(port, "r1", strategy)
-        }
-        .write(&upstream);
+        release_of(image, project, port, "r1", strategy).write(&upstream);
         let first = upstream.commit_signed("web r1", &alice);
         let agent = start_agent(&upstream, &root, state.path()).await;
         assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
@@ -133,11 +137,7 @@ impl Scenario {
 
     /// Release `release` of web with `strategy`, healthy, to adjust before [`Scenario::apply`].
     fn web<'a>(&self, release: &'a str, strategy: &'a str) -> Web<'a> {
-        Web {
-            image: Some((self.image, crate::docker::host())),
-            environment: self.project,
-            ..Web::new(self.port, release, strategy)
-        }
+        release_of(self.image, self.project, self.port, release, strategy)
     }
 
     /// Commits `web`, tells the agent, and waits for the attempt's outcome.
