@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use git2::Oid;
 
 use crate::secret::Secret;
-use crate::source::{SourceError, Tree};
+use crate::source::{Entry, EntryKind, SourceError, Tree};
 use crate::trigger::webhook::Provider;
 use crate::trust::Policy;
 
@@ -52,6 +52,31 @@ impl Tree for Files {
 
     fn commit(&self) -> Option<Oid> {
         None
+    }
+
+    fn entries(&self, dir: &str) -> Result<Vec<Entry>, SourceError> {
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let mut entries: Vec<Entry> = Vec::new();
+        for path in self.0.keys() {
+            let Some(rest) = path.strip_prefix(&prefix) else {
+                continue;
+            };
+            let entry = match rest.split_once('/') {
+                Some((folder, _)) => Entry {
+                    name: folder.to_owned(),
+                    kind: EntryKind::Folder,
+                },
+                None => Entry {
+                    name: rest.to_owned(),
+                    kind: EntryKind::File { executable: false },
+                },
+            };
+            if !entries.contains(&entry) {
+                entries.push(entry);
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
     }
 }
 

@@ -10,4 +10,4 @@ mod tree;
 pub use cache::{Cache, Fetched, TrackedRef};
 pub use known_hosts::{HostKey, check as check_host_key};
 pub use remote::{Auth, Remote, Timeouts, trust_authorities};
-pub use tree::{GitTree, SourceError, Tree, WorkTree, open};
+pub use tree::{Entry, EntryKind, GitTree, SourceError, Tree, WalkError, WorkTree, open, walk};

@@ -98,6 +98,75 @@ pub trait Tree: Sync {
     fn read(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>, SourceError>;
     /// The revision, for messages: a commit id, or `None` for a working directory.
     fn commit(&self) -> Option<Oid>;
+    /// The files and folders directly inside `dir`, sorted by name; empty when `dir` is absent.
+    fn entries(&self, dir: &str) -> Result<Vec<Entry>, SourceError>;
+}
+
+/// A file or folder inside a folder of a [`Tree`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its name.
+    pub name: String,
+    /// What it is.
+    pub kind: EntryKind,
+}
+
+/// What an [`Entry`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file, which may be run or not.
+    File {
+        /// Whether it may be run.
+        executable: bool,
+    },
+    /// A folder.
+    Folder,
+}
+
+/// The files under `dir` at any depth, by path relative to `dir`, with whether each may be run;
+/// at most `most` of them (more is an error naming the folder).
+pub fn walk(tree: &dyn Tree, dir: &str, most: usize) -> Result<Vec<(String, bool)>, WalkError> {
+    let mut files = Vec::new();
+    let mut pending = vec![String::new()];
+    while let Some(relative) = pending.pop() {
+        let full = match (dir, relative.as_str()) {
+            ("", r) => r.to_owned(),
+            (d, "") => d.to_owned(),
+            (d, r) => format!("{d}/{r}"),
+        };
+        for entry in tree.entries(&full)? {
+            let path = if relative.is_empty() {
+                entry.name
+            } else {
+                format!("{relative}/{}", entry.name)
+            };
+            match entry.kind {
+                EntryKind::Folder => pending.push(path),
+                EntryKind::File { executable } => {
+                    if files.len() == most {
+                        return Err(WalkError::TooMany { most });
+                    }
+                    files.push((path, executable));
+                }
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Why the files of a folder could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// The tree cannot be read, or holds a symbolic link.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The folder holds too many files.
+    #[error("it holds more than {most} files")]
+    TooMany {
+        /// The most allowed.
+        most: usize,
+    },
 }
 
 /// Opens `dir` as it is on disk, or at `rev` from its git object database.
@@ -177,6 +246,45 @@ impl Tree for WorkTree {
 
     fn commit(&self) -> Option<Oid> {
         None
+    }
+
+    fn entries(&self, dir: &str) -> Result<Vec<Entry>, SourceError> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.root.join(dir);
+        let listing = match fs::read_dir(&path) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(SourceError::Io { path, source }),
+        };
+        let mut entries = Vec::new();
+        for entry in listing {
+            let entry = entry.map_err(|source| SourceError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let meta = fs::symlink_metadata(entry.path()).map_err(|source| SourceError::Io {
+                path: entry.path(),
+                source,
+            })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kind = if meta.file_type().is_symlink() {
+                return Err(SourceError::Symlink(format!("{dir}/{name}")));
+            } else if meta.is_dir() {
+                if name == ".git" {
+                    continue;
+                }
+                EntryKind::Folder
+            } else if meta.is_file() {
+                EntryKind::File {
+                    executable: meta.permissions().mode() & 0o111 != 0,
+                }
+            } else {
+                continue;
+            };
+            entries.push(Entry { name, kind });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
     }
 }
 
@@ -318,5 +426,29 @@ impl Tree for GitTree {
 
     fn commit(&self) -> Option<Oid> {
         Some(self.commit)
+    }
+
+    fn entries(&self, dir: &str) -> Result<Vec<Entry>, SourceError> {
+        let Some((ObjectType::Tree, _, id)) = self.entry(dir)? else {
+            return Ok(Vec::new());
+        };
+        let repo = self.repo.lock().expect("the lock is never poisoned");
+        let tree = repo.find_tree(id).map_err(|e| self.object_error(dir, e))?;
+        let mut entries = Vec::new();
+        for entry in tree.iter() {
+            let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
+            let kind = match (entry.filemode(), entry.kind()) {
+                (SYMLINK_MODE, _) => return Err(SourceError::Symlink(format!("{dir}/{name}"))),
+                (mode, Some(ObjectType::Blob)) => EntryKind::File {
+                    executable: mode == 0o100755,
+                },
+                (_, Some(ObjectType::Tree)) => EntryKind::Folder,
+                // A submodule's commit: its files are not in this repository.
+                _ => continue,
+            };
+            entries.push(Entry { name, kind });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
     }
 }

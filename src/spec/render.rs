@@ -265,6 +265,61 @@ struct Context<'a> {
     allow: &'a Allow,
 }
 
+/// The most files a folder mounted or built from may hold.
+const MOST_FOLDER_FILES: usize = 2_000;
+
+/// The most bytes a folder mounted or built from may hold.
+const MOST_FOLDER_BYTES: usize = 16 << 20;
+
+/// What `path` of `tree` holds: a file's bytes (at most `max_bytes`), or a folder's files.
+fn look(tree: &dyn Tree, path: &str, max_bytes: usize) -> super::compose::Found {
+    use super::compose::{FolderEntry, Found};
+    use crate::source::{EntryKind, walk};
+    let too_large = |path: &str| Found::Unreadable(format!("`{path}` is larger than {max_bytes} bytes"));
+    let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let entry = match tree.entries(parent) {
+        Ok(entries) => entries.into_iter().find(|e| e.name == name),
+        Err(e) => return Found::Unreadable(e.to_string()),
+    };
+    match entry.map(|e| e.kind) {
+        None if !path.is_empty() => Found::Absent,
+        Some(EntryKind::File { executable }) => match tree.read(path, max_bytes) {
+            Ok(Some(bytes)) if bytes.len() > max_bytes => too_large(path),
+            Ok(Some(bytes)) => Found::File(bytes, executable),
+            Ok(None) => Found::Absent,
+            Err(e) => Found::Unreadable(e.to_string()),
+        },
+        _ => {
+            let files = match walk(tree, path, MOST_FOLDER_FILES) {
+                Ok(files) => files,
+                Err(e) => return Found::Unreadable(format!("folder `{path}`: {e}")),
+            };
+            let mut entries = Vec::with_capacity(files.len());
+            let mut total = 0;
+            for (relative, executable) in files {
+                let full = if path.is_empty() { relative.clone() } else { format!("{path}/{relative}") };
+                let bytes = match tree.read(&full, max_bytes) {
+                    Ok(Some(bytes)) if bytes.len() > max_bytes => return too_large(&full),
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => continue,
+                    Err(e) => return Found::Unreadable(e.to_string()),
+                };
+                total += bytes.len();
+                if total > MOST_FOLDER_BYTES {
+                    return Found::Unreadable(format!("folder `{path}` holds more than {MOST_FOLDER_BYTES} bytes"));
+                }
+                entries.push(FolderEntry {
+                    path: relative,
+                    bytes,
+                    executable,
+                });
+            }
+            Found::Folder(entries)
+        }
+    }
+}
+
 /// The services of the Compose files `target` points at, as service documents; a name also
 /// declared in `services/` is refused.
 fn compose_services(
@@ -298,13 +353,19 @@ fn compose_services(
                 .flatten()
         })
     };
+    let look = |path: &str| look(context.tree, path, context.limits.max_bytes);
     let project = compose.project.as_ref().map_or(environment, |p| p.as_str());
     let settings = super::compose::Settings {
         project,
         address: &compose.address,
         profiles: &compose.profiles,
+        build: compose.build,
     };
-    let mut services = super::compose::services(&nodes, &settings, &variables, &read, out);
+    let repository = super::compose::Repository {
+        read: &read,
+        look: &look,
+    };
+    let mut services = super::compose::services(&nodes, &settings, &variables, &repository, out);
     services.retain(|name, node| {
         if Name::parse(name).is_err() {
             out.push(Diagnostic::new(

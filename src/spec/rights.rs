@@ -1,6 +1,6 @@
 //! Container settings that widen what a container may do on its host — added capabilities,
 //! privileged mode, host devices, the host's process or memory namespaces, security options,
-//! another project's networks and volumes —
+//! the host's network, another project's networks and volumes, paths of the host —
 //! are for the agent's operator to grant, not for a repository to take: each is refused at its
 //! line unless the agent's configuration allows it for the repository (`allow:` of the
 //! repository in the agent's configuration), and the refusal names that setting.
@@ -39,6 +39,25 @@ pub struct Allow {
     /// Volumes of the engine outside the project a container may mount, by their names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<String>,
+    /// Folders of the agent's host a container may mount, with everything under them
+    /// (`/srv/certs`): a bind mount, or a volume whose `local` driver binds a device path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_paths: Vec<String>,
+}
+
+impl Allow {
+    /// Whether `path`, an absolute path of the host, is one the agent allows or under one.
+    /// A path with `..` is never allowed: it could climb out of the folder allowed.
+    pub fn host_path(&self, path: &str) -> bool {
+        if !path.starts_with('/') || path.split('/').any(|part| part == "..") {
+            return false;
+        }
+        let path = path.trim_end_matches('/');
+        self.host_paths.iter().any(|allowed| {
+            let allowed = allowed.trim_end_matches('/');
+            path == allowed || path.strip_prefix(allowed).is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
 }
 
 /// Reports each right `service` takes that `allow` does not grant, at its line.
@@ -108,6 +127,38 @@ pub fn check(service: &Service, node: &Node, allow: &Allow, out: &mut Vec<Diagno
                 field(key, None),
                 format!("`{key}: host` shares the host's namespace"),
                 "hostNamespaces",
+            );
+        }
+    }
+    if container.network_mode.as_deref() == Some("host") && !allow.host_namespaces {
+        refuse(
+            field("networkMode", None),
+            "`network_mode: host` shares the host's network namespace".to_owned(),
+            "hostNamespaces",
+        );
+    }
+    for (i, mount) in container.host_mounts.iter().enumerate() {
+        if !allow.host_path(&mount.source) {
+            refuse(
+                field("hostMounts", Some(i)),
+                format!("`{}` is a host path outside the repository", mount.source),
+                "hostPaths",
+            );
+        }
+    }
+    for (name, volume) in &container.volume_definitions {
+        if let Some(device) = volume.host_path()
+            && !allow.host_path(device)
+        {
+            let path = Path::default()
+                .key("container")
+                .key("volumeDefinitions")
+                .key(name)
+                .key("driverOpts");
+            refuse(
+                path,
+                format!("volume `{name}` binds `{device}`, a host path outside the repository"),
+                "hostPaths",
             );
         }
     }

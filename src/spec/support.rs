@@ -799,6 +799,60 @@ pub static FIELDS: &[Field] = &[
         used: never,
     },
     Field {
+        path: "container.folders",
+        local: Within("container"),
+        compose: Done("written on the agent's host per slot, every file, and mounted (read-only unless `readOnly: false`)"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.hostMounts",
+        local: Within("container"),
+        compose: Done("paths of the agent's host mounted, when the agent allows them for the repository"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.networkDefinitions",
+        local: Within("container"),
+        compose: Done("the project's networks created with these settings; one created otherwise is refused, never changed under running containers"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.volumeDefinitions",
+        local: Within("container"),
+        compose: Done("the project's volumes created with these settings; one created otherwise is refused, never recreated (its data stays)"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.networkMode",
+        local: Within("container"),
+        compose: Done("no network, or the host's (when the agent allows host namespaces)"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.networkMode: host with two slots or replicas",
+        local: Within("container"),
+        compose: Refused(
+            "two containers on the host's network would listen on the same ports: the host's network needs `replicas: 1` and the recreate strategy",
+        ),
+        kubernetes: Within("container"),
+        used: |s, _| {
+            let host = s.container.as_ref().is_some_and(|c| c.network_mode.as_deref() == Some("host"));
+            when(host && !single(s), root().key("container").key("networkMode"))
+        },
+    },
+    Field {
+        path: "container.build",
+        local: Within("container"),
+        compose: Done("the image built by the engine from the repository's folder, tagged by its content, built once"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
         path: "container.tty",
         local: Within("container"),
         compose: Done("a terminal for the program"),

@@ -190,25 +190,25 @@ pub fn config_digest(service: &Service) -> Result<Option<String>, WorkloadError>
 
 /// Writes `text` to `path` atomically: a reader (the application on reload) never sees half.
 pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    write_with_mode(path, text, 0o666)
+    write_with_mode(path, text.as_bytes(), 0o666)
 }
 
 /// Writes `text` to `path` as [`write_atomically`] does, readable by its owner alone: a file
 /// holding decrypted values.
 pub fn write_privately(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    write_with_mode(path, text, 0o600)
+    write_with_mode(path, text.as_bytes(), 0o600)
 }
 
 /// [`write_atomically`] (or, when `private`, [`write_privately`]) off the async runtime.
-pub async fn save(path: &std::path::Path, text: String, private: bool) -> std::io::Result<()> {
-    let path = path.to_owned();
+pub async fn save(path: &std::path::Path, content: impl Into<Vec<u8>>, private: bool) -> std::io::Result<()> {
+    let (path, content) = (path.to_owned(), content.into());
     let mode = if private { 0o600 } else { 0o666 };
-    crate::blocking::io(move || write_with_mode(&path, &text, mode)).await
+    crate::blocking::io(move || write_with_mode(&path, &content, mode)).await
 }
 
-/// Writes `text` to a new file beside `path` created with `mode` (less the umask), then puts it
-/// in `path`'s place.
-fn write_with_mode(path: &std::path::Path, text: &str, mode: u32) -> std::io::Result<()> {
+/// Writes `content` to a new file beside `path` created with `mode` (less the umask), then puts
+/// it in `path`'s place.
+fn write_with_mode(path: &std::path::Path, content: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {
@@ -221,7 +221,7 @@ fn write_with_mode(path: &std::path::Path, text: &str, mode: u32) -> std::io::Re
         .create_new(true)
         .mode(mode)
         .open(&temporary)?;
-    file.write_all(text.as_bytes())?;
+    file.write_all(content)?;
     drop(file);
     std::fs::rename(&temporary, path)
 }

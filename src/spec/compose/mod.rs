@@ -16,12 +16,47 @@ use super::node::{Kind, Member, Node, Origin};
 
 pub mod dotenv;
 pub mod interpolate;
+mod build;
 mod merge;
+mod objects;
 mod service;
 mod units;
 
 /// Reads a file of the repository (`.env`, an `env_file`): its name for messages, and its text.
 pub type ReadFile<'a> = dyn Fn(&str) -> Option<(Arc<str>, String)> + 'a;
+
+/// What a path of the repository holds, for mounts and build contexts.
+pub enum Found {
+    /// Nothing.
+    Absent,
+    /// A file: its bytes, and whether it may be run.
+    File(Vec<u8>, bool),
+    /// A folder: its files at any depth.
+    Folder(Vec<FolderEntry>),
+    /// It cannot be read or is too large: why, in words.
+    Unreadable(String),
+}
+
+/// A file inside a folder of the repository.
+pub struct FolderEntry {
+    /// Its path inside the folder.
+    pub path: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Whether it may be run.
+    pub executable: bool,
+}
+
+/// Looks a path of the repository up.
+pub type Look<'a> = dyn Fn(&str) -> Found + 'a;
+
+/// The repository's files, as the project reads them.
+pub struct Repository<'a> {
+    /// The text of a file (`.env`, an `env_file`, an included file).
+    pub read: &'a ReadFile<'a>,
+    /// Any path: a file's bytes, a folder's files.
+    pub look: &'a Look<'a>,
+}
 
 /// Variables given to interpolation besides the project's `.env`, which they override: the
 /// environment's own, and those it takes from the agent's process.
@@ -35,35 +70,38 @@ pub struct Settings<'a> {
     pub address: &'a str,
     /// The profiles enabled.
     pub profiles: &'a [String],
+    /// Whether images may be built from the repository (`target.compose.build`).
+    pub build: bool,
 }
 
 /// The plumb service documents of parsed Compose `files`, merged as Compose merges them (a later
 /// file's service over an earlier one's), with the services whose profiles are off left out.
 /// Values are interpolated with `variables`, else those of the `.env` beside the first file (the
-/// project's folder, which relative paths start from). `read` gives the text of a file,
-/// relative to the repository root.
+/// project's folder, which relative paths start from). `repository` gives the files, by
+/// paths relative to the repository root.
 pub fn services(
     files: &[Node],
     settings: &Settings<'_>,
     variables: &Lookup<'_>,
-    read: &ReadFile<'_>,
+    repository: &Repository<'_>,
     out: &mut Vec<Diagnostic>,
 ) -> BTreeMap<String, Node> {
     let mut services: BTreeMap<String, Node> = BTreeMap::new();
     let Some(first) = files.first() else {
         return services;
     };
-    let mut project = Project::new(&first.at.file, settings.address, variables, read, out);
+    let mut project = Project::new(&first.at.file, settings.address, variables, repository, out);
     let mut merged = Merged::default();
     for file in files {
         absorb(file.clone(), settings, &mut project, &mut merged, 0, out);
     }
+    objects::settle(&mut project, out);
     let bases = merged.services.clone();
     for (name, (key_at, service)) in &merged.services {
         let Some(service) = extended(name, service, &bases, &project, 0, out) else {
             continue;
         };
-        if let Some(service) = service::translate(name, &service, key_at, settings.profiles, &project, out) {
+        if let Some(service) = service::translate(name, &service, key_at, settings, &project, out) {
             services.insert(name.clone(), service);
         }
     }
@@ -163,7 +201,8 @@ fn absorb(
                     );
                 }
             }
-            "networks" | "volumes" => definitions(key, &member.value, project, out),
+            "networks" => objects::keep(objects::Object::Network, &member.value, project, out),
+            "volumes" => objects::keep(objects::Object::Volume, &member.value, project, out),
             "secrets" | "configs" => {
                 let known = if key == "secrets" {
                     &mut project.secrets
@@ -220,7 +259,7 @@ fn included(node: &Node, out: &mut Vec<Diagnostic>) -> Vec<(String, Origin)> {
             Kind::Map(members) => {
                 for (key, member) in members {
                     match key.as_str() {
-                        "path" => paths.extend(strings(&member.value)),
+                        "path" => paths.extend(strings(&member.value, out)),
                         other => out.push(Diagnostic::new(
                             &member.key_at,
                             format!("`{other}` of an `include` is not carried out: the project's folder and variables are the including file's"),
@@ -301,51 +340,6 @@ fn extended(
     Some(result)
 }
 
-/// Top-level `networks` or `volumes`: plumb creates each as `<project>_<name>` with the
-/// engine's defaults; an `external` one (named by `name`, else as written) is used as it is and
-/// never created. Any other setting is refused by name.
-fn definitions(what: &str, node: &Node, project: &mut Project<'_>, out: &mut Vec<Diagnostic>) {
-    for (name, member) in node.as_map().into_iter().flatten() {
-        let external = matches!(member.value.get("external").map(|n| &n.kind), Some(Kind::Bool(true)));
-        if external && what == "networks" && name == "default" {
-            out.push(Diagnostic::new(
-                &member.key_at,
-                "the project's `default` network is its own: plumb's proxy and jobs reach the services there"
-                    .to_owned(),
-            ));
-        } else if external {
-            let engine_name = member
-                .value
-                .get("name")
-                .and_then(scalar)
-                .unwrap_or_else(|| name.clone());
-            let known = if what == "networks" {
-                &mut project.external_networks
-            } else {
-                &mut project.external_volumes
-            };
-            known.insert(name.clone(), engine_name);
-        }
-        for (key, setting) in member.value.as_map().into_iter().flatten() {
-            let default = match key.as_str() {
-                "driver" => matches!(scalar(&setting.value).as_deref(), Some("bridge" | "local")),
-                "external" => matches!(setting.value.kind, Kind::Bool(_)),
-                "name" => external,
-                key => key.starts_with("x-"),
-            };
-            if !default {
-                out.push(Diagnostic::new(
-                    &setting.key_at,
-                    format!(
-                        "`{key}` of {} `{name}` is not carried out: plumb creates `<project>_{name}` with the engine's defaults",
-                        if what == "networks" { "network" } else { "volume" }
-                    ),
-                ));
-            }
-        }
-    }
-}
-
 /// The project the Compose files make: its folder and its variables.
 struct Project<'a> {
     /// The folder of the first file, with a trailing `/` (empty at the repository root).
@@ -356,12 +350,20 @@ struct Project<'a> {
     /// The `.env` beside the first file.
     dotenv: Vec<dotenv::Entry>,
     read: &'a ReadFile<'a>,
+    look: &'a Look<'a>,
     /// The top-level `secrets` and `configs`, by name.
     secrets: IndexMap<String, Node>,
     configs: IndexMap<String, Node>,
+    /// The top-level `networks` and `volumes` as written (merged over the files), by name.
+    network_nodes: IndexMap<String, (Origin, Node)>,
+    volume_nodes: IndexMap<String, (Origin, Node)>,
     /// The external networks and volumes, by name, with their names on the engine.
     external_networks: BTreeMap<String, String>,
     external_volumes: BTreeMap<String, String>,
+    /// The project's own networks and volumes, by name, with the settings they are created
+    /// with (plumb's `NetworkDefinition` and `VolumeDefinition`).
+    networks: BTreeMap<String, Node>,
+    volumes: BTreeMap<String, Node>,
     /// The files included so far, whose relative paths start from their own folders.
     own_folders: std::collections::BTreeSet<Arc<str>>,
     /// The files whose `include` is being followed, outermost first.
@@ -375,7 +377,7 @@ impl<'a> Project<'a> {
         first: &str,
         address: &'a str,
         variables: &'a Lookup<'a>,
-        read: &'a ReadFile<'a>,
+        repository: &'a Repository<'a>,
         out: &mut Vec<Diagnostic>,
     ) -> Project<'a> {
         let folder = match first.rfind('/') {
@@ -387,11 +389,16 @@ impl<'a> Project<'a> {
             address,
             variables,
             dotenv: Vec::new(),
-            read,
+            read: repository.read,
+            look: repository.look,
             secrets: IndexMap::new(),
             configs: IndexMap::new(),
+            network_nodes: IndexMap::new(),
+            volume_nodes: IndexMap::new(),
             external_networks: BTreeMap::new(),
             external_volumes: BTreeMap::new(),
+            networks: BTreeMap::new(),
+            volumes: BTreeMap::new(),
             own_folders: std::collections::BTreeSet::new(),
             including: Vec::new(),
             loads: 0,
@@ -551,11 +558,19 @@ fn scalar(node: &Node) -> Option<String> {
     }
 }
 
-/// A Compose list given as a string or a list of strings.
-fn strings(node: &Node) -> Vec<(String, Origin)> {
+/// A Compose list given as a string or a list of strings; an item that is neither is refused.
+fn strings(node: &Node, out: &mut Vec<Diagnostic>) -> Vec<(String, Origin)> {
+    let one = |node: &Node, out: &mut Vec<Diagnostic>| {
+        let text = scalar(node);
+        if text.is_none() {
+            out.push(Diagnostic::new(&node.at, "this is a text, a number or a boolean".to_owned()));
+        }
+        text.map(|text| (text, node.at.clone()))
+    };
     match &node.kind {
-        Kind::Seq(items) => items.iter().filter_map(|i| Some((scalar(i)?, i.at.clone()))).collect(),
-        _ => scalar(node).map(|s| vec![(s, node.at.clone())]).unwrap_or_default(),
+        Kind::Seq(items) => items.iter().filter_map(|item| one(item, out)).collect(),
+        Kind::Null => Vec::new(),
+        _ => one(node, out).into_iter().collect(),
     }
 }
 
@@ -625,7 +640,10 @@ fn pairs(node: &Node, what: &str, out: &mut Vec<Diagnostic>) -> Vec<(String, Opt
         Kind::Seq(items) => items
             .iter()
             .filter_map(|item| {
-                let line = scalar(item)?;
+                let Some(line) = scalar(item) else {
+                    out.push(Diagnostic::new(&item.at, format!("a {what} is written `NAME=value`")));
+                    return None;
+                };
                 Some(match line.split_once('=') {
                     Some((key, value)) => (key.to_owned(), Some(text(value, &item.at)), item.at.clone()),
                     None => (line, None, item.at.clone()),
@@ -660,8 +678,11 @@ mod tests {
             project: "shop",
             address: "127.0.0.1",
             profiles: &profiles,
+            build: true,
         };
-        let services = services(&[node], &settings, &variables, &read, &mut out);
+        let look = |_: &str| Found::Absent;
+        let repository = Repository { read: &read, look: &look };
+        let services = services(&[node], &settings, &variables, &repository, &mut out);
         (services, out)
     }
 
@@ -672,7 +693,7 @@ mod tests {
              environment: {MODE: compose}\n    ports: [\"127.0.0.1:8080:8000\"]\n    volumes: [\"data:/var/lib/web:ro\"]\n    \
              networks: [back]\n    healthcheck: {test: \"curl -f localhost:8000\", retries: 5}\n    depends_on: {db: {condition: service_healthy}}\n    \
              deploy: {replicas: 3}\n    x-plumb: {strategy: {blueGreen: {}}}\n  debugger:\n    image: shop/dbg\n    profiles: [debug]\n  \
-             tools:\n    image: shop/tools\n    profiles: [tools]\n",
+             tools:\n    image: shop/tools\n    profiles: [tools]\nvolumes: {data: {}}\nnetworks: {back: {internal: true}}\n",
         );
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(services.keys().collect::<Vec<_>>(), ["debugger", "web"]);
@@ -690,6 +711,11 @@ mod tests {
         assert_eq!(web["replicas"], 3);
         assert_eq!(web["dependsOn"], serde_json::json!(["db"]));
         assert_eq!(web["container"]["volumes"], serde_json::json!(["data:/var/lib/web:ro"]));
+        assert_eq!(web["container"]["networks"], serde_json::json!(["back"]));
+        assert_eq!(
+            web["container"]["networkDefinitions"],
+            serde_json::json!({"back": {"internal": true}})
+        );
         assert_eq!(
             web["container"]["healthcheck"],
             serde_json::json!({"test": ["CMD-SHELL", "curl -f localhost:8000"], "retries": 5})
@@ -723,13 +749,13 @@ mod tests {
         let over: Arc<str> = Arc::from("deploy/compose.prod.yaml");
         let base = parse(
             &file,
-            b"services:\n  web:\n    image: web:1\n    command: [a]\n    environment: [A=1, B=2]\n    ports: ['8080:80']\n    volumes: ['data:/data']\n",
+            b"services:\n  web:\n    image: web:1\n    command: [a]\n    environment: [A=1, B=2]\n    ports: ['8080:80']\n    volumes: ['data:/data']\nvolumes: {data: {}}\n",
             Limits::default(),
         )
         .unwrap();
         let overlay = parse(
             &over,
-            b"services:\n  web:\n    command: [b]\n    environment: {B: 3}\n    ports: ['8443:443']\n    volumes: ['other:/data']\n    deploy: {resources: {limits: {cpus: '0.5', memory: 256m}}}\n",
+            b"services:\n  web:\n    command: [b]\n    environment: {B: 3}\n    ports: ['8443:443']\n    volumes: ['other:/data']\n    deploy: {resources: {limits: {cpus: '0.5', memory: 256m}}}\nvolumes: {other: {}}\n",
             Limits::default(),
         )
         .unwrap();
@@ -738,8 +764,13 @@ mod tests {
             project: "shop",
             address: "127.0.0.1",
             profiles: &[],
+            build: false,
         };
-        let services = services(&[base, overlay], &settings, &|_| None, &|_| None, &mut out);
+        let repository = Repository {
+            read: &|_| None,
+            look: &|_| Found::Absent,
+        };
+        let services = services(&[base, overlay], &settings, &|_| None, &repository, &mut out);
         assert!(out.is_empty(), "{out:?}");
         let web = services["web"].to_json();
         assert_eq!(web["command"], serde_json::json!(["b"]));

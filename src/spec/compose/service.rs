@@ -3,7 +3,7 @@
 
 use indexmap::IndexMap;
 
-use super::{Project, map, pairs, scalar, seq, strings, text, units, words};
+use super::{FolderEntry, Found, Project, Settings, map, pairs, scalar, seq, strings, text, units, words};
 use crate::spec::diagnostic::Diagnostic;
 use crate::spec::merge::merge_into;
 use crate::spec::node::{Kind, Member, Node, Origin};
@@ -11,14 +11,6 @@ use crate::spec::node::{Kind, Member, Node, Origin};
 /// Keys plumb refuses, and why. A key in neither this table nor the translation is refused as
 /// not carried out by plumb.
 const REFUSED: &[(&str, &str)] = &[
-    (
-        "build",
-        "plumb does not build images yet: build and push the image, and name it in `image`",
-    ),
-    (
-        "network_mode",
-        "plumb reaches replicas through the project's networks; another mode would cut the router off",
-    ),
     (
         "userns_mode",
         "it changes the container's user namespace, and no agent setting allows it",
@@ -36,7 +28,7 @@ pub(super) fn translate(
     name: &str,
     service: &Node,
     key_at: &Origin,
-    profiles: &[String],
+    settings: &Settings<'_>,
     project: &Project<'_>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Node> {
@@ -48,8 +40,8 @@ pub(super) fn translate(
         return None;
     };
     if let Some(wanted) = service.get("profiles") {
-        let wanted = strings(wanted);
-        if !wanted.is_empty() && !wanted.iter().any(|(p, _)| profiles.contains(p)) {
+        let wanted = strings(wanted, out);
+        if !wanted.is_empty() && !wanted.iter().any(|(p, _)| settings.profiles.contains(p)) {
             return None;
         }
     }
@@ -60,10 +52,8 @@ pub(super) fn translate(
         ("name", text(name, key_at)),
     ];
     let mut container: Vec<(&str, Node)> = Vec::new();
-    let mut volumes = Vec::new();
-    let mut tmpfs = Vec::new();
-    let mut files = Vec::new();
-    let mut external_volumes = Vec::new();
+    let mut mounts = Mounts::default();
+    let mut network_definitions = Vec::new();
     let mut resources = Resources::default();
     for (key, member) in members {
         let value = &member.value;
@@ -74,10 +64,16 @@ pub(super) fn translate(
             ));
         };
         match key.as_str() {
-            "image" => doc.push(("image", value.clone())),
+            "image" if service.get("build").is_none() => doc.push(("image", value.clone())),
+            // The image built is tagged by its content (`build`).
+            "image" | "build" => {}
             "command" => doc.push(("command", command(value, out))),
             "entrypoint" => container.push(("entrypoint", command(value, out))),
             "environment" | "env_file" | "profiles" | "x-plumb" => {}
+            "ports" if service.get("network_mode").is_some() => refuse(
+                out,
+                "with `network_mode` the program's ports are not published through plumb: with `host` it listens on the host's own ports, with `none` on none",
+            ),
             "ports" => {
                 let items = match &value.kind {
                     Kind::Seq(items) => items.iter().filter_map(|p| port(p, project, out)).collect(),
@@ -91,26 +87,34 @@ pub(super) fn translate(
             "expose" => container.push((
                 "expose",
                 seq(
-                    strings(value).into_iter().map(|(e, at)| text(e, &at)).collect(),
+                    strings(value, out).into_iter().map(|(e, at)| text(e, &at)).collect(),
                     &value.at,
                 ),
             )),
             "volumes" => match &value.kind {
                 Kind::Seq(items) => {
-                    let mut mounts = Mounts {
-                        volumes: &mut volumes,
-                        external: &mut external_volumes,
-                        tmpfs: &mut tmpfs,
-                        files: &mut files,
-                    };
                     for item in items {
                         volume(item, &mut mounts, project, out);
                     }
                 }
                 _ => out.push(Diagnostic::new(&value.at, "`volumes` is a list".to_owned())),
             },
-            "tmpfs" => tmpfs.extend(strings(value).into_iter().map(|(t, at)| text(t, &at))),
-            "networks" => container.push(("networks", networks(value, project, out))),
+            "tmpfs" => mounts
+                .tmpfs
+                .extend(strings(value, out).into_iter().map(|(t, at)| text(t, &at))),
+            "networks" if service.get("network_mode").is_some() => refuse(
+                out,
+                "a service with `network_mode` joins no networks; Compose refuses both together",
+            ),
+            "networks" => container.push(("networks", networks(value, project, &mut network_definitions, out))),
+            "network_mode" => match scalar(value).as_deref() {
+                Some(mode @ ("none" | "host")) => container.push(("networkMode", text(mode, &value.at))),
+                Some(_) => refuse(
+                    out,
+                    "sharing another container's network (`service:`, `container:`) would tie each slot to one container; plumb runs `none`, `host` and the project's networks",
+                ),
+                None => out.push(Diagnostic::new(&value.at, "`network_mode` is a text".to_owned())),
+            },
             "healthcheck" => {
                 if let Some(check) = healthcheck(value, out) {
                     container.push(("healthcheck", check));
@@ -168,7 +172,7 @@ pub(super) fn translate(
             "dns" => container.push((
                 "dns",
                 seq(
-                    strings(value).into_iter().map(|(d, at)| text(d, &at)).collect(),
+                    strings(value, out).into_iter().map(|(d, at)| text(d, &at)).collect(),
                     &value.at,
                 ),
             )),
@@ -196,7 +200,7 @@ pub(super) fn translate(
                 Kind::Seq(items) => {
                     for item in items {
                         if let Some(file) = granted(key == "secrets", item, project, out) {
-                            files.push(file);
+                            mounts.files.push(file);
                         }
                     }
                 }
@@ -223,17 +227,39 @@ pub(super) fn translate(
     if let Some(env) = environment(service, project, out) {
         doc.push(("env", seq(env, at)));
     }
-    if !volumes.is_empty() {
-        container.push(("volumes", seq(volumes, at)));
+    for (field, items) in [
+        ("volumes", mounts.volumes),
+        ("tmpfs", mounts.tmpfs),
+        ("files", mounts.files),
+        ("folders", mounts.folders),
+        ("hostMounts", mounts.host),
+        ("externalVolumes", mounts.external),
+    ] {
+        if !items.is_empty() {
+            container.push((field, seq(items, at)));
+        }
     }
-    if !tmpfs.is_empty() {
-        container.push(("tmpfs", seq(tmpfs, at)));
+    for (field, definitions) in [
+        ("networkDefinitions", network_definitions),
+        ("volumeDefinitions", mounts.definitions),
+    ] {
+        if !definitions.is_empty() {
+            let members = definitions
+                .into_iter()
+                .map(|(name, value)| {
+                    let key_at = value.at.clone();
+                    (name, Member { key_at, value })
+                })
+                .collect();
+            container.push((field, Node::new(Kind::Map(members), at.clone())));
+        }
     }
-    if !files.is_empty() {
-        container.push(("files", seq(files, at)));
-    }
-    if !external_volumes.is_empty() {
-        container.push(("externalVolumes", seq(external_volumes, at)));
+    if let Some(build) = service.get("build") {
+        let image = service.get("image");
+        if let Some((build, image)) = super::build::translate(name, build, image, settings, project, out) {
+            doc.push(("image", image));
+            container.push(("build", build));
+        }
     }
     if let Some(resources) = resources.node(at) {
         doc.push(("resources", resources));
@@ -392,7 +418,7 @@ fn command(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
                 Vec::new()
             }
         },
-        _ => strings(node).into_iter().map(|(w, at)| text(w, &at)).collect(),
+        _ => strings(node, out).into_iter().map(|(w, at)| text(w, &at)).collect(),
     };
     seq(items, &node.at)
 }
@@ -633,18 +659,25 @@ fn port(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Option
 }
 
 /// Where a service's mounts go, by kind.
-struct Mounts<'a> {
-    volumes: &'a mut Vec<Node>,
+#[derive(Default)]
+struct Mounts {
+    volumes: Vec<Node>,
     /// The external volumes among them.
-    external: &'a mut Vec<Node>,
-    tmpfs: &'a mut Vec<Node>,
-    files: &'a mut Vec<Node>,
+    external: Vec<Node>,
+    /// The settings of the project's own volumes among them, by name.
+    definitions: Vec<(String, Node)>,
+    tmpfs: Vec<Node>,
+    files: Vec<Node>,
+    folders: Vec<Node>,
+    /// Paths of the agent's host.
+    host: Vec<Node>,
 }
 
 /// A volume: a named one (`name:/path[:ro]`, or the long form) into `volumes`, an anonymous
-/// one (`/path`) there too, a `tmpfs` into `tmpfs`, a file of the repository into `files`
-/// with its content; a host path is refused, saying so.
-fn volume(node: &Node, mounts: &mut Mounts<'_>, project: &Project<'_>, out: &mut Vec<Diagnostic>) {
+/// one (`/path`) there too, a `tmpfs` into `tmpfs`, a file or folder of the repository into
+/// `files` or `folders` with its content, an absolute host path into `host` (which the agent
+/// must allow: `spec::rights`).
+fn volume(node: &Node, mounts: &mut Mounts, project: &Project<'_>, out: &mut Vec<Diagnostic>) {
     let (kind, source, target, read_only) = match &node.kind {
         Kind::Map(members) => {
             for (key, member) in members {
@@ -709,50 +742,57 @@ fn volume(node: &Node, mounts: &mut Mounts<'_>, project: &Project<'_>, out: &mut
         ("volume", None) => mounts.volumes.push(text(target, &node.at)),
         ("volume", Some(source)) => {
             let suffix = if read_only { ":ro" } else { "" };
-            let source = match project.external_volumes.get(&source) {
-                Some(engine_name) => {
-                    mounts.external.push(text(engine_name, &node.at));
-                    engine_name.clone()
+            let source = if let Some(engine_name) = project.external_volumes.get(&source) {
+                mounts.external.push(text(engine_name, &node.at));
+                engine_name.clone()
+            } else if let Some(definition) = project.volumes.get(&source) {
+                if definition.as_map().is_some_and(|m| !m.is_empty()) {
+                    mounts.definitions.push((source.clone(), definition.clone()));
                 }
-                None => source,
+                source
+            } else {
+                out.push(Diagnostic::new(
+                    &node.at,
+                    format!("volume `{source}` is not defined in the top-level `volumes`; Compose refuses it"),
+                ));
+                return;
             };
             mounts
                 .volumes
                 .push(text(format!("{source}:{target}{suffix}"), &node.at));
         }
         ("tmpfs", _) => mounts.tmpfs.push(text(target, &node.at)),
+        ("bind", Some(source)) if source.starts_with('/') => mounts.host.push(map(
+            vec![
+                ("source", text(source, &node.at)),
+                ("target", text(target, &node.at)),
+                ("readOnly", Node::new(Kind::Bool(read_only), node.at.clone())),
+            ],
+            &node.at,
+        )),
+        ("bind", Some(source)) if source.starts_with('~') => out.push(
+            Diagnostic::new(
+                &node.at,
+                format!("`{source}` is a path in the home folder of whoever runs Compose; plumb mounts no such path"),
+            )
+            .hint("write the absolute host path (which the agent must allow), or mount a file of the repository"),
+        ),
         ("bind", Some(source)) => {
-            let Some(path) = project
-                .path_in(&node.at.file, &source)
-                .filter(|_| !source.starts_with(['/', '~']))
-            else {
+            let Some(path) = project.path_in(&node.at.file, &source) else {
                 out.push(
                     Diagnostic::new(
                         &node.at,
-                        format!("`{source}` is a host path outside the repository; plumb does not mount host paths"),
+                        format!("`{source}` is a host path outside the repository: it leaves the repository's folder"),
                     )
-                    .hint(format!(
-                        "a named volume (`name:{target}`) keeps data; a file of the repository may be mounted"
-                    )),
+                    .hint("write the absolute host path (which the agent must allow), or mount a file of the repository"),
                 );
                 return;
             };
-            let Some((_, content)) = (project.read)(&path) else {
-                out.push(
-                    Diagnostic::new(&node.at, format!("`{source}` is not a text file of the repository (`{path}`)"))
-                        .hint("plumb mounts single text files of the repository; folders and binary files are not mounted yet"),
-                );
-                return;
-            };
-            mounts.files.push(map(
-                vec![
-                    ("source", text(path, &node.at)),
-                    ("target", text(target, &node.at)),
-                    ("content", text(content, &node.at)),
-                    ("readOnly", Node::new(Kind::Bool(read_only), node.at.clone())),
-                ],
-                &node.at,
-            ));
+            match content(&path, &source, &target, read_only, project, &node.at) {
+                Ok(Content::File(file)) => mounts.files.push(file),
+                Ok(Content::Folder(folder)) => mounts.folders.push(folder),
+                Err(problem) => out.push(problem),
+            }
         }
         (other, _) => out.push(Diagnostic::new(
             &node.at,
@@ -761,17 +801,95 @@ fn volume(node: &Node, mounts: &mut Mounts<'_>, project: &Project<'_>, out: &mut
     }
 }
 
-/// The networks a service joins: a list of names, or a map of names to settings (aliases, a
-/// fixed address), an external one with its name on the engine. `default` is left out: every
-/// service joins the project's default network.
-fn networks(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Node {
-    let attachment = |name: &str, at: &Origin| {
-        let mut entries = vec![("name", text(name, at))];
-        if let Some(engine_name) = project.external_networks.get(name) {
-            entries.push(("engineName", text(engine_name, at)));
+/// A file or folder of the repository, with its content as of the commit.
+enum Content {
+    File(Node),
+    Folder(Node),
+}
+
+/// The repository's `path` (written `source`) mounted at `target`: a file (text, or bytes in
+/// base64) or a folder with all its files.
+fn content(
+    path: &str,
+    source: &str,
+    target: &str,
+    read_only: bool,
+    project: &Project<'_>,
+    at: &Origin,
+) -> Result<Content, Diagnostic> {
+    let read_only = Node::new(Kind::Bool(read_only), at.clone());
+    match (project.look)(path) {
+        Found::File(bytes, _) => {
+            let (content, encoding) = encoded(bytes);
+            let mut fields = vec![
+                ("source", text(path, at)),
+                ("target", text(target, at)),
+                ("content", text(content, at)),
+                ("readOnly", read_only),
+            ];
+            if let Some(encoding) = encoding {
+                fields.push(("encoding", text(encoding, at)));
+            }
+            Ok(Content::File(map(fields, at)))
         }
-        entries
-    };
+        Found::Folder(entries) => Ok(Content::Folder(map(
+            vec![
+                ("source", text(path, at)),
+                ("target", text(target, at)),
+                ("files", folder_files(entries, at)),
+                ("readOnly", read_only),
+            ],
+            at,
+        ))),
+        Found::Absent => Err(Diagnostic::new(
+            at,
+            format!("`{source}` is not in the repository (`{path}`) at this commit"),
+        )
+        .hint("plumb mounts files and folders of the repository; a host path is written absolute and allowed by the agent")),
+        Found::Unreadable(why) => Err(Diagnostic::new(at, format!("`{source}` cannot be mounted: {why}"))),
+    }
+}
+
+/// A file's content as written in a document: its text, or its bytes in base64.
+pub(super) fn encoded(bytes: Vec<u8>) -> (String, Option<&'static str>) {
+    match String::from_utf8(bytes) {
+        Ok(text) => (text, None),
+        Err(e) => {
+            use base64::Engine as _;
+            (base64::engine::general_purpose::STANDARD.encode(e.into_bytes()), Some("base64"))
+        }
+    }
+}
+
+/// The files of a folder, as plumb's `FolderFile` list.
+pub(super) fn folder_files(entries: Vec<FolderEntry>, at: &Origin) -> Node {
+    let files = entries
+        .into_iter()
+        .map(|entry| {
+            let (content, encoding) = encoded(entry.bytes);
+            let mut fields = vec![("path", text(entry.path, at)), ("content", text(content, at))];
+            if let Some(encoding) = encoding {
+                fields.push(("encoding", text(encoding, at)));
+            }
+            if entry.executable {
+                fields.push(("executable", Node::new(Kind::Bool(true), at.clone())));
+            }
+            map(fields, at)
+        })
+        .collect();
+    seq(files, at)
+}
+
+/// The networks a service joins: a list of names, or a map of names to settings (aliases, a
+/// fixed address), an external one with its name on the engine, each defined at the top level
+/// (the settings of the project's own go into `definitions`). `default` is left out: every
+/// service joins the project's default network.
+fn networks(
+    node: &Node,
+    project: &Project<'_>,
+    definitions: &mut Vec<(String, Node)>,
+    out: &mut Vec<Diagnostic>,
+) -> Node {
     // Every service joins the project's default network as it is.
     if let Some(default) = node.as_map().and_then(|m| m.get("default"))
         && default.value.as_map().is_some_and(|m| !m.is_empty())
@@ -781,54 +899,57 @@ fn networks(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> No
             "settings of the `default` network (aliases, an address) are not carried out".to_owned(),
         ));
     }
-    let items = match &node.kind {
+    let joined: Vec<(String, Origin, Option<&Node>)> = match &node.kind {
         Kind::Map(members) => members
             .iter()
-            .filter(|(name, _)| name.as_str() != "default")
-            .map(|(name, member)| {
-                let settings = &member.value;
-                let mut entries = attachment(name, &member.key_at);
-                if let Some(settings_map) = settings.as_map() {
-                    for (key, setting) in settings_map {
-                        match key.as_str() {
-                            "aliases" => entries.push((
-                                "aliases",
-                                seq(
-                                    strings(&setting.value)
-                                        .into_iter()
-                                        .map(|(a, at)| text(a, &at))
-                                        .collect(),
-                                    &setting.value.at,
-                                ),
-                            )),
-                            "ipv4_address" => entries.push(("ipv4Address", setting.value.clone())),
-                            other => out.push(Diagnostic::new(
-                                &setting.key_at,
-                                format!("`{other}` of network `{name}` is not carried out by plumb's compose target"),
-                            )),
-                        }
-                    }
-                }
-                if entries.len() == 1 {
-                    text(name, &member.key_at)
-                } else {
-                    map(entries, &member.key_at)
-                }
-            })
+            .map(|(name, member)| (name.clone(), member.key_at.clone(), Some(&member.value)))
             .collect(),
-        _ => strings(node)
-            .into_iter()
-            .filter(|(name, _)| name != "default")
-            .map(|(name, at)| {
-                let entries = attachment(&name, &at);
-                if entries.len() == 1 {
-                    text(name, &at)
-                } else {
-                    map(entries, &at)
-                }
-            })
-            .collect(),
+        _ => strings(node, out).into_iter().map(|(name, at)| (name, at, None)).collect(),
     };
+    let mut items = Vec::new();
+    for (name, at, settings) in joined {
+        if name == "default" {
+            continue;
+        }
+        let mut entries = vec![("name", text(&name, &at))];
+        if let Some(engine_name) = project.external_networks.get(&name) {
+            entries.push(("engineName", text(engine_name, &at)));
+        } else if let Some(definition) = project.networks.get(&name) {
+            if definition.as_map().is_some_and(|m| !m.is_empty()) {
+                definitions.push((name.clone(), definition.clone()));
+            }
+        } else {
+            out.push(Diagnostic::new(
+                &at,
+                format!("network `{name}` is not defined in the top-level `networks`; Compose refuses it"),
+            ));
+            continue;
+        }
+        for (key, setting) in settings.and_then(Node::as_map).into_iter().flatten() {
+            match key.as_str() {
+                "aliases" => entries.push((
+                    "aliases",
+                    seq(
+                        strings(&setting.value, out)
+                            .into_iter()
+                            .map(|(a, at)| text(a, &at))
+                            .collect(),
+                        &setting.value.at,
+                    ),
+                )),
+                "ipv4_address" => entries.push(("ipv4Address", setting.value.clone())),
+                other => out.push(Diagnostic::new(
+                    &setting.key_at,
+                    format!("`{other}` of network `{name}` is not carried out by plumb's compose target"),
+                )),
+            }
+        }
+        items.push(if entries.len() == 1 {
+            text(name, &at)
+        } else {
+            map(entries, &at)
+        });
+    }
     seq(items, &node.at)
 }
 
@@ -862,7 +983,7 @@ fn depends_on(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
                 text(name, &member.key_at)
             })
             .collect(),
-        _ => strings(node).into_iter().map(|(n, at)| text(n, &at)).collect(),
+        _ => strings(node, out).into_iter().map(|(n, at)| text(n, &at)).collect(),
     };
     seq(names, &node.at)
 }
@@ -901,7 +1022,7 @@ fn extra_hosts(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
         Kind::Map(members) => members
             .iter()
             .flat_map(|(host, member)| {
-                strings(&member.value)
+                strings(&member.value, out)
                     .into_iter()
                     .map(move |(address, at)| text(format!("{host}:{address}"), &at))
             })

@@ -164,6 +164,10 @@ pub struct ComposeTarget {
     /// by default: a file must not depend on the host it happens to run on unless it says so).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agent_variables: Vec<String>,
+    /// Whether the Compose files' `build` runs here: the agent builds each image from the
+    /// repository's content at the commit applied (refused when `false`, the default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub build: bool,
 }
 
 fn nginx_image() -> String {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::objects::{Build, Encoding, HostMount, NetworkDefinition, RepositoryFolder, VolumeDefinition};
 use super::scalar::{Duration, Name, Quantity, Text};
 use super::{ApiVersion, ServiceKind};
 
@@ -91,8 +92,8 @@ pub struct Service {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Container {
     /// Named volumes of the project, as `name:/path` or `name:/path:ro`, and anonymous ones
-    /// (`/path`, a new volume for each container). Host paths are never mounted: a repository
-    /// change would otherwise reach the host's files.
+    /// (`/path`, a new volume for each container). Host paths are `hostMounts`, which the
+    /// agent grants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(regex(pattern = "^([A-Za-z0-9][A-Za-z0-9_.-]*:/[^:]*(:(ro|rw))?|/[^:]*)$")))]
     pub volumes: Vec<String>,
@@ -199,6 +200,29 @@ pub struct Container {
     /// writes each on its host and the engine mounts it. A change is a new version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<RepositoryFile>,
+    /// Folders of the repository mounted into the containers, as of the commit applied, like
+    /// `files`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folders: Vec<RepositoryFolder>,
+    /// Paths of the agent's host mounted into the containers: only under the prefixes the
+    /// agent allows the repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_mounts: Vec<HostMount>,
+    /// How the project's own networks the service joins are created, by name (the engine's
+    /// defaults for those absent).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub network_definitions: BTreeMap<String, NetworkDefinition>,
+    /// How the project's own volumes the service mounts are created, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volume_definitions: BTreeMap<String, VolumeDefinition>,
+    /// `none` (no network at all) or `host` (the host's network namespace, when the agent
+    /// allows it): instead of the project's networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^(none|host)$"))]
+    pub network_mode: Option<String>,
+    /// The image is built from the repository (`image` is then its tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<Build>,
 }
 
 /// A file mounted into a container, with its content.
@@ -211,9 +235,12 @@ pub struct RepositoryFile {
     /// The path in the container.
     #[schemars(regex(pattern = "^/"))]
     pub target: String,
-    /// The file's text.
+    /// The file's text, or its bytes in base64 (`encoding: base64`).
     #[schemars(length(max = 1048576))]
     pub content: String,
+    /// How `content` is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
     /// Mounted read-only (the default); with `false` the container may change its copy, which
     /// the next version replaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,7 @@ use bollard::models::{
 
 use crate::spec::model::Service;
 use crate::spec::model::scalar::is_encrypted;
+use crate::spec::model::objects::{FolderFile, RepositoryFolder};
 use crate::spec::model::service::{Amounts, Container, Protocol, RepositoryFile, Restart};
 use crate::target::workload::{Slot, expand};
 
@@ -96,12 +97,48 @@ pub fn file_paths<'a>(service: &'a Service, dir: &std::path::Path) -> Vec<(std::
         .collect()
 }
 
-/// Writes `service`'s repository files under `dir`, each replaced atomically, an encrypted
-/// content opened. They are readable by every user (a container's program may run as any), in
-/// a folder only the agent's user may enter: on the host, a secret is the agent's alone.
+/// Where each of `service`'s repository folders is written under `dir`: `files/d<n>-<name>`.
+pub fn folder_paths<'a>(
+    service: &'a Service,
+    dir: &std::path::Path,
+) -> Vec<(std::path::PathBuf, &'a RepositoryFolder)> {
+    service
+        .container
+        .iter()
+        .flat_map(|c| c.folders.iter().enumerate())
+        .map(|(index, folder)| {
+            let name = folder.target.trim_end_matches('/').rsplit('/').next().unwrap_or("folder");
+            (dir.join("files").join(format!("d{index}-{name}")), folder)
+        })
+        .collect()
+}
+
+/// The name on the engine of `service`'s volume `short`: an external one's own, the name its
+/// definition gives, else `<project>_<short>`.
+pub fn volume_name(service: &Service, project: &str, short: &str) -> String {
+    let Some(container) = &service.container else {
+        return format!("{project}_{short}");
+    };
+    if container.external_volumes.iter().any(|v| v == short) {
+        return short.to_owned();
+    }
+    container
+        .volume_definitions
+        .get(short)
+        .and_then(|d| d.name.clone())
+        .unwrap_or_else(|| format!("{project}_{short}"))
+}
+
+/// Writes `service`'s repository files and folders under `dir`, each replaced atomically, an
+/// encrypted content opened. They are readable by every user (a container's program may run as
+/// any), in a folder only the agent's user may enter: on the host, a secret is the agent's alone.
 pub async fn write_files(service: &Service, dir: &std::path::Path) -> std::io::Result<()> {
     let paths = file_paths(service, dir);
-    if paths.is_empty() {
+    let folders: Vec<_> = folder_paths(service, dir)
+        .into_iter()
+        .map(|(path, folder)| (path, folder.files.clone()))
+        .collect();
+    if paths.is_empty() && folders.is_empty() {
         return Ok(());
     }
     let folder = dir.join("files");
@@ -125,8 +162,54 @@ pub async fn write_files(service: &Service, dir: &std::path::Path) -> std::io::R
         } else {
             file.content.clone()
         };
-        crate::target::workload::save(&path, content, false).await?;
+        let bytes = match file.encoding {
+            None => content.into_bytes(),
+            Some(_) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(content)
+                    .map_err(|e| std::io::Error::other(format!("the content of {}: {e}", file.target)))?
+            }
+        };
+        crate::target::workload::save(&path, bytes, false).await?;
     }
+    for (path, files) in folders {
+        crate::blocking::io(move || write_folder(&path, &files)).await?;
+    }
+    Ok(())
+}
+
+/// Writes a folder's files as a new folder beside `path`, then puts it in `path`'s place: a
+/// container started from the old one keeps what it mounted.
+fn write_folder(path: &std::path::Path, files: &[FolderFile]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let fresh = path.with_extension(format!("new{}", std::process::id()));
+    let old = path.with_extension(format!("old{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&fresh);
+    std::fs::create_dir_all(&fresh)?;
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755))?;
+    for file in files {
+        // Paths come from the repository's tree: no `..`, no absolute path.
+        if file.path.split('/').any(|part| part == ".." || part.is_empty()) {
+            return Err(std::io::Error::other(format!("`{}` is not a path inside a folder", file.path)));
+        }
+        let bytes = file
+            .bytes()
+            .ok_or_else(|| std::io::Error::other(format!("the content of `{}` is not base64", file.path)))?;
+        let target = fresh.join(&file.path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))?;
+        }
+        std::fs::write(&target, bytes)?;
+        let mode = if file.executable { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+    }
+    if path.exists() {
+        std::fs::rename(path, &old)?;
+    }
+    std::fs::rename(&fresh, path)?;
+    let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }
 
@@ -253,7 +336,7 @@ impl Launch<'_> {
                 binds: (!binds.is_empty()).then_some(binds),
                 ..self.host_config(&settings)
             }),
-            networking_config: Some(self.networking()),
+            networking_config: self.networking(&settings),
             ..ContainerCreateBody::default()
         }
     }
@@ -311,6 +394,7 @@ impl Launch<'_> {
             privileged: settings.privileged.then_some(true),
             devices: (!settings.devices.is_empty()).then(|| settings.devices.iter().map(|d| device(d)).collect()),
             pid_mode: settings.pid.clone(),
+            network_mode: settings.network_mode.clone(),
             ipc_mode: settings.ipc.clone(),
             security_opt: (!settings.security_opt.is_empty()).then(|| settings.security_opt.clone()),
             shm_size: settings
@@ -347,46 +431,44 @@ impl Launch<'_> {
                 restart_policy: None,
                 ..self.host_config(&settings)
             }),
-            networking_config: Some(self.networking()),
+            networking_config: self.networking(&settings),
             ..ContainerCreateBody::default()
         }
     }
 
-    /// The named volumes the service mounts, as binds of the project's volumes.
+    /// The named volumes the service mounts, as binds of the project's volumes, and the
+    /// paths of the host it mounts.
     fn volumes(&self) -> Vec<String> {
-        self.service
-            .container
-            .iter()
-            .flat_map(|c| &c.volumes)
-            .filter(|volume| !is_anonymous(volume))
-            .map(|volume| {
-                let short = volume.split(':').next().unwrap_or_default();
-                let external = self
-                    .service
-                    .container
-                    .iter()
-                    .any(|c| c.external_volumes.iter().any(|v| v == short));
-                if external {
-                    volume.clone()
-                } else {
-                    format!("{}_{volume}", self.project)
-                }
-            })
-            .collect()
+        let Some(container) = &self.service.container else {
+            return Vec::new();
+        };
+        let named = container.volumes.iter().filter(|volume| !is_anonymous(volume)).map(|volume| {
+            let (short, rest) = volume.split_once(':').unwrap_or((volume, ""));
+            format!("{}:{rest}", volume_name(self.service, self.project, short))
+        });
+        let host = container.host_mounts.iter().map(|mount| {
+            let mode = if mount.read_only { "ro" } else { "rw" };
+            format!("{}:{}:{mode}", mount.source, mount.target)
+        });
+        named.chain(host).collect()
     }
 
-    /// The repository files, as binds of their copies on the agent's host.
+    /// The repository's files and folders, as binds of their copies on the agent's host.
     fn file_binds(&self) -> Vec<String> {
         let Some(dir) = self.files else {
             return Vec::new();
         };
-        file_paths(self.service, dir)
+        let bind = |path: std::path::PathBuf, target: &str, read_only: Option<bool>| {
+            let mode = if read_only == Some(false) { "rw" } else { "ro" };
+            format!("{}:{target}:{mode}", path.display())
+        };
+        let files = file_paths(self.service, dir)
             .into_iter()
-            .map(|(path, file)| {
-                let mode = if file.read_only == Some(false) { "rw" } else { "ro" };
-                format!("{}:{}:{mode}", path.display(), file.target)
-            })
-            .collect()
+            .map(|(path, file)| bind(path, &file.target, file.read_only));
+        let folders = folder_paths(self.service, dir)
+            .into_iter()
+            .map(|(path, folder)| bind(path, &folder.target, folder.read_only));
+        files.chain(folders).collect()
     }
 
     /// The anonymous volumes (`/path`): a new one for each container, removed with it.
@@ -436,15 +518,19 @@ impl Launch<'_> {
         labels
     }
 
-    /// On the project's network, reachable by the service's name as under Compose.
-    fn networking(&self) -> NetworkingConfig {
+    /// On the project's network, reachable by the service's name as under Compose; on none
+    /// when the service has a network mode of its own.
+    fn networking(&self, settings: &Container) -> Option<NetworkingConfig> {
+        if settings.network_mode.is_some() {
+            return None;
+        }
         let endpoint = EndpointSettings {
             aliases: Some(vec![self.service.name.as_str().to_owned()]),
             ..EndpointSettings::default()
         };
-        NetworkingConfig {
+        Some(NetworkingConfig {
             endpoints_config: Some([(self.network.to_owned(), endpoint)].into()),
-        }
+        })
     }
 }
 

@@ -34,6 +34,20 @@ pub enum EngineError {
     /// An object the project uses but does not own (`external`) is not on the engine.
     #[error("{0} is not on the engine: it is external, so plumb does not create it")]
     Missing(String),
+    /// A network or volume of the project was created from other settings and cannot be made
+    /// again now: what and why, in words.
+    #[error("{0}")]
+    Changed(String),
+    /// An image could not be built.
+    #[error("building image `{image}` failed: {reason}\n{tail}")]
+    Build {
+        /// The image's tag.
+        image: String,
+        /// What the engine said.
+        reason: String,
+        /// The last lines of the build's output.
+        tail: String,
+    },
 }
 
 /// Connects to the engine at `host` (else `DOCKER_HOST`, else the local socket) and agrees on

@@ -7,5 +7,6 @@ pub mod engine;
 mod events;
 pub mod nginx;
 pub mod runtime;
+mod tar;
 
 pub use runtime::{ComposeError, ComposeRuntime};

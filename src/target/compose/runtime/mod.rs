@@ -6,6 +6,8 @@
 //! containers. Containers outlive the agent; a new agent adopts them — it rebinds the routers
 //! from the containers' labels and takes the weights it last set from `routes.json`.
 
+mod build;
+mod definitions;
 mod objects;
 mod target;
 mod traffic;
@@ -233,7 +235,7 @@ impl ComposeRuntime {
             .map(|r| r.id)
             .collect();
         self.remove(old).await;
-        self.image(image).await?;
+        self.image_for(service, image).await?;
         self.volumes(service).await?;
         let network = self.network().await?;
         let dir = self.slot_dir(name, slot);

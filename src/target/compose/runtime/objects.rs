@@ -39,45 +39,6 @@ impl ComposeRuntime {
         Ok(replicas)
     }
 
-    /// The project's default network, created on first use with Compose's labels.
-    pub(super) async fn network(&self) -> Result<String, EngineError> {
-        self.named_network("default").await
-    }
-
-    /// The project's network `short` (`<project>_<short>`), created on first use.
-    pub(super) async fn named_network(&self, short: &str) -> Result<String, EngineError> {
-        let name = format!("{}_{short}", self.project);
-        match self.docker.inspect_network(&name, None).await {
-            Ok(_) => return Ok(name),
-            Err(e) if not_found(&e) => {}
-            Err(e) => return Err(request(format!("inspecting network `{name}`"))(e)),
-        }
-        let labels = HashMap::from([
-            (PROJECT.to_owned(), self.project.clone()),
-            ("com.docker.compose.network".to_owned(), short.to_owned()),
-            (ENVIRONMENT.to_owned(), self.environment.clone()),
-        ]);
-        let network = bollard::models::NetworkCreateRequest {
-            name: name.clone(),
-            labels: Some(labels),
-            ..Default::default()
-        };
-        self.docker
-            .create_network(network)
-            .await
-            .map_err(request(format!("creating network `{name}`")))?;
-        Ok(name)
-    }
-
-    /// The external network `name`, which must be there: plumb does not make it.
-    pub(super) async fn external_network(&self, name: &str) -> Result<String, EngineError> {
-        match self.docker.inspect_network(name, None).await {
-            Ok(_) => Ok(name.to_owned()),
-            Err(e) if not_found(&e) => Err(EngineError::Missing(format!("external network `{name}`"))),
-            Err(e) => Err(request(format!("inspecting network `{name}`"))(e)),
-        }
-    }
-
     /// Pulls `image` unless the engine has it.
     pub(super) async fn image(&self, image: &str) -> Result<(), EngineError> {
         match self.docker.inspect_image(image).await {
@@ -124,62 +85,22 @@ impl ComposeRuntime {
         self.dir.join(service).join(slot.name())
     }
 
-    /// The project's volumes `service` mounts, created on first use with Compose's labels.
-    pub(super) async fn volumes(&self, service: &Service) -> Result<(), EngineError> {
-        for volume in service.container.iter().flat_map(|c| &c.volumes) {
-            if crate::target::compose::container::is_anonymous(volume) {
-                continue;
-            }
-            let short = volume.split(':').next().unwrap_or_default();
-            if service
-                .container
-                .iter()
-                .any(|c| c.external_volumes.iter().any(|v| v == short))
-            {
-                // Another project's, or made by hand: it must be there; plumb does not make it.
-                match self.docker.inspect_volume(short).await {
-                    Ok(_) => continue,
-                    Err(e) if not_found(&e) => {
-                        return Err(EngineError::Missing(format!("external volume `{short}`")));
-                    }
-                    Err(e) => return Err(request(format!("inspecting volume `{short}`"))(e)),
-                }
-            }
-            let name = format!("{}_{short}", self.project);
-            match self.docker.inspect_volume(&name).await {
-                Ok(_) => continue,
-                Err(e) if not_found(&e) => {}
-                Err(e) => return Err(request(format!("inspecting volume `{name}`"))(e)),
-            }
-            let labels = HashMap::from([
-                (PROJECT.to_owned(), self.project.clone()),
-                ("com.docker.compose.volume".to_owned(), short.to_owned()),
-                (ENVIRONMENT.to_owned(), self.environment.clone()),
-            ]);
-            let request_body = bollard::models::VolumeCreateRequest {
-                name: Some(name.clone()),
-                labels: Some(labels),
-                ..Default::default()
-            };
-            self.docker
-                .create_volume(request_body)
-                .await
-                .map_err(request(format!("creating volume `{name}`")))?;
-        }
-        Ok(())
-    }
-
     /// Creates and starts replica `index` of a launch, on the networks its service joins.
     pub(super) async fn start(&self, launch: &Launch<'_>, index: usize) -> Result<(), EngineError> {
         let name = launch.name(index);
         // Every network is there (an external one must be) before anything is created.
         let mut networks = Vec::new();
-        for attachment in launch.service.container.iter().flat_map(|c| &c.networks) {
-            let network = match attachment.engine_name() {
-                Some(name) => self.external_network(name).await?,
-                None => self.named_network(attachment.name()).await?,
-            };
-            networks.push((network, attachment));
+        if let Some(container) = &launch.service.container {
+            for attachment in &container.networks {
+                let network = match attachment.engine_name() {
+                    Some(name) => self.external_network(name).await?,
+                    None => {
+                        let definition = container.network_definitions.get(attachment.name());
+                        self.named_network(attachment.name(), definition).await?
+                    }
+                };
+                networks.push((network, attachment));
+            }
         }
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = self
@@ -279,7 +200,7 @@ impl ComposeRuntime {
             .as_deref()
             .ok_or_else(|| ComposeError::NoImage(name.to_owned()))?;
         let env = variables(service)?;
-        self.image(image).await?;
+        self.image_for(service, image).await?;
         let network = self.network().await?;
         // The job's own copies of the repository files: the running slots' stay as they are.
         let files = self.dir.join(name).join("job");
