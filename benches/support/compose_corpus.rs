@@ -30,8 +30,9 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Writes into `into` a repository with `project` under `app/` and one environment, `dev`, on
-/// the compose target naming its Compose files (`compose.yaml`, then `compose.override.yaml`
-/// when there is one, as Compose reads them); the folder holding them, where Compose runs.
+/// the compose target (with the settings of the project's `target.yaml`) naming its Compose
+/// files (`compose.yaml`, then `compose.override.yaml` when there is one, as Compose reads
+/// them); the folder holding them, where Compose runs.
 pub fn repository(project: &Path, into: &Path) -> PathBuf {
     copy_dir(project, &into.join("app"));
     let folder = if project.join("compose.yaml").exists() {
@@ -49,10 +50,16 @@ pub fn repository(project: &Path, into: &Path) -> PathBuf {
     )
     .unwrap();
     std::fs::create_dir_all(into.join("environments")).unwrap();
+    // Settings of the compose target the project needs (`build: true`), when it says.
+    let settings: String = std::fs::read_to_string(project.join("target.yaml"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| format!("    {line}\n"))
+        .collect();
     std::fs::write(
         into.join("environments/dev.yaml"),
         format!(
-            "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  compose:\n    project: conformance\n    files: {files:?}\n"
+            "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  compose:\n    project: conformance\n    files: {files:?}\n{settings}"
         ),
     )
     .unwrap();

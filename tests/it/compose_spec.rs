@@ -233,7 +233,8 @@ fn the_corpus_renders_as_compose_renders_it_or_is_refused_in_words() {
         for (service, definition) in theirs["services"].as_object().unwrap() {
             let plumb_service = desired.services.iter().find(|(n, _)| n.as_str() == service).unwrap().1;
             let ours = serde_json::to_value(plumb_service).unwrap();
-            for difference in fidelity::compare(definition, &ours, &theirs, repo.path()) {
+            let named = (service.as_str(), definition);
+            for difference in fidelity::compare(named, &ours, &theirs, repo.path()) {
                 differences.push(format!("{name}/{service}: {difference}"));
             }
         }
@@ -248,7 +249,12 @@ mod fidelity {
     use super::unescaped;
 
     /// What differs, one line each.
-    pub fn compare(theirs: &Value, ours: &Value, project: &Value, root: &std::path::Path) -> Vec<String> {
+    pub fn compare(
+        (name, theirs): (&str, &Value),
+        ours: &Value,
+        project: &Value,
+        root: &std::path::Path,
+    ) -> Vec<String> {
         let container = &ours["container"];
         let mut out = Vec::new();
         let mut same = |field: &str, a: Value, b: Value| {
@@ -256,7 +262,22 @@ mod fidelity {
                 out.push(format!("{field}: Compose {a} plumb {b}"));
             }
         };
-        same("image", theirs["image"].clone(), ours["image"].clone());
+        if theirs["build"].is_null() {
+            same("image", theirs["image"].clone(), ours["image"].clone());
+        } else {
+            // A built image is tagged by its content: `<image without tag>:build-<digest>`.
+            let repository = match theirs["image"].as_str() {
+                Some(image) => image.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(image, |(r, _)| r).to_owned(),
+                None => format!("{}-{name}", project["name"].as_str().unwrap()),
+            };
+            let tagged = ours["image"].as_str().unwrap_or_default();
+            same(
+                "image",
+                json!(format!("{repository}:build-")),
+                json!(tagged.get(..repository.len() + 7).unwrap_or(tagged)),
+            );
+            same("build", build_of_compose(theirs, root), build_of_plumb(container));
+        }
         same("command", or_null(&theirs["command"]), or_null(&ours["command"]));
         same(
             "entrypoint",
@@ -269,12 +290,26 @@ mod fidelity {
             environment_of_plumb(ours),
         );
         same("ports", ports_of_compose(theirs), ports_of_plumb(ours));
-        let (volumes, tmpfs, mut binds) = volumes_of_compose(theirs, project, root);
+        let mounts = volumes_of_compose(theirs, project, root);
+        let mut binds = mounts.files;
         binds.extend(granted_of_compose(theirs, project, root));
-        same("volumes", volumes, or_empty(&container["volumes"]));
+        same("volumes", json!(mounts.volumes), or_empty(&container["volumes"]));
         same("files", json!(binds), files_of_plumb(container));
-        same("tmpfs", tmpfs, or_empty(&container["tmpfs"]));
+        same("folders", json!(mounts.folders), or_empty(&container["folders"]));
+        same("host mounts", json!(mounts.host), host_mounts_of_plumb(container));
+        same("tmpfs", json!(mounts.tmpfs), or_empty(&container["tmpfs"]));
         same("networks", networks_of_compose(theirs), networks_of_plumb(container));
+        same(
+            "network definitions",
+            definitions_of_compose(theirs, project, "networks"),
+            or_object(&container["networkDefinitions"]),
+        );
+        same(
+            "volume definitions",
+            definitions_of_compose(theirs, project, "volumes"),
+            or_object(&container["volumeDefinitions"]),
+        );
+        same("network_mode", or_null(&theirs["network_mode"]), or_null(&container["networkMode"]));
         let mut depended: Vec<String> = ours["dependsOn"]
             .as_array()
             .into_iter()
@@ -428,26 +463,63 @@ mod fidelity {
         json!(ports)
     }
 
+    /// A service's mounts as Compose's `config` writes them, sorted as plumb sorts them.
+    struct Mounts {
+        volumes: Vec<Value>,
+        tmpfs: Vec<Value>,
+        /// Files of the repository, with their content.
+        files: Vec<Value>,
+        /// Folders of the repository, with every file's content.
+        folders: Vec<Value>,
+        /// Paths of the host.
+        host: Vec<Value>,
+    }
+
     /// Named and anonymous volumes as plumb writes them, tmpfs mounts, and bind mounts of the
-    /// repository's files (source path in the repository, target, mode, content).
-    fn volumes_of_compose(theirs: &Value, project: &Value, root: &std::path::Path) -> (Value, Value, Vec<Value>) {
-        let mut volumes = Vec::new();
-        let mut binds = Vec::new();
-        let mut tmpfs: Vec<Value> = theirs["tmpfs"].as_array().cloned().unwrap_or_default();
+    /// repository's files and folders (source path in the repository, target, mode, content)
+    /// or of the host's paths.
+    fn volumes_of_compose(theirs: &Value, project: &Value, root: &std::path::Path) -> Mounts {
+        let mut mounts = Mounts {
+            volumes: Vec::new(),
+            tmpfs: theirs["tmpfs"].as_array().cloned().unwrap_or_default(),
+            files: Vec::new(),
+            folders: Vec::new(),
+            host: Vec::new(),
+        };
         for volume in theirs["volumes"].as_array().into_iter().flatten() {
             let target = volume["target"].as_str().unwrap();
+            let read_only = volume["read_only"].as_bool().unwrap_or(false);
             match (volume["type"].as_str().unwrap(), volume["source"].as_str()) {
-                ("tmpfs", _) => tmpfs.push(json!(target)),
-                ("bind", Some(source)) => {
-                    let relative = std::path::Path::new(source).strip_prefix(root).unwrap();
-                    binds.push(json!({
+                ("tmpfs", _) => mounts.tmpfs.push(json!(target)),
+                ("bind", Some(source)) => match std::path::Path::new(source).strip_prefix(root) {
+                    Err(_) => {
+                        let mut mount = json!({"source": source, "target": target, "readOnly": read_only});
+                        if let Some(propagation) = volume["bind"]["propagation"].as_str() {
+                            mount["propagation"] = json!(propagation);
+                        }
+                        mounts.host.push(mount);
+                    }
+                    Ok(relative) if std::path::Path::new(source).is_dir() => mounts.folders.push(json!({
                         "source": relative.to_str().unwrap(),
                         "target": target,
-                        "readOnly": volume["read_only"].as_bool().unwrap_or(false),
-                        "content": std::fs::read_to_string(source).unwrap(),
-                    }));
-                }
-                ("volume", None) => volumes.push(json!(target)),
+                        "files": folder_of(std::path::Path::new(source)),
+                        "readOnly": read_only,
+                    })),
+                    Ok(relative) => {
+                        let (content, encoding) = content_of(&std::fs::read(source).unwrap());
+                        let mut file = json!({
+                            "source": relative.to_str().unwrap(),
+                            "target": target,
+                            "readOnly": read_only,
+                            "content": content,
+                        });
+                        if let Some(encoding) = encoding {
+                            file["encoding"] = json!(encoding);
+                        }
+                        mounts.files.push(file);
+                    }
+                },
+                ("volume", None) => mounts.volumes.push(json!(target)),
                 ("volume", Some(source)) => {
                     // An external volume is mounted by its name on the engine.
                     let definition = &project["volumes"][source];
@@ -455,17 +527,175 @@ mod fidelity {
                         Some(name) if definition["external"] == true => name,
                         _ => source,
                     };
-                    let ro = if volume["read_only"].as_bool() == Some(true) {
-                        ":ro"
-                    } else {
-                        ""
-                    };
-                    volumes.push(json!(format!("{source}:{target}{ro}")));
+                    let ro = if read_only { ":ro" } else { "" };
+                    mounts.volumes.push(json!(format!("{source}:{target}{ro}")));
                 }
-                (other, _) => volumes.push(json!(format!("{other} mount {target}"))),
+                (other, _) => mounts.volumes.push(json!(format!("{other} mount {target}"))),
             }
         }
-        (json!(volumes), json!(tmpfs), binds)
+        mounts
+    }
+
+    /// A file's content as plumb writes it: its text, or its bytes in base64.
+    fn content_of(bytes: &[u8]) -> (String, Option<&'static str>) {
+        use base64::Engine as _;
+        match std::str::from_utf8(bytes) {
+            Ok(text) => (text.to_owned(), None),
+            Err(_) => (base64::engine::general_purpose::STANDARD.encode(bytes), Some("base64")),
+        }
+    }
+
+    /// The files of a folder on disk, as plumb's `FolderFile` list, by path.
+    fn folder_of(dir: &std::path::Path) -> Vec<Value> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut files = Vec::new();
+        let mut pending = vec![dir.to_owned()];
+        while let Some(folder) = pending.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let (content, encoding) = content_of(&std::fs::read(&path).unwrap());
+                let mut file = json!({
+                    "path": path.strip_prefix(dir).unwrap().to_str().unwrap(),
+                    "content": content,
+                });
+                if let Some(encoding) = encoding {
+                    file["encoding"] = json!(encoding);
+                }
+                if std::fs::metadata(&path).unwrap().permissions().mode() & 0o111 != 0 {
+                    file["executable"] = json!(true);
+                }
+                files.push(file);
+            }
+        }
+        files.sort_by_key(|f| f["path"].as_str().unwrap().to_owned());
+        files
+    }
+
+    /// A build as Compose's `config` writes it: the context (in the repository), the Dockerfile,
+    /// the arguments, the stage, the labels.
+    fn build_of_compose(theirs: &Value, root: &std::path::Path) -> Value {
+        let build = &theirs["build"];
+        let context = std::path::Path::new(build["context"].as_str().unwrap());
+        json!({
+            "context": context.strip_prefix(root).unwrap().to_str().unwrap(),
+            "dockerfile": build["dockerfile"].as_str().unwrap_or("Dockerfile"),
+            "args": or_object(&build["args"]),
+            "target": build["target"],
+            "labels": or_object(&build["labels"]),
+        })
+    }
+
+    fn build_of_plumb(container: &Value) -> Value {
+        let build = &container["build"];
+        json!({
+            "context": build["context"]["source"],
+            "dockerfile": build["dockerfile"],
+            "args": or_object(&build["args"]),
+            "target": build["target"],
+            "labels": or_object(&build["labels"]),
+        })
+    }
+
+    /// The settings of the project's own networks or volumes the service uses, as plumb
+    /// writes them (Compose names every one `<project>_<name>`: a name is kept only when the
+    /// file gives another).
+    fn definitions_of_compose(theirs: &Value, project: &Value, kind: &str) -> Value {
+        let used: Vec<String> = if kind == "networks" {
+            theirs["networks"].as_object().into_iter().flatten().map(|(n, _)| n.clone()).collect()
+        } else {
+            theirs["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|v| v["type"] == "volume")
+                .filter_map(|v| v["source"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let mut definitions = serde_json::Map::new();
+        for name in used {
+            let definition = &project[kind][&name];
+            if name == "default" || definition["external"] == true {
+                continue;
+            }
+            let mut ours = serde_json::Map::new();
+            let default_name = format!("{}_{name}", project["name"].as_str().unwrap());
+            if let Some(given) = definition["name"].as_str().filter(|n| *n != default_name) {
+                ours.insert("name".into(), json!(given));
+            }
+            for (compose, plumb) in [
+                ("driver", "driver"),
+                ("driver_opts", "driverOpts"),
+                ("labels", "labels"),
+                ("internal", "internal"),
+                ("attachable", "attachable"),
+                ("enable_ipv6", "enableIpv6"),
+            ] {
+                if !definition[compose].is_null() && definition[compose] != false {
+                    ours.insert(plumb.into(), definition[compose].clone());
+                }
+            }
+            if let Some(ipam) = definition["ipam"].as_object().filter(|i| !i.is_empty()) {
+                let mut plumb = serde_json::Map::new();
+                if let Some(driver) = ipam.get("driver") {
+                    plumb.insert("driver".into(), driver.clone());
+                }
+                if let Some(options) = ipam.get("options") {
+                    plumb.insert("options".into(), options.clone());
+                }
+                if let Some(pools) = ipam.get("config") {
+                    let pools: Vec<Value> = pools
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|pool| {
+                            let mut p = serde_json::Map::new();
+                            for (compose, plumb) in [
+                                ("subnet", "subnet"),
+                                ("ip_range", "ipRange"),
+                                ("gateway", "gateway"),
+                                ("aux_addresses", "auxAddresses"),
+                            ] {
+                                if let Some(value) = pool.get(compose) {
+                                    p.insert(plumb.into(), value.clone());
+                                }
+                            }
+                            Value::Object(p)
+                        })
+                        .collect();
+                    plumb.insert("config".into(), json!(pools));
+                }
+                ours.insert("ipam".into(), Value::Object(plumb));
+            }
+            if !ours.is_empty() {
+                definitions.insert(name, Value::Object(ours));
+            }
+        }
+        Value::Object(definitions)
+    }
+
+    fn host_mounts_of_plumb(container: &Value) -> Value {
+        json!(
+            container["hostMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    let mut mount = json!({
+                        "source": m["source"],
+                        "target": m["target"],
+                        "readOnly": m["readOnly"].as_bool().unwrap_or(false),
+                    });
+                    if !m["propagation"].is_null() {
+                        mount["propagation"] = m["propagation"].clone();
+                    }
+                    mount
+                })
+                .collect::<Vec<_>>()
+        )
     }
 
     /// The secrets and configs the service is granted, as the files they are mounted as.
@@ -512,12 +742,18 @@ mod fidelity {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|f| json!({
-                    "source": f["source"],
-                    "target": f["target"],
-                    "readOnly": f["readOnly"].as_bool().unwrap_or(true),
-                    "content": f["content"],
-                }))
+                .map(|f| {
+                    let mut file = json!({
+                        "source": f["source"],
+                        "target": f["target"],
+                        "readOnly": f["readOnly"].as_bool().unwrap_or(true),
+                        "content": f["content"],
+                    });
+                    if !f["encoding"].is_null() {
+                        file["encoding"] = f["encoding"].clone();
+                    }
+                    file
+                })
                 .collect::<Vec<_>>()
         )
     }

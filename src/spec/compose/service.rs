@@ -678,14 +678,29 @@ struct Mounts {
 /// `files` or `folders` with its content, an absolute host path into `host` (which the agent
 /// must allow: `spec::rights`).
 fn volume(node: &Node, mounts: &mut Mounts, project: &Project<'_>, out: &mut Vec<Diagnostic>) {
+    let mut propagation = None;
     let (kind, source, target, read_only) = match &node.kind {
         Kind::Map(members) => {
             for (key, member) in members {
                 // `consistency` is for Docker Desktop's file sharing; Compose ignores it here too.
                 let carried = match key.as_str() {
                     "type" | "source" | "target" | "read_only" | "consistency" => true,
-                    // Options of each kind (`nocopy`, `propagation`, a tmpfs's `size`…).
-                    "volume" | "tmpfs" | "bind" => member.value.as_map().is_none_or(IndexMap::is_empty),
+                    "bind" => {
+                        for (option, value) in member.value.as_map().into_iter().flatten() {
+                            match (option.as_str(), &value.value.kind) {
+                                ("propagation", _) => propagation = scalar(&value.value),
+                                // What the engine does for a bind it is given as text.
+                                ("create_host_path", Kind::Bool(true)) => {}
+                                _ => out.push(Diagnostic::new(
+                                    &value.key_at,
+                                    format!("`{option}` of a bind mount is not carried out by plumb's compose target"),
+                                )),
+                            }
+                        }
+                        true
+                    }
+                    // Options of each kind (`nocopy`, a tmpfs's `size`…).
+                    "volume" | "tmpfs" => member.value.as_map().is_none_or(IndexMap::is_empty),
                     _ => false,
                 };
                 if !carried {
@@ -719,11 +734,17 @@ fn volume(node: &Node, mounts: &mut Mounts, project: &Project<'_>, out: &mut Vec
                 }
             };
             let modes: Vec<&str> = mode.split(',').filter(|m| !m.is_empty()).collect();
-            if let Some(unknown) = modes.iter().find(|m| !["ro", "rw"].contains(m)) {
-                out.push(Diagnostic::new(
-                    &node.at,
-                    format!("volume mode `{unknown}` is not carried out by plumb's compose target"),
-                ));
+            for mode in &modes {
+                match *mode {
+                    "ro" | "rw" => {}
+                    "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
+                        propagation = Some((*mode).to_owned());
+                    }
+                    unknown => out.push(Diagnostic::new(
+                        &node.at,
+                        format!("volume mode `{unknown}` is not carried out by plumb's compose target"),
+                    )),
+                }
             }
             let host = source.as_deref().is_some_and(|s| s.starts_with(['.', '/', '~']));
             (
@@ -738,6 +759,13 @@ fn volume(node: &Node, mounts: &mut Mounts, project: &Project<'_>, out: &mut Vec
         out.push(Diagnostic::new(&node.at, "a volume needs a `target` path".to_owned()));
         return;
     };
+    let host = kind == "bind" && source.as_deref().is_some_and(|s| s.starts_with('/'));
+    if let Some(propagation) = propagation.as_ref().filter(|_| !host) {
+        out.push(Diagnostic::new(
+            &node.at,
+            format!("mount propagation `{propagation}` applies to paths of the host; this mount is not one"),
+        ));
+    }
     match (kind.as_str(), source) {
         ("volume", None) => mounts.volumes.push(text(target, &node.at)),
         ("volume", Some(source)) => {
@@ -762,14 +790,17 @@ fn volume(node: &Node, mounts: &mut Mounts, project: &Project<'_>, out: &mut Vec
                 .push(text(format!("{source}:{target}{suffix}"), &node.at));
         }
         ("tmpfs", _) => mounts.tmpfs.push(text(target, &node.at)),
-        ("bind", Some(source)) if source.starts_with('/') => mounts.host.push(map(
-            vec![
+        ("bind", Some(source)) if source.starts_with('/') => {
+            let mut fields = vec![
                 ("source", text(source, &node.at)),
                 ("target", text(target, &node.at)),
                 ("readOnly", Node::new(Kind::Bool(read_only), node.at.clone())),
-            ],
-            &node.at,
-        )),
+            ];
+            if let Some(propagation) = propagation {
+                fields.push(("propagation", text(propagation, &node.at)));
+            }
+            mounts.host.push(map(fields, &node.at));
+        }
         ("bind", Some(source)) if source.starts_with('~') => out.push(
             Diagnostic::new(
                 &node.at,

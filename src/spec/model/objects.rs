@@ -117,6 +117,10 @@ pub struct HostMount {
     /// Mounted read-only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
+    /// How mounts made under it on either side reach the other (`rslave`…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^r?(shared|slave|private)$"))]
+    pub propagation: Option<String>,
 }
 
 /// A folder of the repository mounted into the containers, as of the commit applied.

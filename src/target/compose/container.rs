@@ -448,7 +448,10 @@ impl Launch<'_> {
         });
         let host = container.host_mounts.iter().map(|mount| {
             let mode = if mount.read_only { "ro" } else { "rw" };
-            format!("{}:{}:{mode}", mount.source, mount.target)
+            match &mount.propagation {
+                Some(propagation) => format!("{}:{}:{mode},{propagation}", mount.source, mount.target),
+                None => format!("{}:{}:{mode}", mount.source, mount.target),
+            }
         });
         named.chain(host).collect()
     }

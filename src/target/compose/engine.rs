@@ -39,7 +39,7 @@ pub enum EngineError {
     #[error("{0}")]
     Changed(String),
     /// An image could not be built.
-    #[error("building image `{image}` failed: {reason}\n{tail}")]
+    #[error("building image `{image}` failed: {reason}\nthe build's last lines:\n{tail}")]
     Build {
         /// The image's tag.
         image: String,
