@@ -43,6 +43,18 @@ pub struct Node {
     pub kind: Kind,
     /// Where the value starts.
     pub at: Origin,
+    /// How a Compose file merges it over an earlier file (`!reset`, `!override`); only the
+    /// Compose loader reads these tags.
+    pub merge: Option<MergeTag>,
+}
+
+/// A Compose merge tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeTag {
+    /// `!reset`: the value of earlier files is dropped, and this one too.
+    Reset,
+    /// `!override`: the value replaces that of earlier files instead of merging with it.
+    Override,
 }
 
 /// A member of a map: the key's own position is kept to point at misspelt keys.
@@ -76,7 +88,7 @@ pub enum Kind {
 impl Node {
     /// A node of `kind` at `at`.
     pub fn new(kind: Kind, at: Origin) -> Self {
-        Node { kind, at }
+        Node { kind, at, merge: None }
     }
 
     /// The members, when this is a map.

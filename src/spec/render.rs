@@ -157,7 +157,11 @@ fn render_with(
     let mut sources = loaded.sources.clone();
     // The Compose files and plain manifests the environments point at, read once each.
     let compose = ("compose", "files", "Compose file");
-    let composed = listed_files(&selected, tree, limits, &mut sources, compose, yaml::parse)?;
+    let compose_limits = Limits {
+        merge_tags: true,
+        ..limits
+    };
+    let composed = listed_files(&selected, tree, compose_limits, &mut sources, compose, yaml::parse)?;
     let manifest = ("kubernetes", "manifests", "manifest file");
     let manifests = listed_files(&selected, tree, limits, &mut sources, manifest, yaml::parse_documents)?;
     let results: Vec<Result<Rendering, SourceError>> = std::thread::scope(|scope| {

@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use indexmap::map::Entry;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
-use super::node::{Kind, Member, Node, Origin};
+use super::node::{Kind, MergeTag, Member, Node, Origin};
 
 /// The limits a file is read within. The defaults are documented in `docs/format.md`.
 #[derive(Clone, Copy, Debug)]
@@ -21,6 +21,8 @@ pub struct Limits {
     pub max_depth: usize,
     /// Most nodes in a document, counting every copy an alias makes.
     pub max_nodes: usize,
+    /// Whether Compose's merge tags (`!reset`, `!override`) are read; refused otherwise.
+    pub merge_tags: bool,
 }
 
 impl Default for Limits {
@@ -29,6 +31,7 @@ impl Default for Limits {
             max_bytes: 8 << 20,
             max_depth: 64,
             max_nodes: 500_000,
+            merge_tags: false,
         }
     }
 }
@@ -120,6 +123,7 @@ fn origin_of_offset(file: &Arc<str>, bytes: &[u8], offset: usize) -> Origin {
 struct Frame {
     at: Origin,
     anchor: usize,
+    merge: Option<MergeTag>,
     /// Nodes in this collection so far, itself included.
     size: usize,
     body: Body,
@@ -177,9 +181,15 @@ impl Builder<'_> {
                     if self.expects_key() {
                         self.push_key(value.into_owned(), span);
                     } else {
-                        let kind = self.scalar(&value, style, tag.as_deref(), span)?;
+                        let merge = self.merge_tag(tag.as_deref());
+                        let kind = match merge {
+                            Some(_) => self.scalar(&value, style, None, span)?,
+                            None => self.scalar(&value, style, tag.as_deref(), span)?,
+                        };
                         self.count(1, span)?;
-                        self.push_value(Node::new(kind, self.origin(span)), anchor, 1)?;
+                        let mut node = Node::new(kind, self.origin(span));
+                        node.merge = merge;
+                        self.push_value(node, anchor, 1)?;
                     }
                 }
                 Event::Alias(id) => {
@@ -274,8 +284,10 @@ impl Builder<'_> {
         if self.expects_key() {
             return Err(self.error(span, "a key must be a plain value, not a sequence or a map", None));
         }
+        let merge = self.merge_tag(tag);
         if let Some(tag) = tag
             && !(tag.is_yaml_core_schema() && tag.suffix == expected)
+            && merge.is_none()
         {
             return Err(self.error(
                 span,
@@ -295,6 +307,7 @@ impl Builder<'_> {
         self.stack.push(Frame {
             at,
             anchor,
+            merge,
             size: 1,
             body,
         });
@@ -329,7 +342,9 @@ impl Builder<'_> {
                 Kind::Map(members)
             }
         };
-        self.push_value(Node::new(kind, frame.at), frame.anchor, frame.size)
+        let mut node = Node::new(kind, frame.at);
+        node.merge = frame.merge;
+        self.push_value(node, frame.anchor, frame.size)
     }
 
     fn push_key(&mut self, key: String, span: Span) {
@@ -381,6 +396,16 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Compose's merge tag `tag` is, when those are read.
+    fn merge_tag(&self, tag: Option<&Tag>) -> Option<MergeTag> {
+        let tag = tag.filter(|_| self.limits.merge_tags)?;
+        match (tag.handle.as_str(), tag.suffix.as_str()) {
+            ("!", "reset") => Some(MergeTag::Reset),
+            ("!", "override") => Some(MergeTag::Override),
+            _ => None,
+        }
     }
 
     fn scalar(&self, value: &str, style: ScalarStyle, tag: Option<&Tag>, span: Span) -> Result<Kind, YamlError> {

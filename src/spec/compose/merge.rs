@@ -1,12 +1,13 @@
 //! Several Compose files merged as the Compose Specification merges them: maps member by member,
 //! lists appended (an entry already there is not repeated), `command`, `entrypoint` and a
 //! health check's `test` replaced, `volumes`, `secrets` and `configs` unique by target path, `environment`, `labels`
-//! and the like merged by name whether written as lists or maps.
+//! and the like merged by name whether written as lists or maps. A value tagged `!override`
+//! replaces the earlier one whole; one tagged `!reset` removes it (and itself).
 
 use indexmap::IndexMap;
 
 use super::scalar;
-use crate::spec::node::{Kind, Member, Node};
+use crate::spec::node::{Kind, Member, MergeTag, Node};
 
 /// Lists replaced by a later file rather than appended to.
 const REPLACED: &[&str] = &["command", "entrypoint", "test"];
@@ -23,6 +24,10 @@ pub(super) fn service(base: &mut Node, overlay: &Node) {
 }
 
 fn merge(base: &mut Node, overlay: &Node, key: &str) {
+    if overlay.merge == Some(MergeTag::Override) {
+        *base = overlay.clone();
+        return;
+    }
     if BY_NAME.contains(&key) || NAMED.contains(&key) {
         let value = BY_NAME.contains(&key);
         if let (Some(mut merged), Some(over)) = (as_map(base, value), as_map(overlay, value)) {
@@ -36,6 +41,10 @@ fn merge(base: &mut Node, overlay: &Node, key: &str) {
     match (&mut base.kind, &overlay.kind) {
         (Kind::Map(members), Kind::Map(over)) => {
             for (name, member) in over {
+                if member.value.merge == Some(MergeTag::Reset) {
+                    members.shift_remove(name);
+                    continue;
+                }
                 match members.get_mut(name) {
                     Some(existing) => merge(&mut existing.value, &member.value, name),
                     None => {
@@ -63,6 +72,26 @@ fn merge(base: &mut Node, overlay: &Node, key: &str) {
             }
         }
         _ => *base = overlay.clone(),
+    }
+}
+
+/// Takes out of `node` what is tagged `!reset` and is left after merging (a file resetting a
+/// value no earlier file set): the value is gone either way.
+pub(super) fn settle(node: &mut Node) {
+    match &mut node.kind {
+        Kind::Map(members) => {
+            members.retain(|_, member| member.value.merge != Some(MergeTag::Reset));
+            for member in members.values_mut() {
+                settle(&mut member.value);
+            }
+        }
+        Kind::Seq(items) => {
+            items.retain(|item| item.merge != Some(MergeTag::Reset));
+            for item in items {
+                settle(item);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -98,9 +98,10 @@ pub fn services(
     objects::settle(&mut project, out);
     let bases = merged.services.clone();
     for (name, (key_at, service)) in &merged.services {
-        let Some(service) = extended(name, service, &bases, &project, 0, out) else {
+        let Some(mut service) = extended(name, service, &bases, &project, 0, out) else {
             continue;
         };
+        merge::settle(&mut service);
         if let Some(service) = service::translate(name, &service, key_at, settings, &project, out) {
             services.insert(name.clone(), service);
         }
@@ -235,6 +236,10 @@ fn absorb(
                 &member.key_at,
                 format!("service `{name}` is already defined by an included file ({from}); Compose refuses to define it twice"),
             ));
+            continue;
+        }
+        if member.value.merge == Some(crate::spec::node::MergeTag::Reset) {
+            merged.services.shift_remove(name);
             continue;
         }
         match merged.services.get_mut(name) {
@@ -456,7 +461,11 @@ impl<'a> Project<'a> {
             ));
             return None;
         };
-        match super::yaml::parse(&name, text.as_bytes(), super::yaml::Limits::default()) {
+        let limits = super::yaml::Limits {
+            merge_tags: true,
+            ..super::yaml::Limits::default()
+        };
+        match super::yaml::parse(&name, text.as_bytes(), limits) {
             Ok(node) => Some(node),
             Err(e) => {
                 out.push(e.into());

@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 
 use super::{Project, map, pairs, scalar, seq, text};
 use crate::spec::diagnostic::Diagnostic;
-use crate::spec::node::{Kind, Member, Node};
+use crate::spec::node::{Kind, Member, MergeTag, Node};
 
 /// Networks or volumes: which of the two a definition is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -49,15 +49,19 @@ pub(super) fn keep(object: Object, node: &Node, project: &mut Project<'_>, out: 
                 continue;
             }
         };
-        match kept.get_mut(name) {
-            Some((_, earlier)) => {
+        match (member.value.merge, kept.get_mut(name)) {
+            (Some(MergeTag::Reset), _) => {
+                kept.shift_remove(name);
+            }
+            (Some(MergeTag::Override), Some((_, earlier))) => *earlier = value,
+            (_, Some((_, earlier))) => {
                 if let (Kind::Map(earlier), Kind::Map(later)) = (&mut earlier.kind, value.kind) {
                     for (key, setting) in later {
                         earlier.insert(key, setting);
                     }
                 }
             }
-            None => {
+            (_, None) => {
                 kept.insert(name.clone(), (member.key_at.clone(), value));
             }
         }
