@@ -55,7 +55,11 @@ impl Tree for Files {
     }
 
     fn entries(&self, dir: &str) -> Result<Vec<Entry>, SourceError> {
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let mut entries: Vec<Entry> = Vec::new();
         for path in self.0.keys() {
             let Some(rest) = path.strip_prefix(&prefix) else {

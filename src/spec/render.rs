@@ -302,7 +302,11 @@ fn look(tree: &dyn Tree, path: &str, max_bytes: usize) -> super::compose::Found 
             let mut entries = Vec::with_capacity(files.len());
             let mut total = 0;
             for (relative, executable) in files {
-                let full = if path.is_empty() { relative.clone() } else { format!("{path}/{relative}") };
+                let full = if path.is_empty() {
+                    relative.clone()
+                } else {
+                    format!("{path}/{relative}")
+                };
                 let bytes = match tree.read(&full, max_bytes) {
                     Ok(Some(bytes)) if bytes.len() > max_bytes => return too_large(&full),
                     Ok(Some(bytes)) => bytes,

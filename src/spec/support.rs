@@ -801,7 +801,9 @@ pub static FIELDS: &[Field] = &[
     Field {
         path: "container.folders",
         local: Within("container"),
-        compose: Done("written on the agent's host per slot, every file, and mounted (read-only unless `readOnly: false`)"),
+        compose: Done(
+            "written on the agent's host per slot, every file, and mounted (read-only unless `readOnly: false`)",
+        ),
         kubernetes: Within("container"),
         used: never,
     },
@@ -815,14 +817,18 @@ pub static FIELDS: &[Field] = &[
     Field {
         path: "container.networkDefinitions",
         local: Within("container"),
-        compose: Done("the project's networks created with these settings; one created otherwise is refused, never changed under running containers"),
+        compose: Done(
+            "the project's networks created with these settings; one created otherwise is refused, never changed under running containers",
+        ),
         kubernetes: Within("container"),
         used: never,
     },
     Field {
         path: "container.volumeDefinitions",
         local: Within("container"),
-        compose: Done("the project's volumes created with these settings; one created otherwise is refused, never recreated (its data stays)"),
+        compose: Done(
+            "the project's volumes created with these settings; one created otherwise is refused, never recreated (its data stays)",
+        ),
         kubernetes: Within("container"),
         used: never,
     },
@@ -841,7 +847,10 @@ pub static FIELDS: &[Field] = &[
         ),
         kubernetes: Within("container"),
         used: |s, _| {
-            let host = s.container.as_ref().is_some_and(|c| c.network_mode.as_deref() == Some("host"));
+            let host = s
+                .container
+                .as_ref()
+                .is_some_and(|c| c.network_mode.as_deref() == Some("host"));
             when(host && !single(s), root().key("container").key("networkMode"))
         },
     },

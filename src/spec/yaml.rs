@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use indexmap::map::Entry;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
-use super::node::{Kind, MergeTag, Member, Node, Origin};
+use super::node::{Kind, Member, MergeTag, Node, Origin};
 
 /// The limits a file is read within. The defaults are documented in `docs/format.md`.
 #[derive(Clone, Copy, Debug)]

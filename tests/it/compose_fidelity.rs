@@ -154,9 +154,6 @@ fn settings(container: &Value, project: &str) -> Value {
         .as_object()
         .unwrap()
         .iter()
-        // plumb joins every service to the project's default network too (its proxy and jobs
-        // reach replicas there), which Compose does not when a service lists its networks.
-        .filter(|(name, _)| name.as_str() != format!("{prefix}default"))
         .map(|(name, endpoint)| {
             let aliases: BTreeSet<&str> = endpoint["Aliases"]
                 .as_array()
@@ -368,7 +365,11 @@ fn write_built(dir: &Path, port: u16, host_dir: &Path, dockerfile: &str) {
     std::fs::write(dir.join("compose.yaml"), BUILT).unwrap();
     std::fs::write(
         dir.join(".env"),
-        format!("IMAGE={}\nPORT={port}\nHOST_DIR={}\n", example_image(), host_dir.display()),
+        format!(
+            "IMAGE={}\nPORT={port}\nHOST_DIR={}\n",
+            example_image(),
+            host_dir.display()
+        ),
     )
     .unwrap();
     std::fs::write(dir.join("web/Dockerfile"), dockerfile).unwrap();
@@ -411,7 +412,13 @@ fn files_in(id: &str, path: &str) -> Vec<String> {
             format!("{} {}", fields[0], fields[fields.len() - 1])
         })
         .collect();
-    let extracted = Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(dir.path()).status().unwrap();
+    let extracted = Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
     assert!(extracted.success());
     for line in lines.clone() {
         let file = dir.path().join(line.split(' ').nth(1).unwrap());
@@ -434,7 +441,10 @@ fn built_settings(project: &str, service: &str, host_dir: &Path) -> Value {
         "--filter",
         &format!("label=com.docker.compose.service={service}"),
     ]);
-    let id = ids.lines().next().unwrap_or_else(|| panic!("no container of {service} in {project}"));
+    let id = ids
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no container of {service} in {project}"));
     let container: Value = serde_json::from_str(&docker(&["inspect", id])).unwrap();
     let container = &container[0];
     if service == "offline" {
@@ -443,7 +453,8 @@ fn built_settings(project: &str, service: &str, host_dir: &Path) -> Value {
             "networks": container["NetworkSettings"]["Networks"].as_object().unwrap().keys().collect::<Vec<_>>(),
         });
     }
-    let image: Value = serde_json::from_str(&docker(&["image", "inspect", container["Image"].as_str().unwrap()])).unwrap();
+    let image: Value =
+        serde_json::from_str(&docker(&["image", "inspect", container["Image"].as_str().unwrap()])).unwrap();
     let ours = |labels: &Value| -> Value {
         labels
             .as_object()
@@ -512,7 +523,12 @@ async fn an_image_built_from_the_repository_runs_as_docker_compose_builds_it() {
     // Docker Compose builds and runs it first; its objects are inspected, then removed (the
     // two projects' networks would ask for the same addresses).
     let compose_dir = tempfile::tempdir().unwrap();
-    write_built(compose_dir.path(), crate::reconcile::free_port(), host_dir.path(), &dockerfile());
+    write_built(
+        compose_dir.path(),
+        crate::reconcile::free_port(),
+        host_dir.path(),
+        &dockerfile(),
+    );
     let up = Command::new("docker-compose")
         .args(["-p", by_compose, "up", "-d", "--build"])
         .current_dir(compose_dir.path())
@@ -566,7 +582,11 @@ async fn an_image_built_from_the_repository_runs_as_docker_compose_builds_it() {
     // The values are there, not merely the same on both sides.
     assert_eq!(ours["imageLabels"]["com.example.release"], "b1");
     assert_eq!(ours["imageLabels"]["com.example.built"], "yes");
-    assert!(ours["built"].to_string().contains("-rwxr-xr-x bin/run"), "{}", ours["built"]);
+    assert!(
+        ours["built"].to_string().contains("-rwxr-xr-x bin/run"),
+        "{}",
+        ours["built"]
+    );
     assert!(!ours["built"].to_string().contains("debug.log"));
     assert_eq!(ours["network"]["options"]["com.docker.network.driver.mtu"], "1400");
     assert_eq!(ours["volume"]["options"]["o"], "size=16m");
@@ -576,7 +596,10 @@ async fn an_image_built_from_the_repository_runs_as_docker_compose_builds_it() {
 
     // The same content is not built again; a build that fails is a failed step quoting the
     // engine, and what ran keeps running.
-    upstream.write("deploy/web/Dockerfile", &format!("{}COPY missing.txt /missing.txt\n", dockerfile()));
+    upstream.write(
+        "deploy/web/Dockerfile",
+        &format!("{}COPY missing.txt /missing.txt\n", dockerfile()),
+    );
     let broken = upstream.commit_signed("a Dockerfile that cannot build", &alice);
     agent.push();
     let failure = outcome(state.path(), "built", &broken).await;
@@ -587,13 +610,10 @@ async fn an_image_built_from_the_repository_runs_as_docker_compose_builds_it() {
     let ledger = plumb::ledger::Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
     let history = ledger.history("built", 10).unwrap();
     let failed = history.iter().find(|a| a.attempt.commit == broken).unwrap();
-    let said: Vec<String> = failed
-        .steps
-        .iter()
-        .filter_map(|s| s.error.clone().flatten())
-        .collect();
+    let said: Vec<String> = failed.steps.iter().filter_map(|s| s.error.clone().flatten()).collect();
     assert!(
-        said.iter().any(|e| e.contains("building image") && e.contains("missing.txt")),
+        said.iter()
+            .any(|e| e.contains("building image") && e.contains("missing.txt")),
         "{said:#?}"
     );
     // The status shows it too.
@@ -601,7 +621,10 @@ async fn an_image_built_from_the_repository_runs_as_docker_compose_builds_it() {
     let status: Value =
         serde_json::from_str(&crate::agent::api_get(api, "/api/v1/environments/built").await.body).unwrap();
     let last = status["lastAttempt"].to_string();
-    assert!(last.contains("building image") && last.contains("missing.txt"), "{last}");
+    assert!(
+        last.contains("building image") && last.contains("missing.txt"),
+        "{last}"
+    );
     assert_eq!(release(addr).await.as_deref(), Some("b1"));
     assert_eq!(inspect_image_of(by_plumb), image);
 
@@ -620,5 +643,7 @@ fn inspect_image_of(project: &str) -> String {
         "label=com.docker.compose.service=web",
     ]);
     let id = ids.lines().next().unwrap().to_owned();
-    docker(&["inspect", "--format", "{{.Config.Image}}", &id]).trim().to_owned()
+    docker(&["inspect", "--format", "{{.Config.Image}}", &id])
+        .trim()
+        .to_owned()
 }

@@ -267,7 +267,11 @@ mod fidelity {
         } else {
             // A built image is tagged by its content: `<image without tag>:build-<digest>`.
             let repository = match theirs["image"].as_str() {
-                Some(image) => image.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(image, |(r, _)| r).to_owned(),
+                Some(image) => image
+                    .rsplit_once(':')
+                    .filter(|(_, tag)| !tag.contains('/'))
+                    .map_or(image, |(r, _)| r)
+                    .to_owned(),
                 None => format!("{}-{name}", project["name"].as_str().unwrap()),
             };
             let tagged = ours["image"].as_str().unwrap_or_default();
@@ -309,7 +313,11 @@ mod fidelity {
             definitions_of_compose(theirs, project, "volumes"),
             or_object(&container["volumeDefinitions"]),
         );
-        same("network_mode", or_null(&theirs["network_mode"]), or_null(&container["networkMode"]));
+        same(
+            "network_mode",
+            or_null(&theirs["network_mode"]),
+            or_null(&container["networkMode"]),
+        );
         let mut depended: Vec<String> = ours["dependsOn"]
             .as_array()
             .into_iter()
@@ -605,7 +613,12 @@ mod fidelity {
     /// file gives another).
     fn definitions_of_compose(theirs: &Value, project: &Value, kind: &str) -> Value {
         let used: Vec<String> = if kind == "networks" {
-            theirs["networks"].as_object().into_iter().flatten().map(|(n, _)| n.clone()).collect()
+            theirs["networks"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(n, _)| n.clone())
+                .collect()
         } else {
             theirs["volumes"]
                 .as_array()

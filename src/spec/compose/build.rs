@@ -18,7 +18,10 @@ const REFUSED: &[(&str, &str)] = &[
     ("secrets", "the agent lends no secrets to a build"),
     ("cache_from", "plumb builds from the engine's own cache only"),
     ("cache_to", "plumb builds from the engine's own cache only"),
-    ("additional_contexts", "the build's only context is its folder of the repository"),
+    (
+        "additional_contexts",
+        "the build's only context is its folder of the repository",
+    ),
     ("network", "builds run on the engine's default network"),
     ("extra_hosts", "builds run on the engine's default network"),
     ("shm_size", "builds run with the engine's defaults"),
@@ -91,7 +94,9 @@ pub(super) fn translate(
     if context.contains("://") || context.starts_with("git@") {
         out.push(Diagnostic::new(
             at,
-            format!("the build context `{context}` is not in the repository: plumb builds the repository's own content"),
+            format!(
+                "the build context `{context}` is not in the repository: plumb builds the repository's own content"
+            ),
         ));
         return None;
     }
@@ -108,7 +113,10 @@ pub(super) fn translate(
     let entries = match (project.look)(&path) {
         Found::Folder(entries) => entries,
         Found::File(..) => {
-            out.push(Diagnostic::new(at, format!("the build context `{context}` is a file, not a folder")));
+            out.push(Diagnostic::new(
+                at,
+                format!("the build context `{context}` is a file, not a folder"),
+            ));
             return None;
         }
         Found::Absent => {
@@ -119,7 +127,10 @@ pub(super) fn translate(
             return None;
         }
         Found::Unreadable(why) => {
-            out.push(Diagnostic::new(at, format!("the build context `{context}` cannot be read: {why}")));
+            out.push(Diagnostic::new(
+                at,
+                format!("the build context `{context}` cannot be read: {why}"),
+            ));
             return None;
         }
     };
@@ -142,7 +153,11 @@ pub(super) fn translate(
         (
             "context",
             map(
-                vec![("source", text(&path, at)), ("target", text("/", at)), ("files", folder_files(entries, at))],
+                vec![
+                    ("source", text(&path, at)),
+                    ("target", text("/", at)),
+                    ("files", folder_files(entries, at)),
+                ],
                 at,
             ),
         ),
@@ -258,9 +273,7 @@ fn ignored(patterns: &[(bool, Vec<String>)], path: &str) -> bool {
 fn segments_match(pattern: &[String], parts: &[&str]) -> bool {
     match pattern.split_first() {
         None => parts.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=parts.len()).any(|skip| segments_match(rest, &parts[skip..]))
-        }
+        Some((first, rest)) if first == "**" => (0..=parts.len()).any(|skip| segments_match(rest, &parts[skip..])),
         Some((first, rest)) => match parts.split_first() {
             Some((part, others)) => glob(first.as_bytes(), part.as_bytes()) && segments_match(rest, others),
             None => false,

@@ -14,9 +14,9 @@ use indexmap::IndexMap;
 use super::diagnostic::Diagnostic;
 use super::node::{Kind, Member, Node, Origin};
 
+mod build;
 pub mod dotenv;
 pub mod interpolate;
-mod build;
 mod merge;
 mod objects;
 mod service;
@@ -572,7 +572,10 @@ fn strings(node: &Node, out: &mut Vec<Diagnostic>) -> Vec<(String, Origin)> {
     let one = |node: &Node, out: &mut Vec<Diagnostic>| {
         let text = scalar(node);
         if text.is_none() {
-            out.push(Diagnostic::new(&node.at, "this is a text, a number or a boolean".to_owned()));
+            out.push(Diagnostic::new(
+                &node.at,
+                "this is a text, a number or a boolean".to_owned(),
+            ));
         }
         text.map(|text| (text, node.at.clone()))
     };
@@ -690,7 +693,10 @@ mod tests {
             build: true,
         };
         let look = |_: &str| Found::Absent;
-        let repository = Repository { read: &read, look: &look };
+        let repository = Repository {
+            read: &read,
+            look: &look,
+        };
         let services = services(&[node], &settings, &variables, &repository, &mut out);
         (services, out)
     }

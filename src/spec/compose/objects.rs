@@ -160,7 +160,10 @@ fn ipam(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
                 let pools = match &value.kind {
                     Kind::Seq(items) => items.iter().map(|pool| ipam_pool(pool, out)).collect(),
                     _ => {
-                        out.push(Diagnostic::new(&value.at, "`config` is a list of address pools".to_owned()));
+                        out.push(Diagnostic::new(
+                            &value.at,
+                            "`config` is a list of address pools".to_owned(),
+                        ));
                         Vec::new()
                     }
                 };
@@ -191,7 +194,10 @@ fn ipam_pool(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
         }
     }
     if node.as_map().is_none() {
-        out.push(Diagnostic::new(&node.at, "an address pool is a map (`subnet`, `gateway`…)".to_owned()));
+        out.push(Diagnostic::new(
+            &node.at,
+            "an address pool is a map (`subnet`, `gateway`…)".to_owned(),
+        ));
     }
     map(fields, &node.at)
 }

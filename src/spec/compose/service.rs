@@ -815,7 +815,9 @@ fn volume(node: &Node, mounts: &mut Mounts, project: &Project<'_>, out: &mut Vec
                         &node.at,
                         format!("`{source}` is a host path outside the repository: it leaves the repository's folder"),
                     )
-                    .hint("write the absolute host path (which the agent must allow), or mount a file of the repository"),
+                    .hint(
+                        "write the absolute host path (which the agent must allow), or mount a file of the repository",
+                    ),
                 );
                 return;
             };
@@ -887,7 +889,10 @@ pub(super) fn encoded(bytes: Vec<u8>) -> (String, Option<&'static str>) {
         Ok(text) => (text, None),
         Err(e) => {
             use base64::Engine as _;
-            (base64::engine::general_purpose::STANDARD.encode(e.into_bytes()), Some("base64"))
+            (
+                base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+                Some("base64"),
+            )
         }
     }
 }
@@ -935,7 +940,10 @@ fn networks(
             .iter()
             .map(|(name, member)| (name.clone(), member.key_at.clone(), Some(&member.value)))
             .collect(),
-        _ => strings(node, out).into_iter().map(|(name, at)| (name, at, None)).collect(),
+        _ => strings(node, out)
+            .into_iter()
+            .map(|(name, at)| (name, at, None))
+            .collect(),
     };
     let mut items = Vec::new();
     for (name, at, settings) in joined {

@@ -4,14 +4,13 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, DeviceMapping, EndpointSettings, HealthConfig,
-    HostConfig, HostConfigLogConfig, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, DeviceMapping, HealthConfig, HostConfig,
+    HostConfigLogConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 
 use crate::spec::model::Service;
-use crate::spec::model::scalar::is_encrypted;
 use crate::spec::model::objects::{FolderFile, RepositoryFolder};
+use crate::spec::model::scalar::is_encrypted;
 use crate::spec::model::service::{Amounts, Container, Protocol, RepositoryFile, Restart};
 use crate::target::workload::{Slot, expand};
 
@@ -69,8 +68,6 @@ pub struct Launch<'a> {
     pub slot: Slot,
     /// The version's identifier.
     pub version: &'a str,
-    /// The project's network.
-    pub network: &'a str,
     /// The folder holding the configuration file on the agent's host, and the file's name.
     pub config: Option<(&'a std::path::Path, String)>,
     /// The service's variables.
@@ -107,7 +104,12 @@ pub fn folder_paths<'a>(
         .iter()
         .flat_map(|c| c.folders.iter().enumerate())
         .map(|(index, folder)| {
-            let name = folder.target.trim_end_matches('/').rsplit('/').next().unwrap_or("folder");
+            let name = folder
+                .target
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("folder");
             (dir.join("files").join(format!("d{index}-{name}")), folder)
         })
         .collect()
@@ -191,7 +193,10 @@ fn write_folder(path: &std::path::Path, files: &[FolderFile]) -> std::io::Result
     for file in files {
         // Paths come from the repository's tree: no `..`, no absolute path.
         if file.path.split('/').any(|part| part == ".." || part.is_empty()) {
-            return Err(std::io::Error::other(format!("`{}` is not a path inside a folder", file.path)));
+            return Err(std::io::Error::other(format!(
+                "`{}` is not a path inside a folder",
+                file.path
+            )));
         }
         let bytes = file
             .bytes()
@@ -336,7 +341,7 @@ impl Launch<'_> {
                 binds: (!binds.is_empty()).then_some(binds),
                 ..self.host_config(&settings)
             }),
-            networking_config: self.networking(&settings),
+
             ..ContainerCreateBody::default()
         }
     }
@@ -431,7 +436,7 @@ impl Launch<'_> {
                 restart_policy: None,
                 ..self.host_config(&settings)
             }),
-            networking_config: self.networking(&settings),
+
             ..ContainerCreateBody::default()
         }
     }
@@ -442,10 +447,14 @@ impl Launch<'_> {
         let Some(container) = &self.service.container else {
             return Vec::new();
         };
-        let named = container.volumes.iter().filter(|volume| !is_anonymous(volume)).map(|volume| {
-            let (short, rest) = volume.split_once(':').unwrap_or((volume, ""));
-            format!("{}:{rest}", volume_name(self.service, self.project, short))
-        });
+        let named = container
+            .volumes
+            .iter()
+            .filter(|volume| !is_anonymous(volume))
+            .map(|volume| {
+                let (short, rest) = volume.split_once(':').unwrap_or((volume, ""));
+                format!("{}:{rest}", volume_name(self.service, self.project, short))
+            });
         let host = container.host_mounts.iter().map(|mount| {
             let mode = if mount.read_only { "ro" } else { "rw" };
             match &mount.propagation {
@@ -519,21 +528,6 @@ impl Launch<'_> {
         labels.insert(SERVICE.to_owned(), self.service.name.as_str().to_owned());
         labels.insert(ENVIRONMENT.to_owned(), self.environment.to_owned());
         labels
-    }
-
-    /// On the project's network, reachable by the service's name as under Compose; on none
-    /// when the service has a network mode of its own.
-    fn networking(&self, settings: &Container) -> Option<NetworkingConfig> {
-        if settings.network_mode.is_some() {
-            return None;
-        }
-        let endpoint = EndpointSettings {
-            aliases: Some(vec![self.service.name.as_str().to_owned()]),
-            ..EndpointSettings::default()
-        };
-        Some(NetworkingConfig {
-            endpoints_config: Some([(self.network.to_owned(), endpoint)].into()),
-        })
     }
 }
 

@@ -99,11 +99,21 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("context.tar");
         std::fs::write(&path, &archive).unwrap();
-        let listed = std::process::Command::new("tar").arg("-tvf").arg(&path).output().unwrap();
+        let listed = std::process::Command::new("tar")
+            .arg("-tvf")
+            .arg(&path)
+            .output()
+            .unwrap();
         assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
         let listing = String::from_utf8(listed.stdout).unwrap();
-        assert!(listing.contains("-rw-r--r-- 0/0              13 1970-01-01 00:00 Dockerfile"), "{listing}");
-        assert!(listing.contains("-rwxr-xr-x 0/0              18 1970-01-01 00:00 bin/run.sh"), "{listing}");
+        assert!(
+            listing.contains("-rw-r--r-- 0/0              13 1970-01-01 00:00 Dockerfile"),
+            "{listing}"
+        );
+        assert!(
+            listing.contains("-rwxr-xr-x 0/0              18 1970-01-01 00:00 bin/run.sh"),
+            "{listing}"
+        );
         assert!(listing.contains(&long), "{listing}");
         let extracted = std::process::Command::new("tar")
             .arg("-xf")
@@ -120,11 +130,13 @@ mod tests {
     #[test]
     fn a_path_with_no_place_to_split_is_refused() {
         let path = "x".repeat(101);
-        assert!(archive([File {
-            path: &path,
-            bytes: b"",
-            executable: false
-        }])
-        .is_err());
+        assert!(
+            archive([File {
+                path: &path,
+                bytes: b"",
+                executable: false
+            }])
+            .is_err()
+        );
     }
 }

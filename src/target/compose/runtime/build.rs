@@ -42,9 +42,12 @@ impl ComposeRuntime {
         };
         let mut files = Vec::with_capacity(build.context.files.len());
         for file in &build.context.files {
-            let bytes = file
-                .bytes()
-                .ok_or_else(|| failed(format!("the content of `{}` is not base64", file.path), &VecDeque::new()))?;
+            let bytes = file.bytes().ok_or_else(|| {
+                failed(
+                    format!("the content of `{}` is not base64", file.path),
+                    &VecDeque::new(),
+                )
+            })?;
             files.push((file.path.as_str(), bytes, file.executable));
         }
         let archive = tar::archive(files.iter().map(|(path, bytes, executable)| tar::File {

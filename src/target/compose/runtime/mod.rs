@@ -234,10 +234,11 @@ impl ComposeRuntime {
             .filter(|r| r.slot == slot)
             .map(|r| r.id)
             .collect();
-        self.remove(old).await;
+        // What the new version needs is made before the old one goes: a build that fails
+        // leaves it running.
         self.image_for(service, image).await?;
         self.volumes(service).await?;
-        let network = self.network().await?;
+        self.remove(old).await;
         let dir = self.slot_dir(name, slot);
         tokio::fs::create_dir_all(&dir)
             .await
@@ -256,7 +257,6 @@ impl ComposeRuntime {
             service,
             slot,
             version,
-            network: &network,
             config: config
                 .as_ref()
                 .and_then(|path| Some((dir.as_path(), path.file_name()?.to_string_lossy().into_owned()))),
@@ -304,7 +304,6 @@ impl ComposeRuntime {
         let version = first.version.clone();
         if running.len() < wanted {
             let env = variables(service)?;
-            let network = self.network().await?;
             let dir = self.slot_dir(name, slot);
             let file = service.config.as_ref().map(|c| c.file.clone());
             let launch = Launch {
@@ -313,7 +312,6 @@ impl ComposeRuntime {
                 service,
                 slot,
                 version: &version,
-                network: &network,
                 config: file.map(|file| (dir.as_path(), file)),
                 env: &env,
                 files: Some(&dir),

@@ -11,11 +11,45 @@ use bollard::query_parameters::{
 };
 use futures_util::{StreamExt, TryStreamExt};
 
+use bollard::models::{ContainerCreateBody, EndpointIpamConfig, EndpointSettings, NetworkingConfig};
+
 use super::{ComposeError, ComposeRuntime};
 use crate::spec::model::Service;
 use crate::target::compose::container::{ENVIRONMENT, Launch, PROJECT, Replica, SERVICE};
 use crate::target::compose::engine::{EngineError, not_found, request};
 use crate::target::workload::{Slot, variables};
+
+/// A network a container joins, and how it is known there.
+pub(super) struct Joined {
+    /// The network's name on the engine.
+    network: String,
+    /// The names other containers reach it by there (the service's, then its own aliases).
+    aliases: Vec<String>,
+    /// A fixed address there.
+    ipv4_address: Option<String>,
+}
+
+impl Joined {
+    /// `network`, where the service is known by its name alone.
+    fn by_name(network: String, service: &str) -> Joined {
+        Joined {
+            network,
+            aliases: vec![service.to_owned()],
+            ipv4_address: None,
+        }
+    }
+
+    fn endpoint(&self) -> EndpointSettings {
+        EndpointSettings {
+            aliases: Some(self.aliases.clone()),
+            ipam_config: self.ipv4_address.as_ref().map(|address| EndpointIpamConfig {
+                ipv4_address: Some(address.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
 
 impl ComposeRuntime {
     /// The project's replicas (of `service` only, when given), stopped ones included.
@@ -85,53 +119,87 @@ impl ComposeRuntime {
         self.dir.join(service).join(slot.name())
     }
 
+    /// The networks `service`'s containers join, each made if it is the project's (an external
+    /// one must be there): those it lists, else the project's default one, as Compose joins
+    /// them — and the default one too when nginx reaches the service's ports there. None for a
+    /// service with a network mode of its own.
+    pub(super) async fn joined(&self, service: &Service) -> Result<Vec<Joined>, EngineError> {
+        let name = service.name.as_str().to_owned();
+        let Some(container) = service.container.as_ref().filter(|c| !c.networks.is_empty()) else {
+            let none = service.container.as_ref().is_some_and(|c| c.network_mode.is_some());
+            if none {
+                return Ok(Vec::new());
+            }
+            return Ok(vec![Joined::by_name(self.network().await?, &name)]);
+        };
+        if container.network_mode.is_some() {
+            return Ok(Vec::new());
+        }
+        let mut joined = Vec::new();
+        for attachment in &container.networks {
+            let network = match attachment.engine_name() {
+                Some(engine_name) => self.external_network(engine_name).await?,
+                None => {
+                    let definition = container.network_definitions.get(attachment.name());
+                    self.named_network(attachment.name(), definition).await?
+                }
+            };
+            let mut aliases = vec![name.clone()];
+            aliases.extend(attachment.aliases().iter().cloned());
+            joined.push(Joined {
+                network,
+                aliases,
+                ipv4_address: attachment.ipv4_address().map(str::to_owned),
+            });
+        }
+        if self.nginx.is_some() && !service.ports.is_empty() {
+            joined.push(Joined::by_name(self.network().await?, &name));
+        }
+        Ok(joined)
+    }
+
+    /// Creates container `name` from `body` on the `joined` networks (the first when it is
+    /// created, the others after); removed again when it cannot join one.
+    async fn create(
+        &self,
+        name: &str,
+        mut body: ContainerCreateBody,
+        joined: &[Joined],
+    ) -> Result<String, EngineError> {
+        body.networking_config = joined.first().map(|first| NetworkingConfig {
+            endpoints_config: Some([(first.network.clone(), first.endpoint())].into()),
+        });
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        let id = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(request(format!("creating container `{name}`")))?
+            .id;
+        for other in joined.iter().skip(1) {
+            let endpoint = bollard::models::NetworkConnectRequest {
+                container: id.clone(),
+                endpoint_config: Some(other.endpoint()),
+            };
+            if let Err(e) = self.docker.connect_network(&other.network, endpoint).await {
+                // Not left half made: a retry would find the name taken.
+                self.remove(vec![id.clone()]).await;
+                return Err(request(format!("connecting `{name}` to network `{}`", other.network))(
+                    e,
+                ));
+            }
+        }
+        Ok(id)
+    }
+
     /// Creates and starts replica `index` of a launch, on the networks its service joins.
     pub(super) async fn start(&self, launch: &Launch<'_>, index: usize) -> Result<(), EngineError> {
         let name = launch.name(index);
         // Every network is there (an external one must be) before anything is created.
-        let mut networks = Vec::new();
-        if let Some(container) = &launch.service.container {
-            for attachment in &container.networks {
-                let network = match attachment.engine_name() {
-                    Some(name) => self.external_network(name).await?,
-                    None => {
-                        let definition = container.network_definitions.get(attachment.name());
-                        self.named_network(attachment.name(), definition).await?
-                    }
-                };
-                networks.push((network, attachment));
-            }
-        }
-        let options = CreateContainerOptionsBuilder::new().name(&name).build();
-        let created = self
-            .docker
-            .create_container(Some(options), launch.body(index))
-            .await
-            .map_err(request(format!("creating container `{name}`")))?;
-        for (network, attachment) in networks {
-            let mut aliases = vec![launch.service.name.as_str().to_owned()];
-            aliases.extend(attachment.aliases().iter().cloned());
-            let endpoint = bollard::models::NetworkConnectRequest {
-                container: created.id.clone(),
-                endpoint_config: Some(bollard::models::EndpointSettings {
-                    aliases: Some(aliases),
-                    ipam_config: attachment
-                        .ipv4_address()
-                        .map(|address| bollard::models::EndpointIpamConfig {
-                            ipv4_address: Some(address.to_owned()),
-                            ..Default::default()
-                        }),
-                    ..Default::default()
-                }),
-            };
-            if let Err(e) = self.docker.connect_network(&network, endpoint).await {
-                // Not left half made: a retry would find the name taken.
-                self.remove(vec![created.id.clone()]).await;
-                return Err(request(format!("connecting `{name}` to network `{network}`"))(e));
-            }
-        }
+        let joined = self.joined(launch.service).await?;
+        let id = self.create(&name, launch.body(index), &joined).await?;
         self.docker
-            .start_container(&created.id, None)
+            .start_container(&id, None)
             .await
             .map_err(request(format!("starting container `{name}`")))?;
         Ok(())
@@ -201,7 +269,8 @@ impl ComposeRuntime {
             .ok_or_else(|| ComposeError::NoImage(name.to_owned()))?;
         let env = variables(service)?;
         self.image_for(service, image).await?;
-        let network = self.network().await?;
+        self.volumes(service).await?;
+        let joined = self.joined(service).await?;
         // The job's own copies of the repository files: the running slots' stay as they are.
         let files = self.dir.join(name).join("job");
         crate::target::compose::container::write_files(service, &files)
@@ -216,7 +285,6 @@ impl ComposeRuntime {
             service,
             slot: Slot::Blue,
             version: "",
-            network: &network,
             config: None,
             env: &env,
             files: Some(&files),
@@ -235,17 +303,12 @@ impl ComposeRuntime {
             .collect();
         // A job container left by an agent that died while it ran.
         self.remove(vec![container.clone()]).await;
-        let options = CreateContainerOptionsBuilder::new().name(&container).build();
-        let created = self
-            .docker
-            .create_container(Some(options), launch.job(job, command))
-            .await
-            .map_err(request(format!("creating job container `{container}`")))?;
+        let id = self.create(&container, launch.job(job, command), &joined).await?;
         self.docker
-            .start_container(&created.id, None)
+            .start_container(&id, None)
             .await
             .map_err(request(format!("starting job container `{container}`")))?;
-        let mut waiting = self.docker.wait_container(&created.id, None);
+        let mut waiting = self.docker.wait_container(&id, None);
         let outcome = match tokio::time::timeout(timeout, waiting.next()).await {
             Err(_) => Err(format!("`{job}` did not finish within {timeout:?}; it was stopped")),
             Ok(Some(Ok(answer))) if answer.status_code == 0 => Ok(()),
@@ -260,7 +323,7 @@ impl ComposeRuntime {
         let outcome = match outcome {
             Ok(()) => Ok(()),
             Err(reason) => {
-                let tail = self.tail(&created.id).await;
+                let tail = self.tail(&id).await;
                 Err(ComposeError::Job(if tail.is_empty() {
                     reason
                 } else {
@@ -268,7 +331,7 @@ impl ComposeRuntime {
                 }))
             }
         };
-        self.remove(vec![created.id]).await;
+        self.remove(vec![id]).await;
         outcome
     }
 
