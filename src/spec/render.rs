@@ -347,8 +347,14 @@ fn compose_services(
             None => {}
         }
     }
+    // A file too large to read whole is refused, never read cut.
+    let too_large = std::cell::RefCell::new(BTreeSet::new());
     let read = |path: &str| {
         let bytes = context.tree.read(path, context.limits.max_bytes).ok()??;
+        if bytes.len() > context.limits.max_bytes {
+            too_large.borrow_mut().insert(path.to_owned());
+            return None;
+        }
         Some((Arc::from(path), String::from_utf8(bytes).ok()?))
     };
     let variables = |name: &str| {
@@ -374,6 +380,15 @@ fn compose_services(
         look: &look,
     };
     let mut services = super::compose::services(&nodes, &settings, &variables, &repository, out);
+    for path in too_large.into_inner() {
+        out.push(Diagnostic::new(
+            &super::node::Origin::file(&Arc::from(path.as_str())),
+            format!(
+                "`{path}` is larger than {} bytes: plumb reads no file cut short",
+                context.limits.max_bytes
+            ),
+        ));
+    }
     services.retain(|name, node| {
         if Name::parse(name).is_err() {
             out.push(Diagnostic::new(

@@ -7,7 +7,7 @@
 
 use super::diagnostic::Diagnostic;
 use super::model::scalar::Duration;
-use super::model::service::{HealthCheck, ProbeKind, Protocol, Strategy};
+use super::model::service::{HealthCheck, ProbeKind, Protocol, Restart, Strategy};
 use super::model::{Service, Target};
 use super::node::{Node, Path, Step};
 
@@ -797,6 +797,43 @@ pub static FIELDS: &[Field] = &[
         compose: Done("written on the agent's host per slot and mounted (read-only unless `readOnly: false`)"),
         kubernetes: Within("container"),
         used: never,
+    },
+    Field {
+        path: "container.pullPolicy",
+        local: Within("container"),
+        compose: Done("the image pulled at every deploy, when missing, or never"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.restartRetries",
+        local: Within("container"),
+        compose: Done("the engine's most restarts after failures"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.restartRetries: without `restart: on-failure`",
+        local: Within("container"),
+        compose: Refused("the engine counts restarts after failures only: it needs `restart: on-failure`"),
+        kubernetes: Within("container"),
+        used: |s, _| {
+            let counted = s
+                .container
+                .as_ref()
+                .is_some_and(|c| c.restart_retries.is_some() && c.restart != Some(Restart::OnFailure));
+            when(counted, root().key("container").key("restartRetries"))
+        },
+    },
+    Field {
+        path: "container.networkMode: with ports",
+        local: Within("container"),
+        compose: Refused("with a network mode of its own the container's ports are not reached through plumb's proxy"),
+        kubernetes: Within("container"),
+        used: |s, _| {
+            let moded = s.container.as_ref().is_some_and(|c| c.network_mode.is_some());
+            when(moded && !s.ports.is_empty(), root().key("container").key("networkMode"))
+        },
     },
     Field {
         path: "container.folders",

@@ -42,7 +42,8 @@ const COMPOSE: &str = r#"services:
       resources:
         limits: {cpus: '0.5', memory: 256m}
         reservations: {memory: 64m}
-    restart: on-failure
+    restart: on-failure:3
+    healthcheck: {disable: true}
     user: "1000:1000"
     hostname: webhost
     working_dir: /scratch
@@ -187,7 +188,8 @@ fn settings(container: &Value, project: &str) -> Value {
         "nanoCpus": host["NanoCpus"],
         "memory": host["Memory"],
         "memoryReservation": host["MemoryReservation"],
-        "restart": host["RestartPolicy"]["Name"],
+        "restart": host["RestartPolicy"],
+        "healthcheck": config["Healthcheck"],
         "readOnly": host["ReadonlyRootfs"],
         "tmpfs": tmpfs,
         "ulimits": host["Ulimits"],
@@ -302,6 +304,8 @@ async fn plumb_creates_what_docker_compose_up_creates() {
     assert_eq!(ours["memory"], 256 << 20);
     assert_eq!(ours["nanoCpus"], 500_000_000);
     assert_eq!(ours["capAdd"], serde_json::json!(["CAP_NET_ADMIN"]));
+    assert_eq!(ours["restart"]["MaximumRetryCount"], 3);
+    assert_eq!(ours["healthcheck"]["Test"], serde_json::json!(["NONE"]));
     // The UDP port is published by the container itself, at the stable port.
     let bindings = &inspect(by_plumb)["HostConfig"]["PortBindings"]["5353/udp"];
     assert_eq!(bindings[0]["HostPort"], udp.to_string(), "{bindings}");

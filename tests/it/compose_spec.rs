@@ -400,7 +400,17 @@ mod fidelity {
         same("logging", or_null(&theirs["logging"]), or_null(&container["logging"]));
         same("expose", or_empty(&theirs["expose"]), or_empty(&container["expose"]));
         same("shm_size", or_null(&theirs["shm_size"]), or_null(&container["shmSize"]));
-        same("restart", restart_of_compose(theirs), or_null(&container["restart"]));
+        same(
+            "restart",
+            restart_of_compose(theirs),
+            json!([container["restart"], container["restartRetries"]]),
+        );
+        let pull = match theirs["pull_policy"].as_str() {
+            Some("if_not_present") => json!("missing"),
+            Some("build") | None => Value::Null,
+            Some(policy) => json!(policy),
+        };
+        same("pull_policy", pull, or_null(&container["pullPolicy"]));
         out
     }
 
@@ -844,11 +854,15 @@ mod fidelity {
         })
     }
 
-    /// The engine's check, durations in milliseconds; `null` when disabled or absent.
+    /// The engine's check, durations in milliseconds; `[NONE]` when disabled (the image's own
+    /// check is off too), `null` when absent.
     fn healthcheck_of_compose(theirs: &Value) -> Value {
         let check = &theirs["healthcheck"];
-        if check.is_null() || check["disable"].as_bool() == Some(true) {
+        if check.is_null() {
             return Value::Null;
+        }
+        if check["disable"].as_bool() == Some(true) || check["test"][0] == "NONE" {
+            return json!({"test": ["NONE"]});
         }
         json!({
             "test": check["test"].as_array().into_iter().flatten().map(unescaped).collect::<Vec<_>>(),
@@ -863,6 +877,9 @@ mod fidelity {
         let check = &container["healthcheck"];
         if check.is_null() {
             return Value::Null;
+        }
+        if check["test"][0] == "NONE" {
+            return json!({"test": ["NONE"]});
         }
         json!({
             "test": check["test"],
@@ -891,12 +908,18 @@ mod fidelity {
 
     /// The restart policy the engine gets: `deploy.restart_policy`'s condition, else
     /// `restart` (Compose's own order).
+    /// The restart policy and the most restarts after failures (`on-failure:N`, `max_attempts`).
     fn restart_of_compose(theirs: &Value) -> Value {
-        match theirs["deploy"]["restart_policy"]["condition"].as_str() {
-            Some("none") => json!("no"),
-            Some("any") => json!("always"),
-            Some(other) => json!(other),
-            None => theirs["restart"].as_str().map_or(Value::Null, |r| json!(r)),
+        let policy = &theirs["deploy"]["restart_policy"];
+        match policy["condition"].as_str() {
+            Some("none") => json!(["no", policy["max_attempts"]]),
+            Some("any") => json!(["always", policy["max_attempts"]]),
+            Some(other) => json!([other, policy["max_attempts"]]),
+            None => match theirs["restart"].as_str().map(|r| r.split_once(':').unwrap_or((r, ""))) {
+                Some((policy, "")) => json!([policy, null]),
+                Some((policy, count)) => json!([policy, count.parse::<u64>().unwrap()]),
+                None => json!([null, null]),
+            },
         }
     }
 

@@ -124,11 +124,9 @@ pub(super) fn translate(
             "labels" => doc.push(("labels", labels(value, out))),
             "deploy" => {
                 // `deploy.restart_policy`, when written, is what Compose runs, over `restart`.
-                let mut policy = None;
+                let mut policy = Vec::new();
                 deploy(value, &mut doc, &mut policy, &mut resources, out);
-                if let Some(policy) = policy {
-                    container.push(("restart", policy));
-                }
+                container.extend(policy);
             }
             "restart" => {
                 let overridden = service
@@ -139,7 +137,7 @@ pub(super) fn translate(
                 if let Some(restart) = restart(value, out)
                     && !overridden
                 {
-                    container.push(("restart", restart));
+                    container.extend(restart);
                 }
             }
             "mem_limit" => resources.limit("memory", memory(value, out)),
@@ -205,6 +203,21 @@ pub(super) fn translate(
                     }
                 }
                 _ => out.push(Diagnostic::new(&value.at, format!("`{key}` is a list"))),
+            },
+            "pull_policy" => match scalar(value).as_deref() {
+                Some(policy @ ("always" | "missing" | "never")) => {
+                    container.push(("pullPolicy", text(policy, &value.at)))
+                }
+                Some("if_not_present") => container.push(("pullPolicy", text("missing", &value.at))),
+                // Built images are built when their content changes, and only then.
+                Some("build") if service.get("build").is_some() => {}
+                Some(other) => refuse(
+                    out,
+                    &format!(
+                        "`{other}` is not carried out: plumb pulls always, when missing, or never (`build` with `build`)"
+                    ),
+                ),
+                None => out.push(Diagnostic::new(&value.at, "`pull_policy` is a text".to_owned())),
             },
             "shm_size" => {
                 if let Some(bytes) = memory(value, out) {
@@ -1133,7 +1146,7 @@ fn logging(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
 
 /// The engine's restart policy from `restart` (`no`, `always`, `on-failure[:n]`,
 /// `unless-stopped`).
-fn restart(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
+fn restart(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Vec<(&'static str, Node)>> {
     let policy = scalar(node).unwrap_or_default();
     let policy = match policy.as_str() {
         "no" | "false" => "no",
@@ -1141,26 +1154,34 @@ fn restart(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
         "unless-stopped" => "unless-stopped",
         "on-failure" => "on-failure",
         other if other.starts_with("on-failure:") => {
-            out.push(Diagnostic::new(
-                &node.at,
-                "a restart count (`on-failure:N`) is not carried out: plumb counts a replica that keeps exiting as failed".to_owned(),
-            ));
-            return None;
+            let Ok(count) = other["on-failure:".len()..].parse::<u32>() else {
+                out.push(Diagnostic::new(
+                    &node.at,
+                    format!("`{other}` is not a restart policy: the count is a whole number"),
+                ));
+                return None;
+            };
+            return Some(vec![
+                ("restart", text("on-failure", &node.at)),
+                ("restartRetries", Node::new(Kind::Int(count.into()), node.at.clone())),
+            ]);
         }
         other => {
             out.push(Diagnostic::new(&node.at, format!("`{other}` is not a restart policy")));
             return None;
         }
     };
-    Some(text(policy, &node.at))
+    Some(vec![("restart", text(policy, &node.at))])
 }
 
 /// A Compose health check as the engine's; `None` when disabled.
 fn healthcheck(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
-    if matches!(node.get("disable").map(|n| &n.kind), Some(Kind::Bool(true))) {
-        return None;
-    }
     let at = &node.at;
+    // Disabled, the image's own check is off too: the engine is told `NONE`, as Compose tells it.
+    let none = || Some(map(vec![("test", seq(vec![text("NONE", at)], at))], at));
+    if matches!(node.get("disable").map(|n| &n.kind), Some(Kind::Bool(true))) {
+        return none();
+    }
     let test = match node.get("test") {
         Some(test) => match &test.kind {
             Kind::Str(command) => seq(vec![text("CMD-SHELL", &test.at), text(command, &test.at)], &test.at),
@@ -1172,7 +1193,7 @@ fn healthcheck(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
         }
     };
     if test.get_index(0).and_then(scalar).as_deref() == Some("NONE") {
-        return None;
+        return none();
     }
     let mut entries = vec![("test", test)];
     for (key, member) in node.as_map().into_iter().flatten() {
@@ -1206,7 +1227,7 @@ fn healthcheck(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
 fn deploy(
     node: &Node,
     doc: &mut Vec<(&str, Node)>,
-    restart: &mut Option<Node>,
+    restart: &mut Vec<(&'static str, Node)>,
     resources: &mut Resources,
     out: &mut Vec<Diagnostic>,
 ) {
@@ -1266,12 +1287,14 @@ fn deploy(
                                     continue;
                                 }
                             };
-                            *restart = Some(text(policy, &setting.value.at));
+                            restart.push(("restart", text(policy, &setting.value.at)));
                         }
+                        // The engine's most restarts after failures, as Compose hands it over.
+                        ("max_attempts", Some(_)) => restart.push(("restartRetries", integer(&setting.value))),
                         _ => out.push(Diagnostic::new(
                             &setting.key_at,
                             format!(
-                                "`deploy.restart_policy.{what}` is not carried out: plumb counts a replica that keeps exiting as failed"
+                                "`deploy.restart_policy.{what}` is not carried out: it is Swarm's; the engine restarts at once"
                             ),
                         )),
                     }

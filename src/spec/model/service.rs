@@ -108,6 +108,13 @@ pub struct Container {
     /// its replicas running, and an exit is drift it reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,
+    /// When the image is pulled: when the engine lacks it (the default), at every deploy, or
+    /// never (it must be on the engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
+    /// The most times the engine restarts a container that failed (`on-failure` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_retries: Option<u32>,
     /// The program run before `command` (the image's `ENTRYPOINT` otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
@@ -311,6 +318,18 @@ pub struct NetworkSettings {
     pub ipv4_address: Option<String>,
 }
 
+/// When an image is pulled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// At every deploy, so a moved tag is followed.
+    Always,
+    /// When the engine does not have it.
+    Missing,
+    /// Never: the image must be on the engine.
+    Never,
+}
+
 /// The engine's restart policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -350,8 +369,9 @@ pub struct Logging {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DockerHealthcheck {
-    /// `[CMD, program, args…]` or `[CMD-SHELL, command]`.
-    #[schemars(length(min = 2))]
+    /// `[CMD, program, args…]`, `[CMD-SHELL, command]`, or `[NONE]`: no check at all, not even
+    /// the image's own.
+    #[schemars(length(min = 1))]
     pub test: Vec<String>,
     /// Time between checks.
     #[serde(default = "thirty_seconds")]

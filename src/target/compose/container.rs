@@ -362,7 +362,7 @@ impl Launch<'_> {
             memory_reservation: self.limit(|a| a.memory.as_ref()?.bytes(), true),
             restart_policy: Some(RestartPolicy {
                 name: Some(restart),
-                maximum_retry_count: None,
+                maximum_retry_count: settings.restart_retries.map(i64::from),
             }),
             readonly_rootfs: settings.read_only.then_some(true),
             tmpfs: (!settings.tmpfs.is_empty()).then(|| {
@@ -511,6 +511,13 @@ impl Launch<'_> {
     /// The engine's health check, when the service declares one.
     fn healthcheck(&self) -> Option<HealthConfig> {
         let check = self.service.container.as_ref()?.healthcheck.as_ref()?;
+        if check.test.first().is_some_and(|t| t == "NONE") {
+            // Off, the image's own check included: nothing else goes with it.
+            return Some(HealthConfig {
+                test: Some(check.test.clone()),
+                ..HealthConfig::default()
+            });
+        }
         let nanos = |d: &crate::spec::model::scalar::Duration| d.0.as_nanos() as i64;
         Some(HealthConfig {
             test: Some(check.test.clone()),

@@ -38,6 +38,9 @@ pub enum EngineError {
     /// again now: what and why, in words.
     #[error("{0}")]
     Changed(String),
+    /// An image is not on the engine and may not be pulled.
+    #[error("image `{0}` is not on the engine, and its pull policy is `never`")]
+    NoImage(String),
     /// An image could not be built.
     #[error("building image `{image}` failed: {reason}\nthe build's last lines:\n{tail}")]
     Build {

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use super::ComposeRuntime;
 use crate::spec::model::Service;
 use crate::spec::model::objects::Build;
+use crate::spec::model::service::PullPolicy;
 use crate::target::compose::container::{ENVIRONMENT, PROJECT};
 use crate::target::compose::engine::{EngineError, not_found, request};
 use crate::target::compose::tar;
@@ -22,9 +23,19 @@ impl ComposeRuntime {
     /// Makes sure the engine has `image`, the image `service` runs: built when the service
     /// carries its build, else pulled.
     pub(super) async fn image_for(&self, service: &Service, image: &str) -> Result<(), EngineError> {
-        match service.container.as_ref().and_then(|c| c.build.as_ref()) {
-            Some(build) => self.build(image, build).await,
-            None => self.image(image).await,
+        let container = service.container.as_ref();
+        match (
+            container.and_then(|c| c.build.as_ref()),
+            container.and_then(|c| c.pull_policy),
+        ) {
+            (Some(build), _) => self.build(image, build).await,
+            (None, Some(PullPolicy::Always)) => self.pull(image).await,
+            (None, Some(PullPolicy::Never)) => match self.docker.inspect_image(image).await {
+                Ok(_) => Ok(()),
+                Err(e) if not_found(&e) => Err(EngineError::NoImage(image.to_owned())),
+                Err(e) => Err(request(format!("inspecting image `{image}`"))(e)),
+            },
+            (None, Some(PullPolicy::Missing) | None) => self.image(image).await,
         }
     }
 

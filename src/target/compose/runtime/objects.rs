@@ -80,6 +80,11 @@ impl ComposeRuntime {
             Err(e) if not_found(&e) => {}
             Err(e) => return Err(request(format!("inspecting image `{image}`"))(e)),
         }
+        self.pull(image).await
+    }
+
+    /// Pulls `image`.
+    pub(super) async fn pull(&self, image: &str) -> Result<(), EngineError> {
         tracing::info!(environment = %self.environment, image, "Pulling the image.");
         let options = CreateImageOptionsBuilder::new().from_image(image).build();
         self.docker
@@ -209,7 +214,12 @@ impl ComposeRuntime {
     /// service declares an engine health check: fails as soon as one is `unhealthy` (with the
     /// check's last output) or when the check's own time has passed.
     pub(super) async fn healthy(&self, service: &Service, slot: Slot) -> Result<(), ComposeError> {
-        let Some(check) = service.container.as_ref().and_then(|c| c.healthcheck.as_ref()) else {
+        let Some(check) = service
+            .container
+            .as_ref()
+            .and_then(|c| c.healthcheck.as_ref())
+            .filter(|check| check.test.first().is_some_and(|t| t != "NONE"))
+        else {
             return Ok(());
         };
         let name = service.name.as_str();
