@@ -145,34 +145,17 @@ fn absorb(
         match key.as_str() {
             "services" | "version" => {}
             "include" => {
-                for (path, at) in included(&member.value, out) {
+                for include in included(&member.value, out) {
                     if depth >= MOST_NESTED {
-                        out.push(Diagnostic::new(&at, "`include` nests too deep (a loop?)".to_owned()));
-                        continue;
-                    }
-                    if project.loads >= MOST_LOADS {
                         out.push(Diagnostic::new(
-                            &at,
-                            format!("more than {MOST_LOADS} files are included"),
+                            &include.at,
+                            "`include` nests too deep (a loop?)".to_owned(),
                         ));
                         continue;
                     }
-                    let Some(node) = project.load(&file.at.file, &path, &at, out) else {
-                        continue;
-                    };
-                    if project.including.contains(&node.at.file) || node.at.file == file.at.file {
-                        out.push(Diagnostic::new(
-                            &at,
-                            format!("`{path}` includes itself, through this `include`"),
-                        ));
-                        continue;
-                    }
-                    project.loads += 1;
-                    // An included file's relative paths start from its own folder.
-                    project.own_folders.insert(node.at.file.clone());
-                    project.including.push(file.at.file.clone());
                     let mut inner = Merged::default();
-                    absorb(node, settings, project, &mut inner, depth + 1, out);
+                    project.including.push(file.at.file.clone());
+                    project.include(&file.at.file, include, settings, &mut inner, depth, out);
                     project.including.pop();
                     for (name, (key_at, service)) in inner.services {
                         if merged.services.contains_key(&name) {
@@ -253,29 +236,56 @@ fn absorb(
     }
 }
 
-/// The paths an `include` names: each a path, or `{path: a path or a list}`.
-fn included(node: &Node, out: &mut Vec<Diagnostic>) -> Vec<(String, Origin)> {
-    let mut paths = Vec::new();
+/// One item of an `include`: the files (later ones merged over earlier ones, as override
+/// files), the folder their relative paths start from, and the files of default variables.
+struct Include {
+    at: Origin,
+    paths: Vec<(String, Origin)>,
+    project_directory: Option<(String, Origin)>,
+    env_files: Vec<(String, Origin)>,
+}
+
+/// The items an `include` names: each a path, or `{path, project_directory, env_file}`.
+fn included(node: &Node, out: &mut Vec<Diagnostic>) -> Vec<Include> {
+    let mut includes = Vec::new();
     for item in match &node.kind {
         Kind::Seq(items) => items.iter().collect(),
         _ => vec![node],
     } {
+        let mut include = Include {
+            at: item.at.clone(),
+            paths: Vec::new(),
+            project_directory: None,
+            env_files: Vec::new(),
+        };
         match &item.kind {
             Kind::Map(members) => {
                 for (key, member) in members {
                     match key.as_str() {
-                        "path" => paths.extend(strings(&member.value, out)),
+                        "path" => include.paths.extend(strings(&member.value, out)),
+                        "env_file" => include.env_files.extend(strings(&member.value, out)),
+                        "project_directory" => {
+                            include.project_directory = scalar(&member.value).map(|d| (d, member.value.at.clone()));
+                        }
                         other => out.push(Diagnostic::new(
                             &member.key_at,
-                            format!("`{other}` of an `include` is not carried out: the project's folder and variables are the including file's"),
+                            format!("`{other}` of an `include` is not carried out by plumb's compose target"),
                         )),
                     }
                 }
             }
-            _ => paths.extend(scalar(item).map(|p| (p, item.at.clone()))),
+            _ => include.paths.extend(scalar(item).map(|p| (p, item.at.clone()))),
         }
+        if include.paths.is_empty() {
+            out.push(Diagnostic::new(
+                &item.at,
+                "an `include` names the file to include in `path`".to_owned(),
+            ));
+            continue;
+        }
+        includes.push(include);
     }
-    paths
+    includes
 }
 
 /// `service` with the service it `extends` (in this project, or in another file) merged under
@@ -308,7 +318,13 @@ fn extended(
     };
     let base = match file.and_then(|f| Some((scalar(f)?, f.at.clone()))) {
         Some((path, at)) => {
-            let mut node = project.load(&service.at.file, &path, &at, out)?;
+            // From the folder of the file that extends (an included one's project folder).
+            let file = &service.at.file;
+            let folder = match project.folders.get(file) {
+                Some(folder) => folder.clone(),
+                None => file.rfind('/').map_or(String::new(), |slash| file[..=slash].to_owned()),
+            };
+            let mut node = project.load(&folder, &path, &at, out)?;
             project.interpolate(&mut node, out);
             let found = node.get("services").and_then(|s| s.get(&base_name)).cloned();
             let Some(found) = found else {
@@ -369,8 +385,12 @@ struct Project<'a> {
     /// with (plumb's `NetworkDefinition` and `VolumeDefinition`).
     networks: BTreeMap<String, Node>,
     volumes: BTreeMap<String, Node>,
-    /// The files included so far, whose relative paths start from their own folders.
-    own_folders: std::collections::BTreeSet<Arc<str>>,
+    /// The folder relative paths start from in each included file (with a trailing `/`): its
+    /// own, or its `include`'s `project_directory`.
+    folders: BTreeMap<Arc<str>, String>,
+    /// The default variables of each included file (its `include`'s `env_file`, else the
+    /// `.env` of its folder), under the project's own.
+    defaults: BTreeMap<Arc<str>, Vec<dotenv::Entry>>,
     /// The files whose `include` is being followed, outermost first.
     including: Vec<Arc<str>>,
     /// How many files were included.
@@ -404,7 +424,8 @@ impl<'a> Project<'a> {
             external_volumes: BTreeMap::new(),
             networks: BTreeMap::new(),
             volumes: BTreeMap::new(),
-            own_folders: std::collections::BTreeSet::new(),
+            folders: BTreeMap::new(),
+            defaults: BTreeMap::new(),
             including: Vec::new(),
             loads: 0,
         };
@@ -438,18 +459,118 @@ impl<'a> Project<'a> {
     /// The repository path of `relative` written in `file`: from the project's folder, or from
     /// the file's own folder when it was included (as Compose resolves them).
     fn path_in(&self, file: &str, relative: &str) -> Option<String> {
-        if self.own_folders.contains(file) {
-            let folder = file.rfind('/').map_or("", |slash| &file[..=slash]);
-            join(folder, relative)
-        } else {
-            self.path(relative)
+        match self.folders.get(file) {
+            Some(folder) => join(folder, relative),
+            None => self.path(relative),
         }
     }
 
-    /// The Compose file at `relative` to the folder of `from` (a file of the repository),
-    /// parsed; `None`, said at `at`, when it cannot be read.
-    fn load(&self, from: &str, relative: &str, at: &Origin, out: &mut Vec<Diagnostic>) -> Option<Node> {
-        let folder = from.rfind('/').map_or("", |slash| &from[..=slash]);
+    /// The folder relative paths start from in `file` (with a trailing `/`).
+    fn folder_of(&self, file: &str) -> String {
+        match self.folders.get(file) {
+            Some(folder) => folder.clone(),
+            None => self.folder.clone(),
+        }
+    }
+
+    /// Takes in the files of one `include` of `from` (merged together into `inner`), their
+    /// relative paths starting from its `project_directory` (else the first file's folder),
+    /// interpolated with its `env_file` (else that folder's `.env`) under the project's
+    /// variables — as Compose includes them.
+    fn include(
+        &mut self,
+        from: &Arc<str>,
+        include: Include,
+        settings: &Settings<'_>,
+        inner: &mut Merged,
+        depth: usize,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        let base = self.folder_of(from);
+        let mut nodes = Vec::new();
+        for (path, at) in &include.paths {
+            if self.loads >= MOST_LOADS {
+                out.push(Diagnostic::new(
+                    at,
+                    format!("more than {MOST_LOADS} files are included"),
+                ));
+                return;
+            }
+            let Some(node) = self.load(&base, path, at, out) else {
+                return;
+            };
+            if self.including.contains(&node.at.file) {
+                out.push(Diagnostic::new(
+                    at,
+                    format!("`{path}` includes itself, through this `include`"),
+                ));
+                return;
+            }
+            self.loads += 1;
+            nodes.push(node);
+        }
+        let folder = match &include.project_directory {
+            Some((directory, at)) => match join(&base, directory) {
+                Some(folder) if folder.is_empty() => folder,
+                Some(folder) => format!("{folder}/"),
+                None => {
+                    out.push(Diagnostic::new(at, format!("`{directory}` is outside the repository")));
+                    return;
+                }
+            },
+            None => {
+                let first = &nodes[0].at.file;
+                first
+                    .rfind('/')
+                    .map_or(String::new(), |slash| first[..=slash].to_owned())
+            }
+        };
+        let mut defaults = Vec::new();
+        let env_files: Vec<(String, Origin, bool)> = if include.env_files.is_empty() {
+            vec![(format!("{folder}.env"), include.at.clone(), false)]
+        } else {
+            include
+                .env_files
+                .iter()
+                .filter_map(|(path, at)| match join(&base, path) {
+                    Some(path) => Some((path, at.clone(), true)),
+                    None => {
+                        out.push(Diagnostic::new(at, format!("`{path}` is outside the repository")));
+                        None
+                    }
+                })
+                .collect()
+        };
+        for (path, at, required) in env_files {
+            match (self.read)(&path) {
+                Some((file, text)) => match dotenv::parse(&text, &|name| self.lookup(name)) {
+                    Ok(entries) => defaults.extend(entries),
+                    Err(problem) => out.push(Diagnostic::new(
+                        &Origin {
+                            file,
+                            line: problem.line,
+                            column: 1,
+                        },
+                        problem.message,
+                    )),
+                },
+                None if required => out.push(Diagnostic::new(
+                    &at,
+                    format!("env file `{path}` is not in the repository"),
+                )),
+                None => {}
+            }
+        }
+        for node in nodes {
+            self.folders.insert(node.at.file.clone(), folder.clone());
+            self.defaults.insert(node.at.file.clone(), defaults.clone());
+            absorb(node, settings, self, inner, depth + 1, out);
+        }
+    }
+
+    /// The Compose file at `relative` to `folder` of the repository, parsed; `None`, said at
+    /// `at`, when it cannot be read.
+    fn load(&self, folder: &str, relative: &str, at: &Origin, out: &mut Vec<Diagnostic>) -> Option<Node> {
         let Some(path) = join(folder, relative) else {
             out.push(Diagnostic::new(at, format!("`{relative}` is outside the repository")));
             return None;
@@ -485,11 +606,23 @@ impl<'a> Project<'a> {
         })
     }
 
-    /// Interpolates every string value under `node` (keys are left as written, as Compose
-    /// does).
+    /// Interpolates every string value under `node`, a file (keys are left as written, as
+    /// Compose does): with the project's variables, then the file's defaults when it was
+    /// included.
     fn interpolate(&self, node: &mut Node, out: &mut Vec<Diagnostic>) {
-        match &mut node.kind {
-            Kind::Str(text) => match interpolate::interpolate(text, &|name| self.lookup(name)) {
+        let defaults = self.defaults.get(&node.at.file).map_or(&[][..], Vec::as_slice);
+        let lookup = |name: &str| {
+            self.lookup(name)
+                .or_else(|| defaults.iter().rev().find(|e| e.name == name).map(|e| e.value.clone()))
+        };
+        interpolate_with(node, &lookup, out);
+    }
+}
+
+/// Interpolates every string value under `node` with `lookup`.
+fn interpolate_with(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>, out: &mut Vec<Diagnostic>) {
+    match &mut node.kind {
+            Kind::Str(text) => match interpolate::interpolate(text, lookup) {
                 Ok(value) => *text = value,
                 Err(problem) => out.push(
                     Diagnostic::new(&node.at, format!("`{text}` {problem}")).hint(
@@ -499,16 +632,15 @@ impl<'a> Project<'a> {
             },
             Kind::Seq(items) => {
                 for item in items {
-                    self.interpolate(item, out);
+                    interpolate_with(item, lookup, out);
                 }
             }
             Kind::Map(members) => {
                 for member in members.values_mut() {
-                    self.interpolate(&mut member.value, out);
+                    interpolate_with(&mut member.value, lookup, out);
                 }
             }
             _ => {}
-        }
     }
 }
 
