@@ -158,7 +158,7 @@ fn render_with(
     // The Compose files and plain manifests the environments point at, read once each.
     let compose = ("compose", "files", "Compose file");
     let compose_limits = Limits {
-        merge_tags: true,
+        compose: true,
         ..limits
     };
     let composed = listed_files(&selected, tree, compose_limits, &mut sources, compose, yaml::parse)?;

@@ -21,8 +21,9 @@ pub struct Limits {
     pub max_depth: usize,
     /// Most nodes in a document, counting every copy an alias makes.
     pub max_nodes: usize,
-    /// Whether Compose's merge tags (`!reset`, `!override`) are read; refused otherwise.
-    pub merge_tags: bool,
+    /// Whether the file is read as Compose reads it: its merge tags (`!reset`, `!override`,
+    /// refused otherwise) and Go's forms of integers (`0400` is octal, `0b101` binary, `1_000`).
+    pub compose: bool,
 }
 
 impl Default for Limits {
@@ -31,7 +32,7 @@ impl Default for Limits {
             max_bytes: 8 << 20,
             max_depth: 64,
             max_nodes: 500_000,
-            merge_tags: false,
+            compose: false,
         }
     }
 }
@@ -400,7 +401,7 @@ impl Builder<'_> {
 
     /// Compose's merge tag `tag` is, when those are read.
     fn merge_tag(&self, tag: Option<&Tag>) -> Option<MergeTag> {
-        let tag = tag.filter(|_| self.limits.merge_tags)?;
+        let tag = tag.filter(|_| self.limits.compose)?;
         match (tag.handle.as_str(), tag.suffix.as_str()) {
             ("!", "reset") => Some(MergeTag::Reset),
             ("!", "override") => Some(MergeTag::Override),
@@ -430,6 +431,9 @@ impl Builder<'_> {
             },
             Some(tag) if tag.handle == "!" && tag.suffix.is_empty() => Some(Kind::Str(value.to_owned())),
             Some(_) => None,
+            None if style == ScalarStyle::Plain && self.limits.compose => {
+                Some(go_integer(value).map_or_else(|| resolve_plain(value), Kind::Int))
+            }
             None if style == ScalarStyle::Plain => Some(resolve_plain(value)),
             None => Some(Kind::Str(value.to_owned())),
         };
@@ -491,6 +495,32 @@ fn resolve_plain(value: &str) -> Kind {
         return Kind::Float(f * if sign < 0 && f > 0.0 { -1.0 } else { 1.0 });
     }
     Kind::Str(value.to_owned())
+}
+
+/// An integer as Go reads one with base 0, as Compose's YAML does: `0400` octal, `0b101`
+/// binary, `0x1f` hexadecimal, `0o17` octal, underscores between digits; `None` for what the
+/// YAML core schema reads the same (decimal) or is not an integer.
+fn go_integer(value: &str) -> Option<i64> {
+    let (negative, digits) = match value.as_bytes().first()? {
+        b'-' => (true, &value[1..]),
+        b'+' => (false, &value[1..]),
+        _ => (false, value),
+    };
+    let digits = digits.replace('_', "");
+    let (radix, rest) = if let Some(rest) = digits.strip_prefix("0b").or_else(|| digits.strip_prefix("0B")) {
+        (2, rest)
+    } else if digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()) {
+        (8, &digits[1..])
+    } else if value.contains('_') && digits.bytes().all(|b| b.is_ascii_digit()) {
+        (10, digits.as_str())
+    } else {
+        return None;
+    };
+    if rest.is_empty() {
+        return None;
+    }
+    let magnitude = i64::from_str_radix(rest, radix).ok()?;
+    Some(if negative { -magnitude } else { magnitude })
 }
 
 /// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?` without the sign.
@@ -587,6 +617,28 @@ mod tests {
         );
         let err = parse(&Arc::from("b.yaml"), b"a: \x00", Limits::default()).unwrap_err();
         assert!(err.message.contains("NUL byte"));
+    }
+
+    #[test]
+    fn compose_files_read_integers_and_merge_tags_as_compose_does() {
+        let compose = Limits {
+            compose: true,
+            ..Limits::default()
+        };
+        let text = b"a: 0400\nb: 0b101\nc: 1_000\nd: 0x1f\ne: 400\nf: '0400'\ng: !reset []\nh: !override {x: 1}\n";
+        let node = parse(&Arc::from("compose.yaml"), text, compose).unwrap();
+        let json = node.to_json();
+        assert_eq!(
+            json,
+            serde_json::json!({"a": 256, "b": 5, "c": 1000, "d": 31, "e": 400, "f": "0400", "g": [], "h": {"x": 1}})
+        );
+        assert_eq!(node.get("g").unwrap().merge, Some(MergeTag::Reset));
+        assert_eq!(node.get("h").unwrap().merge, Some(MergeTag::Override));
+        // plumb's own documents are YAML 1.2 and take no tags.
+        let plain = parse(&Arc::from("plumb.yaml"), b"a: 0400\n", Limits::default()).unwrap();
+        assert_eq!(plain.to_json(), serde_json::json!({"a": 400}));
+        let err = parse(&Arc::from("plumb.yaml"), b"g: !reset []\n", Limits::default()).unwrap_err();
+        assert!(err.message.contains("unsupported tag"), "{}", err.message);
     }
 
     #[test]

@@ -753,7 +753,16 @@ mod fidelity {
                         .value;
                     (format!("{what} {source}"), value)
                 };
-                files.push(json!({"source": origin, "target": target, "readOnly": true, "content": content}));
+                let mut file = json!({"source": origin, "target": target, "readOnly": true, "content": content});
+                for id in ["uid", "gid"] {
+                    if let Some(value) = grant[id].as_str() {
+                        file[id] = json!(value.parse::<u32>().unwrap());
+                    }
+                }
+                if let Some(mode) = grant["mode"].as_str() {
+                    file["mode"] = json!(u32::from_str_radix(mode, 8).unwrap());
+                }
+                files.push(file);
             }
         }
         files
@@ -772,8 +781,10 @@ mod fidelity {
                         "readOnly": f["readOnly"].as_bool().unwrap_or(true),
                         "content": f["content"],
                     });
-                    if !f["encoding"].is_null() {
-                        file["encoding"] = f["encoding"].clone();
+                    for key in ["encoding", "uid", "gid", "mode"] {
+                        if !f[key].is_null() {
+                            file[key] = f[key].clone();
+                        }
                     }
                     file
                 })

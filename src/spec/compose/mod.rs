@@ -583,7 +583,7 @@ impl<'a> Project<'a> {
             return None;
         };
         let limits = super::yaml::Limits {
-            merge_tags: true,
+            compose: true,
             ..super::yaml::Limits::default()
         };
         match super::yaml::parse(&name, text.as_bytes(), limits) {

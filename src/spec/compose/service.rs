@@ -294,14 +294,33 @@ pub(super) fn translate(
 /// `content`, or a project variable (`environment`).
 fn granted(secret: bool, item: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Option<Node> {
     let what = if secret { "secret" } else { "config" };
+    // The owner and mode of the file the agent writes.
+    let mut owner = Vec::new();
     let (source, target) = match &item.kind {
         Kind::Map(members) => {
             for (key, member) in members {
-                if !["source", "target"].contains(&key.as_str()) {
-                    out.push(Diagnostic::new(
+                match key.as_str() {
+                    "source" | "target" => {}
+                    "uid" | "gid" => match scalar(&member.value).and_then(|id| id.parse::<u32>().ok()) {
+                        Some(id) => {
+                            owner.push((key.as_str(), Node::new(Kind::Int(id.into()), member.value.at.clone())))
+                        }
+                        None => out.push(Diagnostic::new(
+                            &member.value.at,
+                            format!("`{key}` of a {what} is a number (a user or group id)"),
+                        )),
+                    },
+                    "mode" => match file_mode(&member.value) {
+                        Some(mode) => owner.push(("mode", Node::new(Kind::Int(mode.into()), member.value.at.clone()))),
+                        None => out.push(Diagnostic::new(
+                            &member.value.at,
+                            format!("`mode` of a {what} is a file mode in octal, at most 0777"),
+                        )),
+                    },
+                    _ => out.push(Diagnostic::new(
                         &member.key_at,
-                        format!("`{key}` of a {what} is not carried out: plumb mounts the file as the agent writes it"),
-                    ));
+                        format!("`{key}` of a {what} is not carried out by plumb's compose target"),
+                    )),
                 }
             }
             let Some(source) = item.get("source").and_then(scalar) else {
@@ -388,15 +407,25 @@ fn granted(secret: bool, item: &Node, project: &Project<'_>, out: &mut Vec<Diagn
     if crate::spec::model::scalar::is_encrypted(content.trim()) {
         content = content.trim().to_owned();
     }
-    Some(map(
-        vec![
-            ("source", text(origin, &item.at)),
-            ("target", text(target, &item.at)),
-            ("content", text(content, &item.at)),
-            ("readOnly", Node::new(Kind::Bool(true), item.at.clone())),
-        ],
-        &item.at,
-    ))
+    let mut fields = vec![
+        ("source", text(origin, &item.at)),
+        ("target", text(target, &item.at)),
+        ("content", text(content, &item.at)),
+        ("readOnly", Node::new(Kind::Bool(true), item.at.clone())),
+    ];
+    fields.extend(owner);
+    Some(map(fields, &item.at))
+}
+
+/// A file mode as Compose reads it: an integer (`0400`, read as octal by Compose's YAML) or
+/// octal digits in a text (`"0440"`, `"0o440"`).
+fn file_mode(node: &Node) -> Option<u32> {
+    let mode = match &node.kind {
+        Kind::Int(mode) => u32::try_from(*mode).ok()?,
+        Kind::Str(text) => u32::from_str_radix(text.trim_start_matches("0o"), 8).ok()?,
+        _ => return None,
+    };
+    (mode <= 0o777).then_some(mode)
 }
 
 /// An item of `cap_add`, `security_opt`… as text; a device in the long form

@@ -248,6 +248,16 @@ pub struct RepositoryFile {
     /// How `content` is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<Encoding>,
+    /// The file's owner on the host, which the container sees (a user id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// The file's group on the host, which the container sees (a group id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// The file's mode (`0o440`); readable by all (`0o644`) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 0o777))]
+    pub mode: Option<u32>,
     /// Mounted read-only (the default); with `false` the container may change its copy, which
     /// the next version replaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]

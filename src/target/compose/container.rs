@@ -174,6 +174,20 @@ pub async fn write_files(service: &Service, dir: &std::path::Path) -> std::io::R
             }
         };
         crate::target::workload::save(&path, bytes, false).await?;
+        if file.mode.is_some() || file.uid.is_some() || file.gid.is_some() {
+            let (mode, uid, gid) = (file.mode, file.uid, file.gid);
+            let path = path.clone();
+            crate::blocking::io(move || {
+                use std::os::unix::fs::PermissionsExt;
+                std::os::unix::fs::chown(&path, uid, gid)?;
+                if let Some(mode) = mode {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| std::io::Error::other(format!("setting the owner and mode of {}: {e}", file.target)))?;
+        }
     }
     for (path, files) in folders {
         crate::blocking::io(move || write_folder(&path, &files)).await?;
