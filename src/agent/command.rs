@@ -53,9 +53,10 @@ impl Worker {
     pub async fn pending(&mut self) -> Result<Pending, CommandError> {
         let head = self.last.as_ref().ok_or_else(no_head)?;
         let desired = head.desired.as_ref().map_err(|e| CommandError::Conflict(e.clone()))?;
-        let (_, plan) = crate::reconcile::observe_and_plan(self.target.as_ref(), desired, desired.sync.prune)
-            .await
-            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+        let (_, plan) =
+            crate::reconcile::observe_and_plan(self.target.as_ref(), &self.ledger, desired, desired.sync.prune)
+                .await
+                .map_err(|e| CommandError::Unavailable(e.to_string()))?;
         Ok(Pending {
             commit: head.commit.to_string(),
             applied: self.applied.as_ref().map(|(c, _)| c.clone()),

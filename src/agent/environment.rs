@@ -463,7 +463,7 @@ impl Worker {
             return Ok(());
         };
         let (observed, plan) =
-            match reconcile::observe_and_plan(self.target.as_ref(), desired, desired.sync.prune).await {
+            match reconcile::observe_and_plan(self.target.as_ref(), &self.ledger, desired, desired.sync.prune).await {
                 Ok(observed) => observed,
                 Err(e) => {
                     tracing::warn!(environment = %self.name, error = %e, "Cannot look for drift now.");

@@ -248,10 +248,19 @@ fn service_step(service: &Service, slots: Option<&BTreeMap<Slot, LiveSlot>>, tar
             why,
         })
     };
+    let wanted = version(service);
+    if service.task {
+        // A task's last completed version (from the ledger, as the caller observes it).
+        let done = slots.and_then(serving).map(|(_, s)| s.version.as_str());
+        return match done {
+            Some(done) if done == wanted => None,
+            Some(done) => step(Action::Rollout, format!("task version {done} → {wanted}: run it")),
+            None => step(Action::Create, "task never ran to completion here".to_owned()),
+        };
+    }
     let Some((slot, running)) = slots.and_then(serving) else {
         return step(Action::Create, "not running".to_owned());
     };
-    let wanted = version(service);
     if running.version != wanted {
         return step(Action::Rollout, format!("version {} → {wanted}", running.version));
     }

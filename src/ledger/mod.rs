@@ -8,6 +8,7 @@ mod carry;
 mod journal;
 mod recorder;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -287,6 +288,34 @@ impl Ledger {
             )
             .optional()
             .map_err(|e| self.sql(e))
+    }
+
+    /// Records that task `service` ran `version` to completion under `attempt`.
+    pub fn task_done(&mut self, attempt: i64, service: &str, version: &str) -> Result<(), LedgerError> {
+        let environment = self.environment_of(attempt)?;
+        let body = json!({ "service": service, "version": version });
+        self.append(&environment, "task", Some(attempt), &body)?;
+        Ok(())
+    }
+
+    /// The version each task of `environment` last ran to completion, by service.
+    pub fn tasks_done(&self, environment: &str) -> Result<BTreeMap<String, String>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT json_extract(body, '$.service'), json_extract(body, '$.version') FROM entries
+                 WHERE environment = ?1 AND kind = 'task' ORDER BY seq",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = statement
+            .query_map(params![environment], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(|e| self.sql(e))?;
+        let mut done = BTreeMap::new();
+        for row in rows {
+            let (service, version): (String, String) = row.map_err(|e| self.sql(e))?;
+            done.insert(service, version);
+        }
+        Ok(done)
     }
 
     /// The environment and commit of an attempt.

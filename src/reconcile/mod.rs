@@ -26,19 +26,62 @@ pub struct Observed {
     pub manifests: LiveManifests,
 }
 
-/// Observes what `target` runs and plans `desired` against it (services and plain manifests).
+/// Observes what `target` runs, with the versions of `desired`'s tasks the ledger holds run to
+/// completion, and plans `desired` against it (services and plain manifests).
 pub async fn observe_and_plan(
     target: &dyn Target,
+    ledger: &Recorder,
     desired: &Desired,
     prune: bool,
-) -> Result<(Observed, Plan), TargetError> {
-    let observed = Observed {
+) -> Result<(Observed, Plan), ObserveError> {
+    let mut observed = Observed {
         services: target.observe().await?,
         manifests: target.observe_manifests().await?,
     };
+    let tasks: Vec<String> = desired
+        .services
+        .values()
+        .filter(|s| s.task)
+        .map(|s| s.name.as_str().to_owned())
+        .collect();
+    if !tasks.is_empty() {
+        let environment = desired.environment.as_str().to_owned();
+        let done = ledger.call(move |l| l.tasks_done(&environment)).await?;
+        for (service, version) in done.into_iter().filter(|(s, _)| tasks.contains(s)) {
+            let completed = crate::target::LiveSlot {
+                version,
+                replicas: Vec::new(),
+                weight: 100,
+                config: None,
+                failed: 0,
+                taken: Vec::new(),
+            };
+            observed.services.insert(service, [(Slot::Blue, completed)].into());
+        }
+    }
     let mut planned = plan::plan(desired, &observed.services, prune);
     planned.manifests = plan::manifests(desired, &observed.manifests, prune);
     Ok((observed, planned))
+}
+
+/// Why what runs cannot be known.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// The target cannot be asked.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The ledger cannot tell which tasks ran.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl From<ObserveError> for RolloutError {
+    fn from(error: ObserveError) -> Self {
+        match error {
+            ObserveError::Target(e) => RolloutError::Target(e),
+            ObserveError::Ledger(e) => RolloutError::Ledger(e),
+        }
+    }
 }
 
 /// What applying a commit did.
@@ -84,7 +127,7 @@ pub async fn apply(
     intent: Intent<'_>,
     rollback: Option<RollbackPoint<'_>>,
 ) -> Result<Applied, LedgerError> {
-    let (live, plan) = match observe_and_plan(target, desired, desired.sync.prune).await {
+    let (live, plan) = match observe_and_plan(target, ledger, desired, desired.sync.prune).await {
         Ok(observed) => observed,
         Err(e) => {
             // Nothing was attempted: what runs is unknown, so nothing is changed or recorded.
@@ -188,7 +231,7 @@ async fn restore(
     failed: &Plan,
     before: &Observed,
 ) -> Result<(), RolloutError> {
-    let (live, mut back) = observe_and_plan(target, previous, false).await?;
+    let (live, mut back) = observe_and_plan(target, ledger, previous, false).await?;
     let created: BTreeSet<&str> = failed
         .steps
         .iter()

@@ -63,6 +63,14 @@ pub enum RolloutError {
         /// The service.
         service: String,
     },
+    /// A task did not run to completion.
+    #[error("the task `{service}` did not complete: {reason}")]
+    Task {
+        /// The service.
+        service: String,
+        /// What happened.
+        reason: String,
+    },
     /// The service's strategy is not one this target runs.
     #[error("the `{0}` strategy is not available on this target yet")]
     Unsupported(&'static str),
@@ -116,10 +124,14 @@ impl Rollout<'_> {
     /// migration succeeded before (an earlier attempt, another service's retry) skips it. When
     /// the rollout then fails, the hook's rollback command runs.
     pub async fn run(&mut self, service: &Service, version: &str, live: Option<Slot>) -> Result<Slot, RolloutError> {
+        self.service = service.name.as_str().to_owned();
+        if service.task {
+            self.complete(service, version).await?;
+            return Ok(Slot::Blue);
+        }
         if !self.runtime.capabilities().supports(&service.strategy) {
             return Err(RolloutError::Unsupported(service.strategy.name()));
         }
-        self.service = service.name.as_str().to_owned();
         let migrated = self.migrate(service).await?;
         let result = match &service.strategy {
             Strategy::BlueGreen(settings) => self.blue_green(service, version, live, settings).await,
@@ -133,6 +145,27 @@ impl Rollout<'_> {
             self.unmigrate(service).await?;
         }
         result
+    }
+
+    /// Runs task `service` to completion (within its progress deadline) as a one-off job, and
+    /// records in the ledger that `version` completed: it does not run again until it changes.
+    async fn complete(&mut self, service: &Service, version: &str) -> Result<(), RolloutError> {
+        let name = service.name.as_str();
+        let command = service.command.clone().unwrap_or_default();
+        let job = format!("task-{}", version.get(..12).unwrap_or(version));
+        self.step(&format!("run {version} to completion"), async {
+            self.runtime
+                .run_job(service, &job, &command, service.progress_deadline.0)
+                .await
+                .map_err(|reason| RolloutError::Task {
+                    service: name.to_owned(),
+                    reason: reason.source.to_string(),
+                })
+        })
+        .await?;
+        let (attempt, name, version) = (self.attempt, name.to_owned(), version.to_owned());
+        self.ledger.call(move |l| l.task_done(attempt, &name, &version)).await?;
+        Ok(())
     }
 
     /// Runs the migration hook unless it already succeeded for this commit; returns whether

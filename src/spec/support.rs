@@ -573,6 +573,45 @@ pub static FIELDS: &[Field] = &[
         used: never,
     },
     Field {
+        path: "task",
+        local: Done("a process run to completion once per version"),
+        compose: Done("a one-off container run to completion once per version"),
+        kubernetes: Done("a Job run to completion once per version"),
+        used: never,
+    },
+    Field {
+        path: "task: with ports, health checks, replicas or a migration",
+        local: Refused(
+            "a task runs once to completion: it serves nothing, so it has no ports, health checks, migration or copies",
+        ),
+        compose: Refused(
+            "a task runs once to completion: it serves nothing, so it has no ports, health checks, migration or copies",
+        ),
+        kubernetes: Refused(
+            "a task runs once to completion: it serves nothing, so it has no ports, health checks, migration or copies",
+        ),
+        used: |s, _| {
+            let serving = !s.ports.is_empty()
+                || !s.health_checks.is_empty()
+                || s.replicas != 1
+                || s.autoscaling.is_some()
+                || s.migration.is_some();
+            when(s.task && serving, root().key("task"))
+        },
+    },
+    Field {
+        path: "task: without a command on the local target",
+        local: Refused("a local process needs its `command`"),
+        compose: Done("the image's own command"),
+        kubernetes: Done("the image's own command"),
+        used: |s, t| {
+            when(
+                s.task && s.command.is_none() && matches!(t, Target::Local(_)),
+                root().key("task"),
+            )
+        },
+    },
+    Field {
         path: "migration.timeout",
         local: EVERYWHERE,
         compose: EVERYWHERE,

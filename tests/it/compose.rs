@@ -822,3 +822,94 @@ async fn decrypted_values_reach_the_container_and_its_file_is_private() {
     agent.stop().await;
     clean(project);
 }
+
+/// A Compose project whose `web` awaits `migrate` to complete (`service_completed_successfully`).
+fn task_repo(repo: &TestRepo, project: &str, image: &str, port: u16, release: &str, migrate: &str) {
+    repo.write(
+        "plumb.yaml",
+        &format!("apiVersion: plumb/v1\nkind: Repository\nenvironments: [{project}]\n"),
+    );
+    repo.write(
+        &format!("environments/{project}.yaml"),
+        &format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: {project}\ntarget:\n  compose:\n    dockerHost: {:?}\n    files: [compose.yaml]\n",
+            crate::docker::host()
+        ),
+    );
+    repo.write(
+        "compose.yaml",
+        &format!(
+            "services:\n  migrate:\n    image: {image}\n    command: {migrate}\n  \
+             web:\n    image: {image}\n    command: /plumb example-app\n    environment: {{EXAMPLE_RELEASE: {release}}}\n    \
+             ports: [\"{port}:8000\"]\n    depends_on: {{migrate: {{condition: service_completed_successfully}}}}\n    \
+             x-plumb:\n      strategy: {{recreate: {{}}}}\n      \
+             healthChecks: [{{name: ready, http: {{path: /health, port: p{port}}}, interval: 50ms, failureThreshold: 100}}]\n"
+        ),
+    );
+}
+
+/// The names of the steps of the attempt that applied `commit`.
+fn steps_of(state: &Path, project: &str, commit: &str) -> Vec<String> {
+    let ledger = Ledger::open_read_only(&state.join("ledger.sqlite")).unwrap();
+    let history = ledger.history(project, 20).unwrap();
+    let attempt = history.iter().find(|a| a.attempt.commit == commit).unwrap();
+    attempt.steps.iter().map(|s| s.name.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_runs_to_completion_before_the_services_awaiting_it() {
+    let image = example_image();
+    let project = "ctask";
+    clean(project);
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let state = tempfile::tempdir().unwrap();
+
+    // The task runs first, to completion; its container does not stay.
+    task_repo(&upstream, project, image, port, "t1", "[/plumb, --version]");
+    let first = upstream.commit_signed("migrate, then web t1", &alice);
+    let agent = start_agent(&upstream, &root, state.path()).await;
+    assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
+    assert!(serves(addr, "t1").await);
+    let steps = steps_of(state.path(), project, &first);
+    let ran = steps
+        .iter()
+        .position(|s| s.starts_with("migrate: run ") && s.ends_with(" to completion"));
+    let web = steps.iter().position(|s| s.starts_with("web: "));
+    assert!(matches!((ran, web), (Some(r), Some(w)) if r < w), "{steps:#?}");
+    let left = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        "label=com.docker.compose.service=migrate",
+    ]);
+    assert!(left.trim().is_empty(), "the task's container is gone: {left}");
+
+    // A commit that leaves the task as it was does not run it again.
+    task_repo(&upstream, project, image, port, "t2", "[/plumb, --version]");
+    let second = upstream.commit_signed("web t2", &alice);
+    agent.push();
+    assert_eq!(outcome(state.path(), project, &second).await, Some(Outcome::Succeeded));
+    assert!(serves(addr, "t2").await);
+    let steps = steps_of(state.path(), project, &second);
+    assert!(!steps.iter().any(|s| s.starts_with("migrate: ")), "{steps:#?}");
+
+    // A task that fails stops the release: what awaited it keeps running the old version.
+    task_repo(&upstream, project, image, port, "t3", "[/plumb, no-such-command]");
+    let third = upstream.commit_signed("a migration that fails, web t3", &alice);
+    agent.push();
+    let failed = outcome(state.path(), project, &third).await;
+    let reason = match &failed {
+        Some(Outcome::Failed(reason) | Outcome::RolledBack(reason)) => reason.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(reason.contains("the task `migrate` did not complete"), "{reason}");
+    assert_eq!(release(addr).await.as_deref(), Some("t2"));
+
+    agent.stop().await;
+    clean(project);
+}

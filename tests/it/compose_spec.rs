@@ -318,6 +318,13 @@ mod fidelity {
             or_null(&theirs["network_mode"]),
             or_null(&container["networkMode"]),
         );
+        // A service another awaits to complete is a task: run to completion, not kept running.
+        let awaited = project["services"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|other| other["depends_on"][name]["condition"] == "service_completed_successfully");
+        same("task", json!(awaited), json!(ours["task"].as_bool().unwrap_or(false)));
         let mut depended: Vec<String> = ours["dependsOn"]
             .as_array()
             .into_iter()

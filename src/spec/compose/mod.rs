@@ -96,6 +96,7 @@ pub fn services(
         absorb(file.clone(), settings, &mut project, &mut merged, 0, out);
     }
     objects::settle(&mut project, out);
+    project.tasks = tasks(&merged.services);
     let bases = merged.services.clone();
     for (name, (key_at, service)) in &merged.services {
         let Some(mut service) = extended(name, service, &bases, &project, 0, out) else {
@@ -107,6 +108,20 @@ pub fn services(
         }
     }
     services
+}
+
+/// The services some service awaits to complete (`depends_on: {x: {condition:
+/// service_completed_successfully}}`).
+fn tasks(services: &IndexMap<String, (Origin, Node)>) -> std::collections::BTreeSet<String> {
+    services
+        .values()
+        .filter_map(|(_, service)| service.get("depends_on")?.as_map())
+        .flat_map(|dependencies| dependencies.iter())
+        .filter(|(_, dependency)| {
+            dependency.value.get("condition").and_then(scalar).as_deref() == Some("service_completed_successfully")
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// How deep `include` and `extends` may nest: deeper is refused as a loop.
@@ -385,6 +400,8 @@ struct Project<'a> {
     /// with (plumb's `NetworkDefinition` and `VolumeDefinition`).
     networks: BTreeMap<String, Node>,
     volumes: BTreeMap<String, Node>,
+    /// The services another awaits to complete (`service_completed_successfully`): tasks.
+    tasks: std::collections::BTreeSet<String>,
     /// The folder relative paths start from in each included file (with a trailing `/`): its
     /// own, or its `include`'s `project_directory`.
     folders: BTreeMap<Arc<str>, String>,
@@ -424,6 +441,7 @@ impl<'a> Project<'a> {
             external_volumes: BTreeMap::new(),
             networks: BTreeMap::new(),
             volumes: BTreeMap::new(),
+            tasks: std::collections::BTreeSet::new(),
             folders: BTreeMap::new(),
             defaults: BTreeMap::new(),
             including: Vec::new(),

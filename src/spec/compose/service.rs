@@ -51,6 +51,9 @@ pub(super) fn translate(
         ("kind", text("Service", key_at)),
         ("name", text(name, key_at)),
     ];
+    if project.tasks.contains(name) {
+        doc.push(("task", Node::new(Kind::Bool(true), key_at.clone())));
+    }
     let mut container: Vec<(&str, Node)> = Vec::new();
     let mut mounts = Mounts::default();
     let mut network_definitions = Vec::new();
@@ -1045,18 +1048,18 @@ fn depends_on(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
                 if let Some(settings) = member.value.as_map() {
                     for (key, setting) in settings {
                         match (key.as_str(), scalar(&setting.value).as_deref()) {
-                            ("condition", Some("service_started" | "service_healthy")) => {}
-                            ("condition", Some("service_completed_successfully")) => out.push(
-                                Diagnostic::new(
-                                    &setting.value.at,
-                                    format!("`{name}` is awaited to complete: plumb runs long-lived services, not one-off tasks"),
-                                )
-                                .hint("a task run before each release belongs in the service's `x-plumb.migration`"),
-                            ),
+                            // A service awaited to complete is a task (`tasks`): it runs to the
+                            // end before this one rolls out, as the others are rolled out first.
+                            (
+                                "condition",
+                                Some("service_started" | "service_healthy" | "service_completed_successfully"),
+                            ) => {}
                             ("restart", Some("false")) | ("required", Some("true")) => {}
                             _ => out.push(Diagnostic::new(
                                 &setting.key_at,
-                                format!("`{key}` of the dependency on `{name}` is not carried out by plumb's compose target"),
+                                format!(
+                                    "`{key}` of the dependency on `{name}` is not carried out by plumb's compose target"
+                                ),
                             )),
                         }
                     }

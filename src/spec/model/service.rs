@@ -71,9 +71,15 @@ pub struct Service {
     /// The application's own configuration, validated against its JSON Schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<AppConfig>,
-    /// Services that must be deployed and healthy first.
+    /// Services that must be deployed and healthy first (a task: run to completion first).
     #[serde(default)]
     pub depends_on: Vec<Name>,
+    /// A task: its program runs to completion once per version, as a one-off job, before the
+    /// services that depend on it (Compose's `service_completed_successfully`), instead of
+    /// being kept running. Its success is recorded in the ledger: it runs again only when it
+    /// changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub task: bool,
     /// The clear values of its encrypted values, opened by the agent when it rendered the
     /// commit; never serialized.
     #[serde(skip)]

@@ -438,7 +438,8 @@ impl Launch<'_> {
         let settings = self.service.container.clone().unwrap_or_default();
         ContainerCreateBody {
             image: self.service.image.clone(),
-            cmd: Some(command.iter().map(|arg| expand(arg, &env)).collect()),
+            // No command: the image's own.
+            cmd: (!command.is_empty()).then(|| command.iter().map(|arg| expand(arg, &env)).collect()),
             env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
             entrypoint: settings.entrypoint.clone(),
