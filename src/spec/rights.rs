@@ -130,6 +130,13 @@ pub fn check(service: &Service, node: &Node, allow: &Allow, out: &mut Vec<Diagno
             );
         }
     }
+    if container.userns_mode.is_some() && !allow.host_namespaces {
+        refuse(
+            field("usernsMode", None),
+            "`userns_mode: host` leaves the engine's user namespace remapping".to_owned(),
+            "hostNamespaces",
+        );
+    }
     if container.network_mode.as_deref() == Some("host") && !allow.host_namespaces {
         refuse(
             field("networkMode", None),

@@ -838,6 +838,20 @@ pub static FIELDS: &[Field] = &[
         used: never,
     },
     Field {
+        path: "container.platform",
+        local: Within("container"),
+        compose: Done("the platform the image is pulled, built and run for"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
+        path: "container.usernsMode",
+        local: Within("container"),
+        compose: Done("the host's user namespace, when the agent allows host namespaces"),
+        kubernetes: Within("container"),
+        used: never,
+    },
+    Field {
         path: "container.pullPolicy",
         local: Within("container"),
         compose: Done("the image pulled at every deploy, when missing, or never"),

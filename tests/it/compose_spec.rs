@@ -344,7 +344,10 @@ mod fidelity {
         );
         same(
             "replicas",
-            theirs["deploy"]["replicas"].as_u64().map_or(json!(1), |n| json!(n)),
+            theirs["deploy"]["replicas"]
+                .as_u64()
+                .or(theirs["scale"].as_u64())
+                .map_or(json!(1), |n| json!(n)),
             ours["replicas"].clone(),
         );
         same("resources", resources_of_compose(theirs), resources_of_plumb(ours));
@@ -361,6 +364,8 @@ mod fidelity {
             ("stop_signal", "stopSignal"),
             ("init", "init"),
             ("container_name", "containerName"),
+            ("platform", "platform"),
+            ("userns_mode", "usernsMode"),
         ] {
             same(compose, or_null(&theirs[compose]), or_null(&container[plumb]));
         }

@@ -954,13 +954,13 @@ mod tests {
     #[test]
     fn what_plumb_would_drop_is_refused_by_name() {
         let (_, problems) = translate_text(
-            "services:\n  web:\n    image: x\n    userns_mode: host\n    ports: [\"80\"]\n    environment: [HOME]\nmodels: {}\n",
+            "services:\n  web:\n    image: x\n    volumes_from: [db]\n    ports: [\"80\"]\n    environment: [HOME]\nmodels: {}\n",
         );
         let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert!(
             messages
                 .iter()
-                .any(|m| m.starts_with("compose.yaml:4:5") && m.contains("`userns_mode`")),
+                .any(|m| m.starts_with("compose.yaml:4:5") && m.contains("`volumes_from`")),
             "{messages:?}"
         );
         assert!(

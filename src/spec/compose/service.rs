@@ -12,15 +12,17 @@ use crate::spec::node::{Kind, Member, Node, Origin};
 /// not carried out by plumb.
 const REFUSED: &[(&str, &str)] = &[
     (
-        "userns_mode",
-        "it changes the container's user namespace, and no agent setting allows it",
+        "volumes_from",
+        "it mounts another container's volumes, and plumb's slots are separate containers: name the volume instead",
     ),
-    ("volumes_from", "plumb mounts named volumes; name the volume instead"),
     (
         "links",
-        "services reach each other by name on the project's networks; `links` is not needed",
+        "services reach each other by name on the project's networks; `links` would add per-container aliases plumb does not make",
     ),
-    ("scale", "write `deploy.replicas`"),
+    (
+        "external_links",
+        "services reach containers outside the project through an external network it joins",
+    ),
 ];
 
 /// One Compose service as a plumb service document; `None` when its profiles are off.
@@ -207,6 +209,26 @@ pub(super) fn translate(
                 }
                 _ => out.push(Diagnostic::new(&value.at, format!("`{key}` is a list"))),
             },
+            "platform" => container.push(("platform", value.clone())),
+            "userns_mode" => match scalar(value).as_deref() {
+                Some("host") => container.push(("usernsMode", text("host", &value.at))),
+                _ => refuse(
+                    out,
+                    "the engine takes `host` alone (leaving its user namespace remapping)",
+                ),
+            },
+            // The legacy form of `deploy.replicas`, which Compose refuses to differ from it.
+            "scale" => {
+                let replicas = service.get("deploy").and_then(|d| d.get("replicas")).and_then(scalar);
+                match replicas {
+                    Some(replicas) if Some(replicas.clone()) != scalar(value) => refuse(
+                        out,
+                        &format!("it differs from `deploy.replicas` ({replicas}); Compose refuses distinct values"),
+                    ),
+                    Some(_) => {}
+                    None => doc.push(("replicas", integer(value))),
+                }
+            }
             "pull_policy" => match scalar(value).as_deref() {
                 Some(policy @ ("always" | "missing" | "never")) => {
                     container.push(("pullPolicy", text(policy, &value.at)))

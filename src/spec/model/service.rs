@@ -114,6 +114,11 @@ pub struct Container {
     /// its replicas running, and an exit is drift it reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,
+    /// The platform the image is pulled, built and run for (`linux/arm64`), instead of the
+    /// engine's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[a-z0-9]+(/[a-z0-9_]+){0,2}$"))]
+    pub platform: Option<String>,
     /// When the image is pulled: when the engine lacks it (the default), at every deploy, or
     /// never (it must be on the engine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,6 +202,11 @@ pub struct Container {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = "^(private|shareable|none|host)$"))]
     pub ipc: Option<String>,
+    /// `host` leaves the engine's user namespace remapping (when the agent allows host
+    /// namespaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^host$"))]
+    pub userns_mode: Option<String>,
     /// Security options (`no-new-privileges:true`): only those the agent allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_opt: Vec<String>,

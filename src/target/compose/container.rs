@@ -414,6 +414,7 @@ impl Launch<'_> {
             devices: (!settings.devices.is_empty()).then(|| settings.devices.iter().map(|d| device(d)).collect()),
             pid_mode: settings.pid.clone(),
             network_mode: settings.network_mode.clone(),
+            userns_mode: settings.userns_mode.clone(),
             ipc_mode: settings.ipc.clone(),
             security_opt: (!settings.security_opt.is_empty()).then(|| settings.security_opt.clone()),
             shm_size: settings

@@ -5,8 +5,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use bollard::query_parameters::BuildImageOptionsBuilder;
-use futures_util::StreamExt;
+use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
+use futures_util::{StreamExt, TryStreamExt};
 
 use super::ComposeRuntime;
 use crate::spec::model::Service;
@@ -24,23 +24,39 @@ impl ComposeRuntime {
     /// carries its build, else pulled.
     pub(super) async fn image_for(&self, service: &Service, image: &str) -> Result<(), EngineError> {
         let container = service.container.as_ref();
-        match (
-            container.and_then(|c| c.build.as_ref()),
-            container.and_then(|c| c.pull_policy),
-        ) {
-            (Some(build), _) => self.build(image, build).await,
-            (None, Some(PullPolicy::Always)) => self.pull(image).await,
-            (None, Some(PullPolicy::Never)) => match self.docker.inspect_image(image).await {
-                Ok(_) => Ok(()),
-                Err(e) if not_found(&e) => Err(EngineError::NoImage(image.to_owned())),
-                Err(e) => Err(request(format!("inspecting image `{image}`"))(e)),
-            },
-            (None, Some(PullPolicy::Missing) | None) => self.image(image).await,
+        let platform = container.and_then(|c| c.platform.as_deref());
+        if let Some(build) = container.and_then(|c| c.build.as_ref()) {
+            return self.build(image, build, platform).await;
         }
+        let policy = container.and_then(|c| c.pull_policy).unwrap_or(PullPolicy::Missing);
+        if policy != PullPolicy::Always {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => return Ok(()),
+                Err(e) if !not_found(&e) => return Err(request(format!("inspecting image `{image}`"))(e)),
+                Err(_) if policy == PullPolicy::Never => return Err(EngineError::NoImage(image.to_owned())),
+                Err(_) => {}
+            }
+        }
+        self.pull(image, platform).await
+    }
+
+    /// Pulls `image` (for `platform`, when given).
+    async fn pull(&self, image: &str, platform: Option<&str>) -> Result<(), EngineError> {
+        tracing::info!(environment = %self.environment, image, "Pulling the image.");
+        let mut options = CreateImageOptionsBuilder::new().from_image(image);
+        if let Some(platform) = platform {
+            options = options.platform(platform);
+        }
+        self.docker
+            .create_image(Some(options.build()), None, None)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(request(format!("pulling image `{image}`")))?;
+        Ok(())
     }
 
     /// Builds `image` from `build` unless the engine has it (the tag names the content).
-    async fn build(&self, image: &str, build: &Build) -> Result<(), EngineError> {
+    async fn build(&self, image: &str, build: &Build, platform: Option<&str>) -> Result<(), EngineError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
             Err(e) if not_found(&e) => {}
@@ -81,6 +97,9 @@ impl ComposeRuntime {
             .labels(&labels);
         if let Some(target) = &build.target {
             options = options.target(target);
+        }
+        if let Some(platform) = platform {
+            options = options.platform(platform);
         }
         let mut output = self
             .docker

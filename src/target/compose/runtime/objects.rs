@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 
 use bollard::models::{ContainerCreateBody, EndpointIpamConfig, EndpointSettings, NetworkingConfig};
 
@@ -71,28 +70,6 @@ impl ComposeRuntime {
         let mut replicas: Vec<Replica> = listed.iter().filter_map(Replica::from_summary).collect();
         replicas.sort_by(|a, b| (&a.service, a.slot, a.number).cmp(&(&b.service, b.slot, b.number)));
         Ok(replicas)
-    }
-
-    /// Pulls `image` unless the engine has it.
-    pub(super) async fn image(&self, image: &str) -> Result<(), EngineError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(e) if not_found(&e) => {}
-            Err(e) => return Err(request(format!("inspecting image `{image}`"))(e)),
-        }
-        self.pull(image).await
-    }
-
-    /// Pulls `image`.
-    pub(super) async fn pull(&self, image: &str) -> Result<(), EngineError> {
-        tracing::info!(environment = %self.environment, image, "Pulling the image.");
-        let options = CreateImageOptionsBuilder::new().from_image(image).build();
-        self.docker
-            .create_image(Some(options), None, None)
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(request(format!("pulling image `{image}`")))?;
-        Ok(())
     }
 
     /// Stops (with the container's grace period) and removes containers, concurrently.
@@ -170,11 +147,16 @@ impl ComposeRuntime {
         name: &str,
         mut body: ContainerCreateBody,
         joined: &[Joined],
+        service: &Service,
     ) -> Result<String, EngineError> {
         body.networking_config = joined.first().map(|first| NetworkingConfig {
             endpoints_config: Some([(first.network.clone(), first.endpoint())].into()),
         });
-        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        let mut options = CreateContainerOptionsBuilder::new().name(name);
+        if let Some(platform) = service.container.as_ref().and_then(|c| c.platform.as_deref()) {
+            options = options.platform(platform);
+        }
+        let options = options.build();
         let id = self
             .docker
             .create_container(Some(options), body)
@@ -202,7 +184,7 @@ impl ComposeRuntime {
         let name = launch.name(index);
         // Every network is there (an external one must be) before anything is created.
         let joined = self.joined(launch.service).await?;
-        let id = self.create(&name, launch.body(index), &joined).await?;
+        let id = self.create(&name, launch.body(index), &joined, launch.service).await?;
         self.docker
             .start_container(&id, None)
             .await
@@ -313,7 +295,9 @@ impl ComposeRuntime {
             .collect();
         // A job container left by an agent that died while it ran.
         self.remove(vec![container.clone()]).await;
-        let id = self.create(&container, launch.job(job, command), &joined).await?;
+        let id = self
+            .create(&container, launch.job(job, command), &joined, service)
+            .await?;
         self.docker
             .start_container(&id, None)
             .await
