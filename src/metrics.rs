@@ -109,6 +109,7 @@ pub struct Metrics {
     commit: PerEnvironment<Commit>,
     drift: PerEnvironment<Service>,
     weight: PerEnvironment<Weight>,
+    restarts: PerEnvironment<Weight>,
     steps: Family<Environment, Gauge>,
     refused: Family<Reason, Counter>,
     rollbacks: Family<Rollback, Counter>,
@@ -126,6 +127,7 @@ impl Default for Metrics {
             commit: PerEnvironment::new(),
             drift: PerEnvironment::new(),
             weight: PerEnvironment::new(),
+            restarts: PerEnvironment::new(),
             steps: Family::default(),
             refused: Family::default(),
             rollbacks: Family::default(),
@@ -158,6 +160,11 @@ impl Default for Metrics {
             "traffic_weight",
             "The share of a service's traffic each slot takes, in percent",
             metrics.weight.family.clone(),
+        );
+        r.register(
+            "container_restarts",
+            "How many times the target restarted a slot's containers (the kubelet after a failed liveness probe or an exit), as it counts them now",
+            metrics.restarts.family.clone(),
         );
         r.register(
             "attempt_steps",
@@ -291,6 +298,22 @@ impl Metrics {
             })
             .collect();
         self.weight.replace(environment, series);
+    }
+
+    /// Sets how many times the target restarted each slot's containers.
+    pub fn restarts<'a>(&self, environment: &str, restarts: impl IntoIterator<Item = (&'a str, &'a str, u32)>) {
+        let series = restarts
+            .into_iter()
+            .map(|(service, slot, count)| {
+                let labels = Weight {
+                    environment: environment.to_owned(),
+                    service: service.to_owned(),
+                    slot: slot.to_owned(),
+                };
+                (labels, i64::from(count))
+            })
+            .collect();
+        self.restarts.replace(environment, series);
     }
 
     /// Sets how many steps the running attempt of `environment` has taken (0: none runs).

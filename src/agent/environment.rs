@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::command::CommandError;
+use crate::target::Slot;
 use crate::error::chain;
 use crate::ledger::{Attempt, LedgerError, Outcome, Recorder, Trigger};
 use crate::metrics::Metrics;
@@ -129,12 +130,34 @@ pub struct Status {
     /// it can; a cause goes as soon as it is over.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub blocked: BTreeMap<String, String>,
+    /// Services whose containers the target restarted, by service: how many times, and why
+    /// the last time when the target tells (`blue: restarted 3 times; Liveness probe failed: …`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub restarts: BTreeMap<String, String>,
     /// Whether an attempt is running (its steps are then read from the ledger as they go).
     #[serde(skip)]
     pub busy: bool,
     /// The last attempt that ended, as the ledger recorded it.
     #[serde(skip)]
     pub last_attempt: Option<Arc<crate::ledger::AttemptRecord>>,
+}
+
+/// The status's lines of `restarts`, by service: per slot, how many times and why.
+fn restart_lines(restarts: &BTreeMap<(String, Slot), (u32, Option<String>)>) -> BTreeMap<String, String> {
+    let mut said: BTreeMap<String, String> = BTreeMap::new();
+    for ((service, slot), (count, cause)) in restarts {
+        let line = match cause {
+            Some(cause) => format!("{}: restarted {count} times; {cause}", slot.name()),
+            None => format!("{}: restarted {count} times", slot.name()),
+        };
+        said.entry(service.clone())
+            .and_modify(|s| {
+                s.push_str("; ");
+                s.push_str(&line);
+            })
+            .or_insert(line);
+    }
+    said
 }
 
 /// Every environment's status, by name.
@@ -188,6 +211,8 @@ pub struct Worker {
     pub(super) publish: Publish,
     /// Whether the last write to the ledger failed.
     ledger_blocked: bool,
+    /// The restarts of each slot's containers at the last check, and their cause.
+    restarts: BTreeMap<(String, Slot), (u32, Option<String>)>,
 }
 
 impl Worker {
@@ -217,6 +242,7 @@ impl Worker {
             last: None,
             publish,
             ledger_blocked: false,
+            restarts: BTreeMap::new(),
         };
         worker.publish_last().await;
         Ok(worker)
@@ -488,6 +514,17 @@ impl Worker {
                     .map(move |(slot, s)| (service.as_str(), slot.name(), s.weight))
             }),
         );
+        metrics.restarts(
+            &self.name,
+            live.iter().flat_map(|(service, slots)| {
+                slots
+                    .iter()
+                    .filter(|(_, s)| s.restarts > 0)
+                    .map(move |(slot, s)| (service.as_str(), slot.name(), s.restarts))
+            }),
+        );
+        self.restarts = self.restarts_now(&live).await;
+        self.publish(|s| s.restarts = restart_lines(&self.restarts));
         if plan.is_empty() {
             // What is only reported (fields another manager took) stays visible as drift.
             let reported = plan.reported();
@@ -509,6 +546,35 @@ impl Worker {
         };
         self.publish(|s| s.drift = remaining);
         Ok(())
+    }
+
+    /// The restarts of each slot's containers in `live`, with their cause; a slot restarted
+    /// since the last check (a failed liveness probe, an exit) is said in the log with the
+    /// cause the target gives. The status shows them until those containers are replaced.
+    async fn restarts_now(&self, live: &reconcile::Live) -> BTreeMap<(String, Slot), (u32, Option<String>)> {
+        let mut seen = BTreeMap::new();
+        for (service, slots) in live {
+            for (slot, running) in slots.iter().filter(|(_, s)| s.restarts > 0) {
+                let key = (service.clone(), *slot);
+                let before = self.restarts.get(&key).map_or(0, |(count, _)| *count);
+                let cause = if running.restarts > before {
+                    let cause = self.target.restart_cause(service, *slot).await;
+                    tracing::warn!(
+                        environment = %self.name,
+                        service = %service,
+                        slot = slot.name(),
+                        restarts = running.restarts,
+                        cause = cause.as_deref().unwrap_or("not told"),
+                        "Containers were restarted by the target."
+                    );
+                    cause
+                } else {
+                    self.restarts.get(&key).and_then(|(_, cause)| cause.clone())
+                };
+                seen.insert(key, (running.restarts, cause));
+            }
+        }
+        seen
     }
 
     /// Records a commit that is not applied at all.

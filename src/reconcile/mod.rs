@@ -55,6 +55,7 @@ pub async fn observe_and_plan(
                 config: None,
                 failed: 0,
                 taken: Vec::new(),
+                restarts: 0,
             };
             observed.services.insert(service, [(Slot::Blue, completed)].into());
         }

@@ -352,6 +352,7 @@ async fn a_stop_at_any_step_of_any_strategy_parks_the_attempt_within_ten_seconds
                 config: None,
                 failed: 0,
                 taken: Vec::new(),
+                restarts: 0,
             },
         )]),
     )]);

@@ -126,6 +126,13 @@ pub trait Target: Send + Sync {
         timeout: Duration,
     ) -> Pending<'a, Result<(), TargetError>>;
 
+    /// Why the containers of `service`'s `slot` were last restarted, in the target's words (a
+    /// failed liveness probe), when it tells.
+    fn restart_cause<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, Option<String>> {
+        let _ = (service, slot);
+        Box::pin(async { None })
+    }
+
     /// What runs: per service, per slot; an error when the target cannot be asked (its
     /// engine or API is unreachable) — never an empty answer in its place.
     fn observe(&self) -> Pending<'_, Result<Observed, TargetError>>;

@@ -54,6 +54,14 @@ pub struct LiveSlot {
     /// `<field> (by <manager>)` (only the kubernetes target tells).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub taken: Vec<String>,
+    /// How many times the target restarted the slot's containers since they were created (the
+    /// kubelet after a failed liveness probe or an exit; only the kubernetes target tells).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why a service's workload cannot be prepared.

@@ -161,7 +161,15 @@ async fn a_failing_liveness_probe_restarts_the_container() {
         "healthChecks:\n  - {name: alive, http: {path: /missing, port: http}, interval: 1s, timeout: 1s, failureThreshold: 1, probes: [liveness]}\n",
     );
     let first = upstream.commit_signed("web r1, failing its liveness probe", &alice);
-    let agent = agent(&upstream, &root, state.path(), Duration::from_secs(3600)).await;
+    // Drift is looked for an hour apart: a report comes from the restart itself, which the
+    // agent's watch of the pods sees.
+    let agent = Running::start(Settings {
+        heal_every: Duration::from_secs(3600),
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..agent_settings(&upstream, &root, state.path())
+    })
+    .await;
+    let api = agent.handle.api.unwrap();
     // The rollout may or may not catch the pods ready between restarts; what matters is that
     // the kubelet runs the probe: the containers restart.
     let _ = outcome(state.path(), namespace, &first).await;
@@ -194,6 +202,24 @@ async fn a_failing_liveness_probe_restarts_the_container() {
         restarted.is_some(),
         "the kubelet restarts a container failing its liveness probe"
     );
+    // plumb reports it: the status says how many times and why, the metric counts.
+    let said = eventually(Duration::from_secs(60), || async {
+        let status: serde_json::Value =
+            serde_json::from_str(&crate::agent::api_get(api, &format!("/api/v1/environments/{namespace}")).await.body)
+                .unwrap();
+        let said = status["restarts"]["web"].as_str().unwrap_or_default().to_owned();
+        said.contains("Liveness probe failed").then_some(said)
+    })
+    .await;
+    let said = said.expect("the status reports the liveness restart with the kubelet's words");
+    assert!(said.starts_with("blue: restarted "), "{said}");
+    let families = crate::metrics::parse(&crate::agent::api_get(api, "/metrics").await.body);
+    let restarts = crate::metrics::value(
+        &families,
+        "plumb_container_restarts",
+        &[("environment", namespace), ("service", "web"), ("slot", "blue")],
+    );
+    assert!(restarts.is_some_and(|n| n >= 1.0), "{restarts:?}");
     agent.stop().await;
 }
 

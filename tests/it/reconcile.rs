@@ -91,6 +91,7 @@ fn slot(desired: &Desired, service: &str, replicas: usize, weight: u32) -> LiveS
         config: config_digest(service).unwrap(),
         failed: 0,
         taken: Vec::new(),
+        restarts: 0,
     }
 }
 

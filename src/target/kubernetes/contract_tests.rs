@@ -130,7 +130,7 @@ async fn a_conflict_with_plumbs_own_update_is_settled_by_forcing() {
 }
 
 #[tokio::test]
-async fn a_namespace_where_secrets_are_not_granted_is_observed_all_the_same() {
+async fn a_namespace_where_secrets_and_pods_are_not_granted_is_observed_all_the_same() {
     let (runtime, handle) = runtime(false);
     let empty = || ok(json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}));
     let server = tokio::spawn(serve(
@@ -158,6 +158,15 @@ async fn a_namespace_where_secrets_are_not_granted_is_observed_all_the_same() {
                     StatusCode::FORBIDDEN,
                     "Forbidden",
                     "secrets is forbidden: User \"system:serviceaccount:plumb:plumb\" cannot list resource \"secrets\" in API group \"\" in the namespace \"shop\"",
+                ),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/shop/pods?&labelSelector=plumb.dev%2Fenvironment%3Dproduction",
+                status(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "pods is forbidden: User \"system:serviceaccount:plumb:plumb\" cannot list resource \"pods\" in API group \"\" in the namespace \"shop\"",
                 ),
             ),
         ],

@@ -1,8 +1,8 @@
 //! What runs, read from the environment's objects: a slot per Deployment (by its service and
 //! slot labels), its version from `plumb.dev/version`, its replicas ready or not, its weight from
 //! its Service's `plumb.dev/weights`, its configuration file digested as its ConfigMap holds it
-//! (or its Secret, for a file holding decrypted values), and the fields plumb applied that
-//! another field manager has changed since.
+//! (or its Secret, for a file holding decrypted values), the fields plumb applied that another
+//! field manager has changed since, and how many times the kubelet restarted its containers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -24,7 +24,19 @@ pub fn of(
         services,
         config_maps,
         secrets,
+        pods,
     } = snapshot;
+    // The kubelet's restarts of each slot's containers.
+    let mut restarts: BTreeMap<(String, Slot), u32> = BTreeMap::new();
+    for pod in &pods {
+        let labels = pod.metadata.labels.as_ref();
+        let service = labels.and_then(|l| l.get(SERVICE));
+        let slot = labels.and_then(|l| l.get(SLOT)).and_then(|s| slot_named(s));
+        if let (Some(service), Some(slot)) = (service, slot) {
+            let count = u32::try_from(super::watch::pod_restarts(pod)).unwrap_or(0);
+            *restarts.entry((service.clone(), slot)).or_default() += count;
+        }
+    }
     // The configuration files as they are now in the cluster: edited by hand, they differ.
     let mut configs: BTreeMap<String, String> = config_maps
         .into_iter()
@@ -103,6 +115,7 @@ pub fn of(
                 config: configs.get(&objects::config_map_name(service, slot)).cloned(),
                 failed: if stalled { wanted - ready } else { 0 },
                 taken,
+                restarts: restarts.get(&(service.clone(), slot)).copied().unwrap_or(0),
             },
         );
     }

@@ -1,7 +1,7 @@
-//! Why a Deployment's pods are not ready, in the kubelet's words: read only when a rollout
-//! fails, so the ledger and the status say what the probes saw (`Readiness probe failed: HTTP
-//! probe failed with statuscode: 503`) or how a container keeps dying, not only that the
-//! progress deadline passed.
+//! Why a Deployment's pods are not ready, or were restarted, in the kubelet's words: read only
+//! when a rollout fails or a restart is seen, so the ledger and the status say what the probes
+//! saw (`Readiness probe failed: HTTP probe failed with statuscode: 503`, `Liveness probe
+//! failed: …`) or how a container keeps dying, not only that the progress deadline passed.
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Api;
@@ -37,6 +37,49 @@ impl KubernetesRuntime {
             })
             .and_then(|e| e.message.map(|m| m.trim().to_owned()));
         let said: Vec<String> = state.into_iter().chain(newest).collect();
+        (!said.is_empty()).then(|| format!("pod `{name}`: {}", said.join("; ")))
+    }
+
+    /// Why the most restarted pod selected by `selector` was last restarted: its newest
+    /// warning event (`Liveness probe failed: …`) and its container's last exit. `None` when
+    /// nothing can be said.
+    pub(super) async fn restart_cause(&self, selector: &str) -> Option<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let listed = pods.list(&ListParams::default().labels(selector)).await.ok()?;
+        let pod = listed
+            .items
+            .into_iter()
+            .filter(|pod| super::watch::pod_restarts(pod) > 0)
+            .max_by_key(super::watch::pod_restarts)?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let fields = format!("involvedObject.kind=Pod,involvedObject.name={name},type=Warning");
+        let newest = events
+            .list(&ListParams::default().fields(&fields))
+            .await
+            .ok()
+            .and_then(|list| {
+                let telling = |e: &Event| e.message.is_some() && e.reason.as_deref() != Some("MissingClusterDNS");
+                list.items.into_iter().filter(telling).max_by_key(|e| {
+                    e.last_timestamp
+                        .as_ref()
+                        .map(|t| t.0)
+                        .or(e.event_time.as_ref().map(|t| t.0))
+                })
+            })
+            .and_then(|e| e.message.map(|m| m.trim().to_owned()));
+        let last_exit = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|statuses| {
+                statuses.iter().find_map(|status| {
+                    let exit = status.last_state.as_ref()?.terminated.as_ref()?;
+                    let reason = exit.reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default();
+                    Some(format!("container `{}` last exited with code {}{reason}", status.name, exit.exit_code))
+                })
+            });
+        let said: Vec<String> = newest.into_iter().chain(last_exit).collect();
         (!said.is_empty()).then(|| format!("pod `{name}`: {}", said.join("; ")))
     }
 }

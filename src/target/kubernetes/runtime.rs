@@ -595,11 +595,18 @@ impl KubernetesRuntime {
             listed => listed.map_err(api_error("listing secrets"))?.items,
         };
         secrets.iter_mut().for_each(objects::digest_secret);
+        // Not granted Pods here: restarts are not reported.
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let pods = match pods.list(&selector).await {
+            Err(e) if is_forbidden(&e) => Vec::new(),
+            listed => listed.map_err(api_error("listing pods"))?.items,
+        };
         Ok(Snapshot {
             deployments: deployments.items,
             services: services.items,
             config_maps: config_maps.items,
             secrets,
+            pods,
         })
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::objects;
 use super::runtime::KubernetesRuntime;
 use crate::health::Check;
 use crate::router::SlotStats;
@@ -108,6 +109,13 @@ impl Target for KubernetesRuntime {
             KubernetesRuntime::run_job(self, service, job, command, timeout)
                 .await
                 .map_err(kube_error)
+        })
+    }
+
+    fn restart_cause<'a>(&'a self, service: &'a str, slot: Slot) -> Pending<'a, Option<String>> {
+        Box::pin(async move {
+            let selector = format!("{}={service},{}={}", objects::SERVICE, objects::SLOT, slot.name());
+            KubernetesRuntime::restart_cause(self, &selector).await
         })
     }
 

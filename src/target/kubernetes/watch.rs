@@ -1,12 +1,14 @@
 //! The environment's objects as the API server's watches report them, so observing reads a
-//! cache instead of listing: one watch per kind (Deployments, Services, ConfigMaps, Secrets) on
-//! the environment's label, each listing again by itself when its watch breaks. A Secret is
-//! kept with each value replaced by its digest: no decrypted value stays in the cache.
+//! cache instead of listing: one watch per kind (Deployments, Services, ConfigMaps, Secrets, and
+//! the Pods their Deployments make) on the environment's label, each listing again by itself
+//! when its watch breaks. A Secret is kept with each value replaced by its digest: no decrypted
+//! value stays in the cache; a Pod is kept with its labels and its containers' restart counts.
 //!
 //! plumb's own writes are awaited: a read waits until every object plumb wrote has arrived at
 //! least at the version the write returned (or its deletion has), so a plan never works from a
 //! state older than plumb's last step. A change plumb did not write — a scale by hand, a pod
-//! that stops being ready, an edited ConfigMap — rings the environment's drift bell.
+//! that stops being ready, an edited ConfigMap, a container the kubelet restarted — rings the
+//! environment's drift bell (for a Pod, only a restart: pods come and go with every rollout).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Secret, Service};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -36,6 +38,8 @@ pub enum Kind {
     ConfigMap,
     /// Secrets.
     Secret,
+    /// Pods (never written by plumb).
+    Pod,
 }
 
 /// The objects of one kind.
@@ -74,6 +78,7 @@ struct Cache {
     services: Objects<Service>,
     config_maps: Objects<ConfigMap>,
     secrets: Objects<Secret>,
+    pods: Objects<Pod>,
     /// What plumb wrote, which a read must see: the version written, `None` for a deletion.
     awaited: HashMap<(Kind, String), Option<u64>>,
 }
@@ -81,7 +86,12 @@ struct Cache {
 impl Cache {
     /// Whether a read can be served: every kind listed and every write of plumb's arrived.
     fn current(&mut self) -> bool {
-        if !(self.deployments.synced && self.services.synced && self.config_maps.synced && self.secrets.synced) {
+        if !(self.deployments.synced
+            && self.services.synced
+            && self.config_maps.synced
+            && self.secrets.synced
+            && self.pods.synced)
+        {
             return false;
         }
         let Cache {
@@ -89,6 +99,7 @@ impl Cache {
             services,
             config_maps,
             secrets,
+            pods,
             awaited,
         } = self;
         awaited.retain(|(kind, name), version| match kind {
@@ -96,6 +107,7 @@ impl Cache {
             Kind::Service => !services.holds(name, *version),
             Kind::ConfigMap => !config_maps.holds(name, *version),
             Kind::Secret => !secrets.holds(name, *version),
+            Kind::Pod => !pods.holds(name, *version),
         });
         awaited.is_empty()
     }
@@ -117,6 +129,8 @@ pub struct Snapshot {
     pub config_maps: Vec<ConfigMap>,
     /// Its Secrets, each value replaced by its digest.
     pub secrets: Vec<Secret>,
+    /// Its Pods, with their labels and their containers' statuses alone.
+    pub pods: Vec<Pod>,
 }
 
 /// The watches of one environment; they stop when this is dropped.
@@ -154,20 +168,23 @@ impl Watched {
                 }
                 super::fields::compact(d);
             },
+            |_| 0,
         ));
         tokio::spawn(follower.clone().follow(
             Api::<Service>::namespaced(client.clone(), namespace),
             Kind::Service,
             |c| &mut c.services,
             without_managed_fields,
+            |_| 0,
         ));
         tokio::spawn(follower.clone().follow(
             Api::<ConfigMap>::namespaced(client.clone(), namespace),
             Kind::ConfigMap,
             |c| &mut c.config_maps,
             without_managed_fields,
+            |_| 0,
         ));
-        tokio::spawn(follower.follow(
+        tokio::spawn(follower.clone().follow(
             Api::<Secret>::namespaced(client.clone(), namespace),
             Kind::Secret,
             |c| &mut c.secrets,
@@ -175,6 +192,21 @@ impl Watched {
                 without_managed_fields(s);
                 super::objects::digest_secret(s);
             },
+            |_| 0,
+        ));
+        tokio::spawn(follower.follow(
+            Api::<Pod>::namespaced(client.clone(), namespace),
+            Kind::Pod,
+            |c| &mut c.pods,
+            |p| {
+                without_managed_fields(p);
+                p.spec = None;
+                p.status = p.status.take().map(|status| PodStatus {
+                    container_statuses: status.container_statuses,
+                    ..PodStatus::default()
+                });
+            },
+            pod_restarts,
         ));
         Watched {
             cache,
@@ -210,6 +242,7 @@ impl Watched {
             services: cache.services.current.values().cloned().collect(),
             config_maps: cache.config_maps.current.values().cloned().collect(),
             secrets: cache.secrets.current.values().cloned().collect(),
+            pods: cache.pods.current.values().cloned().collect(),
         })
         .await
     }
@@ -226,6 +259,7 @@ impl Watched {
             Kind::Service => (cache.services.synced, cache.services.current.contains_key(name)),
             Kind::ConfigMap => (cache.config_maps.synced, cache.config_maps.current.contains_key(name)),
             Kind::Secret => (cache.secrets.synced, cache.secrets.current.contains_key(name)),
+            Kind::Pod => (cache.pods.synced, cache.pods.current.contains_key(name)),
         };
         synced.then_some(holds)
     }
@@ -260,6 +294,15 @@ impl Watched {
     }
 }
 
+/// How many times the kubelet restarted `pod`'s containers.
+pub fn pod_restarts(pod: &Pod) -> i32 {
+    pod.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| c.restart_count)
+        .sum()
+}
+
 /// `object` without its managed fields, which observing does not read.
 fn without_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
@@ -277,9 +320,15 @@ struct Follower {
 
 impl Follower {
     /// Follows `api`'s objects into the cache's `pick` until stopped, each object trimmed by
-    /// `trim` before it is kept.
-    async fn follow<K>(self, api: Api<K>, kind: Kind, pick: fn(&mut Cache) -> &mut Objects<K>, trim: fn(&mut K))
-    where
+    /// `trim` before it is kept; `restarts` counts a Pod's container restarts.
+    async fn follow<K>(
+        self,
+        api: Api<K>,
+        kind: Kind,
+        pick: fn(&mut Cache) -> &mut Objects<K>,
+        trim: fn(&mut K),
+        restarts: fn(&K) -> i32,
+    ) where
         K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     {
         let config = watcher::Config::default().labels(&self.selector);
@@ -296,7 +345,16 @@ impl Follower {
             let Some(event) = event else { return };
             let changed = {
                 let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                apply(&mut cache, kind, pick, event)
+                // A pod rings only when one of its containers was restarted.
+                let restarted = match &event {
+                    Ok(Event::Apply(object)) if kind == Kind::Pod => {
+                        let before = pick(&mut cache).current.get(&object.name_any()).map(restarts);
+                        restarts(object) > before.unwrap_or(0)
+                    }
+                    Ok(Event::Delete(_)) => kind != Kind::Pod,
+                    _ => true,
+                };
+                apply(&mut cache, kind, pick, event) && restarted
             };
             if changed {
                 bell.ring();
@@ -355,13 +413,18 @@ fn apply<K: Resource + Clone>(
             pick(cache).current.remove(&name);
             !ours
         }
-        Err(e) if kind == Kind::Secret && forbidden(&e) => {
+        Err(e) if matches!(kind, Kind::Secret | Kind::Pod) && forbidden(&e) => {
             // An agent not granted Secrets in this namespace: there are none of plumb's here
-            // (it could not have written them), and observing goes on without.
+            // (it could not have written them), and observing goes on without. Not granted
+            // Pods: restarts are not reported.
             let objects = pick(cache);
-            if !objects.synced {
+            if !objects.synced && kind == Kind::Secret {
                 tracing::warn!(
                     "Secrets cannot be read in this namespace: a service with encrypted values cannot be deployed here until the agent is granted them (ClusterRole plumb-secrets)."
+                );
+            } else if !objects.synced {
+                tracing::warn!(
+                    "Pods cannot be watched in this namespace: containers the kubelet restarts are not reported until the agent is granted `watch` on pods (ClusterRole plumb)."
                 );
             }
             objects.current.clear();
@@ -392,6 +455,7 @@ mod tests {
         cache.services.synced = true;
         cache.config_maps.synced = true;
         cache.secrets.synced = true;
+        cache.pods.synced = true;
         let listed: Vec<Result<Event<Deployment>, watcher::Error>> = vec![
             Ok(Event::Init),
             Ok(Event::InitApply(deployment("web-blue", "5"))),

@@ -518,6 +518,7 @@ impl LocalRuntime {
                                 config: None,
                                 failed: states.iter().filter(|s| matches!(s, State::Failed(_))).count(),
                                 taken: Vec::new(),
+                                restarts: 0,
                             },
                         )
                     })

@@ -479,6 +479,7 @@ impl ComposeRuntime {
                         config: None,
                         failed: 0,
                         taken: Vec::new(),
+                        restarts: 0,
                     }
                 });
             slot.replicas.push(replica.state.clone());
