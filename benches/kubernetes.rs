@@ -132,7 +132,9 @@ async fn run(rounds: usize, count: usize, kubeconfig: &Path) {
     for _ in 0..rounds {
         let started = Instant::now();
         // What the agent's drift check does: services and plain manifests, observed and planned.
-        let (_, plan) = reconcile::observe_and_plan(&cluster, &first, false).await.unwrap();
+        let (_, plan) = reconcile::observe_and_plan(&cluster, &recorder, &first, false)
+            .await
+            .unwrap();
         observed.push(started.elapsed());
         peak = peak.max(resident());
         assert!(plan.is_empty(), "nothing to change: {}", plan.summary().join("; "));

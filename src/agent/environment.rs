@@ -16,7 +16,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::command::CommandError;
-use crate::target::Slot;
 use crate::error::chain;
 use crate::ledger::{Attempt, LedgerError, Outcome, Recorder, Trigger};
 use crate::metrics::Metrics;
@@ -24,6 +23,7 @@ use crate::reconcile::{self, Applied, Intent, RollbackPoint};
 use crate::source::GitTree;
 use crate::spec::sealed::Keyring;
 use crate::spec::{self, Desired};
+use crate::target::Slot;
 use crate::target::Target;
 
 /// An authenticated head, rendered for one environment.

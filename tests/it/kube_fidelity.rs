@@ -204,9 +204,12 @@ async fn a_failing_liveness_probe_restarts_the_container() {
     );
     // plumb reports it: the status says how many times and why, the metric counts.
     let said = eventually(Duration::from_secs(60), || async {
-        let status: serde_json::Value =
-            serde_json::from_str(&crate::agent::api_get(api, &format!("/api/v1/environments/{namespace}")).await.body)
-                .unwrap();
+        let status: serde_json::Value = serde_json::from_str(
+            &crate::agent::api_get(api, &format!("/api/v1/environments/{namespace}"))
+                .await
+                .body,
+        )
+        .unwrap();
         let said = status["restarts"]["web"].as_str().unwrap_or_default().to_owned();
         said.contains("Liveness probe failed").then_some(said)
     })

@@ -888,10 +888,10 @@ fn volume(node: &Node, mounts: &mut Mounts, project: &Project<'_>, out: &mut Vec
                 );
                 return;
             };
-            match content(&path, &source, &target, read_only, project, &node.at) {
-                Ok(Content::File(file)) => mounts.files.push(file),
-                Ok(Content::Folder(folder)) => mounts.folders.push(folder),
-                Err(problem) => out.push(problem),
+            match content(&path, &source, &target, read_only, project, &node.at, out) {
+                Some(Content::File(file)) => mounts.files.push(file),
+                Some(Content::Folder(folder)) => mounts.folders.push(folder),
+                None => {}
             }
         }
         (other, _) => out.push(Diagnostic::new(
@@ -908,7 +908,7 @@ enum Content {
 }
 
 /// The repository's `path` (written `source`) mounted at `target`: a file (text, or bytes in
-/// base64) or a folder with all its files.
+/// base64) or a folder with all its files; `None`, said, when there is none to mount.
 fn content(
     path: &str,
     source: &str,
@@ -916,7 +916,8 @@ fn content(
     read_only: bool,
     project: &Project<'_>,
     at: &Origin,
-) -> Result<Content, Diagnostic> {
+    out: &mut Vec<Diagnostic>,
+) -> Option<Content> {
     let read_only = Node::new(Kind::Bool(read_only), at.clone());
     match (project.look)(path) {
         Found::File(bytes, _) => {
@@ -930,9 +931,9 @@ fn content(
             if let Some(encoding) = encoding {
                 fields.push(("encoding", text(encoding, at)));
             }
-            Ok(Content::File(map(fields, at)))
+            Some(Content::File(map(fields, at)))
         }
-        Found::Folder(entries) => Ok(Content::Folder(map(
+        Found::Folder(entries) => Some(Content::Folder(map(
             vec![
                 ("source", text(path, at)),
                 ("target", text(target, at)),
@@ -941,12 +942,18 @@ fn content(
             ],
             at,
         ))),
-        Found::Absent => Err(Diagnostic::new(
-            at,
-            format!("`{source}` is not in the repository (`{path}`) at this commit"),
-        )
-        .hint("plumb mounts files and folders of the repository; a host path is written absolute and allowed by the agent")),
-        Found::Unreadable(why) => Err(Diagnostic::new(at, format!("`{source}` cannot be mounted: {why}"))),
+        Found::Absent => {
+            out.push(
+                Diagnostic::new(at, format!("`{source}` is not in the repository (`{path}`) at this commit")).hint(
+                    "plumb mounts files and folders of the repository; a host path is written absolute and allowed by the agent",
+                ),
+            );
+            None
+        }
+        Found::Unreadable(why) => {
+            out.push(Diagnostic::new(at, format!("`{source}` cannot be mounted: {why}")));
+            None
+        }
     }
 }
 

@@ -76,7 +76,10 @@ impl KubernetesRuntime {
                 statuses.iter().find_map(|status| {
                     let exit = status.last_state.as_ref()?.terminated.as_ref()?;
                     let reason = exit.reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default();
-                    Some(format!("container `{}` last exited with code {}{reason}", status.name, exit.exit_code))
+                    Some(format!(
+                        "container `{}` last exited with code {}{reason}",
+                        status.name, exit.exit_code
+                    ))
                 })
             });
         let said: Vec<String> = newest.into_iter().chain(last_exit).collect();
