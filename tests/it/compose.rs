@@ -26,7 +26,7 @@ async fn serves(addr: SocketAddr, wanted: &str) -> bool {
 }
 
 /// The ids of the running containers of `service` in `project`.
-fn containers(project: &str, service: &str) -> Vec<String> {
+pub(crate) fn containers(project: &str, service: &str) -> Vec<String> {
     let mut ids: Vec<String> = docker(&[
         "ps",
         "-q",

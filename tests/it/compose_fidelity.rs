@@ -90,17 +90,9 @@ fn docker_quiet(args: &[&str]) -> bool {
 
 /// `docker inspect` of the first container of service `web` in `project`.
 fn inspect(project: &str) -> Value {
-    let ids = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.compose.project={project}"),
-        "--filter",
-        "label=com.docker.compose.service=web",
-    ]);
+    let ids = crate::compose::containers(project, "web");
     let id = ids
-        .lines()
-        .next()
+        .first()
         .unwrap_or_else(|| panic!("no container of web in {project}"));
     let inspected: Value = serde_json::from_str(&docker(&["inspect", id])).unwrap();
     inspected[0].clone()
@@ -437,17 +429,9 @@ fn files_in(id: &str, path: &str) -> Vec<String> {
 /// What a container of service `service` of `project` is built from and holds, and the
 /// settings of the project's network `back` and volume `cache`.
 fn built_settings(project: &str, service: &str, host_dir: &Path) -> Value {
-    let ids = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.compose.project={project}"),
-        "--filter",
-        &format!("label=com.docker.compose.service={service}"),
-    ]);
+    let ids = crate::compose::containers(project, service);
     let id = ids
-        .lines()
-        .next()
+        .first()
         .unwrap_or_else(|| panic!("no container of {service} in {project}"));
     let container: Value = serde_json::from_str(&docker(&["inspect", id])).unwrap();
     let container = &container[0];
@@ -638,15 +622,7 @@ async fn an_image_built_from_the_repository_runs_as_docker_compose_builds_it() {
 
 /// The image the running container of `web` in `project` was made from.
 fn inspect_image_of(project: &str) -> String {
-    let ids = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.compose.project={project}"),
-        "--filter",
-        "label=com.docker.compose.service=web",
-    ]);
-    let id = ids.lines().next().unwrap().to_owned();
+    let id = crate::compose::containers(project, "web").remove(0);
     docker(&["inspect", "--format", "{{.Config.Image}}", &id])
         .trim()
         .to_owned()

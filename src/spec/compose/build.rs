@@ -6,7 +6,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::service::folder_files;
+use super::service::{folder_files, text_map};
 use super::{FolderEntry, Found, Project, Settings, map, pairs, scalar, text};
 use crate::spec::diagnostic::Diagnostic;
 use crate::spec::node::{Kind, Member, Node};
@@ -68,7 +68,7 @@ pub(super) fn translate(
                     "dockerfile" => dockerfile = scalar(value).unwrap_or_default(),
                     "target" => fields.push(("target", value.clone())),
                     "args" => fields.push(("args", args(value, project, out))),
-                    "labels" => fields.push(("labels", labels(value, out))),
+                    "labels" => fields.push(("labels", text_map(value, "label", out))),
                     key if key.starts_with("x-") => {}
                     key => {
                         let why = REFUSED
@@ -176,18 +176,6 @@ fn args(node: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>) -> Node {
         .filter_map(|(key, value, at)| {
             let value = value.or_else(|| project.lookup(&key).map(|v| text(v, &at)))?;
             Some((key, Member { key_at: at, value }))
-        })
-        .collect();
-    Node::new(Kind::Map(members), node.at.clone())
-}
-
-/// Image labels: a map or `NAME=value` lines.
-fn labels(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
-    let members = pairs(node, "label", out)
-        .into_iter()
-        .map(|(key, value, at)| {
-            let value = value.unwrap_or_else(|| text("", &at));
-            (key, Member { key_at: at, value })
         })
         .collect();
     Node::new(Kind::Map(members), node.at.clone())

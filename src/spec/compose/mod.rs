@@ -447,18 +447,10 @@ impl<'a> Project<'a> {
             including: Vec::new(),
             loads: 0,
         };
-        if let Some((file, text)) = project.read(".env") {
-            match dotenv::parse(&text, variables) {
-                Ok(entries) => project.dotenv = entries,
-                Err(problem) => out.push(Diagnostic::new(
-                    &Origin {
-                        file,
-                        line: problem.line,
-                        column: 1,
-                    },
-                    problem.message,
-                )),
-            }
+        if let Some((file, text)) = project.read(".env")
+            && let Some(entries) = dotenv_entries(file, &text, variables, out)
+        {
+            project.dotenv = entries;
         }
         project
     }
@@ -561,17 +553,13 @@ impl<'a> Project<'a> {
         };
         for (path, at, required) in env_files {
             match (self.read)(&path) {
-                Some((file, text)) => match dotenv::parse(&text, &|name| self.lookup(name)) {
-                    Ok(entries) => defaults.extend(entries),
-                    Err(problem) => out.push(Diagnostic::new(
-                        &Origin {
-                            file,
-                            line: problem.line,
-                            column: 1,
-                        },
-                        problem.message,
-                    )),
-                },
+                Some((file, text)) => {
+                    defaults.extend(
+                        dotenv_entries(file, &text, &|name| self.lookup(name), out)
+                            .into_iter()
+                            .flatten(),
+                    );
+                }
                 None if required => out.push(Diagnostic::new(
                     &at,
                     format!("env file `{path}` is not in the repository"),
@@ -659,6 +647,28 @@ fn interpolate_with(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>, ou
                 }
             }
             _ => {}
+    }
+}
+
+/// The variables of `.env` file `file` (holding `text`), earlier ones and `lookup` interpolated
+/// into later ones; `None` when a line cannot be read, said at that line.
+fn dotenv_entries(
+    file: Arc<str>,
+    text: &str,
+    lookup: &Lookup<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Vec<dotenv::Entry>> {
+    match dotenv::parse(text, lookup) {
+        Ok(entries) => Some(entries),
+        Err(problem) => {
+            let at = Origin {
+                file,
+                line: problem.line,
+                column: 1,
+            };
+            out.push(Diagnostic::new(&at, problem.message));
+            None
+        }
     }
 }
 

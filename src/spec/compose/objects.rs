@@ -4,9 +4,10 @@
 
 use indexmap::IndexMap;
 
-use super::{Project, map, pairs, scalar, seq, text};
+use super::service::text_map;
+use super::{Project, map, scalar, seq, text};
 use crate::spec::diagnostic::Diagnostic;
-use crate::spec::node::{Kind, Member, MergeTag, Node};
+use crate::spec::node::{Kind, MergeTag, Node};
 
 /// Networks or volumes: which of the two a definition is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -132,8 +133,8 @@ fn network(name: &str, node: &Node, out: &mut Vec<Diagnostic>) -> Node {
         let value = &member.value;
         match key.as_str() {
             "name" | "driver" => fields.push((key.as_str(), text_of(value, key, out))),
-            "driver_opts" => fields.push(("driverOpts", options(value, "driver option", out))),
-            "labels" => fields.push(("labels", options(value, "label", out))),
+            "driver_opts" => fields.push(("driverOpts", text_map(value, "driver option", out))),
+            "labels" => fields.push(("labels", text_map(value, "label", out))),
             "internal" | "attachable" => fields.push((key.as_str(), value.clone())),
             "enable_ipv6" => fields.push(("enableIpv6", value.clone())),
             "ipam" => fields.push(("ipam", ipam(value, out))),
@@ -155,7 +156,7 @@ fn ipam(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
         let value = &member.value;
         match key.as_str() {
             "driver" => fields.push(("driver", text_of(value, key, out))),
-            "options" => fields.push(("options", options(value, "IPAM option", out))),
+            "options" => fields.push(("options", text_map(value, "IPAM option", out))),
             "config" => {
                 let pools = match &value.kind {
                     Kind::Seq(items) => items.iter().map(|pool| ipam_pool(pool, out)).collect(),
@@ -186,7 +187,7 @@ fn ipam_pool(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
         match key.as_str() {
             "subnet" | "gateway" => fields.push((key.as_str(), text_of(value, key, out))),
             "ip_range" => fields.push(("ipRange", text_of(value, key, out))),
-            "aux_addresses" => fields.push(("auxAddresses", options(value, "auxiliary address", out))),
+            "aux_addresses" => fields.push(("auxAddresses", text_map(value, "auxiliary address", out))),
             key => out.push(Diagnostic::new(
                 &member.key_at,
                 format!("`{key}` of an address pool is not carried out by plumb's compose target"),
@@ -209,8 +210,8 @@ fn volume(name: &str, node: &Node, out: &mut Vec<Diagnostic>) -> Node {
         let value = &member.value;
         match key.as_str() {
             "name" | "driver" => fields.push((key.as_str(), text_of(value, key, out))),
-            "driver_opts" => fields.push(("driverOpts", options(value, "driver option", out))),
-            "labels" => fields.push(("labels", options(value, "label", out))),
+            "driver_opts" => fields.push(("driverOpts", text_map(value, "driver option", out))),
+            "labels" => fields.push(("labels", text_map(value, "label", out))),
             "external" => {}
             key if key.starts_with("x-") => {}
             key => out.push(Diagnostic::new(
@@ -231,16 +232,4 @@ fn text_of(node: &Node, key: &str, out: &mut Vec<Diagnostic>) -> Node {
             text("", &node.at)
         }
     }
-}
-
-/// Options or labels: a map, or a list of `NAME=value`, as a map of texts.
-fn options(node: &Node, what: &str, out: &mut Vec<Diagnostic>) -> Node {
-    let members = pairs(node, what, out)
-        .into_iter()
-        .map(|(key, value, at)| {
-            let value = value.unwrap_or_else(|| text("", &at));
-            (key, Member { key_at: at, value })
-        })
-        .collect();
-    Node::new(Kind::Map(members), node.at.clone())
 }

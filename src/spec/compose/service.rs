@@ -1103,7 +1103,13 @@ fn depends_on(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
 
 /// Labels as a map; a label without a value is empty, as Compose makes it.
 fn labels(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
-    let members = pairs(node, "label", out)
+    text_map(node, "label", out)
+}
+
+/// `NAME=value` lines or a map (labels, options) as a map of texts; a name without a value is
+/// empty, as Compose makes it.
+pub(super) fn text_map(node: &Node, what: &str, out: &mut Vec<Diagnostic>) -> Node {
+    let members = pairs(node, what, out)
         .into_iter()
         .map(|(key, value, at)| {
             let value = value.unwrap_or_else(|| text("", &at));

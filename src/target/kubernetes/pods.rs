@@ -19,23 +19,7 @@ impl KubernetesRuntime {
         let unready = listed.items.into_iter().find(|pod| !is_ready(pod))?;
         let name = unready.metadata.name.clone().unwrap_or_default();
         let state = container_trouble(&unready);
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
-        let fields = format!("involvedObject.kind=Pod,involvedObject.name={name},type=Warning");
-        let newest = events
-            .list(&ListParams::default().fields(&fields))
-            .await
-            .ok()
-            .and_then(|list| {
-                // A node without cluster DNS warns of it on every pod: it says nothing of this one.
-                let telling = |e: &Event| e.message.is_some() && e.reason.as_deref() != Some("MissingClusterDNS");
-                list.items.into_iter().filter(telling).max_by_key(|e| {
-                    e.last_timestamp
-                        .as_ref()
-                        .map(|t| t.0)
-                        .or(e.event_time.as_ref().map(|t| t.0))
-                })
-            })
-            .and_then(|e| e.message.map(|m| m.trim().to_owned()));
+        let newest = self.newest_warning(&name).await;
         let said: Vec<String> = state.into_iter().chain(newest).collect();
         (!said.is_empty()).then(|| format!("pod `{name}`: {}", said.join("; ")))
     }
@@ -52,22 +36,7 @@ impl KubernetesRuntime {
             .filter(|pod| super::watch::pod_restarts(pod) > 0)
             .max_by_key(super::watch::pod_restarts)?;
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
-        let fields = format!("involvedObject.kind=Pod,involvedObject.name={name},type=Warning");
-        let newest = events
-            .list(&ListParams::default().fields(&fields))
-            .await
-            .ok()
-            .and_then(|list| {
-                let telling = |e: &Event| e.message.is_some() && e.reason.as_deref() != Some("MissingClusterDNS");
-                list.items.into_iter().filter(telling).max_by_key(|e| {
-                    e.last_timestamp
-                        .as_ref()
-                        .map(|t| t.0)
-                        .or(e.event_time.as_ref().map(|t| t.0))
-                })
-            })
-            .and_then(|e| e.message.map(|m| m.trim().to_owned()));
+        let newest = self.newest_warning(&name).await;
         let last_exit = pod
             .status
             .as_ref()
@@ -84,6 +53,22 @@ impl KubernetesRuntime {
             });
         let said: Vec<String> = newest.into_iter().chain(last_exit).collect();
         (!said.is_empty()).then(|| format!("pod `{name}`: {}", said.join("; ")))
+    }
+
+    /// The message of pod `name`'s newest warning event, when there is one.
+    async fn newest_warning(&self, name: &str) -> Option<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let fields = format!("involvedObject.kind=Pod,involvedObject.name={name},type=Warning");
+        let list = events.list(&ListParams::default().fields(&fields)).await.ok()?;
+        // A node without cluster DNS warns of it on every pod: it says nothing of this one.
+        let telling = |e: &Event| e.message.is_some() && e.reason.as_deref() != Some("MissingClusterDNS");
+        let newest = list.items.into_iter().filter(telling).max_by_key(|e| {
+            e.last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or(e.event_time.as_ref().map(|t| t.0))
+        })?;
+        newest.message.map(|m| m.trim().to_owned())
     }
 }
 
