@@ -59,6 +59,7 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/environments/{env}", get(environment))
         .route("/api/v1/environments/{env}/history", get(history))
+        .route("/api/v1/environments/{env}/migrations", get(migrations))
         .route("/api/v1/environments/{env}/diff", get(diff))
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard_reads));
     Router::new()
@@ -158,6 +159,21 @@ async fn history(State(api): State<Api>, Path(env): Path<String>, Query(limit): 
         Ok(records) => axum::Json(json!({ "environment": env, "attempts": records })).into_response(),
         Err(e) => {
             tracing::error!(environment = env, error = %chain(&e), "Cannot read the history.");
+            error(StatusCode::INTERNAL_SERVER_ERROR, &chain(&e))
+        }
+    }
+}
+
+async fn migrations(State(api): State<Api>, Path(env): Path<String>, Query(limit): Query<Limit>) -> Response {
+    if !known(&api, &env) {
+        return unknown(&env);
+    }
+    let limit = limit.limit.unwrap_or(100).min(1000);
+    let name = env.clone();
+    match ledger::read(api.ledger.clone(), move |l| l.migrations(&name, limit)).await {
+        Ok(records) => axum::Json(json!({ "environment": env, "migrations": records })).into_response(),
+        Err(e) => {
+            tracing::error!(environment = env, error = %chain(&e), "Cannot read the migrations.");
             error(StatusCode::INTERNAL_SERVER_ERROR, &chain(&e))
         }
     }

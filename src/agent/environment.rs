@@ -130,6 +130,10 @@ pub struct Status {
     /// it can; a cause goes as soon as it is over.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub blocked: BTreeMap<String, String>,
+    /// Each service's migration position: the newest commit whose migration succeeded and was
+    /// not rolled back (`<commit> (<when>)`), by service.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub migrated: BTreeMap<String, String>,
     /// Services whose containers the target restarted, by service: how many times, and why
     /// the last time when the target tells (`blue: restarted 3 times; Liveness probe failed: …`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -140,6 +144,19 @@ pub struct Status {
     /// The last attempt that ended, as the ledger recorded it.
     #[serde(skip)]
     pub last_attempt: Option<Arc<crate::ledger::AttemptRecord>>,
+}
+
+/// Each service's newest migration that succeeded and was not rolled back (`migrations` newest
+/// first), as `<commit> (<when>)`.
+fn migration_position(migrations: &[crate::ledger::MigrationRecord]) -> BTreeMap<String, String> {
+    let mut position = BTreeMap::new();
+    for record in migrations.iter().filter(|r| r.state == "succeeded") {
+        position.entry(record.service.clone()).or_insert_with(|| {
+            let when = record.finished.as_deref().unwrap_or(&record.started);
+            format!("{} ({when})", record.commit)
+        });
+    }
+    position
 }
 
 /// The status's lines of `restarts`, by service: per slot, how many times and why.
@@ -248,14 +265,21 @@ impl Worker {
         Ok(worker)
     }
 
-    /// Publishes the newest attempt the ledger holds (the API serves it from memory).
+    /// Publishes the newest attempt the ledger holds, and each service's migration position
+    /// (the API serves them from memory).
     pub(super) async fn publish_last(&self) {
         let name = self.name.clone();
-        match self.ledger.call(move |l| l.history(&name, 1)).await {
-            Ok(mut records) => {
+        let read = self
+            .ledger
+            .call(move |l| Ok((l.history(&name, 1)?, l.migrations(&name, 1000)?)))
+            .await;
+        match read {
+            Ok((mut records, migrations)) => {
                 let last = records.pop().map(Arc::new);
+                let migrated = migration_position(&migrations);
                 self.publish(|s| {
                     s.last_attempt = last;
+                    s.migrated = migrated;
                     s.busy = false;
                 });
             }

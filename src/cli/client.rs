@@ -182,6 +182,24 @@ pub fn history(
     super::ledger::print_history(out, env, &records, output)
 }
 
+/// `plumb migrations --env E --server URL`: the migrations as the agent's ledger holds them.
+pub fn migrations(
+    out: &mut dyn Write,
+    server: &Server,
+    env: &str,
+    limit: usize,
+    output: Format,
+) -> anyhow::Result<Outcome> {
+    let answer = server.call(
+        "GET",
+        &format!("/api/v1/environments/{env}/migrations?limit={limit}"),
+        None,
+    )?;
+    let records: Vec<crate::ledger::MigrationRecord> = serde_json::from_value(answer["migrations"].clone())
+        .context("the agent's migrations are not what plumb expects")?;
+    super::ledger::print_migrations(out, env, &records, output)
+}
+
 /// `plumb sync --env E`: apply the head now.
 pub fn sync(out: &mut dyn Write, server: &Server, env: &str, output: Format) -> anyhow::Result<Outcome> {
     let done = with_progress(server, env, output, || {

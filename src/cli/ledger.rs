@@ -1,4 +1,5 @@
-//! `plumb history` and `plumb audit verify`: reading the ledger in the state directory.
+//! `plumb history`, `plumb migrations` and `plumb audit verify`: reading the ledger in the state
+//! directory.
 
 use std::io::Write;
 use std::path::Path;
@@ -70,6 +71,49 @@ pub fn print_history(
             };
             writeln!(out, "    {} {}: {state}", step.started, step.name)?;
         }
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Prints the migrations run in `environment`, newest first.
+pub fn migrations(
+    out: &mut dyn Write,
+    state: &Path,
+    environment: &str,
+    limit: usize,
+    output: Format,
+) -> anyhow::Result<Outcome> {
+    let ledger = open(state)?;
+    let records = ledger.migrations(environment, limit)?;
+    print_migrations(out, environment, &records, output)
+}
+
+/// Prints migrations, newest first: the service, the commit, how it ended and when.
+pub fn print_migrations(
+    out: &mut dyn Write,
+    environment: &str,
+    records: &[ledger::MigrationRecord],
+    output: Format,
+) -> anyhow::Result<Outcome> {
+    if output == Format::Json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
+        return Ok(Outcome::Ok);
+    }
+    if records.is_empty() {
+        writeln!(out, "no migrations recorded for `{environment}`")?;
+    }
+    for record in records {
+        let commit = record.commit.get(..12).unwrap_or(&record.commit);
+        let attempt = record.attempt.map(|a| format!(", attempt #{a}")).unwrap_or_default();
+        let state = match &record.error {
+            Some(error) => format!("{}: {error}", record.state),
+            None => record.state.clone(),
+        };
+        writeln!(
+            out,
+            "{} {commit} {} (started {}{attempt})",
+            record.service, state, record.started
+        )?;
     }
     Ok(Outcome::Ok)
 }

@@ -214,6 +214,29 @@ Examples:
         #[arg(long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Show the migrations run in an environment: each service's migration per commit, how it
+    /// ended, and whether its rollback command ran.
+    #[command(after_help = "Examples:
+  plumb migrations --env production --state /var/lib/plumb
+  plumb migrations --env staging --output json
+  plumb migrations --env staging --server http://127.0.0.1:7070")]
+    Migrations {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// The agent's state directory.
+        #[arg(long, env = "PLUMB_STATE", default_value = ".plumb")]
+        state: PathBuf,
+        /// Ask a running agent's API instead of reading the state directory.
+        #[arg(long)]
+        server: Option<String>,
+        /// At most this many, newest first.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
     /// Print the output of a service's replicas on the local target (newest last).
     #[command(after_help = "Examples:
   plumb logs --env production --service twikit-backend
@@ -435,6 +458,20 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             output,
             ..
         } => ledger::history(&mut out, &state, &env, limit, output),
+        Command::Migrations {
+            env,
+            server: Some(server),
+            limit,
+            output,
+            ..
+        } => client::migrations(&mut out, &client::Server::at(server), &env, limit, output),
+        Command::Migrations {
+            env,
+            state,
+            limit,
+            output,
+            ..
+        } => ledger::migrations(&mut out, &state, &env, limit, output),
         Command::Audit(AuditCommand::Verify { state, output }) => ledger::verify(&mut out, &state, output),
         Command::Logs {
             env,

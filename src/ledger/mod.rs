@@ -116,6 +116,26 @@ pub struct Attempt {
     pub trigger: Trigger,
 }
 
+/// One run of a service's migration for a commit, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationRecord {
+    /// The service.
+    pub service: String,
+    /// The commit whose migration it is.
+    pub commit: String,
+    /// The attempt it ran in.
+    pub attempt: Option<i64>,
+    /// When it started (RFC 3339, UTC).
+    pub started: String,
+    /// When its last state was recorded.
+    pub finished: Option<String>,
+    /// `started` (running, or interrupted when no attempt runs), `succeeded`, `failed`,
+    /// `rolled-back` (its rollback command ran after the rollout failed), `rollback-failed`.
+    pub state: String,
+    /// Why it, or its rollback, failed.
+    pub error: Option<String>,
+}
+
 /// One attempt as recorded, with its steps.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttemptRecord {
@@ -288,6 +308,70 @@ impl Ledger {
             )
             .optional()
             .map_err(|e| self.sql(e))
+    }
+
+    /// Records how the rollback command of `service`'s migration for the attempt's commit ended
+    /// (it ran because the rollout that migrated failed).
+    pub fn migration_rolled_back(
+        &mut self,
+        attempt: i64,
+        service: &str,
+        error: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let (environment, commit) = self.attempt_key(attempt)?;
+        let state = if error.is_some() {
+            "rollback-failed"
+        } else {
+            "rolled-back"
+        };
+        let body = json!({ "service": service, "commit": commit, "state": state, "error": error });
+        self.append(&environment, "migration", Some(attempt), &body)?;
+        Ok(())
+    }
+
+    /// The migrations of `environment`, newest first, at most `limit`: each run of a service's
+    /// migration for a commit, with how it ended and whether it was rolled back.
+    pub fn migrations(&self, environment: &str, limit: usize) -> Result<Vec<MigrationRecord>, LedgerError> {
+        let rows: Vec<(String, Option<i64>, String)> = self
+            .conn
+            .prepare("SELECT at, attempt, body FROM entries WHERE environment = ?1 AND kind = 'migration' ORDER BY seq")
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![environment], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect()
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut records: Vec<MigrationRecord> = Vec::new();
+        for (at, attempt, body) in rows {
+            let body: Value = serde_json::from_str(&body).unwrap_or_default();
+            let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
+            let (service, commit, state) = (text("service"), text("commit"), text("state"));
+            if state == "started" {
+                records.push(MigrationRecord {
+                    service,
+                    commit,
+                    attempt,
+                    started: at,
+                    finished: None,
+                    state,
+                    error: None,
+                });
+                continue;
+            }
+            let Some(record) = records
+                .iter_mut()
+                .rev()
+                .find(|r| r.service == service && r.commit == commit)
+            else {
+                continue;
+            };
+            record.state = state;
+            record.finished = Some(at);
+            record.error = body["error"].as_str().map(str::to_owned);
+        }
+        records.reverse();
+        records.truncate(limit);
+        Ok(records)
     }
 
     /// Records that task `service` ran `version` to completion under `attempt`.

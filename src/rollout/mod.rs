@@ -245,16 +245,23 @@ impl Rollout<'_> {
             .migration
             .as_ref()
             .map_or(Duration::from_secs(300), |m| m.timeout.0);
-        self.step("roll back the migration", async {
-            self.runtime
-                .run_job(service, "migration-rollback", &command, timeout)
-                .await
-                .map_err(|reason| RolloutError::Migration {
-                    service: name.to_owned(),
-                    reason: reason.source.to_string(),
-                })
-        })
-        .await
+        let result = self
+            .step("roll back the migration", async {
+                self.runtime
+                    .run_job(service, "migration-rollback", &command, timeout)
+                    .await
+                    .map_err(|reason| RolloutError::Migration {
+                        service: name.to_owned(),
+                        reason: reason.source.to_string(),
+                    })
+            })
+            .await;
+        let (attempt, service_name) = (self.attempt, name.to_owned());
+        let error = result.as_ref().err().map(ToString::to_string);
+        self.ledger
+            .call(move |l| l.migration_rolled_back(attempt, &service_name, error.as_deref()))
+            .await?;
+        result
     }
 
     async fn blue_green(

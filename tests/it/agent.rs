@@ -339,6 +339,21 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
     assert_eq!(dev["synced"], false);
     assert_eq!(dev["lastAttempt"]["outcome"]["result"], "rolled_back");
     assert_eq!(api_get(api, "/api/v1/environments/nope").await.status, 404);
+    // The migration history, as the ledger holds it (this service has no migration).
+    let migrations: serde_json::Value =
+        serde_json::from_str(&api_get(api, "/api/v1/environments/dev/migrations").await.body).unwrap();
+    assert_eq!(migrations["migrations"], serde_json::json!([]));
+    assert_eq!(api_get(api, "/api/v1/environments/nope/migrations").await.status, 404);
+    let asked = tokio::process::Command::new(env!("CARGO_BIN_EXE_plumb"))
+        .args(["migrations", "--env", "dev", "--server", &format!("http://{api}")])
+        .output()
+        .await
+        .unwrap();
+    assert!(asked.status.success(), "{}", String::from_utf8_lossy(&asked.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&asked.stdout),
+        "no migrations recorded for `dev`\n"
+    );
     let rollback = "/api/v1/environments/dev/rollback";
     assert_eq!(api_post(api, rollback, &[], b"").await.status, 401);
     let wrong = [("authorization", "Bearer not-the-token-at-all".to_owned())];

@@ -438,6 +438,41 @@ async fn migrations_run_once_per_commit_and_roll_back_with_the_rollout() {
         "{interrupted:?}"
     );
     assert_eq!(read(), "up\nup\ndown\n");
+
+    // The ledger's migration history says each run and how it ended, newest first.
+    let history: Vec<(String, String)> = ledger
+        .migrations("dev", 10)
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.commit, m.state))
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("c4", "started"),
+        ("c3", "failed"),
+        ("c2", "rolled-back"),
+        ("c1", "succeeded"),
+    ]
+    .iter()
+    .map(|(c, s)| ((*c).to_owned(), (*s).to_owned()))
+    .collect();
+    assert_eq!(history, expected);
+    // `plumb migrations` prints it from the state directory.
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_plumb"))
+        .args(["migrations", "--env", "dev", "--state"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 4, "{printed}");
+    assert!(lines[0].starts_with("api c4 started (started "), "{printed}");
+    assert!(
+        lines[1].starts_with("api c3 failed: ") && lines[1].contains("did not finish within 300ms"),
+        "{printed}"
+    );
+    assert!(lines[2].starts_with("api c2 rolled-back (started "), "{printed}");
+    assert!(lines[3].starts_with("api c1 succeeded (started "), "{printed}");
     runtime.shutdown().await;
 }
 
