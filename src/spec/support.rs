@@ -908,7 +908,7 @@ pub static FIELDS: &[Field] = &[
         path: "container.networkDefinitions",
         local: Within("container"),
         compose: Done(
-            "the project's networks created with these settings; one created otherwise is refused, never changed under running containers",
+            "the project's networks created with these settings; one made otherwise is made again when no container uses it, and refused while one does",
         ),
         kubernetes: Within("container"),
         used: never,
