@@ -120,6 +120,8 @@ fn intent(commit: &str) -> Intent<'_> {
         commit,
         signer: None,
         trigger: Default::default(),
+        undo: &[],
+        kept: &[],
     }
 }
 

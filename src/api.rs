@@ -68,6 +68,7 @@ pub fn router(api: Api) -> Router {
         .merge(reads)
         .route("/api/v1/environments/{env}/sync", post(sync))
         .route("/api/v1/environments/{env}/rollback", post(rollback))
+        .route("/api/v1/environments/{env}/migrations/resolve", post(resolve))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)
 }
@@ -184,39 +185,99 @@ async fn diff(State(api): State<Api>, Path(env): Path<String>) -> Response {
     command(&api, &env, Input::Plan(reply), answer).await
 }
 
-async fn sync(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap) -> Response {
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SyncRequest {
+    #[serde(default)]
+    skip_migrations: bool,
+}
+
+async fn sync(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(refused) = refusal(&api, &headers) {
         return refused;
     }
+    let request: SyncRequest = match body_of(&body, "{\"skipMigrations\": BOOL}") {
+        Ok(request) => request,
+        Err(refused) => return error(StatusCode::BAD_REQUEST, &refused),
+    };
     let (reply, answer) = oneshot::channel();
-    command(&api, &env, Input::Sync(reply), answer).await
+    let input = Input::Sync {
+        skip_migrations: request.skip_migrations,
+        reply,
+    };
+    command(&api, &env, input, answer).await
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RollbackRequest {
     to: Option<String>,
+    #[serde(default)]
+    skip_migrations: bool,
+}
+
+/// A JSON body of `T`, or an empty one for its default; why not, saying what was expected.
+fn body_of<T: serde::de::DeserializeOwned + Default>(body: &Bytes, expected: &str) -> Result<T, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("the body is not {expected}: {e}"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveRequest {
+    commit: String,
+    service: Option<String>,
+    #[serde(rename = "as")]
+    state: crate::ledger::MigrationState,
+    /// Who checked the database, as the caller says.
+    by: Option<String>,
+}
+
+async fn resolve(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = refusal(&api, &headers) {
+        return refused;
+    }
+    let request: ResolveRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            let expected = "{\"commit\": COMMIT, \"as\": \"applied\"|\"rolled-back\", \"service\": NAME, \"by\": NAME}";
+            return error(StatusCode::BAD_REQUEST, &format!("the body is not {expected}: {e}"));
+        }
+    };
+    // One shared token: the caller's word for who they are is kept, marked as such.
+    let by = match request.by.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
+        Some(name) if name.len() <= 200 => format!("{name} (with the API token)"),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "`by` is longer than 200 bytes"),
+        None => "the API token".to_owned(),
+    };
+    let (reply, answer) = oneshot::channel();
+    let input = Input::Resolve {
+        commit: request.commit,
+        service: request.service,
+        state: request.state,
+        by,
+        reply,
+    };
+    command(&api, &env, input, answer).await
 }
 
 async fn rollback(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(refused) = refusal(&api, &headers) {
         return refused;
     }
-    let request: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RollbackRequest::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(request) => request,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("the body is not {{\"to\": COMMIT}}: {e}"),
-                );
-            }
-        }
+    let request: RollbackRequest = match body_of(&body, "{\"to\": COMMIT, \"skipMigrations\": BOOL}") {
+        Ok(request) => request,
+        Err(refused) => return error(StatusCode::BAD_REQUEST, &refused),
     };
     let (reply, answer) = oneshot::channel();
-    command(&api, &env, Input::Rollback { to: request.to, reply }, answer).await
+    let input = Input::Rollback {
+        to: request.to,
+        skip_migrations: request.skip_migrations,
+        reply,
+    };
+    command(&api, &env, input, answer).await
 }
 
 /// Hands `input` to `env`'s worker and answers with its reply.
@@ -356,7 +417,7 @@ mod tests {
         let (sender, mut inputs) = mpsc::channel(4);
         tokio::spawn(async move {
             while let Some(input) = inputs.recv().await {
-                if let Input::Sync(reply) = input {
+                if let Input::Sync { reply, .. } = input {
                     let _ = reply.send(Err(make()));
                 }
             }
@@ -375,7 +436,16 @@ mod tests {
     async fn sync_answer(make: fn() -> CommandError) -> (StatusCode, String) {
         let api = answering(make);
         let (reply, answer) = oneshot::channel();
-        let response = command(&api, "dev", Input::Sync(reply), answer).await;
+        let response = command(
+            &api,
+            "dev",
+            Input::Sync {
+                skip_migrations: false,
+                reply,
+            },
+            answer,
+        )
+        .await;
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), BODY_LIMIT).await.unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
@@ -417,7 +487,17 @@ mod tests {
         let api = answering(|| unreachable!("no input reaches a dropped worker"));
         let (reply, answer) = oneshot::channel();
         assert_eq!(
-            command(&api, "prod", Input::Sync(reply), answer).await.status(),
+            command(
+                &api,
+                "prod",
+                Input::Sync {
+                    skip_migrations: false,
+                    reply
+                },
+                answer
+            )
+            .await
+            .status(),
             StatusCode::NOT_FOUND
         );
         api.workers
@@ -425,7 +505,16 @@ mod tests {
             .unwrap()
             .insert("gone".to_owned(), mpsc::channel(1).0);
         let (reply, answer) = oneshot::channel();
-        let response = command(&api, "gone", Input::Sync(reply), answer).await;
+        let response = command(
+            &api,
+            "gone",
+            Input::Sync {
+                skip_migrations: false,
+                reply,
+            },
+            answer,
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

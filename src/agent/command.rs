@@ -30,15 +30,22 @@ fn no_head() -> CommandError {
 
 impl Worker {
     /// Applies the last head now: a manual sync, which also retries a head that failed.
-    pub async fn sync(&mut self) -> Result<Done, CommandError> {
+    /// Migrations a revert brings back are undone first, unless `skip_migrations`.
+    pub async fn sync(&mut self, skip_migrations: bool) -> Result<Done, CommandError> {
         let head = self.last.clone().ok_or_else(no_head)?;
         let commit = head.commit.to_string();
         let desired = head.desired.clone().map_err(CommandError::Conflict)?;
+        self.not_interrupted().await?;
         if self.applied.is_none() {
             self.applied = self.rollback_point(&head).await?;
         }
+        let back = self
+            .back_for(&head, &desired, skip_migrations)
+            .await
+            .map_err(CommandError::Conflict)?;
+        self.handled = Some(head.commit);
         let applied = self
-            .apply(desired, &commit, head.signer.as_deref(), Trigger::Sync, true)
+            .apply(desired, &commit, head.signer.as_deref(), Trigger::Sync, true, &back)
             .await?;
         self.publish(|s| s.drift.clear());
         Ok(Done {
@@ -69,13 +76,21 @@ impl Worker {
     /// it is not applied again until the head moves — across restarts too — and the `git
     /// revert` that makes the repository agree is returned. Should the restore fail, the
     /// environment goes back to what ran before it.
-    pub async fn rollback(&mut self, to: Option<&str>) -> Result<RolledBack, CommandError> {
+    ///
+    /// First the migrations applied since `to` was last applied are undone, newest first;
+    /// one that cannot be stops the rollback before anything changes, unless
+    /// `skip_migrations` (then each one left in place is a recorded step).
+    pub async fn rollback(&mut self, to: Option<&str>, skip_migrations: bool) -> Result<RolledBack, CommandError> {
         let head = self.last.clone().ok_or_else(no_head)?;
+        self.not_interrupted().await?;
         let target = self.rollback_target(to).await?;
         let desired = head
             .render(&target, &self.name)
             .map_err(|e| CommandError::Conflict(format!("{target} cannot be rendered now: {e}")))?;
-        let applied = self.apply(desired, &target, None, Trigger::Rollback, true).await?;
+        let back = self.back_to(&head, &target, skip_migrations).await?;
+        let applied = self
+            .apply(desired, &target, None, Trigger::Rollback, true, &back)
+            .await?;
         let head_commit = head.commit.to_string();
         let mut replaced = None;
         if applied.outcome == Outcome::Succeeded && head_commit != target {
@@ -98,6 +113,14 @@ impl Worker {
             head: replaced,
             revert,
         })
+    }
+
+    /// Refuses while a migration an agent died in the middle of is not resolved.
+    async fn not_interrupted(&self) -> Result<(), CommandError> {
+        match self.interrupted().await? {
+            Some(reason) => Err(CommandError::Conflict(reason)),
+            None => Ok(()),
+        }
     }
 
     /// The commit a rollback goes to: `to` (a prefix of a commit applied healthy before), or

@@ -16,8 +16,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::command::CommandError;
+use super::migrations::{Back, Resolved};
 use crate::error::chain;
-use crate::ledger::{Attempt, LedgerError, Outcome, Recorder, Trigger};
+use crate::ledger::{Attempt, LedgerError, MigrationState, Outcome, Recorder, Trigger};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Applied, Intent, RollbackPoint};
 use crate::source::GitTree;
@@ -64,15 +65,35 @@ pub enum Input {
     /// A head to apply.
     Head(Box<Head>),
     /// Apply the last head now, even when automatic sync is off or it failed before.
-    Sync(oneshot::Sender<Result<Done, CommandError>>),
+    Sync {
+        /// Leave in place the migrations a revert would undo.
+        skip_migrations: bool,
+        /// Where the result goes.
+        reply: oneshot::Sender<Result<Done, CommandError>>,
+    },
     /// Say what applying the last head would do now, changing nothing.
     Plan(oneshot::Sender<Result<Pending, CommandError>>),
     /// Restore an earlier applied commit (`None`: the one before the rollback point).
     Rollback {
         /// The commit, or a unique prefix of it.
         to: Option<String>,
+        /// Leave the migrations applied since in place instead of undoing them.
+        skip_migrations: bool,
         /// Where the result goes.
         reply: oneshot::Sender<Result<RolledBack, CommandError>>,
+    },
+    /// Record what a person verified of an interrupted migration.
+    Resolve {
+        /// The commit, or a unique prefix of it.
+        commit: String,
+        /// The service, when only one of the commit's is meant.
+        service: Option<String>,
+        /// What the database has.
+        state: MigrationState,
+        /// Who said so.
+        by: String,
+        /// Where the result goes.
+        reply: oneshot::Sender<Result<Resolved, CommandError>>,
     },
 }
 
@@ -126,8 +147,9 @@ pub struct Status {
     /// What differs between the rollback point and what runs, at the last check.
     pub drift: Vec<String>,
     /// Why the agent cannot act on the environment now, by cause (`fetch`: its repository
-    /// cannot be fetched; `ledger`: nothing can be recorded, so nothing is applied). Empty when
-    /// it can; a cause goes as soon as it is over.
+    /// cannot be fetched; `ledger`: nothing can be recorded, so nothing is applied;
+    /// `migration`: a migration or its rollback was interrupted, so nothing is applied until a
+    /// person resolves it). Empty when it can; a cause goes as soon as it is over.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub blocked: BTreeMap<String, String>,
     /// Each service's migration position: the newest commit whose migration succeeded and was
@@ -220,7 +242,7 @@ pub struct Worker {
     /// How often drift is looked for.
     heal_every: Duration,
     /// The last head handled (applied, refused, or skipped as failed before).
-    handled: Option<Oid>,
+    pub(super) handled: Option<Oid>,
     /// The rollback point, rendered.
     pub(super) applied: Option<(String, Desired)>,
     /// The last head received, for a manual sync.
@@ -262,6 +284,7 @@ impl Worker {
             restarts: BTreeMap::new(),
         };
         worker.publish_last().await;
+        worker.interrupted().await?;
         Ok(worker)
     }
 
@@ -332,8 +355,8 @@ impl Worker {
             let work = async {
                 match next {
                     Some(Input::Head(head)) => self.head(*head).await.err().map(|e| chain(&e)),
-                    Some(Input::Sync(reply)) => {
-                        let done = self.sync().await;
+                    Some(Input::Sync { skip_migrations, reply }) => {
+                        let done = self.sync(skip_migrations).await;
                         let failed = ledger_failure(&done);
                         let _ = reply.send(done);
                         failed
@@ -342,11 +365,36 @@ impl Worker {
                         let _ = reply.send(self.pending().await);
                         None
                     }
-                    Some(Input::Rollback { to, reply }) => {
-                        let done = self.rollback(to.as_deref()).await;
+                    Some(Input::Rollback {
+                        to,
+                        skip_migrations,
+                        reply,
+                    }) => {
+                        let done = self.rollback(to.as_deref(), skip_migrations).await;
                         let failed = ledger_failure(&done);
                         let _ = reply.send(done);
                         failed
+                    }
+                    Some(Input::Resolve {
+                        commit,
+                        service,
+                        state,
+                        by,
+                        reply,
+                    }) => {
+                        let done = self.resolve(&commit, service, state, &by).await;
+                        let failed = ledger_failure(&done);
+                        let resolved = done.is_ok();
+                        let _ = reply.send(done);
+                        // The head waiting for the resolution goes on now.
+                        match self
+                            .last
+                            .clone()
+                            .filter(|last| resolved && self.handled != Some(last.commit))
+                        {
+                            Some(head) => failed.or(self.head(head).await.err().map(|e| chain(&e))),
+                            None => failed,
+                        }
                     }
                     None => match self.last.clone().filter(|last| self.handled != Some(last.commit)) {
                         Some(head) => self.head(head).await.err().map(|e| chain(&e)),
@@ -403,11 +451,10 @@ impl Worker {
     }
 
     /// Applies `head` unless it was handled or failed before.
-    pub async fn head(&mut self, head: Head) -> Result<(), LedgerError> {
+    pub async fn head(&mut self, mut head: Head) -> Result<(), LedgerError> {
         if self.handled == Some(head.commit) {
             return Ok(());
         }
-        self.handled = Some(head.commit);
         self.last = Some(head.clone());
         let commit = head.commit.to_string();
         let name = self.name.clone();
@@ -416,6 +463,11 @@ impl Worker {
             s.signer = head.signer.clone();
             s.refused = None;
         });
+        // Taken again once a person has resolved the interrupted migration.
+        if self.interrupted().await?.is_some() {
+            return Ok(());
+        }
+        self.handled = Some(head.commit);
         let failed_before = {
             let (name, commit) = (name.clone(), commit.clone());
             self.ledger.call(move |l| l.is_failed(&name, &commit)).await?
@@ -425,7 +477,8 @@ impl Worker {
             self.publish(|s| s.refused = Some("failed before; not retried until the head moves".to_owned()));
             return Ok(());
         }
-        let desired = match head.desired {
+        // Taken out: the worker keeps its own copy of the head in `last`.
+        let desired = match std::mem::replace(&mut head.desired, Err(String::new())) {
             Ok(desired) => desired,
             Err(reason) => {
                 tracing::warn!(environment = %name, commit, %reason, "Refused a commit that cannot be applied; what runs keeps running.");
@@ -446,8 +499,16 @@ impl Worker {
             self.publish(|s| s.refused = Some("automatic sync is off: waiting for `plumb sync`".to_owned()));
             return Ok(());
         }
+        let back = match self.back_for(&head, &desired, false).await {
+            Ok(back) => back,
+            Err(reason) => {
+                tracing::warn!(environment = %name, commit, %reason, "Refused a commit whose migrations cannot be undone; what runs keeps running.");
+                self.publish(|s| s.refused = Some(reason.clone()));
+                return self.refuse(&commit, head.signer.as_deref(), reason).await;
+            }
+        };
         let applied = self
-            .apply(desired, &commit, head.signer.as_deref(), Trigger::Commit, true)
+            .apply(desired, &commit, head.signer.as_deref(), Trigger::Commit, true, &back)
             .await?;
         if applied.attempt.is_none() && matches!(applied.outcome, Outcome::Failed(_)) {
             // Nothing was attempted (the target could not be asked): the head is tried again
@@ -468,8 +529,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Applies `desired` as `commit` and, when `restore`, restores the rollback point if it
-    /// fails; counts the attempt. A success makes `commit` the rollback point.
+    /// Applies `desired` as `commit`, after undoing the migrations `back` names, and, when
+    /// `restore`, restores the rollback point if it fails; counts the attempt. A success makes
+    /// `commit` the rollback point.
     pub(super) async fn apply(
         &mut self,
         desired: Desired,
@@ -477,6 +539,7 @@ impl Worker {
         signer: Option<&str>,
         trigger: Trigger,
         restore: bool,
+        back: &Back,
     ) -> Result<Applied, LedgerError> {
         let started = Instant::now();
         let rollback = self
@@ -488,6 +551,8 @@ impl Worker {
             commit,
             signer,
             trigger,
+            undo: &back.undo,
+            kept: &back.kept,
         };
         self.publish(|s| s.busy = true);
         let applied = reconcile::apply(self.target.as_ref(), &self.ledger, &desired, intent, rollback).await;
@@ -509,6 +574,9 @@ impl Worker {
 
     /// Looks for drift from the rollback point; corrects it when the environment self-heals.
     pub async fn heal(&mut self) -> Result<(), LedgerError> {
+        if self.applied.is_none() || self.interrupted().await?.is_some() {
+            return Ok(());
+        }
         let Some((commit, desired)) = &self.applied else {
             return Ok(());
         };
@@ -561,7 +629,9 @@ impl Worker {
             return Ok(());
         }
         let (commit, desired) = (commit.clone(), desired.clone());
-        let healed = self.apply(desired, &commit, None, Trigger::Heal, false).await?;
+        let healed = self
+            .apply(desired, &commit, None, Trigger::Heal, false, &Back::default())
+            .await?;
         tracing::warn!(environment = %self.name, drift = ?healed.plan.summary(), outcome = ?healed.outcome, "Drift found and corrected.");
         let remaining = match healed.outcome {
             // What is only reported stays visible: the heal did not act on it.

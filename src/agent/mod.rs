@@ -10,10 +10,12 @@ mod dispatch;
 mod environment;
 mod fetcher;
 pub mod lease;
+mod migrations;
 mod record;
 mod run;
 
 pub use command::CommandError;
 pub use environment::{Board, Done, Head, Input, Pending, Publish, RolledBack, Status, Worker, desired_of};
 pub use fetcher::{Fetch, FetchError, Fetcher, Update};
+pub use migrations::Resolved;
 pub use run::{Agent, AgentError, Live, Repository, Settings, run};

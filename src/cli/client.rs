@@ -200,10 +200,67 @@ pub fn migrations(
     super::ledger::print_migrations(out, env, &records, output)
 }
 
+/// What `plumb migrations resolve` says.
+pub struct Resolve<'a> {
+    /// The commit (a prefix will do).
+    pub commit: &'a str,
+    /// Only this service's migration.
+    pub service: Option<&'a str>,
+    /// What the database has.
+    pub state: crate::ledger::MigrationState,
+    /// Who checked.
+    pub by: Option<&'a str>,
+}
+
+/// `plumb migrations resolve --env E --commit C --as applied|rolled-back`: record what a
+/// person verified of an interrupted migration; the environment goes on.
+pub fn resolve(
+    out: &mut dyn Write,
+    server: &Server,
+    env: &str,
+    request: &Resolve<'_>,
+    output: Format,
+) -> anyhow::Result<Outcome> {
+    let body = serde_json::json!({
+        "commit": request.commit, "service": request.service, "as": request.state, "by": request.by,
+    });
+    let done = server.call(
+        "POST",
+        &format!("/api/v1/environments/{env}/migrations/resolve"),
+        Some(body),
+    )?;
+    if output == Format::Json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&done)?)?;
+    } else {
+        let services: Vec<&str> = done["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        writeln!(
+            out,
+            "{env}: the migration of {} for {} recorded as {} by {}; the environment goes on",
+            services.join(", "),
+            done["commit"].as_str().unwrap_or_default(),
+            done["as"].as_str().unwrap_or_default(),
+            done["resolvedBy"].as_str().unwrap_or_default()
+        )?;
+    }
+    Ok(Outcome::Ok)
+}
+
 /// `plumb sync --env E`: apply the head now.
-pub fn sync(out: &mut dyn Write, server: &Server, env: &str, output: Format) -> anyhow::Result<Outcome> {
+pub fn sync(
+    out: &mut dyn Write,
+    server: &Server,
+    env: &str,
+    skip_migrations: bool,
+    output: Format,
+) -> anyhow::Result<Outcome> {
+    let body = serde_json::json!({ "skipMigrations": skip_migrations });
     let done = with_progress(server, env, output, || {
-        server.call("POST", &format!("/api/v1/environments/{env}/sync"), None)
+        server.call("POST", &format!("/api/v1/environments/{env}/sync"), Some(body))
     })?;
     print_done(out, &done, output)
 }
@@ -274,9 +331,10 @@ pub fn rollback(
     server: &Server,
     env: &str,
     to: Option<&str>,
+    skip_migrations: bool,
     output: Format,
 ) -> anyhow::Result<Outcome> {
-    let body = serde_json::json!({ "to": to });
+    let body = serde_json::json!({ "to": to, "skipMigrations": skip_migrations });
     let done = with_progress(server, env, output, || {
         server.call("POST", &format!("/api/v1/environments/{env}/rollback"), Some(body))
     })?;

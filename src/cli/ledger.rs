@@ -70,6 +70,9 @@ pub fn print_history(
                 (_, Some(_)) => "ok".to_owned(),
             };
             writeln!(out, "    {} {}: {state}", step.started, step.name)?;
+            for line in step.output.iter().flat_map(|o| o.lines()) {
+                writeln!(out, "      | {line}")?;
+            }
         }
     }
     Ok(Outcome::Ok)
@@ -105,10 +108,16 @@ pub fn print_migrations(
     for record in records {
         let commit = record.commit.get(..12).unwrap_or(&record.commit);
         let attempt = record.attempt.map(|a| format!(", attempt #{a}")).unwrap_or_default();
-        let state = match &record.error {
+        let mut state = match &record.error {
             Some(error) => format!("{}: {error}", record.state),
             None => record.state.clone(),
         };
+        if record.interrupted() {
+            state.push_str(" — interrupted: `plumb migrations resolve` says what the database has");
+        }
+        if let Some(by) = &record.resolved_by {
+            state.push_str(&format!(" (resolved by {by})"));
+        }
         writeln!(
             out,
             "{} {commit} {} (started {}{attempt})",

@@ -168,6 +168,10 @@ Examples:
         /// The environment.
         #[arg(long)]
         env: String,
+        /// Apply a head that brings an earlier version back without undoing the migrations
+        /// applied since (the database keeps them; recorded as a step).
+        #[arg(long)]
+        skip_migrations: bool,
         #[command(flatten)]
         server: client::Server,
         /// How to print the result.
@@ -186,6 +190,10 @@ Examples:
         /// The commit to restore (a prefix will do); by default the one before the current.
         #[arg(long)]
         to: Option<String>,
+        /// Leave the migrations applied since that commit in place instead of running their
+        /// rollback commands (the database keeps them; recorded as a step).
+        #[arg(long)]
+        skip_migrations: bool,
         #[command(flatten)]
         server: client::Server,
         /// How to print the result.
@@ -219,11 +227,16 @@ Examples:
     #[command(after_help = "Examples:
   plumb migrations --env production --state /var/lib/plumb
   plumb migrations --env staging --output json
-  plumb migrations --env staging --server http://127.0.0.1:7070")]
+  plumb migrations --env staging --server http://127.0.0.1:7070
+  plumb migrations resolve --env production --commit 3f1c2a9 --as rolled-back --by alice")]
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Migrations {
+        /// Record what a person verified after an interruption.
+        #[command(subcommand)]
+        action: Option<MigrationsCommand>,
         /// The environment.
-        #[arg(long)]
-        env: String,
+        #[arg(long, required = true)]
+        env: Option<String>,
         /// The agent's state directory.
         #[arg(long, env = "PLUMB_STATE", default_value = ".plumb")]
         state: PathBuf,
@@ -284,6 +297,47 @@ Examples:
         #[arg(long, default_value = "schemas")]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum MigrationsCommand {
+    /// Say what the database has after the agent stopped in the middle of a migration or its
+    /// rollback: the environment applies nothing until then.
+    #[command(after_help = "Examples:
+  plumb migrations resolve --env production --commit 3f1c2a9 --as applied --by alice
+  plumb migrations resolve --env staging --commit 3f1c2a9 --service api --as rolled-back")]
+    Resolve {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// The commit whose migration was interrupted (a prefix will do).
+        #[arg(long)]
+        commit: String,
+        /// Only this service's migration of the commit (by default every interrupted one).
+        #[arg(long)]
+        service: Option<String>,
+        /// What the database has: the migration `applied`, or `rolled-back` (never ran, or its
+        /// rollback completed).
+        #[arg(long = "as", value_enum)]
+        state: Resolution,
+        /// Who checked the database (recorded with the resolution); by default `$USER`.
+        #[arg(long, env = "USER")]
+        by: Option<String>,
+        #[command(flatten)]
+        server: client::Server,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+}
+
+/// What a person found in the database.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Resolution {
+    /// The migration is in the database.
+    Applied,
+    /// It is not (it never ran, or its rollback completed).
+    RolledBack,
 }
 
 #[derive(Subcommand)]
@@ -437,13 +491,19 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Agent(args) => agent::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Status { server, output } => client::status(&mut out, &server, output),
-        Command::Sync { env, server, output } => client::sync(&mut out, &server, &env, output),
+        Command::Sync {
+            env,
+            skip_migrations,
+            server,
+            output,
+        } => client::sync(&mut out, &server, &env, skip_migrations, output),
         Command::Rollback {
             env,
             to,
+            skip_migrations,
             server,
             output,
-        } => client::rollback(&mut out, &server, &env, to.as_deref(), output),
+        } => client::rollback(&mut out, &server, &env, to.as_deref(), skip_migrations, output),
         Command::History {
             env,
             server: Some(server),
@@ -459,19 +519,45 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             ..
         } => ledger::history(&mut out, &state, &env, limit, output),
         Command::Migrations {
-            env,
+            action:
+                Some(MigrationsCommand::Resolve {
+                    env,
+                    commit,
+                    service,
+                    state,
+                    by,
+                    server,
+                    output,
+                }),
+            ..
+        } => {
+            let state = match state {
+                Resolution::Applied => crate::ledger::MigrationState::Applied,
+                Resolution::RolledBack => crate::ledger::MigrationState::RolledBack,
+            };
+            let request = client::Resolve {
+                commit: &commit,
+                service: service.as_deref(),
+                state,
+                by: by.as_deref(),
+            };
+            client::resolve(&mut out, &server, &env, &request, output)
+        }
+        Command::Migrations {
+            env: Some(env),
             server: Some(server),
             limit,
             output,
             ..
         } => client::migrations(&mut out, &client::Server::at(server), &env, limit, output),
         Command::Migrations {
-            env,
+            env: Some(env),
             state,
             limit,
             output,
             ..
         } => ledger::migrations(&mut out, &state, &env, limit, output),
+        Command::Migrations { env: None, .. } => anyhow::bail!("`plumb migrations` needs --env ENVIRONMENT"),
         Command::Audit(AuditCommand::Verify { state, output }) => ledger::verify(&mut out, &state, output),
         Command::Logs {
             env,

@@ -6,6 +6,7 @@
 
 mod carry;
 mod journal;
+mod migrations;
 mod recorder;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 
 pub use carry::{Carried, Witness, Witnessed};
 pub use journal::{Entry, Tamper};
+pub use migrations::{MigrationRecord, MigrationState};
 pub use recorder::{Recorder, read};
 
 /// Why the ledger could not be used.
@@ -116,26 +118,6 @@ pub struct Attempt {
     pub trigger: Trigger,
 }
 
-/// One run of a service's migration for a commit, as recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MigrationRecord {
-    /// The service.
-    pub service: String,
-    /// The commit whose migration it is.
-    pub commit: String,
-    /// The attempt it ran in.
-    pub attempt: Option<i64>,
-    /// When it started (RFC 3339, UTC).
-    pub started: String,
-    /// When its last state was recorded.
-    pub finished: Option<String>,
-    /// `started` (running, or interrupted when no attempt runs), `succeeded`, `failed`,
-    /// `rolled-back` (its rollback command ran after the rollout failed), `rollback-failed`.
-    pub state: String,
-    /// Why it, or its rollback, failed.
-    pub error: Option<String>,
-}
-
 /// One attempt as recorded, with its steps.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttemptRecord {
@@ -165,6 +147,9 @@ pub struct StepRecord {
     pub finished: Option<String>,
     /// `None` while running; `Ok` or the error.
     pub error: Option<Option<String>>,
+    /// The last lines of the job it ran (a migration, its rollback, a task), secrets masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// The ledger of one agent.
@@ -255,10 +240,20 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records that `step` of `attempt` ended, with its error if it failed.
-    pub fn step_finished(&mut self, attempt: i64, step: &str, error: Option<&str>) -> Result<(), LedgerError> {
+    /// Records that `step` of `attempt` ended, with its error if it failed, and the last lines
+    /// of its output when it ran a job (secrets masked).
+    pub fn step_finished(
+        &mut self,
+        attempt: i64,
+        step: &str,
+        error: Option<&str>,
+        output: Option<&str>,
+    ) -> Result<(), LedgerError> {
         let environment = self.environment_of(attempt)?;
-        let body = json!({ "step": step, "error": error });
+        let mut body = json!({ "step": step, "error": error });
+        if let Some(output) = output {
+            body["output"] = json!(output);
+        }
         self.append(&environment, "step_done", Some(attempt), &body)?;
         Ok(())
     }
@@ -270,108 +265,6 @@ impl Ledger {
         let body = serde_json::to_value(outcome).expect("an outcome serializes");
         self.append(&environment, "outcome", Some(attempt), &body)?;
         Ok(())
-    }
-
-    /// Records that `service`'s migration for the attempt's commit starts (before running it).
-    pub fn migration_started(&mut self, attempt: i64, service: &str) -> Result<(), LedgerError> {
-        let (environment, commit) = self.attempt_key(attempt)?;
-        let body = json!({ "service": service, "commit": commit, "state": "started" });
-        self.append(&environment, "migration", Some(attempt), &body)?;
-        Ok(())
-    }
-
-    /// Records how `service`'s migration for the attempt's commit ended.
-    pub fn migration_finished(&mut self, attempt: i64, service: &str, error: Option<&str>) -> Result<(), LedgerError> {
-        let (environment, commit) = self.attempt_key(attempt)?;
-        let state = if error.is_some() { "failed" } else { "succeeded" };
-        let body = json!({ "service": service, "commit": commit, "state": state, "error": error });
-        self.append(&environment, "migration", Some(attempt), &body)?;
-        Ok(())
-    }
-
-    /// The last recorded state of `service`'s migration for `commit` in `environment`:
-    /// `started` (interrupted, if nothing followed), `succeeded` or `failed`.
-    pub fn migration_state(
-        &self,
-        environment: &str,
-        service: &str,
-        commit: &str,
-    ) -> Result<Option<String>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT json_extract(body, '$.state') FROM entries
-                 WHERE environment = ?1 AND kind = 'migration'
-                 AND json_extract(body, '$.service') = ?2 AND json_extract(body, '$.commit') = ?3
-                 ORDER BY seq DESC LIMIT 1",
-                params![environment, service, commit],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))
-    }
-
-    /// Records how the rollback command of `service`'s migration for the attempt's commit ended
-    /// (it ran because the rollout that migrated failed).
-    pub fn migration_rolled_back(
-        &mut self,
-        attempt: i64,
-        service: &str,
-        error: Option<&str>,
-    ) -> Result<(), LedgerError> {
-        let (environment, commit) = self.attempt_key(attempt)?;
-        let state = if error.is_some() {
-            "rollback-failed"
-        } else {
-            "rolled-back"
-        };
-        let body = json!({ "service": service, "commit": commit, "state": state, "error": error });
-        self.append(&environment, "migration", Some(attempt), &body)?;
-        Ok(())
-    }
-
-    /// The migrations of `environment`, newest first, at most `limit`: each run of a service's
-    /// migration for a commit, with how it ended and whether it was rolled back.
-    pub fn migrations(&self, environment: &str, limit: usize) -> Result<Vec<MigrationRecord>, LedgerError> {
-        let rows: Vec<(String, Option<i64>, String)> = self
-            .conn
-            .prepare("SELECT at, attempt, body FROM entries WHERE environment = ?1 AND kind = 'migration' ORDER BY seq")
-            .and_then(|mut statement| {
-                statement
-                    .query_map(params![environment], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-                    .collect()
-            })
-            .map_err(|e| self.sql(e))?;
-        let mut records: Vec<MigrationRecord> = Vec::new();
-        for (at, attempt, body) in rows {
-            let body: Value = serde_json::from_str(&body).unwrap_or_default();
-            let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
-            let (service, commit, state) = (text("service"), text("commit"), text("state"));
-            if state == "started" {
-                records.push(MigrationRecord {
-                    service,
-                    commit,
-                    attempt,
-                    started: at,
-                    finished: None,
-                    state,
-                    error: None,
-                });
-                continue;
-            }
-            let Some(record) = records
-                .iter_mut()
-                .rev()
-                .find(|r| r.service == service && r.commit == commit)
-            else {
-                continue;
-            };
-            record.state = state;
-            record.finished = Some(at);
-            record.error = body["error"].as_str().map(str::to_owned);
-        }
-        records.reverse();
-        records.truncate(limit);
-        Ok(records)
     }
 
     /// Records that task `service` ran `version` to completion under `attempt`.
@@ -550,12 +443,14 @@ impl Ledger {
                         started: at,
                         finished: None,
                         error: None,
+                        output: None,
                     }),
                     "step_done" => {
                         let name = body["step"].as_str().unwrap_or_default();
                         if let Some(step) = record.steps.iter_mut().rev().find(|s| s.name == name) {
                             step.finished = Some(at);
                             step.error = Some(body["error"].as_str().map(str::to_owned));
+                            step.output = body["output"].as_str().map(str::to_owned);
                         }
                     }
                     "outcome" => {

@@ -9,7 +9,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::ledger::{Attempt, LedgerError, Outcome, Recorder, Trigger};
-use crate::rollout::{Rollout, RolloutError, recorded};
+use crate::rollout::{Rollout, RolloutError, Undo, recorded, undo_migration};
 use crate::spec::Desired;
 use crate::spec::model::Service;
 use crate::target::{Slot, Target, TargetError};
@@ -116,6 +116,12 @@ pub struct Intent<'a> {
     /// plan is empty, so the commit becomes the rollback point; a heal with nothing to correct
     /// records nothing.
     pub trigger: Trigger,
+    /// Migrations to undo, newest first, before any other step: what an earlier state being
+    /// restored does not have.
+    pub undo: &'a [Undo],
+    /// Migrations such a restore leaves in place, because the operator said so: each is
+    /// recorded as a step.
+    pub kept: &'a [String],
 }
 
 /// Applies `desired` to `target`: plans against what runs, takes the steps, and on failure
@@ -170,9 +176,18 @@ pub async fn apply(
         trigger = ?intent.trigger,
     );
     let started = std::time::Instant::now();
-    let outcome = attempt_steps(target, ledger, attempt, desired, &plan, &live, rollback)
+    let outcome = match undo_first(target, ledger, attempt, &intent)
         .instrument(span.clone())
-        .await?;
+        .await
+    {
+        Ok(()) => {
+            attempt_steps(target, ledger, attempt, desired, &plan, &live, rollback)
+                .instrument(span.clone())
+                .await?
+        }
+        Err(RolloutError::Ledger(e)) => return Err(e),
+        Err(e) => Outcome::Failed(format!("{e}; nothing else was changed")),
+    };
     span.in_scope(|| {
         let duration_ms = started.elapsed().as_millis() as u64;
         match &outcome {
@@ -188,6 +203,24 @@ pub async fn apply(
         outcome,
         strategy,
     })
+}
+
+/// Records the migrations the intent leaves in place, then undoes those it undoes, newest
+/// first, stopping at the first that fails.
+async fn undo_first(
+    target: &dyn Target,
+    ledger: &Recorder,
+    attempt: i64,
+    intent: &Intent<'_>,
+) -> Result<(), RolloutError> {
+    for kept in intent.kept {
+        let step = format!("leave the migration of {kept} in place (--skip-migrations)");
+        recorded(ledger, attempt, &step, async { Ok(()) }).await?;
+    }
+    for undo in intent.undo {
+        undo_migration(target, ledger, attempt, undo).await?;
+    }
+    Ok(())
 }
 
 /// Takes the plan's steps and, when one fails, restores `rollback`; the attempt's outcome.
@@ -212,7 +245,7 @@ async fn attempt_steps(
         )));
     };
     tracing::warn!(event = "rolling_back", rollback_point = point.commit, reason = %failure, "Restoring the rollback point.");
-    match restore(target, ledger, attempt, point.desired, plan, live).await {
+    match restore(target, ledger, attempt, desired, point.desired, plan, live).await {
         Ok(()) => Ok(Outcome::RolledBack(failure)),
         Err(RolloutError::Ledger(e)) => Err(e),
         Err(e) => Ok(Outcome::Failed(format!(
@@ -222,16 +255,19 @@ async fn attempt_steps(
     }
 }
 
-/// Brings the environment back to `previous` after a failed attempt: what the attempt changed
-/// is rolled back, and services it created are removed.
+/// Brings the environment back to `previous` after a failed attempt: the migrations the attempt
+/// ran for services whose rollout did not fail are undone first, what it changed is rolled
+/// back, and services it created are removed.
 async fn restore(
     target: &dyn Target,
     ledger: &Recorder,
     attempt: i64,
+    failed_desired: &Desired,
     previous: &Desired,
     failed: &Plan,
     before: &Observed,
 ) -> Result<(), RolloutError> {
+    undo_attempt(target, ledger, attempt, failed_desired).await?;
     let (live, mut back) = observe_and_plan(target, ledger, previous, false).await?;
     let created: BTreeSet<&str> = failed
         .steps
@@ -253,6 +289,33 @@ async fn restore(
         }
     }
     take(target, ledger, attempt, previous, &back, &live.services, false).await
+}
+
+/// Undoes, newest first, the migrations `attempt` ran that are still in force (those of
+/// services whose own rollout did not fail), as `desired` declares them; one without a
+/// rollback command stays, as it does when its own rollout fails.
+async fn undo_attempt(
+    target: &dyn Target,
+    ledger: &Recorder,
+    attempt: i64,
+    desired: &Desired,
+) -> Result<(), RolloutError> {
+    let environment = desired.environment.as_str().to_owned();
+    let in_force = ledger.call(move |l| l.migrations_in_force(&environment)).await?;
+    for record in in_force.into_iter().filter(|r| r.attempt == Some(attempt)) {
+        let Some(service) = desired.services.values().find(|s| s.name.as_str() == record.service) else {
+            continue;
+        };
+        if service.migration.as_ref().is_none_or(|m| m.rollback_command.is_none()) {
+            continue;
+        }
+        let undo = Undo {
+            service: service.clone(),
+            commit: record.commit,
+        };
+        undo_migration(target, ledger, attempt, &undo).await?;
+    }
+    Ok(())
 }
 
 /// Takes every step of `plan` in order, stopping at the first failure.

@@ -144,8 +144,8 @@ impl Target for Faulty {
         _: &'a str,
         _: &'a [String],
         _: Duration,
-    ) -> Pending<'a, Result<(), TargetError>> {
-        Box::pin(async { Ok(()) })
+    ) -> Pending<'a, Result<String, TargetError>> {
+        Box::pin(async { Ok(String::new()) })
     }
 
     fn observe(&self) -> Pending<'_, Result<Observed, TargetError>> {
@@ -375,6 +375,8 @@ async fn a_stop_at_any_step_of_any_strategy_parks_the_attempt_within_ten_seconds
                     commit: "c1",
                     signer: None,
                     trigger: crate::ledger::Trigger::Commit,
+                    undo: &[],
+                    kept: &[],
                 },
                 None,
             )
@@ -466,6 +468,8 @@ async fn services_roll_out_at_once_as_the_target_allows_after_what_they_depend_o
         commit: "c1",
         signer: None,
         trigger: crate::ledger::Trigger::Commit,
+        undo: &[],
+        kept: &[],
     };
     let applied = crate::reconcile::apply(&target, &ledger, &desired, intent, None)
         .await

@@ -10,6 +10,7 @@ mod canary;
 mod fault_tests;
 mod prometheus;
 mod rolling;
+mod undo;
 
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use crate::ledger::{LedgerError, Recorder};
 use crate::spec::model::Service;
 use crate::spec::model::service::{BlueGreen, Strategy};
 use crate::target::{Slot, Target, TargetError};
+
+pub use undo::{Undo, no_rollback_command, undo_migration};
 
 /// Why a rollout stopped.
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +135,7 @@ impl Rollout<'_> {
         if !self.runtime.capabilities().supports(&service.strategy) {
             return Err(RolloutError::Unsupported(service.strategy.name()));
         }
-        let migrated = self.migrate(service).await?;
+        let migrated = self.migrate(service, version).await?;
         let result = match &service.strategy {
             Strategy::BlueGreen(settings) => self.blue_green(service, version, live, settings).await,
             Strategy::Canary(settings) => self.canary(service, version, live, settings).await,
@@ -153,7 +156,8 @@ impl Rollout<'_> {
         let name = service.name.as_str();
         let command = service.command.clone().unwrap_or_default();
         let job = format!("task-{}", version.get(..12).unwrap_or(version));
-        self.step(&format!("run {version} to completion"), async {
+        let step = format!("{name}: run {version} to completion");
+        recorded_job(self.ledger, self.attempt, &step, service, async {
             self.runtime
                 .run_job(service, &job, &command, service.progress_deadline.0)
                 .await
@@ -168,9 +172,10 @@ impl Rollout<'_> {
         Ok(())
     }
 
-    /// Runs the migration hook unless it already succeeded for this commit; returns whether
-    /// it ran now.
-    async fn migrate(&mut self, service: &Service) -> Result<bool, RolloutError> {
+    /// Runs the migration hook unless it already succeeded for this commit, or the migration
+    /// in force for the service is this very version's (a commit that brings back an earlier
+    /// version, whose newer migrations were undone); returns whether it ran now.
+    async fn migrate(&mut self, service: &Service, version: &str) -> Result<bool, RolloutError> {
         let Some(migration) = service.migration.as_ref().filter(|_| self.migrate) else {
             return Ok(false);
         };
@@ -185,16 +190,24 @@ impl Rollout<'_> {
         };
         match state.as_deref() {
             Some("succeeded") => return Ok(false),
-            Some("started") => {
+            Some("started" | "rolling-back") => {
                 return Err(RolloutError::MigrationInterrupted {
                     service: name.to_owned(),
                 });
             }
             _ => {}
         }
-        let service_name = name.to_owned();
+        let in_force = {
+            let (environment, name) = (environment.clone(), name.to_owned());
+            let all = self.ledger.call(move |l| l.migrations_in_force(&environment)).await?;
+            all.into_iter().find(|r| r.service == name)
+        };
+        if in_force.is_some_and(|r| r.version.as_deref() == Some(version)) {
+            return Ok(false);
+        }
+        let (service_name, to) = (name.to_owned(), version.to_owned());
         self.ledger
-            .call(move |l| l.migration_started(attempt, &service_name))
+            .call(move |l| l.migration_started(attempt, &service_name, &to))
             .await?;
         // Where the record is kept in the cluster too, the migration runs only once the cluster
         // holds that it started: an agent taking over never runs it twice.
@@ -211,17 +224,17 @@ impl Rollout<'_> {
             });
         }
         let job = format!("migration-{}", commit.get(..12).unwrap_or(&commit));
-        let result = self
-            .step("migrate", async {
-                self.runtime
-                    .run_job(service, &job, &migration.command, migration.timeout.0)
-                    .await
-                    .map_err(|reason| RolloutError::Migration {
-                        service: name.to_owned(),
-                        reason: reason.source.to_string(),
-                    })
-            })
-            .await;
+        let step = format!("{name}: migrate");
+        let result = recorded_job(self.ledger, self.attempt, &step, service, async {
+            self.runtime
+                .run_job(service, &job, &migration.command, migration.timeout.0)
+                .await
+                .map_err(|reason| RolloutError::Migration {
+                    service: name.to_owned(),
+                    reason: reason.source.to_string(),
+                })
+        })
+        .await;
         let error = result.as_ref().err().map(ToString::to_string);
         self.migration_finished(name, error).await?;
         result.map(|()| true)
@@ -235,33 +248,19 @@ impl Rollout<'_> {
             .await
     }
 
-    /// Runs the migration hook's rollback command, when it has one.
+    /// Runs the migration hook's rollback command after the rollout that migrated failed,
+    /// when it has one.
     async fn unmigrate(&mut self, service: &Service) -> Result<(), RolloutError> {
-        let Some(command) = service.migration.as_ref().and_then(|m| m.rollback_command.clone()) else {
+        if service.migration.as_ref().is_none_or(|m| m.rollback_command.is_none()) {
             return Ok(());
+        }
+        let attempt = self.attempt;
+        let (_, commit) = self.ledger.call(move |l| l.attempt_key(attempt)).await?;
+        let undo = Undo {
+            service: service.clone(),
+            commit,
         };
-        let name = service.name.as_str();
-        let timeout = service
-            .migration
-            .as_ref()
-            .map_or(Duration::from_secs(300), |m| m.timeout.0);
-        let result = self
-            .step("roll back the migration", async {
-                self.runtime
-                    .run_job(service, "migration-rollback", &command, timeout)
-                    .await
-                    .map_err(|reason| RolloutError::Migration {
-                        service: name.to_owned(),
-                        reason: reason.source.to_string(),
-                    })
-            })
-            .await;
-        let (attempt, service_name) = (self.attempt, name.to_owned());
-        let error = result.as_ref().err().map(ToString::to_string);
-        self.ledger
-            .call(move |l| l.migration_rolled_back(attempt, &service_name, error.as_deref()))
-            .await?;
-        result
+        undo_migration(self.runtime, self.ledger, attempt, &undo).await
     }
 
     async fn blue_green(
@@ -386,6 +385,50 @@ pub async fn recorded<T>(
     name: &str,
     action: impl std::future::Future<Output = Result<T, RolloutError>>,
 ) -> Result<T, RolloutError> {
+    recorded_with(ledger, attempt, name, action, |_| None).await
+}
+
+/// A recorded step that runs a job: the last lines of its output (`service`'s secrets masked)
+/// are recorded with its end.
+pub async fn recorded_job(
+    ledger: &Recorder,
+    attempt: i64,
+    name: &str,
+    service: &Service,
+    action: impl std::future::Future<Output = Result<String, RolloutError>>,
+) -> Result<(), RolloutError> {
+    let masked = async { action.await.map_err(|e| mask_error(service, e)) };
+    recorded_with(ledger, attempt, name, masked, |tail| {
+        Some(crate::target::workload::mask_opened(service, tail)).filter(|t| !t.is_empty())
+    })
+    .await
+    .map(|_| ())
+}
+
+/// `error` with `service`'s secrets masked where it quotes a job's output.
+fn mask_error(service: &Service, error: RolloutError) -> RolloutError {
+    use crate::target::workload::mask_opened;
+    match error {
+        RolloutError::Migration { service: name, reason } => RolloutError::Migration {
+            service: name,
+            reason: mask_opened(service, &reason),
+        },
+        RolloutError::Task { service: name, reason } => RolloutError::Task {
+            service: name,
+            reason: mask_opened(service, &reason),
+        },
+        other => other,
+    }
+}
+
+/// [`recorded`], with what `output` finds in the step's result recorded beside its end.
+async fn recorded_with<T>(
+    ledger: &Recorder,
+    attempt: i64,
+    name: &str,
+    action: impl std::future::Future<Output = Result<T, RolloutError>>,
+    output: impl FnOnce(&T) -> Option<String>,
+) -> Result<T, RolloutError> {
     // The step is durable in the ledger before it is taken.
     let step = name.to_owned();
     ledger.call(move |l| l.step_started(attempt, &step)).await?;
@@ -399,8 +442,9 @@ pub async fn recorded<T>(
         Some(e) => tracing::warn!(event = "step_failed", step = name, duration_ms, error = %e, "Step failed."),
     }
     let step = name.to_owned();
+    let output = result.as_ref().ok().and_then(output);
     ledger
-        .call(move |l| l.step_finished(attempt, &step, error.as_deref()))
+        .call(move |l| l.step_finished(attempt, &step, error.as_deref(), output.as_deref()))
         .await?;
     result
 }

@@ -45,6 +45,11 @@ impl Opened {
         self.0.get(sealed)
     }
 
+    /// Every clear value: what output quoting them must mask.
+    pub fn clear_values(&self) -> impl Iterator<Item = &Secret> {
+        self.0.values()
+    }
+
     /// Every encrypted string in `value` (at path `at`) replaced by its clear value; the path
     /// of the first one it holds no clear value for.
     pub fn open_in(&self, value: &mut Value, at: &str) -> Result<(), String> {

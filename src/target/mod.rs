@@ -117,14 +117,15 @@ pub trait Target: Send + Sync {
     /// Starts `service`'s traffic counters over.
     fn reset_traffic<'a>(&'a self, service: &'a str) -> Pending<'a, ()>;
 
-    /// Runs a one-off job of `service` to completion within `timeout`.
+    /// Runs a one-off job of `service` to completion within `timeout`; the last lines of its
+    /// output (a failure's are in its error).
     fn run_job<'a>(
         &'a self,
         service: &'a Service,
         job: &'a str,
         command: &'a [String],
         timeout: Duration,
-    ) -> Pending<'a, Result<(), TargetError>>;
+    ) -> Pending<'a, Result<String, TargetError>>;
 
     /// Why the containers of `service`'s `slot` were last restarted, in the target's words (a
     /// failed liveness probe), when it tells.

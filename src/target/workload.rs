@@ -111,6 +111,19 @@ pub fn variables(service: &Service) -> Result<Vec<(String, String)>, WorkloadErr
         .collect()
 }
 
+/// `text` (a job's output, an error quoting it) with every clear value of `service`'s
+/// encrypted values replaced by `***`.
+pub fn mask_opened(service: &Service, text: &str) -> String {
+    let mut masked = text.to_owned();
+    for clear in service.opened.clear_values() {
+        let clear = clear.expose();
+        if !clear.is_empty() && masked.contains(clear) {
+            masked = masked.replace(clear, "***");
+        }
+    }
+    masked
+}
+
 /// Whether `service`'s variable `name` is written encrypted (its clear value is a secret).
 pub fn is_secret_variable(service: &Service, name: &str) -> bool {
     service.env.iter().any(|v| v.name == name && is_encrypted(&v.value.0))

@@ -23,15 +23,15 @@ fn record(ledger: &mut Ledger, good: &str, bad: &str) -> (i64, i64) {
     let first = ledger.begin(&attempt(good)).unwrap();
     for step in ["start green", "health", "switch traffic"] {
         ledger.step_started(first, step).unwrap();
-        ledger.step_finished(first, step, None).unwrap();
+        ledger.step_finished(first, step, None, None).unwrap();
     }
     ledger.finish(first, &Outcome::Succeeded).unwrap();
     let second = ledger.begin(&attempt(bad)).unwrap();
     ledger.step_started(second, "start green").unwrap();
-    ledger.step_finished(second, "start green", None).unwrap();
+    ledger.step_finished(second, "start green", None, None).unwrap();
     ledger.step_started(second, "health").unwrap();
     ledger
-        .step_finished(second, "health", Some("GET /health answered 503"))
+        .step_finished(second, "health", Some("GET /health answered 503"), None)
         .unwrap();
     ledger
         .finish(second, &Outcome::RolledBack("health check failed".to_owned()))
@@ -211,12 +211,12 @@ fn a_record_carried_to_a_fresh_ledger_keeps_rollback_points_failures_and_migrati
     old.finish(unrelated, &Outcome::Succeeded).unwrap();
     record(&mut old, "c1", "c2");
     let migrated = old.begin(&attempt("c3")).unwrap();
-    old.migration_started(migrated, "db").unwrap();
+    old.migration_started(migrated, "db", "v1").unwrap();
     old.migration_finished(migrated, "db", None).unwrap();
     old.finish(migrated, &Outcome::Succeeded).unwrap();
     // The agent was lost in the middle of this one.
     let unfinished = old.begin(&attempt("c4")).unwrap();
-    old.migration_started(unfinished, "db").unwrap();
+    old.migration_started(unfinished, "db", "v1").unwrap();
 
     let carried = old.carry("production", 30).unwrap();
     // Through the cluster: JSON there and back.

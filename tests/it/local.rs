@@ -428,7 +428,7 @@ async fn migrations_run_once_per_commit_and_roll_back_with_the_rollout() {
 
     // An interrupted migration (started, never finished: the agent died) is not run again.
     let id = ledger.begin(&attempt("c4")).unwrap();
-    ledger.migration_started(id, "api").unwrap();
+    ledger.migration_started(id, "api", "v1").unwrap();
     let retry = ledger.begin(&attempt("c4")).unwrap();
     let interrupted = Rollout::new(&runtime, &recorder, retry)
         .run(&make("ok", up, "10s"), "c4", Some(live))
@@ -466,7 +466,10 @@ async fn migrations_run_once_per_commit_and_roll_back_with_the_rollout() {
     let printed = String::from_utf8(printed.stdout).unwrap();
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(lines.len(), 4, "{printed}");
-    assert!(lines[0].starts_with("api c4 started (started "), "{printed}");
+    assert!(
+        lines[0].starts_with("api c4 started — interrupted: `plumb migrations resolve` says what the database has"),
+        "{printed}"
+    );
     assert!(
         lines[1].starts_with("api c3 failed: ") && lines[1].contains("did not finish within 300ms"),
         "{printed}"

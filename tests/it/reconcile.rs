@@ -211,6 +211,8 @@ impl Agentless {
             commit,
             signer: Some("alice"),
             trigger: plumb::ledger::Trigger::Commit,
+            undo: &[],
+            kept: &[],
         };
         let rollback = rollback.map(|(commit, desired)| RollbackPoint { commit, desired });
         reconcile::apply(&self.runtime, &self.recorder, desired, intent, rollback)

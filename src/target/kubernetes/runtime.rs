@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service as KubeService};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service as KubeService};
 use kube::Api;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch};
+use kube::api::{DeleteParams, DynamicObject, ListParams, LogParams, Patch};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::apply::watch_kind;
@@ -482,14 +482,15 @@ impl KubernetesRuntime {
         self.remove_route(service).await
     }
 
-    /// Runs `command` of `service` as Job `job`, to completion within `timeout`.
+    /// Runs `command` of `service` as Job `job`, to completion within `timeout`; the last
+    /// lines its pod wrote (quoted in the error when it fails).
     pub async fn run_job(
         &self,
         service: &Service,
         job: &str,
         command: &[String],
         timeout: Duration,
-    ) -> Result<(), KubernetesError> {
+    ) -> Result<String, KubernetesError> {
         let env = self.env(service)?;
         let name = objects::job_name(service.name.as_str(), job);
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
@@ -506,14 +507,48 @@ impl KubernetesRuntime {
             let document = objects::job(&self.environment, service, &name, command, timeout.as_secs(), &env);
             self.apply(&jobs, &name, document, &format!("applying job `{name}`"))
                 .await?;
-            self.job_outcome(&jobs, &name, timeout).await
+            let outcome = self.job_outcome(&jobs, &name, timeout).await?;
+            Ok::<_, KubernetesError>((outcome, self.job_tail(&name).await))
         }
         .await;
         let _ = jobs.delete(&name, &DeleteParams::background()).await;
         if !secret_data.is_empty() {
             self.delete(&self.secrets(), &name, "secret").await?;
         }
-        ran?.map_err(|reason| KubernetesError::Job { name, reason })
+        match ran? {
+            (Ok(()), tail) => Ok(tail),
+            (Err(reason), tail) if tail.is_empty() => Err(KubernetesError::Job { name, reason }),
+            (Err(reason), tail) => Err(KubernetesError::Job {
+                name,
+                reason: format!("{reason}; its last lines:\n{tail}"),
+            }),
+        }
+    }
+
+    /// The last lines the newest pod of Job `name` wrote; empty when they cannot be read (the
+    /// pod is gone, the kubelet does not answer).
+    async fn job_tail(&self, name: &str) -> String {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let listed = pods
+            .list(&ListParams::default().labels(&format!("job-name={name}")))
+            .await;
+        let Some(pod) = listed.ok().and_then(|l| {
+            l.items
+                .into_iter()
+                .max_by_key(|p| p.metadata.creation_timestamp.clone())
+        }) else {
+            return String::new();
+        };
+        let params = LogParams {
+            tail_lines: Some(20),
+            limit_bytes: Some(4096),
+            ..LogParams::default()
+        };
+        let pod = pod.metadata.name.unwrap_or_default();
+        pods.logs(&pod, &params)
+            .await
+            .map(|l| l.trim_end().to_owned())
+            .unwrap_or_default()
     }
 
     /// How Job `name` ends: `Err` with why it failed, or did not finish within `timeout`.

@@ -104,7 +104,7 @@ impl Target for KubernetesRuntime {
         job: &'a str,
         command: &'a [String],
         timeout: Duration,
-    ) -> Pending<'a, Result<(), TargetError>> {
+    ) -> Pending<'a, Result<String, TargetError>> {
         Box::pin(async move {
             KubernetesRuntime::run_job(self, service, job, command, timeout)
                 .await

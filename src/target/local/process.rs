@@ -252,9 +252,11 @@ pub fn signal_group(pgid: u32, signal: i32) {
 }
 
 /// Runs a one-off job (a migration) to completion within `timeout`; on timeout its whole
-/// process group is killed. Output goes to `spec.log`.
-pub async fn run_job(spec: &Spec, timeout: Duration) -> Result<(), String> {
+/// process group is killed. Output goes to `spec.log`; the last lines this run wrote are
+/// returned, or quoted in the error.
+pub async fn run_job(spec: &Spec, timeout: Duration) -> Result<String, String> {
     let log = LogFile::open(&spec.log).map_err(|e| format!("cannot open log {}: {e}", spec.log.display()))?;
+    let from = std::fs::metadata(&spec.log).map_or(0, |m| m.len());
     let mut child = spawn(spec, &log)?;
     let pid = child.id().unwrap_or_default();
     let result = match tokio::time::timeout(timeout, child.wait()).await {
@@ -271,11 +273,42 @@ pub async fn run_job(spec: &Spec, timeout: Duration) -> Result<(), String> {
         }
     };
     signal_group(pid, libc::SIGKILL);
+    let tail = last_lines(&spec.log, from);
     log.note(&format!(
         "plumb: the job ended: {}",
         result.as_ref().map_or_else(|e| e.as_str(), |()| "ok")
     ));
-    result
+    match result {
+        Ok(()) => Ok(tail),
+        Err(reason) if tail.is_empty() => Err(reason),
+        Err(reason) => Err(format!("{reason}; its last lines:\n{tail}")),
+    }
+}
+
+/// How much of a job's output is kept: its last lines, within a size.
+const TAIL_LINES: usize = 20;
+const TAIL_BYTES: u64 = 4096;
+
+/// The last [`TAIL_LINES`] lines (at most [`TAIL_BYTES`]) written to `path` after offset `from`.
+fn last_lines(path: &std::path::Path, from: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let end = file.metadata().map_or(0, |m| m.len());
+    // The log may have been rotated under the job (truncated in place): read what is there.
+    let start = if end < from {
+        0
+    } else {
+        from.max(end.saturating_sub(TAIL_BYTES))
+    };
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.take(TAIL_BYTES).read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
 
 /// Kills every process (with its process group, when it leads one) whose environment holds

@@ -371,7 +371,7 @@ impl LocalRuntime {
         job: &str,
         command: &[String],
         timeout: std::time::Duration,
-    ) -> Result<(), String> {
+    ) -> Result<String, String> {
         let name = service.name.as_str();
         let mut env = variables(service).map_err(|e| e.to_string())?;
         env.push(("PLUMB_ENVIRONMENT".to_owned(), self.environment.clone()));
@@ -713,7 +713,7 @@ impl Target for LocalRuntime {
         job: &'a str,
         command: &'a [String],
         timeout: std::time::Duration,
-    ) -> Pending<'a, Result<(), TargetError>> {
+    ) -> Pending<'a, Result<String, TargetError>> {
         Box::pin(async move {
             LocalRuntime::run_job(self, service, job, command, timeout)
                 .await

@@ -246,14 +246,15 @@ impl ComposeRuntime {
     }
 
     /// Runs a one-off container of `service` (a migration) named after `job`, to completion
-    /// within `timeout`; removed afterwards, its last lines quoted when it fails.
+    /// within `timeout`; removed afterwards. Returns its last lines, quoted in the error when
+    /// it fails.
     pub async fn run_job(
         &self,
         service: &Service,
         job: &str,
         command: &[String],
         timeout: std::time::Duration,
-    ) -> Result<(), ComposeError> {
+    ) -> Result<String, ComposeError> {
         let name = service.name.as_str();
         let image = service
             .image
@@ -315,7 +316,7 @@ impl ComposeRuntime {
         };
         drop(waiting);
         let outcome = match outcome {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(self.tail(&id).await),
             Err(reason) => {
                 let tail = self.tail(&id).await;
                 Err(ComposeError::Job(if tail.is_empty() {

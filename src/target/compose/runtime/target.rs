@@ -100,7 +100,7 @@ impl Target for ComposeRuntime {
         job: &'a str,
         command: &'a [String],
         timeout: std::time::Duration,
-    ) -> Pending<'a, Result<(), TargetError>> {
+    ) -> Pending<'a, Result<String, TargetError>> {
         Box::pin(async move {
             ComposeRuntime::run_job(self, service, job, command, timeout)
                 .await
