@@ -526,7 +526,7 @@ impl KubernetesRuntime {
     }
 
     /// The last lines the newest pod of Job `name` wrote; empty when they cannot be read (the
-    /// pod is gone, the kubelet does not answer).
+    /// pod is gone, the kubelet does not answer within 5 s).
     async fn job_tail(&self, name: &str) -> String {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let listed = pods
@@ -545,10 +545,12 @@ impl KubernetesRuntime {
             ..LogParams::default()
         };
         let pod = pod.metadata.name.unwrap_or_default();
-        pods.logs(&pod, &params)
-            .await
-            .map(|l| l.trim_end().to_owned())
-            .unwrap_or_default()
+        // The API server asks the kubelet: a node that does not answer costs seconds, not the
+        // rollout.
+        match tokio::time::timeout(Duration::from_secs(5), pods.logs(&pod, &params)).await {
+            Ok(Ok(logs)) => logs.trim_end().to_owned(),
+            _ => String::new(),
+        }
     }
 
     /// How Job `name` ends: `Err` with why it failed, or did not finish within `timeout`.
