@@ -170,6 +170,19 @@ async fn blue_green_migrations_and_rollback_on_a_real_control_plane() {
         "the old color is scaled to zero, its Deployment kept"
     );
     assert_eq!(release_of(namespace, "web-blue").as_deref(), Some("r1"));
+    // The Job's output, read from its pod through the API server and kubelet, is kept with
+    // its step.
+    let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+    let attempts = ledger.history(namespace, 10).unwrap();
+    let migrated = attempts
+        .iter()
+        .flat_map(|a| &a.steps)
+        .find(|s| s.name == "web: migrate")
+        .expect("a migration step");
+    assert!(
+        migrated.output.as_deref().is_some_and(|o| o.contains("plumb")),
+        "{migrated:?}"
+    );
 
     // Pods that never become ready: the progress deadline fails the rollout, green stays.
     write(&upstream, namespace, "r3", "blueGreen: {keepOldVersion: 0s}", false, "");
