@@ -122,6 +122,7 @@ fn intent(commit: &str) -> Intent<'_> {
         trigger: Default::default(),
         undo: &[],
         kept: &[],
+        by: None,
     }
 }
 

@@ -107,6 +107,7 @@ fn intent(commit: &str) -> Intent<'_> {
         trigger: Default::default(),
         undo: &[],
         kept: &[],
+        by: None,
     }
 }
 

@@ -60,6 +60,7 @@ async fn run(rounds: usize) {
                 strategy: "blueGreen".to_owned(),
                 plan: serde_json::json!({}),
                 trigger: Default::default(),
+                by: None,
             })
             .unwrap();
         let started = Instant::now();

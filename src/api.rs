@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
@@ -19,11 +19,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::access::{Access, Action, Refused};
 use crate::agent::{Board, CommandError, Input};
 use crate::error::chain;
 use crate::ledger::{self, AttemptRecord};
 use crate::metrics::Metrics;
-use crate::secret::{Secret, constant_time_eq};
 
 /// The largest request body accepted.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -40,11 +40,9 @@ pub struct Api {
     pub workers: Workers,
     /// The ledger file, opened read-only per request.
     pub ledger: PathBuf,
-    /// The bearer token of mutating calls; `None` disables them. Replaced on a configuration
-    /// reload.
-    pub token: Arc<RwLock<Option<Secret>>>,
-    /// Whether reads (`/api/v1/…`, `/metrics`) need the token too.
-    pub protect_reads: Arc<AtomicBool>,
+    /// Who may call what (the identities, whether reads need one). Replaced on a
+    /// configuration reload.
+    pub access: Arc<RwLock<Access>>,
     /// The repositories whose first fetch has not been handled yet; ready at zero.
     pub unread: Arc<AtomicUsize>,
     /// The agent's metrics.
@@ -73,16 +71,14 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
 }
 
-/// Refuses a read without the token when reads are protected.
+/// Refuses a read without an identity when reads need one.
 async fn guard_reads(
     State(api): State<Api>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if api.protect_reads.load(Ordering::Relaxed)
-        && let Some(refused) = refusal(&api, request.headers())
-    {
-        return refused;
+    if let Err(refused) = authorized(&api, request.headers(), Action::Read, None) {
+        return refusal(refused);
     }
     next.run(request).await
 }
@@ -193,15 +189,17 @@ struct SyncRequest {
 }
 
 async fn sync(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = refusal(&api, &headers) {
-        return refused;
-    }
+    let by = match authorized(&api, &headers, Action::Sync, Some(&env)) {
+        Ok(by) => by,
+        Err(refused) => return refusal(refused),
+    };
     let request: SyncRequest = match body_of(&body, "{\"skipMigrations\": BOOL}") {
         Ok(request) => request,
         Err(refused) => return error(StatusCode::BAD_REQUEST, &refused),
     };
     let (reply, answer) = oneshot::channel();
     let input = Input::Sync {
+        by,
         skip_migrations: request.skip_migrations,
         reply,
     };
@@ -236,9 +234,10 @@ struct ResolveRequest {
 }
 
 async fn resolve(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = refusal(&api, &headers) {
-        return refused;
-    }
+    let caller = match authorized(&api, &headers, Action::Resolve, Some(&env)) {
+        Ok(caller) => caller,
+        Err(refused) => return refusal(refused),
+    };
     let request: ResolveRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
@@ -246,11 +245,17 @@ async fn resolve(State(api): State<Api>, Path(env): Path<String>, headers: Heade
             return error(StatusCode::BAD_REQUEST, &format!("the body is not {expected}: {e}"));
         }
     };
-    // One shared token: the caller's word for who they are is kept, marked as such.
-    let by = match request.by.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
-        Some(name) if name.len() <= 200 => format!("{name} (with the API token)"),
+    // The identity is who did it; a person named beside it (a shared token) is kept, marked
+    // as their word.
+    let by = match request
+        .by
+        .as_deref()
+        .map(str::trim)
+        .filter(|b| !b.is_empty() && *b != caller)
+    {
+        Some(name) if name.len() <= 200 => format!("{caller} (said: {name})"),
         Some(_) => return error(StatusCode::BAD_REQUEST, "`by` is longer than 200 bytes"),
-        None => "the API token".to_owned(),
+        None => caller,
     };
     let (reply, answer) = oneshot::channel();
     let input = Input::Resolve {
@@ -264,9 +269,10 @@ async fn resolve(State(api): State<Api>, Path(env): Path<String>, headers: Heade
 }
 
 async fn rollback(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = refusal(&api, &headers) {
-        return refused;
-    }
+    let by = match authorized(&api, &headers, Action::Rollback, Some(&env)) {
+        Ok(by) => by,
+        Err(refused) => return refusal(refused),
+    };
     let request: RollbackRequest = match body_of(&body, "{\"to\": COMMIT, \"skipMigrations\": BOOL}") {
         Ok(request) => request,
         Err(refused) => return error(StatusCode::BAD_REQUEST, &refused),
@@ -274,6 +280,7 @@ async fn rollback(State(api): State<Api>, Path(env): Path<String>, headers: Head
     let (reply, answer) = oneshot::channel();
     let input = Input::Rollback {
         to: request.to,
+        by,
         skip_migrations: request.skip_migrations,
         reply,
     };
@@ -312,27 +319,29 @@ async fn command<T: serde::Serialize>(
     }
 }
 
-/// Checks the bearer token of a mutating call: `None` when it may go on, else the refusal.
-fn refusal(api: &Api, headers: &HeaderMap) -> Option<Response> {
-    let token = api.token.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let Some(token) = token else {
-        return Some(error(
-            StatusCode::FORBIDDEN,
-            "mutating calls are disabled: start the agent with an API token",
-        ));
-    };
-    let given = headers
+/// Who may take `action` (on `env`): the identity's name (`anonymous` for an open read), or
+/// why not.
+fn authorized(api: &Api, headers: &HeaderMap, action: Action, env: Option<&str>) -> Result<String, Refused> {
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) => None,
-        _ => {
-            let mut response = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+    let access = api.access.read().unwrap_or_else(|e| e.into_inner());
+    let identity = access.authorize(bearer, action, env)?;
+    Ok(identity.map_or_else(|| "anonymous".to_owned(), |i| i.name.clone()))
+}
+
+/// The answer to a refused call: 401 without a known token, 403 without the role or the
+/// environment.
+fn refusal(refused: Refused) -> Response {
+    match refused {
+        Refused::Forbidden(reason) => error(StatusCode::FORBIDDEN, &reason),
+        Refused::Unauthenticated(reason) => {
+            let mut response = error(StatusCode::UNAUTHORIZED, &reason);
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            Some(response)
+            response
         }
     }
 }
@@ -426,8 +435,7 @@ mod tests {
             board: Board::default(),
             workers: Arc::new(RwLock::new(BTreeMap::from([("dev".to_owned(), sender)]))),
             ledger: PathBuf::from("/nonexistent/ledger.sqlite"),
-            token: Arc::new(RwLock::new(None)),
-            protect_reads: Arc::new(AtomicBool::new(false)),
+            access: Arc::new(RwLock::new(Access::default())),
             unread: Arc::new(AtomicUsize::new(0)),
             metrics: Arc::new(Metrics::default()),
         }
@@ -440,6 +448,7 @@ mod tests {
             &api,
             "dev",
             Input::Sync {
+                by: "test".to_owned(),
                 skip_migrations: false,
                 reply,
             },
@@ -491,6 +500,7 @@ mod tests {
                 &api,
                 "prod",
                 Input::Sync {
+                    by: "test".to_owned(),
                     skip_migrations: false,
                     reply
                 },
@@ -509,6 +519,7 @@ mod tests {
             &api,
             "gone",
             Input::Sync {
+                by: "test".to_owned(),
                 skip_migrations: false,
                 reply,
             },

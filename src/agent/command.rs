@@ -4,6 +4,7 @@
 
 use super::environment::{Done, Pending, RolledBack, Worker};
 use crate::ledger::{LedgerError, Outcome, Trigger};
+use crate::reconcile::Intent;
 
 /// Why an operator's request was not carried out.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +31,9 @@ fn no_head() -> CommandError {
 
 impl Worker {
     /// Applies the last head now: a manual sync, which also retries a head that failed.
-    /// Migrations a revert brings back are undone first, unless `skip_migrations`.
-    pub async fn sync(&mut self, skip_migrations: bool) -> Result<Done, CommandError> {
+    /// Migrations a revert brings back are undone first, unless `skip_migrations`. The
+    /// ledger records `by` as who asked.
+    pub async fn sync(&mut self, by: &str, skip_migrations: bool) -> Result<Done, CommandError> {
         let head = self.last.clone().ok_or_else(no_head)?;
         let commit = head.commit.to_string();
         let desired = head.desired.clone().map_err(CommandError::Conflict)?;
@@ -44,9 +46,11 @@ impl Worker {
             .await
             .map_err(CommandError::Conflict)?;
         self.handled = Some(head.commit);
-        let applied = self
-            .apply(desired, &commit, head.signer.as_deref(), Trigger::Sync, true, &back)
-            .await?;
+        let intent = Intent {
+            by: Some(by),
+            ..Intent::new(&commit, head.signer.as_deref(), Trigger::Sync, &back)
+        };
+        let applied = self.apply(desired, intent, true).await?;
         self.publish(|s| s.drift.clear());
         Ok(Done {
             attempt: applied.attempt,
@@ -80,7 +84,12 @@ impl Worker {
     /// First the migrations applied since `to` was last applied are undone, newest first;
     /// one that cannot be stops the rollback before anything changes, unless
     /// `skip_migrations` (then each one left in place is a recorded step).
-    pub async fn rollback(&mut self, to: Option<&str>, skip_migrations: bool) -> Result<RolledBack, CommandError> {
+    pub async fn rollback(
+        &mut self,
+        to: Option<&str>,
+        by: &str,
+        skip_migrations: bool,
+    ) -> Result<RolledBack, CommandError> {
         let head = self.last.clone().ok_or_else(no_head)?;
         self.not_interrupted().await?;
         let target = self.rollback_target(to).await?;
@@ -88,9 +97,11 @@ impl Worker {
             .render(&target, &self.name)
             .map_err(|e| CommandError::Conflict(format!("{target} cannot be rendered now: {e}")))?;
         let back = self.back_to(&head, &target, skip_migrations).await?;
-        let applied = self
-            .apply(desired, &target, None, Trigger::Rollback, true, &back)
-            .await?;
+        let intent = Intent {
+            by: Some(by),
+            ..Intent::new(&target, None, Trigger::Rollback, &back)
+        };
+        let applied = self.apply(desired, intent, true).await?;
         let head_commit = head.commit.to_string();
         let mut replaced = None;
         if applied.outcome == Outcome::Succeeded && head_commit != target {

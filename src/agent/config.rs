@@ -44,9 +44,13 @@ pub struct AgentConfig {
     pub listen: String,
     /// A file holding the bearer token of the API's mutating calls (at least 16 characters).
     pub api_token_file: Option<PathBuf>,
-    /// Whether the API's reads (`/api/v1/…`, `/metrics`) need the token too.
+    /// Whether the API's reads (`/api/v1/…`, `/metrics`) need the token (or an identity) too.
     #[serde(default)]
     pub protect_reads: bool,
+    /// Named callers of the API, each with its own token, role and environments; the ledger
+    /// records which one synced, rolled back or resolved. `apiTokenFile` stays an `admin` named
+    /// `api-token`.
+    pub access: Option<AccessConfig>,
     /// The config repository followed, when there is one (its webhook is `POST /hooks/config`).
     pub repository: Option<RepositoryConfig>,
     /// The config repositories followed, when there are several: each names the environments
@@ -59,6 +63,45 @@ pub struct AgentConfig {
     pub heal_every: Duration,
     /// Run as several replicas: only the holder of this Lease applies.
     pub leader_election: Option<LeaderElection>,
+}
+
+/// Who may call the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Whether reads (`/api/v1/…`, `/metrics`) need an identity (any role).
+    #[serde(default)]
+    pub reads: Reads,
+    /// The identities.
+    #[serde(default)]
+    pub identities: Vec<IdentityConfig>,
+}
+
+/// Whether the API's reads need an identity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Reads {
+    /// Anyone may read.
+    #[default]
+    Open,
+    /// Only a known identity.
+    Authenticated,
+}
+
+/// A named caller of the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Its name, as the ledger records it.
+    #[schemars(regex(pattern = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"))]
+    pub name: String,
+    /// A file holding its bearer token (at least 16 characters; never written here).
+    pub token_file: PathBuf,
+    /// `viewer` (reads), `deployer` (sync, rollback, resolve migrations), `approver`
+    /// (approve), `admin` (everything).
+    pub role: crate::access::Role,
+    /// The environments it acts on; every one when absent.
+    pub environments: Option<Vec<String>>,
 }
 
 /// The Lease agents running as several replicas elect their leader with.
@@ -389,6 +432,32 @@ impl AgentConfig {
     }
 
     /// Every repository with its place in the file and its name.
+    /// The API's named callers, their tokens read; two with one name or one token are refused.
+    fn identities(&self) -> anyhow::Result<Vec<crate::access::Identity>> {
+        let mut identities: Vec<crate::access::Identity> = Vec::new();
+        for (i, config) in self.access.iter().flat_map(|a| &a.identities).enumerate() {
+            let at = format!("access.identities[{i}]");
+            let token = secret(&config.token_file, &format!("{at}.tokenFile"), 16)?;
+            let reserved = self.api_token_file.is_some() && config.name == crate::access::Identity::API_TOKEN;
+            anyhow::ensure!(
+                !reserved && identities.iter().all(|other| other.name != config.name),
+                "{at}.name: `{}` names another identity already",
+                config.name
+            );
+            anyhow::ensure!(
+                identities.iter().all(|other| other.token != token),
+                "{at}.tokenFile: the token is another identity's too; each needs its own"
+            );
+            identities.push(crate::access::Identity {
+                name: config.name.clone(),
+                token,
+                role: config.role,
+                environments: config.environments.clone(),
+            });
+        }
+        Ok(identities)
+    }
+
     fn each_repository(&self) -> Vec<(Vec<crate::spec::node::Step>, &str, &RepositoryConfig)> {
         use crate::spec::node::Step;
         let single = self.repository.iter().map(|r| {
@@ -429,7 +498,8 @@ impl AgentConfig {
                 Some(file) => Some(secret(file, "apiTokenFile", 16)?),
                 None => None,
             },
-            protect_reads: self.protect_reads,
+            identities: self.identities()?,
+            protect_reads: self.protect_reads || self.access.as_ref().is_some_and(|a| a.reads == Reads::Authenticated),
             leader: self.leader_election.as_ref().map(|l| Leader {
                 namespace: l.namespace.clone(),
                 lease: l.lease.clone(),

@@ -66,6 +66,8 @@ pub enum Input {
     Head(Box<Head>),
     /// Apply the last head now, even when automatic sync is off or it failed before.
     Sync {
+        /// Who asks.
+        by: String,
         /// Leave in place the migrations a revert would undo.
         skip_migrations: bool,
         /// Where the result goes.
@@ -77,6 +79,8 @@ pub enum Input {
     Rollback {
         /// The commit, or a unique prefix of it.
         to: Option<String>,
+        /// Who asks.
+        by: String,
         /// Leave the migrations applied since in place instead of undoing them.
         skip_migrations: bool,
         /// Where the result goes.
@@ -355,8 +359,12 @@ impl Worker {
             let work = async {
                 match next {
                     Some(Input::Head(head)) => self.head(*head).await.err().map(|e| chain(&e)),
-                    Some(Input::Sync { skip_migrations, reply }) => {
-                        let done = self.sync(skip_migrations).await;
+                    Some(Input::Sync {
+                        by,
+                        skip_migrations,
+                        reply,
+                    }) => {
+                        let done = self.sync(&by, skip_migrations).await;
                         let failed = ledger_failure(&done);
                         let _ = reply.send(done);
                         failed
@@ -367,10 +375,11 @@ impl Worker {
                     }
                     Some(Input::Rollback {
                         to,
+                        by,
                         skip_migrations,
                         reply,
                     }) => {
-                        let done = self.rollback(to.as_deref(), skip_migrations).await;
+                        let done = self.rollback(to.as_deref(), &by, skip_migrations).await;
                         let failed = ledger_failure(&done);
                         let _ = reply.send(done);
                         failed
@@ -507,9 +516,8 @@ impl Worker {
                 return self.refuse(&commit, head.signer.as_deref(), reason).await;
             }
         };
-        let applied = self
-            .apply(desired, &commit, head.signer.as_deref(), Trigger::Commit, true, &back)
-            .await?;
+        let intent = Intent::new(&commit, head.signer.as_deref(), Trigger::Commit, &back);
+        let applied = self.apply(desired, intent, true).await?;
         if applied.attempt.is_none() && matches!(applied.outcome, Outcome::Failed(_)) {
             // Nothing was attempted (the target could not be asked): the head is tried again
             // at the next drift check.
@@ -529,17 +537,14 @@ impl Worker {
         Ok(())
     }
 
-    /// Applies `desired` as `commit`, after undoing the migrations `back` names, and, when
+    /// Applies `desired` as `intent` says (after undoing the migrations it names) and, when
     /// `restore`, restores the rollback point if it fails; counts the attempt. A success makes
-    /// `commit` the rollback point.
+    /// its commit the rollback point.
     pub(super) async fn apply(
         &mut self,
         desired: Desired,
-        commit: &str,
-        signer: Option<&str>,
-        trigger: Trigger,
+        intent: Intent<'_>,
         restore: bool,
-        back: &Back,
     ) -> Result<Applied, LedgerError> {
         let started = Instant::now();
         let rollback = self
@@ -547,13 +552,7 @@ impl Worker {
             .as_ref()
             .filter(|_| restore)
             .map(|(commit, desired)| RollbackPoint { commit, desired });
-        let intent = Intent {
-            commit,
-            signer,
-            trigger,
-            undo: &back.undo,
-            kept: &back.kept,
-        };
+        let (commit, signer, trigger) = (intent.commit, intent.signer, intent.trigger);
         self.publish(|s| s.busy = true);
         let applied = reconcile::apply(self.target.as_ref(), &self.ledger, &desired, intent, rollback).await;
         self.publish_last().await;
@@ -629,8 +628,9 @@ impl Worker {
             return Ok(());
         }
         let (commit, desired) = (commit.clone(), desired.clone());
+        let back = Back::default();
         let healed = self
-            .apply(desired, &commit, None, Trigger::Heal, false, &Back::default())
+            .apply(desired, Intent::new(&commit, None, Trigger::Heal, &back), false)
             .await?;
         tracing::warn!(environment = %self.name, drift = ?healed.plan.summary(), outcome = ?healed.outcome, "Drift found and corrected.");
         let remaining = match healed.outcome {
@@ -697,6 +697,7 @@ impl Worker {
             strategy: "none".to_owned(),
             plan: serde_json::json!([]),
             trigger,
+            by: None,
         };
         self.ledger
             .call(move |l| {

@@ -8,8 +8,9 @@
 
 use super::command::CommandError;
 use super::environment::{Head, Worker};
+use crate::ledger::Trigger;
 use crate::ledger::{LedgerError, MigrationRecord, MigrationState};
-use crate::reconcile::version;
+use crate::reconcile::{Intent, version};
 use crate::rollout::Undo;
 use crate::spec::Desired;
 
@@ -20,6 +21,21 @@ pub struct Back {
     pub undo: Vec<Undo>,
     /// Left in place (`--skip-migrations`), as `<service> for <commit>`.
     pub kept: Vec<String>,
+}
+
+impl<'a> Intent<'a> {
+    /// Applying `commit` (signed by `signer`), started by `trigger`, after `back`; nobody
+    /// asked by name.
+    pub fn new(commit: &'a str, signer: Option<&'a str>, trigger: Trigger, back: &'a Back) -> Intent<'a> {
+        Intent {
+            commit,
+            signer,
+            trigger,
+            undo: &back.undo,
+            kept: &back.kept,
+            by: None,
+        }
+    }
 }
 
 /// What `plumb migrations resolve` recorded.

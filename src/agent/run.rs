@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -18,6 +18,7 @@ use super::environment::Publish;
 use super::fetcher::{FetchError, Fetcher};
 use super::lease::{Leader, LeaseError};
 use super::record::{self, ClusterRecord};
+use crate::access::{Access, Identity};
 use crate::api::{self, Api, Workers};
 use crate::ledger::{Ledger, LedgerError};
 use crate::secret::Secret;
@@ -40,12 +41,22 @@ pub struct Settings {
     pub backoff: Backoff,
     /// Where the HTTP API listens, if anywhere.
     pub listen: Option<SocketAddr>,
-    /// The bearer token of the API's mutating calls; without one they are refused.
+    /// The bearer token of the API's mutating calls, an admin named `api-token`; without it
+    /// and without `identities` they are refused.
     pub api_token: Option<Secret>,
-    /// Whether the API's reads (`/api/v1/…`, `/metrics`) need the token too.
+    /// Named callers of the API, each with a token, a role and the environments it acts on.
+    pub identities: Vec<Identity>,
+    /// Whether the API's reads (`/api/v1/…`, `/metrics`) need an identity too.
     pub protect_reads: bool,
     /// Apply only while holding this Lease (agents run as several replicas).
     pub leader: Option<Leader>,
+}
+
+impl Settings {
+    /// Who may call what on the API.
+    pub fn access(&self) -> Access {
+        Access::new(self.api_token.clone(), self.identities.clone(), self.protect_reads)
+    }
 }
 
 /// One config repository and what the agent takes from it.
@@ -178,8 +189,7 @@ impl Agent {
 /// repository's polling and environments. The others need a restart.
 #[derive(Clone)]
 pub struct Live {
-    token: Arc<std::sync::RwLock<Option<Secret>>>,
-    protect_reads: Arc<AtomicBool>,
+    access: Arc<std::sync::RwLock<Access>>,
     repositories: Arc<BTreeMap<String, Followed>>,
 }
 
@@ -202,8 +212,7 @@ impl Followed {
 impl Live {
     /// Takes the live part of `settings`; a repository added or removed waits for a restart.
     pub fn update(&self, settings: &Settings) {
-        *self.token.write().unwrap_or_else(|e| e.into_inner()) = settings.api_token.clone();
-        self.protect_reads.store(settings.protect_reads, Ordering::Relaxed);
+        *self.access.write().unwrap_or_else(|e| e.into_inner()) = settings.access();
         for repository in &settings.repositories {
             let Some(followed) = self.repositories.get(&repository.name) else {
                 continue;
@@ -257,8 +266,7 @@ pub async fn run(
     // Opened once here so a ledger that cannot be opened stops the agent at start.
     drop(Ledger::open(&ledger)?);
     let live = Live {
-        token: Arc::new(std::sync::RwLock::new(settings.api_token.clone())),
-        protect_reads: Arc::new(AtomicBool::new(settings.protect_reads)),
+        access: Arc::new(std::sync::RwLock::new(settings.access())),
         repositories: Arc::new(followed),
     };
     let shared = Shared {
@@ -356,8 +364,7 @@ async fn serve(addr: SocketAddr, settings: &Settings, live: &Live, shared: &Shar
         metrics: shared.publish.metrics.clone(),
         workers: shared.workers.clone(),
         ledger: shared.ledger.clone(),
-        token: live.token.clone(),
-        protect_reads: live.protect_reads.clone(),
+        access: live.access.clone(),
         unread: shared.unread.clone(),
     });
     let mut receivers = Receivers::default();

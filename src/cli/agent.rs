@@ -187,6 +187,7 @@ fn from_flags(args: &Args) -> anyhow::Result<Settings> {
         backoff: Backoff::default(),
         listen: Some(args.listen),
         api_token,
+        identities: Vec::new(),
         protect_reads: args.protect_reads,
         leader: None,
     })

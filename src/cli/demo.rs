@@ -98,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         backoff: Backoff::default(),
         listen: Some(args.listen),
         api_token: Some(Secret::new(token.clone())),
+        identities: Vec::new(),
         protect_reads: false,
         leader: None,
     };

@@ -57,7 +57,10 @@ pub fn print_history(
             .as_ref()
             .map_or_else(|| "unfinished".to_owned(), ToString::to_string);
         let commit = record.attempt.commit.get(..12).unwrap_or(&record.attempt.commit);
-        let signer = record.attempt.signer.as_deref().unwrap_or("unknown signer");
+        let mut signer = record.attempt.signer.as_deref().unwrap_or("unknown signer").to_owned();
+        if let Some(by) = &record.attempt.by {
+            signer.push_str(&format!(", asked by {by}"));
+        }
         writeln!(
             out,
             "#{} {} {commit} ({signer}, {}): {result}",

@@ -116,6 +116,9 @@ pub struct Attempt {
     /// What started it.
     #[serde(default)]
     pub trigger: Trigger,
+    /// Who asked for it, for a sync or rollback through the API (the identity's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// One attempt as recorded, with its steps.

@@ -122,6 +122,8 @@ pub struct Intent<'a> {
     /// Migrations such a restore leaves in place, because the operator said so: each is
     /// recorded as a step.
     pub kept: &'a [String],
+    /// Who asked for it (the API identity of a sync or rollback).
+    pub by: Option<&'a str>,
 }
 
 /// Applies `desired` to `target`: plans against what runs, takes the steps, and on failure
@@ -163,6 +165,7 @@ pub async fn apply(
         strategy: strategy.clone(),
         plan: json!(plan.summary()),
         trigger: intent.trigger,
+        by: intent.by.map(str::to_owned),
     };
     let attempt = ledger.call(move |l| l.begin(&record)).await?;
     // Every event of the attempt (its steps included) carries the environment, commit, signer

@@ -183,6 +183,7 @@ async fn roll(target: &Faulty, service: &Service) -> (Result<Slot, RolloutError>
             strategy: service.strategy.name().to_owned(),
             plan: serde_json::json!({}),
             trigger: Default::default(),
+            by: None,
         })
         .unwrap();
     let recorder = Recorder::new(ledger);
@@ -377,6 +378,7 @@ async fn a_stop_at_any_step_of_any_strategy_parks_the_attempt_within_ten_seconds
                     trigger: crate::ledger::Trigger::Commit,
                     undo: &[],
                     kept: &[],
+                    by: None,
                 },
                 None,
             )
@@ -470,6 +472,7 @@ async fn services_roll_out_at_once_as_the_target_allows_after_what_they_depend_o
         trigger: crate::ledger::Trigger::Commit,
         undo: &[],
         kept: &[],
+        by: None,
     };
     let applied = crate::reconcile::apply(&target, &ledger, &desired, intent, None)
         .await

@@ -306,6 +306,7 @@ pub fn agent_settings(repo: &TestRepo, root: &str, state: &Path) -> plumb::agent
         backoff: plumb::target::local::process::Backoff::default(),
         listen: None,
         api_token: None,
+        identities: Vec::new(),
         protect_reads: false,
         leader: None,
     }

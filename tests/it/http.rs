@@ -24,6 +24,14 @@ pub async fn try_get(addr: std::net::SocketAddr, path: &str) -> Option<Response>
     (!raw.is_empty()).then(|| parse(raw))
 }
 
+/// Sends `GET path` with `headers` to `addr`; `None` when nothing listens there yet.
+#[allow(dead_code)]
+pub async fn try_get_with(addr: std::net::SocketAddr, path: &str, headers: &[(&str, String)]) -> Option<Response> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let raw = exchange(stream, addr, "GET", path, headers, b"").await;
+    (!raw.is_empty()).then(|| parse(raw))
+}
+
 /// Sends `GET path` with `headers` to `addr` and reads the whole response.
 #[allow(dead_code)]
 pub async fn get_with(addr: std::net::SocketAddr, path: &str, headers: &[(&str, String)]) -> Response {

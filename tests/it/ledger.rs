@@ -15,6 +15,7 @@ fn attempt(commit: &str) -> Attempt {
         strategy: "blueGreen".to_owned(),
         plan: json!({ "twikit-backend": "rollout" }),
         trigger: Default::default(),
+        by: None,
     }
 }
 
@@ -185,6 +186,7 @@ fn interrupted_and_healing_attempts_do_not_fail_their_commit() {
     let heal = ledger
         .begin(&Attempt {
             trigger: plumb::ledger::Trigger::Heal,
+            by: None,
             ..attempt("aaaa1111")
         })
         .unwrap();

@@ -201,6 +201,7 @@ fn attempt(version: &str) -> Attempt {
         strategy: "blueGreen".to_owned(),
         plan: serde_json::json!({ "api": "rollout" }),
         trigger: Default::default(),
+        by: None,
     }
 }
 

@@ -16,6 +16,7 @@ mod daemon;
 mod demo;
 mod docker;
 mod golden;
+mod governance;
 mod harness;
 mod health;
 mod hostile;

@@ -363,7 +363,10 @@ async fn migrations_roll_back_with_the_release_on_postgresql() {
         "tester",
     ]);
     let said = ok(&out, "resolve");
-    assert!(said.contains("recorded as applied by tester"), "{said}");
+    assert!(
+        said.contains("recorded as applied by api-token (said: tester)"),
+        "{said}"
+    );
     let unblocked = eventually(Duration::from_secs(30), || async {
         let status = f.status().await?;
         status["blocked"].get("migration").is_none().then_some(())

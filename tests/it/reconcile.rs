@@ -213,6 +213,7 @@ impl Agentless {
             trigger: plumb::ledger::Trigger::Commit,
             undo: &[],
             kept: &[],
+            by: None,
         };
         let rollback = rollback.map(|(commit, desired)| RollbackPoint { commit, desired });
         reconcile::apply(&self.runtime, &self.recorder, desired, intent, rollback)

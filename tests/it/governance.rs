@@ -1,0 +1,195 @@
+//! Governance: who may call what on the agent's API (named identities from `agent.yaml`, each
+//! with a role and the environments it acts on), and the ledger saying who did it.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::agent::eventually;
+use crate::harness::{TestRepo, Web, plumb, trusted};
+use crate::http::{Response, get_with, post, try_get_with};
+use crate::keys::TestKey;
+
+/// A repository with two environments on the local target, `staging` and `production`, each
+/// serving `web` on its own port.
+fn two_environments(repo: &TestRepo, staging: u16, production: u16) {
+    Web {
+        environment: "staging",
+        ..Web::new(staging, "r1", "recreate: {}")
+    }
+    .write(repo);
+    repo.write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [staging, production]\n",
+    );
+    repo.write(
+        "environments/production.yaml",
+        &format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: production\ntarget:\n  local: {{}}\n\
+             services:\n  web:\n    ports:\n      - {{name: http, port: {production}}}\n"
+        ),
+    );
+}
+
+/// A running `plumb agent --config`.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: SIGTERM to the child this test started.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn bearer(token: &str) -> Vec<(&'static str, String)> {
+    vec![("authorization", format!("Bearer {token}"))]
+}
+
+async fn call(api: SocketAddr, path: &str, token: Option<&str>) -> Response {
+    post(api, path, &token.map(bearer).unwrap_or_default(), b"").await
+}
+
+const ANN: &str = "ann-deploys-staging-only";
+const VIV: &str = "viv-only-looks-at-things";
+const ROOT: &str = "the-single-api-token-of-old";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_caller_may_do_what_its_role_allows_where_it_may() {
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let (staging, production) = (crate::reconcile::free_port(), crate::reconcile::free_port());
+    two_environments(&upstream, staging, production);
+    upstream.commit_signed("web r1 in staging and production", &alice);
+
+    let dir = tempfile::tempdir().unwrap();
+    for (file, token) in [("ann", ANN), ("viv", VIV), ("root", ROOT)] {
+        std::fs::write(dir.path().join(file), token).unwrap();
+    }
+    let api = SocketAddr::from(([127, 0, 0, 1], crate::reconcile::free_port()));
+    let file = dir.path().join("agent.yaml");
+    let d = dir.path().display();
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: plumb/v1\nkind: Agent\nstate: \"{d}/state\"\nlisten: \"{api}\"\napiTokenFile: \"{d}/root\"\n\
+             access:\n  reads: authenticated\n  identities:\n\
+             \x20   - {{name: ann, tokenFile: \"{d}/ann\", role: deployer, environments: [staging]}}\n\
+             \x20   - {{name: viv, tokenFile: \"{d}/viv\", role: viewer}}\n\
+             repository:\n  url: {:?}\n  branch: {}\n  trustRoot:\n    commit: \"{root}\"\n  poll:\n    interval: 200ms\n",
+            upstream.path().display().to_string(),
+            upstream.branch(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let _agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_plumb"))
+            .args(["agent", "--config", file.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let ready = eventually(Duration::from_secs(30), || async {
+        let status = try_get_with(api, "/api/v1/environments/staging", &bearer(VIV)).await?;
+        let body: serde_json::Value = serde_json::from_str(&status.body).ok()?;
+        body["applied"].is_string().then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "{}",
+        std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default()
+    );
+
+    // Reads need an identity; any role reads.
+    assert_eq!(get_with(api, "/api/v1/status", &[]).await.status, 401);
+    assert_eq!(
+        get_with(api, "/api/v1/status", &bearer("not-a-token-anyone-has"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(get_with(api, "/api/v1/status", &bearer(ANN)).await.status, 200);
+
+    // A deployer syncs where it may, and nowhere else; a viewer syncs nowhere.
+    let synced = call(api, "/api/v1/environments/staging/sync", Some(ANN)).await;
+    assert_eq!(synced.status, 200, "{}", synced.body);
+    let refused = call(api, "/api/v1/environments/production/sync", Some(ANN)).await;
+    assert_eq!(refused.status, 403);
+    assert!(
+        refused.body.contains("`ann` may not sync in `production`"),
+        "{}",
+        refused.body
+    );
+    let refused = call(api, "/api/v1/environments/staging/rollback", Some(VIV)).await;
+    assert_eq!(refused.status, 403);
+    assert!(
+        refused.body.contains("`viv` (Viewer) may not roll back"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(call(api, "/api/v1/environments/staging/sync", None).await.status, 401);
+    // The single token of old is an admin.
+    let synced = call(api, "/api/v1/environments/production/sync", Some(ROOT)).await;
+    assert_eq!(synced.status, 200, "{}", synced.body);
+
+    // The ledger says who asked: in the API's history and in `plumb history`.
+    let history = get_with(api, "/api/v1/environments/staging/history?limit=1", &bearer(VIV)).await;
+    let history: serde_json::Value = serde_json::from_str(&history.body).unwrap();
+    assert_eq!(history["attempts"][0]["by"], "ann", "{history:#}");
+    let printed = plumb(&[
+        "history",
+        "--env",
+        "production",
+        "--limit",
+        "1",
+        "--state",
+        &format!("{d}/state"),
+    ]);
+    assert!(printed.stdout.contains("asked by api-token"), "{}", printed.stdout);
+    // No token reaches the log.
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    for token in [ANN, VIV, ROOT] {
+        assert!(!log.contains(token));
+    }
+}
+
+#[test]
+fn two_identities_may_not_share_a_name_or_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a"), ANN).unwrap();
+    std::fs::write(dir.path().join("b"), ANN).unwrap();
+    let d = dir.path().display();
+    let root = "0123456789012345678901234567890123456789";
+    let file = dir.path().join("agent.yaml");
+    let write = |identities: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: plumb/v1\nkind: Agent\naccess:\n  identities:\n{identities}\
+                 repository:\n  url: https://git.example.com/config.git\n  trustRoot: {{commit: \"{root}\"}}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write(&format!(
+        "    - {{name: ann, tokenFile: \"{d}/a\", role: deployer}}\n    - {{name: bob, tokenFile: \"{d}/b\", role: admin}}\n"
+    ));
+    let run = plumb(&["agent", "--config", file.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("access.identities[1].tokenFile: the token is another identity's too"),
+        "{}",
+        run.stderr
+    );
+    write(&format!(
+        "    - {{name: ann, tokenFile: \"{d}/a\", role: deployer}}\n    - {{name: ann, tokenFile: \"{d}/b\", role: cook}}\n"
+    ));
+    let run = plumb(&["agent", "--config", file.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("agent.yaml:6:"), "{}", run.stderr);
+    assert!(run.stderr.contains("cook"), "{}", run.stderr);
+}
