@@ -29,6 +29,7 @@ pub mod diff;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gate;
 pub mod health;
 pub mod ledger;
 pub mod metrics;

@@ -116,6 +116,7 @@ pub struct Metrics {
     fetches: Family<Reason, Counter>,
     webhooks: Family<Delivery, Counter>,
     blocked: Family<Blocked, Gauge>,
+    window: Family<Environment, Gauge>,
 }
 
 impl Default for Metrics {
@@ -134,6 +135,7 @@ impl Default for Metrics {
             fetches: Family::default(),
             webhooks: Family::default(),
             blocked: Family::default(),
+            window: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -193,8 +195,13 @@ impl Default for Metrics {
         );
         r.register(
             "blocked",
-            "Whether the agent cannot act on an environment now (1), by cause: fetch, ledger",
+            "Whether the agent cannot act on an environment now (1), by cause: fetch, ledger, migration",
             metrics.blocked.clone(),
+        );
+        r.register(
+            "sync_window_open",
+            "Whether an environment's sync windows let changes land now (1) or hold them back (0)",
+            metrics.window.clone(),
         );
         metrics
     }
@@ -247,6 +254,15 @@ impl Metrics {
                 cause: cause.to_owned(),
             })
             .set(i64::from(blocked));
+    }
+
+    /// Sets whether `environment`'s sync windows let changes land now.
+    pub fn window(&self, environment: &str, open: bool) {
+        self.window
+            .get_or_create(&Environment {
+                environment: environment.to_owned(),
+            })
+            .set(i64::from(open));
     }
 
     /// Counts a rollback (`automatic` or `manual`).

@@ -160,6 +160,10 @@ pub struct Status {
     /// not rolled back (`<commit> (<when>)`), by service.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub migrated: BTreeMap<String, String>,
+    /// The sync window holding changes back now, and until when; absent when changes may
+    /// land.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
     /// Services whose containers the target restarted, by service: how many times, and why
     /// the last time when the target tells (`blue: restarted 3 times; Liveness probe failed: …`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -502,6 +506,12 @@ impl Worker {
                 .await?;
             self.applied = point;
         }
+        // Outside the sync windows the head waits; it is taken again at the next check.
+        if self.window_closed(&desired).is_some() {
+            tracing::info!(environment = %name, commit, "A sync window holds the commit back.");
+            self.handled = None;
+            return Ok(());
+        }
         // Manual means manual: not even the first deployment happens before `plumb sync`.
         if !desired.sync.automatic {
             tracing::info!(environment = %name, commit, "Automatic sync is off: the commit waits for a manual sync.");
@@ -624,6 +634,11 @@ impl Worker {
         }
         if !desired.sync.self_heal {
             tracing::warn!(environment = %self.name, drift = ?plan.summary(), "Drift found; self-heal is off.");
+            self.publish(|s| s.drift = plan.summary());
+            return Ok(());
+        }
+        if self.window_closed(desired).is_some() {
+            tracing::info!(environment = %self.name, drift = ?plan.summary(), "Drift found; a sync window holds the correction back.");
             self.publish(|s| s.drift = plan.summary());
             return Ok(());
         }

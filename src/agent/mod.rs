@@ -9,6 +9,7 @@ pub mod config;
 mod dispatch;
 mod environment;
 mod fetcher;
+mod gates;
 pub mod lease;
 mod migrations;
 mod record;

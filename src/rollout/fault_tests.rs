@@ -279,6 +279,7 @@ fn desired(service: Service) -> crate::spec::Desired {
         commit: Some("c1".to_owned()),
         target: serde_json::from_value(serde_json::json!({"local": {}})).unwrap(),
         sync: crate::spec::model::environment::SyncPolicy::default(),
+        gates: Default::default(),
         services: BTreeMap::from([(service.name.clone(), service)]),
         manifests: Vec::new(),
     }

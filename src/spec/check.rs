@@ -289,6 +289,34 @@ fn unique_names<'a>(node: &Node, list: &str, names: impl Iterator<Item = &'a str
     }
 }
 
+/// Checks an environment's sync windows: each schedule is cron, each zone an IANA zone, each
+/// lasts a while.
+pub fn windows(environment: &Environment, node: &Node, env: &str, out: &mut Vec<Diagnostic>) {
+    for (i, window) in environment.sync_windows.iter().enumerate() {
+        let field = |key: &str| Path::default().key("syncWindows").join(Step::Index(i)).key(key);
+        let mut problem = |key: &str, message: String| {
+            let path = field(key);
+            let at = node.locate(&path.0).0.at.clone();
+            out.push(Diagnostic::new(&at, message).path(&path).environment(env));
+        };
+        if let Err(e) = crate::trigger::Schedule::parse(&window.schedule) {
+            problem("schedule", e.to_string());
+        }
+        if window.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            problem(
+                "timeZone",
+                format!(
+                    "`{}` is not an IANA time zone (write it as `Europe/Berlin`, `America/New_York`, `UTC`)",
+                    window.time_zone
+                ),
+            );
+        }
+        if window.duration.0.is_zero() {
+            problem("duration", "a window must last a while".to_owned());
+        }
+    }
+}
+
 /// Checks an environment's services together: dependencies and host ports.
 pub fn environment(
     environment: &Environment,

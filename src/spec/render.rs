@@ -17,6 +17,7 @@ use super::load::Loaded;
 use super::manifest::{self, Manifest};
 use super::merge::{merge, merge_into};
 use super::model::environment::SyncPolicy;
+use super::model::gates::Gates;
 use super::model::scalar::{is_encrypted, mask};
 use super::model::{Environment, Name, Service, Target};
 use super::node::{Kind, Node, Path, Step};
@@ -38,6 +39,10 @@ pub struct Desired {
     pub target: Target,
     /// How the agent applies it.
     pub sync: SyncPolicy,
+    /// What a commit must pass before it is applied (the environment's rollback point's
+    /// rules are the ones in force).
+    #[serde(skip_serializing_if = "Gates::is_empty")]
+    pub gates: Gates,
     /// Its enabled services, by name, merged and validated.
     pub services: BTreeMap<Name, Service>,
     /// Plain Kubernetes objects it declares beside its services.
@@ -493,6 +498,7 @@ fn render_environment(
             .for_each(|d| d.environments = vec![name.to_owned()]);
     }
     check::environment(&environment, &services, &invalid, &declared, name, out);
+    check::windows(&environment, node, name, out);
     let manifests = match &environment.target {
         Target::Kubernetes(kubernetes) => {
             let before = out.len();
@@ -514,6 +520,9 @@ fn render_environment(
         commit: loaded.commit.map(|c| c.to_string()),
         target: environment.target,
         sync: environment.sync,
+        gates: Gates {
+            sync_windows: environment.sync_windows,
+        },
         services,
         manifests,
     }))

@@ -64,7 +64,13 @@ impl Schedule {
 
     /// The first time strictly after `after` the schedule fires, if it ever does again.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.inner.iter().filter_map(|s| s.after(&after).next()).min()
+        self.next_after_in(&after)
+    }
+
+    /// The first time strictly after `after` the schedule fires, reading its fields as local
+    /// times of `after`'s zone.
+    pub fn next_after_in<Z: chrono::TimeZone>(&self, after: &DateTime<Z>) -> Option<DateTime<Z>> {
+        self.inner.iter().filter_map(|s| s.after(after).next()).min()
     }
 
     /// The expression as written.

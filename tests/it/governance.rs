@@ -193,3 +193,142 @@ fn two_identities_may_not_share_a_name_or_a_token() {
     assert!(run.stderr.contains("agent.yaml:6:"), "{}", run.stderr);
     assert!(run.stderr.contains("cook"), "{}", run.stderr);
 }
+
+/// The environment document of `dev` on the local target, with `windows` (YAML list items).
+fn dev_with_windows(repo: &TestRepo, windows: &str) {
+    let windows = if windows.is_empty() {
+        String::new()
+    } else {
+        format!("syncWindows:\n{windows}")
+    };
+    repo.write(
+        "environments/dev.yaml",
+        &format!("apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {{}}\n{windows}"),
+    );
+}
+
+/// A deny window that is always in force: one opens every minute and lasts an hour.
+const ALWAYS_DENY: &str = "  - {kind: deny, schedule: \"* * * * *\", duration: 1h, timeZone: Europe/Berlin}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_window_holds_syncs_back_but_never_a_rollback() {
+    use crate::agent::{TOKEN, api_get, api_post, release};
+    use plumb::secret::Secret;
+
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    Web::new(port, "r1", "recreate: {}").write(&upstream);
+    let r1 = upstream.commit_signed("web r1", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let settings = plumb::agent::Settings {
+        heal_every: Duration::from_millis(200),
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        api_token: Some(Secret::new(TOKEN)),
+        repositories: vec![plumb::agent::Repository {
+            poll: plumb::trigger::Poll {
+                interval: Some(Duration::from_millis(100)),
+                ..plumb::trigger::Poll::default()
+            },
+            ..crate::harness::repository_settings("config", &upstream, &root)
+        }],
+        ..crate::harness::agent_settings(&upstream, &root, state.path())
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (started, handle) = tokio::sync::oneshot::channel();
+    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
+    let api = handle.await.unwrap().api.unwrap();
+    let serving = |wanted: &'static str| async move {
+        eventually(Duration::from_secs(30), || async {
+            release(addr).await.filter(|r| r == wanted)
+        })
+        .await
+    };
+    assert_eq!(serving("r1").await.as_deref(), Some("r1"));
+
+    // A commit bringing a deny window is judged by the rules it found (none): it lands.
+    Web::new(port, "r2", "recreate: {}").write(&upstream);
+    dev_with_windows(&upstream, ALWAYS_DENY);
+    upstream.commit_signed("web r2, and no changes from now on", &alice);
+    assert_eq!(serving("r2").await.as_deref(), Some("r2"));
+
+    // The next waits, even though it removes the window: the rules in force are r2's.
+    Web::new(port, "r3", "recreate: {}").write(&upstream);
+    dev_with_windows(&upstream, "");
+    upstream.commit_signed("web r3, and the window removed", &alice);
+    let waiting = eventually(Duration::from_secs(10), || async {
+        let status: serde_json::Value =
+            serde_json::from_str(&api_get(api, "/api/v1/environments/dev").await.body).ok()?;
+        status["window"].as_str().map(str::to_owned)
+    })
+    .await
+    .expect("the status says which window holds the head back");
+    assert!(
+        waiting.contains("the deny window `* * * * *, 1h, Europe/Berlin` is open until"),
+        "{waiting}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await; // three checks: still r2
+    assert_eq!(release(addr).await.as_deref(), Some("r2"));
+    let families = crate::metrics::parse(&api_get(api, "/metrics").await.body);
+    assert_eq!(
+        crate::metrics::value(&families, "plumb_sync_window_open", &[("environment", "dev")]),
+        Some(0.0)
+    );
+    // `plumb sync` too, the window not saying `manualSync`.
+    let auth = [("authorization", format!("Bearer {TOKEN}"))];
+    let refused = api_post(api, "/api/v1/environments/dev/sync", &auth, b"").await;
+    assert_eq!(refused.status, 409);
+    assert!(refused.body.contains("manual syncs wait too"), "{}", refused.body);
+    // A rollback is never held.
+    let body = format!(r#"{{"to": "{r1}"}}"#);
+    let rolled = api_post(api, "/api/v1/environments/dev/rollback", &auth, body.as_bytes()).await;
+    assert_eq!(rolled.status, 200, "{}", rolled.body);
+    assert_eq!(serving("r1").await.as_deref(), Some("r1"));
+
+    // From r1's rules (no window) the next head lands; a window saying `manualSync` holds
+    // automatic syncs back but lets `plumb sync` through.
+    Web::new(port, "r4", "recreate: {}").write(&upstream);
+    dev_with_windows(
+        &upstream,
+        "  - {kind: deny, schedule: \"* * * * *\", duration: 1h, manualSync: true}\n",
+    );
+    upstream.commit_signed("web r4, a window for automatic syncs only", &alice);
+    assert_eq!(serving("r4").await.as_deref(), Some("r4"));
+    Web::new(port, "r5", "recreate: {}").write(&upstream);
+    dev_with_windows(
+        &upstream,
+        "  - {kind: deny, schedule: \"* * * * *\", duration: 1h, manualSync: true}\n",
+    );
+    upstream.commit_signed("web r5", &alice);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(release(addr).await.as_deref(), Some("r4"));
+    let synced = api_post(api, "/api/v1/environments/dev/sync", &auth, b"").await;
+    assert_eq!(synced.status, 200, "{}", synced.body);
+    assert_eq!(serving("r5").await.as_deref(), Some("r5"));
+
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+#[test]
+fn a_window_that_cannot_be_read_is_refused_at_its_line() {
+    let alice = TestKey::new("alice");
+    let (upstream, _) = trusted(&alice);
+    Web::new(crate::reconcile::free_port(), "r1", "recreate: {}").write(&upstream);
+    dev_with_windows(
+        &upstream,
+        "  - {kind: allow, schedule: \"0 25 * * *\", duration: 8h}\n  - {kind: deny, schedule: \"@daily\", duration: 1h, timeZone: Europe/Berlim}\n",
+    );
+    let run = plumb(&["validate", "--repo", upstream.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("environments/dev.yaml:7:") && said.contains("`0 25 * * *` is not a cron schedule"),
+        "{said}"
+    );
+    assert!(
+        said.contains("environments/dev.yaml:8:") && said.contains("`Europe/Berlim` is not an IANA time zone"),
+        "{said}"
+    );
+}

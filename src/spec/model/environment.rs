@@ -30,6 +30,10 @@ pub struct Environment {
     /// When and how the agent applies changes.
     #[serde(default)]
     pub sync: SyncPolicy,
+    /// When changes may land: allow and deny windows (read from the environment's rollback
+    /// point, so a commit cannot open a window for itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync_windows: Vec<super::gates::SyncWindow>,
     /// Overlays by service name: any part of a service document, merged over it by the rules
     /// in the format reference.
     #[serde(default)]

@@ -3,6 +3,7 @@
 //! cross-references live beside this module.
 
 pub mod environment;
+pub mod gates;
 pub mod objects;
 pub mod scalar;
 pub mod service;

@@ -1,0 +1,60 @@
+//! What a commit must pass before an environment applies it, beside its signature: the sync
+//! windows in which changes may land. Their rules are read from the environment's rollback
+//! point, so a commit cannot loosen the rules it is judged by.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::scalar::Duration;
+
+/// The gates of an environment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Gates {
+    /// When automatic syncs and self-heal may change the environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync_windows: Vec<SyncWindow>,
+}
+
+impl Gates {
+    /// Whether there is no gate at all.
+    pub fn is_empty(&self) -> bool {
+        self.sync_windows.is_empty()
+    }
+}
+
+/// A recurring span of time in which changes may (`allow`) or may not (`deny`) be applied, as
+/// Argo CD's sync windows: it opens at each time `schedule` names, in `timeZone`, and lasts
+/// `duration`. With allow windows, automatic syncs happen only inside one; a deny window in
+/// force stops them whatever the allow windows say. `plumb rollback` is never held.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncWindow {
+    /// `allow` or `deny`.
+    pub kind: WindowKind,
+    /// When it opens: five-field cron (`0 22 * * *`, `0 0 * * SAT`) or `@daily`-style.
+    pub schedule: String,
+    /// How long it stays open.
+    pub duration: Duration,
+    /// The IANA time zone the schedule is read in (`Europe/Berlin`); daylight-saving changes
+    /// follow the zone's rules. UTC by default.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    /// Whether `plumb sync` may still apply while this window holds changes back.
+    #[serde(default)]
+    pub manual_sync: bool,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+/// Whether a window lets changes through or holds them back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowKind {
+    /// Changes may be applied while it is open.
+    Allow,
+    /// Changes are held back while it is open.
+    Deny,
+}
