@@ -41,7 +41,7 @@ impl Worker {
         if self.applied.is_none() {
             self.applied = self.rollback_point(&head).await?;
         }
-        self.manual_sync_allowed(&desired)?;
+        self.manual_sync_allowed(&head, &desired).await?;
         let back = self
             .back_for(&head, &desired, skip_migrations)
             .await

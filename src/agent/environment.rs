@@ -160,10 +160,10 @@ pub struct Status {
     /// not rolled back (`<commit> (<when>)`), by service.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub migrated: BTreeMap<String, String>,
-    /// The sync window holding changes back now, and until when; absent when changes may
-    /// land.
+    /// What holds the head back now, in words: a sync window (and until when), a promotion
+    /// (which environment, soaking until when); absent when nothing does.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub window: Option<String>,
+    pub waiting: Option<String>,
     /// Services whose containers the target restarted, by service: how many times, and why
     /// the last time when the target tells (`blue: restarted 3 times; Liveness probe failed: …`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -506,9 +506,10 @@ impl Worker {
                 .await?;
             self.applied = point;
         }
-        // Outside the sync windows the head waits; it is taken again at the next check.
-        if self.window_closed(&desired).is_some() {
-            tracing::info!(environment = %name, commit, "A sync window holds the commit back.");
+        // Held back by a sync window or a promotion, the head waits; it is taken again at the
+        // next check.
+        if let Some(waiting) = self.held(&head, &desired).await? {
+            tracing::info!(environment = %name, commit, %waiting, "The commit waits.");
             self.handled = None;
             return Ok(());
         }

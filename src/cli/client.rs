@@ -128,8 +128,8 @@ pub fn status(out: &mut dyn Write, server: &Server, output: Format) -> anyhow::R
         if let Some(reason) = env["refused"].as_str() {
             writeln!(out, "  not applied: {reason}")?;
         }
-        if let Some(window) = env["window"].as_str() {
-            writeln!(out, "  waiting: {window}")?;
+        if let Some(waiting) = env["waiting"].as_str() {
+            writeln!(out, "  waiting: {waiting}")?;
         }
         for (cause, reason) in env["blocked"].as_object().into_iter().flatten() {
             writeln!(out, "  blocked ({cause}): {}", reason.as_str().unwrap_or_default())?;

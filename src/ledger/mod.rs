@@ -348,6 +348,36 @@ impl Ledger {
         Ok(newest.and_then(|body| serde_json::from_str::<Attempt>(&body).ok().map(|a| a.commit)))
     }
 
+    /// When `commit` was last applied healthy in `environment` by a commit, sync or rollback
+    /// (not a drift correction): the attempt and when it ended.
+    pub fn applied_at(&self, environment: &str, commit: &str) -> Result<Option<(i64, String)>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT a.seq, o.at FROM entries o JOIN entries a ON a.seq = o.attempt
+                 WHERE o.environment = ?1 AND o.kind = 'outcome' AND json_extract(o.body, '$.result') = 'succeeded'
+                 AND json_extract(a.body, '$.commit') = ?2
+                 AND coalesce(json_extract(a.body, '$.trigger'), 'commit') != 'heal'
+                 ORDER BY o.seq DESC LIMIT 1",
+                params![environment, commit],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The first manual rollback in `environment` after attempt `after`: when it started.
+    pub fn rolled_back_after(&self, environment: &str, after: i64) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT at FROM entries WHERE environment = ?1 AND kind = 'attempt' AND seq > ?2
+                 AND json_extract(body, '$.trigger') = 'rollback' ORDER BY seq LIMIT 1",
+                params![environment, after],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
     /// The commits applied healthy in `environment`, newest first, each once: where a manual
     /// rollback may go.
     pub fn applied_commits(&self, environment: &str, limit: usize) -> Result<Vec<String>, LedgerError> {

@@ -317,6 +317,29 @@ pub fn windows(environment: &Environment, node: &Node, env: &str, out: &mut Vec<
     }
 }
 
+/// Checks an environment's promotion: it follows environments of this repository, not itself.
+pub fn promotion(environment: &Environment, node: &Node, env: &str, declared: &[&str], out: &mut Vec<Diagnostic>) {
+    let Some(promotion) = &environment.promotion else {
+        return;
+    };
+    for (i, after) in promotion.after.iter().enumerate() {
+        let message = if after.as_str() == env {
+            format!("`{env}` cannot wait for itself")
+        } else if !declared.contains(&after.as_str()) {
+            let mut message = format!("`{after}` is not an environment of this repository");
+            if let Some(close) = closest(after.as_str(), declared.iter().copied()) {
+                message.push_str(&format!("; did you mean `{close}`?"));
+            }
+            message
+        } else {
+            continue;
+        };
+        let path = Path::default().key("promotion").key("after").join(Step::Index(i));
+        let at = node.locate(&path.0).0.at.clone();
+        out.push(Diagnostic::new(&at, message).path(&path).environment(env));
+    }
+}
+
 /// Checks an environment's services together: dependencies and host ports.
 pub fn environment(
     environment: &Environment,

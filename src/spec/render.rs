@@ -499,6 +499,8 @@ fn render_environment(
     }
     check::environment(&environment, &services, &invalid, &declared, name, out);
     check::windows(&environment, node, name, out);
+    let declared_environments: Vec<&str> = loaded.environments.iter().map(|(n, _)| n.as_str()).collect();
+    check::promotion(&environment, node, name, &declared_environments, out);
     let manifests = match &environment.target {
         Target::Kubernetes(kubernetes) => {
             let before = out.len();
@@ -522,6 +524,7 @@ fn render_environment(
         sync: environment.sync,
         gates: Gates {
             sync_windows: environment.sync_windows,
+            promotion: environment.promotion,
         },
         services,
         manifests,

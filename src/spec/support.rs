@@ -1167,6 +1167,29 @@ pub static ENVIRONMENT_FIELDS: &[Field] = &[
         used: never,
     },
     Field {
+        path: "promotion",
+        local: Done("a commit waits until the environments it follows ran it healthy (read from the rollback point)"),
+        compose: Done("a commit waits until the environments it follows ran it healthy (read from the rollback point)"),
+        kubernetes: Done(
+            "a commit waits until the environments it follows ran it healthy (read from the rollback point)",
+        ),
+        used: never,
+    },
+    Field {
+        path: "promotion.after",
+        local: Done("environments of this repository, not itself"),
+        compose: Done("environments of this repository, not itself"),
+        kubernetes: Done("environments of this repository, not itself"),
+        used: never,
+    },
+    Field {
+        path: "promotion.soak",
+        local: Done("how long it must have run there without a rollback"),
+        compose: Done("how long it must have run there without a rollback"),
+        kubernetes: Done("how long it must have run there without a rollback"),
+        used: never,
+    },
+    Field {
         path: "services",
         local: Done("overlays: see the service rows"),
         compose: Done("overlays: see the service rows"),

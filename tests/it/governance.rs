@@ -260,12 +260,12 @@ async fn a_deny_window_holds_syncs_back_but_never_a_rollback() {
     let waiting = eventually(Duration::from_secs(10), || async {
         let status: serde_json::Value =
             serde_json::from_str(&api_get(api, "/api/v1/environments/dev").await.body).ok()?;
-        status["window"].as_str().map(str::to_owned)
+        status["waiting"].as_str().map(str::to_owned)
     })
     .await
     .expect("the status says which window holds the head back");
     assert!(
-        waiting.contains("the deny window `* * * * *, 1h, Europe/Berlin` is open until"),
+        waiting.contains("sync window: the deny window `* * * * *, 1h, Europe/Berlin` is open until"),
         "{waiting}"
     );
     tokio::time::sleep(Duration::from_millis(600)).await; // three checks: still r2
@@ -331,4 +331,146 @@ fn a_window_that_cannot_be_read_is_refused_at_its_line() {
         said.contains("environments/dev.yaml:8:") && said.contains("`Europe/Berlim` is not an IANA time zone"),
         "{said}"
     );
+    // A promotion follows environments of the repository, not itself.
+    upstream.write(
+        "environments/dev.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\npromotion: {after: [dve, dev]}\n",
+    );
+    let run = plumb(&["validate", "--repo", upstream.path().to_str().unwrap()]);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains(
+            "environments/dev.yaml:6:21: $.promotion.after[0]: `dve` is not an environment of this repository"
+        ),
+        "{said}"
+    );
+    assert!(said.contains("`dev` cannot wait for itself"), "{said}");
+}
+
+/// An agent over `upstream` polling every 100 ms, checking every 200 ms, with the API token.
+async fn polling_agent(
+    upstream: &TestRepo,
+    root: &str,
+    state: &std::path::Path,
+) -> (
+    SocketAddr,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<(), plumb::agent::AgentError>>,
+) {
+    let settings = plumb::agent::Settings {
+        heal_every: Duration::from_millis(200),
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        api_token: Some(plumb::secret::Secret::new(crate::agent::TOKEN)),
+        repositories: vec![plumb::agent::Repository {
+            poll: plumb::trigger::Poll {
+                interval: Some(Duration::from_millis(100)),
+                ..plumb::trigger::Poll::default()
+            },
+            ..crate::harness::repository_settings("config", upstream, root)
+        }],
+        ..crate::harness::agent_settings(upstream, root, state)
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (started, handle) = tokio::sync::oneshot::channel();
+    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
+    let api = handle.await.unwrap().api.unwrap();
+    (api, cancel, agent)
+}
+
+/// What the status of `environment` says it waits for.
+async fn waiting(api: SocketAddr, environment: &str) -> Option<String> {
+    let status = crate::agent::api_get(api, &format!("/api/v1/environments/{environment}")).await;
+    let status: serde_json::Value = serde_json::from_str(&status.body).ok()?;
+    status["waiting"].as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_takes_a_commit_once_staging_ran_it_for_the_soak() {
+    use crate::agent::{TOKEN, api_post, release};
+
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let (staging, production) = (crate::reconcile::free_port(), crate::reconcile::free_port());
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let write = |upstream: &TestRepo, release: &str| {
+        two_environments(upstream, staging, production);
+        Web {
+            environment: "staging",
+            ..Web::new(staging, release, "recreate: {}")
+        }
+        .write(upstream);
+        upstream.write(
+            "plumb.yaml",
+            "apiVersion: plumb/v1\nkind: Repository\nenvironments: [staging, production]\n",
+        );
+        upstream.write(
+            "environments/production.yaml",
+            &format!(
+                "apiVersion: plumb/v1\nkind: Environment\nname: production\ntarget:\n  local: {{}}\n\
+                 promotion: {{after: [staging], soak: 2s}}\n\
+                 services:\n  web:\n    ports:\n      - {{name: http, port: {production}}}\n"
+            ),
+        );
+    };
+    write(&upstream, "r1");
+    let c1 = upstream.commit_signed("web r1", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let (api, cancel, agent) = polling_agent(&upstream, &root, state.path()).await;
+    let serving = |port: u16, wanted: &'static str| async move {
+        eventually(Duration::from_secs(30), || async {
+            release(at(port)).await.filter(|r| r == wanted)
+        })
+        .await
+    };
+
+    // The first deployment follows its own rule: production waits for staging's soak.
+    assert_eq!(serving(staging, "r1").await.as_deref(), Some("r1"));
+    let soaking = eventually(Duration::from_secs(10), || async {
+        waiting(api, "production").await.filter(|w| w.contains("soaking until"))
+    })
+    .await;
+    assert!(
+        soaking
+            .as_deref()
+            .is_some_and(|w| w.starts_with("promotion: waiting for staging: soaking until")),
+        "{soaking:?}"
+    );
+    assert_eq!(release(at(production)).await, None, "not before the soak");
+    assert_eq!(serving(production, "r1").await.as_deref(), Some("r1"));
+    let _ = c1;
+
+    // r2 goes the same way.
+    write(&upstream, "r2");
+    let c2 = upstream.commit_signed("web r2", &alice);
+    assert_eq!(serving(staging, "r2").await.as_deref(), Some("r2"));
+    assert_eq!(release(at(production)).await.as_deref(), Some("r1"));
+    assert_eq!(serving(production, "r2").await.as_deref(), Some("r2"));
+
+    // r3 is rolled back in staging during its soak: production never takes it.
+    write(&upstream, "r3");
+    let c3 = upstream.commit_signed("web r3", &alice);
+    assert_eq!(serving(staging, "r3").await.as_deref(), Some("r3"));
+    let auth = [("authorization", format!("Bearer {TOKEN}"))];
+    let body = format!(r#"{{"to": "{c2}"}}"#);
+    let rolled = api_post(api, "/api/v1/environments/staging/rollback", &auth, body.as_bytes()).await;
+    assert_eq!(rolled.status, 200, "{}", rolled.body);
+    let stopped = eventually(Duration::from_secs(10), || async {
+        waiting(api, "production").await.filter(|w| w.contains("stopped"))
+    })
+    .await;
+    assert!(
+        stopped
+            .as_deref()
+            .is_some_and(|w| w.contains("stopped: staging was rolled back") && w.contains(&c3[..12])),
+        "{stopped:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await; // past the soak: still r2
+    assert_eq!(release(at(production)).await.as_deref(), Some("r2"));
+    // Nor does `plumb sync` push it through.
+    let refused = api_post(api, "/api/v1/environments/production/sync", &auth, b"").await;
+    assert_eq!(refused.status, 409);
+    assert!(refused.body.contains("not promoted here yet"), "{}", refused.body);
+
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
 }

@@ -34,6 +34,10 @@ pub struct Environment {
     /// point, so a commit cannot open a window for itself).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sync_windows: Vec<super::gates::SyncWindow>,
+    /// Apply a commit only after it ran healthy in other environments (read from the rollback
+    /// point too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<super::gates::Promotion>,
     /// Overlays by service name: any part of a service document, merged over it by the rules
     /// in the format reference.
     #[serde(default)]

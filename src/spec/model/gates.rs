@@ -1,5 +1,5 @@
 //! What a commit must pass before an environment applies it, beside its signature: the sync
-//! windows in which changes may land. Their rules are read from the environment's rollback
+//! windows in which changes may land, and the environments it must have run in first. Their rules are read from the environment's rollback
 //! point, so a commit cannot loosen the rules it is judged by.
 
 use schemars::JsonSchema;
@@ -14,13 +14,30 @@ pub struct Gates {
     /// When automatic syncs and self-heal may change the environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sync_windows: Vec<SyncWindow>,
+    /// The environments a commit must have run in, healthy, first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Promotion>,
 }
 
 impl Gates {
     /// Whether there is no gate at all.
     pub fn is_empty(&self) -> bool {
-        self.sync_windows.is_empty()
+        self.sync_windows.is_empty() && self.promotion.is_none()
     }
+}
+
+/// A commit is applied here only once it was applied healthy in every environment of `after`
+/// and ran there for `soak` without being rolled back. A commit that changes nothing for one
+/// of them counts as applied there when what runs there is what it declares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Promotion {
+    /// The environments (of the same repository) a commit runs in first.
+    #[schemars(length(min = 1))]
+    pub after: Vec<super::scalar::Name>,
+    /// How long it must have run in each of them.
+    #[serde(default)]
+    pub soak: Duration,
 }
 
 /// A recurring span of time in which changes may (`allow`) or may not (`deny`) be applied, as
