@@ -489,3 +489,54 @@ pub fn shared_ports(environments: &IndexMap<String, Desired>, loaded: &Loaded, o
         }
     }
 }
+
+/// Refuses environments that wait for each other in a circle (`production` after `staging`
+/// after `production`): none of them would ever take a commit.
+pub fn promotion_circles(environments: &IndexMap<String, Desired>, loaded: &Loaded, out: &mut Vec<Diagnostic>) {
+    let after = |env: &str| -> Vec<&str> {
+        environments
+            .get(env)
+            .and_then(|d| d.gates.promotion.as_ref())
+            .map(|p| p.after.iter().map(Name::as_str).collect())
+            .unwrap_or_default()
+    };
+    for start in environments.keys() {
+        // Walk what `start` waits for; a path back to it is a circle, said once, at its first
+        // environment in the repository's order.
+        let mut path = vec![start.as_str()];
+        let mut stack = vec![(start.as_str(), 0usize)];
+        while let Some((env, next)) = stack.pop() {
+            let waits = after(env);
+            let Some(&to) = waits.get(next) else {
+                path.pop();
+                continue;
+            };
+            stack.push((env, next + 1));
+            if to == start {
+                let circle: Vec<&str> = path.iter().copied().chain([to]).collect();
+                let first = environments.keys().position(|k| circle.contains(&k.as_str()));
+                if first == environments.keys().position(|k| k == start)
+                    && let Some((_, node)) = loaded.environments.iter().find(|(n, _)| n == start)
+                {
+                    let at = Path::default().key("promotion").key("after");
+                    out.push(
+                        Diagnostic::new(
+                            &node.locate(&at.0).0.at,
+                            format!(
+                                "environments wait for each other in a circle ({}): none would take a commit",
+                                circle.join(" after ")
+                            ),
+                        )
+                        .path(&at)
+                        .environment(start),
+                    );
+                }
+                continue;
+            }
+            if !path.contains(&to) {
+                path.push(to);
+                stack.push((to, 0));
+            }
+        }
+    }
+}

@@ -204,6 +204,7 @@ fn render_with(
     }
     if only.is_none() {
         check::shared_ports(&environments, &loaded, &mut diagnostics);
+        check::promotion_circles(&environments, &loaded, &mut diagnostics);
     }
     Ok(Rendered {
         environments,

@@ -345,6 +345,25 @@ fn a_window_that_cannot_be_read_is_refused_at_its_line() {
         "{said}"
     );
     assert!(said.contains("`dev` cannot wait for itself"), "{said}");
+
+    // Nor do environments wait for each other in a circle.
+    two_environments(&upstream, 7101, 7102);
+    upstream.write(
+        "environments/staging.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: staging\ntarget:\n  local: {}\npromotion: {after: [production]}\n",
+    );
+    upstream.write(
+        "environments/production.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: production\ntarget:\n  local: {portOffset: 1}\npromotion: {after: [staging]}\n",
+    );
+    let run = plumb(&["validate", "--repo", upstream.path().to_str().unwrap()]);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 1, "{said}");
+    assert!(
+        said.contains("environments/staging.yaml:6:20: $.promotion.after: environments wait for each other in a circle (staging after production after staging)"),
+        "{said}"
+    );
+    assert_eq!(said.matches("in a circle").count(), 1, "{said}");
 }
 
 /// An agent over `upstream` polling every 100 ms, checking every 200 ms, with the API token.
