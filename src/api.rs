@@ -67,6 +67,7 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/environments/{env}/sync", post(sync))
         .route("/api/v1/environments/{env}/rollback", post(rollback))
         .route("/api/v1/environments/{env}/migrations/resolve", post(resolve))
+        .route("/api/v1/environments/{env}/approvals", post(approve))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)
 }
@@ -220,6 +221,36 @@ fn body_of<T: serde::de::DeserializeOwned + Default>(body: &Bytes, expected: &st
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| format!("the body is not {expected}: {e}"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalRequest {
+    /// The approval: the text of the signed tag object `plumb approve` makes.
+    approval: String,
+}
+
+async fn approve(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let by = match authorized(&api, &headers, Action::Approve, Some(&env)) {
+        Ok(by) => by,
+        Err(refused) => return refusal(refused),
+    };
+    let request: ApprovalRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not {{\"approval\": SIGNED TAG OBJECT}}: {e}"),
+            );
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    let input = Input::Approve {
+        raw: request.approval,
+        by,
+        reply,
+    };
+    command(&api, &env, input, answer).await
 }
 
 #[derive(Deserialize)]

@@ -117,6 +117,7 @@ pub struct Metrics {
     webhooks: Family<Delivery, Counter>,
     blocked: Family<Blocked, Gauge>,
     window: Family<Environment, Gauge>,
+    approvals_refused: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -136,6 +137,7 @@ impl Default for Metrics {
             webhooks: Family::default(),
             blocked: Family::default(),
             window: Family::default(),
+            approvals_refused: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -203,6 +205,11 @@ impl Default for Metrics {
             "Whether an environment's sync windows let changes land now (1) or hold them back (0)",
             metrics.window.clone(),
         );
+        r.register(
+            "refused_approvals",
+            "Approvals that do not count (forged, malformed, for another commit or environment, by someone who may not approve), by reason",
+            metrics.approvals_refused.clone(),
+        );
         metrics
     }
 }
@@ -254,6 +261,15 @@ impl Metrics {
                 cause: cause.to_owned(),
             })
             .set(i64::from(blocked));
+    }
+
+    /// Counts an approval that does not count, by `reason`.
+    pub fn approval_refused(&self, reason: &str) {
+        self.approvals_refused
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Sets whether `environment`'s sync windows let changes land now.

@@ -41,7 +41,7 @@ impl Worker {
         if self.applied.is_none() {
             self.applied = self.rollback_point(&head).await?;
         }
-        self.manual_sync_allowed(&head, &desired).await?;
+        let approvals = self.manual_sync_allowed(&head, &desired).await?;
         let back = self
             .back_for(&head, &desired, skip_migrations)
             .await
@@ -52,6 +52,7 @@ impl Worker {
             ..Intent::new(&commit, head.signer.as_deref(), Trigger::Sync, &back)
         };
         let applied = self.apply(desired, intent, true).await?;
+        self.record_approvals(applied.attempt, &approvals).await?;
         self.publish(|s| s.drift.clear());
         Ok(Done {
             attempt: applied.attempt,

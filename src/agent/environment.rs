@@ -86,6 +86,15 @@ pub enum Input {
         /// Where the result goes.
         reply: oneshot::Sender<Result<RolledBack, CommandError>>,
     },
+    /// Take an approval the agent cannot fetch (a signed tag object's text).
+    Approve {
+        /// The approval.
+        raw: String,
+        /// Who hands it over.
+        by: String,
+        /// Where the result goes.
+        reply: oneshot::Sender<Result<super::gates::Received, CommandError>>,
+    },
     /// Record what a person verified of an interrupted migration.
     Resolve {
         /// The commit, or a unique prefix of it.
@@ -260,6 +269,8 @@ pub struct Worker {
     ledger_blocked: bool,
     /// The restarts of each slot's containers at the last check, and their cause.
     restarts: BTreeMap<(String, Slot), (u32, Option<String>)>,
+    /// The approvals already said not to count (each is logged once).
+    pub(super) refused_approvals: std::collections::BTreeSet<String>,
 }
 
 impl Worker {
@@ -290,6 +301,7 @@ impl Worker {
             publish,
             ledger_blocked: false,
             restarts: BTreeMap::new(),
+            refused_approvals: std::collections::BTreeSet::new(),
         };
         worker.publish_last().await;
         worker.interrupted().await?;
@@ -387,6 +399,21 @@ impl Worker {
                         let failed = ledger_failure(&done);
                         let _ = reply.send(done);
                         failed
+                    }
+                    Some(Input::Approve { raw, by, reply }) => {
+                        let done = self.receive_approval(raw, &by).await;
+                        let failed = ledger_failure(&done);
+                        let received = done.is_ok();
+                        let _ = reply.send(done);
+                        // The head waiting for approvals is judged again now.
+                        match self
+                            .last
+                            .clone()
+                            .filter(|last| received && self.handled != Some(last.commit))
+                        {
+                            Some(head) => failed.or(self.head(head).await.err().map(|e| chain(&e))),
+                            None => failed,
+                        }
                     }
                     Some(Input::Resolve {
                         commit,
@@ -506,9 +533,10 @@ impl Worker {
                 .await?;
             self.applied = point;
         }
-        // Held back by a sync window or a promotion, the head waits; it is taken again at the
-        // next check.
-        if let Some(waiting) = self.held(&head, &desired).await? {
+        // Held back by a sync window, a promotion or missing approvals, the head waits; it is
+        // taken again at the next check.
+        let held = self.held(&head, &desired).await?;
+        if let Some(waiting) = held.waiting {
             tracing::info!(environment = %name, commit, %waiting, "The commit waits.");
             self.handled = None;
             return Ok(());
@@ -529,6 +557,7 @@ impl Worker {
         };
         let intent = Intent::new(&commit, head.signer.as_deref(), Trigger::Commit, &back);
         let applied = self.apply(desired, intent, true).await?;
+        self.record_approvals(applied.attempt, &held.approvals).await?;
         if applied.attempt.is_none() && matches!(applied.outcome, Outcome::Failed(_)) {
             // Nothing was attempted (the target could not be asked): the head is tried again
             // at the next drift check.

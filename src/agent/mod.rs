@@ -18,5 +18,6 @@ mod run;
 pub use command::CommandError;
 pub use environment::{Board, Done, Head, Input, Pending, Publish, RolledBack, Status, Worker, desired_of};
 pub use fetcher::{Fetch, FetchError, Fetcher, Update};
+pub use gates::Received;
 pub use migrations::Resolved;
 pub use run::{Agent, AgentError, Live, Repository, Settings, run};

@@ -3,6 +3,7 @@
 //! (`--output json`). Exit codes: 0 ok or no difference, 1 invalid or different, 2 error.
 
 mod agent;
+mod approve;
 mod client;
 mod demo;
 mod diff;
@@ -271,6 +272,15 @@ Examples:
     /// Audit the ledger.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Approve a commit for an environment: an OpenPGP-signed tag under
+    /// `refs/plumb/approvals/`, signed with your GnuPG as `git tag -s` signs, pushed with the
+    /// branch's remote.
+    #[command(after_help = "Examples:
+  plumb approve --env production                       # HEAD of the clone in this folder
+  plumb approve --env production 3f1c2a9 --repo ~/src/config
+  plumb approve --env production --repo https://git.example.com/platform/config.git main
+  plumb approve --env staging --key bob.key --push none")]
+    Approve(approve::ApproveArgs),
     /// Encrypt a value for the repository: reads it from standard input, prints
     /// `ENC[age,…]` to paste into a service's `env` or `config.values`.
     #[command(after_help = "Examples:
@@ -567,6 +577,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         } => logs(&mut out, &state, &env, &service, bytes),
         Command::ExampleApp => example_app::run().map(|()| Outcome::Ok),
         Command::Seal(args) => seal::seal(&args, &mut out),
+        Command::Approve(args) => approve::approve(&args, &mut out),
         Command::Keygen { out: file } => seal::keygen(&file, &mut out),
         Command::Schemas { out: dir } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -137,6 +137,9 @@ pub struct AttemptRecord {
     pub outcome: Option<Outcome>,
     /// When it ended.
     pub finished: Option<String>,
+    /// The approvals that allowed it (who, key, when signed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Value>,
 }
 
 /// One step of an attempt.
@@ -258,6 +261,31 @@ impl Ledger {
             body["output"] = json!(output);
         }
         self.append(&environment, "step_done", Some(attempt), &body)?;
+        Ok(())
+    }
+
+    /// Records an approval of `commit` handed to the API by `by`, as it was verified.
+    pub fn approval_received(
+        &mut self,
+        environment: &str,
+        commit: &str,
+        approval: &Value,
+        by: &str,
+    ) -> Result<(), LedgerError> {
+        let body = json!({ "commit": commit, "approval": approval, "by": by });
+        self.append(environment, "approval", None, &body)?;
+        Ok(())
+    }
+
+    /// Records the approvals (who, key, when signed) that allowed `attempt`.
+    pub fn approvals(&mut self, attempt: i64, approvals: &[Value]) -> Result<(), LedgerError> {
+        let environment = self.environment_of(attempt)?;
+        self.append(
+            &environment,
+            "approvals",
+            Some(attempt),
+            &json!({ "approvals": approvals }),
+        )?;
         Ok(())
     }
 
@@ -458,6 +486,7 @@ impl Ledger {
                 steps: Vec::new(),
                 outcome: None,
                 finished: None,
+                approvals: Vec::new(),
             };
             let events: Vec<(String, String, String)> = self
                 .conn
@@ -485,6 +514,9 @@ impl Ledger {
                             step.error = Some(body["error"].as_str().map(str::to_owned));
                             step.output = body["output"].as_str().map(str::to_owned);
                         }
+                    }
+                    "approvals" => {
+                        record.approvals = body["approvals"].as_array().cloned().unwrap_or_default();
                     }
                     "outcome" => {
                         record.outcome = serde_json::from_value(body).ok();

@@ -145,7 +145,10 @@ impl Cache {
         options
             .remote_callbacks(remote::callbacks(&self.remote, deadline, &interrupted))
             .download_tags(AutotagOption::None);
-        let refspecs: Vec<String> = refs.iter().map(|r| format!("+{0}:{0}", r.name())).collect();
+        let mut refspecs: Vec<String> = refs.iter().map(|r| format!("+{0}:{0}", r.name())).collect();
+        // Approvals travel with the repository (`plumb approve`); none is ever pruned here, so
+        // one handed to the agent's API stays too.
+        refspecs.push(format!("+{0}/*:{0}/*", crate::gate::approval::NAMESPACE));
         let mut anonymous = self
             .repo
             .remote_anonymous(&self.remote.url)

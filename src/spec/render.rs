@@ -526,6 +526,7 @@ fn render_environment(
         gates: Gates {
             sync_windows: environment.sync_windows,
             promotion: environment.promotion,
+            approval: environment.approval,
         },
         services,
         manifests,

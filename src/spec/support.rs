@@ -1190,6 +1190,40 @@ pub static ENVIRONMENT_FIELDS: &[Field] = &[
         used: never,
     },
     Field {
+        path: "approval",
+        local: Done(
+            "a commit waits for signed approvals under refs/plumb/approvals/ (rule read from the rollback point)",
+        ),
+        compose: Done(
+            "a commit waits for signed approvals under refs/plumb/approvals/ (rule read from the rollback point)",
+        ),
+        kubernetes: Done(
+            "a commit waits for signed approvals under refs/plumb/approvals/ (rule read from the rollback point)",
+        ),
+        used: never,
+    },
+    Field {
+        path: "approval.required",
+        local: Done("how many different people"),
+        compose: Done("how many different people"),
+        kubernetes: Done("how many different people"),
+        used: never,
+    },
+    Field {
+        path: "approval.approvers",
+        local: Done("signing-policy users holding sign_tag; any such user when absent"),
+        compose: Done("signing-policy users holding sign_tag; any such user when absent"),
+        kubernetes: Done("signing-policy users holding sign_tag; any such user when absent"),
+        used: never,
+    },
+    Field {
+        path: "approval.allowSelfApproval",
+        local: Done("whether the commit's signer counts"),
+        compose: Done("whether the commit's signer counts"),
+        kubernetes: Done("whether the commit's signer counts"),
+        used: never,
+    },
+    Field {
         path: "services",
         local: Done("overlays: see the service rows"),
         compose: Done("overlays: see the service rows"),

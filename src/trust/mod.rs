@@ -13,7 +13,7 @@ use std::fmt;
 use git2::{Oid, Repository};
 
 pub use policy::{Capability, POLICY_FILE, Policy, PolicyError};
-pub use signature::{SignatureError, Signer};
+pub use signature::{Compromise, SignatureError, Signer, verify as verify_signature};
 pub use state::{Anchor, Decision, RefusedHead, StateError, TrustState};
 
 /// Where authentication starts: chosen by the operator, never taken from the repository alone.

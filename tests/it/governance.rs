@@ -493,3 +493,228 @@ async fn production_takes_a_commit_once_staging_ran_it_for_the_soak() {
     cancel.cancel();
     agent.await.unwrap().unwrap();
 }
+
+/// Writes `key`'s secret keys to `path`, armored, as an approver keeps them.
+fn secret_key_file(key: &TestKey, path: &std::path::Path) {
+    use sequoia_openpgp::serialize::SerializeInto;
+    std::fs::write(path, key.cert.as_tsk().armored().to_vec().unwrap()).unwrap();
+}
+
+/// `plumb approve ARGS` (with `env` set), insisting it succeeds; what it printed.
+fn approve(args: &[&str], env: &[(&str, &std::path::Path)]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plumb"));
+    command.arg("approve").args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "plumb approve {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A production environment needing two approvals among alice, bob and carol (`required` as
+/// written by the commit; the rule in force is the rollback point's).
+fn production(repo: &TestRepo, port: u16, release: &str, required: u32) {
+    Web {
+        environment: "production",
+        ..Web::new(port, release, "recreate: {}")
+    }
+    .write(repo);
+    repo.write(
+        "environments/production.yaml",
+        &format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: production\ntarget:\n  local: {{}}\n\
+             approval: {{required: {required}, approvers: [alice, bob, carol], allowSelfApproval: false}}\n"
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_moves_once_two_other_people_approved_exactly_that_commit() {
+    use crate::agent::{TOKEN, api_get, api_post, release};
+    use crate::keys::{ALL, KEYS_CREATED, policy};
+
+    let (alice, bob, carol, dave, erin) = (
+        TestKey::new("alice"),
+        TestKey::new("bob"),
+        TestKey::new("carol"),
+        TestKey::new("dave"),
+        TestKey::new("erin"),
+    );
+    let (mut upstream, root) = trusted(&alice);
+    let tag = &["sign_tag"][..];
+    upstream.write(
+        "openpgp-policy.toml",
+        &policy(&[(&alice, ALL), (&bob, tag), (&carol, tag), (&dave, tag)]),
+    );
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    production(&upstream, port, "r1", 2);
+    let c1 = upstream.commit_signed("web r1: bob, carol and dave may approve", &alice);
+
+    let keys = tempfile::tempdir().unwrap();
+    for key in [&alice, &bob, &carol, &dave, &erin] {
+        secret_key_file(key, &keys.path().join(format!("{}.key", key.name)));
+    }
+    let key = |name: &str| keys.path().join(format!("{name}.key")).to_str().unwrap().to_owned();
+    // The approvers' clone, whose `origin` is the repository the agent follows.
+    let work = keys.path().join("work");
+    let cloned = Command::new("git")
+        .args([
+            "clone",
+            "--quiet",
+            upstream.path().to_str().unwrap(),
+            work.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(cloned.status.success(), "{}", String::from_utf8_lossy(&cloned.stderr));
+    let work = work.to_str().unwrap().to_owned();
+
+    let state = tempfile::tempdir().unwrap();
+    let (api, cancel, agent) = polling_agent(&upstream, &root, state.path()).await;
+    let wait_for = |wanted: &'static str| async move {
+        eventually(Duration::from_secs(20), || async {
+            waiting(api, "production").await.filter(|w| w.contains(wanted))
+        })
+        .await
+    };
+    assert!(wait_for("approval: 0 of 2 approvals; waiting").await.is_some());
+    assert_eq!(release(addr).await, None, "not applied unapproved");
+
+    // The commit's own signer does not count; a first other person does.
+    let said = approve(&["--env", "production", "--repo", &work, "--key", &key("alice")], &[]);
+    assert!(
+        said.contains(&format!(
+            "approved {c1} for production as refs/plumb/approvals/production/{c1}/"
+        )),
+        "{said}"
+    );
+    assert!(said.contains("pushed to origin"), "{said}");
+    approve(&["--env", "production", "--repo", &work, "--key", &key("bob")], &[]);
+    assert!(wait_for("approval: 1 of 2 approvals (bob); waiting").await.is_some());
+    let families = crate::metrics::parse(&api_get(api, "/metrics").await.body);
+    assert_eq!(
+        crate::metrics::value(
+            &families,
+            "plumb_refused_approvals_total",
+            &[("reason", "not_authorized")]
+        ),
+        Some(1.0),
+        "alice's own approval is refused"
+    );
+
+    // Handed to the API: one by someone the policy does not know, and one for another
+    // environment, are refused and change nothing.
+    let auth = [("authorization", format!("Bearer {TOKEN}"))];
+    for (who, environment) in [("erin", "production"), ("carol", "staging")] {
+        let said = approve(
+            &[
+                "--env",
+                environment,
+                "--repo",
+                &work,
+                "--key",
+                &key(who),
+                "--push",
+                "none",
+            ],
+            &[],
+        );
+        let object = said.split(" as ").nth(1).unwrap().trim().to_owned();
+        let text = Command::new("git")
+            .args(["-C", &work, "cat-file", "tag", &object])
+            .output()
+            .unwrap();
+        let body = serde_json::json!({ "approval": String::from_utf8(text.stdout).unwrap() }).to_string();
+        let refused = api_post(api, "/api/v1/environments/production/approvals", &auth, body.as_bytes()).await;
+        assert_eq!(refused.status, 409, "{}", refused.body);
+        let expected = if who == "erin" {
+            "is not in the parent commit's signing policy"
+        } else {
+            "for `staging`"
+        };
+        assert!(refused.body.contains(expected), "{who}: {}", refused.body);
+    }
+    assert!(wait_for("approval: 1 of 2 approvals (bob); waiting").await.is_some());
+
+    // Carol signs with her GnuPG, as git signs: the second approval; production moves.
+    let gnupg = keys.path().join("gnupg");
+    std::fs::create_dir(&gnupg).unwrap();
+    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let imported = Command::new("gpg")
+        .args(["--batch", "--quiet", "--import", &key("carol")])
+        .env("GNUPGHOME", &gnupg)
+        .output()
+        .unwrap();
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let fingerprint = carol.cert.fingerprint().to_hex();
+    approve(
+        &["--env", "production", "--repo", &work, "--gpg-key", &fingerprint],
+        &[("GNUPGHOME", &gnupg)],
+    );
+    let _ = Command::new("gpgconf")
+        .args(["--kill", "gpg-agent"])
+        .env("GNUPGHOME", &gnupg)
+        .status();
+    let served = eventually(Duration::from_secs(20), || async {
+        release(addr).await.filter(|r| r == "r1")
+    })
+    .await;
+    assert_eq!(served.as_deref(), Some("r1"));
+    // The ledger keeps who approved, with which key, beside the attempt they allowed.
+    let history = api_get(api, "/api/v1/environments/production/history?limit=1").await;
+    let history: serde_json::Value = serde_json::from_str(&history.body).unwrap();
+    let approvals: Vec<&str> = history["attempts"][0]["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(approvals, ["bob", "carol"], "{history:#}");
+
+    // The next commit starts from nothing: approvals of r1 do not carry. It lowers its own
+    // rule to one approval, and revokes carol's key — the rule in force is r1's (two), and a
+    // revoked key stops counting.
+    upstream.write(
+        "openpgp-policy.toml",
+        &policy(&[
+            (&alice, ALL),
+            (&bob, tag),
+            (&carol.revoked(false, KEYS_CREATED + 100), tag),
+            (&dave, tag),
+        ]),
+    );
+    production(&upstream, port, "r2", 1);
+    let c2 = upstream.commit_signed("web r2, one approval is enough (says r2)", &alice);
+    assert!(wait_for("approval: 0 of 2 approvals; waiting").await.is_some());
+    let fetched = Command::new("git")
+        .args(["-C", &work, "pull", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(fetched.status.success(), "{}", String::from_utf8_lossy(&fetched.stderr));
+    approve(&["--env", "production", "--repo", &work, "--key", &key("bob")], &[]);
+    approve(&["--env", "production", "--repo", &work, "--key", &key("carol")], &[]);
+    approve(&["--env", "production", "--repo", &work, "--key", &key("dave")], &[]);
+    assert!(wait_for("approval: 1 of 2 approvals (bob); waiting").await.is_some());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(release(addr).await.as_deref(), Some("r1"));
+    let log = Command::new("git")
+        .args(["-C", &work, "for-each-ref", "--format=%(refname)"])
+        .arg(format!("refs/plumb/approvals/production/{c2}/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(log.stdout).unwrap().lines().count(), 3);
+
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+}

@@ -38,6 +38,9 @@ pub struct Environment {
     /// point too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<super::gates::Promotion>,
+    /// Apply a commit only once enough people approved it (read from the rollback point too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<super::gates::ApprovalRule>,
     /// Overlays by service name: any part of a service document, merged over it by the rules
     /// in the format reference.
     #[serde(default)]

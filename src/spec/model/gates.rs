@@ -17,13 +17,35 @@ pub struct Gates {
     /// The environments a commit must have run in, healthy, first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<Promotion>,
+    /// The approvals a commit needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRule>,
 }
 
 impl Gates {
     /// Whether there is no gate at all.
     pub fn is_empty(&self) -> bool {
-        self.sync_windows.is_empty() && self.promotion.is_none()
+        self.sync_windows.is_empty() && self.promotion.is_none() && self.approval.is_none()
     }
+}
+
+/// A commit is applied here only once `required` people approved exactly it for this
+/// environment: users of the signing policy in force at the commit who hold `sign_tag`, among
+/// `approvers` when listed, and (unless `allowSelfApproval`) not its signer. Each approval is an
+/// OpenPGP-signed tag under `refs/plumb/approvals/` (`plumb approve`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalRule {
+    /// How many different people must approve.
+    #[schemars(range(min = 1))]
+    pub required: u32,
+    /// Who may approve: names of the signing policy's users; any holder of `sign_tag` when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    /// Whether the commit's own signer counts.
+    #[serde(default)]
+    pub allow_self_approval: bool,
 }
 
 /// A commit is applied here only once it was applied healthy in every environment of `after`
