@@ -163,7 +163,12 @@ impl Worker {
                 _ => None,
             };
             let Some((attempt, at)) = since else {
-                waiting.push(format!("waiting for {before} to apply {short}"));
+                let (name, at) = (before.to_owned(), commit.clone());
+                if self.ledger.call(move |l| l.is_failed(&name, &at)).await? {
+                    waiting.push(format!("stopped: {short} failed in {before}; it is not promoted"));
+                } else {
+                    waiting.push(format!("waiting for {before} to apply {short}"));
+                }
                 continue;
             };
             let name = before.to_owned();

@@ -45,6 +45,21 @@ pub struct ApproveArgs {
     push: Option<String>,
 }
 
+impl ApproveArgs {
+    /// Approving the head of the clone `repo` for `env` with the key file `key`, pushing
+    /// nowhere (the demo's agent fetches that very repository).
+    pub fn with_key(env: &str, repo: &Path, key: &Path) -> ApproveArgs {
+        ApproveArgs {
+            env: env.to_owned(),
+            repo: repo.display().to_string(),
+            commit: None,
+            key: Some(key.to_owned()),
+            gpg_key: None,
+            push: Some("none".to_owned()),
+        }
+    }
+}
+
 /// Makes, stores and pushes the approval; prints its reference.
 pub fn approve(args: &ApproveArgs, out: &mut impl Write) -> anyhow::Result<Outcome> {
     let mut _clone = None;

@@ -1,9 +1,11 @@
 //! `plumb demo`: the first minute of a newcomer. It makes a signed working copy of `example-repo`
-//! (a key generated on the spot, a signing policy trusting it, its encrypted values sealed anew
-//! for an age identity made for the demo), where every service runs `plumb example-app` instead
-//! of its real program and timings are shortened; starts the agent (which opens those values)
-//! on the local target; and plays a release through development (recreate), staging (canary)
-//! and production (blue-green, synced on request), then a broken release that is rolled back,
+//! (keys generated on the spot for alice, who commits, and bob and carol, who approve; a signing
+//! policy trusting them; its encrypted values sealed anew for an age identity made for the demo),
+//! where every service runs `plumb example-app` instead of its real program and timings are
+//! shortened; starts the agent (which opens those values) on the local target; and plays a
+//! release through development (recreate), staging (canary, once development ran it) and
+//! production (blue-green, once staging ran it, bob and carol approved it with `plumb approve`,
+//! and it is synced), then a release that breaks in staging and never reaches production,
 //! printing each step as the ledger records it. Then the agent keeps running until Ctrl-C.
 
 use std::path::{Path, PathBuf};
@@ -56,9 +58,16 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     // as it would in production.
     let (identity, recipient) = sealed::generate();
     copy_example(&repo_dir, &exe, &recipient)?;
-    let key = Key::generate()?;
+    let key = Key::generate("alice")?;
+    let approvers = [Key::generate("bob")?, Key::generate("carol")?];
+    for approver in &approvers {
+        std::fs::write(
+            args.dir.join(format!("{}.key", approver.name)),
+            approver.cert.as_tsk().armored().to_vec()?,
+        )?;
+    }
     let repo = Repository::init(&repo_dir).context("cannot create the demo repository")?;
-    std::fs::write(repo_dir.join("openpgp-policy.toml"), key.policy()?)?;
+    std::fs::write(repo_dir.join("openpgp-policy.toml"), policy(&key, &approvers)?)?;
     let root = commit(
         &repo,
         &key,
@@ -117,6 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         let tour = Tour {
             repo: &repo,
             key: &key,
+            approvers: &approvers,
             ledger: args.dir.join("state/ledger.sqlite"),
             api: handle.api.expect("the demo listens"),
             token: &token,
@@ -198,7 +208,7 @@ fn copy_example(to: &Path, exe: &Path, recipient: &str) -> anyhow::Result<()> {
             let indent = &line[..line.len() - trimmed.len()];
             // The example's production runs on Kubernetes: the demo runs it here, below the
             // ephemeral port range, without what only Kubernetes carries out.
-            if line.ends_with("# kubernetes only") {
+            if line.ends_with("# kubernetes only") || line.ends_with("# not in the demo") {
                 continue;
             }
             let line = if trimmed.starts_with("kubernetes: {namespace: twikit-production}") {
@@ -233,6 +243,7 @@ fn copy_example(to: &Path, exe: &Path, recipient: &str) -> anyhow::Result<()> {
             ("warmup: 1m", "warmup: 2s"),
             ("switchover: 30s", "switchover: 1s"),
             ("keepOldVersion: 30m", "keepOldVersion: 5s"),
+            ("soak: 2m", "soak: 3s"),
         ] {
             text = text.replace(long, short);
         }
@@ -243,29 +254,41 @@ fn copy_example(to: &Path, exe: &Path, recipient: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo's signing key.
+/// A key of the demo: alice's signs commits, bob's and carol's approve.
 struct Key {
+    name: &'static str,
     cert: Cert,
 }
 
+/// The demo's signing policy: alice may do everything, bob and carol may sign tags (approve).
+fn policy(signer: &Key, approvers: &[Key]) -> anyhow::Result<String> {
+    let armored = |key: &Key| -> anyhow::Result<String> { Ok(String::from_utf8(key.cert.armored().to_vec()?)?) };
+    let mut text = format!(
+        "version = 0\ncommit_goodlist = []\n\n[authorization.{}]\nsign_commit = true\nsign_tag = true\nadd_user = true\n\
+         retire_user = true\naudit = true\nkeyring = \"\"\"\n{}\"\"\"\n",
+        signer.name,
+        armored(signer)?
+    );
+    for approver in approvers {
+        text.push_str(&format!(
+            "\n[authorization.{}]\nsign_tag = true\nkeyring = \"\"\"\n{}\"\"\"\n",
+            approver.name,
+            armored(approver)?
+        ));
+    }
+    Ok(text)
+}
+
 impl Key {
-    fn generate() -> anyhow::Result<Key> {
+    fn generate(name: &'static str) -> anyhow::Result<Key> {
         let (cert, _) = CertBuilder::new()
             .set_cipher_suite(CipherSuite::Cv25519)
             .set_creation_time(SystemTime::now() - Duration::from_secs(60))
-            .add_userid("plumb demo <demo@plumb.invalid>")
+            .add_userid(format!("{name} <{name}@plumb.invalid>"))
             .add_signing_subkey()
             .generate()
-            .context("cannot generate the demo key")?;
-        Ok(Key { cert })
-    }
-
-    fn policy(&self) -> anyhow::Result<String> {
-        let public = String::from_utf8(self.cert.armored().to_vec()?)?;
-        Ok(format!(
-            "version = 0\ncommit_goodlist = []\n\n[authorization.demo]\nsign_commit = true\nadd_user = true\n\
-             retire_user = true\naudit = true\nkeyring = \"\"\"\n{public}\"\"\"\n"
-        ))
+            .context("cannot generate a demo key")?;
+        Ok(Key { name, cert })
     }
 
     fn sign(&self, data: &[u8]) -> anyhow::Result<String> {
@@ -327,6 +350,7 @@ async fn traffic(addr: std::net::SocketAddr) {
 struct Tour<'a> {
     repo: &'a Repository,
     key: &'a Key,
+    approvers: &'a [Key],
     ledger: PathBuf,
     api: std::net::SocketAddr,
     token: &'a str,
@@ -349,39 +373,55 @@ impl Tour<'_> {
         for (env, port) in ENVIRONMENTS.iter().zip([13000, 23000, 30000]) {
             println!("  {env:<11} http://127.0.0.1:{port}/   (twikit-backend)");
         }
-        println!("\n1. The first deployment of every environment.");
+        println!("\n1. The first deployment of every environment: staging once development ran it.");
         let mut seen = 0;
         seen = self.watch(seen, |a| a.len() >= 2).await?;
-        println!("   production applies nothing until it is synced (`plumb sync --env production`):");
+        println!("   production takes what staging ran, once two people other than its author approved it,");
+        println!("   when it is synced (`plumb sync --env production`):");
+        self.approve(dir, "production").await?;
         let sync = self.sync("production");
         let (synced, watched) = tokio::join!(sync, self.watch(seen, |a| !a.is_empty()));
         synced?;
         seen = watched?;
 
-        println!("\n2. Release 1.5.0: development recreates, staging runs a canary, production waits for a sync.");
+        println!("\n2. Release 1.5.0: development recreates; staging, once development ran it, runs a canary.");
         println!("   (requests go to staging meanwhile, so its router has answers to measure the canary by)");
-        let traffic = tokio::spawn(traffic(std::net::SocketAddr::from(([127, 0, 0, 1], 23000))));
+        let requests = tokio::spawn(traffic(std::net::SocketAddr::from(([127, 0, 0, 1], 23000))));
         self.edit("services/twikit-backend.yaml", "backend:1.4.2", "backend:1.5.0")?;
         commit(self.repo, self.key, "Release twikit-backend 1.5.0", None)?;
         self.doorbell.ring(Reason::Manual);
         seen = self.watch(seen, |a| a.len() >= 2).await?;
-        traffic.abort();
-        println!("   production syncs on request (`plumb sync --env production`): blue-green.");
+        requests.abort();
+        println!("   approved for production, which syncs on request (`plumb sync --env production`): blue-green.");
+        self.approve(dir, "production").await?;
         let sync = self.sync("production");
         let (synced, watched) = tokio::join!(sync, self.watch(seen, |a| !a.is_empty()));
         synced?;
         seen = watched?;
 
-        println!("\n3. Release 1.6.0 fails its health checks: each environment goes back by itself.");
+        println!("\n3. Release 1.6.0 runs in development but fails its health checks in staging: the canary");
+        println!("   goes back by itself, and production, which takes only what staging ran, never sees it.");
+        let requests = tokio::spawn(traffic(std::net::SocketAddr::from(([127, 0, 0, 1], 23000))));
         self.edit("services/twikit-backend.yaml", "backend:1.5.0", "backend:1.6.0")?;
         self.edit(
-            "services/twikit-backend.yaml",
-            "  - name: LOG_FORMAT\n    value: json\n",
-            "  - name: LOG_FORMAT\n    value: json\n  - name: EXAMPLE_HEALTH\n    value: fail\n",
+            "environments/staging.yaml",
+            "        value: staging\n",
+            "        value: staging\n      - name: EXAMPLE_HEALTH\n        value: fail\n",
         )?;
         commit(self.repo, self.key, "Release twikit-backend 1.6.0", None)?;
         self.doorbell.ring(Reason::Manual);
         self.watch(seen, |a| a.len() >= 2).await?;
+        requests.abort();
+        // Production sees it at its next check.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let said = loop {
+            let said = self.waiting("production").await?;
+            if said.contains("stopped") || tokio::time::Instant::now() > deadline {
+                break said;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        println!("   [production] waiting: {said}");
 
         println!("\nTry:");
         println!("  curl http://127.0.0.1:30000/                      # production's backend");
@@ -405,6 +445,48 @@ impl Tour<'_> {
         anyhow::ensure!(text.contains(from), "{file} no longer contains {from:?}");
         std::fs::write(&path, text.replacen(from, to, 1))?;
         Ok(())
+    }
+
+    /// Bob and carol approve the head for `env` with `plumb approve`, each with their key file;
+    /// then waits until the agent has fetched their approvals.
+    async fn approve(&self, dir: &Path, env: &str) -> anyhow::Result<()> {
+        let work = self.repo.workdir().context("a work tree")?.to_owned();
+        for approver in self.approvers {
+            let key = dir.join(format!("{}.key", approver.name));
+            println!(
+                "   {}: plumb approve --env {env} --repo {} --key {}",
+                approver.name,
+                work.display(),
+                key.display()
+            );
+            let args = super::approve::ApproveArgs::with_key(env, &work, &key);
+            let said = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                super::approve::approve(&args, &mut out).map(|_| out)
+            })
+            .await??;
+            for line in String::from_utf8_lossy(&said).lines().take(1) {
+                println!("     {line}");
+            }
+        }
+        self.doorbell.ring(Reason::Manual);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let waiting = self.waiting(env).await?;
+            if !waiting.contains("approval") && !waiting.contains("promotion") {
+                return Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "{env} still waits: {waiting}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What `env`'s status says it waits for (empty when nothing).
+    async fn waiting(&self, env: &str) -> anyhow::Result<String> {
+        let server = super::client::Server::new(format!("http://{}", self.api), Secret::new(self.token));
+        let path = format!("/api/v1/environments/{env}");
+        let status = tokio::task::spawn_blocking(move || server.call("GET", &path, None)).await??;
+        Ok(status["waiting"].as_str().unwrap_or_default().to_owned())
     }
 
     /// Asks the agent, through its API, to sync `env`.

@@ -19,17 +19,24 @@ fn the_demo_tours_every_strategy_and_stops_clean() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let out = &run.stdout;
     let count = |needle: &str| out.matches(needle).count();
-    // The first deployment (3), release 1.5.0 (development, staging, then production on sync).
-    assert_eq!(count("✓ succeeded"), 6, "{out}");
+    // The first deployment (3), release 1.5.0 (development, staging, then production on sync,
+    // once bob and carol approved it), release 1.6.0 in development.
+    assert_eq!(count("✓ succeeded"), 7, "{out}");
+    assert_eq!(count("bob: plumb approve --env production"), 2, "{out}");
+    assert_eq!(count("carol: plumb approve --env production"), 2, "{out}");
     assert!(out.contains("[staging]   twikit-backend: promote green"), "{out}");
     assert!(
         out.contains("[production]   twikit-backend: switch traffic to green"),
         "{out}"
     );
-    // Release 1.6.0 fails its health checks in development (recreate) and staging (canary).
+    // Release 1.6.0 fails its health checks in staging (canary), and never reaches production.
     assert_eq!(
         count("↩ rolled back: the new version of `twikit-backend` is unhealthy"),
-        2,
+        1,
+        "{out}"
+    );
+    assert!(
+        out.contains("[production] waiting: promotion: stopped: ") && out.contains("failed in staging"),
         "{out}"
     );
     assert!(
