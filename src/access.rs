@@ -1,4 +1,5 @@
-//! Who may call what on the agent's API: named identities, each with a bearer token, a role and
+//! Who may call what on the agent's API: named identities, each known by a bearer token or by
+//! the subject of a client certificate (the API over TLS, see [`crate::tls`]), with a role and
 //! the environments it acts on. Every token is compared on every call, in constant time, so the
 //! time taken does not tell which one matched, or how much of one; none is ever logged. The
 //! name of the identity that called is what the ledger records beside a sync or a rollback.
@@ -68,8 +69,10 @@ impl Role {
 pub struct Identity {
     /// Its name, as the ledger records it.
     pub name: String,
-    /// Its bearer token.
-    pub token: Secret,
+    /// Its bearer token, when it is known by one.
+    pub token: Option<Secret>,
+    /// The subject of its client certificate (`CN=alice,O=ops`), when it is known by one.
+    pub subject: Option<String>,
     /// What it may do.
     pub role: Role,
     /// The environments it acts on; every one when `None`.
@@ -113,7 +116,8 @@ impl Access {
         let mut all: Vec<Identity> = token
             .map(|token| Identity {
                 name: Identity::API_TOKEN.to_owned(),
-                token,
+                token: Some(token),
+                subject: None,
                 role: Role::Admin,
                 environments: None,
             })
@@ -130,18 +134,21 @@ impl Access {
     pub fn caller(&self, bearer: &str) -> Option<&Identity> {
         let mut found = None;
         for identity in &self.identities {
-            if constant_time_eq(bearer.as_bytes(), identity.token.expose().as_bytes()) && found.is_none() {
+            let Some(token) = &identity.token else { continue };
+            if constant_time_eq(bearer.as_bytes(), token.expose().as_bytes()) && found.is_none() {
                 found = Some(identity);
             }
         }
         found
     }
 
-    /// Who may take `action` (on `environment`, when it names one) with `bearer`: the
-    /// identity, `None` for an open read.
+    /// Who may take `action` (on `environment`, when it names one) with `bearer`, or the
+    /// client certificate `subject` the TLS layer verified: the identity, `None` for an open
+    /// read. A token, when given, decides.
     pub fn authorize(
         &self,
         bearer: Option<&str>,
+        subject: Option<&str>,
         action: Action,
         environment: Option<&str>,
     ) -> Result<Option<&Identity>, Refused> {
@@ -153,8 +160,14 @@ impl Access {
                 "mutating calls are disabled: start the agent with an API token or access identities".to_owned(),
             ));
         }
-        let Some(identity) = bearer.and_then(|b| self.caller(b)) else {
-            return Err(Refused::Unauthenticated("a valid bearer token is required".to_owned()));
+        let identity = match bearer {
+            Some(bearer) => self.caller(bearer),
+            None => subject.and_then(|s| self.identities.iter().find(|i| i.subject.as_deref() == Some(s))),
+        };
+        let Some(identity) = identity else {
+            return Err(Refused::Unauthenticated(
+                "a valid bearer token (or a client certificate of a known subject) is required".to_owned(),
+            ));
         };
         if !identity.role.allows(action) {
             return Err(Refused::Forbidden(format!(
@@ -182,7 +195,8 @@ mod tests {
     fn access() -> Access {
         let person = |name: &str, role, environments: Option<&[&str]>| Identity {
             name: name.to_owned(),
-            token: Secret::new(format!("{name}-token-of-sixteen")),
+            token: Some(Secret::new(format!("{name}-token-of-sixteen"))),
+            subject: Some(format!("CN={name}")),
             role,
             environments: environments.map(|e| e.iter().map(|s| (*s).to_owned()).collect()),
         };
@@ -203,39 +217,42 @@ mod tests {
         let name = |r: Result<Option<&Identity>, Refused>| r.map(|i| i.map(|i| i.name.clone()));
         let ann = Some("ann-token-of-sixteen");
         assert_eq!(
-            name(access.authorize(ann, Action::Sync, Some("staging"))),
+            name(access.authorize(ann, None, Action::Sync, Some("staging"))),
             Ok(Some("ann".into()))
         );
         assert!(matches!(
-            access.authorize(ann, Action::Sync, Some("production")),
+            access.authorize(ann, None, Action::Sync, Some("production")),
             Err(Refused::Forbidden(_))
         ));
         assert!(matches!(
-            access.authorize(ann, Action::Approve, Some("staging")),
+            access.authorize(ann, None, Action::Approve, Some("staging")),
             Err(Refused::Forbidden(_))
         ));
         let bob = Some("bob-token-of-sixteen");
-        assert_eq!(name(access.authorize(bob, Action::Read, None)), Ok(Some("bob".into())));
+        assert_eq!(
+            name(access.authorize(bob, None, Action::Read, None)),
+            Ok(Some("bob".into()))
+        );
         assert!(matches!(
-            access.authorize(bob, Action::Rollback, Some("staging")),
+            access.authorize(bob, None, Action::Rollback, Some("staging")),
             Err(Refused::Forbidden(_))
         ));
         let cat = Some("cat-token-of-sixteen");
         assert_eq!(
-            name(access.authorize(cat, Action::Approve, Some("production"))),
+            name(access.authorize(cat, None, Action::Approve, Some("production"))),
             Ok(Some("cat".into()))
         );
         let old = Some("the-old-single-token");
         assert_eq!(
-            name(access.authorize(old, Action::Resolve, Some("x"))),
+            name(access.authorize(old, None, Action::Resolve, Some("x"))),
             Ok(Some("api-token".into()))
         );
         assert!(matches!(
-            access.authorize(Some("nope"), Action::Read, None),
+            access.authorize(Some("nope"), None, Action::Read, None),
             Err(Refused::Unauthenticated(_))
         ));
         assert!(matches!(
-            access.authorize(None, Action::Sync, Some("staging")),
+            access.authorize(None, None, Action::Sync, Some("staging")),
             Err(Refused::Unauthenticated(_))
         ));
     }
@@ -246,10 +263,10 @@ mod tests {
             protect_reads: false,
             ..access()
         };
-        assert_eq!(open.authorize(None, Action::Read, Some("staging")), Ok(None));
+        assert_eq!(open.authorize(None, None, Action::Read, Some("staging")), Ok(None));
         let none = Access::default();
         assert!(matches!(
-            none.authorize(Some("x"), Action::Sync, None),
+            none.authorize(Some("x"), None, Action::Sync, None),
             Err(Refused::Forbidden(_))
         ));
     }

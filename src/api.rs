@@ -1,8 +1,10 @@
-//! The agent's HTTP API: liveness and readiness, Prometheus metrics, each environment's status (the rollback point,
-//! the head and who signed it, why a head was not applied, drift, the last attempt with its
-//! steps), its history, what applying its head would do now, and two mutating calls — sync and rollback — that need the bearer
-//! token from the agent's settings, compared in constant time. Reads are open. Bodies are
-//! limited to 16 KiB.
+//! The agent's HTTP API: liveness and readiness, Prometheus metrics, each environment's status
+//! (the rollback point, the head and who signed it, why a head was not applied or what it waits
+//! for, drift, the last attempt with its steps), its history and migrations, what applying its
+//! head would do now, and the commands — sync, rollback, resolving an interrupted migration,
+//! handing over an approval — each taken only from an identity whose role allows it there
+//! ([`crate::access`]). Reads are open unless the access says otherwise. Bodies are limited to
+//! 16 KiB.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use crate::agent::{Board, CommandError, Input};
 use crate::error::chain;
 use crate::ledger::{self, AttemptRecord};
 use crate::metrics::Metrics;
+use crate::tls::Peer;
 
 /// The largest request body accepted.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -78,7 +81,8 @@ async fn guard_reads(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Err(refused) = authorized(&api, request.headers(), Action::Read, None) {
+    let peer = request.extensions().get::<Peer>().cloned().unwrap_or_default();
+    if let Err(refused) = authorized(&api, request.headers(), &peer, Action::Read, None) {
         return refusal(refused);
     }
     next.run(request).await
@@ -189,8 +193,15 @@ struct SyncRequest {
     skip_migrations: bool,
 }
 
-async fn sync(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let by = match authorized(&api, &headers, Action::Sync, Some(&env)) {
+async fn sync(
+    State(api): State<Api>,
+    Path(env): Path<String>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = peer.map(|p| p.0).unwrap_or_default();
+    let by = match authorized(&api, &headers, &peer, Action::Sync, Some(&env)) {
         Ok(by) => by,
         Err(refused) => return refusal(refused),
     };
@@ -230,8 +241,15 @@ struct ApprovalRequest {
     approval: String,
 }
 
-async fn approve(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let by = match authorized(&api, &headers, Action::Approve, Some(&env)) {
+async fn approve(
+    State(api): State<Api>,
+    Path(env): Path<String>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = peer.map(|p| p.0).unwrap_or_default();
+    let by = match authorized(&api, &headers, &peer, Action::Approve, Some(&env)) {
         Ok(by) => by,
         Err(refused) => return refusal(refused),
     };
@@ -264,8 +282,15 @@ struct ResolveRequest {
     by: Option<String>,
 }
 
-async fn resolve(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let caller = match authorized(&api, &headers, Action::Resolve, Some(&env)) {
+async fn resolve(
+    State(api): State<Api>,
+    Path(env): Path<String>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = peer.map(|p| p.0).unwrap_or_default();
+    let caller = match authorized(&api, &headers, &peer, Action::Resolve, Some(&env)) {
         Ok(caller) => caller,
         Err(refused) => return refusal(refused),
     };
@@ -299,8 +324,15 @@ async fn resolve(State(api): State<Api>, Path(env): Path<String>, headers: Heade
     command(&api, &env, input, answer).await
 }
 
-async fn rollback(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let by = match authorized(&api, &headers, Action::Rollback, Some(&env)) {
+async fn rollback(
+    State(api): State<Api>,
+    Path(env): Path<String>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = peer.map(|p| p.0).unwrap_or_default();
+    let by = match authorized(&api, &headers, &peer, Action::Rollback, Some(&env)) {
         Ok(by) => by,
         Err(refused) => return refusal(refused),
     };
@@ -352,13 +384,19 @@ async fn command<T: serde::Serialize>(
 
 /// Who may take `action` (on `env`): the identity's name (`anonymous` for an open read), or
 /// why not.
-fn authorized(api: &Api, headers: &HeaderMap, action: Action, env: Option<&str>) -> Result<String, Refused> {
+fn authorized(
+    api: &Api,
+    headers: &HeaderMap,
+    peer: &Peer,
+    action: Action,
+    env: Option<&str>,
+) -> Result<String, Refused> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let access = api.access.read().unwrap_or_else(|e| e.into_inner());
-    let identity = access.authorize(bearer, action, env)?;
+    let identity = access.authorize(bearer, peer.0.as_deref(), action, env)?;
     Ok(identity.map_or_else(|| "anonymous".to_owned(), |i| i.name.clone()))
 }
 

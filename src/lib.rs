@@ -40,5 +40,6 @@ pub mod secret;
 pub mod source;
 pub mod spec;
 pub mod target;
+pub mod tls;
 pub mod trigger;
 pub mod trust;

@@ -47,6 +47,9 @@ pub struct AgentConfig {
     /// Whether the API's reads (`/api/v1/…`, `/metrics`) need the token (or an identity) too.
     #[serde(default)]
     pub protect_reads: bool,
+    /// Serve the API over TLS, with client certificates as identities when a client CA is
+    /// given.
+    pub tls: Option<TlsConfig>,
     /// Named callers of the API, each with its own token, role and environments; the ledger
     /// records which one synced, rolled back or resolved. `apiTokenFile` stays an `admin` named
     /// `api-token`.
@@ -63,6 +66,18 @@ pub struct AgentConfig {
     pub heal_every: Duration,
     /// Run as several replicas: only the holder of this Lease applies.
     pub leader_election: Option<LeaderElection>,
+}
+
+/// The API's certificate and the CA of its callers' certificates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The agent's certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// The CA (PEM) client certificates must chain to; without it none is asked for.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Who may call the API.
@@ -96,7 +111,10 @@ pub struct IdentityConfig {
     #[schemars(regex(pattern = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"))]
     pub name: String,
     /// A file holding its bearer token (at least 16 characters; never written here).
-    pub token_file: PathBuf,
+    pub token_file: Option<PathBuf>,
+    /// Or: the subject of the client certificate it presents to the API over TLS, as RFC 4514
+    /// writes it (`CN=alice,O=ops`); the certificate must chain to `tls.clientCaFile`.
+    pub client_subject: Option<String>,
     /// `viewer` (reads), `deployer` (sync, rollback, resolve migrations), `approver`
     /// (approve), `admin` (everything).
     pub role: crate::access::Role,
@@ -437,7 +455,17 @@ impl AgentConfig {
         let mut identities: Vec<crate::access::Identity> = Vec::new();
         for (i, config) in self.access.iter().flat_map(|a| &a.identities).enumerate() {
             let at = format!("access.identities[{i}]");
-            let token = secret(&config.token_file, &format!("{at}.tokenFile"), 16)?;
+            let token = match (&config.token_file, &config.client_subject) {
+                (Some(file), None) => Some(secret(file, &format!("{at}.tokenFile"), 16)?),
+                (None, Some(_)) => {
+                    anyhow::ensure!(
+                        self.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
+                        "{at}.clientSubject: client certificates need `tls.clientCaFile` (the CA they chain to)"
+                    );
+                    None
+                }
+                _ => anyhow::bail!("{at}: give exactly one of `tokenFile` and `clientSubject`"),
+            };
             let reserved = self.api_token_file.is_some() && config.name == crate::access::Identity::API_TOKEN;
             anyhow::ensure!(
                 !reserved && identities.iter().all(|other| other.name != config.name),
@@ -445,12 +473,18 @@ impl AgentConfig {
                 config.name
             );
             anyhow::ensure!(
-                identities.iter().all(|other| other.token != token),
+                token.is_none() || identities.iter().all(|other| other.token != token),
                 "{at}.tokenFile: the token is another identity's too; each needs its own"
+            );
+            anyhow::ensure!(
+                config.client_subject.is_none()
+                    || identities.iter().all(|other| other.subject != config.client_subject),
+                "{at}.clientSubject: another identity has that subject too"
             );
             identities.push(crate::access::Identity {
                 name: config.name.clone(),
                 token,
+                subject: config.client_subject.clone(),
                 role: config.role,
                 environments: config.environments.clone(),
             });
@@ -499,6 +533,11 @@ impl AgentConfig {
                 None => None,
             },
             identities: self.identities()?,
+            tls: self.tls.as_ref().map(|t| crate::tls::TlsSettings {
+                cert_file: t.cert_file.clone(),
+                key_file: t.key_file.clone(),
+                client_ca_file: t.client_ca_file.clone(),
+            }),
             protect_reads: self.protect_reads || self.access.as_ref().is_some_and(|a| a.reads == Reads::Authenticated),
             leader: self.leader_election.as_ref().map(|l| Leader {
                 namespace: l.namespace.clone(),

@@ -48,6 +48,8 @@ pub struct Settings {
     pub identities: Vec<Identity>,
     /// Whether the API's reads (`/api/v1/…`, `/metrics`) need an identity too.
     pub protect_reads: bool,
+    /// Serve the API over TLS (client certificates as identities when a client CA is given).
+    pub tls: Option<crate::tls::TlsSettings>,
     /// Apply only while holding this Lease (agents run as several replicas).
     pub leader: Option<Leader>,
 }
@@ -164,6 +166,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The API's certificate, key or client CA cannot be used.
+    #[error("the API's TLS settings cannot be used: {0}")]
+    Tls(String),
 }
 
 /// A running agent.
@@ -385,6 +390,12 @@ async fn serve(addr: SocketAddr, settings: &Settings, live: &Live, shared: &Shar
     let receivers = receivers.counted(shared.publish.metrics.clone());
     routes = routes.merge(webhook::router(receivers, webhook::DEFAULT_BODY_LIMIT));
     let stop = shared.cancel.clone();
+    if let Some(tls) = &settings.tls {
+        let config = crate::tls::server_config(tls).map_err(AgentError::Tls)?;
+        tokio::spawn(crate::tls::serve(listener, config, routes, stop));
+        tracing::info!(address = %bound, "The API listens over TLS.");
+        return Ok(bound);
+    }
     tokio::spawn(async move {
         let served = axum::serve(listener, routes)
             .with_graceful_shutdown(stop.cancelled_owned())

@@ -188,6 +188,7 @@ fn from_flags(args: &Args) -> anyhow::Result<Settings> {
         listen: Some(args.listen),
         api_token,
         identities: Vec::new(),
+        tls: None,
         protect_reads: args.protect_reads,
         leader: None,
     })

@@ -1,5 +1,7 @@
 //! Commands against a running agent's API: `plumb status`, `plumb sync`, `plumb rollback`.
-//! Mutating calls send the bearer token from `--token-file` or `PLUMB_API_TOKEN`.
+//! Mutating calls send the bearer token from `--token-file` or `PLUMB_API_TOKEN`; over
+//! `https://`, the agent's certificate is checked against `--ca-file` and a client certificate
+//! may stand for the token.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,6 +27,15 @@ pub struct Server {
     /// A token given in-process (the demo).
     #[arg(skip)]
     token: Option<Secret>,
+    /// For an `https://` agent: the CA (PEM) its certificate chains to.
+    #[arg(long, env = "PLUMB_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// For an `https://` agent: a client certificate (PEM) to present instead of a token.
+    #[arg(long, env = "PLUMB_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "PLUMB_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 impl Server {
@@ -34,6 +45,9 @@ impl Server {
             server,
             token_file: None,
             token: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -45,6 +59,9 @@ impl Server {
             server,
             token_file: None,
             token: Some(token),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 
@@ -57,6 +74,32 @@ impl Server {
             return Ok(Some(Secret::new(text.trim())));
         }
         Ok(std::env::var("PLUMB_API_TOKEN").ok().map(Secret::new))
+    }
+
+    /// How to connect: plain HTTP, or TLS checked against `--ca-file` (with the client
+    /// certificate, when given) for an `https://` agent.
+    fn connector(
+        &self,
+    ) -> anyhow::Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>> {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = if self.server.starts_with("https://") {
+            let ca = self
+                .ca_file
+                .as_deref()
+                .context("an https:// agent needs --ca-file (the CA its certificate chains to)")?;
+            let identity = self.client_cert.as_deref().zip(self.client_key.as_deref());
+            let config = crate::tls::client_config(ca, identity).map_err(anyhow::Error::msg)?;
+            builder.with_tls_config(config).https_or_http()
+        } else {
+            let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+            builder.with_tls_config(config).https_or_http()
+        };
+        Ok(builder.enable_http1().build())
     }
 
     /// Sends a request and returns the answer's JSON, or an error with the agent's message.
@@ -73,8 +116,9 @@ impl Server {
             .body(Full::new(axum::body::Bytes::from(body)))
             .with_context(|| format!("`{url}` is not a valid URL"))?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let connector = self.connector()?;
         let (status, bytes) = runtime.block_on(async {
-            let client = Client::builder(TokioExecutor::new()).build_http::<Full<axum::body::Bytes>>();
+            let client = Client::builder(TokioExecutor::new()).build::<_, Full<axum::body::Bytes>>(connector);
             let response = client
                 .request(request)
                 .await

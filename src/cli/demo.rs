@@ -108,6 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         listen: Some(args.listen),
         api_token: Some(Secret::new(token.clone())),
         identities: Vec::new(),
+        tls: None,
         protect_reads: false,
         leader: None,
     };

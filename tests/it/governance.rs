@@ -718,3 +718,126 @@ async fn production_moves_once_two_other_people_approved_exactly_that_commit() {
     cancel.cancel();
     agent.await.unwrap().unwrap();
 }
+
+/// Makes, in `dir`, a CA (`ca.pem`), the agent's certificate for 127.0.0.1 (`server.pem`,
+/// `server.key`) and client certificates for alice (`alice.pem`, `alice.key`, subject
+/// `O=ops, CN=alice`) and mallory (signed by another CA).
+fn certificates(dir: &std::path::Path) {
+    let script = r#"set -e
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+key ca.key; openssl req -x509 -key ca.key -out ca.pem -days 2 -subj /CN=plumb-test-ca
+key other.key; openssl req -x509 -key other.key -out other.pem -days 2 -subj /CN=another-ca
+sign() { # name subject extensions ca
+  key "$1.key"; openssl req -new -key "$1.key" -out "$1.csr" -subj "$2"
+  printf '%s\n' "$3" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$4.pem" -CAkey "$4.key" -CAcreateserial -out "$1.pem" -days 2 -extfile "$1.ext" 2>/dev/null
+}
+sign server /CN=agent "subjectAltName=IP:127.0.0.1
+extendedKeyUsage=serverAuth" ca
+sign alice "/O=ops/CN=alice" "extendedKeyUsage=clientAuth" ca
+sign mallory "/O=ops/CN=alice" "extendedKeyUsage=clientAuth" other
+"#;
+    let made = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_client_certificate_names_its_identity() {
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let (staging, production) = (crate::reconcile::free_port(), crate::reconcile::free_port());
+    two_environments(&upstream, staging, production);
+    upstream.commit_signed("web r1", &alice);
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let d = dir.path().display();
+    let api = SocketAddr::from(([127, 0, 0, 1], crate::reconcile::free_port()));
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: plumb/v1\nkind: Agent\nstate: \"{d}/state\"\nlisten: \"{api}\"\n\
+             tls: {{certFile: \"{d}/server.pem\", keyFile: \"{d}/server.key\", clientCaFile: \"{d}/ca.pem\"}}\n\
+             access:\n  reads: authenticated\n  identities:\n\
+             \x20   - {{name: alice-ops, clientSubject: \"CN=alice,O=ops\", role: deployer, environments: [staging]}}\n\
+             repository:\n  url: {:?}\n  branch: {}\n  trustRoot:\n    commit: \"{root}\"\n  poll:\n    interval: 200ms\n",
+            upstream.path().display().to_string(),
+            upstream.branch(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let _agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_plumb"))
+            .args(["agent", "--config", file.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let server = format!("https://{api}");
+    let plumb_as = |who: Option<&str>, args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        all.extend([
+            "--server".to_owned(),
+            server.clone(),
+            "--ca-file".to_owned(),
+            format!("{d}/ca.pem"),
+        ]);
+        if let Some(who) = who {
+            all.extend([
+                "--client-cert".to_owned(),
+                format!("{d}/{who}.pem"),
+                "--client-key".to_owned(),
+                format!("{d}/{who}.key"),
+            ]);
+        }
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        plumb(&all)
+    };
+    let ready = eventually(Duration::from_secs(30), || async {
+        let run = plumb_as(Some("alice"), &["status", "--output", "json"]);
+        let status: serde_json::Value = serde_json::from_str(&run.stdout).ok()?;
+        let environments = status["environments"].as_array()?;
+        (environments.len() == 2 && environments.iter().all(|e| e["applied"].is_string())).then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "{}",
+        std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default()
+    );
+    // The certificate stands for the token: alice syncs staging, not production.
+    let synced = plumb_as(Some("alice"), &["sync", "--env", "staging"]);
+    assert_eq!(synced.code, 0, "{}{}", synced.stdout, synced.stderr);
+    let refused = plumb_as(Some("alice"), &["sync", "--env", "production"]);
+    assert!(
+        refused.stderr.contains("403") && refused.stderr.contains("`alice-ops` may not sync in `production`"),
+        "{}",
+        refused.stderr
+    );
+    let history = plumb(&[
+        "history",
+        "--env",
+        "staging",
+        "--limit",
+        "1",
+        "--state",
+        &format!("{d}/state"),
+    ]);
+    assert!(history.stdout.contains("asked by alice-ops"), "{}", history.stdout);
+    // Without a certificate (and no token): 401. With the same subject from another CA: the
+    // handshake fails, nothing is answered.
+    let anonymous = plumb_as(None, &["status"]);
+    assert!(anonymous.stderr.contains("401"), "{}", anonymous.stderr);
+    let forged = plumb_as(Some("mallory"), &["status"]);
+    assert_ne!(forged.code, 0);
+    assert!(forged.stderr.contains("cannot reach the agent"), "{}", forged.stderr);
+    // Plain HTTP is not served.
+    let plain = plumb(&["status", "--server", &format!("http://{api}")]);
+    assert_ne!(plain.code, 0, "{}", plain.stdout);
+}

@@ -307,6 +307,7 @@ pub fn agent_settings(repo: &TestRepo, root: &str, state: &Path) -> plumb::agent
         listen: None,
         api_token: None,
         identities: Vec::new(),
+        tls: None,
         protect_reads: false,
         leader: None,
     }
