@@ -613,10 +613,15 @@ impl Worker {
 
     /// Looks for drift from the rollback point; corrects it when the environment self-heals.
     pub async fn heal(&mut self) -> Result<(), LedgerError> {
-        if self.applied.is_none() || self.interrupted().await?.is_some() {
+        if self.interrupted().await?.is_some() {
             return Ok(());
         }
         let Some((commit, desired)) = &self.applied else {
+            // Nothing applied healthy yet (a first rollout failed): what runs is still watched
+            // for restarts the target makes.
+            if let Ok(live) = self.target.observe().await {
+                self.report_restarts(&live).await;
+            }
             return Ok(());
         };
         let (observed, plan) =
@@ -645,34 +650,27 @@ impl Worker {
                     .map(move |(slot, s)| (service.as_str(), slot.name(), s.weight))
             }),
         );
-        metrics.restarts(
-            &self.name,
-            live.iter().flat_map(|(service, slots)| {
-                slots
-                    .iter()
-                    .filter(|(_, s)| s.restarts > 0)
-                    .map(move |(slot, s)| (service.as_str(), slot.name(), s.restarts))
-            }),
-        );
-        self.restarts = self.restarts_now(&live).await;
-        self.publish(|s| s.restarts = restart_lines(&self.restarts));
+        // What the rollback point says, taken before the restarts are recorded (which needs the
+        // worker whole); the desired state is cloned only when it is applied again.
+        let self_heal = desired.sync.self_heal;
+        let held = self.window_closed(desired).is_some();
+        let again = (!plan.is_empty() && self_heal && !held).then(|| (commit.clone(), desired.clone()));
+        self.report_restarts(&live).await;
         if plan.is_empty() {
             // What is only reported (fields another manager took) stays visible as drift.
             let reported = plan.reported();
             self.publish(|s| s.drift = reported);
             return Ok(());
         }
-        if !desired.sync.self_heal {
-            tracing::warn!(environment = %self.name, drift = ?plan.summary(), "Drift found; self-heal is off.");
+        let Some((commit, desired)) = again else {
+            if self_heal {
+                tracing::info!(environment = %self.name, drift = ?plan.summary(), "Drift found; a sync window holds the correction back.");
+            } else {
+                tracing::warn!(environment = %self.name, drift = ?plan.summary(), "Drift found; self-heal is off.");
+            }
             self.publish(|s| s.drift = plan.summary());
             return Ok(());
-        }
-        if self.window_closed(desired).is_some() {
-            tracing::info!(environment = %self.name, drift = ?plan.summary(), "Drift found; a sync window holds the correction back.");
-            self.publish(|s| s.drift = plan.summary());
-            return Ok(());
-        }
-        let (commit, desired) = (commit.clone(), desired.clone());
+        };
         let back = Back::default();
         let healed = self
             .apply(desired, Intent::new(&commit, None, Trigger::Heal, &back), false)
@@ -685,6 +683,21 @@ impl Worker {
         };
         self.publish(|s| s.drift = remaining);
         Ok(())
+    }
+
+    /// Counts and publishes the restarts of the containers in `live`, with their cause.
+    async fn report_restarts(&mut self, live: &reconcile::Live) {
+        self.publish.metrics.restarts(
+            &self.name,
+            live.iter().flat_map(|(service, slots)| {
+                slots
+                    .iter()
+                    .filter(|(_, s)| s.restarts > 0)
+                    .map(move |(slot, s)| (service.as_str(), slot.name(), s.restarts))
+            }),
+        );
+        self.restarts = self.restarts_now(live).await;
+        self.publish(|s| s.restarts = restart_lines(&self.restarts));
     }
 
     /// The restarts of each slot's containers in `live`, with their cause; a slot restarted

@@ -255,13 +255,20 @@ pub fn tally(repo: &Repository, environment: &str, commit: Oid, rule: &ApprovalR
     Ok(tally)
 }
 
-/// The raw content of tag object `oid`.
+/// The raw content of tag object `oid`; its size is checked before it is read, so a huge
+/// object pushed under the approvals' references is refused without loading it.
 fn raw_tag(repo: &Repository, oid: Oid) -> Result<Vec<u8>, Refused> {
     let odb = repo.odb().map_err(|e| Refused::Malformed(e.message().to_owned()))?;
-    let object = odb.read(oid).map_err(|e| Refused::Malformed(e.message().to_owned()))?;
-    if object.kind() != ObjectType::Tag {
+    let (size, kind) = odb
+        .read_header(oid)
+        .map_err(|e| Refused::Malformed(e.message().to_owned()))?;
+    if kind != ObjectType::Tag {
         return Err(Refused::Malformed("not a tag object".to_owned()));
     }
+    if size > MAX_BYTES {
+        return Err(Refused::Malformed(format!("larger than {MAX_BYTES} bytes")));
+    }
+    let object = odb.read(oid).map_err(|e| Refused::Malformed(e.message().to_owned()))?;
     Ok(object.data().to_vec())
 }
 

@@ -34,6 +34,21 @@ fn two_environments(repo: &TestRepo, staging: u16, production: u16) {
 /// A running `plumb agent --config`.
 struct Agent(Child);
 
+impl Agent {
+    /// `plumb agent --config file`, its log in `log`.
+    fn from_config(file: &std::path::Path, log: &std::path::Path) -> Agent {
+        let log = std::fs::File::create(log).unwrap();
+        Agent(
+            Command::new(env!("CARGO_BIN_EXE_plumb"))
+                .args(["agent", "--config", file.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         // SAFETY: SIGTERM to the child this test started.
@@ -82,15 +97,7 @@ async fn each_caller_may_do_what_its_role_allows_where_it_may() {
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let _agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_plumb"))
-            .args(["agent", "--config", file.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _agent = Agent::from_config(&file, &dir.path().join("agent.log"));
     let ready = eventually(Duration::from_secs(30), || async {
         let status = try_get_with(api, "/api/v1/environments/staging", &bearer(VIV)).await?;
         let body: serde_json::Value = serde_json::from_str(&status.body).ok()?;
@@ -213,7 +220,6 @@ const ALWAYS_DENY: &str = "  - {kind: deny, schedule: \"* * * * *\", duration: 1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deny_window_holds_syncs_back_but_never_a_rollback() {
     use crate::agent::{TOKEN, api_get, api_post, release};
-    use plumb::secret::Secret;
 
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);
@@ -222,23 +228,7 @@ async fn a_deny_window_holds_syncs_back_but_never_a_rollback() {
     Web::new(port, "r1", "recreate: {}").write(&upstream);
     let r1 = upstream.commit_signed("web r1", &alice);
     let state = tempfile::tempdir().unwrap();
-    let settings = plumb::agent::Settings {
-        heal_every: Duration::from_millis(200),
-        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        api_token: Some(Secret::new(TOKEN)),
-        repositories: vec![plumb::agent::Repository {
-            poll: plumb::trigger::Poll {
-                interval: Some(Duration::from_millis(100)),
-                ..plumb::trigger::Poll::default()
-            },
-            ..crate::harness::repository_settings("config", &upstream, &root)
-        }],
-        ..crate::harness::agent_settings(&upstream, &root, state.path())
-    };
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let (started, handle) = tokio::sync::oneshot::channel();
-    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
-    let api = handle.await.unwrap().api.unwrap();
+    let (api, cancel, agent) = polling_agent(&upstream, &root, state.path()).await;
     let serving = |wanted: &'static str| async move {
         eventually(Duration::from_secs(30), || async {
             release(addr).await.filter(|r| r == wanted)
@@ -770,15 +760,7 @@ async fn over_tls_a_client_certificate_names_its_identity() {
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let _agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_plumb"))
-            .args(["agent", "--config", file.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _agent = Agent::from_config(&file, &dir.path().join("agent.log"));
     let server = format!("https://{api}");
     let plumb_as = |who: Option<&str>, args: &[&str]| {
         let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
@@ -840,4 +822,70 @@ async fn over_tls_a_client_certificate_names_its_identity() {
     // Plain HTTP is not served.
     let plain = plumb(&["status", "--server", &format!("http://{api}")]);
     assert_ne!(plain.code, 0, "{}", plain.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_changes_nothing_for_staging_counts_as_run_there() {
+    use crate::agent::{TOKEN, api_post, release};
+
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let (staging, production) = (crate::reconcile::free_port(), crate::reconcile::free_port());
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    // Staging applies only on request; production follows it.
+    let write = |upstream: &TestRepo, production_release: &str| {
+        two_environments(upstream, staging, production);
+        upstream.write(
+            "environments/staging.yaml",
+            "apiVersion: plumb/v1\nkind: Environment\nname: staging\ntarget:\n  local: {}\nsync: {automatic: false}\n",
+        );
+        upstream.write(
+            "environments/production.yaml",
+            &format!(
+                "apiVersion: plumb/v1\nkind: Environment\nname: production\ntarget:\n  local: {{}}\n\
+                 promotion: {{after: [staging]}}\n\
+                 services:\n  web:\n    ports:\n      - {{name: http, port: {production}}}\n\
+                 \x20   env:\n      - {{name: EXAMPLE_RELEASE, value: {production_release}}}\n"
+            ),
+        );
+    };
+    write(&upstream, "r1-production");
+    upstream.commit_signed("web r1", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let (api, cancel, agent) = polling_agent(&upstream, &root, state.path()).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            waiting(api, "production")
+                .await
+                .filter(|w| w.contains("waiting for staging to apply"))
+        })
+        .await
+        .is_some()
+    );
+    let auth = [("authorization", format!("Bearer {TOKEN}"))];
+    let synced = api_post(api, "/api/v1/environments/staging/sync", &auth, b"").await;
+    assert_eq!(synced.status, 200, "{}", synced.body);
+    let serving = |port: u16, wanted: &'static str| async move {
+        eventually(Duration::from_secs(30), || async {
+            release(at(port)).await.filter(|r| r == wanted)
+        })
+        .await
+    };
+    assert_eq!(
+        serving(production, "r1-production").await.as_deref(),
+        Some("r1-production")
+    );
+
+    // A commit changing production alone: staging never applies it (no sync asked), yet what
+    // staging runs is what the commit declares for it, so production takes it.
+    write(&upstream, "r2-production");
+    upstream.commit_signed("production only: r2", &alice);
+    assert_eq!(
+        serving(production, "r2-production").await.as_deref(),
+        Some("r2-production")
+    );
+    assert_eq!(release(at(staging)).await.as_deref(), Some("r1"));
+
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
 }
