@@ -84,8 +84,8 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>
     Ok(Arc::new(config))
 }
 
-/// The client side (`plumb status --server https://…`): the CA to trust besides the system's
-/// roots none are read, so the agent's CA must be given, and the certificate to present.
+/// The client side (`plumb status --server https://…`): the agent's CA, the only root trusted
+/// (the system's are not read), and the certificate to present, if any.
 pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<rustls::ClientConfig, String> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

@@ -60,9 +60,9 @@ impl Worker {
         let (name, wanted) = (self.name.clone(), commit.to_owned());
         let (since, in_force) = self
             .ledger
-            .call(move |l| Ok((l.applied_in(&name, &wanted)?, l.migrations_in_force(&name)?)))
+            .call(move |l| Ok((l.applied_at(&name, &wanted)?, l.migrations_in_force(&name)?)))
             .await?;
-        let since = since.unwrap_or(0);
+        let since = since.map_or(0, |(attempt, _)| attempt);
         let newer: Vec<MigrationRecord> = in_force
             .into_iter()
             .filter(|r| r.attempt.is_some_and(|a| a > since))

@@ -66,7 +66,7 @@ pub fn approve(args: &ApproveArgs, out: &mut impl Write) -> anyhow::Result<Outco
     let (dir, default_push) = if Path::new(&args.repo).is_dir() {
         (PathBuf::from(&args.repo), "origin".to_owned())
     } else {
-        let clone = Clone::new()?;
+        let clone = TempClone::new();
         git(
             Path::new("."),
             &[
@@ -128,16 +128,15 @@ pub fn approve(args: &ApproveArgs, out: &mut impl Write) -> anyhow::Result<Outco
 }
 
 /// A bare clone in the temporary folder, removed when dropped.
-struct Clone(PathBuf);
+struct TempClone(PathBuf);
 
-impl Clone {
-    fn new() -> anyhow::Result<Clone> {
-        let dir = std::env::temp_dir().join(format!("plumb-approve-{}-{}", std::process::id(), fastrand::u64(..)));
-        Ok(Clone(dir))
+impl TempClone {
+    fn new() -> TempClone {
+        TempClone(std::env::temp_dir().join(format!("plumb-approve-{}-{}", std::process::id(), fastrand::u64(..))))
     }
 }
 
-impl Drop for Clone {
+impl Drop for TempClone {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }

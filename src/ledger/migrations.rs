@@ -217,19 +217,4 @@ impl Ledger {
         all.retain(|r| r.state == "succeeded");
         Ok(all)
     }
-
-    /// The newest attempt of `environment` that applied `commit` and ended well.
-    pub fn applied_in(&self, environment: &str, commit: &str) -> Result<Option<i64>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT a.seq FROM entries o JOIN entries a ON a.seq = o.attempt
-                 WHERE o.environment = ?1 AND o.kind = 'outcome' AND json_extract(o.body, '$.result') = 'succeeded'
-                 AND json_extract(a.body, '$.commit') = ?2
-                 ORDER BY o.seq DESC LIMIT 1",
-                params![environment, commit],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))
-    }
 }

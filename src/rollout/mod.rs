@@ -60,7 +60,7 @@ pub enum RolloutError {
     /// A migration for this commit started earlier and never reported an end (the agent
     /// stopped mid-way): running it again could apply it twice, so a person must look.
     #[error(
-        "the migration of `{service}` for this commit was interrupted earlier and is not run twice: check the database; a new commit runs its migration afresh"
+        "the migration of `{service}` for this commit was interrupted earlier and is not run twice: check the database, then `plumb migrations resolve`"
     )]
     MigrationInterrupted {
         /// The service.
