@@ -50,6 +50,8 @@ pub struct Api {
     pub unread: Arc<AtomicUsize>,
     /// The agent's metrics.
     pub metrics: Arc<Metrics>,
+    /// The notification channels: name and kind.
+    pub channels: Arc<Vec<(String, &'static str)>>,
 }
 
 /// The API's routes.
@@ -136,7 +138,35 @@ async fn status(State(api): State<Api>) -> Response {
     for name in &names {
         environments.push(describe(&api, name, false).await);
     }
-    axum::Json(json!({ "environments": environments })).into_response()
+    let mut answer = json!({ "environments": environments });
+    if !api.channels.is_empty() {
+        answer["notifications"] = notifications(&api).await;
+    }
+    axum::Json(answer).into_response()
+}
+
+/// Each notification channel's outbox: what waits, what went last, what fails.
+async fn notifications(api: &Api) -> Value {
+    let states = match ledger::read(api.ledger.clone(), |l| l.outbox_state()).await {
+        Ok(states) => states,
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "Cannot read the outbox.");
+            return json!({ "error": chain(&e) });
+        }
+    };
+    let channels: Vec<Value> = api
+        .channels
+        .iter()
+        .map(|(name, kind)| {
+            let mut channel = json!({ "channel": name, "kind": kind });
+            let state = states.get(name).cloned().unwrap_or_default();
+            if let (Value::Object(channel), Ok(Value::Object(state))) = (&mut channel, serde_json::to_value(state)) {
+                channel.extend(state);
+            }
+            channel
+        })
+        .collect();
+    Value::Array(channels)
 }
 
 async fn environment(State(api): State<Api>, Path(env): Path<String>) -> Response {
@@ -507,6 +537,7 @@ mod tests {
             access: Arc::new(RwLock::new(Access::default())),
             unread: Arc::new(AtomicUsize::new(0)),
             metrics: Arc::new(Metrics::default()),
+            channels: Arc::default(),
         }
     }
 

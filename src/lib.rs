@@ -10,6 +10,7 @@
 //!   a desired state;
 //! - [`health`] probes deployed slots (HTTP, TCP, exec) with thresholds and deadlines;
 //! - [`ledger`] records every deployment attempt in a hash-chained SQLite journal;
+//! - [`notify`] tells webhooks, Slack, mail and forges what the ledger records;
 //! - [`rollout`] runs a strategy over a target's primitives, recording each step;
 //! - [`reconcile`] applies a plan step by step and restores the rollback point when one fails;
 //! - [`router`] splits a service's HTTP traffic between two slots by weight and counts answers;
@@ -33,6 +34,7 @@ pub mod gate;
 pub mod health;
 pub mod ledger;
 pub mod metrics;
+pub mod notify;
 pub mod reconcile;
 pub mod rollout;
 pub mod router;

@@ -62,6 +62,17 @@ struct Blocked {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Notification {
+    channel: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Channel {
+    channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Delivery {
     provider: String,
     result: String,
@@ -118,6 +129,8 @@ pub struct Metrics {
     blocked: Family<Blocked, Gauge>,
     window: Family<Environment, Gauge>,
     approvals_refused: Family<Reason, Counter>,
+    notifications: Family<Notification, Counter>,
+    notification_queue: Family<Channel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -138,6 +151,8 @@ impl Default for Metrics {
             blocked: Family::default(),
             window: Family::default(),
             approvals_refused: Family::default(),
+            notifications: Family::default(),
+            notification_queue: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -210,6 +225,16 @@ impl Default for Metrics {
             "Approvals that do not count (forged, malformed, for another commit or environment, by someone who may not approve), by reason",
             metrics.approvals_refused.clone(),
         );
+        r.register(
+            "notifications",
+            "Notification tries by channel and result: delivered, retried, rejected (refused for good by the receiver), given_up (out of time)",
+            metrics.notifications.clone(),
+        );
+        r.register(
+            "notification_queue",
+            "Notifications waiting to go, by channel",
+            metrics.notification_queue.clone(),
+        );
         metrics
     }
 }
@@ -270,6 +295,25 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a try of a notification on `channel`, by `result`.
+    pub fn notification(&self, channel: &str, result: &str) {
+        self.notifications
+            .get_or_create(&Notification {
+                channel: channel.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets how many notifications wait on `channel`.
+    pub fn notification_queue(&self, channel: &str, queued: i64) {
+        self.notification_queue
+            .get_or_create(&Channel {
+                channel: channel.to_owned(),
+            })
+            .set(queued);
     }
 
     /// Sets whether `environment`'s sync windows let changes land now.

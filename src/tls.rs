@@ -31,7 +31,8 @@ pub struct Peer(pub Option<String>);
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The crypto rustls uses here (ring, as kube does).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -51,7 +52,8 @@ fn key(file: &Path) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("{} holds no private key that can be read: {e}", file.display()))
 }
 
-fn roots(file: &Path) -> Result<rustls::RootCertStore, String> {
+/// The CA certificates in `file`, as roots.
+pub fn roots(file: &Path) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in certificates(file)? {
         roots

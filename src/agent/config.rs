@@ -66,6 +66,11 @@ pub struct AgentConfig {
     pub heal_every: Duration,
     /// Run as several replicas: only the holder of this Lease applies.
     pub leader_election: Option<LeaderElection>,
+    /// The agent's address as people reach it (`https://plumb.example.com`): the links in
+    /// notifications.
+    pub external_url: Option<String>,
+    /// Where events are told: webhooks, Slack, email, GitHub and GitLab deployment statuses.
+    pub notifications: Option<Vec<crate::notify::ChannelConfig>>,
 }
 
 /// The API's certificate and the CA of its callers' certificates.
@@ -429,6 +434,32 @@ impl AgentConfig {
                 }
             }
         }
+        if let Some(url) = &self.external_url
+            && let Err(e) = crate::notify::http::check_url(url)
+        {
+            let steps = vec![Step::Key("externalUrl".to_owned())];
+            let (found, _) = node.locate(&steps);
+            out.push(Diagnostic::new(&found.at, e).path(&crate::spec::node::Path(steps)));
+        }
+        let mut channels: Vec<&str> = Vec::new();
+        for (i, channel) in self.notifications.iter().flatten().enumerate() {
+            let mut at = |tail: &[String], message: String| {
+                let mut steps = vec![Step::Key("notifications".to_owned()), Step::Index(i)];
+                steps.extend(tail.iter().map(|k| Step::Key(k.clone())));
+                let (found, _) = node.locate(&steps);
+                out.push(Diagnostic::new(&found.at, message).path(&crate::spec::node::Path(steps)));
+            };
+            if channels.contains(&channel.name.as_str()) {
+                at(
+                    &["name".to_owned()],
+                    format!("two channels are named `{}`", channel.name),
+                );
+            }
+            channels.push(&channel.name);
+            for (path, message) in channel.problems() {
+                at(&path, message);
+            }
+        }
         let mut owners: Vec<(&str, &str)> = Vec::new();
         for (place, name, repository) in self.each_repository() {
             for (index, environment) in repository.environments.iter().flatten().enumerate() {
@@ -539,6 +570,16 @@ impl AgentConfig {
                 client_ca_file: t.client_ca_file.clone(),
             }),
             protect_reads: self.protect_reads || self.access.as_ref().is_some_and(|a| a.reads == Reads::Authenticated),
+            notifications: super::run::Notifications {
+                channels: self
+                    .notifications
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(i, c)| c.channel(&format!("notifications[{i}]")).map(Arc::new))
+                    .collect::<anyhow::Result<_>>()?,
+                external_url: self.external_url.clone(),
+            },
             leader: self.leader_election.as_ref().map(|l| Leader {
                 namespace: l.namespace.clone(),
                 lease: l.lease.clone(),
@@ -563,6 +604,9 @@ impl AgentConfig {
         }
         if self.leader_election != newer.leader_election {
             fields.push("leaderElection".to_owned());
+        }
+        if self.notifications != newer.notifications || self.external_url != newer.external_url {
+            fields.push("notifications/externalUrl".to_owned());
         }
         let before = self.each_repository();
         let after = newer.each_repository();

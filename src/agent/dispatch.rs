@@ -19,7 +19,7 @@ use super::record::ClusterRecord;
 use super::run::{Followed, Repository};
 use crate::api::Workers;
 use crate::error::chain;
-use crate::ledger::{Recorder, Witness};
+use crate::ledger::{Notices, Recorder, Witness};
 use crate::source::SourceError;
 use crate::spec::model::environment::Target as TargetSpec;
 use crate::spec::sealed::Keyring;
@@ -45,6 +45,8 @@ pub(super) struct Shared {
     /// The environments' records in the cluster, and the witness keeping them, with leader
     /// election.
     pub record: Option<(Arc<ClusterRecord>, Witness)>,
+    /// What decides the notifications the environments' entries queue.
+    pub notices: Option<Arc<dyn Notices>>,
 }
 
 /// A started environment.
@@ -105,7 +107,7 @@ pub(super) async fn dispatch(
                 refused_on.push(name.clone());
             }
         }
-        let Some(heads) = heads(&repository, only, fetch, &mut dispatched, &shared.publish, &refused_on).await else {
+        let Some(heads) = heads(&repository, only, fetch, &mut dispatched, &shared, &refused_on).await else {
             continue;
         };
         for (name, head) in heads {
@@ -154,9 +156,10 @@ async fn heads(
     only: Option<Vec<String>>,
     fetch: Fetch,
     dispatched: &mut Option<Oid>,
-    publish: &Publish,
+    shared: &Shared,
     refused_on: &[String],
 ) -> Option<Vec<(String, Head)>> {
+    let publish = &shared.publish;
     publish
         .metrics
         .fetch(if fetch.result.is_ok() { "ok" } else { "failed" });
@@ -198,11 +201,19 @@ async fn heads(
                     refusal.kind()
                 );
                 publish.metrics.refused(refusal.kind());
-                let mut board = publish.board.write().unwrap_or_else(|e| e.into_inner());
+                // Each started environment's worker records it (and so notifies) and shows it.
+                let workers = shared.workers.read().unwrap_or_else(|e| e.into_inner()).clone();
                 for name in refused_on {
-                    if let Some(status) = board.get_mut(name) {
-                        status.refused = Some(reason.clone());
-                    }
+                    let Some(worker) = workers.get(name).cloned() else {
+                        continue;
+                    };
+                    let refused = Input::Refused {
+                        commit: culprit.to_string(),
+                        kind: refusal.kind().to_owned(),
+                        reason: reason.clone(),
+                    };
+                    // A worker busy with a rollout takes it when it is done: the fetches go on.
+                    tokio::spawn(async move { worker.send(refused).await });
                 }
             }
             return None;
@@ -302,6 +313,14 @@ async fn start(
         TargetSpec::Kubernetes(kubernetes) => Arc::new(KubernetesRuntime::new(name, kubernetes).await?),
     };
     let ledger = Recorder::open(shared.ledger.clone()).await?;
+    if let Some(notices) = shared.notices.clone() {
+        ledger
+            .call(move |l| {
+                l.notify_with(notices);
+                Ok(())
+            })
+            .await?;
+    }
     if let Some((record, witness)) = &shared.record {
         record.adopt(&ledger, name).await;
         let witness = witness.clone();

@@ -95,6 +95,15 @@ pub enum Input {
         /// Where the result goes.
         reply: oneshot::Sender<Result<super::gates::Received, CommandError>>,
     },
+    /// A head the signing policy refused: recorded and shown, never applied.
+    Refused {
+        /// The commit refused.
+        commit: String,
+        /// The kind of refusal (`unsigned`, `unauthorized`…).
+        kind: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// Record what a person verified of an interrupted migration.
     Resolve {
         /// The commit, or a unique prefix of it.
@@ -385,6 +394,9 @@ impl Worker {
                         let _ = reply.send(done);
                         failed
                     }
+                    Some(Input::Refused { commit, kind, reason }) => {
+                        self.refused_head(commit, kind, reason).await.err().map(|e| chain(&e))
+                    }
                     Some(Input::Plan(reply)) => {
                         let _ = reply.send(self.pending().await);
                         None
@@ -539,13 +551,14 @@ impl Worker {
         if let Some(waiting) = held.waiting {
             tracing::info!(environment = %name, commit, %waiting, "The commit waits.");
             self.handled = None;
-            return Ok(());
+            return self.note_waiting(&commit, held.causes, waiting).await;
         }
         // Manual means manual: not even the first deployment happens before `plumb sync`.
         if !desired.sync.automatic {
             tracing::info!(environment = %name, commit, "Automatic sync is off: the commit waits for a manual sync.");
-            self.publish(|s| s.refused = Some("automatic sync is off: waiting for `plumb sync`".to_owned()));
-            return Ok(());
+            let waiting = "automatic sync is off: waiting for `plumb sync`".to_owned();
+            self.publish(|s| s.refused = Some(waiting.clone()));
+            return self.note_waiting(&commit, vec!["sync"], waiting).await;
         }
         let back = match self.back_for(&head, &desired, false).await {
             Ok(back) => back,
@@ -655,6 +668,7 @@ impl Worker {
         let self_heal = desired.sync.self_heal;
         let held = self.window_closed(desired).is_some();
         let again = (!plan.is_empty() && self_heal && !held).then(|| (commit.clone(), desired.clone()));
+        let point = commit.clone();
         self.report_restarts(&live).await;
         if plan.is_empty() {
             // What is only reported (fields another manager took) stays visible as drift.
@@ -663,12 +677,18 @@ impl Worker {
             return Ok(());
         }
         let Some((commit, desired)) = again else {
-            if self_heal {
+            let why = if self_heal {
                 tracing::info!(environment = %self.name, drift = ?plan.summary(), "Drift found; a sync window holds the correction back.");
+                "a sync window holds the correction back"
             } else {
                 tracing::warn!(environment = %self.name, drift = ?plan.summary(), "Drift found; self-heal is off.");
-            }
+                "self-heal is off"
+            };
             self.publish(|s| s.drift = plan.summary());
+            let (name, drift) = (self.name.clone(), plan.summary());
+            self.ledger
+                .call(move |l| l.drift_left(&name, &point, &drift, why))
+                .await?;
             return Ok(());
         };
         let back = Back::default();
@@ -727,6 +747,26 @@ impl Worker {
             }
         }
         seen
+    }
+
+    /// Records (once per commit and causes) that `commit` waits for `causes`.
+    async fn note_waiting(&self, commit: &str, causes: Vec<&'static str>, reason: String) -> Result<(), LedgerError> {
+        let (name, commit) = (self.name.clone(), commit.to_owned());
+        self.ledger
+            .call(move |l| l.waiting(&name, &commit, &causes, &reason))
+            .await
+            .map(drop)
+    }
+
+    /// Records (once per commit) that the signing policy refused `commit`, this environment's
+    /// repository's head, and shows why.
+    pub(super) async fn refused_head(&self, commit: String, kind: String, reason: String) -> Result<(), LedgerError> {
+        self.publish(|s| s.refused = Some(reason.clone()));
+        let name = self.name.clone();
+        self.ledger
+            .call(move |l| l.refused_head(&name, &commit, &kind, &reason))
+            .await
+            .map(drop)
     }
 
     /// Records a commit that is not applied at all.

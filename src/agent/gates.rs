@@ -18,6 +18,8 @@ use crate::spec::model::gates::Gates;
 pub struct Held {
     /// What it waits for, in words; `None` when it may be applied.
     pub waiting: Option<String>,
+    /// What it waits for, by gate: `window`, `promotion`, `approval`.
+    pub causes: Vec<&'static str>,
     /// The approvals that count for it.
     pub approvals: Vec<Approved>,
 }
@@ -34,17 +36,27 @@ impl Worker {
     /// it through, to record with the attempt.
     pub(super) async fn held(&mut self, head: &Head, desired: &Desired) -> Result<Held, LedgerError> {
         let mut reasons = Vec::new();
+        let mut causes = Vec::new();
         if let Some(closed) = self.window_closed(desired) {
             reasons.push(format!("sync window: {}", closed.reason));
+            causes.push("window");
         }
         if let Some(waiting) = self.promotion(head, desired).await? {
             reasons.push(format!("promotion: {waiting}"));
+            causes.push("promotion");
         }
         let (approvals, waiting) = self.approvals(head, desired).await;
-        reasons.extend(waiting.map(|w| format!("approval: {w}")));
+        if let Some(waiting) = waiting {
+            reasons.push(format!("approval: {waiting}"));
+            causes.push("approval");
+        }
         let waiting = (!reasons.is_empty()).then(|| reasons.join("; "));
         self.publish(|s| s.waiting.clone_from(&waiting));
-        Ok(Held { waiting, approvals })
+        Ok(Held {
+            waiting,
+            causes,
+            approvals,
+        })
     }
 
     /// The approvals of `head` for this environment that count, and what is still awaited

@@ -20,4 +20,4 @@ pub use environment::{Board, Done, Head, Input, Pending, Publish, RolledBack, St
 pub use fetcher::{Fetch, FetchError, Fetcher, Update};
 pub use gates::Received;
 pub use migrations::Resolved;
-pub use run::{Agent, AgentError, Live, Repository, Settings, run};
+pub use run::{Agent, AgentError, Live, Notifications, Repository, Settings, run};

@@ -20,7 +20,9 @@ use super::lease::{Leader, LeaseError};
 use super::record::{self, ClusterRecord};
 use crate::access::{Access, Identity};
 use crate::api::{self, Api, Workers};
-use crate::ledger::{Ledger, LedgerError};
+use crate::error::chain;
+use crate::ledger::{Ledger, LedgerError, Recorder};
+use crate::notify::route::{Origin, Origins, Routes};
 use crate::secret::Secret;
 use crate::source::{Remote, TrackedRef};
 use crate::spec::sealed::Keyring;
@@ -52,6 +54,17 @@ pub struct Settings {
     pub tls: Option<crate::tls::TlsSettings>,
     /// Apply only while holding this Lease (agents run as several replicas).
     pub leader: Option<Leader>,
+    /// Where the ledger's events are told.
+    pub notifications: Notifications,
+}
+
+/// The notification channels, and the agent's address for their links.
+#[derive(Clone, Default)]
+pub struct Notifications {
+    /// The channels.
+    pub channels: Vec<Arc<crate::notify::Channel>>,
+    /// The agent's address as people reach it (`externalUrl`).
+    pub external_url: Option<String>,
 }
 
 impl Settings {
@@ -268,8 +281,12 @@ pub async fn run(
         fetchers.push((fetcher, bell));
     }
     let ledger = settings.state.join("ledger.sqlite");
-    // Opened once here so a ledger that cannot be opened stops the agent at start.
-    drop(Ledger::open(&ledger)?);
+    // Opened once here so a ledger that cannot be opened stops the agent at start; what the
+    // outbox delivered a week ago is forgotten.
+    if let Err(e) = Ledger::open(&ledger)?.outbox_prune(7) {
+        tracing::warn!(error = %chain(&e), "Cannot prune the outbox.");
+    }
+    let routes = routes(&settings);
     let live = Live {
         access: Arc::new(std::sync::RwLock::new(settings.access())),
         repositories: Arc::new(followed),
@@ -284,6 +301,7 @@ pub async fn run(
         unread: Arc::new(AtomicUsize::new(settings.repositories.len())),
         cancel: cancel.clone(),
         record: None,
+        notices: routes.clone().map(|r| r as Arc<dyn crate::ledger::Notices>),
     };
     let api = match settings.listen {
         Some(addr) => Some(serve(addr, &settings, &live, &shared).await?),
@@ -308,6 +326,11 @@ pub async fn run(
             (Some(renewing), Some(copying), shared)
         }
         None => (None, None, shared),
+    };
+    // Only the Lease's holder records, so only it sends.
+    let senders = match &routes {
+        Some(routes) => send(routes, &shared).await?,
+        None => Vec::new(),
     };
     let mut tasks = Vec::new();
     for ((mut fetcher, bell), repository) in fetchers.into_iter().zip(settings.repositories) {
@@ -340,6 +363,9 @@ pub async fn run(
             environment.stop().await;
         }
     }
+    for sender in senders {
+        let _ = sender.await;
+    }
     // Everything that applies has stopped: the records' last changes reach the cluster, then
     // the Lease goes to the next agent.
     drop(shared);
@@ -353,6 +379,45 @@ pub async fn run(
         let _ = renewing.await;
     }
     Ok(())
+}
+
+/// The notification channels' routes, when there are channels.
+fn routes(settings: &Settings) -> Option<Arc<Routes>> {
+    let notifications = &settings.notifications;
+    if notifications.channels.is_empty() {
+        return None;
+    }
+    let repositories = settings
+        .repositories
+        .iter()
+        .map(|r| Origin {
+            name: r.name.clone(),
+            url: r.remote.display_url(),
+            cache: settings.state.join("repositories").join(&r.name).join("cache"),
+            environments: r.environments.clone(),
+        })
+        .collect();
+    let origins = Origins {
+        external_url: notifications.external_url.clone(),
+        repositories,
+    };
+    Some(Arc::new(Routes::new(notifications.channels.clone(), origins)))
+}
+
+/// Starts each channel's sender on its own connection to the ledger.
+async fn send(routes: &Routes, shared: &Shared) -> Result<Vec<tokio::task::JoinHandle<()>>, AgentError> {
+    let mut senders = Vec::new();
+    for channel in routes.channels() {
+        let ledger = Recorder::open(shared.ledger.clone()).await?;
+        senders.push(tokio::spawn(crate::notify::deliver::run(
+            channel.clone(),
+            ledger,
+            routes.bell(&channel.name),
+            shared.publish.metrics.clone(),
+            shared.cancel.clone(),
+        )));
+    }
+    Ok(senders)
 }
 
 /// Starts the HTTP API (and each repository's webhook receiver) on `addr`; returns the bound
@@ -371,6 +436,14 @@ async fn serve(addr: SocketAddr, settings: &Settings, live: &Live, shared: &Shar
         ledger: shared.ledger.clone(),
         access: live.access.clone(),
         unread: shared.unread.clone(),
+        channels: Arc::new(
+            settings
+                .notifications
+                .channels
+                .iter()
+                .map(|c| (c.name.clone(), c.kind.name()))
+                .collect(),
+        ),
     });
     let mut receivers = Receivers::default();
     for repository in &settings.repositories {

@@ -191,5 +191,6 @@ fn from_flags(args: &Args) -> anyhow::Result<Settings> {
         tls: None,
         protect_reads: args.protect_reads,
         leader: None,
+        notifications: Default::default(),
     })
 }

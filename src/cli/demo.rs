@@ -111,6 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         tls: None,
         protect_reads: false,
         leader: None,
+        notifications: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,6 +10,7 @@ mod diff;
 pub(crate) mod emit;
 mod example_app;
 mod ledger;
+mod notify;
 mod report;
 mod seal;
 mod signals;
@@ -281,6 +282,9 @@ Examples:
   plumb approve --env production --repo https://git.example.com/platform/config.git main
   plumb approve --env staging --key bob.key --push none")]
     Approve(approve::ApproveArgs),
+    /// Notifications: check a channel of the agent's configuration.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Encrypt a value for the repository: reads it from standard input, prints
     /// `ENC[age,…]` to paste into a service's `env` or `config.values`.
     #[command(after_help = "Examples:
@@ -348,6 +352,16 @@ enum Resolution {
     Applied,
     /// It is not (it never ran, or its rollback completed).
     RolledBack,
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Send a test message on one channel and print the receiver's answer: exit 0 when it took
+    /// it, 1 when it did not.
+    #[command(after_help = "Examples:
+  plumb notify test --config /etc/plumb/agent.yaml --channel ops
+  plumb notify test --channel oncall --env production")]
+    Test(notify::TestArgs),
 }
 
 #[derive(Subcommand)]
@@ -578,6 +592,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::ExampleApp => example_app::run().map(|()| Outcome::Ok),
         Command::Seal(args) => seal::seal(&args, &mut out),
         Command::Approve(args) => approve::approve(&args, &mut out),
+        Command::Notify(NotifyCommand::Test(args)) => notify::test(&args, &mut out),
         Command::Keygen { out: file } => seal::keygen(&file, &mut out),
         Command::Schemas { out: dir } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

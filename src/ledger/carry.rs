@@ -139,7 +139,8 @@ impl Ledger {
             {
                 fields.insert("carriedFrom".to_owned(), Value::String(entry.at.clone()));
             }
-            let appended = self.append(&carried.environment, &entry.kind, attempt, &body)?;
+            // Taken over, not new: what it caused was announced by the agent that recorded it.
+            let appended = self.append_as(&carried.environment, &entry.kind, attempt, &body, None)?;
             if entry.kind == "attempt" {
                 renumbered.insert(entry.seq, appended.seq);
                 adopted += 1;

@@ -71,21 +71,8 @@ fn hash(previous: &str, seq: i64, at: &str, environment: &str, kind: &str, attem
     hex::encode(digest.finalize())
 }
 
-/// Appends an entry in its own transaction (durable when this returns).
-pub(super) fn append(
-    conn: &mut Connection,
-    environment: &str,
-    kind: &str,
-    attempt: Option<i64>,
-    body: &Value,
-) -> rusqlite::Result<Entry> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let entry = append_in(&tx, environment, kind, attempt, body)?;
-    tx.commit()?;
-    Ok(entry)
-}
-
-fn append_in(
+/// Appends an entry inside `tx` (durable once it commits).
+pub(super) fn append_in(
     tx: &Transaction<'_>,
     environment: &str,
     kind: &str,

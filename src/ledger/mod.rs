@@ -7,6 +7,8 @@
 mod carry;
 mod journal;
 mod migrations;
+mod observed;
+mod outbox;
 mod recorder;
 
 use std::collections::BTreeMap;
@@ -19,6 +21,7 @@ use serde_json::{Value, json};
 pub use carry::{Carried, Witness, Witnessed};
 pub use journal::{Entry, Tamper};
 pub use migrations::{MigrationRecord, MigrationState};
+pub use outbox::{ChannelState, Ended, Message, Notices, Queued, now_ms};
 pub use recorder::{Recorder, read};
 
 /// Why the ledger could not be used.
@@ -164,6 +167,8 @@ pub struct Ledger {
     conn: Connection,
     /// Told of every entry appended, when another party keeps a copy.
     witness: Option<Witness>,
+    /// Decides the messages each entry appended queues in the outbox.
+    notices: Option<std::sync::Arc<dyn Notices>>,
 }
 
 impl Ledger {
@@ -183,10 +188,12 @@ impl Ledger {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open)?;
         journal::create(&conn).map_err(open)?;
+        outbox::create(&conn).map_err(open)?;
         Ok(Ledger {
             path: path.to_owned(),
             conn,
             witness: None,
+            notices: None,
         })
     }
 
@@ -207,6 +214,7 @@ impl Ledger {
             path: path.to_owned(),
             conn,
             witness: None,
+            notices: None,
         })
     }
 
@@ -217,7 +225,8 @@ impl Ledger {
         }
     }
 
-    /// Appends an entry, durable when this returns, and tells the witness.
+    /// Appends an entry, durable when this returns, with the messages it causes in the
+    /// outbox, and tells the witness.
     fn append(
         &mut self,
         environment: &str,
@@ -225,7 +234,35 @@ impl Ledger {
         attempt: Option<i64>,
         body: &Value,
     ) -> Result<Entry, LedgerError> {
-        let entry = journal::append(&mut self.conn, environment, kind, attempt, body).map_err(|e| self.sql(e))?;
+        let notices = self.notices.clone();
+        self.append_as(environment, kind, attempt, body, notices.as_deref())
+    }
+
+    /// Appends an entry, queuing the messages `notices` says it causes in the same transaction.
+    fn append_as(
+        &mut self,
+        environment: &str,
+        kind: &str,
+        attempt: Option<i64>,
+        body: &Value,
+        notices: Option<&dyn Notices>,
+    ) -> Result<Entry, LedgerError> {
+        let written = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let entry = journal::append_in(&tx, environment, kind, attempt, body)?;
+            let queued = match notices {
+                Some(notices) => outbox::enqueue(&tx, notices, &entry)?,
+                None => 0,
+            };
+            tx.commit()?;
+            Ok((entry, queued))
+        })();
+        let (entry, queued) = written.map_err(|e| self.sql(e))?;
+        if let Some(notices) = notices.filter(|_| queued > 0) {
+            notices.queued();
+        }
         if let Some(witness) = &self.witness {
             witness.told(environment);
         }
@@ -470,64 +507,10 @@ impl Ledger {
                     .collect()
             })
             .map_err(|e| self.sql(e))?;
-        let mut records = Vec::with_capacity(attempts.len());
-        for (id, started, body) in attempts {
-            let attempt: Attempt = serde_json::from_str(&body).map_err(|e| {
-                self.sql(rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                ))
-            })?;
-            let mut record = AttemptRecord {
-                id,
-                started,
-                attempt,
-                steps: Vec::new(),
-                outcome: None,
-                finished: None,
-                approvals: Vec::new(),
-            };
-            let events: Vec<(String, String, String)> = self
-                .conn
-                .prepare("SELECT kind, at, body FROM entries WHERE attempt = ?1 ORDER BY seq")
-                .and_then(|mut statement| {
-                    statement
-                        .query_map(params![id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-                        .collect()
-                })
-                .map_err(|e| self.sql(e))?;
-            for (kind, at, body) in events {
-                let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                match kind.as_str() {
-                    "step" => record.steps.push(StepRecord {
-                        name: body["step"].as_str().unwrap_or_default().to_owned(),
-                        started: at,
-                        finished: None,
-                        error: None,
-                        output: None,
-                    }),
-                    "step_done" => {
-                        let name = body["step"].as_str().unwrap_or_default();
-                        if let Some(step) = record.steps.iter_mut().rev().find(|s| s.name == name) {
-                            step.finished = Some(at);
-                            step.error = Some(body["error"].as_str().map(str::to_owned));
-                            step.output = body["output"].as_str().map(str::to_owned);
-                        }
-                    }
-                    "approvals" => {
-                        record.approvals = body["approvals"].as_array().cloned().unwrap_or_default();
-                    }
-                    "outcome" => {
-                        record.outcome = serde_json::from_value(body).ok();
-                        record.finished = Some(at);
-                    }
-                    _ => {}
-                }
-            }
-            records.push(record);
-        }
-        Ok(records)
+        attempts
+            .into_iter()
+            .map(|(id, started, body)| record_of(&self.conn, id, started, &body).map_err(|e| self.sql(e)))
+            .collect()
     }
 
     /// The journal's entries after entry `seq`, oldest first, at most 1,000: for following the
@@ -553,4 +536,52 @@ impl Ledger {
     pub fn verify(&self) -> Result<Result<(usize, String), Tamper>, LedgerError> {
         journal::verify(&self.conn).map_err(|e| self.sql(e))
     }
+}
+
+/// Attempt `id` (started at `started`, recorded as `body`) with everything recorded under it.
+pub(crate) fn record_of(conn: &Connection, id: i64, started: String, body: &str) -> rusqlite::Result<AttemptRecord> {
+    let attempt: Attempt = serde_json::from_str(body)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+    let mut record = AttemptRecord {
+        id,
+        started,
+        attempt,
+        steps: Vec::new(),
+        outcome: None,
+        finished: None,
+        approvals: Vec::new(),
+    };
+    let events: Vec<(String, String, String)> = conn
+        .prepare("SELECT kind, at, body FROM entries WHERE attempt = ?1 ORDER BY seq")?
+        .query_map(params![id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (kind, at, body) in events {
+        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        match kind.as_str() {
+            "step" => record.steps.push(StepRecord {
+                name: body["step"].as_str().unwrap_or_default().to_owned(),
+                started: at,
+                finished: None,
+                error: None,
+                output: None,
+            }),
+            "step_done" => {
+                let name = body["step"].as_str().unwrap_or_default();
+                if let Some(step) = record.steps.iter_mut().rev().find(|s| s.name == name) {
+                    step.finished = Some(at);
+                    step.error = Some(body["error"].as_str().map(str::to_owned));
+                    step.output = body["output"].as_str().map(str::to_owned);
+                }
+            }
+            "approvals" => {
+                record.approvals = body["approvals"].as_array().cloned().unwrap_or_default();
+            }
+            "outcome" => {
+                record.outcome = serde_json::from_value(body).ok();
+                record.finished = Some(at);
+            }
+            _ => {}
+        }
+    }
+    Ok(record)
 }

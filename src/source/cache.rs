@@ -223,6 +223,15 @@ fn is_local_damage(e: &git2::Error) -> bool {
     )
 }
 
+/// The subject (first line of the message) of `commit` in the cache in `dir`, as fetched so
+/// far; `None` when it does not hold the commit.
+pub fn subject(dir: &Path, commit: &str) -> Option<String> {
+    let (_, newest) = generations(dir).pop()?;
+    let repo = Repository::open_bare(newest).ok()?;
+    let commit = repo.find_commit(Oid::from_str(commit).ok()?).ok()?;
+    commit.summary_bytes().map(|s| String::from_utf8_lossy(s).into_owned())
+}
+
 /// The generation folders (`repo-<n>`) in `dir`, oldest first.
 fn generations(dir: &Path) -> Vec<(u64, PathBuf)> {
     let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)

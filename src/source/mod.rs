@@ -7,7 +7,7 @@ mod known_hosts;
 mod remote;
 mod tree;
 
-pub use cache::{Cache, Fetched, TrackedRef};
+pub use cache::{Cache, Fetched, TrackedRef, subject};
 pub use known_hosts::{HostKey, check as check_host_key};
 pub use remote::{Auth, Remote, Timeouts, trust_authorities};
 pub use tree::{Entry, EntryKind, GitTree, SourceError, Tree, WalkError, WorkTree, open, walk};

@@ -24,6 +24,7 @@ pub fn generate() -> Vec<(&'static str, Value)> {
         ("service.schema.json", schema_of::<Service>()),
         ("environment.schema.json", schema_of::<Environment>()),
         ("agent.schema.json", schema_of::<crate::agent::config::AgentConfig>()),
+        ("notification.schema.json", schema_of::<crate::notify::Notice>()),
     ]
 }
 

@@ -310,6 +310,7 @@ pub fn agent_settings(repo: &TestRepo, root: &str, state: &Path) -> plumb::agent
         tls: None,
         protect_reads: false,
         leader: None,
+        notifications: Default::default(),
     }
 }
 
