@@ -88,7 +88,13 @@ impl Email {
             Ok(message) => message,
             Err(e) => return Sent::Rejected(format!("cannot write the mail: {e}")),
         };
-        match self.transport.send(message).await {
+        // The transport's timeout covers each read, not a server that trickles: the whole
+        // exchange has a deadline too.
+        let sent = match tokio::time::timeout(DEADLINE * 2, self.transport.send(message)).await {
+            Ok(sent) => sent,
+            Err(_) => return Sent::Retry(format!("SMTP: no answer within {} s", (DEADLINE * 2).as_secs()), None),
+        };
+        match sent {
             Ok(response) => {
                 let said: Vec<&str> = response.message().collect();
                 Sent::Delivered(format!("SMTP {}: {}", response.code(), said.join(" ")))

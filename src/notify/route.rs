@@ -174,6 +174,7 @@ mod tests {
                 Event::RolledBack,
                 Event::Refused,
                 Event::Drift,
+                Event::Waiting,
             ]
             .into_iter()
             .collect::<BTreeSet<_>>(),
@@ -265,6 +266,29 @@ mod tests {
         assert!(ledger.refused_head("dev", COMMIT, "unsigned", "no signature").unwrap());
         assert!(!ledger.refused_head("dev", COMMIT, "unsigned", "no signature").unwrap());
         assert_eq!(notices(&ledger).len(), 3);
+        // A head held back is told once per cause; drift left alone once until it changes.
+        let held = routes(None);
+        let mut other = Ledger::open(&dir.path().join("other.sqlite")).unwrap();
+        other.notify_with(held);
+        assert!(other.waiting("dev", COMMIT, &["approval"], "0 of 2 approvals").unwrap());
+        assert!(!other.waiting("dev", COMMIT, &["approval"], "1 of 2 approvals").unwrap());
+        assert!(other.waiting("dev", COMMIT, &["window"], "closed until 18:00").unwrap());
+        let drift = ["web: 1 replica missing".to_owned()];
+        assert!(other.drift_left("dev", COMMIT, &drift, "self-heal is off").unwrap());
+        assert!(!other.drift_left("dev", COMMIT, &drift, "self-heal is off").unwrap());
+        let told = notices(&other);
+        let said: Vec<&str> = told.iter().map(|n| n.summary.as_str()).collect();
+        assert_eq!(
+            said,
+            [
+                "dev holds 3f1c2a9 for approval",
+                "dev holds 3f1c2a9 for window",
+                "dev drifted from 3f1c2a9"
+            ]
+        );
+        assert_eq!(told[0].reason.as_deref(), Some("0 of 2 approvals"));
+        assert_eq!(told[2].healed, Some(false));
+        assert_eq!(told[2].reason.as_deref(), Some("self-heal is off"));
 
         // The commit applied; applied again with nothing to change, it says nothing new; a
         // manual sync is told; an interrupted attempt is not; a heal is told as drift.
