@@ -179,6 +179,29 @@ pub fn status(out: &mut dyn Write, server: &Server, output: Format) -> anyhow::R
             writeln!(out, "  blocked ({cause}): {}", reason.as_str().unwrap_or_default())?;
         }
     }
+    if let Some(channels) = status["notifications"].as_array() {
+        writeln!(
+            out,
+            "\n{:<14} {:<8} {:<7} {:<25} FAILING",
+            "CHANNEL", "KIND", "QUEUED", "LAST DELIVERED"
+        )?;
+        for channel in channels {
+            let undelivered = channel["undelivered"].as_i64().unwrap_or(0);
+            let failing = match (channel["failing"].as_str(), undelivered) {
+                (Some(failing), _) => failing.to_owned(),
+                (None, 0) => "-".to_owned(),
+                (None, n) => format!("- ({n} not delivered for good)"),
+            };
+            writeln!(
+                out,
+                "{:<14} {:<8} {:<7} {:<25} {failing}",
+                channel["channel"].as_str().unwrap_or_default(),
+                channel["kind"].as_str().unwrap_or_default(),
+                channel["queued"].as_i64().unwrap_or(0),
+                channel["lastDelivered"].as_str().unwrap_or("-"),
+            )?;
+        }
+    }
     Ok(if all_synced { Outcome::Ok } else { Outcome::Found })
 }
 

@@ -77,6 +77,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     commit(&repo, &key, "The Twikit platform, 1.4.2", None)?;
     let token = hex::encode(fastrand::u128(..).to_be_bytes());
     std::fs::write(args.dir.join("api-token"), &token)?;
+    let hook_secret = args.dir.join("hook-secret");
+    std::fs::write(&hook_secret, hex::encode(fastrand::u128(..).to_be_bytes()))?;
 
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PLUMB_LOG").unwrap_or_else(|_| "error".into()))
@@ -113,6 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         leader: None,
         notifications: Default::default(),
     };
+    let mut settings = settings;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,6 +123,10 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     runtime.block_on(async move {
         let cancel = CancellationToken::new();
         super::signals::stop_on_signals(cancel.clone(), true);
+        // The agent's outcomes go to a webhook the demo receives and prints.
+        let secret = crate::agent::config::secret(&hook_secret, "hook-secret", 16)?;
+        let (inbox, told) = super::inbox::start(secret, cancel.clone()).await?;
+        settings.notifications = inbox_channel(&inbox, &hook_secret, args.listen)?;
         let (started, handle) = tokio::sync::oneshot::channel();
         let agent = tokio::spawn(agent::run(settings, cancel.clone(), Some(started)));
         let Ok(handle) = handle.await else {
@@ -133,6 +140,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             api: handle.api.expect("the demo listens"),
             token: &token,
             doorbell: handle.doorbells["config"].clone(),
+            inbox,
+            told,
         };
         // One Ctrl-C stops the tour wherever it is, and the agent with it.
         let toured = tokio::select! {
@@ -149,6 +158,19 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     })?;
     println!("Stopped; every service is down.");
     Ok(Outcome::Ok)
+}
+
+/// The demo's one notification channel: its outcomes, to the webhook at `url`.
+fn inbox_channel(url: &str, secret: &Path, listen: std::net::SocketAddr) -> anyhow::Result<agent::Notifications> {
+    let channel: crate::notify::ChannelConfig = serde_json::from_value(serde_json::json!({
+        "name": "demo",
+        "webhook": { "url": url, "secretFile": secret },
+        "events": ["succeeded", "rolled_back", "failed", "refused"],
+    }))?;
+    Ok(agent::Notifications {
+        channels: vec![std::sync::Arc::new(channel.channel("notifications[0]")?)],
+        external_url: Some(format!("http://{listen}")),
+    })
 }
 
 /// Replaces the demo folder, refusing to touch a folder that is not the demo's.
@@ -357,6 +379,10 @@ struct Tour<'a> {
     api: std::net::SocketAddr,
     token: &'a str,
     doorbell: crate::trigger::Doorbell,
+    /// Where the agent's notifications go.
+    inbox: String,
+    /// What they said, printed as the tour goes.
+    told: super::inbox::Told,
 }
 
 impl Tour<'_> {
@@ -375,6 +401,10 @@ impl Tour<'_> {
         for (env, port) in ENVIRONMENTS.iter().zip([13000, 23000, 30000]) {
             println!("  {env:<11} http://127.0.0.1:{port}/   (twikit-backend)");
         }
+        println!(
+            "  webhook    {}   (the agent's notifications, printed as ✉)",
+            self.inbox
+        );
         println!("\n1. The first deployment of every environment: staging once development ran it.");
         let mut seen = 0;
         seen = self.watch(seen, |a| a.len() >= 2).await?;
@@ -424,6 +454,7 @@ impl Tour<'_> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         println!("   [production] waiting: {said}");
+        self.told().await;
 
         println!("\nTry:");
         println!("  curl http://127.0.0.1:30000/                      # production's backend");
@@ -439,6 +470,28 @@ impl Tour<'_> {
             work.display()
         );
         Ok(())
+    }
+
+    /// Waits (a few seconds at most) until the notifications queued so far went out.
+    async fn told(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            let queued = crate::ledger::read(self.ledger.clone(), |l| l.outbox_state())
+                .await
+                .map(|states| states.values().map(|s| s.queued).sum::<i64>());
+            self.print_told();
+            if matches!(queued, Ok(0) | Err(_)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Prints what the notification receiver was told since the last time.
+    fn print_told(&self) {
+        for line in self.told.take() {
+            println!("{line}");
+        }
     }
 
     fn edit(&self, file: &str, from: &str, to: &str) -> anyhow::Result<()> {
@@ -510,6 +563,8 @@ impl Tour<'_> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
+            // What the webhook was told follows what the ledger recorded before it.
+            let told = self.told.take();
             for entry in ledger.entries_after(seen)? {
                 seen = entry.seq;
                 let body: serde_json::Value = serde_json::from_str(&entry.body).unwrap_or_default();
@@ -538,6 +593,9 @@ impl Tour<'_> {
                     }
                     _ => {}
                 }
+            }
+            for line in told {
+                println!("{line}");
             }
             if done(&ended) {
                 return Ok(seen);

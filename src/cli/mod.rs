@@ -9,6 +9,7 @@ mod demo;
 mod diff;
 pub(crate) mod emit;
 mod example_app;
+mod inbox;
 mod ledger;
 mod notify;
 mod report;

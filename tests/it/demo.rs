@@ -43,6 +43,10 @@ fn the_demo_tours_every_strategy_and_stops_clean() {
         out.contains("[staging]   twikit-backend: abort: all traffic back to green"),
         "{out}"
     );
+    // Its outcomes went to the demo's webhook, signed: each success, and the rollback.
+    assert_eq!(count("   ✉ webhook: "), 8, "{out}");
+    assert_eq!(count("(signed; delivery "), 8, "{out}");
+    assert!(out.contains("   ✉ webhook: staging rolled back "), "{out}");
     assert!(out.ends_with("Stopped; every service is down.\n"), "{out}");
     for port in [13000, 23000, 30000] {
         assert!(

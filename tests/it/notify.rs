@@ -185,7 +185,9 @@ async fn the_webhook_is_told_each_event_once_signed_and_in_order_through_failure
         metrics.contains("plumb_notifications_total{channel=\"ops\",result=\"delivered\"} 5"),
         "{metrics}"
     );
-    let status: Value = serde_json::from_str(&get(api, "/api/v1/status").await.body).unwrap();
+    let status = get(api, "/api/v1/status").await.body;
+    crate::openapi::conforms("/api/v1/status", "get", 200, &status);
+    let status: Value = serde_json::from_str(&status).unwrap();
     let ops = &status["notifications"][0];
     assert_eq!(ops["channel"], "ops");
     assert_eq!(ops["kind"], "webhook");
