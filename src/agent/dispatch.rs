@@ -201,10 +201,15 @@ async fn heads(
                     refusal.kind()
                 );
                 publish.metrics.refused(refusal.kind());
-                // Each started environment's worker records it (and so notifies) and shows it.
+                // Each started environment's worker records it (and so notifies) and shows it;
+                // one not started yet shows it only.
                 let workers = shared.workers.read().unwrap_or_else(|e| e.into_inner()).clone();
                 for name in refused_on {
                     let Some(worker) = workers.get(name).cloned() else {
+                        let mut board = publish.board.write().unwrap_or_else(|e| e.into_inner());
+                        if let Some(status) = board.get_mut(name) {
+                            status.refused = Some(reason.clone());
+                        }
                         continue;
                     };
                     let refused = Input::Refused {

@@ -115,7 +115,8 @@ async fn attempt(
             ledger.call(move |l| l.outbox_ended(id, Ended::Rejected, &answer)).await
         }
         Sent::Retry(answer, after) => {
-            let wait = after.unwrap_or_else(|| backoff(queued.tries));
+            // The receiver's word, but never a tight loop (`Retry-After: 0`).
+            let wait = after.map_or_else(|| backoff(queued.tries), |after| after.max(FIRST_RETRY));
             tracing::warn!(channel = %name, delivery = %message.delivery, event = %message.event, tries = queued.tries + 1, %answer, wait_ms = wait.as_millis() as u64, "A notification did not go; it is tried again.");
             metrics.notification(&name, "retried");
             let due = now_ms() + wait.as_millis() as i64;

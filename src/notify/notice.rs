@@ -204,6 +204,13 @@ pub trait Context: Send + Sync {
 /// The notice `entry` causes, without its delivery id; `None` for entries that cause none (a
 /// step, a heal starting, a commit that changed nothing starting, an interrupted attempt).
 pub fn compose(conn: &Connection, entry: &Entry, context: &dyn Context) -> rusqlite::Result<Option<Notice>> {
+    // Most entries are steps: nothing to read for them.
+    if !matches!(
+        entry.kind.as_str(),
+        "attempt" | "outcome" | "refusal" | "waiting" | "drift"
+    ) {
+        return Ok(None);
+    }
     let body: Value = serde_json::from_str(&entry.body).unwrap_or(Value::Null);
     let text = |key: &str| body[key].as_str().map(clip);
     let (event, commit, record) = match entry.kind.as_str() {

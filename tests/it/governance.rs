@@ -32,12 +32,12 @@ fn two_environments(repo: &TestRepo, staging: u16, production: u16) {
 }
 
 /// A running `plumb agent --config`.
-struct Agent(Child);
+pub(crate) struct Agent(Child);
 
 impl Agent {
-    /// `plumb agent --config file`, its log in `log`.
-    fn from_config(file: &std::path::Path, log: &std::path::Path) -> Agent {
-        let log = std::fs::File::create(log).unwrap();
+    /// `plumb agent --config file`, its log appended to `log`.
+    pub(crate) fn from_config(file: &std::path::Path, log: &std::path::Path) -> Agent {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         Agent(
             Command::new(env!("CARGO_BIN_EXE_plumb"))
                 .args(["agent", "--config", file.to_str().unwrap()])
@@ -46,6 +46,12 @@ impl Agent {
                 .spawn()
                 .unwrap(),
         )
+    }
+
+    /// Kills it with SIGKILL: nothing of it runs on.
+    pub(crate) fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
     }
 }
 

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{eventually, release};
+use crate::governance::Agent;
 use crate::harness::{Web, agent_settings, plumb, project, trusted};
 use crate::http::{get, try_get};
 use crate::keys::TestKey;
@@ -198,36 +199,6 @@ async fn the_webhook_is_told_each_event_once_signed_and_in_order_through_failure
     agent.await.unwrap().unwrap();
 }
 
-/// A `plumb agent --config` process.
-struct Agent(Child);
-
-impl Agent {
-    fn start(config: &Path, log: &Path) -> Agent {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        Agent(
-            Command::new(env!("CARGO_BIN_EXE_plumb"))
-                .args(["agent", "--config", config.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn kill(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: SIGTERM to the child this test started.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_notifications_survive_sigkill_and_go_once() {
     let receiver = Receiver::start(always(503)).await;
@@ -256,7 +227,7 @@ async fn queued_notifications_survive_sigkill_and_go_once() {
     )
     .unwrap();
     let log = dir.path().join("agent.log");
-    let agent = Agent::start(&config, &log);
+    let agent = Agent::from_config(&config, &log);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let live = eventually(Duration::from_secs(30), || release(addr)).await;
     assert_eq!(
@@ -281,7 +252,7 @@ async fn queued_notifications_survive_sigkill_and_go_once() {
     agent.kill();
 
     receiver.answer_with(always(204));
-    let _agent = Agent::start(&config, &log);
+    let _agent = Agent::from_config(&config, &log);
     let delivered = eventually(Duration::from_secs(30), || async {
         let delivered = taken(&receiver);
         (delivered.len() >= 2).then_some(delivered)
@@ -316,6 +287,73 @@ async fn queued_notifications_survive_sigkill_and_go_once() {
     assert_eq!(queued, acknowledged);
     acknowledged.dedup();
     assert_eq!(acknowledged.len(), delivered.len(), "a delivery id was taken twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_waiting_for_a_manual_sync_is_told_once_and_then_its_sync() {
+    let receiver = Receiver::start(always(200)).await;
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    Web::new(port, "r1", "recreate: {}").write(&upstream);
+    upstream.write(
+        "environments/dev.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\nsync:\n  automatic: false\n",
+    );
+    let r1 = upstream.commit_signed("web r1, synced by hand", &alice);
+
+    let state = tempfile::tempdir().unwrap();
+    let secret = state.path().join("hook-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let mut settings = Settings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        api_token: Some(plumb::secret::Secret::new(crate::agent::TOKEN)),
+        notifications: Notifications {
+            channels: vec![channel(json!({
+                "name": "ops",
+                "webhook": { "url": receiver.url("/plumb"), "secretFile": secret },
+                "events": ["waiting", "started", "succeeded"],
+            }))],
+            external_url: None,
+        },
+        ..agent_settings(&upstream, &root, state.path())
+    };
+    // Checked again and again while it waits: told once all the same.
+    settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
+    settings.heal_every = Duration::from_millis(100);
+    let cancel = CancellationToken::new();
+    let (started, handle) = tokio::sync::oneshot::channel();
+    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
+    let api = handle.await.unwrap().api.unwrap();
+    let waiting = eventually(Duration::from_secs(30), || async {
+        let taken = taken(&receiver);
+        (!taken.is_empty()).then_some(taken)
+    })
+    .await
+    .expect("the wait is told");
+    let body = waiting[0].json();
+    check_against_schema(&body);
+    assert_eq!(body["event"], "waiting");
+    assert_eq!(body["commit"]["id"], r1);
+    assert_eq!(body["waitingFor"], json!(["sync"]));
+    assert_eq!(body["summary"], format!("dev holds {} for sync", &r1[..7]));
+
+    let bearer = [("authorization", format!("Bearer {}", crate::agent::TOKEN))];
+    let synced = crate::agent::api_post(api, "/api/v1/environments/dev/sync", &bearer, b"").await;
+    assert_eq!(synced.status, 200, "{}", synced.body);
+    let taken = eventually(Duration::from_secs(30), || async {
+        let taken = taken(&receiver);
+        (taken.len() >= 3).then_some(taken)
+    })
+    .await
+    .expect("the sync is told");
+    assert_eq!(events(&taken), ["waiting", "started", "succeeded"]);
+    let started = taken[1].json();
+    assert_eq!(started["attempt"]["trigger"], "sync");
+    assert_eq!(started["attempt"]["by"], "api-token");
+
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
 }
 
 /// A ledger whose entries queue messages for `channel`, and a finished attempt at [`COMMIT`]
