@@ -17,13 +17,14 @@
 //! - [`target`] runs environments: for now the local target's supervised processes;
 //! - [`agent`] wires them into long-running workers, one per environment;
 //! - [`api`] serves the agent's status and takes its commands over HTTP, from the callers
-//!   [`access`] knows;
+//!   [`access`] knows, and each service's configuration as [`appconfig`] shapes it;
 //! - [`cli`] turns command lines into calls of the above, and results into text and exit codes;
 //! - [`blocking`] runs the ledger's and files' blocking work off the async runtime.
 
 pub mod access;
 pub mod agent;
 pub mod api;
+pub mod appconfig;
 pub mod blocking;
 pub mod cli;
 pub mod diff;

@@ -189,6 +189,9 @@ pub struct Status {
     /// Whether an attempt is running (its steps are then read from the ledger as they go).
     #[serde(skip)]
     pub busy: bool,
+    /// Each service's configuration at the rollback point, as the API serves it.
+    #[serde(skip)]
+    pub configs: Option<Arc<crate::appconfig::Served>>,
     /// The last attempt that ended, as the ledger recorded it.
     #[serde(skip)]
     pub last_attempt: Option<Arc<crate::ledger::AttemptRecord>>,
@@ -228,13 +231,28 @@ fn restart_lines(restarts: &BTreeMap<(String, Slot), (u32, Option<String>)>) -> 
 /// Every environment's status, by name.
 pub type Board = Arc<RwLock<BTreeMap<String, Status>>>;
 
-/// Where workers publish what they know: the status board and the metrics.
-#[derive(Clone, Default)]
+/// Where workers publish what they know: the status board, the metrics, and the services'
+/// configuration changes as they are applied.
+#[derive(Clone)]
 pub struct Publish {
     /// Every environment's status.
     pub board: Board,
     /// The agent's metrics.
     pub metrics: Arc<Metrics>,
+    /// Each configuration change, once recorded (the API's event streams follow it).
+    pub config_events: tokio::sync::broadcast::Sender<crate::ledger::ConfigEvent>,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Publish {
+            board: Board::default(),
+            metrics: Arc::default(),
+            // A stream that falls this far behind is closed; its client resumes from the
+            // ledger with `Last-Event-ID`.
+            config_events: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl Publish {
@@ -344,6 +362,14 @@ impl Worker {
         let mut board = self.publish.board.write().unwrap_or_else(|e| e.into_inner());
         let status = board.entry(self.name.clone()).or_default();
         status.applied = self.applied.as_ref().map(|(commit, _)| commit.clone());
+        // Rendered for the API once per rollback point.
+        let served = status.configs.as_ref().map(|c| c.commit.as_str());
+        if served != status.applied.as_deref() {
+            status.configs = self
+                .applied
+                .as_ref()
+                .map(|(commit, desired)| Arc::new(crate::appconfig::Served::of(commit, desired)));
+        }
         update(status);
     }
 
@@ -619,9 +645,38 @@ impl Worker {
             if trigger != Trigger::Heal {
                 metrics.commit(&self.name, commit, signer);
             }
+            let changes = match &self.applied {
+                Some((_, before)) => crate::appconfig::environment_changes(before, &desired),
+                // The first deployment: there is nothing it changed.
+                None => Vec::new(),
+            };
             self.applied = Some((commit.to_owned(), desired));
+            self.publish(|_| {});
+            self.config_changed(commit, signer, changes).await?;
         }
         Ok(applied)
+    }
+
+    /// Records the configuration changes applying `commit` made and tells the event streams.
+    async fn config_changed(
+        &self,
+        commit: &str,
+        signer: Option<&str>,
+        changes: Vec<(String, crate::appconfig::Change)>,
+    ) -> Result<(), LedgerError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let (name, commit, signer) = (self.name.clone(), commit.to_owned(), signer.map(str::to_owned));
+        let events = self
+            .ledger
+            .call(move |l| l.config_changed(&name, &commit, signer.as_deref(), changes))
+            .await?;
+        for event in events {
+            // No stream listening is no error.
+            let _ = self.publish.config_events.send(event);
+        }
+        Ok(())
     }
 
     /// Looks for drift from the rollback point; corrects it when the environment self-heals.

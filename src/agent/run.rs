@@ -436,6 +436,8 @@ async fn serve(addr: SocketAddr, settings: &Settings, live: &Live, shared: &Shar
         ledger: shared.ledger.clone(),
         access: live.access.clone(),
         unread: shared.unread.clone(),
+        config_events: shared.publish.config_events.clone(),
+        stop: shared.cancel.clone(),
         channels: Arc::new(
             settings
                 .notifications

@@ -5,6 +5,7 @@
 //! tail. The ledger never decides anything: it records, and answers questions about the record.
 
 mod carry;
+mod config_events;
 mod journal;
 mod migrations;
 mod observed;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 pub use carry::{Carried, Witness, Witnessed};
+pub use config_events::ConfigEvent;
 pub use journal::{Entry, Tamper};
 pub use migrations::{MigrationRecord, MigrationState};
 pub use outbox::{ChannelState, Ended, Message, Notices, Queued, now_ms};
@@ -189,6 +191,7 @@ impl Ledger {
         conn.pragma_update(None, "synchronous", "FULL").map_err(open)?;
         journal::create(&conn).map_err(open)?;
         outbox::create(&conn).map_err(open)?;
+        config_events::create(&conn).map_err(open)?;
         Ok(Ledger {
             path: path.to_owned(),
             conn,

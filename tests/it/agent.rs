@@ -13,7 +13,7 @@ use plumb::trigger::webhook::Provider;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::{Web, agent_settings, repository_settings, trusted};
-use crate::http::{get, post};
+use crate::http::post;
 use crate::keys::TestKey;
 use crate::servers::hmac_sha256_hex;
 
@@ -24,7 +24,10 @@ fn documented(path: &str) -> String {
     let path = path.split('?').next().unwrap_or(path);
     match path.strip_prefix("/api/v1/environments/") {
         Some(rest) => match rest.split_once('/') {
-            Some((_, tail)) => format!("/api/v1/environments/{{env}}/{tail}"),
+            Some((_, tail)) => match tail.strip_prefix("services/").and_then(|t| t.split_once('/')) {
+                Some((_, tail)) => format!("/api/v1/environments/{{env}}/services/{{svc}}/{tail}"),
+                None => format!("/api/v1/environments/{{env}}/{tail}"),
+            },
             None => "/api/v1/environments/{env}".to_owned(),
         },
         None => path.to_owned(),
@@ -33,7 +36,12 @@ fn documented(path: &str) -> String {
 
 /// `GET path`, its answer checked against the OpenAPI description.
 pub(crate) async fn api_get(api: SocketAddr, path: &str) -> crate::http::Response {
-    let response = get(api, path).await;
+    api_get_with(api, path, &[]).await
+}
+
+/// `GET path` with `headers`, its answer checked against the OpenAPI description.
+pub(crate) async fn api_get_with(api: SocketAddr, path: &str, headers: &[(&str, String)]) -> crate::http::Response {
+    let response = crate::http::get_with(api, path, headers).await;
     crate::openapi::conforms(&documented(path), "get", response.status, &response.body);
     response
 }

@@ -3,10 +3,23 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// An HTTP response: status and body.
+/// An HTTP response: status, headers and body.
 pub struct Response {
     pub status: u16,
+    /// The status line and the headers, as received.
+    pub head: String,
     pub body: String,
+}
+
+impl Response {
+    /// The value of header `name` (any case), when it was sent.
+    #[allow(dead_code)]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
 }
 
 /// Sends `GET path` to `addr` and reads the whole response.
@@ -110,9 +123,9 @@ fn parse(raw: Vec<u8>) -> Response {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    let body = text
+    let (head, body) = text
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Response { status, body }
+        .map(|(h, b)| (h.to_owned(), b.to_owned()))
+        .unwrap_or((text.clone(), String::new()));
+    Response { status, head, body }
 }

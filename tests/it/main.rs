@@ -3,6 +3,7 @@
 
 mod agent;
 mod agent_config;
+mod app_config;
 mod chaos;
 mod cli;
 mod compose;

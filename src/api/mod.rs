@@ -6,6 +6,8 @@
 //! ([`crate::access`]). Reads are open unless the access says otherwise. Bodies are limited to
 //! 16 KiB.
 
+mod config;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,6 +54,10 @@ pub struct Api {
     pub metrics: Arc<Metrics>,
     /// The notification channels: name and kind.
     pub channels: Arc<Vec<(String, &'static str)>>,
+    /// Each configuration change, once recorded.
+    pub config_events: tokio::sync::broadcast::Sender<crate::ledger::ConfigEvent>,
+    /// Cancelled when the agent stops: the event streams end.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// The API's routes.
@@ -64,6 +70,11 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/environments/{env}/history", get(history))
         .route("/api/v1/environments/{env}/migrations", get(migrations))
         .route("/api/v1/environments/{env}/diff", get(diff))
+        .route("/api/v1/environments/{env}/services/{svc}/config", get(config::read))
+        .route(
+            "/api/v1/environments/{env}/services/{svc}/config/events",
+            get(config::events),
+        )
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard_reads));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -103,7 +114,7 @@ async fn readyz(State(api): State<Api>) -> Response {
 }
 
 /// This API's OpenAPI description (checked in as `docs/openapi.json`).
-pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
@@ -538,6 +549,8 @@ mod tests {
             unread: Arc::new(AtomicUsize::new(0)),
             metrics: Arc::new(Metrics::default()),
             channels: Arc::default(),
+            config_events: tokio::sync::broadcast::channel(1).0,
+            stop: tokio_util::sync::CancellationToken::new(),
         }
     }
 
