@@ -25,20 +25,23 @@ use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "a-webhook-secret-for-the-benchmark";
 
+/// Attempt `i`: a canary of a commit of its own in `production`.
+fn attempt(i: usize) -> Attempt {
+    Attempt {
+        environment: "production".to_owned(),
+        commit: format!("{i:040x}"),
+        signer: Some("alice".to_owned()),
+        strategy: "canary".to_owned(),
+        plan: json!(["api: roll out (image changed)"]),
+        trigger: Trigger::Commit,
+        by: None,
+    }
+}
+
 /// Records `attempts` attempts of four steps each in `ledger`: 10 entries per attempt.
 fn record(ledger: &mut Ledger, attempts: usize) {
     for i in 0..attempts {
-        let id = ledger
-            .begin(&Attempt {
-                environment: "production".to_owned(),
-                commit: format!("{i:040x}"),
-                signer: Some("alice".to_owned()),
-                strategy: "canary".to_owned(),
-                plan: json!(["api: roll out (image changed)"]),
-                trigger: Trigger::Commit,
-                by: None,
-            })
-            .unwrap();
+        let id = ledger.begin(&attempt(i)).unwrap();
         for step in ["start canary", "canary 10%", "canary 50%", "promote"] {
             ledger.step_started(id, step).unwrap();
             ledger.step_finished(id, step, None, None).unwrap();
@@ -147,15 +150,7 @@ fn main() {
         ));
         let mut latencies = Vec::with_capacity(events);
         for i in 0..events {
-            let attempt = Attempt {
-                environment: "production".to_owned(),
-                commit: format!("{i:040x}"),
-                signer: Some("alice".to_owned()),
-                strategy: "canary".to_owned(),
-                plan: json!(["api: roll out (image changed)"]),
-                trigger: Trigger::Commit,
-                by: None,
-            };
+            let attempt = attempt(i);
             let committed = ledger
                 .call(move |l| {
                     l.begin(&attempt)?;

@@ -1,10 +1,11 @@
 //! The agent's HTTP API: liveness and readiness, Prometheus metrics, each environment's status
 //! (the rollback point, the head and who signed it, why a head was not applied or what it waits
-//! for, drift, the last attempt with its steps), its history and migrations, what applying its
-//! head would do now, and the commands — sync, rollback, resolving an interrupted migration,
-//! handing over an approval — each taken only from an identity whose role allows it there
-//! ([`crate::access`]). Reads are open unless the access says otherwise. Bodies are limited to
-//! 16 KiB.
+//! for, drift, the last attempt with its steps; the notification channels' queues), its history
+//! and migrations, what applying its head would do now, each service's configuration and its
+//! changes as they are applied (`config`), and the commands — sync, rollback, resolving an
+//! interrupted migration, handing over an approval — each taken only from an identity whose role
+//! allows it there ([`crate::access`]). Reads are open unless the access says otherwise. Bodies
+//! are limited to 16 KiB.
 
 mod config;
 

@@ -226,6 +226,17 @@ impl Ledger {
             .map_err(|e| self.sql(e))
     }
 
+    /// How many of `channel`'s messages wait to go.
+    pub fn outbox_queued(&self, channel: &str) -> Result<i64, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE channel = ?1 AND state = 'queued'",
+                params![channel],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.sql(e))
+    }
+
     /// Each channel's outbox: what waits, what went last, what fails.
     pub fn outbox_state(&self) -> Result<BTreeMap<String, ChannelState>, LedgerError> {
         let mut states: BTreeMap<String, ChannelState> = BTreeMap::new();

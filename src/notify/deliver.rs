@@ -128,8 +128,8 @@ async fn attempt(
 /// Publishes how many of `channel`'s messages wait.
 async fn depth(ledger: &Recorder, channel: &str, metrics: &Metrics) {
     let name = channel.to_owned();
-    if let Ok(states) = ledger.call(|l| l.outbox_state()).await {
-        metrics.notification_queue(&name, states.get(&name).map_or(0, |s| s.queued));
+    if let Ok(queued) = ledger.call(move |l| l.outbox_queued(&name)).await {
+        metrics.notification_queue(channel, queued);
     }
 }
 

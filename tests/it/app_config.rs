@@ -8,9 +8,8 @@ use std::time::Duration;
 use plumb::agent::Settings;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
-use crate::agent::{api_get, api_get_with, eventually, release};
+use crate::agent::{Running, api_get, api_get_with, eventually, release};
 use crate::harness::{TestRepo, Web, agent_settings, trusted};
 use crate::keys::TestKey;
 use crate::sealed::Identity;
@@ -105,10 +104,8 @@ async fn a_service_reads_its_configuration_and_follows_its_changes() {
     };
     settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
     settings.repositories[0].keys = identity.keys();
-    let cancel = CancellationToken::new();
-    let (started, handle) = tokio::sync::oneshot::channel();
-    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
-    let api = handle.await.unwrap().api.unwrap();
+    let agent = Running::start(settings).await;
+    let api = agent.handle.api.unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(
         eventually(Duration::from_secs(30), || release(addr)).await.as_deref(),
@@ -210,10 +207,7 @@ async fn a_service_reads_its_configuration_and_follows_its_changes() {
     assert_eq!(replayed, ids[1..]);
 
     // A stop ends the streams: the agent does not wait for its clients.
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(30), agent)
+    tokio::time::timeout(Duration::from_secs(30), agent.stop())
         .await
-        .expect("the agent stops with streams open")
-        .unwrap()
-        .unwrap();
+        .expect("the agent stops with streams open");
 }

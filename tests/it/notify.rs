@@ -15,9 +15,8 @@ use plumb::ledger::{Attempt, Ledger, Outcome, Recorder, Trigger};
 use plumb::notify::route::{Origin, Origins, Routes};
 use plumb::notify::{Channel, ChannelConfig, Sent};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use crate::agent::{eventually, release};
+use crate::agent::{Running, eventually, release};
 use crate::governance::Agent;
 use crate::harness::{Web, agent_settings, plumb, project, trusted};
 use crate::http::{get, try_get};
@@ -89,10 +88,8 @@ async fn the_webhook_is_told_each_event_once_signed_and_in_order_through_failure
         ..agent_settings(&upstream, &root, state.path())
     };
     settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
-    let cancel = CancellationToken::new();
-    let (started, handle) = tokio::sync::oneshot::channel();
-    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
-    let api = handle.await.unwrap().api.unwrap();
+    let agent = Running::start(settings).await;
+    let api = agent.handle.api.unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(
         eventually(Duration::from_secs(30), || release(addr)).await.as_deref(),
@@ -195,8 +192,7 @@ async fn the_webhook_is_told_each_event_once_signed_and_in_order_through_failure
     assert_eq!(ops["queued"], 0);
     assert!(ops["lastDelivered"].is_string(), "{status:#}");
 
-    cancel.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,10 +317,8 @@ async fn a_head_waiting_for_a_manual_sync_is_told_once_and_then_its_sync() {
     // Checked again and again while it waits: told once all the same.
     settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
     settings.heal_every = Duration::from_millis(100);
-    let cancel = CancellationToken::new();
-    let (started, handle) = tokio::sync::oneshot::channel();
-    let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(started)));
-    let api = handle.await.unwrap().api.unwrap();
+    let agent = Running::start(settings).await;
+    let api = agent.handle.api.unwrap();
     let waiting = eventually(Duration::from_secs(30), || async {
         let taken = taken(&receiver);
         (!taken.is_empty()).then_some(taken)
@@ -352,8 +346,7 @@ async fn a_head_waiting_for_a_manual_sync_is_told_once_and_then_its_sync() {
     assert_eq!(started["attempt"]["trigger"], "sync");
     assert_eq!(started["attempt"]["by"], "api-token");
 
-    cancel.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
 }
 
 /// A ledger whose entries queue messages for `channel`, and a finished attempt at [`COMMIT`]
