@@ -69,6 +69,14 @@ pub struct AgentConfig {
     /// The agent's address as people reach it (`https://plumb.example.com`): the links in
     /// notifications.
     pub external_url: Option<String>,
+    /// The agent's API as the services it runs reach it (`http://plumb.plumb-system:7070`):
+    /// their `PLUMB_CONFIG_URL` starts with it. Default: the address the API listens on for
+    /// local environments, `externalUrl` for the others.
+    pub services_url: Option<String>,
+    /// The key the services' read tokens are made with (32 bytes or more): set it, from a
+    /// Secret, when the agent runs as several replicas, so they all make the same tokens.
+    /// Default: `config-tokens.key` in the state folder, made at the first start.
+    pub read_token_key_file: Option<PathBuf>,
     /// Where events are told: webhooks, Slack, email, GitHub and GitLab deployment statuses.
     pub notifications: Option<Vec<crate::notify::ChannelConfig>>,
 }
@@ -434,12 +442,14 @@ impl AgentConfig {
                 }
             }
         }
-        if let Some(url) = &self.external_url
-            && let Err(e) = crate::notify::http::check_url(url)
-        {
-            let steps = vec![Step::Key("externalUrl".to_owned())];
-            let (found, _) = node.locate(&steps);
-            out.push(Diagnostic::new(&found.at, e).path(&crate::spec::node::Path(steps)));
+        for (key, url) in [("externalUrl", &self.external_url), ("servicesUrl", &self.services_url)] {
+            if let Some(url) = url
+                && let Err(e) = crate::notify::http::check_url(url)
+            {
+                let steps = vec![Step::Key(key.to_owned())];
+                let (found, _) = node.locate(&steps);
+                out.push(Diagnostic::new(&found.at, e).path(&crate::spec::node::Path(steps)));
+            }
         }
         let mut channels: Vec<&str> = Vec::new();
         for (i, channel) in self.notifications.iter().flatten().enumerate() {
@@ -580,6 +590,8 @@ impl AgentConfig {
                     .collect::<anyhow::Result<_>>()?,
                 external_url: self.external_url.clone(),
             },
+            services_url: self.services_url.clone(),
+            read_token_key_file: self.read_token_key_file.clone(),
             leader: self.leader_election.as_ref().map(|l| Leader {
                 namespace: l.namespace.clone(),
                 lease: l.lease.clone(),
@@ -607,6 +619,9 @@ impl AgentConfig {
         }
         if self.notifications != newer.notifications || self.external_url != newer.external_url {
             fields.push("notifications/externalUrl".to_owned());
+        }
+        if self.services_url != newer.services_url || self.read_token_key_file != newer.read_token_key_file {
+            fields.push("servicesUrl/readTokenKeyFile".to_owned());
         }
         let before = self.each_repository();
         let after = newer.each_repository();

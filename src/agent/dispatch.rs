@@ -18,6 +18,7 @@ use super::fetcher::Fetch;
 use super::record::ClusterRecord;
 use super::run::{Followed, Repository};
 use crate::api::Workers;
+use crate::appconfig::token::Handout;
 use crate::error::chain;
 use crate::ledger::{Notices, Recorder, Witness};
 use crate::source::SourceError;
@@ -47,6 +48,8 @@ pub(super) struct Shared {
     pub record: Option<(Arc<ClusterRecord>, Witness)>,
     /// What decides the notifications the environments' entries queue.
     pub notices: Option<Arc<dyn Notices>>,
+    /// Where the services read their configuration on the API, when it is served.
+    pub handout: Option<Arc<Handout>>,
 }
 
 /// A started environment.
@@ -227,7 +230,11 @@ async fn heads(
     };
     let head = update.head;
     let folder = repository.folder.clone();
-    let lent = (repository.keys.clone(), repository.allow.clone());
+    let lent = (
+        repository.keys.clone(),
+        repository.allow.clone(),
+        shared.handout.clone(),
+    );
     let rendered = tokio::task::spawn_blocking(move || render_all(&cache, head, &folder, &lent, only, signer))
         .await
         .ok()?;
@@ -247,7 +254,7 @@ fn render_all(
     cache: &Path,
     head: Oid,
     folder: &str,
-    (keys, allow): &(Arc<Keyring>, Arc<crate::spec::rights::Allow>),
+    (keys, allow, handout): &(Arc<Keyring>, Arc<crate::spec::rights::Allow>, Option<Arc<Handout>>),
     only: Option<Vec<String>>,
     signer: Option<String>,
 ) -> Result<Vec<(String, Head)>, SourceError> {
@@ -274,7 +281,7 @@ fn render_all(
     let heads = names
         .into_iter()
         .map(|name| {
-            let desired = desired_of(&mut rendered, &name);
+            let desired = desired_of(&mut rendered, &name, handout.as_deref());
             let head = Head {
                 commit: head,
                 signer: signer.clone(),
@@ -283,6 +290,7 @@ fn render_all(
                 folder: folder.to_owned(),
                 keys: keys.clone(),
                 allow: allow.clone(),
+                handout: handout.clone(),
             };
             (name, head)
         })

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::command::CommandError;
 use super::migrations::{Back, Resolved};
+use crate::appconfig::token::Handout;
 use crate::error::chain;
 use crate::ledger::{Attempt, LedgerError, MigrationState, Outcome, Recorder, Trigger};
 use crate::metrics::Metrics;
@@ -45,6 +46,8 @@ pub struct Head {
     pub keys: Arc<Keyring>,
     /// What its containers may take on the agent's hosts.
     pub allow: Arc<crate::spec::rights::Allow>,
+    /// Where its services read their configuration on the agent's API, and their tokens.
+    pub handout: Option<Arc<Handout>>,
 }
 
 impl Head {
@@ -56,7 +59,7 @@ impl Head {
         let tree = GitTree::at(repo, oid, &self.folder).map_err(|e| e.to_string())?;
         let mut rendered =
             spec::render_opening(&tree, Some(environment), &self.keys, &self.allow).map_err(|e| e.to_string())?;
-        desired_of(&mut rendered, environment)
+        desired_of(&mut rendered, environment, self.handout.as_deref())
     }
 }
 
@@ -916,8 +919,13 @@ async fn until_parked<T>(work: impl std::future::Future<Output = T>, cancel: &Ca
     tokio::time::timeout(PARK_GRACE, work).await.ok()
 }
 
-/// Takes one environment out of a rendering, or its problems in one message.
-pub fn desired_of(rendered: &mut spec::Rendered, environment: &str) -> Result<Desired, String> {
+/// Takes one environment out of a rendering, its services given where they read their
+/// configuration; or its problems in one message.
+pub fn desired_of(
+    rendered: &mut spec::Rendered,
+    environment: &str,
+    handout: Option<&Handout>,
+) -> Result<Desired, String> {
     let problems: Vec<String> = rendered
         .diagnostics
         .iter()
@@ -927,8 +935,12 @@ pub fn desired_of(rendered: &mut spec::Rendered, environment: &str) -> Result<De
     if !problems.is_empty() {
         return Err(format!("the repository is invalid: {}", problems.join("; ")));
     }
-    rendered
+    let mut desired = rendered
         .environments
         .shift_remove(environment)
-        .ok_or_else(|| format!("the repository declares no environment `{environment}`"))
+        .ok_or_else(|| format!("the repository declares no environment `{environment}`"))?;
+    if let Some(handout) = handout {
+        handout.give(environment, &mut desired);
+    }
+    Ok(desired)
 }

@@ -20,6 +20,7 @@ use super::lease::{Leader, LeaseError};
 use super::record::{self, ClusterRecord};
 use crate::access::{Access, Identity};
 use crate::api::{self, Api, Workers};
+use crate::appconfig::token::{self, Handout, Tokens};
 use crate::error::chain;
 use crate::ledger::{Ledger, LedgerError, Recorder};
 use crate::notify::route::{Origin, Origins, Routes};
@@ -56,6 +57,10 @@ pub struct Settings {
     pub leader: Option<Leader>,
     /// Where the ledger's events are told.
     pub notifications: Notifications,
+    /// The API's address as the services reach it (`servicesUrl`), for their `PLUMB_CONFIG_URL`.
+    pub services_url: Option<String>,
+    /// The key the services' read tokens are made with, when not the state folder's.
+    pub read_token_key_file: Option<PathBuf>,
 }
 
 /// The notification channels, and the agent's address for their links.
@@ -182,6 +187,15 @@ pub enum AgentError {
     /// The API's certificate, key or client CA cannot be used.
     #[error("the API's TLS settings cannot be used: {0}")]
     Tls(String),
+    /// The key of the services' read tokens cannot be read or made.
+    #[error("cannot use the key of the services' read tokens, {file}")]
+    Tokens {
+        /// The key's file.
+        file: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running agent.
@@ -302,10 +316,35 @@ pub async fn run(
         cancel: cancel.clone(),
         record: None,
         notices: routes.clone().map(|r| r as Arc<dyn crate::ledger::Notices>),
+        handout: None,
     };
+    let tokens = match &settings.read_token_key_file {
+        Some(file) => Tokens::from_file(file).map_err(|source| (file.clone(), source)),
+        None => Tokens::open(&settings.state).map_err(|source| (settings.state.join(token::KEY_FILE), source)),
+    }
+    .map(Arc::new)
+    .map_err(|(file, source)| AgentError::Tokens { file, source })?;
     let api = match settings.listen {
-        Some(addr) => Some(serve(addr, &settings, &live, &shared).await?),
+        Some(addr) => Some(serve(addr, &settings, &live, &shared, &tokens).await?),
         None => None,
+    };
+    // The services read their configuration where the API is served.
+    let shared = Shared {
+        handout: api.map(|bound| {
+            let scheme = if settings.tls.is_some() { "https" } else { "http" };
+            let host = match bound.ip() {
+                ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::from([127, 0, 0, 1]),
+                ip if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            Arc::new(Handout {
+                tokens: tokens.clone(),
+                everywhere: settings.services_url.clone(),
+                on_host: Some(format!("{scheme}://{}", SocketAddr::new(host, bound.port()))),
+                external: settings.notifications.external_url.clone(),
+            })
+        }),
+        ..shared
     };
     // With several replicas, only the Lease's holder goes on; the others wait here, serving the
     // API (not ready). The holder keeps the environments' records in the cluster too.
@@ -422,7 +461,13 @@ async fn send(routes: &Routes, shared: &Shared) -> Result<Vec<tokio::task::JoinH
 
 /// Starts the HTTP API (and each repository's webhook receiver) on `addr`; returns the bound
 /// address.
-async fn serve(addr: SocketAddr, settings: &Settings, live: &Live, shared: &Shared) -> Result<SocketAddr, AgentError> {
+async fn serve(
+    addr: SocketAddr,
+    settings: &Settings,
+    live: &Live,
+    shared: &Shared,
+    tokens: &Arc<Tokens>,
+) -> Result<SocketAddr, AgentError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AgentError::Listen { addr, source })?;
@@ -437,6 +482,7 @@ async fn serve(addr: SocketAddr, settings: &Settings, live: &Live, shared: &Shar
         access: live.access.clone(),
         unread: shared.unread.clone(),
         config_events: shared.publish.config_events.clone(),
+        tokens: tokens.clone(),
         stop: shared.cancel.clone(),
         channels: Arc::new(
             settings

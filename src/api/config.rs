@@ -3,7 +3,7 @@
 //! entity tag for conditional reads (`If-None-Match` → 304), and `GET …/config/events`, a
 //! Server-Sent Events stream of every change applied from then on (`configurationChanged`: path,
 //! old and new value, commit, signer), resumed after the last event a client saw
-//! (`Last-Event-ID`). Encrypted values are masked (`***`).
+//! (`Last-Event-ID`). Encrypted values are masked (`***`), but to the service's own read token.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 
 use super::{Api, error, known, unknown};
+use crate::appconfig::token::Holder;
 use crate::appconfig::{Served, at_path, etag};
 use crate::error::chain;
 use crate::ledger::{self, ConfigEvent};
@@ -87,6 +88,17 @@ fn served(api: &Api, env: &str, svc: &str) -> Result<Arc<Served>, Unserved> {
     Ok(served)
 }
 
+/// Whether `path` is the configuration of `holder`'s service, or its events: all a read token
+/// reads.
+pub(super) fn reads_own(path: &str, holder: &Holder) -> bool {
+    let own = format!(
+        "/api/v1/environments/{}/services/{}/config",
+        holder.environment, holder.service
+    );
+    path.strip_prefix(&own)
+        .is_some_and(|rest| rest.is_empty() || rest == "/events")
+}
+
 /// `GET /api/v1/environments/{env}/services/{svc}/config[?path=a.b]`.
 pub(super) async fn read(
     State(api): State<Api>,
@@ -99,7 +111,12 @@ pub(super) async fn read(
         Err(unserved) => return unserved.answer(&env, &svc),
     };
     let path = part.path.unwrap_or_default();
-    let Some(value) = at_path(&served.services[&svc], &path) else {
+    // Clear values for the service's own token, masked for everyone else.
+    let whole = match super::bearer(&headers).and_then(|b| api.tokens.holder(b)) {
+        Some(holder) if holder.environment == env && holder.service == svc => served.clear[&svc].value(),
+        _ => &served.services[&svc],
+    };
+    let Some(value) = at_path(whole, &path) else {
         return error(
             StatusCode::NOT_FOUND,
             &format!("the configuration of `{svc}` in `{env}` has nothing at `{path}`"),
@@ -243,4 +260,31 @@ fn frame(event: &ConfigEvent) -> Bytes {
         "id: {}\nevent: configurationChanged\ndata: {data}\n\n",
         event.id
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_token_reads_its_services_configuration_and_events_only() {
+        let holder = Holder {
+            environment: "dev".to_owned(),
+            service: "web".to_owned(),
+        };
+        assert!(reads_own("/api/v1/environments/dev/services/web/config", &holder));
+        assert!(reads_own(
+            "/api/v1/environments/dev/services/web/config/events",
+            &holder
+        ));
+        for other in [
+            "/api/v1/environments/dev/services/web-2/config",
+            "/api/v1/environments/dev/services/web/configx",
+            "/api/v1/environments/dev/services/web",
+            "/api/v1/environments/dev2/services/web/config",
+            "/api/v1/status",
+        ] {
+            assert!(!reads_own(other, &holder), "{other}");
+        }
+    }
 }

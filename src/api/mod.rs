@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::access::{Access, Action, Refused};
 use crate::agent::{Board, CommandError, Input};
+use crate::appconfig::token::is_read_token;
 use crate::error::chain;
 use crate::ledger::{self, AttemptRecord};
 use crate::metrics::Metrics;
@@ -57,6 +58,8 @@ pub struct Api {
     pub channels: Arc<Vec<(String, &'static str)>>,
     /// Each configuration change, once recorded.
     pub config_events: tokio::sync::broadcast::Sender<crate::ledger::ConfigEvent>,
+    /// The services' read tokens.
+    pub tokens: Arc<crate::appconfig::token::Tokens>,
     /// Cancelled when the agent stops: the event streams end.
     pub stop: tokio_util::sync::CancellationToken,
 }
@@ -89,12 +92,28 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
 }
 
-/// Refuses a read without an identity when reads need one.
+/// Refuses a read without an identity when reads need one, and a service's read token
+/// anywhere but on its own configuration.
 async fn guard_reads(
     State(api): State<Api>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if let Some(token) = bearer(request.headers()).filter(|b| is_read_token(b)) {
+        return match api.tokens.holder(token) {
+            Some(holder) if config::reads_own(request.uri().path(), &holder) => next.run(request).await,
+            Some(holder) => error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "this token reads the configuration of `{}` in `{}` only",
+                    holder.service, holder.environment
+                ),
+            ),
+            None => refusal(Refused::Unauthenticated(
+                "this read token was not made by this agent's key".to_owned(),
+            )),
+        };
+    }
     let peer = request.extensions().get::<Peer>().cloned().unwrap_or_default();
     if let Err(refused) = authorized(&api, request.headers(), &peer, Action::Read, None) {
         return refusal(refused);
@@ -433,13 +452,17 @@ fn authorized(
     action: Action,
     env: Option<&str>,
 ) -> Result<String, Refused> {
-    let bearer = headers
+    let access = api.access.read().unwrap_or_else(|e| e.into_inner());
+    let identity = access.authorize(bearer(headers), peer.0.as_deref(), action, env)?;
+    Ok(identity.map_or_else(|| "anonymous".to_owned(), |i| i.name.clone()))
+}
+
+/// The bearer token a call carries.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let access = api.access.read().unwrap_or_else(|e| e.into_inner());
-    let identity = access.authorize(bearer, peer.0.as_deref(), action, env)?;
-    Ok(identity.map_or_else(|| "anonymous".to_owned(), |i| i.name.clone()))
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// The answer to a refused call: 401 without a known token, 403 without the role or the
@@ -551,6 +574,7 @@ mod tests {
             metrics: Arc::new(Metrics::default()),
             channels: Arc::default(),
             config_events: tokio::sync::broadcast::channel(1).0,
+            tokens: Arc::new(crate::appconfig::token::Tokens::with_key([1; 32])),
             stop: tokio_util::sync::CancellationToken::new(),
         }
     }

@@ -192,5 +192,7 @@ fn from_flags(args: &Args) -> anyhow::Result<Settings> {
         protect_reads: args.protect_reads,
         leader: None,
         notifications: Default::default(),
+        services_url: None,
+        read_token_key_file: None,
     })
 }

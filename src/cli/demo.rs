@@ -114,6 +114,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         protect_reads: false,
         leader: None,
         notifications: Default::default(),
+        services_url: None,
+        read_token_key_file: None,
     };
     let mut settings = settings;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -313,6 +313,7 @@ async fn stopped_mid_way(
         folder: String::new(),
         keys: Default::default(),
         allow: Default::default(),
+        handout: None,
     };
     let (heads, watched) = tokio::sync::watch::channel(None);
     heads.send_replace(Some(head));

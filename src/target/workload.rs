@@ -90,8 +90,35 @@ pub enum WorkloadError {
     },
 }
 
-/// The variables `service` declares, encrypted ones in clear; refused while one is sealed.
+/// The variables plumb sets in every replica (those of them that apply to it); a service may
+/// not declare them.
+pub const PROVIDED: [&str; 8] = [
+    "PLUMB_ENVIRONMENT",
+    "PLUMB_SERVICE",
+    "PLUMB_SLOT",
+    "PLUMB_VERSION",
+    "PLUMB_CONFIG",
+    CONFIG_URL,
+    CONFIG_TOKEN,
+    "PLUMB_RUN",
+];
+
+/// The variable naming the service's configuration on the agent's API.
+pub const CONFIG_URL: &str = "PLUMB_CONFIG_URL";
+
+/// The variable holding the service's read token for it.
+pub const CONFIG_TOKEN: &str = "PLUMB_CONFIG_TOKEN";
+
+/// The variables `service` declares, encrypted ones in clear (refused while one is sealed),
+/// then where it reads its configuration on the agent's API and its token for it, when the
+/// agent gives them.
 pub fn variables(service: &Service) -> Result<Vec<(String, String)>, WorkloadError> {
+    let api = service.config_api.iter().flat_map(|api| {
+        [
+            Ok((CONFIG_URL.to_owned(), api.url.clone())),
+            Ok((CONFIG_TOKEN.to_owned(), api.token.expose().to_owned())),
+        ]
+    });
     service
         .env
         .iter()
@@ -108,6 +135,7 @@ pub fn variables(service: &Service) -> Result<Vec<(String, String)>, WorkloadErr
                 }),
             }
         })
+        .chain(api)
         .collect()
 }
 
@@ -115,7 +143,8 @@ pub fn variables(service: &Service) -> Result<Vec<(String, String)>, WorkloadErr
 /// encrypted values replaced by `***`.
 pub fn mask_opened(service: &Service, text: &str) -> String {
     let mut masked = text.to_owned();
-    for clear in service.opened.clear_values() {
+    let token = service.config_api.as_ref().map(|api| &api.token);
+    for clear in service.opened.clear_values().chain(token) {
         let clear = clear.expose();
         if !clear.is_empty() && masked.contains(clear) {
             masked = masked.replace(clear, "***");
@@ -126,7 +155,8 @@ pub fn mask_opened(service: &Service, text: &str) -> String {
 
 /// Whether `service`'s variable `name` is written encrypted (its clear value is a secret).
 pub fn is_secret_variable(service: &Service, name: &str) -> bool {
-    service.env.iter().any(|v| v.name == name && is_encrypted(&v.value.0))
+    (name == CONFIG_TOKEN && service.config_api.is_some())
+        || service.env.iter().any(|v| v.name == name && is_encrypted(&v.value.0))
 }
 
 /// Whether `service`'s configuration file holds encrypted values (its clear text is a secret).
@@ -229,7 +259,7 @@ pub async fn save(path: &std::path::Path, content: impl Into<Vec<u8>>, private: 
 
 /// Writes `content` to a new file beside `path` created with `mode` (less the umask), then puts
 /// it in `path`'s place.
-fn write_with_mode(path: &std::path::Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_with_mode(path: &std::path::Path, content: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {

@@ -211,3 +211,80 @@ async fn a_service_reads_its_configuration_and_follows_its_changes() {
         .await
         .expect("the agent stops with streams open");
 }
+
+/// The environment of a running replica of `service` started by the agent whose state is
+/// `state`, as the kernel shows it.
+fn replica_environment(state: &std::path::Path, service: &str) -> Option<Vec<(String, String)>> {
+    let run = format!("PLUMB_RUN={}", state.display());
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let environ = std::fs::read(entry.path().join("environ")).ok()?;
+        let variables: Vec<(String, String)> = String::from_utf8_lossy(&environ)
+            .split('\0')
+            .filter_map(|v| v.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        let ours = variables.iter().any(|(k, v)| format!("{k}={v}").starts_with(&run))
+            && variables.iter().any(|(k, v)| k == "PLUMB_SERVICE" && v == service);
+        ours.then_some(variables)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_reads_its_own_configuration_in_clear_with_the_token_it_was_given() {
+    let alice = TestKey::new("alice");
+    let identity = Identity::new();
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let sealed = identity.seal("hunter2-in-clear");
+    write(
+        &upstream,
+        port,
+        "r1",
+        &format!("    pool: 10\n    password: {sealed}\n"),
+    );
+    upstream.commit_signed("web r1", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let mut settings = Settings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..agent_settings(&upstream, &root, state.path())
+    };
+    settings.repositories[0].keys = identity.keys();
+    let agent = Running::start(settings).await;
+    let api = agent.handle.api.unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(
+        eventually(Duration::from_secs(30), || release(addr)).await.as_deref(),
+        Some("r1")
+    );
+
+    // The replica was told where its configuration is, and given a token for it.
+    let variables = replica_environment(state.path(), "web").expect("a replica of web");
+    let variable = |name: &str| variables.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let base = "/api/v1/environments/dev/services/web/config";
+    assert_eq!(variable("PLUMB_CONFIG_URL"), Some(format!("http://{api}{base}")));
+    let token = variable("PLUMB_CONFIG_TOKEN").expect("a read token");
+    let bearer = |token: &str| [("Authorization", format!("Bearer {token}"))];
+
+    // With it: the decrypted values. Without it: masked.
+    let own = api_get_with(api, base, &bearer(&token)).await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    let value = serde_json::from_str::<Value>(&own.body).unwrap()["value"].clone();
+    assert_eq!(value, json!({"pool": 10, "password": "hunter2-in-clear"}));
+    let anyone = api_get(api, base).await;
+    assert!(anyone.body.contains("\"***\"") && !anyone.body.contains("hunter2"));
+    assert_ne!(own.header("etag"), anyone.header("etag"));
+
+    // It reads nothing else: another service, another environment, the agent's status.
+    for other in [
+        "/api/v1/environments/dev/services/db/config",
+        "/api/v1/environments/prod/services/web/config",
+        "/api/v1/status",
+    ] {
+        let refused = crate::http::get_with(api, other, &bearer(&token)).await;
+        assert_eq!(refused.status, 403, "{other}: {}", refused.body);
+        assert!(refused.body.contains("`web` in `dev` only"), "{}", refused.body);
+    }
+    // A token not made by this agent's key is no one's.
+    let forged = format!("{}AA", &token[..token.len() - 2]);
+    assert_eq!(api_get_with(api, base, &bearer(&forged)).await.status, 401);
+    agent.stop().await;
+}

@@ -311,6 +311,8 @@ pub fn agent_settings(repo: &TestRepo, root: &str, state: &Path) -> plumb::agent
         protect_reads: false,
         leader: None,
         notifications: Default::default(),
+        services_url: None,
+        read_token_key_file: None,
     }
 }
 

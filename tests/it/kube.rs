@@ -1168,18 +1168,39 @@ async fn decrypted_values_travel_in_a_secret_and_nowhere_else() {
     };
     with_secrets("r1");
     let first = upstream.commit_signed("web r1 with secrets", &alice);
+    // The agent serves its API: the service gets where to read its configuration, and a token.
     let mut settings = Settings {
         heal_every: Duration::from_millis(500),
+        listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        services_url: Some("http://plumb.plumb-system:7070".to_owned()),
         ..agent_settings(&upstream, &root, state.path())
     };
     settings.repositories[0].keys = identity.keys();
     let agent = Running::start(settings).await;
     assert_eq!(outcome(state.path(), namespace, &first).await, Some(Outcome::Succeeded));
 
-    // The slot's Secret holds the variable and the configuration file; the Deployment refers to
+    // The slot's Secret holds the variables and the configuration file; the Deployment refers to
     // them; no ConfigMap, Deployment or Job left behind holds a clear value.
     let data = secret_data(namespace, "web-blue-secrets");
     assert_eq!(data.get("API_TOKEN"), Some(&token));
+    let read_token = data
+        .get("PLUMB_CONFIG_TOKEN")
+        .expect("the service's read token")
+        .clone();
+    assert!(read_token.starts_with("plumbcfg."), "{read_token}");
+    let variables = kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "deployment",
+        "web-blue",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"PLUMB_CONFIG_URL\")].value} {.spec.template.spec.containers[0].env[?(@.name==\"PLUMB_CONFIG_TOKEN\")].valueFrom.secretKeyRef.name}",
+    ]);
+    assert_eq!(
+        variables,
+        format!("http://plumb.plumb-system:7070/api/v1/environments/{namespace}/services/web/config web-blue-secrets")
+    );
     assert!(
         data.get("plumb-config").is_some_and(|c| c.contains(&password)),
         "{:?}",
@@ -1206,6 +1227,7 @@ async fn decrypted_values_travel_in_a_secret_and_nowhere_else() {
         "json",
     ]);
     assert!(!everything.contains(&token) && !everything.contains(&password));
+    assert!(!everything.contains(&read_token));
     assert_eq!(
         web_secrets(namespace),
         "web-blue-secrets",

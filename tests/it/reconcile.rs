@@ -66,7 +66,7 @@ impl Repo {
 
     pub fn desired(&self) -> Desired {
         let mut rendered = plumb::spec::render(&plumb::source::WorkTree::new(self.dir.path()), Some("dev")).unwrap();
-        plumb::agent::desired_of(&mut rendered, "dev").unwrap()
+        plumb::agent::desired_of(&mut rendered, "dev", None).unwrap()
     }
 }
 
@@ -372,6 +372,7 @@ async fn drift_is_reported_and_corrected_by_self_heal() {
         folder: String::new(),
         keys: Default::default(),
         allow: Default::default(),
+        handout: None,
     };
     worker.head(head).await.unwrap();
     assert_eq!(runtime.observe().await["api"][&Slot::Blue].replicas.len(), 2);

@@ -85,6 +85,11 @@ pub struct Service {
     #[serde(skip)]
     #[schemars(skip)]
     pub opened: crate::spec::sealed::Opened,
+    /// Where its replicas read their configuration from the agent's API, given by the agent
+    /// (never read from the repository): `PLUMB_CONFIG_URL` and `PLUMB_CONFIG_TOKEN`.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub config_api: Option<ConfigApi>,
     /// Labels added to everything plumb creates for the service.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -845,4 +850,28 @@ pub enum Signal {
     SIGUSR1,
     /// SIGUSR2.
     SIGUSR2,
+}
+
+/// How a service's replicas reach their configuration on the agent's API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigApi {
+    /// `…/api/v1/environments/{env}/services/{svc}/config`.
+    pub url: String,
+    /// The service's read token.
+    pub token: crate::secret::Secret,
+}
+
+/// Serialized into the service's version (a new URL or key deploys the replicas again) with
+/// the token's digest, never the token.
+impl Serialize for ConfigApi {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut api = serializer.serialize_struct("ConfigApi", 2)?;
+        api.serialize_field("url", &self.url)?;
+        api.serialize_field(
+            "token",
+            &crate::target::workload::digest(self.token.expose().as_bytes()),
+        )?;
+        api.end()
+    }
 }

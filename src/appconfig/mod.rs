@@ -3,6 +3,8 @@
 //! (`database.pool`, `hosts.0`), an entity tag for conditional reads, and the changes between
 //! two applied renderings — one per changed leaf or subtree — that the event stream tells.
 
+pub mod token;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -12,30 +14,50 @@ use crate::spec::Desired;
 use crate::spec::model::Service;
 use crate::spec::model::scalar::is_encrypted;
 
-/// An environment's services' configurations at its rollback point, as served (masked).
+/// An environment's services' configurations at its rollback point, as served.
 #[derive(Clone, Debug, Default)]
 pub struct Served {
     /// The rollback point.
     pub commit: String,
-    /// Each service's configuration (`{}` for one that declares none).
+    /// Each service's configuration, masked (`{}` for one that declares none).
     pub services: BTreeMap<String, Value>,
+    /// Each service's configuration in clear, for its own read token.
+    pub clear: BTreeMap<String, Clear>,
+}
+
+/// A configuration with its decrypted values: never in a `Debug` output.
+#[derive(Clone, PartialEq)]
+pub struct Clear(Value);
+
+impl Clear {
+    /// The configuration.
+    pub fn value(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Clear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clear(***)")
+    }
 }
 
 impl Served {
     /// What `desired`, applied as `commit`, serves.
     pub fn of(commit: &str, desired: &Desired) -> Served {
-        let services = desired
-            .services
-            .iter()
-            .map(|(name, service)| {
-                let values = masked(service).unwrap_or_else(|| Value::Object(Map::new()));
-                (name.as_str().to_owned(), values)
-            })
-            .collect();
-        Served {
+        let empty = || Value::Object(Map::new());
+        let mut served = Served {
             commit: commit.to_owned(),
-            services,
+            ..Served::default()
+        };
+        for (name, service) in &desired.services {
+            let name = name.as_str().to_owned();
+            served
+                .services
+                .insert(name.clone(), masked(service).unwrap_or_else(empty));
+            served.clear.insert(name, Clear(clear(service).unwrap_or_else(empty)));
         }
+        served
     }
 }
 
