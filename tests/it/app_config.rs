@@ -15,7 +15,7 @@ use crate::keys::TestKey;
 use crate::sealed::Identity;
 
 /// `web` as `release`, its configuration `values` (YAML, indented for `values:`).
-fn write(repo: &TestRepo, port: u16, release: &str, values: &str) {
+pub(crate) fn write(repo: &TestRepo, port: u16, release: &str, values: &str) {
     let extra = format!("config:\n  file: app.json\n  values:\n{values}");
     Web {
         extra: &extra,
@@ -214,7 +214,7 @@ async fn a_service_reads_its_configuration_and_follows_its_changes() {
 
 /// The environment of a running replica of `service` started by the agent whose state is
 /// `state`, as the kernel shows it.
-fn replica_environment(state: &std::path::Path, service: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn replica_environment(state: &std::path::Path, service: &str) -> Option<Vec<(String, String)>> {
     let run = format!("PLUMB_RUN={}", state.display());
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
         let environ = std::fs::read(entry.path().join("environ")).ok()?;

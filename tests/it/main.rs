@@ -6,6 +6,7 @@ mod agent_config;
 mod app_config;
 mod chaos;
 mod cli;
+mod clients;
 mod compose;
 #[path = "../../benches/support/compose_corpus.rs"]
 mod compose_corpus;

@@ -1,0 +1,140 @@
+//! The client libraries against a real agent: the TypeScript package (`clients/typescript`),
+//! built with its pinned compiler and run by Node's test runner.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use plumb::agent::Settings;
+
+use crate::agent::{Running, eventually, release};
+use crate::app_config::{replica_environment, write};
+use crate::harness::{agent_settings, project, trusted};
+use crate::keys::TestKey;
+use crate::sealed::Identity;
+
+/// The TypeScript client, its dependencies installed from the lock file and built once.
+pub fn typescript_client() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = project().join("clients/typescript");
+        if !dir.join("node_modules/typescript").exists() {
+            run(Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir));
+        }
+        run(Command::new("npm").args(["run", "--silent", "build"]).current_dir(&dir));
+        dir
+    })
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?} (Node.js and npm are installed by .ci/run): {e}"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{command:?}:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
+#[test]
+fn the_typescript_clients_own_tests_pass() {
+    let dir = typescript_client();
+    let report = run(Command::new("node").args(["--test", "test/"]).current_dir(dir));
+    assert!(report.contains("# fail 0"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_client_follows_a_real_agent_and_outlives_it() {
+    let client = tokio::task::spawn_blocking(typescript_client).await.unwrap();
+    let alice = TestKey::new("alice");
+    let identity = Identity::new();
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let values = |pool: u16, more: &str, password: &str| {
+        format!(
+            "    database: {{host: db.internal, pool: {pool}}}\n{more}    password: {}\n",
+            identity.seal(password)
+        )
+    };
+    write(
+        &upstream,
+        port,
+        "r1",
+        &values(10, "    hosts: [a, b]\n", "hunter2-the-first"),
+    );
+    let first = upstream.commit_signed("web r1", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let mut settings = Settings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..agent_settings(&upstream, &root, state.path())
+    };
+    settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
+    settings.repositories[0].keys = identity.keys();
+    let agent = Running::start(settings).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(
+        eventually(Duration::from_secs(30), || release(addr)).await.as_deref(),
+        Some("r1")
+    );
+
+    // The program runs with what a replica of `web` was given.
+    let variables = replica_environment(state.path(), "web").expect("a replica of web");
+    let steps = tempfile::tempdir().unwrap();
+    let mut node = tokio::process::Command::new("node");
+    node.args(["--test", "scenarios/against-agent.mjs"])
+        .current_dir(client)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PLUMB_TEST_DIR", steps.path())
+        .env("PLUMB_TEST_FIRST", &first)
+        .kill_on_drop(true);
+    for (name, value) in variables.iter().filter(|(k, _)| k.starts_with("PLUMB_CONFIG")) {
+        node.env(name, value);
+    }
+    let program = node.output();
+    let steps_dir = steps.path().to_owned();
+    let step = |name: &'static str| {
+        let file = steps_dir.join(name);
+        async move {
+            eventually(Duration::from_secs(60), || {
+                let file = file.clone();
+                async move { file.exists().then_some(()) }
+            })
+            .await
+            .unwrap_or_else(|| panic!("the client never reached `{name}`"))
+        }
+    };
+    let driver = async {
+        step("ready-for-change").await;
+        write(
+            &upstream,
+            port,
+            "r2",
+            &values(20, "    feature: {newFeature: true}\n", "hunter2-the-second"),
+        );
+        let second = upstream.commit_signed("web r2: a bigger pool", &alice);
+        std::fs::write(steps.path().join("changed"), &second).unwrap();
+        step("ready-for-stop").await;
+        agent.stop().await;
+        std::fs::write(steps.path().join("stopped"), "").unwrap();
+    };
+    tokio::pin!(program, driver);
+    // The program's report, also when it fails before the driver is done.
+    let output = tokio::select! {
+        output = &mut program => output,
+        () = &mut driver => program.await,
+    };
+    let output = output.expect("node runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && report.contains("# pass 1"),
+        "{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
