@@ -119,7 +119,7 @@ fn mask(value: &mut Value) {
 
 /// `service`'s configuration with its encrypted values opened; `None` when it declares none
 /// (or a value was not opened, which rendering does not let through).
-fn clear(service: &Service) -> Option<Value> {
+pub fn clear(service: &Service) -> Option<Value> {
     let config = service.config.as_ref()?;
     let mut values = Value::Object(config.values.clone());
     service.opened.open_in(&mut values, "config.values").ok()?;

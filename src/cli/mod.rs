@@ -5,6 +5,7 @@
 mod agent;
 mod approve;
 mod client;
+mod config;
 mod demo;
 mod diff;
 pub(crate) mod emit;
@@ -286,6 +287,9 @@ Examples:
     /// Notifications: check a channel of the agent's configuration.
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// A service's application configuration (`config.values`), as an environment renders it.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Encrypt a value for the repository: reads it from standard input, prints
     /// `ENC[age,…]` to paste into a service's `env` or `config.values`.
     #[command(after_help = "Examples:
@@ -363,6 +367,17 @@ enum NotifyCommand {
   plumb notify test --config /etc/plumb/agent.yaml --channel ops
   plumb notify test --channel oncall --env production")]
     Test(notify::TestArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a service's configuration (or a part of it) in an environment, each value with the
+    /// file and line that wrote it; encrypted values masked unless `--identity` opens them.
+    #[command(after_help = "Examples:
+  plumb config get --repo example-repo --env production --service twikit-backend database
+  plumb config get --repo . --rev origin/main --env staging --service twikit-backend features.newTimeline
+  plumb config get --env production --service twikit-backend --identity age.key --output json")]
+    Get(config::GetArgs),
 }
 
 #[derive(Subcommand)]
@@ -594,6 +609,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Seal(args) => seal::seal(&args, &mut out),
         Command::Approve(args) => approve::approve(&args, &mut out),
         Command::Notify(NotifyCommand::Test(args)) => notify::test(&args, &mut out),
+        Command::Config(ConfigCommand::Get(args)) => config::get(&args, &mut out),
         Command::Keygen { out: file } => seal::keygen(&file, &mut out),
         Command::Schemas { out: dir } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -21,4 +21,4 @@ pub mod support;
 pub mod yaml;
 
 pub use diagnostic::Diagnostic;
-pub use render::{Desired, RenderError, Rendered, render, render_opening};
+pub use render::{Desired, RenderError, Rendered, render, render_opening, service_origins};

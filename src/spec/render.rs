@@ -450,23 +450,8 @@ fn render_environment(
     let mut services = BTreeMap::new();
     let mut invalid = BTreeSet::new();
     for (service, base) in &declared {
-        let mut merged = match loaded.service_defaults() {
-            Some(defaults) => merge(defaults, base, "", out),
-            None => base.clone(),
-        };
-        // The service's own name and kind are never inherited from defaults.
-        if let (Kind::Map(m), Kind::Map(b)) = (&mut merged.kind, &base.kind) {
-            for key in ["apiVersion", "kind", "name"] {
-                if let Some(member) = b.get(key) {
-                    m.insert(key.to_owned(), member.clone());
-                }
-            }
-        }
-        if let Some(overlay) = overlays.and_then(|o| o.get(service.as_str()))
-            && overlay.value.as_map().is_some()
-        {
-            merge_into(&mut merged, &overlay.value, "", out);
-        }
+        let overlay = overlays.and_then(|o| o.get(service.as_str())).map(|o| &o.value);
+        let merged = merged_service(loaded, base, overlay, out);
         if merged.get("enabled").is_some_and(|e| e.kind == Kind::Bool(false)) {
             continue;
         }
@@ -531,6 +516,43 @@ fn render_environment(
         services,
         manifests,
     }))
+}
+
+/// A service's document as an environment renders it: the repository's service defaults, the
+/// service's own file (`base`), the environment's `overlay`; every value keeps the file and line
+/// that wrote it.
+fn merged_service(loaded: &Loaded, base: &Node, overlay: Option<&Node>, out: &mut Vec<Diagnostic>) -> Node {
+    let mut merged = match loaded.service_defaults() {
+        Some(defaults) => merge(defaults, base, "", out),
+        None => base.clone(),
+    };
+    // The service's own name and kind are never inherited from defaults.
+    if let (Kind::Map(m), Kind::Map(b)) = (&mut merged.kind, &base.kind) {
+        for key in ["apiVersion", "kind", "name"] {
+            if let Some(member) = b.get(key) {
+                m.insert(key.to_owned(), member.clone());
+            }
+        }
+    }
+    if let Some(overlay) = overlay.filter(|o| o.as_map().is_some()) {
+        merge_into(&mut merged, overlay, "", out);
+    }
+    merged
+}
+
+/// The document of `service` (declared in `services/`) as `environment` renders it, each value
+/// with the file and line that wrote it; `None` when either is not declared. For saying where a
+/// value comes from: the document is not checked (render the repository for that).
+pub fn service_origins(tree: &dyn Tree, environment: &str, service: &str) -> Result<Option<Node>, SourceError> {
+    let loaded = Loaded::read(tree, Limits::default())?;
+    let Some((_, environment)) = loaded.environments.iter().find(|(name, _)| name == environment) else {
+        return Ok(None);
+    };
+    let Some(base) = loaded.services.get(service) else {
+        return Ok(None);
+    };
+    let overlay = environment.get("services").and_then(|s| s.get(service));
+    Ok(Some(merged_service(&loaded, base, overlay, &mut Vec::new())))
 }
 
 /// The encrypted values under `node` (at `path`), with their paths, into `found`. Only a

@@ -164,3 +164,120 @@ fn schemas_are_written_for_editors() {
         assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
     }
 }
+
+#[test]
+fn config_get_says_which_file_and_line_wrote_each_value() {
+    let run = plumb(&[
+        "config",
+        "get",
+        "--repo",
+        &example(),
+        "--env",
+        "production",
+        "--service",
+        "twikit-backend",
+        "database",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<Vec<&str>> = run.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+    // The overlay's values and the base's, each from its own line; the password masked.
+    assert!(
+        lines.contains(&vec!["database.pool.max", "=", "50", "environments/production.yaml:54"]),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines.contains(&vec!["database.port", "=", "5432", "services/twikit-backend.yaml:40"]),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines.contains(&vec![
+            "database.password",
+            "=",
+            "\"***\"",
+            "environments/production.yaml:53"
+        ]),
+        "{}",
+        run.stdout
+    );
+    for (number, line) in [(54, "pool: {min: 10, max: 50}"), (40, "port: 5432")] {
+        let file = if number == 54 {
+            "environments/production.yaml"
+        } else {
+            "services/twikit-backend.yaml"
+        };
+        let text = std::fs::read_to_string(project().join("example-repo").join(file)).unwrap();
+        assert!(text.lines().nth(number - 1).unwrap().contains(line), "{file}:{number}");
+    }
+
+    // With the identity that opens them, encrypted values in clear.
+    let identity = crate::sealed::Identity::new();
+    let repo = TestRepo::example();
+    for file in [
+        "services/twikit-backend.yaml",
+        "environments/production.yaml",
+        "environments/staging.yaml",
+    ] {
+        let path = repo.path().join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut resealed = String::new();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("ENC[") {
+            let end = start + rest[start..].find(']').unwrap() + 1;
+            resealed.push_str(&rest[..start]);
+            resealed.push_str(&identity.seal(&format!("s3cret of {file}")));
+            rest = &rest[end..];
+        }
+        resealed.push_str(rest);
+        std::fs::write(&path, resealed).unwrap();
+    }
+    let dir = repo.path().to_string_lossy().into_owned();
+    let key = identity.file.to_string_lossy().into_owned();
+    let args = [
+        "config",
+        "get",
+        "--repo",
+        &dir,
+        "--env",
+        "production",
+        "--service",
+        "twikit-backend",
+    ];
+    let opened = plumb(
+        &[
+            &args[..],
+            &["database.password", "--identity", &key, "--output", "json"],
+        ]
+        .concat(),
+    );
+    assert_eq!(opened.code, 0, "{}", opened.stderr);
+    let body: Value = serde_json::from_str(&opened.stdout).unwrap();
+    assert_eq!(body["value"], "s3cret of environments/production.yaml");
+    assert_eq!(body["leaves"][0]["file"], "environments/production.yaml");
+    assert_eq!(body["leaves"][0]["line"], 53);
+
+    // Nothing there, or no such service: said, exit 2.
+    let missing = plumb(&[&args[..], &["database.nope"]].concat());
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("has nothing at `database.nope`"),
+        "{}",
+        missing.stderr
+    );
+    let unknown = plumb(&[
+        "config",
+        "get",
+        "--repo",
+        &dir,
+        "--env",
+        "production",
+        "--service",
+        "nope",
+    ]);
+    assert!(
+        unknown.stderr.contains("no enabled service named `nope`"),
+        "{}",
+        unknown.stderr
+    );
+}
