@@ -143,7 +143,7 @@ impl Drop for TempClone {
 }
 
 /// Runs `git ARGS` in `dir`; its failure, with what it said.
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+pub(super) fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     let output = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -157,7 +157,7 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// An armored detached signature over `data` by GnuPG, as git asks for one.
-fn sign_with_gnupg(key: Option<&str>, data: &[u8]) -> anyhow::Result<String> {
+pub(super) fn sign_with_gnupg(key: Option<&str>, data: &[u8]) -> anyhow::Result<String> {
     let mut command = Command::new("gpg");
     command.args(["--batch", "--armor", "--detach-sign"]);
     if let Some(key) = key {
@@ -183,7 +183,7 @@ fn sign_with_gnupg(key: Option<&str>, data: &[u8]) -> anyhow::Result<String> {
 }
 
 /// An armored detached signature over `data` by the signing key in `file`.
-fn sign_with_key(file: &Path, data: &[u8]) -> anyhow::Result<String> {
+pub(super) fn sign_with_key(file: &Path, data: &[u8]) -> anyhow::Result<String> {
     let cert = Cert::from_file(file).with_context(|| format!("{} is not an OpenPGP key", file.display()))?;
     let policy = StandardPolicy::new();
     let key = cert

@@ -6,6 +6,7 @@ mod agent;
 mod approve;
 mod client;
 mod config;
+mod config_set;
 mod demo;
 mod diff;
 pub(crate) mod emit;
@@ -378,6 +379,16 @@ enum ConfigCommand {
   plumb config get --repo . --rev origin/main --env staging --service twikit-backend features.newTimeline
   plumb config get --env production --service twikit-backend --identity age.key --output json")]
     Get(config::GetArgs),
+    /// Change one value for one environment the GitOps way: the environment's overlay edited in
+    /// place (only the value's lines change), sealed on request, validated, committed signed on
+    /// a new branch and pushed; prints where to open the pull request. Never touches the
+    /// deployed branch, the work tree or the branch checked out.
+    #[command(after_help = "Examples:
+  plumb config set --env production --service twikit-backend database.pool.max 80
+  plumb config set --env staging --service twikit-backend features.newTimeline true --from origin/main
+  printf %s \"$PASSWORD\" | plumb config set --env production --service twikit-backend database.password - --seal
+  plumb config set --env production --service twikit-backend logging.level debug --key alice.key --push none")]
+    Set(config_set::SetArgs),
 }
 
 #[derive(Subcommand)]
@@ -610,6 +621,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Approve(args) => approve::approve(&args, &mut out),
         Command::Notify(NotifyCommand::Test(args)) => notify::test(&args, &mut out),
         Command::Config(ConfigCommand::Get(args)) => config::get(&args, &mut out),
+        Command::Config(ConfigCommand::Set(args)) => config_set::set(&args, &mut out),
         Command::Keygen { out: file } => seal::keygen(&file, &mut out),
         Command::Schemas { out: dir } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -8,6 +8,7 @@
 mod check;
 pub mod compose;
 pub mod diagnostic;
+pub mod edit;
 pub mod load;
 pub mod manifest;
 pub mod merge;

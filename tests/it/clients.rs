@@ -138,3 +138,135 @@ async fn the_typescript_client_follows_a_real_agent_and_outlives_it() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_follows_a_real_agent_and_outlives_it() {
+    use plumb_config::{ConfigurationManager, Options, Source};
+    use serde_json::json;
+
+    let alice = TestKey::new("alice");
+    let identity = Identity::new();
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let values = |pool: u16, more: &str, password: &str| {
+        format!(
+            "    database: {{host: db.internal, pool: {pool}}}\n{more}    password: {}\n",
+            identity.seal(password)
+        )
+    };
+    write(
+        &upstream,
+        port,
+        "r1",
+        &values(10, "    hosts: [a, b]\n", "hunter2-the-first"),
+    );
+    let first = upstream.commit_signed("web r1", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let mut settings = Settings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..agent_settings(&upstream, &root, state.path())
+    };
+    settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
+    settings.repositories[0].keys = identity.keys();
+    let agent = Running::start(settings).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(
+        eventually(Duration::from_secs(30), || release(addr)).await.as_deref(),
+        Some("r1")
+    );
+
+    // Started with what a replica of `web` was given.
+    let variables = replica_environment(state.path(), "web").expect("a replica of web");
+    let variable = |name: &str| variables.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let options = Options {
+        url: variable("PLUMB_CONFIG_URL"),
+        token: variable("PLUMB_CONFIG_TOKEN"),
+        file: variable("PLUMB_CONFIG").map(Into::into),
+        on_hangup: false,
+        file_check: None,
+        retry: Duration::from_millis(100),
+    };
+    let manager = ConfigurationManager::initialize(options.clone()).await.unwrap();
+    let snapshot = manager.watch().borrow().clone();
+    assert_eq!(
+        (snapshot.source, snapshot.commit.as_deref()),
+        (Source::Agent, Some(first.as_str()))
+    );
+    assert_eq!(manager.get_configuration("password"), Some(json!("hunter2-the-first")));
+    assert_eq!(manager.get_configuration("database.pool"), Some(json!(10)));
+    let connected = eventually(Duration::from_secs(30), || async {
+        manager.status().connected.then_some(())
+    })
+    .await;
+    assert!(connected.is_some(), "{:?}", manager.status());
+
+    // A commit's changes, told with their values, the new configuration watched.
+    let mut changes = manager.changes();
+    let mut watched = manager.watch();
+    write(
+        &upstream,
+        port,
+        "r2",
+        &values(20, "    feature: {newFeature: true}\n", "hunter2-the-second"),
+    );
+    let second = upstream.commit_signed("web r2: a bigger pool", &alice);
+    let mut told = Vec::new();
+    while told.len() < 4 {
+        let change = tokio::time::timeout(Duration::from_secs(30), changes.recv())
+            .await
+            .expect("told within 30 s")
+            .unwrap();
+        assert_eq!(change.commit.as_deref(), Some(second.as_str()));
+        assert_eq!(change.signer.as_deref(), Some("alice"));
+        told.push((change.path, change.old_value, change.new_value));
+    }
+    assert_eq!(
+        told,
+        [
+            ("database.pool".to_owned(), json!(10), json!(20)),
+            ("feature".to_owned(), json!(null), json!({"newFeature": true})),
+            ("hosts".to_owned(), json!(["a", "b"]), json!(null)),
+            (
+                "password".to_owned(),
+                json!("hunter2-the-first"),
+                json!("hunter2-the-second")
+            ),
+        ]
+    );
+    watched
+        .wait_for(|s| s.commit.as_deref() == Some(second.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(watched.borrow().value["feature"]["newFeature"], true);
+    let copy = state.path().join("config-copy.json");
+    std::fs::copy(options.file.as_ref().unwrap(), &copy).unwrap();
+
+    // The agent stops: the configuration stays; a new manager starts from the file.
+    agent.stop().await;
+    let lost = eventually(Duration::from_secs(30), || async {
+        let status = manager.status();
+        (!status.connected && status.agent_error.is_some()).then_some(())
+    })
+    .await;
+    assert!(lost.is_some(), "{:?}", manager.status());
+    assert_eq!(manager.get_configuration("database.pool"), Some(json!(20)));
+    let restarted = ConfigurationManager::initialize(Options {
+        file: Some(copy),
+        ..options
+    })
+    .await
+    .unwrap();
+    assert_eq!(restarted.watch().borrow().source, Source::File);
+    assert!(
+        restarted
+            .status()
+            .agent_error
+            .is_some_and(|e| e.contains("the agent at http"))
+    );
+    assert_eq!(
+        restarted.get_configuration("password"),
+        Some(json!("hunter2-the-second"))
+    );
+    restarted.close().await;
+    manager.close().await;
+}

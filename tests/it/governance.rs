@@ -491,7 +491,7 @@ async fn production_takes_a_commit_once_staging_ran_it_for_the_soak() {
 }
 
 /// Writes `key`'s secret keys to `path`, armored, as an approver keeps them.
-fn secret_key_file(key: &TestKey, path: &std::path::Path) {
+pub(crate) fn secret_key_file(key: &TestKey, path: &std::path::Path) {
     use sequoia_openpgp::serialize::SerializeInto;
     std::fs::write(path, key.cert.as_tsk().armored().to_vec().unwrap()).unwrap();
 }

@@ -12,6 +12,7 @@ mod compose;
 mod compose_corpus;
 mod compose_fidelity;
 mod compose_spec;
+mod config_set;
 mod control_plane;
 mod crash;
 mod daemon;
