@@ -270,3 +270,94 @@ async fn the_rust_client_follows_a_real_agent_and_outlives_it() {
     restarted.close().await;
     manager.close().await;
 }
+
+/// The example service of the TypeScript client (`clients/typescript/example/app.ts`) as
+/// service `web` on the local target at `port`, its configuration `values` (YAML, indented for
+/// `values:`).
+fn example_service(repo: &crate::harness::TestRepo, client: &Path, port: u16, values: &str) {
+    let node = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("node"))
+        .find(|candidate| candidate.exists())
+        .expect("node on the PATH");
+    repo.write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
+    );
+    repo.write(
+        "environments/dev.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  local: {}\n",
+    );
+    repo.write(
+        "services/web.yaml",
+        &format!(
+            "apiVersion: plumb/v1\nkind: Service\nname: web\ncommand: [{:?}, {:?}]\nreplicas: 1\n\
+             ports:\n  - {{name: http, port: {port}}}\n\
+             healthChecks:\n  - {{name: ready, http: {{path: /health, port: http}}, timeout: 1s, interval: 50ms, failureThreshold: 100}}\n\
+             progressDeadline: 30s\nstrategy:\n  recreate: {{}}\nenv:\n  - {{name: EXAMPLE_RELEASE, value: r1}}\n\
+             config:\n  file: app.json\n  reload: signal\n  values:\n{values}",
+            node.display(),
+            client.join("dist-example/app.js").display(),
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_example_service_reads_its_configuration_from_the_agent_while_it_runs() {
+    let client = tokio::task::spawn_blocking(typescript_client).await.unwrap();
+    let alice = TestKey::new("alice");
+    let identity = Identity::new();
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let values = |pool: u16| {
+        format!(
+            "    database: {{pool: {pool}}}\n    password: {}\n",
+            identity.seal("hunter2")
+        )
+    };
+    example_service(&upstream, client, port, &values(10));
+    upstream.commit_signed("web", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let mut settings = Settings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..agent_settings(&upstream, &root, state.path())
+    };
+    settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
+    settings.repositories[0].keys = identity.keys();
+    let agent = Running::start(settings).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(
+        eventually(Duration::from_secs(60), || release(addr)).await.as_deref(),
+        Some("r1")
+    );
+    let config = |path: &'static str| async move {
+        serde_json::from_str::<serde_json::Value>(&crate::http::get(addr, path).await.body).unwrap()
+    };
+    // It started during the environment's first deployment, when the agent served nothing
+    // yet: from its file; it follows the agent once the commit is applied healthy.
+    let first = eventually(Duration::from_secs(30), || async {
+        let now = config("/config").await;
+        (now["status"]["source"] == "agent").then_some(now)
+    })
+    .await
+    .expect("the service follows the agent");
+    assert_eq!(first["value"]["password"], "hunter2", "{first}");
+    assert_eq!(first["value"]["database"]["pool"], 10);
+
+    // A commit changes the pool: the running service is told, and nothing restarts it.
+    example_service(&upstream, client, port, &values(20));
+    let second = upstream.commit_signed("web: a bigger pool", &alice);
+    let told = eventually(Duration::from_secs(30), || async {
+        let changes = config("/changes").await;
+        (changes.as_array().is_some_and(|c| !c.is_empty())).then_some(changes)
+    })
+    .await
+    .expect("the service is told the change");
+    assert_eq!(
+        told,
+        serde_json::json!([{"path": "database.pool", "oldValue": 10, "newValue": 20, "commit": second, "signer": "alice"}])
+    );
+    let now = config("/config").await;
+    assert_eq!(now["value"]["database"]["pool"], 20);
+    assert_eq!(now["status"]["commit"], second);
+    agent.stop().await;
+}

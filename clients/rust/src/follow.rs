@@ -51,56 +51,59 @@ struct Outlets {
 }
 
 impl Follower {
-    /// Reads the configuration once (agent, else file); the follower and what it read.
+    /// Reads the configuration once (the file, then the agent); the follower and what it read.
     pub async fn start(options: Options) -> Result<(Follower, Snapshot), Error> {
         let client = options.url.clone().map(|url| Client::new(url, options.token.clone()));
+        let (mut known, mut file_error) = (None, None);
+        if let Some(file) = &options.file {
+            match read_file(file) {
+                Ok((value, seen)) => {
+                    known = Some(Known {
+                        before: value.clone(),
+                        snapshot: Snapshot {
+                            value,
+                            commit: None,
+                            source: Source::File,
+                        },
+                        etag: None,
+                        file_seen: seen,
+                    });
+                }
+                Err(e) => file_error = Some(e),
+            }
+        }
         let mut agent_error = None;
-        let mut first = None;
         if let Some(client) = &client {
             match client.read(None).await {
-                Ok(Some(served)) => first = Some(served),
-                Ok(None) => agent_error = Some("the agent answered 304 to a first read".to_owned()),
+                Ok(Some(served)) if known.as_ref().is_none_or(|k| k.snapshot.value == served.value) => {
+                    let file_seen = known.and_then(|k| k.file_seen);
+                    known = Some(Known {
+                        before: served.value.clone(),
+                        snapshot: Snapshot {
+                            value: served.value,
+                            commit: Some(served.commit),
+                            source: Source::Agent,
+                        },
+                        etag: served.etag,
+                        file_seen,
+                    });
+                }
+                Ok(_) => {}
                 Err(e) => agent_error = Some(e),
             }
         }
-        let known = match first {
-            Some(Served { commit, value, etag }) => Known {
-                before: value.clone(),
-                snapshot: Snapshot {
-                    value,
-                    commit: Some(commit),
-                    source: Source::Agent,
-                },
-                etag,
-                file_seen: None,
-            },
-            None => {
-                let Some(file) = &options.file else {
-                    return Err(Error::Unreadable(agent_error.unwrap_or_else(|| {
-                        "neither PLUMB_CONFIG_URL nor PLUMB_CONFIG is set".to_owned()
-                    })));
-                };
-                let (value, seen) = read_file(file).map_err(|e| {
-                    Error::Unreadable(match &agent_error {
-                        Some(agent) => format!("{agent}; {e}"),
-                        None => e,
-                    })
-                })?;
-                Known {
-                    before: value.clone(),
-                    snapshot: Snapshot {
-                        value,
-                        commit: None,
-                        source: Source::File,
-                    },
-                    etag: None,
-                    file_seen: seen,
-                }
-            }
+        let Some(known) = known else {
+            let why: Vec<String> = agent_error.into_iter().chain(file_error).collect();
+            return Err(Error::Unreadable(if why.is_empty() {
+                "neither PLUMB_CONFIG_URL nor PLUMB_CONFIG is set".to_owned()
+            } else {
+                why.join("; ")
+            }));
         };
         let first = known.snapshot.clone();
         let status = Status {
             agent_error,
+            file_error,
             ..Status::default()
         };
         Ok((
@@ -181,11 +184,16 @@ impl Follower {
             s.connected = true;
             s.agent_error = None;
         });
-        // What changed while no stream was open is read whole and told, once it listens.
+        // What changed while no stream was open is read whole and told, once it listens. With a
+        // file, the file — what plumb deployed to this replica — stays until the agent serves the
+        // same: the agent serves the last healthy commit, older than the replica's during a
+        // rollout.
         let from_file = self.known(|k| k.snapshot.source == Source::File);
         if last.is_none() || from_file {
             let etag = self.known(|k| k.etag.clone());
-            if let Some(served) = client.read(etag.as_deref()).await? {
+            if let Some(served) = client.read(etag.as_deref()).await?
+                && (!from_file || self.known(|k| k.snapshot.value == served.value))
+            {
                 self.take(served, None, outlets, true);
             }
         }

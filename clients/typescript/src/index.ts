@@ -109,25 +109,30 @@ export class ConfigurationManager extends EventEmitter {
    * can be read.
    */
   async initialize(): Promise<void> {
+    let fileError: string | null = null;
+    if (this.file) {
+      try {
+        this.document = readJson(this.file);
+        this.state.source = "file";
+      } catch (e) {
+        fileError = `the file ${this.file}: ${message(e)}`;
+      }
+    }
     let agentError: string | null = null;
     if (this.url) {
       try {
-        this.take(await this.read(), false);
-        this.state.source = "agent";
+        this.meet(await this.read(), false);
       } catch (e) {
         agentError = `the agent at ${this.url}: ${message(e)}`;
       }
     }
+    if (this.state.source === "none") {
+      const why = [agentError, fileError].filter((e) => e !== null).join("; ");
+      throw new Error(why || "no configuration: neither PLUMB_CONFIG_URL nor PLUMB_CONFIG is set");
+    }
+    this.state.agentError = agentError;
+    this.state.fileError = fileError;
     if (this.file) {
-      if (this.state.source === "none") {
-        try {
-          this.document = readJson(this.file);
-          this.state.source = "file";
-        } catch (e) {
-          const fileError = `the file ${this.file}: ${message(e)}`;
-          throw new Error(agentError ? `${agentError}; ${fileError}` : fileError);
-        }
-      }
       if (this.signal) {
         process.on(this.signal, this.onSignal);
       }
@@ -135,10 +140,7 @@ export class ConfigurationManager extends EventEmitter {
         this.watcher = watch(this.file, { persistent: false }, () => this.reloadFile());
         this.watcher.on("error", () => undefined);
       }
-    } else if (this.state.source === "none") {
-      throw new Error(agentError ?? "no configuration: neither PLUMB_CONFIG_URL nor PLUMB_CONFIG is set");
     }
-    this.state.agentError = agentError;
     if (this.url) {
       this.following = this.follow();
     }
@@ -189,6 +191,18 @@ export class ConfigurationManager extends EventEmitter {
       throw new Error(`${answer.status}: ${body.error ?? answer.statusText}`);
     }
     return { commit: body.commit as string, value: body.value as Value, etag: answer.headers.get("etag") };
+  }
+
+  /**
+   * The agent's configuration, read at the start or on a reconnection. Without a file it is
+   * taken (and, when `tell`, what changed told). With one, the file — what plumb deployed to
+   * this replica — stays until the agent serves the same: the agent serves the environment's
+   * last healthy commit, which during a rollout is older than the replica's own.
+   */
+  private meet(served: Served | null, tell: boolean): void {
+    if (served && (this.document === undefined || this.state.source === "agent" || same(served.value, this.document))) {
+      this.take(served, tell);
+    }
   }
 
   /** Takes what the agent served; tells what changed when `tell`. */
@@ -243,10 +257,9 @@ export class ConfigurationManager extends EventEmitter {
     }
     this.state.connected = true;
     this.state.agentError = null;
-    // What changed while no stream was open (the file's values, or nothing before the first
-    // event) is read whole and told, once the stream is listening.
+    // What changed while no stream was open is read whole and told, once the stream listens.
     if (this.state.lastEventId === null || this.state.source !== "agent") {
-      this.take(await this.read(true), true);
+      this.meet(await this.read(true), true);
     }
     const parser = new EventParser();
     const decoder = new TextDecoder();
