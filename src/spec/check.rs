@@ -95,7 +95,7 @@ pub fn service(service: &Service, node: &Node, target: &Target, out: &mut Vec<Di
     unique_names(node, "ports", service.ports.iter().map(|p| p.name.as_str()), out);
     unique_names(node, "env", service.env.iter().map(|e| e.name.as_str()), out);
     for (i, variable) in service.env.iter().enumerate() {
-        if crate::target::workload::PROVIDED.contains(&variable.name.as_str()) {
+        if crate::target::workload::is_provided(&variable.name) {
             let path = Path::default().key("env").join(Step::Index(i)).key("name");
             out.push(
                 Diagnostic::new(

@@ -92,16 +92,22 @@ pub enum WorkloadError {
 
 /// The variables plumb sets in every replica (those of them that apply to it); a service may
 /// not declare them.
-pub const PROVIDED: [&str; 8] = [
+pub const PROVIDED: [&str; 9] = [
     "PLUMB_ENVIRONMENT",
     "PLUMB_SERVICE",
     "PLUMB_SLOT",
     "PLUMB_VERSION",
+    "PLUMB_REPLICA",
     "PLUMB_CONFIG",
     CONFIG_URL,
     CONFIG_TOKEN,
     "PLUMB_RUN",
 ];
+
+/// Whether plumb sets variable `name` in replicas (see [`PROVIDED`]; and `PLUMB_PORT_<NAME>`).
+pub fn is_provided(name: &str) -> bool {
+    PROVIDED.contains(&name) || name.starts_with("PLUMB_PORT_")
+}
 
 /// The variable naming the service's configuration on the agent's API.
 pub const CONFIG_URL: &str = "PLUMB_CONFIG_URL";
