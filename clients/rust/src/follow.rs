@@ -137,6 +137,10 @@ impl Follower {
                     this.status(|s| s.agent_error = Some(e));
                 }
                 this.status(|s| s.connected = false);
+                // The file may have changed while the stream told nothing yet.
+                if let Some(file) = &this.options.file {
+                    this.reload(file, outlets, false);
+                }
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     () = tokio::time::sleep(retry) => {}
@@ -301,6 +305,9 @@ impl Follower {
         self.status(|s| s.file_error = None);
         let said = self.known(|known| {
             known.file_seen = seen;
+            if known.snapshot.value == value {
+                return Vec::new();
+            }
             let previous = std::mem::replace(&mut known.snapshot.value, value.clone());
             known.snapshot.commit = None;
             known.snapshot.source = Source::File;

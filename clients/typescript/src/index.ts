@@ -241,6 +241,8 @@ export class ConfigurationManager extends EventEmitter {
         this.state.agentError = message(e);
       }
       this.state.connected = false;
+      // The file may have changed while the stream told nothing yet.
+      this.reloadFile();
       await sleep(this.retryMs, this.abort.signal);
     }
   }
@@ -309,11 +311,14 @@ export class ConfigurationManager extends EventEmitter {
       return;
     }
     this.state.fileError = null;
-    const before = this.document;
+    const changes = differences(this.document, after);
+    if (changes.length === 0) {
+      return;
+    }
     this.document = after;
     this.state.source = "file";
     this.state.commit = null;
-    for (const change of differences(before, after)) {
+    for (const change of changes) {
       this.tell({ ...change, commit: null, signer: null });
     }
   }
