@@ -49,42 +49,88 @@ fn the_typescript_clients_own_tests_pass() {
     assert!(report.contains("# fail 0"), "{report}");
 }
 
+/// An agent on the local target that applied `web` r1 — a pool of 10, two hosts, a sealed
+/// password — signed by alice.
+struct Deployed {
+    alice: TestKey,
+    identity: Identity,
+    upstream: crate::harness::TestRepo,
+    port: u16,
+    state: tempfile::TempDir,
+    agent: Running,
+    first: String,
+}
+
+impl Deployed {
+    async fn start() -> Deployed {
+        let alice = TestKey::new("alice");
+        let identity = Identity::new();
+        let (mut upstream, root) = trusted(&alice);
+        let port = crate::reconcile::free_port();
+        write(
+            &upstream,
+            port,
+            "r1",
+            &values(&identity, 10, "    hosts: [a, b]\n", "hunter2-the-first"),
+        );
+        let first = upstream.commit_signed("web r1", &alice);
+        let state = tempfile::tempdir().unwrap();
+        let mut settings = Settings {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..agent_settings(&upstream, &root, state.path())
+        };
+        settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
+        settings.repositories[0].keys = identity.keys();
+        let agent = Running::start(settings).await;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(
+            eventually(Duration::from_secs(30), || release(addr)).await.as_deref(),
+            Some("r1")
+        );
+        Deployed {
+            alice,
+            identity,
+            upstream,
+            port,
+            state,
+            agent,
+            first,
+        }
+    }
+
+    /// What a replica of `web` was given.
+    fn variables(&self) -> Vec<(String, String)> {
+        replica_environment(self.state.path(), "web").expect("a replica of web")
+    }
+
+    /// Commits r2: a pool of 20, a new flag, no hosts, another password; its id.
+    fn change(&mut self) -> String {
+        let values = values(
+            &self.identity,
+            20,
+            "    feature: {newFeature: true}\n",
+            "hunter2-the-second",
+        );
+        write(&self.upstream, self.port, "r2", &values);
+        self.upstream.commit_signed("web r2: a bigger pool", &self.alice)
+    }
+}
+
+/// `web`'s configuration values, the password sealed for `identity`.
+fn values(identity: &Identity, pool: u16, more: &str, password: &str) -> String {
+    format!(
+        "    database: {{host: db.internal, pool: {pool}}}\n{more}    password: {}\n",
+        identity.seal(password)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typescript_client_follows_a_real_agent_and_outlives_it() {
     let client = tokio::task::spawn_blocking(typescript_client).await.unwrap();
-    let alice = TestKey::new("alice");
-    let identity = Identity::new();
-    let (mut upstream, root) = trusted(&alice);
-    let port = crate::reconcile::free_port();
-    let values = |pool: u16, more: &str, password: &str| {
-        format!(
-            "    database: {{host: db.internal, pool: {pool}}}\n{more}    password: {}\n",
-            identity.seal(password)
-        )
-    };
-    write(
-        &upstream,
-        port,
-        "r1",
-        &values(10, "    hosts: [a, b]\n", "hunter2-the-first"),
-    );
-    let first = upstream.commit_signed("web r1", &alice);
-    let state = tempfile::tempdir().unwrap();
-    let mut settings = Settings {
-        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        ..agent_settings(&upstream, &root, state.path())
-    };
-    settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
-    settings.repositories[0].keys = identity.keys();
-    let agent = Running::start(settings).await;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    assert_eq!(
-        eventually(Duration::from_secs(30), || release(addr)).await.as_deref(),
-        Some("r1")
-    );
+    let mut deployed = Deployed::start().await;
 
     // The program runs with what a replica of `web` was given.
-    let variables = replica_environment(state.path(), "web").expect("a replica of web");
+    let variables = deployed.variables();
     let steps = tempfile::tempdir().unwrap();
     let mut node = tokio::process::Command::new("node");
     node.args(["--test", "scenarios/against-agent.mjs"])
@@ -92,7 +138,7 @@ async fn the_typescript_client_follows_a_real_agent_and_outlives_it() {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("PLUMB_TEST_DIR", steps.path())
-        .env("PLUMB_TEST_FIRST", &first)
+        .env("PLUMB_TEST_FIRST", &deployed.first)
         .kill_on_drop(true);
     for (name, value) in variables.iter().filter(|(k, _)| k.starts_with("PLUMB_CONFIG")) {
         node.env(name, value);
@@ -112,16 +158,10 @@ async fn the_typescript_client_follows_a_real_agent_and_outlives_it() {
     };
     let driver = async {
         step("ready-for-change").await;
-        write(
-            &upstream,
-            port,
-            "r2",
-            &values(20, "    feature: {newFeature: true}\n", "hunter2-the-second"),
-        );
-        let second = upstream.commit_signed("web r2: a bigger pool", &alice);
+        let second = deployed.change();
         std::fs::write(steps.path().join("changed"), &second).unwrap();
         step("ready-for-stop").await;
-        agent.stop().await;
+        deployed.agent.stop().await;
         std::fs::write(steps.path().join("stopped"), "").unwrap();
     };
     tokio::pin!(program, driver);
@@ -144,39 +184,10 @@ async fn the_rust_client_follows_a_real_agent_and_outlives_it() {
     use plumb_config::{ConfigurationManager, Options, Source};
     use serde_json::json;
 
-    let alice = TestKey::new("alice");
-    let identity = Identity::new();
-    let (mut upstream, root) = trusted(&alice);
-    let port = crate::reconcile::free_port();
-    let values = |pool: u16, more: &str, password: &str| {
-        format!(
-            "    database: {{host: db.internal, pool: {pool}}}\n{more}    password: {}\n",
-            identity.seal(password)
-        )
-    };
-    write(
-        &upstream,
-        port,
-        "r1",
-        &values(10, "    hosts: [a, b]\n", "hunter2-the-first"),
-    );
-    let first = upstream.commit_signed("web r1", &alice);
-    let state = tempfile::tempdir().unwrap();
-    let mut settings = Settings {
-        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        ..agent_settings(&upstream, &root, state.path())
-    };
-    settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
-    settings.repositories[0].keys = identity.keys();
-    let agent = Running::start(settings).await;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    assert_eq!(
-        eventually(Duration::from_secs(30), || release(addr)).await.as_deref(),
-        Some("r1")
-    );
+    let mut deployed = Deployed::start().await;
 
     // Started with what a replica of `web` was given.
-    let variables = replica_environment(state.path(), "web").expect("a replica of web");
+    let variables = deployed.variables();
     let variable = |name: &str| variables.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let options = Options {
         url: variable("PLUMB_CONFIG_URL"),
@@ -190,7 +201,7 @@ async fn the_rust_client_follows_a_real_agent_and_outlives_it() {
     let snapshot = manager.watch().borrow().clone();
     assert_eq!(
         (snapshot.source, snapshot.commit.as_deref()),
-        (Source::Agent, Some(first.as_str()))
+        (Source::Agent, Some(deployed.first.as_str()))
     );
     assert_eq!(manager.get_configuration("password"), Some(json!("hunter2-the-first")));
     assert_eq!(manager.get_configuration("database.pool"), Some(json!(10)));
@@ -203,13 +214,7 @@ async fn the_rust_client_follows_a_real_agent_and_outlives_it() {
     // A commit's changes, told with their values, the new configuration watched.
     let mut changes = manager.changes();
     let mut watched = manager.watch();
-    write(
-        &upstream,
-        port,
-        "r2",
-        &values(20, "    feature: {newFeature: true}\n", "hunter2-the-second"),
-    );
-    let second = upstream.commit_signed("web r2: a bigger pool", &alice);
+    let second = deployed.change();
     let mut told = Vec::new();
     while told.len() < 4 {
         let change = tokio::time::timeout(Duration::from_secs(30), changes.recv())
@@ -238,11 +243,11 @@ async fn the_rust_client_follows_a_real_agent_and_outlives_it() {
         .await
         .unwrap();
     assert_eq!(watched.borrow().value["feature"]["newFeature"], true);
-    let copy = state.path().join("config-copy.json");
+    let copy = deployed.state.path().join("config-copy.json");
     std::fs::copy(options.file.as_ref().unwrap(), &copy).unwrap();
 
     // The agent stops: the configuration stays; a new manager starts from the file.
-    agent.stop().await;
+    deployed.agent.stop().await;
     let lost = eventually(Duration::from_secs(30), || async {
         let status = manager.status();
         (!status.connected && status.agent_error.is_some()).then_some(())
