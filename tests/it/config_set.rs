@@ -240,3 +240,68 @@ fn config_set_seals_a_secret_for_the_recipients() {
     assert!(sealed.starts_with("ENC[age,"), "{line}");
     assert_eq!(identity.keys().open(sealed).unwrap().expose(), "a-new-password");
 }
+
+#[test]
+fn config_set_signs_with_gnupg_as_git_does() {
+    let alice = TestKey::new("alice");
+    let clone = Clone::new(&alice);
+    // Alice's key in a GnuPG home of her own, named as git's signing key.
+    let gnupg = clone.key.path().join("gnupg");
+    std::fs::create_dir(&gnupg).unwrap();
+    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let key = clone.key.path().join("alice.key");
+    let imported = Command::new("gpg")
+        .args(["--batch", "--quiet", "--import", key.to_str().unwrap()])
+        .env("GNUPGHOME", &gnupg)
+        .output()
+        .unwrap();
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let fingerprint = alice.cert.fingerprint().to_hex();
+    let mut config = clone.repo.git().config().unwrap();
+    config.set_str("user.signingkey", &fingerprint).unwrap();
+
+    let dir = clone.repo.path().to_str().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_plumb"))
+        .args([
+            "config",
+            "set",
+            "--repo",
+            dir,
+            "--env",
+            "production",
+            "--service",
+            "twikit-backend",
+        ])
+        .args(["logging.level", "debug", "--branch", "plumb/debug", "--push", "none"])
+        .env("GNUPGHOME", &gnupg)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let _ = Command::new("gpgconf")
+        .args(["--kill", "gpg-agent"])
+        .env("GNUPGHOME", &gnupg)
+        .status();
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // Left in the clone (`--push none`), signed by alice's key through GnuPG.
+    assert!(clone.pushed("plumb/debug", "environments/production.yaml").is_none());
+    let verified = plumb(&[
+        "verify",
+        "--repo",
+        dir,
+        "--trust-root",
+        &clone.root,
+        "--rev",
+        "plumb/debug",
+    ]);
+    assert_eq!(verified.code, 0, "{}{}", verified.stdout, verified.stderr);
+    assert!(verified.stdout.contains("(signed by alice)"), "{}", verified.stdout);
+}
