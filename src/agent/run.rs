@@ -330,20 +330,7 @@ pub async fn run(
     };
     // The services read their configuration where the API is served.
     let shared = Shared {
-        handout: api.map(|bound| {
-            let scheme = if settings.tls.is_some() { "https" } else { "http" };
-            let host = match bound.ip() {
-                ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::from([127, 0, 0, 1]),
-                ip if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-                ip => ip,
-            };
-            Arc::new(Handout {
-                tokens: tokens.clone(),
-                everywhere: settings.services_url.clone(),
-                on_host: Some(format!("{scheme}://{}", SocketAddr::new(host, bound.port()))),
-                external: settings.notifications.external_url.clone(),
-            })
-        }),
+        handout: api.map(|bound| Arc::new(handout(&settings, bound, tokens.clone()))),
         ..shared
     };
     // With several replicas, only the Lease's holder goes on; the others wait here, serving the
@@ -418,6 +405,24 @@ pub async fn run(
         let _ = renewing.await;
     }
     Ok(())
+}
+
+/// What the services are handed when the API is served at `bound`: its address as each target
+/// reaches it, and their tokens.
+fn handout(settings: &Settings, bound: SocketAddr, tokens: Arc<Tokens>) -> Handout {
+    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    // A process on the agent's host reaches an API listening everywhere on loopback.
+    let host = match bound.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Handout {
+        tokens,
+        everywhere: settings.services_url.clone(),
+        on_host: Some(format!("{scheme}://{}", SocketAddr::new(host, bound.port()))),
+        external: settings.notifications.external_url.clone(),
+    }
 }
 
 /// The notification channels' routes, when there are channels.

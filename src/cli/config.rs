@@ -16,8 +16,16 @@ const ORIGIN: Style = AnsiColor::Blue.on_default();
 
 #[derive(clap::Args)]
 pub struct GetArgs {
-    #[command(flatten)]
-    at: RepoArgs,
+    /// The repository (or the config folder inside it).
+    #[arg(long, default_value = ".")]
+    repo: std::path::PathBuf,
+    /// Read this revision from git's object database instead of the files on disk.
+    #[arg(long)]
+    rev: Option<String>,
+    /// A file of age identities (repeat for several): encrypted values are opened and printed
+    /// in clear. Every one must open.
+    #[arg(long = "identity", value_name = "FILE")]
+    identities: Vec<std::path::PathBuf>,
     /// The environment.
     #[arg(long)]
     env: String,
@@ -40,7 +48,12 @@ struct Leaf {
 
 pub fn get(args: &GetArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let (env, name) = (&args.env, &args.service);
-    let rendered = super::render(&args.at, Some(env))?;
+    let at = RepoArgs {
+        repo: args.repo.clone(),
+        rev: args.rev.clone(),
+        identities: args.identities.clone(),
+    };
+    let rendered = super::render(&at, Some(env))?;
     if !rendered.is_valid() {
         report::validation(&mut anstream::stderr().lock(), &rendered, Format::Text)?;
         return Ok(Outcome::Found);
@@ -53,7 +66,7 @@ pub fn get(args: &GetArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         anyhow::bail!("environment `{env}` has no enabled service named `{name}`");
     };
     // Decrypted values only when the identities to open them were given for that purpose.
-    let values = if args.at.identities.is_empty() {
+    let values = if at.identities.is_empty() {
         masked(service)
     } else {
         clear(service)
@@ -63,7 +76,7 @@ pub fn get(args: &GetArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let Some(value) = at_path(&values, &path) else {
         anyhow::bail!("the configuration of `{name}` in `{env}` has nothing at `{path}`");
     };
-    let tree = source::open(&args.at.repo, args.at.rev.as_deref())?;
+    let tree = source::open(&at.repo, at.rev.as_deref())?;
     let document = spec::service_origins(tree.as_ref(), env, name)?;
     let node = document
         .as_ref()
