@@ -15,6 +15,7 @@ mod inbox;
 mod ledger;
 mod notify;
 mod report;
+mod review;
 mod seal;
 mod signals;
 mod verify;
@@ -288,6 +289,15 @@ Examples:
     /// Notifications: check a channel of the agent's configuration.
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// A pull request's check, for a config repository's CI: its commits authenticated against
+    /// the policy at its base, its head validated, what it changes per environment — as one
+    /// Markdown comment and annotations on the lines. Exit 1 when a commit is refused or a
+    /// document invalid.
+    #[command(after_help = "Examples:
+  plumb review --base origin/main --head HEAD
+  plumb review --base \"$BASE_SHA\" --head \"$HEAD_SHA\" --comment comment.md --github-annotations
+  plumb review --base \"$CI_MERGE_REQUEST_DIFF_BASE_SHA\" --comment note.md --code-quality gl-code-quality-report.json")]
+    Review(review::ReviewArgs),
     /// A service's application configuration (`config.values`), as an environment renders it.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -620,6 +630,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Seal(args) => seal::seal(&args, &mut out),
         Command::Approve(args) => approve::approve(&args, &mut out),
         Command::Notify(NotifyCommand::Test(args)) => notify::test(&args, &mut out),
+        Command::Review(args) => review::review(&args, &mut out),
         Command::Config(ConfigCommand::Get(args)) => config::get(&args, &mut out),
         Command::Config(ConfigCommand::Set(args)) => config_set::set(&args, &mut out),
         Command::Keygen { out: file } => seal::keygen(&file, &mut out),

@@ -38,6 +38,7 @@ mod process;
 mod prometheus;
 mod receiver;
 mod reconcile;
+mod review;
 mod router;
 mod schemas;
 mod sealed;
