@@ -69,9 +69,10 @@ pub struct AgentConfig {
     /// The agent's address as people reach it (`https://plumb.example.com`): the links in
     /// notifications.
     pub external_url: Option<String>,
-    /// The agent's API as the services it runs reach it (`http://plumb.plumb-system:7070`):
-    /// their `PLUMB_CONFIG_URL` starts with it. Default: the address the API listens on for
-    /// local environments, `externalUrl` for the others.
+    /// The agent's API as the services it runs reach it (`http://plumb.plumb.svc:7070`):
+    /// their `PLUMB_CONFIG_URL` starts with it. Without it, only local environments' services
+    /// get the variables (the address the API listens on); on Kubernetes the token travels in a
+    /// Secret, so set it where the agent may write Secrets in the environments' namespaces.
     pub services_url: Option<String>,
     /// The key the services' read tokens are made with (32 bytes or more): set it, from a
     /// Secret, when the agent runs as several replicas, so they all make the same tokens.

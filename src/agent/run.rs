@@ -421,7 +421,6 @@ fn handout(settings: &Settings, bound: SocketAddr, tokens: Arc<Tokens>) -> Hando
         tokens,
         everywhere: settings.services_url.clone(),
         on_host: Some(format!("{scheme}://{}", SocketAddr::new(host, bound.port()))),
-        external: settings.notifications.external_url.clone(),
     }
 }
 

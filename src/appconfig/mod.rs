@@ -1,7 +1,8 @@
 //! The configuration a service reads (`config.values`, rendered for its environment), as the
-//! agent serves it over the API: encrypted values masked (`***`), a part of it by path
-//! (`database.pool`, `hosts.0`), an entity tag for conditional reads, and the changes between
-//! two applied renderings — one per changed leaf or subtree — that the event stream tells.
+//! agent serves it over the API: encrypted values masked (`***`) but to the service's own read
+//! token ([`token`]), a part of it by path (`database.pool`, `hosts.0`), an entity tag for
+//! conditional reads, and the changes between two applied renderings — one per changed leaf or
+//! subtree — that the event stream tells.
 
 pub mod token;
 

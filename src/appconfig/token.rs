@@ -156,21 +156,16 @@ pub struct Handout {
     pub everywhere: Option<String>,
     /// The API as a process on the agent's own host reaches it: the address it listens on.
     pub on_host: Option<String>,
-    /// The API as people reach it (`externalUrl`): the last resort.
-    pub external: Option<String>,
 }
 
 impl Handout {
     /// Gives every service of `desired` (in `environment`) that has a configuration its URL and
-    /// token; none when no address of the API is known for the environment's target.
+    /// token. Other targets than the local one get them only where `servicesUrl` says how their
+    /// services reach the API (on Kubernetes the token travels in a Secret, which the agent may
+    /// not be granted in every namespace).
     pub fn give(&self, environment: &str, desired: &mut Desired) {
         let on_host = matches!(desired.target, TargetSpec::Local(_)).then_some(self.on_host.as_ref());
-        let Some(base) = self
-            .everywhere
-            .as_ref()
-            .or(on_host.flatten())
-            .or(self.external.as_ref())
-        else {
+        let Some(base) = self.everywhere.as_ref().or(on_host.flatten()) else {
             return;
         };
         let base = base.trim_end_matches('/');

@@ -24,6 +24,18 @@ pub(crate) fn write(repo: &TestRepo, port: u16, release: &str, values: &str) {
     .write(repo);
 }
 
+/// An agent serving its API on loopback over `upstream`'s branch (trusting `root`, polling every
+/// 100 ms), opening values sealed for `identity`.
+pub(crate) async fn serving(upstream: &TestRepo, root: &str, identity: &Identity, state: &std::path::Path) -> Running {
+    let mut settings = Settings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..agent_settings(upstream, root, state)
+    };
+    settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
+    settings.repositories[0].keys = identity.keys();
+    Running::start(settings).await
+}
+
 /// An open event stream, read as it comes.
 struct Events {
     stream: tokio::net::TcpStream,
@@ -98,13 +110,7 @@ async fn a_service_reads_its_configuration_and_follows_its_changes() {
     );
     upstream.commit_signed("web r1", &alice);
     let state = tempfile::tempdir().unwrap();
-    let mut settings = Settings {
-        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        ..agent_settings(&upstream, &root, state.path())
-    };
-    settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
-    settings.repositories[0].keys = identity.keys();
-    let agent = Running::start(settings).await;
+    let agent = serving(&upstream, &root, &identity, state.path()).await;
     let api = agent.handle.api.unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(
@@ -243,12 +249,7 @@ async fn a_replica_reads_its_own_configuration_in_clear_with_the_token_it_was_gi
     );
     upstream.commit_signed("web r1", &alice);
     let state = tempfile::tempdir().unwrap();
-    let mut settings = Settings {
-        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        ..agent_settings(&upstream, &root, state.path())
-    };
-    settings.repositories[0].keys = identity.keys();
-    let agent = Running::start(settings).await;
+    let agent = serving(&upstream, &root, &identity, state.path()).await;
     let api = agent.handle.api.unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(

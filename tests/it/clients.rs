@@ -7,11 +7,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use plumb::agent::Settings;
-
 use crate::agent::{Running, eventually, release};
-use crate::app_config::{replica_environment, write};
-use crate::harness::{agent_settings, project, trusted};
+use crate::app_config::{replica_environment, serving, write};
+use crate::harness::{project, trusted};
 use crate::keys::TestKey;
 use crate::sealed::Identity;
 
@@ -75,13 +73,7 @@ impl Deployed {
         );
         let first = upstream.commit_signed("web r1", &alice);
         let state = tempfile::tempdir().unwrap();
-        let mut settings = Settings {
-            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            ..agent_settings(&upstream, &root, state.path())
-        };
-        settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
-        settings.repositories[0].keys = identity.keys();
-        let agent = Running::start(settings).await;
+        let agent = serving(&upstream, &root, &identity, state.path()).await;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         assert_eq!(
             eventually(Duration::from_secs(30), || release(addr)).await.as_deref(),
@@ -322,13 +314,7 @@ async fn the_typescript_example_service_reads_its_configuration_from_the_agent_w
     example_service(&upstream, client, port, &values(10));
     upstream.commit_signed("web", &alice);
     let state = tempfile::tempdir().unwrap();
-    let mut settings = Settings {
-        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        ..agent_settings(&upstream, &root, state.path())
-    };
-    settings.repositories[0].poll.interval = Some(Duration::from_millis(100));
-    settings.repositories[0].keys = identity.keys();
-    let agent = Running::start(settings).await;
+    let agent = serving(&upstream, &root, &identity, state.path()).await;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(
         eventually(Duration::from_secs(60), || release(addr)).await.as_deref(),
