@@ -19,6 +19,8 @@
 //! - [`api`] serves the agent's status and takes its commands over HTTP, from the callers
 //!   [`access`] knows, and each service's configuration as [`appconfig`] shapes it;
 //! - [`cli`] turns command lines into calls of the above, and results into text and exit codes;
+//! - [`lab`] makes what trying the container targets needs on one machine: a Kubernetes node,
+//!   a Docker Engine, images of the binary;
 //! - [`blocking`] runs the ledger's and files' blocking work off the async runtime.
 
 pub mod access;
@@ -33,6 +35,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod gate;
 pub mod health;
+pub mod lab;
 pub mod ledger;
 pub mod metrics;
 pub mod notify;

@@ -4,7 +4,7 @@
 //! else plumb's version) and slot — (or 500 when `EXAMPLE_ROOT=fail`, to rehearse a failing
 //! canary), and `/health` with 200 (or 503 when `EXAMPLE_HEALTH=fail`, to rehearse a failed
 //! rollout). `/config` shows the configuration file plumb wrote (`$PLUMB_CONFIG`) as read at
-//! start and on each SIGHUP.
+//! start and on each SIGHUP. It stops on SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
 
@@ -81,6 +81,18 @@ pub fn run() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {host}:{port}"))?;
         println!("listening on {host}:{port}");
-        axum::serve(listener, app).await.context("serving")
+        // As a container's first process, no signal has a default action: SIGTERM must be
+        // handled to stop (`docker stop`, a pod's deletion) without waiting for SIGKILL.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            })
+            .await
+            .context("serving")
     })
 }

@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod config_set;
 mod demo;
+mod dev_cluster;
 mod diff;
 pub(crate) mod emit;
 mod example_app;
@@ -152,6 +153,19 @@ Examples:
     #[command(after_help = "Needs nothing but this binary: every service runs `plumb example-app`.
 Stop it with Ctrl-C; `--once` stops after the tour.")]
     Demo(demo::Args),
+    /// A Kubernetes cluster on this machine's loopback (etcd, kube-apiserver, controller
+    /// manager, scheduler, a kubelet on containerd), to try the kubernetes target on.
+    #[command(
+        subcommand,
+        after_help = "Needs Kubernetes 1.20 built from Debian's source once (`scripts/local-cluster up` does it,
+about 10 minutes), and root: the node runs pods with runc on a CNI bridge.
+
+Examples:
+  plumb dev-cluster up && eval $(plumb dev-cluster env)
+  plumb demo --target kubernetes
+  plumb dev-cluster down"
+    )]
+    DevCluster(dev_cluster::Command),
     /// Show a running agent's environments: applied commit, head, signer, sync state, drift.
     #[command(
         after_help = "Exit 0 when every environment runs its head without drift, 1 otherwise.
@@ -551,6 +565,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         ),
         Command::Agent(args) => agent::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::DevCluster(command) => dev_cluster::run(command),
         Command::Status { server, output } => client::status(&mut out, &server, output),
         Command::Sync {
             env,

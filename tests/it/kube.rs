@@ -871,25 +871,6 @@ async fn a_configuration_file_travels_in_a_config_map_and_hand_edits_are_undone(
     agent.stop().await;
 }
 
-/// The HTTPRoute CRD of the Gateway API (its schema left open: the API server stores what it is
-/// given, as no Gateway controller runs here to act on it).
-const HTTP_ROUTE_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: httproutes.gateway.networking.k8s.io
-  annotations: {api-approved.kubernetes.io: \"https://github.com/kubernetes-sigs/gateway-api\"}
-spec:
-  group: gateway.networking.k8s.io
-  names: {kind: HTTPRoute, listKind: HTTPRouteList, plural: httproutes, singular: httproute}
-  scope: Namespaced
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-";
-
 /// The backends of HTTPRoute `web` in `namespace`: `name=weight` each.
 fn route_backends(namespace: &str) -> String {
     kubectl(&[
@@ -928,7 +909,7 @@ async fn a_canary_weighs_traffic_exactly_on_a_gateway_api_route() {
         .err()
         .expect("refused without the Gateway API");
     assert!(error.to_string().contains("does not serve the Gateway API"), "{error}");
-    let crd = dir_with(HTTP_ROUTE_CRD.as_bytes());
+    let crd = dir_with(crate::control_plane::HTTPROUTE_CRD.as_bytes());
     kubectl(&["apply", "-f", crd.path().join("all.yaml").to_str().unwrap()]);
     kubectl(&[
         "wait",

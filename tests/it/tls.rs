@@ -8,73 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A certificate authority, a server certificate for 127.0.0.1 and a client certificate, made
-/// with `openssl` in `dir`.
+/// with `openssl` in `dir` (`plumb::lab::certificates`).
 pub fn certificates(dir: &Path) {
-    let run = |args: &[&str]| {
-        let done = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl runs");
-        assert!(done.success(), "openssl {args:?}");
-    };
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage = clientAuth\n").unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=plumb test CA",
-        "-keyout",
-        "ca-key.pem",
-        "-out",
-        "ca.pem",
-    ]);
-    for (name, cn) in [("server", "127.0.0.1"), ("client", "plumb")] {
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN={cn}"),
-            "-keyout",
-            &format!("{name}-key.pem"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ]);
-    }
-    // The names DOCKER_CERT_PATH expects for the client.
-    std::fs::copy(dir.join("client.pem"), dir.join("cert.pem")).unwrap();
-    std::fs::copy(dir.join("client-key.pem"), dir.join("key.pem")).unwrap();
+    plumb::lab::certificates(dir).unwrap();
 }
 
 /// nginx on loopback serving TLS with the certificates in `certs`, forwarding to `backend`;

@@ -3,6 +3,7 @@
 //! router or an nginx container, which split traffic between two slots by weight.
 
 mod container;
+pub use container::PROJECT;
 pub mod engine;
 mod events;
 pub mod nginx;

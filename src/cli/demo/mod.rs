@@ -43,7 +43,25 @@ pub struct Args {
     /// Stop after the tour instead of running until Ctrl-C.
     #[arg(long)]
     once: bool,
+    /// Where the environments run.
+    #[arg(long, value_enum, default_value_t = Target::Local)]
+    target: Target,
+    /// The cluster's kubeconfig (`--target kubernetes`): else `KUBECONFIG`, else
+    /// `~/.kube/config`.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The image of `plumb example-app` the containers run (`--target kubernetes|compose`): by
+    /// default the one `plumb dev-cluster up` imports, or on Compose one made of this binary and
+    /// loaded into the engine.
+    #[arg(long)]
+    image: Option<String>,
 }
+
+mod example;
+mod stage;
+
+use stage::Stage;
+pub use stage::Target;
 
 const ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
 /// Marks a folder as the demo's, so a rerun may replace it.
@@ -53,11 +71,20 @@ const MARK: &str = ".plumb-demo";
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     prepare(&args.dir)?;
     let repo_dir = args.dir.join("repo");
-    let exe = std::env::current_exe().context("cannot find the plumb executable")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let stage = runtime.block_on(Stage::set(
+        args.target,
+        args.kubeconfig.clone(),
+        args.image.clone(),
+        &args.dir,
+    ))?;
     // The example's secrets, sealed for an identity made for the demo: the agent opens them
     // as it would in production.
     let (identity, recipient) = sealed::generate();
-    copy_example(&repo_dir, &exe, &recipient)?;
+    example::copy(&repo_dir, &stage, &recipient)?;
     let key = Key::generate("alice")?;
     let approvers = [Key::generate("bob")?, Key::generate("carol")?];
     for approver in &approvers {
@@ -118,10 +145,6 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         read_token_key_file: None,
     };
     let mut settings = settings;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let cancel = CancellationToken::new();
         super::signals::stop_on_signals(cancel.clone(), true);
@@ -132,9 +155,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         let (started, handle) = tokio::sync::oneshot::channel();
         let agent = tokio::spawn(agent::run(settings, cancel.clone(), Some(started)));
         let Ok(handle) = handle.await else {
-            return agent.await?.map_err(anyhow::Error::from);
+            let failed = agent.await?.map_err(anyhow::Error::from);
+            stage.strike().await?;
+            return failed;
         };
         let tour = Tour {
+            stage: &stage,
             repo: &repo,
             key: &key,
             approvers: &approvers,
@@ -155,8 +181,14 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             cancel.cancelled().await;
         }
         cancel.cancel();
-        agent.await??;
-        toured
+        let stopped = agent.await;
+        if args.target != Target::Local {
+            println!("Removing what the demo ran on the {:?} target.", args.target);
+        }
+        let struck = stage.strike().await;
+        stopped??;
+        toured?;
+        struck
     })?;
     println!("Stopped; every service is down.");
     Ok(Outcome::Ok)
@@ -187,96 +219,6 @@ fn prepare(dir: &Path) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(dir.join(MARK), "a plumb demo folder, replaced by each `plumb demo`\n")?;
-    Ok(())
-}
-
-/// `example-repo`, built into the binary so the demo runs from anywhere.
-const EXAMPLE: [(&str, &str); 8] = [
-    ("plumb.yaml", include_str!("../../example-repo/plumb.yaml")),
-    (
-        "environments/development.yaml",
-        include_str!("../../example-repo/environments/development.yaml"),
-    ),
-    (
-        "environments/staging.yaml",
-        include_str!("../../example-repo/environments/staging.yaml"),
-    ),
-    (
-        "environments/production.yaml",
-        include_str!("../../example-repo/environments/production.yaml"),
-    ),
-    (
-        "services/twikit-backend.yaml",
-        include_str!("../../example-repo/services/twikit-backend.yaml"),
-    ),
-    (
-        "services/twikit-worker.yaml",
-        include_str!("../../example-repo/services/twikit-worker.yaml"),
-    ),
-    (
-        "schemas/twikit-backend.schema.json",
-        include_str!("../../example-repo/schemas/twikit-backend.schema.json"),
-    ),
-    (
-        "schemas/twikit-worker.schema.json",
-        include_str!("../../example-repo/schemas/twikit-worker.schema.json"),
-    ),
-];
-
-/// Writes `example-repo` to `to`, every service running `exe example-app`, each encrypted
-/// value sealed anew for `recipient` and timings shortened for a one-minute tour.
-fn copy_example(to: &Path, exe: &Path, recipient: &str) -> anyhow::Result<()> {
-    let app = format!("command: [{:?}, example-app]", exe.display().to_string());
-    for (relative, text) in EXAMPLE {
-        let mut out = String::with_capacity(text.len());
-        for line in text.lines() {
-            let trimmed = line.trim_start();
-            let indent = &line[..line.len() - trimmed.len()];
-            // The example's production runs on Kubernetes: the demo runs it here, below the
-            // ephemeral port range, without what only Kubernetes carries out.
-            if line.ends_with("# kubernetes only") || line.ends_with("# not in the demo") {
-                continue;
-            }
-            let line = if trimmed.starts_with("kubernetes: {namespace: twikit-production}") {
-                format!("{indent}local: {{portOffset: 27000}}")
-            } else if trimmed.starts_with("command: [twikit-backend, migrate") {
-                format!("{indent}command: [sh, -c, \"echo migrating up; sleep 1\"]")
-            } else if trimmed.starts_with("rollbackCommand:") {
-                format!("{indent}rollbackCommand: [sh, -c, \"echo migrating down\"]")
-            } else if trimmed.starts_with("command: [twikit-backend, check") {
-                format!("{indent}command: [\"true\"]")
-            } else if trimmed.starts_with("command: [twikit-") {
-                format!("{indent}{app}")
-            } else {
-                line.to_owned()
-            };
-            out.push_str(&line);
-            out.push('\n');
-        }
-        let mut text = out;
-        let mut from = 0;
-        while let Some(found) = text[from..].find("ENC[") {
-            let start = from + found;
-            let end = text[start..].find(']').map_or(text.len(), |e| start + e + 1);
-            let value = sealed::seal(&[recipient.to_owned()], "demo-password-sealed-for-the-tour")?;
-            text.replace_range(start..end, &value);
-            from = start + value.len();
-        }
-        for (long, short) in [
-            ("interval: 5s", "interval: 200ms"),
-            ("progressDeadline: 10m", "progressDeadline: 30s"),
-            ("pause: 5m", "pause: 6s"),
-            ("warmup: 1m", "warmup: 2s"),
-            ("switchover: 30s", "switchover: 1s"),
-            ("keepOldVersion: 30m", "keepOldVersion: 5s"),
-            ("soak: 2m", "soak: 3s"),
-        ] {
-            text = text.replace(long, short);
-        }
-        let path = to.join(relative);
-        std::fs::create_dir_all(path.parent().expect("a file has a folder"))?;
-        std::fs::write(&path, text)?;
-    }
     Ok(())
 }
 
@@ -374,6 +316,7 @@ async fn traffic(addr: std::net::SocketAddr) {
 
 /// The scripted part of the demo.
 struct Tour<'a> {
+    stage: &'a Stage,
     repo: &'a Repository,
     key: &'a Key,
     approvers: &'a [Key],
@@ -400,8 +343,13 @@ impl Tour<'_> {
             self.api,
             dir.join("api-token").display()
         );
-        for (env, port) in ENVIRONMENTS.iter().zip([13000, 23000, 30000]) {
-            println!("  {env:<11} http://127.0.0.1:{port}/   (twikit-backend)");
+        if self.stage.serves_ports() {
+            for (env, port) in ENVIRONMENTS.iter().zip([13000, 23000, 30000]) {
+                println!("  {env:<11} http://127.0.0.1:{port}/   (twikit-backend)");
+            }
+        }
+        if let Some(hint) = self.stage.watch_hint() {
+            println!("  watch      {hint}");
         }
         println!(
             "  webhook    {}   (the agent's notifications, printed as ✉)",
@@ -419,8 +367,14 @@ impl Tour<'_> {
         seen = watched?;
 
         println!("\n2. Release 1.5.0: development recreates; staging, once development ran it, runs a canary.");
-        println!("   (requests go to staging meanwhile, so its router has answers to measure the canary by)");
-        let requests = tokio::spawn(traffic(std::net::SocketAddr::from(([127, 0, 0, 1], 23000))));
+        if self.stage.serves_ports() {
+            println!("   (requests go to staging meanwhile, so its router has answers to measure the canary by)");
+        } else {
+            println!(
+                "   (its HTTPRoute's weights move; no Prometheus runs beside it, so health alone judges the canary)"
+            );
+        }
+        let requests = self.traffic();
         self.edit("services/twikit-backend.yaml", "backend:1.4.2", "backend:1.5.0")?;
         commit(self.repo, self.key, "Release twikit-backend 1.5.0", None)?;
         self.doorbell.ring(Reason::Manual);
@@ -435,7 +389,7 @@ impl Tour<'_> {
 
         println!("\n3. Release 1.6.0 runs in development but fails its health checks in staging: the canary");
         println!("   goes back by itself, and production, which takes only what staging ran, never sees it.");
-        let requests = tokio::spawn(traffic(std::net::SocketAddr::from(([127, 0, 0, 1], 23000))));
+        let requests = self.traffic();
         self.edit("services/twikit-backend.yaml", "backend:1.5.0", "backend:1.6.0")?;
         self.edit(
             "environments/staging.yaml",
@@ -459,7 +413,9 @@ impl Tour<'_> {
         self.told().await;
 
         println!("\nTry:");
-        println!("  curl http://127.0.0.1:30000/                      # production's backend");
+        if self.stage.serves_ports() {
+            println!("  curl http://127.0.0.1:30000/                      # production's backend");
+        }
         println!("  plumb status --server http://{}", self.api);
         println!("  plumb history --env staging --state {}", dir.join("state").display());
         println!(
@@ -472,6 +428,16 @@ impl Tour<'_> {
             work.display()
         );
         Ok(())
+    }
+
+    /// Requests to staging's stable port every 20 ms, where the stage has one, until aborted.
+    fn traffic(&self) -> tokio::task::JoinHandle<()> {
+        let serves = self.stage.serves_ports();
+        tokio::spawn(async move {
+            if serves {
+                traffic(std::net::SocketAddr::from(([127, 0, 0, 1], 23000))).await;
+            }
+        })
     }
 
     /// Waits (a few seconds at most) until the notifications queued so far went out.
@@ -593,6 +559,13 @@ impl Tour<'_> {
                         println!("   [{}] {said}", entry.environment);
                         ended.push(entry.environment.clone());
                     }
+                    // The demo's commits are all good: one refused says the stage cannot run it.
+                    "refusal" => anyhow::bail!(
+                        "[{}] refused {}: {}",
+                        entry.environment,
+                        body["commit"].as_str().map_or("", |c| &c[..12.min(c.len())]),
+                        body["reason"].as_str().unwrap_or_default()
+                    ),
                     _ => {}
                 }
             }
