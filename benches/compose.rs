@@ -13,9 +13,6 @@
 #[allow(dead_code)]
 mod docker;
 
-#[path = "../tests/it/daemon.rs"]
-mod daemon;
-
 #[path = "../tests/it/tls.rs"]
 #[allow(dead_code)]
 mod tls;

@@ -19,10 +19,6 @@ mod control_plane;
 #[allow(dead_code)]
 mod docker;
 
-#[path = "../tests/it/daemon.rs"]
-#[allow(dead_code)]
-mod daemon;
-
 #[path = "../tests/it/tls.rs"]
 #[allow(dead_code)]
 mod tls;

@@ -111,8 +111,9 @@ fn prepare(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    // One node per machine: whoever holds the lock (the tests, another folder's cluster) runs it.
-    drop(cluster::lock_machine(Duration::ZERO)?);
+    // One node per machine: whoever holds the lock (the tests, another folder's cluster) runs
+    // it; one that is ending (its cleanup holds the lock) is waited for, a minute at most.
+    drop(cluster::lock_machine(Duration::from_secs(60))?);
     if dir.exists() {
         let _ = cluster::clean_up(dir);
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;

@@ -14,18 +14,21 @@ pub struct Engine {
     /// Its address (`unix://…`), for `DOCKER_HOST`.
     pub host: String,
     dir: PathBuf,
+    pool: &'static str,
     pid: u32,
 }
 
 impl Engine {
-    /// Starts one in `dir` (its socket path must stay under 108 bytes) and waits until it
-    /// answers.
-    pub fn start(dir: &Path) -> anyhow::Result<Engine> {
+    /// Starts one in `dir` (its socket path must stay under 108 bytes), its networks' addresses
+    /// from `pool` (`10.213.0.0/16`: two engines running at once need pools of their own), and
+    /// waits until it answers.
+    pub fn start(dir: &Path, pool: &'static str) -> anyhow::Result<Engine> {
         std::fs::create_dir_all(dir)?;
         let host = format!("unix://{}", dir.join("docker.sock").display());
         let mut engine = Engine {
             host,
             dir: dir.to_owned(),
+            pool,
             pid: 0,
         };
         engine.spawn()?;
@@ -40,7 +43,7 @@ impl Engine {
             "--iptables=false",
             "--ip-masq=false",
             "--default-address-pool",
-            "base=10.213.0.0/16,size=24",
+            &format!("base={},size=24", self.pool),
         ]);
         self.pid = super::spawn_tied(command).context("cannot start dockerd (package docker.io)")?;
         answers(&self.host, self.pid, &data)
@@ -69,6 +72,11 @@ impl Engine {
     /// Starts the engine again over the same data.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.spawn()
+    }
+
+    /// Its folder.
+    pub fn folder(&self) -> &Path {
+        &self.dir
     }
 
     /// Removes every container, stops the engine and unmounts what it left mounted.

@@ -341,9 +341,11 @@ pub static FIELDS: &[Field] = &[
     Field {
         path: "healthChecks[].exec",
         local: Done("run on the agent's machine"),
-        compose: Done("run on the agent's machine"),
+        compose: Refused(
+            "plumb would run the command on the agent's machine, not in the container: use an http or tcp check",
+        ),
         kubernetes: Done("`exec` probe, run in the container"),
-        used: never,
+        used: |s, _| checks(s, &["exec"], |c| c.exec.is_some()),
     },
     Field {
         path: "healthChecks[].timeout",

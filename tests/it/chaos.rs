@@ -12,9 +12,9 @@ use plumb::ledger::{Ledger, Outcome};
 use plumb::secret::Secret;
 
 use crate::agent::{Running, TOKEN, api_get, api_post, eventually, outcome, release};
-use crate::daemon::gone;
 use crate::harness::{Web, agent_settings, trusted};
 use crate::keys::TestKey;
+use plumb::lab::gone;
 
 /// A filesystem of its own, `size` large, mounted over `dir` until dropped.
 struct SmallDisk {

@@ -12,7 +12,6 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-pub use plumb::lab::cluster::HTTPROUTE_CRD;
 use plumb::lab::cluster::{self, Server};
 
 /// The kubeconfig of the tests' control plane (its node Ready).
@@ -64,7 +63,7 @@ pub fn kill_apiserver() {
     // SAFETY: kill(2) on the API server this process started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let started = Instant::now();
-    while !crate::daemon::gone(pid) {
+    while !plumb::lab::gone(pid) {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "kube-apiserver outlived SIGKILL"

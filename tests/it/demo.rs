@@ -1,6 +1,8 @@
 //! `plumb demo --once`, end to end: the README's main job deploys the example's three
 //! environments on the local target, rolls a release out with each strategy and rolls a broken
-//! one back, then stops every service; and one Ctrl-C stops it mid-deployment.
+//! one back, then stops every service; and one Ctrl-C stops it mid-deployment. The same tour on
+//! a Docker Engine of the demo's own and on the tests' Kubernetes cluster, each leaving nothing
+//! behind, after the tour or after one Ctrl-C.
 
 use crate::harness::plumb;
 
@@ -70,18 +72,154 @@ fn the_demo_tours_every_strategy_and_stops_clean() {
         "{}",
         refused.stderr
     );
-    one_ctrl_c_stops_the_demo_in_the_middle_of_its_first_deployment();
+    one_ctrl_c_stops_the_demo_in_the_middle_of_its_first_deployment(&[]);
+    the_compose_tour_plays_on_an_engine_of_its_own();
+}
+
+/// What every tour prints, whatever its target: the first deployment, release 1.5.0 through
+/// recreate, canary and blue-green, release 1.6.0 rolled back in staging (`why`).
+fn toured(out: &str, why: &str) {
+    let count = |needle: &str| out.matches(needle).count();
+    assert_eq!(count("✓ succeeded"), 7, "{out}");
+    assert!(
+        out.contains("[development]   twikit-backend: replace blue with"),
+        "{out}"
+    );
+    assert!(out.contains("[staging]   twikit-backend: promote green"), "{out}");
+    assert!(
+        out.contains("[production]   twikit-backend: switch traffic to green"),
+        "{out}"
+    );
+    assert_eq!(count("[staging] ↩ rolled back: "), 1, "{out}");
+    assert!(out.contains(why), "{out}");
+    assert!(
+        out.contains("[production] waiting: promotion: stopped: ") && out.contains("failed in staging"),
+        "{out}"
+    );
+    assert!(out.ends_with("Stopped; every service is down.\n"), "{out}");
+}
+
+/// The tour on Compose: with no engine named and none at the machine's socket, the demo starts
+/// one of its own, loads the example image into it (made of this binary), and at the end removes
+/// the containers, stops the engine and removes its folder. (After the local tour: the same
+/// stable ports.)
+fn the_compose_tour_plays_on_an_engine_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_plumb"))
+        .args([
+            "demo",
+            "--target",
+            "compose",
+            "--once",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir.path().join("demo"))
+        .env_remove("DOCKER_HOST")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    toured(&out, "GET /health answered 503, expected 200");
+    let engine = own_engine(&out);
+    assert!(!engine.exists(), "{} is left", engine.display());
+    for port in [13000, 23000, 30000] {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} still open"
+        );
+    }
+    let out = one_ctrl_c_stops_the_demo_in_the_middle_of_its_first_deployment(&["--target", "compose"]);
+    let engine = own_engine(&out);
+    assert!(!engine.exists(), "{} is left after Ctrl-C", engine.display());
+}
+
+/// The folder of the engine the demo says it started, no dockerd of it running.
+fn own_engine(out: &str) -> std::path::PathBuf {
+    let (_, after) = out
+        .split_once("starting one of the demo's own (")
+        .unwrap_or_else(|| panic!("the demo started no engine of its own: {out}"));
+    let folder = std::path::PathBuf::from(after.split(')').next().unwrap());
+    for process in std::fs::read_dir("/proc").unwrap().flatten() {
+        let command = std::fs::read(process.path().join("cmdline")).unwrap_or_default();
+        let command = String::from_utf8_lossy(&command);
+        assert!(
+            !(command.starts_with("dockerd") && command.contains(folder.to_str().unwrap())),
+            "the demo's dockerd still runs: {command}"
+        );
+    }
+    folder
+}
+
+#[test]
+fn the_kubernetes_tour_plays_in_namespaces_it_deletes() {
+    use crate::control_plane::{example_image, kubeconfig, kubectl};
+    use plumb::lab::cluster::HTTPROUTE_CRD;
+    let _cluster = crate::control_plane::shared_blocking();
+    // Staging's canary routes through the Gateway API, as `plumb dev-cluster up` installs it.
+    let crd = tempfile::tempdir().unwrap();
+    std::fs::write(crd.path().join("crd.yaml"), HTTPROUTE_CRD).unwrap();
+    kubectl(&["apply", "-f", crd.path().join("crd.yaml").to_str().unwrap()]);
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/httproutes.gateway.networking.k8s.io",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = [
+        "--target",
+        "kubernetes",
+        "--kubeconfig",
+        kubeconfig().to_str().unwrap(),
+        "--image",
+        example_image(),
+    ];
+    let demo = dir.path().join("demo");
+    let mut args = vec![
+        "demo",
+        "--once",
+        "--listen",
+        "127.0.0.1:0",
+        "--dir",
+        demo.to_str().unwrap(),
+    ];
+    args.extend(target);
+    let run = plumb(&args);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    // The failing release never becomes ready: the kubelet's readiness probe says why.
+    toured(
+        &run.stdout,
+        "Readiness probe failed: HTTP probe failed with statuscode: 503",
+    );
+    assert!(
+        run.stdout.contains("kubectl get deploy,svc,pods -n plumb-demo-staging"),
+        "{}",
+        run.stdout
+    );
+    let namespaces = || kubectl(&["get", "namespaces", "-o", "name"]);
+    assert!(!namespaces().contains("plumb-demo-"), "{}", namespaces());
+    // One Ctrl-C mid-deployment deletes the namespaces too.
+    one_ctrl_c_stops_the_demo_in_the_middle_of_its_first_deployment(&target);
+    assert!(!namespaces().contains("plumb-demo-"), "{}", namespaces());
 }
 
 /// One Ctrl-C in the middle of the first deployment stops the demo and every service it
 /// started. (Run after the tour above, never beside it: both use the demo's ports.)
-fn one_ctrl_c_stops_the_demo_in_the_middle_of_its_first_deployment() {
+/// `target` names the demo's target (the local one when empty); returns what it printed.
+fn one_ctrl_c_stops_the_demo_in_the_middle_of_its_first_deployment(target: &[&str]) -> String {
     use std::io::BufRead;
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_plumb"))
         .args(["demo", "--listen", "127.0.0.1:0", "--dir"])
         .arg(dir.path().join("demo"))
+        .args(target)
+        .env_remove("DOCKER_HOST")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -138,4 +276,11 @@ fn one_ctrl_c_stops_the_demo_in_the_middle_of_its_first_deployment() {
             "port {port} still open"
         );
     }
+    // The rest of what it printed, up to its end.
+    while let Ok(line) = seen.recv_timeout(Duration::from_secs(10)) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    assert!(out.ends_with("Stopped; every service is down.\n"), "{out}");
+    out
 }

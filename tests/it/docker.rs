@@ -173,7 +173,7 @@ fn start_private() -> Engine {
         .arg(certs.join("server.pem"))
         .arg("--tlskey")
         .arg(certs.join("server-key.pem"));
-    let pid = crate::daemon::spawn_tied(command).unwrap_or_else(|e| {
+    let pid = plumb::lab::spawn_tied(command).unwrap_or_else(|e| {
         panic!("cannot start dockerd ({e}): install Debian's docker.io, or set PLUMB_TEST_DOCKER_HOST")
     });
     plumb::lab::engine::answers(&host, pid, &data.join("root")).unwrap();
@@ -201,7 +201,7 @@ impl OwnEngine {
             .prefix("plumb-own-docker-")
             .tempdir_in("/tmp")
             .unwrap();
-        let engine = plumb::lab::engine::Engine::start(dir.path()).unwrap();
+        let engine = plumb::lab::engine::Engine::start(dir.path(), "10.213.0.0/16").unwrap();
         OwnEngine {
             host: engine.host.clone(),
             engine,

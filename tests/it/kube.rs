@@ -888,7 +888,15 @@ fn route_backends(namespace: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_weighs_traffic_exactly_on_a_gateway_api_route() {
-    let _cluster = crate::control_plane::shared().await;
+    // The Gateway API is served once this test or the Kubernetes demo's installed its CRD: alone
+    // on the cluster, this test starts without it.
+    let alone = crate::control_plane::exclusive().await;
+    kubectl(&[
+        "delete",
+        "--ignore-not-found",
+        "--wait",
+        "crd/httproutes.gateway.networking.k8s.io",
+    ]);
     let namespace = "kgateway";
     let gateway = ", gateway: {name: shop, namespace: infra, domain: shop.example}";
     // Without the Gateway API, an environment routing through a Gateway cannot start.
@@ -909,13 +917,15 @@ async fn a_canary_weighs_traffic_exactly_on_a_gateway_api_route() {
         .err()
         .expect("refused without the Gateway API");
     assert!(error.to_string().contains("does not serve the Gateway API"), "{error}");
-    let crd = dir_with(crate::control_plane::HTTPROUTE_CRD.as_bytes());
+    let crd = dir_with(plumb::lab::cluster::HTTPROUTE_CRD.as_bytes());
     kubectl(&["apply", "-f", crd.path().join("all.yaml").to_str().unwrap()]);
     kubectl(&[
         "wait",
         "--for=condition=Established",
         "crd/httproutes.gateway.networking.k8s.io",
     ]);
+    drop(alone);
+    let _cluster = crate::control_plane::shared().await;
 
     let alice = TestKey::new("alice");
     let (mut upstream, root) = trusted(&alice);

@@ -15,7 +15,6 @@ mod compose_spec;
 mod config_set;
 mod control_plane;
 mod crash;
-mod daemon;
 mod demo;
 mod docker;
 mod golden;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use plumb::target::local::process::{Backoff, Replica, Spec, State};
 
-use crate::daemon::gone;
+use plumb::lab::gone;
 
 fn spec(log: &Path, script: &str) -> Spec {
     Spec {

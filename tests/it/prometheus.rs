@@ -55,7 +55,7 @@ fn start() -> String {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap());
-    crate::daemon::spawn_tied(prometheus).expect("Prometheus is installed (.ci/run installs it)");
+    plumb::lab::spawn_tied(prometheus).expect("Prometheus is installed (.ci/run installs it)");
     let url = format!("http://127.0.0.1:{port}");
     // Ready once a query sees both slots' rates.
     let deadline = Instant::now() + Duration::from_secs(60);

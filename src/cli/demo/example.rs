@@ -149,6 +149,15 @@ fn rewrite(
             "[/plumb, example-app]".to_owned(),
         ),
     };
+    // The compose target checks containers over the network: the database check connects.
+    if matches!(stage, Stage::Compose { .. }) {
+        if trimmed == "exec:" {
+            return Some(format!("{indent}tcp: {{port: http}}"));
+        }
+        if trimmed.starts_with("command: [twikit-backend, check") {
+            return None;
+        }
+    }
     let line = if trimmed.starts_with("command: [twikit-backend, migrate") {
         format!("{indent}command: {migrate_up}")
     } else if trimmed.starts_with("rollbackCommand:") {

@@ -94,7 +94,8 @@ impl Stage {
                             "No Docker Engine answers here: starting one of the demo's own ({}).",
                             folder.display()
                         );
-                        let engine = tokio::task::spawn_blocking(move || Engine::start(&folder)).await??;
+                        let engine =
+                            tokio::task::spawn_blocking(move || Engine::start(&folder, "10.214.0.0/16")).await??;
                         (engine.host.clone(), Some(engine))
                     }
                 };
@@ -249,7 +250,12 @@ impl Stage {
             engine: Some(engine), ..
         } = self
         {
-            tokio::task::spawn_blocking(move || engine.stop()).await?;
+            tokio::task::spawn_blocking(move || {
+                engine.stop();
+                std::fs::remove_dir_all(engine.folder())
+                    .with_context(|| format!("cannot remove {}", engine.folder().display()))
+            })
+            .await??;
         }
         cleared
     }
