@@ -19,6 +19,7 @@ mod demo;
 mod docker;
 mod golden;
 mod governance;
+mod grafana;
 mod harness;
 mod health;
 mod hostile;

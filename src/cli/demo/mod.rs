@@ -360,11 +360,7 @@ impl Tour<'_> {
         seen = self.watch(seen, |a| a.len() >= 2).await?;
         println!("   production takes what staging ran, once two people other than its author approved it,");
         println!("   when it is synced (`plumb sync --env production`):");
-        self.approve(dir, "production").await?;
-        let sync = self.sync("production");
-        let (synced, watched) = tokio::join!(sync, self.watch(seen, |a| !a.is_empty()));
-        synced?;
-        seen = watched?;
+        seen = self.approve_and_sync(dir, seen).await?;
 
         println!("\n2. Release 1.5.0: development recreates; staging, once development ran it, runs a canary.");
         if self.stage.serves_ports() {
@@ -381,11 +377,7 @@ impl Tour<'_> {
         seen = self.watch(seen, |a| a.len() >= 2).await?;
         requests.abort();
         println!("   approved for production, which syncs on request (`plumb sync --env production`): blue-green.");
-        self.approve(dir, "production").await?;
-        let sync = self.sync("production");
-        let (synced, watched) = tokio::join!(sync, self.watch(seen, |a| !a.is_empty()));
-        synced?;
-        seen = watched?;
+        seen = self.approve_and_sync(dir, seen).await?;
 
         println!("\n3. Release 1.6.0 runs in development but fails its health checks in staging: the canary");
         println!("   goes back by itself, and production, which takes only what staging ran, never sees it.");
@@ -502,6 +494,15 @@ impl Tour<'_> {
             anyhow::ensure!(tokio::time::Instant::now() < deadline, "{env} still waits: {waiting}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Bob and carol approve production's head, the agent is asked to sync it, and its attempt
+    /// is printed as it goes; returns the newest ledger entry printed.
+    async fn approve_and_sync(&self, dir: &Path, seen: i64) -> anyhow::Result<i64> {
+        self.approve(dir, "production").await?;
+        let (synced, watched) = tokio::join!(self.sync("production"), self.watch(seen, |a| !a.is_empty()));
+        synced?;
+        watched
     }
 
     /// What `env`'s status says it waits for (empty when nothing).
