@@ -8,6 +8,7 @@
 //! are limited to 16 KiB.
 
 mod config;
+mod dashboard;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -79,6 +80,7 @@ pub fn router(api: Api) -> Router {
             "/api/v1/environments/{env}/services/{svc}/config/events",
             get(config::events),
         )
+        .merge(dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard_reads));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -158,13 +160,7 @@ async fn metrics(State(api): State<Api>) -> Response {
 }
 
 async fn status(State(api): State<Api>) -> Response {
-    let names: Vec<String> = api
-        .workers
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .keys()
-        .cloned()
-        .collect();
+    let names = environments(&api);
     let mut environments = Vec::with_capacity(names.len());
     for name in &names {
         environments.push(describe(&api, name, false).await);
@@ -490,20 +486,7 @@ fn known(api: &Api, env: &str) -> bool {
 /// One environment's status with its last attempt: in `full`, or summed up (its step count and
 /// newest step) for the list of every environment, whose size must not grow with the services.
 async fn describe(api: &Api, name: &str, full: bool) -> Value {
-    let status = api
-        .board
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(name)
-        .cloned()
-        .unwrap_or_default();
-    // An attempt in progress is read from the ledger, step by step; otherwise the worker's
-    // copy of the last one is served from memory.
-    let last = if status.busy {
-        newest_attempt(api, name).await.map(Arc::new)
-    } else {
-        status.last_attempt.clone()
-    };
+    let (status, last) = snapshot(api, name).await;
     let mut value = serde_json::to_value(&status).expect("a status serializes");
     value["name"] = json!(name);
     value["synced"] = json!(status.applied.is_some() && status.applied == status.head && status.drift.is_empty());
@@ -523,6 +506,34 @@ async fn describe(api: &Api, name: &str, full: bool) -> Value {
         _ => serde_json::to_value(last.as_deref()).expect("an attempt serializes"),
     };
     value
+}
+
+/// Environment `name`'s status, and its last attempt: the one in progress read from the ledger
+/// step by step, else the worker's copy of the last one that ended.
+async fn snapshot(api: &Api, name: &str) -> (crate::agent::Status, Option<Arc<AttemptRecord>>) {
+    let status = api
+        .board
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .cloned()
+        .unwrap_or_default();
+    let last = if status.busy {
+        newest_attempt(api, name).await.map(Arc::new)
+    } else {
+        status.last_attempt.clone()
+    };
+    (status, last)
+}
+
+/// The environments this agent applies, by name.
+fn environments(api: &Api) -> Vec<String> {
+    api.workers
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .keys()
+        .cloned()
+        .collect()
 }
 
 /// The newest attempt of environment `name`, read from the ledger as it goes; `None` when it

@@ -20,6 +20,10 @@ fn the_demo_tours_every_strategy_and_stops_clean() {
     ]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let out = &run.stdout;
+    assert!(
+        out.starts_with("plumb demo — the dashboard: http://127.0.0.1:"),
+        "{out}"
+    );
     let count = |needle: &str| out.matches(needle).count();
     // The first deployment (3), release 1.5.0 (development, staging, then production on sync,
     // once bob and carol approved it), release 1.6.0 in development.

@@ -336,3 +336,29 @@ pub fn repository_settings(name: &str, repo: &TestRepo, root: &str) -> plumb::ag
         allow: std::sync::Arc::default(),
     }
 }
+
+/// File `inside` of npm package `package` at `version`, fetched once (`npm pack`, which checks
+/// the registry's integrity hash) into `target/npm/`.
+pub fn npm_file(package: &str, version: &str, inside: &str) -> PathBuf {
+    let archive = format!("{}-{version}.tgz", package.trim_start_matches('@').replace('/', "-"));
+    let dir = project().join("target/npm").join(archive.trim_end_matches(".tgz"));
+    let file = dir.join(inside);
+    if !file.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let packed = Command::new("npm")
+            .args(["pack", "--silent", &format!("{package}@{version}")])
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("npm (package npm) fetches {package}: {e}"));
+        assert!(packed.status.success(), "{}", String::from_utf8_lossy(&packed.stderr));
+        let unpacked = Command::new("tar")
+            .args(["-xzf", &archive, "--strip-components=1"])
+            .arg(format!("package/{inside}"))
+            .current_dir(&dir)
+            .status()
+            .unwrap();
+        assert!(unpacked.success(), "{package}@{version} has no {inside}");
+        std::fs::remove_file(dir.join(&archive)).unwrap();
+    }
+    file
+}

@@ -4,6 +4,7 @@
 mod agent;
 mod agent_config;
 mod app_config;
+mod browser;
 mod chaos;
 mod cli;
 mod clients;
@@ -15,6 +16,7 @@ mod compose_spec;
 mod config_set;
 mod control_plane;
 mod crash;
+mod dashboard;
 mod demo;
 mod docker;
 mod golden;

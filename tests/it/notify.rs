@@ -569,32 +569,9 @@ async fn slack_gets_block_kit_sections_with_the_failing_step() {
     assert_eq!(blocks.last().unwrap()["type"], "context");
 }
 
-/// GitHub's published OpenAPI description (the npm package `@octokit/openapi`), fetched once
-/// into `target/`.
+/// GitHub's published OpenAPI description (the npm package `@octokit/openapi`).
 fn github_openapi() -> Value {
-    let dir = project().join("target/octokit");
-    let file = dir.join("api.github.com.json");
-    if !file.exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        let packed = Command::new("npm")
-            .args(["pack", "--silent", "@octokit/openapi@23.0.2"])
-            .current_dir(&dir)
-            .output()
-            .expect("npm (package npm) fetches @octokit/openapi");
-        assert!(packed.status.success(), "{}", String::from_utf8_lossy(&packed.stderr));
-        let unpacked = Command::new("tar")
-            .args([
-                "-xzf",
-                "octokit-openapi-23.0.2.tgz",
-                "--strip-components=2",
-                "package/generated/api.github.com.json",
-            ])
-            .current_dir(&dir)
-            .status()
-            .unwrap();
-        assert!(unpacked.success());
-        std::fs::remove_file(dir.join("octokit-openapi-23.0.2.tgz")).unwrap();
-    }
+    let file = crate::harness::npm_file("@octokit/openapi", "23.0.2", "generated/api.github.com.json");
     serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
 }
 

@@ -337,7 +337,8 @@ impl Tour<'_> {
             .workdir()
             .context("the demo repository has a work tree")?
             .to_owned();
-        println!("plumb demo: a signed copy of example-repo in {}", work.display());
+        println!("plumb demo — the dashboard: http://{}/", self.api);
+        println!("A signed copy of example-repo in {}", work.display());
         println!(
             "  API        http://{}/api/v1/status  (token in {})",
             self.api,

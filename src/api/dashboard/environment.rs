@@ -1,0 +1,205 @@
+//! `/environments/{env}`: one environment — its state, the last attempt step by step, the
+//! attempts before it, and each service's configuration at the rollback point as a tree
+//! (encrypted values masked, as the API serves them to everyone but the service).
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use maud::{Markup, html};
+use serde_json::Value;
+
+use super::page;
+use crate::api::{Api, known, snapshot};
+use crate::ledger::{self, AttemptRecord};
+
+/// How many earlier attempts the page lists.
+const HISTORY: usize = 20;
+
+pub(super) async fn page(State(api): State<Api>, Path(env): Path<String>) -> Response {
+    if !known(&api, &env) {
+        return page::not_found(&format!("This agent applies no environment named `{env}`."));
+    }
+    let (status, last) = snapshot(&api, &env).await;
+    let name = env.clone();
+    let history = ledger::read(api.ledger.clone(), move |l| l.history(&name, HISTORY)).await;
+    let body = html! {
+        section aria-labelledby="state" {
+            h2 #state { "State" }
+            dl.facts {
+                dt { "Runs (rollback point)" } dd { (page::commit(status.applied.as_deref())) }
+                dt { "Head" } dd { (page::commit(status.head.as_deref())) }
+                dt { "Signed by" } dd { (status.signer.as_deref().unwrap_or("—")) }
+                @if let Some(refused) = &status.refused {
+                    dt { "Head not applied" } dd { (refused) }
+                }
+                @if let Some(waiting) = &status.waiting {
+                    dt { "Waiting for" } dd { (waiting) }
+                }
+                @for (cause, why) in &status.blocked {
+                    dt { "Blocked (" (cause) ")" } dd.refused { (why) }
+                }
+                dt { "Drift" }
+                dd {
+                    @if status.drift.is_empty() { "none at the last check" }
+                    @else { ul { @for line in &status.drift { li { (line) } } } }
+                }
+                @for (service, position) in &status.migrated {
+                    dt { "Migrated: " (service) } dd { (position) }
+                }
+                @for (service, restarts) in &status.restarts {
+                    dt { "Restarts: " (service) } dd { (restarts) }
+                }
+            }
+        }
+        section aria-labelledby="attempt" {
+            h2 #attempt { "Last attempt" }
+            @match &last {
+                Some(last) => (attempt(last)),
+                None => p { "None yet." },
+            }
+        }
+        section aria-labelledby="history" {
+            h2 #history { "History" }
+            @match &history {
+                Ok(attempts) if attempts.is_empty() => p { "No attempt recorded." },
+                Ok(attempts) => (timeline(attempts)),
+                Err(e) => p.refused { "The ledger cannot be read: " (crate::error::chain(e)) },
+            }
+        }
+        section aria-labelledby="configuration" {
+            h2 #configuration { "Configuration" }
+            @match &status.configs {
+                Some(served) => {
+                    p { "At the rollback point " (page::commit(Some(&served.commit))) "; encrypted values show as ***." }
+                    @for (service, config) in &served.services {
+                        details open {
+                            summary { (service) }
+                            @if config.as_object().is_some_and(|o| o.is_empty()) {
+                                p.none { "no configuration" }
+                            } @else {
+                                (tree(config))
+                            }
+                        }
+                    }
+                }
+                None => p { "Nothing applied yet." },
+            }
+        }
+    };
+    page::document(&env, &[(env.as_str(), format!("/environments/{env}"))], body)
+}
+
+/// An attempt: what, who and when, then each step with its times and result.
+fn attempt(record: &AttemptRecord) -> Markup {
+    html! {
+        p {
+            (page::outcome(record.outcome.as_ref())) " "
+            (page::commit(Some(&record.attempt.commit))) " · "
+            (record.attempt.strategy) " · "
+            (trigger(record))
+            " · started " (page::time(&record.started))
+            @if let Some(took) = page::duration(&record.started, record.finished.as_deref()) { " · took " (took) }
+        }
+        @if let Some(why) = page::reason(record.outcome.as_ref()) {
+            p.reason { (why) }
+        }
+        ol.steps {
+            @for step in &record.steps {
+                @let class = match &step.error {
+                    None => "running",
+                    Some(None) => "good",
+                    Some(Some(_)) => "bad",
+                };
+                li class=(class) {
+                    span.step { (step.name) }
+                    " " (page::time(&step.started))
+                    @if let Some(took) = page::duration(&step.started, step.finished.as_deref()) { " · " (took) }
+                    @if let Some(Some(error)) = &step.error { div.reason { (error) } }
+                    @if let Some(output) = &step.output { pre { (output) } }
+                }
+            }
+        }
+    }
+}
+
+/// What started an attempt, and who when a person did.
+fn trigger(record: &AttemptRecord) -> String {
+    let what = serde_json::to_value(record.attempt.trigger)
+        .ok()
+        .and_then(|t| t.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    match &record.attempt.by {
+        Some(by) => format!("{what} by {by}"),
+        None => what,
+    }
+}
+
+/// The attempts, newest first.
+fn timeline(attempts: &[AttemptRecord]) -> Markup {
+    html! {
+        table.history {
+            thead {
+                tr {
+                    th scope="col" { "Started" }
+                    th scope="col" { "Commit" }
+                    th scope="col" { "Strategy" }
+                    th scope="col" { "Trigger" }
+                    th scope="col" { "Steps" }
+                    th scope="col" { "Took" }
+                    th scope="col" { "Outcome" }
+                }
+            }
+            tbody {
+                @for record in attempts {
+                    tr {
+                        td { (page::time(&record.started)) }
+                        td { (page::commit(Some(&record.attempt.commit))) }
+                        td { (record.attempt.strategy) }
+                        td { (trigger(record)) }
+                        td { (record.steps.len()) }
+                        td.took { (page::duration(&record.started, record.finished.as_deref()).unwrap_or_default()) }
+                        td {
+                            (page::outcome(record.outcome.as_ref()))
+                            @if let Some(why) = page::reason(record.outcome.as_ref()) { div.reason { (why) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A configuration as nested lists: a key per item, its value or the keys under it.
+fn tree(value: &Value) -> Markup {
+    match value {
+        Value::Object(map) => html! {
+            ul.tree {
+                @for (key, value) in map {
+                    li {
+                        span.key { (key) }
+                        @if value.is_object() || value.is_array() { (tree(value)) }
+                        @else { " " code { (leaf(value)) } }
+                    }
+                }
+            }
+        },
+        Value::Array(items) => html! {
+            ol.tree start="0" {
+                @for value in items {
+                    li {
+                        @if value.is_object() || value.is_array() { (tree(value)) }
+                        @else { code { (leaf(value)) } }
+                    }
+                }
+            }
+        },
+        other => html! { code { (leaf(other)) } },
+    }
+}
+
+/// A scalar as JSON writes it, strings without their quotes.
+fn leaf(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
