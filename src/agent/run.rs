@@ -488,6 +488,8 @@ async fn serve(
         config_events: shared.publish.config_events.clone(),
         tokens: tokens.clone(),
         stop: shared.cancel.clone(),
+        sessions: Arc::default(),
+        tls: settings.tls.is_some(),
         channels: Arc::new(
             settings
                 .notifications

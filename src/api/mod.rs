@@ -10,6 +10,8 @@
 mod config;
 mod dashboard;
 
+pub use dashboard::Sessions;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,6 +65,10 @@ pub struct Api {
     pub tokens: Arc<crate::appconfig::token::Tokens>,
     /// Cancelled when the agent stops: the event streams end.
     pub stop: tokio_util::sync::CancellationToken,
+    /// Who is signed in to the dashboard.
+    pub sessions: Arc<dashboard::Sessions>,
+    /// Whether the API is served over TLS: the dashboard's cookie is then `Secure`.
+    pub tls: bool,
 }
 
 /// The API's routes.
@@ -80,12 +86,12 @@ pub fn router(api: Api) -> Router {
             "/api/v1/environments/{env}/services/{svc}/config/events",
             get(config::events),
         )
-        .merge(dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard_reads));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(reads)
+        .merge(dashboard::routes())
         .route("/api/v1/environments/{env}/sync", post(sync))
         .route("/api/v1/environments/{env}/rollback", post(rollback))
         .route("/api/v1/environments/{env}/migrations/resolve", post(resolve))
@@ -424,18 +430,23 @@ async fn command<T: serde::Serialize>(
     match answer.await {
         Ok(Ok(done)) => axum::Json(done).into_response(),
         Ok(Err(refused)) => {
-            let status = match &refused {
-                CommandError::NotFound(_) => StatusCode::NOT_FOUND,
-                CommandError::Conflict(_) => StatusCode::CONFLICT,
-                CommandError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                CommandError::Ledger(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
+            let status = command_status(&refused);
             if status.is_server_error() {
                 tracing::error!(environment = env, error = %chain(&refused), "An API command failed.");
             }
             error(status, &chain(&refused))
         }
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the environment's worker stopped"),
+    }
+}
+
+/// The status that answers a command the worker refused.
+fn command_status(refused: &CommandError) -> StatusCode {
+    match refused {
+        CommandError::NotFound(_) => StatusCode::NOT_FOUND,
+        CommandError::Conflict(_) => StatusCode::CONFLICT,
+        CommandError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CommandError::Ledger(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -587,6 +598,8 @@ mod tests {
             config_events: tokio::sync::broadcast::channel(1).0,
             tokens: Arc::new(crate::appconfig::token::Tokens::with_key([1; 32])),
             stop: tokio_util::sync::CancellationToken::new(),
+            sessions: Arc::default(),
+            tls: false,
         }
     }
 

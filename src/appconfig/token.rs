@@ -9,7 +9,6 @@
 //! again, in constant time. A new key revokes every token: the services are deployed again with
 //! new ones.
 
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -67,8 +66,7 @@ impl Tokens {
                 Ok(Tokens { key })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+                let key = crate::secret::random_bytes::<32>()?;
                 std::fs::create_dir_all(state)?;
                 crate::target::workload::write_with_mode(&file, &key, 0o600)?;
                 Ok(Tokens { key })

@@ -79,6 +79,37 @@ impl Browser {
         self.command("GET", "/title", None).as_str().unwrap().to_owned()
     }
 
+    /// The element `css` selects first: its WebDriver reference.
+    fn find(&self, css: &str) -> String {
+        let found = self.command(
+            "POST",
+            "/element",
+            Some(&json!({"using": "css selector", "value": css})),
+        );
+        found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Clicks the element `css` selects (and waits for the page it loads, if any).
+    pub fn click(&self, css: &str) {
+        let element = self.find(css);
+        self.command("POST", &format!("/element/{element}/click"), Some(&json!({})));
+    }
+
+    /// Types `text` into the element `css` selects.
+    pub fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css);
+        self.command(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(&json!({"text": text})),
+        );
+    }
+
     /// The visible text of every element `css` selects, in order.
     pub fn texts(&self, css: &str) -> Vec<String> {
         let found = self.command(

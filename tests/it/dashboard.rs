@@ -2,18 +2,24 @@
 //! agent on the local target: the overview lists the environment with what it runs; its link,
 //! reached with the keyboard, opens the environment's page — the last attempt step by step, the
 //! history, the configuration as a tree; axe-core finds no serious or critical accessibility
-//! violation on either page; each page's screenshot is kept.
+//! violation on either page; each page's screenshot is kept. Then the actions: refused without a
+//! session or without the session's anti-forgery token; signed in with the agent's token, sync
+//! and rollback start attempts that appear in the timeline, by whom.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use plumb::agent::Settings;
 use plumb::ledger::Outcome;
+use plumb::secret::Secret;
 
 use crate::agent::{Running, eventually, outcomes};
 use crate::browser::Browser;
 use crate::harness::{Web, agent_settings, trusted};
 use crate::keys::TestKey;
+
+/// The agent's API token, an admin identity named `api-token`.
+const TOKEN: &str = "dashboard-test-token-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_each_environment_in_a_real_browser() {
@@ -29,6 +35,7 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
     let state = tempfile::tempdir().unwrap();
     let settings = Settings {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        api_token: Some(Secret::new(TOKEN)),
         ..agent_settings(&upstream, &root, state.path())
     };
     let agent = Running::start(settings).await;
@@ -57,8 +64,9 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
         browser.screenshot("overview");
         assert_eq!(browser.serious_accessibility_violations(), Vec::<String>::new());
 
-        // The keyboard reaches the environment: the trail's link first, then the environment's.
-        browser.tab_and_enter(2);
+        // The keyboard reaches the environment: the trail's link, the sign-in link, then the
+        // environment's.
+        browser.tab_and_enter(3);
         assert_eq!(browser.title(), "dev · plumb");
         let steps = browser.texts("ol.steps .step");
         assert!(steps.iter().any(|s| s == "web: switch traffic to blue"), "{steps:?}");
@@ -81,6 +89,102 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
             browser.texts("main p"),
             ["This agent applies no environment named `nowhere`."]
         );
+    })
+    .await
+    .unwrap();
+
+    // Acting needs a session, and the session's anti-forgery token.
+    let form = [("Content-Type", "application/x-www-form-urlencoded".to_owned())];
+    let anonymous = crate::http::post(api, "/environments/dev/sync", &form, b"csrf=x").await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    let wrong = crate::http::post(api, "/sign-in", &form, b"token=guess").await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    let signed = crate::http::post(api, "/sign-in", &form, format!("token={TOKEN}").as_bytes()).await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    let cookie = signed.header("set-cookie").unwrap().to_owned();
+    assert!(
+        cookie.contains("; HttpOnly") && cookie.contains("; SameSite=Strict") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+    let session = [
+        form[0].clone(),
+        ("Cookie", cookie.split(';').next().unwrap().to_owned()),
+    ];
+    let forged = crate::http::post(api, "/environments/dev/sync", &session, b"csrf=0000").await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let missing = crate::http::post(api, "/environments/dev/sync", &session, b"").await;
+    assert_eq!(missing.status, 403, "{}", missing.body);
+    assert_eq!(outcomes(state.path()).len(), 1, "nothing was started");
+
+    // r2 is applied, so that there is something to roll back to.
+    Web {
+        extra: "config:\n  values: {greeting: hello again, limits: {rate: 5}}\n",
+        ..Web::new(port, "r2", "blueGreen: {keepOldVersion: 0s}")
+    }
+    .write(&upstream);
+    let second = upstream.commit_signed("web r2", &alice);
+    agent.push();
+    let applied = eventually(Duration::from_secs(60), || async {
+        outcomes(state.path())
+            .iter()
+            .any(|(commit, outcome)| commit == &second && outcome == &Some(Outcome::Succeeded))
+            .then_some(())
+    })
+    .await;
+    assert!(applied.is_some(), "r2 is applied");
+
+    let url = format!("http://{api}/");
+    let first_short = first[..12].to_owned();
+    tokio::task::spawn_blocking(move || {
+        let browser = Browser::start();
+        browser.goto(&format!("{url}sign-in"));
+        browser.type_into("#token", TOKEN);
+        browser.click("form[action='/sign-in'] button");
+        assert_eq!(browser.title(), "Environments · plumb");
+        assert_eq!(browser.texts("header .viewer strong"), ["api-token"]);
+        browser.goto(&format!("{url}environments/dev"));
+        browser.screenshot("environment-signed-in");
+        assert_eq!(browser.serious_accessibility_violations(), Vec::<String>::new());
+
+        browser.click("form[action='/environments/dev/sync'] button");
+        assert_eq!(browser.title(), "Sync of dev · plumb");
+        assert!(
+            browser.texts("main p")[0].starts_with("Done: "),
+            "{:?}",
+            browser.texts("main")
+        );
+        browser.goto(&format!("{url}environments/dev"));
+        let history = browser.texts("table.history tbody tr");
+        assert_eq!(history.len(), 3, "{history:?}");
+        assert!(history[0].contains("sync by api-token"), "{history:?}");
+
+        // The rollback's choices are the commits the environment ran before: r1.
+        assert_eq!(
+            browser.texts("#rollback-to option"),
+            ["the commit before the rollback point", first_short.as_str()]
+        );
+        browser.click("form[action='/environments/dev/rollback'] button");
+        assert_eq!(browser.title(), "Rollback of dev · plumb");
+        let said = browser.texts("main");
+        assert!(said[0].contains("Done: succeeded"), "{said:?}");
+        assert!(said[0].contains("git revert"), "{said:?}");
+        browser.screenshot("rolled-back");
+        browser.goto(&format!("{url}environments/dev"));
+        let history = browser.texts("table.history tbody tr");
+        // The rollback's attempt (r1 again, by whom), and r2 marked as rolled back on request.
+        assert!(
+            history[1].contains(&first_short)
+                && history[1].contains("rollback by api-token")
+                && history[1].ends_with("succeeded"),
+            "{history:?}"
+        );
+        assert!(history[0].contains("rolled back on request"), "{history:?}");
+
+        // Signed out, the actions are gone.
+        browser.click("form[action='/sign-out'] button");
+        browser.goto(&format!("{url}environments/dev"));
+        assert!(browser.texts("#actions").is_empty());
+        assert_eq!(browser.texts("header .viewer"), ["Sign in"]);
     })
     .await
     .unwrap();

@@ -3,6 +3,7 @@
 //! (encrypted values masked, as the API serves them to everyone but the service).
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde_json::Value;
@@ -14,14 +15,21 @@ use crate::ledger::{self, AttemptRecord};
 /// How many earlier attempts the page lists.
 const HISTORY: usize = 20;
 
-pub(super) async fn page(State(api): State<Api>, Path(env): Path<String>) -> Response {
+pub(super) async fn page(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap) -> Response {
+    if !page::readable(&api, &headers) {
+        return page::to_sign_in();
+    }
     if !known(&api, &env) {
         return page::not_found(&format!("This agent applies no environment named `{env}`."));
     }
     let (status, last) = snapshot(&api, &env).await;
     let name = env.clone();
     let history = ledger::read(api.ledger.clone(), move |l| l.history(&name, HISTORY)).await;
+    let viewer = page::Viewer::of(&api, &headers);
     let body = html! {
+        @if let Some(viewer) = &viewer {
+            (actions(&env, viewer, status.applied.as_deref(), history.as_deref().unwrap_or_default()))
+        }
         section aria-labelledby="state" {
             h2 #state { "State" }
             dl.facts {
@@ -85,7 +93,52 @@ pub(super) async fn page(State(api): State<Api>, Path(env): Path<String>) -> Res
             }
         }
     };
-    page::document(&env, &[(env.as_str(), format!("/environments/{env}"))], body)
+    page::document(
+        &env,
+        &[(env.as_str(), format!("/environments/{env}"))],
+        viewer.as_ref(),
+        body,
+    )
+}
+
+/// What the signed-in identity may ask (the agent decides with its role): sync the head now;
+/// roll back to the commit before the rollback point, or to an earlier one the environment ran
+/// healthy. Approvals are OpenPGP-signed tags: `plumb approve` makes them, not a browser.
+fn actions(env: &str, viewer: &page::Viewer, applied: Option<&str>, history: &[AttemptRecord]) -> Markup {
+    let mut earlier: Vec<&str> = Vec::new();
+    for record in history {
+        let commit = record.attempt.commit.as_str();
+        if record.outcome == Some(crate::ledger::Outcome::Succeeded)
+            && Some(commit) != applied
+            && !earlier.contains(&commit)
+        {
+            earlier.push(commit);
+        }
+    }
+    html! {
+        section aria-labelledby="actions" {
+            h2 #actions { "Actions" }
+            div.actions {
+                form method="post" action={ "/environments/" (env) "/sync" } {
+                    (viewer.csrf_field())
+                    button type="submit" { "Sync now" }
+                }
+                form method="post" action={ "/environments/" (env) "/rollback" } {
+                    (viewer.csrf_field())
+                    label for="rollback-to" { "Roll back to " }
+                    select #rollback-to name="to" {
+                        option value="" { "the commit before the rollback point" }
+                        @for commit in &earlier {
+                            option value=(commit) { (&commit[..commit.len().min(12)]) }
+                        }
+                    }
+                    " "
+                    button type="submit" { "Roll back" }
+                }
+            }
+            p.none { "Approvals are signed tags: " code { "plumb approve --env " (env) } "." }
+        }
+    }
 }
 
 /// An attempt: what, who and when, then each step with its times and result.

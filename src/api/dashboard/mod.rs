@@ -1,5 +1,5 @@
 //! The dashboard: the agent's state as web pages, served beside the API and read with the same
-//! rights as its reads. Rendered on the server (maud templates, checked at compile time), whole
+//! rights as its reads; a signed-in identity acts from it with its role ([`actions`]). Rendered on the server (maud templates, checked at compile time), whole
 //! without JavaScript; light and dark from the browser's preference; every link keyboard
 //! reachable.
 //!
@@ -8,22 +8,30 @@
 //!   history, each service's configuration at the rollback point, encrypted values masked
 //!   ([`environment`]).
 
+mod actions;
 mod environment;
 mod overview;
 mod page;
+mod session;
+
+pub use session::Sessions;
 
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use super::Api;
 
-/// The dashboard's routes (the caller guards them as reads).
+/// The dashboard's routes: each decides who may read and act, with the API's access rules.
 pub(super) fn routes() -> Router<Api> {
     Router::new()
         .route("/", get(overview::page))
         .route("/environments/{env}", get(environment::page))
+        .route("/sign-in", get(actions::sign_in_page).post(actions::sign_in))
+        .route("/sign-out", post(actions::sign_out))
+        .route("/environments/{env}/sync", post(actions::sync))
+        .route("/environments/{env}/rollback", post(actions::rollback))
         .route("/dashboard.css", get(style))
 }
 

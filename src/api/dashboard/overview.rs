@@ -2,13 +2,17 @@
 //! whether it is synced, what drifts, how the last attempt went, what holds the head back.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::html;
 
 use super::page;
 use crate::api::{Api, environments, snapshot};
 
-pub(super) async fn page(State(api): State<Api>) -> Response {
+pub(super) async fn page(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if !page::readable(&api, &headers) {
+        return page::to_sign_in();
+    }
     let mut rows = Vec::new();
     for name in environments(&api) {
         let (status, last) = snapshot(&api, &name).await;
@@ -76,5 +80,5 @@ pub(super) async fn page(State(api): State<Api>) -> Response {
             }
         }
     };
-    page::document("Environments", &[], body)
+    page::document("Environments", &[], page::Viewer::of(&api, &headers).as_ref(), body)
 }

@@ -1,23 +1,53 @@
 //! What every page of the dashboard shares: the document around it, and how commits, times
 //! and outcomes read.
 
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
 
+use crate::api::Api;
 use crate::ledger::Outcome;
 
-/// A whole page: `title`, the trail of links above it, and `body`.
-pub(super) fn document(title: &str, trail: &[(&str, String)], body: Markup) -> Response {
-    answer(StatusCode::OK, title, trail, body)
+/// Who is signed in, for the page's header and its forms.
+pub(super) struct Viewer {
+    /// The identity's name.
+    pub name: String,
+    /// The session's anti-forgery token, which each form carries.
+    pub csrf: String,
+}
+
+impl Viewer {
+    /// The identity signed in with the request's session, if any.
+    pub fn of(api: &Api, headers: &HeaderMap) -> Option<Viewer> {
+        api.sessions.of(headers).map(|s| Viewer {
+            name: s.name,
+            csrf: s.csrf,
+        })
+    }
+
+    /// The hidden field that carries the anti-forgery token.
+    pub fn csrf_field(&self) -> Markup {
+        html! { input type="hidden" name="csrf" value=(self.csrf); }
+    }
+}
+
+/// A whole page: `title`, the trail of links above it, who is signed in, and `body`.
+pub(super) fn document(title: &str, trail: &[(&str, String)], viewer: Option<&Viewer>, body: Markup) -> Response {
+    answer(StatusCode::OK, title, trail, viewer, body)
 }
 
 /// A page saying what was not found.
 pub(super) fn not_found(what: &str) -> Response {
-    answer(StatusCode::NOT_FOUND, "Not found", &[], html! { p { (what) } })
+    answer(StatusCode::NOT_FOUND, "Not found", &[], None, html! { p { (what) } })
 }
 
-fn answer(status: StatusCode, title: &str, trail: &[(&str, String)], body: Markup) -> Response {
+fn answer(
+    status: StatusCode,
+    title: &str,
+    trail: &[(&str, String)],
+    viewer: Option<&Viewer>,
+    body: Markup,
+) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -33,6 +63,18 @@ fn answer(status: StatusCode, title: &str, trail: &[(&str, String)], body: Marku
                         a href="/" { "plumb" }
                         @for (name, href) in trail {
                             " / " a href=(href) { (name) }
+                        }
+                    }
+                    div.viewer {
+                        @match viewer {
+                            Some(viewer) => {
+                                "Signed in as " strong { (viewer.name) } " "
+                                form.inline method="post" action="/sign-out" {
+                                    (viewer.csrf_field())
+                                    button type="submit" { "Sign out" }
+                                }
+                            }
+                            None => a href="/sign-in" { "Sign in" },
                         }
                     }
                 }
@@ -101,4 +143,18 @@ pub(super) fn duration(started: &str, finished: Option<&str>) -> Option<String> 
         1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
         _ => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
     })
+}
+
+/// Whether the request may read the dashboard: always, unless the access configuration protects
+/// reads; then only with a session whose token may read.
+pub(super) fn readable(api: &Api, headers: &HeaderMap) -> bool {
+    let session = api.sessions.of(headers);
+    let token = session.as_ref().map(|s| s.token.expose());
+    let access = api.access.read().unwrap_or_else(|e| e.into_inner());
+    access.authorize(token, None, crate::access::Action::Read, None).is_ok()
+}
+
+/// The answer to a read the access configuration refuses: to the sign-in page.
+pub(super) fn to_sign_in() -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, "/sign-in")]).into_response()
 }
