@@ -79,6 +79,19 @@ impl Browser {
         self.command("GET", "/title", None).as_str().unwrap().to_owned()
     }
 
+    /// Waits (10 s at most) until the page's title is `title`: a form's answer has loaded.
+    pub fn wait_for_title(&self, title: &str) {
+        let started = Instant::now();
+        while self.title() != title {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the page is still `{}`, not `{title}`",
+                self.title()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The element `css` selects first: its WebDriver reference.
     fn find(&self, css: &str) -> String {
         let found = self.command(
@@ -110,28 +123,16 @@ impl Browser {
         );
     }
 
-    /// The visible text of every element `css` selects, in order.
+    /// The visible text of every element `css` selects, in order, read at one instant (a
+    /// page that follows the agent may replace its elements between two requests).
     pub fn texts(&self, css: &str) -> Vec<String> {
-        let found = self.command(
-            "POST",
-            "/elements",
-            Some(&json!({"using": "css selector", "value": css})),
-        );
+        let script = "return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText.trim());";
+        let found = self.command("POST", "/execute/sync", Some(&json!({"script": script, "args": [css]})));
         found
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| {
-                let id = e
-                    .as_object()
-                    .and_then(|o| o.values().next())
-                    .and_then(Value::as_str)
-                    .unwrap();
-                self.command("GET", &format!("/element/{id}/text"), None)
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
+            .map(|t| t.as_str().unwrap().to_owned())
             .collect()
     }
 
@@ -149,6 +150,11 @@ impl Browser {
             "/actions",
             Some(&json!({"actions": [{"type": "key", "id": "keyboard", "actions": keys}]})),
         );
+    }
+
+    /// Runs `script` in the page; what it returns.
+    pub fn script(&self, script: &str) -> Value {
+        self.command("POST", "/execute/sync", Some(&json!({"script": script, "args": []})))
     }
 
     /// Writes a screenshot of the page to `target/tmp/screenshots/<name>.png`; returns its path.

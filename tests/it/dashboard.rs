@@ -67,7 +67,7 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
         // The keyboard reaches the environment: the trail's link, the sign-in link, then the
         // environment's.
         browser.tab_and_enter(3);
-        assert_eq!(browser.title(), "dev · plumb");
+        browser.wait_for_title("dev · plumb");
         let steps = browser.texts("ol.steps .step");
         assert!(steps.iter().any(|s| s == "web: switch traffic to blue"), "{steps:?}");
         let history = browser.texts("table.history tbody tr");
@@ -140,14 +140,14 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
         browser.goto(&format!("{url}sign-in"));
         browser.type_into("#token", TOKEN);
         browser.click("form[action='/sign-in'] button");
-        assert_eq!(browser.title(), "Environments · plumb");
+        browser.wait_for_title("Environments · plumb");
         assert_eq!(browser.texts("header .viewer strong"), ["api-token"]);
         browser.goto(&format!("{url}environments/dev"));
         browser.screenshot("environment-signed-in");
         assert_eq!(browser.serious_accessibility_violations(), Vec::<String>::new());
 
         browser.click("form[action='/environments/dev/sync'] button");
-        assert_eq!(browser.title(), "Sync of dev · plumb");
+        browser.wait_for_title("Sync of dev · plumb");
         assert!(
             browser.texts("main p")[0].starts_with("Done: "),
             "{:?}",
@@ -164,7 +164,7 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
             ["the commit before the rollback point", first_short.as_str()]
         );
         browser.click("form[action='/environments/dev/rollback'] button");
-        assert_eq!(browser.title(), "Rollback of dev · plumb");
+        browser.wait_for_title("Rollback of dev · plumb");
         let said = browser.texts("main");
         assert!(said[0].contains("Done: succeeded"), "{said:?}");
         assert!(said[0].contains("git revert"), "{said:?}");
@@ -188,5 +188,93 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
     })
     .await
     .unwrap();
+    agent.stop().await;
+}
+
+/// An environment's page follows a canary as it runs, without a reload: its steps appear as
+/// they start — the traffic shifted to the canary, held, then the canary promoted — and the
+/// attempt's outcome when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_page_follows_a_canary_live() {
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let canary = "canary: {steps: [{weight: 50, pause: 3s}], successThreshold: 0}";
+    Web::new(port, "r1", canary).write(&upstream);
+    let first = upstream.commit_signed("web r1", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..agent_settings(&upstream, &root, state.path())
+    };
+    let agent = Running::start(settings).await;
+    let api = agent.handle.api.unwrap();
+    let succeeded = |commit: String| {
+        let state = state.path().to_owned();
+        move || {
+            let state = state.clone();
+            let commit = commit.clone();
+            async move {
+                outcomes(&state)
+                    .iter()
+                    .any(|(c, outcome)| c == &commit && outcome == &Some(Outcome::Succeeded))
+                    .then_some(())
+            }
+        }
+    };
+    assert!(eventually(Duration::from_secs(60), succeeded(first)).await.is_some());
+
+    let browser = tokio::task::spawn_blocking(move || {
+        let browser = Browser::start();
+        browser.goto(&format!("http://{api}/environments/dev"));
+        // A mark a reload would wipe out.
+        browser.script("window.plumbMark = 'kept'; return null;");
+        browser
+    })
+    .await
+    .unwrap();
+    Web::new(port, "r2", canary).write(&upstream);
+    let second = upstream.commit_signed("web r2", &alice);
+    agent.push();
+    let short = second[..12].to_owned();
+    let seen = tokio::task::spawn_blocking(move || {
+        // Every step the page showed, in the order it showed them, until it shows r2's success.
+        let mut seen: Vec<String> = Vec::new();
+        let started = std::time::Instant::now();
+        loop {
+            let attempt = browser.texts("#attempt + p");
+            let done = attempt
+                .first()
+                .is_some_and(|a| a.starts_with("succeeded") && a.contains(&short));
+            for step in browser.texts("ol.steps .step") {
+                if !seen.contains(&step) {
+                    seen.push(step);
+                }
+            }
+            if done {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the page did not follow: {seen:?} {attempt:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            browser.script("return window.plumbMark;"),
+            "kept",
+            "the page was reloaded"
+        );
+        browser.screenshot("environment-live");
+        seen
+    })
+    .await
+    .unwrap();
+    let at = |name: &str| {
+        seen.iter()
+            .position(|s| s == name)
+            .unwrap_or_else(|| panic!("{name}: {seen:?}"))
+    };
+    assert!(at("web: shift 50% to green") < at("web: promote green"), "{seen:?}");
     agent.stop().await;
 }

@@ -93,10 +93,11 @@ pub(super) async fn page(State(api): State<Api>, Path(env): Path<String>, header
             }
         }
     };
-    page::document(
+    page::live_document(
         &env,
         &[(env.as_str(), format!("/environments/{env}"))],
         viewer.as_ref(),
+        &format!("/environments/{env}/live"),
         body,
     )
 }

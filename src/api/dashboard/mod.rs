@@ -1,7 +1,8 @@
 //! The dashboard: the agent's state as web pages, served beside the API and read with the same
-//! rights as its reads; a signed-in identity acts from it with its role ([`actions`]). Rendered on the server (maud templates, checked at compile time), whole
-//! without JavaScript; light and dark from the browser's preference; every link keyboard
-//! reachable.
+//! rights as its reads; a signed-in identity acts from it with its role ([`actions`]). Rendered
+//! on the server (maud templates, checked at compile time) and whole without JavaScript; one
+//! small script only makes an environment's page follow the agent live ([`live`]). Light and
+//! dark from the browser's preference; every link and control keyboard reachable.
 //!
 //! - `/`: every environment at a glance ([`overview`]);
 //! - `/environments/{env}`: one environment: its state, the last attempt step by step, its
@@ -10,6 +11,7 @@
 
 mod actions;
 mod environment;
+mod live;
 mod overview;
 mod page;
 mod session;
@@ -32,7 +34,9 @@ pub(super) fn routes() -> Router<Api> {
         .route("/sign-out", post(actions::sign_out))
         .route("/environments/{env}/sync", post(actions::sync))
         .route("/environments/{env}/rollback", post(actions::rollback))
+        .route("/environments/{env}/live", get(live::events))
         .route("/dashboard.css", get(style))
+        .route("/dashboard.js", get(script))
 }
 
 /// The one style sheet, built into the binary.
@@ -43,5 +47,16 @@ async fn style() -> impl IntoResponse {
             (header::CACHE_CONTROL, "max-age=300"),
         ],
         include_str!("dashboard.css"),
+    )
+}
+
+/// The one script: the environment's page follows the agent without a reload.
+async fn script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("dashboard.js"),
     )
 }

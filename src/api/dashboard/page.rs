@@ -33,12 +33,30 @@ impl Viewer {
 
 /// A whole page: `title`, the trail of links above it, who is signed in, and `body`.
 pub(super) fn document(title: &str, trail: &[(&str, String)], viewer: Option<&Viewer>, body: Markup) -> Response {
-    answer(StatusCode::OK, title, trail, viewer, body)
+    answer(StatusCode::OK, title, trail, viewer, None, body)
+}
+
+/// A page that follows what the events at `live` say changed.
+pub(super) fn live_document(
+    title: &str,
+    trail: &[(&str, String)],
+    viewer: Option<&Viewer>,
+    live: &str,
+    body: Markup,
+) -> Response {
+    answer(StatusCode::OK, title, trail, viewer, Some(live), body)
 }
 
 /// A page saying what was not found.
 pub(super) fn not_found(what: &str) -> Response {
-    answer(StatusCode::NOT_FOUND, "Not found", &[], None, html! { p { (what) } })
+    answer(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        &[],
+        None,
+        None,
+        html! { p { (what) } },
+    )
 }
 
 fn answer(
@@ -46,6 +64,7 @@ fn answer(
     title: &str,
     trail: &[(&str, String)],
     viewer: Option<&Viewer>,
+    live: Option<&str>,
     body: Markup,
 ) -> Response {
     let markup = html! {
@@ -56,6 +75,7 @@ fn answer(
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · plumb" }
                 link rel="stylesheet" href="/dashboard.css";
+                script src="/dashboard.js" defer {}
             }
             body {
                 header {
@@ -78,7 +98,7 @@ fn answer(
                         }
                     }
                 }
-                main {
+                main data-live=[live] {
                     h1 { (title) }
                     (body)
                 }
@@ -90,6 +110,12 @@ fn answer(
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
+            // Nothing but the agent's own style sheet, script and forms; never in a frame.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         markup.into_string(),
     )
