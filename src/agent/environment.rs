@@ -198,6 +198,19 @@ pub struct Status {
     /// The last attempt that ended, as the ledger recorded it.
     #[serde(skip)]
     pub last_attempt: Option<Arc<crate::ledger::AttemptRecord>>,
+    /// What the target ran at the last check, for the dashboard.
+    #[serde(skip)]
+    pub running: Option<Arc<Running>>,
+}
+
+/// What the target ran of each service at a check.
+#[derive(Clone, Debug, Default)]
+pub struct Running {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// Per service: the replicas the rollback point declares (`None` for a service it no longer
+    /// has), and each slot as the target runs it.
+    pub services: BTreeMap<String, (Option<u32>, BTreeMap<Slot, crate::target::workload::LiveSlot>)>,
 }
 
 /// Each service's newest migration that succeeded and was not rolled back (`migrations` newest
@@ -721,6 +734,17 @@ impl Worker {
                     .map(move |(slot, s)| (service.as_str(), slot.name(), s.weight))
             }),
         );
+        let running = Running {
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            services: live
+                .iter()
+                .map(|(service, slots)| {
+                    let declared = desired.services.get(service.as_str()).map(|s| s.replicas);
+                    (service.clone(), (declared, slots.clone()))
+                })
+                .collect(),
+        };
+        self.publish(|s| s.running = Some(Arc::new(running)));
         // What the rollback point says, taken before the restarts are recorded (which needs the
         // worker whole); the desired state is cloned only when it is applied again.
         let self_heal = desired.sync.self_heal;

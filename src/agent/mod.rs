@@ -16,7 +16,7 @@ mod record;
 mod run;
 
 pub use command::CommandError;
-pub use environment::{Board, Done, Head, Input, Pending, Publish, RolledBack, Status, Worker, desired_of};
+pub use environment::{Board, Done, Head, Input, Pending, Publish, RolledBack, Running, Status, Worker, desired_of};
 pub use fetcher::{Fetch, FetchError, Fetcher, Update};
 pub use gates::Received;
 pub use migrations::Resolved;

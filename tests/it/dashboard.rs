@@ -36,6 +36,8 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
     let settings = Settings {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         api_token: Some(Secret::new(TOKEN)),
+        // The services' slots are shown as the last drift check saw them.
+        heal_every: Duration::from_millis(300),
         ..agent_settings(&upstream, &root, state.path())
     };
     let agent = Running::start(settings).await;
@@ -70,6 +72,22 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
         browser.wait_for_title("dev · plumb");
         let steps = browser.texts("ol.steps .step");
         assert!(steps.iter().any(|s| s == "web: switch traffic to blue"), "{steps:?}");
+        // The page follows the agent: its first drift check fills the services' table.
+        let started = std::time::Instant::now();
+        let services = loop {
+            let rows = browser.texts("table.services tbody tr");
+            if !rows.is_empty() || started.elapsed() > Duration::from_secs(10) {
+                break rows;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(services.len(), 1, "{services:?}");
+        assert!(
+            services[0].starts_with("web\tblue\t")
+                && services[0].contains("2 of 2: 2 running")
+                && services[0].ends_with("100 %"),
+            "{services:?}"
+        );
         let history = browser.texts("table.history tbody tr");
         assert_eq!(history.len(), 1, "{history:?}");
         assert!(

@@ -58,6 +58,13 @@ pub(super) async fn page(State(api): State<Api>, Path(env): Path<String>, header
                 }
             }
         }
+        section aria-labelledby="services" {
+            h2 #services { "Services" }
+            @match &status.running {
+                Some(running) => (services(running)),
+                None => p { "Not observed yet: the agent looks at each drift check." },
+            }
+        }
         section aria-labelledby="attempt" {
             h2 #attempt { "Last attempt" }
             @match &last {
@@ -140,6 +147,63 @@ fn actions(env: &str, viewer: &page::Viewer, applied: Option<&str>, history: &[A
             p.none { "Approvals are signed tags: " code { "plumb approve --env " (env) } "." }
         }
     }
+}
+
+/// Each service's slots as the target ran them: version, replicas (of those the rollback point
+/// declares) and their states, and the share of traffic each slot takes.
+fn services(running: &crate::agent::Running) -> Markup {
+    html! {
+        p.none { "As the target ran them at " (page::time(&running.at)) " (the last drift check)." }
+        table.services {
+            thead {
+                tr {
+                    th scope="col" { "Service" }
+                    th scope="col" { "Slot" }
+                    th scope="col" { "Version" }
+                    th scope="col" { "Replicas" }
+                    th scope="col" { "Traffic" }
+                }
+            }
+            tbody {
+                @for (service, (declared, slots)) in &running.services {
+                    @for (slot, live) in slots {
+                        tr {
+                            th scope="row" { (service) }
+                            td { (slot.name()) }
+                            td { code title=(live.version) { (&live.version[..live.version.len().min(16)]) } }
+                            td {
+                                (live.replicas.len())
+                                @if let Some(declared) = declared { " of " (declared) }
+                                @if !live.replicas.is_empty() { ": " (states(&live.replicas)) }
+                                @if live.failed > 0 { " · " span.refused { (live.failed) " failed" } }
+                                @if live.restarts > 0 { " · restarted " (live.restarts) "×" }
+                            }
+                            td {
+                                progress max="100" value=(live.weight) aria-label={ (service) " " (slot.name()) " traffic" } {}
+                                " " (live.weight) " %"
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Replica states counted: `2 running, 1 restarting after exit 1`.
+fn states(replicas: &[String]) -> String {
+    let mut counted: Vec<(&str, usize)> = Vec::new();
+    for state in replicas {
+        match counted.iter_mut().find(|(s, _)| *s == state.as_str()) {
+            Some((_, n)) => *n += 1,
+            None => counted.push((state, 1)),
+        }
+    }
+    counted
+        .iter()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An attempt: what, who and when, then each step with its times and result.

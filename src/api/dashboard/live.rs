@@ -102,6 +102,11 @@ async fn fingerprint(api: &Api, env: &str) -> u64 {
         status.busy,
     )
         .hash(&mut hasher);
+    // What the target ran, but not when it was looked at: a check that finds the same is no
+    // change.
+    if let Some(running) = &status.running {
+        format!("{:?}", running.services).hash(&mut hasher);
+    }
     if let Some(last) = &last {
         (last.id, &last.finished, last.steps.len()).hash(&mut hasher);
         if let Some(step) = last.steps.last() {
