@@ -92,6 +92,25 @@ impl Browser {
         }
     }
 
+    /// Waits (10 s at most) until the page's address holds `part`: a form's answer has loaded.
+    pub fn wait_for_url(&self, part: &str) {
+        let started = Instant::now();
+        let url = || {
+            self.command("GET", "/url", None)
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        while !url().contains(part) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the page is still {}",
+                url()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The element `css` selects first: its WebDriver reference.
     fn find(&self, css: &str) -> String {
         let found = self.command(

@@ -63,6 +63,11 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
         assert_eq!(cells[1], short, "{cells:?}");
         assert_eq!(cells[3], "alice", "{cells:?}");
         assert!(cells[4].starts_with("succeeded blueGreen"), "{cells:?}");
+        let ledger = browser.texts("#ledger + p");
+        assert!(
+            ledger[0].starts_with("verified ") && ledger[0].contains(" entries, each hash chained"),
+            "{ledger:?}"
+        );
         browser.screenshot("overview");
         assert_eq!(browser.serious_accessibility_violations(), Vec::<String>::new());
 
@@ -99,6 +104,18 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
         assert!(tree.contains(&"greeting hello".to_owned()), "{tree:?}");
         browser.screenshot("environment");
         assert_eq!(browser.serious_accessibility_violations(), Vec::<String>::new());
+
+        // Services filtered by name: none holds `api`.
+        browser.type_into("#service-filter", "api");
+        browser.click("form.filter button");
+        browser.wait_for_url("/environments/dev?service=api");
+        assert!(browser.texts("table.services tbody tr").is_empty());
+        assert!(browser.texts("#configuration ~ details summary").is_empty());
+
+        // What a sync would do: nothing, the environment runs its head.
+        browser.click("a[href='/environments/dev/plan']");
+        browser.wait_for_title("What syncing dev would do · plumb");
+        assert_eq!(browser.texts("main p")[1], "Nothing: the environment runs its head.");
 
         // An environment the agent does not apply is a 404 page, not an empty one.
         browser.goto(&format!("{url}environments/nowhere"));

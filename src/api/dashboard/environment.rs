@@ -2,7 +2,7 @@
 //! attempts before it, and each service's configuration at the rollback point as a tree
 //! (encrypted values masked, as the API serves them to everyone but the service).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
@@ -15,7 +15,24 @@ use crate::ledger::{self, AttemptRecord};
 /// How many earlier attempts the page lists.
 const HISTORY: usize = 20;
 
-pub(super) async fn page(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap) -> Response {
+/// Which services the page shows: those whose name holds `service` (every one without it).
+#[derive(serde::Deserialize, Default)]
+pub(super) struct Filter {
+    service: Option<String>,
+}
+
+impl Filter {
+    fn shows(&self, service: &str) -> bool {
+        self.service.as_deref().is_none_or(|part| service.contains(part.trim()))
+    }
+}
+
+pub(super) async fn page(
+    State(api): State<Api>,
+    Path(env): Path<String>,
+    Query(filter): Query<Filter>,
+    headers: HeaderMap,
+) -> Response {
     if !page::readable(&api, &headers) {
         return page::to_sign_in();
     }
@@ -34,7 +51,11 @@ pub(super) async fn page(State(api): State<Api>, Path(env): Path<String>, header
             h2 #state { "State" }
             dl.facts {
                 dt { "Runs (rollback point)" } dd { (page::commit(status.applied.as_deref())) }
-                dt { "Head" } dd { (page::commit(status.head.as_deref())) }
+                dt { "Head" }
+                dd {
+                    (page::commit(status.head.as_deref()))
+                    " · " a href={ "/environments/" (env) "/plan" } { "what syncing would do now" }
+                }
                 dt { "Signed by" } dd { (status.signer.as_deref().unwrap_or("—")) }
                 @if let Some(refused) = &status.refused {
                     dt { "Head not applied" } dd { (refused) }
@@ -60,8 +81,13 @@ pub(super) async fn page(State(api): State<Api>, Path(env): Path<String>, header
         }
         section aria-labelledby="services" {
             h2 #services { "Services" }
+            form.filter method="get" action={ "/environments/" (env) } {
+                label for="service-filter" { "Services whose name holds " }
+                input #service-filter type="search" name="service" value=[filter.service.as_deref()];
+                " " button type="submit" { "Show" }
+            }
             @match &status.running {
-                Some(running) => (services(running)),
+                Some(running) => (services(running, &filter)),
                 None => p { "Not observed yet: the agent looks at each drift check." },
             }
         }
@@ -85,7 +111,7 @@ pub(super) async fn page(State(api): State<Api>, Path(env): Path<String>, header
             @match &status.configs {
                 Some(served) => {
                     p { "At the rollback point " (page::commit(Some(&served.commit))) "; encrypted values show as ***." }
-                    @for (service, config) in &served.services {
+                    @for (service, config) in served.services.iter().filter(|(name, _)| filter.shows(name)) {
                         details open {
                             summary { (service) }
                             @if config.as_object().is_some_and(|o| o.is_empty()) {
@@ -151,7 +177,7 @@ fn actions(env: &str, viewer: &page::Viewer, applied: Option<&str>, history: &[A
 
 /// Each service's slots as the target ran them: version, replicas (of those the rollback point
 /// declares) and their states, and the share of traffic each slot takes.
-fn services(running: &crate::agent::Running) -> Markup {
+fn services(running: &crate::agent::Running, filter: &Filter) -> Markup {
     html! {
         p.none { "As the target ran them at " (page::time(&running.at)) " (the last drift check)." }
         table.services {
@@ -165,7 +191,7 @@ fn services(running: &crate::agent::Running) -> Markup {
                 }
             }
             tbody {
-                @for (service, (declared, slots)) in &running.services {
+                @for (service, (declared, slots)) in running.services.iter().filter(|(name, _)| filter.shows(name)) {
                     @for (slot, live) in slots {
                         tr {
                             th scope="row" { (service) }

@@ -7,13 +7,14 @@
 //! - `/`: every environment at a glance ([`overview`]);
 //! - `/environments/{env}`: one environment: its state, the last attempt step by step, its
 //!   history, each service's configuration at the rollback point, encrypted values masked
-//!   ([`environment`]).
+//!   ([`environment`]); what syncing it would do now ([`plan`]).
 
 mod actions;
 mod environment;
 mod live;
 mod overview;
 mod page;
+mod plan;
 mod session;
 
 pub use session::Sessions;
@@ -35,6 +36,7 @@ pub(super) fn routes() -> Router<Api> {
         .route("/environments/{env}/sync", post(actions::sync))
         .route("/environments/{env}/rollback", post(actions::rollback))
         .route("/environments/{env}/live", get(live::events))
+        .route("/environments/{env}/plan", get(plan::page))
         .route("/dashboard.css", get(style))
         .route("/dashboard.js", get(script))
 }

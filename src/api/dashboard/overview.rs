@@ -8,6 +8,8 @@ use maud::html;
 
 use super::page;
 use crate::api::{Api, environments, snapshot};
+use crate::error::chain;
+use crate::ledger;
 
 pub(super) async fn page(State(api): State<Api>, headers: HeaderMap) -> Response {
     if !page::readable(&api, &headers) {
@@ -18,6 +20,7 @@ pub(super) async fn page(State(api): State<Api>, headers: HeaderMap) -> Response
         let (status, last) = snapshot(&api, &name).await;
         rows.push((name, status, last));
     }
+    let verified = ledger::read(api.ledger.clone(), |l| l.verify()).await;
     let body = html! {
         @if rows.is_empty() {
             p { "This agent applies no environment yet." }
@@ -77,6 +80,20 @@ pub(super) async fn page(State(api): State<Api>, headers: HeaderMap) -> Response
                         }
                     }
                 }
+            }
+        }
+        section aria-labelledby="ledger" {
+            h2 #ledger { "Ledger" }
+            @match &verified {
+                Ok(Ok((entries, head))) => p {
+                    span.badge.good { "verified" } " "
+                    (entries) " entries, each hash chained to the one before; the newest is "
+                    code title=(head) { (&head[..head.len().min(16)]) } "."
+                },
+                Ok(Err(tamper)) => p.refused role="alert" {
+                    span.badge.bad { "altered" } " entry " (tamper.seq) ": " (tamper.reason)
+                },
+                Err(e) => p.refused role="alert" { "The ledger cannot be read: " (chain(e)) },
             }
         }
     };
