@@ -331,7 +331,7 @@ const BUILT: &str = r#"services:
       - ${HOST_DIR}:/srv/host:ro
       - cache:/cache
     networks:
-      back: {ipv4_address: 172.31.7.10}
+      back: {ipv4_address: 10.99.7.10}
     x-plumb:
       strategy: {recreate: {}}
       healthChecks: [{name: ready, http: {path: /health, port: "p${PORT}"}, interval: 50ms, failureThreshold: 200}]
@@ -346,7 +346,9 @@ networks:
     labels: {com.example.purpose: backend}
     ipam:
       config:
-        - {subnet: 172.31.0.0/16, gateway: 172.31.0.1}
+        # Outside the engine's default pools (172.17–172.31, 192.168): no project network another
+        # test creates meanwhile can be given it.
+        - {subnet: 10.99.0.0/16, gateway: 10.99.0.1}
 volumes:
   cache:
     labels: {com.example.purpose: cache}

@@ -60,17 +60,22 @@ pub(super) async fn sign_in(State(api): State<Api>, body: Bytes) -> Response {
         return with_status(StatusCode::UNAUTHORIZED, page::document("Sign in", &[], None, body));
     };
     match api.sessions.open(&name, Secret::new(token)) {
-        Ok(id) => redirect("/", Some(set_cookie(&id, api.tls))),
+        Ok(id) => {
+            tracing::info!(identity = %name, "Signed in to the dashboard.");
+            redirect("/", Some(set_cookie(&id, api.tls)))
+        }
         Err(e) => failed(&format!("cannot make a session: {e}")),
     }
 }
 
 /// Signs out: the session ends, the cookie goes.
 pub(super) async fn sign_out(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err((status, why)) = acting(&api, &headers, &body) {
-        return refused(status, &why);
-    }
+    let session = match acting(&api, &headers, &body) {
+        Ok(session) => session,
+        Err((status, why)) => return refused(status, &why),
+    };
     api.sessions.close(&headers);
+    tracing::info!(identity = %session.name, "Signed out of the dashboard.");
     redirect("/", Some(set_cookie("", api.tls)))
 }
 

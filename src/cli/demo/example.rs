@@ -43,6 +43,7 @@ const EXAMPLE: [(&str, &str); 8] = [
 /// Writes `example-repo` to `to` for `stage`: every service running `plumb example-app`, each
 /// encrypted value sealed anew for `recipient`, timings shortened.
 pub(super) fn copy(to: &Path, stage: &Stage, recipient: &str) -> anyhow::Result<()> {
+    let commands = Commands::of(stage);
     for (relative, text) in EXAMPLE {
         let environment = relative
             .strip_prefix("environments/")
@@ -54,7 +55,7 @@ pub(super) fn copy(to: &Path, stage: &Stage, recipient: &str) -> anyhow::Result<
         for line in text.lines() {
             let trimmed = line.trim_start();
             let indent = &line[..line.len() - trimmed.len()];
-            if let Some(line) = rewrite(stage, environment, line, &mut local_indent, &mut release) {
+            if let Some(line) = rewrite(stage, &commands, environment, line, &mut local_indent, &mut release) {
                 out.push_str(&line);
                 out.push('\n');
             }
@@ -104,6 +105,7 @@ pub(super) fn copy(to: &Path, stage: &Stage, recipient: &str) -> anyhow::Result<
 /// service's image on a container stage.
 fn rewrite(
     stage: &Stage,
+    commands: &Commands,
     environment: &str,
     line: &str,
     local_indent: &mut Option<String>,
@@ -134,21 +136,6 @@ fn rewrite(
     if trimmed.starts_with("kubernetes: {namespace: twikit-production}") {
         return Some(format!("{indent}{}", stage.target(environment, 27000)));
     }
-    let (migrate_up, migrate_down, check, app) = match stage {
-        Stage::Local { exe } => (
-            "[sh, -c, \"echo migrating up; sleep 1\"]".to_owned(),
-            "[sh, -c, \"echo migrating down\"]".to_owned(),
-            "[\"true\"]".to_owned(),
-            format!("[{:?}, example-app]", exe.display().to_string()),
-        ),
-        // The image holds plumb alone: its `--version` stands for a command that succeeds.
-        _ => (
-            "[/plumb, --version]".to_owned(),
-            "[/plumb, --version]".to_owned(),
-            "[/plumb, --version]".to_owned(),
-            "[/plumb, example-app]".to_owned(),
-        ),
-    };
     // The compose target checks containers over the network: the database check connects.
     if matches!(stage, Stage::Compose { .. }) {
         if trimmed == "exec:" {
@@ -159,13 +146,13 @@ fn rewrite(
         }
     }
     let line = if trimmed.starts_with("command: [twikit-backend, migrate") {
-        format!("{indent}command: {migrate_up}")
+        format!("{indent}command: {}", commands.migrate_up)
     } else if trimmed.starts_with("rollbackCommand:") {
-        format!("{indent}rollbackCommand: {migrate_down}")
+        format!("{indent}rollbackCommand: {}", commands.migrate_down)
     } else if trimmed.starts_with("command: [twikit-backend, check") {
-        format!("{indent}command: {check}")
+        format!("{indent}command: {}", commands.check)
     } else if trimmed.starts_with("command: [twikit-") {
-        format!("{indent}command: {app}")
+        format!("{indent}command: {}", commands.app)
     } else if let Some(image) = trimmed.strip_prefix("image: registry.example.com/twikit/")
         && !local
     {
@@ -178,4 +165,32 @@ fn rewrite(
         line.to_owned()
     };
     Some(line)
+}
+
+/// What the example's commands become on a stage (flow sequences).
+struct Commands {
+    migrate_up: String,
+    migrate_down: String,
+    check: String,
+    app: String,
+}
+
+impl Commands {
+    fn of(stage: &Stage) -> Commands {
+        match stage {
+            Stage::Local { exe } => Commands {
+                migrate_up: "[sh, -c, \"echo migrating up; sleep 1\"]".to_owned(),
+                migrate_down: "[sh, -c, \"echo migrating down\"]".to_owned(),
+                check: "[\"true\"]".to_owned(),
+                app: format!("[{:?}, example-app]", exe.display().to_string()),
+            },
+            // The image holds plumb alone: its `--version` stands for a command that succeeds.
+            _ => Commands {
+                migrate_up: "[/plumb, --version]".to_owned(),
+                migrate_down: "[/plumb, --version]".to_owned(),
+                check: "[/plumb, --version]".to_owned(),
+                app: "[/plumb, example-app]".to_owned(),
+            },
+        }
+    }
 }
