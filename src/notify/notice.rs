@@ -107,7 +107,8 @@ pub struct Notice {
     /// For `waiting`: what the head waits for (`window`, `promotion`, `approval`, `sync`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for: Vec<String>,
-    /// The environment on the agent (`externalUrl` in the agent's configuration).
+    /// The environment's page on the agent's dashboard (under `externalUrl` in the agent's
+    /// configuration).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }

@@ -59,7 +59,7 @@ impl Context for Origins {
 
     fn url(&self, environment: &str) -> Option<String> {
         let base = self.external_url.as_deref()?.trim_end_matches('/');
-        Some(format!("{base}/api/v1/environments/{environment}"))
+        Some(format!("{base}/environments/{environment}"))
     }
 }
 
@@ -253,7 +253,7 @@ mod tests {
         );
         assert_eq!(
             rolled_back.url.as_deref(),
-            Some("https://plumb.example.com/api/v1/environments/dev")
+            Some("https://plumb.example.com/environments/dev")
         );
         let attempt_told = rolled_back.attempt.as_ref().unwrap();
         assert_eq!(attempt_told.steps[0].name, "start green");

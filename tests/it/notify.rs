@@ -148,7 +148,7 @@ async fn the_webhook_is_told_each_event_once_signed_and_in_order_through_failure
         assert_eq!(body["environment"], "dev");
         assert_eq!(body["repository"]["name"], "config");
         assert_eq!(body["signer"], "alice");
-        assert_eq!(body["url"], "https://plumb.example.com/api/v1/environments/dev");
+        assert_eq!(body["url"], "https://plumb.example.com/environments/dev");
     }
     let succeeded = taken[1].json();
     assert_eq!(succeeded["commit"]["id"], r1);
@@ -688,7 +688,7 @@ async fn github_deployment_statuses_follow_githubs_openapi_description() {
     assert_eq!(states, ["in_progress", "success"]);
     assert_eq!(
         received[3].json()["log_url"],
-        "https://plumb.example.com/api/v1/environments/dev"
+        "https://plumb.example.com/environments/dev"
     );
 
     // An agent that made the deployment but died before remembering it finds it again.
