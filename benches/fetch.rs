@@ -6,6 +6,7 @@
 //! Run: `cargo bench --bench fetch` (`PLUMB_BENCH_COMMITS=10000`, `PLUMB_BENCH_ROUNDS=15`).
 
 #[path = "../tests/it/http.rs"]
+#[allow(dead_code)]
 mod http;
 #[path = "../tests/it/servers.rs"]
 mod servers;

@@ -15,14 +15,16 @@ mod http;
 #[allow(dead_code)]
 mod keys;
 
+#[path = "support/agent_process.rs"]
+mod agent_process;
 #[path = "support/timing.rs"]
 #[allow(dead_code)]
 mod timing;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use agent_process::{Agent, free_api};
 use harness::{TestRepo, trusted};
 use keys::TestKey;
 use timing::setting;
@@ -94,60 +96,12 @@ fn repository(services: usize) -> (TestRepo, String) {
     (repo, root)
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024.0
-}
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: SIGTERM to the agent this benchmark started; it stops its replicas.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
 async fn measure(services: usize, clients: usize) -> Measured {
     let (repo, root) = repository(services);
     let state = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let api = SocketAddr::from(([127, 0, 0, 1], port));
-    let branch = repo.branch();
+    let api = free_api();
     let started = Instant::now();
-    let agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_plumb"))
-            .args(["agent", "--repo", repo.path().to_str().unwrap(), "--trust-root", &root])
-            .args([
-                "--branch",
-                &branch,
-                "--poll",
-                "1h",
-                "--heal-every",
-                "1h",
-                "--listen",
-                &api.to_string(),
-            ])
-            .arg("--state")
-            .arg(state.path())
-            .env("PLUMB_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let agent = Agent::start(repo.path(), &repo.branch(), &root, "1h", api, state.path());
     // Applied: every environment synced (or, with no services, its first attempt recorded).
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -164,7 +118,7 @@ async fn measure(services: usize, clients: usize) -> Measured {
     let applied_s = started.elapsed().as_secs_f64();
     // Let allocations settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = rss_mb(agent.0.id());
+    let rss = agent.rss_mb();
     let status = if clients > 0 {
         Some(hammer(api, clients, 50).await)
     } else {

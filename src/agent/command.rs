@@ -42,6 +42,10 @@ impl Worker {
             self.applied = self.rollback_point(&head).await?;
         }
         let approvals = self.manual_sync_allowed(&head, &desired).await?;
+        self.images_signed(&desired).await.map_err(|refusal| match refusal {
+            crate::gate::images::Refusal::Refused(why) => CommandError::Conflict(why),
+            crate::gate::images::Refusal::Unavailable(why) => CommandError::Unavailable(why),
+        })?;
         let back = self
             .back_for(&head, &desired, skip_migrations)
             .await
@@ -70,10 +74,12 @@ impl Worker {
             crate::reconcile::observe_and_plan(self.target.as_ref(), &self.ledger, desired, desired.sync.prune)
                 .await
                 .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+        let before = self.applied.as_ref().map(|(_, d)| d);
         Ok(Pending {
             commit: head.commit.to_string(),
             applied: self.applied.as_ref().map(|(c, _)| c.clone()),
             plan,
+            changes: crate::diff::environment(&self.name, before, Some(desired)),
         })
     }
 

@@ -19,6 +19,7 @@ use super::command::CommandError;
 use super::migrations::{Back, Resolved};
 use crate::appconfig::token::Handout;
 use crate::error::chain;
+use crate::gate::images::Refusal;
 use crate::ledger::{Attempt, LedgerError, MigrationState, Outcome, Recorder, Trigger};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Applied, Intent, RollbackPoint};
@@ -144,6 +145,9 @@ pub struct Pending {
     pub applied: Option<String>,
     /// Per service, what would be done (empty: the environment runs the head).
     pub plan: crate::reconcile::Plan,
+    /// The head's desired state against the rollback point's, field by field (encrypted values
+    /// masked); everything the head declares when nothing was applied healthy yet.
+    pub changes: crate::diff::EnvironmentDiff,
 }
 
 /// A manual rollback's result.
@@ -189,9 +193,20 @@ pub struct Status {
     /// the last time when the target tells (`blue: restarted 3 times; Liveness probe failed: …`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub restarts: BTreeMap<String, String>,
+    /// The subjects (first lines of the messages) of the rollback point and the head, by commit.
+    #[serde(skip)]
+    pub subjects: BTreeMap<String, String>,
     /// Whether an attempt is running (its steps are then read from the ledger as they go).
     #[serde(skip)]
     pub busy: bool,
+    /// The gates the head waits for, as `waiting` says them: `window`, `promotion`,
+    /// `approval`.
+    #[serde(skip)]
+    pub awaiting: Vec<&'static str>,
+    /// While an attempt runs, per service it routes: the weights it set and what the slots
+    /// answered as the analysis last read them; emptied when an attempt starts.
+    #[serde(skip)]
+    pub traffic: BTreeMap<String, super::Traffic>,
     /// Each service's configuration at the rollback point, as the API serves it.
     #[serde(skip)]
     pub configs: Option<Arc<crate::appconfig::Served>>,
@@ -211,6 +226,15 @@ pub struct Running {
     /// Per service: the replicas the rollback point declares (`None` for a service it no longer
     /// has), and each slot as the target runs it.
     pub services: BTreeMap<String, (Option<u32>, BTreeMap<Slot, crate::target::workload::LiveSlot>)>,
+    /// Per service, per slot: each health check's result, probed once at the check.
+    pub health: BTreeMap<String, BTreeMap<Slot, Vec<super::probes::Probed>>>,
+}
+
+/// The subject of `commit` in the bare repository at `repository`, when it holds the commit.
+fn subject(repository: &std::path::Path, commit: &str) -> Option<String> {
+    let repo = Repository::open_bare(repository).ok()?;
+    let commit = repo.find_commit(Oid::from_str(commit).ok()?).ok()?;
+    commit.summary().ok().flatten().map(str::to_owned)
 }
 
 /// Each service's newest migration that succeeded and was not rolled back (`migrations` newest
@@ -333,6 +357,7 @@ impl Worker {
                 "Closed an attempt the previous agent left unfinished."
             );
         }
+        let target = Arc::new(super::watched::Watched::new(target, publish.board.clone(), name));
         let worker = Worker {
             name: name.to_owned(),
             target,
@@ -387,6 +412,18 @@ impl Worker {
                 .map(|(commit, desired)| Arc::new(crate::appconfig::Served::of(commit, desired)));
         }
         update(status);
+        // The subjects of the rollback point and the head, read once each from the repository.
+        let shown: Vec<String> = [&status.applied, &status.head].into_iter().flatten().cloned().collect();
+        status.subjects.retain(|commit, _| shown.contains(commit));
+        if let Some(head) = &self.last {
+            for commit in shown {
+                if !status.subjects.contains_key(&commit)
+                    && let Some(subject) = subject(&head.repository, &commit)
+                {
+                    status.subjects.insert(commit, subject);
+                }
+            }
+        }
     }
 
     /// Runs until `cancel` or until the commands close. Heads arrive on `heads`, where a newer
@@ -610,6 +647,22 @@ impl Worker {
                 return self.refuse(&commit, head.signer.as_deref(), reason).await;
             }
         };
+        // Its images, signed as the rules in force ask: an unsigned one refuses the commit, an
+        // unreachable registry holds it back until the next check.
+        match self.images_signed(&desired).await {
+            Ok(()) => {}
+            Err(Refusal::Refused(reason)) => {
+                tracing::warn!(environment = %name, commit, %reason, "Refused a commit whose images are not signed as required; what runs keeps running.");
+                self.publish(|s| s.refused = Some(reason.clone()));
+                return self.refuse(&commit, head.signer.as_deref(), reason).await;
+            }
+            Err(Refusal::Unavailable(reason)) => {
+                tracing::warn!(environment = %name, commit, %reason, "The commit's image signatures cannot be checked now; it waits.");
+                self.handled = None;
+                self.publish(|s| s.waiting = Some(format!("images: {reason}")));
+                return self.note_waiting(&commit, vec!["images"], reason).await;
+            }
+        }
         let intent = Intent::new(&commit, head.signer.as_deref(), Trigger::Commit, &back);
         let applied = self.apply(desired, intent, true).await?;
         self.record_approvals(applied.attempt, &held.approvals).await?;
@@ -648,7 +701,10 @@ impl Worker {
             .filter(|_| restore)
             .map(|(commit, desired)| RollbackPoint { commit, desired });
         let (commit, signer, trigger) = (intent.commit, intent.signer, intent.trigger);
-        self.publish(|s| s.busy = true);
+        self.publish(|s| {
+            s.busy = true;
+            s.traffic.clear();
+        });
         let applied = reconcile::apply(self.target.as_ref(), &self.ledger, &desired, intent, rollback).await;
         self.publish_last().await;
         let applied = applied?;
@@ -734,8 +790,10 @@ impl Worker {
                     .map(move |(slot, s)| (service.as_str(), slot.name(), s.weight))
             }),
         );
+        let health = super::probes::probe_live(self.target.as_ref(), &live).await;
         let running = Running {
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            health,
             services: live
                 .iter()
                 .map(|(service, slots)| {

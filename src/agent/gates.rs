@@ -31,6 +31,19 @@ impl Worker {
         self.applied.as_ref().map_or(&desired.gates, |(_, point)| &point.gates)
     }
 
+    /// Whether the images `desired` runs are signed as the rules in force ask (the rollback
+    /// point's `images`; the head's own before anything was applied here).
+    pub(super) async fn images_signed(&self, desired: &Desired) -> Result<(), crate::gate::images::Refusal> {
+        let Some(rule) = self.gates(desired).images.clone() else {
+            return Ok(());
+        };
+        let images: Vec<&str> = desired.services.values().filter_map(|s| s.image.as_deref()).collect();
+        for verified in crate::gate::images::check(&images, &rule.keys).await? {
+            tracing::info!(environment = %self.name, image = %verified.image, digest = %verified.digest, key = %verified.key, "Image signature verified.");
+        }
+        Ok(())
+    }
+
     /// What holds `head` (rendered as `desired`) back now — a sync window, a promotion,
     /// approvals — in words, published as the status's `waiting`; and the approvals that let
     /// it through, to record with the attempt.
@@ -51,7 +64,10 @@ impl Worker {
             causes.push("approval");
         }
         let waiting = (!reasons.is_empty()).then(|| reasons.join("; "));
-        self.publish(|s| s.waiting.clone_from(&waiting));
+        self.publish(|s| {
+            s.waiting.clone_from(&waiting);
+            s.awaiting.clone_from(&causes);
+        });
         Ok(Held {
             waiting,
             causes,

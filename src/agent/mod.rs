@@ -12,12 +12,16 @@ mod fetcher;
 mod gates;
 pub mod lease;
 mod migrations;
+mod probes;
 mod record;
 mod run;
+mod watched;
 
 pub use command::CommandError;
 pub use environment::{Board, Done, Head, Input, Pending, Publish, RolledBack, Running, Status, Worker, desired_of};
 pub use fetcher::{Fetch, FetchError, Fetcher, Update};
 pub use gates::Received;
 pub use migrations::Resolved;
+pub use probes::Probed;
 pub use run::{Agent, AgentError, Live, Notifications, Repository, Settings, run};
+pub use watched::Traffic;

@@ -39,6 +39,10 @@ pub struct ApproveArgs {
     /// otherwise.
     #[arg(long, value_name = "KEYID")]
     gpg_key: Option<String>,
+    /// Print the signed approval itself (the tag object) instead of its reference: to paste
+    /// into the dashboard or hand to the API where the agent cannot fetch approvals.
+    #[arg(long)]
+    print: bool,
     /// Where the approval is pushed: a remote of the clone, or a URL; `origin` by default (and
     /// the URL itself when `--repo` is one). `--push none` leaves it in the clone.
     #[arg(long)]
@@ -55,6 +59,7 @@ impl ApproveArgs {
             commit: None,
             key: Some(key.to_owned()),
             gpg_key: None,
+            print: false,
             push: Some("none".to_owned()),
         }
     }
@@ -109,21 +114,30 @@ pub fn approve(args: &ApproveArgs, out: &mut impl Write) -> anyhow::Result<Outco
     let raw = format!("{payload}{signature}");
     let reference = approval::store(&repo, &args.env, &commit, &fingerprint, raw.as_bytes())
         .map_err(|e| anyhow::anyhow!("cannot store the approval in {}: {e}", dir.display()))?;
-    writeln!(out, "approved {commit} for {} as {reference}", args.env)?;
+    if args.print {
+        out.write_all(raw.as_bytes())?;
+    } else {
+        writeln!(out, "approved {commit} for {} as {reference}", args.env)?;
+    }
     let push = args.push.clone().unwrap_or(default_push);
     if push == "none" {
         return Ok(Outcome::Ok);
     }
     if args.push.is_none() && Path::new(&args.repo).is_dir() && repo.find_remote(&push).is_err() {
-        writeln!(
-            out,
-            "no remote `{push}` to push to: the approval stays in {}",
-            dir.display()
-        )?;
+        let said = format!("no remote `{push}` to push to: the approval stays in {}", dir.display());
+        if args.print {
+            eprintln!("{said}");
+        } else {
+            writeln!(out, "{said}")?;
+        }
         return Ok(Outcome::Ok);
     }
     git(&dir, &["push", "--quiet", &push, &format!("{reference}:{reference}")])?;
-    writeln!(out, "pushed to {push}")?;
+    if args.print {
+        eprintln!("pushed to {push}");
+    } else {
+        writeln!(out, "pushed to {push}")?;
+    }
     Ok(Outcome::Ok)
 }
 

@@ -298,7 +298,8 @@ Examples:
   plumb approve --env production                       # HEAD of the clone in this folder
   plumb approve --env production 3f1c2a9 --repo ~/src/config
   plumb approve --env production --repo https://git.example.com/platform/config.git main
-  plumb approve --env staging --key bob.key --push none")]
+  plumb approve --env staging --key bob.key --push none
+  plumb approve --env production --print 3f1c2a9         # the signed tag, to paste in the dashboard")]
     Approve(approve::ApproveArgs),
     /// Notifications: check a channel of the agent's configuration.
     #[command(subcommand)]

@@ -1,7 +1,7 @@
-//! The HTTP client the channels post with: HTTPS through rustls with the system's certificate
-//! authorities (and a channel's own CA file), a deadline on every request, answers read up to
-//! a limit, and each answer sorted into delivered, to retry (when, if the receiver says) and
-//! refused for good.
+//! The HTTP client the channels post with (and the image gate reads registries with): HTTPS
+//! through rustls with the system's certificate authorities (and a channel's own CA file), a
+//! deadline on every request, answers read up to a limit, and each answer sorted into
+//! delivered, to retry (when, if the receiver says) and refused for good.
 
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
@@ -160,6 +160,49 @@ impl Client {
                 retry_after,
                 body,
             })
+        };
+        match tokio::time::timeout(DEADLINE, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!("no answer within {} s", DEADLINE.as_secs())),
+        }
+    }
+}
+
+/// An answer read whole (up to a limit), with its headers: what a registry says.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    /// The status code.
+    pub status: u16,
+    /// The headers.
+    pub headers: axum::http::HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Client {
+    /// `GET url` with `headers`, its body read up to `limit` bytes (a longer one is an error:
+    /// a registry's manifests and signatures are small, and a truncated one would not hash).
+    pub async fn fetch(&self, url: &str, headers: &[(&str, &str)], limit: usize) -> Result<Fetched, String> {
+        let mut request = axum::http::Request::builder()
+            .method("GET")
+            .uri(url)
+            .header("user-agent", concat!("plumb/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| format!("cannot make the request: {e}"))?;
+        let exchange = async {
+            let response = self.inner.request(request).await.map_err(|e| crate::error::chain(&e))?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = Limited::new(response.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|e| format!("the answer is cut off: {e}"))?
+                .to_bytes();
+            Ok(Fetched { status, headers, body })
         };
         match tokio::time::timeout(DEADLINE, exchange).await {
             Ok(answer) => answer,

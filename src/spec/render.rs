@@ -17,7 +17,7 @@ use super::load::Loaded;
 use super::manifest::{self, Manifest};
 use super::merge::{merge, merge_into};
 use super::model::environment::SyncPolicy;
-use super::model::gates::Gates;
+use super::model::gates::{Gates, ImageKey, SignedImages};
 use super::model::scalar::{is_encrypted, mask};
 use super::model::{Environment, Name, Service, Target};
 use super::node::{Kind, Node, Path, Step};
@@ -487,6 +487,7 @@ fn render_environment(
     check::windows(&environment, node, name, out);
     let declared_environments: Vec<&str> = loaded.environments.iter().map(|(n, _)| n.as_str()).collect();
     check::promotion(&environment, node, name, &declared_environments, out);
+    let images = signed_images(context, &environment, node, name, out)?;
     let manifests = match &environment.target {
         Target::Kubernetes(kubernetes) => {
             let before = out.len();
@@ -512,10 +513,60 @@ fn render_environment(
             sync_windows: environment.sync_windows,
             promotion: environment.promotion,
             approval: environment.approval,
+            images,
         },
         services,
         manifests,
     }))
+}
+
+/// The keys `images.requireSignature.keys` names, read from the repository: each one missing or
+/// not a cosign public key is reported at its line. Refused on the local target, which runs
+/// commands, not images.
+fn signed_images(
+    context: &Context,
+    environment: &Environment,
+    node: &Node,
+    name: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Result<Option<SignedImages>, SourceError> {
+    let Some(policy) = &environment.images else {
+        return Ok(None);
+    };
+    let located = |path: &Path| node.locate(&path.0).0.at.clone();
+    let images = Path::default().key("images");
+    if let Target::Local(_) = environment.target {
+        let message = "`images`: the local target runs commands, not images";
+        out.push(
+            Diagnostic::new(&located(&images), message)
+                .path(&images)
+                .environment(name),
+        );
+        return Ok(None);
+    }
+    let mut keys = Vec::new();
+    for (i, file) in policy.require_signature.keys.iter().enumerate() {
+        let path = images.clone().key("requireSignature").key("keys").join(Step::Index(i));
+        let read = context.tree.read(file, context.limits.max_bytes)?;
+        let problem = match read {
+            None => format!("key file `{file}` is not in the repository"),
+            Some(bytes) => {
+                let pem = String::from_utf8_lossy(&bytes).into_owned();
+                match crate::gate::images::cosign::key(&pem) {
+                    Ok(_) => {
+                        keys.push(ImageKey {
+                            file: file.clone(),
+                            pem,
+                        });
+                        continue;
+                    }
+                    Err(why) => format!("`{file}` is not a cosign public key: {why}"),
+                }
+            }
+        };
+        out.push(Diagnostic::new(&located(&path), problem).path(&path).environment(name));
+    }
+    Ok(Some(SignedImages { keys }))
 }
 
 /// A service's document as an environment renders it: the repository's service defaults, the

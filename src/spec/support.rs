@@ -1226,6 +1226,17 @@ pub static ENVIRONMENT_FIELDS: &[Field] = &[
         used: never,
     },
     Field {
+        path: "images.requireSignature.keys",
+        local: Refused("the local target runs commands, not images"),
+        compose: Done(
+            "each service's image must carry a cosign signature of its digest, in its registry, by one of these keys (read from the rollback point); else the commit is refused",
+        ),
+        kubernetes: Done(
+            "each service's image must carry a cosign signature of its digest, in its registry, by one of these keys (read from the rollback point); else the commit is refused",
+        ),
+        used: never,
+    },
+    Field {
         path: "services",
         local: Done("overlays: see the service rows"),
         compose: Done("overlays: see the service rows"),

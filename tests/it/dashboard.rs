@@ -60,7 +60,9 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
         assert_eq!(browser.texts("table.environments tbody th"), ["dev"]);
         let cells = browser.texts("table.environments tbody td");
         assert_eq!(cells[0], "synced", "{cells:?}");
-        assert_eq!(cells[1], short, "{cells:?}");
+        // What it runs, with the commit's subject; its head is the same.
+        assert_eq!(cells[1], format!("{short}\nweb r1"), "{cells:?}");
+        assert_eq!(cells[2], "the same", "{cells:?}");
         assert_eq!(cells[3], "alice", "{cells:?}");
         assert!(cells[4].starts_with("succeeded blueGreen"), "{cells:?}");
         let ledger = browser.texts("#ledger + p");
@@ -90,7 +92,10 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
         assert!(
             services[0].starts_with("web\tblue\t")
                 && services[0].contains("2 of 2: 2 running")
-                && services[0].ends_with("100 %"),
+                && services[0].contains(" 100 %\t")
+                // The check, probed at each replica.
+                && services[0].contains("passing ready#0")
+                && services[0].contains("passing ready#1"),
             "{services:?}"
         );
         let history = browser.texts("table.history tbody tr");
@@ -215,6 +220,22 @@ async fn the_dashboard_shows_each_environment_in_a_real_browser() {
         );
         assert!(history[0].contains("rolled back on request"), "{history:?}");
 
+        // The head (r2, rolled back) against the rollback point (r1), field by field.
+        browser.click("a[href='/environments/dev/plan']");
+        browser.wait_for_title("What syncing dev would do · plumb");
+        assert_eq!(browser.texts("main h3"), ["web — rollout"]);
+        let rows = browser.texts("table.changes tbody tr");
+        assert!(
+            rows.contains(&"config.values.greeting\thello\thello again".to_owned()),
+            "{rows:?}"
+        );
+        assert!(
+            rows.iter().any(|r| r.starts_with("env[EXAMPLE_RELEASE].value\tr1\tr2")),
+            "{rows:?}"
+        );
+        browser.screenshot("plan");
+        assert_eq!(browser.serious_accessibility_violations(), Vec::<String>::new());
+
         // Signed out, the actions are gone.
         browser.click("form[action='/sign-out'] button");
         browser.goto(&format!("{url}environments/dev"));
@@ -268,15 +289,40 @@ async fn an_environment_page_follows_a_canary_live() {
     })
     .await
     .unwrap();
+    // Requests through the stable port all along, for the canary's answers to count.
+    let asking = tokio_util::sync::CancellationToken::new();
+    let traffic = tokio::spawn({
+        let asking = asking.clone();
+        async move {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            while !asking.is_cancelled() {
+                let _ = crate::http::try_get(addr, "/").await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
     Web::new(port, "r2", canary).write(&upstream);
     let second = upstream.commit_signed("web r2", &alice);
     agent.push();
     let short = second[..12].to_owned();
-    let seen = tokio::task::spawn_blocking(move || {
-        // Every step the page showed, in the order it showed them, until it shows r2's success.
+    let (seen, routed) = tokio::task::spawn_blocking(move || {
+        // Every step the page showed, in the order it showed them, until it shows r2's success;
+        // and the traffic rows it showed on the way.
         let mut seen: Vec<String> = Vec::new();
+        let mut routed: Vec<String> = Vec::new();
         let started = std::time::Instant::now();
         loop {
+            for row in browser.texts("table.traffic tbody tr") {
+                if row.starts_with("web\tgreen\t 50 %\t")
+                    && row.contains(" % successful")
+                    && !routed.iter().any(|r| r.contains(" % successful"))
+                {
+                    browser.screenshot("environment-canary");
+                }
+                if !routed.contains(&row) {
+                    routed.push(row);
+                }
+            }
             let attempt = browser.texts("#attempt + p");
             let done = attempt
                 .first()
@@ -301,15 +347,160 @@ async fn an_environment_page_follows_a_canary_live() {
             "the page was reloaded"
         );
         browser.screenshot("environment-live");
-        seen
+        (seen, routed)
     })
     .await
     .unwrap();
+    asking.cancel();
+    traffic.await.unwrap();
+    // The weights as the canary set them, and the canary's answers counted while it was judged.
+    assert!(routed.iter().any(|r| r.starts_with("web\tblue\t 50 %\t")), "{routed:?}");
+    assert!(
+        routed
+            .iter()
+            .any(|r| r.starts_with("web\tgreen\t 50 %\t") && r.contains(" requests, 100.0 % successful")),
+        "{routed:?}"
+    );
     let at = |name: &str| {
         seen.iter()
             .position(|s| s == name)
             .unwrap_or_else(|| panic!("{name}: {seen:?}"))
     };
     assert!(at("web: shift 50% to green") < at("web: promote green"), "{seen:?}");
+    agent.stop().await;
+}
+
+/// Production waits for an approval; the approver's signed tag, printed by `plumb approve
+/// --print`, is pasted into the environment's page by a signed-in identity and handed over: the
+/// agent verifies it, records who handed it over, and applies the commit — which the overview,
+/// open in another browser all along, shows without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_is_handed_over_from_the_page_and_the_overview_follows() {
+    use crate::governance::{approve, production, secret_key_file, waiting};
+    use crate::keys::{ALL, policy};
+
+    let (alice, bob) = (TestKey::new("alice"), TestKey::new("bob"));
+    let (mut upstream, root) = trusted(&alice);
+    upstream.write(
+        "openpgp-policy.toml",
+        &policy(&[(&alice, ALL), (&bob, &["sign_tag"][..])]),
+    );
+    let port = crate::reconcile::free_port();
+    production(&upstream, port, "r1", 1);
+    let first = upstream.commit_signed("web r1: one approval", &alice);
+    let keys = tempfile::tempdir().unwrap();
+    let bob_key = keys.path().join("bob.key");
+    secret_key_file(&bob, &bob_key);
+    // Bob's clone: the approval stays there (`--push none`), the agent cannot fetch it.
+    let work = keys.path().join("work");
+    let cloned = std::process::Command::new("git")
+        .args([
+            "clone",
+            "--quiet",
+            upstream.path().to_str().unwrap(),
+            work.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(cloned.status.success(), "{}", String::from_utf8_lossy(&cloned.stderr));
+    let approval = approve(
+        &[
+            "--env",
+            "production",
+            "--repo",
+            work.to_str().unwrap(),
+            "--key",
+            bob_key.to_str().unwrap(),
+            "--push",
+            "none",
+            "--print",
+            &first,
+        ],
+        &[],
+    );
+    assert!(
+        approval.starts_with(&format!("object {first}\ntype commit\n"))
+            && approval.contains("-----BEGIN PGP SIGNATURE-----"),
+        "{approval}"
+    );
+
+    let state = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        api_token: Some(Secret::new(TOKEN)),
+        ..agent_settings(&upstream, &root, state.path())
+    };
+    let agent = Running::start(settings).await;
+    let api = agent.handle.api.unwrap();
+    let held = eventually(Duration::from_secs(30), || async {
+        waiting(api, "production")
+            .await
+            .filter(|w| w.contains("approval: 0 of 1 approvals"))
+    })
+    .await;
+    assert!(held.is_some(), "production waits for its approval");
+
+    let url = format!("http://{api}/");
+    let short = first[..12].to_owned();
+    let approved = first.clone();
+    tokio::task::spawn_blocking(move || {
+        let first = approved;
+        let overview = Browser::start();
+        overview.goto(&url);
+        let cells = overview.texts("table.environments tbody td");
+        assert_eq!(cells[0], "out of sync", "{cells:?}");
+        assert!(cells[2].ends_with("web r1: one approval"), "{cells:?}");
+        assert!(cells[5].starts_with("approval: 0 of 1 approvals"), "{cells:?}");
+        overview.script("window.plumbMark = 'kept'; return null;");
+
+        let browser = Browser::start();
+        browser.goto(&format!("{url}environments/production"));
+        // Not signed in: nothing to act with.
+        assert!(browser.texts("#approval").is_empty());
+        browser.goto(&format!("{url}sign-in"));
+        browser.type_into("#token", TOKEN);
+        browser.click("form[action='/sign-in'] button");
+        browser.wait_for_title("Environments · plumb");
+        browser.goto(&format!("{url}environments/production"));
+        let help = browser.texts("#approval-help");
+        assert!(
+            help[0].contains(&format!("plumb approve --env production --print {first}")),
+            "{help:?}"
+        );
+        browser.type_into("#approval", &approval);
+        browser.screenshot("approval");
+        assert_eq!(browser.serious_accessibility_violations(), Vec::<String>::new());
+        browser.click("form[action='/environments/production/approve'] button");
+        browser.wait_for_title("Approval of production · plumb");
+        let said = browser.texts("main p");
+        assert!(
+            said[0].starts_with(&format!("Received: bob's approval of {short}")),
+            "{said:?}"
+        );
+
+        // The overview follows: production runs r1, synced, without a reload.
+        let started = std::time::Instant::now();
+        loop {
+            let cells = overview.texts("table.environments tbody td");
+            if cells.first().is_some_and(|c| c == "synced") {
+                assert_eq!(cells[1], format!("{short}\nweb r1: one approval"), "{cells:?}");
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{cells:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            overview.script("return window.plumbMark;"),
+            "kept",
+            "the overview was reloaded"
+        );
+    })
+    .await
+    .unwrap();
+    // The ledger keeps the approval beside the attempt it let through.
+    let history = crate::agent::api_get(api, "/api/v1/environments/production/history?limit=1").await;
+    let history: serde_json::Value = serde_json::from_str(&history.body).unwrap();
+    assert_eq!(history["attempts"][0]["commit"], first.as_str(), "{history:#}");
+    assert_eq!(history["attempts"][0]["approvals"][0]["user"], "bob", "{history:#}");
     agent.stop().await;
 }

@@ -393,7 +393,7 @@ async fn polling_agent(
 }
 
 /// What the status of `environment` says it waits for.
-async fn waiting(api: SocketAddr, environment: &str) -> Option<String> {
+pub(crate) async fn waiting(api: SocketAddr, environment: &str) -> Option<String> {
     let status = crate::agent::api_get(api, &format!("/api/v1/environments/{environment}")).await;
     let status: serde_json::Value = serde_json::from_str(&status.body).ok()?;
     status["waiting"].as_str().map(str::to_owned)
@@ -497,7 +497,7 @@ pub(crate) fn secret_key_file(key: &TestKey, path: &std::path::Path) {
 }
 
 /// `plumb approve ARGS` (with `env` set), insisting it succeeds; what it printed.
-fn approve(args: &[&str], env: &[(&str, &std::path::Path)]) -> String {
+pub(crate) fn approve(args: &[&str], env: &[(&str, &std::path::Path)]) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_plumb"));
     command.arg("approve").args(args);
     for (name, value) in env {
@@ -515,7 +515,7 @@ fn approve(args: &[&str], env: &[(&str, &std::path::Path)]) -> String {
 
 /// A production environment needing two approvals among alice, bob and carol (`required` as
 /// written by the commit; the rule in force is the rollback point's).
-fn production(repo: &TestRepo, port: u16, release: &str, required: u32) {
+pub(crate) fn production(repo: &TestRepo, port: u16, release: &str, required: u32) {
     Web {
         environment: "production",
         ..Web::new(port, release, "recreate: {}")

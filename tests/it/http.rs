@@ -56,6 +56,11 @@ pub async fn post(addr: std::net::SocketAddr, path: &str, headers: &[(&str, Stri
     send(addr, "POST", path, headers, body).await
 }
 
+/// `PUT path` with `headers` and `body`.
+pub async fn put(addr: std::net::SocketAddr, path: &str, headers: &[(&str, String)], body: &[u8]) -> Response {
+    send(addr, "PUT", path, headers, body).await
+}
+
 async fn send(
     addr: std::net::SocketAddr,
     method: &str,

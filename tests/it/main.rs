@@ -26,6 +26,7 @@ mod harness;
 mod health;
 mod hostile;
 mod http;
+mod image_signatures;
 mod keys;
 mod kube;
 mod kube_fidelity;

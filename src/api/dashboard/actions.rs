@@ -1,6 +1,6 @@
 //! What a signed-in identity does from the dashboard: sign in with an access token, sync an
 //! environment, roll it back (to the commit before its rollback point, or one it ran before),
-//! sign out. Every action is a form posted with the session's anti-forgery token and authorized
+//! hand over a signed approval, sign out. Every action is a form posted with the session's anti-forgery token and authorized
 //! exactly as the API authorizes it, with the session's token: without a session it is refused
 //! (401), with a forged or missing anti-forgery token too (403), and without the role or the
 //! environment as the API refuses it.
@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::page::{self, Viewer};
 use super::session::{Session, set_cookie};
 use crate::access::{Action, Refused};
-use crate::agent::Input;
+use crate::agent::{Done, Input, Received, RolledBack};
 use crate::api::{Api, command_status};
 use crate::error::chain;
 use crate::secret::Secret;
@@ -123,6 +123,36 @@ pub(super) async fn rollback(
     run(&api, &headers, &env, "Rollback", input, answer).await
 }
 
+/// Hands the posted approval — the signed tag object `plumb approve --print` prints — to the
+/// environment's worker, which verifies it under the signing policy as the API's approvals are
+/// verified; the identity is recorded as who handed it over.
+pub(super) async fn approve(
+    State(api): State<Api>,
+    Path(env): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let session = match acting(&api, &headers, &body) {
+        Ok(session) => session,
+        Err((status, why)) => return refused(status, &why),
+    };
+    let by = match authorize(&api, &session, Action::Approve, &env) {
+        Ok(by) => by,
+        Err((status, why)) => return refused(status, &why),
+    };
+    // A browser's textarea sends CRLF line ends; the signed object has LF alone.
+    let raw = form(&body, "approval").unwrap_or_default().replace("\r\n", "\n");
+    if raw.trim().is_empty() {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "Paste the approval that `plumb approve --print` printed.",
+        );
+    }
+    let (reply, answer) = oneshot::channel();
+    let input = Input::Approve { raw, by, reply };
+    run(&api, &headers, &env, "Approval", input, answer).await
+}
+
 /// The session of a posted action, its anti-forgery token checked; or the refusal.
 fn acting(api: &Api, headers: &HeaderMap, body: &Bytes) -> Result<Session, Refusal> {
     let Some(session) = api.sessions.of(headers) else {
@@ -156,7 +186,7 @@ fn authorize(api: &Api, session: &Session, action: Action, env: &str) -> Result<
 
 /// Hands `input` to `env`'s worker; the page says how it ended, or that it started when it
 /// takes longer than [`PATIENCE`] (the environment's page then shows it running).
-async fn run<T: serde::Serialize + Send + 'static>(
+async fn run<T: Answer + Send + 'static>(
     api: &Api,
     headers: &HeaderMap,
     env: &str,
@@ -176,17 +206,10 @@ async fn run<T: serde::Serialize + Send + 'static>(
     let title = format!("{what} of {env}");
     let answered = tokio::time::timeout(PATIENCE, &mut answer).await;
     let body = match answered {
-        Ok(Ok(Ok(done))) => {
-            let done = serde_json::to_value(done).unwrap_or_default();
-            html! {
-                p { "Done: " (serde_json::from_value::<crate::ledger::Outcome>(done["outcome"].clone()).map_or_else(|_| done["outcome"].to_string(), |o| o.to_string())) }
-                @if let Some(revert) = done["revert"].as_str() {
-                    p { "Make git agree with what runs: open this as a pull request." }
-                    pre { (revert) }
-                }
-                p { a href={ "/environments/" (env) } { "Back to " (env) } }
-            }
-        }
+        Ok(Ok(Ok(done))) => html! {
+            (done.said())
+            p { a href={ "/environments/" (env) } { "Back to " (env) } }
+        },
         Ok(Ok(Err(refused))) => {
             let status = command_status(&refused);
             let body = html! {
@@ -208,6 +231,43 @@ async fn run<T: serde::Serialize + Send + 'static>(
         }
     };
     page::document(&title, &trail, viewer.as_ref(), body)
+}
+
+/// What the page says of an action that ended.
+trait Answer {
+    fn said(&self) -> maud::Markup;
+}
+
+impl Answer for Done {
+    fn said(&self) -> maud::Markup {
+        html! { p { "Done: " (self.outcome) } }
+    }
+}
+
+impl Answer for RolledBack {
+    fn said(&self) -> maud::Markup {
+        html! {
+            (self.done.said())
+            @if let Some(revert) = &self.revert {
+                p { "Make git agree with what runs: open this as a pull request." }
+                pre { (revert) }
+            }
+        }
+    }
+}
+
+impl Answer for Received {
+    fn said(&self) -> maud::Markup {
+        let approval = &self.approval;
+        html! {
+            p {
+                "Received: " (approval.user) "'s approval of " (page::commit(Some(&self.commit)))
+                ", signed " (page::time(&approval.signed)) " with key " code { (approval.fingerprint) }
+                ", stored at " code { (self.reference) } "."
+            }
+            p { "Whether it lets the commit through is judged with the environment's other approvals." }
+        }
+    }
 }
 
 /// Field `name` of a form-encoded body.

@@ -1,6 +1,10 @@
-//! `/environments/{env}`: one environment — its state, the last attempt step by step, the
-//! attempts before it, and each service's configuration at the rollback point as a tree
-//! (encrypted values masked, as the API serves them to everyone but the service).
+//! `/environments/{env}`: one environment — its state, the running attempt's traffic as it
+//! moves, each service's slots with their health checks' last results, the last attempt step
+//! by step, the attempts before it, the ledger's verification, and each service's
+//! configuration at the rollback point as a tree (encrypted values masked, as the API serves
+//! them to everyone but the service).
+
+use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -9,6 +13,7 @@ use maud::{Markup, html};
 use serde_json::Value;
 
 use super::page;
+use crate::agent::{Status, Traffic};
 use crate::api::{Api, known, snapshot};
 use crate::ledger::{self, AttemptRecord};
 
@@ -43,18 +48,21 @@ pub(super) async fn page(
     let name = env.clone();
     let history = ledger::read(api.ledger.clone(), move |l| l.history(&name, HISTORY)).await;
     let viewer = page::Viewer::of(&api, &headers);
+    let ledger = page::ledger(&api).await;
     let body = html! {
         @if let Some(viewer) = &viewer {
-            (actions(&env, viewer, status.applied.as_deref(), history.as_deref().unwrap_or_default()))
+            (actions(&env, viewer, &status, history.as_deref().unwrap_or_default()))
         }
         section aria-labelledby="state" {
             h2 #state { "State" }
             dl.facts {
-                dt { "Runs (rollback point)" } dd { (page::commit(status.applied.as_deref())) }
+                dt { "Runs (rollback point)" }
+                dd { (page::commit(status.applied.as_deref())) (page::subject(&status, status.applied.as_deref())) }
                 dt { "Head" }
                 dd {
                     (page::commit(status.head.as_deref()))
                     " · " a href={ "/environments/" (env) "/plan" } { "what syncing would do now" }
+                    (page::subject(&status, status.head.as_deref()))
                 }
                 dt { "Signed by" } dd { (status.signer.as_deref().unwrap_or("—")) }
                 @if let Some(refused) = &status.refused {
@@ -77,6 +85,12 @@ pub(super) async fn page(
                 @for (service, restarts) in &status.restarts {
                     dt { "Restarts: " (service) } dd { (restarts) }
                 }
+            }
+        }
+        @if status.busy && !status.traffic.is_empty() {
+            section aria-labelledby="traffic" {
+                h2 #traffic { "Traffic now" }
+                (traffic(&status.traffic, &filter))
             }
         }
         section aria-labelledby="services" {
@@ -106,6 +120,7 @@ pub(super) async fn page(
                 Err(e) => p.refused { "The ledger cannot be read: " (crate::error::chain(e)) },
             }
         }
+        (ledger)
         section aria-labelledby="configuration" {
             h2 #configuration { "Configuration" }
             @match &status.configs {
@@ -137,8 +152,10 @@ pub(super) async fn page(
 
 /// What the signed-in identity may ask (the agent decides with its role): sync the head now;
 /// roll back to the commit before the rollback point, or to an earlier one the environment ran
-/// healthy. Approvals are OpenPGP-signed tags: `plumb approve` makes them, not a browser.
-fn actions(env: &str, viewer: &page::Viewer, applied: Option<&str>, history: &[AttemptRecord]) -> Markup {
+/// healthy; when the head waits for approvals, hand over one, an OpenPGP-signed tag `plumb
+/// approve --print` made with the approver's key (a browser holds no key to sign with).
+fn actions(env: &str, viewer: &page::Viewer, status: &Status, history: &[AttemptRecord]) -> Markup {
+    let applied = status.applied.as_deref();
     let mut earlier: Vec<&str> = Vec::new();
     for record in history {
         let commit = record.attempt.commit.as_str();
@@ -170,13 +187,30 @@ fn actions(env: &str, viewer: &page::Viewer, applied: Option<&str>, history: &[A
                     button type="submit" { "Roll back" }
                 }
             }
-            p.none { "Approvals are signed tags: " code { "plumb approve --env " (env) } "." }
+            @if status.awaiting.contains(&"approval") {
+            form.approve method="post" action={ "/environments/" (env) "/approve" } {
+                (viewer.csrf_field())
+                p {
+                    label for="approval" { "Hand over an approval" }
+                    br;
+                    span.none #approval-help {
+                        "An approval is a signed tag the approver makes with their own key: "
+                        code { "plumb approve --env " (env) " --print " (status.head.as_deref().unwrap_or("COMMIT")) }
+                        " prints it; paste it here."
+                    }
+                    br;
+                    textarea #approval name="approval" rows="4" cols="72" spellcheck="false" aria-describedby="approval-help" required {}
+                }
+                p { button type="submit" { "Hand over" } }
+            }
+            }
         }
     }
 }
 
 /// Each service's slots as the target ran them: version, replicas (of those the rollback point
-/// declares) and their states, and the share of traffic each slot takes.
+/// declares) and their states, the share of traffic each slot takes, and its health checks'
+/// results.
 fn services(running: &crate::agent::Running, filter: &Filter) -> Markup {
     html! {
         p.none { "As the target ran them at " (page::time(&running.at)) " (the last drift check)." }
@@ -188,6 +222,7 @@ fn services(running: &crate::agent::Running, filter: &Filter) -> Markup {
                     th scope="col" { "Version" }
                     th scope="col" { "Replicas" }
                     th scope="col" { "Traffic" }
+                    th scope="col" { "Health checks" }
                 }
             }
             tbody {
@@ -208,10 +243,74 @@ fn services(running: &crate::agent::Running, filter: &Filter) -> Markup {
                                 progress max="100" value=(live.weight) aria-label={ (service) " " (slot.name()) " traffic" } {}
                                 " " (live.weight) " %"
                             }
+                            td { (checks(running.health.get(service).and_then(|h| h.get(slot)))) }
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// The running attempt's traffic, per service it routes: each slot's weight as set, and what it
+/// answered as the canary's analysis last counted (requests, the share answered without a
+/// server error, the server errors and the unanswered).
+fn traffic(routed: &BTreeMap<String, Traffic>, filter: &Filter) -> Markup {
+    html! {
+        p.none { "As the running attempt sets and counts it." }
+        table.traffic {
+            thead {
+                tr {
+                    th scope="col" { "Service" }
+                    th scope="col" { "Slot" }
+                    th scope="col" { "Weight" }
+                    th scope="col" { "Answers" }
+                }
+            }
+            tbody {
+                @for (service, traffic) in routed.iter().filter(|(name, _)| filter.shows(name)) {
+                    @for (slot, weight) in &traffic.weights {
+                        tr {
+                            th scope="row" { (service) }
+                            td { (slot.name()) }
+                            td {
+                                progress max="100" value=(weight) aria-label={ (service) " " (slot.name()) " weight" } {}
+                                " " (weight) " %"
+                            }
+                            td {
+                                @match traffic.answers.get(slot.name()) {
+                                    Some(stats) if stats.requests > 0 => {
+                                        (stats.requests) " requests, "
+                                        (format!("{:.1}", stats.success_rate().unwrap_or(1.0) * 100.0)) " % successful"
+                                        @if stats.server_errors > 0 { " · " (stats.server_errors) " server errors" }
+                                        @if stats.unanswered > 0 { " · " (stats.unanswered) " unanswered" }
+                                    }
+                                    _ => span.none { "none counted yet" },
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A slot's health checks as probed at the drift check: each passing or failing, and why.
+fn checks(probed: Option<&Vec<crate::agent::Probed>>) -> Markup {
+    html! {
+        @match probed {
+            None => span.none { "none probed by plumb" },
+            Some(results) => ul.checks {
+                @for (name, result) in results {
+                    li {
+                        @match result {
+                            Ok(()) => { span.badge.good { "passing" } " " code { (name) } }
+                            Err(why) => { span.badge.bad { "failing" } " " code { (name) } ": " span.reason { (why) } }
+                        }
+                    }
+                }
+            },
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `/environments/{env}/live`: Server-Sent Events telling an environment's page that what it
-//! shows changed — an attempt started, a step began or ended, the head moved, drift was found —
+//! shows changed — an attempt started, a step began or ended, the traffic moved, the head moved,
+//! drift was found (`/live`: any environment's, for the overview) —
 //! so the page fetches itself again and puts the new content in place (`dashboard.js`) without a
 //! reload. The agent looks every quarter of a second, from the status it already keeps (and the
 //! ledger's newest attempt while one runs); at most 64 pages follow at once; every stream ends
@@ -27,20 +28,26 @@ const EVERY: Duration = Duration::from_millis(250);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub(super) async fn events(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap) -> Response {
-    if !page::readable(&api, &headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if !known(&api, &env) {
+    if !known(&api, &env) && page::readable(&api, &headers) {
         return StatusCode::NOT_FOUND.into_response();
     }
+    follow(api, Some(env), &headers).await
+}
+
+/// The overview's events: any environment's change.
+pub(super) async fn overview_events(State(api): State<Api>, headers: HeaderMap) -> Response {
+    follow(api, None, &headers).await
+}
+
+/// A stream of `change` events for one environment, or for all of them (`None`).
+async fn follow(api: Api, env: Option<String>, headers: &HeaderMap) -> Response {
+    if !page::readable(&api, headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
     let Ok(permit) = OPEN.clone().try_acquire_owned() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many pages follow their environment",
-        )
-            .into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many pages follow the agent").into_response();
     };
-    let seen = fingerprint(&api, &env).await;
+    let seen = seen(&api, env.as_deref()).await;
     let stream = Follow {
         api,
         env,
@@ -58,10 +65,25 @@ pub(super) async fn events(State(api): State<Api>, Path(env): Path<String>, head
         .into_response()
 }
 
+/// The fingerprint of `env`, or of every environment.
+async fn seen(api: &Api, env: Option<&str>) -> u64 {
+    match env {
+        Some(env) => fingerprint(api, env).await,
+        None => {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            for env in crate::api::environments(api) {
+                (fingerprint(api, &env).await, env).hash(&mut hasher);
+            }
+            hasher.finish()
+        }
+    }
+}
+
 /// One page's stream.
 struct Follow {
     api: Api,
-    env: String,
+    /// The environment followed; every one (the overview) when `None`.
+    env: Option<String>,
     /// The fingerprint of what the page was last told about.
     seen: u64,
     _permit: OwnedSemaphorePermit,
@@ -76,7 +98,7 @@ impl Follow {
                 _ = self.api.stop.cancelled() => return None,
                 _ = &mut keep_alive => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self)),
                 _ = tokio::time::sleep(EVERY) => {
-                    let now = fingerprint(&self.api, &self.env).await;
+                    let now = seen(&self.api, self.env.as_deref()).await;
                     if now != self.seen {
                         self.seen = now;
                         return Some((Ok(Bytes::from(format!("event: change\ndata: {now:x}\n\n"))), self));
@@ -100,12 +122,15 @@ async fn fingerprint(api: &Api, env: &str) -> u64 {
         &status.blocked,
         &status.restarts,
         status.busy,
+        &status.awaiting,
     )
         .hash(&mut hasher);
+    // A rollout's traffic as it moves: the weights set, the answers counted.
+    format!("{:?}", status.traffic).hash(&mut hasher);
     // What the target ran, but not when it was looked at: a check that finds the same is no
     // change.
     if let Some(running) = &status.running {
-        format!("{:?}", running.services).hash(&mut hasher);
+        format!("{:?}{:?}", running.services, running.health).hash(&mut hasher);
     }
     if let Some(last) = &last {
         (last.id, &last.finished, last.steps.len()).hash(&mut hasher);

@@ -1,7 +1,7 @@
 //! The dashboard: the agent's state as web pages, served beside the API and read with the same
 //! rights as its reads; a signed-in identity acts from it with its role ([`actions`]). Rendered
 //! on the server (maud templates, checked at compile time) and whole without JavaScript; one
-//! small script only makes an environment's page follow the agent live ([`live`]). Light and
+//! small script only makes the pages follow the agent live ([`live`]). Light and
 //! dark from the browser's preference; every link and control keyboard reachable.
 //!
 //! - `/`: every environment at a glance ([`overview`]);
@@ -35,7 +35,9 @@ pub(super) fn routes() -> Router<Api> {
         .route("/sign-out", post(actions::sign_out))
         .route("/environments/{env}/sync", post(actions::sync))
         .route("/environments/{env}/rollback", post(actions::rollback))
+        .route("/environments/{env}/approve", post(actions::approve))
         .route("/environments/{env}/live", get(live::events))
+        .route("/live", get(live::overview_events))
         .route("/environments/{env}/plan", get(plan::page))
         .route("/dashboard.css", get(style))
         .route("/dashboard.js", get(script))

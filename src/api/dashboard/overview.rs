@@ -1,5 +1,6 @@
 //! `/`: every environment on one screen — what it runs and what its head is, who signed it,
-//! whether it is synced, what drifts, how the last attempt went, what holds the head back.
+//! whether it is synced, what drifts, how the last attempt went, what holds the head back — and
+//! the ledger's verification. It follows the agent live, as an environment's page does.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -8,8 +9,6 @@ use maud::html;
 
 use super::page;
 use crate::api::{Api, environments, snapshot};
-use crate::error::chain;
-use crate::ledger;
 
 pub(super) async fn page(State(api): State<Api>, headers: HeaderMap) -> Response {
     if !page::readable(&api, &headers) {
@@ -20,7 +19,7 @@ pub(super) async fn page(State(api): State<Api>, headers: HeaderMap) -> Response
         let (status, last) = snapshot(&api, &name).await;
         rows.push((name, status, last));
     }
-    let verified = ledger::read(api.ledger.clone(), |l| l.verify()).await;
+    let ledger = page::ledger(&api).await;
     let body = html! {
         @if rows.is_empty() {
             p { "This agent applies no environment yet." }
@@ -55,11 +54,15 @@ pub(super) async fn page(State(api): State<Api>, headers: HeaderMap) -> Response
                                 }
                                 @if status.busy { " " span.badge.running { "applying" } }
                             }
-                            td { (page::commit(status.applied.as_deref())) }
+                            td { (page::commit(status.applied.as_deref())) (page::subject(status, status.applied.as_deref())) }
                             td {
-                                (page::commit(status.head.as_deref()))
-                                @if status.refused.is_some() {
-                                    div.none { "not applied (see the environment)" }
+                                @if status.head != status.applied {
+                                    (page::commit(status.head.as_deref())) (page::subject(status, status.head.as_deref()))
+                                } @else {
+                                    span.none { "the same" }
+                                }
+                                @if let Some(refused) = &status.refused {
+                                    div.reason { "not applied: " (refused) }
                                 }
                             }
                             td { (status.signer.as_deref().unwrap_or("—")) }
@@ -82,20 +85,13 @@ pub(super) async fn page(State(api): State<Api>, headers: HeaderMap) -> Response
                 }
             }
         }
-        section aria-labelledby="ledger" {
-            h2 #ledger { "Ledger" }
-            @match &verified {
-                Ok(Ok((entries, head))) => p {
-                    span.badge.good { "verified" } " "
-                    (entries) " entries, each hash chained to the one before; the newest is "
-                    code title=(head) { (&head[..head.len().min(16)]) } "."
-                },
-                Ok(Err(tamper)) => p.refused role="alert" {
-                    span.badge.bad { "altered" } " entry " (tamper.seq) ": " (tamper.reason)
-                },
-                Err(e) => p.refused role="alert" { "The ledger cannot be read: " (chain(e)) },
-            }
-        }
+        (ledger)
     };
-    page::document("Environments", &[], page::Viewer::of(&api, &headers).as_ref(), body)
+    page::live_document(
+        "Environments",
+        &[],
+        page::Viewer::of(&api, &headers).as_ref(),
+        "/live",
+        body,
+    )
 }

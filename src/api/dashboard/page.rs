@@ -184,3 +184,34 @@ pub(super) fn readable(api: &Api, headers: &HeaderMap) -> bool {
 pub(super) fn to_sign_in() -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, "/sign-in")]).into_response()
 }
+
+/// The subject of `commit` (the rollback point or the head of `status`), on a line of its own.
+pub(super) fn subject(status: &crate::agent::Status, commit: Option<&str>) -> Markup {
+    html! {
+        @if let Some(subject) = commit.and_then(|c| status.subjects.get(c)) {
+            div.subject { (subject) }
+        }
+    }
+}
+
+/// The ledger's state: its hash chain checked entry by entry now (`verified`, how many entries,
+/// the newest hash; or `altered` and the first entry that does not hold).
+pub(super) async fn ledger(api: &Api) -> Markup {
+    let verified = crate::ledger::read(api.ledger.clone(), |l| l.verify()).await;
+    html! {
+        section aria-labelledby="ledger" {
+            h2 #ledger { "Ledger" }
+            @match &verified {
+                Ok(Ok((entries, head))) => p {
+                    span.badge.good { "verified" } " "
+                    (entries) " entries, each hash chained to the one before; the newest is "
+                    code title=(head) { (&head[..head.len().min(16)]) } "."
+                },
+                Ok(Err(tamper)) => p.refused role="alert" {
+                    span.badge.bad { "altered" } " entry " (tamper.seq) ": " (tamper.reason)
+                },
+                Err(e) => p.refused role="alert" { "The ledger cannot be read: " (crate::error::chain(e)) },
+            }
+        }
+    }
+}

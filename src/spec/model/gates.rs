@@ -20,13 +20,54 @@ pub struct Gates {
     /// The approvals a commit needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRule>,
+    /// The keys the images a commit runs must be signed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<SignedImages>,
 }
 
 impl Gates {
     /// Whether there is no gate at all.
     pub fn is_empty(&self) -> bool {
-        self.sync_windows.is_empty() && self.promotion.is_none() && self.approval.is_none()
+        self.sync_windows.is_empty() && self.promotion.is_none() && self.approval.is_none() && self.images.is_none()
     }
+}
+
+/// What an environment asks of the images it runs, as written in its document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImagePolicy {
+    /// Run an image only when its registry holds a cosign signature of its digest made with
+    /// one of these keys.
+    pub require_signature: RequireSignature,
+}
+
+/// The keys an image must be signed with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequireSignature {
+    /// Files of the repository holding cosign public keys (`cosign generate-key-pair` writes
+    /// `cosign.pub`: an ECDSA P-256 key, PEM); a signature by any one of them counts.
+    #[schemars(length(min = 1))]
+    pub keys: Vec<String>,
+}
+
+/// The images a commit runs must be signed by one of `keys` (read from the rollback point, so a
+/// commit cannot bring the key its own images are checked with).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignedImages {
+    /// Each key: the file it was read from and its PEM text.
+    pub keys: Vec<ImageKey>,
+}
+
+/// One cosign public key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageKey {
+    /// The repository's file.
+    pub file: String,
+    /// The key, PEM (`-----BEGIN PUBLIC KEY-----`).
+    pub pem: String,
 }
 
 /// A commit is applied here only once `required` people approved exactly it for this

@@ -1,0 +1,129 @@
+//! Signed images: before an environment runs a commit, every image its services name must be
+//! signed, in the image's own registry, with cosign by one of the keys the environment names
+//! (`images.requireSignature.keys`, read from the rollback point). The reference is resolved to
+//! its manifest's digest (computed from the bytes), the signature manifest stored beside it is
+//! read, and each signature's payload must name that digest and verify with a key. An image
+//! that is unsigned, signed by another key or for another digest refuses the commit, naming the
+//! image; a registry that cannot be reached holds the commit back until it can.
+
+pub mod cosign;
+pub mod reference;
+mod registry;
+
+use std::collections::BTreeSet;
+
+use p256::ecdsa::VerifyingKey;
+
+use self::reference::Reference;
+use self::registry::{Registry, Unread};
+use crate::notify::http::Client;
+use crate::spec::model::gates::ImageKey;
+
+/// How many images are checked at once.
+const AT_ONCE: usize = 8;
+
+/// Why the images do not pass.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// One is unsigned, or signed otherwise: the commit is refused.
+    #[error("{0}")]
+    Refused(String),
+    /// A registry could not be read: the commit waits.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// One image that passed: its reference, the digest verified and the key file that signed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The image as written.
+    pub image: String,
+    /// Its manifest's digest.
+    pub digest: String,
+    /// The file of the key its signature verified with.
+    pub key: String,
+}
+
+/// Checks each of `images` (each once) against `keys`.
+pub async fn check(images: &[&str], keys: &[ImageKey]) -> Result<Vec<Verified>, Refusal> {
+    let verifying: Vec<VerifyingKey> = keys
+        .iter()
+        .map(|k| cosign::key(&k.pem).map_err(|e| Refusal::Refused(format!("the key `{}`: {e}", k.file))))
+        .collect::<Result<_, _>>()?;
+    let client = Client::new(None).map_err(Refusal::Unavailable)?;
+    let images: Vec<&str> = images.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    let mut verified = Vec::new();
+    let mut unavailable = None;
+    for batch in images.chunks(AT_ONCE) {
+        let checked =
+            futures_util::future::join_all(batch.iter().map(|image| one(&client, image, &verifying, keys))).await;
+        for checked in checked {
+            match checked {
+                Ok(v) => verified.push(v),
+                // A refusal settles it; an unreachable registry only if nothing refuses.
+                Err(Refusal::Refused(why)) => return Err(Refusal::Refused(why)),
+                Err(Refusal::Unavailable(why)) => unavailable = Some(why),
+            }
+        }
+    }
+    match unavailable {
+        Some(why) => Err(Refusal::Unavailable(why)),
+        None => {
+            verified.sort_by(|a, b| a.image.cmp(&b.image));
+            Ok(verified)
+        }
+    }
+}
+
+async fn one(client: &Client, image: &str, verifying: &[VerifyingKey], keys: &[ImageKey]) -> Result<Verified, Refusal> {
+    let refused = |why: String| Refusal::Refused(format!("image `{image}`: {why}"));
+    let read = |unread: Unread| match unread {
+        Unread::Unavailable(why) => Refusal::Unavailable(format!("image `{image}` cannot be checked now: {why}")),
+        Unread::Refused(why) => refused(why),
+    };
+    let reference = Reference::parse(image).map_err(refused)?;
+    let mut registry = Registry::new(client, &reference);
+    let (digest, _) = registry
+        .manifest(reference.manifest_ref())
+        .await
+        .map_err(read)?
+        .ok_or_else(|| refused(format!("{reference} is not in its registry")))?;
+    let tag = cosign::signature_tag(&digest);
+    let Some((_, manifest)) = registry.manifest(&tag).await.map_err(read)? else {
+        return Err(refused(format!(
+            "{digest} is not signed: its registry holds no cosign signature ({tag})"
+        )));
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest)
+        .map_err(|e| refused(format!("its signature manifest {tag} is not JSON: {e}")))?;
+    let mut why_not = Vec::new();
+    for layer in manifest["layers"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let (Some(blob), Some(signature)) = (
+            layer["digest"].as_str(),
+            layer["annotations"][cosign::SIGNATURE].as_str(),
+        ) else {
+            continue;
+        };
+        let payload = registry.blob(blob).await.map_err(read)?;
+        match cosign::verify(&payload, signature, &digest, verifying) {
+            Ok(i) => {
+                return Ok(Verified {
+                    image: image.to_owned(),
+                    digest,
+                    key: keys[i].file.clone(),
+                });
+            }
+            Err(why) => why_not.push(why),
+        }
+    }
+    let files: Vec<&str> = keys.iter().map(|k| k.file.as_str()).collect();
+    Err(refused(format!(
+        "{digest} is not signed with {}: {}",
+        files.join(" or "),
+        if why_not.is_empty() {
+            "its signature manifest holds no signature".to_owned()
+        } else {
+            format!("each signature found: {}", why_not.join("; "))
+        }
+    )))
+}

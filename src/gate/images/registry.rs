@@ -1,0 +1,167 @@
+//! What the image gate reads from a registry, over the OCI distribution API: an image's
+//! manifest (its digest computed from the bytes, never taken on the registry's word), the
+//! cosign signature manifest stored beside it (`sha256-<hex>.sig`), and blobs, each checked
+//! against its digest. Anonymous pulls, with the bearer token a registry hands out for them
+//! (`WWW-Authenticate: Bearer realm=…`).
+
+use sha2::{Digest, Sha256};
+
+use super::reference::Reference;
+use crate::notify::http::{Client, Fetched};
+
+/// The most bytes a manifest or a signature's payload may have.
+const LIMIT: usize = 4 << 20;
+
+/// The manifest kinds asked for: an index (several platforms) or one image's.
+const MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Why a registry could not be read: it is unavailable (try again later), or it answered
+/// something that settles the matter (the image is not there).
+#[derive(Debug)]
+pub enum Unread {
+    /// Not reachable, or an error on its side.
+    Unavailable(String),
+    /// The answer settles it.
+    Refused(String),
+}
+
+/// One repository of one registry, with the token it handed out.
+pub struct Registry<'a> {
+    client: &'a Client,
+    base: String,
+    repository: String,
+    token: Option<String>,
+}
+
+impl<'a> Registry<'a> {
+    /// The repository `reference` names.
+    pub fn new(client: &'a Client, reference: &Reference) -> Registry<'a> {
+        Registry {
+            client,
+            base: reference.base_url(),
+            repository: reference.repository.clone(),
+            token: None,
+        }
+    }
+
+    /// The manifest `reference` (a tag or a digest) names, and its digest; `None` when the
+    /// registry has none.
+    pub async fn manifest(&mut self, reference: &str) -> Result<Option<(String, Vec<u8>)>, Unread> {
+        let url = format!("{}/v2/{}/manifests/{reference}", self.base, self.repository);
+        let answer = self.get(&url, Some(MANIFESTS)).await?;
+        match answer.status {
+            200 => {
+                let digest = sha256(&answer.body);
+                if reference.starts_with("sha256:") && reference != digest {
+                    return Err(Unread::Refused(format!(
+                        "the registry answered {reference} with a manifest whose digest is {digest}"
+                    )));
+                }
+                Ok(Some((digest, answer.body.to_vec())))
+            }
+            404 => Ok(None),
+            status => Err(said(status, &url)),
+        }
+    }
+
+    /// The blob `digest`, checked against it.
+    pub async fn blob(&mut self, digest: &str) -> Result<Vec<u8>, Unread> {
+        let url = format!("{}/v2/{}/blobs/{digest}", self.base, self.repository);
+        let answer = self.get(&url, None).await?;
+        if answer.status != 200 {
+            return Err(said(answer.status, &url));
+        }
+        let found = sha256(&answer.body);
+        if found != digest {
+            return Err(Unread::Refused(format!(
+                "the blob {digest} the registry sent hashes to {found}"
+            )));
+        }
+        Ok(answer.body.to_vec())
+    }
+
+    /// `GET url`, asking for a token first when the registry wants one.
+    async fn get(&mut self, url: &str, accept: Option<&str>) -> Result<Fetched, Unread> {
+        let mut retried = false;
+        loop {
+            let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
+            let mut headers = Vec::new();
+            if let Some(accept) = accept {
+                headers.push(("accept", accept));
+            }
+            if let Some(bearer) = &bearer {
+                headers.push(("authorization", bearer.as_str()));
+            }
+            let answer = self
+                .client
+                .fetch(url, &headers, LIMIT)
+                .await
+                .map_err(|e| Unread::Unavailable(format!("{url}: {e}")))?;
+            if answer.status != 401 || retried {
+                return Ok(answer);
+            }
+            let challenge = answer
+                .headers
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            self.token = Some(self.token(&challenge).await?);
+            retried = true;
+        }
+    }
+
+    /// An anonymous pull token from the realm `challenge` names.
+    async fn token(&self, challenge: &str) -> Result<String, Unread> {
+        let Some(params) = challenge.strip_prefix("Bearer ") else {
+            return Err(Unread::Refused(format!(
+                "the registry {} wants credentials (`{challenge}`): only anonymous pulls are read",
+                self.base
+            )));
+        };
+        let param = |name: &str| {
+            params.split(',').find_map(|p| {
+                let (key, value) = p.trim().split_once('=')?;
+                (key == name).then(|| value.trim_matches('"').to_owned())
+            })
+        };
+        let realm = param("realm").ok_or_else(|| Unread::Refused(format!("`{challenge}` names no realm")))?;
+        let scope = param("scope").unwrap_or_else(|| format!("repository:{}:pull", self.repository));
+        let mut url = format!(
+            "{realm}?scope={}",
+            form_urlencoded::byte_serialize(scope.as_bytes()).collect::<String>()
+        );
+        if let Some(service) = param("service") {
+            url.push_str("&service=");
+            url.extend(form_urlencoded::byte_serialize(service.as_bytes()));
+        }
+        let answer = self
+            .client
+            .fetch(&url, &[], 64 * 1024)
+            .await
+            .map_err(|e| Unread::Unavailable(format!("{realm}: {e}")))?;
+        if answer.status != 200 {
+            return Err(said(answer.status, &realm));
+        }
+        let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        body["token"]
+            .as_str()
+            .or_else(|| body["access_token"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| Unread::Refused(format!("{realm} handed out no token")))
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn said(status: u16, url: &str) -> Unread {
+    let what = format!("{url} answered HTTP {status}");
+    match status {
+        401 | 403 => Unread::Refused(format!("{what}: the image cannot be pulled anonymously")),
+        408 | 429 | 500..=599 => Unread::Unavailable(what),
+        _ => Unread::Refused(what),
+    }
+}

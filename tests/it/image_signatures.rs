@@ -1,0 +1,313 @@
+//! Environments that require signed images, against a real OCI registry (Debian's
+//! `docker-registry`, started on a loopback port) holding images a real Docker Engine pushed,
+//! signed in the test as `cosign sign --key` stores signatures: beside the image, a manifest
+//! tagged `sha256-<hex>.sig` whose layer is the "simple signing" payload naming the image's
+//! digest, with its ECDSA P-256 signature (base64 DER) in the layer's annotation. A commit whose
+//! image is signed with the key the environment names is applied; one whose image is unsigned,
+//! or signed with another key, is refused, naming the image, and the last good release keeps
+//! serving; an unreachable registry holds a commit back rather than refusing it.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
+use p256::pkcs8::{EncodePublicKey, LineEnding};
+use plumb::agent::Settings;
+use plumb::gate::images::{Refusal, check, cosign};
+use plumb::ledger::Outcome;
+use plumb::spec::model::gates::ImageKey;
+use sha2::Digest;
+
+use crate::agent::{Running, eventually, outcome, release};
+use crate::docker::{docker, example_image};
+use crate::harness::{Web, agent_settings, trusted};
+use crate::keys::TestKey;
+
+/// A registry of its own, stopped when dropped.
+struct Registry {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::reconcile::free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry runs (package docker-registry, installed by .ci/run)");
+        let registry = Registry { child, addr, _dir: dir };
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the registry does not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    /// `localhost:<port>/<name>`.
+    fn image(&self, name: &str) -> String {
+        format!("localhost:{}/{name}", self.addr.port())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A cosign key pair made from `seed`: the signing half, and the public key as `cosign.pub`.
+fn key_pair(seed: u8) -> (SigningKey, String) {
+    let signing = SigningKey::from_slice(&[seed; 32]).unwrap();
+    let public = signing.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+    (signing, public)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Uploads `blob` into `repository` (a monolithic upload, as the distribution API allows).
+async fn upload(registry: &Registry, repository: &str, blob: &[u8]) -> String {
+    let started = crate::http::post(registry.addr, &format!("/v2/{repository}/blobs/uploads/"), &[], b"").await;
+    assert_eq!(started.status, 202, "{}", started.head);
+    let location = started.header("location").unwrap();
+    let path = location.find("/v2/").map_or(location, |i| &location[i..]);
+    let digest = sha256(blob);
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let done = crate::http::put(
+        registry.addr,
+        &format!("{path}{separator}digest={digest}"),
+        &[("Content-Type", "application/octet-stream".to_owned())],
+        blob,
+    )
+    .await;
+    assert_eq!(done.status, 201, "{}{}", done.head, done.body);
+    digest
+}
+
+/// Signs `repository:tag` of `registry` with `key` as `cosign sign --key` does; the digest
+/// signed.
+async fn sign(registry: &Registry, repository: &str, tag: &str, key: &SigningKey) -> String {
+    let accept = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+    let manifest = crate::http::get_with(
+        registry.addr,
+        &format!("/v2/{repository}/manifests/{tag}"),
+        &[("Accept", accept.to_owned())],
+    )
+    .await;
+    assert_eq!(manifest.status, 200, "{}", manifest.body);
+    let digest = sha256(manifest.body.as_bytes());
+    let payload = cosign::payload(&registry.image(repository), &digest);
+    let signature: Signature = key.sign(&payload);
+    let signature = base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes());
+    let layer = upload(registry, repository, &payload).await;
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "", "os": "", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer]},
+    }))
+    .unwrap();
+    let config_digest = upload(registry, repository, &config).await;
+    let signatures = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest},
+        "layers": [{
+            "mediaType": cosign::PAYLOAD,
+            "size": payload.len(),
+            "digest": layer,
+            "annotations": {(cosign::SIGNATURE): signature},
+        }],
+    }))
+    .unwrap();
+    let stored = crate::http::put(
+        registry.addr,
+        &format!("/v2/{repository}/manifests/{}", cosign::signature_tag(&digest)),
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json".to_owned())],
+        &signatures,
+    )
+    .await;
+    assert_eq!(stored.status, 201, "{}{}", stored.head, stored.body);
+    digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_images_signed_with_the_environments_key_run() {
+    let registry = Registry::start();
+    let (ours, ours_pem) = key_pair(7);
+    let (theirs, _) = key_pair(9);
+    // Three images made of the example image (each its own digest: a label apart), pushed by
+    // the engine: one signed with our key, one with another, one not at all.
+    let image = example_image();
+    for tag in ["signed", "theirs", "unsigned"] {
+        let name = registry.image(&format!("web:{tag}"));
+        let container = docker(&["create", image, "/plumb", "example-app"]);
+        let label = format!("LABEL plumb.test.signature={tag}");
+        docker(&["commit", "--change", &label, container.trim(), &name]);
+        docker(&["rm", container.trim()]);
+        docker(&["push", "--quiet", &name]);
+    }
+    let signed = sign(&registry, "web", "signed", &ours).await;
+    sign(&registry, "web", "theirs", &theirs).await;
+
+    // The gate alone: what passes, what is refused and why, what only waits.
+    let keys = [ImageKey {
+        file: "keys/cosign.pub".to_owned(),
+        pem: ours_pem.clone(),
+    }];
+    let signed_image = registry.image("web:signed");
+    let verified = check(&[signed_image.as_str()], &keys).await.unwrap();
+    assert_eq!(
+        (verified[0].digest.as_str(), verified[0].key.as_str()),
+        (signed.as_str(), "keys/cosign.pub")
+    );
+    let by_digest = registry.image(&format!("web@{signed}"));
+    assert!(check(&[by_digest.as_str()], &keys).await.is_ok());
+    let Err(Refusal::Refused(why)) = check(&[registry.image("web:unsigned").as_str()], &keys).await else {
+        panic!("an unsigned image passed");
+    };
+    assert!(
+        why.starts_with(&format!("image `{}`: sha256:", registry.image("web:unsigned")))
+            && why.contains("is not signed: its registry holds no cosign signature"),
+        "{why}"
+    );
+    let Err(Refusal::Refused(why)) = check(&[registry.image("web:theirs").as_str()], &keys).await else {
+        panic!("an image signed with another key passed");
+    };
+    assert!(
+        why.contains("is not signed with keys/cosign.pub: each signature found: it was made with none of the keys"),
+        "{why}"
+    );
+    let Err(Refusal::Refused(why)) = check(&[registry.image("web:absent").as_str()], &keys).await else {
+        panic!("an absent image passed");
+    };
+    assert!(why.ends_with("is not in its registry"), "{why}");
+    let nowhere = format!("localhost:{}/web:signed", crate::reconcile::free_port());
+    assert!(matches!(
+        check(&[nowhere.as_str()], &keys).await,
+        Err(Refusal::Unavailable(_))
+    ));
+
+    // The agent: the signed image runs; the unsigned one and the one signed with another key
+    // are refused, naming the image, and r1 keeps serving.
+    let project = "plumb-signed-images";
+    crate::compose::clean(project);
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    let port = crate::reconcile::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let write = |upstream: &crate::harness::TestRepo, tag: &str, release: &str| {
+        Web {
+            image: Some((&registry.image(&format!("web:{tag}")), crate::docker::host())),
+            environment: project,
+            ..Web::new(port, release, "recreate: {}")
+        }
+        .write(upstream);
+        upstream.write(
+            &format!("environments/{project}.yaml"),
+            &format!(
+                "apiVersion: plumb/v1\nkind: Environment\nname: {project}\ntarget:\n  compose: {{dockerHost: {:?}}}\nsync: {{prune: true}}\n\
+                 images:\n  requireSignature:\n    keys: [keys/cosign.pub]\n",
+                crate::docker::host()
+            ),
+        );
+        upstream.write("keys/cosign.pub", &ours_pem);
+    };
+    write(&upstream, "signed", "r1");
+    let first = upstream.commit_signed("web r1, signed", &alice);
+    let state = tempfile::tempdir().unwrap();
+    let agent = Running::start(Settings {
+        heal_every: Duration::from_secs(3600),
+        ..agent_settings(&upstream, &root, state.path())
+    })
+    .await;
+    assert_eq!(outcome(state.path(), project, &first).await, Some(Outcome::Succeeded));
+    let serving = eventually(Duration::from_secs(60), || async {
+        release(addr).await.filter(|r| r == "r1")
+    })
+    .await;
+    assert_eq!(serving.as_deref(), Some("r1"));
+
+    for (tag, said) in [
+        ("unsigned", "is not signed: its registry holds no cosign signature"),
+        ("theirs", "is not signed with keys/cosign.pub"),
+    ] {
+        write(&upstream, tag, "r2");
+        let commit = upstream.commit_signed(&format!("web r2, {tag}"), &alice);
+        agent.push();
+        let Some(Outcome::Refused(why)) = outcome(state.path(), project, &commit).await else {
+            panic!("{tag}: not refused");
+        };
+        assert!(
+            why.starts_with(&format!("image `{}`", registry.image(&format!("web:{tag}")))) && why.contains(said),
+            "{tag}: {why}"
+        );
+        assert_eq!(release(addr).await.as_deref(), Some("r1"), "{tag}: r1 keeps serving");
+    }
+    agent.stop().await;
+    crate::compose::clean(project);
+}
+
+/// `images.requireSignature` is checked at validation: a key file missing or not a cosign key is
+/// named at its line, and the local target, which runs commands, refuses the field.
+#[test]
+fn the_keys_are_checked_where_they_are_written() {
+    let alice = TestKey::new("alice");
+    let (upstream, _) = trusted(&alice);
+    Web::new(crate::reconcile::free_port(), "r1", "recreate: {}").write(&upstream);
+    let environment = |target: &str| {
+        format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  {target}\n\
+             images:\n  requireSignature:\n    keys: [keys/cosign.pub, keys/missing.pub]\n"
+        )
+    };
+    upstream.write(
+        "keys/cosign.pub",
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    );
+    upstream.write("environments/dev.yaml", &environment("compose: {}"));
+    let run = crate::harness::plumb(&["validate", "--repo", upstream.path().to_str().unwrap()]);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 1, "{said}");
+    assert!(
+        said.contains("environments/dev.yaml:8:12: $.images.requireSignature.keys[0]: `keys/cosign.pub` is not a cosign public key"),
+        "{said}"
+    );
+    assert!(
+        said.contains("environments/dev.yaml:8:29: $.images.requireSignature.keys[1]: key file `keys/missing.pub` is not in the repository"),
+        "{said}"
+    );
+    upstream.write("keys/cosign.pub", &key_pair(3).1);
+    upstream.write("keys/missing.pub", &key_pair(4).1);
+    upstream.write("environments/dev.yaml", &environment("local: {}"));
+    let run = crate::harness::plumb(&["validate", "--repo", upstream.path().to_str().unwrap()]);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("environments/dev.yaml:7:3: $.images: `images`: the local target runs commands, not images"),
+        "{said}"
+    );
+}
