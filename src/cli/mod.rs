@@ -12,6 +12,7 @@ mod dev_cluster;
 mod diff;
 pub(crate) mod emit;
 mod example_app;
+mod forge_comment;
 mod inbox;
 mod ledger;
 mod notify;

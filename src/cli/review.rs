@@ -43,6 +43,13 @@ pub struct ReviewArgs {
     /// Write a GitLab Code Quality report of the problems to this file.
     #[arg(long, value_name = "FILE")]
     code_quality: Option<PathBuf>,
+    /// Post the comment on the pull request (updating the one posted before), with the forge's
+    /// API, from the variables its CI sets.
+    #[arg(long, value_name = "FORGE")]
+    post: Option<super::forge_comment::Forge>,
+    /// The pull (or merge) request's number, when the CI's variables do not say it.
+    #[arg(long, value_name = "NUMBER", requires = "post")]
+    pull: Option<u64>,
 }
 
 pub fn review(args: &ReviewArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
@@ -80,7 +87,11 @@ pub fn review(args: &ReviewArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
         std::fs::write(file, format!("{}\n", serde_json::to_string_pretty(&report)?))
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
-    if args.comment.is_none() {
+    if let Some(forge) = args.post {
+        let text = String::from_utf8_lossy(&comment);
+        let done = super::forge_comment::post(forge, args.pull, &text).context("cannot post the comment")?;
+        eprintln!("plumb review: {done}");
+    } else if args.comment.is_none() {
         out.write_all(&comment)?;
     }
     Ok(if report.is_authenticated() && after.is_valid() {

@@ -570,7 +570,7 @@ async fn slack_gets_block_kit_sections_with_the_failing_step() {
 }
 
 /// GitHub's published OpenAPI description (the npm package `@octokit/openapi`).
-fn github_openapi() -> Value {
+pub(crate) fn github_openapi() -> Value {
     let file = crate::harness::npm_file("@octokit/openapi", "23.0.2", "generated/api.github.com.json");
     serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
 }
@@ -578,7 +578,7 @@ fn github_openapi() -> Value {
 /// Checks `request` (made below `prefix`) against GitHub's description: the path and method
 /// name an operation, each query parameter is one of its parameters, and the body is valid
 /// against its request schema.
-fn check_against_github(openapi: &Value, prefix: &str, request: &Received) {
+pub(crate) fn check_against_github(openapi: &Value, prefix: &str, request: &Received) {
     let (path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
     let path = path.strip_prefix(prefix).unwrap();
     let method = request.method.to_lowercase();

@@ -108,7 +108,7 @@ pub(super) async fn page(
         section aria-labelledby="attempt" {
             h2 #attempt { "Last attempt" }
             @match &last {
-                Some(last) => (attempt(last)),
+                Some(last) => (attempt(last, &filter)),
                 None => p { "None yet." },
             }
         }
@@ -331,8 +331,19 @@ fn states(replicas: &[String]) -> String {
         .join(", ")
 }
 
-/// An attempt: what, who and when, then each step with its times and result.
-fn attempt(record: &AttemptRecord) -> Markup {
+/// An attempt: what, who and when, then each step with its times and result (only those of the
+/// services `filter` shows).
+fn attempt(record: &AttemptRecord, filter: &Filter) -> Markup {
+    // A filtered page shows the steps of the services it shows (and those of no service).
+    let steps: Vec<&ledger::StepRecord> = record
+        .steps
+        .iter()
+        .filter(|step| {
+            step.name
+                .split_once(": ")
+                .is_none_or(|(service, _)| filter.shows(service))
+        })
+        .collect();
     html! {
         p {
             (page::outcome(record.outcome.as_ref())) " "
@@ -345,8 +356,11 @@ fn attempt(record: &AttemptRecord) -> Markup {
         @if let Some(why) = page::reason(record.outcome.as_ref()) {
             p.reason { (why) }
         }
+        @if steps.len() < record.steps.len() {
+            p.none { (steps.len()) " of its " (record.steps.len()) " steps: those of the services shown." }
+        }
         ol.steps {
-            @for step in &record.steps {
+            @for step in steps {
                 @let class = match &step.error {
                     None => "running",
                     Some(None) => "good",
