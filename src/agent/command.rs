@@ -104,6 +104,7 @@ impl Worker {
         let desired = head
             .render(&target, &self.name)
             .map_err(|e| CommandError::Conflict(format!("{target} cannot be rendered now: {e}")))?;
+        self.remember_subject(&head, &target);
         let back = self.back_to(&head, &target, skip_migrations).await?;
         let intent = Intent {
             by: Some(by),

@@ -262,6 +262,10 @@ fn render_all(
         path: cache.to_owned(),
         source,
     })?;
+    let subject = repo
+        .find_commit(head)
+        .ok()
+        .and_then(|c| c.summary().ok().flatten().map(str::to_owned));
     let tree = crate::source::GitTree::at(repo, head, folder)?;
     let rendered = match crate::spec::render_opening(&tree, None, keys, allow) {
         Ok(rendered) => rendered,
@@ -284,6 +288,7 @@ fn render_all(
             let desired = desired_of(&mut rendered, &name, handout.as_deref());
             let head = Head {
                 commit: head,
+                subject: subject.clone(),
                 signer: signer.clone(),
                 desired,
                 repository: cache.to_owned(),

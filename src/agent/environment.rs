@@ -34,6 +34,8 @@ use crate::target::Target;
 pub struct Head {
     /// The commit.
     pub commit: Oid,
+    /// Its subject (the first line of its message).
+    pub subject: Option<String>,
     /// Who signed it, when it was authenticated now (not known for a head authenticated before
     /// the agent started).
     pub signer: Option<String>,
@@ -412,17 +414,18 @@ impl Worker {
                 .map(|(commit, desired)| Arc::new(crate::appconfig::Served::of(commit, desired)));
         }
         update(status);
-        // The subjects of the rollback point and the head, read once each from the repository.
+        // Only the subjects of the rollback point and the head are kept.
         let shown: Vec<String> = [&status.applied, &status.head].into_iter().flatten().cloned().collect();
         status.subjects.retain(|commit, _| shown.contains(commit));
-        if let Some(head) = &self.last {
-            for commit in shown {
-                if !status.subjects.contains_key(&commit)
-                    && let Some(subject) = subject(&head.repository, &commit)
-                {
-                    status.subjects.insert(commit, subject);
-                }
-            }
+    }
+
+    /// Keeps the subject of `commit` (read from `head`'s repository) for the status, when the
+    /// status shows it (as the rollback point).
+    pub(super) fn remember_subject(&self, head: &Head, commit: &str) {
+        if let Some(subject) = subject(&head.repository, commit) {
+            self.publish(|s| {
+                s.subjects.insert(commit.to_owned(), subject);
+            });
         }
     }
 
@@ -593,6 +596,10 @@ impl Worker {
             s.head = Some(commit.clone());
             s.signer = head.signer.clone();
             s.refused = None;
+            s.awaiting.clear();
+            if let Some(subject) = &head.subject {
+                s.subjects.insert(commit.clone(), subject.clone());
+            }
         });
         // Taken again once a person has resolved the interrupted migration.
         if self.interrupted().await?.is_some() {
@@ -955,7 +962,10 @@ impl Worker {
             return Ok(None);
         };
         match head.render(&commit, &self.name) {
-            Ok(desired) => Ok(Some((commit, desired))),
+            Ok(desired) => {
+                self.remember_subject(head, &commit);
+                Ok(Some((commit, desired)))
+            }
             Err(reason) => {
                 tracing::error!(environment = %self.name, commit, %reason, "The rollback point cannot be rendered; a failed rollout will not be restored.");
                 Ok(None)

@@ -37,9 +37,21 @@ impl Worker {
         let Some(rule) = self.gates(desired).images.clone() else {
             return Ok(());
         };
-        let images: Vec<&str> = desired.services.values().filter_map(|s| s.image.as_deref()).collect();
-        for verified in crate::gate::images::check(&images, &rule.keys).await? {
-            tracing::info!(environment = %self.name, image = %verified.image, digest = %verified.digest, key = %verified.key, "Image signature verified.");
+        // The services' images, the plain manifests' containers' and the nginx proxy's.
+        let mut images: Vec<String> = desired.services.values().filter_map(|s| s.image.clone()).collect();
+        for manifest in &desired.manifests {
+            crate::gate::images::in_object(&manifest.document, &mut images);
+        }
+        if let crate::spec::model::Target::Compose(compose) = &desired.target
+            && compose.proxy == crate::spec::model::environment::Proxy::Nginx
+        {
+            images.push(compose.nginx_image.clone());
+        }
+        let images: Vec<&str> = images.iter().map(String::as_str).collect();
+        let verified = crate::gate::images::check(&images, &rule.keys).await?;
+        tracing::debug!(environment = %self.name, images = verified.len(), "Image signatures verified.");
+        for verified in verified {
+            tracing::debug!(environment = %self.name, image = %verified.image, digest = %verified.digest, key = %verified.key, "Image signature verified.");
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The health checks' last results, for the status and the dashboard: at each drift check the
 //! worker probes every slot that runs once per check it declares (what a rollout's health gate
 //! probes, aimed at that slot alone). A target that leaves probing to itself (the kubelet runs
-//! Kubernetes' probes) returns no checks; its replicas' readiness says the same.
+//! Kubernetes' probes) returns no checks; its replicas' readiness says the same. Probing takes
+//! at most two seconds of the drift check: a slot not probed by then shows no result this time.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,8 @@ use crate::target::{Slot, Target};
 
 /// How many slots are probed at once.
 const AT_ONCE: usize = 16;
+/// The longest a drift check spends probing; the slots not probed by then show none.
+const BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One check's last result: `Ok`, or why it failed in the probe's words.
 pub type Probed = (String, Result<(), String>);
@@ -44,7 +47,9 @@ pub async fn probe_live(target: &dyn Target, live: &Live) -> BTreeMap<String, BT
     });
     let mut probed: BTreeMap<String, BTreeMap<Slot, Vec<Probed>>> = BTreeMap::new();
     let mut rounds = rounds.buffer_unordered(AT_ONCE);
-    while let Some(round) = rounds.next().await {
+    // The worker waits for this: slots whose checks hang are not waited for past the budget.
+    let until = tokio::time::Instant::now() + BUDGET;
+    while let Ok(Some(round)) = tokio::time::timeout_at(until, rounds.next()).await {
         if let Some((service, slot, results)) = round {
             probed.entry(service).or_default().insert(slot, results);
         }

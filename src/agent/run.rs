@@ -489,6 +489,7 @@ async fn serve(
         tokens: tokens.clone(),
         stop: shared.cancel.clone(),
         sessions: Arc::default(),
+        verified: Arc::default(),
         tls: settings.tls.is_some(),
         channels: Arc::new(
             settings

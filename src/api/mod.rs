@@ -67,6 +67,8 @@ pub struct Api {
     pub stop: tokio_util::sync::CancellationToken,
     /// Who is signed in to the dashboard.
     pub sessions: Arc<dashboard::Sessions>,
+    /// The ledger's last verification, as the dashboard shows it.
+    pub verified: Arc<dashboard::Verified>,
     /// Whether the API is served over TLS: the dashboard's cookie is then `Secure`.
     pub tls: bool,
 }
@@ -599,6 +601,7 @@ mod tests {
             tokens: Arc::new(crate::appconfig::token::Tokens::with_key([1; 32])),
             stop: tokio_util::sync::CancellationToken::new(),
             sessions: Arc::default(),
+            verified: Arc::default(),
             tls: false,
         }
     }

@@ -1,6 +1,8 @@
 //! `plumb review --post github|gitlab`: the review's comment on the pull request, posted with the
 //! forge's REST API from the variables its CI sets — one comment, found by its first line
-//! ([`super::review::MARKER`]) and updated in place on each push, never repeated.
+//! ([`super::review::MARKER`]) and updated in place on each push, never repeated (a comment
+//! that starts the same way but is not ours to edit gets a new one beside it). A review longer
+//! than the forge takes is cut, saying so.
 //!
 //! GitHub Actions: `GITHUB_API_URL`, `GITHUB_REPOSITORY`, the pull request's number from
 //! `GITHUB_EVENT_PATH` (or `--pull`), a token in `GITHUB_TOKEN` (or `GH_TOKEN`) with
@@ -35,6 +37,18 @@ struct Thread {
     one: Box<dyn Fn(u64) -> String>,
     update: &'static str,
     headers: Vec<(&'static str, String)>,
+    /// The longest comment the forge takes, in characters.
+    most: usize,
+}
+
+/// `body`, cut on a character boundary to `most` characters with a note saying so.
+fn within(body: &str, most: usize) -> String {
+    const CUT: &str = "\n\n… cut here: the whole review is in the job's log and summary.\n";
+    if body.chars().count() <= most {
+        return body.to_owned();
+    }
+    let keep: String = body.chars().take(most - CUT.chars().count()).collect();
+    keep + CUT
 }
 
 fn var(name: &str) -> anyhow::Result<String> {
@@ -61,6 +75,7 @@ impl Thread {
                     comments: format!("{base}/{pull}/comments"),
                     one: Box::new(move |id| format!("{base}/comments/{id}")),
                     update: "PATCH",
+                    most: 65_536,
                     headers: vec![
                         ("authorization", format!("Bearer {token}")),
                         ("accept", "application/vnd.github+json".to_owned()),
@@ -82,6 +97,7 @@ impl Thread {
                     comments: notes,
                     one: Box::new(move |id| format!("{one}/{id}")),
                     update: "PUT",
+                    most: 1_000_000,
                     headers: vec![("private-token", token)],
                 })
             }
@@ -111,22 +127,29 @@ pub fn post(forge: Forge, pull: Option<u64>, body: &str) -> anyhow::Result<Strin
         let existing = find(&client, &thread.comments, &headers).await?;
         let mut sending = headers.clone();
         sending.push(("content-type", "application/json"));
-        let payload = serde_json::to_vec(&json!({ "body": body }))?;
-        let (method, url) = match existing {
-            Some(id) => (thread.update, (thread.one)(id)),
-            None => ("POST", thread.comments.clone()),
-        };
-        let answer = client
-            .send(method, &url, &sending, payload)
-            .await
-            .map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
-        if !(200..300).contains(&answer.status) {
-            bail!("{method} {url}: {}", answer.said());
+        let payload = serde_json::to_vec(&json!({ "body": within(body, thread.most) }))?;
+        if let Some(id) = existing {
+            let url = (thread.one)(id);
+            let answer = client
+                .send(thread.update, &url, &sending, payload.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("{} {url}: {e}", thread.update))?;
+            match answer.status {
+                200..=299 => return Ok(format!("updated comment {id}")),
+                // Not ours to edit (another author's comment that starts the same way): a new
+                // one is posted instead.
+                403 | 404 => {}
+                _ => bail!("{} {url}: {}", thread.update, answer.said()),
+            }
         }
-        Ok(match existing {
-            Some(id) => format!("updated comment {id}"),
-            None => "posted the comment".to_owned(),
-        })
+        let answer = client
+            .send("POST", &thread.comments, &sending, payload)
+            .await
+            .map_err(|e| anyhow::anyhow!("POST {}: {e}", thread.comments))?;
+        if !(200..300).contains(&answer.status) {
+            bail!("POST {}: {}", thread.comments, answer.said());
+        }
+        Ok("posted the comment".to_owned())
     })
 }
 
@@ -162,4 +185,18 @@ async fn find(client: &Client, comments: &str, headers: &[(&str, &str)]) -> anyh
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_review_is_cut_on_a_character_boundary() {
+        assert_eq!(within("short", 100), "short");
+        let long = "é".repeat(200);
+        let cut = within(&long, 100);
+        assert_eq!(cut.chars().count(), 100);
+        assert!(cut.starts_with("éé") && cut.ends_with("summary.\n"), "{cut}");
+    }
 }

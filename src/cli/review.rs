@@ -88,9 +88,23 @@ pub fn review(args: &ReviewArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
     if let Some(forge) = args.post {
+        // The verdict is the review's: a comment that cannot be posted (a fork's read-only
+        // token) is a warning, not a failed check.
         let text = String::from_utf8_lossy(&comment);
-        let done = super::forge_comment::post(forge, args.pull, &text).context("cannot post the comment")?;
-        eprintln!("plumb review: {done}");
+        match super::forge_comment::post(forge, args.pull, &text) {
+            Ok(done) => eprintln!("plumb review: {done}"),
+            Err(e) if args.github_annotations => {
+                writeln!(
+                    out,
+                    "::warning title=plumb review::cannot post the comment: {}",
+                    crate::error::chain(e.as_ref())
+                )?;
+            }
+            Err(e) => eprintln!(
+                "plumb review: cannot post the comment: {}",
+                crate::error::chain(e.as_ref())
+            ),
+        }
     } else if args.comment.is_none() {
         out.write_all(&comment)?;
     }

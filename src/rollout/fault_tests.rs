@@ -307,6 +307,7 @@ async fn stopped_mid_way(
     .unwrap();
     let head = crate::agent::Head {
         commit: git2::Oid::from_str("c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1").unwrap(),
+        subject: None,
         signer: None,
         desired: Ok(desired(service.clone())),
         repository: dir.path().join("no-repository"),

@@ -376,7 +376,7 @@ async fn an_environment_page_follows_a_canary_live() {
 /// open in another browser all along, shows without a reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_is_handed_over_from_the_page_and_the_overview_follows() {
-    use crate::governance::{approve, production, secret_key_file, waiting};
+    use crate::governance::{approve, clone, production, secret_key_file, waiting};
     use crate::keys::{ALL, policy};
 
     let (alice, bob) = (TestKey::new("alice"), TestKey::new("bob"));
@@ -393,16 +393,7 @@ async fn an_approval_is_handed_over_from_the_page_and_the_overview_follows() {
     secret_key_file(&bob, &bob_key);
     // Bob's clone: the approval stays there (`--push none`), the agent cannot fetch it.
     let work = keys.path().join("work");
-    let cloned = std::process::Command::new("git")
-        .args([
-            "clone",
-            "--quiet",
-            upstream.path().to_str().unwrap(),
-            work.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(cloned.status.success(), "{}", String::from_utf8_lossy(&cloned.stderr));
+    clone(upstream.path(), &work);
     let approval = approve(
         &[
             "--env",

@@ -490,6 +490,17 @@ async fn production_takes_a_commit_once_staging_ran_it_for_the_soak() {
     agent.await.unwrap().unwrap();
 }
 
+/// `git clone REPO INTO`: a clone whose `origin` is `repo`.
+pub(crate) fn clone(repo: &std::path::Path, into: &std::path::Path) {
+    let cloned = Command::new("git")
+        .args(["clone", "--quiet"])
+        .arg(repo)
+        .arg(into)
+        .output()
+        .unwrap();
+    assert!(cloned.status.success(), "{}", String::from_utf8_lossy(&cloned.stderr));
+}
+
 /// Writes `key`'s secret keys to `path`, armored, as an approver keeps them.
 pub(crate) fn secret_key_file(key: &TestKey, path: &std::path::Path) {
     use sequoia_openpgp::serialize::SerializeInto;
@@ -560,16 +571,7 @@ async fn production_moves_once_two_other_people_approved_exactly_that_commit() {
     let key = |name: &str| keys.path().join(format!("{name}.key")).to_str().unwrap().to_owned();
     // The approvers' clone, whose `origin` is the repository the agent follows.
     let work = keys.path().join("work");
-    let cloned = Command::new("git")
-        .args([
-            "clone",
-            "--quiet",
-            upstream.path().to_str().unwrap(),
-            work.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(cloned.status.success(), "{}", String::from_utf8_lossy(&cloned.stderr));
+    clone(upstream.path(), &work);
     let work = work.to_str().unwrap().to_owned();
 
     let state = tempfile::tempdir().unwrap();

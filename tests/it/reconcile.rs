@@ -366,6 +366,7 @@ async fn drift_is_reported_and_corrected_by_self_heal() {
     let desired = repo.desired();
     let head = plumb::agent::Head {
         commit: git2::Oid::from_str("1111111111111111111111111111111111111111").unwrap(),
+        subject: None,
         signer: None,
         desired: Ok(desired.clone()),
         repository: state.path().join("no-repository"),

@@ -81,11 +81,7 @@ pub(super) async fn sign_out(State(api): State<Api>, headers: HeaderMap, body: B
 
 /// Syncs the environment: applies its head now.
 pub(super) async fn sync(State(api): State<Api>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let session = match acting(&api, &headers, &body) {
-        Ok(session) => session,
-        Err((status, why)) => return refused(status, &why),
-    };
-    let by = match authorize(&api, &session, Action::Sync, &env) {
+    let by = match acting_as(&api, &headers, &body, Action::Sync, &env) {
         Ok(by) => by,
         Err((status, why)) => return refused(status, &why),
     };
@@ -105,11 +101,7 @@ pub(super) async fn rollback(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let session = match acting(&api, &headers, &body) {
-        Ok(session) => session,
-        Err((status, why)) => return refused(status, &why),
-    };
-    let by = match authorize(&api, &session, Action::Rollback, &env) {
+    let by = match acting_as(&api, &headers, &body, Action::Rollback, &env) {
         Ok(by) => by,
         Err((status, why)) => return refused(status, &why),
     };
@@ -132,11 +124,7 @@ pub(super) async fn approve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let session = match acting(&api, &headers, &body) {
-        Ok(session) => session,
-        Err((status, why)) => return refused(status, &why),
-    };
-    let by = match authorize(&api, &session, Action::Approve, &env) {
+    let by = match acting_as(&api, &headers, &body, Action::Approve, &env) {
         Ok(by) => by,
         Err((status, why)) => return refused(status, &why),
     };
@@ -168,6 +156,13 @@ fn acting(api: &Api, headers: &HeaderMap, body: &Bytes) -> Result<Session, Refus
         ));
     }
     Ok(session)
+}
+
+/// The name of the identity taking `action` on `env`: the session's, its anti-forgery token
+/// checked, authorized as the API authorizes its token.
+fn acting_as(api: &Api, headers: &HeaderMap, body: &Bytes, action: Action, env: &str) -> Result<String, Refusal> {
+    let session = acting(api, headers, body)?;
+    authorize(api, &session, action, env)
 }
 
 /// Why an action is refused: the status and the words.

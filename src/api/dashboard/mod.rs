@@ -17,6 +17,7 @@ mod page;
 mod plan;
 mod session;
 
+pub use page::Verified;
 pub use session::Sessions;
 
 use axum::Router;

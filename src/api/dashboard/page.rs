@@ -194,11 +194,23 @@ pub(super) fn subject(status: &crate::agent::Status, commit: Option<&str>) -> Ma
     }
 }
 
-/// The ledger's state: its hash chain checked entry by entry now (`verified`, how many entries,
-/// the newest hash; or `altered` and the first entry that does not hold).
+/// How long a verification of the ledger is shown before the chain is checked again (pages
+/// that follow the agent render often; the check reads every entry).
+const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The ledger's state as last checked, and when.
+#[derive(Default)]
+pub struct Verified(std::sync::Mutex<Option<(std::time::Instant, Markup)>>);
+
+/// The ledger's state: its hash chain checked entry by entry (`verified`, how many entries, the
+/// newest hash; or `altered` and the first entry that does not hold), at most every 5 seconds.
 pub(super) async fn ledger(api: &Api) -> Markup {
+    let cached = api.verified.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some((_, shown)) = cached.filter(|(at, _)| at.elapsed() < VERIFIED_FOR) {
+        return shown;
+    }
     let verified = crate::ledger::read(api.ledger.clone(), |l| l.verify()).await;
-    html! {
+    let shown = html! {
         section aria-labelledby="ledger" {
             h2 #ledger { "Ledger" }
             @match &verified {
@@ -213,5 +225,7 @@ pub(super) async fn ledger(api: &Api) -> Markup {
                 Err(e) => p.refused role="alert" { "The ledger cannot be read: " (crate::error::chain(e)) },
             }
         }
-    }
+    };
+    *api.verified.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), shown.clone()));
+    shown
 }

@@ -44,6 +44,26 @@ pub struct Verified {
     pub key: String,
 }
 
+/// Every image a Kubernetes object runs: each container's, init container's and ephemeral
+/// container's `image`, wherever in the object they are (a Pod's spec, a Deployment's template,
+/// a CronJob's job template).
+pub fn in_object(object: &serde_json::Value, images: &mut Vec<String>) {
+    match object {
+        serde_json::Value::Object(fields) => {
+            for (key, value) in fields {
+                if matches!(key.as_str(), "containers" | "initContainers" | "ephemeralContainers")
+                    && let Some(containers) = value.as_array()
+                {
+                    images.extend(containers.iter().filter_map(|c| c["image"].as_str()).map(str::to_owned));
+                }
+                in_object(value, images);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| in_object(item, images)),
+        _ => {}
+    }
+}
+
 /// Checks each of `images` (each once) against `keys`.
 pub async fn check(images: &[&str], keys: &[ImageKey]) -> Result<Vec<Verified>, Refusal> {
     let verifying: Vec<VerifyingKey> = keys
@@ -126,4 +146,23 @@ async fn one(client: &Client, image: &str, verifying: &[VerifyingKey], keys: &[I
             format!("each signature found: {}", why_not.join("; "))
         }
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_container_of_an_object_is_found() {
+        let cron_job = serde_json::json!({
+            "kind": "CronJob",
+            "spec": {"jobTemplate": {"spec": {"template": {"spec": {
+                "initContainers": [{"name": "wait", "image": "busybox:1.36"}],
+                "containers": [{"name": "report", "image": "ghcr.io/acme/report:2"}, {"name": "no-image"}],
+            }}}}},
+        });
+        let mut images = Vec::new();
+        in_object(&cron_job, &mut images);
+        assert_eq!(images, ["busybox:1.36", "ghcr.io/acme/report:2"]);
+    }
 }

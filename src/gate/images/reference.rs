@@ -46,7 +46,19 @@ impl Reference {
                 (first.to_owned(), rest.to_owned())
             }
             Some(_) => ("docker.io".to_owned(), name.to_owned()),
-            None => ("docker.io".to_owned(), format!("library/{name}")),
+            None => ("docker.io".to_owned(), name.to_owned()),
+        };
+        // Docker Hub's names, as Docker normalizes them: `index.docker.io` is `docker.io`, and
+        // an official image's one-part name lives under `library/`.
+        let registry = if registry == "index.docker.io" {
+            "docker.io".to_owned()
+        } else {
+            registry
+        };
+        let repository = if registry == "docker.io" && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
         };
         let valid = |part: &str| {
             !part.is_empty()
@@ -54,7 +66,14 @@ impl Reference {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b))
         };
-        if !valid(&repository) || tag.as_deref().is_some_and(|t| t.is_empty() || t.len() > 128) {
+        // A tag is `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+        let valid_tag = |tag: &str| {
+            !tag.is_empty()
+                && tag.len() <= 128
+                && !tag.starts_with(['.', '-'])
+                && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        };
+        if !valid(&repository) || tag.as_deref().is_some_and(|t| !valid_tag(t)) {
             return Err(format!("`{image}` is not an image reference"));
         }
         let tag = if tag.is_none() && digest.is_none() {
@@ -132,7 +151,25 @@ mod tests {
         assert_eq!((r.tag.as_deref(), r.digest.as_deref()), (None, Some(digest.as_str())));
         assert_eq!(r.base_url(), "https://ghcr.io");
         assert_eq!(r.manifest_ref(), digest);
-        for bad in ["", "Web:1", "a b", "web@sha256:12", "web@md5:00", "web:"] {
+        let r = Reference::parse("docker.io/nginx:1.27").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("docker.io", "library/nginx")
+        );
+        assert_eq!(r.base_url(), "https://registry-1.docker.io");
+        let r = Reference::parse("index.docker.io/acme/web").unwrap();
+        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("docker.io", "acme/web"));
+        for bad in [
+            "",
+            "Web:1",
+            "a b",
+            "web@sha256:12",
+            "web@md5:00",
+            "web:",
+            "web:a#b",
+            "web:-x",
+            "web:a?b",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
     }

@@ -1,8 +1,9 @@
 //! What the image gate reads from a registry, over the OCI distribution API: an image's
 //! manifest (its digest computed from the bytes, never taken on the registry's word), the
 //! cosign signature manifest stored beside it (`sha256-<hex>.sig`), and blobs, each checked
-//! against its digest. Anonymous pulls, with the bearer token a registry hands out for them
-//! (`WWW-Authenticate: Bearer realm=…`).
+//! against its digest, followed through the redirects registries send blobs by. Anonymous pulls,
+//! with the bearer token a registry hands out for them (`WWW-Authenticate: Bearer realm=…`,
+//! fetched over HTTPS and sent to the registry alone).
 
 use sha2::{Digest, Sha256};
 
@@ -11,6 +12,9 @@ use crate::notify::http::{Client, Fetched};
 
 /// The most bytes a manifest or a signature's payload may have.
 const LIMIT: usize = 4 << 20;
+
+/// The most redirects followed for one blob.
+const REDIRECTS: usize = 5;
 
 /// The manifest kinds asked for: an index (several platforms) or one image's.
 const MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -64,10 +68,28 @@ impl<'a> Registry<'a> {
         }
     }
 
-    /// The blob `digest`, checked against it.
+    /// The blob `digest`, checked against it. Registries often send blobs from elsewhere (a
+    /// CDN) by redirect: followed a few times, the registry's token sent only to the registry.
     pub async fn blob(&mut self, digest: &str) -> Result<Vec<u8>, Unread> {
-        let url = format!("{}/v2/{}/blobs/{digest}", self.base, self.repository);
-        let answer = self.get(&url, None).await?;
+        let mut url = format!("{}/v2/{}/blobs/{digest}", self.base, self.repository);
+        let mut answer = self.get(&url, None).await?;
+        for _ in 0..REDIRECTS {
+            if !(300..400).contains(&answer.status) {
+                break;
+            }
+            let Some(location) = answer.headers.get("location").and_then(|v| v.to_str().ok()) else {
+                break;
+            };
+            url = self.follow(&url, location)?;
+            answer = if url.starts_with(&format!("{}/", self.base)) {
+                self.get(&url, None).await?
+            } else {
+                self.client
+                    .fetch(&url, &[], LIMIT)
+                    .await
+                    .map_err(|e| Unread::Unavailable(format!("{url}: {e}")))?
+            };
+        }
         if answer.status != 200 {
             return Err(said(answer.status, &url));
         }
@@ -111,6 +133,25 @@ impl<'a> Registry<'a> {
         }
     }
 
+    /// Where a redirect from `from` to `location` goes: an absolute URL, or a path on the same
+    /// registry; over HTTPS unless the registry itself is on the loopback address.
+    fn follow(&self, from: &str, location: &str) -> Result<String, Unread> {
+        let to = if location.starts_with('/') {
+            let origin_end = from.find("://").map_or(0, |i| i + 3);
+            let origin = from[origin_end..].find('/').map_or(from, |i| &from[..origin_end + i]);
+            format!("{origin}{location}")
+        } else {
+            location.to_owned()
+        };
+        if to.starts_with("https://") || (to.starts_with("http://") && self.base.starts_with("http://")) {
+            Ok(to)
+        } else {
+            Err(Unread::Refused(format!(
+                "{from} redirects to `{to}`, which is not an HTTPS URL"
+            )))
+        }
+    }
+
     /// An anonymous pull token from the realm `challenge` names.
     async fn token(&self, challenge: &str) -> Result<String, Unread> {
         let Some(params) = challenge.strip_prefix("Bearer ") else {
@@ -126,9 +167,17 @@ impl<'a> Registry<'a> {
             })
         };
         let realm = param("realm").ok_or_else(|| Unread::Refused(format!("`{challenge}` names no realm")))?;
+        // The token comes over HTTPS (plain HTTP only beside a registry on the loopback address).
+        if !(realm.starts_with("https://") || (realm.starts_with("http://") && self.base.starts_with("http://"))) {
+            return Err(Unread::Refused(format!(
+                "the registry {} hands out tokens at `{realm}`, which is not an HTTPS URL",
+                self.base
+            )));
+        }
         let scope = param("scope").unwrap_or_else(|| format!("repository:{}:pull", self.repository));
+        let separator = if realm.contains('?') { '&' } else { '?' };
         let mut url = format!(
-            "{realm}?scope={}",
+            "{realm}{separator}scope={}",
             form_urlencoded::byte_serialize(scope.as_bytes()).collect::<String>()
         );
         if let Some(service) = param("service") {
@@ -161,7 +210,42 @@ fn said(status: u16, url: &str) -> Unread {
     let what = format!("{url} answered HTTP {status}");
     match status {
         401 | 403 => Unread::Refused(format!("{what}: the image cannot be pulled anonymously")),
-        408 | 429 | 500..=599 => Unread::Unavailable(what),
+        300..=399 | 408 | 429 | 500..=599 => Unread::Unavailable(what),
         _ => Unread::Refused(what),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_go_over_https_unless_the_registry_is_on_loopback() {
+        let client = Client::new(None).unwrap();
+        let remote = Reference::parse("ghcr.io/acme/web:1").unwrap();
+        let registry = Registry::new(&client, &remote);
+        let from = "https://ghcr.io/v2/acme/web/blobs/sha256:00";
+        assert_eq!(
+            registry
+                .follow(from, "https://cdn.example.net/blob?sig=1")
+                .ok()
+                .as_deref(),
+            Some("https://cdn.example.net/blob?sig=1")
+        );
+        assert_eq!(
+            registry.follow(from, "/v2/acme/web/blobs/elsewhere").ok().as_deref(),
+            Some("https://ghcr.io/v2/acme/web/blobs/elsewhere")
+        );
+        assert!(matches!(
+            registry.follow(from, "http://169.254.169.254/latest"),
+            Err(Unread::Refused(_))
+        ));
+        let local = Reference::parse("localhost:5000/web:1").unwrap();
+        let registry = Registry::new(&client, &local);
+        assert!(
+            registry
+                .follow("http://localhost:5000/v2/web/blobs/x", "http://localhost:5000/y")
+                .is_ok()
+        );
     }
 }
