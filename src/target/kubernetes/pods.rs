@@ -25,7 +25,8 @@ impl KubernetesRuntime {
     }
 
     /// Why the most restarted pod selected by `selector` was last restarted: its newest
-    /// warning event (`Liveness probe failed: …`) and its container's last exit. `None` when
+    /// warning event that restarts containers (`Liveness probe failed: …`), else its newest
+    /// warning, and its container's last exit. `None` when
     /// nothing can be said.
     pub(super) async fn restart_cause(&self, selector: &str) -> Option<String> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
@@ -55,18 +56,28 @@ impl KubernetesRuntime {
         (!said.is_empty()).then(|| format!("pod `{name}`: {}", said.join("; ")))
     }
 
-    /// The message of pod `name`'s newest warning event, when there is one.
+    /// The message of pod `name`'s newest warning event of a failed liveness or startup probe,
+    /// else of its newest warning event, when there is one.
     async fn newest_warning(&self, name: &str) -> Option<String> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
         let fields = format!("involvedObject.kind=Pod,involvedObject.name={name},type=Warning");
         let list = events.list(&ListParams::default().fields(&fields)).await.ok()?;
         // A node without cluster DNS warns of it on every pod: it says nothing of this one.
         let telling = |e: &Event| e.message.is_some() && e.reason.as_deref() != Some("MissingClusterDNS");
+        // What restarts a container (a failed liveness or startup probe) says more of a restart
+        // than the readiness failures and back-offs that follow it.
+        let restarts = |e: &Event| {
+            e.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("Liveness probe failed") || m.starts_with("Startup probe failed"))
+        };
         let newest = list.items.into_iter().filter(telling).max_by_key(|e| {
-            e.last_timestamp
+            let at = e
+                .last_timestamp
                 .as_ref()
                 .map(|t| t.0)
-                .or(e.event_time.as_ref().map(|t| t.0))
+                .or(e.event_time.as_ref().map(|t| t.0));
+            (restarts(e), at)
         })?;
         newest.message.map(|m| m.trim().to_owned())
     }
