@@ -759,6 +759,7 @@ impl Worker {
     }
 
     /// Looks for drift from the rollback point; corrects it when the environment self-heals.
+    /// Publishes what runs, with each running slot's health checks probed once.
     pub async fn heal(&mut self) -> Result<(), LedgerError> {
         if self.interrupted().await?.is_some() {
             return Ok(());

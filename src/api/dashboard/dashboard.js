@@ -1,7 +1,8 @@
-// plumb's dashboard. A page that follows its environment (`main[data-live]`) listens to the
-// agent's Server-Sent Events; when the agent says something changed, the page fetches itself
-// again and puts the new content in place: no reload, the scroll position kept, and never while
-// a control inside it has the keyboard's focus (it catches up when the focus leaves).
+// plumb's dashboard. A page that follows the agent (`main[data-live]`: the overview, an
+// environment's page) listens to the agent's Server-Sent Events; when the agent says something
+// changed, the page fetches itself again and puts the new content in place: no reload, the
+// scroll position kept, and never while a control inside it has the keyboard's focus (it catches
+// up when the focus leaves).
 (() => {
   "use strict";
   const main = document.querySelector("main[data-live]");
