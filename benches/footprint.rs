@@ -42,10 +42,22 @@ fn main() {
     let idle = runtime.block_on(measure(0, 0));
     let loaded = runtime.block_on(measure(services, clients));
     println!("plumb agent, resident memory (VmRSS):");
-    println!("  idle, 3 environments, no services     {:>7.1} MB", idle.rss_mb);
+    let split = |m: &Measured| {
+        format!(
+            "(anonymous {:.1} MB, the binary's pages {:.1} MB, {} threads)",
+            m.anon_mb, m.file_mb, m.threads
+        )
+    };
     println!(
-        "  {services} services across 3 environments  {:>7.1} MB  (all applied in {:.1} s)",
-        loaded.rss_mb, loaded.applied_s
+        "  idle, 3 environments, no services     {:>7.1} MB  {}",
+        idle.rss_mb,
+        split(&idle)
+    );
+    println!(
+        "  {services} services across 3 environments  {:>7.1} MB  {}, all applied in {:.1} s",
+        loaded.rss_mb,
+        split(&loaded),
+        loaded.applied_s
     );
     if let Some((p50, p99, count)) = loaded.status {
         println!("GET /api/v1/status with {services} services, {clients} concurrent clients, {count} requests:");
@@ -55,6 +67,9 @@ fn main() {
 
 struct Measured {
     rss_mb: f64,
+    anon_mb: f64,
+    file_mb: f64,
+    threads: f64,
     applied_s: f64,
     status: Option<(f64, f64, usize)>,
 }
@@ -118,7 +133,12 @@ async fn measure(services: usize, clients: usize) -> Measured {
     let applied_s = started.elapsed().as_secs_f64();
     // Let allocations settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = agent.rss_mb();
+    let (rss, anon, file, threads) = agent.memory();
+    if std::env::var_os("PLUMB_BENCH_MAPPINGS").is_some() {
+        for (name, mb) in agent.mappings().into_iter().take(8) {
+            println!("    {mb:>6.1} MB  {name}");
+        }
+    }
     let status = if clients > 0 {
         Some(hammer(api, clients, 50).await)
     } else {
@@ -127,6 +147,9 @@ async fn measure(services: usize, clients: usize) -> Measured {
     drop(agent);
     Measured {
         rss_mb: rss,
+        anon_mb: anon,
+        file_mb: file,
+        threads,
         applied_s,
         status,
     }

@@ -37,14 +37,43 @@ impl Agent {
 
     /// Its resident memory (VmRSS), in megabytes.
     pub fn rss_mb(&self) -> f64 {
+        self.status("VmRSS") / 1024.0
+    }
+
+    /// Its resident memory in megabytes, split as the kernel counts it: anonymous (heap,
+    /// stacks), file-backed (the binary's pages in use) — and its threads.
+    pub fn memory(&self) -> (f64, f64, f64, f64) {
+        let mb = |field| self.status(field) / 1024.0;
+        (mb("VmRSS"), mb("RssAnon"), mb("RssFile"), self.status("Threads"))
+    }
+
+    /// Its resident megabytes by what is mapped (a file, or `[heap]`, `[anon]`…), largest first.
+    pub fn mappings(&self) -> Vec<(String, f64)> {
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", self.0.id())).unwrap();
+        let mut by_name: std::collections::BTreeMap<String, f64> = Default::default();
+        let mut name = String::new();
+        for line in smaps.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.first().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+                name = fields.get(5).map_or("[anon]", |n| n).to_owned();
+            } else if fields.first() == Some(&"Rss:") {
+                *by_name.entry(name.clone()).or_default() += fields[1].parse::<f64>().unwrap() / 1024.0;
+            }
+        }
+        let mut all: Vec<(String, f64)> = by_name.into_iter().collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        all
+    }
+
+    /// A number field of /proc/PID/status.
+    fn status(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
-        let kb: f64 = status
+        status
             .lines()
-            .find(|l| l.starts_with("VmRSS:"))
+            .find(|l| l.split(':').next() == Some(field))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
-            .unwrap();
-        kb / 1024.0
+            .unwrap()
     }
 }
 

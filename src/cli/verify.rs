@@ -21,6 +21,7 @@ pub fn run(
     rev: &str,
     output: Format,
 ) -> anyhow::Result<Outcome> {
+    skip_certificate_authorities();
     let git =
         Repository::discover(repo).with_context(|| format!("{} is not inside a git repository", repo.display()))?;
     let resolve = |rev: &str| {
@@ -49,6 +50,15 @@ pub fn run(
     } else {
         Outcome::Found
     })
+}
+
+/// `plumb verify` reads a local repository and reaches no server, yet libgit2's start-up loads
+/// the machine's whole bundle of certificate authorities for HTTPS (a quarter of the time to
+/// verify 500 commits): it is pointed at an empty file for this process.
+fn skip_certificate_authorities() {
+    // SAFETY: the command line runs `verify` on its only thread, before libgit2 starts; no
+    // other thread reads the environment.
+    unsafe { std::env::set_var("SSL_CERT_FILE", "/dev/null") }
 }
 
 fn print(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {

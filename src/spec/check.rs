@@ -361,7 +361,7 @@ pub fn environment(
     environment: &Environment,
     services: &BTreeMap<Name, Service>,
     invalid: &BTreeSet<String>,
-    documents: &BTreeMap<String, Node>,
+    documents: &BTreeMap<&str, &Node>,
     env: &str,
     out: &mut Vec<Diagnostic>,
 ) {

@@ -439,8 +439,11 @@ fn render_environment(
         }
     };
     let composed = compose_services(context, name, &environment.target, out);
-    let mut declared = loaded.services.clone();
-    declared.extend(composed);
+    // The documents are shared by every environment: borrowed, never copied.
+    let declared: BTreeMap<&str, &Node> = (loaded.services.iter())
+        .chain(&composed)
+        .map(|(name, node)| (name.as_str(), node))
+        .collect();
     let overlays = node.get("services").and_then(Node::as_map);
     if let Some(overlays) = overlays {
         for (service, member) in overlays {
@@ -449,8 +452,8 @@ fn render_environment(
     }
     let mut services = BTreeMap::new();
     let mut invalid = BTreeSet::new();
-    for (service, base) in &declared {
-        let overlay = overlays.and_then(|o| o.get(service.as_str())).map(|o| &o.value);
+    for (&service, &base) in &declared {
+        let overlay = overlays.and_then(|o| o.get(service)).map(|o| &o.value);
         let merged = merged_service(loaded, base, overlay, out);
         if merged.get("enabled").is_some_and(|e| e.kind == Kind::Bool(false)) {
             continue;
@@ -477,7 +480,7 @@ fn render_environment(
             let key = Name::parse(service).expect("document file names are checked when read");
             services.insert(key, typed);
         } else {
-            invalid.insert(service.clone());
+            invalid.insert(service.to_owned());
         }
         out[before..]
             .iter_mut()
@@ -663,7 +666,7 @@ fn open_sealed(sealed: &[(&Node, Path)], keys: &Keyring, out: &mut Vec<Diagnosti
 
 /// An overlay must name a known service and may not rename it.
 fn check_overlay(
-    declared: &BTreeMap<String, Node>,
+    declared: &BTreeMap<&str, &Node>,
     service: &str,
     member: &super::node::Member,
     out: &mut Vec<Diagnostic>,
@@ -671,7 +674,7 @@ fn check_overlay(
     let path = Path::default().key("services").key(service);
     if !declared.contains_key(service) {
         let mut d = Diagnostic::new(&member.key_at, format!("overlay for unknown service `{service}`")).path(&path);
-        if let Some(k) = closest(service, declared.keys().map(String::as_str)) {
+        if let Some(k) = closest(service, declared.keys().copied()) {
             d = d.hint(format!("did you mean `{k}`?"));
         } else {
             d = d.hint("declare the service in services/ first; an overlay only changes a service");

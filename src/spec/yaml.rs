@@ -317,8 +317,13 @@ impl Builder<'_> {
 
     fn close(&mut self) -> Result<(), YamlError> {
         let frame = self.stack.pop().expect("the parser balances collection events");
+        // A finished collection keeps no spare room: documents are mostly small maps, and a
+        // repository of thousands of them is held whole while it renders.
         let kind = match frame.body {
-            Body::Seq(items) => Kind::Seq(items),
+            Body::Seq(mut items) => {
+                items.shrink_to_fit();
+                Kind::Seq(items)
+            }
             Body::Map {
                 mut members, merges, ..
             } => {
@@ -340,6 +345,7 @@ impl Builder<'_> {
                         }
                     }
                 }
+                members.shrink_to_fit();
                 Kind::Map(members)
             }
         };

@@ -9,10 +9,10 @@ use std::time::SystemTime;
 use sequoia_openpgp::cert::Cert;
 use sequoia_openpgp::cert::amalgamation::ValidAmalgamation as _;
 use sequoia_openpgp::packet::Signature;
-use sequoia_openpgp::parse::Parse;
+use sequoia_openpgp::parse::{PacketParser, PacketParserResult, Parse};
 use sequoia_openpgp::policy::{HashAlgoSecurity, Policy as _, StandardPolicy};
 use sequoia_openpgp::types::{RevocationStatus, RevocationType};
-use sequoia_openpgp::{Fingerprint, KeyHandle, Packet, PacketPile};
+use sequoia_openpgp::{Fingerprint, KeyHandle, Packet};
 
 /// Who made a good signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,14 +103,18 @@ pub fn verify<'a>(
 }
 
 fn parse(signature: &[u8]) -> Result<Vec<Signature>, SignatureError> {
-    let pile = PacketPile::from_bytes(signature).map_err(|e| SignatureError::Malformed(e.to_string()))?;
-    let signatures: Vec<Signature> = pile
-        .into_children()
-        .filter_map(|packet| match packet {
-            Packet::Signature(sig) => Some(sig),
-            _ => None,
-        })
-        .collect();
+    let malformed = |e: anyhow::Error| SignatureError::Malformed(e.to_string());
+    // The packets are taken as they are read (git's signatures hold no containers to open);
+    // anything but a signature is skipped.
+    let mut signatures = Vec::new();
+    let mut read = PacketParser::from_bytes(signature).map_err(malformed)?;
+    while let PacketParserResult::Some(parser) = read {
+        let (packet, next) = parser.next().map_err(malformed)?;
+        if let Packet::Signature(sig) = packet {
+            signatures.push(sig);
+        }
+        read = next;
+    }
     if signatures.is_empty() {
         return Err(SignatureError::Malformed("no signature packet".to_owned()));
     }
