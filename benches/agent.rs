@@ -8,7 +8,10 @@
 //!   the attempt rolled back (the old release never stopped serving); and, from the ledger's
 //!   timestamps, the restore alone (from the failed step to the end of the attempt).
 //!
-//! Prints p50 and p95. Run: `cargo bench --bench agent` (`PLUMB_BENCH_ROUNDS=20`).
+//! Health checks every 50 ms, three in a row to pass. Prints p50 and p95, and for the first two
+//! where the time went (the agent's `plumb_stage_duration_seconds`, read around each push:
+//! fetch, authenticate, render, plan, rollout). Run: `cargo bench --bench agent`
+//! (`PLUMB_BENCH_ROUNDS=50`).
 
 #[path = "../tests/it/harness.rs"]
 #[allow(dead_code)]
@@ -35,7 +38,7 @@ use timing::{ms, percentile, setting};
 use tokio_util::sync::CancellationToken;
 
 fn main() {
-    let rounds = setting("PLUMB_BENCH_ROUNDS", 20);
+    let rounds = setting("PLUMB_BENCH_ROUNDS", 50);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -48,7 +51,7 @@ fn config(repo: &TestRepo, port: u16, release: &str, value: usize, healthy: bool
     let values = format!("config:\n  file: app.json\n  reload: signal\n  values: {{round: {value}}}\n");
     Web {
         healthy,
-        checks: ("20ms", 3),
+        checks: ("50ms", 3),
         extra: &values,
         ..Web::new(port, release, "blueGreen: {keepOldVersion: 0s}")
     }
@@ -89,11 +92,26 @@ async fn run(rounds: usize) {
     config(&upstream, port, "r0", 0, true);
     upstream.commit_signed("r0", &alice);
     let state = tempfile::tempdir().unwrap();
-    let settings = agent_settings(&upstream, &root, state.path());
+    let settings = plumb::agent::Settings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..agent_settings(&upstream, &root, state.path())
+    };
     let cancel = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let agent = tokio::spawn(plumb::agent::run(settings, cancel.clone(), Some(tx)));
-    let doorbell = rx.await.unwrap().doorbells["config"].clone();
+    let started = rx.await.unwrap();
+    let (doorbell, api) = (started.doorbells["config"].clone(), started.api.unwrap());
+    let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
+    // Once `commit`'s attempt is recorded, what each stage took since `before`.
+    let took = async |before: &Stages, commit: &str| {
+        until("the attempt recorded", async || {
+            let last = ledger.history("dev", 1).unwrap();
+            last.first()
+                .is_some_and(|r| r.attempt.commit == commit && r.outcome.is_some())
+        })
+        .await;
+        stages(api).await.since(before)
+    };
     until("r0 serving", async || {
         all_answers(addr, "/", 1, |b| b.contains(" r0 ")).await
     })
@@ -101,10 +119,12 @@ async fn run(rounds: usize) {
 
     let mut release = 0;
     let (mut reloads, mut rollouts, mut rollbacks, mut restores) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut reload_stages, mut rollout_stages) = (Stages::default(), Stages::default());
     for round in 1..=rounds {
         // A configuration-only change.
         config(&upstream, port, &format!("r{release}"), round, true);
-        upstream.commit_signed("config", &alice);
+        let commit = upstream.commit_signed("config", &alice);
+        let before = stages(api).await;
         let started = Instant::now();
         doorbell.ring(Reason::Manual);
         let wanted = format!("\"round\": {round}");
@@ -113,11 +133,13 @@ async fn run(rounds: usize) {
         })
         .await;
         reloads.push(started.elapsed());
+        reload_stages.extend(took(&before, &commit).await);
 
         // A new release, blue-green.
         release += 1;
         config(&upstream, port, &format!("r{release}"), round, true);
-        upstream.commit_signed("release", &alice);
+        let commit = upstream.commit_signed("release", &alice);
+        let before = stages(api).await;
         let started = Instant::now();
         doorbell.ring(Reason::Manual);
         let wanted = format!(" r{release} ");
@@ -126,13 +148,13 @@ async fn run(rounds: usize) {
         })
         .await;
         rollouts.push(started.elapsed());
+        rollout_stages.extend(took(&before, &commit).await);
 
         // A release that never becomes healthy.
         config(&upstream, port, &format!("bad{round}"), round, false);
         let bad = upstream.commit_signed("bad release", &alice);
         let started = Instant::now();
         doorbell.ring(Reason::Manual);
-        let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
         let mut record = None;
         until("the automatic rollback", async || {
             record = ledger
@@ -185,4 +207,57 @@ async fn run(rounds: usize) {
             ms(percentile(times, 0.95))
         );
     }
+    for (what, mut stages) in [
+        ("configuration-only change", reload_stages),
+        ("blue-green rollout", rollout_stages),
+    ] {
+        println!("  {what}, by stage (until the attempt is recorded):");
+        for (stage, times) in &mut stages.0 {
+            println!(
+                "    {stage:<60} p50 {:>8.1} ms  p95 {:>8.1} ms",
+                ms(percentile(times, 0.5)),
+                ms(percentile(times, 0.95))
+            );
+        }
+    }
+}
+
+/// Times by stage, in the order a push goes through them.
+#[derive(Default)]
+struct Stages(Vec<(String, Vec<Duration>)>);
+
+impl Stages {
+    /// What each stage added since `before` (both sums of the agent's histograms).
+    fn since(&self, before: &Stages) -> Stages {
+        let before = |stage: &str| (before.0.iter().find(|(s, _)| s == stage)).map_or(Duration::ZERO, |(_, t)| t[0]);
+        Stages(
+            (self.0.iter())
+                .map(|(stage, t)| (stage.clone(), vec![t[0].saturating_sub(before(stage))]))
+                .collect(),
+        )
+    }
+
+    fn extend(&mut self, more: Stages) {
+        for (stage, times) in more.0 {
+            match self.0.iter_mut().find(|(s, _)| *s == stage) {
+                Some((_, all)) => all.extend(times),
+                None => self.0.push((stage, times)),
+            }
+        }
+    }
+}
+
+/// The sums of the agent's `plumb_stage_duration_seconds`, by stage.
+async fn stages(api: SocketAddr) -> Stages {
+    let metrics = http::get(api, "/metrics").await.body;
+    let mut sums = Stages::default();
+    for stage in ["fetch", "authenticate", "render", "plan", "rollout"] {
+        let series = format!("plumb_stage_duration_seconds_sum{{stage=\"{stage}\"}} ");
+        let seconds = (metrics.lines())
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        sums.0.push((stage.to_owned(), vec![Duration::from_secs_f64(seconds)]));
+    }
+    sums
 }

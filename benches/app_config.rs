@@ -19,6 +19,8 @@ mod http;
 #[allow(dead_code)]
 mod keys;
 
+#[path = "support/push.rs"]
+mod push;
 #[path = "support/timing.rs"]
 #[allow(dead_code)]
 mod timing;
@@ -73,23 +75,6 @@ fn config(repo: &TestRepo, port: u16, round: usize) {
 /// Milliseconds since the epoch, as Node's `performance` tells them.
 fn now_ms() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
-}
-
-/// GitHub's push event for `reference` moved to `after`, signed.
-async fn push(api: SocketAddr, reference: &str, after: &str) {
-    let body = serde_json::json!({"ref": reference, "after": after}).to_string();
-    let signature = format!(
-        "sha256={}",
-        plumb::notify::webhook::signature(HOOK_SECRET.as_bytes(), body.as_bytes())
-    );
-    let headers = [
-        ("X-GitHub-Event", "push".to_owned()),
-        ("X-GitHub-Delivery", format!("{after}-delivery")),
-        ("X-Hub-Signature-256", signature),
-        ("Content-Type", "application/json".to_owned()),
-    ];
-    let answer = http::post(api, "/hooks/config", &headers, body.as_bytes()).await;
-    assert_eq!(answer.status, 202, "{}", answer.body);
 }
 
 async fn run(changes: usize) {
@@ -147,7 +132,7 @@ async fn run(changes: usize) {
         config(&upstream, port, round);
         let commit = upstream.commit_signed("a configuration change", &alice);
         let pushed = now_ms();
-        push(api, &reference, &commit).await;
+        push::push(api, HOOK_SECRET, &reference, &commit).await;
         let line = tokio::time::timeout(Duration::from_secs(60), told.next_line())
             .await
             .expect("the client is told within a minute")

@@ -19,6 +19,7 @@ mod http;
 mod keys;
 
 #[path = "support/agent_process.rs"]
+#[allow(dead_code)]
 mod agent_process;
 #[path = "support/timing.rs"]
 #[allow(dead_code)]

@@ -3,7 +3,13 @@
 //! a real process on the local target), and `GET /api/v1/status` latency under 100 concurrent
 //! clients. Prints megabytes and p50/p99.
 //!
-//! Run: `cargo bench --bench footprint` (`PLUMB_BENCH_SERVICES=1000`, `PLUMB_BENCH_CLIENTS=100`).
+//! Then a soak: `PLUMB_BENCH_SOAK` commits (1,000; 0 skips it) to the agent holding those
+//! services, each changing one service's variable and pushed by a signed webhook, the agent's
+//! resident memory read once each is applied; prints it every tenth of the way and the slope
+//! (least squares), and writes every point to `target/footprint-soak.csv` (commit, MB).
+//!
+//! Run: `cargo bench --bench footprint` (`PLUMB_BENCH_SERVICES=1000`, `PLUMB_BENCH_CLIENTS=100`,
+//! `PLUMB_BENCH_MAPPINGS=1` lists what is resident).
 
 #[path = "../tests/it/harness.rs"]
 #[allow(dead_code)]
@@ -17,6 +23,8 @@ mod keys;
 
 #[path = "support/agent_process.rs"]
 mod agent_process;
+#[path = "support/push.rs"]
+mod push;
 #[path = "support/timing.rs"]
 #[allow(dead_code)]
 mod timing;
@@ -30,6 +38,7 @@ use keys::TestKey;
 use timing::setting;
 
 const ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
+const HOOK_SECRET: &str = "a-long-enough-webhook-secret";
 
 fn main() {
     let services = setting("PLUMB_BENCH_SERVICES", 1000);
@@ -63,6 +72,77 @@ fn main() {
         println!("GET /api/v1/status with {services} services, {clients} concurrent clients, {count} requests:");
         println!("  p50 {p50:.2} ms  p99 {p99:.2} ms");
     }
+    let commits = setting("PLUMB_BENCH_SOAK", 1000);
+    if commits > 0 {
+        runtime.block_on(soak(services.max(1), commits));
+    }
+}
+
+/// Pushes `commits` one-service changes to an agent holding `services`, and follows its memory.
+async fn soak(services: usize, commits: usize) {
+    let (mut repo, root, alice) = repository(services);
+    let state = tempfile::tempdir().unwrap();
+    let secret = state.path().join("webhook-secret");
+    std::fs::write(&secret, HOOK_SECRET).unwrap();
+    let api = free_api();
+    let webhook = ["--webhook", "github", "--webhook-secret-file", secret.to_str().unwrap()];
+    let agent = Agent::start_with(repo.path(), &repo.branch(), &root, "1h", api, state.path(), &webhook);
+    let mut head = String::new();
+    until_applied(api, None).await;
+    let mut points = Vec::with_capacity(commits);
+    println!("soak: {commits} commits, each changing one of {services} services, pushed by webhook:");
+    for commit in 1..=commits {
+        let s = commit % services;
+        repo.write(&format!("services/svc-{s}.yaml"), &service(s, commit));
+        head = repo.commit_signed(&format!("svc-{s}, change {commit}"), &alice);
+        push::push(api, HOOK_SECRET, &repo.branch(), &head).await;
+        until_applied(api, Some(&head)).await;
+        let rss = agent.rss_mb();
+        points.push(rss);
+        if commit % (commits / 10).max(1) == 0 {
+            println!("  after {commit:>5} commits  {rss:>7.1} MB");
+        }
+    }
+    // Least squares over every point, in MB per 1,000 commits.
+    let n = points.len() as f64;
+    let mean_x = (n + 1.0) / 2.0;
+    let mean_y = points.iter().sum::<f64>() / n;
+    let (mut covariance, mut variance) = (0.0, 0.0);
+    for (i, y) in points.iter().enumerate() {
+        let x = (i + 1) as f64 - mean_x;
+        covariance += x * (y - mean_y);
+        variance += x * x;
+    }
+    println!(
+        "  slope {:+.2} MB per 1,000 commits (first {:.1} MB, last {:.1} MB, head {})",
+        covariance / variance.max(f64::MIN_POSITIVE) * 1000.0,
+        points[0],
+        points[points.len() - 1],
+        &head[..12]
+    );
+    let csv: String = (points.iter().enumerate())
+        .map(|(i, mb)| format!("{},{mb:.2}\n", i + 1))
+        .collect();
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/target/footprint-soak.csv");
+    std::fs::write(file, format!("commit,rss_mb\n{csv}")).unwrap();
+    drop(agent);
+}
+
+/// Until every environment is synced — on `commit`, when given.
+async fn until_applied(api: SocketAddr, commit: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Some(response) = http::try_get(api, "/api/v1/status").await {
+            let status: serde_json::Value = serde_json::from_str(&response.body).unwrap_or_default();
+            let environments = status["environments"].as_array().cloned().unwrap_or_default();
+            let done = |e: &serde_json::Value| e["synced"] == true && commit.is_none_or(|c| e["applied"] == c);
+            if environments.len() == 3 && environments.iter().all(done) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the agent never applied everything");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 struct Measured {
@@ -75,7 +155,7 @@ struct Measured {
 }
 
 /// A repository with `services` services spread over three environments, each a `sleep`.
-fn repository(services: usize) -> (TestRepo, String) {
+fn repository(services: usize) -> (TestRepo, String, TestKey) {
     let alice = TestKey::new("alice");
     let (mut repo, root) = trusted(&alice);
     repo.write(
@@ -99,20 +179,22 @@ fn repository(services: usize) -> (TestRepo, String) {
         );
     }
     for s in 0..services {
-        repo.write(
-            &format!("services/svc-{s}.yaml"),
-            &format!(
-                "apiVersion: plumb/v1\nkind: Service\nname: svc-{s}\nenabled: false\ncommand: [sleep, \"86400\"]\n\
-                 strategy:\n  recreate: {{}}\nenv:\n  - {{name: INDEX, value: \"{s}\"}}\n"
-            ),
-        );
+        repo.write(&format!("services/svc-{s}.yaml"), &service(s, 0));
     }
     repo.commit_signed("Services", &alice);
-    (repo, root)
+    (repo, root, alice)
+}
+
+/// Service `s`'s document, its `CHANGE` variable at `change`.
+fn service(s: usize, change: usize) -> String {
+    format!(
+        "apiVersion: plumb/v1\nkind: Service\nname: svc-{s}\nenabled: false\ncommand: [sleep, \"86400\"]\n\
+         strategy:\n  recreate: {{}}\nenv:\n  - {{name: INDEX, value: \"{s}\"}}\n  - {{name: CHANGE, value: \"{change}\"}}\n"
+    )
 }
 
 async fn measure(services: usize, clients: usize) -> Measured {
-    let (repo, root) = repository(services);
+    let (repo, root, _) = repository(services);
     let state = tempfile::tempdir().unwrap();
     let api = free_api();
     let started = Instant::now();

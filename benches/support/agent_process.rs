@@ -12,6 +12,19 @@ impl Agent {
     /// Starts the agent on `repo` (branch `branch`, trust root `root`), polling hourly, looking
     /// for drift every `heal_every` (`30s`, `1h`), its API on `api`, its state in `state`.
     pub fn start(repo: &Path, branch: &str, root: &str, heal_every: &str, api: SocketAddr, state: &Path) -> Agent {
+        Agent::start_with(repo, branch, root, heal_every, api, state, &[])
+    }
+
+    /// [`Agent::start`], with `more` arguments (`--webhook github …`).
+    pub fn start_with(
+        repo: &Path,
+        branch: &str,
+        root: &str,
+        heal_every: &str,
+        api: SocketAddr,
+        state: &Path,
+        more: &[&str],
+    ) -> Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_plumb"))
             .args(["agent", "--repo", repo.to_str().unwrap(), "--trust-root", root])
             .args([
@@ -26,6 +39,7 @@ impl Agent {
             ])
             .arg("--state")
             .arg(state)
+            .args(more)
             .env("PLUMB_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -717,8 +717,16 @@ impl Worker {
         let applied = applied?;
         let metrics = &self.publish.metrics;
         if applied.attempt.is_some() {
-            let seconds = started.elapsed().as_secs_f64();
-            metrics.attempt(&self.name, trigger, &applied.strategy, &applied.outcome, Some(seconds));
+            let took = started.elapsed();
+            metrics.attempt(
+                &self.name,
+                trigger,
+                &applied.strategy,
+                &applied.outcome,
+                Some(took.as_secs_f64()),
+            );
+            metrics.stage("plan", applied.planned);
+            metrics.stage("rollout", took.saturating_sub(applied.planned));
         }
         if applied.outcome == Outcome::Succeeded {
             if trigger != Trigger::Heal {

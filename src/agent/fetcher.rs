@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use git2::Oid;
 use tokio::sync::{mpsc, watch};
@@ -37,6 +37,17 @@ pub struct Fetch {
     pub result: Result<Vec<Update>, FetchError>,
     /// The cache's repository, to read authenticated commits from.
     pub repository: PathBuf,
+    /// How long fetching and authenticating took.
+    pub took: Took,
+}
+
+/// How long a fetch's stages took.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Took {
+    /// Bringing the tracked refs' new commits in.
+    pub fetch: Duration,
+    /// Authenticating the new heads.
+    pub authenticate: Duration,
 }
 
 /// Why a fetch produced no decisions.
@@ -61,6 +72,8 @@ pub struct Fetcher {
     state: TrustState,
     /// Where a copy of the trust state is kept in the cluster, and under which name.
     copy: Option<(Arc<ClusterRecord>, String)>,
+    /// How long the last fetch's stages took.
+    took: Took,
 }
 
 impl Fetcher {
@@ -78,6 +91,7 @@ impl Fetcher {
             root,
             state,
             copy: None,
+            took: Took::default(),
         })
     }
 
@@ -108,12 +122,17 @@ impl Fetcher {
 
     /// Fetches every tracked ref and decides on each head (blocking: git and OpenPGP work).
     pub fn fetch(&mut self) -> Result<Vec<Update>, FetchError> {
+        let started = Instant::now();
+        self.took = Took::default();
         let fetched = self.cache.fetch(&self.refs)?;
+        self.took.fetch = started.elapsed();
         let mut updates = Vec::with_capacity(fetched.heads.len());
         for (reference, _, head) in fetched.heads {
+            let started = Instant::now();
             let decision = self
                 .state
                 .decide(self.cache.repository(), &self.root, reference.name(), head)?;
+            self.took.authenticate += started.elapsed();
             match &decision {
                 Decision::Authenticated(report) => {
                     tracing::info!(reference = %reference, commit = %head, commits = report.commits.len(), "Authenticated a new head.")
@@ -205,6 +224,7 @@ impl Fetcher {
                     started,
                     result,
                     repository,
+                    took: self.took,
                 })
                 .await
                 .is_err()

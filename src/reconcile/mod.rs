@@ -96,6 +96,8 @@ pub struct Applied {
     pub outcome: Outcome,
     /// The strategy recorded: the services' one, `mixed` or `none`.
     pub strategy: String,
+    /// How long observing the target and planning took.
+    pub planned: std::time::Duration,
 }
 
 /// The desired state to restore when an apply fails: the rollback point, rendered.
@@ -136,7 +138,10 @@ pub async fn apply(
     intent: Intent<'_>,
     rollback: Option<RollbackPoint<'_>>,
 ) -> Result<Applied, LedgerError> {
-    let (live, plan) = match observe_and_plan(target, ledger, desired, desired.sync.prune).await {
+    let planning = std::time::Instant::now();
+    let observed = observe_and_plan(target, ledger, desired, desired.sync.prune).await;
+    let planned = planning.elapsed();
+    let (live, plan) = match observed {
         Ok(observed) => observed,
         Err(e) => {
             // Nothing was attempted: what runs is unknown, so nothing is changed or recorded.
@@ -145,6 +150,7 @@ pub async fn apply(
                 plan: Plan::default(),
                 outcome: Outcome::Failed(format!("cannot observe the target: {e}")),
                 strategy: "none".to_owned(),
+                planned,
             });
         }
     };
@@ -154,6 +160,7 @@ pub async fn apply(
             plan,
             outcome: Outcome::Succeeded,
             strategy: "none".to_owned(),
+            planned,
         });
     }
     let environment = desired.environment.as_str();
@@ -205,6 +212,7 @@ pub async fn apply(
         plan,
         outcome,
         strategy,
+        planned,
     })
 }
 

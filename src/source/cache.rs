@@ -57,6 +57,8 @@ pub struct Cache {
     dir: PathBuf,
     remote: Remote,
     repo: Repository,
+    /// Packs made one with the others, deleted at the next fetch (see [`super::packs`]).
+    retired: Vec<PathBuf>,
 }
 
 /// libgit2's network timeouts are process-wide; set them under one lock.
@@ -75,6 +77,7 @@ impl Cache {
             dir: dir.to_owned(),
             remote,
             repo,
+            retired: Vec::new(),
         })
     }
 
@@ -110,12 +113,29 @@ impl Cache {
             })?;
             heads.push((tracked.clone(), if rebuilt { None } else { before }, after));
         }
+        self.keep_packs_few();
         Ok(Fetched {
             heads,
             objects,
             bytes,
             rebuilt,
         })
+    }
+
+    /// Makes the cache's packs one when they are many. The fetch has succeeded whatever happens
+    /// here: every object is in the cache either way, so a failure is told and tried again at
+    /// the next fetch.
+    fn keep_packs_few(&mut self) {
+        let reopened = super::packs::consolidate(&self.repo, &mut self.retired)
+            .and_then(|written| written.then(|| Repository::open_bare(self.repo.path())).transpose());
+        match reopened {
+            // A handle opened anew lets go of the packs made one.
+            Ok(Some(repo)) => self.repo = repo,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "Cannot make the cache's packs one; trying again at the next fetch.")
+            }
+        }
     }
 
     /// Starts the cache over in a new generation folder. A new path, not the old one emptied:

@@ -4,6 +4,7 @@
 
 mod cache;
 mod known_hosts;
+mod packs;
 mod remote;
 mod tree;
 

@@ -462,7 +462,7 @@ fn render_environment(
         let before = out.len();
         BUILTIN.service.check(&merged, &merged_json, out);
         let mut sealed = Vec::new();
-        find_sealed(&merged, Path::default(), &mut sealed, out);
+        find_sealed(&merged, &mut Vec::new(), &mut sealed, out);
         let opened = context
             .keys
             .filter(|_| !sealed.is_empty())
@@ -609,12 +609,23 @@ pub fn service_origins(tree: &dyn Tree, environment: &str, service: &str) -> Res
     Ok(Some(merged_service(&loaded, base, overlay, &mut Vec::new())))
 }
 
-/// The encrypted values under `node` (at `path`), with their paths, into `found`. Only a
-/// variable's value and the application's configuration values may be encrypted: one written
-/// elsewhere is a problem at its line.
-fn find_sealed<'a>(node: &'a Node, path: Path, found: &mut Vec<(&'a Node, Path)>, out: &mut Vec<Diagnostic>) {
+/// The encrypted values under `node`, with their paths, into `found`. `path` leads to `node`: a
+/// stack of keys (or indexes) pushed and popped on the way down, made a [`Path`] only for a
+/// value found. Only a variable's value and the application's configuration values may be
+/// encrypted: one written elsewhere is a problem at its line.
+fn find_sealed<'a>(
+    node: &'a Node,
+    path: &mut Vec<(Option<&'a str>, usize)>,
+    found: &mut Vec<(&'a Node, Path)>,
+    out: &mut Vec<Diagnostic>,
+) {
     match &node.kind {
         Kind::Str(s) if is_encrypted(s) => {
+            let steps = path.iter().map(|&(key, index)| match key {
+                Some(key) => Step::Key(key.to_owned()),
+                None => Step::Index(index),
+            });
+            let path = Path(steps.collect());
             let secret_field = match path.0.as_slice() {
                 [Step::Key(env), Step::Index(_), Step::Key(value)] => env == "env" && value == "value",
                 [
@@ -636,12 +647,16 @@ fn find_sealed<'a>(node: &'a Node, path: Path, found: &mut Vec<(&'a Node, Path)>
         }
         Kind::Map(map) => {
             for (key, member) in map {
-                find_sealed(&member.value, path.key(key), found, out);
+                path.push((Some(key), 0));
+                find_sealed(&member.value, path, found, out);
+                path.pop();
             }
         }
         Kind::Seq(items) => {
             for (index, item) in items.iter().enumerate() {
-                find_sealed(item, path.join(Step::Index(index)), found, out);
+                path.push((None, index));
+                find_sealed(item, path, found, out);
+                path.pop();
             }
         }
         _ => {}

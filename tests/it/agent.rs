@@ -327,6 +327,18 @@ async fn authenticated_commits_apply_and_nothing_else_touches_what_runs() {
         Some(3.0)
     );
     assert_eq!(value("plumb_attempts_total", &[("result", "refused")]), Some(1.0));
+    // Each attempt's planning and rollout are timed; each fetch, and each commit authenticated
+    // and rendered.
+    for stage in ["plan", "rollout"] {
+        let count = value("plumb_stage_duration_seconds_count", &[("stage", stage)]);
+        assert_eq!(count, Some(3.0), "{stage}");
+    }
+    for stage in ["fetch", "authenticate", "render"] {
+        let count = value("plumb_stage_duration_seconds_count", &[("stage", stage)]);
+        assert!(count.is_some_and(|c| c >= 1.0), "{stage}: {count:?}");
+    }
+    let rendering = value("plumb_stage_duration_seconds_sum", &[("stage", "render")]);
+    assert!(rendering.is_some_and(|s| s > 0.0), "{rendering:?}");
     assert_eq!(
         crate::metrics::kind(&families, "plumb_reconcile_duration_seconds").as_deref(),
         Some("histogram")

@@ -92,6 +92,60 @@ fn a_deleted_or_damaged_cache_is_rebuilt() {
     );
 }
 
+/// Each fetch brings a pack; past fifty they are made one, every object kept — a commit the
+/// remote no longer has too — and the packs made one are deleted at the next fetch.
+#[test]
+fn many_fetches_leave_few_packs_and_every_object() {
+    let mut upstream = TestRepo::example();
+    upstream.commit("Example");
+    let url = format!("file://{}", upstream.path().display());
+    let tracked = main_ref(&upstream);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let mut cache = Cache::open(&cache_dir.path().join("repo"), Remote::anonymous(&url)).unwrap();
+    cache.fetch(std::slice::from_ref(&tracked)).unwrap();
+    // A commit that is fetched, then force-pushed away.
+    let before = upstream.head().unwrap();
+    upstream.write("abandoned.txt", "force-pushed away\n");
+    let abandoned = upstream.commit("Abandoned");
+    cache.fetch(std::slice::from_ref(&tracked)).unwrap();
+    upstream.set_branch(&before);
+    std::fs::remove_file(upstream.path().join("abandoned.txt")).unwrap();
+
+    let packs = || {
+        let generation = std::fs::read_dir(cache_dir.path().join("repo"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let dir = generation.path().join("objects/pack");
+        let names = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name());
+        names.filter(|n| n.to_string_lossy().ends_with(".pack")).count()
+    };
+    let mut commits = Vec::new();
+    let mut most = 0;
+    for i in 0..70 {
+        upstream.write("counter.txt", &format!("{i}\n"));
+        commits.push(upstream.commit(&format!("Change {i}")));
+        let fetched = cache.fetch(std::slice::from_ref(&tracked)).unwrap();
+        assert_eq!(fetched.heads[0].2.to_string(), commits[i]);
+        most = most.max(packs());
+    }
+    let now = packs();
+    assert!(
+        most <= 52,
+        "at most fifty packs, the one made of them and the newest: {most}"
+    );
+    assert!(now < 30, "the packs made one are gone: {now} left");
+    // Every commit reads back, the one the remote no longer has among them.
+    for (i, commit) in commits.iter().enumerate() {
+        let tree = cache.tree(commit.parse().unwrap(), "").unwrap();
+        let counter = tree.read("counter.txt", 1 << 10).unwrap().unwrap();
+        assert_eq!(String::from_utf8(counter).unwrap(), format!("{i}\n"));
+    }
+    let tree = cache.tree(abandoned.parse().unwrap(), "").unwrap();
+    assert!(tree.read("abandoned.txt", 1 << 10).unwrap().is_some());
+}
+
 #[test]
 fn a_missing_ref_is_named() {
     let mut upstream = TestRepo::example();
