@@ -102,20 +102,20 @@ async fn run(rounds: usize) {
     let started = rx.await.unwrap();
     let (doorbell, api) = (started.doorbells["config"].clone(), started.api.unwrap());
     let ledger = Ledger::open_read_only(&state.path().join("ledger.sqlite")).unwrap();
-    // Once `commit`'s attempt is recorded, what each stage took since `before`.
-    let took = async |before: &Stages, commit: &str| {
-        until("the attempt recorded", async || {
-            let last = ledger.history("dev", 1).unwrap();
-            last.first()
-                .is_some_and(|r| r.attempt.commit == commit && r.outcome.is_some())
-        })
-        .await;
+    // Until the agent's figures count `attempts` attempts: each is timed once it has ended.
+    let settled =
+        async |attempts: f64| until("the attempt's figures", async || attempts_timed(api).await >= attempts).await;
+    // Once the agent's figures count `attempts`, what each stage took since `before`.
+    let took = async |before: &Stages, attempts: f64| {
+        settled(attempts).await;
         stages(api).await.since(before)
     };
     until("r0 serving", async || {
         all_answers(addr, "/", 1, |b| b.contains(" r0 ")).await
     })
     .await;
+    let mut attempts = 1.0;
+    settled(attempts).await;
 
     let mut release = 0;
     let (mut reloads, mut rollouts, mut rollbacks, mut restores) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -123,7 +123,8 @@ async fn run(rounds: usize) {
     for round in 1..=rounds {
         // A configuration-only change.
         config(&upstream, port, &format!("r{release}"), round, true);
-        let commit = upstream.commit_signed("config", &alice);
+        upstream.commit_signed("config", &alice);
+        attempts += 1.0;
         let before = stages(api).await;
         let started = Instant::now();
         doorbell.ring(Reason::Manual);
@@ -133,12 +134,13 @@ async fn run(rounds: usize) {
         })
         .await;
         reloads.push(started.elapsed());
-        reload_stages.extend(took(&before, &commit).await);
+        reload_stages.extend(took(&before, attempts).await);
 
         // A new release, blue-green.
         release += 1;
         config(&upstream, port, &format!("r{release}"), round, true);
-        let commit = upstream.commit_signed("release", &alice);
+        upstream.commit_signed("release", &alice);
+        attempts += 1.0;
         let before = stages(api).await;
         let started = Instant::now();
         doorbell.ring(Reason::Manual);
@@ -148,11 +150,12 @@ async fn run(rounds: usize) {
         })
         .await;
         rollouts.push(started.elapsed());
-        rollout_stages.extend(took(&before, &commit).await);
+        rollout_stages.extend(took(&before, attempts).await);
 
         // A release that never becomes healthy.
         config(&upstream, port, &format!("bad{round}"), round, false);
         let bad = upstream.commit_signed("bad release", &alice);
+        attempts += 1.0;
         let started = Instant::now();
         doorbell.ring(Reason::Manual);
         let mut record = None;
@@ -180,11 +183,13 @@ async fn run(rounds: usize) {
         // The next round starts from a good head again.
         config(&upstream, port, &format!("r{release}"), round, true);
         upstream.commit_signed("revert the bad release", &alice);
+        attempts += 1.0;
         doorbell.ring(Reason::Manual);
         until("the revert", async || {
             ledger.history("dev", 1).unwrap()[0].outcome == Some(Outcome::Succeeded)
         })
         .await;
+        settled(attempts).await;
     }
     cancel.cancel();
     agent.await.unwrap().unwrap();
@@ -245,6 +250,15 @@ impl Stages {
             }
         }
     }
+}
+
+/// How many attempts the agent's figures have timed (its rollouts).
+async fn attempts_timed(api: SocketAddr) -> f64 {
+    let metrics = http::get(api, "/metrics").await.body;
+    (metrics.lines())
+        .find_map(|l| l.strip_prefix("plumb_stage_duration_seconds_count{stage=\"rollout\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The sums of the agent's `plumb_stage_duration_seconds`, by stage.

@@ -179,7 +179,7 @@ impl Default for Metrics {
         );
         r.register(
             "stage_duration_seconds",
-            "Time from a push to what runs, by stage: fetch, authenticate, render (every environment of a commit), plan (observe the target and plan), rollout (the plan's steps, health checks included)",
+            "Time from a push to what runs, by stage: fetch (every fetch), authenticate (a new head), render (every environment of a new head), plan (observe the target and plan) and rollout (the plan's steps, health checks included) of every attempt",
             metrics.stages.clone(),
         );
         r.register(

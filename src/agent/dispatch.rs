@@ -242,15 +242,16 @@ async fn heads(
         repository.allow.clone(),
         shared.handout.clone(),
     );
-    let started = std::time::Instant::now();
-    let rendered = tokio::task::spawn_blocking(move || {
+    let (rendered, took) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
         let rendered = render_all(&cache, head, &folder, &lent, only, signer);
-        release_free_memory();
-        rendered
+        let took = started.elapsed();
+        super::memory::release_free_memory();
+        (rendered, took)
     })
     .await
     .ok()?;
-    publish.metrics.stage("render", started.elapsed());
+    publish.metrics.stage("render", took);
     match rendered {
         Ok(heads) => {
             *dispatched = Some(head);
@@ -260,18 +261,6 @@ async fn heads(
             tracing::error!(repository = %repository.name, commit = %head, error = %e, "Cannot read the authenticated head.");
             None
         }
-    }
-}
-
-/// Gives the memory rendering freed back to the system. glibc keeps freed memory for reuse, and
-/// a render of thousands of services leaves megabytes that the next render fragments further:
-/// without this the agent grew by 39 MB over 1,000 commits of 1,000 services
-/// (docs/performance.md).
-fn release_free_memory() {
-    // SAFETY: malloc_trim only hands free pages back; it takes the allocator's own locks.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

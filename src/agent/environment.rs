@@ -726,7 +726,7 @@ impl Worker {
                 Some(took.as_secs_f64()),
             );
             metrics.stage("plan", applied.planned);
-            metrics.stage("rollout", took.saturating_sub(applied.planned));
+            metrics.stage("rollout", applied.rolled_out);
         }
         if applied.outcome == Outcome::Succeeded {
             if trigger != Trigger::Heal {

@@ -231,6 +231,21 @@ impl Fetcher {
             {
                 return;
             }
+            // The packs are made one once the heads are on their way: no commit waits for it.
+            self = match tokio::task::spawn_blocking(move || {
+                if self.cache.keep_packs_few() {
+                    super::memory::release_free_memory();
+                }
+                self
+            })
+            .await
+            {
+                Ok(back) => back,
+                Err(e) => {
+                    tracing::error!(error = %e, "The fetch worker stopped.");
+                    return;
+                }
+            };
         }
     }
 }

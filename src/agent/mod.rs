@@ -11,6 +11,7 @@ mod environment;
 mod fetcher;
 mod gates;
 pub mod lease;
+mod memory;
 mod migrations;
 mod probes;
 mod record;

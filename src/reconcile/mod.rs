@@ -98,6 +98,9 @@ pub struct Applied {
     pub strategy: String,
     /// How long observing the target and planning took.
     pub planned: std::time::Duration,
+    /// How long the plan's steps took (migrations undone first, a restore after a failure);
+    /// zero when nothing was attempted.
+    pub rolled_out: std::time::Duration,
 }
 
 /// The desired state to restore when an apply fails: the rollback point, rendered.
@@ -151,6 +154,7 @@ pub async fn apply(
                 outcome: Outcome::Failed(format!("cannot observe the target: {e}")),
                 strategy: "none".to_owned(),
                 planned,
+                rolled_out: std::time::Duration::ZERO,
             });
         }
     };
@@ -161,6 +165,7 @@ pub async fn apply(
             outcome: Outcome::Succeeded,
             strategy: "none".to_owned(),
             planned,
+            rolled_out: std::time::Duration::ZERO,
         });
     }
     let environment = desired.environment.as_str();
@@ -198,8 +203,9 @@ pub async fn apply(
         Err(RolloutError::Ledger(e)) => return Err(e),
         Err(e) => Outcome::Failed(format!("{e}; nothing else was changed")),
     };
+    let rolled_out = started.elapsed();
     span.in_scope(|| {
-        let duration_ms = started.elapsed().as_millis() as u64;
+        let duration_ms = rolled_out.as_millis() as u64;
         match &outcome {
             Outcome::Succeeded => tracing::info!(event = "succeeded", duration_ms, "Attempt succeeded."),
             other => tracing::warn!(event = "failed", duration_ms, outcome = %other, "Attempt did not succeed."),
@@ -213,6 +219,7 @@ pub async fn apply(
         outcome,
         strategy,
         planned,
+        rolled_out,
     })
 }
 

@@ -59,6 +59,8 @@ pub struct Cache {
     repo: Repository,
     /// Packs made one with the others, deleted at the next fetch (see [`super::packs`]).
     retired: Vec<PathBuf>,
+    /// Fetches to let pass before trying again to make the packs one, after a failure.
+    packs_pause: usize,
 }
 
 /// libgit2's network timeouts are process-wide; set them under one lock.
@@ -78,6 +80,7 @@ impl Cache {
             remote,
             repo,
             retired: Vec::new(),
+            packs_pause: 0,
         })
     }
 
@@ -113,7 +116,6 @@ impl Cache {
             })?;
             heads.push((tracked.clone(), if rebuilt { None } else { before }, after));
         }
-        self.keep_packs_few();
         Ok(Fetched {
             heads,
             objects,
@@ -122,20 +124,35 @@ impl Cache {
         })
     }
 
-    /// Makes the cache's packs one when they are many. The fetch has succeeded whatever happens
-    /// here: every object is in the cache either way, so a failure is told and tried again at
-    /// the next fetch.
-    fn keep_packs_few(&mut self) {
-        let reopened = super::packs::consolidate(&self.repo, &mut self.retired)
-            .and_then(|written| written.then(|| Repository::open_bare(self.repo.path())).transpose());
-        match reopened {
-            // A handle opened anew lets go of the packs made one.
-            Ok(Some(repo)) => self.repo = repo,
-            Ok(None) => {}
+    /// Makes the cache's packs one when they are many (see [`super::packs`]); the agent calls
+    /// it after a fetch's heads are on their way, so that no commit waits for it. Every object is
+    /// in the cache whatever happens here: a failure is told, and tried again fifty fetches later.
+    /// Returns whether the packs changed (the work's memory is then worth handing back).
+    pub fn keep_packs_few(&mut self) -> bool {
+        if self.packs_pause > 0 {
+            self.packs_pause -= 1;
+            return false;
+        }
+        let path = self.repo.path().to_owned();
+        let changed = match super::packs::consolidate(&path, &mut self.retired) {
+            Ok(changed) => changed,
             Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "Cannot make the cache's packs one; trying again at the next fetch.")
+                self.packs_pause = super::packs::MOST_PACKS;
+                tracing::warn!(dir = %self.dir.display(), error = %e, "Cannot make the cache's packs one; trying again in fifty fetches.");
+                // Some may have been deleted before it failed.
+                true
+            }
+        };
+        // A handle opened anew lists the packs as they are now, and lets go of those made one.
+        if changed {
+            match Repository::open_bare(&path) {
+                Ok(repo) => self.repo = repo,
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "Cannot open the cache again after changing its packs; the next fetch rebuilds it if it is damaged.")
+                }
             }
         }
+        changed
     }
 
     /// Starts the cache over in a new generation folder. A new path, not the old one emptied:

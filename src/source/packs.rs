@@ -11,21 +11,24 @@ use git2::{Oid, Repository};
 /// The most pack files kept before they are made one (git's `gc.autoPackLimit`).
 pub const MOST_PACKS: usize = 50;
 
-/// Writes every object of `repo` into one new pack when it holds more than [`MOST_PACKS`]
-/// packs, and marks the older packs `retired`: they are deleted at the next call, so that a
-/// reader that listed them before (a tree being rendered) finishes first. Every object is
-/// kept, reachable or not: a rollback point may have left the remote's history. Returns whether
-/// a new pack was written (the caller then opens the repository again, leaving the old packs
-/// behind).
-pub fn consolidate(repo: &Repository, retired: &mut Vec<PathBuf>) -> Result<bool, git2::Error> {
-    let dir = repo.path().join("objects").join("pack");
+/// Deletes the packs `retired` at the last call, then, when the repository at `path` (a bare
+/// one) holds more than [`MOST_PACKS`] packs, writes every object into one new pack and marks
+/// the older packs retired: deleted at the next call, so that a reader that listed them before
+/// (a tree being rendered) finishes first. Every object is kept, reachable or not: a rollback
+/// point may have left the remote's history. Returns whether any pack was written or deleted:
+/// a handle opened before still lists them, and must be opened again.
+pub fn consolidate(path: &Path, retired: &mut Vec<PathBuf>) -> Result<bool, git2::Error> {
+    let dir = path.join("objects").join("pack");
+    let deleted = !retired.is_empty();
     for pack in retired.drain(..) {
         remove_pack(&pack);
     }
     let packs = pack_files(&dir);
     if packs.len() <= MOST_PACKS {
-        return Ok(false);
+        return Ok(deleted);
     }
+    // A handle of its own: one opened earlier may still list packs deleted since.
+    let repo = Repository::open_bare(path)?;
     let mut ids: Vec<Oid> = Vec::new();
     repo.odb()?.foreach(|id| {
         ids.push(*id);

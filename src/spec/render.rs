@@ -439,11 +439,12 @@ fn render_environment(
         }
     };
     let composed = compose_services(context, name, &environment.target, out);
-    // The documents are shared by every environment: borrowed, never copied.
-    let declared: BTreeMap<&str, &Node> = (loaded.services.iter())
-        .chain(&composed)
-        .map(|(name, node)| (name.as_str(), node))
-        .collect();
+    // The documents are shared by every environment: borrowed, never copied. A Compose
+    // service named as one of services/ was refused above.
+    let mut declared: BTreeMap<&str, &Node> = BTreeMap::new();
+    for (name, node) in loaded.services.iter().chain(&composed) {
+        declared.insert(name.as_str(), node);
+    }
     let overlays = node.get("services").and_then(Node::as_map);
     if let Some(overlays) = overlays {
         for (service, member) in overlays {
@@ -609,21 +610,27 @@ pub fn service_origins(tree: &dyn Tree, environment: &str, service: &str) -> Res
     Ok(Some(merged_service(&loaded, base, overlay, &mut Vec::new())))
 }
 
+/// A [`Step`] that borrows its key.
+enum StepRef<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
 /// The encrypted values under `node`, with their paths, into `found`. `path` leads to `node`: a
 /// stack of keys (or indexes) pushed and popped on the way down, made a [`Path`] only for a
 /// value found. Only a variable's value and the application's configuration values may be
 /// encrypted: one written elsewhere is a problem at its line.
 fn find_sealed<'a>(
     node: &'a Node,
-    path: &mut Vec<(Option<&'a str>, usize)>,
+    path: &mut Vec<StepRef<'a>>,
     found: &mut Vec<(&'a Node, Path)>,
     out: &mut Vec<Diagnostic>,
 ) {
     match &node.kind {
         Kind::Str(s) if is_encrypted(s) => {
-            let steps = path.iter().map(|&(key, index)| match key {
-                Some(key) => Step::Key(key.to_owned()),
-                None => Step::Index(index),
+            let steps = path.iter().map(|step| match *step {
+                StepRef::Key(key) => Step::Key(key.to_owned()),
+                StepRef::Index(index) => Step::Index(index),
             });
             let path = Path(steps.collect());
             let secret_field = match path.0.as_slice() {
@@ -647,14 +654,14 @@ fn find_sealed<'a>(
         }
         Kind::Map(map) => {
             for (key, member) in map {
-                path.push((Some(key), 0));
+                path.push(StepRef::Key(key));
                 find_sealed(&member.value, path, found, out);
                 path.pop();
             }
         }
         Kind::Seq(items) => {
             for (index, item) in items.iter().enumerate() {
-                path.push((None, index));
+                path.push(StepRef::Index(index));
                 find_sealed(item, path, found, out);
                 path.pop();
             }
