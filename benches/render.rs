@@ -3,16 +3,29 @@
 //! equivalent base + overlays tree (one Deployment per service, one strategic-merge patch per
 //! service and environment). Prints wall times, peak memory and the ratio.
 //!
+//! Then the agent's path for a commit changing one service of 1,000: the commit rendered with
+//! the memo of the commit before, and the plan of one environment against what runs the commit
+//! before; beside rendering the same commit from scratch.
+//!
 //! Run: `cargo bench --bench render` (`PLUMB_BENCH_SIZES=1000` for one size,
 //! `PLUMB_BENCH_NO_PEER=1` to skip kustomize, which takes minutes per environment at 10,000;
-//! `PLUMB_BENCH_WRITE=DIR` to write the 1,000-service repository and stop).
+//! `PLUMB_BENCH_WRITE=DIR` to write the 1,000-service repository and stop;
+//! `PLUMB_BENCH_COMMITS=N` for the commits of the incremental part, 50 by default;
+//! `PLUMB_BENCH_SIZES=` for the incremental part alone, `PLUMB_BENCH_MEMO_ONLY=1` without the
+//! renders from scratch, for profiling the memo's).
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plumb::source::WorkTree;
+use plumb::reconcile::{Live, plan, version};
+use plumb::source::{GitTree, WorkTree};
+use plumb::spec::memo::Memo;
+use plumb::spec::rights::Allow;
+use plumb::spec::sealed::Keyring;
+use plumb::target::{LiveSlot, Slot, config_digest};
 
 const ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
 const APP_SCHEMAS: usize = 10;
@@ -94,6 +107,111 @@ fn main() {
             plumb_rss / 1024
         );
     }
+    let commits = std::env::var("PLUMB_BENCH_COMMITS").map_or(50, |n| n.parse().expect("a number of commits"));
+    incremental(1_000, commits);
+}
+
+/// `commits` commits each changing one service's image in a repository of `services` × 3:
+/// commit → plan of one environment with the memo, beside rendering from scratch.
+fn incremental(services: usize, commits: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    write_plumb_repo(dir.path(), services);
+    let repo = git2::Repository::init(dir.path()).unwrap();
+    let mut head = commit_all(&repo, "Services");
+    let tree = |commit| GitTree::at(git2::Repository::open(dir.path()).unwrap(), commit, "").unwrap();
+    let (keys, allow) = (Arc::new(Keyring::new(Vec::new())), Arc::new(Allow::default()));
+    let mut memo = Memo::new(keys.clone(), allow.clone());
+    let start = Instant::now();
+    let rendered = memo.render(&tree(head)).unwrap();
+    let first = start.elapsed();
+    assert!(rendered.is_valid(), "{:?}", rendered.diagnostics.first());
+    let mut live = running(&rendered.environments["production"]);
+    let (mut with_memo, mut planning, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+    for c in 0..commits {
+        let changed = (c * 37) % services;
+        let path = format!("services/svc-{changed}.yaml");
+        let text = std::fs::read_to_string(dir.path().join(&path)).unwrap();
+        let image = format!(":1.0.{changed}\n");
+        assert!(text.contains(&image));
+        write(
+            &dir.path().join(&path),
+            &text.replace(&image, &format!(":2.{c}.{changed}\n")),
+        );
+        head = commit_all(&repo, &format!("svc-{changed} to 2.{c}"));
+
+        let start = Instant::now();
+        let rendered = memo.render(&tree(head)).unwrap();
+        let rendered_at = start.elapsed();
+        let production = &rendered.environments["production"];
+        let planned = plan(production, &live, false);
+        with_memo.push(start.elapsed());
+        planning.push(start.elapsed() - rendered_at);
+        assert!(rendered.is_valid());
+        assert_eq!(planned.steps.len(), 1, "one service changed: one step");
+        assert_eq!(memo.reused(), 3 * (services - 1), "every other service was kept");
+        live = running(production);
+
+        if std::env::var_os("PLUMB_BENCH_MEMO_ONLY").is_some() {
+            continue;
+        }
+        let start = Instant::now();
+        let fresh = plumb::spec::render_opening(&tree(head), None, &keys, &allow).unwrap();
+        scratch.push(start.elapsed());
+        assert_eq!(fresh.environments, rendered.environments);
+    }
+    let quantile = |times: &mut Vec<Duration>, q: f64| {
+        times.sort();
+        times[((times.len() - 1) as f64 * q).round() as usize]
+    };
+    println!(
+        "\ncommit → plan, one of {services} services changed, {commits} commits (first render with an empty memo {first:.2?}):"
+    );
+    println!(
+        "  with the memo   p50 {:>9.2?}  p95 {:>9.2?}  (of which the plan of one environment: p50 {:.2?})",
+        quantile(&mut with_memo, 0.5),
+        quantile(&mut with_memo, 0.95),
+        quantile(&mut planning, 0.5)
+    );
+    if scratch.is_empty() {
+        return;
+    }
+    println!(
+        "  from scratch    p50 {:>9.2?}  p95 {:>9.2?}  (render only)",
+        quantile(&mut scratch, 0.5),
+        quantile(&mut scratch, 0.95)
+    );
+}
+
+/// What a target running `desired` reports: each service serving its version from one slot.
+fn running(desired: &plumb::spec::Desired) -> Live {
+    desired
+        .services
+        .values()
+        .map(|service| {
+            let slot = LiveSlot {
+                version: version(service),
+                replicas: vec!["ready".to_owned(); service.replicas as usize],
+                weight: 100,
+                config: config_digest(service).unwrap(),
+                failed: 0,
+                taken: Vec::new(),
+                restarts: 0,
+            };
+            (service.name.as_str().to_owned(), [(Slot::Blue, slot)].into())
+        })
+        .collect()
+}
+
+/// Commits every file of the work tree of `repo` on its head; the commit.
+fn commit_all(repo: &git2::Repository, message: &str) -> git2::Oid {
+    let mut index = repo.index().unwrap();
+    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let who = git2::Signature::new("Bench", "bench@example.com", &git2::Time::new(1_700_000_000, 0)).unwrap();
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &who, &who, message, &tree, &parents).unwrap()
 }
 
 /// Runs a command to completion; its wall time and peak resident memory in KiB.

@@ -189,5 +189,5 @@ fn service_with_config(repo: &std::path::Path, port: u16, extra: &str) -> Servic
     );
     let rendered = plumb::spec::render(&plumb::source::WorkTree::new(repo), Some("bench")).unwrap();
     assert!(rendered.is_valid(), "{:?}", rendered.diagnostics);
-    rendered.environments["bench"].services.values().next().unwrap().clone()
+    plumb::spec::model::Service::clone(rendered.environments["bench"].services.values().next().unwrap())
 }

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use git2::Oid;
@@ -22,6 +22,7 @@ use crate::appconfig::token::Handout;
 use crate::error::chain;
 use crate::ledger::{Notices, Recorder, Witness};
 use crate::source::SourceError;
+use crate::spec::memo::Memo;
 use crate::spec::model::environment::Target as TargetSpec;
 use crate::spec::sealed::Keyring;
 use crate::target::Target;
@@ -88,6 +89,8 @@ pub(super) async fn dispatch(
     let mut dispatched: Option<Oid> = None;
     let mut following = repository.environments.clone();
     let mut read = false;
+    // What each render keeps for the next: a commit changing one file re-renders what it affects.
+    let memo = Arc::new(Mutex::new(Memo::new(repository.keys.clone(), repository.allow.clone())));
     loop {
         let fetch = tokio::select! {
             _ = shared.cancel.cancelled() => break,
@@ -110,7 +113,8 @@ pub(super) async fn dispatch(
                 refused_on.push(name.clone());
             }
         }
-        let Some(heads) = heads(&repository, only, fetch, &mut dispatched, &shared, &refused_on).await else {
+        let fetched = (fetch, &memo);
+        let Some(heads) = heads(&repository, only, fetched, &mut dispatched, &shared, &refused_on).await else {
             continue;
         };
         for (name, head) in heads {
@@ -151,13 +155,13 @@ pub(super) async fn dispatch(
     environments
 }
 
-/// The rendered head of every environment followed, from one fetch; `None` when the fetch
-/// brought nothing new to apply (`dispatched` is the head handed out last). A head refused by
-/// trust is shown on the status of the environments in `refused_on`.
+/// The rendered head of every environment followed, from one fetch (rendered with `memo`);
+/// `None` when the fetch brought nothing new to apply (`dispatched` is the head handed out
+/// last). A head refused by trust is shown on the status of the environments in `refused_on`.
 async fn heads(
     repository: &Repository,
     only: Option<Vec<String>>,
-    fetch: Fetch,
+    (fetch, memo): (Fetch, &Arc<Mutex<Memo>>),
     dispatched: &mut Option<Oid>,
     shared: &Shared,
     refused_on: &[String],
@@ -242,9 +246,12 @@ async fn heads(
         repository.allow.clone(),
         shared.handout.clone(),
     );
+    let memo = memo.clone();
     let (rendered, took) = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
-        let rendered = render_all(&cache, head, &folder, &lent, only, signer);
+        let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+        let rendered = render_all(&cache, (head, &folder), &mut memo, &lent, only, signer);
+        drop(memo);
         let took = started.elapsed();
         super::memory::release_free_memory();
         (rendered, took)
@@ -266,8 +273,8 @@ async fn heads(
 
 fn render_all(
     cache: &Path,
-    head: Oid,
-    folder: &str,
+    (head, folder): (Oid, &str),
+    memo: &mut Memo,
     (keys, allow, handout): &(Arc<Keyring>, Arc<crate::spec::rights::Allow>, Option<Arc<Handout>>),
     only: Option<Vec<String>>,
     signer: Option<String>,
@@ -281,7 +288,7 @@ fn render_all(
         .ok()
         .and_then(|c| c.summary().ok().flatten().map(str::to_owned));
     let tree = crate::source::GitTree::at(repo, head, folder)?;
-    let rendered = match crate::spec::render_opening(&tree, None, keys, allow) {
+    let rendered = match memo.render(&tree) {
         Ok(rendered) => rendered,
         Err(crate::spec::RenderError::Source(e)) => return Err(e),
         Err(e) => unreachable!("no environment was asked for: {e}"),

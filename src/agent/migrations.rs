@@ -128,7 +128,7 @@ impl Worker {
                     )
                 })?;
             back.undo.push(Undo {
-                service: service.clone(),
+                service: crate::spec::model::Service::clone(service),
                 commit: record.commit,
             });
         }

@@ -83,7 +83,7 @@ fn service<'a>(desired: &'a Desired, name: &str) -> Option<&'a Service> {
     desired
         .services
         .iter()
-        .find_map(|(n, s)| (n.as_str() == name).then_some(s))
+        .find_map(|(n, s)| (n.as_str() == name).then_some(&**s))
 }
 
 /// What stands for an encrypted value in everything served.

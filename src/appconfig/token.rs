@@ -168,7 +168,8 @@ impl Handout {
         };
         let base = base.trim_end_matches('/');
         for (name, service) in desired.services.iter_mut().filter(|(_, s)| s.config.is_some()) {
-            service.config_api = Some(ConfigApi {
+            // A service shared with a memo is copied before it is changed.
+            Arc::make_mut(service).config_api = Some(ConfigApi {
                 url: format!("{base}/api/v1/environments/{environment}/services/{name}/config"),
                 token: self.tokens.issue(environment, name.as_str()),
             });

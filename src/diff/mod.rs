@@ -1,9 +1,10 @@
 //! Comparing desired states: what a change to the repository does to each environment, per
 //! service and per field, with what the change means for the running service (a new version
 //! rolled out, a configuration reload, a scale); and comparing a desired state with what a
-//! target observes, into the plan that makes them agree (`plan`). Pure: no I/O, deterministic
-//! order.
+//! target observes, into the plan that makes them agree (`plan`, remembering what it worked out
+//! of each shared service: `fingerprint`). Pure: no I/O, deterministic order.
 
+pub mod fingerprint;
 pub mod plan;
 
 use std::collections::BTreeSet;

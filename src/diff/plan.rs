@@ -2,14 +2,16 @@
 //! runs now, per service. Pure and deterministic: services in dependency order, then by name.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
 
+use super::fingerprint::fingerprint;
 use crate::spec::Desired;
 use crate::spec::model::service::Reload;
 use crate::spec::model::{Service, Target};
-use crate::target::{LiveSlot, Slot, config_digest, digest};
+use crate::target::{LiveSlot, Slot, digest};
 
 /// What runs, per service and slot, as a target observes it.
 pub type Live = BTreeMap<String, BTreeMap<Slot, LiveSlot>>;
@@ -219,10 +221,7 @@ pub fn plan(desired: &Desired, live: &Live, prune: bool) -> Plan {
             steps.push(step);
         }
     }
-    for name in live
-        .keys()
-        .filter(|n| !desired.services.keys().any(|d| d.as_str() == *n))
-    {
+    for name in live.keys().filter(|n| !desired.services.contains_key(n.as_str())) {
         let (action, why) = if prune {
             (Action::Delete, "no longer declared")
         } else {
@@ -240,7 +239,7 @@ pub fn plan(desired: &Desired, live: &Live, prune: bool) -> Plan {
     }
 }
 
-fn service_step(service: &Service, slots: Option<&BTreeMap<Slot, LiveSlot>>, target: &Target) -> Option<Step> {
+fn service_step(service: &Arc<Service>, slots: Option<&BTreeMap<Slot, LiveSlot>>, target: &Target) -> Option<Step> {
     let step = |action, why: String| {
         Some(Step {
             service: service.name.as_str().to_owned(),
@@ -248,7 +247,8 @@ fn service_step(service: &Service, slots: Option<&BTreeMap<Slot, LiveSlot>>, tar
             why,
         })
     };
-    let wanted = version(service);
+    let fingerprint = fingerprint(service);
+    let wanted = fingerprint.version.as_str();
     if service.task {
         // A task's last completed version (from the ledger, as the caller observes it).
         let done = slots.and_then(serving).map(|(_, s)| s.version.as_str());
@@ -269,8 +269,7 @@ fn service_step(service: &Service, slots: Option<&BTreeMap<Slot, LiveSlot>>, tar
     }
     // A configuration that cannot be rendered (an encrypted value) fails in the rollout, which
     // says why; here it only means "different".
-    let config = config_digest(service).ok().flatten();
-    if running.config != config {
+    if running.config != fingerprint.config {
         let reloads = service.config.as_ref().is_some_and(|c| c.reload != Reload::Restart);
         let why = "the configuration file differs from the rendered one".to_owned();
         return step(if reloads { Action::Reload } else { Action::Rollout }, why);
@@ -306,7 +305,7 @@ fn service_step(service: &Service, slots: Option<&BTreeMap<Slot, LiveSlot>>, tar
 }
 
 /// The environment's services, each after the services it depends on, otherwise by name.
-fn ordered(desired: &Desired) -> Vec<&Service> {
+fn ordered(desired: &Desired) -> Vec<&Arc<Service>> {
     let mut placed: BTreeSet<&str> = BTreeSet::new();
     let mut out = Vec::with_capacity(desired.services.len());
     while out.len() < desired.services.len() {
@@ -319,7 +318,7 @@ fn ordered(desired: &Desired) -> Vec<&Service> {
             let ready = service
                 .depends_on
                 .iter()
-                .all(|d| placed.contains(d.as_str()) || !desired.services.keys().any(|k| k == d));
+                .all(|d| placed.contains(d.as_str()) || !desired.services.contains_key(d));
             if ready {
                 placed.insert(name);
                 out.push(service);

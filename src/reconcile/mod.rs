@@ -328,7 +328,7 @@ async fn undo_attempt(
             continue;
         }
         let undo = Undo {
-            service: service.clone(),
+            service: Service::clone(service),
             commit: record.commit,
         };
         undo_migration(target, ledger, attempt, &undo).await?;

@@ -280,7 +280,7 @@ fn desired(service: Service) -> crate::spec::Desired {
         target: serde_json::from_value(serde_json::json!({"local": {}})).unwrap(),
         sync: crate::spec::model::environment::SyncPolicy::default(),
         gates: Default::default(),
-        services: BTreeMap::from([(service.name.clone(), service)]),
+        services: BTreeMap::from([(service.name.clone(), std::sync::Arc::new(service))]),
         manifests: Vec::new(),
     }
 }
@@ -464,7 +464,9 @@ async fn services_roll_out_at_once_as_the_target_allows_after_what_they_depend_o
     let mut desired = desired(service("api", &[]));
     for (name, depends_on) in [("db", &[][..]), ("web", &["api"][..]), ("worker", &["db"][..])] {
         let declared = service(name, depends_on);
-        desired.services.insert(declared.name.clone(), declared);
+        desired
+            .services
+            .insert(declared.name.clone(), std::sync::Arc::new(declared));
     }
     let dir = tempfile::tempdir().unwrap();
     let ledger = Recorder::new(Ledger::open(&dir.path().join("ledger.sqlite")).unwrap());

@@ -100,6 +100,17 @@ pub trait Tree: Sync {
     fn commit(&self) -> Option<Oid>;
     /// The files and folders directly inside `dir`, sorted by name; empty when `dir` is absent.
     fn entries(&self, dir: &str) -> Result<Vec<Entry>, SourceError>;
+    /// [`Tree::list`] with the git blob id of each file: what it holds, for telling unchanged
+    /// files from changed ones without reading them. `None` for a tree without blob ids (a
+    /// working directory).
+    fn blobs(&self, _dir: &str) -> Result<Option<Vec<(String, Oid)>>, SourceError> {
+        Ok(None)
+    }
+    /// The git blob id of the file at `path`; `None` when absent, not a file, or the tree has
+    /// no blob ids.
+    fn blob(&self, _path: &str) -> Result<Option<Oid>, SourceError> {
+        Ok(None)
+    }
 }
 
 /// A file or folder inside a folder of a [`Tree`].
@@ -450,5 +461,32 @@ impl Tree for GitTree {
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
+    }
+
+    fn blobs(&self, dir: &str) -> Result<Option<Vec<(String, Oid)>>, SourceError> {
+        let Some((ObjectType::Tree, _, id)) = self.entry(dir)? else {
+            return Ok(Some(Vec::new()));
+        };
+        let repo = self.repo.lock().expect("the lock is never poisoned");
+        let tree = repo.find_tree(id).map_err(|e| self.object_error(dir, e))?;
+        let mut files = Vec::new();
+        for entry in tree.iter() {
+            let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
+            if entry.filemode() == SYMLINK_MODE {
+                return Err(SourceError::Symlink(format!("{dir}/{name}")));
+            }
+            if entry.kind() == Some(ObjectType::Blob) {
+                files.push((name, entry.id()));
+            }
+        }
+        files.sort();
+        Ok(Some(files))
+    }
+
+    fn blob(&self, path: &str) -> Result<Option<Oid>, SourceError> {
+        Ok(match self.entry(path)? {
+            Some((ObjectType::Blob, mode, id)) if mode != SYMLINK_MODE => Some(id),
+            _ => None,
+        })
     }
 }

@@ -3,6 +3,7 @@
 //! collide on one host. Each problem is located at the line that causes it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 
@@ -12,7 +13,7 @@ use super::model::environment::Environment;
 use super::model::scalar::is_encrypted;
 use super::model::service::{Autoscaling, HealthCheck, Protocol, Strategy};
 use super::model::{Name, Service, Target};
-use super::node::{Node, Path, Step};
+use super::node::{Declared, Node, Path, Step};
 use super::render::Desired;
 
 /// Checks one rendered service against its environment's target.
@@ -359,9 +360,9 @@ pub fn promotion(environment: &Environment, node: &Node, env: &str, declared: &[
 /// Checks an environment's services together: dependencies and host ports.
 pub fn environment(
     environment: &Environment,
-    services: &BTreeMap<Name, Service>,
+    services: &BTreeMap<Name, Arc<Service>>,
     invalid: &BTreeSet<String>,
-    documents: &BTreeMap<&str, &Node>,
+    documents: &Declared,
     env: &str,
     out: &mut Vec<Diagnostic>,
 ) {
@@ -424,15 +425,16 @@ pub fn environment(
 }
 
 /// The first cycle in the `dependsOn` graph, in dependency order.
-fn dependency_cycle(services: &BTreeMap<Name, Service>) -> Option<Vec<Name>> {
+fn dependency_cycle(services: &BTreeMap<Name, Arc<Service>>) -> Option<Vec<Name>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         Visiting,
         Done,
     }
     let mut marks: HashMap<&Name, Mark> = HashMap::new();
-    for start in services.keys() {
-        if marks.contains_key(start) {
+    for (start, service) in services {
+        // A service depending on none is on no cycle.
+        if service.depends_on.is_empty() || marks.contains_key(start) {
             continue;
         }
         // Iterative depth-first search: (service, index of the next dependency to visit).

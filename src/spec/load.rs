@@ -8,6 +8,7 @@ use std::sync::Arc;
 use git2::Oid;
 
 use super::diagnostic::Diagnostic;
+use super::memo::{Document, Documents};
 use super::model::{Name, Repository};
 use super::node::{Node, Origin, Path, Step};
 use super::schema::BUILTIN;
@@ -30,20 +31,28 @@ pub struct Loaded {
     /// `plumb.yaml`, when it is valid.
     pub repository: Option<Repository>,
     /// `plumb.yaml` with positions, when it parsed.
-    pub repository_node: Option<Node>,
+    pub repository_node: Option<Arc<Node>>,
     /// Service documents by name.
-    pub services: BTreeMap<String, Node>,
+    pub services: BTreeMap<String, Arc<Node>>,
     /// Environment documents by name, in promotion order when `plumb.yaml` is valid.
-    pub environments: Vec<(String, Node)>,
+    pub environments: Vec<(String, Arc<Node>)>,
     /// The text of every file read, for showing the lines diagnostics point at.
     pub sources: HashMap<Arc<str>, Arc<str>>,
     /// What was wrong while reading.
     pub diagnostics: Vec<Diagnostic>,
+    /// The documents parsed from blobs of a git tree, by path: what a memo keeps.
+    pub(super) documents: Documents,
 }
 
 impl Loaded {
     /// Reads the documents of `tree`.
     pub fn read(tree: &dyn Tree, limits: Limits) -> Result<Loaded, SourceError> {
+        Loaded::read_knowing(tree, limits, &Documents::default())
+    }
+
+    /// Reads the documents of `tree`, taking from `known` those whose blob it holds instead of
+    /// parsing them again.
+    pub(super) fn read_knowing(tree: &dyn Tree, limits: Limits, known: &Documents) -> Result<Loaded, SourceError> {
         let mut loaded = Loaded {
             commit: tree.commit(),
             repository: None,
@@ -52,8 +61,10 @@ impl Loaded {
             environments: Vec::new(),
             sources: HashMap::new(),
             diagnostics: Vec::new(),
+            documents: Documents::default(),
         };
-        match loaded.document(tree, REPOSITORY_FILE, limits)? {
+        let blob = tree.blob(REPOSITORY_FILE)?;
+        match loaded.document(tree, (REPOSITORY_FILE, blob), limits, known)? {
             Some(node) => loaded.read_repository(node),
             None => loaded.diagnostics.push(
                 Diagnostic::new(
@@ -74,10 +85,10 @@ impl Loaded {
         }
         // Every document is parsed in one pass over all cores; results come back in order.
         let services_count = service_files.len();
-        let all: Vec<(String, String)> = service_files.into_iter().chain(environment_files).collect();
-        let mut parsed = parse_all(tree, &all, limits)?.into_iter();
+        let all: Vec<File> = service_files.into_iter().chain(environment_files).collect();
+        let mut parsed = parse_all(tree, &all, limits, known)?.into_iter();
         let mut environments = BTreeMap::new();
-        for (i, (stem, _)) in all.into_iter().enumerate() {
+        for (i, (stem, ..)) in all.into_iter().enumerate() {
             let node = loaded.named_document(&stem, parsed.next().flatten());
             match node {
                 Some(node) if i < services_count => {
@@ -93,20 +104,36 @@ impl Loaded {
         Ok(loaded)
     }
 
-    /// Reads and parses one file; a parse error becomes a diagnostic.
-    fn document(&mut self, tree: &dyn Tree, path: &str, limits: Limits) -> Result<Option<Node>, SourceError> {
-        let parsed = parse_file(tree, path, limits)?;
+    /// Reads and parses one file (or takes it from `known`); a parse error becomes a diagnostic.
+    fn document(
+        &mut self,
+        tree: &dyn Tree,
+        file: (&str, Option<Oid>),
+        limits: Limits,
+        known: &Documents,
+    ) -> Result<Option<Arc<Node>>, SourceError> {
+        let parsed = parse_file(tree, file, limits, known)?;
         Ok(self.accept(parsed))
     }
 
     /// Keeps a parsed file's text for messages, and its tree or its parse error.
-    fn accept(&mut self, parsed: Option<Parsed>) -> Option<Node> {
+    fn accept(&mut self, parsed: Option<Parsed>) -> Option<Arc<Node>> {
         let parsed = parsed?;
-        if let Some(text) = parsed.text {
-            self.sources.insert(parsed.file, text);
+        if let Some(text) = &parsed.text {
+            self.sources.insert(parsed.file.clone(), text.clone());
         }
         match parsed.node {
-            Ok(node) => Some(node),
+            Ok(node) => {
+                if let Some(blob) = parsed.blob {
+                    let document = Document {
+                        blob,
+                        node: node.clone(),
+                        text: parsed.text,
+                    };
+                    self.documents.insert(parsed.file, document);
+                }
+                Some(node)
+            }
             Err(diagnostic) => {
                 self.diagnostics.push(diagnostic);
                 None
@@ -115,11 +142,18 @@ impl Loaded {
     }
 
     /// A service or environment document, whose `name` must match its file name.
-    fn named_document(&mut self, stem: &str, parsed: Option<Parsed>) -> Option<Node> {
+    /// A document kept from an earlier render passed these checks then, at the same path: only
+    /// documents that pass them are kept.
+    fn named_document(&mut self, stem: &str, parsed: Option<Parsed>) -> Option<Arc<Node>> {
+        let (file, known) = parsed.as_ref().map(|p| (p.file.clone(), p.known))?;
         let node = self.accept(parsed)?;
+        if known {
+            return Some(node);
+        }
         if let Err(message) = Name::parse(stem) {
             self.diagnostics
                 .push(Diagnostic::new(&node.at, format!("file name: {message}")).hint("rename the file"));
+            self.documents.remove(&file);
             return None;
         }
         if let Some(name) = node.get("name")
@@ -130,11 +164,12 @@ impl Loaded {
                     .path(&Path::default().key("name"))
                     .hint(format!("rename the file, or set `name: {stem}`")),
             );
+            self.documents.remove(&file);
         }
         Some(node)
     }
 
-    fn read_repository(&mut self, node: Node) {
+    fn read_repository(&mut self, node: Arc<Node>) {
         let before = self.diagnostics.len();
         let json = node.to_json();
         BUILTIN.repository.check(&node, &json, &mut self.diagnostics);
@@ -154,7 +189,7 @@ impl Loaded {
 
     /// Puts environments in promotion order and reports any listed without a document, or
     /// with a document but not listed.
-    fn order_environments(&mut self, mut found: BTreeMap<String, Node>) {
+    fn order_environments(&mut self, mut found: BTreeMap<String, Arc<Node>>) {
         let Some(repository) = &self.repository else {
             self.environments = found.into_iter().collect();
             return;
@@ -186,18 +221,24 @@ impl Loaded {
     }
 }
 
-/// The YAML files of `dir`, as (stem, path), sorted.
-fn yaml_files(tree: &dyn Tree, dir: &str) -> Result<Vec<(String, String)>, SourceError> {
-    Ok(tree
-        .list(dir)?
+/// A document file: its stem, its path, and its blob id when the tree has them.
+type File = (String, String, Option<Oid>);
+
+/// The YAML files of `dir`, sorted.
+fn yaml_files(tree: &dyn Tree, dir: &str) -> Result<Vec<File>, SourceError> {
+    let files: Vec<(String, Option<Oid>)> = match tree.blobs(dir)? {
+        Some(files) => files.into_iter().map(|(name, blob)| (name, Some(blob))).collect(),
+        None => tree.list(dir)?.into_iter().map(|name| (name, None)).collect(),
+    };
+    Ok(files
         .into_iter()
-        .filter(|name| !name.starts_with('.'))
-        .filter_map(|name| {
+        .filter(|(name, _)| !name.starts_with('.'))
+        .filter_map(|(name, blob)| {
             let stem = name
                 .strip_suffix(".yaml")
                 .or_else(|| name.strip_suffix(".yml"))?
                 .to_owned();
-            Some((stem, format!("{dir}/{name}")))
+            Some((stem, format!("{dir}/{name}"), blob))
         })
         .collect())
 }
@@ -207,11 +248,32 @@ struct Parsed {
     file: Arc<str>,
     /// The text, when it is UTF-8 within the size limit (kept for error excerpts).
     text: Option<Arc<str>>,
-    node: Result<Node, Diagnostic>,
+    node: Result<Arc<Node>, Diagnostic>,
+    /// The blob it was read from, when the tree has blob ids.
+    blob: Option<Oid>,
+    /// Whether it was taken from the documents known instead of parsed.
+    known: bool,
 }
 
-/// Reads and parses one file; `None` when it is absent.
-fn parse_file(tree: &dyn Tree, path: &str, limits: Limits) -> Result<Option<Parsed>, SourceError> {
+/// Reads and parses one file, or takes it from `known` when it holds the same blob at the same
+/// path; `None` when it is absent.
+fn parse_file(
+    tree: &dyn Tree,
+    (path, blob): (&str, Option<Oid>),
+    limits: Limits,
+    known: &Documents,
+) -> Result<Option<Parsed>, SourceError> {
+    if let Some(blob) = blob
+        && let Some((file, document)) = known.get_key_value(path).filter(|(_, d)| d.blob == blob)
+    {
+        return Ok(Some(Parsed {
+            file: file.clone(),
+            text: document.text.clone(),
+            node: Ok(document.node.clone()),
+            blob: Some(blob),
+            known: true,
+        }));
+    }
     let Some(bytes) = tree.read(path, limits.max_bytes)? else {
         return Ok(None);
     };
@@ -220,12 +282,34 @@ fn parse_file(tree: &dyn Tree, path: &str, limits: Limits) -> Result<Option<Pars
         .ok()
         .filter(|_| bytes.len() <= limits.max_bytes)
         .map(Arc::from);
-    let node = yaml::parse(&file, &bytes, limits).map_err(Diagnostic::from);
-    Ok(Some(Parsed { file, text, node }))
+    let node = yaml::parse(&file, &bytes, limits)
+        .map(Arc::new)
+        .map_err(Diagnostic::from);
+    Ok(Some(Parsed {
+        file,
+        text,
+        node,
+        blob,
+        known: false,
+    }))
 }
 
 /// Reads and parses `files` on every core, returning results in the same order.
-fn parse_all(tree: &dyn Tree, files: &[(String, String)], limits: Limits) -> Result<Vec<Option<Parsed>>, SourceError> {
+fn parse_all(
+    tree: &dyn Tree,
+    files: &[File],
+    limits: Limits,
+    known: &Documents,
+) -> Result<Vec<Option<Parsed>>, SourceError> {
+    // Files known already are only looked up: when few are not, threads would cost more.
+    let unknown = files
+        .iter()
+        .filter(|(_, path, blob)| blob.is_none_or(|blob| known.get(path.as_str()).is_none_or(|d| d.blob != blob)))
+        .count();
+    if unknown < 64 {
+        let parse = |(_, path, blob): &File| parse_file(tree, (path, *blob), limits, known);
+        return files.iter().map(parse).collect();
+    }
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len().max(1));
@@ -238,7 +322,7 @@ fn parse_all(tree: &dyn Tree, files: &[(String, String)], limits: Limits) -> Res
                         .iter()
                         .skip(w)
                         .step_by(workers)
-                        .map(|(_, path)| parse_file(tree, path, limits))
+                        .map(|(_, path, blob)| parse_file(tree, (path, *blob), limits, known))
                         .collect::<Result<Vec<_>, _>>()
                 })
             })

@@ -2,7 +2,8 @@
 //! Kubernetes manifests: `manifest`),
 //! merging overlays (`merge`),
 //! checking them (`schema`, `check`, and the container rights the agent grants: `rights`) and
-//! producing the typed desired state of each environment (`render`). No I/O beyond reading the
+//! producing the typed desired state of each environment (`render`, and from one commit to the
+//! next: `memo`). No I/O beyond reading the
 //! tree it is given, and the agent's own variables a Compose target names (`agentVariables`).
 
 mod check;
@@ -11,6 +12,7 @@ pub mod diagnostic;
 pub mod edit;
 pub mod load;
 pub mod manifest;
+pub mod memo;
 pub mod merge;
 pub mod model;
 pub mod node;

@@ -82,8 +82,15 @@ pub enum Kind {
     /// A sequence.
     Seq(Vec<Node>),
     /// A mapping with string keys, in the order written.
-    Map(IndexMap<String, Member>),
+    Map(Members),
 }
+
+/// A map's members by key, in the order written; keys are hashed with a seeded fast hash
+/// (documents hold many small maps, looked up on every render).
+pub type Members = IndexMap<String, Member, foldhash::fast::RandomState>;
+
+/// The documents of an environment's services, by name, in name order.
+pub type Declared<'a> = IndexMap<&'a str, &'a Node, foldhash::fast::RandomState>;
 
 impl Node {
     /// A node of `kind` at `at`.
@@ -92,7 +99,7 @@ impl Node {
     }
 
     /// The members, when this is a map.
-    pub fn as_map(&self) -> Option<&IndexMap<String, Member>> {
+    pub fn as_map(&self) -> Option<&Members> {
         match &self.kind {
             Kind::Map(map) => Some(map),
             _ => None,
@@ -131,6 +138,22 @@ impl Node {
             Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             Kind::Map(map) => Value::Object(map.iter().map(|(k, m)| (k.clone(), m.value.to_json())).collect()),
         }
+    }
+
+    /// Whether `other` holds the same value with the same merge tags, in the same order,
+    /// wherever each was written: positions are not compared.
+    pub fn same_value(&self, other: &Node) -> bool {
+        self.merge == other.merge
+            && match (&self.kind, &other.kind) {
+                (Kind::Seq(a), Kind::Seq(b)) => a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.same_value(b)),
+                (Kind::Map(a), Kind::Map(b)) => {
+                    a.len() == b.len()
+                        && a.iter()
+                            .zip(b)
+                            .all(|((ka, a), (kb, b))| ka == kb && a.value.same_value(&b.value))
+                }
+                (a, b) => a == b,
+            }
     }
 
     /// The node a JSON path leads to, and the origin of the key that leads to it, if any.
@@ -221,5 +244,32 @@ mod tests {
         ]);
         assert_eq!(path.to_string(), r#"$.strategy.canary.steps[1]["a.b"]"#);
         assert_eq!(Path::default().to_string(), "$");
+    }
+
+    #[test]
+    fn same_value_ignores_positions_only() {
+        let file: Arc<str> = Arc::from("a.yaml");
+        let at = |line| Origin {
+            file: file.clone(),
+            line,
+            column: 1,
+        };
+        let map = |line, pairs: &[(&str, i64)]| {
+            let members = pairs.iter().map(|&(k, v)| {
+                let member = Member {
+                    key_at: at(line),
+                    value: Node::new(Kind::Int(v), at(line + 1)),
+                };
+                (k.to_owned(), member)
+            });
+            Node::new(Kind::Map(members.collect()), at(line))
+        };
+        assert!(map(1, &[("a", 1), ("b", 2)]).same_value(&map(7, &[("a", 1), ("b", 2)])));
+        assert!(!map(1, &[("a", 1), ("b", 2)]).same_value(&map(1, &[("a", 1), ("b", 3)])));
+        assert!(!map(1, &[("a", 1), ("b", 2)]).same_value(&map(1, &[("b", 2), ("a", 1)])));
+        assert!(!map(1, &[("a", 1)]).same_value(&map(1, &[("a", 1), ("b", 2)])));
+        let mut reset = map(1, &[("a", 1)]);
+        reset.merge = Some(MergeTag::Reset);
+        assert!(!reset.same_value(&map(1, &[("a", 1)])));
     }
 }

@@ -15,12 +15,13 @@ use super::check;
 use super::diagnostic::{Diagnostic, closest, consolidate};
 use super::load::Loaded;
 use super::manifest::{self, Manifest};
+use super::memo::{Kept, KeptService, Memo};
 use super::merge::{merge, merge_into};
 use super::model::environment::SyncPolicy;
 use super::model::gates::{Gates, ImageKey, SignedImages};
 use super::model::scalar::{is_encrypted, mask};
 use super::model::{Environment, Name, Service, Target};
-use super::node::{Kind, Node, Path, Step};
+use super::node::{Declared, Kind, Node, Path, Step};
 use super::schema::{BUILTIN, Schema};
 use super::sealed::{Keyring, Opened};
 use super::yaml::{self, Limits};
@@ -43,8 +44,9 @@ pub struct Desired {
     /// rules are the ones in force).
     #[serde(skip_serializing_if = "Gates::is_empty")]
     pub gates: Gates,
-    /// Its enabled services, by name, merged and validated.
-    pub services: BTreeMap<Name, Service>,
+    /// Its enabled services, by name, merged and validated; shared with the renders that found
+    /// them unchanged (a memo's).
+    pub services: BTreeMap<Name, Arc<Service>>,
     /// Plain Kubernetes objects it declares beside its services.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<Manifest>,
@@ -113,7 +115,7 @@ pub enum RenderError {
 /// Reads and renders `tree`: every environment, or only `only` (whose name must exist).
 /// Encrypted values stay sealed: for showing and checking a repository.
 pub fn render(tree: &dyn Tree, only: Option<&str>) -> Result<Rendered, RenderError> {
-    render_with(tree, only, None, &Allow::default())
+    render_with(tree, only, None, &Allow::default(), None)
 }
 
 /// Reads and renders `tree` as [`render`] does, opening every encrypted value with `keys`, and
@@ -125,18 +127,25 @@ pub fn render_opening(
     keys: &Keyring,
     allow: &Allow,
 ) -> Result<Rendered, RenderError> {
-    render_with(tree, only, Some(keys), allow)
+    render_with(tree, only, Some(keys), allow, None)
 }
 
-fn render_with(
+/// Renders `tree`; with a `memo`, from what it kept of the last render where nothing changed,
+/// leaving in it what this render read.
+pub(super) fn render_with(
     tree: &dyn Tree,
     only: Option<&str>,
     keys: Option<&Keyring>,
     allow: &Allow,
+    mut memo: Option<&mut Memo>,
 ) -> Result<Rendered, RenderError> {
     let limits = Limits::default();
-    let loaded = Loaded::read(tree, limits)?;
-    let mut diagnostics = loaded.diagnostics.clone();
+    let mut loaded = match memo.as_deref_mut() {
+        Some(memo) => Loaded::read_knowing(tree, limits, &std::mem::take(&mut memo.documents))?,
+        None => Loaded::read(tree, limits)?,
+    };
+    let mut diagnostics = std::mem::take(&mut loaded.diagnostics);
+    let mut sources = std::mem::take(&mut loaded.sources);
     let schemas = AppSchemas::default();
     let mut environments = IndexMap::new();
     if let Some(only) = only
@@ -154,12 +163,11 @@ fn render_with(
     }
     // Environments render on their own threads: they share only read-only documents and the
     // cache of compiled application schemas.
-    let selected: Vec<&(String, Node)> = loaded
+    let selected: Vec<&(String, Arc<Node>)> = loaded
         .environments
         .iter()
         .filter(|(name, _)| only.is_none_or(|o| o == name))
         .collect();
-    let mut sources = loaded.sources.clone();
     // The Compose files and plain manifests the environments point at, read once each.
     let compose = ("compose", "files", "Compose file");
     let compose_limits = Limits {
@@ -169,11 +177,14 @@ fn render_with(
     let composed = listed_files(&selected, tree, compose_limits, &mut sources, compose, yaml::parse)?;
     let manifest = ("kubernetes", "manifests", "manifest file");
     let manifests = listed_files(&selected, tree, limits, &mut sources, manifest, yaml::parse_documents)?;
+    let mut kept = memo.as_deref_mut().map(|memo| std::mem::take(&mut memo.environments));
     let results: Vec<Result<Rendering, SourceError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = selected
             .iter()
             .map(|(name, node)| {
                 let (loaded, schemas, composed, manifests) = (&loaded, &schemas, &composed, &manifests);
+                // Only a memo's render keeps anything.
+                let mut recall = kept.as_mut().map(|kept| kept.remove(name).unwrap_or_default());
                 scope.spawn(move || {
                     let mut found = Vec::new();
                     let context = Context {
@@ -186,7 +197,7 @@ fn render_with(
                         keys,
                         allow,
                     };
-                    render_environment(&context, name, node, &mut found).map(|d| (d, found))
+                    render_environment(&context, name, node, recall.as_mut(), &mut found).map(|d| (d, found, recall))
                 })
             })
             .collect();
@@ -196,7 +207,10 @@ fn render_with(
             .collect()
     });
     for ((name, _), result) in selected.into_iter().zip(results) {
-        let (desired, found) = result?;
+        let (desired, found, now) = result?;
+        if let (Some(memo), Some(now)) = (memo.as_deref_mut(), now) {
+            memo.environments.insert(name.clone(), now);
+        }
         if let Some(desired) = desired.filter(|_| found.is_empty()) {
             environments.insert(name.clone(), desired);
         }
@@ -205,6 +219,10 @@ fn render_with(
     if only.is_none() {
         check::shared_ports(&environments, &loaded, &mut diagnostics);
         check::promotion_circles(&environments, &loaded, &mut diagnostics);
+    }
+    if let Some(memo) = memo {
+        let mut loaded = loaded;
+        memo.documents = std::mem::take(&mut loaded.documents);
     }
     Ok(Rendered {
         environments,
@@ -220,7 +238,7 @@ type Files<T> = HashMap<String, Result<T, Diagnostic>>;
 /// (or why they cannot be), by path; their text joins `sources` for showing the lines problems
 /// point at. `what` names such a file in a problem (`Compose file`).
 fn listed_files<T>(
-    selected: &[&(String, Node)],
+    selected: &[&(String, Arc<Node>)],
     tree: &dyn Tree,
     limits: Limits,
     sources: &mut HashMap<Arc<str>, Arc<str>>,
@@ -418,45 +436,93 @@ fn compose_services(
     services
 }
 
+/// Renders environment `name` from its document `node`; with what a memo `kept` of its last
+/// render, renders again only what changed since, and leaves in `kept` what this render found.
 fn render_environment(
     context: &Context,
     name: &str,
-    node: &Node,
+    node: &Arc<Node>,
+    mut kept: Option<&mut Kept>,
     out: &mut Vec<Diagnostic>,
 ) -> Result<Option<Desired>, SourceError> {
     let loaded = context.loaded;
-    let json = node.to_json();
-    let before = out.len();
-    BUILTIN.environment.check(node, &json, out);
-    if out.len() > before {
-        return Ok(None);
-    }
-    let environment: Environment = match typed(node, &json) {
-        Ok(e) => e,
-        Err(d) => {
-            out.push(d);
-            return Ok(None);
+    let overlays_kept = kept.as_deref().is_some_and(|kept| kept.checked(node));
+    let environment = match kept.as_deref().and_then(|kept| kept.environment(node)) {
+        Some(environment) => environment,
+        None => {
+            let json = node.to_json();
+            let before = out.len();
+            BUILTIN.environment.check(node, &json, out);
+            if out.len() > before {
+                return Ok(None);
+            }
+            let mut environment: Environment = match typed(node, &json) {
+                Ok(e) => e,
+                Err(d) => {
+                    out.push(d);
+                    return Ok(None);
+                }
+            };
+            if let Some(kept) = kept.as_deref_mut() {
+                kept.keep_environment(node, &mut environment);
+            }
+            environment
         }
     };
     let composed = compose_services(context, name, &environment.target, out);
     // The documents are shared by every environment: borrowed, never copied. A Compose
     // service named as one of services/ was refused above.
-    let mut declared: BTreeMap<&str, &Node> = BTreeMap::new();
-    for (name, node) in loaded.services.iter().chain(&composed) {
-        declared.insert(name.as_str(), node);
+    // Each with its document when it has one (a service of a Compose file has none), by name.
+    let mut documents: Vec<(&str, &Node, Option<&Arc<Node>>)> = (loaded.services.iter())
+        .map(|(name, node)| (name.as_str(), &**node, Some(node)))
+        .chain(composed.iter().map(|(name, node)| (name.as_str(), node, None)))
+        .collect();
+    if !composed.is_empty() {
+        documents.sort_by_key(|(name, ..)| *name);
     }
+    let declared: Declared = documents.iter().map(|&(name, node, _)| (name, node)).collect();
     let overlays = node.get("services").and_then(Node::as_map);
     if let Some(overlays) = overlays {
         for (service, member) in overlays {
             check_overlay(&declared, service, member, out);
         }
     }
-    let mut services = BTreeMap::new();
+    if let Some(kept) = kept.as_deref_mut() {
+        kept.start(&environment.target, loaded.service_defaults());
+    }
+    // Built in name order, then made a map at once.
+    let mut services = Vec::with_capacity(documents.len());
+    let mut schema_blobs: HashMap<String, Option<git2::Oid>> = HashMap::new();
     let mut invalid = BTreeSet::new();
-    for (&service, &base) in &declared {
+    for &(service, base, document) in &documents {
         let overlay = overlays.and_then(|o| o.get(service)).map(|o| &o.value);
+        // Services of Compose files have no document of their own and are never kept.
+        if let (Some(kept), Some(document)) = (kept.as_deref_mut(), document)
+            && let Some(entry) = kept.services.get(service)
+            && entry.holds(document, (overlay, overlays_kept), |path| {
+                // Looked up here first: the environments' threads would wait on each other.
+                if let Some(blob) = schema_blobs.get(path) {
+                    return Ok(*blob);
+                }
+                let blob = context.schemas.blob(context.tree, path)?;
+                schema_blobs.insert(path.to_owned(), blob);
+                Ok(blob)
+            })?
+        {
+            if let Some(typed) = &entry.service {
+                let key = Name::parse(service).expect("document file names are checked when read");
+                services.push((key, typed.clone()));
+            }
+            kept.reused += 1;
+            continue;
+        }
+        let start = out.len();
         let merged = merged_service(loaded, base, overlay, out);
         if merged.get("enabled").is_some_and(|e| e.kind == Kind::Bool(false)) {
+            if let Some(kept) = kept.as_deref_mut() {
+                let clean = document.filter(|_| out.len() == start);
+                keep_service(kept, service, clean, overlay, &merged, None, context)?;
+            }
             continue;
         }
         let merged_json = merged.to_json();
@@ -478,15 +544,28 @@ fn render_environment(
             typed.opened = opened.unwrap_or_default();
             check::service(&typed, &merged, &environment.target, out);
             super::rights::check(&typed, &merged, context.allow, out);
+            let typed = Arc::new(typed);
+            if let Some(kept) = kept.as_deref_mut() {
+                let clean = document.filter(|_| out.len() == start);
+                keep_service(kept, service, clean, overlay, &merged, Some(&typed), context)?;
+            }
             let key = Name::parse(service).expect("document file names are checked when read");
-            services.insert(key, typed);
+            services.push((key, typed));
         } else {
             invalid.insert(service.to_owned());
+            if let Some(kept) = kept.as_deref_mut() {
+                kept.services.remove(service);
+            }
         }
         out[before..]
             .iter_mut()
             .for_each(|d| d.environments = vec![name.to_owned()]);
     }
+    if let Some(kept) = kept {
+        kept.services
+            .retain(|service, _| declared.contains_key(service.as_str()));
+    }
+    let services: BTreeMap<Name, Arc<Service>> = services.into_iter().collect();
     check::environment(&environment, &services, &invalid, &declared, name, out);
     check::windows(&environment, node, name, out);
     let declared_environments: Vec<&str> = loaded.environments.iter().map(|(n, _)| n.as_str()).collect();
@@ -522,6 +601,39 @@ fn render_environment(
         services,
         manifests,
     }))
+}
+
+/// Keeps in `kept` service `name` as rendered (`None`: disabled) from `document` and `overlay`
+/// into `merged`; `document` is `None` when the service had a problem, and is then dropped.
+fn keep_service(
+    kept: &mut Kept,
+    name: &str,
+    document: Option<&Arc<Node>>,
+    overlay: Option<&Node>,
+    merged: &Node,
+    service: Option<&Arc<Service>>,
+    context: &Context,
+) -> Result<(), SourceError> {
+    let Some(document) = document else {
+        kept.services.remove(name);
+        return Ok(());
+    };
+    let schema = match merged
+        .get("config")
+        .and_then(|c| c.get("schema"))
+        .and_then(Node::as_str)
+    {
+        Some(path) => Some((path.to_owned(), context.schemas.blob(context.tree, path)?)),
+        None => None,
+    };
+    let entry = KeptService {
+        base: document.clone(),
+        overlay: overlay.cloned(),
+        schema,
+        service: service.cloned(),
+    };
+    kept.services.insert(name.to_owned(), entry);
+    Ok(())
 }
 
 /// The keys `images.requireSignature.keys` names, read from the repository: each one missing or
@@ -687,12 +799,7 @@ fn open_sealed(sealed: &[(&Node, Path)], keys: &Keyring, out: &mut Vec<Diagnosti
 }
 
 /// An overlay must name a known service and may not rename it.
-fn check_overlay(
-    declared: &BTreeMap<&str, &Node>,
-    service: &str,
-    member: &super::node::Member,
-    out: &mut Vec<Diagnostic>,
-) {
+fn check_overlay(declared: &Declared, service: &str, member: &super::node::Member, out: &mut Vec<Diagnostic>) {
     let path = Path::default().key("services").key(service);
     if !declared.contains_key(service) {
         let mut d = Diagnostic::new(&member.key_at, format!("overlay for unknown service `{service}`")).path(&path);
@@ -720,8 +827,8 @@ fn check_overlay(
 /// Reads one file listed by an environment into `T`.
 type Parser<T> = fn(&Arc<str>, &[u8], Limits) -> Result<T, yaml::YamlError>;
 
-/// One environment rendered: its desired state when valid, and its problems.
-type Rendering = (Option<Desired>, Vec<Diagnostic>);
+/// One environment rendered: its desired state when valid, its problems, and what a memo keeps.
+type Rendering = (Option<Desired>, Vec<Diagnostic>, Option<Kept>);
 
 /// Deserializes a schema-checked document; a remaining error still names its path.
 // A diagnostic is large, and the error path is the rare one.
@@ -743,14 +850,29 @@ pub(crate) fn typed<T: serde::de::DeserializeOwned>(node: &Node, json: &Value) -
     })
 }
 
-/// Application schemas, read and compiled once per path.
+/// Application schemas, read and compiled once per path, and the blob ids of their files.
 #[derive(Default)]
-struct AppSchemas(std::sync::Mutex<HashMap<String, Result<Arc<Schema>, String>>>);
+struct AppSchemas {
+    compiled: std::sync::Mutex<HashMap<String, Result<Arc<Schema>, String>>>,
+    blobs: std::sync::Mutex<HashMap<String, Option<git2::Oid>>>,
+}
 
 impl AppSchemas {
+    /// The blob id of the schema file at `path` (`None` when absent or the tree has none),
+    /// looked up once.
+    fn blob(&self, tree: &dyn Tree, path: &str) -> Result<Option<git2::Oid>, SourceError> {
+        let mut blobs = self.blobs.lock().expect("the lock is never poisoned");
+        if let Some(blob) = blobs.get(path) {
+            return Ok(*blob);
+        }
+        let blob = tree.blob(path)?;
+        blobs.insert(path.to_owned(), blob);
+        Ok(blob)
+    }
+
     /// The compiled schema at `path`, reading it on first use.
     fn get(&self, tree: &dyn Tree, path: &str, limits: Limits) -> Result<Result<Arc<Schema>, String>, SourceError> {
-        let mut cache = self.0.lock().expect("the lock is never poisoned");
+        let mut cache = self.compiled.lock().expect("the lock is never poisoned");
         if !cache.contains_key(path) {
             let compiled = load_app_schema(tree, path, limits)?;
             cache.insert(path.to_owned(), compiled);
@@ -786,7 +908,7 @@ fn check_app_config(
             .push(Diagnostic::new(&schema_node.at, message.clone()).path(&Path::default().key("config").key("schema"))),
         Ok(schema) => {
             let values_path = Path::default().key("config").key("values");
-            let empty = Node::new(Kind::Map(IndexMap::new()), config.at.clone());
+            let empty = Node::new(Kind::Map(Default::default()), config.at.clone());
             let values_node = config.get("values").unwrap_or(&empty);
             let no_values = Value::Object(serde_json::Map::new());
             let values = merged_json.pointer("/config/values").unwrap_or(&no_values);

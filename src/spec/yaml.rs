@@ -6,11 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use indexmap::IndexMap;
 use indexmap::map::Entry;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
-use super::node::{Kind, Member, MergeTag, Node, Origin};
+use super::node::{Kind, Member, Members, MergeTag, Node, Origin};
 
 /// The limits a file is read within. The defaults are documented in `docs/format.md`.
 #[derive(Clone, Copy, Debug)]
@@ -133,7 +132,7 @@ struct Frame {
 enum Body {
     Seq(Vec<Node>),
     Map {
-        members: IndexMap<String, Member>,
+        members: Members,
         key: Option<(String, Origin)>,
         /// Maps named by `<<` merge keys, applied when the map ends (explicit keys win).
         merges: Vec<Node>,
@@ -216,7 +215,7 @@ impl Builder<'_> {
                     tag.as_deref(),
                     "map",
                     Body::Map {
-                        members: IndexMap::new(),
+                        members: Members::default(),
                         key: None,
                         merges: Vec::new(),
                     },

@@ -56,7 +56,7 @@ fn service_env(port: u16, env: &[(&str, &str)], strategy: &str, extra: &str) -> 
     );
     let rendered = plumb::spec::render(&plumb::source::WorkTree::new(dir.path()), Some("dev")).unwrap();
     assert!(rendered.is_valid(), "{:?}", rendered.diagnostics);
-    rendered.environments["dev"].services.values().next().unwrap().clone()
+    plumb::spec::model::Service::clone(rendered.environments["dev"].services.values().next().unwrap())
 }
 
 /// A local runtime over a temporary state directory, and a free stable port for the service.

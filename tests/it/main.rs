@@ -32,6 +32,7 @@ mod kube;
 mod kube_fidelity;
 mod ledger;
 mod local;
+mod memo;
 mod metrics;
 mod migrations;
 mod notify;

@@ -4,10 +4,8 @@
 //! and the like merged by name whether written as lists or maps. A value tagged `!override`
 //! replaces the earlier one whole; one tagged `!reset` removes it (and itself).
 
-use indexmap::IndexMap;
-
 use super::scalar;
-use crate::spec::node::{Kind, Member, MergeTag, Node};
+use crate::spec::node::{Kind, Member, Members, MergeTag, Node};
 
 /// Lists replaced by a later file rather than appended to.
 const REPLACED: &[&str] = &["command", "entrypoint", "test"];
@@ -96,7 +94,7 @@ pub(super) fn settle(node: &mut Node) {
 }
 
 /// A list of `NAME=value` (with `value`) or of names, or a map, as a map.
-fn as_map(node: &Node, value: bool) -> Option<IndexMap<String, Member>> {
+fn as_map(node: &Node, value: bool) -> Option<Members> {
     match &node.kind {
         Kind::Map(members) => Some(members.clone()),
         Kind::Seq(items) => Some(

@@ -693,7 +693,7 @@ fn join(folder: &str, relative: &str) -> Option<String> {
 
 /// A map node at `at`.
 fn map(entries: Vec<(&str, Node)>, at: &Origin) -> Node {
-    let members: IndexMap<String, Member> = entries
+    let members: super::node::Members = entries
         .into_iter()
         .map(|(key, value)| {
             (

@@ -2,8 +2,6 @@
 //! the settings plumb creates them with, and those of the engine it only uses (`external`).
 //! Every setting is carried out or refused by name.
 
-use indexmap::IndexMap;
-
 use super::service::text_map;
 use super::{Project, map, scalar, seq, text};
 use crate::spec::diagnostic::Diagnostic;
@@ -40,7 +38,7 @@ pub(super) fn keep(object: Object, node: &Node, project: &mut Project<'_>, out: 
     };
     for (name, member) in members {
         let value = match &member.value.kind {
-            Kind::Null => Node::new(Kind::Map(IndexMap::new()), member.value.at.clone()),
+            Kind::Null => Node::new(Kind::Map(Default::default()), member.value.at.clone()),
             Kind::Map(_) => member.value.clone(),
             _ => {
                 out.push(Diagnostic::new(

@@ -1,0 +1,138 @@
+//! Rendering commit after commit with a memo, as the agent does, gives what rendering each
+//! commit from scratch gives — problems included — while rendering again only the services a
+//! commit touches.
+
+use std::sync::Arc;
+
+use age::secrecy::ExposeSecret;
+use plumb::source::GitTree;
+use plumb::spec::memo::Memo;
+use plumb::spec::rights::Allow;
+use plumb::spec::sealed::{self, Keyring};
+
+use crate::harness::TestRepo;
+
+const REPOSITORY: &str = "apiVersion: plumb/v1\nkind: Repository\nenvironments: [staging, production]\n\
+                          serviceDefaults:\n  progressDeadline: 10m\n";
+
+fn service(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "apiVersion: plumb/v1\nkind: Service\nname: {name}\ncommand: [sleep, \"1000\"]\n\
+         ports:\n  - {{name: http, port: {port}}}\n{extra}"
+    )
+}
+
+const SCHEMA: &str = r#"{"type": "object", "properties": {"level": {"type": "integer", "maximum": 5}}}"#;
+
+const STAGING: &str = "apiVersion: plumb/v1\nkind: Environment\nname: staging\ntarget:\n  local: {portOffset: 10000}\n\
+                       services:\n  a:\n    replicas: 2\n  b:\n    config:\n      values: {level: 4}\n";
+
+const PRODUCTION: &str = "apiVersion: plumb/v1\nkind: Environment\nname: production\n\
+                          target:\n  local: {portOffset: 20000}\nservices:\n  c: {enabled: false}\n";
+
+/// Renders `commit` with `memo` and from scratch, asserts both give the same environments and
+/// problems, and returns how many services the memo's render took from the commit before.
+fn same_as_from_scratch(memo: &mut Memo, repo: &TestRepo, commit: &str, keys: &Keyring) -> (usize, usize) {
+    let tree = |commit: &str| {
+        let git = git2::Repository::open(repo.path()).unwrap();
+        GitTree::at(git, git2::Oid::from_str(commit).unwrap(), "").unwrap()
+    };
+    let remembered = memo.render(&tree(commit)).unwrap();
+    let scratch = plumb::spec::render_opening(&tree(commit), None, keys, &Allow::default()).unwrap();
+    assert_eq!(remembered.environments, scratch.environments, "at {commit}");
+    let problems = |r: &plumb::spec::Rendered| r.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    assert_eq!(problems(&remembered), problems(&scratch), "at {commit}");
+    (memo.reused(), scratch.diagnostics.len())
+}
+
+#[test]
+fn a_memo_renders_what_a_fresh_render_does_and_only_what_changed() {
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let key = identity.to_string().expose_secret().to_owned();
+    let keys = Arc::new(Keyring::new(vec![key.parse().unwrap()]));
+    let token = sealed::seal(&[recipient], "s3cret").unwrap();
+    let mut memo = Memo::new(keys.clone(), Arc::new(Allow::default()));
+
+    let mut repo = TestRepo::new();
+    repo.write("plumb.yaml", REPOSITORY)
+        .write(
+            "services/a.yaml",
+            &service("a", 4001, &format!("env:\n  - {{name: TOKEN, value: \"{token}\"}}\n")),
+        )
+        .write(
+            "services/b.yaml",
+            &service("b", 4002, "config:\n  schema: schemas/b.json\n  values: {level: 1}\n"),
+        )
+        .write("services/c.yaml", &service("c", 4003, ""))
+        .write("schemas/b.json", SCHEMA)
+        .write("environments/staging.yaml", STAGING)
+        .write("environments/production.yaml", PRODUCTION);
+    let first = repo.commit("Three services");
+    // Nothing kept yet: all six (three services in two environments) are rendered.
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &first, &keys), (0, 0));
+    let git = git2::Repository::open(repo.path()).unwrap();
+    let again = memo.render(&GitTree::at(git, git2::Oid::from_str(&first).unwrap(), "").unwrap());
+    let a = &again.unwrap().environments["staging"].services["a"];
+    assert_eq!(
+        a.opened.clear_values().count(),
+        1,
+        "the sealed value is opened, kept or not"
+    );
+    assert_eq!(
+        (memo.reused(), memo.kept()),
+        (6, (6, 6)),
+        "six documents, six renderings"
+    );
+
+    // One service changed: rendered again in both environments, the other four kept.
+    repo.edit("services/c.yaml", "4003", "4013");
+    let commit = repo.commit("c moves");
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &commit, &keys), (4, 0));
+
+    // An overlay added above the others moves their lines, not their values: only c in
+    // staging is rendered again.
+    repo.edit(
+        "environments/staging.yaml",
+        "services:\n",
+        "services:\n  c:\n    replicas: 3\n",
+    );
+    let commit = repo.commit("c scales in staging");
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &commit, &keys), (5, 0));
+
+    // The application schema b names changed: b is checked again, and is now refused in
+    // staging at its overlay's line, as a fresh render refuses it.
+    repo.write("schemas/b.json", &SCHEMA.replace("\"maximum\": 5", "\"maximum\": 3"));
+    let commit = repo.commit("b's levels go to 3");
+    let (reused, problems) = same_as_from_scratch(&mut memo, &repo, &commit, &keys);
+    assert_eq!((reused, problems), (4, 1));
+
+    // Fixed: b rendered again where it was refused, and only there.
+    repo.edit("environments/staging.yaml", "level: 4", "level: 3");
+    let commit = repo.commit("b at level 3");
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &commit, &keys), (5, 0));
+
+    // The service defaults changed: every service is rendered again.
+    repo.edit("plumb.yaml", "10m", "15m");
+    let commit = repo.commit("Longer deadlines");
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &commit, &keys), (0, 0));
+
+    // A document whose name is not its file's is refused at every commit until mended, as a
+    // fresh render refuses it.
+    repo.edit("services/c.yaml", "name: c", "name: d");
+    let commit = repo.commit("c named d");
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &commit, &keys).1, 1);
+    repo.edit("services/a.yaml", "4001", "4011");
+    let commit = repo.commit("a moves, c still named d");
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &commit, &keys).1, 1);
+
+    // A document that does not parse is refused as a fresh render refuses it, and once
+    // fixed the others were still kept.
+    repo.write("services/c.yaml", "name: [c\n");
+    let commit = repo.commit("c broken");
+    let (_, problems) = same_as_from_scratch(&mut memo, &repo, &commit, &keys);
+    assert!(problems > 0);
+    repo.write("services/c.yaml", &service("c", 4013, ""));
+    let commit = repo.commit("c mended");
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &commit, &keys), (4, 0));
+}
