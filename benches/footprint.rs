@@ -6,7 +6,9 @@
 //! Then a soak: `PLUMB_BENCH_SOAK` commits (1,000; 0 skips it) to the agent holding those
 //! services, each changing one service's variable and pushed by a signed webhook, the agent's
 //! resident memory read once each is applied; prints it every tenth of the way and the slope
-//! (least squares), and writes every point to `target/footprint-soak.csv` (commit, MB).
+//! (least squares), and writes every point to `target/footprint-soak.csv` (commit, MB). With
+//! it, what the agent's own `plumb_stage_duration_seconds` says each commit's render (every
+//! environment) and plans (each environment's) took: the incremental render at work.
 //!
 //! Run: `cargo bench --bench footprint` (`PLUMB_BENCH_SERVICES=1000`, `PLUMB_BENCH_CLIENTS=100`,
 //! `PLUMB_BENCH_MAPPINGS=1` lists what is resident).
@@ -90,13 +92,17 @@ async fn soak(services: usize, commits: usize) {
     let mut head = String::new();
     until_applied(api, None).await;
     let mut points = Vec::with_capacity(commits);
+    let (mut renders, mut plans) = (Vec::with_capacity(commits), Vec::with_capacity(commits));
     println!("soak: {commits} commits, each changing one of {services} services, pushed by webhook:");
     for commit in 1..=commits {
         let s = commit % services;
         repo.write(&format!("services/svc-{s}.yaml"), &service(s, commit));
         head = repo.commit_signed(&format!("svc-{s}, change {commit}"), &alice);
+        let before = (stage_sum(api, "render").await, stage_sum(api, "plan").await);
         push::push(api, HOOK_SECRET, &repo.branch(), &head).await;
         until_applied(api, Some(&head)).await;
+        renders.push(stage_sum(api, "render").await - before.0);
+        plans.push(stage_sum(api, "plan").await - before.1);
         let rss = agent.rss_mb();
         points.push(rss);
         if commit % (commits / 10).max(1) == 0 {
@@ -120,12 +126,30 @@ async fn soak(services: usize, commits: usize) {
         points[points.len() - 1],
         &head[..12]
     );
+    for (what, times) in [
+        ("render, every environment", &mut renders),
+        ("plans, all three environments", &mut plans),
+    ] {
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize] * 1000.0;
+        println!("  {what:<32} p50 {:>7.2} ms  p95 {:>7.2} ms", at(0.5), at(0.95));
+    }
     let csv: String = (points.iter().enumerate())
         .map(|(i, mb)| format!("{},{mb:.2}\n", i + 1))
         .collect();
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/target/footprint-soak.csv");
     std::fs::write(file, format!("commit,rss_mb\n{csv}")).unwrap();
     drop(agent);
+}
+
+/// The agent's `plumb_stage_duration_seconds` sum for `stage`, in seconds.
+async fn stage_sum(api: SocketAddr, stage: &str) -> f64 {
+    let series = format!("plumb_stage_duration_seconds_sum{{stage=\"{stage}\"}} ");
+    let metrics = http::get(api, "/metrics").await.body;
+    (metrics.lines())
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Until every environment is synced — on `commit`, when given.

@@ -10,7 +10,7 @@
 //! Run: `cargo bench --bench render` (`PLUMB_BENCH_SIZES=1000` for one size,
 //! `PLUMB_BENCH_NO_PEER=1` to skip kustomize, which takes minutes per environment at 10,000;
 //! `PLUMB_BENCH_WRITE=DIR` to write the 1,000-service repository and stop;
-//! `PLUMB_BENCH_COMMITS=N` for the commits of the incremental part, 50 by default;
+//! `PLUMB_BENCH_COMMITS=N` for the commits of the incremental part, 50 by default, 0 for none;
 //! `PLUMB_BENCH_SIZES=` for the incremental part alone, `PLUMB_BENCH_MEMO_ONLY=1` without the
 //! renders from scratch, for profiling the memo's).
 
@@ -108,7 +108,9 @@ fn main() {
         );
     }
     let commits = std::env::var("PLUMB_BENCH_COMMITS").map_or(50, |n| n.parse().expect("a number of commits"));
-    incremental(1_000, commits);
+    if commits > 0 {
+        incremental(1_000, commits);
+    }
 }
 
 /// `commits` commits each changing one service's image in a repository of `services` × 3:

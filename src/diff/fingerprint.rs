@@ -35,12 +35,15 @@ impl Fingerprint {
     }
 }
 
-/// The services remembered, by address, and how many were alive at the last sweep.
+/// The services remembered, and how many were alive at the last sweep.
 struct Table {
+    /// Each service's fingerprint, by the service's address.
     known: HashMap<usize, (Weak<Service>, Arc<Fingerprint>)>,
+    /// How many services were alive at the last sweep.
     alive: usize,
 }
 
+/// The one table of the process: every environment's plans share their services' fingerprints.
 static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 
 /// The fingerprint of `service`, remembered while the service is shared.
@@ -68,6 +71,7 @@ pub fn fingerprint(service: &Arc<Service>) -> Arc<Fingerprint> {
     fingerprint
 }
 
+/// The table, even after a panic while it was held (it is consistent between statements).
 fn lock() -> std::sync::MutexGuard<'static, Option<Table>> {
     TABLE.lock().unwrap_or_else(|e| e.into_inner())
 }

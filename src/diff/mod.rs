@@ -2,7 +2,8 @@
 //! service and per field, with what the change means for the running service (a new version
 //! rolled out, a configuration reload, a scale); and comparing a desired state with what a
 //! target observes, into the plan that makes them agree (`plan`, remembering what it worked out
-//! of each shared service: `fingerprint`). Pure: no I/O, deterministic order.
+//! of each shared service: `fingerprint`). No I/O, deterministic order; the one state kept is
+//! `fingerprint`'s table, which only saves work.
 
 pub mod fingerprint;
 pub mod plan;

@@ -25,7 +25,9 @@ use crate::source::{SourceError, Tree};
 /// What one render keeps for the next, for one repository, its values opened with one keyring
 /// and its containers granted one set of rights.
 pub struct Memo {
+    /// The identities encrypted values are opened with.
     pub(super) keys: Arc<Keyring>,
+    /// What containers may take on the agent's hosts.
     pub(super) allow: Arc<Allow>,
     /// Every document the last render parsed from a blob, by path.
     pub(super) documents: Documents,
@@ -69,7 +71,6 @@ impl Memo {
 pub(super) type Documents = HashMap<Arc<str>, Document, foldhash::fast::RandomState>;
 
 /// A document parsed from a blob.
-#[derive(Clone)]
 pub(super) struct Document {
     /// The blob it was parsed from.
     pub blob: Oid,
@@ -99,8 +100,8 @@ pub(super) struct Kept {
 impl Kept {
     /// The environment typed from `document`, when that is the document last checked.
     pub fn environment(&self, document: &Arc<Node>) -> Option<Environment> {
-        let (kept, environment) = self.environment.as_ref()?;
-        Arc::ptr_eq(kept, document).then(|| environment.clone())
+        let (_, environment) = self.environment.as_ref().filter(|_| self.checked(document))?;
+        Some(environment.clone())
     }
 
     /// Whether `document` is the environment's document last checked: then every overlay is
@@ -131,7 +132,6 @@ impl Kept {
             self.target = Some(target.clone());
             self.defaults = defaults.cloned();
         }
-        self.reused = 0;
     }
 }
 

@@ -152,6 +152,8 @@ impl Node {
                             .zip(b)
                             .all(|((ka, a), (kb, b))| ka == kb && a.value.same_value(&b.value))
                 }
+                // By their bits: -0.0 is written as such, and is another version than 0.0.
+                (Kind::Float(a), Kind::Float(b)) => a.to_bits() == b.to_bits(),
                 (a, b) => a == b,
             }
     }

@@ -7,6 +7,7 @@ use super::rights::Allow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use git2::Oid;
 use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::Value;
@@ -139,6 +140,10 @@ pub(super) fn render_with(
     allow: &Allow,
     mut memo: Option<&mut Memo>,
 ) -> Result<Rendered, RenderError> {
+    debug_assert!(
+        memo.is_none() || only.is_none(),
+        "a memo's render renders every environment"
+    );
     let limits = Limits::default();
     let mut loaded = match memo.as_deref_mut() {
         Some(memo) => Loaded::read_knowing(tree, limits, &std::mem::take(&mut memo.documents))?,
@@ -221,7 +226,6 @@ pub(super) fn render_with(
         check::promotion_circles(&environments, &loaded, &mut diagnostics);
     }
     if let Some(memo) = memo {
-        let mut loaded = loaded;
         memo.documents = std::mem::take(&mut loaded.documents);
     }
     Ok(Rendered {
@@ -446,6 +450,9 @@ fn render_environment(
     out: &mut Vec<Diagnostic>,
 ) -> Result<Option<Desired>, SourceError> {
     let loaded = context.loaded;
+    if let Some(kept) = kept.as_deref_mut() {
+        kept.reused = 0;
+    }
     let overlays_kept = kept.as_deref().is_some_and(|kept| kept.checked(node));
     let environment = match kept.as_deref().and_then(|kept| kept.environment(node)) {
         Some(environment) => environment,
@@ -492,29 +499,20 @@ fn render_environment(
     }
     // Built in name order, then made a map at once.
     let mut services = Vec::with_capacity(documents.len());
-    let mut schema_blobs: HashMap<String, Option<git2::Oid>> = HashMap::new();
+    let mut schema_blobs = HashMap::new();
     let mut invalid = BTreeSet::new();
     for &(service, base, document) in &documents {
         let overlay = overlays.and_then(|o| o.get(service)).map(|o| &o.value);
         // Services of Compose files have no document of their own and are never kept.
-        if let (Some(kept), Some(document)) = (kept.as_deref_mut(), document)
-            && let Some(entry) = kept.services.get(service)
-            && entry.holds(document, (overlay, overlays_kept), |path| {
-                // Looked up here first: the environments' threads would wait on each other.
-                if let Some(blob) = schema_blobs.get(path) {
-                    return Ok(*blob);
+        if let (Some(kept), Some(document)) = (kept.as_deref_mut(), document) {
+            let inputs = (service, document, overlay, overlays_kept);
+            if let Some(reused) = reused(kept, inputs, &mut schema_blobs, context)? {
+                if let Some(typed) = reused {
+                    let key = Name::parse(service).expect("document file names are checked when read");
+                    services.push((key, typed));
                 }
-                let blob = context.schemas.blob(context.tree, path)?;
-                schema_blobs.insert(path.to_owned(), blob);
-                Ok(blob)
-            })?
-        {
-            if let Some(typed) = &entry.service {
-                let key = Name::parse(service).expect("document file names are checked when read");
-                services.push((key, typed.clone()));
+                continue;
             }
-            kept.reused += 1;
-            continue;
         }
         let start = out.len();
         let merged = merged_service(loaded, base, overlay, out);
@@ -603,6 +601,36 @@ fn render_environment(
     }))
 }
 
+/// Service `name` as `kept` holds it (`Some(None)`: disabled), when rendering it again from
+/// `document` and `overlay` (`overlays_kept`: the environment's document is the one last
+/// checked) would give the same; `None` when it must be rendered. `schema_blobs` are the blob
+/// ids of application schemas this environment looked up: the environments' threads would wait
+/// on each other at the shared ones.
+fn reused(
+    kept: &mut Kept,
+    (name, document, overlay, overlays_kept): (&str, &Arc<Node>, Option<&Node>, bool),
+    schema_blobs: &mut HashMap<String, Option<Oid>>,
+    context: &Context,
+) -> Result<Option<Option<Arc<Service>>>, SourceError> {
+    let Some(entry) = kept.services.get(name) else {
+        return Ok(None);
+    };
+    let schema_blob = |path: &str| {
+        if let Some(blob) = schema_blobs.get(path) {
+            return Ok(*blob);
+        }
+        let blob = context.schemas.blob(context.tree, path)?;
+        schema_blobs.insert(path.to_owned(), blob);
+        Ok(blob)
+    };
+    if !entry.holds(document, (overlay, overlays_kept), schema_blob)? {
+        return Ok(None);
+    }
+    let service = entry.service.clone();
+    kept.reused += 1;
+    Ok(Some(service))
+}
+
 /// Keeps in `kept` service `name` as rendered (`None`: disabled) from `document` and `overlay`
 /// into `merged`; `document` is `None` when the service had a problem, and is then dropped.
 fn keep_service(
@@ -618,11 +646,12 @@ fn keep_service(
         kept.services.remove(name);
         return Ok(());
     };
-    let schema = match merged
+    // A disabled service is not checked against its schema: the schema is not one of its inputs.
+    let schema_path = merged
         .get("config")
         .and_then(|c| c.get("schema"))
-        .and_then(Node::as_str)
-    {
+        .and_then(Node::as_str);
+    let schema = match schema_path.filter(|_| service.is_some()) {
         Some(path) => Some((path.to_owned(), context.schemas.blob(context.tree, path)?)),
         None => None,
     };
@@ -853,14 +882,16 @@ pub(crate) fn typed<T: serde::de::DeserializeOwned>(node: &Node, json: &Value) -
 /// Application schemas, read and compiled once per path, and the blob ids of their files.
 #[derive(Default)]
 struct AppSchemas {
+    /// Each schema, by path, or why it cannot be used.
     compiled: std::sync::Mutex<HashMap<String, Result<Arc<Schema>, String>>>,
-    blobs: std::sync::Mutex<HashMap<String, Option<git2::Oid>>>,
+    /// Each schema file's blob id, by path (`None`: absent, or the tree has none).
+    blobs: std::sync::Mutex<HashMap<String, Option<Oid>>>,
 }
 
 impl AppSchemas {
     /// The blob id of the schema file at `path` (`None` when absent or the tree has none),
     /// looked up once.
-    fn blob(&self, tree: &dyn Tree, path: &str) -> Result<Option<git2::Oid>, SourceError> {
+    fn blob(&self, tree: &dyn Tree, path: &str) -> Result<Option<Oid>, SourceError> {
         let mut blobs = self.blobs.lock().expect("the lock is never poisoned");
         if let Some(blob) = blobs.get(path) {
             return Ok(*blob);

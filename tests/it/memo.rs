@@ -40,6 +40,12 @@ fn same_as_from_scratch(memo: &mut Memo, repo: &TestRepo, commit: &str, keys: &K
     let remembered = memo.render(&tree(commit)).unwrap();
     let scratch = plumb::spec::render_opening(&tree(commit), None, keys, &Allow::default()).unwrap();
     assert_eq!(remembered.environments, scratch.environments, "at {commit}");
+    // Versions too: they tell apart what equality does not (-0.0 and 0.0).
+    let versions = |r: &plumb::spec::Rendered| {
+        let services = r.environments.values().flat_map(|d| d.services.values());
+        services.map(|s| plumb::reconcile::version(s)).collect::<Vec<_>>()
+    };
+    assert_eq!(versions(&remembered), versions(&scratch), "at {commit}");
     let problems = |r: &plumb::spec::Rendered| r.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>();
     assert_eq!(problems(&remembered), problems(&scratch), "at {commit}");
     (memo.reused(), scratch.diagnostics.len())
@@ -110,6 +116,19 @@ fn a_memo_renders_what_a_fresh_render_does_and_only_what_changed() {
     // Fixed: b rendered again where it was refused, and only there.
     repo.edit("environments/staging.yaml", "level: 4", "level: 3");
     let commit = repo.commit("b at level 3");
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &commit, &keys), (5, 0));
+
+    // Production moves: its three services are rendered again, staging's are kept.
+    repo.edit("environments/production.yaml", "20000", "21000");
+    let commit = repo.commit("Production on other ports");
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &commit, &keys), (3, 0));
+
+    // A value's sign is part of it, even zero's.
+    repo.edit("environments/staging.yaml", "level: 3", "level: 3, ratio: 0.0");
+    let commit = repo.commit("b's ratio");
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &commit, &keys), (5, 0));
+    repo.edit("environments/staging.yaml", "ratio: 0.0", "ratio: -0.0");
+    let commit = repo.commit("b's ratio signed");
     assert_eq!(same_as_from_scratch(&mut memo, &repo, &commit, &keys), (5, 0));
 
     // The service defaults changed: every service is rendered again.
