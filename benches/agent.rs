@@ -10,8 +10,9 @@
 //!
 //! Health checks every 50 ms, three in a row to pass. Prints p50 and p95, and for the first two
 //! where the time went (the agent's `plumb_stage_duration_seconds`, read around each push:
-//! fetch, authenticate, render, plan, rollout). Run: `cargo bench --bench agent`
-//! (`PLUMB_BENCH_ROUNDS=50`).
+//! fetch, authenticate, render, plan, rollout), and the rollout by its steps (the ledger's, each
+//! step's start to its end, versions and slots left out of their names). Run:
+//! `cargo bench --bench agent` (`PLUMB_BENCH_ROUNDS=50`).
 
 #[path = "../tests/it/harness.rs"]
 #[allow(dead_code)]
@@ -120,6 +121,8 @@ async fn run(rounds: usize) {
     let mut release = 0;
     let (mut reloads, mut rollouts, mut rollbacks, mut restores) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut reload_stages, mut rollout_stages) = (Stages::default(), Stages::default());
+    let (mut reload_steps, mut rollout_steps) = (Stages::default(), Stages::default());
+    let last_steps = || steps(&ledger.history("dev", 1).unwrap()[0]);
     for round in 1..=rounds {
         // A configuration-only change.
         config(&upstream, port, &format!("r{release}"), round, true);
@@ -135,6 +138,7 @@ async fn run(rounds: usize) {
         .await;
         reloads.push(started.elapsed());
         reload_stages.extend(took(&before, attempts).await);
+        reload_steps.extend(last_steps());
 
         // A new release, blue-green.
         release += 1;
@@ -151,6 +155,7 @@ async fn run(rounds: usize) {
         .await;
         rollouts.push(started.elapsed());
         rollout_stages.extend(took(&before, attempts).await);
+        rollout_steps.extend(last_steps());
 
         // A release that never becomes healthy.
         config(&upstream, port, &format!("bad{round}"), round, false);
@@ -212,12 +217,12 @@ async fn run(rounds: usize) {
             ms(percentile(times, 0.95))
         );
     }
-    for (what, mut stages) in [
-        ("configuration-only change", reload_stages),
-        ("blue-green rollout", rollout_stages),
+    for (what, mut stages, mut steps) in [
+        ("configuration-only change", reload_stages, reload_steps),
+        ("blue-green rollout", rollout_stages, rollout_steps),
     ] {
         println!("  {what}, by stage (until the attempt is recorded):");
-        for (stage, times) in &mut stages.0 {
+        for (stage, times) in stages.0.iter_mut().chain(&mut steps.0) {
             println!(
                 "    {stage:<60} p50 {:>8.1} ms  p95 {:>8.1} ms",
                 ms(percentile(times, 0.5)),
@@ -225,6 +230,27 @@ async fn run(rounds: usize) {
             );
         }
     }
+}
+
+/// How long each step of `record` took, by name without versions and slots (`rollout step
+/// web: start <version> in <slot>`); a step taken twice counts twice.
+fn steps(record: &plumb::ledger::AttemptRecord) -> Stages {
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap();
+    fn general(word: &str) -> &str {
+        match word {
+            "blue" | "green" => "<slot>",
+            w if w.len() >= 7 && w.chars().all(|c| c.is_ascii_hexdigit() || c == '-' || c == '.') => "<version>",
+            w => w,
+        }
+    }
+    let mut steps = Stages::default();
+    for step in &record.steps {
+        let Some(finished) = &step.finished else { continue };
+        let took = (at(finished) - at(&step.started)).to_std().unwrap_or_default();
+        let name: Vec<&str> = step.name.split(' ').map(general).collect();
+        steps.extend(Stages(vec![(format!("rollout step {}", name.join(" ")), vec![took])]));
+    }
+    steps
 }
 
 /// Times by stage, in the order a push goes through them.
