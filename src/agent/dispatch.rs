@@ -113,8 +113,7 @@ pub(super) async fn dispatch(
                 refused_on.push(name.clone());
             }
         }
-        let fetched = (fetch, &memo);
-        let Some(heads) = heads(&repository, only, fetched, &mut dispatched, &shared, &refused_on).await else {
+        let Some(heads) = heads(&repository, only, fetch, &memo, &mut dispatched, &shared, &refused_on).await else {
             continue;
         };
         for (name, head) in heads {
@@ -161,7 +160,8 @@ pub(super) async fn dispatch(
 async fn heads(
     repository: &Repository,
     only: Option<Vec<String>>,
-    (fetch, memo): (Fetch, &Arc<Mutex<Memo>>),
+    fetch: Fetch,
+    memo: &Arc<Mutex<Memo>>,
     dispatched: &mut Option<Oid>,
     shared: &Shared,
     refused_on: &[String],
@@ -250,7 +250,7 @@ async fn heads(
     let (rendered, took) = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
-        let rendered = render_all(&cache, (head, &folder), &mut memo, &lent, only, signer);
+        let rendered = render_all(&cache, head, &folder, &mut memo, &lent, only, signer);
         drop(memo);
         let took = started.elapsed();
         super::memory::release_free_memory();
@@ -273,7 +273,8 @@ async fn heads(
 
 fn render_all(
     cache: &Path,
-    (head, folder): (Oid, &str),
+    head: Oid,
+    folder: &str,
     memo: &mut Memo,
     (keys, allow, handout): &(Arc<Keyring>, Arc<crate::spec::rights::Allow>, Option<Arc<Handout>>),
     only: Option<Vec<String>>,

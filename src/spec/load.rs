@@ -64,7 +64,7 @@ impl Loaded {
             documents: Documents::default(),
         };
         let blob = tree.blob(REPOSITORY_FILE)?;
-        match loaded.document(tree, (REPOSITORY_FILE, blob), limits, known)? {
+        match loaded.document(tree, REPOSITORY_FILE, blob, limits, known)? {
             Some(node) => loaded.read_repository(node),
             None => loaded.diagnostics.push(
                 Diagnostic::new(
@@ -108,11 +108,12 @@ impl Loaded {
     fn document(
         &mut self,
         tree: &dyn Tree,
-        file: (&str, Option<Oid>),
+        path: &str,
+        blob: Option<Oid>,
         limits: Limits,
         known: &Documents,
     ) -> Result<Option<Arc<Node>>, SourceError> {
-        let parsed = parse_file(tree, file, limits, known)?;
+        let parsed = parse_file(tree, path, blob, limits, known)?;
         Ok(self.accept(parsed))
     }
 
@@ -259,7 +260,8 @@ struct Parsed {
 /// path; `None` when it is absent.
 fn parse_file(
     tree: &dyn Tree,
-    (path, blob): (&str, Option<Oid>),
+    path: &str,
+    blob: Option<Oid>,
     limits: Limits,
     known: &Documents,
 ) -> Result<Option<Parsed>, SourceError> {
@@ -307,7 +309,7 @@ fn parse_all(
         .filter(|(_, path, blob)| blob.is_none_or(|blob| known.get(path.as_str()).is_none_or(|d| d.blob != blob)))
         .count();
     if unknown < 64 {
-        let parse = |(_, path, blob): &File| parse_file(tree, (path, *blob), limits, known);
+        let parse = |(_, path, blob): &File| parse_file(tree, path, *blob, limits, known);
         return files.iter().map(parse).collect();
     }
     let workers = std::thread::available_parallelism()
@@ -322,7 +324,7 @@ fn parse_all(
                         .iter()
                         .skip(w)
                         .step_by(workers)
-                        .map(|(_, path, blob)| parse_file(tree, (path, *blob), limits, known))
+                        .map(|(_, path, blob)| parse_file(tree, path, *blob, limits, known))
                         .collect::<Result<Vec<_>, _>>()
                 })
             })

@@ -122,12 +122,7 @@ impl Kept {
     /// Starts a render of the environment for `target` over `defaults`: the services kept are
     /// dropped when either changed.
     pub fn start(&mut self, target: &Target, defaults: Option<&Node>) {
-        let same_defaults = match (&self.defaults, defaults) {
-            (None, None) => true,
-            (Some(kept), Some(now)) => kept.same_value(now),
-            _ => false,
-        };
-        if !same_defaults || self.target.as_ref() != Some(target) {
+        if !same(self.defaults.as_ref(), defaults) || self.target.as_ref() != Some(target) {
             self.services.clear();
             self.target = Some(target.clone());
             self.defaults = defaults.cloned();
@@ -157,12 +152,7 @@ impl KeptService {
         (overlay, overlays_kept): (Option<&Node>, bool),
         schema_blob: impl FnOnce(&str) -> Result<Option<Oid>, SourceError>,
     ) -> Result<bool, SourceError> {
-        let same_overlay = overlays_kept
-            || match (&self.overlay, overlay) {
-                (None, None) => true,
-                (Some(kept), Some(now)) => kept.same_value(now),
-                _ => false,
-            };
+        let same_overlay = overlays_kept || same(self.overlay.as_ref(), overlay);
         if !Arc::ptr_eq(&self.base, base) || !same_overlay {
             return Ok(false);
         }
@@ -171,5 +161,14 @@ impl KeptService {
             Some((_, None)) => Ok(false),
             Some((path, Some(blob))) => Ok(schema_blob(path)? == Some(*blob)),
         }
+    }
+}
+
+/// Whether `kept` and `now` are both absent, or the same value ([`Node::same_value`]).
+fn same(kept: Option<&Node>, now: Option<&Node>) -> bool {
+    match (kept, now) {
+        (None, None) => true,
+        (Some(kept), Some(now)) => kept.same_value(now),
+        _ => false,
     }
 }

@@ -477,9 +477,9 @@ fn render_environment(
         }
     };
     let composed = compose_services(context, name, &environment.target, out);
-    // The documents are shared by every environment: borrowed, never copied. A Compose
-    // service named as one of services/ was refused above.
-    // Each with its document when it has one (a service of a Compose file has none), by name.
+    // Every service by name, with its document when it has one (a Compose file's service has
+    // none; one named as one of services/ was refused above). The documents are shared by every
+    // environment: borrowed, never copied.
     let mut documents: Vec<(&str, &Node, Option<&Arc<Node>>)> = (loaded.services.iter())
         .map(|(name, node)| (name.as_str(), &**node, Some(node)))
         .chain(composed.iter().map(|(name, node)| (name.as_str(), node, None)))
