@@ -349,7 +349,7 @@ impl AgentConfig {
         let mut problems = Vec::new();
         SCHEMA.check(&node, &json, &mut problems);
         if problems.is_empty() {
-            match crate::spec::render::typed::<AgentConfig>(&node, &json) {
+            match crate::spec::render::typed::<AgentConfig>(&node, json) {
                 Ok(config) => {
                     config.check(&node, &mut problems);
                     if problems.is_empty() {

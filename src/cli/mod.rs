@@ -481,11 +481,14 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Validate { at, env, output } => {
             let rendered = render(&at, env.as_deref())?;
             report::validation(&mut out, &rendered, output)?;
-            Ok(if rendered.is_valid() {
+            let outcome = if rendered.is_valid() {
                 Outcome::Ok
             } else {
                 Outcome::Found
-            })
+            };
+            // The process ends here: freeing what was rendered would only delay its exit.
+            std::mem::forget(rendered);
+            Ok(outcome)
         }
         Command::Render {
             at,

@@ -9,10 +9,29 @@ pub mod engine;
 pub mod image;
 mod node;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+/// `/tmp/{prefix}{pid}`, made for this process, after removing (with `leftover`, then the
+/// directory itself) those of earlier processes that are gone. Socket paths are short (108
+/// bytes), so servers that listen on one run under /tmp rather than a project's folder.
+pub fn run_dir(prefix: &str, leftover: impl Fn(&Path)) -> std::io::Result<PathBuf> {
+    for entry in std::fs::read_dir("/tmp")?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix(prefix)
+            && !Path::new("/proc").join(pid).exists()
+        {
+            leftover(&entry.path());
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = Path::new("/tmp").join(format!("{prefix}{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
 
 /// Spawns `command` so that it receives SIGTERM when this process ends; returns its pid.
 pub fn spawn_tied(mut command: Command) -> std::io::Result<u32> {

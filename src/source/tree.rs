@@ -238,17 +238,18 @@ impl Tree for WorkTree {
 
     fn read(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>, SourceError> {
         let full = self.root.join(path);
-        match fs::symlink_metadata(&full) {
+        let size = match fs::symlink_metadata(&full) {
             Ok(meta) if meta.file_type().is_symlink() => return Err(SourceError::Symlink(path.to_owned())),
-            Ok(_) => {}
+            Ok(meta) => meta.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(SourceError::Io { path: full, source }),
-        }
+        };
         let file = fs::File::open(&full).map_err(|source| SourceError::Io {
             path: full.clone(),
             source,
         })?;
-        let mut bytes = Vec::new();
+        // Sized as the file was a moment ago, so that it is read in one go (it may have changed).
+        let mut bytes = Vec::with_capacity(size.min(limit as u64) as usize + 1);
         file.take(limit as u64 + 1)
             .read_to_end(&mut bytes)
             .map_err(|source| SourceError::Io { path: full, source })?;

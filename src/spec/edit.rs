@@ -250,7 +250,7 @@ fn reads_plain(text: &str, in_flow: bool) -> bool {
     } else {
         node.get("k")
     };
-    found.is_some_and(|n| n.kind == Kind::Str(text.to_owned()))
+    found.is_some_and(|n| n.as_str() == Some(text))
 }
 
 /// `keys` (missing from `map`, whose key is at `key_column`) added to `map` with `value`.

@@ -315,23 +315,18 @@ fn parse_all(
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len().max(1));
-    // Worker `w` takes files w, w + workers, …: large and small files spread evenly.
+    // Worker `w` takes files w, w + workers, …: large and small files spread evenly. This
+    // thread is worker 0.
+    let share = |w: usize| {
+        (files.iter().skip(w).step_by(workers))
+            .map(|(_, path, blob)| parse_file(tree, path, *blob, limits, known))
+            .collect::<Result<Vec<_>, _>>()
+    };
     let results: Vec<Result<Vec<Option<Parsed>>, SourceError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                scope.spawn(move || {
-                    files
-                        .iter()
-                        .skip(w)
-                        .step_by(workers)
-                        .map(|(_, path, blob)| parse_file(tree, path, *blob, limits, known))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("parsing does not panic"))
+        let handles: Vec<_> = (1..workers).map(|w| scope.spawn(move || share(w))).collect();
+        let mine = share(0);
+        std::iter::once(mine)
+            .chain(handles.into_iter().map(|h| h.join().expect("parsing does not panic")))
             .collect()
     });
     let mut parts = Vec::with_capacity(workers);

@@ -113,10 +113,8 @@ impl Kept {
     }
 
     /// Keeps `environment`, checked without a problem, as typed from `document`.
-    pub fn keep_environment(&mut self, document: &Arc<Node>, environment: &mut Environment) {
-        let overlays = std::mem::take(&mut environment.services);
+    pub fn keep_environment(&mut self, document: &Arc<Node>, environment: &Environment) {
         self.environment = Some((document.clone(), environment.clone()));
-        environment.services = overlays;
     }
 
     /// Starts a render of the environment for `target` over `defaults`: the services kept are

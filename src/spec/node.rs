@@ -78,7 +78,7 @@ pub enum Kind {
     /// Any other number.
     Float(f64),
     /// A string.
-    Str(String),
+    Str(Text),
     /// A sequence.
     Seq(Vec<Node>),
     /// A mapping with string keys, in the order written.
@@ -87,7 +87,11 @@ pub enum Kind {
 
 /// A map's members by key, in the order written; keys are hashed with a seeded fast hash
 /// (documents hold many small maps, looked up on every render).
-pub type Members = IndexMap<String, Member, foldhash::fast::RandomState>;
+pub type Members = IndexMap<Text, Member, foldhash::fast::RandomState>;
+
+/// A key or string of a document: held inline up to 24 bytes, as most are, so that copying a
+/// document (each environment merges its overlays over a copy) allocates for none of them.
+pub type Text = compact_str::CompactString;
 
 /// The documents of an environment's services, by name, in name order.
 pub type Declared<'a> = IndexMap<&'a str, &'a Node, foldhash::fast::RandomState>;
@@ -134,9 +138,13 @@ impl Node {
             Kind::Bool(b) => Value::Bool(*b),
             Kind::Int(i) => Value::from(*i),
             Kind::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
-            Kind::Str(s) => Value::String(s.clone()),
+            Kind::Str(s) => Value::String(s.as_str().to_owned()),
             Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
-            Kind::Map(map) => Value::Object(map.iter().map(|(k, m)| (k.clone(), m.value.to_json())).collect()),
+            Kind::Map(map) => Value::Object(
+                map.iter()
+                    .map(|(k, m)| (k.as_str().to_owned(), m.value.to_json()))
+                    .collect(),
+            ),
         }
     }
 
@@ -262,7 +270,7 @@ mod tests {
                     key_at: at(line),
                     value: Node::new(Kind::Int(v), at(line + 1)),
                 };
-                (k.to_owned(), member)
+                (k.into(), member)
             });
             Node::new(Kind::Map(members.collect()), at(line))
         };

@@ -184,31 +184,30 @@ pub(super) fn render_with(
     let manifests = listed_files(&selected, tree, limits, &mut sources, manifest, yaml::parse_documents)?;
     let mut kept = memo.as_deref_mut().map(|memo| std::mem::take(&mut memo.environments));
     let results: Vec<Result<Rendering, SourceError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = selected
-            .iter()
-            .map(|(name, node)| {
-                let (loaded, schemas, composed, manifests) = (&loaded, &schemas, &composed, &manifests);
-                // Only a memo's render keeps anything.
-                let mut recall = kept.as_mut().map(|kept| kept.remove(name).unwrap_or_default());
-                scope.spawn(move || {
-                    let mut found = Vec::new();
-                    let context = Context {
-                        loaded,
-                        tree,
-                        limits,
-                        schemas,
-                        composed,
-                        manifests,
-                        keys,
-                        allow,
-                    };
-                    render_environment(&context, name, node, recall.as_mut(), &mut found).map(|d| (d, found, recall))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rendering does not panic"))
+        let mut jobs = selected.iter().map(|(name, node)| {
+            let (loaded, schemas, composed, manifests) = (&loaded, &schemas, &composed, &manifests);
+            // Only a memo's render keeps anything.
+            let mut recall = kept.as_mut().map(|kept| kept.remove(name).unwrap_or_default());
+            move || {
+                let mut found = Vec::new();
+                let context = Context {
+                    loaded,
+                    tree,
+                    limits,
+                    schemas,
+                    composed,
+                    manifests,
+                    keys,
+                    allow,
+                };
+                render_environment(&context, name, node, recall.as_mut(), &mut found).map(|d| (d, found, recall))
+            }
+        });
+        // The first environment renders on this thread.
+        let first = jobs.next();
+        let handles: Vec<_> = jobs.map(|job| scope.spawn(job)).collect();
+        (first.map(|job| job()).into_iter())
+            .chain(handles.into_iter().map(|h| h.join().expect("rendering does not panic")))
             .collect()
     });
     for ((name, _), result) in selected.into_iter().zip(results) {
@@ -225,8 +224,11 @@ pub(super) fn render_with(
         check::shared_ports(&environments, &loaded, &mut diagnostics);
         check::promotion_circles(&environments, &loaded, &mut diagnostics);
     }
-    if let Some(memo) = memo {
-        memo.documents = std::mem::take(&mut loaded.documents);
+    match memo {
+        Some(memo) => memo.documents = std::mem::take(&mut loaded.documents),
+        // Freeing every document is a few milliseconds for a thousand services, which need not
+        // delay the caller.
+        None => drop(std::thread::spawn(move || drop(loaded))),
     }
     Ok(Rendered {
         environments,
@@ -463,7 +465,7 @@ fn render_environment(
             if out.len() > before {
                 return Ok(None);
             }
-            let mut environment: Environment = match typed(node, &json) {
+            let environment: Environment = match typed(node, json) {
                 Ok(e) => e,
                 Err(d) => {
                     out.push(d);
@@ -471,7 +473,7 @@ fn render_environment(
                 }
             };
             if let Some(kept) = kept.as_deref_mut() {
-                kept.keep_environment(node, &mut environment);
+                kept.keep_environment(node, &environment);
             }
             environment
         }
@@ -534,7 +536,7 @@ fn render_environment(
             .map(|keys| open_sealed(&sealed, keys, out));
         check_app_config(&merged, &merged_json, opened.as_ref(), context, out)?;
         let typed = if out.len() == before {
-            typed::<Service>(&merged, &merged_json).map_err(|d| out.push(d)).ok()
+            typed::<Service>(&merged, merged_json).map_err(|d| out.push(d)).ok()
         } else {
             None
         };
@@ -726,7 +728,7 @@ fn merged_service(loaded: &Loaded, base: &Node, overlay: Option<&Node>, out: &mu
     if let (Kind::Map(m), Kind::Map(b)) = (&mut merged.kind, &base.kind) {
         for key in ["apiVersion", "kind", "name"] {
             if let Some(member) = b.get(key) {
-                m.insert(key.to_owned(), member.clone());
+                m.insert(key.into(), member.clone());
             }
         }
     }
@@ -859,11 +861,21 @@ type Parser<T> = fn(&Arc<str>, &[u8], Limits) -> Result<T, yaml::YamlError>;
 /// One environment rendered: its desired state when valid, its problems, and what a memo keeps.
 type Rendering = (Option<Desired>, Vec<Diagnostic>, Option<Kept>);
 
-/// Deserializes a schema-checked document; a remaining error still names its path.
+/// Deserializes a schema-checked document from its JSON form, taking its strings rather than
+/// copying them; a remaining error still names its path.
 // A diagnostic is large, and the error path is the rare one.
 #[allow(clippy::result_large_err)]
-pub(crate) fn typed<T: serde::de::DeserializeOwned>(node: &Node, json: &Value) -> Result<T, Diagnostic> {
-    serde_path_to_error::deserialize(json).map_err(|e| {
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(node: &Node, json: Value) -> Result<T, Diagnostic> {
+    // Following the path slows every value down; it is only needed to say where typing failed,
+    // which the schema check makes rare.
+    serde_json::from_value(json).or_else(|_| traced(node))
+}
+
+/// Deserializes `node` again, following the path to say where that fails.
+#[allow(clippy::result_large_err)]
+#[cold]
+fn traced<T: serde::de::DeserializeOwned>(node: &Node) -> Result<T, Diagnostic> {
+    serde_path_to_error::deserialize(node.to_json()).map_err(|e| {
         let path = Path(
             e.path()
                 .iter()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use indexmap::map::Entry;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
-use super::node::{Kind, Member, Members, MergeTag, Node, Origin};
+use super::node::{Kind, Member, Members, MergeTag, Node, Origin, Text};
 
 /// The limits a file is read within. The defaults are documented in `docs/format.md`.
 #[derive(Clone, Copy, Debug)]
@@ -97,6 +97,8 @@ fn read(file: &Arc<str>, bytes: &[u8], limits: Limits, several: bool) -> Result<
         file,
         limits,
         stack: Vec::new(),
+        items: Vec::new(),
+        members: Vec::new(),
         anchors: HashMap::new(),
         nodes: 0,
         root: None,
@@ -129,11 +131,15 @@ struct Frame {
     body: Body,
 }
 
+/// What a collection holds so far: its items (members) are the builder's from `start` on,
+/// so that each collection is made once, at its size, when it ends.
 enum Body {
-    Seq(Vec<Node>),
+    Seq {
+        start: usize,
+    },
     Map {
-        members: Members,
-        key: Option<(String, Origin)>,
+        start: usize,
+        key: Option<(Text, Origin)>,
         /// Maps named by `<<` merge keys, applied when the map ends (explicit keys win).
         merges: Vec<Node>,
     },
@@ -143,6 +149,10 @@ struct Builder<'f> {
     file: &'f Arc<str>,
     limits: Limits,
     stack: Vec<Frame>,
+    /// The items of the sequences being built, innermost last.
+    items: Vec<Node>,
+    /// The members of the maps being built, innermost last.
+    members: Vec<(Text, Member)>,
     anchors: HashMap<usize, (Node, usize)>,
     nodes: usize,
     root: Option<Node>,
@@ -179,7 +189,7 @@ impl Builder<'_> {
                 }
                 Event::Scalar(value, style, anchor, tag) => {
                     if self.expects_key() {
-                        self.push_key(value.into_owned(), span);
+                        self.push_key(Text::from(&*value), span);
                     } else {
                         let merge = self.merge_tag(tag.as_deref());
                         let kind = match merge {
@@ -207,7 +217,10 @@ impl Builder<'_> {
                     self.push_value(node, 0, size)?;
                 }
                 Event::SequenceStart(anchor, tag) => {
-                    self.open(span, anchor, tag.as_deref(), "seq", Body::Seq(Vec::new()))?
+                    let body = Body::Seq {
+                        start: self.items.len(),
+                    };
+                    self.open(span, anchor, tag.as_deref(), "seq", body)?
                 }
                 Event::MappingStart(anchor, tag) => self.open(
                     span,
@@ -215,7 +228,7 @@ impl Builder<'_> {
                     tag.as_deref(),
                     "map",
                     Body::Map {
-                        members: Members::default(),
+                        start: self.members.len(),
                         key: None,
                         merges: Vec::new(),
                     },
@@ -316,16 +329,32 @@ impl Builder<'_> {
 
     fn close(&mut self) -> Result<(), YamlError> {
         let frame = self.stack.pop().expect("the parser balances collection events");
-        // A finished collection keeps no spare room: documents are mostly small maps, and a
-        // repository of thousands of them is held whole while it renders.
+        // Made at its size: documents are mostly small maps, and a repository of thousands of
+        // them is held whole while it renders.
         let kind = match frame.body {
-            Body::Seq(mut items) => {
-                items.shrink_to_fit();
-                Kind::Seq(items)
-            }
-            Body::Map {
-                mut members, merges, ..
-            } => {
+            Body::Seq { start } => Kind::Seq(self.items.drain(start..).collect()),
+            Body::Map { start, merges, .. } => {
+                let written = self.members.len() - start;
+                let mut members = Members::with_capacity_and_hasher(written, Default::default());
+                for (key, member) in self.members.drain(start..) {
+                    match members.entry(key) {
+                        Entry::Occupied(first) => {
+                            let message = format!(
+                                "duplicate key `{}` (first written at line {})",
+                                first.key(),
+                                first.get().key_at.line
+                            );
+                            return Err(YamlError {
+                                at: member.key_at,
+                                message,
+                                hint: Some("remove one of them".into()),
+                            });
+                        }
+                        Entry::Vacant(slot) => {
+                            slot.insert(member);
+                        }
+                    }
+                }
                 for source in merges {
                     let maps = match source.kind {
                         Kind::Seq(items) => items,
@@ -344,7 +373,9 @@ impl Builder<'_> {
                         }
                     }
                 }
-                members.shrink_to_fit();
+                if members.len() > written {
+                    members.shrink_to_fit();
+                }
                 Kind::Map(members)
             }
         };
@@ -353,7 +384,7 @@ impl Builder<'_> {
         self.push_value(node, frame.anchor, frame.size)
     }
 
-    fn push_key(&mut self, key: String, span: Span) {
+    fn push_key(&mut self, key: Text, span: Span) {
         let at = self.origin(span);
         if let Some(Frame {
             body: Body::Map { key: pending, .. },
@@ -375,29 +406,13 @@ impl Builder<'_> {
         };
         parent.size += size;
         match &mut parent.body {
-            Body::Seq(items) => items.push(node),
-            Body::Map { members, key, merges } => {
+            Body::Seq { .. } => self.items.push(node),
+            Body::Map { key, merges, .. } => {
                 let (key, key_at) = key.take().expect("a value in a map follows its key");
                 if key == "<<" {
                     merges.push(node);
-                    return Ok(());
-                }
-                match members.entry(key) {
-                    Entry::Occupied(first) => {
-                        let message = format!(
-                            "duplicate key `{}` (first written at line {})",
-                            first.key(),
-                            first.get().key_at.line
-                        );
-                        return Err(YamlError {
-                            at: key_at,
-                            message,
-                            hint: Some("remove one of them".into()),
-                        });
-                    }
-                    Entry::Vacant(slot) => {
-                        slot.insert(Member { key_at, value: node });
-                    }
+                } else {
+                    self.members.push((key, Member { key_at, value: node }));
                 }
             }
         }
@@ -417,7 +432,7 @@ impl Builder<'_> {
     fn scalar(&self, value: &str, style: ScalarStyle, tag: Option<&Tag>, span: Span) -> Result<Kind, YamlError> {
         let resolved = match tag {
             Some(tag) if tag.is_yaml_core_schema() => match tag.suffix.as_str() {
-                "str" => Some(Kind::Str(value.to_owned())),
+                "str" => Some(Kind::Str(Text::from(value))),
                 "null" | "bool" | "int" | "float" => {
                     let kind = resolve_plain(value);
                     let ok = matches!(
@@ -434,13 +449,13 @@ impl Builder<'_> {
                 }
                 _ => None,
             },
-            Some(tag) if tag.handle == "!" && tag.suffix.is_empty() => Some(Kind::Str(value.to_owned())),
+            Some(tag) if tag.handle == "!" && tag.suffix.is_empty() => Some(Kind::Str(Text::from(value))),
             Some(_) => None,
             None if style == ScalarStyle::Plain && self.limits.compose => {
                 Some(go_integer(value).map_or_else(|| resolve_plain(value), Kind::Int))
             }
             None if style == ScalarStyle::Plain => Some(resolve_plain(value)),
-            None => Some(Kind::Str(value.to_owned())),
+            None => Some(Kind::Str(Text::from(value))),
         };
         let Some(kind) = resolved else {
             let tag = tag.map(ToString::to_string).unwrap_or_default();
@@ -499,7 +514,7 @@ fn resolve_plain(value: &str) -> Kind {
     {
         return Kind::Float(f * if sign < 0 && f > 0.0 { -1.0 } else { 1.0 });
     }
-    Kind::Str(value.to_owned())
+    Kind::Str(Text::from(value))
 }
 
 /// An integer as Go reads one with base 0, as Compose's YAML does: `0400` octal, `0b101`

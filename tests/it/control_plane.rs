@@ -109,19 +109,13 @@ fn start() -> Cluster {
         bin.display()
     );
     let machine = cluster::lock_machine(Duration::from_secs(1200)).unwrap();
-    let dir = Path::new("/tmp").join(format!("plumb-test-kube-{}", std::process::id()));
     // What the clusters of earlier runs left: their test process is gone, and so are their
     // servers, but their pods' shims outlive containerd; a cleanup tied to each process ran when
     // it ended, and runs again here in case it could not.
-    for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("plumb-test-kube-")
-            && !Path::new("/proc").join(pid).exists()
-        {
-            let _ = cluster::clean_up(&entry.path());
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
+    let dir = plumb::lab::run_dir("plumb-test-kube-", |left| {
+        let _ = cluster::clean_up(left);
+    })
+    .unwrap();
     // The cleanup inherits the machine's lock: the next test process starts its node only once
     // this one's is cleaned up.
     cluster::reaper(&dir, &machine).unwrap();

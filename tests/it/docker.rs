@@ -137,18 +137,9 @@ fn rootfs_image(name: &str, binary: &Path, inside: &str, files: &[(&str, &str)],
 /// with TLS (client certificates required).
 fn start_private() -> Engine {
     let data = Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker");
-    // Socket paths are short (108 bytes): the socket and the exec root live under /tmp.
-    let run = Path::new("/tmp").join(format!("plumb-test-docker-{}", std::process::id()));
-    // What engines of earlier runs left (their test process, and so their dockerd, is gone).
-    for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("plumb-test-docker-")
-            && !Path::new("/proc").join(pid).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    std::fs::create_dir_all(&run).unwrap();
+    // The socket and the exec root; what engines of earlier runs left (their test process,
+    // and so their dockerd, is gone) is removed.
+    let run = plumb::lab::run_dir("plumb-test-docker-", |_| ()).unwrap();
     let socket = run.join("docker.sock");
     let host = format!("unix://{}", socket.display());
     let certs = run.join("certs");

@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -37,8 +36,7 @@ fn start() -> String {
             let _ = stream.write_all(answer.as_bytes());
         }
     });
-    let dir = PathBuf::from("/tmp").join(format!("plumb-test-prometheus-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = plumb::lab::run_dir("plumb-test-prometheus-", |_| ()).unwrap();
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(

@@ -1,12 +1,19 @@
 // The client with no agent reachable: it starts from the file plumb writes and follows it.
 import assert from "node:assert/strict";
-import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 
 import { ConfigurationManager } from "../dist/index.js";
+
+/** A directory of its own for the test `t`, removed when it ends. */
+function scratch(t) {
+  const dir = mkdtempSync(join(tmpdir(), "plumb-config-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
 
 /** An address nothing listens on. */
 async function closedPort() {
@@ -47,8 +54,8 @@ function next(manager, count) {
   });
 }
 
-test("with no agent it starts from the file and follows its changes", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "plumb-config-"));
+test("with no agent it starts from the file and follows its changes", async (t) => {
+  const dir = scratch(t);
   const file = join(dir, "config.json");
   replace(file, { database: { pool: 10 }, features: { newTimeline: false } });
   const url = `http://127.0.0.1:${await closedPort()}/api/v1/environments/dev/services/web/config`;
@@ -80,8 +87,8 @@ test("with no agent it starts from the file and follows its changes", async () =
   await manager.close();
 });
 
-test("a watched file is followed without a signal", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "plumb-config-"));
+test("a watched file is followed without a signal", async (t) => {
+  const dir = scratch(t);
   const file = join(dir, "config.json");
   writeFileSync(file, JSON.stringify({ level: "info" }));
   const manager = new ConfigurationManager({ file, signal: null });
@@ -92,14 +99,14 @@ test("a watched file is followed without a signal", async () => {
   await manager.close();
 });
 
-test("with neither an agent nor a file it says why", async () => {
+test("with neither an agent nor a file it says why", async (t) => {
   const url = `http://127.0.0.1:${await closedPort()}/config`;
   const manager = new ConfigurationManager({ url, file: "/nonexistent/config.json", signal: null });
   await assert.rejects(manager.initialize(), (e) => {
     assert.match(e.message, /the agent at http:\/\/127\.0\.0\.1:\d+\/config: .*; the file \/nonexistent\/config\.json: ENOENT/);
     return true;
   });
-  const yaml = join(mkdtempSync(join(tmpdir(), "plumb-config-")), "config.yaml");
+  const yaml = join(scratch(t), "config.yaml");
   writeFileSync(yaml, "level: info\n");
   await assert.rejects(new ConfigurationManager({ file: yaml, signal: null }).initialize(), /config\.format: json/);
 });

@@ -103,8 +103,8 @@ fn as_map(node: &Node, value: bool) -> Option<Members> {
                 .filter_map(|item| {
                     let line = scalar(item)?;
                     let (name, member_value) = match line.split_once('=') {
-                        Some((name, v)) if value => (name.to_owned(), Kind::Str(v.to_owned())),
-                        _ => (line, Kind::Null),
+                        Some((name, v)) if value => (name.into(), Kind::Str(v.into())),
+                        _ => (line.into(), Kind::Null),
                     };
                     Some((
                         name,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::diagnostic::Diagnostic;
-use super::node::{Kind, Member, Node, Origin};
+use super::node::{Kind, Member, Node, Origin, Text};
 
 mod build;
 pub mod dotenv;
@@ -120,7 +120,7 @@ fn tasks(services: &IndexMap<String, (Origin, Node)>) -> std::collections::BTree
         .filter(|(_, dependency)| {
             dependency.value.get("condition").and_then(scalar).as_deref() == Some("service_completed_successfully")
         })
-        .map(|(name, _)| name.clone())
+        .map(|(name, _)| name.to_string())
         .collect()
 }
 
@@ -209,7 +209,7 @@ fn absorb(
                     &mut project.configs
                 };
                 for (name, definition) in member.value.as_map().into_iter().flatten() {
-                    known.insert(name.clone(), definition.value.clone());
+                    known.insert(name.to_string(), definition.value.clone());
                 }
             }
             key if key.starts_with("x-") => {}
@@ -229,7 +229,7 @@ fn absorb(
         return;
     };
     for (name, member) in list {
-        if let Some(from) = merged.included.get(name) {
+        if let Some(from) = merged.included.get(name.as_str()) {
             out.push(Diagnostic::new(
                 &member.key_at,
                 format!("service `{name}` is already defined by an included file ({from}); Compose refuses to define it twice"),
@@ -237,15 +237,15 @@ fn absorb(
             continue;
         }
         if member.value.merge == Some(crate::spec::node::MergeTag::Reset) {
-            merged.services.shift_remove(name);
+            merged.services.shift_remove(name.as_str());
             continue;
         }
-        match merged.services.get_mut(name) {
+        match merged.services.get_mut(name.as_str()) {
             Some((_, earlier)) => merge::service(earlier, &member.value),
             None => {
                 merged
                     .services
-                    .insert(name.clone(), (member.key_at.clone(), member.value.clone()));
+                    .insert(name.to_string(), (member.key_at.clone(), member.value.clone()));
             }
         }
     }
@@ -351,7 +351,7 @@ fn extended(
                 .and_then(Node::as_map)
                 .into_iter()
                 .flatten()
-                .map(|(n, m)| (n.clone(), (m.key_at.clone(), m.value.clone())))
+                .map(|(n, m)| (n.to_string(), (m.key_at.clone(), m.value.clone())))
                 .collect();
             extended(&base_name, &found, &others, project, depth + 1, out)?
         }
@@ -629,7 +629,7 @@ impl<'a> Project<'a> {
 fn interpolate_with(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>, out: &mut Vec<Diagnostic>) {
     match &mut node.kind {
             Kind::Str(text) => match interpolate::interpolate(text, lookup) {
-                Ok(value) => *text = value,
+                Ok(value) => *text = value.into(),
                 Err(problem) => out.push(
                     Diagnostic::new(&node.at, format!("`{text}` {problem}")).hint(
                         "variables come from the environment's `target.compose.variables` and the `.env` beside the Compose file",
@@ -697,7 +697,7 @@ fn map(entries: Vec<(&str, Node)>, at: &Origin) -> Node {
         .into_iter()
         .map(|(key, value)| {
             (
-                key.to_owned(),
+                key.into(),
                 Member {
                     key_at: value.at.clone(),
                     value,
@@ -708,7 +708,7 @@ fn map(entries: Vec<(&str, Node)>, at: &Origin) -> Node {
     Node::new(Kind::Map(members), at.clone())
 }
 
-fn text(value: impl Into<String>, at: &Origin) -> Node {
+fn text(value: impl Into<Text>, at: &Origin) -> Node {
     Node::new(Kind::Str(value.into()), at.clone())
 }
 
@@ -719,7 +719,7 @@ fn seq(items: Vec<Node>, at: &Origin) -> Node {
 /// A scalar as text (`8080`, `true`, `x`); `None` for maps, lists and null.
 fn scalar(node: &Node) -> Option<String> {
     match &node.kind {
-        Kind::Str(s) => Some(s.clone()),
+        Kind::Str(s) => Some(s.to_string()),
         Kind::Int(i) => Some(i.to_string()),
         Kind::Float(f) => Some(f.to_string()),
         Kind::Bool(b) => Some(b.to_string()),
@@ -793,7 +793,7 @@ fn words(command: &str) -> Option<Vec<String>> {
 
 /// `KEY=value` pairs of a list, or the members of a map; a name without a value (`KEY`, or
 /// `KEY:` with nothing) comes with `None` and where it is written.
-fn pairs(node: &Node, what: &str, out: &mut Vec<Diagnostic>) -> Vec<(String, Option<Node>, Origin)> {
+fn pairs(node: &Node, what: &str, out: &mut Vec<Diagnostic>) -> Vec<(Text, Option<Node>, Origin)> {
     match &node.kind {
         Kind::Map(members) => members
             .iter()
@@ -817,8 +817,8 @@ fn pairs(node: &Node, what: &str, out: &mut Vec<Diagnostic>) -> Vec<(String, Opt
                     return None;
                 };
                 Some(match line.split_once('=') {
-                    Some((key, value)) => (key.to_owned(), Some(text(value, &item.at)), item.at.clone()),
-                    None => (line, None, item.at.clone()),
+                    Some((key, value)) => (key.into(), Some(text(value, &item.at)), item.at.clone()),
+                    None => (line.into(), None, item.at.clone()),
                 })
             })
             .collect(),

@@ -48,9 +48,9 @@ pub(super) fn keep(object: Object, node: &Node, project: &mut Project<'_>, out: 
                 continue;
             }
         };
-        match (member.value.merge, kept.get_mut(name)) {
+        match (member.value.merge, kept.get_mut(name.as_str())) {
             (Some(MergeTag::Reset), _) => {
-                kept.shift_remove(name);
+                kept.shift_remove(name.as_str());
             }
             (Some(MergeTag::Override), Some((_, earlier))) => *earlier = value,
             (_, Some((_, earlier))) => {
@@ -61,7 +61,7 @@ pub(super) fn keep(object: Object, node: &Node, project: &mut Project<'_>, out: 
                 }
             }
             (_, None) => {
-                kept.insert(name.clone(), (member.key_at.clone(), value));
+                kept.insert(name.to_string(), (member.key_at.clone(), value));
             }
         }
     }

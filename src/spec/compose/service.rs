@@ -286,7 +286,7 @@ pub(super) fn translate(
                 .into_iter()
                 .map(|(name, value)| {
                     let key_at = value.at.clone();
-                    (name, Member { key_at, value })
+                    (name.into(), Member { key_at, value })
                 })
                 .collect();
             container.push((field, Node::new(Kind::Map(members), at.clone())));
@@ -537,7 +537,7 @@ fn environment(service: &Node, project: &Project<'_>, out: &mut Vec<Diagnostic>)
             // takes it from its shell.
             match value.or_else(|| project.lookup(&key).map(|v| text(v, &at))) {
                 Some(value) => {
-                    env.insert(key, value);
+                    env.insert(key.to_string(), value);
                 }
                 None => out.push(
                     Diagnostic::new(
@@ -1012,7 +1012,7 @@ fn networks(
     let joined: Vec<(String, Origin, Option<&Node>)> = match &node.kind {
         Kind::Map(members) => members
             .iter()
-            .map(|(name, member)| (name.clone(), member.key_at.clone(), Some(&member.value)))
+            .map(|(name, member)| (name.to_string(), member.key_at.clone(), Some(&member.value)))
             .collect(),
         _ => strings(node, out)
             .into_iter()
@@ -1093,7 +1093,7 @@ fn depends_on(node: &Node, out: &mut Vec<Diagnostic>) -> Node {
                         }
                     }
                 }
-                text(name, &member.key_at)
+                text(name.as_str(), &member.key_at)
             })
             .collect(),
         _ => strings(node, out).into_iter().map(|(n, at)| text(n, &at)).collect(),
@@ -1251,7 +1251,10 @@ fn healthcheck(node: &Node, out: &mut Vec<Diagnostic>) -> Option<Node> {
     }
     let test = match node.get("test") {
         Some(test) => match &test.kind {
-            Kind::Str(command) => seq(vec![text("CMD-SHELL", &test.at), text(command, &test.at)], &test.at),
+            Kind::Str(command) => seq(
+                vec![text("CMD-SHELL", &test.at), text(command.as_str(), &test.at)],
+                &test.at,
+            ),
             _ => test.clone(),
         },
         None => {

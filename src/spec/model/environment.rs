@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use indexmap::IndexMap;
 use schemars::JsonSchema;
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 
 use super::scalar::Name;
@@ -12,7 +12,8 @@ use super::service::Strategy;
 use super::{ApiVersion, EnvironmentKind};
 
 /// An environment: its target, its sync policy and its changes to the services.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+// `skip_serializing_if` keeps the schema's fields free of defaults, as the other documents'.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(title = "plumb Environment")]
 pub struct Environment {
@@ -49,7 +50,26 @@ pub struct Environment {
     /// in the format reference.
     #[serde(default)]
     #[schemars(schema_with = "overlays_schema")]
-    pub services: IndexMap<Name, serde_json::Value>,
+    pub services: Overlays,
+}
+
+/// Where an environment's overlays are: the renderer merges them from the environment's
+/// document, where each keeps the lines it was written at, after the schema checked their
+/// shape; the typed environment holds none of them, so typing does not copy them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Overlays;
+
+impl<'de> Deserialize<'de> for Overlays {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer).map(|_| Overlays)
+    }
+}
+
+/// Written only as the schema's default: no overlays.
+impl Serialize for Overlays {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_map(Some(0))?.end()
+    }
 }
 
 fn overlays_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
