@@ -49,7 +49,8 @@ pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
             hash TEXT NOT NULL
         );
         CREATE INDEX IF NOT EXISTS entries_by_environment ON entries (environment, kind, seq);
-        CREATE INDEX IF NOT EXISTS entries_by_attempt ON entries (attempt, seq);",
+        CREATE INDEX IF NOT EXISTS entries_by_attempt ON entries (attempt, seq);
+        CREATE INDEX IF NOT EXISTS entries_by_commit ON entries (environment, kind, json_extract(body, '$.commit'));",
     )
 }
 

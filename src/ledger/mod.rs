@@ -189,6 +189,10 @@ impl Ledger {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open)?;
+        // The ledger is mostly appended to and its lookups are indexed: SQLite's page cache of
+        // 2 MB per connection, filled by every page written, only made an agent's memory grow
+        // with its history; the kernel caches the file.
+        conn.pragma_update(None, "cache_size", -256).map_err(open)?;
         journal::create(&conn).map_err(open)?;
         outbox::create(&conn).map_err(open)?;
         config_events::create(&conn).map_err(open)?;
@@ -470,11 +474,14 @@ impl Ledger {
     pub fn is_failed(&self, environment: &str, commit: &str) -> Result<bool, LedgerError> {
         self.conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM entries o JOIN entries a ON a.seq = o.attempt
-                 WHERE o.environment = ?1 AND o.kind = 'outcome'
-                 AND json_extract(o.body, '$.result') NOT IN ('succeeded', 'interrupted')
+                // The commit's attempts (by `entries_by_commit`), then their outcomes: not every
+                // outcome of the environment's history, at every new head.
+                "SELECT EXISTS (SELECT 1 FROM entries a JOIN entries o ON o.attempt = a.seq
+                 WHERE a.environment = ?1 AND a.kind = 'attempt'
+                 AND json_extract(a.body, '$.commit') = ?2
                  AND coalesce(json_extract(a.body, '$.trigger'), 'commit') != 'heal'
-                 AND json_extract(a.body, '$.commit') = ?2)",
+                 AND o.kind = 'outcome'
+                 AND json_extract(o.body, '$.result') NOT IN ('succeeded', 'interrupted'))",
                 params![environment, commit],
                 |row| row.get(0),
             )

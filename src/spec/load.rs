@@ -296,6 +296,9 @@ fn parse_file(
     }))
 }
 
+/// Below this many files, work on them is not worth another thread.
+pub(super) const FEW_FILES: usize = 64;
+
 /// Reads and parses `files` on every core, returning results in the same order.
 fn parse_all(
     tree: &dyn Tree,
@@ -308,7 +311,7 @@ fn parse_all(
         .iter()
         .filter(|(_, path, blob)| blob.is_none_or(|blob| known.get(path.as_str()).is_none_or(|d| d.blob != blob)))
         .count();
-    if unknown < 64 {
+    if unknown < FEW_FILES {
         let parse = |(_, path, blob): &File| parse_file(tree, path, *blob, limits, known);
         return files.iter().map(parse).collect();
     }

@@ -90,7 +90,8 @@ pub enum Kind {
 pub type Members = IndexMap<Text, Member, foldhash::fast::RandomState>;
 
 /// A key or string of a document: held inline up to 24 bytes, as most are, so that copying a
-/// document (each environment merges its overlays over a copy) allocates for none of them.
+/// document (each environment merges its overlays over a copy) allocates only for the longer
+/// ones.
 pub type Text = compact_str::CompactString;
 
 /// The documents of an environment's services, by name, in name order.

@@ -166,8 +166,8 @@ pub(super) fn render_with(
             hint,
         });
     }
-    // Environments render on their own threads: they share only read-only documents and the
-    // cache of compiled application schemas.
+    // Environments render in parallel, the first on this thread: they share only read-only
+    // documents and the cache of compiled application schemas.
     let selected: Vec<&(String, Arc<Node>)> = loaded
         .environments
         .iter()
@@ -226,9 +226,12 @@ pub(super) fn render_with(
     }
     match memo {
         Some(memo) => memo.documents = std::mem::take(&mut loaded.documents),
-        // Freeing every document is a few milliseconds for a thousand services, which need not
-        // delay the caller.
-        None => drop(std::thread::spawn(move || drop(loaded))),
+        // Freeing the documents of many services takes milliseconds that need not delay the
+        // caller; when no thread can be had, the closure that holds them frees them here.
+        None if loaded.services.len() >= super::load::FEW_FILES => {
+            let _ = std::thread::Builder::new().spawn(move || drop(loaded));
+        }
+        None => drop(loaded),
     }
     Ok(Rendered {
         environments,

@@ -3,10 +3,9 @@
 //! the YAML 1.2 core schema, so `yes`, `no`, `on` and `off` stay strings. It does not know which
 //! document a file holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use indexmap::map::Entry;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
 use super::node::{Kind, Member, Members, MergeTag, Node, Origin, Text};
@@ -142,8 +141,14 @@ enum Body {
         key: Option<(Text, Origin)>,
         /// Maps named by `<<` merge keys, applied when the map ends (explicit keys win).
         merges: Vec<Node>,
+        /// The keys written so far, once there are enough that looking among the members for a
+        /// duplicate would be slow.
+        index: Option<HashSet<Text, foldhash::fast::RandomState>>,
     },
 }
+
+/// Past this many members, a map being built looks for duplicate keys in a set.
+const SCANNED_KEYS: usize = 16;
 
 struct Builder<'f> {
     file: &'f Arc<str>,
@@ -231,6 +236,7 @@ impl Builder<'_> {
                         start: self.members.len(),
                         key: None,
                         merges: Vec::new(),
+                        index: None,
                     },
                 )?,
                 Event::SequenceEnd | Event::MappingEnd => self.close()?,
@@ -336,25 +342,8 @@ impl Builder<'_> {
             Body::Map { start, merges, .. } => {
                 let written = self.members.len() - start;
                 let mut members = Members::with_capacity_and_hasher(written, Default::default());
-                for (key, member) in self.members.drain(start..) {
-                    match members.entry(key) {
-                        Entry::Occupied(first) => {
-                            let message = format!(
-                                "duplicate key `{}` (first written at line {})",
-                                first.key(),
-                                first.get().key_at.line
-                            );
-                            return Err(YamlError {
-                                at: member.key_at,
-                                message,
-                                hint: Some("remove one of them".into()),
-                            });
-                        }
-                        Entry::Vacant(slot) => {
-                            slot.insert(member);
-                        }
-                    }
-                }
+                // Each key is written once: duplicates were refused as they came.
+                members.extend(self.members.drain(start..));
                 for source in merges {
                     let maps = match source.kind {
                         Kind::Seq(items) => items,
@@ -407,13 +396,26 @@ impl Builder<'_> {
         parent.size += size;
         match &mut parent.body {
             Body::Seq { .. } => self.items.push(node),
-            Body::Map { key, merges, .. } => {
+            Body::Map {
+                start,
+                key,
+                merges,
+                index,
+            } => {
                 let (key, key_at) = key.take().expect("a value in a map follows its key");
                 if key == "<<" {
                     merges.push(node);
-                } else {
-                    self.members.push((key, Member { key_at, value: node }));
+                    return Ok(());
                 }
+                if let Some(first) = written_before(&self.members[*start..], index, &key) {
+                    let message = format!("duplicate key `{key}` (first written at line {})", first.key_at.line);
+                    return Err(YamlError {
+                        at: key_at,
+                        message,
+                        hint: Some("remove one of them".into()),
+                    });
+                }
+                self.members.push((key, Member { key_at, value: node }));
             }
         }
         Ok(())
@@ -476,6 +478,25 @@ impl Builder<'_> {
         }
         Ok(kind)
     }
+}
+
+/// The member among a map's `written` ones that has `key` already, if any; `index` holds their
+/// keys once there are more than a few, and learns `key` when it is new.
+fn written_before<'a>(
+    written: &'a [(Text, Member)],
+    index: &mut Option<HashSet<Text, foldhash::fast::RandomState>>,
+    key: &Text,
+) -> Option<&'a Member> {
+    if index.is_none() && written.len() >= SCANNED_KEYS {
+        *index = Some(written.iter().map(|(k, _)| k.clone()).collect());
+    }
+    let known = match index {
+        Some(index) => !index.insert(key.clone()),
+        None => true,
+    };
+    known
+        .then(|| written.iter().find(|(k, _)| k == key).map(|(_, m)| m))
+        .flatten()
 }
 
 /// Resolves a plain (unquoted) scalar by the YAML 1.2 core schema.
@@ -603,6 +624,31 @@ mod tests {
         let err = read("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert_eq!(err.at.line, 3);
         assert!(err.message.contains("first written at line 1"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_duplicate_key_is_the_first_problem_when_it_comes_first() {
+        // Found as soon as it is written: problems further on, in the same map or below it,
+        // are not reached.
+        let err = read("name: a\nname: b\nspec: [1, 2\n").unwrap_err();
+        assert_eq!(
+            (err.at.line, err.message.as_str()),
+            (2, "duplicate key `name` (first written at line 1)")
+        );
+        let err = read("a: 1\na: 2\nb: {x: 1, x: 2}\n").unwrap_err();
+        assert_eq!(err.at.line, 2);
+        // A map of many keys looks them up in a set, from the first key on.
+        let keys: String = (0..40).map(|i| format!("k{i}: {i}\n")).collect();
+        let err = read(&format!("{keys}k0: again\nk39: again\n")).unwrap_err();
+        assert_eq!(
+            (err.at.line, err.message.as_str()),
+            (41, "duplicate key `k0` (first written at line 1)")
+        );
+        let err = read(&format!("{keys}k39: again\n")).unwrap_err();
+        assert_eq!(
+            (err.at.line, err.message.as_str()),
+            (41, "duplicate key `k39` (first written at line 40)")
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use super::service::Strategy;
 use super::{ApiVersion, EnvironmentKind};
 
 /// An environment: its target, its sync policy and its changes to the services.
-// `skip_serializing_if` keeps the schema's fields free of defaults, as the other documents'.
+// Not serialized: the `skip_serializing_if` attributes stay because the schema is generated
+// from them, and leaves out the defaults they name.
 #[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(title = "plumb Environment")]
