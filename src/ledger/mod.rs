@@ -193,6 +193,9 @@ impl Ledger {
         // 2 MB per connection, filled by every page written, only made an agent's memory grow
         // with its history; the kernel caches the file.
         conn.pragma_update(None, "cache_size", -256).map_err(open)?;
+        // Sorts (building an index on an existing ledger) stay in memory: the agent's image has
+        // a read-only root, so SQLite may find no folder for temporary files.
+        conn.pragma_update(None, "temp_store", "MEMORY").map_err(open)?;
         journal::create(&conn).map_err(open)?;
         outbox::create(&conn).map_err(open)?;
         config_events::create(&conn).map_err(open)?;
@@ -425,10 +428,12 @@ impl Ledger {
     pub fn applied_at(&self, environment: &str, commit: &str) -> Result<Option<(i64, String)>, LedgerError> {
         self.conn
             .query_row(
-                "SELECT a.seq, o.at FROM entries o JOIN entries a ON a.seq = o.attempt
-                 WHERE o.environment = ?1 AND o.kind = 'outcome' AND json_extract(o.body, '$.result') = 'succeeded'
+                // The commit's attempts, then their outcomes (as `is_failed`).
+                "SELECT a.seq, o.at FROM entries a JOIN entries o ON o.attempt = a.seq
+                 WHERE a.environment = ?1 AND a.kind = 'attempt'
                  AND json_extract(a.body, '$.commit') = ?2
                  AND coalesce(json_extract(a.body, '$.trigger'), 'commit') != 'heal'
+                 AND o.kind = 'outcome' AND json_extract(o.body, '$.result') = 'succeeded'
                  ORDER BY o.seq DESC LIMIT 1",
                 params![environment, commit],
                 |row| Ok((row.get(0)?, row.get(1)?)),

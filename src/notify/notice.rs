@@ -284,9 +284,11 @@ pub fn compose(conn: &Connection, entry: &Entry, context: &dyn Context) -> rusql
 /// Whether `commit` was applied healthy in `environment` by an attempt before `attempt`.
 fn succeeded_before(conn: &Connection, environment: &str, commit: &str, attempt: i64) -> rusqlite::Result<bool> {
     conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM entries o JOIN entries a ON a.seq = o.attempt
-         WHERE o.environment = ?1 AND o.kind = 'outcome' AND json_extract(o.body, '$.result') = 'succeeded'
-         AND json_extract(a.body, '$.commit') = ?2 AND a.seq < ?3)",
+        // The commit's attempts (by the ledger's `entries_by_commit`), then their outcomes.
+        "SELECT EXISTS (SELECT 1 FROM entries a JOIN entries o ON o.attempt = a.seq
+         WHERE a.environment = ?1 AND a.kind = 'attempt'
+         AND json_extract(a.body, '$.commit') = ?2 AND a.seq < ?3
+         AND o.kind = 'outcome' AND json_extract(o.body, '$.result') = 'succeeded')",
         rusqlite::params![environment, commit, attempt],
         |row| row.get(0),
     )

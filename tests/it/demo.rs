@@ -253,22 +253,26 @@ fn one_ctrl_c_stops_the_demo_in_the_middle_of_its_first_deployment(target: &[&st
     let signalled = Instant::now();
     // SAFETY: signals our own child, still running (we hold it unreaped).
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
-    // One Ctrl-C is enough: it exits within the parking grace, well inside this bound.
+    // One Ctrl-C is enough: the step in progress is parked within 10 s, then the demo removes
+    // what it ran (on Kubernetes it waits, at most 3 minutes, for its namespaces to be gone).
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break Some(status);
         }
-        if signalled.elapsed() > Duration::from_secs(60) {
+        if signalled.elapsed() > Duration::from_secs(200) {
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let Some(status) = status else {
-        let _ = child.kill();
-        panic!("one SIGINT did not stop the demo within a minute: {out}");
-    };
     let mut stderr = String::new();
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let Some(status) = status else {
+        panic!("one SIGINT did not stop the demo: {out}{stderr}");
+    };
     assert!(status.success(), "{status}: {out}{stderr}");
     assert!(
         stderr.contains("Stopping:"),
