@@ -265,8 +265,15 @@ async fn a_replica_reads_its_own_configuration_in_clear_with_the_token_it_was_gi
     let token = variable("PLUMB_CONFIG_TOKEN").expect("a read token");
     let bearer = |token: &str| [("Authorization", format!("Bearer {token}"))];
 
-    // With it: the decrypted values. Without it: masked.
-    let own = api_get_with(api, base, &bearer(&token)).await;
+    // With it: the decrypted values. Without it: masked. The replica answers before its
+    // rollout is recorded as applied (the health checks that follow it), and the configuration
+    // is served from then on.
+    let own = eventually(Duration::from_secs(30), || async {
+        let own = api_get_with(api, base, &bearer(&token)).await;
+        (own.status != 503).then_some(own)
+    })
+    .await
+    .expect("the environment is applied");
     assert_eq!(own.status, 200, "{}", own.body);
     let value = serde_json::from_str::<Value>(&own.body).unwrap()["value"].clone();
     assert_eq!(value, json!({"pool": 10, "password": "hunter2-in-clear"}));
