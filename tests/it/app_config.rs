@@ -120,7 +120,7 @@ async fn a_service_reads_its_configuration_and_follows_its_changes() {
 
     // All of it, encrypted values masked, with an entity tag.
     let base = "/api/v1/environments/dev/services/web/config";
-    let all = api_get(api, base).await;
+    let all = once_applied(api, base, &[]).await;
     assert_eq!(all.status, 200, "{}", all.body);
     let body: Value = serde_json::from_str(&all.body).unwrap();
     assert_eq!(
@@ -218,6 +218,18 @@ async fn a_service_reads_its_configuration_and_follows_its_changes() {
         .expect("the agent stops with streams open");
 }
 
+/// The answer to a configuration read once the environment's first rollout is recorded as
+/// applied: the replica answers before that (the health checks that follow it), and until then
+/// the configuration is 503, as documented.
+async fn once_applied(api: SocketAddr, path: &str, headers: &[(&str, String)]) -> crate::http::Response {
+    eventually(Duration::from_secs(30), || async {
+        let answer = api_get_with(api, path, headers).await;
+        (answer.status != 503).then_some(answer)
+    })
+    .await
+    .expect("the environment's first rollout is recorded as applied")
+}
+
 /// The environment of a running replica of `service` started by the agent whose state is
 /// `state`, as the kernel shows it.
 pub(crate) fn replica_environment(state: &std::path::Path, service: &str) -> Option<Vec<(String, String)>> {
@@ -265,15 +277,8 @@ async fn a_replica_reads_its_own_configuration_in_clear_with_the_token_it_was_gi
     let token = variable("PLUMB_CONFIG_TOKEN").expect("a read token");
     let bearer = |token: &str| [("Authorization", format!("Bearer {token}"))];
 
-    // With it: the decrypted values. Without it: masked. The replica answers before its
-    // rollout is recorded as applied (the health checks that follow it), and the configuration
-    // is served from then on.
-    let own = eventually(Duration::from_secs(30), || async {
-        let own = api_get_with(api, base, &bearer(&token)).await;
-        (own.status != 503).then_some(own)
-    })
-    .await
-    .expect("the environment is applied");
+    // With it: the decrypted values. Without it: masked.
+    let own = once_applied(api, base, &bearer(&token)).await;
     assert_eq!(own.status, 200, "{}", own.body);
     let value = serde_json::from_str::<Value>(&own.body).unwrap()["value"].clone();
     assert_eq!(value, json!({"pool": 10, "password": "hunter2-in-clear"}));
