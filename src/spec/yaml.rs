@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
+use granit_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
 use super::node::{Kind, Member, Members, MergeTag, Node, Origin, Text};
 
@@ -168,7 +168,10 @@ struct Builder<'f> {
 
 impl Builder<'_> {
     fn run(mut self, text: &str) -> Result<Vec<Node>, YamlError> {
-        let mut parser = Parser::new_from_str(text);
+        let options = granit_parser::options! {
+            emit_comments: false,
+        };
+        let mut parser = Parser::new_from_str_with_options(text, options);
         let mut documents = 0;
         while let Some(event) = parser.next_event() {
             let (event, span) = event.map_err(|e| YamlError {
@@ -177,12 +180,12 @@ impl Builder<'_> {
                 hint: None,
             })?;
             match event {
-                Event::DocumentStart(_) if self.several => {
+                Event::DocumentStart(..) if self.several => {
                     // Anchors do not reach across documents.
                     self.anchors.clear();
                     self.done.extend(self.root.take());
                 }
-                Event::DocumentStart(_) => {
+                Event::DocumentStart(..) => {
                     documents += 1;
                     if documents > 1 {
                         return Err(self.error(
@@ -221,13 +224,13 @@ impl Builder<'_> {
                     self.count(size, span)?;
                     self.push_value(node, 0, size)?;
                 }
-                Event::SequenceStart(anchor, tag) => {
+                Event::SequenceStart(_, anchor, tag) => {
                     let body = Body::Seq {
                         start: self.items.len(),
                     };
                     self.open(span, anchor, tag.as_deref(), "seq", body)?
                 }
-                Event::MappingStart(anchor, tag) => self.open(
+                Event::MappingStart(_, anchor, tag) => self.open(
                     span,
                     anchor,
                     tag.as_deref(),
@@ -240,7 +243,9 @@ impl Builder<'_> {
                     },
                 )?,
                 Event::SequenceEnd | Event::MappingEnd => self.close()?,
-                Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
+                // Comments, anchors' names and unresolved aliases are events only when asked
+                // for (the options above ask for none of them).
+                _ => {}
             }
         }
         self.done.extend(self.root.take());
@@ -305,7 +310,7 @@ impl Builder<'_> {
         }
         let merge = self.merge_tag(tag);
         if let Some(tag) = tag
-            && !(tag.is_yaml_core_schema() && tag.suffix == expected)
+            && !(tag.is_yaml_core_schema() && tag.suffix() == expected)
             && merge.is_none()
         {
             return Err(self.error(
@@ -424,7 +429,7 @@ impl Builder<'_> {
     /// Compose's merge tag `tag` is, when those are read.
     fn merge_tag(&self, tag: Option<&Tag>) -> Option<MergeTag> {
         let tag = tag.filter(|_| self.limits.compose)?;
-        match (tag.handle.as_str(), tag.suffix.as_str()) {
+        match (tag.handle(), tag.suffix()) {
             ("!", "reset") => Some(MergeTag::Reset),
             ("!", "override") => Some(MergeTag::Override),
             _ => None,
@@ -433,12 +438,12 @@ impl Builder<'_> {
 
     fn scalar(&self, value: &str, style: ScalarStyle, tag: Option<&Tag>, span: Span) -> Result<Kind, YamlError> {
         let resolved = match tag {
-            Some(tag) if tag.is_yaml_core_schema() => match tag.suffix.as_str() {
+            Some(tag) if tag.is_yaml_core_schema() => match tag.suffix() {
                 "str" => Some(Kind::Str(Text::from(value))),
                 "null" | "bool" | "int" | "float" => {
                     let kind = resolve_plain(value);
                     let ok = matches!(
-                        (tag.suffix.as_str(), &kind),
+                        (tag.suffix(), &kind),
                         ("null", Kind::Null)
                             | ("bool", Kind::Bool(_))
                             | ("int", Kind::Int(_))
@@ -451,7 +456,7 @@ impl Builder<'_> {
                 }
                 _ => None,
             },
-            Some(tag) if tag.handle == "!" && tag.suffix.is_empty() => Some(Kind::Str(Text::from(value))),
+            Some(tag) if tag.handle() == "!" && tag.suffix().is_empty() => Some(Kind::Str(Text::from(value))),
             Some(_) => None,
             None if style == ScalarStyle::Plain && self.limits.compose => {
                 Some(go_integer(value).map_or_else(|| resolve_plain(value), Kind::Int))
