@@ -32,6 +32,12 @@ pub fn merge(base: &Node, overlay: &Node, field: &str, errors: &mut Vec<Diagnost
 /// Merges `overlay` over `base` in place: nothing of `base` is copied, which matters for
 /// repositories of thousands of services.
 pub fn merge_into(base: &mut Node, overlay: &Node, field: &str, errors: &mut Vec<Diagnostic>) {
+    merge_at(base, overlay, &mut field.to_owned(), errors);
+}
+
+/// [`merge_into`] at `field`, which each level below extends and gives back as it was: the
+/// fields of a merge are spelled in one buffer, not one string per key.
+fn merge_at(base: &mut Node, overlay: &Node, field: &mut String, errors: &mut Vec<Diagnostic>) {
     let (Kind::Map(_), Kind::Map(overlay_members)) = (&base.kind, &overlay.kind) else {
         *base = strip(overlay);
         return;
@@ -50,7 +56,7 @@ pub fn merge_into(base: &mut Node, overlay: &Node, field: &str, errors: &mut Vec
     let Kind::Map(members) = &mut base.kind else {
         unreachable!("checked above")
     };
-    if let Some(union) = UNIONS.iter().find(|u| u.field == field) {
+    if let Some(union) = UNIONS.iter().find(|u| u.field == field.as_str()) {
         let chosen = overlay_members
             .iter()
             .any(|(k, m)| union.members.contains(&k.as_str()) && m.value.kind != Kind::Null);
@@ -66,14 +72,19 @@ pub fn merge_into(base: &mut Node, overlay: &Node, field: &str, errors: &mut Vec
             members.shift_remove(key);
             continue;
         }
-        let child = child_field(field, key);
         match members.get_mut(key) {
             Some(existing) => {
-                if NAMED_LISTS.contains(&child.as_str()) {
-                    merge_named(&mut existing.value, &member.value, &child, errors);
-                } else {
-                    merge_into(&mut existing.value, &member.value, &child, errors);
+                let parent = field.len();
+                if !field.is_empty() {
+                    field.push('.');
                 }
+                field.push_str(key);
+                if NAMED_LISTS.contains(&field.as_str()) {
+                    merge_named(&mut existing.value, &member.value, field, errors);
+                } else {
+                    merge_at(&mut existing.value, &member.value, field, errors);
+                }
+                field.truncate(parent);
                 existing.key_at = member.key_at.clone();
             }
             None => {
@@ -89,21 +100,12 @@ pub fn merge_into(base: &mut Node, overlay: &Node, field: &str, errors: &mut Vec
     }
 }
 
-fn child_field(field: &str, key: &str) -> String {
-    if field.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{field}.{key}")
-    }
-}
-
 /// Merges a named list item by item, in place.
-fn merge_named(base: &mut Node, overlay: &Node, field: &str, errors: &mut Vec<Diagnostic>) {
+fn merge_named(base: &mut Node, overlay: &Node, field: &mut String, errors: &mut Vec<Diagnostic>) {
     let (Kind::Seq(items), Kind::Seq(overlay_items)) = (&mut base.kind, &overlay.kind) else {
         *base = strip(overlay);
         return;
     };
-    let item_field = format!("{field}[]");
     for item in overlay_items {
         let Some(name) = item.get("name").and_then(Node::as_str) else {
             errors.push(
@@ -122,7 +124,11 @@ fn merge_named(base: &mut Node, overlay: &Node, field: &str, errors: &mut Vec<Di
             }
             (Some(Directive::Delete), None) => {}
             (Some(Directive::Replace), Some(i)) => items[i] = strip(item),
-            (_, Some(i)) => merge_into(&mut items[i], item, &item_field, errors),
+            (_, Some(i)) => {
+                field.push_str("[]");
+                merge_at(&mut items[i], item, field, errors);
+                field.truncate(field.len() - 2);
+            }
             (_, None) => items.push(strip(item)),
         }
     }
