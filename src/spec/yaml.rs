@@ -243,8 +243,14 @@ impl Builder<'_> {
                     },
                 )?,
                 Event::SequenceEnd | Event::MappingEnd => self.close()?,
-                // Comments, anchors' names and unresolved aliases are events only when asked
-                // for (the options above ask for none of them).
+                Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
+                // Events only when asked for, as the options above do not: anchors' names
+                // (presentation, not values), aliases to no anchor (an error by default),
+                // comments (a variant only with a feature another crate may turn on).
+                Event::Anchor(..) => {}
+                Event::UnresolvedAlias(_) => {
+                    return Err(self.error(span, "alias to an anchor that is not defined", None));
+                }
                 _ => {}
             }
         }
