@@ -48,7 +48,11 @@ impl Worker {
             images.push(compose.nginx_image.clone());
         }
         let images: Vec<&str> = images.iter().map(String::as_str).collect();
-        let verified = crate::gate::images::check(&images, &rule.keys).await?;
+        // Read at each check, so that a login changed (a Secret updated) is the one sent.
+        let logins = crate::gate::images::logins::Logins::from_environment().map_err(|why| {
+            crate::gate::images::Refusal::Unavailable(format!("the images cannot be checked now: {why}"))
+        })?;
+        let verified = crate::gate::images::check(&images, &rule.keys, &logins).await?;
         tracing::debug!(environment = %self.name, images = verified.len(), "Image signatures verified.");
         for verified in verified {
             tracing::debug!(environment = %self.name, image = %verified.image, digest = %verified.digest, key = %verified.key, "Image signature verified.");

@@ -5,7 +5,9 @@
 //! digest, with its ECDSA P-256 signature (base64 DER) in the layer's annotation. A commit whose
 //! image is signed with the key the environment names is applied; one whose image is unsigned,
 //! or signed with another key, is refused, naming the image, and the last good release keeps
-//! serving; an unreachable registry holds a commit back rather than refusing it.
+//! serving; an unreachable registry holds a commit back rather than refusing it. A registry that
+//! asks for a login (an htpasswd file, as operators set one up) is read with the login a Docker
+//! `config.json` holds.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -16,6 +18,7 @@ use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{EncodePublicKey, LineEnding};
 use plumb::agent::Settings;
+use plumb::gate::images::logins::Logins;
 use plumb::gate::images::{Refusal, check, cosign};
 use plumb::ledger::Outcome;
 use plumb::spec::model::gates::ImageKey;
@@ -30,23 +33,41 @@ use crate::keys::TestKey;
 struct Registry {
     child: Child,
     addr: SocketAddr,
+    /// The `Authorization` its login takes, when it asks for one.
+    authorization: Option<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
     fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// A registry that asks for `login` (user, password), kept in an htpasswd file as the
+    /// registry reads it (bcrypt, made by Apache's `htpasswd`).
+    fn start_with(login: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = crate::reconcile::free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut settings = format!(
+            "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = login {
+            let made = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd runs (package apache2-utils, installed by .ci/run)");
+            assert!(made.status.success());
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &made.stdout).unwrap();
+            settings.push_str(&format!(
+                "auth:\n  htpasswd: {{realm: plumb-test, path: {}}}\n",
+                file.display()
+            ));
+        }
+        std::fs::write(&config, settings).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -55,7 +76,18 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry runs (package docker-registry, installed by .ci/run)");
-        let registry = Registry { child, addr, _dir: dir };
+        let authorization = login.map(|(user, password)| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            )
+        });
+        let registry = Registry {
+            child,
+            addr,
+            authorization,
+            _dir: dir,
+        };
         let started = std::time::Instant::now();
         while std::net::TcpStream::connect(addr).is_err() {
             assert!(
@@ -70,6 +102,13 @@ impl Registry {
     /// `localhost:<port>/<name>`.
     fn image(&self, name: &str) -> String {
         format!("localhost:{}/{name}", self.addr.port())
+    }
+
+    /// The headers of a request: `extra`, and the registry's login when it asks for one.
+    fn headers(&self, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+        let mut headers = extra.to_vec();
+        headers.extend(self.authorization.iter().map(|a| ("Authorization", a.clone())));
+        headers
     }
 }
 
@@ -93,7 +132,13 @@ fn sha256(bytes: &[u8]) -> String {
 
 /// Uploads `blob` into `repository` (a monolithic upload, as the distribution API allows).
 async fn upload(registry: &Registry, repository: &str, blob: &[u8]) -> String {
-    let started = crate::http::post(registry.addr, &format!("/v2/{repository}/blobs/uploads/"), &[], b"").await;
+    let started = crate::http::post(
+        registry.addr,
+        &format!("/v2/{repository}/blobs/uploads/"),
+        &registry.headers(&[]),
+        b"",
+    )
+    .await;
     assert_eq!(started.status, 202, "{}", started.head);
     let location = started.header("location").unwrap();
     let path = location.find("/v2/").map_or(location, |i| &location[i..]);
@@ -102,7 +147,7 @@ async fn upload(registry: &Registry, repository: &str, blob: &[u8]) -> String {
     let done = crate::http::put(
         registry.addr,
         &format!("{path}{separator}digest={digest}"),
-        &[("Content-Type", "application/octet-stream".to_owned())],
+        &registry.headers(&[("Content-Type", "application/octet-stream".to_owned())]),
         blob,
     )
     .await;
@@ -117,7 +162,7 @@ async fn sign(registry: &Registry, repository: &str, tag: &str, key: &SigningKey
     let manifest = crate::http::get_with(
         registry.addr,
         &format!("/v2/{repository}/manifests/{tag}"),
-        &[("Accept", accept.to_owned())],
+        &registry.headers(&[("Accept", accept.to_owned())]),
     )
     .await;
     assert_eq!(manifest.status, 200, "{}", manifest.body);
@@ -147,7 +192,7 @@ async fn sign(registry: &Registry, repository: &str, tag: &str, key: &SigningKey
     let stored = crate::http::put(
         registry.addr,
         &format!("/v2/{repository}/manifests/{}", cosign::signature_tag(&digest)),
-        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json".to_owned())],
+        &registry.headers(&[("Content-Type", "application/vnd.oci.image.manifest.v1+json".to_owned())]),
         &signatures,
     )
     .await;
@@ -180,14 +225,15 @@ async fn only_images_signed_with_the_environments_key_run() {
         pem: ours_pem.clone(),
     }];
     let signed_image = registry.image("web:signed");
-    let verified = check(&[signed_image.as_str()], &keys).await.unwrap();
+    let anonymous = Logins::default();
+    let verified = check(&[signed_image.as_str()], &keys, &anonymous).await.unwrap();
     assert_eq!(
         (verified[0].digest.as_str(), verified[0].key.as_str()),
         (signed.as_str(), "keys/cosign.pub")
     );
     let by_digest = registry.image(&format!("web@{signed}"));
-    assert!(check(&[by_digest.as_str()], &keys).await.is_ok());
-    let Err(Refusal::Refused(why)) = check(&[registry.image("web:unsigned").as_str()], &keys).await else {
+    assert!(check(&[by_digest.as_str()], &keys, &anonymous).await.is_ok());
+    let Err(Refusal::Refused(why)) = check(&[registry.image("web:unsigned").as_str()], &keys, &anonymous).await else {
         panic!("an unsigned image passed");
     };
     assert!(
@@ -195,20 +241,20 @@ async fn only_images_signed_with_the_environments_key_run() {
             && why.contains("is not signed: its registry holds no cosign signature"),
         "{why}"
     );
-    let Err(Refusal::Refused(why)) = check(&[registry.image("web:theirs").as_str()], &keys).await else {
+    let Err(Refusal::Refused(why)) = check(&[registry.image("web:theirs").as_str()], &keys, &anonymous).await else {
         panic!("an image signed with another key passed");
     };
     assert!(
         why.contains("is not signed with keys/cosign.pub: each signature found: it was made with none of the keys"),
         "{why}"
     );
-    let Err(Refusal::Refused(why)) = check(&[registry.image("web:absent").as_str()], &keys).await else {
+    let Err(Refusal::Refused(why)) = check(&[registry.image("web:absent").as_str()], &keys, &anonymous).await else {
         panic!("an absent image passed");
     };
     assert!(why.ends_with("is not in its registry"), "{why}");
     let nowhere = format!("localhost:{}/web:signed", crate::reconcile::free_port());
     assert!(matches!(
-        check(&[nowhere.as_str()], &keys).await,
+        check(&[nowhere.as_str()], &keys, &anonymous).await,
         Err(Refusal::Unavailable(_))
     ));
 
@@ -310,4 +356,94 @@ fn the_keys_are_checked_where_they_are_written() {
         said.contains("environments/dev.yaml:7:3: $.images: `images`: the local target runs commands, not images"),
         "{said}"
     );
+}
+
+/// Pushes a small image (a config and one layer) as `repository:tag`, as a client logged in
+/// pushes one.
+async fn push(registry: &Registry, repository: &str, tag: &str) {
+    let layer = b"a layer of the test's own";
+    let layer_digest = upload(registry, repository, layer).await;
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }))
+    .unwrap();
+    let config_digest = upload(registry, repository, &config).await;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": layer.len(), "digest": layer_digest}],
+    }))
+    .unwrap();
+    let stored = crate::http::put(
+        registry.addr,
+        &format!("/v2/{repository}/manifests/{tag}"),
+        &registry.headers(&[("Content-Type", "application/vnd.oci.image.manifest.v1+json".to_owned())]),
+        &manifest,
+    )
+    .await;
+    assert_eq!(stored.status, 201, "{}{}", stored.head, stored.body);
+}
+
+/// A registry that asks for a login is read with the one a Docker `config.json` keeps for it;
+/// without it, or with a wrong one, the image is refused, saying which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_asks_for_a_login_is_read_with_the_one_docker_keeps() {
+    let registry = Registry::start_with(Some(("alice", "s3cret-pass")));
+    let (ours, ours_pem) = key_pair(7);
+    push(&registry, "private", "v1").await;
+    let signed = sign(&registry, "private", "v1", &ours).await;
+    let keys = [ImageKey {
+        file: "keys/cosign.pub".to_owned(),
+        pem: ours_pem,
+    }];
+    let image = registry.image("private:v1");
+    let host = format!("localhost:{}", registry.addr.port());
+    let dir = tempfile::tempdir().unwrap();
+    let logins = |entries: serde_json::Value| {
+        let file = dir.path().join("config.json");
+        std::fs::write(&file, serde_json::json!({ "auths": entries }).to_string()).unwrap();
+        Logins::read(&file).unwrap()
+    };
+    let auth = |pair: &str| base64::engine::general_purpose::STANDARD.encode(pair);
+
+    // Logged in, as `docker login` writes it (the key may be a URL).
+    let alice = logins(serde_json::json!({ format!("http://{host}"): {"auth": auth("alice:s3cret-pass")} }));
+    let verified = check(&[image.as_str()], &keys, &alice).await.unwrap();
+    assert_eq!(verified[0].digest, signed);
+
+    // No login at all, none for this registry, a wrong one: refused, each saying so.
+    let refusal = |logins: Logins| {
+        let image = image.clone();
+        let keys = keys.clone();
+        async move {
+            match check(&[image.as_str()], &keys, &logins).await {
+                Err(Refusal::Refused(why)) => why,
+                other => panic!("not refused: {other:?}"),
+            }
+        }
+    };
+    let why = refusal(Logins::default()).await;
+    assert!(
+        why.contains(&format!(
+            "the registry {host} asks for a login: the agent has no registry logins"
+        )),
+        "{why}"
+    );
+    let why = refusal(logins(
+        serde_json::json!({"ghcr.io": {"auth": auth("alice:s3cret-pass")}}),
+    ))
+    .await;
+    assert!(why.contains(&format!("holds no login for {host}")), "{why}");
+    let why = refusal(logins(
+        serde_json::json!({ host.clone(): {"username": "alice", "password": "wrong"} }),
+    ))
+    .await;
+    assert!(
+        why.starts_with(&format!("image `{image}`: "))
+            && why.contains(&format!("answered HTTP 401: the registry refused the login for {host}")),
+        "{why}"
+    );
+    assert!(!why.contains("wrong") && !why.contains("s3cret"), "{why}");
 }

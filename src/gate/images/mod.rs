@@ -4,9 +4,11 @@
 //! its manifest's digest (computed from the bytes), the signature manifest stored beside it is
 //! read, and each signature's payload must name that digest and verify with a key. An image
 //! that is unsigned, signed by another key or for another digest refuses the commit, naming the
-//! image; a registry that cannot be reached holds the commit back until it can.
+//! image; a registry that cannot be reached holds the commit back until it can. Registries that
+//! ask for a login get the one `docker login` keeps (`logins`).
 
 pub mod cosign;
+pub mod logins;
 pub mod reference;
 mod registry;
 
@@ -14,6 +16,7 @@ use std::collections::BTreeSet;
 
 use p256::ecdsa::VerifyingKey;
 
+use self::logins::Logins;
 use self::reference::Reference;
 use self::registry::{Registry, Unread};
 use crate::notify::http::Client;
@@ -64,8 +67,9 @@ pub fn in_object(object: &serde_json::Value, images: &mut Vec<String>) {
     }
 }
 
-/// Checks each of `images` (each once) against `keys`.
-pub async fn check(images: &[&str], keys: &[ImageKey]) -> Result<Vec<Verified>, Refusal> {
+/// Checks each of `images` (each once) against `keys`, logged in with `logins` where a
+/// registry asks.
+pub async fn check(images: &[&str], keys: &[ImageKey], logins: &Logins) -> Result<Vec<Verified>, Refusal> {
     let verifying: Vec<VerifyingKey> = keys
         .iter()
         .map(|k| cosign::key(&k.pem).map_err(|e| Refusal::Refused(format!("the key `{}`: {e}", k.file))))
@@ -76,7 +80,8 @@ pub async fn check(images: &[&str], keys: &[ImageKey]) -> Result<Vec<Verified>, 
     let mut unavailable = None;
     for batch in images.chunks(AT_ONCE) {
         let checked =
-            futures_util::future::join_all(batch.iter().map(|image| one(&client, image, &verifying, keys))).await;
+            futures_util::future::join_all(batch.iter().map(|image| one(&client, image, &verifying, keys, logins)))
+                .await;
         for checked in checked {
             match checked {
                 Ok(v) => verified.push(v),
@@ -95,14 +100,20 @@ pub async fn check(images: &[&str], keys: &[ImageKey]) -> Result<Vec<Verified>, 
     }
 }
 
-async fn one(client: &Client, image: &str, verifying: &[VerifyingKey], keys: &[ImageKey]) -> Result<Verified, Refusal> {
+async fn one(
+    client: &Client,
+    image: &str,
+    verifying: &[VerifyingKey],
+    keys: &[ImageKey],
+    logins: &Logins,
+) -> Result<Verified, Refusal> {
     let refused = |why: String| Refusal::Refused(format!("image `{image}`: {why}"));
     let read = |unread: Unread| match unread {
         Unread::Unavailable(why) => Refusal::Unavailable(format!("image `{image}` cannot be checked now: {why}")),
         Unread::Refused(why) => refused(why),
     };
     let reference = Reference::parse(image).map_err(refused)?;
-    let mut registry = Registry::new(client, &reference);
+    let mut registry = Registry::new(client, &reference, logins);
     let (digest, _) = registry
         .manifest(reference.manifest_ref())
         .await

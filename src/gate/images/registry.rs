@@ -3,10 +3,12 @@
 //! cosign signature manifest stored beside it (`sha256-<hex>.sig`), and blobs, each checked
 //! against its digest, followed through the redirects registries send blobs by. Anonymous pulls,
 //! with the bearer token a registry hands out for them (`WWW-Authenticate: Bearer realm=…`,
-//! fetched over HTTPS and sent to the registry alone).
+//! fetched over HTTPS and sent to the registry alone), or with the registry's login (`Basic`, or
+//! sent to the token realm for a token) when the registry asks for one.
 
 use sha2::{Digest, Sha256};
 
+use super::logins::Logins;
 use super::reference::Reference;
 use crate::notify::http::{Client, Fetched};
 
@@ -29,22 +31,31 @@ pub enum Unread {
     Refused(String),
 }
 
-/// One repository of one registry, with the token it handed out.
+/// One repository of one registry, with the `Authorization` it asked for.
 pub struct Registry<'a> {
     client: &'a Client,
+    logins: &'a Logins,
+    /// The registry's host, as logins are kept by.
+    host: String,
     base: String,
     repository: String,
-    token: Option<String>,
+    authorization: Option<String>,
+    /// Whether `authorization` was made with the registry's login.
+    logged_in: bool,
 }
 
 impl<'a> Registry<'a> {
-    /// The repository `reference` names.
-    pub fn new(client: &'a Client, reference: &Reference) -> Registry<'a> {
+    /// The repository `reference` names, read with the registry's login in `logins` when it
+    /// asks for one.
+    pub fn new(client: &'a Client, reference: &Reference, logins: &'a Logins) -> Registry<'a> {
         Registry {
             client,
+            logins,
+            host: reference.registry.clone(),
             base: reference.base_url(),
             repository: reference.repository.clone(),
-            token: None,
+            authorization: None,
+            logged_in: false,
         }
     }
 
@@ -102,24 +113,26 @@ impl<'a> Registry<'a> {
         Ok(answer.body.to_vec())
     }
 
-    /// `GET url`, asking for a token first when the registry wants one.
+    /// `GET url`, authorizing first as the registry asks when it wants that.
     async fn get(&mut self, url: &str, accept: Option<&str>) -> Result<Fetched, Unread> {
         let mut retried = false;
         loop {
-            let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
             let mut headers = Vec::new();
             if let Some(accept) = accept {
                 headers.push(("accept", accept));
             }
-            if let Some(bearer) = &bearer {
-                headers.push(("authorization", bearer.as_str()));
+            if let Some(authorization) = &self.authorization {
+                headers.push(("authorization", authorization.as_str()));
             }
             let answer = self
                 .client
                 .fetch(url, &headers, LIMIT)
                 .await
                 .map_err(|e| Unread::Unavailable(format!("{url}: {e}")))?;
-            if answer.status != 401 || retried {
+            if matches!(answer.status, 401 | 403) && (retried || answer.status == 403) {
+                return Err(self.denied(answer.status, url));
+            }
+            if answer.status != 401 {
                 return Ok(answer);
             }
             let challenge = answer
@@ -128,9 +141,34 @@ impl<'a> Registry<'a> {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            self.token = Some(self.token(&challenge).await?);
+            self.authorization = Some(self.authorize(&challenge).await?);
             retried = true;
         }
+    }
+
+    /// Why `url` answering `status` (401 or 403) once authorized settles it.
+    fn denied(&self, status: u16, url: &str) -> Unread {
+        let what = format!("{url} answered HTTP {status}");
+        Unread::Refused(match (self.logged_in, self.logins.of(&self.host)) {
+            (true, _) if status == 401 => format!("{what}: the registry refused the login for {}", self.host),
+            (true, _) => format!("{what}: the login for {} may not pull {}", self.host, self.repository),
+            (false, Err(why)) => format!("{what}: the image cannot be pulled without a login, and {why}"),
+            (false, Ok(_)) => format!("{what}: the image cannot be pulled anonymously"),
+        })
+    }
+
+    /// The `Authorization` that answers `challenge`: the registry's login with `Basic`, or a
+    /// token from the realm a `Bearer` challenge names.
+    async fn authorize(&mut self, challenge: &str) -> Result<String, Unread> {
+        if challenge.starts_with("Basic ") || challenge == "Basic" {
+            let login = self
+                .logins
+                .of(&self.host)
+                .map_err(|why| Unread::Refused(format!("the registry {} asks for a login: {why}", self.host)))?;
+            self.logged_in = true;
+            return Ok(login.basic());
+        }
+        Ok(format!("Bearer {}", self.token(challenge).await?))
     }
 
     /// Where a redirect from `from` to `location` goes: an absolute URL, or a path on the same
@@ -152,11 +190,12 @@ impl<'a> Registry<'a> {
         }
     }
 
-    /// An anonymous pull token from the realm `challenge` names.
-    async fn token(&self, challenge: &str) -> Result<String, Unread> {
+    /// A pull token from the realm `challenge` names: with the registry's login when there is
+    /// one, anonymous otherwise.
+    async fn token(&mut self, challenge: &str) -> Result<String, Unread> {
         let Some(params) = challenge.strip_prefix("Bearer ") else {
             return Err(Unread::Refused(format!(
-                "the registry {} wants credentials (`{challenge}`): only anonymous pulls are read",
+                "the registry {} asks for credentials plumb does not send (`{challenge}`)",
                 self.base
             )));
         };
@@ -184,11 +223,25 @@ impl<'a> Registry<'a> {
             url.push_str("&service=");
             url.extend(form_urlencoded::byte_serialize(service.as_bytes()));
         }
+        // The login goes to the realm its own registry names, over HTTPS as checked above.
+        let basic = self.logins.of(&self.host).ok().map(|login| login.basic());
+        let headers: Vec<(&str, &str)> = basic.iter().map(|b| ("authorization", b.as_str())).collect();
+        self.logged_in = basic.is_some();
         let answer = self
             .client
-            .fetch(&url, &[], 64 * 1024)
+            .fetch(&url, &headers, 64 * 1024)
             .await
             .map_err(|e| Unread::Unavailable(format!("{realm}: {e}")))?;
+        if matches!(answer.status, 401 | 403) {
+            let why = match self.logins.of(&self.host) {
+                Ok(_) => format!("it refused the login for {}", self.host),
+                Err(none) => format!("it hands out no token without a login, and {none}"),
+            };
+            return Err(Unread::Refused(format!(
+                "{realm} answered HTTP {}: {why}",
+                answer.status
+            )));
+        }
         if answer.status != 200 {
             return Err(said(answer.status, &realm));
         }
@@ -209,7 +262,7 @@ pub fn sha256(bytes: &[u8]) -> String {
 fn said(status: u16, url: &str) -> Unread {
     let what = format!("{url} answered HTTP {status}");
     match status {
-        401 | 403 => Unread::Refused(format!("{what}: the image cannot be pulled anonymously")),
+        401 | 403 => Unread::Refused(format!("{what}: access denied")),
         300..=399 | 408 | 429 | 500..=599 => Unread::Unavailable(what),
         _ => Unread::Refused(what),
     }
@@ -222,8 +275,9 @@ mod tests {
     #[test]
     fn redirects_go_over_https_unless_the_registry_is_on_loopback() {
         let client = Client::new(None).unwrap();
+        let logins = Logins::default();
         let remote = Reference::parse("ghcr.io/acme/web:1").unwrap();
-        let registry = Registry::new(&client, &remote);
+        let registry = Registry::new(&client, &remote, &logins);
         let from = "https://ghcr.io/v2/acme/web/blobs/sha256:00";
         assert_eq!(
             registry
@@ -241,7 +295,7 @@ mod tests {
             Err(Unread::Refused(_))
         ));
         let local = Reference::parse("localhost:5000/web:1").unwrap();
-        let registry = Registry::new(&client, &local);
+        let registry = Registry::new(&client, &local, &logins);
         assert!(
             registry
                 .follow("http://localhost:5000/v2/web/blobs/x", "http://localhost:5000/y")
