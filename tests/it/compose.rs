@@ -666,7 +666,13 @@ fn a_bad_compose_file_is_refused_with_its_lines() {
 }
 
 /// `plumb agent` as a child over `repo`, with `env`; its log goes to `log`.
-fn agent_process(repo: &TestRepo, root: &str, state: &Path, env: &[(&str, &Path)], log: &Path) -> std::process::Child {
+pub(crate) fn agent_process(
+    repo: &TestRepo,
+    root: &str,
+    state: &Path,
+    env: &[(&str, &Path)],
+    log: &Path,
+) -> std::process::Child {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_plumb"));
     command
         .args(["agent", "--repo", repo.path().to_str().unwrap(), "--trust-root", root])

@@ -447,3 +447,65 @@ async fn a_registry_that_asks_for_a_login_is_read_with_the_one_docker_keeps() {
     );
     assert!(!why.contains("wrong") && !why.contains("s3cret"), "{why}");
 }
+
+/// The agent itself reads the logins where `DOCKER_CONFIG` says: an unsigned image in a registry
+/// that asks for a login is refused for being unsigned, which it can only know once logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_logs_in_with_the_docker_config_it_is_given() {
+    let registry = Registry::start_with(Some(("alice", "s3cret-pass")));
+    push(&registry, "private", "unsigned").await;
+    let (_, ours_pem) = key_pair(7);
+    let project = "plumb-registry-login";
+    let alice = TestKey::new("alice");
+    let (mut upstream, root) = trusted(&alice);
+    Web {
+        image: Some((&registry.image("private:unsigned"), crate::docker::host())),
+        environment: project,
+        ..Web::new(crate::reconcile::free_port(), "r1", "recreate: {}")
+    }
+    .write(&upstream);
+    upstream.write(
+        &format!("environments/{project}.yaml"),
+        &format!(
+            "apiVersion: plumb/v1\nkind: Environment\nname: {project}\ntarget:\n  compose: {{dockerHost: {:?}}}\n\
+             images:\n  requireSignature:\n    keys: [keys/cosign.pub]\n",
+            crate::docker::host()
+        ),
+    );
+    upstream.write("keys/cosign.pub", &ours_pem);
+    let commit = upstream.commit_signed("web r1, unsigned, in a private registry", &alice);
+
+    let dir = tempfile::tempdir().unwrap();
+    let docker_config = dir.path().join("docker");
+    std::fs::create_dir(&docker_config).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret-pass");
+    let host = format!("localhost:{}", registry.addr.port());
+    std::fs::write(
+        docker_config.join("config.json"),
+        serde_json::json!({"auths": {host: {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let log = dir.path().join("agent.log");
+    let mut agent = crate::compose::agent_process(
+        &upstream,
+        &root,
+        &state,
+        &[("DOCKER_CONFIG", docker_config.as_path())],
+        &log,
+    );
+    let found = outcome(&state, project, &commit).await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let Some(Outcome::Refused(why)) = found else {
+        panic!(
+            "not refused: {found:?}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    assert!(
+        why.contains("is not signed: its registry holds no cosign signature"),
+        "{why}"
+    );
+    crate::compose::clean(project);
+}
