@@ -1,11 +1,12 @@
 //! Registry logins for the image gate, read where `docker login`, cosign and crane keep them: the
 //! `auths` of `config.json` in `$DOCKER_CONFIG`, or in `~/.docker` (a Kubernetes Secret of type
-//! `kubernetes.io/dockerconfigjson`, mounted as that file, serves the agent's pod). A login goes
-//! to its own registry only: with `Basic` when the registry asks for it, or to the token realm
-//! the registry names, for a token scoped to the image's repository.
+//! `kubernetes.io/dockerconfigjson`, mounted as that file, serves the agent's pod). A registry's
+//! login is sent to that registry, with `Basic` when it asks for that, or to the token realm it
+//! names (over HTTPS: Docker Hub's is `auth.docker.io`), for a token to pull from it.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -18,10 +19,10 @@ const LIMIT: u64 = 1 << 20;
 pub struct Logins {
     /// Where they were read, for saying so.
     file: Option<PathBuf>,
-    by_registry: HashMap<String, Login>,
-    /// Registries whose credentials a credential helper keeps (`credHelpers`, or every one with
-    /// `credsStore`): plumb runs no helper, and says so when such a registry asks.
-    helpers: HashMap<String, String>,
+    /// Each registry's entry: a login, or why its entry cannot be used (said only when that
+    /// registry asks), and whether its key named the registry exactly.
+    by_registry: HashMap<String, (Result<Login, String>, bool)>,
+    /// A credential helper keeping every login (`credsStore`): plumb runs none.
     store: Option<String>,
 }
 
@@ -46,9 +47,19 @@ impl Login {
     }
 }
 
+/// Why there is no login to send to a registry that asks for one.
+#[derive(Debug)]
+pub enum NoLogin {
+    /// Nothing is written for that registry.
+    None(String),
+    /// Something is, that plumb cannot send (a credential helper's, an OAuth token): the agent's
+    /// operator can mend it.
+    Unusable(String),
+}
+
 impl Logins {
     /// The logins of `$DOCKER_CONFIG/config.json`, or of `~/.docker/config.json`; none when
-    /// neither file is there.
+    /// the file is not there.
     pub fn from_environment() -> Result<Logins, String> {
         let folder = match std::env::var_os("DOCKER_CONFIG") {
             Some(folder) => PathBuf::from(folder),
@@ -57,63 +68,82 @@ impl Logins {
                 None => return Ok(Logins::default()),
             },
         };
-        let file = folder.join("config.json");
-        if !file.exists() {
-            return Ok(Logins::default());
+        match std::fs::File::open(folder.join("config.json")) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Logins::default()),
+            opened => Logins::read_from(&folder.join("config.json"), opened),
         }
-        Logins::read(&file)
     }
 
     /// The logins of the Docker `config.json` at `file`.
     pub fn read(file: &Path) -> Result<Logins, String> {
+        Logins::read_from(file, std::fs::File::open(file))
+    }
+
+    fn read_from(file: &Path, opened: std::io::Result<std::fs::File>) -> Result<Logins, String> {
         let problem = |why: String| format!("registry logins `{}`: {why}", file.display());
-        let size = std::fs::metadata(file).map_err(|e| problem(e.to_string()))?.len();
-        if size > LIMIT {
-            return Err(problem(format!("{size} bytes, more than {LIMIT}")));
+        let mut text = Vec::new();
+        opened
+            .and_then(|f| f.take(LIMIT + 1).read_to_end(&mut text))
+            .map_err(|e| problem(e.to_string()))?;
+        if text.len() as u64 > LIMIT {
+            return Err(problem(format!("more than {LIMIT} bytes")));
         }
-        let text = std::fs::read(file).map_err(|e| problem(e.to_string()))?;
         let config: serde_json::Value = serde_json::from_slice(&text).map_err(|e| problem(format!("not JSON: {e}")))?;
         let mut logins = Logins {
             file: Some(file.to_owned()),
             ..Logins::default()
         };
-        if let Some(auths) = config.get("auths") {
-            let auths = auths
-                .as_object()
-                .ok_or_else(|| problem("`auths` is not an object".into()))?;
-            for (key, entry) in auths {
-                let login = login(entry).map_err(|why| problem(format!("`auths.{key}`: {why}")))?;
-                if let Some(login) = login {
-                    logins.by_registry.insert(registry_of(key), login);
+        let auths = config.get("auths").and_then(|a| a.as_object());
+        for (key, entry) in auths.into_iter().flatten() {
+            let (registry, exact) = registry_of(key);
+            let login = match login(entry) {
+                Ok(Some(login)) => Ok(login),
+                Ok(None) => continue,
+                Err(why) => Err(format!("`auths.{key}` of {}: {why}", file.display())),
+            };
+            // A key naming the registry exactly wins over one naming a URL of it, as Docker's
+            // own lookup has it; of two alike, the first.
+            match logins.by_registry.get(&registry) {
+                Some((_, true)) => {}
+                Some((_, false)) if !exact => {}
+                _ => {
+                    logins.by_registry.insert(registry, (login, exact));
                 }
             }
         }
-        if let Some(helpers) = config.get("credHelpers").and_then(|h| h.as_object()) {
-            for (key, helper) in helpers {
-                let helper = helper.as_str().unwrap_or_default().to_owned();
-                logins.helpers.insert(registry_of(key), helper);
-            }
+        let helpers = config.get("credHelpers").and_then(|h| h.as_object());
+        for (key, helper) in helpers.into_iter().flatten() {
+            let (registry, _) = registry_of(key);
+            let why = format!(
+                "its login is kept by the credential helper `{}` ({}), which plumb does not run: \
+                 put it in that file's `auths`",
+                helper.as_str().unwrap_or_default(),
+                file.display()
+            );
+            logins.by_registry.entry(registry).or_insert((Err(why), true));
         }
         logins.store = config.get("credsStore").and_then(|s| s.as_str()).map(str::to_owned);
         Ok(logins)
     }
 
     /// The login for `registry` (a host and port, `docker.io` for Docker Hub), or why there is
-    /// none when the registry asks for one.
-    pub fn of(&self, registry: &str) -> Result<&Login, String> {
-        if let Some(login) = self.by_registry.get(registry) {
-            return Ok(login);
+    /// none.
+    pub fn of(&self, registry: &str) -> Result<&Login, NoLogin> {
+        match (self.by_registry.get(registry), &self.file) {
+            (Some((Ok(login), _)), _) => Ok(login),
+            (Some((Err(why), _)), _) => Err(NoLogin::Unusable(why.clone())),
+            (None, Some(file)) => Err(match &self.store {
+                Some(store) => NoLogin::Unusable(format!(
+                    "{} holds no login for {registry} in its `auths`; one would be kept by the credential \
+                     helper `{store}`, which plumb does not run",
+                    file.display()
+                )),
+                None => NoLogin::None(format!("{} holds no login for {registry}", file.display())),
+            }),
+            (None, None) => Err(NoLogin::None(
+                "the agent has no registry logins (`config.json` in `$DOCKER_CONFIG` or `~/.docker`)".to_owned(),
+            )),
         }
-        let helper = self.helpers.get(registry).or(self.store.as_ref());
-        Err(match (helper, &self.file) {
-            (Some(helper), Some(file)) => format!(
-                "its login is kept by the credential helper `{helper}` ({}), which plumb does not run: \
-                 put it in that file's `auths`",
-                file.display()
-            ),
-            (None, Some(file)) => format!("{} holds no login for {registry}", file.display()),
-            _ => "the agent has no registry logins (`config.json` in `$DOCKER_CONFIG` or `~/.docker`)".to_owned(),
-        })
     }
 }
 
@@ -121,6 +151,13 @@ impl Logins {
 /// `password`; `None` for an entry with neither (`docker logout` leaves `{}`).
 fn login(entry: &serde_json::Value) -> Result<Option<Login>, String> {
     let field = |name: &str| entry.get(name).and_then(|v| v.as_str()).filter(|v| !v.is_empty());
+    // Some registries (Azure's) write an OAuth refresh token beside an `auth` with no password.
+    if field("identitytoken").is_some() {
+        return Err(
+            "an `identitytoken` (an OAuth refresh token) is not read: log in with a password or an access token"
+                .to_owned(),
+        );
+    }
     if let Some(auth) = field("auth") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
@@ -140,22 +177,23 @@ fn login(entry: &serde_json::Value) -> Result<Option<Login>, String> {
             password: password.to_owned(),
         })),
         (Some(_), None) | (None, Some(_)) => Err("`username` and `password` go together".to_owned()),
-        (None, None) if field("identitytoken").is_some() => Err(
-            "an `identitytoken` (an OAuth refresh token) is not read: log in with a password or an access token"
-                .to_owned(),
-        ),
         (None, None) => Ok(None),
     }
 }
 
-/// The registry host a key of `auths` names: keys may be URLs (`https://ghcr.io`, Docker Hub's
+/// The registry host a key of `auths` names, lowercased, and whether the key is exactly that
+/// host (or Docker Hub's own key): keys may be URLs (`https://ghcr.io`, Docker Hub's
 /// `https://index.docker.io/v1/`) or hosts.
-fn registry_of(key: &str) -> String {
+fn registry_of(key: &str) -> (String, bool) {
+    const DOCKER_HUB: &str = "https://index.docker.io/v1/";
     let host = key.split_once("://").map_or(key, |(_, rest)| rest);
-    let host = host.split('/').next().unwrap_or(host);
-    match host {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),
-        host => host.to_owned(),
+    let host = host.split('/').next().unwrap_or(host).to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => ("docker.io".to_owned(), key == DOCKER_HUB),
+        _ => {
+            let exact = host.eq_ignore_ascii_case(key);
+            (host, exact)
+        }
     }
 }
 
@@ -170,12 +208,21 @@ mod tests {
         Logins::read(&file)
     }
 
+    fn unusable(found: &Logins, registry: &str) -> String {
+        match found.of(registry) {
+            Err(NoLogin::Unusable(why)) => why,
+            other => panic!("{registry}: {other:?}"),
+        }
+    }
+
     #[test]
     fn logins_are_read_by_registry_as_docker_writes_them() {
         let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+        let other = base64::engine::general_purpose::STANDARD.encode("mallory:other");
         let found = logins(&format!(
-            r#"{{"auths": {{"https://index.docker.io/v1/": {{"auth": "{auth}"}},
-                "ghcr.io": {{"username": "bob", "password": "ghp_token"}},
+            r#"{{"auths": {{"https://index.docker.io/v1/access-token": {{"auth": "{other}"}},
+                "https://index.docker.io/v1/": {{"auth": "{auth}"}},
+                "https://ghcr.io": {{"auth": "{other}"}}, "GHCR.io": {{"username": "bob", "password": "ghp_token"}},
                 "http://localhost:5000": {{"auth": "{auth}"}}, "quay.io": {{}}}},
               "credHelpers": {{"123.dkr.ecr.us-east-1.amazonaws.com": "ecr-login"}}}}"#
         ))
@@ -183,25 +230,30 @@ mod tests {
         assert_eq!(found.of("docker.io").unwrap().basic(), format!("Basic {auth}"));
         assert_eq!(found.of("localhost:5000").unwrap().username, "alice");
         assert_eq!(found.of("ghcr.io").unwrap().password, "ghp_token");
-        assert!(found.of("quay.io").unwrap_err().contains("holds no login for quay.io"));
-        let helper = found.of("123.dkr.ecr.us-east-1.amazonaws.com").unwrap_err();
+        assert!(matches!(found.of("quay.io"), Err(NoLogin::None(why)) if why.contains("holds no login for quay.io")));
+        let helper = unusable(&found, "123.dkr.ecr.us-east-1.amazonaws.com");
         assert!(helper.contains("credential helper `ecr-login`"), "{helper}");
         // The password is never shown.
         assert!(!format!("{:?}", found.of("ghcr.io").unwrap()).contains("ghp_token"));
     }
 
     #[test]
-    fn a_login_that_cannot_be_read_is_named() {
-        let bad = logins(r#"{"auths": {"ghcr.io": {"auth": "not base64!"}}}"#)
-            .err()
-            .unwrap();
-        assert!(bad.contains("`auths.ghcr.io`: `auth` is not base64"), "{bad}");
-        let half = logins(r#"{"auths": {"ghcr.io": {"username": "bob"}}}"#).err().unwrap();
-        assert!(half.contains("`username` and `password` go together"), "{half}");
-        let token = logins(r#"{"auths": {"ghcr.io": {"identitytoken": "x"}}}"#)
-            .err()
-            .unwrap();
-        assert!(token.contains("`identitytoken`"), "{token}");
+    fn an_entry_that_cannot_be_used_is_named_when_its_registry_asks() {
+        let found = logins(
+            r#"{"auths": {"ghcr.io": {"auth": "not base64!"}, "quay.io": {"username": "bob"},
+                "acme.azurecr.io": {"auth": "MDAwMDAwMDAtMDAwMDo=", "identitytoken": "x"},
+                "docker.example.com": {"auth": "YWxpY2U6cw=="}}, "credsStore": "desktop"}"#,
+        )
+        .unwrap();
+        assert!(unusable(&found, "ghcr.io").contains("`auths.ghcr.io` of "));
+        assert!(unusable(&found, "ghcr.io").ends_with("`auth` is not base64"));
+        assert!(unusable(&found, "quay.io").contains("`username` and `password` go together"));
+        assert!(unusable(&found, "acme.azurecr.io").contains("`identitytoken`"));
+        assert!(unusable(&found, "registry.gitlab.com").contains("credential helper `desktop`"));
+        // The others' entries are read all the same.
+        assert_eq!(found.of("docker.example.com").unwrap().username, "alice");
         assert!(logins("not json").err().unwrap().contains("not JSON"));
+        let large = format!("{{\"auths\": {{}}, \"pad\": \"{}\"}}", "x".repeat(LIMIT as usize));
+        assert!(logins(&large).err().unwrap().contains("more than"));
     }
 }

@@ -92,11 +92,7 @@ impl Reference {
     /// The registry's base URL: plain HTTP for a registry on the loopback address (as Docker
     /// allows without configuration), HTTPS otherwise; Docker Hub's API host for `docker.io`.
     pub fn base_url(&self) -> String {
-        let host = self
-            .registry
-            .rsplit_once(':')
-            .map_or(self.registry.as_str(), |(h, _)| h);
-        if matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
+        if is_loopback(&self.registry) {
             format!("http://{}", self.registry)
         } else if self.registry == "docker.io" {
             "https://registry-1.docker.io".to_owned()
@@ -122,6 +118,16 @@ impl fmt::Display for Reference {
         }
         Ok(())
     }
+}
+
+/// Whether `host` (with its port, if any) is the loopback address: `localhost`, `127.0.0.1`,
+/// `[::1]`.
+pub fn is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => name,
+        _ => host,
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
 }
 
 #[cfg(test)]

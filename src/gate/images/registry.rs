@@ -8,8 +8,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::logins::Logins;
-use super::reference::Reference;
+use super::logins::{Login, Logins, NoLogin};
+use super::reference::{Reference, is_loopback};
 use crate::notify::http::{Client, Fetched};
 
 /// The most bytes a manifest or a signature's payload may have.
@@ -146,29 +146,47 @@ impl<'a> Registry<'a> {
         }
     }
 
-    /// Why `url` answering `status` (401 or 403) once authorized settles it.
-    fn denied(&self, status: u16, url: &str) -> Unread {
-        let what = format!("{url} answered HTTP {status}");
-        Unread::Refused(match (self.logged_in, self.logins.of(&self.host)) {
-            (true, _) if status == 401 => format!("{what}: the registry refused the login for {}", self.host),
-            (true, _) => format!("{what}: the login for {} may not pull {}", self.host, self.repository),
-            (false, Err(why)) => format!("{what}: the image cannot be pulled without a login, and {why}"),
-            (false, Ok(_)) => format!("{what}: the image cannot be pulled anonymously"),
-        })
+    /// Why `by` answering `status` (401 or 403) settles it. With no login to send, the image is
+    /// refused: it may not exist, or be private. A login sent and refused, or one written that
+    /// plumb cannot send, is the agent's operator's to mend: the commit waits.
+    fn denied(&self, status: u16, by: &str) -> Unread {
+        let what = format!("{by} answered HTTP {status}");
+        match (self.logged_in, self.logins.of(&self.host)) {
+            (true, _) if status == 401 => {
+                Unread::Unavailable(format!("{what}: it refused the login for {}", self.host))
+            }
+            (true, _) => Unread::Unavailable(format!(
+                "{what}: the login for {} may not pull {}",
+                self.host, self.repository
+            )),
+            (false, Err(NoLogin::Unusable(why))) => Unread::Unavailable(format!("{what}: {why}")),
+            (false, Err(NoLogin::None(why))) => Unread::Refused(format!(
+                "{what}: the image does not exist, or cannot be pulled without a login, and {why}"
+            )),
+            (false, Ok(_)) => Unread::Refused(format!(
+                "{what}: the image does not exist, or cannot be pulled anonymously"
+            )),
+        }
     }
 
     /// The `Authorization` that answers `challenge`: the registry's login with `Basic`, or a
-    /// token from the realm a `Bearer` challenge names.
+    /// token from the realm a `Bearer` challenge names (schemes in any case, as HTTP has them).
     async fn authorize(&mut self, challenge: &str) -> Result<String, Unread> {
-        if challenge.starts_with("Basic ") || challenge == "Basic" {
-            let login = self
-                .logins
-                .of(&self.host)
-                .map_err(|why| Unread::Refused(format!("the registry {} asks for a login: {why}", self.host)))?;
+        let (scheme, params) = challenge.trim().split_once(' ').unwrap_or((challenge.trim(), ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            let Ok(login) = self.logins.of(&self.host) else {
+                return Err(self.denied(401, &self.base));
+            };
             self.logged_in = true;
             return Ok(login.basic());
         }
-        Ok(format!("Bearer {}", self.token(challenge).await?))
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(format!("Bearer {}", self.token(params, challenge).await?));
+        }
+        Err(Unread::Refused(format!(
+            "the registry {} asks for credentials plumb does not send (`{challenge}`)",
+            self.base
+        )))
     }
 
     /// Where a redirect from `from` to `location` goes: an absolute URL, or a path on the same
@@ -181,7 +199,7 @@ impl<'a> Registry<'a> {
         } else {
             location.to_owned()
         };
-        if to.starts_with("https://") || (to.starts_with("http://") && self.base.starts_with("http://")) {
+        if secure(&to) {
             Ok(to)
         } else {
             Err(Unread::Refused(format!(
@@ -190,15 +208,9 @@ impl<'a> Registry<'a> {
         }
     }
 
-    /// A pull token from the realm `challenge` names: with the registry's login when there is
-    /// one, anonymous otherwise.
-    async fn token(&mut self, challenge: &str) -> Result<String, Unread> {
-        let Some(params) = challenge.strip_prefix("Bearer ") else {
-            return Err(Unread::Refused(format!(
-                "the registry {} asks for credentials plumb does not send (`{challenge}`)",
-                self.base
-            )));
-        };
+    /// A pull token from the realm a `Bearer` challenge's `params` name: with the registry's
+    /// login when there is one, anonymous otherwise.
+    async fn token(&mut self, params: &str, challenge: &str) -> Result<String, Unread> {
         let param = |name: &str| {
             params.split(',').find_map(|p| {
                 let (key, value) = p.trim().split_once('=')?;
@@ -206,8 +218,8 @@ impl<'a> Registry<'a> {
             })
         };
         let realm = param("realm").ok_or_else(|| Unread::Refused(format!("`{challenge}` names no realm")))?;
-        // The token comes over HTTPS (plain HTTP only beside a registry on the loopback address).
-        if !(realm.starts_with("https://") || (realm.starts_with("http://") && self.base.starts_with("http://"))) {
+        // The login and the token go over HTTPS (plain HTTP only on the loopback address).
+        if !secure(&realm) {
             return Err(Unread::Refused(format!(
                 "the registry {} hands out tokens at `{realm}`, which is not an HTTPS URL",
                 self.base
@@ -223,24 +235,16 @@ impl<'a> Registry<'a> {
             url.push_str("&service=");
             url.extend(form_urlencoded::byte_serialize(service.as_bytes()));
         }
-        // The login goes to the realm its own registry names, over HTTPS as checked above.
-        let basic = self.logins.of(&self.host).ok().map(|login| login.basic());
+        let basic = self.logins.of(&self.host).ok().map(Login::basic);
         let headers: Vec<(&str, &str)> = basic.iter().map(|b| ("authorization", b.as_str())).collect();
-        self.logged_in = basic.is_some();
         let answer = self
             .client
             .fetch(&url, &headers, 64 * 1024)
             .await
             .map_err(|e| Unread::Unavailable(format!("{realm}: {e}")))?;
+        self.logged_in = basic.is_some();
         if matches!(answer.status, 401 | 403) {
-            let why = match self.logins.of(&self.host) {
-                Ok(_) => format!("it refused the login for {}", self.host),
-                Err(none) => format!("it hands out no token without a login, and {none}"),
-            };
-            return Err(Unread::Refused(format!(
-                "{realm} answered HTTP {}: {why}",
-                answer.status
-            )));
+            return Err(self.denied(answer.status, &realm));
         }
         if answer.status != 200 {
             return Err(said(answer.status, &realm));
@@ -254,6 +258,15 @@ impl<'a> Registry<'a> {
     }
 }
 
+/// Whether a login or a token may go to `url`: over HTTPS, or plain HTTP on the loopback
+/// address.
+fn secure(url: &str) -> bool {
+    match url.strip_prefix("http://") {
+        Some(rest) => is_loopback(rest.split(['/', '?', '#']).next().unwrap_or(rest)),
+        None => url.starts_with("https://"),
+    }
+}
+
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -262,7 +275,8 @@ pub fn sha256(bytes: &[u8]) -> String {
 fn said(status: u16, url: &str) -> Unread {
     let what = format!("{url} answered HTTP {status}");
     match status {
-        401 | 403 => Unread::Refused(format!("{what}: access denied")),
+        // Only where a registry sent a blob by redirect: its own answers are `denied`.
+        401 | 403 => Unread::Refused(format!("{what}: the blob's store denied it")),
         300..=399 | 408 | 429 | 500..=599 => Unread::Unavailable(what),
         _ => Unread::Refused(what),
     }
@@ -301,5 +315,78 @@ mod tests {
                 .follow("http://localhost:5000/v2/web/blobs/x", "http://localhost:5000/y")
                 .is_ok()
         );
+        // A registry on the loopback address does not make plain HTTP elsewhere safe.
+        assert!(
+            registry
+                .follow("http://localhost:5000/x", "http://cdn.example.net/y")
+                .is_err()
+        );
+        assert!(secure("https://auth.docker.io/token") && secure("http://127.0.0.1:5000/token?x=1"));
+        assert!(!secure("http://auth.example.com/token") && !secure("http://localhost.example.com/token"));
+    }
+
+    /// The token exchange as Docker Hub and GitHub's registry run it, which no registry
+    /// packaged here does (the distribution registry's token mode needs a token server beside
+    /// it): a `Bearer` challenge (its scheme in lower case), the login sent to the realm with
+    /// `Basic`, the token it hands out sent to the registry.
+    #[tokio::test]
+    async fn a_login_is_exchanged_at_the_realm_for_a_token() {
+        use axum::http::{HeaderMap, StatusCode, header};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let basic = format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:s3cret")
+        );
+        let challenge = format!(r#"bearer realm="http://{addr}/token",service="test",scope="repository:web:pull""#);
+        let app = axum::Router::new()
+            .route(
+                "/token",
+                axum::routing::get(move |headers: HeaderMap| async move {
+                    match headers.get(header::AUTHORIZATION) {
+                        Some(sent) if *sent == *basic => (StatusCode::OK, r#"{"token": "pull-web"}"#),
+                        _ => (StatusCode::UNAUTHORIZED, "{}"),
+                    }
+                }),
+            )
+            .route(
+                "/v2/web/manifests/1",
+                axum::routing::get(move |headers: HeaderMap| async move {
+                    match headers.get(header::AUTHORIZATION) {
+                        Some(sent) if sent == "Bearer pull-web" => {
+                            (StatusCode::OK, [(header::WWW_AUTHENTICATE, String::new())], "{}")
+                        }
+                        _ => (
+                            StatusCode::UNAUTHORIZED,
+                            [(header::WWW_AUTHENTICATE, challenge.clone())],
+                            "{}",
+                        ),
+                    }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let logins = |auth: &str| {
+            let file = dir.path().join("config.json");
+            let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, auth);
+            std::fs::write(&file, format!(r#"{{"auths": {{"{addr}": {{"auth": "{auth}"}}}}}}"#)).unwrap();
+            Logins::read(&file).unwrap()
+        };
+        let client = Client::new(None).unwrap();
+        let reference = Reference::parse(&format!("{addr}/web:1")).unwrap();
+
+        let alice = logins("alice:s3cret");
+        let found = Registry::new(&client, &reference, &alice).manifest("1").await;
+        assert!(matches!(found, Ok(Some(_))), "{found:?}");
+        let wrong = logins("alice:wrong");
+        match Registry::new(&client, &reference, &wrong).manifest("1").await {
+            Err(Unread::Unavailable(why)) => assert!(why.contains("it refused the login for"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let none = Logins::default();
+        match Registry::new(&client, &reference, &none).manifest("1").await {
+            Err(Unread::Refused(why)) => assert!(why.contains("cannot be pulled without a login"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
