@@ -170,33 +170,9 @@ async fn sign(registry: &Registry, repository: &str, tag: &str, key: &SigningKey
     let payload = cosign::payload(&registry.image(repository), &digest);
     let signature: Signature = key.sign(&payload);
     let signature = base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes());
-    let layer = upload(registry, repository, &payload).await;
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "", "os": "", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer]},
-    }))
-    .unwrap();
-    let config_digest = upload(registry, repository, &config).await;
-    let signatures = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest},
-        "layers": [{
-            "mediaType": cosign::PAYLOAD,
-            "size": payload.len(),
-            "digest": layer,
-            "annotations": {(cosign::SIGNATURE): signature},
-        }],
-    }))
-    .unwrap();
-    let stored = crate::http::put(
-        registry.addr,
-        &format!("/v2/{repository}/manifests/{}", cosign::signature_tag(&digest)),
-        &registry.headers(&[("Content-Type", "application/vnd.oci.image.manifest.v1+json".to_owned())]),
-        &signatures,
-    )
-    .await;
-    assert_eq!(stored.status, 201, "{}{}", stored.head, stored.body);
+    let annotations = serde_json::json!({ (cosign::SIGNATURE): signature });
+    let layer = (payload.as_slice(), cosign::PAYLOAD, Some(annotations));
+    store(registry, repository, &cosign::signature_tag(&digest), layer).await;
     digest
 }
 
@@ -361,19 +337,36 @@ fn the_keys_are_checked_where_they_are_written() {
 /// Pushes a small image (a config and one layer) as `repository:tag`, as a client logged in
 /// pushes one.
 async fn push(registry: &Registry, repository: &str, tag: &str) {
-    let layer = b"a layer of the test's own";
-    let layer_digest = upload(registry, repository, layer).await;
+    let layer = b"a layer of the test's own".as_slice();
+    store(
+        registry,
+        repository,
+        tag,
+        (layer, "application/vnd.oci.image.layer.v1.tar+gzip", None),
+    )
+    .await;
+}
+
+/// Stores an image manifest as `repository:tag`: its one layer (bytes, media type, annotations)
+/// and a config naming it, uploaded first.
+async fn store(registry: &Registry, repository: &str, tag: &str, layer: (&[u8], &str, Option<serde_json::Value>)) {
+    let (bytes, media_type, annotations) = layer;
+    let layer_digest = upload(registry, repository, bytes).await;
     let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux", "config": {},
+        "architecture": "", "os": "", "config": {},
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     }))
     .unwrap();
     let config_digest = upload(registry, repository, &config).await;
+    let mut descriptor = serde_json::json!({"mediaType": media_type, "size": bytes.len(), "digest": layer_digest});
+    if let Some(annotations) = annotations {
+        descriptor["annotations"] = annotations;
+    }
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": layer.len(), "digest": layer_digest}],
+        "layers": [descriptor],
     }))
     .unwrap();
     let stored = crate::http::put(

@@ -68,9 +68,10 @@ impl Logins {
                 None => return Ok(Logins::default()),
             },
         };
-        match std::fs::File::open(folder.join("config.json")) {
+        let file = folder.join("config.json");
+        match std::fs::File::open(&file) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Logins::default()),
-            opened => Logins::read_from(&folder.join("config.json"), opened),
+            opened => Logins::read_from(&file, opened),
         }
     }
 
