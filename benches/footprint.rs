@@ -106,7 +106,8 @@ async fn soak(services: usize, commits: usize) {
         let rss = agent.rss_mb();
         points.push(rss);
         if commit % (commits / 10).max(1) == 0 {
-            println!("  after {commit:>5} commits  {rss:>7.1} MB");
+            let (_, anon, file, _) = agent.memory();
+            println!("  after {commit:>5} commits  {rss:>7.1} MB  (anonymous {anon:.1} MB, mapped files {file:.1} MB)");
         }
     }
     // Least squares over every point, in MB per 1,000 commits.
@@ -126,6 +127,11 @@ async fn soak(services: usize, commits: usize) {
         points[points.len() - 1],
         &head[..12]
     );
+    if std::env::var_os("PLUMB_BENCH_MAPPINGS").is_some() {
+        for (name, mb) in agent.mappings().into_iter().take(8) {
+            println!("    {mb:>6.1} MB  {name}");
+        }
+    }
     for (what, times) in [
         ("render, every environment", &mut renders),
         ("plans, all three environments", &mut plans),
