@@ -22,7 +22,9 @@ pub struct Logins {
     /// Each registry's entry: a login, or why its entry cannot be used (said only when that
     /// registry asks), and whether its key named the registry exactly.
     by_registry: HashMap<String, (Result<Login, String>, bool)>,
-    /// A credential helper keeping every login (`credsStore`): plumb runs none.
+    /// The credential helpers named for one registry each (`credHelpers`), by registry.
+    helpers: HashMap<String, String>,
+    /// A credential helper keeping every login (`credsStore`).
     store: Option<String>,
 }
 
@@ -115,32 +117,37 @@ impl Logins {
         let helpers = config.get("credHelpers").and_then(|h| h.as_object());
         for (key, helper) in helpers.into_iter().flatten() {
             let (registry, _) = registry_of(key);
-            let why = format!(
-                "its login is kept by the credential helper `{}` ({}), which plumb does not run: \
-                 put it in that file's `auths`",
-                helper.as_str().unwrap_or_default(),
-                file.display()
-            );
-            logins.by_registry.entry(registry).or_insert((Err(why), true));
+            logins
+                .helpers
+                .insert(registry, helper.as_str().unwrap_or_default().to_owned());
         }
         logins.store = config.get("credsStore").and_then(|s| s.as_str()).map(str::to_owned);
         Ok(logins)
     }
 
     /// The login for `registry` (a host and port, `docker.io` for Docker Hub), or why there is
-    /// none.
+    /// none. Docker's own order: a credential helper named for that registry, then one named
+    /// for every registry, then `auths`; plumb runs no helper, so a registry a helper answers
+    /// for has no login plumb can send, whatever `auths` holds.
     pub fn of(&self, registry: &str) -> Result<&Login, NoLogin> {
-        match (self.by_registry.get(registry), &self.file) {
+        let file = self.file.as_deref().map(Path::display);
+        if let (Some(helper), Some(file)) = (self.helpers.get(registry), &file) {
+            return Err(NoLogin::Unusable(format!(
+                "the login for {registry} is kept by the credential helper `{helper}` (`credHelpers` of \
+                 {file}), which plumb does not run: put it in that file's `auths` instead"
+            )));
+        }
+        if let (Some(store), Some(file)) = (&self.store, &file) {
+            return Err(NoLogin::Unusable(format!(
+                "{file} keeps its logins with the credential helper `{store}` (`credsStore`), which \
+                 plumb does not run and which Docker asks before `auths`: put the login for {registry} \
+                 in `auths` and remove `credsStore`"
+            )));
+        }
+        match (self.by_registry.get(registry), file) {
             (Some((Ok(login), _)), _) => Ok(login),
             (Some((Err(why), _)), _) => Err(NoLogin::Unusable(why.clone())),
-            (None, Some(file)) => Err(match &self.store {
-                Some(store) => NoLogin::Unusable(format!(
-                    "{} holds no login for {registry} in its `auths`; one would be kept by the credential \
-                     helper `{store}`, which plumb does not run",
-                    file.display()
-                )),
-                None => NoLogin::None(format!("{} holds no login for {registry}", file.display())),
-            }),
+            (None, Some(file)) => Err(NoLogin::None(format!("{file} holds no login for {registry}"))),
             (None, None) => Err(NoLogin::None(
                 "the agent has no registry logins (`config.json` in `$DOCKER_CONFIG` or `~/.docker`)".to_owned(),
             )),
@@ -224,8 +231,9 @@ mod tests {
             r#"{{"auths": {{"https://index.docker.io/v1/access-token": {{"auth": "{other}"}},
                 "https://index.docker.io/v1/": {{"auth": "{auth}"}},
                 "https://ghcr.io": {{"auth": "{other}"}}, "GHCR.io": {{"username": "bob", "password": "ghp_token"}},
-                "http://localhost:5000": {{"auth": "{auth}"}}, "quay.io": {{}}}},
-              "credHelpers": {{"123.dkr.ecr.us-east-1.amazonaws.com": "ecr-login"}}}}"#
+                "http://localhost:5000": {{"auth": "{auth}"}}, "quay.io": {{}},
+                "docker.example.com": {{"auth": "{auth}"}}}},
+              "credHelpers": {{"123.dkr.ecr.us-east-1.amazonaws.com": "ecr-login", "docker.example.com": "pass"}}}}"#
         ))
         .unwrap();
         assert_eq!(found.of("docker.io").unwrap().basic(), format!("Basic {auth}"));
@@ -234,6 +242,9 @@ mod tests {
         assert!(matches!(found.of("quay.io"), Err(NoLogin::None(why)) if why.contains("holds no login for quay.io")));
         let helper = unusable(&found, "123.dkr.ecr.us-east-1.amazonaws.com");
         assert!(helper.contains("credential helper `ecr-login`"), "{helper}");
+        // Docker asks a registry's helper before its `auths` entry: so does plumb, and says it
+        // runs none.
+        assert!(unusable(&found, "docker.example.com").contains("credential helper `pass`"));
         // The password is never shown.
         assert!(!format!("{:?}", found.of("ghcr.io").unwrap()).contains("ghp_token"));
     }
@@ -243,16 +254,21 @@ mod tests {
         let found = logins(
             r#"{"auths": {"ghcr.io": {"auth": "not base64!"}, "quay.io": {"username": "bob"},
                 "acme.azurecr.io": {"auth": "MDAwMDAwMDAtMDAwMDo=", "identitytoken": "x"},
-                "docker.example.com": {"auth": "YWxpY2U6cw=="}}, "credsStore": "desktop"}"#,
+                "docker.example.com": {"auth": "YWxpY2U6cw=="}}}"#,
         )
         .unwrap();
         assert!(unusable(&found, "ghcr.io").contains("`auths.ghcr.io` of "));
         assert!(unusable(&found, "ghcr.io").ends_with("`auth` is not base64"));
         assert!(unusable(&found, "quay.io").contains("`username` and `password` go together"));
         assert!(unusable(&found, "acme.azurecr.io").contains("`identitytoken`"));
-        assert!(unusable(&found, "registry.gitlab.com").contains("credential helper `desktop`"));
         // The others' entries are read all the same.
         assert_eq!(found.of("docker.example.com").unwrap().username, "alice");
+        // A helper for every registry comes before `auths`, in Docker as in plumb.
+        let stored =
+            logins(r#"{"auths": {"docker.example.com": {"auth": "YWxpY2U6cw=="}}, "credsStore": "desktop"}"#).unwrap();
+        for registry in ["docker.example.com", "registry.gitlab.com"] {
+            assert!(unusable(&stored, registry).contains("credential helper `desktop`"));
+        }
         assert!(logins("not json").err().unwrap().contains("not JSON"));
         let large = format!("{{\"auths\": {{}}, \"pad\": \"{}\"}}", "x".repeat(LIMIT as usize));
         assert!(logins(&large).err().unwrap().contains("more than"));
