@@ -5,8 +5,8 @@
 //!
 //! Then a soak: `PLUMB_BENCH_SOAK` commits (1,000; 0 skips it) to the agent holding those
 //! services, each changing one service's variable and pushed by a signed webhook, the agent's
-//! resident memory read once each is applied; prints it every tenth of the way and the slope
-//! (least squares), and writes every point to `target/footprint-soak.csv` (commit, MB). With
+//! resident memory read once each is applied; prints it (its anonymous and mapped-file parts
+//! too) every tenth of the way and the slope (least squares), and writes every point to `target/footprint-soak.csv` (commit, MB). With
 //! it, what the agent's own `plumb_stage_duration_seconds` says each commit's render (every
 //! environment) and plans (each environment's) took: the incremental render at work.
 //!

@@ -14,6 +14,9 @@ use base64::Engine as _;
 /// The largest `config.json` read.
 const LIMIT: u64 = 1 << 20;
 
+/// Docker Hub's key in `config.json`.
+const DOCKER_HUB: &str = "https://index.docker.io/v1/";
+
 /// The logins of a `config.json`, by registry host (`ghcr.io`, `localhost:5000`, `docker.io`).
 #[derive(Default)]
 pub struct Logins {
@@ -22,7 +25,9 @@ pub struct Logins {
     /// Each registry's entry: a login, or why its entry cannot be used (said only when that
     /// registry asks), and whether its key named the registry exactly.
     by_registry: HashMap<String, (Result<Login, String>, bool)>,
-    /// The credential helpers named for one registry each (`credHelpers`), by registry.
+    /// The credential helpers named for one registry each (`credHelpers`), by key as written:
+    /// Docker looks a registry's host up there exactly (Docker Hub's as its URL key). An empty
+    /// name sends that registry to `auths`.
     helpers: HashMap<String, String>,
     /// A credential helper keeping every login (`credsStore`).
     store: Option<String>,
@@ -116,12 +121,15 @@ impl Logins {
         }
         let helpers = config.get("credHelpers").and_then(|h| h.as_object());
         for (key, helper) in helpers.into_iter().flatten() {
-            let (registry, _) = registry_of(key);
-            logins
-                .helpers
-                .insert(registry, helper.as_str().unwrap_or_default().to_owned());
+            let helper = helper.as_str().unwrap_or_default().to_owned();
+            logins.helpers.insert(key.clone(), helper);
         }
-        logins.store = config.get("credsStore").and_then(|s| s.as_str()).map(str::to_owned);
+        // An empty `credsStore` names no helper, as in Docker.
+        let store = config
+            .get("credsStore")
+            .and_then(|s| s.as_str())
+            .filter(|s| !s.is_empty());
+        logins.store = store.map(str::to_owned);
         Ok(logins)
     }
 
@@ -131,13 +139,17 @@ impl Logins {
     /// for has no login plumb can send, whatever `auths` holds.
     pub fn of(&self, registry: &str) -> Result<&Login, NoLogin> {
         let file = self.file.as_deref().map(Path::display);
-        if let (Some(helper), Some(file)) = (self.helpers.get(registry), &file) {
+        let key = if registry == "docker.io" { DOCKER_HUB } else { registry };
+        let helper = self.helpers.get(key);
+        if let (Some(helper), Some(file)) = (helper.filter(|h| !h.is_empty()), &file) {
             return Err(NoLogin::Unusable(format!(
                 "the login for {registry} is kept by the credential helper `{helper}` (`credHelpers` of \
-                 {file}), which plumb does not run: put it in that file's `auths` instead"
+                 {file}), which plumb does not run: put it in that file's `auths` and remove its \
+                 `credHelpers` entry"
             )));
         }
-        if let (Some(store), Some(file)) = (&self.store, &file) {
+        // A registry whose helper is named empty skips `credsStore`, as in Docker.
+        if let (Some(store), Some(file), None) = (&self.store, &file, helper) {
             return Err(NoLogin::Unusable(format!(
                 "{file} keeps its logins with the credential helper `{store}` (`credsStore`), which \
                  plumb does not run and which Docker asks before `auths`: put the login for {registry} \
@@ -193,7 +205,6 @@ fn login(entry: &serde_json::Value) -> Result<Option<Login>, String> {
 /// host (or Docker Hub's own key): keys may be URLs (`https://ghcr.io`, Docker Hub's
 /// `https://index.docker.io/v1/`) or hosts.
 fn registry_of(key: &str) -> (String, bool) {
-    const DOCKER_HUB: &str = "https://index.docker.io/v1/";
     let host = key.split_once("://").map_or(key, |(_, rest)| rest);
     let host = host.split('/').next().unwrap_or(host).to_ascii_lowercase();
     match host.as_str() {
@@ -264,11 +275,21 @@ mod tests {
         // The others' entries are read all the same.
         assert_eq!(found.of("docker.example.com").unwrap().username, "alice");
         // A helper for every registry comes before `auths`, in Docker as in plumb.
-        let stored =
-            logins(r#"{"auths": {"docker.example.com": {"auth": "YWxpY2U6cw=="}}, "credsStore": "desktop"}"#).unwrap();
+        let stored = logins(
+            r#"{"auths": {"docker.example.com": {"auth": "YWxpY2U6cw=="}, "quay.io": {"auth": "YWxpY2U6cw=="}},
+                "credsStore": "desktop", "credHelpers": {"ghcr.io": "gh", "quay.io": "", "https://index.docker.io/v1/": "hub"}}"#,
+        )
+        .unwrap();
         for registry in ["docker.example.com", "registry.gitlab.com"] {
             assert!(unusable(&stored, registry).contains("credential helper `desktop`"));
         }
+        // A registry's own helper is named before the store; an empty one sends it to `auths`.
+        assert!(unusable(&stored, "ghcr.io").contains("credential helper `gh`"));
+        assert!(unusable(&stored, "docker.io").contains("credential helper `hub`"));
+        assert_eq!(stored.of("quay.io").unwrap().username, "alice");
+        // An empty store is none.
+        let none = logins(r#"{"auths": {"quay.io": {"auth": "YWxpY2U6cw=="}}, "credsStore": ""}"#).unwrap();
+        assert_eq!(none.of("quay.io").unwrap().username, "alice");
         assert!(logins("not json").err().unwrap().contains("not JSON"));
         let large = format!("{{\"auths\": {{}}, \"pad\": \"{}\"}}", "x".repeat(LIMIT as usize));
         assert!(logins(&large).err().unwrap().contains("more than"));
