@@ -1,4 +1,4 @@
-//! The agent as operators run it (`plumb agent`, release build): its resident memory idle (three
+//! The agent as operators run it (`plumb agent`, built as releases ship it): its resident memory idle (three
 //! environments, no services) and with 1,000 services declared across three environments (each
 //! a real process on the local target), and `GET /api/v1/status` latency under 100 concurrent
 //! clients. Prints megabytes and p50/p99.
