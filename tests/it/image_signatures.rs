@@ -1,8 +1,10 @@
 //! Environments that require signed images, against a real OCI registry (Debian's
 //! `docker-registry`, started on a loopback port) holding images a real Docker Engine pushed,
-//! signed in the test as `cosign sign --key` stores signatures: beside the image, a manifest
-//! tagged `sha256-<hex>.sig` whose layer is the "simple signing" payload naming the image's
-//! digest, with its ECDSA P-256 signature (base64 DER) in the layer's annotation. A commit whose
+//! signed in the test as `cosign sign --key` stores signatures. cosign 2: beside the image, a
+//! manifest tagged `sha256-<hex>.sig` whose layer is the "simple signing" payload naming the
+//! image's digest, with its ECDSA P-256 signature (base64 DER) in the layer's annotation.
+//! cosign 3: a Sigstore bundle (a DSSE envelope of an in-toto statement naming the digest) in
+//! an artifact that refers to the image, listed in the index tagged `sha256-<hex>`. A commit whose
 //! image is signed with the key the environment names is applied; one whose image is unsigned,
 //! or signed with another key, is refused, naming the image, and the last good release keeps
 //! serving; an unreachable registry holds a commit back rather than refusing it. A registry that
@@ -155,9 +157,8 @@ async fn upload(registry: &Registry, repository: &str, blob: &[u8]) -> String {
     digest
 }
 
-/// Signs `repository:tag` of `registry` with `key` as `cosign sign --key` does; the digest
-/// signed.
-async fn sign(registry: &Registry, repository: &str, tag: &str, key: &SigningKey) -> String {
+/// The digest of the manifest `repository:tag` (or `repository@digest`) names.
+async fn digest_of(registry: &Registry, repository: &str, tag: &str) -> String {
     let accept = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
     let manifest = crate::http::get_with(
         registry.addr,
@@ -166,7 +167,13 @@ async fn sign(registry: &Registry, repository: &str, tag: &str, key: &SigningKey
     )
     .await;
     assert_eq!(manifest.status, 200, "{}", manifest.body);
-    let digest = sha256(manifest.body.as_bytes());
+    sha256(manifest.body.as_bytes())
+}
+
+/// Signs `repository:tag` of `registry` with `key` as `cosign sign --key` (cosign 2) does; the
+/// digest signed.
+async fn sign(registry: &Registry, repository: &str, tag: &str, key: &SigningKey) -> String {
+    let digest = digest_of(registry, repository, tag).await;
     let payload = cosign::payload(&registry.image(repository), &digest);
     let signature: Signature = key.sign(&payload);
     let signature = base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes());
@@ -334,10 +341,11 @@ fn the_keys_are_checked_where_they_are_written() {
     );
 }
 
-/// Pushes a small image (a config and one layer) as `repository:tag`, as a client logged in
-/// pushes one.
+/// Pushes a small image (a config and one layer, the tag's own) as `repository:tag`, as a
+/// client logged in pushes one.
 async fn push(registry: &Registry, repository: &str, tag: &str) {
-    let layer = b"a layer of the test's own".as_slice();
+    let layer = format!("a layer of the test's own, for {tag}");
+    let layer = layer.as_bytes();
     store(
         registry,
         repository,
@@ -497,4 +505,231 @@ async fn the_agent_logs_in_with_the_docker_config_it_is_given() {
         "{why}"
     );
     crate::compose::clean(project);
+}
+
+/// A Sigstore bundle as cosign 3's `cosign sign --key` makes one for the image `digest` of
+/// `repository`: a DSSE envelope of the in-toto statement of predicate type `predicate` naming
+/// the digest, signed with `key`, and the key's hint (`certificate` makes it a keyless bundle's
+/// material instead).
+fn bundle(repository: &str, digest: &str, predicate: &str, key: &SigningKey, keyless: bool) -> Vec<u8> {
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let statement = serde_json::to_vec(&serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": repository, "digest": {"sha256": digest.trim_start_matches("sha256:")}}],
+        "predicateType": predicate,
+        "predicate": {},
+    }))
+    .unwrap();
+    let payload_type = "application/vnd.in-toto+json";
+    let mut signed = format!("DSSEv1 {} {payload_type} {} ", payload_type.len(), statement.len()).into_bytes();
+    signed.extend_from_slice(&statement);
+    let signature: Signature = key.sign(&signed);
+    let material = if keyless {
+        serde_json::json!({"certificate": {"rawBytes": base64.encode(b"a certificate")}})
+    } else {
+        serde_json::json!({"publicKey": {"hint": base64.encode(sha2::Sha256::digest(key.verifying_key().to_sec1_bytes()))}})
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": material,
+        "dsseEnvelope": {
+            "payload": base64.encode(&statement),
+            "payloadType": payload_type,
+            "signatures": [{"sig": base64.encode(signature.to_der().as_bytes()), "keyid": ""}],
+        },
+    }))
+    .unwrap()
+}
+
+/// Attaches `bundle` to the image `digest` of `repository` as cosign 3 does on a registry with no
+/// referrers API (the distribution registry 2.8): the bundle as a blob, an artifact manifest
+/// whose subject is the image, and that manifest added to the index tagged `sha256-<hex>`;
+/// `predicate` is the annotation cosign puts on the index's entry.
+async fn attach(registry: &Registry, repository: &str, digest: &str, bundle: &[u8], predicate: Option<&str>) {
+    let media_type = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    let subject = crate::http::get_with(
+        registry.addr,
+        &format!("/v2/{repository}/manifests/{digest}"),
+        &registry.headers(&[("Accept", accept.to_owned())]),
+    )
+    .await;
+    assert_eq!(subject.status, 200, "{}", subject.body);
+    let layer = upload(registry, repository, bundle).await;
+    let empty = upload(registry, repository, b"{}").await;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": media_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{
+            "mediaType": media_type, "digest": layer, "size": bundle.len(),
+            "annotations": {"org.opencontainers.image.title": format!("{}.sigstore.json", layer.replacen(':', "-", 1))},
+        }],
+        "subject": {"mediaType": accept, "digest": digest, "size": subject.body.len()},
+    }))
+    .unwrap();
+    let manifest_digest = sha256(&manifest);
+    put_manifest(
+        registry,
+        repository,
+        &manifest_digest,
+        "application/vnd.oci.image.manifest.v1+json",
+        &manifest,
+    )
+    .await;
+    let tag = digest.replacen(':', "-", 1);
+    let listed = crate::http::get_with(
+        registry.addr,
+        &format!("/v2/{repository}/manifests/{tag}"),
+        &registry.headers(&[("Accept", "application/vnd.oci.image.index.v1+json".to_owned())]),
+    )
+    .await;
+    let mut index = match listed.status {
+        200 => serde_json::from_str(&listed.body).unwrap(),
+        _ => {
+            serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []})
+        }
+    };
+    let mut entry = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": manifest_digest, "size": manifest.len(), "artifactType": media_type,
+        "annotations": {"dev.sigstore.bundle.content": "dsse-envelope"},
+    });
+    if let Some(predicate) = predicate {
+        entry["annotations"]["dev.sigstore.bundle.predicateType"] = predicate.into();
+    }
+    index["manifests"].as_array_mut().unwrap().push(entry);
+    let index = serde_json::to_vec(&index).unwrap();
+    put_manifest(
+        registry,
+        repository,
+        &tag,
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    )
+    .await;
+}
+
+async fn put_manifest(registry: &Registry, repository: &str, reference: &str, media_type: &str, manifest: &[u8]) {
+    let stored = crate::http::put(
+        registry.addr,
+        &format!("/v2/{repository}/manifests/{reference}"),
+        &registry.headers(&[("Content-Type", media_type.to_owned())]),
+        manifest,
+    )
+    .await;
+    assert_eq!(stored.status, 201, "{}{}", stored.head, stored.body);
+}
+
+/// cosign 3 stores signatures as Sigstore bundles that refer to the image. On a registry with no
+/// referrers API (as here) they are listed in the index tagged `sha256-<hex>`. A bundle with the
+/// environment's key passes; one with another key, a provenance attestation, a keyless bundle or
+/// one signing another image does not, and each is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosign_3_bundles_among_the_referrers_are_signatures() {
+    let registry = Registry::start();
+    let (ours, ours_pem) = key_pair(7);
+    let (theirs, _) = key_pair(9);
+    let keys = [ImageKey {
+        file: "keys/cosign.pub".to_owned(),
+        pem: ours_pem,
+    }];
+    let anonymous = Logins::default();
+    let sign_predicate = "https://sigstore.dev/cosign/sign/v1";
+    let provenance = "https://slsa.dev/provenance/v1";
+    for tag in ["signed", "others"] {
+        push(&registry, "web", tag).await;
+    }
+    let repository = registry.image("web");
+    let signed = digest_of(&registry, "web", "signed").await;
+    let others = digest_of(&registry, "web", "others").await;
+
+    // Signed with our key, beside a provenance and an SBOM the index says are attestations.
+    attach(
+        &registry,
+        "web",
+        &signed,
+        &bundle(&repository, &signed, provenance, &ours, false),
+        Some(provenance),
+    )
+    .await;
+    attach(
+        &registry,
+        "web",
+        &signed,
+        &bundle(&repository, &signed, sign_predicate, &ours, false),
+        Some(sign_predicate),
+    )
+    .await;
+    let verified = check(&[registry.image("web:signed").as_str()], &keys, &anonymous)
+        .await
+        .unwrap();
+    assert_eq!(
+        (verified[0].digest.as_str(), verified[0].key.as_str()),
+        (signed.as_str(), "keys/cosign.pub")
+    );
+
+    // Everything but a signature of this image by our key: each bundle is read and named.
+    let others_image = registry.image("web:others");
+    let refused = || async { check(&[others_image.as_str()], &keys, &anonymous).await };
+    let Err(Refusal::Refused(why)) = refused().await else {
+        panic!("an image with no signature at all passed");
+    };
+    assert!(
+        why.contains("is not signed: its registry holds no cosign signature (sha256-")
+            && why.ends_with("and no Sigstore bundle refers to it"),
+        "{why}"
+    );
+    attach(
+        &registry,
+        "web",
+        &others,
+        &bundle(&repository, &others, sign_predicate, &theirs, false),
+        None,
+    )
+    .await;
+    // An attestation the index does not say is one: read, and refused for what it is.
+    attach(
+        &registry,
+        "web",
+        &others,
+        &bundle(&repository, &others, provenance, &ours, false),
+        None,
+    )
+    .await;
+    attach(
+        &registry,
+        "web",
+        &others,
+        &bundle(&repository, &others, sign_predicate, &ours, true),
+        None,
+    )
+    .await;
+    // Our key's signature of the other image, listed here.
+    attach(
+        &registry,
+        "web",
+        &others,
+        &bundle(&repository, &signed, sign_predicate, &ours, false),
+        Some(sign_predicate),
+    )
+    .await;
+    let Err(Refusal::Refused(why)) = refused().await else {
+        panic!("an image signed otherwise passed");
+    };
+    assert!(
+        why.starts_with(&format!(
+            "image `{others_image}`: {others} is not signed with keys/cosign.pub: each signature found: bundle sha256:"
+        )),
+        "{why}"
+    );
+    for said in [
+        ": it was made with none of the keys",
+        ": it is an attestation (`https://slsa.dev/provenance/v1`), not a signature",
+        ": it is a keyless signature (a Fulcio certificate), which plumb does not check",
+        &format!(": it signs {signed}, not {others}"),
+    ] {
+        assert!(why.contains(said), "{said}: {why}");
+    }
 }

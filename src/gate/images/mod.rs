@@ -4,9 +4,12 @@
 //! its manifest's digest (computed from the bytes), the signature manifest stored beside it is
 //! read, and each signature's payload must name that digest and verify with a key. An image
 //! that is unsigned, signed by another key or for another digest refuses the commit, naming the
-//! image; a registry that cannot be reached holds the commit back until it can. Registries that
-//! ask for a login get the one `docker login` keeps (`logins`).
+//! image; a registry that cannot be reached holds the commit back until it can. Signatures are
+//! read where cosign 2 stores them (`cosign`) and as cosign 3's Sigstore bundles among the
+//! image's referrers (`bundle`). Registries that ask for a login get the one `docker login`
+//! keeps (`logins`).
 
+pub mod bundle;
 pub mod cosign;
 pub mod logins;
 pub mod reference;
@@ -119,15 +122,61 @@ async fn one(
         .await
         .map_err(read)?
         .ok_or_else(|| refused(format!("{reference} is not in its registry")))?;
-    let tag = cosign::signature_tag(&digest);
-    let Some((_, manifest)) = registry.manifest(&tag).await.map_err(read)? else {
+    let mut found = Found::default();
+    signed_by_tag(&mut registry, &digest, verifying, &mut found)
+        .await
+        .map_err(read)?;
+    if found.key.is_none() {
+        signed_by_bundle(&mut registry, &digest, verifying, &mut found)
+            .await
+            .map_err(read)?;
+    }
+    if let Some(i) = found.key {
+        return Ok(Verified {
+            image: image.to_owned(),
+            digest,
+            key: keys[i].file.clone(),
+        });
+    }
+    if found.why_not.is_empty() {
         return Err(refused(format!(
-            "{digest} is not signed: its registry holds no cosign signature ({tag})"
+            "{digest} is not signed: its registry holds no cosign signature ({}) and no Sigstore bundle refers to it",
+            cosign::signature_tag(&digest)
         )));
+    }
+    let files: Vec<&str> = keys.iter().map(|k| k.file.as_str()).collect();
+    Err(refused(format!(
+        "{digest} is not signed with {}: each signature found: {}",
+        files.join(" or "),
+        found.why_not.join("; ")
+    )))
+}
+
+/// The most Sigstore bundles read for one image.
+const BUNDLES: usize = 16;
+
+/// What the signatures of one image came to.
+#[derive(Default)]
+struct Found {
+    /// The key one of them verified with.
+    key: Option<usize>,
+    /// Why each one read did not verify: none when there was none.
+    why_not: Vec<String>,
+}
+
+/// cosign 2's signatures of `digest`: the layers of the manifest tagged `sha256-<hex>.sig`.
+async fn signed_by_tag(
+    registry: &mut Registry<'_>,
+    digest: &str,
+    verifying: &[VerifyingKey],
+    found: &mut Found,
+) -> Result<(), Unread> {
+    let tag = cosign::signature_tag(digest);
+    let Some((_, manifest)) = registry.manifest(&tag).await? else {
+        return Ok(());
     };
     let manifest: serde_json::Value = serde_json::from_slice(&manifest)
-        .map_err(|e| refused(format!("its signature manifest {tag} is not JSON: {e}")))?;
-    let mut why_not = Vec::new();
+        .map_err(|e| Unread::Refused(format!("its signature manifest {tag} is not JSON: {e}")))?;
     for layer in manifest["layers"].as_array().map(Vec::as_slice).unwrap_or_default() {
         let (Some(blob), Some(signature)) = (
             layer["digest"].as_str(),
@@ -135,28 +184,88 @@ async fn one(
         ) else {
             continue;
         };
-        let payload = registry.blob(blob).await.map_err(read)?;
-        match cosign::verify(&payload, signature, &digest, verifying) {
+        let payload = registry.blob(blob).await?;
+        match cosign::verify(&payload, signature, digest, verifying) {
             Ok(i) => {
-                return Ok(Verified {
-                    image: image.to_owned(),
-                    digest,
-                    key: keys[i].file.clone(),
-                });
+                found.key = Some(i);
+                return Ok(());
             }
-            Err(why) => why_not.push(why),
+            Err(why) => found.why_not.push(why),
         }
     }
-    let files: Vec<&str> = keys.iter().map(|k| k.file.as_str()).collect();
-    Err(refused(format!(
-        "{digest} is not signed with {}: {}",
-        files.join(" or "),
-        if why_not.is_empty() {
-            "its signature manifest holds no signature".to_owned()
-        } else {
-            format!("each signature found: {}", why_not.join("; "))
+    if found.why_not.is_empty() {
+        found
+            .why_not
+            .push(format!("its signature manifest {tag} holds no signature"));
+    }
+    Ok(())
+}
+
+/// cosign 3's signatures of `digest`: Sigstore bundles among the artifacts that refer to it.
+/// A referrer that says it holds another kind of statement (an SBOM, a provenance) is passed
+/// over unread; what the others hold is checked in full.
+async fn signed_by_bundle(
+    registry: &mut Registry<'_>,
+    digest: &str,
+    verifying: &[VerifyingKey],
+    found: &mut Found,
+) -> Result<(), Unread> {
+    let referrers = registry.referrers(digest).await?;
+    let (mut seen, mut read) = (std::collections::HashSet::new(), 0);
+    for referrer in &referrers {
+        let (Some(kind), Some(manifest_digest)) = (referrer["artifactType"].as_str(), referrer["digest"].as_str())
+        else {
+            continue;
+        };
+        if !kind.starts_with(bundle::MEDIA_TYPE_PREFIX) || !seen.insert(manifest_digest) {
+            continue;
         }
-    )))
+        if let Some(predicate) = referrer["annotations"][bundle::PREDICATE_ANNOTATION].as_str()
+            && predicate != bundle::SIGN_PREDICATE
+        {
+            found.why_not.push(format!(
+                "bundle {manifest_digest} is an attestation (`{predicate}`), not a signature"
+            ));
+            continue;
+        }
+        read += 1;
+        if read > BUNDLES {
+            found.why_not.push(format!(
+                "more than {BUNDLES} bundles refer to it: the rest were not read"
+            ));
+            break;
+        }
+        let Some((_, manifest)) = registry.manifest(manifest_digest).await? else {
+            found.why_not.push(format!(
+                "the bundle's manifest {manifest_digest} is not in the registry"
+            ));
+            continue;
+        };
+        let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap_or_default();
+        let layer = manifest["layers"]
+            .as_array()
+            .and_then(|layers| layers.first())
+            .filter(|l| {
+                l["mediaType"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(bundle::MEDIA_TYPE_PREFIX))
+            });
+        let Some(blob) = layer.and_then(|l| l["digest"].as_str()) else {
+            found
+                .why_not
+                .push(format!("the manifest {manifest_digest} holds no Sigstore bundle"));
+            continue;
+        };
+        let bundle = registry.blob(blob).await?;
+        match bundle::verify(&bundle, digest, verifying) {
+            Ok(i) => {
+                found.key = Some(i);
+                return Ok(());
+            }
+            Err(why) => found.why_not.push(format!("bundle {manifest_digest}: {why}")),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,21 @@ const REDIRECTS: usize = 5;
 /// The manifest kinds asked for: an index (several platforms) or one image's.
 const MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
+/// What the referrers API answers with.
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// `body` as an image index; `from` names where it came from.
+fn index(body: &[u8], from: &str) -> Result<serde_json::Value, Unread> {
+    let index: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| Unread::Refused(format!("{from} is not an image index: {e}")))?;
+    if !index["manifests"].is_array() {
+        return Err(Unread::Refused(format!(
+            "{from} is not an image index: it lists no manifests"
+        )));
+    }
+    Ok(index)
+}
+
 /// Why a registry could not be read: it is unavailable (try again later), or it answered
 /// something that settles the matter (the image is not there).
 #[derive(Debug)]
@@ -77,6 +92,32 @@ impl<'a> Registry<'a> {
             404 => Ok(None),
             status => Err(said(status, &url)),
         }
+    }
+
+    /// The image index listing the artifacts that refer to the manifest `digest`: from the
+    /// registry's referrers API, and from the `sha256-<hex>` tag clients write where a registry
+    /// has no such API (OCI distribution 1.1): the descriptors they list, none when neither is
+    /// there.
+    pub async fn referrers(&mut self, digest: &str) -> Result<Vec<serde_json::Value>, Unread> {
+        let url = format!("{}/v2/{}/referrers/{digest}", self.base, self.repository);
+        let mut listed = Vec::new();
+        let answer = self.get(&url, Some(INDEX)).await?;
+        match answer.status {
+            200 => listed.push(index(&answer.body, &url)?),
+            // No referrers API: only the tag tells.
+            404 => {}
+            status => return Err(said(status, &url)),
+        }
+        if let Some((_, body)) = self.manifest(&digest.replacen(':', "-", 1)).await? {
+            listed.push(index(&body, &format!("the tag {}", digest.replacen(':', "-", 1)))?);
+        }
+        Ok(listed
+            .into_iter()
+            .flat_map(|mut index| match index["manifests"].take() {
+                serde_json::Value::Array(manifests) => manifests,
+                _ => Vec::new(),
+            })
+            .collect())
     }
 
     /// The blob `digest`, checked against it. Registries often send blobs from elsewhere (a
