@@ -14,8 +14,6 @@ use serde::Deserialize;
 
 /// The media types of Sigstore bundles (an artifact's `artifactType`, a layer's `mediaType`).
 pub const MEDIA_TYPE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
-/// The media type cosign 3 writes.
-pub const MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 /// The predicate type of an image signature.
 pub const SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 /// The payload type of an in-toto statement in DSSE.
@@ -67,7 +65,7 @@ struct Subject {
 /// Whether `bundle` (its JSON) is a signature of the image `digest` by one of `keys`: the index
 /// of the key; why not otherwise.
 pub fn verify(bundle: &[u8], digest: &str, keys: &[VerifyingKey]) -> Result<usize, String> {
-    let bundle: Bundle = serde_json::from_slice(bundle).map_err(|e| format!("the bundle is not one: {e}"))?;
+    let bundle: Bundle = serde_json::from_slice(bundle).map_err(|e| format!("it is not a Sigstore bundle: {e}"))?;
     if !bundle.media_type.starts_with(MEDIA_TYPE_PREFIX) {
         return Err(format!("`{}` is not a Sigstore bundle's media type", bundle.media_type));
     }
@@ -141,6 +139,7 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     signed
 }
 
+/// The digests `named`, or that there are none.
 fn or_nothing(named: &[String]) -> String {
     if named.is_empty() {
         "nothing".to_owned()
@@ -150,13 +149,16 @@ fn or_nothing(named: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use p256::ecdsa::SigningKey;
     use p256::ecdsa::signature::Signer;
 
+    /// The media type cosign 3 writes.
+    const MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
     /// The statement cosign signs for the image `digest` of `repository` (`registry/repo`).
-    fn statement(repository: &str, digest: &str) -> Vec<u8> {
+    pub(crate) fn statement(repository: &str, digest: &str) -> Vec<u8> {
         let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
         serde_json::to_vec(&serde_json::json!({
             "_type": STATEMENTS[0],
@@ -167,12 +169,12 @@ mod tests {
         .expect("a statement serializes")
     }
 
-    fn signing(seed: u8) -> SigningKey {
+    pub(crate) fn signing(seed: u8) -> SigningKey {
         SigningKey::from_slice(&[seed; 32]).unwrap()
     }
 
     /// A bundle as cosign 3 writes one for `statement`, signed by `key`.
-    fn bundle(statement: &[u8], key: &SigningKey, material: serde_json::Value) -> Vec<u8> {
+    pub(crate) fn bundle(statement: &[u8], key: &SigningKey, material: serde_json::Value) -> Vec<u8> {
         let base64 = base64::engine::general_purpose::STANDARD;
         let signature: Signature = key.sign(&pae(IN_TOTO, statement));
         serde_json::to_vec(&serde_json::json!({
@@ -250,7 +252,7 @@ mod tests {
         assert!(
             verify(b"{}", &digest, &keys)
                 .unwrap_err()
-                .starts_with("the bundle is not one")
+                .starts_with("it is not a Sigstore bundle")
         );
     }
 

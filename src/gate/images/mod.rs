@@ -14,6 +14,7 @@ pub mod cosign;
 pub mod logins;
 pub mod reference;
 mod registry;
+mod signatures;
 
 use std::collections::BTreeSet;
 
@@ -22,6 +23,7 @@ use p256::ecdsa::VerifyingKey;
 use self::logins::Logins;
 use self::reference::Reference;
 use self::registry::{Registry, Unread};
+use self::signatures::Verdict;
 use crate::notify::http::Client;
 use crate::spec::model::gates::ImageKey;
 
@@ -122,23 +124,20 @@ async fn one(
         .await
         .map_err(read)?
         .ok_or_else(|| refused(format!("{reference} is not in its registry")))?;
-    let mut found = Found::default();
-    signed_by_tag(&mut registry, &digest, verifying, &mut found)
+    let reasons = match signatures::search(&mut registry, &digest, verifying)
         .await
-        .map_err(read)?;
-    if found.key.is_none() {
-        signed_by_bundle(&mut registry, &digest, verifying, &mut found)
-            .await
-            .map_err(read)?;
-    }
-    if let Some(i) = found.key {
-        return Ok(Verified {
-            image: image.to_owned(),
-            digest,
-            key: keys[i].file.clone(),
-        });
-    }
-    if found.why_not.is_empty() {
+        .map_err(read)?
+    {
+        Verdict::Signed(key) => {
+            return Ok(Verified {
+                image: image.to_owned(),
+                digest,
+                key: keys[key].file.clone(),
+            });
+        }
+        Verdict::Unsigned(reasons) => reasons,
+    };
+    if reasons.is_empty() {
         return Err(refused(format!(
             "{digest} is not signed: its registry holds no cosign signature ({}) and no Sigstore bundle refers to it",
             cosign::signature_tag(&digest)
@@ -146,131 +145,149 @@ async fn one(
     }
     let files: Vec<&str> = keys.iter().map(|k| k.file.as_str()).collect();
     Err(refused(format!(
-        "{digest} is not signed with {}: each signature found: {}",
-        files.join(" or "),
-        found.why_not.join("; ")
+        "{digest} is not signed with {}; what its registry holds: {reasons}",
+        files.join(" or ")
     )))
-}
-
-/// The most Sigstore bundles read for one image.
-const BUNDLES: usize = 16;
-
-/// What the signatures of one image came to.
-#[derive(Default)]
-struct Found {
-    /// The key one of them verified with.
-    key: Option<usize>,
-    /// Why each one read did not verify: none when there was none.
-    why_not: Vec<String>,
-}
-
-/// cosign 2's signatures of `digest`: the layers of the manifest tagged `sha256-<hex>.sig`.
-async fn signed_by_tag(
-    registry: &mut Registry<'_>,
-    digest: &str,
-    verifying: &[VerifyingKey],
-    found: &mut Found,
-) -> Result<(), Unread> {
-    let tag = cosign::signature_tag(digest);
-    let Some((_, manifest)) = registry.manifest(&tag).await? else {
-        return Ok(());
-    };
-    let manifest: serde_json::Value = serde_json::from_slice(&manifest)
-        .map_err(|e| Unread::Refused(format!("its signature manifest {tag} is not JSON: {e}")))?;
-    for layer in manifest["layers"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        let (Some(blob), Some(signature)) = (
-            layer["digest"].as_str(),
-            layer["annotations"][cosign::SIGNATURE].as_str(),
-        ) else {
-            continue;
-        };
-        let payload = registry.blob(blob).await?;
-        match cosign::verify(&payload, signature, digest, verifying) {
-            Ok(i) => {
-                found.key = Some(i);
-                return Ok(());
-            }
-            Err(why) => found.why_not.push(why),
-        }
-    }
-    if found.why_not.is_empty() {
-        found
-            .why_not
-            .push(format!("its signature manifest {tag} holds no signature"));
-    }
-    Ok(())
-}
-
-/// cosign 3's signatures of `digest`: Sigstore bundles among the artifacts that refer to it.
-/// A referrer that says it holds another kind of statement (an SBOM, a provenance) is passed
-/// over unread; what the others hold is checked in full.
-async fn signed_by_bundle(
-    registry: &mut Registry<'_>,
-    digest: &str,
-    verifying: &[VerifyingKey],
-    found: &mut Found,
-) -> Result<(), Unread> {
-    let referrers = registry.referrers(digest).await?;
-    let (mut seen, mut read) = (std::collections::HashSet::new(), 0);
-    for referrer in &referrers {
-        let (Some(kind), Some(manifest_digest)) = (referrer["artifactType"].as_str(), referrer["digest"].as_str())
-        else {
-            continue;
-        };
-        if !kind.starts_with(bundle::MEDIA_TYPE_PREFIX) || !seen.insert(manifest_digest) {
-            continue;
-        }
-        if let Some(predicate) = referrer["annotations"][bundle::PREDICATE_ANNOTATION].as_str()
-            && predicate != bundle::SIGN_PREDICATE
-        {
-            found.why_not.push(format!(
-                "bundle {manifest_digest} is an attestation (`{predicate}`), not a signature"
-            ));
-            continue;
-        }
-        read += 1;
-        if read > BUNDLES {
-            found.why_not.push(format!(
-                "more than {BUNDLES} bundles refer to it: the rest were not read"
-            ));
-            break;
-        }
-        let Some((_, manifest)) = registry.manifest(manifest_digest).await? else {
-            found.why_not.push(format!(
-                "the bundle's manifest {manifest_digest} is not in the registry"
-            ));
-            continue;
-        };
-        let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap_or_default();
-        let layer = manifest["layers"]
-            .as_array()
-            .and_then(|layers| layers.first())
-            .filter(|l| {
-                l["mediaType"]
-                    .as_str()
-                    .is_some_and(|t| t.starts_with(bundle::MEDIA_TYPE_PREFIX))
-            });
-        let Some(blob) = layer.and_then(|l| l["digest"].as_str()) else {
-            found
-                .why_not
-                .push(format!("the manifest {manifest_digest} holds no Sigstore bundle"));
-            continue;
-        };
-        let bundle = registry.blob(blob).await?;
-        match bundle::verify(&bundle, digest, verifying) {
-            Ok(i) => {
-                found.key = Some(i);
-                return Ok(());
-            }
-            Err(why) => found.why_not.push(format!("bundle {manifest_digest}: {why}")),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    /// What a registry double answers for a path (with its query): status, content type, the
+    /// `Link` header, body.
+    type Answers = HashMap<String, (u16, &'static str, Option<String>, Vec<u8>)>;
+
+    /// A registry that answers `answers` and 404 to anything else, on a loopback port.
+    async fn registry(answers: Answers) -> std::net::SocketAddr {
+        use axum::http::{StatusCode, Uri, header};
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answers = std::sync::Arc::new(answers);
+        let app = axum::Router::new().fallback(move |uri: Uri| {
+            let answers = answers.clone();
+            async move {
+                let asked = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+                let Some((status, kind, link, body)) = answers.get(asked).cloned() else {
+                    return (StatusCode::NOT_FOUND, Vec::new()).into_response();
+                };
+                let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, kind.parse().unwrap());
+                if let Some(link) = link {
+                    response.headers_mut().insert(header::LINK, link.parse().unwrap());
+                }
+                response
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+    /// Adds to `answers` the artifact holding `bundle` (its manifest and blob); its manifest's
+    /// digest.
+    fn artifact(answers: &mut Answers, bundle: &[u8]) -> String {
+        let blob = registry::sha256(bundle);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": MANIFEST, "artifactType": BUNDLE,
+            "layers": [{"mediaType": BUNDLE, "digest": blob, "size": bundle.len()}],
+        }))
+        .unwrap();
+        let digest = registry::sha256(&manifest);
+        answers.insert(format!("/v2/web/blobs/{blob}"), (200, BUNDLE, None, bundle.to_vec()));
+        answers.insert(format!("/v2/web/manifests/{digest}"), (200, MANIFEST, None, manifest));
+        digest
+    }
+
+    /// An index listing `referrers` (digest, predicate annotated), as the referrers API answers.
+    fn index(referrers: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let manifests: Vec<serde_json::Value> = referrers
+            .iter()
+            .map(|(digest, predicate)| {
+                let mut entry =
+                    serde_json::json!({"mediaType": MANIFEST, "digest": digest, "size": 1, "artifactType": BUNDLE});
+                if let Some(predicate) = predicate {
+                    entry["annotations"] = serde_json::json!({ (bundle::PREDICATE_ANNOTATION): predicate });
+                }
+                entry
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": manifests}))
+            .unwrap()
+    }
+
+    /// The referrers API as registries of OCI distribution 1.1 serve it, which the registry
+    /// packaged here (2.8) does not: an index over two pages (`Link`), the attestations it
+    /// annotates passed over unread, the signatures it annotates read first; and a registry
+    /// that answers the API with 400 read through the `sha256-<hex>` tag instead.
+    #[tokio::test]
+    async fn signatures_are_found_through_the_referrers_api() {
+        use bundle::tests::{bundle, signing, statement};
+        use p256::pkcs8::{EncodePublicKey, LineEnding};
+        let (ours, theirs) = (signing(7), signing(9));
+        let keys = [ImageKey {
+            file: "keys/cosign.pub".to_owned(),
+            pem: ours.verifying_key().to_public_key_pem(LineEnding::LF).unwrap(),
+        }];
+        let image = br#"{"schemaVersion": 2, "layers": []}"#.to_vec();
+        let digest = registry::sha256(&image);
+        let hint = serde_json::json!({"publicKey": {"hint": ""}});
+        let mut answers = Answers::new();
+        answers.insert("/v2/web/manifests/1".to_owned(), (200, MANIFEST, None, image));
+        let by_them = artifact(&mut answers, &bundle(&statement("web", &digest), &theirs, hint.clone()));
+        let by_us = artifact(&mut answers, &bundle(&statement("web", &digest), &ours, hint));
+        let provenance = "https://slsa.dev/provenance/v1";
+        let attestation = format!("sha256:{}", "0".repeat(64));
+        let api = format!("/v2/web/referrers/{digest}");
+        let next = format!("{api}?n=2&last=x");
+        let first_page = index(&[(&attestation, Some(provenance)), (&by_them, None)]);
+        let second_page = index(&[(&by_us, Some(bundle::SIGN_PREDICATE))]);
+        let mut paged = answers.clone();
+        paged.insert(
+            api.clone(),
+            (200, INDEX, Some(format!("<{next}>; rel=\"next\"")), first_page.clone()),
+        );
+        paged.insert(next.clone(), (200, INDEX, None, second_page));
+        let addr = registry(paged).await;
+        let checked = check(&[format!("{addr}/web:1").as_str()], &keys, &Logins::default()).await;
+        assert_eq!(checked.map(|v| v[0].digest.clone()), Ok(digest.clone()));
+
+        // One page only: what each referrer is, in words; the attestation is not read.
+        let mut one_page = answers.clone();
+        one_page.insert(api.clone(), (200, INDEX, None, first_page.clone()));
+        let addr = registry(one_page).await;
+        let Err(Refusal::Refused(why)) = check(&[format!("{addr}/web:1").as_str()], &keys, &Logins::default()).await
+        else {
+            panic!("signed with another key, it passed");
+        };
+        assert_eq!(
+            why,
+            format!(
+                "image `{addr}/web:1`: {digest} is not signed with keys/cosign.pub; what its registry holds: \
+                 referrer {attestation}: an attestation (`{provenance}`), not a signature; not read; \
+                 referrer {by_them}: it was made with none of the keys"
+            )
+        );
+
+        // No referrers API (400): the tag the signer wrote lists them.
+        let mut tagged = answers;
+        tagged.insert(api, (400, "application/json", None, b"{}".to_vec()));
+        let tag = format!("/v2/web/manifests/{}", digest.replacen(':', "-", 1));
+        tagged.insert(tag, (200, INDEX, None, index(&[(&by_us, None)])));
+        let addr = registry(tagged).await;
+        assert!(
+            check(&[format!("{addr}/web:1").as_str()], &keys, &Logins::default())
+                .await
+                .is_ok()
+        );
+    }
 
     #[test]
     fn every_container_of_an_object_is_found() {

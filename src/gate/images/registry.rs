@@ -1,7 +1,8 @@
 //! What the image gate reads from a registry, over the OCI distribution API: an image's
 //! manifest (its digest computed from the bytes, never taken on the registry's word), the
-//! cosign signature manifest stored beside it (`sha256-<hex>.sig`), and blobs, each checked
-//! against its digest, followed through the redirects registries send blobs by. Anonymous pulls,
+//! cosign signature manifest stored beside it (`sha256-<hex>.sig`), the index of the artifacts
+//! that refer to it (the referrers API), and blobs, each checked against its digest, followed
+//! through the redirects registries send blobs by. Anonymous pulls,
 //! with the bearer token a registry hands out for them (`WWW-Authenticate: Bearer realm=…`,
 //! fetched over HTTPS and sent to the registry alone), or with the registry's login (`Basic`, or
 //! sent to the token realm for a token) when the registry asks for one.
@@ -24,17 +25,8 @@ const MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vn
 /// What the referrers API answers with.
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-/// `body` as an image index; `from` names where it came from.
-fn index(body: &[u8], from: &str) -> Result<serde_json::Value, Unread> {
-    let index: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| Unread::Refused(format!("{from} is not an image index: {e}")))?;
-    if !index["manifests"].is_array() {
-        return Err(Unread::Refused(format!(
-            "{from} is not an image index: it lists no manifests"
-        )));
-    }
-    Ok(index)
-}
+/// The most pages of the referrers API read.
+const PAGES: usize = 4;
 
 /// Why a registry could not be read: it is unavailable (try again later), or it answered
 /// something that settles the matter (the image is not there).
@@ -94,30 +86,34 @@ impl<'a> Registry<'a> {
         }
     }
 
-    /// The image index listing the artifacts that refer to the manifest `digest`: from the
-    /// registry's referrers API, and from the `sha256-<hex>` tag clients write where a registry
-    /// has no such API (OCI distribution 1.1): the descriptors they list, none when neither is
-    /// there.
-    pub async fn referrers(&mut self, digest: &str) -> Result<Vec<serde_json::Value>, Unread> {
-        let url = format!("{}/v2/{}/referrers/{digest}", self.base, self.repository);
-        let mut listed = Vec::new();
-        let answer = self.get(&url, Some(INDEX)).await?;
-        match answer.status {
-            200 => listed.push(index(&answer.body, &url)?),
-            // No referrers API: only the tag tells.
-            404 => {}
-            status => return Err(said(status, &url)),
+    /// The pages of the image index the registry's referrers API lists the artifacts that
+    /// refer to the manifest `digest` in (OCI distribution 1.1), following its `Link` to the
+    /// next page a few times; `None` when the registry has no such API (it answers 404, 400 or
+    /// 406, or with something other than an index, as clients take it).
+    pub async fn referrers(&mut self, digest: &str) -> Result<Option<Vec<Vec<u8>>>, Unread> {
+        let mut url = format!("{}/v2/{}/referrers/{digest}", self.base, self.repository);
+        let mut pages = Vec::new();
+        while pages.len() < PAGES {
+            let answer = self.get(&url, Some(INDEX)).await?;
+            let kind = answer.headers.get("content-type").and_then(|v| v.to_str().ok());
+            match answer.status {
+                200 if kind.is_some_and(|k| k.split(';').next().is_some_and(|k| k.trim() == INDEX)) => {}
+                200 | 400 | 404 | 406 if pages.is_empty() => return Ok(None),
+                status => return Err(said(status, &url)),
+            }
+            let next = answer
+                .headers
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_page);
+            pages.push(answer.body.to_vec());
+            // Only pages of this registry: its token goes nowhere else.
+            match next.map(|next| self.follow(&url, &next)) {
+                Some(Ok(next)) if next.starts_with(&format!("{}/", self.base)) => url = next,
+                _ => break,
+            }
         }
-        if let Some((_, body)) = self.manifest(&digest.replacen(':', "-", 1)).await? {
-            listed.push(index(&body, &format!("the tag {}", digest.replacen(':', "-", 1)))?);
-        }
-        Ok(listed
-            .into_iter()
-            .flat_map(|mut index| match index["manifests"].take() {
-                serde_json::Value::Array(manifests) => manifests,
-                _ => Vec::new(),
-            })
-            .collect())
+        Ok(Some(pages))
     }
 
     /// The blob `digest`, checked against it. Registries often send blobs from elsewhere (a
@@ -306,6 +302,17 @@ fn secure(url: &str) -> bool {
         Some(rest) => is_loopback(rest.split(['/', '?', '#']).next().unwrap_or(rest)),
         None => url.starts_with("https://"),
     }
+}
+
+/// The URL a `Link` header names as the next page (`<url>; rel="next"`).
+fn next_page(link: &str) -> Option<String> {
+    link.split(',').find_map(|item| {
+        let (target, params) = item.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"")
+            .then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+    })
 }
 
 /// `sha256:<hex>` of `bytes`.

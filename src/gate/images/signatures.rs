@@ -1,0 +1,272 @@
+//! Finding an image's signatures in its registry and checking each: cosign 2's under the
+//! `sha256-<hex>.sig` tag, then cosign 3's Sigstore bundles among the artifacts that refer to
+//! the image (the referrers API, and the `sha256-<hex>` tag written where a registry has none).
+//! What does not count is noted, with why, and the search goes on: only a registry that cannot
+//! be read now stops it.
+
+use std::collections::{BTreeMap, HashSet};
+
+use p256::ecdsa::VerifyingKey;
+use serde::Deserialize;
+
+use super::registry::{Registry, Unread};
+use super::{bundle, cosign};
+
+/// The most Sigstore bundles read for one image.
+pub const BUNDLES: usize = 16;
+
+/// The most reasons a refusal lists.
+const REASONS: usize = 8;
+
+/// The most characters of a string the registry chose that a reason quotes.
+const QUOTED: usize = 80;
+
+/// What the search came to.
+pub enum Verdict {
+    /// A signature verified with the key of this index.
+    Signed(usize),
+    /// None did: why each signature found does not count (none when none was found).
+    Unsigned(Reasons),
+}
+
+/// Why the signatures found do not count, the first few in full.
+#[derive(Default)]
+pub struct Reasons {
+    listed: Vec<String>,
+    more: usize,
+}
+
+impl Reasons {
+    fn add(&mut self, why: String) {
+        if self.listed.len() < REASONS {
+            self.listed.push(why);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Whether no signature was found at all.
+    pub fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
+}
+
+impl std::fmt::Display for Reasons {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.listed.join("; "))?;
+        if self.more > 0 {
+            write!(f, "; and {} more", self.more)?;
+        }
+        Ok(())
+    }
+}
+
+/// An artifact as an image index lists it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    digest: String,
+    #[serde(default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// An image index: what the referrers API answers, and what the `sha256-<hex>` tag holds.
+#[derive(Deserialize)]
+struct Index {
+    manifests: Vec<serde_json::Value>,
+}
+
+impl Descriptor {
+    /// The predicate type its annotation says its statement has.
+    fn predicate(&self) -> Option<&str> {
+        self.annotations.get(bundle::PREDICATE_ANNOTATION).map(String::as_str)
+    }
+}
+
+/// Searches the registry for a signature of the manifest `digest` by one of `keys`.
+pub async fn search(registry: &mut Registry<'_>, digest: &str, keys: &[VerifyingKey]) -> Result<Verdict, Unread> {
+    let mut reasons = Reasons::default();
+    if let Some(key) = by_tag(registry, digest, keys, &mut reasons).await? {
+        return Ok(Verdict::Signed(key));
+    }
+    if let Some(key) = by_bundle(registry, digest, keys, &mut reasons).await? {
+        return Ok(Verdict::Signed(key));
+    }
+    Ok(Verdict::Unsigned(reasons))
+}
+
+/// cosign 2's signatures of `digest`: the layers of the manifest tagged `sha256-<hex>.sig`.
+async fn by_tag(
+    registry: &mut Registry<'_>,
+    digest: &str,
+    keys: &[VerifyingKey],
+    reasons: &mut Reasons,
+) -> Result<Option<usize>, Unread> {
+    let tag = cosign::signature_tag(digest);
+    let Some(Some((_, manifest))) = settled(registry.manifest(&tag).await, &mut reasons_for(reasons, &tag))? else {
+        return Ok(None);
+    };
+    let manifest: serde_json::Value = match serde_json::from_slice(&manifest) {
+        Ok(manifest) => manifest,
+        Err(e) => {
+            reasons.add(format!("signature {tag}: its manifest is not JSON: {e}"));
+            return Ok(None);
+        }
+    };
+    let mut signatures = 0;
+    for layer in manifest["layers"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let (Some(blob), Some(signature)) = (
+            layer["digest"].as_str().filter(|d| is_digest(d)),
+            layer["annotations"][cosign::SIGNATURE].as_str(),
+        ) else {
+            continue;
+        };
+        signatures += 1;
+        let Some(payload) = settled(registry.blob(blob).await, &mut reasons_for(reasons, &tag))? else {
+            continue;
+        };
+        match cosign::verify(&payload, signature, digest, keys) {
+            Ok(key) => return Ok(Some(key)),
+            Err(why) => reasons.add(format!("signature {tag}: {why}")),
+        }
+    }
+    if signatures == 0 {
+        reasons.add(format!("the manifest {tag} holds no signature"));
+    }
+    Ok(None)
+}
+
+/// cosign 3's signatures of `digest`: Sigstore bundles among the artifacts that refer to it,
+/// those that say they are signatures first. One that says it holds another kind of statement
+/// (an SBOM, a provenance) is passed over unread; what the others hold is checked in full.
+async fn by_bundle(
+    registry: &mut Registry<'_>,
+    digest: &str,
+    keys: &[VerifyingKey],
+    reasons: &mut Reasons,
+) -> Result<Option<usize>, Unread> {
+    let mut pages = settled(registry.referrers(digest).await, &mut |why| {
+        reasons.add(format!("the referrers of {digest}: {why}"))
+    })?
+    .flatten()
+    .map(|pages| {
+        pages
+            .into_iter()
+            .map(|p| (p, "the referrers API".to_owned()))
+            .collect::<Vec<_>>()
+    })
+    .unwrap_or_default();
+    let tag = digest.replacen(':', "-", 1);
+    if let Some(Some((_, index))) = settled(registry.manifest(&tag).await, &mut reasons_for(reasons, &tag))? {
+        pages.push((index, format!("the tag {tag}")));
+    }
+    let mut listed = Vec::new();
+    for (page, from) in pages {
+        match serde_json::from_slice::<Index>(&page) {
+            Ok(index) => listed.extend(index.manifests),
+            Err(e) => reasons.add(format!("{from} is not an image index: {e}")),
+        }
+    }
+    let mut bundles: Vec<Descriptor> = listed
+        .into_iter()
+        .filter_map(|d| serde_json::from_value::<Descriptor>(d).ok())
+        .filter(|d| {
+            d.artifact_type
+                .as_deref()
+                .is_some_and(|t| t.starts_with(bundle::MEDIA_TYPE_PREFIX))
+        })
+        .collect();
+    bundles.sort_by_key(|d| d.predicate() != Some(bundle::SIGN_PREDICATE));
+    let (mut seen, mut read) = (HashSet::new(), 0);
+    for referrer in &bundles {
+        let at = &referrer.digest;
+        if !is_digest(at) {
+            reasons.add(format!("a referrer's digest `{}` is not a SHA-256 digest", quoted(at)));
+            continue;
+        }
+        if !seen.insert(at) {
+            continue;
+        }
+        if let Some(predicate) = referrer.predicate().filter(|p| *p != bundle::SIGN_PREDICATE) {
+            reasons.add(format!(
+                "referrer {at}: an attestation (`{}`), not a signature; not read",
+                quoted(predicate)
+            ));
+            continue;
+        }
+        read += 1;
+        if read > BUNDLES {
+            reasons.add(format!(
+                "more than {BUNDLES} bundles refer to {digest}: the rest were not read (delete the old signatures)"
+            ));
+            break;
+        }
+        let mut note = |why: String| reasons.add(format!("referrer {at}: {why}"));
+        let manifest = match settled(registry.manifest(at).await, &mut note)? {
+            Some(Some((_, manifest))) => manifest,
+            Some(None) => {
+                note("its manifest is not in the registry".to_owned());
+                continue;
+            }
+            None => continue,
+        };
+        let layer = serde_json::from_slice::<serde_json::Value>(&manifest)
+            .ok()
+            .and_then(|m| m["layers"].get(0).cloned())
+            .filter(|l| {
+                l["mediaType"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(bundle::MEDIA_TYPE_PREFIX))
+            });
+        let Some(blob) = layer
+            .as_ref()
+            .and_then(|l| l["digest"].as_str())
+            .filter(|d| is_digest(d))
+        else {
+            note("its manifest holds no Sigstore bundle".to_owned());
+            continue;
+        };
+        let Some(bundle) = settled(registry.blob(blob).await, &mut note)? else {
+            continue;
+        };
+        match bundle::verify(&bundle, digest, keys) {
+            Ok(key) => return Ok(Some(key)),
+            Err(why) => note(why),
+        }
+    }
+    Ok(None)
+}
+
+/// What a read came to: what was read, or `None` with why noted when the registry's answer
+/// settles that it cannot be; a registry that cannot be read now stops the search.
+fn settled<T>(read: Result<T, Unread>, note: &mut impl FnMut(String)) -> Result<Option<T>, Unread> {
+    match read {
+        Ok(read) => Ok(Some(read)),
+        Err(Unread::Refused(why)) => {
+            note(why);
+            Ok(None)
+        }
+        Err(unavailable) => Err(unavailable),
+    }
+}
+
+/// Notes a reason about what `tag` holds.
+fn reasons_for<'a>(reasons: &'a mut Reasons, tag: &'a str) -> impl FnMut(String) + 'a {
+    move |why| reasons.add(format!("{tag}: {why}"))
+}
+
+/// Whether `s` is a SHA-256 digest as registries write them (`sha256:` and 64 hex digits).
+fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// `s`, cut to a length fit for a message.
+fn quoted(s: &str) -> String {
+    match s.char_indices().nth(QUOTED) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_owned(),
+    }
+}
