@@ -146,7 +146,17 @@ pub(super) fn render_with(
     );
     let limits = Limits::default();
     let mut loaded = match memo.as_deref_mut() {
-        Some(memo) => Loaded::read_knowing(tree, limits, &std::mem::take(&mut memo.documents))?,
+        // A source that cannot be read loses nothing the memo kept: the next render retries.
+        Some(memo) => {
+            let known = std::mem::take(&mut memo.documents);
+            match Loaded::read_knowing(tree, limits, &known) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    memo.documents = known;
+                    return Err(e.into());
+                }
+            }
+        }
         None => Loaded::read(tree, limits)?,
     };
     let mut diagnostics = std::mem::take(&mut loaded.diagnostics);
@@ -183,7 +193,7 @@ pub(super) fn render_with(
     let manifest = ("kubernetes", "manifests", "manifest file");
     let manifests = listed_files(&selected, tree, limits, &mut sources, manifest, yaml::parse_documents)?;
     let mut kept = memo.as_deref_mut().map(|memo| std::mem::take(&mut memo.environments));
-    let results: Vec<Result<Rendering, SourceError>> = std::thread::scope(|scope| {
+    let results: Vec<Rendering> = std::thread::scope(|scope| {
         let mut jobs = selected.iter().map(|(name, node)| {
             let (loaded, schemas, composed, manifests) = (&loaded, &schemas, &composed, &manifests);
             // Only a memo's render keeps anything.
@@ -200,7 +210,8 @@ pub(super) fn render_with(
                     keys,
                     allow,
                 };
-                render_environment(&context, name, node, recall.as_mut(), &mut found).map(|d| (d, found, recall))
+                let rendered = render_environment(&context, name, node, recall.as_mut(), &mut found);
+                (rendered, found, recall)
             }
         });
         // The first environment renders on this thread.
@@ -210,15 +221,31 @@ pub(super) fn render_with(
             .chain(handles.into_iter().map(|h| h.join().expect("rendering does not panic")))
             .collect()
     });
-    for ((name, _), result) in selected.into_iter().zip(results) {
-        let (desired, found, now) = result?;
-        if let (Some(memo), Some(now)) = (memo.as_deref_mut(), now) {
+    let mut unreadable = None;
+    for ((name, _), (rendered, found, now)) in selected.into_iter().zip(results) {
+        if let (Some(memo), Some(mut now)) = (memo.as_deref_mut(), now) {
+            if rendered.is_err() {
+                // Stopped midway, its services are some of this render and some of the last:
+                // their overlays are compared by value next time, not taken as the document's.
+                now.environment = None;
+            }
             memo.environments.insert(name.clone(), now);
         }
-        if let Some(desired) = desired.filter(|_| found.is_empty()) {
-            environments.insert(name.clone(), desired);
+        match rendered {
+            Ok(desired) => {
+                if let Some(desired) = desired.filter(|_| found.is_empty()) {
+                    environments.insert(name.clone(), desired);
+                }
+                diagnostics.extend(found);
+            }
+            Err(e) => unreadable = unreadable.or(Some(e)),
         }
-        diagnostics.extend(found);
+    }
+    if let Some(e) = unreadable {
+        if let Some(memo) = memo {
+            memo.documents = std::mem::take(&mut loaded.documents);
+        }
+        return Err(e.into());
     }
     if only.is_none() {
         check::shared_ports(&environments, &loaded, &mut diagnostics);
@@ -861,8 +888,9 @@ fn check_overlay(declared: &Declared, service: &str, member: &super::node::Membe
 /// Reads one file listed by an environment into `T`.
 type Parser<T> = fn(&Arc<str>, &[u8], Limits) -> Result<T, yaml::YamlError>;
 
-/// One environment rendered: its desired state when valid, its problems, and what a memo keeps.
-type Rendering = (Option<Desired>, Vec<Diagnostic>, Option<Kept>);
+/// One environment rendered: its desired state when valid (or the source that could not be
+/// read), its problems, and what a memo keeps, even when the source could not be read.
+type Rendering = (Result<Option<Desired>, SourceError>, Vec<Diagnostic>, Option<Kept>);
 
 /// Deserializes a schema-checked document from its JSON form, taking its strings rather than
 /// copying them; a remaining error still names its path.

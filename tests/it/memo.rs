@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use age::secrecy::ExposeSecret;
-use plumb::source::GitTree;
+use plumb::source::{Entry, GitTree, SourceError, Tree};
 use plumb::spec::memo::Memo;
 use plumb::spec::rights::Allow;
 use plumb::spec::sealed::{self, Keyring};
@@ -154,4 +154,97 @@ fn a_memo_renders_what_a_fresh_render_does_and_only_what_changed() {
     repo.write("services/c.yaml", &service("c", 4013, ""));
     let commit = repo.commit("c mended");
     assert_eq!(same_as_from_scratch(&mut memo, &repo, &commit, &keys), (4, 0));
+}
+
+/// A commit's tree one of whose files cannot be read, as when git's object store breaks: a
+/// fault no repository produces on demand.
+struct Unreadable {
+    tree: GitTree,
+    path: &'static str,
+}
+
+impl Unreadable {
+    fn at(repo: &TestRepo, commit: &str, path: &'static str) -> Unreadable {
+        let git = git2::Repository::open(repo.path()).unwrap();
+        let tree = GitTree::at(git, git2::Oid::from_str(commit).unwrap(), "").unwrap();
+        Unreadable { tree, path }
+    }
+
+    fn fails(&self, path: &str) -> Result<(), SourceError> {
+        if path == self.path {
+            return Err(SourceError::Io {
+                path: path.into(),
+                source: std::io::Error::other("the object store is damaged"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Tree for Unreadable {
+    fn list(&self, dir: &str) -> Result<Vec<String>, SourceError> {
+        self.tree.list(dir)
+    }
+    fn read(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>, SourceError> {
+        self.fails(path)?;
+        self.tree.read(path, limit)
+    }
+    fn commit(&self) -> Option<git2::Oid> {
+        self.tree.commit()
+    }
+    fn entries(&self, dir: &str) -> Result<Vec<Entry>, SourceError> {
+        self.tree.entries(dir)
+    }
+    fn blobs(&self, dir: &str) -> Result<Option<Vec<(String, git2::Oid)>>, SourceError> {
+        self.tree.blobs(dir)
+    }
+    fn blob(&self, path: &str) -> Result<Option<git2::Oid>, SourceError> {
+        self.fails(path)?;
+        self.tree.blob(path)
+    }
+}
+
+/// A render that stops on a file it cannot read keeps what the memo held — the documents, and
+/// the services rendered — and the next render of the same commit gives what a fresh render
+/// gives, overlays changed after the file it stopped at included.
+#[test]
+fn a_render_stopped_by_an_unreadable_file_loses_nothing_the_memo_kept() {
+    let keys = Arc::new(Keyring::new(Vec::new()));
+    let mut memo = Memo::new(keys.clone(), Arc::new(Allow::default()));
+    let mut repo = TestRepo::new();
+    repo.write("plumb.yaml", REPOSITORY)
+        .write("services/a.yaml", &service("a", 4001, ""))
+        .write(
+            "services/b.yaml",
+            &service("b", 4002, "config:\n  schema: schemas/b.json\n  values: {level: 1}\n"),
+        )
+        .write("services/c.yaml", &service("c", 4003, ""))
+        .write("schemas/b.json", SCHEMA)
+        .write("environments/staging.yaml", STAGING)
+        .write("environments/production.yaml", PRODUCTION);
+    let first = repo.commit("Three services");
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &first, &keys), (0, 0));
+
+    // A changed service document that cannot be read: the documents read before stay kept.
+    repo.edit("services/c.yaml", "4003", "4013");
+    let moved = repo.commit("c moves");
+    let stopped = memo.render(&Unreadable::at(&repo, &moved, "services/c.yaml"));
+    assert!(stopped.is_err());
+    assert_eq!(memo.kept(), (6, 6), "the documents and the renderings are kept");
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &moved, &keys), (4, 0));
+
+    // Staging's overlays of a (before b) and c (after b) change, and b's schema cannot be read:
+    // the render stops at b in each environment. Rendered again, c takes its new overlay.
+    repo.edit("environments/staging.yaml", "replicas: 2", "replicas: 4")
+        .edit(
+            "environments/staging.yaml",
+            "services:\n",
+            "services:\n  c:\n    replicas: 3\n",
+        );
+    let scaled = repo.commit("a and c scale in staging");
+    let stopped = memo.render(&Unreadable::at(&repo, &scaled, "schemas/b.json"));
+    assert!(stopped.is_err());
+    let (reused, problems) = same_as_from_scratch(&mut memo, &repo, &scaled, &keys);
+    assert_eq!(problems, 0);
+    assert!(reused >= 4, "a in staging and production's three are kept: {reused}");
 }
