@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::registry::{Registry, Unread};
 use super::{bundle, cosign};
 
-/// The most Sigstore bundles read for one image.
+/// The most Sigstore bundles, and the most cosign 2 signatures, read for one image.
 pub const BUNDLES: usize = 16;
 
 /// The most reasons a refusal lists.
@@ -105,13 +105,14 @@ async fn by_tag(
     reasons: &mut Reasons,
 ) -> Result<Option<usize>, Unread> {
     let tag = cosign::signature_tag(digest);
-    let Some(Some((_, manifest))) = settled(registry.manifest(&tag).await, &mut reasons_for(reasons, &tag))? else {
+    let label = format!("signature {tag}");
+    let Some(Some((_, manifest))) = settled(registry.manifest(&tag).await, &mut reasons_for(reasons, &label))? else {
         return Ok(None);
     };
     let manifest: serde_json::Value = match serde_json::from_slice(&manifest) {
         Ok(manifest) => manifest,
         Err(e) => {
-            reasons.add(format!("signature {tag}: its manifest is not JSON: {e}"));
+            reasons.add(format!("{label}: its manifest is not JSON: {e}"));
             return Ok(None);
         }
     };
@@ -124,16 +125,22 @@ async fn by_tag(
             continue;
         };
         signatures += 1;
-        let Some(payload) = settled(registry.blob(blob).await, &mut reasons_for(reasons, &tag))? else {
+        if signatures > BUNDLES {
+            reasons.add(format!(
+                "{label}: it holds more than {BUNDLES} signatures: the rest were not read"
+            ));
+            break;
+        }
+        let Some(payload) = settled(registry.blob(blob).await, &mut reasons_for(reasons, &label))? else {
             continue;
         };
         match cosign::verify(&payload, signature, digest, keys) {
             Ok(key) => return Ok(Some(key)),
-            Err(why) => reasons.add(format!("signature {tag}: {why}")),
+            Err(why) => reasons.add(format!("{label}: {why}")),
         }
     }
     if signatures == 0 {
-        reasons.add(format!("the manifest {tag} holds no signature"));
+        reasons.add(format!("{label}: its manifest holds no signature"));
     }
     Ok(None)
 }
@@ -159,8 +166,9 @@ async fn by_bundle(
     })
     .unwrap_or_default();
     let tag = digest.replacen(':', "-", 1);
-    if let Some(Some((_, index))) = settled(registry.manifest(&tag).await, &mut reasons_for(reasons, &tag))? {
-        pages.push((index, format!("the tag {tag}")));
+    let label = format!("the tag {tag}");
+    if let Some(Some((_, index))) = settled(registry.manifest(&tag).await, &mut reasons_for(reasons, &label))? {
+        pages.push((index, label.clone()));
     }
     let mut listed = Vec::new();
     for (page, from) in pages {
@@ -252,9 +260,9 @@ fn settled<T>(read: Result<T, Unread>, note: &mut impl FnMut(String)) -> Result<
     }
 }
 
-/// Notes a reason about what `tag` holds.
-fn reasons_for<'a>(reasons: &'a mut Reasons, tag: &'a str) -> impl FnMut(String) + 'a {
-    move |why| reasons.add(format!("{tag}: {why}"))
+/// Notes a reason about what `label` names.
+fn reasons_for<'a>(reasons: &'a mut Reasons, label: &'a str) -> impl FnMut(String) + 'a {
+    move |why| reasons.add(format!("{label}: {why}"))
 }
 
 /// Whether `s` is a SHA-256 digest as registries write them (`sha256:` and 64 hex digits).
