@@ -61,7 +61,8 @@ impl Memo {
     }
 
     /// How many services (as an environment renders them) the last render took from the memo
-    /// instead of rendering them again.
+    /// instead of rendering them again (up to where it stopped, when it stopped on a file it
+    /// could not read).
     pub fn reused(&self) -> usize {
         self.environments.values().map(|kept| kept.reused).sum()
     }
@@ -85,7 +86,8 @@ pub(super) struct Document {
 #[derive(Default)]
 pub(super) struct Kept {
     /// The environment's document, and its typed form (less the overlays, which are merged
-    /// into each service from the document).
+    /// into each service from the document); `None` also when a render stopped midway, its
+    /// services then kept from two renders: their overlays are compared by value.
     pub environment: Option<(Arc<Node>, Environment)>,
     /// The environment's target.
     pub target: Option<Target>,

@@ -189,9 +189,16 @@ pub(super) fn render_with(
         compose: true,
         ..limits
     };
-    let composed = listed_files(&selected, tree, compose_limits, &mut sources, compose, yaml::parse)?;
+    let composed = listed_files(&selected, tree, compose_limits, &mut sources, compose, yaml::parse);
     let manifest = ("kubernetes", "manifests", "manifest file");
-    let manifests = listed_files(&selected, tree, limits, &mut sources, manifest, yaml::parse_documents)?;
+    let manifests = listed_files(&selected, tree, limits, &mut sources, manifest, yaml::parse_documents);
+    let (composed, manifests) = match (composed, manifests) {
+        (Ok(composed), Ok(manifests)) => (composed, manifests),
+        (Err(e), _) | (_, Err(e)) => {
+            give_back(memo, &mut loaded.documents);
+            return Err(e.into());
+        }
+    };
     let mut kept = memo.as_deref_mut().map(|memo| std::mem::take(&mut memo.environments));
     let results: Vec<Rendering> = std::thread::scope(|scope| {
         let mut jobs = selected.iter().map(|(name, node)| {
@@ -238,13 +245,13 @@ pub(super) fn render_with(
                 }
                 diagnostics.extend(found);
             }
-            Err(e) => unreadable = unreadable.or(Some(e)),
+            Err(e) => {
+                unreadable.get_or_insert(e);
+            }
         }
     }
     if let Some(e) = unreadable {
-        if let Some(memo) = memo {
-            memo.documents = std::mem::take(&mut loaded.documents);
-        }
+        give_back(memo, &mut loaded.documents);
         return Err(e.into());
     }
     if only.is_none() {
@@ -265,6 +272,14 @@ pub(super) fn render_with(
         diagnostics: consolidate(diagnostics),
         sources,
     })
+}
+
+/// Gives `memo` (when rendering with one) the documents this render read, when it stops on a
+/// file it cannot read: they are the repository's all the same, and the next render reuses them.
+fn give_back(memo: Option<&mut Memo>, documents: &mut super::memo::Documents) {
+    if let Some(memo) = memo {
+        memo.documents = std::mem::take(documents);
+    }
 }
 
 /// Files read for rendering, by path: parsed, or why they cannot be.
@@ -389,15 +404,16 @@ fn look(tree: &dyn Tree, path: &str, max_bytes: usize) -> super::compose::Found 
 }
 
 /// The services of the Compose files `target` points at, as service documents; a name also
-/// declared in `services/` is refused.
+/// declared in `services/` is refused. A file they name that the repository holds but that
+/// cannot be read stops the render, as any other.
 fn compose_services(
     context: &Context,
     environment: &str,
     target: &Target,
     out: &mut Vec<Diagnostic>,
-) -> BTreeMap<String, Node> {
+) -> Result<BTreeMap<String, Node>, SourceError> {
     let Target::Compose(compose) = target else {
-        return BTreeMap::new();
+        return Ok(BTreeMap::new());
     };
     let mut nodes = Vec::new();
     for file in &compose.files {
@@ -407,15 +423,32 @@ fn compose_services(
             None => {}
         }
     }
-    // A file too large to read whole is refused, never read cut.
-    let too_large = std::cell::RefCell::new(BTreeSet::new());
+    // A file too large to read whole, or not text, is refused, never read cut or mended; one
+    // that cannot be read stops the render (it is there: the next render tries again).
+    let max_bytes = context.limits.max_bytes;
+    let unfit = std::cell::RefCell::new(BTreeMap::new());
+    let unreadable = std::cell::RefCell::new(None);
     let read = |path: &str| {
-        let bytes = context.tree.read(path, context.limits.max_bytes).ok()??;
-        if bytes.len() > context.limits.max_bytes {
-            too_large.borrow_mut().insert(path.to_owned());
+        let bytes = match context.tree.read(path, max_bytes) {
+            Ok(bytes) => bytes?,
+            Err(e) => {
+                unreadable.borrow_mut().get_or_insert(e);
+                return None;
+            }
+        };
+        if bytes.len() > max_bytes {
+            let why = format!("is larger than {max_bytes} bytes: plumb reads no file cut short");
+            unfit.borrow_mut().insert(path.to_owned(), why);
             return None;
         }
-        Some((Arc::from(path), String::from_utf8(bytes).ok()?))
+        match String::from_utf8(bytes) {
+            Ok(text) => Some((Arc::from(path), text)),
+            Err(e) => {
+                let why = format!("is not UTF-8 text: {}", e.utf8_error());
+                unfit.borrow_mut().insert(path.to_owned(), why);
+                None
+            }
+        }
     };
     let variables = |name: &str| {
         compose.variables.get(name).cloned().or_else(|| {
@@ -440,13 +473,13 @@ fn compose_services(
         look: &look,
     };
     let mut services = super::compose::services(&nodes, &settings, &variables, &repository, out);
-    for path in too_large.into_inner() {
+    if let Some(e) = unreadable.into_inner() {
+        return Err(e);
+    }
+    for (path, why) in unfit.into_inner() {
         out.push(Diagnostic::new(
             &super::node::Origin::file(&Arc::from(path.as_str())),
-            format!(
-                "`{path}` is larger than {} bytes: plumb reads no file cut short",
-                context.limits.max_bytes
-            ),
+            format!("`{path}` {why}"),
         ));
     }
     services.retain(|name, node| {
@@ -469,7 +502,7 @@ fn compose_services(
         }
         true
     });
-    services
+    Ok(services)
 }
 
 /// Renders environment `name` from its document `node`; with what a memo `kept` of its last
@@ -508,7 +541,7 @@ fn render_environment(
             environment
         }
     };
-    let composed = compose_services(context, name, &environment.target, out);
+    let composed = compose_services(context, name, &environment.target, out)?;
     // Every service by name, with its document when it has one (a Compose file's service has
     // none; one named as one of services/ was refused above). The documents are shared by every
     // environment: borrowed, never copied.

@@ -61,3 +61,38 @@ fn symbolic_links_are_not_followed() {
         run.stderr
     );
 }
+
+/// A file a Compose file names that is not text is refused in words, even an env file that may
+/// be absent (`required: false`): read as absent, the service would run without its values.
+#[test]
+fn a_compose_env_file_that_is_not_text_is_refused() {
+    let repo = TestRepo::new();
+    repo.write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
+    )
+    .write(
+        "environments/dev.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  compose: {files: [compose.yaml]}\n",
+    )
+    .write(
+        "compose.yaml",
+        "services:\n  web:\n    image: web:1\n    env_file:\n      - {path: extra.env, required: false}\n",
+    );
+    let path = repo.path().to_str().unwrap();
+    let run = plumb(&["validate", "--repo", path]);
+    assert_eq!(
+        run.code, 0,
+        "an optional env file may be absent: {}{}",
+        run.stdout, run.stderr
+    );
+    std::fs::write(repo.path().join("extra.env"), b"GREETING=caf\xe9\n").unwrap();
+    let run = plumb(&["validate", "--repo", path]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("`extra.env` is not UTF-8 text: invalid utf-8 sequence"),
+        "{}",
+        run.stdout
+    );
+}

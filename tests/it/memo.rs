@@ -225,11 +225,13 @@ fn a_render_stopped_by_an_unreadable_file_loses_nothing_the_memo_kept() {
     let first = repo.commit("Three services");
     assert_eq!(same_as_from_scratch(&mut memo, &repo, &first, &keys), (0, 0));
 
-    // A changed service document that cannot be read: the documents read before stay kept.
+    // A changed service document that cannot be read: the last render's documents stay kept.
     repo.edit("services/c.yaml", "4003", "4013");
     let moved = repo.commit("c moves");
-    let stopped = memo.render(&Unreadable::at(&repo, &moved, "services/c.yaml"));
-    assert!(stopped.is_err());
+    stopped_at(
+        memo.render(&Unreadable::at(&repo, &moved, "services/c.yaml")),
+        "services/c.yaml",
+    );
     assert_eq!(memo.kept(), (6, 6), "the documents and the renderings are kept");
     assert_eq!(same_as_from_scratch(&mut memo, &repo, &moved, &keys), (4, 0));
 
@@ -242,9 +244,64 @@ fn a_render_stopped_by_an_unreadable_file_loses_nothing_the_memo_kept() {
             "services:\n  c:\n    replicas: 3\n",
         );
     let scaled = repo.commit("a and c scale in staging");
-    let stopped = memo.render(&Unreadable::at(&repo, &scaled, "schemas/b.json"));
-    assert!(stopped.is_err());
-    let (reused, problems) = same_as_from_scratch(&mut memo, &repo, &scaled, &keys);
-    assert_eq!(problems, 0);
-    assert!(reused >= 4, "a in staging and production's three are kept: {reused}");
+    stopped_at(
+        memo.render(&Unreadable::at(&repo, &scaled, "schemas/b.json")),
+        "schemas/b.json",
+    );
+    assert_eq!(memo.kept(), (6, 6));
+    // a and b in staging (a as the stopped render left it), production's three.
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &scaled, &keys), (5, 0));
+
+    // A manifest file production lists that cannot be read stops the render before any
+    // service: the documents read are kept all the same.
+    repo.write(
+        "extra.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\n",
+    )
+    .edit(
+        "environments/production.yaml",
+        "target:\n  local: {portOffset: 20000}",
+        "target:\n  kubernetes: {namespace: production, manifests: [extra.yaml]}",
+    );
+    let listed = repo.commit("production on Kubernetes, with a manifest");
+    stopped_at(memo.render(&Unreadable::at(&repo, &listed, "extra.yaml")), "extra.yaml");
+    assert_eq!(memo.kept().0, 6, "the documents are kept");
+    // Staging's three are kept; production's two enabled services name no image, which
+    // Kubernetes needs: refused, as from scratch.
+    assert_eq!(same_as_from_scratch(&mut memo, &repo, &listed, &keys), (3, 2));
+}
+
+/// Asserts that a render stopped because `path` could not be read, and said so.
+fn stopped_at(rendered: Result<plumb::spec::Rendered, plumb::spec::RenderError>, path: &str) {
+    match rendered {
+        Err(plumb::spec::RenderError::Source(SourceError::Io { path: unread, .. })) => {
+            assert_eq!(unread, std::path::Path::new(path));
+        }
+        Err(other) => panic!("stopped otherwise: {other}"),
+        Ok(_) => panic!("rendered although {path} could not be read"),
+    }
+}
+
+/// A file a Compose file names that the repository holds but that cannot be read stops the
+/// render, as any unreadable file does, rather than being taken as absent (an optional env file
+/// would then be left out, and its service run without its values).
+#[test]
+fn an_unreadable_file_a_compose_file_names_stops_the_render() {
+    let mut repo = TestRepo::new();
+    repo.write(
+        "plumb.yaml",
+        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
+    )
+    .write(
+        "environments/dev.yaml",
+        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  compose: {files: [compose.yaml]}\n",
+    )
+    .write(
+        "compose.yaml",
+        "services:\n  web:\n    image: web:1\n    env_file:\n      - {path: web.env, required: false}\n",
+    )
+    .write("web.env", "GREETING=hello\n");
+    let commit = repo.commit("web, with its optional env file");
+    let rendered = plumb::spec::render(&Unreadable::at(&repo, &commit, "web.env"), None);
+    stopped_at(rendered, "web.env");
 }
