@@ -417,11 +417,8 @@ fn handout(settings: &Settings, bound: SocketAddr, tokens: Arc<Tokens>) -> Hando
         ip if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    Handout {
-        tokens,
-        everywhere: settings.services_url.clone(),
-        on_host: Some(format!("{scheme}://{}", SocketAddr::new(host, bound.port()))),
-    }
+    let on_host = format!("{scheme}://{}", SocketAddr::new(host, bound.port()));
+    Handout::new(tokens, settings.services_url.clone(), Some(on_host))
 }
 
 /// The notification channels' routes, when there are channels.

@@ -9,8 +9,9 @@
 //! again, in constant time. A new key revokes every token: the services are deployed again with
 //! new ones.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,6 +22,7 @@ use crate::secret::{Secret, constant_time_eq};
 use crate::spec::Desired;
 use crate::spec::model::Target as TargetSpec;
 use crate::spec::model::service::ConfigApi;
+use crate::spec::model::{Name, Service};
 
 /// What every read token starts with.
 const PREFIX: &str = "plumbcfg.";
@@ -154,9 +156,27 @@ pub struct Handout {
     pub everywhere: Option<String>,
     /// The API as a process on the agent's own host reaches it: the address it listens on.
     pub on_host: Option<String>,
+    /// Per environment, per service: the service as rendered and as handed out. A memo's
+    /// render gives an unchanged service again as the same `Arc`; it is then handed out as the
+    /// same `Arc` too, so that its plan's fingerprint is not worked out again at every commit.
+    given: Mutex<HashMap<String, Given>>,
 }
 
+/// The services of one environment as rendered and as handed out, by name.
+type Given = HashMap<Name, (Arc<Service>, Arc<Service>)>;
+
 impl Handout {
+    /// Hands out `tokens` and the API at `everywhere` (to every target) or `on_host` (to
+    /// processes on the agent's host).
+    pub fn new(tokens: Arc<Tokens>, everywhere: Option<String>, on_host: Option<String>) -> Handout {
+        Handout {
+            tokens,
+            everywhere,
+            on_host,
+            given: Mutex::default(),
+        }
+    }
+
     /// Gives every service of `desired` (in `environment`) that has a configuration its URL and
     /// token. Other targets than the local one get them only where `servicesUrl` says how their
     /// services reach the API (on Kubernetes the token travels in a Secret, which the agent may
@@ -167,13 +187,24 @@ impl Handout {
             return;
         };
         let base = base.trim_end_matches('/');
+        let mut given = self.given.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = given.remove(environment).unwrap_or_default();
+        let mut now = Given::new();
         for (name, service) in desired.services.iter_mut().filter(|(_, s)| s.config.is_some()) {
-            // A service shared with a memo is copied before it is changed.
-            Arc::make_mut(service).config_api = Some(ConfigApi {
-                url: format!("{base}/api/v1/environments/{environment}/services/{name}/config"),
-                token: self.tokens.issue(environment, name.as_str()),
-            });
+            let rendered = service.clone();
+            match before.get(name) {
+                Some((was, handed)) if Arc::ptr_eq(was, &rendered) => *service = handed.clone(),
+                _ => {
+                    // A service shared with a memo is copied before it is changed.
+                    Arc::make_mut(service).config_api = Some(ConfigApi {
+                        url: format!("{base}/api/v1/environments/{environment}/services/{name}/config"),
+                        token: self.tokens.issue(environment, name.as_str()),
+                    });
+                }
+            }
+            now.insert(name.clone(), (rendered, service.clone()));
         }
+        given.insert(environment.to_owned(), now);
     }
 }
 
@@ -185,6 +216,62 @@ pub fn is_read_token(bearer: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A service with a configuration, as a render gives it.
+    fn service(name: &str, level: u32) -> Arc<Service> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "plumb/v1", "kind": "Service", "name": name, "command": ["app"],
+                "config": {"values": {"level": level}},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn desired(services: &[&Arc<Service>]) -> Desired {
+        Desired {
+            environment: Name::parse("dev").unwrap(),
+            commit: None,
+            target: serde_json::from_value(serde_json::json!({"local": {}})).unwrap(),
+            sync: Default::default(),
+            gates: Default::default(),
+            services: services.iter().map(|s| (s.name.clone(), Arc::clone(s))).collect(),
+            manifests: Vec::new(),
+        }
+    }
+
+    /// A service rendered again as the same `Arc` (a memo's render of a commit that left it
+    /// unchanged) is handed out as the same `Arc`, so its fingerprint is remembered; a changed
+    /// one is handed out anew. Both carry the API's address and their token.
+    #[test]
+    fn an_unchanged_service_is_handed_out_as_the_same_service() {
+        let handout = Handout::new(
+            Arc::new(Tokens::with_key([7; 32])),
+            None,
+            Some("http://127.0.0.1:7000".into()),
+        );
+        let (web, worker) = (service("web", 1), service("worker", 1));
+        let mut first = desired(&[&web, &worker]);
+        handout.give("dev", &mut first);
+        let api = first.services["web"].config_api.as_ref().expect("handed out");
+        assert_eq!(
+            api.url,
+            "http://127.0.0.1:7000/api/v1/environments/dev/services/web/config"
+        );
+        assert!(web.config_api.is_none(), "the render's service is left as it was");
+
+        let changed = service("worker", 2);
+        let mut second = desired(&[&web, &changed]);
+        handout.give("dev", &mut second);
+        assert!(Arc::ptr_eq(&first.services["web"], &second.services["web"]));
+        assert!(!Arc::ptr_eq(&first.services["worker"], &second.services["worker"]));
+        let worker = &second.services["worker"];
+        assert_eq!(worker.config.as_ref().unwrap().values["level"], 2);
+        assert_eq!(
+            worker.config_api.as_ref().unwrap().token.expose(),
+            handout.tokens.issue("dev", "worker").expose()
+        );
+    }
 
     #[test]
     fn a_token_reads_its_own_service_only() {
