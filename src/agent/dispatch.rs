@@ -18,6 +18,7 @@ use super::fetcher::Fetch;
 use super::record::ClusterRecord;
 use super::run::{Followed, Repository};
 use crate::api::Workers;
+use crate::appconfig::token::Handed;
 use crate::appconfig::token::Handout;
 use crate::error::chain;
 use crate::ledger::{Notices, Recorder, Witness};
@@ -300,14 +301,16 @@ fn render_all(
     }
     names.sort();
     names.dedup();
-    if let Some(only) = &only {
-        names.retain(|n| only.contains(n));
+    match (&only, handout) {
+        (Some(only), _) => names.retain(|n| only.contains(n)),
+        (None, Some(handout)) => handout.keep_only(&names),
+        (None, None) => {}
     }
     let mut rendered = rendered;
     let heads = names
         .into_iter()
         .map(|name| {
-            let desired = desired_of(&mut rendered, &name, handout.as_deref());
+            let desired = desired_of(&mut rendered, &name, handout.as_deref(), Handed::Kept);
             let head = Head {
                 commit: head,
                 subject: subject.clone(),

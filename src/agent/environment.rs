@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::command::CommandError;
 use super::migrations::{Back, Resolved};
-use crate::appconfig::token::Handout;
+use crate::appconfig::token::{Handed, Handout};
 use crate::error::chain;
 use crate::gate::images::Refusal;
 use crate::ledger::{Attempt, LedgerError, MigrationState, Outcome, Recorder, Trigger};
@@ -62,7 +62,7 @@ impl Head {
         let tree = GitTree::at(repo, oid, &self.folder).map_err(|e| e.to_string())?;
         let mut rendered =
             spec::render_opening(&tree, Some(environment), &self.keys, &self.allow).map_err(|e| e.to_string())?;
-        desired_of(&mut rendered, environment, self.handout.as_deref())
+        desired_of(&mut rendered, environment, self.handout.as_deref(), Handed::Once)
     }
 }
 
@@ -1021,11 +1021,13 @@ async fn until_parked<T>(work: impl std::future::Future<Output = T>, cancel: &Ca
 }
 
 /// Takes one environment out of a rendering, its services given where they read their
-/// configuration; or its problems in one message.
+/// configuration (`handed` says whether the rendering is a memo's); or its problems in one
+/// message.
 pub fn desired_of(
     rendered: &mut spec::Rendered,
     environment: &str,
     handout: Option<&Handout>,
+    handed: Handed,
 ) -> Result<Desired, String> {
     let problems: Vec<String> = rendered
         .diagnostics
@@ -1041,7 +1043,7 @@ pub fn desired_of(
         .shift_remove(environment)
         .ok_or_else(|| format!("the repository declares no environment `{environment}`"))?;
     if let Some(handout) = handout {
-        handout.give(environment, &mut desired);
+        handout.give(environment, &mut desired, handed);
     }
     Ok(desired)
 }

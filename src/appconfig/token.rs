@@ -165,6 +165,17 @@ pub struct Handout {
 /// The services of one environment as rendered and as handed out, by name.
 type Given = HashMap<Name, (Arc<Service>, Arc<Service>)>;
 
+/// Whose render the services handed out come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handed {
+    /// The memo's, of the commit the agent applies next: unchanged services come again as the
+    /// same `Arc`, and what is handed out is remembered for the next commit.
+    Kept,
+    /// A render of its own (an earlier commit, a rollback point): handed out from what is
+    /// remembered where it can be, and remembered by no one.
+    Once,
+}
+
 impl Handout {
     /// Hands out `tokens` and the API at `everywhere` (to every target) or `on_host` (to
     /// processes on the agent's host).
@@ -181,18 +192,18 @@ impl Handout {
     /// token. Other targets than the local one get them only where `servicesUrl` says how their
     /// services reach the API (on Kubernetes the token travels in a Secret, which the agent may
     /// not be granted in every namespace).
-    pub fn give(&self, environment: &str, desired: &mut Desired) {
+    pub fn give(&self, environment: &str, desired: &mut Desired, handed: Handed) {
         let on_host = matches!(desired.target, TargetSpec::Local(_)).then_some(self.on_host.as_ref());
         let Some(base) = self.everywhere.as_ref().or(on_host.flatten()) else {
             return;
         };
         let base = base.trim_end_matches('/');
         let mut given = self.given.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let before = given.remove(environment).unwrap_or_default();
+        let before = given.get(environment);
         let mut now = Given::new();
         for (name, service) in desired.services.iter_mut().filter(|(_, s)| s.config.is_some()) {
             let rendered = service.clone();
-            match before.get(name) {
+            match before.and_then(|before| before.get(name)) {
                 Some((was, handed)) if Arc::ptr_eq(was, &rendered) => *service = handed.clone(),
                 _ => {
                     // A service shared with a memo is copied before it is changed.
@@ -204,7 +215,16 @@ impl Handout {
             }
             now.insert(name.clone(), (rendered, service.clone()));
         }
-        given.insert(environment.to_owned(), now);
+        if handed == Handed::Kept {
+            given.insert(environment.to_owned(), now);
+        }
+    }
+
+    /// Forgets what was handed out in environments other than `environments` (those the
+    /// repository declares now).
+    pub fn keep_only(&self, environments: &[String]) {
+        let mut given = self.given.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        given.retain(|environment, _| environments.contains(environment));
     }
 }
 
@@ -228,6 +248,7 @@ mod tests {
         )
     }
 
+    /// The desired state of `dev`, on the local target, with `services`.
     fn desired(services: &[&Arc<Service>]) -> Desired {
         Desired {
             environment: Name::parse("dev").unwrap(),
@@ -252,7 +273,7 @@ mod tests {
         );
         let (web, worker) = (service("web", 1), service("worker", 1));
         let mut first = desired(&[&web, &worker]);
-        handout.give("dev", &mut first);
+        handout.give("dev", &mut first, Handed::Kept);
         let api = first.services["web"].config_api.as_ref().expect("handed out");
         assert_eq!(
             api.url,
@@ -260,9 +281,15 @@ mod tests {
         );
         assert!(web.config_api.is_none(), "the render's service is left as it was");
 
+        // A render of its own (a rollback point's) neither takes nor replaces what is kept.
+        let mut elsewhere = desired(&[&service("web", 1)]);
+        handout.give("dev", &mut elsewhere, Handed::Once);
+        assert!(!Arc::ptr_eq(&first.services["web"], &elsewhere.services["web"]));
+        assert_eq!(first.services["web"], elsewhere.services["web"]);
+
         let changed = service("worker", 2);
         let mut second = desired(&[&web, &changed]);
-        handout.give("dev", &mut second);
+        handout.give("dev", &mut second, Handed::Kept);
         assert!(Arc::ptr_eq(&first.services["web"], &second.services["web"]));
         assert!(!Arc::ptr_eq(&first.services["worker"], &second.services["worker"]));
         let worker = &second.services["worker"];
@@ -270,6 +297,13 @@ mod tests {
         assert_eq!(
             worker.config_api.as_ref().unwrap().token.expose(),
             handout.tokens.issue("dev", "worker").expose()
+        );
+        handout.keep_only(&[]);
+        let mut third = desired(&[&web]);
+        handout.give("dev", &mut third, Handed::Kept);
+        assert!(
+            !Arc::ptr_eq(&first.services["web"], &third.services["web"]),
+            "forgotten"
         );
     }
 

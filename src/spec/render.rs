@@ -350,29 +350,32 @@ const MOST_FOLDER_FILES: usize = 2_000;
 /// The most bytes a folder mounted or built from may hold.
 const MOST_FOLDER_BYTES: usize = 16 << 20;
 
-/// What `path` of `tree` holds: a file's bytes (at most `max_bytes`), or a folder's files.
-fn look(tree: &dyn Tree, path: &str, max_bytes: usize) -> super::compose::Found {
+/// What `path` of `tree` holds: a file's bytes (at most `max_bytes`), or a folder's files. What
+/// cannot be taken is said in words (a symbolic link, too large); a tree that cannot be read
+/// is an error.
+fn look(tree: &dyn Tree, path: &str, max_bytes: usize) -> Result<super::compose::Found, SourceError> {
     use super::compose::{FolderEntry, Found};
-    use crate::source::{EntryKind, walk};
-    let too_large = |path: &str| Found::Unreadable(format!("`{path}` is larger than {max_bytes} bytes"));
+    use crate::source::{EntryKind, WalkError, walk};
+    let too_large = |path: &str| Ok(Found::Unreadable(format!("`{path}` is larger than {max_bytes} bytes")));
     let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
     let name = path.rsplit('/').next().unwrap_or(path);
     let entry = match tree.entries(parent) {
         Ok(entries) => entries.into_iter().find(|e| e.name == name),
-        Err(e) => return Found::Unreadable(e.to_string()),
+        Err(e) => return not_taken(e, ""),
     };
     match entry.map(|e| e.kind) {
-        None if !path.is_empty() => Found::Absent,
+        None if !path.is_empty() => Ok(Found::Absent),
         Some(EntryKind::File { executable }) => match tree.read(path, max_bytes) {
             Ok(Some(bytes)) if bytes.len() > max_bytes => too_large(path),
-            Ok(Some(bytes)) => Found::File(bytes, executable),
-            Ok(None) => Found::Absent,
-            Err(e) => Found::Unreadable(e.to_string()),
+            Ok(Some(bytes)) => Ok(Found::File(bytes, executable)),
+            Ok(None) => Ok(Found::Absent),
+            Err(e) => not_taken(e, ""),
         },
         _ => {
             let files = match walk(tree, path, MOST_FOLDER_FILES) {
                 Ok(files) => files,
-                Err(e) => return Found::Unreadable(format!("folder `{path}`: {e}")),
+                Err(WalkError::Source(e)) => return not_taken(e, &format!("folder `{path}`: ")),
+                Err(e) => return Ok(Found::Unreadable(format!("folder `{path}`: {e}"))),
             };
             let mut entries = Vec::with_capacity(files.len());
             let mut total = 0;
@@ -386,11 +389,12 @@ fn look(tree: &dyn Tree, path: &str, max_bytes: usize) -> super::compose::Found 
                     Ok(Some(bytes)) if bytes.len() > max_bytes => return too_large(&full),
                     Ok(Some(bytes)) => bytes,
                     Ok(None) => continue,
-                    Err(e) => return Found::Unreadable(e.to_string()),
+                    Err(e) => return not_taken(e, ""),
                 };
                 total += bytes.len();
                 if total > MOST_FOLDER_BYTES {
-                    return Found::Unreadable(format!("folder `{path}` holds more than {MOST_FOLDER_BYTES} bytes"));
+                    let why = format!("folder `{path}` holds more than {MOST_FOLDER_BYTES} bytes");
+                    return Ok(Found::Unreadable(why));
                 }
                 entries.push(FolderEntry {
                     path: relative,
@@ -398,8 +402,17 @@ fn look(tree: &dyn Tree, path: &str, max_bytes: usize) -> super::compose::Found 
                     executable,
                 });
             }
-            Found::Folder(entries)
+            Ok(Found::Folder(entries))
         }
+    }
+}
+
+/// Why a file or folder a Compose file names is not taken: a symbolic link is said in words
+/// (`before` it); any other error reading the tree is returned, and stops the render.
+fn not_taken(e: SourceError, before: &str) -> Result<super::compose::Found, SourceError> {
+    match e {
+        SourceError::Symlink(_) => Ok(super::compose::Found::Unreadable(format!("{before}{e}"))),
+        e => Err(e),
     }
 }
 
@@ -431,6 +444,11 @@ fn compose_services(
     let read = |path: &str| {
         let bytes = match context.tree.read(path, max_bytes) {
             Ok(bytes) => bytes?,
+            Err(SourceError::Symlink(_)) => {
+                let why = "is a symbolic link; plumb reads only regular files from a config repository";
+                unfit.borrow_mut().insert(path.to_owned(), why.to_owned());
+                return None;
+            }
             Err(e) => {
                 unreadable.borrow_mut().get_or_insert(e);
                 return None;
@@ -460,7 +478,13 @@ fn compose_services(
                 .flatten()
         })
     };
-    let look = |path: &str| look(context.tree, path, context.limits.max_bytes);
+    let look = |path: &str| {
+        look(context.tree, path, max_bytes).unwrap_or_else(|e| {
+            let why = e.to_string();
+            unreadable.borrow_mut().get_or_insert(e);
+            super::compose::Found::Unreadable(why)
+        })
+    };
     let project = compose.project.as_ref().map_or(environment, |p| p.as_str());
     let settings = super::compose::Settings {
         project,

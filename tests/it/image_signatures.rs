@@ -21,7 +21,7 @@ use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{EncodePublicKey, LineEnding};
 use plumb::agent::Settings;
 use plumb::gate::images::logins::Logins;
-use plumb::gate::images::{Refusal, check, cosign};
+use plumb::gate::images::{Refusal, bundle, check, cosign};
 use plumb::ledger::Outcome;
 use plumb::spec::model::gates::ImageKey;
 use sha2::Digest;
@@ -521,10 +521,8 @@ fn bundle(repository: &str, digest: &str, predicate: &str, key: &SigningKey, key
         "predicate": {},
     }))
     .unwrap();
-    let payload_type = "application/vnd.in-toto+json";
-    let mut signed = format!("DSSEv1 {} {payload_type} {} ", payload_type.len(), statement.len()).into_bytes();
-    signed.extend_from_slice(&statement);
-    let signature: Signature = key.sign(&signed);
+    let payload_type = bundle::IN_TOTO;
+    let signature: Signature = key.sign(&bundle::pae(payload_type, &statement));
     let material = if keyless {
         serde_json::json!({"certificate": {"rawBytes": base64.encode(b"a certificate")}})
     } else {
@@ -612,6 +610,7 @@ async fn attach(registry: &Registry, repository: &str, digest: &str, bundle: &[u
     .await;
 }
 
+/// Stores `manifest` (of `media_type`) in `repository` as `reference` (a tag or its digest).
 async fn put_manifest(registry: &Registry, repository: &str, reference: &str, media_type: &str, manifest: &[u8]) {
     let stored = crate::http::put(
         registry.addr,
@@ -682,40 +681,17 @@ async fn cosign_3_bundles_among_the_referrers_are_signatures() {
             && why.ends_with("and no Sigstore bundle refers to it"),
         "{why}"
     );
-    attach(
-        &registry,
-        "web",
-        &others,
-        &bundle(&repository, &others, sign_predicate, &theirs, false),
-        None,
-    )
-    .await;
-    // An attestation the index does not say is one: read, and refused for what it is.
-    attach(
-        &registry,
-        "web",
-        &others,
-        &bundle(&repository, &others, provenance, &ours, false),
-        None,
-    )
-    .await;
-    attach(
-        &registry,
-        "web",
-        &others,
-        &bundle(&repository, &others, sign_predicate, &ours, true),
-        None,
-    )
-    .await;
-    // Our key's signature of the other image, listed here.
-    attach(
-        &registry,
-        "web",
-        &others,
-        &bundle(&repository, &signed, sign_predicate, &ours, false),
-        Some(sign_predicate),
-    )
-    .await;
+    // Another key's signature; an attestation the index does not say is one (read, and refused
+    // for what it is); a keyless bundle; our key's signature of the other image, listed here.
+    for (signs, predicate, key, keyless, annotated) in [
+        (&others, sign_predicate, &theirs, false, None),
+        (&others, provenance, &ours, false, None),
+        (&others, sign_predicate, &ours, true, None),
+        (&signed, sign_predicate, &ours, false, Some(sign_predicate)),
+    ] {
+        let made = bundle(&repository, signs, predicate, key, keyless);
+        attach(&registry, "web", &others, &made, annotated).await;
+    }
     let Err(Refusal::Refused(why)) = refused().await else {
         panic!("an image signed otherwise passed");
     };

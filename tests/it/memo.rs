@@ -298,10 +298,14 @@ fn an_unreadable_file_a_compose_file_names_stops_the_render() {
     )
     .write(
         "compose.yaml",
-        "services:\n  web:\n    image: web:1\n    env_file:\n      - {path: web.env, required: false}\n",
+        "services:\n  web:\n    image: web:1\n    env_file:\n      - {path: web.env, required: false}\n\
+         \x20   volumes: [\"./site.conf:/etc/site.conf:ro\"]\n",
     )
-    .write("web.env", "GREETING=hello\n");
-    let commit = repo.commit("web, with its optional env file");
-    let rendered = plumb::spec::render(&Unreadable::at(&repo, &commit, "web.env"), None);
-    stopped_at(rendered, "web.env");
+    .write("web.env", "GREETING=hello\n")
+    .write("site.conf", "listen 80;\n");
+    let commit = repo.commit("web, with its optional env file and a file mounted");
+    assert!(plumb::spec::render(&Unreadable::at(&repo, &commit, "nothing"), None).is_ok());
+    for path in ["web.env", "site.conf"] {
+        stopped_at(plumb::spec::render(&Unreadable::at(&repo, &commit, path), None), path);
+    }
 }

@@ -66,7 +66,7 @@ impl Repo {
 
     pub fn desired(&self) -> Desired {
         let mut rendered = plumb::spec::render(&plumb::source::WorkTree::new(self.dir.path()), Some("dev")).unwrap();
-        plumb::agent::desired_of(&mut rendered, "dev", None).unwrap()
+        plumb::agent::desired_of(&mut rendered, "dev", None, plumb::appconfig::token::Handed::Once).unwrap()
     }
 }
 

@@ -24,6 +24,7 @@ pub const PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
 /// The in-toto statement types read.
 const STATEMENTS: [&str; 2] = ["https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"];
 
+/// A Sigstore bundle, as far as a signature by a key is read from it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Bundle {
@@ -34,6 +35,7 @@ struct Bundle {
     message_signature: Option<serde_json::Value>,
 }
 
+/// A DSSE envelope: a payload of a type, and its signatures.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope {
@@ -42,11 +44,13 @@ struct Envelope {
     signatures: Vec<EnvelopeSignature>,
 }
 
+/// One signature of an envelope (base64 of DER).
 #[derive(Deserialize)]
 struct EnvelopeSignature {
     sig: String,
 }
 
+/// An in-toto statement: what it says (its predicate's type) of which artifacts.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Statement {
@@ -56,6 +60,7 @@ struct Statement {
     subject: Vec<Subject>,
 }
 
+/// An artifact a statement is about, by its digests.
 #[derive(Deserialize)]
 struct Subject {
     #[serde(default)]
@@ -169,6 +174,7 @@ pub(super) mod tests {
         .expect("a statement serializes")
     }
 
+    /// A signing key made from `seed`.
     pub(crate) fn signing(seed: u8) -> SigningKey {
         SigningKey::from_slice(&[seed; 32]).unwrap()
     }

@@ -255,6 +255,10 @@ mod tests {
             (200, INDEX, Some(format!("<{next}>; rel=\"next\"")), first_page.clone()),
         );
         paged.insert(next.clone(), (200, INDEX, None, second_page));
+        // Read first, the other key's bundle would hold the image back: the one annotated as a
+        // signature is read before it.
+        let unavailable = (503, "text/plain", None, Vec::new());
+        paged.insert(format!("/v2/web/manifests/{by_them}"), unavailable);
         let addr = registry(paged).await;
         let checked = check(&[format!("{addr}/web:1").as_str()], &keys, &Logins::default()).await;
         assert_eq!(checked.map(|v| v[0].digest.clone()), Ok(digest.clone()));

@@ -88,17 +88,24 @@ impl<'a> Registry<'a> {
 
     /// The pages of the image index the registry's referrers API lists the artifacts that
     /// refer to the manifest `digest` in (OCI distribution 1.1), following its `Link` to the
-    /// next page a few times; `None` when the registry has no such API (it answers 404, 400 or
-    /// 406, or with something other than an index, as clients take it).
+    /// next page a few times (on this registry only); `None` when the registry has no such API
+    /// (it answers 404, 400 or 406, or with something other than an index, as clients take it).
     pub async fn referrers(&mut self, digest: &str) -> Result<Option<Vec<Vec<u8>>>, Unread> {
         let mut url = format!("{}/v2/{}/referrers/{digest}", self.base, self.repository);
         let mut pages = Vec::new();
         while pages.len() < PAGES {
             let answer = self.get(&url, Some(INDEX)).await?;
             let kind = answer.headers.get("content-type").and_then(|v| v.to_str().ok());
+            let index = kind.is_some_and(|k| k.split(';').next().is_some_and(|k| k.trim() == INDEX));
             match answer.status {
-                200 if kind.is_some_and(|k| k.split(';').next().is_some_and(|k| k.trim() == INDEX)) => {}
+                200 if index => {}
                 200 | 400 | 404 | 406 if pages.is_empty() => return Ok(None),
+                200 => {
+                    return Err(Unread::Refused(format!(
+                        "{url} answered with `{}`, not an image index",
+                        kind.unwrap_or("no content type")
+                    )));
+                }
                 status => return Err(said(status, &url)),
             }
             let next = answer

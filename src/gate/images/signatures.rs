@@ -21,6 +21,10 @@ const REASONS: usize = 8;
 /// The most characters of a string the registry chose that a reason quotes.
 const QUOTED: usize = 80;
 
+/// The most characters of one reason: what a registry sends is quoted in them, and errors
+/// quote it too.
+const REASON: usize = 400;
+
 /// What the search came to.
 pub enum Verdict {
     /// A signature verified with the key of this index.
@@ -37,9 +41,10 @@ pub struct Reasons {
 }
 
 impl Reasons {
+    /// Notes why a signature does not count (cut to a readable length).
     fn add(&mut self, why: String) {
         if self.listed.len() < REASONS {
-            self.listed.push(why);
+            self.listed.push(cut(&why, REASON));
         } else {
             self.more += 1;
         }
@@ -61,10 +66,12 @@ impl std::fmt::Display for Reasons {
     }
 }
 
-/// An artifact as an image index lists it.
+/// An artifact as an image index lists it (any field may be missing: such an entry is passed
+/// over).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Descriptor {
+    #[serde(default)]
     digest: String,
     #[serde(default)]
     artifact_type: Option<String>,
@@ -72,18 +79,26 @@ struct Descriptor {
     annotations: BTreeMap<String, String>,
 }
 
-/// An image index: what the referrers API answers, and what the `sha256-<hex>` tag holds.
-#[derive(Deserialize)]
-struct Index {
-    manifests: Vec<serde_json::Value>,
-}
-
 impl Descriptor {
+    /// Whether it says it is a Sigstore bundle.
+    fn is_bundle(&self) -> bool {
+        (self.artifact_type.as_deref()).is_some_and(|t| t.starts_with(bundle::MEDIA_TYPE_PREFIX))
+    }
+
     /// The predicate type its annotation says its statement has.
     fn predicate(&self) -> Option<&str> {
         self.annotations.get(bundle::PREDICATE_ANNOTATION).map(String::as_str)
     }
 }
+
+/// An image index: what the referrers API answers, and what the `sha256-<hex>` tag holds.
+#[derive(Deserialize)]
+struct Index {
+    manifests: Vec<Descriptor>,
+}
+
+/// The most referrers of one image looked at.
+const REFERRERS: usize = 1_000;
 
 /// Searches the registry for a signature of the manifest `digest` by one of `keys`.
 pub async fn search(registry: &mut Registry<'_>, digest: &str, keys: &[VerifyingKey]) -> Result<Verdict, Unread> {
@@ -154,37 +169,10 @@ async fn by_bundle(
     keys: &[VerifyingKey],
     reasons: &mut Reasons,
 ) -> Result<Option<usize>, Unread> {
-    let mut pages = settled(registry.referrers(digest).await, &mut |why| {
-        reasons.add(format!("the referrers of {digest}: {why}"))
-    })?
-    .flatten()
-    .map(|pages| {
-        pages
-            .into_iter()
-            .map(|p| (p, "the referrers API".to_owned()))
-            .collect::<Vec<_>>()
-    })
-    .unwrap_or_default();
-    let tag = digest.replacen(':', "-", 1);
-    let label = format!("the tag {tag}");
-    if let Some(Some((_, index))) = settled(registry.manifest(&tag).await, &mut reasons_for(reasons, &label))? {
-        pages.push((index, label.clone()));
-    }
-    let mut listed = Vec::new();
-    for (page, from) in pages {
-        match serde_json::from_slice::<Index>(&page) {
-            Ok(index) => listed.extend(index.manifests),
-            Err(e) => reasons.add(format!("{from} is not an image index: {e}")),
-        }
-    }
-    let mut bundles: Vec<Descriptor> = listed
+    let mut bundles: Vec<Descriptor> = referrers(registry, digest, reasons)
+        .await?
         .into_iter()
-        .filter_map(|d| serde_json::from_value::<Descriptor>(d).ok())
-        .filter(|d| {
-            d.artifact_type
-                .as_deref()
-                .is_some_and(|t| t.starts_with(bundle::MEDIA_TYPE_PREFIX))
-        })
+        .filter(Descriptor::is_bundle)
         .collect();
     bundles.sort_by_key(|d| d.predicate() != Some(bundle::SIGN_PREDICATE));
     let (mut seen, mut read) = (HashSet::new(), 0);
@@ -212,31 +200,7 @@ async fn by_bundle(
             break;
         }
         let mut note = |why: String| reasons.add(format!("referrer {at}: {why}"));
-        let manifest = match settled(registry.manifest(at).await, &mut note)? {
-            Some(Some((_, manifest))) => manifest,
-            Some(None) => {
-                note("its manifest is not in the registry".to_owned());
-                continue;
-            }
-            None => continue,
-        };
-        let layer = serde_json::from_slice::<serde_json::Value>(&manifest)
-            .ok()
-            .and_then(|m| m["layers"].get(0).cloned())
-            .filter(|l| {
-                l["mediaType"]
-                    .as_str()
-                    .is_some_and(|t| t.starts_with(bundle::MEDIA_TYPE_PREFIX))
-            });
-        let Some(blob) = layer
-            .as_ref()
-            .and_then(|l| l["digest"].as_str())
-            .filter(|d| is_digest(d))
-        else {
-            note("its manifest holds no Sigstore bundle".to_owned());
-            continue;
-        };
-        let Some(bundle) = settled(registry.blob(blob).await, &mut note)? else {
+        let Some(bundle) = bundle_of(registry, at, &mut note).await? else {
             continue;
         };
         match bundle::verify(&bundle, digest, keys) {
@@ -245,6 +209,75 @@ async fn by_bundle(
         }
     }
     Ok(None)
+}
+
+/// The artifacts that refer to `digest`: the referrers API's pages, then the `sha256-<hex>`
+/// tag's index; at most [`REFERRERS`] of them.
+async fn referrers(
+    registry: &mut Registry<'_>,
+    digest: &str,
+    reasons: &mut Reasons,
+) -> Result<Vec<Descriptor>, Unread> {
+    let api = settled(registry.referrers(digest).await, &mut |why| {
+        reasons.add(format!("the referrers API for {digest}: {why}"))
+    })?;
+    let mut pages: Vec<(Vec<u8>, String)> = (api.flatten().into_iter().flatten())
+        .map(|page| (page, "a page of the referrers API".to_owned()))
+        .collect();
+    let tag = digest.replacen(':', "-", 1);
+    let label = format!("the tag {tag}");
+    if let Some(Some((_, index))) = settled(registry.manifest(&tag).await, &mut reasons_for(reasons, &label))? {
+        pages.push((index, label.clone()));
+    }
+    let mut listed = Vec::new();
+    for (page, from) in pages {
+        match serde_json::from_slice::<Index>(&page) {
+            Ok(index) => listed.extend(index.manifests),
+            Err(e) => reasons.add(format!("{from} is not an image index: {e}")),
+        }
+        if listed.len() > REFERRERS {
+            listed.truncate(REFERRERS);
+            reasons.add(format!(
+                "more than {REFERRERS} artifacts refer to {digest}: the rest were not looked at"
+            ));
+            break;
+        }
+    }
+    Ok(listed)
+}
+
+/// The Sigstore bundle the artifact `at` holds (its manifest's first layer), read whole and
+/// checked against its digest; `None` with why noted when there is none.
+async fn bundle_of(
+    registry: &mut Registry<'_>,
+    at: &str,
+    note: &mut impl FnMut(String),
+) -> Result<Option<Vec<u8>>, Unread> {
+    let manifest = match settled(registry.manifest(at).await, note)? {
+        Some(Some((_, manifest))) => manifest,
+        Some(None) => {
+            note("its manifest is not in the registry".to_owned());
+            return Ok(None);
+        }
+        None => return Ok(None),
+    };
+    let layer = serde_json::from_slice::<serde_json::Value>(&manifest)
+        .ok()
+        .and_then(|m| m["layers"].get(0).cloned())
+        .filter(|l| {
+            l["mediaType"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(bundle::MEDIA_TYPE_PREFIX))
+        });
+    let Some(blob) = layer
+        .as_ref()
+        .and_then(|l| l["digest"].as_str())
+        .filter(|d| is_digest(d))
+    else {
+        note("its manifest holds no Sigstore bundle".to_owned());
+        return Ok(None);
+    };
+    settled(registry.blob(blob).await, note)
 }
 
 /// What a read came to: what was read, or `None` with why noted when the registry's answer
@@ -273,7 +306,12 @@ fn is_digest(s: &str) -> bool {
 
 /// `s`, cut to a length fit for a message.
 fn quoted(s: &str) -> String {
-    match s.char_indices().nth(QUOTED) {
+    cut(s, QUOTED)
+}
+
+/// `s`, cut to at most `most` characters (and an ellipsis).
+fn cut(s: &str, most: usize) -> String {
+    match s.char_indices().nth(most) {
         Some((end, _)) => format!("{}…", &s[..end]),
         None => s.to_owned(),
     }
