@@ -36,7 +36,9 @@ pub enum Verdict {
 /// Why the signatures found do not count, the first few in full.
 #[derive(Default)]
 pub struct Reasons {
+    /// The first few, in the order found.
     listed: Vec<String>,
+    /// How many more there were.
     more: usize,
 }
 
