@@ -263,6 +263,21 @@ mod tests {
         let checked = check(&[format!("{addr}/web:1").as_str()], &keys, &Logins::default()).await;
         assert_eq!(checked.map(|v| v[0].digest.clone()), Ok(digest.clone()));
 
+        // A later page that is not an index ends the listing with the pages before it.
+        let mut cut_short = answers.clone();
+        let signed_first = index(&[(&by_us, None)]);
+        cut_short.insert(
+            api.clone(),
+            (200, INDEX, Some(format!("<{next}>; rel=\"next\"")), signed_first),
+        );
+        cut_short.insert(next.clone(), (200, "text/html", None, b"<html>".to_vec()));
+        let addr = registry(cut_short).await;
+        assert!(
+            check(&[format!("{addr}/web:1").as_str()], &keys, &Logins::default())
+                .await
+                .is_ok()
+        );
+
         // One page only: what each referrer is, in words; the attestation is not read.
         let mut one_page = answers.clone();
         one_page.insert(api.clone(), (200, INDEX, None, first_page.clone()));

@@ -22,6 +22,15 @@ const REDIRECTS: usize = 5;
 /// The manifest kinds asked for: an index (several platforms) or one image's.
 const MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
+/// The pages of the referrers API read, and why it stopped before the last, when it did.
+#[derive(Default)]
+pub struct Listing {
+    /// Each page's body.
+    pub pages: Vec<Vec<u8>>,
+    /// Why a later page could not be read.
+    pub stopped: Option<String>,
+}
+
 /// What the referrers API answers with.
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
@@ -90,23 +99,32 @@ impl<'a> Registry<'a> {
     /// refer to the manifest `digest` in (OCI distribution 1.1), following its `Link` to the
     /// next page a few times (on this registry only); `None` when the registry has no such API
     /// (it answers 404, 400 or 406, or with something other than an index, as clients take it).
-    pub async fn referrers(&mut self, digest: &str) -> Result<Option<Vec<Vec<u8>>>, Unread> {
+    pub async fn referrers(&mut self, digest: &str) -> Result<Option<Listing>, Unread> {
         let mut url = format!("{}/v2/{}/referrers/{digest}", self.base, self.repository);
-        let mut pages = Vec::new();
+        let mut listing = Listing::default();
+        let pages = &mut listing.pages;
         while pages.len() < PAGES {
             let answer = self.get(&url, Some(INDEX)).await?;
             let kind = answer.headers.get("content-type").and_then(|v| v.to_str().ok());
             let index = kind.is_some_and(|k| k.split(';').next().is_some_and(|k| k.trim() == INDEX));
-            match answer.status {
-                200 if index => {}
+            let stopped = match answer.status {
+                200 if index => None,
                 200 | 400 | 404 | 406 if pages.is_empty() => return Ok(None),
-                200 => {
-                    return Err(Unread::Refused(format!(
-                        "{url} answered with `{}`, not an image index",
-                        kind.unwrap_or("no content type")
-                    )));
+                200 => Some(Unread::Refused(format!(
+                    "{url} answered with `{}`, not an image index",
+                    kind.unwrap_or("no content type")
+                ))),
+                status => Some(said(status, &url)),
+            };
+            // A later page that settles nothing ends the listing with the pages read; one the
+            // registry cannot serve now holds the check back.
+            match stopped {
+                None => {}
+                Some(Unread::Refused(why)) if !pages.is_empty() => {
+                    listing.stopped = Some(why);
+                    break;
                 }
-                status => return Err(said(status, &url)),
+                Some(unread) => return Err(unread),
             }
             let next = answer
                 .headers
@@ -120,7 +138,7 @@ impl<'a> Registry<'a> {
                 _ => break,
             }
         }
-        Ok(Some(pages))
+        Ok(Some(listing))
     }
 
     /// The blob `digest`, checked against it. Registries often send blobs from elsewhere (a

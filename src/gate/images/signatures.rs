@@ -220,10 +220,12 @@ async fn referrers(
     digest: &str,
     reasons: &mut Reasons,
 ) -> Result<Vec<Descriptor>, Unread> {
-    let api = settled(registry.referrers(digest).await, &mut |why| {
-        reasons.add(format!("the referrers API for {digest}: {why}"))
-    })?;
-    let mut pages: Vec<(Vec<u8>, String)> = (api.flatten().into_iter().flatten())
+    let mut note = |why| reasons.add(format!("the referrers API for {digest}: {why}"));
+    let listing = settled(registry.referrers(digest).await, &mut note)?.flatten();
+    if let Some(why) = listing.as_ref().and_then(|l| l.stopped.clone()) {
+        note(why);
+    }
+    let mut pages: Vec<(Vec<u8>, String)> = (listing.into_iter().flat_map(|l| l.pages))
         .map(|page| (page, "a page of the referrers API".to_owned()))
         .collect();
     let tag = digest.replacen(':', "-", 1);
