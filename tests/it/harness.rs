@@ -32,6 +32,22 @@ impl TestRepo {
         }
     }
 
+    /// A repository of one environment, `dev`, on the Compose target with `compose` as its
+    /// `compose.yaml` (not committed).
+    pub fn compose_only(compose: &str) -> Self {
+        let repo = TestRepo::new();
+        repo.write(
+            "plumb.yaml",
+            "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
+        )
+        .write(
+            "environments/dev.yaml",
+            "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  compose: {files: [compose.yaml]}\n",
+        )
+        .write("compose.yaml", compose);
+        repo
+    }
+
     /// A repository whose first commit holds a copy of `example-repo/`.
     pub fn example() -> Self {
         let repo = TestRepo::new();

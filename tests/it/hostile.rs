@@ -66,17 +66,7 @@ fn symbolic_links_are_not_followed() {
 /// be absent (`required: false`): read as absent, the service would run without its values.
 #[test]
 fn a_compose_env_file_that_is_not_text_is_refused() {
-    let repo = TestRepo::new();
-    repo.write(
-        "plumb.yaml",
-        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
-    )
-    .write(
-        "environments/dev.yaml",
-        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  compose: {files: [compose.yaml]}\n",
-    )
-    .write(
-        "compose.yaml",
+    let repo = TestRepo::compose_only(
         "services:\n  web:\n    image: web:1\n    env_file:\n      - {path: extra.env, required: false}\n",
     );
     let path = repo.path().to_str().unwrap();

@@ -157,8 +157,8 @@ async fn upload(registry: &Registry, repository: &str, blob: &[u8]) -> String {
     digest
 }
 
-/// The digest of the manifest `repository:tag` (or `repository@digest`) names.
-async fn digest_of(registry: &Registry, repository: &str, tag: &str) -> String {
+/// The manifest `repository:tag` (or `repository@digest`) names.
+async fn manifest_of(registry: &Registry, repository: &str, tag: &str) -> String {
     let accept = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
     let manifest = crate::http::get_with(
         registry.addr,
@@ -167,7 +167,12 @@ async fn digest_of(registry: &Registry, repository: &str, tag: &str) -> String {
     )
     .await;
     assert_eq!(manifest.status, 200, "{}", manifest.body);
-    sha256(manifest.body.as_bytes())
+    manifest.body
+}
+
+/// The digest of the manifest `repository:tag` (or `repository@digest`) names.
+async fn digest_of(registry: &Registry, repository: &str, tag: &str) -> String {
+    sha256(manifest_of(registry, repository, tag).await.as_bytes())
 }
 
 /// Signs `repository:tag` of `registry` with `key` as `cosign sign --key` (cosign 2) does; the
@@ -546,14 +551,7 @@ fn bundle(repository: &str, digest: &str, predicate: &str, key: &SigningKey, key
 /// `predicate` is the annotation cosign puts on the index's entry.
 async fn attach(registry: &Registry, repository: &str, digest: &str, bundle: &[u8], predicate: Option<&str>) {
     let media_type = "application/vnd.dev.sigstore.bundle.v0.3+json";
-    let accept = "application/vnd.oci.image.manifest.v1+json";
-    let subject = crate::http::get_with(
-        registry.addr,
-        &format!("/v2/{repository}/manifests/{digest}"),
-        &registry.headers(&[("Accept", accept.to_owned())]),
-    )
-    .await;
-    assert_eq!(subject.status, 200, "{}", subject.body);
+    let subject = manifest_of(registry, repository, digest).await;
     let layer = upload(registry, repository, bundle).await;
     let empty = upload(registry, repository, b"{}").await;
     let manifest = serde_json::to_vec(&serde_json::json!({
@@ -565,7 +563,7 @@ async fn attach(registry: &Registry, repository: &str, digest: &str, bundle: &[u
             "mediaType": media_type, "digest": layer, "size": bundle.len(),
             "annotations": {"org.opencontainers.image.title": format!("{}.sigstore.json", layer.replacen(':', "-", 1))},
         }],
-        "subject": {"mediaType": accept, "digest": digest, "size": subject.body.len()},
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": subject.len()},
     }))
     .unwrap();
     let manifest_digest = sha256(&manifest);

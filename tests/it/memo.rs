@@ -30,6 +30,23 @@ const STAGING: &str = "apiVersion: plumb/v1\nkind: Environment\nname: staging\nt
 const PRODUCTION: &str = "apiVersion: plumb/v1\nkind: Environment\nname: production\n\
                           target:\n  local: {portOffset: 20000}\nservices:\n  c: {enabled: false}\n";
 
+/// A repository of services a (with `a_extra` in its document), b (its configuration checked
+/// against a schema) and c, in staging and production (not committed).
+fn three_services(a_extra: &str) -> TestRepo {
+    let repo = TestRepo::new();
+    repo.write("plumb.yaml", REPOSITORY)
+        .write("services/a.yaml", &service("a", 4001, a_extra))
+        .write(
+            "services/b.yaml",
+            &service("b", 4002, "config:\n  schema: schemas/b.json\n  values: {level: 1}\n"),
+        )
+        .write("services/c.yaml", &service("c", 4003, ""))
+        .write("schemas/b.json", SCHEMA)
+        .write("environments/staging.yaml", STAGING)
+        .write("environments/production.yaml", PRODUCTION);
+    repo
+}
+
 /// Renders `commit` with `memo` and from scratch, asserts both give the same environments and
 /// problems, and returns how many services the memo's render took from the commit before.
 fn same_as_from_scratch(memo: &mut Memo, repo: &TestRepo, commit: &str, keys: &Keyring) -> (usize, usize) {
@@ -60,20 +77,7 @@ fn a_memo_renders_what_a_fresh_render_does_and_only_what_changed() {
     let token = sealed::seal(&[recipient], "s3cret").unwrap();
     let mut memo = Memo::new(keys.clone(), Arc::new(Allow::default()));
 
-    let mut repo = TestRepo::new();
-    repo.write("plumb.yaml", REPOSITORY)
-        .write(
-            "services/a.yaml",
-            &service("a", 4001, &format!("env:\n  - {{name: TOKEN, value: \"{token}\"}}\n")),
-        )
-        .write(
-            "services/b.yaml",
-            &service("b", 4002, "config:\n  schema: schemas/b.json\n  values: {level: 1}\n"),
-        )
-        .write("services/c.yaml", &service("c", 4003, ""))
-        .write("schemas/b.json", SCHEMA)
-        .write("environments/staging.yaml", STAGING)
-        .write("environments/production.yaml", PRODUCTION);
+    let mut repo = three_services(&format!("env:\n  - {{name: TOKEN, value: \"{token}\"}}\n"));
     let first = repo.commit("Three services");
     // Nothing kept yet: all six (three services in two environments) are rendered.
     assert_eq!(same_as_from_scratch(&mut memo, &repo, &first, &keys), (0, 0));
@@ -211,17 +215,7 @@ impl Tree for Unreadable {
 fn a_render_stopped_by_an_unreadable_file_loses_nothing_the_memo_kept() {
     let keys = Arc::new(Keyring::new(Vec::new()));
     let mut memo = Memo::new(keys.clone(), Arc::new(Allow::default()));
-    let mut repo = TestRepo::new();
-    repo.write("plumb.yaml", REPOSITORY)
-        .write("services/a.yaml", &service("a", 4001, ""))
-        .write(
-            "services/b.yaml",
-            &service("b", 4002, "config:\n  schema: schemas/b.json\n  values: {level: 1}\n"),
-        )
-        .write("services/c.yaml", &service("c", 4003, ""))
-        .write("schemas/b.json", SCHEMA)
-        .write("environments/staging.yaml", STAGING)
-        .write("environments/production.yaml", PRODUCTION);
+    let mut repo = three_services("");
     let first = repo.commit("Three services");
     assert_eq!(same_as_from_scratch(&mut memo, &repo, &first, &keys), (0, 0));
 
@@ -287,22 +281,12 @@ fn stopped_at(rendered: Result<plumb::spec::Rendered, plumb::spec::RenderError>,
 /// would then be left out, and its service run without its values).
 #[test]
 fn an_unreadable_file_a_compose_file_names_stops_the_render() {
-    let mut repo = TestRepo::new();
-    repo.write(
-        "plumb.yaml",
-        "apiVersion: plumb/v1\nkind: Repository\nenvironments: [dev]\n",
-    )
-    .write(
-        "environments/dev.yaml",
-        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  compose: {files: [compose.yaml]}\n",
-    )
-    .write(
-        "compose.yaml",
+    let mut repo = TestRepo::compose_only(
         "services:\n  web:\n    image: web:1\n    env_file:\n      - {path: web.env, required: false}\n\
          \x20   volumes: [\"./site.conf:/etc/site.conf:ro\"]\n",
-    )
-    .write("web.env", "GREETING=hello\n")
-    .write("site.conf", "listen 80;\n");
+    );
+    repo.write("web.env", "GREETING=hello\n")
+        .write("site.conf", "listen 80;\n");
     let commit = repo.commit("web, with its optional env file and a file mounted");
     assert!(plumb::spec::render(&Unreadable::at(&repo, &commit, "nothing"), None).is_ok());
     for path in ["web.env", "site.conf"] {
