@@ -52,10 +52,10 @@ impl Worker {
         let logins = crate::gate::images::logins::Logins::from_environment().map_err(|why| {
             crate::gate::images::Refusal::Unavailable(format!("the images cannot be checked now: {why}"))
         })?;
-        let verified = crate::gate::images::check(&images, &rule.keys, &logins).await?;
+        let verified = crate::gate::images::check(&images, &rule, &logins).await?;
         tracing::debug!(environment = %self.name, images = verified.len(), "Image signatures verified.");
         for verified in verified {
-            tracing::debug!(environment = %self.name, image = %verified.image, digest = %verified.digest, key = %verified.key, "Image signature verified.");
+            tracing::debug!(environment = %self.name, image = %verified.image, digest = %verified.digest, signer = %verified.signer, "Image signature verified.");
         }
         Ok(())
     }

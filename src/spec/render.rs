@@ -19,10 +19,10 @@ use super::manifest::{self, Manifest};
 use super::memo::{Kept, KeptService, Memo};
 use super::merge::{merge, merge_into};
 use super::model::environment::SyncPolicy;
-use super::model::gates::{Gates, ImageKey, SignedImages};
+use super::model::gates::{Gates, ImageKey, KeylessPolicy, KeylessSigners, SignedImages};
 use super::model::scalar::{is_encrypted, mask};
 use super::model::{Environment, Name, Service, Target};
-use super::node::{Declared, Kind, Node, Path, Step};
+use super::node::{Declared, Kind, Node, Origin, Path, Step};
 use super::schema::{BUILTIN, Schema};
 use super::sealed::{Keyring, Opened};
 use super::yaml::{self, Limits};
@@ -800,7 +800,73 @@ fn signed_images(
         };
         out.push(Diagnostic::new(&located(&path), problem).path(&path).environment(name));
     }
-    Ok(Some(SignedImages { keys }))
+    let required = images.clone().key("requireSignature");
+    let keyless = match &policy.require_signature.keyless {
+        Some(keyless) => keyless_signers(context, keyless, &required.clone().key("keyless"), &located, name, out)?,
+        None if policy.require_signature.keys.is_empty() => {
+            let message = "`images.requireSignature` names no key (`keys`) and no keyless identity (`keyless`): no image could run";
+            out.push(
+                Diagnostic::new(&located(&required), message)
+                    .path(&required)
+                    .environment(name),
+            );
+            None
+        }
+        None => None,
+    };
+    Ok(Some(SignedImages { keys, keyless }))
+}
+
+/// The keyless signers `policy` names, with its trusted root read from the repository: a root
+/// missing or not one, an identity naming neither or both of `subject` and `subjectPattern`, or
+/// a pattern that is not a regular expression is reported at its line.
+fn keyless_signers(
+    context: &Context,
+    policy: &KeylessPolicy,
+    at: &Path,
+    located: &dyn Fn(&Path) -> Origin,
+    name: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Result<Option<KeylessSigners>, SourceError> {
+    let mut report = |path: &Path, message: String| {
+        out.push(Diagnostic::new(&located(path), message).path(path).environment(name));
+    };
+    let mut sound = true;
+    for (i, identity) in policy.identities.iter().enumerate() {
+        let path = at.clone().key("identities").join(Step::Index(i));
+        match (&identity.subject, &identity.subject_pattern) {
+            (Some(_), None) => {}
+            (None, Some(pattern)) => {
+                if let Err(why) = crate::gate::images::keyless::pattern_of(pattern) {
+                    report(&path.key("subjectPattern"), why);
+                    sound = false;
+                }
+            }
+            _ => {
+                report(
+                    &path,
+                    "an identity names either `subject` or `subjectPattern`".to_owned(),
+                );
+                sound = false;
+            }
+        }
+    }
+    let path = at.clone().key("trustedRoot");
+    let file = &policy.trusted_root;
+    let Some(bytes) = context.tree.read(file, context.limits.max_bytes)? else {
+        report(&path, format!("trusted root `{file}` is not in the repository"));
+        return Ok(None);
+    };
+    let root = String::from_utf8_lossy(&bytes).into_owned();
+    if let Err(why) = crate::gate::images::keyless::root::TrustedRoot::parse(root.as_bytes()) {
+        report(&path, format!("`{file}` is not a Sigstore trusted root: {why}"));
+        return Ok(None);
+    }
+    Ok(sound.then(|| KeylessSigners {
+        file: file.clone(),
+        root,
+        identities: policy.identities.clone(),
+    }))
 }
 
 /// A service's document as an environment renders it: the repository's service defaults, the

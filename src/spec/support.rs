@@ -1237,6 +1237,17 @@ pub static ENVIRONMENT_FIELDS: &[Field] = &[
         used: never,
     },
     Field {
+        path: "images.requireSignature.keyless",
+        local: Refused("the local target runs commands, not images"),
+        compose: Done(
+            "or a keyless signature (a Sigstore bundle) by one of these identities: its certificate, log entry and timestamps checked offline against the trusted root (read from the rollback point)",
+        ),
+        kubernetes: Done(
+            "or a keyless signature (a Sigstore bundle) by one of these identities: its certificate, log entry and timestamps checked offline against the trusted root (read from the rollback point)",
+        ),
+        used: never,
+    },
+    Field {
         path: "services",
         local: Done("overlays: see the service rows"),
         compose: Done("overlays: see the service rows"),

@@ -23,7 +23,7 @@ use plumb::agent::Settings;
 use plumb::gate::images::logins::Logins;
 use plumb::gate::images::{Refusal, bundle, check, cosign};
 use plumb::ledger::Outcome;
-use plumb::spec::model::gates::ImageKey;
+use plumb::spec::model::gates::{ImageKey, SignedImages};
 use sha2::Digest;
 
 use crate::agent::{Running, eventually, outcome, release};
@@ -31,8 +31,19 @@ use crate::docker::{docker, example_image};
 use crate::harness::{Web, agent_settings, trusted};
 use crate::keys::TestKey;
 
+/// The environment's rule: signed by the key `pem` (its file `keys/cosign.pub`).
+fn one_key(pem: String) -> SignedImages {
+    SignedImages {
+        keys: vec![ImageKey {
+            file: "keys/cosign.pub".to_owned(),
+            pem,
+        }],
+        keyless: None,
+    }
+}
+
 /// A registry of its own, stopped when dropped.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     addr: SocketAddr,
     /// The `Authorization` its login takes, when it asks for one.
@@ -41,7 +52,7 @@ struct Registry {
 }
 
 impl Registry {
-    fn start() -> Registry {
+    pub(crate) fn start() -> Registry {
         Registry::start_with(None)
     }
 
@@ -102,7 +113,7 @@ impl Registry {
     }
 
     /// `localhost:<port>/<name>`.
-    fn image(&self, name: &str) -> String {
+    pub(crate) fn image(&self, name: &str) -> String {
         format!("localhost:{}/{name}", self.addr.port())
     }
 
@@ -171,7 +182,7 @@ async fn manifest_of(registry: &Registry, repository: &str, tag: &str) -> String
 }
 
 /// The digest of the manifest `repository:tag` (or `repository@digest`) names.
-async fn digest_of(registry: &Registry, repository: &str, tag: &str) -> String {
+pub(crate) async fn digest_of(registry: &Registry, repository: &str, tag: &str) -> String {
     sha256(manifest_of(registry, repository, tag).await.as_bytes())
 }
 
@@ -208,15 +219,12 @@ async fn only_images_signed_with_the_environments_key_run() {
     sign(&registry, "web", "theirs", &theirs).await;
 
     // The gate alone: what passes, what is refused and why, what only waits.
-    let keys = [ImageKey {
-        file: "keys/cosign.pub".to_owned(),
-        pem: ours_pem.clone(),
-    }];
+    let keys = one_key(ours_pem.clone());
     let signed_image = registry.image("web:signed");
     let anonymous = Logins::default();
     let verified = check(&[signed_image.as_str()], &keys, &anonymous).await.unwrap();
     assert_eq!(
-        (verified[0].digest.as_str(), verified[0].key.as_str()),
+        (verified[0].digest.as_str(), verified[0].signer.as_str()),
         (signed.as_str(), "keys/cosign.pub")
     );
     let by_digest = registry.image(&format!("web@{signed}"));
@@ -233,7 +241,7 @@ async fn only_images_signed_with_the_environments_key_run() {
         panic!("an image signed with another key passed");
     };
     assert!(
-        why.contains("is not signed with keys/cosign.pub; what its registry holds: signature sha256-")
+        why.contains("is not signed by keys/cosign.pub; what its registry holds: signature sha256-")
             && why.ends_with(".sig: it was made with none of the keys"),
         "{why}"
     );
@@ -289,7 +297,7 @@ async fn only_images_signed_with_the_environments_key_run() {
 
     for (tag, said) in [
         ("unsigned", "is not signed: its registry holds no cosign signature"),
-        ("theirs", "is not signed with keys/cosign.pub"),
+        ("theirs", "is not signed by keys/cosign.pub"),
     ] {
         write(&upstream, tag, "r2");
         let commit = upstream.commit_signed(&format!("web r2, {tag}"), &alice);
@@ -349,7 +357,7 @@ fn the_keys_are_checked_where_they_are_written() {
 
 /// Pushes a small image (a config and one layer, the tag's own) as `repository:tag`, as a
 /// client logged in pushes one.
-async fn push(registry: &Registry, repository: &str, tag: &str) {
+pub(crate) async fn push(registry: &Registry, repository: &str, tag: &str) {
     let layer = format!("a layer of the test's own, for {tag}");
     let layer = layer.as_bytes();
     store(
@@ -401,10 +409,7 @@ async fn a_registry_that_asks_for_a_login_is_read_with_the_one_docker_keeps() {
     let (ours, ours_pem) = key_pair(7);
     push(&registry, "private", "v1").await;
     let signed = sign(&registry, "private", "v1", &ours).await;
-    let keys = [ImageKey {
-        file: "keys/cosign.pub".to_owned(),
-        pem: ours_pem,
-    }];
+    let keys = one_key(ours_pem);
     let image = registry.image("private:v1");
     let host = format!("localhost:{}", registry.addr.port());
     let dir = tempfile::tempdir().unwrap();
@@ -549,7 +554,13 @@ fn bundle(repository: &str, digest: &str, predicate: &str, key: &SigningKey, key
 /// referrers API (the distribution registry 2.8): the bundle as a blob, an artifact manifest
 /// whose subject is the image, and that manifest added to the index tagged `sha256-<hex>`;
 /// `predicate` is the annotation cosign puts on the index's entry.
-async fn attach(registry: &Registry, repository: &str, digest: &str, bundle: &[u8], predicate: Option<&str>) {
+pub(crate) async fn attach(
+    registry: &Registry,
+    repository: &str,
+    digest: &str,
+    bundle: &[u8],
+    predicate: Option<&str>,
+) {
     let media_type = "application/vnd.dev.sigstore.bundle.v0.3+json";
     let subject = manifest_of(registry, repository, digest).await;
     let layer = upload(registry, repository, bundle).await;
@@ -629,10 +640,7 @@ async fn cosign_3_bundles_among_the_referrers_are_signatures() {
     let registry = Registry::start();
     let (ours, ours_pem) = key_pair(7);
     let (theirs, _) = key_pair(9);
-    let keys = [ImageKey {
-        file: "keys/cosign.pub".to_owned(),
-        pem: ours_pem,
-    }];
+    let keys = one_key(ours_pem);
     let anonymous = Logins::default();
     let sign_predicate = "https://sigstore.dev/cosign/sign/v1";
     let provenance = "https://slsa.dev/provenance/v1";
@@ -664,7 +672,7 @@ async fn cosign_3_bundles_among_the_referrers_are_signatures() {
         .await
         .unwrap();
     assert_eq!(
-        (verified[0].digest.as_str(), verified[0].key.as_str()),
+        (verified[0].digest.as_str(), verified[0].signer.as_str()),
         (signed.as_str(), "keys/cosign.pub")
     );
 
@@ -695,14 +703,14 @@ async fn cosign_3_bundles_among_the_referrers_are_signatures() {
     };
     assert!(
         why.starts_with(&format!(
-            "image `{others_image}`: {others} is not signed with keys/cosign.pub; what its registry holds: referrer sha256:"
+            "image `{others_image}`: {others} is not signed by keys/cosign.pub; what its registry holds: referrer sha256:"
         )),
         "{why}"
     );
     for said in [
         ": it was made with none of the keys",
         ": it is an attestation (`https://slsa.dev/provenance/v1`), not a signature",
-        ": it is a keyless signature (a Fulcio certificate), which plumb does not check",
+        ": it is a keyless signature (a Fulcio certificate), and the environment names no keyless identity (`keyless`)",
         &format!(": it signs {signed}, not {others}"),
     ] {
         assert!(why.contains(said), "{said}: {why}");

@@ -27,6 +27,7 @@ mod health;
 mod hostile;
 mod http;
 mod image_signatures;
+mod keyless_images;
 mod keys;
 mod kube;
 mod kube_fidelity;

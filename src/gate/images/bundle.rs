@@ -4,13 +4,17 @@
 //! bundle.v0.3+json`). Its DSSE envelope wraps an in-toto statement of predicate type
 //! `https://sigstore.dev/cosign/sign/v1` whose subject is the image's digest, signed (ECDSA
 //! P-256, DER) over DSSE's pre-authentication encoding. Bundles of other statements (an SBOM, a
-//! provenance) are attestations, not signatures, and do not count; nor do keyless bundles (a
-//! Fulcio certificate), which these keys cannot check.
+//! provenance) are attestations, not signatures, and do not count. A keyless bundle (a Fulcio
+//! certificate in place of a key) counts when its signer is one of the environment's keyless
+//! identities (`keyless`).
 
 use base64::Engine;
+use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::{Signature, VerifyingKey};
 use serde::Deserialize;
+
+use super::Signers;
+use super::keyless::Material;
 
 /// The media types of Sigstore bundles (an artifact's `artifactType`, a layer's `mediaType`).
 pub const MEDIA_TYPE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
@@ -30,7 +34,7 @@ const STATEMENTS: [&str; 2] = ["https://in-toto.io/Statement/v1", "https://in-to
 struct Bundle {
     media_type: String,
     #[serde(default)]
-    verification_material: serde_json::Value,
+    verification_material: Material,
     dsse_envelope: Option<Envelope>,
     message_signature: Option<serde_json::Value>,
 }
@@ -67,17 +71,14 @@ struct Subject {
     digest: std::collections::BTreeMap<String, String>,
 }
 
-/// Whether `bundle` (its JSON) is a signature of the image `digest` by one of `keys`: the index
-/// of the key; why not otherwise.
-pub fn verify(bundle: &[u8], digest: &str, keys: &[VerifyingKey]) -> Result<usize, String> {
+/// Whether `bundle` (its JSON) is a signature of the image `digest` by one of `signers`: who
+/// signed (a key's file, a keyless identity); why not otherwise.
+pub fn verify(bundle: &[u8], digest: &str, signers: &Signers) -> Result<String, String> {
     let bundle: Bundle = serde_json::from_slice(bundle).map_err(|e| format!("it is not a Sigstore bundle: {e}"))?;
     if !bundle.media_type.starts_with(MEDIA_TYPE_PREFIX) {
         return Err(format!("`{}` is not a Sigstore bundle's media type", bundle.media_type));
     }
-    let material = &bundle.verification_material;
-    if material.get("certificate").is_some() || material.get("x509CertificateChain").is_some() {
-        return Err("it is a keyless signature (a Fulcio certificate), which plumb does not check".to_owned());
-    }
+    let material = bundle.verification_material;
     let Some(envelope) = bundle.dsse_envelope else {
         return Err(match bundle.message_signature {
             Some(_) => {
@@ -130,10 +131,17 @@ pub fn verify(bundle: &[u8], digest: &str, keys: &[VerifyingKey]) -> Result<usiz
     let der = base64
         .decode(signature.sig.trim())
         .map_err(|e| format!("its signature is not base64: {e}"))?;
-    let signature = Signature::from_der(&der).map_err(|e| format!("its signature is not ECDSA: {e}"))?;
     let signed = pae(&envelope.payload_type, &payload);
-    keys.iter()
+    if material.is_keyless() {
+        let keyless = signers.keyless.as_ref().ok_or(
+            "it is a keyless signature (a Fulcio certificate), and the environment names no keyless identity (`keyless`)",
+        )?;
+        return keyless.verify(&material, &payload, &signed, &der);
+    }
+    let signature = Signature::from_der(&der).map_err(|e| format!("its signature is not ECDSA: {e}"))?;
+    (signers.keys.iter())
         .position(|key| key.verify(&signed, &signature).is_ok())
+        .map(|key| signers.files[key].clone())
         .ok_or_else(|| "it was made with none of the keys".to_owned())
 }
 
@@ -156,8 +164,8 @@ fn or_nothing(named: &[String]) -> String {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use p256::ecdsa::SigningKey;
     use p256::ecdsa::signature::Signer;
+    use p256::ecdsa::{SigningKey, VerifyingKey};
 
     /// The media type cosign 3 writes.
     const MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
@@ -195,14 +203,26 @@ pub(super) mod tests {
         .unwrap()
     }
 
+    /// Signers of the one key `key` (its file `keys/cosign.pub`).
+    pub(crate) fn signers(key: &SigningKey) -> Signers {
+        Signers {
+            keys: vec![*key.verifying_key()],
+            files: vec!["keys/cosign.pub".to_owned()],
+            keyless: None,
+        }
+    }
+
     #[test]
     fn a_bundle_counts_for_its_digest_and_its_key_only() {
         let (alice, bob) = (signing(7), signing(9));
-        let keys = [*alice.verifying_key()];
+        let keys = signers(&alice);
         let digest = format!("sha256:{}", "ab".repeat(32));
         let hint = serde_json::json!({"publicKey": {"hint": "abc"}});
         let signed = statement("localhost:5000/web", &digest);
-        assert_eq!(verify(&bundle(&signed, &alice, hint.clone()), &digest, &keys), Ok(0));
+        assert_eq!(
+            verify(&bundle(&signed, &alice, hint.clone()), &digest, &keys),
+            Ok("keys/cosign.pub".to_owned())
+        );
         assert_eq!(
             verify(&bundle(&signed, &bob, hint.clone()), &digest, &keys).unwrap_err(),
             "it was made with none of the keys"
@@ -227,10 +247,9 @@ pub(super) mod tests {
 
         // A keyless bundle is not checked with keys, whoever signed it.
         let keyless = serde_json::json!({"certificate": {"rawBytes": "MIIB"}});
-        assert!(
-            verify(&bundle(&signed, &alice, keyless), &digest, &keys)
-                .unwrap_err()
-                .starts_with("it is a keyless signature")
+        assert_eq!(
+            verify(&bundle(&signed, &alice, keyless), &digest, &keys).unwrap_err(),
+            "it is a keyless signature (a Fulcio certificate), and the environment names no keyless identity (`keyless`)"
         );
 
         // The signature covers the payload's type and bytes.
@@ -296,8 +315,13 @@ pub(super) mod tests {
             key.verify(&payload, &signature).is_err(),
             "the encoding, not the payload, is signed"
         );
+        let signers = Signers {
+            keys: vec![key],
+            files: vec!["key.pem".to_owned()],
+            keyless: None,
+        };
         assert_eq!(
-            verify(bundle, "sha256:00", &[key]).unwrap_err(),
+            verify(bundle, "sha256:00", &signers).unwrap_err(),
             "its envelope holds `text/plain`, not an in-toto statement"
         );
     }

@@ -6,11 +6,14 @@
 //! that is unsigned, signed by another key or for another digest refuses the commit, naming the
 //! image; a registry that cannot be reached holds the commit back until it can. Signatures are
 //! read where cosign 2 stores them (`cosign`) and as cosign 3's Sigstore bundles among the
-//! image's referrers (`bundle`). Registries that ask for a login get the one `docker login`
-//! keeps (`logins`).
+//! image's referrers (`bundle`); a bundle may instead be signed keylessly, by an identity the
+//! environment names (`images.requireSignature.keyless`, checked against its Sigstore trusted
+//! root: `keyless`). Registries that ask for a login get the one `docker login` keeps
+//! (`logins`).
 
 pub mod bundle;
 pub mod cosign;
+pub mod keyless;
 pub mod logins;
 pub mod reference;
 mod registry;
@@ -20,12 +23,13 @@ use std::collections::BTreeSet;
 
 use p256::ecdsa::VerifyingKey;
 
+use self::keyless::Keyless;
 use self::logins::Logins;
 use self::reference::Reference;
 use self::registry::{Registry, Unread};
 use self::signatures::Verdict;
 use crate::notify::http::Client;
-use crate::spec::model::gates::ImageKey;
+use crate::spec::model::gates::SignedImages;
 
 /// How many images are checked at once.
 const AT_ONCE: usize = 8;
@@ -41,15 +45,45 @@ pub enum Refusal {
     Unavailable(String),
 }
 
-/// One image that passed: its reference, the digest verified and the key file that signed it.
+/// One image that passed: its reference, the digest verified and who signed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
     /// The image as written.
     pub image: String,
     /// Its manifest's digest.
     pub digest: String,
-    /// The file of the key its signature verified with.
-    pub key: String,
+    /// Who signed: the file of the key its signature verified with, or the keyless identity.
+    pub signer: String,
+}
+
+/// Who may sign an environment's images: its keys, and its keyless identities.
+pub struct Signers {
+    keys: Vec<VerifyingKey>,
+    files: Vec<String>,
+    keyless: Option<Keyless>,
+}
+
+impl Signers {
+    /// The signers `policy` names; why they cannot be checked otherwise.
+    pub fn new(policy: &SignedImages) -> Result<Signers, String> {
+        let keys = (policy.keys.iter())
+            .map(|k| cosign::key(&k.pem).map_err(|e| format!("the key `{}`: {e}", k.file)))
+            .collect::<Result<_, _>>()?;
+        Ok(Signers {
+            keys,
+            files: policy.keys.iter().map(|k| k.file.clone()).collect(),
+            keyless: policy.keyless.as_ref().map(Keyless::new).transpose()?,
+        })
+    }
+
+    /// Who they are, in words (for a refusal).
+    fn described(&self, policy: &SignedImages) -> String {
+        let mut named = self.files.clone();
+        if let Some(keyless) = &policy.keyless {
+            named.push(format!("an identity of `{}`'s keyless signers", keyless.file));
+        }
+        named.join(" or ")
+    }
 }
 
 /// Every image a Kubernetes object runs: each container's, init container's and ephemeral
@@ -72,20 +106,17 @@ pub fn in_object(object: &serde_json::Value, images: &mut Vec<String>) {
     }
 }
 
-/// Checks each of `images` (each once) against `keys`, logged in with `logins` where a
-/// registry asks.
-pub async fn check(images: &[&str], keys: &[ImageKey], logins: &Logins) -> Result<Vec<Verified>, Refusal> {
-    let verifying: Vec<VerifyingKey> = keys
-        .iter()
-        .map(|k| cosign::key(&k.pem).map_err(|e| Refusal::Refused(format!("the key `{}`: {e}", k.file))))
-        .collect::<Result<_, _>>()?;
+/// Checks each of `images` (each once) against the signers `policy` names, logged in with
+/// `logins` where a registry asks.
+pub async fn check(images: &[&str], policy: &SignedImages, logins: &Logins) -> Result<Vec<Verified>, Refusal> {
+    let signers = Signers::new(policy).map_err(Refusal::Refused)?;
     let client = Client::new(None).map_err(Refusal::Unavailable)?;
     let images: Vec<&str> = images.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
     let mut verified = Vec::new();
     let mut unavailable = None;
     for batch in images.chunks(AT_ONCE) {
         let checked =
-            futures_util::future::join_all(batch.iter().map(|image| one(&client, image, &verifying, keys, logins)))
+            futures_util::future::join_all(batch.iter().map(|image| one(&client, image, &signers, policy, logins)))
                 .await;
         for checked in checked {
             match checked {
@@ -108,8 +139,8 @@ pub async fn check(images: &[&str], keys: &[ImageKey], logins: &Logins) -> Resul
 async fn one(
     client: &Client,
     image: &str,
-    verifying: &[VerifyingKey],
-    keys: &[ImageKey],
+    signers: &Signers,
+    policy: &SignedImages,
     logins: &Logins,
 ) -> Result<Verified, Refusal> {
     let refused = |why: String| Refusal::Refused(format!("image `{image}`: {why}"));
@@ -124,15 +155,15 @@ async fn one(
         .await
         .map_err(read)?
         .ok_or_else(|| refused(format!("{reference} is not in its registry")))?;
-    let reasons = match signatures::search(&mut registry, &digest, verifying)
+    let reasons = match signatures::search(&mut registry, &digest, signers)
         .await
         .map_err(read)?
     {
-        Verdict::Signed(key) => {
+        Verdict::Signed(signer) => {
             return Ok(Verified {
                 image: image.to_owned(),
                 digest,
-                key: keys[key].file.clone(),
+                signer,
             });
         }
         Verdict::Unsigned(reasons) => reasons,
@@ -143,10 +174,9 @@ async fn one(
             cosign::signature_tag(&digest)
         )));
     }
-    let files: Vec<&str> = keys.iter().map(|k| k.file.as_str()).collect();
     Err(refused(format!(
-        "{digest} is not signed with {}; what its registry holds: {reasons}",
-        files.join(" or ")
+        "{digest} is not signed by {}; what its registry holds: {reasons}",
+        signers.described(policy)
     )))
 }
 
@@ -232,10 +262,13 @@ mod tests {
         use bundle::tests::{bundle, signing, statement};
         use p256::pkcs8::{EncodePublicKey, LineEnding};
         let (ours, theirs) = (signing(7), signing(9));
-        let keys = [ImageKey {
-            file: "keys/cosign.pub".to_owned(),
-            pem: ours.verifying_key().to_public_key_pem(LineEnding::LF).unwrap(),
-        }];
+        let keys = SignedImages {
+            keys: vec![crate::spec::model::gates::ImageKey {
+                file: "keys/cosign.pub".to_owned(),
+                pem: ours.verifying_key().to_public_key_pem(LineEnding::LF).unwrap(),
+            }],
+            keyless: None,
+        };
         let image = br#"{"schemaVersion": 2, "layers": []}"#.to_vec();
         let digest = registry::sha256(&image);
         let hint = serde_json::json!({"publicKey": {"hint": ""}});
@@ -289,7 +322,7 @@ mod tests {
         assert_eq!(
             why,
             format!(
-                "image `{addr}/web:1`: {digest} is not signed with keys/cosign.pub; what its registry holds: \
+                "image `{addr}/web:1`: {digest} is not signed by keys/cosign.pub; what its registry holds: \
                  referrer {attestation}: an attestation (`{provenance}`), not a signature; not read; \
                  referrer {by_them}: it was made with none of the keys"
             )

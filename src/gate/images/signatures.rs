@@ -6,11 +6,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use p256::ecdsa::VerifyingKey;
 use serde::Deserialize;
 
 use super::registry::{Registry, Unread};
-use super::{bundle, cosign};
+use super::{Signers, bundle, cosign};
 
 /// The most Sigstore bundles, and the most cosign 2 signatures, read for one image.
 pub const BUNDLES: usize = 16;
@@ -27,8 +26,8 @@ const REASON: usize = 400;
 
 /// What the search came to.
 pub enum Verdict {
-    /// A signature verified with the key of this index.
-    Signed(usize),
+    /// A signature verified: who made it (a key's file, a keyless identity).
+    Signed(String),
     /// None did: why each signature found does not count (none when none was found).
     Unsigned(Reasons),
 }
@@ -102,14 +101,14 @@ struct Index {
 /// The most referrers of one image looked at.
 const REFERRERS: usize = 1_000;
 
-/// Searches the registry for a signature of the manifest `digest` by one of `keys`.
-pub async fn search(registry: &mut Registry<'_>, digest: &str, keys: &[VerifyingKey]) -> Result<Verdict, Unread> {
+/// Searches the registry for a signature of the manifest `digest` by one of `signers`.
+pub async fn search(registry: &mut Registry<'_>, digest: &str, signers: &Signers) -> Result<Verdict, Unread> {
     let mut reasons = Reasons::default();
-    if let Some(key) = by_tag(registry, digest, keys, &mut reasons).await? {
-        return Ok(Verdict::Signed(key));
+    if let Some(signer) = by_tag(registry, digest, signers, &mut reasons).await? {
+        return Ok(Verdict::Signed(signer));
     }
-    if let Some(key) = by_bundle(registry, digest, keys, &mut reasons).await? {
-        return Ok(Verdict::Signed(key));
+    if let Some(signer) = by_bundle(registry, digest, signers, &mut reasons).await? {
+        return Ok(Verdict::Signed(signer));
     }
     Ok(Verdict::Unsigned(reasons))
 }
@@ -118,9 +117,9 @@ pub async fn search(registry: &mut Registry<'_>, digest: &str, keys: &[Verifying
 async fn by_tag(
     registry: &mut Registry<'_>,
     digest: &str,
-    keys: &[VerifyingKey],
+    signers: &Signers,
     reasons: &mut Reasons,
-) -> Result<Option<usize>, Unread> {
+) -> Result<Option<String>, Unread> {
     let tag = cosign::signature_tag(digest);
     let label = format!("signature {tag}");
     let Some(Some((_, manifest))) = settled(registry.manifest(&tag).await, &mut reasons_for(reasons, &label))? else {
@@ -151,8 +150,8 @@ async fn by_tag(
         let Some(payload) = settled(registry.blob(blob).await, &mut reasons_for(reasons, &label))? else {
             continue;
         };
-        match cosign::verify(&payload, signature, digest, keys) {
-            Ok(key) => return Ok(Some(key)),
+        match cosign::verify(&payload, signature, digest, &signers.keys) {
+            Ok(key) => return Ok(Some(signers.files[key].clone())),
             Err(why) => reasons.add(format!("{label}: {why}")),
         }
     }
@@ -168,9 +167,9 @@ async fn by_tag(
 async fn by_bundle(
     registry: &mut Registry<'_>,
     digest: &str,
-    keys: &[VerifyingKey],
+    signers: &Signers,
     reasons: &mut Reasons,
-) -> Result<Option<usize>, Unread> {
+) -> Result<Option<String>, Unread> {
     let mut bundles: Vec<Descriptor> = referrers(registry, digest, reasons)
         .await?
         .into_iter()
@@ -205,8 +204,8 @@ async fn by_bundle(
         let Some(bundle) = bundle_of(registry, at, &mut note).await? else {
             continue;
         };
-        match bundle::verify(&bundle, digest, keys) {
-            Ok(key) => return Ok(Some(key)),
+        match bundle::verify(&bundle, digest, signers) {
+            Ok(signer) => return Ok(Some(signer)),
             Err(why) => note(why),
         }
     }

@@ -41,14 +41,50 @@ pub struct ImagePolicy {
     pub require_signature: RequireSignature,
 }
 
-/// The keys an image must be signed with.
+/// Who an image must be signed by: one of the keys, or one of the keyless identities (at least
+/// one of the two is named).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequireSignature {
     /// Files of the repository holding cosign public keys (`cosign generate-key-pair` writes
     /// `cosign.pub`: an ECDSA P-256 key, PEM); a signature by any one of them counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(min = 1))]
     pub keys: Vec<String>,
+    /// Keyless signatures (`cosign sign` with an OpenID Connect identity, as in CI): a
+    /// signature by one of these identities counts, its certificate and log entry checked
+    /// against the trusted root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyless: Option<KeylessPolicy>,
+}
+
+/// The identities whose keyless signatures count, and the Sigstore trusted root that vouches
+/// for their certificates and log entries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeylessPolicy {
+    /// A file of the repository holding the Sigstore trusted root (`trusted_root.json`: the
+    /// public-good one Sigstore's TUF repository serves, or a private deployment's).
+    pub trusted_root: String,
+    /// The identities that count; one is enough.
+    #[schemars(length(min = 1))]
+    pub identities: Vec<SignerIdentity>,
+}
+
+/// One signer: the OpenID Connect issuer that vouched for it, and its subject (an email, or a
+/// URI such as a CI workflow's), exactly or as a regular expression matching all of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignerIdentity {
+    /// The issuer, exactly (`https://token.actions.githubusercontent.com`,
+    /// `https://accounts.google.com`).
+    pub issuer: String,
+    /// The subject, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// A regular expression the whole subject matches (instead of `subject`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_pattern: Option<String>,
 }
 
 /// The images a commit runs must be signed by one of `keys` (read from the rollback point, so a
@@ -58,6 +94,21 @@ pub struct RequireSignature {
 pub struct SignedImages {
     /// Each key: the file it was read from and its PEM text.
     pub keys: Vec<ImageKey>,
+    /// The keyless signers, with their trusted root's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyless: Option<KeylessSigners>,
+}
+
+/// The keyless signers an environment names, with the trusted root read from the repository.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeylessSigners {
+    /// The trusted root's file.
+    pub file: String,
+    /// Its text (JSON).
+    pub root: String,
+    /// The identities that count.
+    pub identities: Vec<SignerIdentity>,
 }
 
 /// One cosign public key.

@@ -1,0 +1,186 @@
+//! Keyless signatures (Sigstore's): the signer holds no long-lived key. A certificate
+//! authority (Fulcio) certifies a short-lived key for ten minutes to an identity an OpenID
+//! Connect issuer vouched for (a CI workflow, a person's email), and a transparency log (Rekor)
+//! records the signature and signs the time it did. A bundle's signature counts when, checked
+//! offline against the environment's trusted root:
+//! - one of its log entries is the log's (its signed entry timestamp; its inclusion proof and
+//!   checkpoint, when it carries them) and records this envelope and certificate (`tlog`);
+//! - its certificate was issued by the root's authorities for code signing and was valid when
+//!   the entry was logged, and is in the root's certificate transparency logs (`certificate`);
+//! - the certificate's key made the signature;
+//! - the identity and issuer are one of those the environment names.
+//!
+//! Timestamps from a timestamp authority (RFC 3161) and logs that sign no entry timestamp
+//! (Rekor 2) are not read: such a bundle is refused, and says why.
+
+mod certificate;
+pub mod root;
+mod tlog;
+
+use p256::ecdsa::Signature;
+use p256::ecdsa::signature::Verifier;
+use serde::Deserialize;
+
+use self::root::TrustedRoot;
+use crate::spec::model::gates::{KeylessSigners, SignerIdentity};
+
+/// The most log entries of one bundle read.
+const ENTRIES: usize = 4;
+
+/// Who may sign keylessly: the trusted root, and the identities that count.
+pub struct Keyless {
+    root: TrustedRoot,
+    identities: Vec<Identity>,
+}
+
+/// One identity that counts: the issuer that vouched for it, and the subject (exactly, or
+/// matching a pattern).
+struct Identity {
+    issuer: String,
+    subject: Subject,
+}
+
+enum Subject {
+    Exactly(String),
+    Matching(regex::Regex),
+}
+
+impl Identity {
+    /// Whether `signer` is this identity.
+    fn is(&self, issuer: &str, subject: &str) -> bool {
+        self.issuer == issuer
+            && match &self.subject {
+                Subject::Exactly(exactly) => exactly == subject,
+                Subject::Matching(pattern) => pattern.is_match(subject),
+            }
+    }
+}
+
+/// The bundle's verification material, as far as a keyless signature reads it.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Material {
+    #[serde(default)]
+    certificate: Option<Raw>,
+    #[serde(default)]
+    x509_certificate_chain: Option<Chain>,
+    #[serde(default)]
+    tlog_entries: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    raw_bytes: String,
+}
+
+#[derive(Deserialize)]
+struct Chain {
+    certificates: Vec<Raw>,
+}
+
+impl Material {
+    /// Whether it holds a certificate: a keyless signature.
+    pub fn is_keyless(&self) -> bool {
+        self.certificate.is_some() || self.x509_certificate_chain.is_some()
+    }
+}
+
+impl Keyless {
+    /// The signers `policy` names; why they cannot be checked otherwise.
+    pub fn new(policy: &KeylessSigners) -> Result<Keyless, String> {
+        let root = TrustedRoot::parse(policy.root.as_bytes()).map_err(|why| format!("`{}`: {why}", policy.file))?;
+        let identities = (policy.identities.iter())
+            .map(identity)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Keyless { root, identities })
+    }
+
+    /// Checks a DSSE envelope's `signature` (DER) of `payload` (whose encoding `signed` is
+    /// what was signed) against `material`: who signed (`subject` from `issuer`); why it does
+    /// not count otherwise.
+    pub fn verify(
+        &self,
+        material: &Material,
+        payload: &[u8],
+        signed: &[u8],
+        signature: &[u8],
+    ) -> Result<String, String> {
+        let leaf = match (&material.certificate, &material.x509_certificate_chain) {
+            (Some(certificate), _) => certificate::raw(&certificate.raw_bytes)?,
+            (None, Some(chain)) => {
+                certificate::raw(&chain.certificates.first().ok_or("its chain is empty")?.raw_bytes)?
+            }
+            (None, None) => return Err("it holds no certificate".to_owned()),
+        };
+        let recorded = tlog::Recorded {
+            payload,
+            signature,
+            certificate: &leaf,
+        };
+        if material.tlog_entries.is_empty() {
+            return Err("it carries no transparency-log entry".to_owned());
+        }
+        let mut why = Vec::new();
+        let mut logged = None;
+        for entry in material.tlog_entries.iter().take(ENTRIES) {
+            let checked = serde_json::from_value::<tlog::Entry>(entry.clone())
+                .map_err(|e| format!("its log entry cannot be read: {e}"))
+                .and_then(|entry| tlog::verify(&entry, &self.root, &recorded));
+            match checked {
+                Ok(at) => {
+                    logged = Some(at);
+                    break;
+                }
+                Err(e) => why.push(e),
+            }
+        }
+        let at = logged.ok_or_else(|| why.join("; "))?;
+        let signer = certificate::verify(&leaf, &self.root, at)?;
+        let signature = Signature::from_der(signature).map_err(|e| format!("its signature is not ECDSA: {e}"))?;
+        if signer.key.verify(signed, &signature).is_err() {
+            return Err("its signature was not made with its certificate's key".to_owned());
+        }
+        for subject in &signer.identities {
+            if self.identities.iter().any(|i| i.is(&signer.issuer, subject)) {
+                return Ok(format!("{subject} (issued by {})", signer.issuer));
+            }
+        }
+        Err(format!(
+            "it was signed by {} (issued by {}), none of the identities",
+            if signer.identities.is_empty() {
+                "no identity".to_owned()
+            } else {
+                signer.identities.join(", ")
+            },
+            signer.issuer
+        ))
+    }
+}
+
+/// The identity `rule` describes; why it is not one otherwise (a pattern that does not parse).
+fn identity(rule: &SignerIdentity) -> Result<Identity, String> {
+    let subject = match (&rule.subject, &rule.subject_pattern) {
+        (Some(exactly), None) => Subject::Exactly(exactly.clone()),
+        (None, Some(pattern)) => Subject::Matching(pattern_of(pattern)?),
+        _ => return Err("an identity names either `subject` or `subjectPattern`".to_owned()),
+    };
+    Ok(Identity {
+        issuer: rule.issuer.clone(),
+        subject,
+    })
+}
+
+/// `pattern`, matched against a whole subject; why it is not a pattern otherwise.
+pub fn pattern_of(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("`{pattern}` is not a regular expression: {e}"))
+}
+
+/// `seconds` since the epoch, as RFC 3339 writes it (UTC).
+fn time(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map_or_else(|| seconds.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}

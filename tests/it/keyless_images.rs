@@ -1,0 +1,385 @@
+//! Keyless image signatures, end to end against a real OCI registry (Debian's distribution
+//! registry, as in `image_signatures`): a private Sigstore made in the test — a certificate
+//! authority (a P-384 root and intermediate, as Fulcio's, made by OpenSSL) that certifies a
+//! short-lived P-256 key to a CI workflow's identity, and a transparency log that signs its
+//! entries' timestamps and checkpoints — and its trusted root as `cosign trusted-root create`
+//! writes one. The bundle is what cosign 3 attaches after `cosign sign` keylessly: the DSSE
+//! envelope of the image's statement, the certificate, the log entry with its promise and its
+//! inclusion proof. It counts for the identity the environment names and for nothing else.
+
+use std::process::Command;
+
+use base64::Engine as _;
+use p256::ecdsa::signature::Signer as _;
+use p256::ecdsa::{Signature, SigningKey};
+use p256::pkcs8::{DecodePrivateKey, EncodePublicKey};
+use plumb::gate::images::logins::Logins;
+use plumb::gate::images::{Refusal, bundle, check};
+use plumb::spec::model::gates::{KeylessSigners, SignedImages, SignerIdentity};
+use sha2::{Digest, Sha256};
+
+use crate::image_signatures::{Registry, attach, digest_of, push};
+
+/// The issuer GitHub Actions' tokens name.
+const ACTIONS: &str = "https://token.actions.githubusercontent.com";
+/// The identity of the release workflow, at a tag.
+const RELEASE: &str = "https://github.com/acme/web/.github/workflows/release.yml@refs/tags/v1.4.0";
+
+/// A certificate authority and the certificate it issued to a workflow, with its key.
+struct Authority {
+    _dir: tempfile::TempDir,
+    /// The root's and the intermediate's certificates (DER).
+    chain: Vec<Vec<u8>>,
+    /// The workflow's certificate (DER) and PEM.
+    leaf: Vec<u8>,
+    leaf_pem: String,
+    /// The key it certifies.
+    key: SigningKey,
+}
+
+/// Makes, with OpenSSL, a root and an intermediate (P-384, the intermediate for code signing
+/// only) and a ten-minute leaf for code signing naming `subject` (a URI) and Fulcio's issuer
+/// extension `issuer`.
+fn authority(subject: &str, issuer: &str) -> Authority {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        r#"set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes -keyout root.key -out root.pem -days 2 \
+  -subj /O=plumb-test/CN=sigstore 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes -keyout inter.key -out inter.csr \
+  -subj /O=plumb-test/CN=sigstore-intermediate 2>/dev/null
+printf '%s\n' basicConstraints=critical,CA:TRUE,pathlen:0 keyUsage=critical,keyCertSign,cRLSign \
+  extendedKeyUsage=codeSigning > inter.ext
+openssl x509 -req -in inter.csr -CA root.pem -CAkey root.key -CAcreateserial -days 2 -extfile inter.ext \
+  -out inter.pem 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out leaf.key 2>/dev/null
+openssl req -new -key leaf.key -out leaf.csr -subj /O=plumb-test 2>/dev/null
+printf '%s\n' keyUsage=critical,digitalSignature extendedKeyUsage=codeSigning \
+  'subjectAltName=critical,URI:{subject}' '1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:{issuer}' > leaf.ext
+openssl x509 -req -in leaf.csr -CA inter.pem -CAkey inter.key -CAcreateserial -days 1 -extfile leaf.ext \
+  -out leaf.pem 2>/dev/null
+for c in root inter leaf; do openssl x509 -in $c.pem -outform der -out $c.der; done
+"#
+    );
+    let made = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    let key = SigningKey::from_pkcs8_pem(&String::from_utf8(read("leaf.key")).unwrap()).unwrap();
+    Authority {
+        chain: vec![read("root.der"), read("inter.der")],
+        leaf: read("leaf.der"),
+        leaf_pem: String::from_utf8(read("leaf.pem")).unwrap(),
+        key,
+        _dir: dir,
+    }
+}
+
+/// A transparency log: its key, and its id (the SHA-256 of the key's DER).
+struct Log {
+    key: SigningKey,
+    id: Vec<u8>,
+}
+
+impl Log {
+    fn new(seed: u8) -> Log {
+        let key = SigningKey::from_slice(&[seed; 32]).unwrap();
+        let id = Sha256::digest(key.verifying_key().to_public_key_der().unwrap().as_bytes()).to_vec();
+        Log { key, id }
+    }
+
+    /// The log's signature of `message`, base64 of DER.
+    fn sign(&self, message: &[u8]) -> String {
+        let signature: Signature = self.key.sign(message);
+        base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes())
+    }
+}
+
+/// How a bundle's log entry is made.
+#[derive(Clone, Copy, PartialEq)]
+enum Entry {
+    /// As the log makes it: its promise, and its inclusion proof in a tree of three.
+    Whole,
+    /// With no promise (no signed entry timestamp).
+    Unpromised,
+    /// Recording another signature than the envelope's.
+    OfAnotherSignature,
+}
+
+/// The bundle cosign 3 makes when `authority`'s leaf signs the image `digest` keylessly and
+/// `log` records it.
+fn keyless_bundle(authority: &Authority, log: &Log, digest: &str, entry: Entry) -> Vec<u8> {
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let statement = serde_json::to_vec(&serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "web", "digest": {"sha256": digest.trim_start_matches("sha256:")}}],
+        "predicateType": bundle::SIGN_PREDICATE,
+        "predicate": {},
+    }))
+    .unwrap();
+    let signature: Signature = authority.key.sign(&bundle::pae(bundle::IN_TOTO, &statement));
+    let signature = signature.to_der().as_bytes().to_vec();
+    let recorded = if entry == Entry::OfAnotherSignature {
+        let other: Signature = authority.key.sign(b"something else");
+        other.to_der().as_bytes().to_vec()
+    } else {
+        signature.clone()
+    };
+    // The entry's body, as Rekor's `dsse` type records an envelope.
+    let body = serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "0.0.1", "kind": "dsse",
+        "spec": {
+            "envelopeHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&statement))},
+            "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&statement))},
+            "signatures": [{"signature": base64.encode(&recorded), "verifier": base64.encode(&authority.leaf_pem)}],
+        },
+    }))
+    .unwrap();
+    let logged = chrono::Utc::now().timestamp();
+    // A tree of three leaves, this entry the last: its path is the hash of the first two.
+    let leaf = |bytes: &[u8]| Sha256::new().chain_update([0]).chain_update(bytes).finalize();
+    let node = |l: &[u8], r: &[u8]| {
+        Sha256::new()
+            .chain_update([1])
+            .chain_update(l)
+            .chain_update(r)
+            .finalize()
+    };
+    let first_two = node(&leaf(b"entry 0"), &leaf(b"entry 1"));
+    let root = node(&first_two, &leaf(&body));
+    let note = format!("rekor.plumb.test - 1\n3\n{}\n", base64.encode(root));
+    let mut note_signature = log.id[..4].to_vec();
+    note_signature.extend(base64.decode(log.sign(note.as_bytes())).unwrap());
+    let promise = format!(
+        r#"{{"body":"{}","integratedTime":{logged},"logID":"{}","logIndex":2}}"#,
+        base64.encode(&body),
+        hex::encode(&log.id)
+    );
+    let mut tlog_entry = serde_json::json!({
+        "logIndex": "2",
+        "logId": {"keyId": base64.encode(&log.id)},
+        "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+        "integratedTime": logged.to_string(),
+        "inclusionPromise": {"signedEntryTimestamp": log.sign(promise.as_bytes())},
+        "inclusionProof": {
+            "logIndex": "2", "rootHash": base64.encode(root), "treeSize": "3",
+            "hashes": [base64.encode(first_two)],
+            "checkpoint": {"envelope": format!("{note}\n\u{2014} rekor.plumb.test {}\n", base64.encode(note_signature))},
+        },
+        "canonicalizedBody": base64.encode(&body),
+    });
+    if entry == Entry::Unpromised {
+        tlog_entry.as_object_mut().unwrap().remove("inclusionPromise");
+    }
+    serde_json::to_vec(&serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {
+            "certificate": {"rawBytes": base64.encode(&authority.leaf)},
+            "tlogEntries": [tlog_entry],
+        },
+        "dsseEnvelope": {
+            "payload": base64.encode(&statement),
+            "payloadType": bundle::IN_TOTO,
+            "signatures": [{"sig": base64.encode(&signature), "keyid": ""}],
+        },
+    }))
+    .unwrap()
+}
+
+/// The trusted root of `authority` and `log`, as `cosign trusted-root create` writes it.
+fn trusted_root(authority: &Authority, log: &Log) -> String {
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let key = log.key.verifying_key().to_public_key_der().unwrap();
+    serde_json::to_string_pretty(&serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+        "tlogs": [{
+            "baseUrl": "https://rekor.plumb.test",
+            "hashAlgorithm": "SHA2_256",
+            "publicKey": {
+                "rawBytes": base64.encode(key.as_bytes()),
+                "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                "validFor": {"start": "2020-01-01T00:00:00Z"},
+            },
+            "logId": {"keyId": base64.encode(&log.id)},
+        }],
+        "certificateAuthorities": [{
+            "subject": {"organization": "plumb-test", "commonName": "sigstore"},
+            "uri": "https://fulcio.plumb.test",
+            "certChain": {"certificates": authority.chain.iter().map(|c| serde_json::json!({"rawBytes": base64.encode(c)})).collect::<Vec<_>>()},
+            "validFor": {"start": "2020-01-01T00:00:00Z"},
+        }],
+        "ctlogs": [],
+        "timestampAuthorities": [],
+    }))
+    .unwrap()
+}
+
+/// The environment's rule: signed keylessly by `identities`, under the trusted root `root`.
+fn keyless(root: String, identities: Vec<SignerIdentity>) -> SignedImages {
+    SignedImages {
+        keys: Vec::new(),
+        keyless: Some(KeylessSigners {
+            file: "sigstore/trusted_root.json".to_owned(),
+            root,
+            identities,
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_signature_counts_for_the_identities_the_environment_names() {
+    let registry = Registry::start();
+    let fulcio = authority(RELEASE, ACTIONS);
+    let rekor = Log::new(5);
+    let root = trusted_root(&fulcio, &rekor);
+    for tag in ["signed", "others"] {
+        push(&registry, "web", tag).await;
+    }
+    let signed = digest_of(&registry, "web", "signed").await;
+    let others = digest_of(&registry, "web", "others").await;
+    let predicate = Some(bundle::SIGN_PREDICATE);
+    let made = keyless_bundle(&fulcio, &rekor, &signed, Entry::Whole);
+    attach(&registry, "web", &signed, &made, predicate).await;
+    let anonymous = Logins::default();
+    let image = registry.image("web:signed");
+
+    // Any release tag of the workflow: a pattern over the whole subject.
+    let releases = SignerIdentity {
+        issuer: ACTIONS.to_owned(),
+        subject: None,
+        subject_pattern: Some(r"https://github\.com/acme/web/\.github/workflows/release\.yml@refs/tags/v.+".to_owned()),
+    };
+    let verified = check(
+        &[image.as_str()],
+        &keyless(root.clone(), vec![releases.clone()]),
+        &anonymous,
+    )
+    .await
+    .unwrap();
+    assert_eq!(verified[0].digest, signed);
+    assert_eq!(verified[0].signer, format!("{RELEASE} (issued by {ACTIONS})"));
+
+    // The same workflow from another issuer, or another workflow, is not who signed.
+    for (issuer, subject) in [
+        ("https://gitlab.com", RELEASE),
+        (
+            ACTIONS,
+            "https://github.com/acme/web/.github/workflows/release.yml@refs/heads/main",
+        ),
+    ] {
+        let other = SignerIdentity {
+            issuer: issuer.to_owned(),
+            subject: Some(subject.to_owned()),
+            subject_pattern: None,
+        };
+        let Err(Refusal::Refused(why)) =
+            check(&[image.as_str()], &keyless(root.clone(), vec![other]), &anonymous).await
+        else {
+            panic!("a signature by another identity passed");
+        };
+        assert!(
+            why.contains(&format!(
+                ": it was signed by {RELEASE} (issued by {ACTIONS}), none of the identities"
+            )),
+            "{why}"
+        );
+    }
+
+    // What does not count, each named: an entry with no promise; an entry of another
+    // signature; a log the root does not hold; a certificate another authority issued.
+    let elsewhere = authority(RELEASE, ACTIONS);
+    for made in [
+        keyless_bundle(&fulcio, &rekor, &others, Entry::Unpromised),
+        keyless_bundle(&fulcio, &rekor, &others, Entry::OfAnotherSignature),
+        keyless_bundle(&fulcio, &Log::new(6), &others, Entry::Whole),
+        keyless_bundle(&elsewhere, &rekor, &others, Entry::Whole),
+    ] {
+        attach(&registry, "web", &others, &made, predicate).await;
+    }
+    let others_image = registry.image("web:others");
+    let Err(Refusal::Refused(why)) = check(
+        &[others_image.as_str()],
+        &keyless(root.clone(), vec![releases]),
+        &anonymous,
+    )
+    .await
+    else {
+        panic!("an image signed otherwise passed");
+    };
+    assert!(
+        why.starts_with(&format!(
+            "image `{others_image}`: {others} is not signed by an identity of `sigstore/trusted_root.json`'s keyless signers; what its registry holds: "
+        )),
+        "{why}"
+    );
+    for said in [
+        ": its log entry carries no signed entry timestamp (an inclusion promise)",
+        ": its log entry records another signature or certificate",
+        ", a log the trusted root does not hold",
+        ": its certificate was not issued for code signing by https://fulcio.plumb.test at ",
+    ] {
+        assert!(why.contains(said), "{said}: {why}");
+    }
+}
+
+/// `images.requireSignature.keyless` is checked at validation, each problem at its line: a
+/// trusted root missing or not one, an identity naming neither `subject` nor `subjectPattern`
+/// or both, a pattern that is not a regular expression, and a rule naming no signer at all.
+#[test]
+fn keyless_signers_are_checked_where_they_are_written() {
+    use crate::harness::{Web, trusted};
+    let alice = crate::keys::TestKey::new("alice");
+    let (upstream, _) = trusted(&alice);
+    Web::new(crate::reconcile::free_port(), "r1", "recreate: {}").write(&upstream);
+    let validate = |environment: &str| {
+        upstream.write("environments/dev.yaml", environment);
+        let run = crate::harness::plumb(&["validate", "--repo", upstream.path().to_str().unwrap()]);
+        (run.code, format!("{}{}", run.stdout, run.stderr))
+    };
+    let head =
+        "apiVersion: plumb/v1\nkind: Environment\nname: dev\ntarget:\n  compose: {}\nimages:\n  requireSignature:\n";
+    let identities = "      identities:\n        - issuer: https://token.actions.githubusercontent.com\n          subjectPattern: 'https://github\\.com/acme/(web'\n        - issuer: https://accounts.google.com\n";
+    let (code, said) = validate(&format!(
+        "{head}    keyless:\n      trustedRoot: sigstore/trusted_root.json\n{identities}"
+    ));
+    assert_eq!(code, 1, "{said}");
+    for expected in [
+        "environments/dev.yaml:9:20: $.images.requireSignature.keyless.trustedRoot: trusted root `sigstore/trusted_root.json` is not in the repository",
+        "environments/dev.yaml:12:27: $.images.requireSignature.keyless.identities[0].subjectPattern: `https://github\\.com/acme/(web` is not a regular expression",
+        "environments/dev.yaml:13:11: $.images.requireSignature.keyless.identities[1]: an identity names either `subject` or `subjectPattern`",
+    ] {
+        assert!(said.contains(expected), "{expected}\n{said}");
+    }
+    upstream.write(
+        "sigstore/trusted_root.json",
+        r#"{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}"#,
+    );
+    let (_, said) = validate(&format!(
+        "{head}    keyless:\n      trustedRoot: sigstore/trusted_root.json\n{identities}"
+    ));
+    assert!(
+        said.contains("$.images.requireSignature.keyless.trustedRoot: `sigstore/trusted_root.json` is not a Sigstore trusted root: it names no certificate authority (certificateAuthorities)"),
+        "{said}"
+    );
+    let (code, said) = validate(&head.replace("requireSignature:\n", "requireSignature: {}\n"));
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("$.images.requireSignature: `images.requireSignature` names no key (`keys`) and no keyless identity (`keyless`): no image could run"),
+        "{said}"
+    );
+
+    // A real root and identities as written: nothing to say of them (the service, written for
+    // the local target, names no image: that alone is said).
+    let fulcio = authority(RELEASE, ACTIONS);
+    upstream.write("sigstore/trusted_root.json", &trusted_root(&fulcio, &Log::new(5)));
+    let (_, said) = validate(&format!(
+        "{head}    keyless:\n      trustedRoot: sigstore/trusted_root.json\n      identities:\n        - issuer: {ACTIONS}\n          subject: {RELEASE}\n"
+    ));
+    assert!(
+        said.contains("invalid: 1 problem") && !said.contains("$.images"),
+        "{said}"
+    );
+}
