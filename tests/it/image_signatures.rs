@@ -371,7 +371,12 @@ pub(crate) async fn push(registry: &Registry, repository: &str, tag: &str) {
 
 /// Stores an image manifest as `repository:tag`: its one layer (bytes, media type, annotations)
 /// and a config naming it, uploaded first.
-async fn store(registry: &Registry, repository: &str, tag: &str, layer: (&[u8], &str, Option<serde_json::Value>)) {
+pub(crate) async fn store(
+    registry: &Registry,
+    repository: &str,
+    tag: &str,
+    layer: (&[u8], &str, Option<serde_json::Value>),
+) {
     let (bytes, media_type, annotations) = layer;
     let layer_digest = upload(registry, repository, bytes).await;
     let config = serde_json::to_vec(&serde_json::json!({

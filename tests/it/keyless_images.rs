@@ -14,11 +14,11 @@ use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{DecodePrivateKey, EncodePublicKey};
 use plumb::gate::images::logins::Logins;
-use plumb::gate::images::{Refusal, bundle, check};
+use plumb::gate::images::{Refusal, bundle, check, cosign};
 use plumb::spec::model::gates::{KeylessSigners, SignedImages, SignerIdentity};
 use sha2::{Digest, Sha256};
 
-use crate::image_signatures::{Registry, attach, digest_of, push};
+use crate::image_signatures::{Registry, attach, digest_of, push, store};
 
 /// The issuer GitHub Actions' tokens name.
 const ACTIONS: &str = "https://token.actions.githubusercontent.com";
@@ -138,7 +138,7 @@ fn keyless_bundle(authority: &Authority, log: &Log, digest: &str, entry: Entry) 
         },
     }))
     .unwrap();
-    let logged = chrono::Utc::now().timestamp();
+    let (logged, promised) = promise(log, &body);
     // A tree of three leaves, this entry the last: its path is the hash of the first two.
     let leaf = |bytes: &[u8]| Sha256::new().chain_update([0]).chain_update(bytes).finalize();
     let node = |l: &[u8], r: &[u8]| {
@@ -153,17 +153,12 @@ fn keyless_bundle(authority: &Authority, log: &Log, digest: &str, entry: Entry) 
     let note = format!("rekor.plumb.test - 1\n3\n{}\n", base64.encode(root));
     let mut note_signature = log.id[..4].to_vec();
     note_signature.extend(base64.decode(log.sign(note.as_bytes())).unwrap());
-    let promise = format!(
-        r#"{{"body":"{}","integratedTime":{logged},"logID":"{}","logIndex":2}}"#,
-        base64.encode(&body),
-        hex::encode(&log.id)
-    );
     let mut tlog_entry = serde_json::json!({
         "logIndex": "2",
         "logId": {"keyId": base64.encode(&log.id)},
         "kindVersion": {"kind": "dsse", "version": "0.0.1"},
         "integratedTime": logged.to_string(),
-        "inclusionPromise": {"signedEntryTimestamp": log.sign(promise.as_bytes())},
+        "inclusionPromise": {"signedEntryTimestamp": promised},
         "inclusionProof": {
             "logIndex": "2", "rootHash": base64.encode(root), "treeSize": "3",
             "hashes": [base64.encode(first_two)],
@@ -187,6 +182,18 @@ fn keyless_bundle(authority: &Authority, log: &Log, digest: &str, entry: Entry) 
         },
     }))
     .unwrap()
+}
+
+/// The log's promise to include the entry `body` at index 2, now: the time, and its signed
+/// entry timestamp.
+fn promise(log: &Log, body: &[u8]) -> (i64, String) {
+    let logged = chrono::Utc::now().timestamp();
+    let promised = format!(
+        r#"{{"body":"{}","integratedTime":{logged},"logID":"{}","logIndex":2}}"#,
+        base64::engine::general_purpose::STANDARD.encode(body),
+        hex::encode(&log.id)
+    );
+    (logged, log.sign(promised.as_bytes()))
 }
 
 /// The trusted root of `authority` and `log`, as `cosign trusted-root create` writes it.
@@ -323,6 +330,86 @@ async fn a_keyless_signature_counts_for_the_identities_the_environment_names() {
     ] {
         assert!(why.contains(said), "{said}: {why}");
     }
+}
+
+/// cosign 2 signs keylessly into the `sha256-<hex>.sig` manifest: the simple-signing payload,
+/// its signature, and in the layer's annotations the certificate and the log's promise for a
+/// `hashedrekord` entry of the payload's hash. It counts for the identity, as a bundle does; a
+/// promise of another log, or none, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_signature_stored_the_cosign_2_way_counts_too() {
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let registry = Registry::start();
+    let fulcio = authority(RELEASE, ACTIONS);
+    let rekor = Log::new(5);
+    let anonymous = Logins::default();
+    let identity = SignerIdentity {
+        issuer: ACTIONS.to_owned(),
+        subject: Some(RELEASE.to_owned()),
+        subject_pattern: None,
+    };
+    let rule = keyless(trusted_root(&fulcio, &rekor), vec![identity]);
+    for (tag, log, promised) in [
+        ("signed", &rekor, true),
+        ("elsewhere", &Log::new(6), true),
+        ("unlogged", &rekor, false),
+    ] {
+        push(&registry, "web", tag).await;
+        let digest = digest_of(&registry, "web", tag).await;
+        let payload = cosign::payload(&registry.image("web"), &digest);
+        let signature: Signature = fulcio.key.sign(&payload);
+        let signature = base64.encode(signature.to_der().as_bytes());
+        let body = serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "0.0.1", "kind": "hashedrekord",
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&payload))}},
+                "signature": {"content": signature, "publicKey": {"content": base64.encode(&fulcio.leaf_pem)}},
+            },
+        }))
+        .unwrap();
+        let (logged, set) = promise(log, &body);
+        let entry = serde_json::json!({
+            "SignedEntryTimestamp": set,
+            "Payload": {"body": base64.encode(&body), "integratedTime": logged, "logIndex": 2, "logID": hex::encode(&log.id)},
+        });
+        let mut annotations = serde_json::json!({
+            (cosign::SIGNATURE): signature,
+            (cosign::CERTIFICATE): fulcio.leaf_pem,
+        });
+        if promised {
+            annotations[cosign::LOG_ENTRY] = entry.to_string().into();
+        }
+        let layer = (payload.as_slice(), cosign::PAYLOAD, Some(annotations));
+        store(&registry, "web", &cosign::signature_tag(&digest), layer).await;
+    }
+    let verified = check(&[registry.image("web:signed").as_str()], &rule, &anonymous)
+        .await
+        .unwrap();
+    assert_eq!(verified[0].signer, format!("{RELEASE} (issued by {ACTIONS})"));
+    for (tag, said) in [
+        ("elsewhere", ", a log the trusted root does not hold"),
+        ("unlogged", ": it carries no transparency-log entry"),
+    ] {
+        let Err(Refusal::Refused(why)) =
+            check(&[registry.image(&format!("web:{tag}")).as_str()], &rule, &anonymous).await
+        else {
+            panic!("{tag}: passed");
+        };
+        assert!(why.contains(said), "{tag}: {why}");
+    }
+    // An environment that names keys only says what the signature is.
+    let keys_only = SignedImages {
+        keys: Vec::new(),
+        keyless: None,
+    };
+    let Err(Refusal::Refused(why)) = check(&[registry.image("web:signed").as_str()], &keys_only, &anonymous).await
+    else {
+        panic!("a keyless signature passed with no identity named");
+    };
+    assert!(
+        why.contains("it is a keyless signature (a Fulcio certificate), and the environment names no keyless identity"),
+        "{why}"
+    );
 }
 
 /// `images.requireSignature.keyless` is checked at validation, each problem at its line: a

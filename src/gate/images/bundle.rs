@@ -14,7 +14,7 @@ use p256::ecdsa::signature::Verifier;
 use serde::Deserialize;
 
 use super::Signers;
-use super::keyless::Material;
+use super::keyless::{Material, Signed};
 
 /// The media types of Sigstore bundles (an artifact's `artifactType`, a layer's `mediaType`).
 pub const MEDIA_TYPE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
@@ -136,7 +136,11 @@ pub fn verify(bundle: &[u8], digest: &str, signers: &Signers) -> Result<String, 
         let keyless = signers.keyless.as_ref().ok_or(
             "it is a keyless signature (a Fulcio certificate), and the environment names no keyless identity (`keyless`)",
         )?;
-        return keyless.verify(&material, &payload, &signed, &der);
+        let signed = Signed::Envelope {
+            payload: &payload,
+            encoded: &signed,
+        };
+        return keyless.verify_bundle(&material, signed, &der);
     }
     let signature = Signature::from_der(&der).map_err(|e| format!("its signature is not ECDSA: {e}"))?;
     (signers.keys.iter())

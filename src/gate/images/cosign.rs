@@ -2,7 +2,9 @@
 //! same repository, a manifest tagged `sha256-<hex of the image's digest>.sig` whose layers are
 //! each a "simple signing" payload (JSON naming the image's digest) with the ECDSA P-256
 //! signature of that payload, base64, in the layer's annotation
-//! `dev.cosignproject.cosign/signature`. Keys are cosign's public keys (PEM, `cosign.pub`).
+//! `dev.cosignproject.cosign/signature`. Keys are cosign's public keys (PEM, `cosign.pub`). A
+//! keyless signature (`cosign sign` with an identity) puts its certificate and its log entry in
+//! the layer's annotations too.
 
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -10,6 +12,12 @@ use p256::pkcs8::DecodePublicKey;
 
 /// The annotation holding a layer's signature.
 pub const SIGNATURE: &str = "dev.cosignproject.cosign/signature";
+/// The annotation holding a keyless signature's certificate (PEM).
+pub const CERTIFICATE: &str = "dev.sigstore.cosign/certificate";
+/// The annotation holding a keyless signature's log entry: the log's signed entry timestamp and
+/// what it signs (`{"SignedEntryTimestamp", "Payload": {"body", "integratedTime", "logIndex",
+/// "logID"}}`).
+pub const LOG_ENTRY: &str = "dev.sigstore.cosign/bundle";
 /// The media type of a signature's payload.
 pub const PAYLOAD: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 /// The payload's `critical.type`.
@@ -28,6 +36,16 @@ pub fn signature_tag(digest: &str) -> String {
 /// Whether `payload`, signed `signature` (base64 of DER), is a signature of the image `digest`
 /// by one of `keys`: the index of the key; why not otherwise.
 pub fn verify(payload: &[u8], signature: &str, digest: &str, keys: &[VerifyingKey]) -> Result<usize, String> {
+    claims(payload, digest)?;
+    let der = der(signature)?;
+    let signature = Signature::from_der(&der).map_err(|e| format!("its signature is not ECDSA: {e}"))?;
+    keys.iter()
+        .position(|key| key.verify(payload, &signature).is_ok())
+        .ok_or_else(|| "it was made with none of the keys".to_owned())
+}
+
+/// Checks that `payload` claims to be a signature of the image `digest`.
+pub fn claims(payload: &[u8], digest: &str) -> Result<(), String> {
     let claimed: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| format!("its payload is not JSON: {e}"))?;
     let critical = &claimed["critical"];
@@ -38,14 +56,15 @@ pub fn verify(payload: &[u8], signature: &str, digest: &str, keys: &[VerifyingKe
     if signed != digest {
         return Err(format!("it signs {signed}, not {digest}"));
     }
+    Ok(())
+}
+
+/// The DER of a signature written in base64.
+pub fn der(signature: &str) -> Result<Vec<u8>, String> {
     use base64::Engine;
-    let der = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(signature.trim())
-        .map_err(|e| format!("its signature is not base64: {e}"))?;
-    let signature = Signature::from_der(&der).map_err(|e| format!("its signature is not ECDSA: {e}"))?;
-    keys.iter()
-        .position(|key| key.verify(payload, &signature).is_ok())
-        .ok_or_else(|| "it was made with none of the keys".to_owned())
+        .map_err(|e| format!("its signature is not base64: {e}"))
 }
 
 /// The payload cosign signs for the image `digest` of `repository` (`registry/repo`).

@@ -134,9 +134,10 @@ async fn by_tag(
     };
     let mut signatures = 0;
     for layer in manifest["layers"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let annotations = &layer["annotations"];
         let (Some(blob), Some(signature)) = (
             layer["digest"].as_str().filter(|d| is_digest(d)),
-            layer["annotations"][cosign::SIGNATURE].as_str(),
+            annotations[cosign::SIGNATURE].as_str(),
         ) else {
             continue;
         };
@@ -150,8 +151,12 @@ async fn by_tag(
         let Some(payload) = settled(registry.blob(blob).await, &mut reasons_for(reasons, &label))? else {
             continue;
         };
-        match cosign::verify(&payload, signature, digest, &signers.keys) {
-            Ok(key) => return Ok(Some(signers.files[key].clone())),
+        let verified = match annotations[cosign::CERTIFICATE].as_str() {
+            Some(certificate) => keyless(signers, &payload, signature, digest, certificate, annotations),
+            None => cosign::verify(&payload, signature, digest, &signers.keys).map(|key| signers.files[key].clone()),
+        };
+        match verified {
+            Ok(signer) => return Ok(Some(signer)),
             Err(why) => reasons.add(format!("{label}: {why}")),
         }
     }
@@ -159,6 +164,25 @@ async fn by_tag(
         reasons.add(format!("{label}: its manifest holds no signature"));
     }
     Ok(None)
+}
+
+/// Whether a cosign 2 keyless signature (`signature` of `payload`, with the `certificate` and
+/// log entry its layer's `annotations` hold) is one of the image `digest` by one of the keyless
+/// `signers`: who signed; why not otherwise.
+fn keyless(
+    signers: &Signers,
+    payload: &[u8],
+    signature: &str,
+    digest: &str,
+    certificate: &str,
+    annotations: &serde_json::Value,
+) -> Result<String, String> {
+    let keyless = signers.keyless.as_ref().ok_or(
+        "it is a keyless signature (a Fulcio certificate), and the environment names no keyless identity (`keyless`)",
+    )?;
+    cosign::claims(payload, digest)?;
+    let entry = annotations[cosign::LOG_ENTRY].as_str();
+    keyless.verify_annotated(certificate, entry, payload, &cosign::der(signature)?)
 }
 
 /// cosign 3's signatures of `digest`: Sigstore bundles among the artifacts that refer to it,

@@ -22,6 +22,8 @@ use p256::ecdsa::signature::Verifier;
 use serde::Deserialize;
 
 use self::root::TrustedRoot;
+pub use self::tlog::Signed;
+use super::cosign;
 use crate::spec::model::gates::{KeylessSigners, SignerIdentity};
 
 /// The most log entries of one bundle read.
@@ -96,16 +98,9 @@ impl Keyless {
         Ok(Keyless { root, identities })
     }
 
-    /// Checks a DSSE envelope's `signature` (DER) of `payload` (whose encoding `signed` is
-    /// what was signed) against `material`: who signed (`subject` from `issuer`); why it does
-    /// not count otherwise.
-    pub fn verify(
-        &self,
-        material: &Material,
-        payload: &[u8],
-        signed: &[u8],
-        signature: &[u8],
-    ) -> Result<String, String> {
+    /// Checks a bundle's `signature` (DER) of what was `signed` against its `material`: who
+    /// signed (`subject (issued by issuer)`); why it does not count otherwise.
+    pub fn verify_bundle(&self, material: &Material, signed: Signed<'_>, signature: &[u8]) -> Result<String, String> {
         let leaf = match (&material.certificate, &material.x509_certificate_chain) {
             (Some(certificate), _) => certificate::raw(&certificate.raw_bytes)?,
             (None, Some(chain)) => {
@@ -113,17 +108,50 @@ impl Keyless {
             }
             (None, None) => return Err("it holds no certificate".to_owned()),
         };
-        let recorded = tlog::Recorded {
-            payload,
-            signature,
-            certificate: &leaf,
+        self.verify(&leaf, &material.tlog_entries, signed, signature)
+    }
+
+    /// Checks a cosign 2 keyless signature: `signature` (DER) of `payload`, with the
+    /// certificate (PEM) and the log entry (the `dev.sigstore.cosign/bundle` annotation) its
+    /// layer carries.
+    pub fn verify_annotated(
+        &self,
+        certificate: &str,
+        entry: Option<&str>,
+        payload: &[u8],
+        signature: &[u8],
+    ) -> Result<String, String> {
+        use x509_cert::der::{DecodePem, Encode};
+        let leaf = x509_cert::Certificate::from_pem(certificate.as_bytes())
+            .and_then(|c| c.to_der())
+            .map_err(|e| format!("its certificate is not one (PEM): {e}"))?;
+        let entries = match entry {
+            Some(entry) => vec![annotated_entry(entry)?],
+            None => Vec::new(),
         };
-        if material.tlog_entries.is_empty() {
+        self.verify(&leaf, &entries, Signed::Message(payload), signature)
+    }
+
+    /// Checks `signature` (DER) of what was `signed`, by the certificate `leaf` (DER), logged
+    /// in one of `entries`.
+    fn verify(
+        &self,
+        leaf: &[u8],
+        entries: &[serde_json::Value],
+        signed: Signed<'_>,
+        signature: &[u8],
+    ) -> Result<String, String> {
+        let recorded = tlog::Recorded {
+            signed,
+            signature,
+            certificate: leaf,
+        };
+        if entries.is_empty() {
             return Err("it carries no transparency-log entry".to_owned());
         }
         let mut why = Vec::new();
         let mut logged = None;
-        for entry in material.tlog_entries.iter().take(ENTRIES) {
+        for entry in entries.iter().take(ENTRIES) {
             let checked = serde_json::from_value::<tlog::Entry>(entry.clone())
                 .map_err(|e| format!("its log entry cannot be read: {e}"))
                 .and_then(|entry| tlog::verify(&entry, &self.root, &recorded));
@@ -136,9 +164,9 @@ impl Keyless {
             }
         }
         let at = logged.ok_or_else(|| why.join("; "))?;
-        let signer = certificate::verify(&leaf, &self.root, at)?;
+        let signer = certificate::verify(leaf, &self.root, at)?;
         let signature = Signature::from_der(signature).map_err(|e| format!("its signature is not ECDSA: {e}"))?;
-        if signer.key.verify(signed, &signature).is_err() {
+        if signer.key.verify(signed.bytes(), &signature).is_err() {
             return Err("its signature was not made with its certificate's key".to_owned());
         }
         for subject in &signer.identities {
@@ -156,6 +184,25 @@ impl Keyless {
             signer.issuer
         ))
     }
+}
+
+/// cosign 2's log entry annotation (`{"SignedEntryTimestamp", "Payload": {"body",
+/// "integratedTime", "logIndex", "logID"}}`, the log id in hex) in a bundle's form.
+fn annotated_entry(annotation: &str) -> Result<serde_json::Value, String> {
+    let why = |e: &dyn std::fmt::Display| format!("its log entry (`{}`) cannot be read: {e}", cosign::LOG_ENTRY);
+    let entry: serde_json::Value = serde_json::from_str(annotation).map_err(|e| why(&e))?;
+    let promised = &entry["Payload"];
+    let id = (promised["logID"].as_str())
+        .and_then(|id| hex::decode(id).ok())
+        .ok_or_else(|| why(&"its `logID` is not hex"))?;
+    use base64::Engine;
+    Ok(serde_json::json!({
+        "logIndex": promised["logIndex"],
+        "logId": {"keyId": base64::engine::general_purpose::STANDARD.encode(id)},
+        "integratedTime": promised["integratedTime"],
+        "inclusionPromise": {"signedEntryTimestamp": entry["SignedEntryTimestamp"]},
+        "canonicalizedBody": promised["body"],
+    }))
 }
 
 /// The identity `rule` describes; why it is not one otherwise (a pattern that does not parse).

@@ -56,14 +56,39 @@ struct Checkpoint {
     envelope: String,
 }
 
-/// What the entry must record: the envelope's payload and signature, by this certificate.
+/// What the entry must record: what was signed, the signature, by this certificate.
 pub struct Recorded<'a> {
-    /// The envelope's payload (its bytes, not base64).
-    pub payload: &'a [u8],
-    /// The envelope's signature (DER).
+    /// What was signed.
+    pub signed: Signed<'a>,
+    /// The signature (DER).
     pub signature: &'a [u8],
     /// The signing certificate (DER).
     pub certificate: &'a [u8],
+}
+
+/// What a keyless signature signs.
+#[derive(Clone, Copy)]
+pub enum Signed<'a> {
+    /// A DSSE envelope's payload (a bundle's); the key signs its pre-authentication encoding,
+    /// `encoded`. Rekor records it as a `dsse` entry.
+    Envelope {
+        /// The payload's bytes.
+        payload: &'a [u8],
+        /// Its pre-authentication encoding.
+        encoded: &'a [u8],
+    },
+    /// A message itself (cosign 2's payload). Rekor records its hash as a `hashedrekord`.
+    Message(&'a [u8]),
+}
+
+impl Signed<'_> {
+    /// The bytes the key signed.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Signed::Envelope { encoded, .. } => encoded,
+            Signed::Message(message) => message,
+        }
+    }
 }
 
 /// Checks `entry` against `root` and `recorded`: the time (seconds since the epoch) the log
@@ -213,56 +238,54 @@ fn checkpoint(note: &str, key: &VerifyingKey, id: &[u8]) -> Result<(u64, Vec<u8>
         .ok_or_else(|| "its checkpoint names no tree size and root".to_owned())
 }
 
-/// A log entry's body as far as it is read: its kind, and what a `dsse` entry records.
-#[derive(Deserialize)]
-struct Body {
-    kind: String,
-    #[serde(default)]
-    spec: Spec,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct Spec {
-    #[serde(default)]
-    payload_hash: Option<Hash>,
-    #[serde(default)]
-    signatures: Vec<Recording>,
-}
-
-#[derive(Deserialize)]
-struct Hash {
-    algorithm: String,
-    value: String,
-}
-
-#[derive(Deserialize)]
-struct Recording {
-    signature: String,
-    verifier: String,
-}
-
-/// Checks that the log entry `body` records `recorded`: a `dsse` entry whose payload hash is
-/// the payload's and whose signatures include this signature by this certificate.
+/// Checks that the log entry `body` records `recorded`: for an envelope, a `dsse` entry whose
+/// payload hash is the payload's and whose signatures include this signature by this
+/// certificate; for a message, a `hashedrekord` entry of the message's hash, this signature and
+/// this certificate.
 fn records(body: &[u8], recorded: &Recorded<'_>) -> Result<(), String> {
+    let body: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("its log entry's body is not JSON: {e}"))?;
+    let (kind, spec) = (body["kind"].as_str().unwrap_or_default(), &body["spec"]);
     let base64 = base64::engine::general_purpose::STANDARD;
-    let body: Body = serde_json::from_slice(body).map_err(|e| format!("its log entry's body is not one: {e}"))?;
-    if body.kind != "dsse" {
-        return Err(format!(
-            "its log entry is a `{}` entry, which does not record a DSSE envelope",
-            body.kind
-        ));
+    let is_sha256_of = |hash: &serde_json::Value, bytes: &[u8]| {
+        hash["algorithm"] == "sha256"
+            && (hash["value"].as_str()).is_some_and(|v| v.eq_ignore_ascii_case(&hex::encode(Sha256::digest(bytes))))
+    };
+    let decoded = |value: &serde_json::Value| value.as_str().and_then(|v| base64.decode(v).ok());
+    let by_this = |signature: &serde_json::Value, verifier: &serde_json::Value| {
+        decoded(signature).is_some_and(|s| s == recorded.signature)
+            && decoded(verifier)
+                .and_then(|pem| pem_der(&pem))
+                .is_some_and(|der| der == recorded.certificate)
+    };
+    let (what, hash, signed_here) = match (kind, recorded.signed) {
+        ("dsse", Signed::Envelope { payload, .. }) => (
+            "payload",
+            is_sha256_of(&spec["payloadHash"], payload),
+            (spec["signatures"].as_array().into_iter().flatten()).any(|r| by_this(&r["signature"], &r["verifier"])),
+        ),
+        ("hashedrekord", Signed::Message(message)) => (
+            "message",
+            is_sha256_of(&spec["data"]["hash"], message),
+            by_this(
+                &spec["signature"]["content"],
+                &spec["signature"]["publicKey"]["content"],
+            ),
+        ),
+        _ => {
+            let signed = match recorded.signed {
+                Signed::Envelope { .. } => "a DSSE envelope",
+                Signed::Message(_) => "a signed message",
+            };
+            return Err(format!(
+                "its log entry is a `{kind}` entry, which does not record {signed}"
+            ));
+        }
+    };
+    if !hash {
+        return Err(format!("its log entry records another {what}"));
     }
-    let payload = hex::encode(Sha256::digest(recorded.payload));
-    if !(body.spec.payload_hash).is_some_and(|h| h.algorithm == "sha256" && h.value.eq_ignore_ascii_case(&payload)) {
-        return Err("its log entry records another payload".to_owned());
-    }
-    let recorded_here = body.spec.signatures.iter().any(|r| {
-        let signature = base64.decode(&r.signature).is_ok_and(|s| s == recorded.signature);
-        let verifier = base64.decode(&r.verifier).ok().and_then(|pem| pem_der(&pem));
-        signature && verifier.is_some_and(|der| der == recorded.certificate)
-    });
-    if !recorded_here {
+    if !signed_here {
         return Err("its log entry records another signature or certificate".to_owned());
     }
     Ok(())
@@ -333,7 +356,7 @@ pub(crate) mod tests {
         );
         // Without its promise, the entry's time is vouched for by nothing.
         let recorded = Recorded {
-            payload: b"",
+            signed: Signed::Message(b""),
             signature: b"",
             certificate: b"",
         };
@@ -351,7 +374,10 @@ pub(crate) mod tests {
     fn a_signed_entry_timestamp_of_the_public_good_log_verifies() {
         let root = TrustedRoot::parse(PUBLIC_GOOD.as_bytes()).unwrap();
         let recorded = Recorded {
-            payload: b"",
+            signed: Signed::Envelope {
+                payload: b"",
+                encoded: b"",
+            },
             signature: b"",
             certificate: b"",
         };
