@@ -107,6 +107,8 @@ enum Entry {
     Unpromised,
     /// Recording another signature than the envelope's.
     OfAnotherSignature,
+    /// A `hashedrekord` of the envelope's encoding, as some signers log an envelope.
+    Hashed,
 }
 
 /// The bundle cosign 3 makes when `authority`'s leaf signs the image `digest` keylessly and
@@ -128,16 +130,28 @@ fn keyless_bundle(authority: &Authority, log: &Log, digest: &str, entry: Entry) 
     } else {
         signature.clone()
     };
-    // The entry's body, as Rekor's `dsse` type records an envelope.
-    let body = serde_json::to_vec(&serde_json::json!({
-        "apiVersion": "0.0.1", "kind": "dsse",
-        "spec": {
-            "envelopeHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&statement))},
-            "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&statement))},
-            "signatures": [{"signature": base64.encode(&recorded), "verifier": base64.encode(&authority.leaf_pem)}],
-        },
-    }))
-    .unwrap();
+    // The entry's body, as Rekor's `dsse` type records an envelope (or its `hashedrekord` type
+    // what was signed).
+    let body = if entry == Entry::Hashed {
+        let encoded = bundle::pae(bundle::IN_TOTO, &statement);
+        serde_json::json!({
+            "apiVersion": "0.0.1", "kind": "hashedrekord",
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&encoded))}},
+                "signature": {"content": base64.encode(&recorded), "publicKey": {"content": base64.encode(&authority.leaf_pem)}},
+            },
+        })
+    } else {
+        serde_json::json!({
+            "apiVersion": "0.0.1", "kind": "dsse",
+            "spec": {
+                "envelopeHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&statement))},
+                "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&statement))},
+                "signatures": [{"signature": base64.encode(&recorded), "verifier": base64.encode(&authority.leaf_pem)}],
+            },
+        })
+    };
+    let body = serde_json::to_vec(&body).unwrap();
     let (logged, promised) = promise(log, &body);
     // A tree of three leaves, this entry the last: its path is the hash of the first two.
     let leaf = |bytes: &[u8]| Sha256::new().chain_update([0]).chain_update(bytes).finalize();
@@ -242,10 +256,11 @@ async fn a_keyless_signature_counts_for_the_identities_the_environment_names() {
     let fulcio = authority(RELEASE, ACTIONS);
     let rekor = Log::new(5);
     let root = trusted_root(&fulcio, &rekor);
-    for tag in ["signed", "others"] {
+    for tag in ["signed", "hashed", "others"] {
         push(&registry, "web", tag).await;
     }
     let signed = digest_of(&registry, "web", "signed").await;
+    let hashed = digest_of(&registry, "web", "hashed").await;
     let others = digest_of(&registry, "web", "others").await;
     let predicate = Some(bundle::SIGN_PREDICATE);
     let made = keyless_bundle(&fulcio, &rekor, &signed, Entry::Whole);
@@ -268,6 +283,11 @@ async fn a_keyless_signature_counts_for_the_identities_the_environment_names() {
     .unwrap();
     assert_eq!(verified[0].digest, signed);
     assert_eq!(verified[0].signer, format!("{RELEASE} (issued by {ACTIONS})"));
+    let made = keyless_bundle(&fulcio, &rekor, &hashed, Entry::Hashed);
+    attach(&registry, "web", &hashed, &made, predicate).await;
+    let hashed_image = registry.image("web:hashed");
+    let rule = keyless(root.clone(), vec![releases.clone()]);
+    assert!(check(&[hashed_image.as_str()], &rule, &anonymous).await.is_ok());
 
     // The same workflow from another issuer, or another workflow, is not who signed.
     for (issuer, subject) in [

@@ -238,9 +238,9 @@ fn checkpoint(note: &str, key: &VerifyingKey, id: &[u8]) -> Result<(u64, Vec<u8>
         .ok_or_else(|| "its checkpoint names no tree size and root".to_owned())
 }
 
-/// Checks that the log entry `body` records `recorded`: for an envelope, a `dsse` entry whose
-/// payload hash is the payload's and whose signatures include this signature by this
-/// certificate; for a message, a `hashedrekord` entry of the message's hash, this signature and
+/// Checks that the log entry `body` records `recorded`: a `hashedrekord` entry of the hash of
+/// what the key signed, this signature and this certificate; or, for an envelope, a `dsse`
+/// entry whose payload hash is the payload's and whose signatures include this signature by
 /// this certificate.
 fn records(body: &[u8], recorded: &Recorded<'_>) -> Result<(), String> {
     let body: serde_json::Value =
@@ -264,9 +264,11 @@ fn records(body: &[u8], recorded: &Recorded<'_>) -> Result<(), String> {
             is_sha256_of(&spec["payloadHash"], payload),
             (spec["signatures"].as_array().into_iter().flatten()).any(|r| by_this(&r["signature"], &r["verifier"])),
         ),
-        ("hashedrekord", Signed::Message(message)) => (
-            "message",
-            is_sha256_of(&spec["data"]["hash"], message),
+        // What the key signed, by hash: a message, or an envelope's encoding (as some signers
+        // log an envelope).
+        ("hashedrekord", signed) => (
+            "signed message",
+            is_sha256_of(&spec["data"]["hash"], signed.bytes()),
             by_this(
                 &spec["signature"]["content"],
                 &spec["signature"]["publicKey"]["content"],
