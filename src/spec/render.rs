@@ -754,9 +754,9 @@ fn keep_service(
     Ok(())
 }
 
-/// The keys `images.requireSignature.keys` names, read from the repository: each one missing or
-/// not a cosign public key is reported at its line. Refused on the local target, which runs
-/// commands, not images.
+/// The signers `images.requireSignature` names, read from the repository: each key missing or
+/// not a cosign public key is reported at its line, and so is what is wrong with the keyless
+/// signers (`keyless_signers`). Refused on the local target, which runs commands, not images.
 fn signed_images(
     context: &Context,
     environment: &Environment,

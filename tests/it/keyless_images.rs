@@ -33,13 +33,16 @@ struct Authority {
     /// The workflow's certificate (DER) and PEM.
     leaf: Vec<u8>,
     leaf_pem: String,
+    /// The same certificate as issued before it was logged (DER and PEM), with no timestamp.
+    unlogged: (Vec<u8>, String),
     /// The key it certifies.
     key: SigningKey,
 }
 
 /// Makes, with OpenSSL, a root and an intermediate (P-384, the intermediate for code signing
-/// only) and a ten-minute leaf for code signing naming `subject` (a URI) and Fulcio's issuer
-/// extension `issuer`.
+/// only) and a leaf for code signing naming `subject` (a URI) and Fulcio's issuer extension
+/// `issuer`, logged in the certificate transparency log [`CT`] (its signed timestamp embedded,
+/// as Fulcio embeds it).
 fn authority(subject: &str, issuer: &str) -> Authority {
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
@@ -56,7 +59,7 @@ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out leaf.key 2>/
 openssl req -new -key leaf.key -out leaf.csr -subj /O=plumb-test 2>/dev/null
 printf '%s\n' keyUsage=critical,digitalSignature extendedKeyUsage=codeSigning \
   'subjectAltName=critical,URI:{subject}' '1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:{issuer}' > leaf.ext
-openssl x509 -req -in leaf.csr -CA inter.pem -CAkey inter.key -CAcreateserial -days 1 -extfile leaf.ext \
+openssl x509 -req -sha384 -in leaf.csr -CA inter.pem -CAkey inter.key -CAcreateserial -days 1 -extfile leaf.ext \
   -out leaf.pem 2>/dev/null
 for c in root inter leaf; do openssl x509 -in $c.pem -outform der -out $c.der; done
 "#
@@ -69,13 +72,69 @@ for c in root inter leaf; do openssl x509 -in $c.pem -outform der -out $c.der; d
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
     let key = SigningKey::from_pkcs8_pem(&String::from_utf8(read("leaf.key")).unwrap()).unwrap();
+    let unlogged = read("leaf.der");
+    let intermediate = String::from_utf8(read("inter.key")).unwrap();
+    let leaf = with_timestamp(&unlogged, &read("inter.der"), &intermediate, &Log::new(CT));
+    let pem = |der: &[u8]| {
+        use x509_cert::der::{Decode, EncodePem};
+        let certificate = x509_cert::Certificate::from_der(der).unwrap();
+        certificate.to_pem(x509_cert::der::pem::LineEnding::LF).unwrap()
+    };
     Authority {
         chain: vec![read("root.der"), read("inter.der")],
-        leaf: read("leaf.der"),
-        leaf_pem: String::from_utf8(read("leaf.pem")).unwrap(),
+        leaf_pem: pem(&leaf),
+        leaf,
+        unlogged: (unlogged.clone(), pem(&unlogged)),
         key,
         _dir: dir,
     }
+}
+
+/// The seed of the certificate transparency log's key.
+const CT: u8 = 8;
+
+/// `leaf` (DER) issued again by the intermediate (`intermediate`, DER, whose key is
+/// `intermediate_key`, PKCS #8 PEM) with the signed timestamp `ct` made of it embedded: what
+/// the log signs is the certificate before the timestamp is added, issued under the
+/// intermediate's key (RFC 6962's precertificate).
+fn with_timestamp(leaf: &[u8], intermediate: &[u8], intermediate_key: &str, ct: &Log) -> Vec<u8> {
+    use p384::ecdsa::signature::Signer as _;
+    use x509_cert::der::asn1::{BitString, OctetString};
+    use x509_cert::der::{Decode, Encode};
+    let mut certificate = x509_cert::Certificate::from_der(leaf).unwrap();
+    let tbs = certificate.tbs_certificate.to_der().unwrap();
+    let issuer = x509_cert::Certificate::from_der(intermediate).unwrap();
+    let issuer_key = issuer.tbs_certificate.subject_public_key_info.to_der().unwrap();
+    let timestamp = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
+    let mut signed = vec![0, 0];
+    signed.extend_from_slice(&timestamp.to_be_bytes());
+    signed.extend_from_slice(&[0, 1]);
+    signed.extend_from_slice(&Sha256::digest(&issuer_key));
+    signed.extend_from_slice(&u32::try_from(tbs.len()).unwrap().to_be_bytes()[1..]);
+    signed.extend_from_slice(&tbs);
+    signed.extend_from_slice(&[0, 0]);
+    let signature: Signature = ct.key.sign(&signed);
+    let signature = signature.to_der();
+    let mut sct = vec![0];
+    sct.extend_from_slice(&ct.id);
+    sct.extend_from_slice(&timestamp.to_be_bytes());
+    sct.extend_from_slice(&[0, 0, 4, 3]);
+    sct.extend_from_slice(&u16::try_from(signature.as_bytes().len()).unwrap().to_be_bytes());
+    sct.extend_from_slice(signature.as_bytes());
+    let mut list = (u16::try_from(sct.len() + 2).unwrap()).to_be_bytes().to_vec();
+    list.extend_from_slice(&u16::try_from(sct.len()).unwrap().to_be_bytes());
+    list.extend_from_slice(&sct);
+    let value = OctetString::new(list).unwrap().to_der().unwrap();
+    let extensions = certificate.tbs_certificate.extensions.get_or_insert_with(Vec::new);
+    extensions.push(x509_cert::ext::Extension {
+        extn_id: x509_cert::der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.4.1.11129.2.4.2"),
+        critical: false,
+        extn_value: OctetString::new(value).unwrap(),
+    });
+    let key = p384::ecdsa::SigningKey::from_pkcs8_pem(intermediate_key).unwrap();
+    let issued: p384::ecdsa::Signature = key.sign(&certificate.tbs_certificate.to_der().unwrap());
+    certificate.signature = BitString::from_bytes(issued.to_der().as_bytes()).unwrap();
+    certificate.to_der().unwrap()
 }
 
 /// A transparency log: its key, and its id (the SHA-256 of the key's DER).
@@ -109,6 +168,11 @@ enum Entry {
     OfAnotherSignature,
     /// A `hashedrekord` of the envelope's encoding, as some signers log an envelope.
     Hashed,
+    /// With no inclusion proof (which a bundle of version 0.3 carries).
+    Unproved,
+    /// Signed with the certificate as issued before it was logged in the certificate
+    /// transparency log (no timestamp).
+    Unlogged,
 }
 
 /// The bundle cosign 3 makes when `authority`'s leaf signs the image `digest` keylessly and
@@ -130,6 +194,10 @@ fn keyless_bundle(authority: &Authority, log: &Log, digest: &str, entry: Entry) 
     } else {
         signature.clone()
     };
+    let (certificate, certificate_pem) = match entry {
+        Entry::Unlogged => (&authority.unlogged.0, &authority.unlogged.1),
+        _ => (&authority.leaf, &authority.leaf_pem),
+    };
     // The entry's body, as Rekor's `dsse` type records an envelope (or its `hashedrekord` type
     // what was signed).
     let body = if entry == Entry::Hashed {
@@ -138,7 +206,7 @@ fn keyless_bundle(authority: &Authority, log: &Log, digest: &str, entry: Entry) 
             "apiVersion": "0.0.1", "kind": "hashedrekord",
             "spec": {
                 "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&encoded))}},
-                "signature": {"content": base64.encode(&recorded), "publicKey": {"content": base64.encode(&authority.leaf_pem)}},
+                "signature": {"content": base64.encode(&recorded), "publicKey": {"content": base64.encode(certificate_pem)}},
             },
         })
     } else {
@@ -147,7 +215,7 @@ fn keyless_bundle(authority: &Authority, log: &Log, digest: &str, entry: Entry) 
             "spec": {
                 "envelopeHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&statement))},
                 "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&statement))},
-                "signatures": [{"signature": base64.encode(&recorded), "verifier": base64.encode(&authority.leaf_pem)}],
+                "signatures": [{"signature": base64.encode(&recorded), "verifier": base64.encode(certificate_pem)}],
             },
         })
     };
@@ -180,13 +248,15 @@ fn keyless_bundle(authority: &Authority, log: &Log, digest: &str, entry: Entry) 
         },
         "canonicalizedBody": base64.encode(&body),
     });
-    if entry == Entry::Unpromised {
-        tlog_entry.as_object_mut().unwrap().remove("inclusionPromise");
-    }
+    match entry {
+        Entry::Unpromised => tlog_entry.as_object_mut().unwrap().remove("inclusionPromise"),
+        Entry::Unproved => tlog_entry.as_object_mut().unwrap().remove("inclusionProof"),
+        _ => None,
+    };
     serde_json::to_vec(&serde_json::json!({
         "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
         "verificationMaterial": {
-            "certificate": {"rawBytes": base64.encode(&authority.leaf)},
+            "certificate": {"rawBytes": base64.encode(certificate)},
             "tlogEntries": [tlog_entry],
         },
         "dsseEnvelope": {
@@ -210,10 +280,13 @@ fn promise(log: &Log, body: &[u8]) -> (i64, String) {
     (logged, log.sign(promised.as_bytes()))
 }
 
-/// The trusted root of `authority` and `log`, as `cosign trusted-root create` writes it.
+/// The trusted root of `authority`, `log` and the certificate transparency log [`CT`], as
+/// `cosign trusted-root create` writes it.
 fn trusted_root(authority: &Authority, log: &Log) -> String {
     let base64 = base64::engine::general_purpose::STANDARD;
     let key = log.key.verifying_key().to_public_key_der().unwrap();
+    let ct = Log::new(CT);
+    let ct_key = ct.key.verifying_key().to_public_key_der().unwrap();
     serde_json::to_string_pretty(&serde_json::json!({
         "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
         "tlogs": [{
@@ -232,7 +305,16 @@ fn trusted_root(authority: &Authority, log: &Log) -> String {
             "certChain": {"certificates": authority.chain.iter().map(|c| serde_json::json!({"rawBytes": base64.encode(c)})).collect::<Vec<_>>()},
             "validFor": {"start": "2020-01-01T00:00:00Z"},
         }],
-        "ctlogs": [],
+        "ctlogs": [{
+            "baseUrl": "https://ctfe.plumb.test",
+            "hashAlgorithm": "SHA2_256",
+            "publicKey": {
+                "rawBytes": base64.encode(ct_key.as_bytes()),
+                "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                "validFor": {"start": "2020-01-01T00:00:00Z"},
+            },
+            "logId": {"keyId": base64.encode(&ct.id)},
+        }],
         "timestampAuthorities": [],
     }))
     .unwrap()
@@ -323,6 +405,8 @@ async fn a_keyless_signature_counts_for_the_identities_the_environment_names() {
         keyless_bundle(&fulcio, &rekor, &others, Entry::OfAnotherSignature),
         keyless_bundle(&fulcio, &Log::new(6), &others, Entry::Whole),
         keyless_bundle(&elsewhere, &rekor, &others, Entry::Whole),
+        keyless_bundle(&fulcio, &rekor, &others, Entry::Unlogged),
+        keyless_bundle(&fulcio, &rekor, &others, Entry::Unproved),
     ] {
         attach(&registry, "web", &others, &made, predicate).await;
     }
@@ -338,7 +422,7 @@ async fn a_keyless_signature_counts_for_the_identities_the_environment_names() {
     };
     assert!(
         why.starts_with(&format!(
-            "image `{others_image}`: {others} is not signed by an identity of `sigstore/trusted_root.json`'s keyless signers; what its registry holds: "
+            "image `{others_image}`: {others} is not signed by one of the keyless identities (checked against `sigstore/trusted_root.json`); what its registry holds: "
         )),
         "{why}"
     );
@@ -346,7 +430,9 @@ async fn a_keyless_signature_counts_for_the_identities_the_environment_names() {
         ": its log entry carries no signed entry timestamp (an inclusion promise)",
         ": its log entry records another signature or certificate",
         ", a log the trusted root does not hold",
-        ": its certificate was not issued for code signing by https://fulcio.plumb.test at ",
+        ": its certificate was not issued by the trusted root's authorities at ",
+        ": its certificate carries no certificate transparency timestamp",
+        ": its log entry carries no inclusion proof, which a bundle of its version must",
     ] {
         assert!(why.contains(said), "{said}: {why}");
     }
@@ -430,6 +516,38 @@ async fn a_keyless_signature_stored_the_cosign_2_way_counts_too() {
         why.contains("it is a keyless signature (a Fulcio certificate), and the environment names no keyless identity"),
         "{why}"
     );
+
+    // A signature by a key that comes with a certificate (`cosign sign --key --cert`) counts for
+    // the key.
+    let (key, pem) = (
+        Log::new(9).key,
+        Log::new(9)
+            .key
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .unwrap(),
+    );
+    push(&registry, "web", "keyed").await;
+    let digest = digest_of(&registry, "web", "keyed").await;
+    let payload = cosign::payload(&registry.image("web"), &digest);
+    let signature: Signature = key.sign(&payload);
+    let annotations = serde_json::json!({
+        (cosign::SIGNATURE): base64.encode(signature.to_der().as_bytes()),
+        (cosign::CERTIFICATE): fulcio.leaf_pem,
+    });
+    let layer = (payload.as_slice(), cosign::PAYLOAD, Some(annotations));
+    store(&registry, "web", &cosign::signature_tag(&digest), layer).await;
+    let keyed = SignedImages {
+        keys: vec![plumb::spec::model::gates::ImageKey {
+            file: "keys/cosign.pub".to_owned(),
+            pem,
+        }],
+        keyless: None,
+    };
+    let verified = check(&[registry.image("web:keyed").as_str()], &keyed, &anonymous)
+        .await
+        .unwrap();
+    assert_eq!(verified[0].signer, "keys/cosign.pub");
 }
 
 /// `images.requireSignature.keyless` is checked at validation, each problem at its line: a

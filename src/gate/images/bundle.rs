@@ -140,7 +140,9 @@ pub fn verify(bundle: &[u8], digest: &str, signers: &Signers) -> Result<String, 
             payload: &payload,
             encoded: &signed,
         };
-        return keyless.verify_bundle(&material, signed, &der);
+        // Bundles from version 0.2 on carry their log entry's inclusion proof.
+        let proof_required = !bundle.media_type.ends_with("version=0.1");
+        return keyless.verify_bundle(&material, signed, &der, proof_required);
     }
     let signature = Signature::from_der(&der).map_err(|e| format!("its signature is not ECDSA: {e}"))?;
     (signers.keys.iter())

@@ -80,7 +80,10 @@ impl Signers {
     fn described(&self, policy: &SignedImages) -> String {
         let mut named = self.files.clone();
         if let Some(keyless) = &policy.keyless {
-            named.push(format!("an identity of `{}`'s keyless signers", keyless.file));
+            named.push(format!(
+                "one of the keyless identities (checked against `{}`)",
+                keyless.file
+            ));
         }
         named.join(" or ")
     }

@@ -151,9 +151,12 @@ async fn by_tag(
         let Some(payload) = settled(registry.blob(blob).await, &mut reasons_for(reasons, &label))? else {
             continue;
         };
-        let verified = match annotations[cosign::CERTIFICATE].as_str() {
-            Some(certificate) => keyless(signers, &payload, signature, digest, certificate, annotations),
-            None => cosign::verify(&payload, signature, digest, &signers.keys).map(|key| signers.files[key].clone()),
+        // By a key (which may come with a certificate: `cosign sign --key --cert`), else by a
+        // keyless identity when it carries a certificate.
+        let by_key = cosign::verify(&payload, signature, digest, &signers.keys).map(|key| signers.files[key].clone());
+        let verified = match (by_key, annotations[cosign::CERTIFICATE].as_str()) {
+            (Err(_), Some(certificate)) => keyless(signers, &payload, signature, digest, certificate, annotations),
+            (by_key, _) => by_key,
         };
         match verified {
             Ok(signer) => return Ok(Some(signer)),

@@ -87,8 +87,9 @@ pub struct SignerIdentity {
     pub subject_pattern: Option<String>,
 }
 
-/// The images a commit runs must be signed by one of `keys` (read from the rollback point, so a
-/// commit cannot bring the key its own images are checked with).
+/// The images a commit runs must be signed by one of `keys` or of the `keyless` identities (read
+/// from the rollback point, so a commit cannot bring the key or the trusted root its own images
+/// are checked with).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignedImages {

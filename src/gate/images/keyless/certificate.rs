@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use x509_cert::Certificate;
 use x509_cert::der::asn1::{ObjectIdentifier, OctetString, Utf8StringRef};
 use x509_cert::der::{Decode, Encode};
-use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{ExtendedKeyUsage, SubjectAltName};
 
 use super::root::{Log, TrustedRoot};
 
@@ -28,6 +28,8 @@ const ISSUER_V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57
 const SCTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
 /// The subject alternative name.
 const SAN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+/// The extended key usage.
+const EXTENDED_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
 
 /// The signature algorithms certificate chains may use.
 static ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
@@ -56,10 +58,11 @@ pub struct Signer {
 /// was logged): who it says signed; why it does not count otherwise.
 pub fn verify(der: &[u8], root: &TrustedRoot, at: i64) -> Result<Signer, String> {
     let certificate = Certificate::from_der(der).map_err(|e| format!("its certificate is not X.509: {e}"))?;
-    let issuer_key = issued(der, root, at)?;
-    if !root.ct_logs.is_empty() {
-        timestamped(&certificate, &issuer_key, &root.ct_logs)?;
+    if !for_code_signing(&certificate) {
+        return Err("its certificate was not issued for code signing".to_owned());
     }
+    let issuer_key = issued(der, root, at)?;
+    timestamped(&certificate, &issuer_key, &root.ct_logs)?;
     let spki = (certificate.tbs_certificate.subject_public_key_info.to_der())
         .map_err(|e| format!("its certificate's key cannot be read: {e}"))?;
     let key = VerifyingKey::from_public_key_der(&spki)
@@ -71,48 +74,60 @@ pub fn verify(der: &[u8], root: &TrustedRoot, at: i64) -> Result<Signer, String>
     })
 }
 
-/// Checks that `der` was issued for code signing, valid at `at`, through one of the root's
-/// authorities trusted then: the key (SPKI, DER) of the certificate that issued it.
+/// Whether `certificate`'s extended key usage names code signing.
+fn for_code_signing(certificate: &Certificate) -> bool {
+    let code_signing = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
+    (certificate
+        .tbs_certificate
+        .extensions
+        .as_deref()
+        .unwrap_or_default()
+        .iter())
+    .find(|e| e.extn_id == EXTENDED_KEY_USAGE)
+    .and_then(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok())
+    .is_some_and(|usage| usage.0.contains(&code_signing))
+}
+
+/// Checks that `der` was issued, valid at `at`, through one of the root's authorities trusted
+/// then (each certificate of the path that names its uses naming code signing): the key (SPKI,
+/// DER) of the certificate that issued it.
 fn issued(der: &[u8], root: &TrustedRoot, at: i64) -> Result<Vec<u8>, String> {
     let leaf = CertificateDer::from(der);
     let end_entity =
         webpki::EndEntityCert::try_from(&leaf).map_err(|e| format!("its certificate cannot be read: {e}"))?;
     let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.max(0).unsigned_abs()));
-    let mut why = format!(
-        "no certificate authority of the trusted root was trusted at {}, when it was logged",
-        super::time(at)
-    );
+    let mut refused = Vec::new();
     for authority in root.authorities.iter().filter(|a| a.valid.holds(at)) {
-        let certificates: Vec<CertificateDer<'_>> = authority
-            .certificates
-            .iter()
+        let certificates: Vec<CertificateDer<'_>> = (authority.certificates.iter())
             .map(|c| CertificateDer::from(c.as_slice()))
             .collect();
         let (anchors, intermediates): (Vec<_>, Vec<_>) = certificates.iter().partition(|c| self_issued(c));
-        let anchors = anchors
-            .into_iter()
+        let anchors: Vec<_> = (anchors.into_iter())
             .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
-            .collect::<Vec<_>>();
+            .collect();
         let intermediates: Vec<CertificateDer<'_>> = intermediates.into_iter().cloned().collect();
-        let usage = webpki::KeyUsage::required(CODE_SIGNING);
+        let usage = webpki::KeyUsage::required_if_present(CODE_SIGNING);
         match end_entity.verify_for_usage(ALGORITHMS, &anchors, &intermediates, time, usage, None, None) {
-            Ok(path) => {
-                let issuer = match path.intermediate_certificates().next() {
-                    Some(intermediate) => intermediate.subject_public_key_info(),
-                    None => webpki::spki_for_anchor(path.anchor()),
-                };
-                return Ok(issuer.as_ref().to_vec());
-            }
+            Ok(path) => return Ok(path.issuer_spki().as_ref().to_vec()),
             Err(e) => {
-                why = format!(
-                    "its certificate was not issued for code signing by {} at {}, when it was logged: {e}",
-                    authority.uri,
-                    super::time(at)
-                );
+                let why = format!("{}: {e}", authority.uri);
+                if !refused.contains(&why) {
+                    refused.push(why);
+                }
             }
         }
     }
-    Err(why)
+    if refused.is_empty() {
+        return Err(format!(
+            "no certificate authority of the trusted root was trusted at {}, when it was logged",
+            super::time(at)
+        ));
+    }
+    Err(format!(
+        "its certificate was not issued by the trusted root's authorities at {}, when it was logged ({})",
+        super::time(at),
+        refused.join("; ")
+    ))
 }
 
 /// Whether `der` is self-issued (its subject is its issuer): a root, an anchor.
@@ -120,14 +135,16 @@ fn self_issued(der: &CertificateDer<'_>) -> bool {
     Certificate::from_der(der.as_ref()).is_ok_and(|c| c.tbs_certificate.subject == c.tbs_certificate.issuer)
 }
 
-/// Checks that `certificate` carries a signed certificate timestamp of one of `logs`, over it
-/// as it was before the timestamps were added (its precertificate), issued under `issuer_key`.
+/// Checks that `certificate` carries a signed certificate timestamp of one of `logs`, made
+/// while the root trusted that log, over the certificate as it was before the timestamps were
+/// added (its precertificate), issued under `issuer_key`.
 fn timestamped(certificate: &Certificate, issuer_key: &[u8], logs: &[Log]) -> Result<(), String> {
-    let missing = "its certificate carries no timestamp of the trusted root's certificate transparency logs";
     let extensions = certificate.tbs_certificate.extensions.as_deref().unwrap_or_default();
     let list = (extensions.iter().find(|e| e.extn_id == SCTS))
-        .and_then(|e| OctetString::from_der(e.extn_value.as_bytes()).ok())
-        .ok_or(missing)?;
+        .ok_or("its certificate carries no certificate transparency timestamp")?;
+    let unreadable = "its certificate's transparency timestamps cannot be read";
+    let list = OctetString::from_der(list.extn_value.as_bytes()).map_err(|_| unreadable)?;
+    let scts = sct_list(list.as_bytes()).ok_or(unreadable)?;
     let mut precertificate = certificate.tbs_certificate.clone();
     if let Some(extensions) = precertificate.extensions.as_mut() {
         extensions.retain(|e| e.extn_id != SCTS);
@@ -135,30 +152,44 @@ fn timestamped(certificate: &Certificate, issuer_key: &[u8], logs: &[Log]) -> Re
     let tbs = precertificate
         .to_der()
         .map_err(|e| format!("its certificate cannot be encoded again: {e}"))?;
-    let issuer_hash = Sha256::digest(issuer_key);
-    let counted = sct_list(list.as_bytes())
-        .ok_or("its certificate's timestamps cannot be read")?
-        .into_iter()
-        .any(|sct| {
-            let Some(log) = logs.iter().find(|l| l.id == sct.log_id) else {
-                return false;
-            };
-            let Ok(key) = &log.key else {
-                return false;
-            };
-            let mut signed = Vec::with_capacity(tbs.len() + 64);
-            signed.extend_from_slice(&[0, 0]); // version 1, certificate_timestamp
-            signed.extend_from_slice(&sct.timestamp.to_be_bytes());
-            signed.extend_from_slice(&[0, 1]); // precert_entry
-            signed.extend_from_slice(&issuer_hash);
-            let length = u32::try_from(tbs.len()).unwrap_or(u32::MAX).to_be_bytes();
-            signed.extend_from_slice(&length[1..]);
-            signed.extend_from_slice(&tbs);
-            signed.extend_from_slice(&u16::try_from(sct.extensions.len()).unwrap_or(u16::MAX).to_be_bytes());
-            signed.extend_from_slice(sct.extensions);
-            p256::ecdsa::Signature::from_der(sct.signature).is_ok_and(|s| key.verify(&signed, &s).is_ok())
-        });
-    if counted { Ok(()) } else { Err(missing.to_owned()) }
+    let issuer_hash: [u8; 32] = Sha256::digest(issuer_key).into();
+    let counted = scts.iter().any(|sct| {
+        let signed = sct_signed(sct, &issuer_hash, &tbs);
+        let seconds = i64::try_from(sct.timestamp / 1000).unwrap_or(i64::MAX);
+        (logs.iter().filter(|l| l.id == sct.log_id && l.valid.holds(seconds))).any(|log| {
+            log.key.as_ref().is_ok_and(|key| {
+                p256::ecdsa::Signature::from_der(sct.signature).is_ok_and(|s| key.verify(&signed, &s).is_ok())
+            })
+        })
+    });
+    if counted {
+        Ok(())
+    } else {
+        Err(format!(
+            "its certificate's transparency {} made by no log of the trusted root",
+            if scts.len() == 1 {
+                "timestamp was"
+            } else {
+                "timestamps were"
+            }
+        ))
+    }
+}
+
+/// What the log signed for `sct`: the precertificate `tbs` issued under the key of SHA-256
+/// `issuer_hash` (RFC 6962, 3.2).
+fn sct_signed(sct: &Sct<'_>, issuer_hash: &[u8; 32], tbs: &[u8]) -> Vec<u8> {
+    let mut signed = Vec::with_capacity(tbs.len() + 64);
+    signed.extend_from_slice(&[0, 0]); // version 1, certificate_timestamp
+    signed.extend_from_slice(&sct.timestamp.to_be_bytes());
+    signed.extend_from_slice(&[0, 1]); // precert_entry
+    signed.extend_from_slice(issuer_hash);
+    let length = u32::try_from(tbs.len()).unwrap_or(u32::MAX).to_be_bytes();
+    signed.extend_from_slice(&length[1..]);
+    signed.extend_from_slice(tbs);
+    signed.extend_from_slice(&u16::try_from(sct.extensions.len()).unwrap_or(u16::MAX).to_be_bytes());
+    signed.extend_from_slice(sct.extensions);
+    signed
 }
 
 /// One signed certificate timestamp (RFC 6962, 3.2), as far as it is checked.
@@ -293,7 +324,7 @@ mod tests {
         let root = TrustedRoot::parse(PUBLIC_GOOD.as_bytes()).unwrap();
         let later = verify(&example(), &root, 1_689_177_396 + 600).unwrap_err();
         assert!(
-            later.contains("at 2023-07-12T16:06:36Z, when it was logged: "),
+            later.ends_with("at 2023-07-12T16:06:36Z, when it was logged (https://fulcio.sigstore.dev: CertExpired { time: UnixTime(1689177996), not_after: UnixTime(1689177995) })"),
             "{later}"
         );
         let mut no_authority = TrustedRoot::parse(PUBLIC_GOOD.as_bytes()).unwrap();
@@ -303,7 +334,7 @@ mod tests {
         other_ct.ct_logs.remove(1);
         assert_eq!(
             verify(&example(), &other_ct, 1_689_177_396).unwrap_err(),
-            "its certificate carries no timestamp of the trusted root's certificate transparency logs"
+            "its certificate's transparency timestamp was made by no log of the trusted root"
         );
         // The timestamp signs the precertificate: issued under another key, it does not verify.
         let certificate = Certificate::from_der(&example()).unwrap();

@@ -42,13 +42,16 @@ struct Identity {
     subject: Subject,
 }
 
+/// An identity's subject, as the environment names it.
 enum Subject {
+    /// This subject exactly.
     Exactly(String),
+    /// Any subject this pattern matches whole.
     Matching(regex::Regex),
 }
 
 impl Identity {
-    /// Whether `signer` is this identity.
+    /// Whether the subject `subject`, vouched for by `issuer`, is this identity.
     fn is(&self, issuer: &str, subject: &str) -> bool {
         self.issuer == issuer
             && match &self.subject {
@@ -70,12 +73,14 @@ pub struct Material {
     tlog_entries: Vec<serde_json::Value>,
 }
 
+/// A certificate as a bundle holds it (DER, base64).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Raw {
     raw_bytes: String,
 }
 
+/// A chain of certificates as a bundle holds it, the signing one first.
 #[derive(Deserialize)]
 struct Chain {
     certificates: Vec<Raw>,
@@ -99,8 +104,15 @@ impl Keyless {
     }
 
     /// Checks a bundle's `signature` (DER) of what was `signed` against its `material`: who
-    /// signed (`subject (issued by issuer)`); why it does not count otherwise.
-    pub fn verify_bundle(&self, material: &Material, signed: Signed<'_>, signature: &[u8]) -> Result<String, String> {
+    /// signed (`subject (issued by issuer)`); why it does not count otherwise. Its log entry
+    /// must carry an inclusion proof when `proof_required` (bundles from version 0.2 on).
+    pub fn verify_bundle(
+        &self,
+        material: &Material,
+        signed: Signed<'_>,
+        signature: &[u8],
+        proof_required: bool,
+    ) -> Result<String, String> {
         let leaf = match (&material.certificate, &material.x509_certificate_chain) {
             (Some(certificate), _) => certificate::raw(&certificate.raw_bytes)?,
             (None, Some(chain)) => {
@@ -108,7 +120,7 @@ impl Keyless {
             }
             (None, None) => return Err("it holds no certificate".to_owned()),
         };
-        self.verify(&leaf, &material.tlog_entries, signed, signature)
+        self.verify(&leaf, &material.tlog_entries, signed, signature, proof_required)
     }
 
     /// Checks a cosign 2 keyless signature: `signature` (DER) of `payload`, with the
@@ -129,7 +141,7 @@ impl Keyless {
             Some(entry) => vec![annotated_entry(entry)?],
             None => Vec::new(),
         };
-        self.verify(&leaf, &entries, Signed::Message(payload), signature)
+        self.verify(&leaf, &entries, Signed::Message(payload), signature, false)
     }
 
     /// Checks `signature` (DER) of what was `signed`, by the certificate `leaf` (DER), logged
@@ -140,47 +152,59 @@ impl Keyless {
         entries: &[serde_json::Value],
         signed: Signed<'_>,
         signature: &[u8],
+        proof_required: bool,
     ) -> Result<String, String> {
         let recorded = tlog::Recorded {
             signed,
             signature,
             certificate: leaf,
         };
-        if entries.is_empty() {
-            return Err("it carries no transparency-log entry".to_owned());
-        }
-        let mut why = Vec::new();
-        let mut logged = None;
-        for entry in entries.iter().take(ENTRIES) {
-            let checked = serde_json::from_value::<tlog::Entry>(entry.clone())
-                .map_err(|e| format!("its log entry cannot be read: {e}"))
-                .and_then(|entry| tlog::verify(&entry, &self.root, &recorded));
-            match checked {
-                Ok(at) => {
-                    logged = Some(at);
-                    break;
-                }
-                Err(e) => why.push(e),
-            }
-        }
-        let at = logged.ok_or_else(|| why.join("; "))?;
+        let at = self.logged(entries, &recorded, proof_required)?;
         let signer = certificate::verify(leaf, &self.root, at)?;
         let signature = Signature::from_der(signature).map_err(|e| format!("its signature is not ECDSA: {e}"))?;
         if signer.key.verify(signed.bytes(), &signature).is_err() {
             return Err("its signature was not made with its certificate's key".to_owned());
         }
+        self.who(&signer)
+    }
+
+    /// When the first of `entries` (at most [`ENTRIES`] read) that the root's logs vouch for
+    /// and that records `recorded` was logged; why none counts otherwise.
+    fn logged(
+        &self,
+        entries: &[serde_json::Value],
+        recorded: &tlog::Recorded<'_>,
+        proof_required: bool,
+    ) -> Result<i64, String> {
+        if entries.is_empty() {
+            return Err("it carries no transparency-log entry".to_owned());
+        }
+        let mut why = Vec::new();
+        for entry in entries.iter().take(ENTRIES) {
+            let checked = serde_json::from_value::<tlog::Entry>(entry.clone())
+                .map_err(|e| format!("its log entry cannot be read: {e}"))
+                .and_then(|entry| tlog::verify(&entry, &self.root, recorded, proof_required));
+            match checked {
+                Ok(at) => return Ok(at),
+                Err(e) => why.push(e),
+            }
+        }
+        Err(why.join("; "))
+    }
+
+    /// Who `signer` is, when one of the identities: `subject (issued by issuer)`.
+    fn who(&self, signer: &certificate::Signer) -> Result<String, String> {
         for subject in &signer.identities {
             if self.identities.iter().any(|i| i.is(&signer.issuer, subject)) {
                 return Ok(format!("{subject} (issued by {})", signer.issuer));
             }
         }
+        let named = match signer.identities.as_slice() {
+            [] => "no identity".to_owned(),
+            identities => identities.join(", "),
+        };
         Err(format!(
-            "it was signed by {} (issued by {}), none of the identities",
-            if signer.identities.is_empty() {
-                "no identity".to_owned()
-            } else {
-                signer.identities.join(", ")
-            },
+            "it was signed by {named} (issued by {}), none of the identities",
             signer.issuer
         ))
     }
@@ -192,9 +216,8 @@ fn annotated_entry(annotation: &str) -> Result<serde_json::Value, String> {
     let why = |e: &dyn std::fmt::Display| format!("its log entry (`{}`) cannot be read: {e}", cosign::LOG_ENTRY);
     let entry: serde_json::Value = serde_json::from_str(annotation).map_err(|e| why(&e))?;
     let promised = &entry["Payload"];
-    let id = (promised["logID"].as_str())
-        .and_then(|id| hex::decode(id).ok())
-        .ok_or_else(|| why(&"its `logID` is not hex"))?;
+    let id = promised["logID"].as_str().ok_or_else(|| why(&"it names no `logID`"))?;
+    let id = hex::decode(id).map_err(|_| why(&"its `logID` is not hex"))?;
     use base64::Engine;
     Ok(serde_json::json!({
         "logIndex": promised["logIndex"],
@@ -218,16 +241,45 @@ fn identity(rule: &SignerIdentity) -> Result<Identity, String> {
     })
 }
 
-/// `pattern`, matched against a whole subject; why it is not a pattern otherwise.
+/// `pattern`, matched against a whole subject (unlike `cosign verify
+/// --certificate-identity-regexp`, whose pattern matches anywhere in it); why it is not a
+/// pattern otherwise. It is read alone first, so that it cannot close the group that anchors
+/// it.
 pub fn pattern_of(pattern: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(1 << 20)
-        .build()
-        .map_err(|e| format!("`{pattern}` is not a regular expression: {e}"))
+    let build = |pattern: &str| regex::RegexBuilder::new(pattern).size_limit(1 << 20).build();
+    build(pattern).map_err(|e| format!("`{pattern}` is not a regular expression: {e}"))?;
+    build(&format!(r"\A(?:{pattern})\z")).map_err(|e| format!("`{pattern}` is not a regular expression: {e}"))
 }
 
 /// `seconds` since the epoch, as RFC 3339 writes it (UTC).
 fn time(seconds: i64) -> String {
     chrono::DateTime::from_timestamp(seconds, 0)
         .map_or_else(|| seconds.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pattern matches whole subjects, and cannot close the group that anchors it.
+    #[test]
+    fn a_pattern_matches_the_whole_subject() {
+        let either = pattern_of("a|b").unwrap();
+        assert!(either.is_match("a") && either.is_match("b"));
+        assert!(!either.is_match("ab") && !either.is_match("xa"));
+        let workflow =
+            pattern_of(r"https://github\.com/acme/web/\.github/workflows/release\.yml@refs/tags/v.+").unwrap();
+        assert!(workflow.is_match("https://github.com/acme/web/.github/workflows/release.yml@refs/tags/v1.2"));
+        assert!(!workflow.is_match("https://github.com/acme/web/.github/workflows/release.yml@refs/heads/main"));
+        assert!(
+            !workflow.is_match(
+                "https://evil.example/?https://github.com/acme/web/.github/workflows/release.yml@refs/tags/v1"
+            )
+        );
+        let escaping = pattern_of("https://github\\.com/acme/.*)|(.*").unwrap_err();
+        assert!(
+            escaping.starts_with("`https://github\\.com/acme/.*)|(.*` is not a regular expression: "),
+            "{escaping}"
+        );
+    }
 }

@@ -58,6 +58,7 @@ impl Validity {
     }
 }
 
+/// A trusted root as written (Sigstore's protocol buffers, in their JSON form).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Document {
@@ -70,6 +71,7 @@ struct Document {
     ctlogs: Vec<LogDocument>,
 }
 
+/// A log as written: where it is served, its key, its id.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct LogDocument {
@@ -79,6 +81,7 @@ struct LogDocument {
     log_id: LogId,
 }
 
+/// A log's key as written: its DER (base64), its kind, when it is trusted.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct KeyDocument {
@@ -89,12 +92,14 @@ struct KeyDocument {
     valid_for: Option<ValidFor>,
 }
 
+/// A log's id as written (base64).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct LogId {
     key_id: String,
 }
 
+/// A certificate authority as written: where it is served, its chain, when it is trusted.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AuthorityDocument {
@@ -105,17 +110,20 @@ struct AuthorityDocument {
     valid_for: Option<ValidFor>,
 }
 
+/// A chain of certificates as written.
 #[derive(Deserialize)]
 struct Chain {
     certificates: Vec<Raw>,
 }
 
+/// One certificate as written (DER, base64).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Raw {
     raw_bytes: String,
 }
 
+/// When something is trusted, as written (RFC 3339 times).
 #[derive(Deserialize)]
 struct ValidFor {
     #[serde(default)]
@@ -129,10 +137,11 @@ const P256: &str = "PKIX_ECDSA_P256_SHA_256";
 
 impl TrustedRoot {
     /// The trusted root `json` holds; why it is not one otherwise. It must name at least one
-    /// certificate authority and one transparency log whose key plumb checks.
+    /// certificate authority, one transparency log and one certificate transparency log whose
+    /// key plumb checks (keyless certificates must carry a timestamp of one, as `cosign
+    /// verify` requires).
     pub fn parse(json: &[u8]) -> Result<TrustedRoot, String> {
-        let document: Document =
-            serde_json::from_slice(json).map_err(|e| format!("it is not a Sigstore trusted root: {e}"))?;
+        let document: Document = serde_json::from_slice(json).map_err(|e| e.to_string())?;
         if !document.media_type.starts_with(MEDIA_TYPE_PREFIX) {
             return Err(format!(
                 "`{}` is not a trusted root's media type ({MEDIA_TYPE_PREFIX}+json;version=0.1)",
@@ -149,6 +158,12 @@ impl TrustedRoot {
             if certificates.is_empty() {
                 return Err(format!("certificateAuthorities[{i}] holds no certificate"));
             }
+            for (j, certificate) in certificates.iter().enumerate() {
+                use x509_cert::der::Decode;
+                x509_cert::Certificate::from_der(certificate).map_err(|e| {
+                    format!("certificateAuthorities[{i}].certChain.certificates[{j}] is not an X.509 certificate: {e}")
+                })?;
+            }
             authorities.push(Authority {
                 uri: authority.uri,
                 certificates,
@@ -162,7 +177,12 @@ impl TrustedRoot {
             return Err("it names no certificate authority (certificateAuthorities)".to_owned());
         }
         if !tlogs.iter().any(|l| l.key.is_ok()) {
-            return Err(format!("it names no transparency log (tlogs) with an {P256} key"));
+            return Err(format!("it names no transparency log (tlogs) with a {P256} key"));
+        }
+        if !ct_logs.iter().any(|l| l.key.is_ok()) {
+            return Err(format!(
+                "it names no certificate transparency log (ctlogs) with a {P256} key"
+            ));
         }
         Ok(TrustedRoot {
             authorities,
@@ -171,9 +191,10 @@ impl TrustedRoot {
         })
     }
 
-    /// The transparency log of id `id`.
-    pub fn log(&self, id: &[u8]) -> Option<&Log> {
-        self.logs.iter().find(|l| l.id == id)
+    /// The transparency logs of id `id` (one log may be listed once per key period).
+    pub fn logs_of(&self, id: &[u8]) -> impl Iterator<Item = &Log> + '_ {
+        let id = id.to_vec();
+        self.logs.iter().filter(move |l| l.id == id)
     }
 }
 
@@ -247,7 +268,8 @@ pub(crate) mod tests {
         let rekor = base64::engine::general_purpose::STANDARD
             .decode("wNI9atQGlz+VWfO6LRygH4QUfY/8W4RFwiT5i5WRgB0=")
             .unwrap();
-        assert!(root.log(&rekor).is_some_and(|l| l.key.is_ok()));
+        assert!(root.logs_of(&rekor).all(|l| l.key.is_ok()));
+        assert_eq!(root.logs_of(&rekor).count(), 1);
         // Fulcio's first root is trusted from 2021-03-07T03:20:29Z.
         assert!(!root.authorities[0].valid.holds(1_615_087_228));
         assert!(root.authorities[0].valid.holds(1_615_087_229));
@@ -258,6 +280,12 @@ pub(crate) mod tests {
                 .err()
                 .unwrap()
                 .contains("is not a trusted root's media type")
+        );
+        let mut no_ct: serde_json::Value = serde_json::from_str(PUBLIC_GOOD).unwrap();
+        no_ct["ctlogs"] = serde_json::json!([]);
+        assert_eq!(
+            TrustedRoot::parse(no_ct.to_string().as_bytes()).err().unwrap(),
+            "it names no certificate transparency log (ctlogs) with a PKIX_ECDSA_P256_SHA_256 key"
         );
         let empty = br#"{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}"#;
         assert_eq!(

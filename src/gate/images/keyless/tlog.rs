@@ -27,18 +27,22 @@ pub struct Entry {
     canonicalized_body: String,
 }
 
+/// The id of the log an entry is in (base64).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct LogId {
     key_id: String,
 }
 
+/// The log's promise to include an entry: its signature (base64 of DER).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Promise {
     signed_entry_timestamp: String,
 }
 
+/// An inclusion proof: the entry's index in a tree of a size, its path, and the checkpoint the
+/// log signed of that tree.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Proof {
@@ -48,9 +52,11 @@ struct Proof {
     #[serde(deserialize_with = "int64")]
     tree_size: i64,
     hashes: Vec<String>,
-    checkpoint: Checkpoint,
+    #[serde(default)]
+    checkpoint: Option<Checkpoint>,
 }
 
+/// A checkpoint: a signed note of a tree's size and root.
 #[derive(Deserialize)]
 struct Checkpoint {
     envelope: String,
@@ -93,19 +99,13 @@ impl Signed<'_> {
 
 /// Checks `entry` against `root` and `recorded`: the time (seconds since the epoch) the log
 /// says it was logged, which its signed entry timestamp vouches for; why it does not count
-/// otherwise.
-pub fn verify(entry: &Entry, root: &TrustedRoot, recorded: &Recorded<'_>) -> Result<i64, String> {
+/// otherwise. Its inclusion proof is checked when it carries one, and must be there when
+/// `proof_required` (bundles from version 0.2 on carry one).
+pub fn verify(entry: &Entry, root: &TrustedRoot, recorded: &Recorded<'_>, proof_required: bool) -> Result<i64, String> {
     let base64 = base64::engine::general_purpose::STANDARD;
     let id = base64
         .decode(&entry.log_id.key_id)
         .map_err(|e| format!("its log id is not base64: {e}"))?;
-    let log = root.log(&id).ok_or_else(|| {
-        format!(
-            "it was logged in {}, a log the trusted root does not hold",
-            hex::encode(&id)
-        )
-    })?;
-    let key = log.key.as_ref().map_err(|why| format!("its log {}: {why}", log.url))?;
     let body = base64
         .decode(&entry.canonicalized_body)
         .map_err(|e| format!("its log entry's body is not base64: {e}"))?;
@@ -124,24 +124,48 @@ pub fn verify(entry: &Entry, root: &TrustedRoot, recorded: &Recorded<'_>) -> Res
     let signature = base64
         .decode(&promise.signed_entry_timestamp)
         .map_err(|e| format!("its signed entry timestamp is not base64: {e}"))?;
-    if !signed_by(key, promised.as_bytes(), &signature) {
-        return Err(format!(
-            "its signed entry timestamp was not made by the log {}",
-            log.url
-        ));
-    }
-    if !log.valid.holds(entry.integrated_time) {
-        return Err(format!(
-            "it was logged at {}, when the trusted root did not trust the log {}",
-            super::time(entry.integrated_time),
-            log.url
-        ));
-    }
-    if let Some(proof) = &entry.inclusion_proof {
-        included(&body, proof, key, &id).map_err(|why| format!("its inclusion proof: {why}"))?;
+    let key = promised_by(root, &id, promised.as_bytes(), &signature, entry.integrated_time)?;
+    match (&entry.inclusion_proof, proof_required) {
+        (Some(proof), _) => included(&body, proof, key, &id).map_err(|why| format!("its inclusion proof: {why}"))?,
+        (None, true) => {
+            return Err("its log entry carries no inclusion proof, which a bundle of its version must".to_owned());
+        }
+        (None, false) => {}
     }
     records(&body, recorded)?;
     Ok(entry.integrated_time)
+}
+
+/// The key of the log of id `id` that made the promise `signature` over `promised`, trusted at
+/// `at` (a log may be listed once per period of its key); why there is none otherwise.
+fn promised_by<'a>(
+    root: &'a TrustedRoot,
+    id: &[u8],
+    promised: &[u8],
+    signature: &[u8],
+    at: i64,
+) -> Result<&'a VerifyingKey, String> {
+    let mut why = format!(
+        "it was logged in {}, a log the trusted root does not hold",
+        hex::encode(id)
+    );
+    for log in root.logs_of(id) {
+        match &log.key {
+            Err(e) => why = format!("its log {}: {e}", log.url),
+            Ok(key) if !signed_by(key, promised, signature) => {
+                why = format!("its signed entry timestamp was not made by the log {}", log.url);
+            }
+            Ok(_) if !log.valid.holds(at) => {
+                why = format!(
+                    "it was logged at {}, when the trusted root did not trust the log {}",
+                    super::time(at),
+                    log.url
+                );
+            }
+            Ok(key) => return Ok(key),
+        }
+    }
+    Err(why)
 }
 
 /// Whether `signature` (DER) is `key`'s over `message`.
@@ -168,7 +192,11 @@ fn included(body: &[u8], proof: &Proof, key: &VerifyingKey, id: &[u8]) -> Result
     if computed[..] != root[..] {
         return Err("the entry is not in the tree it names".to_owned());
     }
-    let (note_size, note_root) = checkpoint(&proof.checkpoint.envelope, key, id)?;
+    let note = proof
+        .checkpoint
+        .as_ref()
+        .ok_or("it carries no checkpoint the log signed")?;
+    let (note_size, note_root) = checkpoint(&note.envelope, key, id)?;
     if note_size != size || note_root != root {
         return Err("its checkpoint is of another tree".to_owned());
     }
@@ -280,7 +308,7 @@ fn records(body: &[u8], recorded: &Recorded<'_>) -> Result<(), String> {
                 Signed::Message(_) => "a signed message",
             };
             return Err(format!(
-                "its log entry is a `{kind}` entry, which does not record {signed}"
+                "its log entry is of kind `{kind}`, which does not record {signed}"
             ));
         }
     };
@@ -351,7 +379,8 @@ pub(crate) mod tests {
         moved.log_index -= 1;
         assert!(included(&body, &moved, key, &log.id).is_err());
         let mut forged: Proof = serde_json::from_value(entry_of(PROVED)["inclusionProof"].clone()).unwrap();
-        forged.checkpoint.envelope = forged.checkpoint.envelope.replacen("23083062\n", "23083063\n", 1);
+        let note = forged.checkpoint.as_mut().unwrap();
+        note.envelope = note.envelope.replacen("23083062\n", "23083063\n", 1);
         assert_eq!(
             included(&body, &forged, key, &log.id).unwrap_err(),
             "its checkpoint is not signed by the log"
@@ -363,7 +392,7 @@ pub(crate) mod tests {
             certificate: b"",
         };
         assert!(
-            verify(&entry, &root, &recorded)
+            verify(&entry, &root, &recorded, false)
                 .unwrap_err()
                 .contains("no signed entry timestamp")
         );
@@ -385,21 +414,21 @@ pub(crate) mod tests {
         };
         let entry: Entry = serde_json::from_value(entry_of(PROMISED)).unwrap();
         assert_eq!(
-            verify(&entry, &root, &recorded).unwrap_err(),
-            "its log entry is a `intoto` entry, which does not record a DSSE envelope"
+            verify(&entry, &root, &recorded, false).unwrap_err(),
+            "its log entry is of kind `intoto`, which does not record a DSSE envelope"
         );
         let mut later = entry_of(PROMISED);
         later["integratedTime"] = "1681839917".into();
         let later: Entry = serde_json::from_value(later).unwrap();
         assert_eq!(
-            verify(&later, &root, &recorded).unwrap_err(),
+            verify(&later, &root, &recorded, false).unwrap_err(),
             "its signed entry timestamp was not made by the log https://tlog.sigstore.dev"
         );
         let mut elsewhere = entry_of(PROMISED);
         elsewhere["logId"]["keyId"] = "3T0wasbHETJjGR4cmWc3AqJKXrjePK3/h4pygC8p7o4=".into();
         let elsewhere: Entry = serde_json::from_value(elsewhere).unwrap();
         assert!(
-            verify(&elsewhere, &root, &recorded)
+            verify(&elsewhere, &root, &recorded, false)
                 .unwrap_err()
                 .ends_with("a log the trusted root does not hold")
         );
