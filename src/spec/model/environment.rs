@@ -43,8 +43,8 @@ pub struct Environment {
     /// Apply a commit only once enough people approved it (read from the rollback point too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<super::gates::ApprovalRule>,
-    /// What the images it runs must carry: a cosign signature by one of the keys named (read
-    /// from the rollback point too); compose and kubernetes targets.
+    /// What the images it runs must carry: a cosign signature by one of the keys or keyless
+    /// identities named (read from the rollback point too); compose and kubernetes targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<super::gates::ImagePolicy>,
     /// Overlays by service name: any part of a service document, merged over it by the rules

@@ -37,7 +37,7 @@ impl Gates {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImagePolicy {
     /// Run an image only when its registry holds a cosign signature of its digest made with
-    /// one of these keys.
+    /// one of these keys or by one of these keyless identities.
     pub require_signature: RequireSignature,
 }
 
