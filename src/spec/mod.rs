@@ -12,6 +12,7 @@ pub mod diagnostic;
 pub mod edit;
 pub mod load;
 pub mod manifest;
+pub mod members;
 pub mod memo;
 pub mod merge;
 pub mod model;

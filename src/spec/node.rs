@@ -85,9 +85,8 @@ pub enum Kind {
     Map(Members),
 }
 
-/// A map's members by key, in the order written; keys are hashed with a seeded fast hash
-/// (documents hold many small maps, looked up on every render).
-pub type Members = IndexMap<Text, Member, foldhash::fast::RandomState>;
+/// A map's members by key, in the order written (a list, indexed only when long).
+pub use super::members::Members;
 
 /// A key or string of a document: held inline up to 24 bytes, as most are, so that copying a
 /// document (each environment merges its overlays over a copy) allocates only for the longer
@@ -282,5 +281,18 @@ mod tests {
         let mut reset = map(1, &[("a", 1)]);
         reset.merge = Some(MergeTag::Reset);
         assert!(!reset.same_value(&map(1, &[("a", 1)])));
+    }
+}
+
+/// Thousands of documents are held whole while a repository renders: every value's size counts.
+#[cfg(all(test, target_pointer_width = "64"))]
+mod sizes {
+    use super::*;
+
+    #[test]
+    fn values_stay_small() {
+        assert_eq!(size_of::<Kind>(), 32);
+        assert_eq!(size_of::<Node>(), 64);
+        assert_eq!(size_of::<Member>(), 88);
     }
 }

@@ -352,9 +352,8 @@ impl Builder<'_> {
             Body::Seq { start } => Kind::Seq(self.items.drain(start..).collect()),
             Body::Map { start, merges, .. } => {
                 let written = self.members.len() - start;
-                let mut members = Members::with_capacity_and_hasher(written, Default::default());
                 // Each key is written once: duplicates were refused as they came.
-                members.extend(self.members.drain(start..));
+                let mut members = Members::from_unique(self.members.drain(start..).collect());
                 for source in merges {
                     let maps = match source.kind {
                         Kind::Seq(items) => items,
@@ -369,7 +368,7 @@ impl Builder<'_> {
                             });
                         };
                         for (key, member) in entries {
-                            members.entry(key).or_insert(member);
+                            members.insert_if_absent(key, member);
                         }
                     }
                 }

@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use super::{FolderEntry, Found, Project, Settings, map, pairs, scalar, seq, strings, text, units, words};
 use crate::spec::diagnostic::Diagnostic;
 use crate::spec::merge::merge_into;
-use crate::spec::node::{Kind, Member, Node, Origin};
+use crate::spec::node::{Kind, Member, Members, Node, Origin};
 
 /// Keys plumb refuses, and why. A key in neither this table nor the translation is refused as
 /// not carried out by plumb.
@@ -767,7 +767,7 @@ fn volume(node: &Node, mounts: &mut Mounts, project: &Project<'_>, out: &mut Vec
                         true
                     }
                     // Options of each kind (`nocopy`, a tmpfs's `size`…).
-                    "volume" | "tmpfs" => member.value.as_map().is_none_or(IndexMap::is_empty),
+                    "volume" | "tmpfs" => member.value.as_map().is_none_or(Members::is_empty),
                     _ => false,
                 };
                 if !carried {
