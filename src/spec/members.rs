@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::node::{Member, Text};
 
-/// From how many members a map keeps an index by key.
+/// Past how many members a map keeps an index by key.
 const INDEXED: usize = 16;
 
 /// A map's members: keys in the order written, each once.
@@ -22,19 +22,12 @@ pub struct Members {
 type Index = HashMap<Text, usize, foldhash::fast::RandomState>;
 
 impl Members {
-    /// No members, with room for `capacity`.
-    pub fn with_capacity(capacity: usize) -> Self {
-        Members {
-            entries: Vec::with_capacity(capacity),
-            index: None,
-        }
-    }
-
     /// The members `entries`, whose keys are known to be each written once (the parser refuses
     /// a duplicate as it comes).
     pub fn from_unique(entries: Vec<(Text, Member)>) -> Self {
         let mut members = Members { entries, index: None };
         members.reindex();
+        debug_assert!(members.keys().enumerate().all(|(i, k)| members.position(k) == Some(i)));
         members
     }
 
@@ -49,7 +42,7 @@ impl Members {
     }
 
     /// Where `key` is among the members.
-    pub fn position(&self, key: &str) -> Option<usize> {
+    fn position(&self, key: &str) -> Option<usize> {
         match &self.index {
             Some(index) => index.get(key).copied(),
             None => self.entries.iter().position(|(k, _)| k == key),
@@ -102,15 +95,27 @@ impl Members {
     /// Removes the member of `key`, keeping the others in order.
     pub fn shift_remove(&mut self, key: &str) -> Option<Member> {
         let i = self.position(key)?;
-        let (_, member) = self.entries.remove(i);
-        self.reindex();
+        let (key, member) = self.entries.remove(i);
+        if self.entries.len() <= INDEXED {
+            self.index = None;
+        } else if let Some(index) = &mut self.index {
+            index.remove(&key);
+            for (key, _) in &self.entries[i..] {
+                if let Some(position) = index.get_mut(key) {
+                    *position -= 1;
+                }
+            }
+        }
         Some(member)
     }
 
     /// Keeps the members `keep` says to, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&Text, &mut Member) -> bool) {
+        let before = self.entries.len();
         self.entries.retain_mut(|(k, m)| keep(k, m));
-        self.reindex();
+        if self.entries.len() != before {
+            self.reindex();
+        }
     }
 
     /// Gives back the room the members do not use.
@@ -186,8 +191,11 @@ impl FromIterator<(Text, Member)> for Members {
     }
 }
 
+/// Adds each entry as `insert` does, room made for them first.
 impl Extend<(Text, Member)> for Members {
     fn extend<I: IntoIterator<Item = (Text, Member)>>(&mut self, entries: I) {
+        let entries = entries.into_iter();
+        self.entries.reserve(entries.size_hint().0);
         for (key, member) in entries {
             self.insert(key, member);
         }
@@ -236,10 +244,18 @@ mod tests {
         })
     }
 
+    /// Every key is found where it is.
+    fn consistent(members: &Members) {
+        for (i, key) in members.keys().enumerate() {
+            assert_eq!(members.position(key), Some(i), "{key}");
+        }
+        assert_eq!(members.index.is_some(), members.len() > INDEXED);
+    }
+
     /// Short and long, a map keeps its order, finds its keys, and stays indexed as it changes.
     #[test]
     fn members_keep_their_order_and_are_found_short_and_long() {
-        for size in [3usize, INDEXED, INDEXED + 1, 100] {
+        for size in [3usize, INDEXED, INDEXED + 1, INDEXED + 2, 100] {
             let mut members: Members = (0..size)
                 .map(|i| (Text::from(format!("k{i}")), member(i as i64)))
                 .collect();
@@ -251,14 +267,20 @@ mod tests {
                 Some(Kind::Int(0))
             );
             assert_eq!(members.keys().next().map(Text::as_str), Some("k0"));
+            consistent(&members);
             assert_eq!(members.shift_remove("k1").map(|m| m.value.kind), Some(Kind::Int(1)));
+            consistent(&members);
             assert_eq!(value(&members, "k1"), None);
             assert_eq!(value(&members, &format!("k{}", size - 1)), Some(size as i64 - 1));
             members.insert_if_absent("k2".into(), member(-2));
             members.insert_if_absent("new".into(), member(7));
             assert_eq!((value(&members, "k2"), value(&members, "new")), (Some(2), Some(7)));
             assert_eq!(members.keys().last().map(Text::as_str), Some("new"));
+            consistent(&members);
             members.retain(|k, _| k != "k2");
+            consistent(&members);
+            members.retain(|_, _| true);
+            consistent(&members);
             assert_eq!((value(&members, "k2"), value(&members, "new")), (None, Some(7)));
             let reversed: Members = members.clone().into_iter().rev().collect();
             assert_eq!(reversed, members, "equal in any order");

@@ -85,7 +85,6 @@ pub enum Kind {
     Map(Members),
 }
 
-/// A map's members by key, in the order written (a list, indexed only when long).
 pub use super::members::Members;
 
 /// A key or string of a document: held inline up to 24 bytes, as most are, so that copying a
