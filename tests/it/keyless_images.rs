@@ -150,6 +150,22 @@ impl Log {
         Log { key, id }
     }
 
+    /// The log as a trusted root describes it, served at `url`.
+    fn described(&self, url: &str) -> serde_json::Value {
+        let base64 = base64::engine::general_purpose::STANDARD;
+        let key = self.key.verifying_key().to_public_key_der().unwrap();
+        serde_json::json!({
+            "baseUrl": url,
+            "hashAlgorithm": "SHA2_256",
+            "publicKey": {
+                "rawBytes": base64.encode(key.as_bytes()),
+                "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                "validFor": {"start": "2020-01-01T00:00:00Z"},
+            },
+            "logId": {"keyId": base64.encode(&self.id)},
+        })
+    }
+
     /// The log's signature of `message`, base64 of DER.
     fn sign(&self, message: &[u8]) -> String {
         let signature: Signature = self.key.sign(message);
@@ -284,37 +300,16 @@ fn promise(log: &Log, body: &[u8]) -> (i64, String) {
 /// `cosign trusted-root create` writes it.
 fn trusted_root(authority: &Authority, log: &Log) -> String {
     let base64 = base64::engine::general_purpose::STANDARD;
-    let key = log.key.verifying_key().to_public_key_der().unwrap();
-    let ct = Log::new(CT);
-    let ct_key = ct.key.verifying_key().to_public_key_der().unwrap();
     serde_json::to_string_pretty(&serde_json::json!({
         "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
-        "tlogs": [{
-            "baseUrl": "https://rekor.plumb.test",
-            "hashAlgorithm": "SHA2_256",
-            "publicKey": {
-                "rawBytes": base64.encode(key.as_bytes()),
-                "keyDetails": "PKIX_ECDSA_P256_SHA_256",
-                "validFor": {"start": "2020-01-01T00:00:00Z"},
-            },
-            "logId": {"keyId": base64.encode(&log.id)},
-        }],
+        "tlogs": [log.described("https://rekor.plumb.test")],
         "certificateAuthorities": [{
             "subject": {"organization": "plumb-test", "commonName": "sigstore"},
             "uri": "https://fulcio.plumb.test",
             "certChain": {"certificates": authority.chain.iter().map(|c| serde_json::json!({"rawBytes": base64.encode(c)})).collect::<Vec<_>>()},
             "validFor": {"start": "2020-01-01T00:00:00Z"},
         }],
-        "ctlogs": [{
-            "baseUrl": "https://ctfe.plumb.test",
-            "hashAlgorithm": "SHA2_256",
-            "publicKey": {
-                "rawBytes": base64.encode(ct_key.as_bytes()),
-                "keyDetails": "PKIX_ECDSA_P256_SHA_256",
-                "validFor": {"start": "2020-01-01T00:00:00Z"},
-            },
-            "logId": {"keyId": base64.encode(&ct.id)},
-        }],
+        "ctlogs": [Log::new(CT).described("https://ctfe.plumb.test")],
         "timestampAuthorities": [],
     }))
     .unwrap()

@@ -92,11 +92,11 @@ struct KeyDocument {
     valid_for: Option<ValidFor>,
 }
 
-/// A log's id as written (base64).
+/// A log's id as written (base64), in a trusted root and in a bundle's entries.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct LogId {
-    key_id: String,
+pub(super) struct LogId {
+    pub(super) key_id: String,
 }
 
 /// A certificate authority as written: where it is served, its chain, when it is trusted.

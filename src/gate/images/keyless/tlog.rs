@@ -9,7 +9,7 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::root::TrustedRoot;
+use super::root::{LogId, TrustedRoot};
 
 /// A transparency-log entry as a bundle holds it.
 #[derive(Deserialize)]
@@ -25,13 +25,6 @@ pub struct Entry {
     #[serde(default)]
     inclusion_proof: Option<Proof>,
     canonicalized_body: String,
-}
-
-/// The id of the log an entry is in (base64).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LogId {
-    key_id: String,
 }
 
 /// The log's promise to include an entry: its signature (base64 of DER).
