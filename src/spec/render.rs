@@ -804,7 +804,7 @@ fn signed_images(
     let keyless = match &policy.require_signature.keyless {
         Some(keyless) => keyless_signers(context, keyless, &required.clone().key("keyless"), &located, name, out)?,
         None if policy.require_signature.keys.is_empty() => {
-            let message = "`images.requireSignature` names no key (`keys`) and no keyless identity (`keyless`): no image could run";
+            let message = "names no key (`keys`) and no keyless identity (`keyless`): no image could run";
             out.push(
                 Diagnostic::new(&located(&required), message)
                     .path(&required)
@@ -842,11 +842,15 @@ fn keyless_signers(
                     sound = false;
                 }
             }
-            _ => {
+            (None, None) => {
                 report(
                     &path,
-                    "an identity names either `subject` or `subjectPattern`".to_owned(),
+                    "names neither `subject` nor `subjectPattern`: name one".to_owned(),
                 );
+                sound = false;
+            }
+            (Some(_), Some(_)) => {
+                report(&path, "names both `subject` and `subjectPattern`: name one".to_owned());
                 sound = false;
             }
         }

@@ -1229,10 +1229,10 @@ pub static ENVIRONMENT_FIELDS: &[Field] = &[
         path: "images.requireSignature.keys",
         local: Refused("the local target runs commands, not images"),
         compose: Done(
-            "each service's image must carry a cosign signature of its digest, in its registry, by one of these keys (read from the rollback point); else the commit is refused",
+            "each service's image must carry a cosign signature of its digest, in its registry, by one of these keys (or of the keyless identities; read from the rollback point); else the commit is refused",
         ),
         kubernetes: Done(
-            "each service's image must carry a cosign signature of its digest, in its registry, by one of these keys (read from the rollback point); else the commit is refused",
+            "each service's image must carry a cosign signature of its digest, in its registry, by one of these keys (or of the keyless identities; read from the rollback point); else the commit is refused",
         ),
         used: never,
     },
@@ -1240,10 +1240,10 @@ pub static ENVIRONMENT_FIELDS: &[Field] = &[
         path: "images.requireSignature.keyless",
         local: Refused("the local target runs commands, not images"),
         compose: Done(
-            "or a keyless signature (a Sigstore bundle) by one of these identities: its certificate, log entry and timestamps checked offline against the trusted root (read from the rollback point)",
+            "or a keyless signature by one of these identities: its certificate chain, log entry (signed entry timestamp, inclusion proof) and certificate transparency timestamp checked offline against the trusted root (read from the rollback point)",
         ),
         kubernetes: Done(
-            "or a keyless signature (a Sigstore bundle) by one of these identities: its certificate, log entry and timestamps checked offline against the trusted root (read from the rollback point)",
+            "or a keyless signature by one of these identities: its certificate chain, log entry (signed entry timestamp, inclusion proof) and certificate transparency timestamp checked offline against the trusted root (read from the rollback point)",
         ),
         used: never,
     },

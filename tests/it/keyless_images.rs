@@ -569,7 +569,7 @@ fn keyless_signers_are_checked_where_they_are_written() {
     for expected in [
         "environments/dev.yaml:9:20: $.images.requireSignature.keyless.trustedRoot: trusted root `sigstore/trusted_root.json` is not in the repository",
         "environments/dev.yaml:12:27: $.images.requireSignature.keyless.identities[0].subjectPattern: `https://github\\.com/acme/(web` is not a regular expression",
-        "environments/dev.yaml:13:11: $.images.requireSignature.keyless.identities[1]: an identity names either `subject` or `subjectPattern`",
+        "environments/dev.yaml:13:11: $.images.requireSignature.keyless.identities[1]: names neither `subject` nor `subjectPattern`: name one",
     ] {
         assert!(said.contains(expected), "{expected}\n{said}");
     }
@@ -584,10 +584,19 @@ fn keyless_signers_are_checked_where_they_are_written() {
         said.contains("$.images.requireSignature.keyless.trustedRoot: `sigstore/trusted_root.json` is not a Sigstore trusted root: it names no certificate authority (certificateAuthorities)"),
         "{said}"
     );
+    let (_, said) = validate(&format!(
+        "{head}    keyless:\n      trustedRoot: sigstore/trusted_root.json\n      identities: []\n"
+    ));
+    assert!(
+        said.contains("$.images.requireSignature.keyless.identities: [] has less than 1 item"),
+        "{said}"
+    );
     let (code, said) = validate(&head.replace("requireSignature:\n", "requireSignature: {}\n"));
     assert_eq!(code, 1, "{said}");
     assert!(
-        said.contains("$.images.requireSignature: `images.requireSignature` names no key (`keys`) and no keyless identity (`keyless`): no image could run"),
+        said.contains(
+            "$.images.requireSignature: names no key (`keys`) and no keyless identity (`keyless`): no image could run"
+        ),
         "{said}"
     );
 

@@ -148,7 +148,7 @@ pub fn verify(bundle: &[u8], digest: &str, signers: &Signers) -> Result<String, 
     (signers.keys.iter())
         .position(|key| key.verify(&signed, &signature).is_ok())
         .map(|key| signers.files[key].clone())
-        .ok_or_else(|| "it was made with none of the keys".to_owned())
+        .ok_or_else(|| super::cosign::none_of_the_keys(&signers.keys))
 }
 
 /// DSSE's pre-authentication encoding of `payload` of `payload_type`: what is signed.

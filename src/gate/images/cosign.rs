@@ -41,7 +41,16 @@ pub fn verify(payload: &[u8], signature: &str, digest: &str, keys: &[VerifyingKe
     let signature = Signature::from_der(&der).map_err(|e| format!("its signature is not ECDSA: {e}"))?;
     keys.iter()
         .position(|key| key.verify(payload, &signature).is_ok())
-        .ok_or_else(|| "it was made with none of the keys".to_owned())
+        .ok_or_else(|| none_of_the_keys(keys))
+}
+
+/// Why a signature made with a key does not count, when none of `keys` made it.
+pub fn none_of_the_keys(keys: &[VerifyingKey]) -> String {
+    if keys.is_empty() {
+        "it was made with a key, and the environment names none (`keys`)".to_owned()
+    } else {
+        "it was made with none of the keys".to_owned()
+    }
 }
 
 /// Checks that `payload` claims to be a signature of the image `digest`.
@@ -109,6 +118,10 @@ mod tests {
         assert_eq!(verify(&payload, &signed(&alice, &payload), &digest, &keys), Ok(0));
         let by_bob = verify(&payload, &signed(&bob, &payload), &digest, &keys).unwrap_err();
         assert_eq!(by_bob, "it was made with none of the keys");
+        assert_eq!(
+            verify(&payload, &signed(&alice, &payload), &digest, &[]).unwrap_err(),
+            "it was made with a key, and the environment names none (`keys`)"
+        );
         let other = format!("sha256:{}", "cd".repeat(32));
         let moved = verify(&payload, &signed(&alice, &payload), &other, &keys).unwrap_err();
         assert!(moved.starts_with("it signs sha256:abab"), "{moved}");

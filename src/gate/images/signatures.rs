@@ -155,6 +155,10 @@ async fn by_tag(
         // keyless identity when it carries a certificate.
         let by_key = cosign::verify(&payload, signature, digest, &signers.keys).map(|key| signers.files[key].clone());
         let verified = match (by_key, annotations[cosign::CERTIFICATE].as_str()) {
+            (Err(by_key), Some(certificate)) if !signers.keys.is_empty() => {
+                keyless(signers, &payload, signature, digest, certificate, annotations)
+                    .map_err(|keyless| format!("{by_key}; as a keyless signature: {keyless}"))
+            }
             (Err(_), Some(certificate)) => keyless(signers, &payload, signature, digest, certificate, annotations),
             (by_key, _) => by_key,
         };

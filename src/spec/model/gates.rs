@@ -20,7 +20,7 @@ pub struct Gates {
     /// The approvals a commit needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRule>,
-    /// The keys the images a commit runs must be signed with.
+    /// Who the images a commit runs must be signed by: keys, keyless identities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<SignedImages>,
 }

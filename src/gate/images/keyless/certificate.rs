@@ -1,8 +1,8 @@
 //! A keyless signature's certificate (Fulcio's): issued, at the time the signature was logged,
 //! by one of the trusted root's certificate authorities for code signing; recorded in one of
-//! its certificate transparency logs (an embedded signed certificate timestamp), when the root
-//! names such logs; and naming who signed: the identity (an email address or a URI, such as a
-//! CI workflow's) and the OpenID Connect issuer that vouched for it.
+//! its certificate transparency logs (an embedded signed certificate timestamp); and naming who
+//! signed: the identity (an email address or a URI, such as a CI workflow's) and the OpenID
+//! Connect issuer that vouched for it.
 
 use base64::Engine as _;
 use p256::ecdsa::VerifyingKey;
@@ -110,7 +110,12 @@ fn issued(der: &[u8], root: &TrustedRoot, at: i64) -> Result<Vec<u8>, String> {
         match end_entity.verify_for_usage(ALGORITHMS, &anchors, &intermediates, time, usage, None, None) {
             Ok(path) => return Ok(path.issuer_spki().as_ref().to_vec()),
             Err(e) => {
-                let why = format!("{}: {e}", authority.uri);
+                let name = if authority.uri.is_empty() {
+                    "an authority"
+                } else {
+                    &authority.uri
+                };
+                let why = format!("{name}: {}", in_words(&e));
                 if !refused.contains(&why) {
                     refused.push(why);
                 }
@@ -128,6 +133,23 @@ fn issued(der: &[u8], root: &TrustedRoot, at: i64) -> Result<Vec<u8>, String> {
         super::time(at),
         refused.join("; ")
     ))
+}
+
+/// Why a chain did not verify, in words.
+fn in_words(error: &webpki::Error) -> String {
+    let at = |time: &UnixTime| super::time(i64::try_from(time.as_secs()).unwrap_or(i64::MAX));
+    match error {
+        webpki::Error::CertExpired { not_after, .. } => format!("it had expired ({})", at(not_after)),
+        webpki::Error::CertNotValidYet { not_before, .. } => {
+            format!("it was not valid yet (from {})", at(not_before))
+        }
+        webpki::Error::UnknownIssuer => "it was not issued by this authority".to_owned(),
+        webpki::Error::InvalidSignatureForPublicKey => "its signature was not made by the authority's key".to_owned(),
+        webpki::Error::RequiredEkuNotFoundContext(_) => {
+            "a certificate of the chain names its uses and code signing is not one".to_owned()
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 /// Whether `der` is self-issued (its subject is its issuer): a root, an anchor.
@@ -324,7 +346,7 @@ mod tests {
         let root = TrustedRoot::parse(PUBLIC_GOOD.as_bytes()).unwrap();
         let later = verify(&example(), &root, 1_689_177_396 + 600).unwrap_err();
         assert!(
-            later.ends_with("at 2023-07-12T16:06:36Z, when it was logged (https://fulcio.sigstore.dev: CertExpired { time: UnixTime(1689177996), not_after: UnixTime(1689177995) })"),
+            later.ends_with("at 2023-07-12T16:06:36Z, when it was logged (https://fulcio.sigstore.dev: it had expired (2023-07-12T16:06:35Z))"),
             "{later}"
         );
         let mut no_authority = TrustedRoot::parse(PUBLIC_GOOD.as_bytes()).unwrap();

@@ -4,14 +4,17 @@
 //! records the signature and signs the time it did. A bundle's signature counts when, checked
 //! offline against the environment's trusted root:
 //! - one of its log entries is the log's (its signed entry timestamp; its inclusion proof and
-//!   checkpoint, when it carries them) and records this envelope and certificate (`tlog`);
+//!   checkpoint, which bundles from version 0.2 on must carry) and records this signature and
+//!   certificate (`tlog`);
 //! - its certificate was issued by the root's authorities for code signing and was valid when
 //!   the entry was logged, and is in the root's certificate transparency logs (`certificate`);
 //! - the certificate's key made the signature;
 //! - the identity and issuer are one of those the environment names.
 //!
-//! Timestamps from a timestamp authority (RFC 3161) and logs that sign no entry timestamp
-//! (Rekor 2) are not read: such a bundle is refused, and says why.
+//! cosign 2's keyless signatures (a message, its certificate and the log's promise in the
+//! signature layer's annotations) are checked the same way. Timestamps from a timestamp
+//! authority (RFC 3161) and logs that sign no entry timestamp (Rekor 2) are not read: such a
+//! bundle is refused, and says why.
 
 mod certificate;
 pub mod root;
@@ -233,7 +236,7 @@ fn identity(rule: &SignerIdentity) -> Result<Identity, String> {
     let subject = match (&rule.subject, &rule.subject_pattern) {
         (Some(exactly), None) => Subject::Exactly(exactly.clone()),
         (None, Some(pattern)) => Subject::Matching(pattern_of(pattern)?),
-        _ => return Err("an identity names either `subject` or `subjectPattern`".to_owned()),
+        _ => return Err("an identity names exactly one of `subject` and `subjectPattern`".to_owned()),
     };
     Ok(Identity {
         issuer: rule.issuer.clone(),
@@ -248,7 +251,11 @@ fn identity(rule: &SignerIdentity) -> Result<Identity, String> {
 pub fn pattern_of(pattern: &str) -> Result<regex::Regex, String> {
     let build = |pattern: &str| regex::RegexBuilder::new(pattern).size_limit(1 << 20).build();
     build(pattern).map_err(|e| format!("`{pattern}` is not a regular expression: {e}"))?;
-    build(&format!(r"\A(?:{pattern})\z")).map_err(|e| format!("`{pattern}` is not a regular expression: {e}"))
+    build(&format!(r"\A(?:{pattern})\z")).map_err(|e| {
+        format!(
+            "`{pattern}` cannot be matched against a whole subject (a comment or a flag of it runs to its end): {e}"
+        )
+    })
 }
 
 /// `seconds` since the epoch, as RFC 3339 writes it (UTC).

@@ -44,6 +44,17 @@ pub struct Log {
     pub valid: Validity,
 }
 
+impl Log {
+    /// How messages name it: where it is served, else its id.
+    pub fn name(&self) -> String {
+        if self.url.is_empty() {
+            hex::encode(&self.id)
+        } else {
+            self.url.clone()
+        }
+    }
+}
+
 /// A time range, in seconds since the epoch; either end may be open.
 #[derive(Clone, Copy, Default)]
 pub struct Validity {
@@ -191,7 +202,7 @@ impl TrustedRoot {
         })
     }
 
-    /// The transparency logs of id `id` (one log may be listed once per key period).
+    /// The transparency logs of id `id` (one log may be listed once per period of its key).
     pub fn logs_of(&self, id: &[u8]) -> impl Iterator<Item = &Log> + '_ {
         let id = id.to_vec();
         self.logs.iter().filter(move |l| l.id == id)

@@ -1,7 +1,7 @@
 //! A bundle's transparency-log entry (Rekor), checked offline against the trusted root: the
 //! log's signed entry timestamp (its promise to include the entry, signing the time it was
-//! logged), the inclusion proof up to a checkpoint the log signed, when the bundle carries one,
-//! and that the entry records this very envelope and certificate.
+//! logged), the inclusion proof up to a checkpoint the log signed (which bundles from version
+//! 0.2 on must carry), and that the entry records this very signature and certificate.
 
 use base64::Engine;
 use p256::ecdsa::signature::Verifier;
@@ -138,27 +138,31 @@ fn promised_by<'a>(
     signature: &[u8],
     at: i64,
 ) -> Result<&'a VerifyingKey, String> {
-    let mut why = format!(
-        "it was logged in {}, a log the trusted root does not hold",
-        hex::encode(id)
-    );
+    let mut why = Vec::new();
     for log in root.logs_of(id) {
-        match &log.key {
-            Err(e) => why = format!("its log {}: {e}", log.url),
+        let name = log.name();
+        let reason = match &log.key {
+            Err(e) => format!("the log {name}: {e}"),
             Ok(key) if !signed_by(key, promised, signature) => {
-                why = format!("its signed entry timestamp was not made by the log {}", log.url);
+                format!("its signed entry timestamp was not made by the log {name}")
             }
-            Ok(_) if !log.valid.holds(at) => {
-                why = format!(
-                    "it was logged at {}, when the trusted root did not trust the log {}",
-                    super::time(at),
-                    log.url
-                );
-            }
+            Ok(_) if !log.valid.holds(at) => format!(
+                "it was logged at {}, when the trusted root did not trust the log {name}",
+                super::time(at),
+            ),
             Ok(key) => return Ok(key),
+        };
+        if !why.contains(&reason) {
+            why.push(reason);
         }
     }
-    Err(why)
+    if why.is_empty() {
+        return Err(format!(
+            "it was logged in {}, a log the trusted root does not hold",
+            hex::encode(id)
+        ));
+    }
+    Err(why.join("; "))
 }
 
 /// Whether `signature` (DER) is `key`'s over `message`.
