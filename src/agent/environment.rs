@@ -26,8 +26,8 @@ use crate::reconcile::{self, Applied, Intent, RollbackPoint};
 use crate::source::GitTree;
 use crate::spec::sealed::Keyring;
 use crate::spec::{self, Desired};
-use crate::target::Slot;
 use crate::target::Target;
+use crate::target::{Slot, Slots};
 
 /// An authenticated head, rendered for one environment.
 #[derive(Clone)]
@@ -227,9 +227,9 @@ pub struct Running {
     pub at: String,
     /// Per service: the replicas the rollback point declares (`None` for a service it no longer
     /// has), and each slot as the target runs it.
-    pub services: BTreeMap<String, (Option<u32>, BTreeMap<Slot, crate::target::workload::LiveSlot>)>,
+    pub services: BTreeMap<String, (Option<u32>, Slots<crate::target::workload::LiveSlot>)>,
     /// Per service, per slot: each health check's result, probed once at the check.
-    pub health: BTreeMap<String, BTreeMap<Slot, Vec<super::probes::Probed>>>,
+    pub health: BTreeMap<String, Slots<Vec<super::probes::Probed>>>,
 }
 
 /// The subject of `commit` in the bare repository at `repository`, when it holds the commit.

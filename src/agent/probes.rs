@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use futures_util::StreamExt;
 
 use crate::reconcile::Live;
-use crate::target::{Slot, Target};
+use crate::target::{Slot, Slots, Target};
 
 /// How many slots are probed at once.
 const AT_ONCE: usize = 16;
@@ -21,7 +21,7 @@ pub type Probed = (String, Result<(), String>);
 
 /// Probes once each check of each slot in `live`: per service, per slot, the results in the
 /// checks' order; a slot whose checks the target cannot aim, that failure.
-pub async fn probe_live(target: &dyn Target, live: &Live) -> BTreeMap<String, BTreeMap<Slot, Vec<Probed>>> {
+pub async fn probe_live(target: &dyn Target, live: &Live) -> BTreeMap<String, Slots<Vec<Probed>>> {
     let mut slots: Vec<(String, Slot)> = Vec::new();
     for (service, running) in live {
         slots.extend(running.keys().map(|slot| (service.clone(), *slot)));
@@ -45,7 +45,7 @@ pub async fn probe_live(target: &dyn Target, live: &Live) -> BTreeMap<String, BT
             .collect::<Vec<_>>();
         Some((service, slot, results))
     });
-    let mut probed: BTreeMap<String, BTreeMap<Slot, Vec<Probed>>> = BTreeMap::new();
+    let mut probed: BTreeMap<String, Slots<Vec<Probed>>> = BTreeMap::new();
     let mut rounds = rounds.buffer_unordered(AT_ONCE);
     // The worker waits for this: slots whose checks hang are not waited for past the budget.
     let until = tokio::time::Instant::now() + BUDGET;

@@ -11,10 +11,10 @@ use super::fingerprint::fingerprint;
 use crate::spec::Desired;
 use crate::spec::model::service::Reload;
 use crate::spec::model::{Service, Target};
-use crate::target::{LiveSlot, Slot, digest};
+use crate::target::{LiveSlot, Slot, Slots, digest};
 
 /// What runs, per service and slot, as a target observes it.
-pub type Live = BTreeMap<String, BTreeMap<Slot, LiveSlot>>;
+pub type Live = BTreeMap<String, Slots<LiveSlot>>;
 
 /// What to do to one service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -203,7 +203,7 @@ pub fn version(service: &Service) -> String {
 }
 
 /// The slot serving a service: the one with the largest share of traffic.
-pub fn serving(slots: &BTreeMap<Slot, LiveSlot>) -> Option<(Slot, &LiveSlot)> {
+pub fn serving(slots: &Slots<LiveSlot>) -> Option<(Slot, &LiveSlot)> {
     slots
         .iter()
         .filter(|(_, s)| s.weight > 0)
@@ -239,7 +239,7 @@ pub fn plan(desired: &Desired, live: &Live, prune: bool) -> Plan {
     }
 }
 
-fn service_step(service: &Arc<Service>, slots: Option<&BTreeMap<Slot, LiveSlot>>, target: &Target) -> Option<Step> {
+fn service_step(service: &Arc<Service>, slots: Option<&Slots<LiveSlot>>, target: &Target) -> Option<Step> {
     let step = |action, why: String| {
         Some(Step {
             service: service.name.as_str().to_owned(),

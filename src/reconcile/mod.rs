@@ -3,7 +3,7 @@
 //! every one in the ledger, and, when a step fails, restore the environment to its rollback
 //! point (the last commit applied healthy, re-rendered by the caller).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::json;
 use tracing::Instrument;
@@ -12,7 +12,7 @@ use crate::ledger::{Attempt, LedgerError, Outcome, Recorder, Trigger};
 use crate::rollout::{Rollout, RolloutError, Undo, recorded, undo_migration};
 use crate::spec::Desired;
 use crate::spec::model::Service;
-use crate::target::{Slot, Target, TargetError};
+use crate::target::{Slot, Slots, Target, TargetError};
 
 use crate::diff::plan::{self, ManifestAction};
 pub use crate::diff::plan::{Action, Live, LiveManifests, Plan, Step, plan, serving, version};
@@ -427,7 +427,7 @@ async fn take(
 /// A service to roll out: its declaration, what runs of it, and the slot serving.
 struct Unit<'a> {
     service: &'a Service,
-    slots: Option<&'a BTreeMap<Slot, crate::target::LiveSlot>>,
+    slots: Option<&'a Slots<crate::target::LiveSlot>>,
     running: Option<Slot>,
 }
 

@@ -347,7 +347,7 @@ async fn a_stop_at_any_step_of_any_strategy_parks_the_attempt_within_ten_seconds
     // An earlier version of `web` serves from blue: each strategy's whole way is taken.
     let live = Observed::from([(
         "web".to_owned(),
-        BTreeMap::from([(
+        crate::target::Slots::from([(
             Slot::Blue,
             crate::target::LiveSlot {
                 version: "an-earlier-version".to_owned(),

@@ -9,6 +9,7 @@ pub mod bell;
 pub mod compose;
 pub mod kubernetes;
 pub mod local;
+pub mod slots;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -23,10 +24,11 @@ use crate::spec::manifest::Manifest;
 use crate::spec::model::Service;
 use crate::spec::model::service::Strategy;
 
+pub use slots::Slots;
 pub use workload::{LiveSlot, Slot, config_digest, digest};
 
 /// What runs of an environment: per service, per slot.
-pub type Observed = BTreeMap<String, BTreeMap<Slot, LiveSlot>>;
+pub type Observed = BTreeMap<String, Slots<LiveSlot>>;
 
 /// A future a target returns (boxed: targets are used as trait objects).
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

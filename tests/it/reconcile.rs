@@ -2,7 +2,6 @@
 //! ledger — create, configuration reload, scale, a failing rollout restored to the rollback
 //! point, prune, drift corrected.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -10,10 +9,10 @@ use plumb::agent::Worker;
 use plumb::ledger::{Ledger, Outcome, Recorder};
 use plumb::reconcile::{self, Intent, Live, RollbackPoint};
 use plumb::spec::Desired;
-use plumb::target::config_digest;
 use plumb::target::local::LocalRuntime;
 use plumb::target::local::process::Backoff;
 use plumb::target::{LiveSlot, Slot};
+use plumb::target::{Slots, config_digest};
 
 use crate::harness::{golden, project};
 use crate::http::get;
@@ -129,7 +128,7 @@ fn plans_are_deterministic_and_ordered_by_dependencies() {
             let replicas = if name == "web" { 2 } else { 1 };
             (
                 name.to_owned(),
-                BTreeMap::from([(Slot::Blue, slot(&desired, name, replicas, 100))]),
+                Slots::from([(Slot::Blue, slot(&desired, name, replicas, 100))]),
             )
         })
         .collect();
@@ -149,7 +148,7 @@ fn plans_are_deterministic_and_ordered_by_dependencies() {
         .pop();
     drifted.insert(
         "legacy".to_owned(),
-        BTreeMap::from([(Slot::Green, slot(&desired, "web", 1, 100))]),
+        Slots::from([(Slot::Green, slot(&desired, "web", 1, 100))]),
     );
     show(
         "config edited, old version, one replica short, a service no longer declared",

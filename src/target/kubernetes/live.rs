@@ -9,16 +9,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::fields;
 use super::objects::{self, SERVICE, SLOT, VERSION, WEIGHTS};
 use super::watch::Snapshot;
+use crate::target::Slots;
 use crate::target::workload::{LiveSlot, Slot, digest};
 
 /// The slots `snapshot` shows running, by service. A slot with no replicas and no traffic is
 /// retired, not running. `applied` holds the fields plumb's last apply owned, by Deployment; a
 /// Deployment it does not know yet is taken as plumb left it (an agent that just started sees
 /// what other managers change from now on).
-pub fn of(
-    snapshot: Snapshot,
-    applied: &mut HashMap<String, BTreeSet<String>>,
-) -> BTreeMap<String, BTreeMap<Slot, LiveSlot>> {
+pub fn of(snapshot: Snapshot, applied: &mut HashMap<String, BTreeSet<String>>) -> BTreeMap<String, Slots<LiveSlot>> {
     let Snapshot {
         deployments,
         services,
@@ -67,7 +65,7 @@ pub fn of(
             Some((name, objects::parse_weights(recorded)))
         })
         .collect();
-    let mut live: BTreeMap<String, BTreeMap<Slot, LiveSlot>> = BTreeMap::new();
+    let mut live: BTreeMap<String, Slots<LiveSlot>> = BTreeMap::new();
     for deployment in deployments {
         let labels = deployment.metadata.labels.clone().unwrap_or_default();
         let (Some(service), Some(slot)) = (labels.get(SERVICE), labels.get(SLOT)) else {

@@ -20,6 +20,7 @@ use super::objects::{self, ENVIRONMENT, SERVICE, SLOT, WEIGHTS, deployment_name}
 use super::watch::{Snapshot, Watched};
 use crate::spec::model::Service;
 use crate::spec::model::environment::{GatewayRef, KubernetesTarget};
+use crate::target::Slots;
 use crate::target::workload::{LiveSlot, Slot, WorkloadError};
 
 /// The field manager plumb applies as.
@@ -590,7 +591,7 @@ impl KubernetesRuntime {
 
     /// What runs: the environment's Deployments, by service and slot, with the weights their
     /// Services record — from the watches when they hold plumb's last writes, else listed.
-    pub async fn observe(&self) -> Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, KubernetesError> {
+    pub async fn observe(&self) -> Result<BTreeMap<String, Slots<LiveSlot>>, KubernetesError> {
         let cached = match &self.watched {
             Some(watched) => watched.snapshot(FRESH_WITHIN).await,
             None => None,

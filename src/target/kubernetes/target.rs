@@ -10,7 +10,7 @@ use crate::router::SlotStats;
 use crate::spec::manifest::Manifest;
 use crate::spec::model::Service;
 use crate::target::workload::{LiveSlot, Slot};
-use crate::target::{Capabilities, Pending, Target, TargetError};
+use crate::target::{Capabilities, Pending, Slots, Target, TargetError};
 
 fn kube_error(e: impl std::error::Error + Send + Sync + 'static) -> TargetError {
     TargetError {
@@ -119,7 +119,7 @@ impl Target for KubernetesRuntime {
         })
     }
 
-    fn observe(&self) -> Pending<'_, Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, TargetError>> {
+    fn observe(&self) -> Pending<'_, Result<BTreeMap<String, Slots<LiveSlot>>, TargetError>> {
         Box::pin(async move { KubernetesRuntime::observe(self).await.map_err(kube_error) })
     }
 

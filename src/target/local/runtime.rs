@@ -18,7 +18,7 @@ use crate::spec::model::service::{Reload, Signal as ConfigSignal};
 use crate::target::workload::{
     LiveSlot, Slot, WorkloadError, expand, file_digest, readiness_checks, variables, write_config,
 };
-use crate::target::{Capabilities, Pending, Target, TargetError};
+use crate::target::{Capabilities, Pending, Slots, Target, TargetError};
 
 /// The variable every process of a runtime carries: the runtime's working folder, unique per
 /// state directory and environment. [`LocalRuntime::new`] sweeps what carries it.
@@ -128,8 +128,8 @@ struct ServiceRuntime {
     /// One router per declared port and stable address: a port moved to another number is
     /// served at both until the last slot declaring the old one is retired.
     routers: BTreeMap<(String, SocketAddr), (Router, CancellationToken)>,
-    slots: BTreeMap<Slot, SlotRuntime>,
-    weights: BTreeMap<Slot, u32>,
+    slots: Slots<SlotRuntime>,
+    weights: Slots<u32>,
 }
 
 /// The local runtime of one environment.
@@ -494,10 +494,10 @@ impl LocalRuntime {
     }
 
     /// What runs: per service, per slot.
-    pub async fn observe(&self) -> BTreeMap<String, BTreeMap<Slot, LiveSlot>> {
+    pub async fn observe(&self) -> BTreeMap<String, Slots<LiveSlot>> {
         let services = self.services.lock().await;
         let mut configs = Vec::new();
-        let mut live: BTreeMap<String, BTreeMap<Slot, LiveSlot>> = services
+        let mut live: BTreeMap<String, Slots<LiveSlot>> = services
             .iter()
             .map(|(name, runtime)| {
                 let slots = runtime
@@ -721,7 +721,7 @@ impl Target for LocalRuntime {
         })
     }
 
-    fn observe(&self) -> Pending<'_, Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, TargetError>> {
+    fn observe(&self) -> Pending<'_, Result<BTreeMap<String, Slots<LiveSlot>>, TargetError>> {
         Box::pin(async move { Ok(LocalRuntime::observe(self).await) })
     }
 

@@ -31,6 +31,7 @@ use crate::router::Router;
 use crate::spec::model::Service;
 use crate::spec::model::environment::{ComposeTarget, Proxy};
 use crate::spec::model::service::{HealthCheck, Reload, Signal as ConfigSignal};
+use crate::target::Slots;
 use crate::target::workload::{LiveSlot, Slot, WorkloadError, file_digest, variables, write_config};
 
 /// Why a primitive failed.
@@ -115,7 +116,7 @@ struct Routes {
     routers: BTreeMap<(String, SocketAddr), (Router, CancellationToken)>,
     /// The declared ports by name and stable number (nginx).
     stable: BTreeSet<(String, u16)>,
-    weights: BTreeMap<Slot, u32>,
+    weights: Slots<u32>,
 }
 
 /// The compose runtime of one environment.
@@ -193,7 +194,7 @@ impl ComposeRuntime {
 
     /// Rebinds the routers of the replicas that run, with the weights last set.
     async fn adopt(&self) -> Result<(), ComposeError> {
-        let weights: BTreeMap<String, BTreeMap<Slot, u32>> = tokio::fs::read(self.dir.join("routes.json"))
+        let weights: BTreeMap<String, Slots<u32>> = tokio::fs::read(self.dir.join("routes.json"))
             .await
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -453,10 +454,10 @@ impl ComposeRuntime {
     }
 
     /// What runs: per service, per slot.
-    pub async fn observe(&self) -> Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, ComposeError> {
+    pub async fn observe(&self) -> Result<BTreeMap<String, Slots<LiveSlot>>, ComposeError> {
         let replicas = self.replicas(None).await?;
         let routing = self.routing.lock().await;
-        let mut live: BTreeMap<String, BTreeMap<Slot, LiveSlot>> = BTreeMap::new();
+        let mut live: BTreeMap<String, Slots<LiveSlot>> = BTreeMap::new();
         let mut configs = Vec::new();
         for replica in &replicas {
             let weight = routing
@@ -467,8 +468,7 @@ impl ComposeRuntime {
             let slot = live
                 .entry(replica.service.clone())
                 .or_default()
-                .entry(replica.slot)
-                .or_insert_with(|| {
+                .or_insert_with(replica.slot, || {
                     if let Some(path) = &replica.config {
                         configs.push((replica.service.clone(), replica.slot, path.clone()));
                     }
@@ -499,7 +499,7 @@ impl ComposeRuntime {
 
     /// Writes the weights, so a new agent routes as this one did.
     async fn persist(&self, routing: &BTreeMap<String, Routes>) -> Result<(), ComposeError> {
-        let weights: BTreeMap<&String, &BTreeMap<Slot, u32>> = routing.iter().map(|(s, r)| (s, &r.weights)).collect();
+        let weights: BTreeMap<&String, &Slots<u32>> = routing.iter().map(|(s, r)| (s, &r.weights)).collect();
         let path = self.dir.join("routes.json");
         let text = serde_json::to_string_pretty(&weights).expect("weights serialize");
         crate::target::workload::save(&path, text, false)

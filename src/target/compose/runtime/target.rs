@@ -7,7 +7,7 @@ use crate::health::Check;
 use crate::router::SlotStats;
 use crate::spec::model::Service;
 use crate::target::workload::{LiveSlot, Slot};
-use crate::target::{Capabilities, Pending, Target, TargetError};
+use crate::target::{Capabilities, Pending, Slots, Target, TargetError};
 
 fn compose_error(e: impl std::error::Error + Send + Sync + 'static) -> TargetError {
     TargetError {
@@ -108,7 +108,7 @@ impl Target for ComposeRuntime {
         })
     }
 
-    fn observe(&self) -> Pending<'_, Result<BTreeMap<String, BTreeMap<Slot, LiveSlot>>, TargetError>> {
+    fn observe(&self) -> Pending<'_, Result<BTreeMap<String, Slots<LiveSlot>>, TargetError>> {
         Box::pin(async move { ComposeRuntime::observe(self).await.map_err(compose_error) })
     }
 
