@@ -55,7 +55,7 @@ fn main() {
     println!("plumb agent, resident memory (VmRSS):");
     let split = |m: &Measured| {
         format!(
-            "(anonymous {:.1} MB, the binary's pages {:.1} MB, {} threads)",
+            "(anonymous {:.1} MB, mapped files {:.1} MB, {} threads)",
             m.anon_mb, m.file_mb, m.threads
         )
     };

@@ -14,8 +14,9 @@ fn main() -> ExitCode {
 /// agent). A panic still prints its backtrace; `RUST_LIB_BACKTRACE`, when set, still decides.
 fn no_error_backtraces() {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
-        // SAFETY: the process's first step, before any other thread exists. The processes the
-        // agent starts get a minimal environment of their own (`target::local::process`).
+        // SAFETY: the process's first step, before any other thread exists. Services and their
+        // probes start with a minimal environment of their own (`target::local::process`); the
+        // other programs plumb starts (git, gpg, tar) are not Rust and ignore the variable.
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") }
     }
 }

@@ -75,7 +75,7 @@ impl<V> Slots<V> {
         Iter(ORDER.iter().zip(&self.0))
     }
 
-    /// The same, the values to change.
+    /// The slots holding a value and their values, the values to change.
     pub fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = (&Slot, &mut V)> {
         ORDER
             .iter()

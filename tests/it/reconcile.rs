@@ -11,8 +11,7 @@ use plumb::reconcile::{self, Intent, Live, RollbackPoint};
 use plumb::spec::Desired;
 use plumb::target::local::LocalRuntime;
 use plumb::target::local::process::Backoff;
-use plumb::target::{LiveSlot, Slot};
-use plumb::target::{Slots, config_digest};
+use plumb::target::{LiveSlot, Slot, Slots, config_digest};
 
 use crate::harness::{golden, project};
 use crate::http::get;
