@@ -75,14 +75,6 @@ impl<V> Slots<V> {
         Iter(ORDER.iter().zip(&self.0))
     }
 
-    /// The slots holding a value and their values, the values to change.
-    pub fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = (&Slot, &mut V)> {
-        ORDER
-            .iter()
-            .zip(&mut self.0)
-            .filter_map(|(slot, v)| Some((slot, v.as_mut()?)))
-    }
-
     /// The slots holding a value, in order.
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &Slot> {
         self.iter().map(|(slot, _)| slot)
@@ -91,20 +83,6 @@ impl<V> Slots<V> {
     /// The values, in slot order.
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> {
         self.0.iter().flatten()
-    }
-
-    /// The values to change, in slot order.
-    pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut V> {
-        self.0.iter_mut().flatten()
-    }
-
-    /// Keeps the slots whose value `keep` accepts.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Slot, &mut V) -> bool) {
-        for (slot, value) in ORDER.iter().zip(&mut self.0) {
-            if value.as_mut().is_some_and(|v| !keep(slot, v)) {
-                *value = None;
-            }
-        }
     }
 }
 
@@ -229,7 +207,7 @@ mod tests {
         assert_eq!(format!("{slots:?}"), format!("{tree:?}"));
         let back: Slots<u32> = serde_json::from_str(r#"{"green": 3, "blue": 1}"#).unwrap();
         assert_eq!(back, slots);
-        slots.retain(|slot, _| *slot == Slot::Green);
+        assert_eq!(slots.remove(&Slot::Blue), Some(1));
         assert_eq!(slots.remove(&Slot::Blue), None);
         assert_eq!(slots.into_iter().collect::<Vec<_>>(), vec![(Slot::Green, 3)]);
     }
